@@ -1,0 +1,845 @@
+# Copyright: firm developers
+# Apache License 2.0 (see galaxy.yml)
+"""Control groups: one implementation of each knob for cgroup v1 and v2.
+
+The version is detected per controller from the layout under the cgroup root, so hybrid hosts
+(v1 controllers plus an empty unified tree, as on this project's test machines) work as well as
+pure v2 hosts. Values are expressed in firm's units, whatever the version:
+
+- CPU bandwidth: ``quota_us`` per ``period_us`` (``None`` quota = unlimited),
+- CPU weight: cgroup v2 units, 1..10000, default 100 (v1 ``cpu.shares`` = weight * 1024 / 100),
+- cpuset: canonical CPU / memory-node lists (``"0-2,5"``),
+- disk: bytes and I/O per second per whole-disk device ``MAJ:MIN`` (``None`` = no limit),
+- memory: bytes (``None`` = unlimited).
+
+Nothing is written until every value has been validated; a change that writes several files is
+rolled back when one of them is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ansible_collections.firm.core.plugins.module_utils.errors import (
+    InvalidInputError,
+    KernelWriteError,
+    NotFoundError,
+)
+from ansible_collections.firm.core.plugins.module_utils.sysfs import (
+    Rollback,
+    confined_path,
+    read_text,
+    write_text,
+)
+
+# Controllers firm manages, by their v1 names; the v2 name differs only for blkio.
+CONTROLLERS = ("cpu", "cpuacct", "cpuset", "blkio", "memory", "pids")
+V2_NAMES = {"cpu": "cpu", "cpuacct": "cpu", "cpuset": "cpuset", "blkio": "io", "memory": "memory", "pids": "pids"}
+
+CPU_PERIOD_MIN_US = 1000
+CPU_PERIOD_MAX_US = 1000000
+CPU_QUOTA_MIN_US = 1000
+CPU_WEIGHT_MIN, CPU_WEIGHT_MAX, CPU_WEIGHT_DEFAULT = 1, 10000, 100
+CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 262144
+MEMORY_MIN_BYTES = 4096
+# cgroup v1 reports "no limit" as PAGE_COUNTER_MAX pages; anything this large means unlimited.
+MEMORY_V1_UNLIMITED_FLOOR = 1 << 62
+DISK_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
+_V1_DISK_FILES = {
+    "read_bps": "blkio.throttle.read_bps_device",
+    "write_bps": "blkio.throttle.write_bps_device",
+    "read_iops": "blkio.throttle.read_iops_device",
+    "write_iops": "blkio.throttle.write_iops_device",
+}
+_V2_IO_KEYS = {"read_bps": "rbps", "write_bps": "wbps", "read_iops": "riops", "write_iops": "wiops"}
+_CONTAINER_ID = re.compile(r"^[0-9a-f]{12,64}$")
+_POD_UID = re.compile(r"^[0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}$")
+
+
+class CgroupInputError(InvalidInputError):
+    """A cgroup request was rejected before anything was written."""
+
+
+class CgroupNotFoundError(NotFoundError):
+    """A cgroup, controller, process or device does not exist."""
+
+
+class CgroupWriteError(KernelWriteError):
+    """The kernel refused a cgroup write; the change was rolled back."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout: where each controller lives and which version it is
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A mounted controller: its version and the directory of its root group."""
+
+    controller: str
+    version: int
+    mount: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The controllers firm can use under one cgroup root."""
+
+    root: str
+    hierarchies: Mapping[str, Hierarchy]
+
+    def versions(self) -> dict[str, int]:
+        return {name: h.version for name, h in self.hierarchies.items()}
+
+    def hierarchy(self, controller: str) -> Hierarchy:
+        try:
+            return self.hierarchies[controller]
+        except KeyError:
+            raise CgroupNotFoundError(
+                f"the {controller} controller is not mounted under {self.root}",
+                fix=f"mount it (v1: mount -t cgroup -o {controller} cgroup {self.root}/{controller}; "
+                f"v2: enable +{V2_NAMES[controller]} in cgroup.subtree_control) or leave its options unset",
+            ) from None
+
+
+def detect_layout(root: str = "/sys/fs/cgroup") -> Layout:
+    """Find each managed controller under ``root``: a v1 hierarchy of its own, or the v2 tree.
+
+    Pure v2: ``root/cgroup.controllers`` exists. Otherwise v1 hierarchies are ``root/<name>``
+    (co-mounts such as ``cpu,cpuacct`` are links to one directory) and the v2 tree, if any, is
+    ``root/unified`` with only the controllers no v1 hierarchy took.
+    """
+    if not os.path.isdir(root):
+        raise CgroupNotFoundError(f"cgroup root {root} does not exist", fix="mount cgroups or set cgroup_root")
+    unified = root if os.path.exists(os.path.join(root, "cgroup.controllers")) else os.path.join(root, "unified")
+    v2_available = _v2_controllers(unified)
+    hierarchies: dict[str, Hierarchy] = {}
+    for name in CONTROLLERS:
+        v1_dir = os.path.join(root, name)
+        if unified != root and os.path.isfile(os.path.join(v1_dir, "cgroup.procs")):
+            hierarchies[name] = Hierarchy(name, 1, os.path.realpath(v1_dir))
+        elif V2_NAMES[name] in v2_available or (name == "cpuacct" and "cpu" in v2_available):
+            hierarchies[name] = Hierarchy(name, 2, unified)
+        elif name == "cpuacct" and os.path.exists(os.path.join(unified, "cgroup.controllers")):
+            # v2 accounts CPU time in cpu.stat for every group, even without the cpu controller.
+            hierarchies[name] = Hierarchy(name, 2, unified)
+    return Layout(root, hierarchies)
+
+
+def _v2_controllers(unified: str) -> list[str]:
+    try:
+        return read_text(os.path.join(unified, "cgroup.controllers")).split()
+    except NotFoundError:
+        return []
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets: a group's directory in every hierarchy
+
+
+@dataclass(frozen=True)
+class Group:
+    """One cgroup, as a directory per controller (v1 hierarchies may place a process differently)."""
+
+    layout: Layout
+    paths: Mapping[str, str]  # controller -> path relative to that hierarchy's root
+
+    def dir(self, controller: str) -> str:
+        hierarchy = self.layout.hierarchy(controller)
+        return confined_path(hierarchy.mount, self.paths.get(controller, ""), "cgroup path")
+
+    def version(self, controller: str) -> int:
+        return self.layout.hierarchy(controller).version
+
+    def distinct_dirs(self) -> list[str]:
+        """Every directory of this group once, even when hierarchies are co-mounted."""
+        seen: dict[str, None] = {}
+        for controller in self.layout.hierarchies:
+            seen.setdefault(self.dir(controller), None)
+        return list(seen)
+
+    def exists(self) -> bool:
+        return all(os.path.isdir(d) for d in self.distinct_dirs())
+
+    def file(self, controller: str, name: str) -> str:
+        return os.path.join(self.dir(controller), name)
+
+
+def group_at(layout: Layout, path: str) -> Group:
+    """The group at the same ``path`` in every hierarchy; refuses paths that escape the root."""
+    clean = path if path.startswith("/") else path.strip("/")  # absolute paths are refused below
+    for hierarchy in layout.hierarchies.values():
+        confined_path(hierarchy.mount, clean, "cgroup path")
+    return Group(layout, {name: clean for name in layout.hierarchies})
+
+
+def group_of_pid(layout: Layout, pid: int, proc_root: str = "/proc") -> Group:
+    """The groups a process belongs to, from ``/proc/PID/cgroup``."""
+    try:
+        content = read_text(os.path.join(proc_root, str(pid), "cgroup"))
+    except NotFoundError:
+        raise CgroupNotFoundError(f"process {pid} does not exist", fix="give the PID of a running process") from None
+    v1_paths: dict[str, str] = {}
+    v2_path: str | None = None
+    for line in content.splitlines():
+        _, controllers, member = line.split(":", 2)
+        if controllers == "":
+            v2_path = member.lstrip("/")
+        for controller in controllers.split(","):
+            v1_paths[controller] = member.lstrip("/")
+    paths = {}
+    for name, hierarchy in layout.hierarchies.items():
+        path = v1_paths.get(name) if hierarchy.version == 1 else v2_path
+        if path is not None:
+            paths[name] = path
+    return Group(layout, paths)
+
+
+_QOS_DIRS_CGROUPFS = ("kubepods", "kubepods/burstable", "kubepods/besteffort")
+_QOS_DIRS_SYSTEMD = (
+    ("kubepods.slice", "kubepods"),
+    ("kubepods.slice/kubepods-burstable.slice", "kubepods-burstable"),
+    ("kubepods.slice/kubepods-besteffort.slice", "kubepods-besteffort"),
+)
+_RUNTIME_PREFIXES = {"containerd": "cri-containerd", "cri-o": "crio", "docker": "docker"}
+
+
+def kubernetes_candidates(pod_uid: str, container_id: str | None = None, driver: str = "auto",
+                          runtime: str = "auto") -> list[str]:
+    """Every path the kubelet may give a pod (or one of its containers), most likely first.
+
+    cgroupfs driver: ``kubepods[/<qos>]/pod<uid>[/<id>]`` (CRI-O: ``crio-<id>``); systemd driver:
+    ``kubepods.slice[/kubepods-<qos>.slice]/kubepods[-<qos>]-pod<uid_>.slice[/<prefix>-<id>.scope]``.
+    """
+    if not _POD_UID.match(pod_uid):
+        raise CgroupInputError(f"pod_uid {pod_uid!r} is not a pod UID",
+                               fix="give metadata.uid of the pod, e.g. 6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10")
+    inferred_runtime, cid = _split_container_id(container_id) if container_id else (None, None)
+    if runtime == "auto":
+        runtimes = [inferred_runtime] if inferred_runtime else list(_RUNTIME_PREFIXES)
+    else:
+        runtimes = [runtime]
+    drivers = ["cgroupfs", "systemd"] if driver == "auto" else [driver]
+    uid_dashes = pod_uid.replace("_", "-").lower()
+    uid_unders = uid_dashes.replace("-", "_")
+    candidates: list[str] = []
+    for drv in drivers:
+        if drv == "cgroupfs":
+            for qos in _QOS_DIRS_CGROUPFS:
+                pod = f"{qos}/pod{uid_dashes}"
+                if cid is None:
+                    candidates.append(pod)
+                for rt in runtimes if cid else []:
+                    candidates.append(f"{pod}/crio-{cid}" if rt == "cri-o" else f"{pod}/{cid}")
+        else:
+            for qos_dir, prefix in _QOS_DIRS_SYSTEMD:
+                pod = f"{qos_dir}/{prefix}-pod{uid_unders}.slice"
+                if cid is None:
+                    candidates.append(pod)
+                for rt in runtimes if cid else []:
+                    candidates.append(f"{pod}/{_RUNTIME_PREFIXES[rt]}-{cid}.scope")
+    return list(dict.fromkeys(candidates))
+
+
+def _split_container_id(container_id: str) -> tuple[str | None, str]:
+    """``containerd://abc`` -> ("containerd", "abc"); a bare ID has no runtime."""
+    runtime = None
+    if "://" in container_id:
+        scheme, container_id = container_id.split("://", 1)
+        runtime = {"containerd": "containerd", "cri-o": "cri-o", "crio": "cri-o", "docker": "docker"}.get(scheme)
+        if runtime is None:
+            raise CgroupInputError(f"container runtime {scheme!r} is not known",
+                                   fix="use a containerd://, cri-o:// or docker:// container ID")
+    if not _CONTAINER_ID.match(container_id):
+        raise CgroupInputError(f"container_id {container_id!r} is not a container ID",
+                               fix="give status.containerStatuses[].containerID of the pod")
+    return runtime, container_id
+
+
+def group_of_pod(layout: Layout, pod_uid: str, container_id: str | None = None, driver: str = "auto",
+                 runtime: str = "auto") -> Group:
+    """The existing group of a Kubernetes pod or container, whatever its QoS class and driver."""
+    candidates = kubernetes_candidates(pod_uid, container_id, driver, runtime)
+    probe = "cpu" if "cpu" in layout.hierarchies else next(iter(layout.hierarchies))
+    for candidate in candidates:
+        group = group_at(layout, candidate)
+        if os.path.isdir(group.dir(probe)):
+            return group
+    raise CgroupNotFoundError(
+        f"no cgroup of pod {pod_uid}{' container ' + container_id if container_id else ''} under "
+        f"{layout.hierarchy(probe).mount}",
+        fix="check that the pod runs on this node; set cgroup_driver / container_runtime if they are known",
+        candidates=candidates,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Groups: create, remove, attach
+
+
+def create_group(group: Group, rollback: Rollback | None = None) -> list[str]:
+    """Create the group in every hierarchy where it is missing; returns the directories made.
+
+    A new v1 cpuset group starts with no CPUs or memory nodes, so it inherits its parent's; on v2
+    the parent must delegate the controllers, so they are enabled in its ``cgroup.subtree_control``.
+    """
+    made: list[str] = []
+    for directory in group.distinct_dirs():
+        if os.path.isdir(directory):
+            continue
+        parents = _missing_ancestors(directory)
+        for path in parents:
+            if _is_v2_dir(group, path):
+                _delegate_v2_controllers(group, os.path.dirname(path), rollback)
+            try:
+                os.mkdir(path)
+            except OSError as exc:
+                raise CgroupWriteError(f"cannot create cgroup {path}: {exc.strerror}",
+                                       fix="check that the cgroup root is mounted read-write and you are root") from exc
+            made.append(path)
+            if rollback is not None:
+                rollback.record(functools.partial(os.rmdir, path))
+    if "cpuset" in group.layout.hierarchies and group.version("cpuset") == 1:
+        for directory in made:
+            if os.path.realpath(directory).startswith(group.layout.hierarchy("cpuset").mount + os.sep):
+                _inherit_cpuset(directory)
+    return made
+
+
+def _missing_ancestors(directory: str) -> list[str]:
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return list(reversed(missing))
+
+
+def _is_v2_dir(group: Group, path: str) -> bool:
+    return any(h.version == 2 and path.startswith(h.mount + os.sep) for h in group.layout.hierarchies.values())
+
+
+def _delegate_v2_controllers(group: Group, parent: str, rollback: Rollback | None) -> None:
+    wanted = sorted({V2_NAMES[n] for n, h in group.layout.hierarchies.items() if h.version == 2 and n != "cpuacct"})
+    control = os.path.join(parent, "cgroup.subtree_control")
+    enabled = read_text(control).split()
+    available = read_text(os.path.join(parent, "cgroup.controllers")).split()
+    missing = [c for c in wanted if c not in enabled and c in available]
+    if missing:
+        write_text(control, " ".join(f"+{c}" for c in missing))
+        if rollback is not None:
+            rollback.record(lambda: write_text(control, " ".join(f"-{c}" for c in missing)))
+
+
+def _inherit_cpuset(directory: str) -> None:
+    parent = os.path.dirname(directory)
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if read_text(os.path.join(directory, name)) == "":
+            write_text(os.path.join(directory, name), read_text(os.path.join(parent, name)))
+
+
+def remove_group(group: Group) -> list[str]:
+    """Remove the group (and its sub-groups, deepest first) from every hierarchy.
+
+    Refuses, before removing anything, while a process is still inside: the kernel would refuse
+    too, and half the hierarchies would be gone.
+    """
+    existing = [d for d in group.distinct_dirs() if os.path.isdir(d)]
+    busy = {d: pids for d in existing for pids in [_pids_below(d)] if pids}
+    if busy:
+        directory, pids = next(iter(busy.items()))
+        raise CgroupInputError(f"cgroup {directory} still holds processes {sorted(pids)[:10]}",
+                               fix="stop those processes or move them to another group first")
+    removed: list[str] = []
+    for directory in existing:
+        for sub, _, _ in sorted(os.walk(directory), key=lambda entry: -entry[0].count(os.sep)):
+            try:
+                os.rmdir(sub)
+            except OSError as exc:
+                raise CgroupWriteError(f"cannot remove cgroup {sub}: {exc.strerror}",
+                                       fix="check that no process is left in it and retry") from exc
+            removed.append(sub)
+    return removed
+
+
+def _pids_below(directory: str) -> list[int]:
+    pids: list[int] = []
+    for sub, _, files in os.walk(directory):
+        if "cgroup.procs" in files:
+            pids.extend(int(p) for p in read_text(os.path.join(sub, "cgroup.procs")).split())
+    return pids
+
+
+def group_pids(group: Group) -> dict[str, list[int]]:
+    """The processes directly in the group, per distinct hierarchy directory."""
+    return {d: sorted(int(p) for p in read_text(os.path.join(d, "cgroup.procs")).split())
+            for d in group.distinct_dirs()}
+
+
+def pids_to_attach(group: Group, pids: Iterable[int], proc_root: str = "/proc") -> dict[str, list[int]]:
+    """Per hierarchy directory, the processes not yet in it; refuses PIDs that do not exist."""
+    wanted = sorted(set(pids))
+    for pid in wanted:
+        if pid <= 0 or not os.path.isdir(os.path.join(proc_root, str(pid))):
+            raise CgroupNotFoundError(f"process {pid} does not exist", fix="give PIDs of running processes")
+    current = group_pids(group) if group.exists() else {d: [] for d in group.distinct_dirs()}
+    return {d: [p for p in wanted if p not in inside] for d, inside in current.items() if any(p not in inside for p in wanted)}
+
+
+def attach_pids(plan: Mapping[str, Sequence[int]]) -> None:
+    """Move processes into groups: one write of each PID to each separately mounted hierarchy."""
+    for directory, pids in plan.items():
+        for pid in pids:
+            write_text(os.path.join(directory, "cgroup.procs"), str(pid))
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings: what can be asked for, validated and normalised
+
+
+@dataclass(frozen=True)
+class DiskLimit:
+    """Throttles of one whole-disk device; ``None`` means no limit for that field."""
+
+    device: str  # MAJ:MIN of the whole disk
+    read_bps: int | None = None
+    write_bps: int | None = None
+    read_iops: int | None = None
+    write_iops: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in DISK_FIELDS}
+
+
+@dataclass(frozen=True)
+class CgroupSettings:
+    """Wanted values; a ``None`` field (or empty ``disk``) is left as it is.
+
+    ``cpu_quota_us`` of -1 and ``memory_max`` of -1 mean unlimited.
+    """
+
+    cpu_quota_us: int | None = None
+    cpu_period_us: int | None = None
+    cpu_weight: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    memory_max: int | None = None
+    disk: tuple[DiskLimit, ...] = field(default_factory=tuple)
+
+
+def validate(settings: CgroupSettings) -> None:
+    """Refuse values no kernel accepts, before anything is read or written."""
+    quota, period = settings.cpu_quota_us, settings.cpu_period_us
+    if period is not None and not CPU_PERIOD_MIN_US <= period <= CPU_PERIOD_MAX_US:
+        raise CgroupInputError(f"cpu_period_us {period} is outside [{CPU_PERIOD_MIN_US}, {CPU_PERIOD_MAX_US}]",
+                               fix="use a period between 1 ms and 1 s; 100000 (100 ms) is the kernel default")
+    if quota is not None and quota != -1 and quota < CPU_QUOTA_MIN_US:
+        raise CgroupInputError(
+            f"cpu_quota_us {quota} is {'negative' if quota < 0 else 'below 1 ms'}",
+            fix=f"use -1 for unlimited or a quota of at least {CPU_QUOTA_MIN_US} us (1 ms)")
+    if settings.cpu_weight is not None and not CPU_WEIGHT_MIN <= settings.cpu_weight <= CPU_WEIGHT_MAX:
+        raise CgroupInputError(f"cpu_weight {settings.cpu_weight} is outside [{CPU_WEIGHT_MIN}, {CPU_WEIGHT_MAX}]",
+                               fix="use a cgroup v2 weight; 100 is the default share")
+    for name in ("cpuset_cpus", "cpuset_mems"):
+        value = getattr(settings, name)
+        if value is not None:
+            parse_list(value, name)
+    memory = settings.memory_max
+    if memory is not None and memory != -1 and memory < MEMORY_MIN_BYTES:
+        raise CgroupInputError(f"memory_max {memory} is below one page", fix="use -1 for unlimited or at least 4096 bytes")
+    seen = set()
+    for limit in settings.disk:
+        if limit.device in seen:
+            raise CgroupInputError(f"device {limit.device} is listed twice", fix="give one entry per device")
+        seen.add(limit.device)
+        for name, value in limit.as_dict().items():
+            if value is not None and value <= 0:
+                raise CgroupInputError(f"{name} {value} of device {limit.device} is not positive",
+                                       fix="omit the field for no limit, or give a positive number")
+
+
+def parse_list(text: str, what: str = "list") -> list[int]:
+    """``"0-2,5"`` -> [0, 1, 2, 5], the kernel's list format for CPUs and memory nodes."""
+    numbers: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
+            raise CgroupInputError(f"{what} {text!r} is not a list like '0-3,6'",
+                                   fix="use comma-separated numbers and ascending ranges")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        numbers.extend(range(low, high + 1))
+    return sorted(set(numbers))
+
+
+def format_list(numbers: Iterable[int]) -> str:
+    """[0, 1, 2, 5] -> ``"0-2,5"``."""
+    ranges: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
+
+
+def resolve_device(device: str, sysfs_root: str = "/sys") -> str:
+    """A block device path or ``MAJ:MIN`` -> ``MAJ:MIN`` of its whole disk.
+
+    Throttling happens after partitions are remapped to their disk, so limits go on the disk.
+    """
+    if re.fullmatch(r"\d+:\d+", device):
+        majmin = device
+    else:
+        try:
+            info = os.stat(device)
+        except OSError:
+            raise CgroupNotFoundError(f"device {device} does not exist",
+                                      fix="give a block device path such as /dev/sda, or MAJ:MIN from lsblk") from None
+        if not stat.S_ISBLK(info.st_mode):
+            raise CgroupInputError(f"{device} is not a block device", fix="give a block device path such as /dev/sda")
+        majmin = f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
+    entry = os.path.join(sysfs_root, "dev", "block", majmin)
+    if not os.path.exists(entry):
+        raise CgroupNotFoundError(f"block device {majmin} is not known to the kernel",
+                                  fix="list devices with lsblk and use a disk's MAJ:MIN")
+    if os.path.exists(os.path.join(entry, "partition")):
+        return read_text(os.path.join(os.path.dirname(os.path.realpath(entry)), "dev"))
+    return majmin
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and writing the knobs
+
+
+@dataclass(frozen=True)
+class Write:
+    """One planned write of a control file."""
+
+    knob: str
+    path: str
+    value: str
+
+
+def read_settings(group: Group, settings: CgroupSettings) -> dict[str, object]:
+    """The current values of the knobs ``settings`` names, in firm's units."""
+    current: dict[str, object] = {}
+    if settings.cpu_quota_us is not None or settings.cpu_period_us is not None:
+        current["cpu_quota_us"], current["cpu_period_us"] = read_cpu_max(group)
+    if settings.cpu_weight is not None:
+        current["cpu_weight"] = read_cpu_weight(group)
+    for name in ("cpuset_cpus", "cpuset_mems"):
+        if getattr(settings, name) is not None:
+            current[name] = format_list(parse_list(read_text(group.file("cpuset", name.replace("_", ".")))))
+    if settings.memory_max is not None:
+        current["memory_max"] = read_memory_max(group)
+    if settings.disk:
+        limits = read_disk_limits(group)
+        current["disk"] = {d.device: limits.get(d.device, DiskLimit(d.device)).as_dict() for d in settings.disk}
+    return current
+
+
+def read_cpu_max(group: Group) -> tuple[int, int]:
+    """(quota_us, period_us); quota -1 when unlimited."""
+    if group.version("cpu") == 2:
+        quota, period = read_text(group.file("cpu", "cpu.max")).split()
+        return (-1 if quota == "max" else int(quota)), int(period)
+    return int(read_text(group.file("cpu", "cpu.cfs_quota_us"))), int(read_text(group.file("cpu", "cpu.cfs_period_us")))
+
+
+def read_cpu_weight(group: Group) -> int:
+    if group.version("cpu") == 2:
+        return int(read_text(group.file("cpu", "cpu.weight")))
+    return shares_to_weight(int(read_text(group.file("cpu", "cpu.shares"))))
+
+
+def weight_to_shares(weight: int) -> int:
+    return max(CPU_SHARES_MIN, min(CPU_SHARES_MAX, round(weight * 1024 / 100)))
+
+
+def shares_to_weight(shares: int) -> int:
+    return max(CPU_WEIGHT_MIN, min(CPU_WEIGHT_MAX, round(shares * 100 / 1024)))
+
+
+def read_memory_max(group: Group) -> int:
+    """Bytes, or -1 when unlimited."""
+    if group.version("memory") == 2:
+        value = read_text(group.file("memory", "memory.max"))
+        return -1 if value == "max" else int(value)
+    value = read_text(group.file("memory", "memory.limit_in_bytes"))
+    return -1 if int(value) >= MEMORY_V1_UNLIMITED_FLOOR else int(value)
+
+
+def read_disk_limits(group: Group) -> dict[str, DiskLimit]:
+    """Per device MAJ:MIN, its throttles."""
+    fields: dict[str, dict[str, int | None]] = {}
+    if group.version("blkio") == 2:
+        for line in read_text(group.file("blkio", "io.max")).splitlines():
+            device, *pairs = line.split()
+            values = dict(pair.split("=", 1) for pair in pairs)
+            fields[device] = {name: None if values.get(key, "max") == "max" else int(values[key])
+                              for name, key in _V2_IO_KEYS.items()}
+    else:
+        for name, filename in _V1_DISK_FILES.items():
+            for line in read_text(group.file("blkio", filename)).splitlines():
+                device, value = line.split()
+                fields.setdefault(device, dict.fromkeys(DISK_FIELDS))[name] = int(value)
+    return {device: DiskLimit(device, **values) for device, values in fields.items()}
+
+
+def plan_writes(group: Group, settings: CgroupSettings, sysfs_root: str = "/sys") -> list[Write]:
+    """The writes that bring the group to ``settings``; empty when it is already there.
+
+    Validates first and reads the current values, so a group that does not exist yet plans every
+    write of its knobs.
+    """
+    settings = resolve_devices(settings, sysfs_root)
+    writes: list[Write] = []
+    if settings.cpu_quota_us is not None or settings.cpu_period_us is not None:
+        writes += _plan_cpu_max(group, settings)
+    if settings.cpu_weight is not None:
+        writes += _plan_cpu_weight(group, settings.cpu_weight)
+    writes += _plan_cpuset(group, settings)
+    if settings.memory_max is not None:
+        writes += _plan_memory(group, settings.memory_max)
+    if settings.disk:
+        writes += _plan_disk(group, settings.disk)
+    return writes
+
+
+def resolve_devices(settings: CgroupSettings, sysfs_root: str = "/sys") -> CgroupSettings:
+    """Validated settings whose disk limits name whole disks by ``MAJ:MIN``."""
+    validate(settings)
+    if not settings.disk:
+        return settings
+    disk = tuple(DiskLimit(resolve_device(d.device, sysfs_root), d.read_bps, d.write_bps, d.read_iops, d.write_iops)
+                 for d in settings.disk)
+    validate(CgroupSettings(disk=disk))  # two paths may name one disk
+    return dataclasses.replace(settings, disk=disk)
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _plan_cpu_max(group: Group, settings: CgroupSettings) -> list[Write]:
+    quota_now, period_now = read_cpu_max(group) if _exists(group.dir("cpu")) else (None, None)
+    quota = settings.cpu_quota_us if settings.cpu_quota_us is not None else quota_now
+    period = settings.cpu_period_us if settings.cpu_period_us is not None else period_now or 100000
+    if (quota, period) == (quota_now, period_now):
+        return []
+    if group.version("cpu") == 2:
+        text = f"{'max' if quota in (None, -1) else quota} {period}"
+        return [Write("cpu_max", group.file("cpu", "cpu.max"), text)]
+    writes = []
+    if period != period_now:
+        writes.append(Write("cpu_period_us", group.file("cpu", "cpu.cfs_period_us"), str(period)))
+    if quota != quota_now and quota is not None:
+        writes.append(Write("cpu_quota_us", group.file("cpu", "cpu.cfs_quota_us"), str(quota)))
+    return writes
+
+
+def _plan_cpu_weight(group: Group, weight: int) -> list[Write]:
+    now = read_cpu_weight(group) if _exists(group.dir("cpu")) else None
+    if group.version("cpu") == 2:
+        return [] if now == weight else [Write("cpu_weight", group.file("cpu", "cpu.weight"), str(weight))]
+    shares = weight_to_shares(weight)
+    current_shares = int(read_text(group.file("cpu", "cpu.shares"))) if now is not None else None
+    return [] if current_shares == shares else [Write("cpu_weight", group.file("cpu", "cpu.shares"), str(shares))]
+
+
+def _plan_cpuset(group: Group, settings: CgroupSettings) -> list[Write]:
+    writes = []
+    for name in ("cpuset_cpus", "cpuset_mems"):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        filename = name.replace("_", ".")
+        wanted = parse_list(value, name)
+        allowed = _parent_cpuset(group, filename)
+        outside = sorted(set(wanted) - set(allowed))
+        if outside or not wanted:
+            raise CgroupInputError(
+                f"{name} {value!r} is {'empty' if not wanted else 'not within ' + repr(format_list(allowed))}",
+                fix=f"choose from the parent group's {filename}: {format_list(allowed)}")
+        path = group.file("cpuset", filename)
+        now = parse_list(read_text(path)) if _exists(path) else None
+        if now != wanted:
+            writes.append(Write(name, path, format_list(wanted)))
+    return writes
+
+
+def _parent_cpuset(group: Group, filename: str) -> list[int]:
+    directory = group.dir("cpuset")
+    parent = os.path.dirname(directory) if directory != group.layout.hierarchy("cpuset").mount else directory
+    while not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    effective = os.path.join(parent, filename.replace(".cpus", ".cpus.effective").replace(".mems", ".mems.effective"))
+    return parse_list(read_text(effective if group.version("cpuset") == 2 and _exists(effective)
+                                else os.path.join(parent, filename)))
+
+
+def _plan_memory(group: Group, limit: int) -> list[Write]:
+    now = read_memory_max(group) if _exists(group.dir("memory")) else None
+    if now == limit:
+        return []
+    if group.version("memory") == 2:
+        return [Write("memory_max", group.file("memory", "memory.max"), "max" if limit == -1 else str(limit))]
+    return [Write("memory_max", group.file("memory", "memory.limit_in_bytes"), str(limit))]
+
+
+def _plan_disk(group: Group, limits: Sequence[DiskLimit]) -> list[Write]:
+    current = read_disk_limits(group) if _exists(group.dir("blkio")) else {}
+    writes = []
+    for limit in limits:
+        now = current.get(limit.device, DiskLimit(limit.device))
+        if now == limit:
+            continue
+        if group.version("blkio") == 2:
+            pairs = " ".join(f"{key}={'max' if getattr(limit, name) is None else getattr(limit, name)}"
+                             for name, key in _V2_IO_KEYS.items())
+            writes.append(Write("disk", group.file("blkio", "io.max"), f"{limit.device} {pairs}"))
+            continue
+        for name, filename in _V1_DISK_FILES.items():
+            if getattr(limit, name) != getattr(now, name):
+                # v1 removes a device's rule when its value is 0.
+                writes.append(Write("disk", group.file("blkio", filename), f"{limit.device} {getattr(limit, name) or 0}"))
+    return writes
+
+
+def apply_writes(writes: Sequence[Write], rollback: Rollback | None = None) -> None:
+    """Write each planned value; on a refusal, restore what was already written and raise."""
+    own = rollback is None
+    log = rollback if rollback is not None else Rollback()
+    try:
+        for write in writes:
+            restore = _restorer(write)
+            try:
+                write_text(write.path, write.value)
+            except KernelWriteError as exc:
+                raise CgroupWriteError(exc.message, fix=exc.fix, **exc.details) from exc
+            log.record(restore)  # a refused write left the old value: nothing to undo for it
+    except Exception:
+        if own:
+            failures = log.undo()
+            if failures:
+                raise CgroupWriteError("the change failed and could not be fully undone",
+                                       fix="inspect the group by hand", rollback_failures=failures) from None
+        raise
+
+
+def _restorer(write: Write) -> _Restore:
+    return _Restore(write, _undo_value(write))
+
+
+@dataclass(frozen=True)
+class _Restore:
+    write: Write
+    previous: str | None
+
+    def __call__(self) -> None:
+        if self.previous is not None:
+            write_text(self.write.path, self.previous)
+
+
+def _undo_value(write: Write) -> str | None:
+    """The text that restores a control file to what it holds now (None if nothing to restore)."""
+    if not os.path.exists(write.path):
+        return None
+    current = read_text(write.path)
+    name = os.path.basename(write.path)
+    if name.startswith("blkio.throttle."):
+        device = write.value.split()[0]
+        old = dict(line.split() for line in current.splitlines()).get(device, "0")
+        return f"{device} {old}"
+    if name == "io.max":
+        device = write.value.split()[0]
+        for line in current.splitlines():
+            if line.split()[0] == device:
+                return line
+        return f"{device} rbps=max wbps=max riops=max wiops=max"
+    if name == "memory.limit_in_bytes" and int(current) >= MEMORY_V1_UNLIMITED_FLOOR:
+        return "-1"
+    return current
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    """Cumulative counters of a group, in the same units on v1 and v2."""
+
+    cpu_usage_ns: int | None
+    cpu_periods: int | None
+    cpu_throttled_periods: int | None
+    cpu_throttled_ns: int | None
+    memory_bytes: int | None
+    disk_read_bytes: int | None
+    disk_write_bytes: int | None
+    pids: int | None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return dict(self.__dict__)
+
+
+def read_stats(group: Group) -> CgroupStats:
+    """Usage and throttling counters; a controller that is not mounted gives ``None`` fields."""
+    has = group.layout.hierarchies
+    cpu_stat = _keyed(read_text(group.file("cpu", "cpu.stat"))) if "cpu" in has else {}
+    usage: int | None = None
+    if "cpuacct" in has:
+        if group.version("cpuacct") == 1:
+            usage = int(read_text(group.file("cpuacct", "cpuacct.usage")))
+        else:
+            usage = _keyed(read_text(group.file("cpuacct", "cpu.stat"))).get("usage_usec", 0) * 1000
+    v2_cpu = "cpu" in has and group.version("cpu") == 2
+    throttled = cpu_stat.get("throttled_usec", 0) * 1000 if v2_cpu else cpu_stat.get("throttled_time")
+    read_bytes, write_bytes = _disk_bytes(group) if "blkio" in has else (None, None)
+    memory = None
+    if "memory" in has:
+        name = "memory.current" if group.version("memory") == 2 else "memory.usage_in_bytes"
+        memory = int(read_text(group.file("memory", name)))
+    pids = int(read_text(group.file("pids", "pids.current"))) if "pids" in has else None
+    return CgroupStats(usage, cpu_stat.get("nr_periods"), cpu_stat.get("nr_throttled"), throttled, memory,
+                       read_bytes, write_bytes, pids)
+
+
+def _keyed(text: str) -> dict[str, int]:
+    pairs = (line.split() for line in text.splitlines())
+    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
+
+
+def _disk_bytes(group: Group) -> tuple[int, int]:
+    read_total = write_total = 0
+    if group.version("blkio") == 2:
+        for line in read_text(group.file("blkio", "io.stat")).splitlines():
+            values = dict(pair.split("=", 1) for pair in line.split()[1:])
+            read_total += int(values.get("rbytes", 0))
+            write_total += int(values.get("wbytes", 0))
+        return read_total, write_total
+    for line in read_text(group.file("blkio", "blkio.throttle.io_service_bytes")).splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "Read":
+            read_total += int(parts[2])
+        elif len(parts) == 3 and parts[1] == "Write":
+            write_total += int(parts[2])
+    return read_total, write_total
+
+
+def parse_size(value: str | int) -> int:
+    """``"512M"`` -> 536870912; ``"max"`` or -1 -> -1 (unlimited). Suffixes are powers of 1024."""
+    text = str(value).strip()
+    if text in ("max", "-1"):
+        return -1
+    match = re.fullmatch(r"(\d+)\s*([KMGT]?)i?[Bb]?", text, flags=re.IGNORECASE)
+    if not match:
+        raise CgroupInputError(f"size {value!r} is not a number of bytes",
+                               fix="use bytes, a number with K, M, G or T (powers of 1024), or 'max'")
+    power = "KMGT".find(match.group(2).upper()) + 1 if match.group(2) else 0
+    return int(match.group(1)) * 1024**power
