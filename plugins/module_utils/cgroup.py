@@ -842,4 +842,4 @@ def parse_size(value: str | int) -> int:
         raise CgroupInputError(f"size {value!r} is not a number of bytes",
                                fix="use bytes, a number with K, M, G or T (powers of 1024), or 'max'")
     power = "KMGT".find(match.group(2).upper()) + 1 if match.group(2) else 0
-    return int(match.group(1)) * 1024**power
+    return int(match.group(1)) * (1 << (10 * power))

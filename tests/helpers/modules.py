@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -38,19 +39,21 @@ def run_module(main: Callable[[], None], args: dict[str, Any], check_mode: bool 
 
 def run_ansible_module(module: str, args: dict[str, Any], check: bool = False,
                        diff: bool = False) -> dict[str, Any]:
-    """Run ``ansible localhost -m firm.core.<module>`` from the checkout and return its result."""
+    """Run ``ansible localhost -m <module>`` from the checkout and return its result."""
     command = [str(VENV_BIN / "ansible"), "localhost", "-m", module, "-a", json.dumps(args)]
     if check:
         command.append("--check")
     if diff:
         command.append("--diff")
-    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json",
-               ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
                           check=False)
-    try:
-        report = json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        raise AssertionError(f"ansible printed no JSON (rc={proc.returncode}): {proc.stdout}\n{proc.stderr}") from exc
-    result: dict[str, Any] = report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    # The default callback prints "localhost | CHANGED => {...}" (or SUCCESS, FAILED!).
+    match = re.search(r"^localhost \| ([A-Z!]+) => (\{.*?^\})", proc.stdout, flags=re.M | re.S)
+    if match is None:
+        raise AssertionError(f"ansible printed no result (rc={proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(match.group(2))
+    if match.group(1) == "FAILED!":
+        result["failed"] = True
     return result

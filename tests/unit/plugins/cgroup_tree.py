@@ -101,9 +101,9 @@ class FakeCgroupRoot:
         parent_enabled = [t.lstrip("+") for t in tokens if not t.startswith("-")]
         for name, content in V2_GROUP_FILES.items():
             controller = name.split(".")[0]
-            if controller in ("cpu", "cpuset", "io", "memory", "pids") and controller not in parent_enabled:
-                if name != "cpu.stat":  # cpu.stat exists in every v2 group
-                    continue
+            delegated = controller not in ("cpu", "cpuset", "io", "memory", "pids") or controller in parent_enabled
+            if not delegated and name != "cpu.stat":  # cpu.stat exists in every v2 group
+                continue
             _write(directory / name, content)
         _write(directory / "cgroup.controllers", " ".join(parent_enabled))
         _write(directory / "cgroup.procs", "")

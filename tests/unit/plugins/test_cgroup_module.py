@@ -38,7 +38,7 @@ def test_check_mode_reports_the_change_and_creates_nothing(roots: dict[str, Any]
 
 
 def test_second_run_reports_no_change(roots: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    args = {"path": "firm/web", "cpu_quota_us": 20000, "cpu_weight": 50, "cpuset_cpus": "0-1", "memory_max": "256M",
+    args: dict[str, Any] = {"path": "firm/web", "cpu_quota_us": 20000, "cpu_weight": 50, "cpuset_cpus": "0-1", "memory_max": "256M",
             "devices": [{"device": "8:1", "write_bps": 1048576}], "pids": [4242]}
     first = run(roots, capsys, **args)
     assert first["changed"] is True

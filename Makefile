@@ -1,0 +1,55 @@
+# firm: the two commands are `make run` and `make test`; each sets up what it needs first.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+PYTEST_ARGS ?=
+export FIRM_REDIS_PORT ?= 6379
+
+.PHONY: run test test-slow test-real lint bench deps venv services clean help
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: deps venv  ## The main job: what firm can control on this machine
+	$(BIN)/firm preflight
+
+test: deps venv services lint  ## Lint, then every test that runs here (unit and real-kernel integration)
+	$(BIN)/pytest -m "not slow and not real_resctrl" $(PYTEST_ARGS)
+
+test-slow: deps venv services  ## The slow suites (minutes)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+test-real: deps venv  ## Opt-in suites against real RDT hardware or Jaeger (see README)
+	$(BIN)/pytest -m real_resctrl tests/integration $(PYTEST_ARGS)
+
+lint: venv  ## ruff, mypy, ansible-lint (production profile), ansible-doc of every module
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/ansible-lint
+	@for module in plugins/modules/*.py; do \
+		name=$$(basename $$module .py); \
+		$(BIN)/ansible-doc -t module firm.core.$$name > /dev/null || { echo "ansible-doc cannot load firm.core.$$name"; exit 1; }; \
+	done; echo "ansible-doc: every module's documentation loads"
+
+bench: venv  ## Benchmarks: print figures and write bench/results/*.json
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+deps:  ## Debian packages (apt-packages.txt), installed only when missing
+	scripts/install-deps.sh apt-packages.txt
+
+venv: $(STAMP)  ## The virtual environment with pinned requirements and the firm command
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+services: deps  ## Start Redis on loopback unless it already answers
+	scripts/start-redis.sh
+
+clean:  ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .ansible *.egg-info controller/*.egg-info

@@ -1,0 +1,1 @@
+"""Executors: how the controller's decisions reach the nodes."""

@@ -1,0 +1,52 @@
+"""What firm can control on this machine, as a table for people and JSON for programs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ansible_collections.firm.core.plugins.module_utils import rdt
+
+RESOURCE_NAMES = {
+    "cpu": "CPU quota and weight",
+    "cpuset": "CPU pinning",
+    "memory": "Memory limit",
+    "disk_io": "Disk I/O throttling",
+    "network": "Network shaping",
+    "llc": "Last-level cache (CAT)",
+    "memory_bandwidth": "Memory bandwidth (MBA)",
+    "llc_monitoring": "Cache occupancy monitoring",
+    "memory_bandwidth_monitoring": "Memory bandwidth monitoring",
+}
+
+
+def gather(probe_pqos: bool = True) -> rdt.NodeFacts:
+    return rdt.gather(probe_libpqos=probe_pqos)
+
+
+def report(facts: rdt.NodeFacts) -> dict[str, Any]:
+    """The facts, with a one-line verdict: can firm manage this node, and for what."""
+    usable = [name for name, cap in facts.capabilities.items() if cap.available]
+    return {**facts.as_dict(), "controllable": usable,
+            "ready": facts.kernel_supported and "cpu" in usable}
+
+
+def render(facts: rdt.NodeFacts, console: Console) -> None:
+    table = Table(title="What firm can control on this machine")
+    table.add_column("Resource")
+    table.add_column("Available")
+    table.add_column("How, or why not")
+    for name, capability in facts.capabilities.items():
+        mark = "[green]yes[/green]" if capability.available else "[red]no[/red]"
+        table.add_row(RESOURCE_NAMES.get(name, name), mark, capability.how)
+    console.print(table)
+    versions = ", ".join(f"{c} v{v}" for c, v in sorted(facts.cgroup_versions.items())) or "none"
+    console.print(f"CPU vendor: {facts.vendor}; kernel {facts.kernel} "
+                  f"({'supported' if facts.kernel_supported else 'older than 4.12: no MBA'})")
+    console.print(f"cgroups: {versions}")
+    console.print(f"resctrl: {facts.resctrl_mount or 'not mounted'}"
+                  f"{' (kernel has it)' if facts.resctrl_in_kernel else ' (not in this kernel)'}")
+    pqos = facts.pqos
+    console.print(f"libpqos: {'works, ' + str(pqos.get('interface')) + ' interface' if pqos.get('available') else pqos.get('error')}")
