@@ -1,0 +1,328 @@
+#!/usr/bin/python
+# Copyright: firm developers
+# Apache License 2.0 (see galaxy.yml)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: tc
+short_description: Shape the egress of a network interface with a TBF qdisc or an HTB class
+version_added: "0.1.0"
+description:
+  - Limits the rate at which an interface sends, optionally inside a network namespace (as
+    C(ip netns) names them). On a container's host-side veth that limits what the container receives.
+  - With I(kind=tbf) the root qdisc becomes a token bucket filter with I(rate), I(burst) and
+    I(latency).
+  - With I(kind=htb) the root qdisc becomes C(htb) with the handle of I(class_id)'s major and its
+    C(default) pointing to I(class_id), a class with I(rate), I(ceil), I(burst) and a cburst; all
+    unclassified traffic goes through that class.
+  - The burst must hold one full frame (MTU plus the link-layer header, read from C(ip link)) and
+    what the rate sends in one timer tick (rate/HZ, HZ as tc reads it from C(/proc/net/psched)).
+    That minimum is the default, and a smaller I(burst) is refused.
+  - Nothing is written when the interface already has the wanted shaping, as tc reports it (tc rounds
+    bursts to clock ticks, so the comparison uses tc's own arithmetic). Rewriting an unchanged qdisc
+    or class would reset its state.
+  - A change to an HTB class whose root qdisc is already right rewrites only the class. When the
+    class step fails after the root qdisc was replaced, the previous root qdisc is restored.
+  - Every value is validated before anything is run; commands are argument lists run with
+    C(LC_ALL=C).
+author:
+  - firm developers
+options:
+  interface:
+    description:
+      - The interface whose egress is shaped, as C(ip link) names it (in I(namespace) when given).
+    type: str
+    required: true
+  namespace:
+    description:
+      - Name of the network namespace the interface is in, as C(ip netns list) shows it.
+      - It must exist as I(netns_dir)/NAME. Unset means the host's namespace.
+    type: str
+  state:
+    description:
+      - C(present) applies the shaping.
+      - C(absent) deletes a tbf or htb root qdisc, so the kernel's default qdisc takes over again.
+        Any other root qdisc is left alone.
+    type: str
+    choices: [present, absent]
+    default: present
+  kind:
+    description:
+      - C(tbf) for a token bucket filter root qdisc, C(htb) for a root C(htb) with one default class.
+    type: str
+    choices: [tbf, htb]
+    default: tbf
+  rate:
+    description:
+      - The rate, in bits per second as an integer, or as tc writes it. C(10mbit), C(1gbit), C(500kbit)
+        are bits per second (SI multiples), C(1mibit) is 2^20 bit/s, and C(125kbps) is 125 kilobytes
+        per second (1 Mbit/s).
+      - Units are case-insensitive as in tc, so C(10Mbps) means 10 megaBYTES per second.
+      - Rounded down to a multiple of 8 bit/s (the kernel holds bytes per second). Required when
+        I(state=present).
+    type: raw
+  ceil:
+    description:
+      - With I(kind=htb), the most the class may borrow up to; same units as I(rate). Defaults to I(rate)
+        and may not be below it.
+    type: raw
+  burst:
+    description:
+      - Bucket size in bytes as an integer, or as tc writes sizes (C(15k) = 15360 bytes, C(1mb)).
+      - Defaults to, and may not be below, max(MTU + link-layer header, rate/HZ).
+      - With I(kind=htb) the class's cburst is the larger of I(burst) and the same minimum for I(ceil).
+    type: raw
+  latency:
+    description:
+      - With I(kind=tbf), the longest a packet may wait in the queue, as an integer in microseconds or as
+        tc writes times (C(50ms), C(200us), C(1s)). Defaults to 50ms.
+    type: raw
+  class_id:
+    description:
+      - With I(kind=htb), the class in tc's hexadecimal notation C(MAJOR:MINOR); the root qdisc gets
+        handle C(MAJOR:) and C(default MINOR). Defaults to C(1:10).
+    type: str
+  netns_dir:
+    description:
+      - Where C(ip netns) keeps its namespaces.
+    type: path
+    default: /run/netns
+  psched_path:
+    description:
+      - The kernel's packet scheduler clock parameters, from which tc and this module take HZ and the
+        tick length.
+    type: path
+    default: /proc/net/psched
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+notes:
+  - Needs root (CAP_NET_ADMIN in the interface's namespace), iproute2 and the C(sch_tbf) or C(sch_htb)
+    kernel module.
+  - Only egress is shaped. Delay and loss (netem) are not handled by this module.
+  - tc reports a TBF's burst only as its token buffer rounded to clock ticks, so bursts that differ by
+    less than that rounding (a few bytes) are taken as equal.
+seealso:
+  - name: tc-tbf(8)
+    description: The token bucket filter.
+    link: https://man7.org/linux/man-pages/man8/tc-tbf.8.html
+  - name: tc-htb(8)
+    description: The hierarchy token bucket.
+    link: https://man7.org/linux/man-pages/man8/tc-htb.8.html
+"""
+
+EXAMPLES = r"""
+- name: Cap what the web service's pod receives at 20 Mbit/s
+  firm.core.tc:
+    interface: veth3f2a1c
+    kind: tbf
+    rate: 20mbit
+
+- name: Give a service in a network namespace an HTB class of 50 Mbit/s that may borrow up to 100 Mbit/s
+  firm.core.tc:
+    interface: eth0
+    namespace: svc-frontend
+    kind: htb
+    rate: 50mbit
+    ceil: 100mbit
+    class_id: "1:10"
+
+- name: Shape at 1 Mbit/s with a 64 KiB burst and at most 20 ms of queueing
+  firm.core.tc:
+    interface: veth3f2a1c
+    kind: tbf
+    rate: 1000000
+    burst: 64k
+    latency: 20ms
+
+- name: Remove the shaping
+  firm.core.tc:
+    interface: veth3f2a1c
+    state: absent
+"""
+
+RETURN = r"""
+interface:
+  description: The interface.
+  returned: always
+  type: str
+  sample: veth3f2a1c
+namespace:
+  description: The network namespace, or null for the host's.
+  returned: always
+  type: str
+  sample: svc-frontend
+shaping:
+  description:
+    - The interface's shaping after the run as tc reports it (bursts rounded to clock ticks; HTB values
+      rounded as tc prints them), or null when none. In check mode, what tc would report.
+    - Rates in bit/s, sizes in bytes, latency in microseconds.
+  returned: always
+  type: dict
+  sample: {"kind": "tbf", "rate_bps": 20000000, "ceil_bps": null, "burst_bytes": 1512,
+           "latency_us": 50000, "class_id": null, "cburst_bytes": null}
+requested:
+  description: The shaping asked for, with the burst (and cburst) resolved, before tc's rounding.
+  returned: when state is present
+  type: dict
+  sample: {"kind": "tbf", "rate_bps": 20000000, "ceil_bps": null, "burst_bytes": 1514,
+           "latency_us": 50000, "class_id": null, "cburst_bytes": null}
+root_qdisc:
+  description: Kind and handle of the root qdisc after the run (before it, in check mode), or null.
+  returned: always
+  type: str
+  sample: "tbf 8002:"
+min_burst_bytes:
+  description: The smallest burst accepted for I(rate), max(MTU + link-layer header, rate/HZ).
+  returned: when state is present
+  type: int
+  sample: 1514
+mtu:
+  description: The interface's MTU.
+  returned: always
+  type: int
+  sample: 1500
+hz:
+  description: HZ as tc reads it from I(psched_path) (10^9 with high-resolution timers).
+  returned: always
+  type: int
+  sample: 1000000000
+commands:
+  description: The commands run (that would be run, in check mode), each an argument list.
+  returned: always
+  type: list
+  elements: list
+  sample: [["tc", "-n", "svc-frontend", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "20000000bit",
+            "burst", "1514", "latency", "50000us"]]
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from ansible_collections.firm.core.plugins.module_utils.tc import (
+    Command,
+    Psched,
+    Shaping,
+    TcCommandError,
+    TcState,
+    check_interface_name,
+    check_namespace,
+    execute,
+    expected_report,
+    min_burst,
+    parse_request,
+    plan,
+    read_link,
+    read_psched,
+    read_state,
+    resolve,
+    shaping_of,
+    state_matches,
+)
+
+
+def argument_spec() -> dict[str, Any]:
+    return {
+        "interface": {"type": "str", "required": True},
+        "namespace": {"type": "str"},
+        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        "kind": {"type": "str", "choices": ["tbf", "htb"], "default": "tbf"},
+        "rate": {"type": "raw"},
+        "ceil": {"type": "raw"},
+        "burst": {"type": "raw"},
+        "latency": {"type": "raw"},
+        "class_id": {"type": "str"},
+        "netns_dir": {"type": "path", "default": "/run/netns"},
+        "psched_path": {"type": "path", "default": "/proc/net/psched"},
+    }
+
+
+def build_module() -> AnsibleModule:
+    return AnsibleModule(
+        argument_spec=argument_spec(),
+        required_if=[["state", "present", ["rate"]]],
+        supports_check_mode=True,
+    )
+
+
+def _describe(state: TcState) -> str | None:
+    return state.root.describe() if state.root is not None else None
+
+
+def _view(shaping: Shaping | None) -> dict[str, Any] | None:
+    return shaping.as_dict() if shaping is not None else None
+
+
+def run(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """Validate, read, compare, write when needed, re-read; returns the module's result."""
+    interface = check_interface_name(params["interface"])
+    namespace = check_namespace(params["namespace"], params["netns_dir"])
+    present = params["state"] == "present"
+    request = None
+    if present:
+        request = parse_request(params["kind"], params["rate"], ceil=params["ceil"], burst=params["burst"],
+                                latency=params["latency"], class_id=params["class_id"])
+    psched = read_psched(params["psched_path"])
+    link = read_link(interface, namespace)
+    wanted = resolve(request, link, psched) if request is not None else None
+
+    before = read_state(interface, namespace)
+    steps = plan(before, wanted, interface, namespace, psched)
+    result: dict[str, Any] = {"interface": interface, "namespace": namespace, "mtu": link.mtu, "hz": psched.hz,
+                              "commands": [list(step) for step in steps]}
+    if wanted is not None:
+        result["requested"] = wanted.as_dict()
+        result["min_burst_bytes"] = min_burst(wanted.rate_bps, link, psched.hz)
+
+    if steps and not check_mode:
+        execute(steps, before, interface=interface, namespace=namespace, psched=psched, link=link)
+        after_state = read_state(interface, namespace)
+        _verify(after_state, wanted, psched, steps)
+        after = _view(shaping_of(after_state))
+        result["root_qdisc"] = _describe(after_state)
+    else:
+        predicted = shaping_of(before) if not steps else (
+            expected_report(wanted, psched) if wanted is not None else None)
+        after = _view(predicted)
+        result["root_qdisc"] = _describe(before)
+
+    target = {"interface": interface, "namespace": namespace}
+    result["shaping"] = after
+    result["changed"] = bool(steps)
+    result["diff"] = {"before": dict(target, shaping=_view(shaping_of(before))),
+                      "after": dict(target, shaping=after)}
+    return result
+
+
+def _verify(state: TcState, wanted: Shaping | None, psched: Psched, steps: Sequence[Command]) -> None:
+    """tc accepted the commands; check that it now reports what was asked for."""
+    ok = shaping_of(state) is None if wanted is None else state_matches(state, wanted, psched)
+    if not ok:
+        reported = shaping_of(state)
+        raise TcCommandError(
+            "tc accepted the change but reports "
+            f"{reported.as_dict() if reported is not None else 'no shaping'} instead of "
+            f"{expected_report(wanted, psched).as_dict() if wanted is not None else 'no shaping'}",
+            fix="check whether another tool manages this interface's qdiscs",
+            commands=[list(step) for step in steps],
+        )
+
+
+def main() -> None:
+    module = build_module()
+    try:
+        result = run(module.params, module.check_mode)
+    except FirmError as err:
+        module.fail_json(**err.as_dict())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
