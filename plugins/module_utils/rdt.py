@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ansible_collections.firm.core.plugins.module_utils import cgroup
+from ansible_collections.firm.core.plugins.module_utils import cgroup, resctrl
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 
 # Linux names the flags of Intel RDT and AMD PQoS alike; smba and bmec exist on AMD only.
@@ -70,6 +70,7 @@ class NodeFacts:
     resctrl_in_kernel: bool
     resctrl_mount: str | None
     resctrl_mount_options: list[str]
+    resctrl_mount_problem: str
     cgroup_versions: dict[str, int]
     tc_path: str | None
     pqos: dict[str, Any]
@@ -79,27 +80,17 @@ class NodeFacts:
         return asdict(self)
 
 
-def cpu_vendor_and_flags(cpuinfo: str) -> tuple[str, dict[str, bool]]:
-    """The vendor and the RDT flags of the first processor in ``/proc/cpuinfo``."""
-    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, flags=re.M)
+def cpu_flags(cpuinfo: str) -> dict[str, bool]:
+    """The RDT flags of the first processor in ``/proc/cpuinfo``."""
     flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, flags=re.M)
     present = set(flags.group(1).split()) if flags else set()
-    return (vendor.group(1) if vendor else "unknown"), {flag: flag in present for flag in RDT_FLAGS}
+    return {flag: flag in present for flag in RDT_FLAGS}
 
 
 def kernel_supported(release: str) -> bool:
     """True for kernels of at least 4.12, where resctrl has CAT, CDP and MBA."""
     numbers = re.match(r"(\d+)\.(\d+)", release)
     return numbers is not None and (int(numbers.group(1)), int(numbers.group(2))) >= MIN_KERNEL
-
-
-def resctrl_mount(mounts: str) -> tuple[str | None, list[str]]:
-    """Where resctrl is mounted and with which options (``cdp``, ``mba_MBps``), from /proc/mounts."""
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[2] == "resctrl":
-            return fields[1], fields[3].split(",")
-    return None, []
 
 
 def probe_pqos(interface: str = "OS", python: str | None = None, timeout: float = 20.0) -> dict[str, Any]:
@@ -124,21 +115,27 @@ def probe_pqos(interface: str = "OS", python: str | None = None, timeout: float 
 def gather(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc", resctrl_root: str = "/sys/fs/resctrl",
            probe_libpqos: bool = True, pqos_python: str | None = None) -> NodeFacts:
     """Every fact firm's preflight and the controller need about this node."""
-    vendor, flags = cpu_vendor_and_flags(_read(os.path.join(proc_root, "cpuinfo")))
-    mount, options = resctrl_mount(_read(os.path.join(proc_root, "mounts")))
+    cpuinfo = os.path.join(proc_root, "cpuinfo")
+    try:
+        mount: str | None = resctrl_root
+        options = list(resctrl.mount_options(resctrl_root, os.path.join(proc_root, "mounts")))
+        mount_problem = ""
+    except resctrl.ResctrlNotFoundError as exc:
+        mount, options, mount_problem = None, [], str(exc)
     try:
         versions = cgroup.detect_layout(cgroup_root).versions()
     except FirmError:
         versions = {}
     release = platform.release()
     facts = NodeFacts(
-        vendor=vendor,
-        cpu_flags=flags,
+        vendor=resctrl.read_vendor(cpuinfo),
+        cpu_flags=cpu_flags(_read(cpuinfo)),
         kernel=release,
         kernel_supported=kernel_supported(release),
         resctrl_in_kernel="resctrl" in _read(os.path.join(proc_root, "filesystems")).split(),
         resctrl_mount=mount,
         resctrl_mount_options=options,
+        resctrl_mount_problem=mount_problem,
         cgroup_versions=versions,
         tc_path=shutil.which("tc"),
         pqos=probe_pqos(python=pqos_python) if probe_libpqos else {"available": False, "error": "not probed"},
@@ -157,7 +154,7 @@ def _with_capabilities(facts: NodeFacts, resctrl_root: str) -> NodeFacts:
         if not facts.cpu_flags.get(flag):
             return Capability(False, f"the CPU has no {flag} flag (no {what} hardware)")
         if facts.resctrl_mount is None:
-            return Capability(False, "resctrl is not mounted: mount -t resctrl resctrl /sys/fs/resctrl")
+            return Capability(False, facts.resctrl_mount_problem)
         if not os.path.isdir(os.path.join(resctrl_root, "info", info_dir)):
             return Capability(False, f"resctrl shows no info/{info_dir}: the kernel has {what} disabled")
         return Capability(True, f"resctrl {info_dir}")

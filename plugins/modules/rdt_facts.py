@@ -77,9 +77,9 @@ ansible_facts:
       returned: always
       contains:
         vendor:
-          description: CPU vendor from /proc/cpuinfo.
+          description: CPU vendor from /proc/cpuinfo, C(intel), C(amd) (AMD and Hygon) or C(unknown).
           type: str
-          sample: GenuineIntel
+          sample: intel
         cpu_flags:
           description: Each RDT-related CPU flag and whether the CPU has it.
           type: dict
@@ -102,6 +102,9 @@ ansible_facts:
           description: resctrl's mount options (C(cdp), C(mba_MBps), ...).
           type: list
           elements: str
+        resctrl_mount_problem:
+          description: Why resctrl is not usable at I(resctrl_root) and how to mount it; empty when it is mounted.
+          type: str
         cgroup_versions:
           description: The cgroup version of each controller firm manages.
           type: dict
