@@ -1,0 +1,712 @@
+# Copyright: firm developers
+# Apache License 2.0 (see galaxy.yml)
+"""Anomaly injection: real contention of a chosen kind, intensity, place and duration.
+
+Each anomaly is a set of worker processes (stress-ng, sysbench, iperf3) in a cgroup of its own,
+``firm-anomaly/<name>``, and/or a kernel change (a tc qdisc, an nftables table). Intensity acts
+through knobs firm already owns: the anomaly cgroup's CPU quota is the workers' duty cycle and its
+cpuset pins them beside a service.
+
+Every anomaly expires by itself:
+
+- each worker carries its own time limit (``--timeout``, ``--time``, ``-t``), which fires even if
+  everything else is killed, and the duty cycle is a CFS quota, so no worker is ever left stopped;
+- a supervisor process, detached from whatever started the anomaly (its own session), removes the
+  kernel changes and the cgroup at expiry, or when asked to stop (SIGTERM);
+- every call of this library sweeps records whose supervisor has gone and cleans up after them.
+
+The record of each active anomaly is a JSON file in the state directory (``/run/firm/anomalies``);
+ended anomalies are appended to ``history.jsonl`` there, with the time they really ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.firm.core.plugins.module_utils import cgroup, tc
+from ansible_collections.firm.core.plugins.module_utils.errors import (
+    FirmError,
+    InvalidInputError,
+    NotFoundError,
+)
+
+KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth", "network_loss", "network_delay")
+TOOLS = {"cpu": ("stress-ng",), "memory_bandwidth": ("stress-ng",), "llc": ("stress-ng",), "disk_io": ("sysbench",),
+         "network_bandwidth": ("tc",), "network_loss": ("nft",), "network_delay": ("tc",)}
+DEFAULT_STATE_DIR = "/run/firm/anomalies"
+DEFAULT_TOOLS_FACTS = "/etc/firm/anomaly_tools.json"
+DEFAULT_SYSBENCH_DIR = "/var/lib/firm/sysbench"
+CGROUP_PARENT = "firm-anomaly"
+CPU_PERIOD_US = 100000
+MIN_DURATION_S = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class AnomalyInputError(InvalidInputError):
+    """An anomaly request was rejected before anything started."""
+
+
+class AnomalyNotFoundError(NotFoundError):
+    """A target, tool or prepared file the anomaly needs does not exist."""
+
+
+class AnomalyStartError(FirmError):
+    """The anomaly's workers or kernel changes could not be started; what had started was undone."""
+
+
+# --------------------------------------------------------------------------------------------------
+# What is asked for
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the contention lands: the whole node, or beside one service.
+
+    ``cgroup``: pin the workers to that group's CPUs; ``namespace``: run inside that network
+    namespace; ``interface``: shape or drop on that interface (inside ``namespace`` if given).
+    """
+
+    cgroup: str | None = None
+    namespace: str | None = None
+    interface: str | None = None
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in dataclasses.asdict(self).items() if v]
+        return ", ".join(parts) or "node"
+
+
+@dataclass(frozen=True)
+class AnomalySpec:
+    name: str
+    kind: str
+    intensity: int  # 0..100
+    duration_s: int
+    target: Target = field(default_factory=Target)
+    link_rate_bps: int | None = None  # network_bandwidth: the capacity intensity is a share of
+    peer: str | None = None  # network_bandwidth: an iperf3 server to flood instead of shaping
+    labels: dict[str, str] = field(default_factory=dict)  # e.g. the campaign and service, kept with the record
+
+    def same_request(self, other: AnomalySpec) -> bool:
+        return dataclasses.replace(self, duration_s=0) == dataclasses.replace(other, duration_s=0)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The node-side settings: where state lives and where the tools and roots are."""
+
+    state_dir: str = DEFAULT_STATE_DIR
+    cgroup_root: str = "/sys/fs/cgroup"
+    sysfs_root: str = "/sys"
+    netns_dir: str = "/run/netns"
+    sysbench_dir: str | None = None  # default: from the anomaly_tools facts file, else DEFAULT_SYSBENCH_DIR
+    tools_facts: str = DEFAULT_TOOLS_FACTS
+    max_duration_s: int = 3600
+    disk_iops_at_full: int = 40000
+
+    def sysbench_files(self) -> str:
+        if self.sysbench_dir:
+            return self.sysbench_dir
+        try:
+            with open(self.tools_facts, encoding="utf-8") as handle:
+                return str(json.load(handle).get("sysbench_dir", DEFAULT_SYSBENCH_DIR))
+        except (OSError, ValueError):
+            return DEFAULT_SYSBENCH_DIR
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes, identified by PID and start time so a reused PID is never signalled
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    pid: int
+    start_ticks: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef:
+        return cls(pid, _start_ticks(pid))
+
+    def alive(self) -> bool:
+        try:
+            return _start_ticks(self.pid) == self.start_ticks and _state(self.pid) != "Z"
+        except OSError:
+            return False
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+        text = handle.read()
+    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm) "
+
+
+def _start_ticks(pid: int) -> int:
+    return int(_stat_fields(pid)[19])
+
+
+def _state(pid: int) -> str:
+    return _stat_fields(pid)[0]
+
+
+def _kill_group(ref: ProcessRef, sig: int = signal.SIGKILL) -> None:
+    """Signal a worker and everything it forked (each worker leads its own process group)."""
+    if ref.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ref.pid, sig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass
+class Record:
+    """An injected anomaly: what was asked, where, when, and what to undo."""
+
+    spec: AnomalySpec
+    host: str
+    started_at: float
+    expires_at: float
+    workers: list[ProcessRef] = field(default_factory=list)
+    supervisor: ProcessRef | None = None
+    cgroup_path: str | None = None
+    restore: dict[str, Any] = field(default_factory=dict)
+    ended_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["spec"]["target"] = dataclasses.asdict(self.spec.target)
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """What a campaign records as ground truth."""
+        spec = self.spec
+        return {"name": spec.name, "host": self.host, "kind": spec.kind, "intensity": spec.intensity,
+                "duration_s": spec.duration_s, "target": dataclasses.asdict(spec.target), "labels": spec.labels,
+                "started_at": self.started_at, "expires_at": self.expires_at, "ended_at": self.ended_at}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        spec_data = dict(data["spec"])
+        spec_data["target"] = Target(**spec_data["target"])
+        supervisor = data.get("supervisor")
+        return cls(spec=AnomalySpec(**spec_data), host=data["host"], started_at=data["started_at"],
+                   expires_at=data["expires_at"], workers=[ProcessRef(**w) for w in data.get("workers", [])],
+                   supervisor=ProcessRef(**supervisor) if supervisor else None,
+                   cgroup_path=data.get("cgroup_path"), restore=data.get("restore", {}),
+                   ended_at=data.get("ended_at"))
+
+
+class Store:
+    """Active anomalies as one JSON file each, and the history of ended ones."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.state_dir, f"{name}.json")
+
+    def save(self, record: Record) -> None:
+        os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
+        temporary = self.path(record.spec.name) + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(record.as_dict(), handle)
+        os.replace(temporary, self.path(record.spec.name))
+
+    def load(self, name: str) -> Record | None:
+        try:
+            with open(self.path(name), encoding="utf-8") as handle:
+                return Record.from_dict(json.load(handle))
+        except FileNotFoundError:
+            return None
+
+    def all(self) -> list[Record]:
+        if not os.path.isdir(self.state_dir):
+            return []
+        names = sorted(f[:-5] for f in os.listdir(self.state_dir) if f.endswith(".json"))
+        return [r for r in (self.load(n) for n in names) if r is not None]
+
+    def history(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Summaries of the anomalies that ended at or after ``since`` (seconds since the epoch)."""
+        path = os.path.join(self.state_dir, "history.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as handle:
+            ended = [json.loads(line) for line in handle if line.strip()]
+        return [entry for entry in ended if (entry.get("ended_at") or 0) >= since]
+
+    def finish(self, record: Record) -> None:
+        """Move a record from the active set to the history, stamped with its real end."""
+        record.ended_at = time.time()
+        os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
+        with open(os.path.join(self.state_dir, "history.jsonl"), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record.summary()) + "\n")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(record.spec.name))
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate(spec: AnomalySpec, env: Environment) -> None:
+    """Refuse a request that cannot run here, with what to do instead, before anything starts."""
+    if not _NAME.match(spec.name):
+        raise AnomalyInputError(f"anomaly name {spec.name!r} is not a plain name",
+                                fix="use letters, digits, '.', '_' or '-' (at most 63), starting with a letter or digit")
+    if spec.kind not in KINDS:
+        raise AnomalyInputError(f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}")
+    if not 0 <= spec.intensity <= 100:
+        raise AnomalyInputError(f"intensity {spec.intensity} is outside 0..100", fix="give a percentage from 0 to 100")
+    if not MIN_DURATION_S <= spec.duration_s <= env.max_duration_s:
+        raise AnomalyInputError(f"duration {spec.duration_s} s is outside {MIN_DURATION_S}..{env.max_duration_s} s",
+                                fix="give a duration in seconds within the bound (max_duration raises it)")
+    if spec.kind == "network_delay" and not netem_available():
+        working = [k for k in KINDS if k != "network_delay"]
+        raise AnomalyNotFoundError("network_delay needs the tc netem qdisc, which this kernel does not have "
+                                   "(sch_netem)", fix=f"use a kernel with sch_netem, or one of {', '.join(working)}")
+    for tool in TOOLS[spec.kind] + (("iperf3",) if spec.peer else ()):
+        if shutil.which(tool) is None:
+            raise AnomalyNotFoundError(f"{tool} is not installed, and the {spec.kind} anomaly needs it",
+                                       fix="install the anomaly tools (the firm.core anomaly_tools role, or apt-get "
+                                           "install stress-ng sysbench iperf3 nftables iproute2)")
+    _validate_target(spec, env)
+
+
+def _validate_target(spec: AnomalySpec, env: Environment) -> None:
+    target = spec.target
+    if target.cgroup is not None:
+        group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), target.cgroup)
+        if not os.path.isdir(group.dir("cpuset")):
+            raise AnomalyNotFoundError(f"target cgroup {target.cgroup} does not exist in the cpuset hierarchy",
+                                       fix="give the cgroup path of a running service")
+    if target.namespace is not None:
+        tc.check_namespace(target.namespace, env.netns_dir)
+    network = spec.kind.startswith("network_")
+    if network and spec.peer is None and target.interface is None:
+        raise AnomalyInputError(f"{spec.kind} needs target interface (and namespace, if it lives in one)",
+                                fix="give the interface to shape, e.g. the service's veth")
+    if spec.kind == "network_bandwidth" and spec.peer is not None and target.interface is not None:
+        raise AnomalyInputError("network_bandwidth takes either peer (flood) or interface (shape), not both",
+                                fix="drop one of them")
+    if target.interface is not None:
+        tc.read_link(target.interface, target.namespace)  # raises when the interface is missing
+    if not network and target.interface is not None:
+        raise AnomalyInputError(f"{spec.kind} does not use an interface", fix="target a cgroup or the whole node")
+    if spec.kind == "disk_io":
+        files = env.sysbench_files()
+        if not os.path.exists(os.path.join(files, "test_file.0")):
+            raise AnomalyNotFoundError(f"no sysbench files in {files}",
+                                       fix="run the anomaly_tools role, or: sysbench fileio --file-total-size=1G "
+                                           f"prepare in {files}")
+
+
+@functools.lru_cache(maxsize=1)
+def netem_available() -> bool:
+    """Whether the kernel has netem: try it on the loopback of a throwaway network namespace."""
+    if shutil.which("unshare") is None or shutil.which("tc") is None:
+        return False
+    proc = subprocess.run(["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                          capture_output=True, check=False, env=dict(os.environ, LC_ALL="C"))
+    return proc.returncode == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# How intensity becomes contention
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Workers to start and the anomaly cgroup's settings (their duty cycle and CPUs)."""
+
+    commands: list[list[str]]
+    settings: cgroup.CgroupSettings
+    cpus: list[int]
+    shaping_rate_bps: int | None = None
+    loss_percent: int | None = None
+    delay_ms: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"commands": self.commands, "cpu_quota_us": self.settings.cpu_quota_us,
+                "cpuset_cpus": self.settings.cpuset_cpus, "loss_percent": self.loss_percent,
+                "shaping_rate_bps": self.shaping_rate_bps, "delay_ms": self.delay_ms}
+
+
+def llc_bytes(sysfs_root: str = "/sys") -> int:
+    """The size of the largest (last-level) cache of CPU 0, from sysfs; 8 MiB when unknown."""
+    base = os.path.join(sysfs_root, "devices/system/cpu/cpu0/cache")
+    best = (0, 8 << 20)
+    for index in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            with open(os.path.join(base, index, "level"), encoding="ascii") as level_file:
+                level = int(level_file.read())
+            with open(os.path.join(base, index, "size"), encoding="ascii") as size_file:
+                size = cgroup.parse_size(size_file.read().strip().rstrip("B"))
+        except (OSError, ValueError, FirmError):
+            continue
+        best = max(best, (level, size))
+    return best[1]
+
+
+def target_cpus(spec: AnomalySpec, env: Environment) -> list[int]:
+    """The CPUs the workers run on: the target cgroup's, or every online CPU."""
+    if spec.target.cgroup is not None:
+        group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), spec.target.cgroup)
+        with open(group.file("cpuset", "cpuset.cpus"), encoding="ascii") as handle:
+            cpus = cgroup.parse_list(handle.read().strip())
+        if cpus:
+            return cpus
+    return sorted(os.sched_getaffinity(0))
+
+
+def plan(spec: AnomalySpec, env: Environment) -> Plan:
+    """Translate kind and intensity into workers, duty cycle and kernel changes.
+
+    cpu: one stress-ng CPU worker per target CPU, duty cycle = intensity (a CFS quota).
+    memory_bandwidth: one STREAM worker per target CPU, duty cycle = intensity.
+    llc: one worker per target CPU writing over a working set of intensity % of the LLC (writes, so
+    the pages are real: reading untouched memory would only ever touch the kernel's zero page).
+    disk_io: 1..4 sysbench random read/write threads (O_DIRECT) at intensity % of disk_iops_at_full.
+    network_bandwidth: shape the interface to (100 - intensity) % of the link, or flood a peer with
+    intensity % of it. network_loss: drop intensity % of the interface's packets.
+    network_delay: netem delay of intensity ms.
+    """
+    cpus = target_cpus(spec, env)
+    seconds = str(spec.duration_s)
+    workers = len(cpus)
+    duty_quota = max(cgroup.CPU_QUOTA_MIN_US, CPU_PERIOD_US * workers * spec.intensity // 100)
+    cpu_settings = cgroup.CgroupSettings(cpu_quota_us=duty_quota, cpu_period_us=CPU_PERIOD_US,
+                                         cpuset_cpus=cgroup.format_list(cpus))
+    pinned = cgroup.CgroupSettings(cpuset_cpus=cgroup.format_list(cpus))
+    if spec.kind == "cpu":
+        return Plan([["stress-ng", "--cpu", str(workers), "--cpu-load", "100", "--timeout", seconds, "--quiet"]],
+                    cpu_settings, cpus)
+    if spec.kind == "memory_bandwidth":
+        return Plan([["stress-ng", "--stream", str(workers), "--stream-l3-size", str(llc_bytes(env.sysfs_root)),
+                      "--timeout", seconds, "--quiet"]], cpu_settings, cpus)
+    if spec.kind == "llc":
+        per_worker = max(64 << 10, llc_bytes(env.sysfs_root) * spec.intensity // 100 // workers)
+        return Plan([["stress-ng", "--vm", str(workers), "--vm-bytes", str(per_worker), "--vm-method", "write64",
+                      "--vm-keep", "--timeout", seconds, "--quiet"]], pinned, cpus)
+    if spec.kind == "disk_io":
+        threads = max(1, math.ceil(4 * spec.intensity / 100))
+        rate = max(1, env.disk_iops_at_full * spec.intensity // 100)
+        count, total = _sysbench_files(env.sysbench_files())
+        command = ["sysbench", "fileio", "--file-test-mode=rndrw", "--file-extra-flags=direct",
+                   "--file-fsync-freq=0", f"--threads={threads}", f"--rate={rate}", f"--time={seconds}",
+                   f"--file-num={count}", f"--file-total-size={total}", "run"]
+        return Plan([command], pinned, cpus)
+    if spec.kind == "network_bandwidth":
+        link = spec.link_rate_bps or _link_rate(spec, env)
+        if spec.peer is not None:
+            host, _, port = spec.peer.partition(":")
+            flood = ["iperf3", "-c", host, "-p", port or "5201", "-b", str(max(1, link * spec.intensity // 100)),
+                     "-t", seconds, "--connect-timeout", "3000"]
+            return Plan([_in_namespace(spec.target.namespace, flood)], pinned, cpus)
+        rate = max(8000, link * (100 - spec.intensity) // 100)
+        return Plan([], pinned, cpus, shaping_rate_bps=rate)
+    if spec.kind == "network_loss":
+        return Plan([], pinned, cpus, loss_percent=spec.intensity)
+    return Plan([], pinned, cpus, delay_ms=max(1, spec.intensity))
+
+
+def _in_namespace(namespace: str | None, command: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", namespace, *command] if namespace else command
+
+
+def _sysbench_files(directory: str) -> tuple[int, int]:
+    """How many files sysbench prepared and their total size: it must be told both."""
+    sizes = [os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory)
+             if re.fullmatch(r"test_file\.\d+", name)]
+    return len(sizes), sum(sizes)
+
+
+def _link_rate(spec: AnomalySpec, env: Environment) -> int:
+    """The interface's speed from sysfs (Mbit/s), when the request gives no link_rate."""
+    interface = spec.target.interface or ""
+    command = _in_namespace(spec.target.namespace, ["cat", f"/sys/class/net/{interface}/speed"])
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    speed = int(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip().isdigit() else 0
+    if speed <= 0:
+        raise AnomalyInputError(f"the speed of {interface} is unknown (virtual interfaces may report none)",
+                                fix="give link_rate, the capacity the intensity is a share of, e.g. 1gbit")
+    return speed * 1_000_000
+
+
+# --------------------------------------------------------------------------------------------------
+# Starting, stopping, listing
+
+
+def active(env: Environment) -> list[Record]:
+    """The anomalies running now, after cleaning up after any whose supervisor has gone."""
+    sweep(env)
+    return Store(env.state_dir).all()
+
+
+def sweep(env: Environment) -> list[str]:
+    """Clean up records whose supervisor is gone (killed, or the node rebooted); returns their names."""
+    store = Store(env.state_dir)
+    swept = []
+    for record in store.all():
+        if record.supervisor is None or not record.supervisor.alive():
+            cleanup(record, env)
+            swept.append(record.spec.name)
+    return swept
+
+
+def start(spec: AnomalySpec, env: Environment, check_mode: bool = False) -> tuple[bool, Record, Plan]:
+    """Start an anomaly unless the same one runs under that name; returns (changed, record, plan).
+
+    A different request under a running name replaces it.
+    """
+    validate(spec, env)
+    sweep(env)
+    store = Store(env.state_dir)
+    running = store.load(spec.name)
+    work = plan(spec, env)
+    if running is not None and running.spec.same_request(spec):
+        return False, running, work
+    now = time.time()
+    record = Record(spec, socket.gethostname(), now, now + spec.duration_s)
+    if check_mode:
+        return True, record, work
+    if running is not None:
+        stop(spec.name, env)
+    _launch(record, work, env)
+    return True, record, work
+
+
+def stop(name: str, env: Environment, timeout_s: float = 10.0) -> bool:
+    """Stop an anomaly by name: ask its supervisor, and clean up directly if it does not answer."""
+    store = Store(env.state_dir)
+    record = store.load(name)
+    if record is None:
+        return False
+    if record.supervisor is not None and record.supervisor.alive():
+        os.kill(record.supervisor.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while os.path.exists(store.path(name)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if os.path.exists(store.path(name)):
+        cleanup(record, env)
+    return True
+
+
+def cleanup(record: Record, env: Environment, ran: bool = True) -> None:
+    """Undo everything an anomaly did: workers, kernel changes, its cgroup; then file it as ended.
+
+    ``ran`` is false for an anomaly that failed to start: it is undone but not filed in the history.
+    """
+    for worker in record.workers:
+        _kill_group(worker)
+    _undo_kernel_change(record.restore)
+    if record.cgroup_path is not None:
+        _remove_cgroup(record.cgroup_path, env)
+    store = Store(env.state_dir)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(env.state_dir, f"{record.spec.name}.log"))
+    if ran:
+        store.finish(record)
+    elif os.path.exists(store.path(record.spec.name)):
+        os.unlink(store.path(record.spec.name))
+
+
+# --------------------------------------------------------------------------------------------------
+# Launch: kernel changes, workers in their cgroup, then the detached supervisor
+
+
+def _launch(record: Record, work: Plan, env: Environment) -> None:
+    spec = record.spec
+    store = Store(env.state_dir)
+    try:
+        record.restore = _apply_kernel_change(spec, work)
+        if work.commands:
+            record.cgroup_path = f"{CGROUP_PARENT}/{spec.name}"
+            group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), record.cgroup_path)
+            cgroup.create_group(group)
+            cgroup.apply_writes(cgroup.plan_writes(group, work.settings, env.sysfs_root))
+            logs = os.path.join(env.state_dir, f"{spec.name}.log")
+            os.makedirs(env.state_dir, mode=0o755, exist_ok=True)
+            cwd = env.sysbench_files() if spec.kind == "disk_io" else "/"
+            record.workers = [_spawn(command, group, logs, cwd) for command in work.commands]
+            _check_started(record, logs)
+        record.supervisor, release = _daemonize(lambda: _supervise(record, env))
+        store.save(record)
+        release()
+    except BaseException:
+        cleanup(record, env, ran=False)
+        raise
+
+
+def _spawn(command: list[str], group: cgroup.Group, log: str, cwd: str) -> ProcessRef:
+    with open(log, "ab") as output:
+        # preexec_fn is safe here (no threads) and puts the worker in its group before it runs at all.
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=cwd, start_new_session=True,
+            env=dict(os.environ, LC_ALL="C"),
+            preexec_fn=functools.partial(_enter, group),  # noqa: PLW1509
+
+        )
+    return ProcessRef.of(proc.pid)
+
+
+def _enter(group: cgroup.Group) -> None:
+    cgroup.attach_pids({directory: [os.getpid()] for directory in group.distinct_dirs()})
+
+
+def _check_started(record: Record, log: str, settle_s: float = 0.3) -> None:
+    """Workers that die at once were given something they cannot run: say what they said."""
+    time.sleep(settle_s)
+    dead = [w for w in record.workers if not w.alive()]
+    if dead:
+        with open(log, encoding="utf-8", errors="replace") as handle:
+            said = handle.read()[-800:]
+        raise AnomalyStartError(f"the {record.spec.kind} workers exited at once: {said.strip()}",
+                                fix="check that the anomaly tools work on this node")
+
+
+def _apply_kernel_change(spec: AnomalySpec, work: Plan) -> dict[str, Any]:
+    """Apply the anomaly's tc or nftables change; returns how to undo it."""
+    interface, namespace = spec.target.interface, spec.target.namespace
+    if work.shaping_rate_bps is not None and interface is not None:
+        previous = tc.read_shaping(interface, namespace)
+        tc.apply_shaping(interface, tc.shaping_for(interface, "tbf", work.shaping_rate_bps, namespace=namespace),
+                         namespace)
+        return {"type": "tc", "interface": interface, "namespace": namespace,
+                "previous": previous.as_dict() if previous else None}
+    if work.loss_percent is not None and interface is not None:
+        table = f"firm_anomaly_{spec.name}".replace("-", "_").replace(".", "_")
+        ruleset = (f"table inet {table} {{\n chain output {{\n  type filter hook output priority 0; policy accept;\n"
+                   f'  oifname "{interface}" numgen random mod 100 < {work.loss_percent} counter drop\n }}\n}}\n')
+        _nft(namespace, ["-f", "-"], ruleset)
+        return {"type": "nft", "namespace": namespace, "table": table}
+    if work.delay_ms is not None and interface is not None:
+        previous = tc.read_shaping(interface, namespace)
+        tc.run_command([*_tc_prefix(namespace), "qdisc", "replace", "dev", interface, "root", "netem", "delay",
+                        f"{work.delay_ms}ms", f"{max(1, work.delay_ms // 10)}ms"])
+        return {"type": "tc", "interface": interface, "namespace": namespace,
+                "previous": previous.as_dict() if previous else None}
+    return {}
+
+
+def _tc_prefix(namespace: str | None) -> list[str]:
+    return ["tc", "-n", namespace] if namespace else ["tc"]
+
+
+def _nft(namespace: str | None, args: list[str], stdin: str | None = None) -> None:
+    command = _in_namespace(namespace, ["nft", *args])
+    proc = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False,
+                          env=dict(os.environ, LC_ALL="C"))
+    if proc.returncode != 0:
+        raise AnomalyStartError(f"nft {' '.join(args)} failed: {proc.stderr.strip()}",
+                                fix="check that nftables works on this node", rc=proc.returncode,
+                                stdout=proc.stdout, stderr=proc.stderr)
+
+
+def _undo_kernel_change(restore: dict[str, Any]) -> None:
+    kind = restore.get("type")
+    if kind == "tc":
+        previous = restore.get("previous")
+        if previous:
+            tc.apply_shaping(restore["interface"], tc.Shaping(**previous), restore.get("namespace"))
+        else:
+            tc.remove_shaping(restore["interface"], restore.get("namespace"))
+    elif kind == "nft":
+        with contextlib.suppress(AnomalyStartError):  # already gone
+            _nft(restore.get("namespace"), ["delete", "table", "inet", restore["table"]])
+
+
+def _remove_cgroup(path: str, env: Environment, wait_s: float = 5.0) -> None:
+    layout = cgroup.detect_layout(env.cgroup_root)
+    group = cgroup.group_at(layout, path)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            cgroup.remove_group(group)
+            break
+        except cgroup.CgroupInputError:  # killed workers not reaped yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    # The shared parent goes with its last child; rmdir (not a recursive removal) leaves it while
+    # another anomaly has a group in it.
+    for directory in cgroup.group_at(layout, CGROUP_PARENT).distinct_dirs():
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+# --------------------------------------------------------------------------------------------------
+# The supervisor: a detached process that ends the anomaly at its expiry
+
+
+def _daemonize(body: Callable[[], None]) -> tuple[ProcessRef, Callable[[], None]]:
+    """Run ``body`` in a grandchild in its own session, with no tie to the caller.
+
+    Returns the grandchild and a ``release`` function: ``body`` starts once the caller releases it
+    (after saving the record that names the grandchild) or dies. A fork (not an exec) carries the
+    already-imported code, which matters inside an Ansible module whose files are deleted when it
+    returns. The grandchild's standard streams go to /dev/null so that whoever reads the caller's
+    output (Ansible) is not kept waiting.
+    """
+    pid_read, pid_write = os.pipe()
+    go_read, go_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # first child: start a session, fork the supervisor, report its PID, leave
+        os.close(pid_read)
+        os.close(go_write)
+        os.setsid()
+        grandchild = os.fork()
+        if grandchild == 0:
+            os.close(pid_write)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            try:
+                os.read(go_read, 1)  # returns on release or when the caller is gone
+                os.close(go_read)
+                body()
+            finally:
+                os._exit(0)
+        os.write(pid_write, str(grandchild).encode())
+        os._exit(0)
+    os.close(pid_write)
+    os.close(go_read)
+    os.waitpid(child, 0)
+    with os.fdopen(pid_read, "rb") as pipe:
+        pid = int(pipe.read().decode())
+
+    def release() -> None:
+        os.write(go_write, b"1")
+        os.close(go_write)
+
+    return ProcessRef.of(pid), release
+
+
+def _supervise(record: Record, env: Environment) -> None:
+    store = Store(env.state_dir)
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    deadline = record.expires_at
+    while not stopping and time.time() < deadline:
+        time.sleep(min(0.1, max(0.0, deadline - time.time())))
+    saved = store.load(record.spec.name)
+    cleanup(saved or record, env)

@@ -1,0 +1,276 @@
+# Copyright: firm developers
+# Apache License 2.0 (see galaxy.yml)
+"""Anomaly campaigns: schedules of concurrent injections, and their record as ground truth.
+
+A campaign is a list of rounds. All injections of a round start together, on several hosts and
+beside several services at once, as contention arrives in production; the next round starts when
+the longest of them has ended and a gap has passed. The schedule is either given explicitly or drawn
+from a seed, so that the same seed always gives the same campaign.
+
+Every injection is recorded twice: when it starts (with its planned end) and when it has ended (with
+the time it really ended), as JSON lines in a campaign file and in Redis. That record is what the
+culprit classifier learns from:
+
+- ``firm:campaign:<id>``: hash with the campaign's plan (``schedule`` as JSON) and when it was made;
+- ``firm:campaign:<id>:injections``: list of the injection keys, in order;
+- ``firm:injection:<id>:<name>``: hash of one injection (host, target, kind, intensity, times);
+- ``firm:injections``: sorted set of every injection key by start time, to find the injections
+  that overlap a window of traces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ansible_collections.firm.core.plugins.module_utils import anomaly
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError, InvalidInputError
+
+NETWORK_KINDS = ("network_bandwidth", "network_loss", "network_delay")
+DEFAULT_KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth", "network_loss")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+class CampaignInputError(InvalidInputError):
+    """A campaign definition was rejected before anything ran."""
+
+
+class RecordError(FirmError):
+    """The campaign's record could not be written."""
+
+
+@dataclass(frozen=True)
+class Injection:
+    """One anomaly of a campaign, on one host, beside one service (or on the whole node)."""
+
+    campaign: str
+    round: int
+    host: str
+    name: str
+    kind: str
+    intensity: int
+    duration_s: int
+    service: str | None = None
+    target_cgroup: str | None = None
+    target_namespace: str | None = None
+    target_interface: str | None = None
+    link_rate: str | None = None
+
+    def module_args(self) -> dict[str, Any]:
+        """The arguments of firm.core.anomaly that start it."""
+        args: dict[str, Any] = {"name": self.name, "kind": self.kind, "intensity": self.intensity,
+                                "duration": self.duration_s,
+                                "labels": {"campaign": self.campaign, "round": str(self.round),
+                                           "service": self.service or "node"}}
+        for option in ("target_cgroup", "target_namespace", "target_interface", "link_rate"):
+            if getattr(self, option) is not None:
+                args[option] = getattr(self, option)
+        return args
+
+
+@dataclass(frozen=True)
+class Round:
+    index: int
+    length_s: int  # from the round's start to the next round's start
+    injections: tuple[Injection, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        longest = max((i.duration_s for i in self.injections), default=0)
+        return {"index": self.index, "length_s": self.length_s, "gap_s": self.length_s - longest,
+                "injections": [dict(asdict(i), args=i.module_args()) for i in self.injections]}
+
+
+@dataclass(frozen=True)
+class RandomPlan:
+    """How to draw a campaign: every range is inclusive ``(low, high)``."""
+
+    seed: int
+    rounds: int = 5
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    intensity: tuple[int, int] = (30, 90)
+    duration_s: tuple[int, int] = (10, 30)
+    gap_s: tuple[int, int] = (5, 15)
+    hosts_per_round: tuple[int, int] = (1, 1)
+    services_per_host: tuple[int, int] = (1, 2)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A service an anomaly can land beside, as an inventory's ``anomaly_targets`` lists it."""
+
+    service: str
+    cgroup: str | None = None
+    namespace: str | None = None
+    interface: str | None = None
+    link_rate: str | None = None
+    kinds: tuple[str, ...] = field(default_factory=tuple)  # empty: every kind it can take
+
+    def accepts(self, kind: str) -> bool:
+        if self.kinds and kind not in self.kinds:
+            return False
+        return kind not in NETWORK_KINDS or self.interface is not None
+
+
+NODE = Target("node")
+
+
+def check_id(campaign: str) -> str:
+    if not _ID.match(campaign):
+        raise CampaignInputError(f"campaign id {campaign!r} is not a plain name",
+                                 fix="use letters, digits, '_' or '-' (at most 40), starting with a letter or digit")
+    return campaign
+
+
+def _range(config: Mapping[str, Any], key: str, default: tuple[int, int], low: int, high: int) -> tuple[int, int]:
+    value = config.get(key, default)
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair) or not low <= pair[0] <= pair[1] <= high:
+        raise CampaignInputError(f"{key} {value!r} is not a range within {low}..{high}",
+                                 fix=f"give {key} as [low, high] with {low} <= low <= high <= {high}")
+    return pair[0], pair[1]
+
+
+def parse_random_plan(config: Mapping[str, Any], max_duration_s: int = 3600) -> RandomPlan:
+    """Validate a ``random`` campaign definition (as a playbook gives it)."""
+    known = {"seed", "rounds", "kinds", "intensity", "duration", "gap", "hosts_per_round", "services_per_host"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise CampaignInputError(f"unknown keys in the random campaign: {', '.join(unknown)}",
+                                 fix=f"use only {', '.join(sorted(known))}")
+    if not isinstance(config.get("seed"), int):
+        raise CampaignInputError("the random campaign has no integer seed", fix="give seed: <integer>")
+    kinds = tuple(config.get("kinds", DEFAULT_KINDS))
+    bad = [k for k in kinds if k not in anomaly.KINDS]
+    if bad or not kinds:
+        raise CampaignInputError(f"kinds {bad or '[]'} are not anomaly kinds", fix=f"choose from {', '.join(anomaly.KINDS)}")
+    rounds = config.get("rounds", 5)
+    if not isinstance(rounds, int) or not 1 <= rounds <= 10000:
+        raise CampaignInputError(f"rounds {rounds!r} is not a count from 1 to 10000", fix="give rounds: <count>")
+    return RandomPlan(config["seed"], rounds, kinds, _range(config, "intensity", (30, 90), 0, 100),
+                      _range(config, "duration", (10, 30), 1, max_duration_s), _range(config, "gap", (5, 15), 0, 86400),
+                      _range(config, "hosts_per_round", (1, 1), 1, 10000),
+                      _range(config, "services_per_host", (1, 2), 1, 10000))
+
+
+def parse_targets(entries: Sequence[Mapping[str, Any]] | None) -> list[Target]:
+    """A host's ``anomaly_targets``; without any, anomalies land on the whole node."""
+    targets = []
+    for entry in entries or []:
+        if "service" not in entry:
+            raise CampaignInputError(f"anomaly target {dict(entry)!r} has no service name",
+                                     fix="give each target a service: and its cgroup / namespace / interface")
+        targets.append(Target(str(entry["service"]), entry.get("cgroup"), entry.get("namespace"),
+                              entry.get("interface"), entry.get("link_rate"), tuple(entry.get("kinds", ()))))
+    return targets or [NODE]
+
+
+def random_schedule(campaign: str, plan: RandomPlan, targets: Mapping[str, Sequence[Target]]) -> list[Round]:
+    """Draw the campaign from its seed: the same seed, hosts and targets give the same schedule."""
+    check_id(campaign)
+    hosts = sorted(targets)
+    if not hosts:
+        raise CampaignInputError("the campaign has no hosts", fix="point firm_campaign_hosts at a non-empty group")
+    rng = random.Random(plan.seed)
+    rounds = []
+    for index in range(plan.rounds):
+        chosen_hosts = rng.sample(hosts, min(len(hosts), rng.randint(*plan.hosts_per_round)))
+        injections = []
+        for host in sorted(chosen_hosts):
+            candidates = [t for t in targets[host] if any(t.accepts(k) for k in plan.kinds)]
+            count = min(len(candidates), rng.randint(*plan.services_per_host))
+            for number, target in enumerate(rng.sample(candidates, count)):
+                kind = rng.choice([k for k in plan.kinds if target.accepts(k)])
+                injections.append(_injection(campaign, index, host, number, kind, rng.randint(*plan.intensity),
+                                             rng.randint(*plan.duration_s), target))
+        longest = max((i.duration_s for i in injections), default=0)
+        rounds.append(Round(index, longest + rng.randint(*plan.gap_s), tuple(injections)))
+    return rounds
+
+
+def _injection(campaign: str, index: int, host: str, number: int, kind: str, intensity: int, duration: int,
+               target: Target) -> Injection:
+    safe_host = re.sub(r"[^A-Za-z0-9_-]", "-", host)[:16]
+    return Injection(campaign, index, host, f"{campaign}-r{index}-{safe_host}-{number}"[:63], kind, intensity, duration,
+                     None if target is NODE else target.service, target.cgroup, target.namespace, target.interface,
+                     target.link_rate)
+
+
+def explicit_schedule(campaign: str, entries: Sequence[Mapping[str, Any]], hosts: Sequence[str],
+                      gap_s: int = 5) -> list[Round]:
+    """A campaign given as a list: each entry names its host, kind, intensity, duration and round."""
+    check_id(campaign)
+    by_round: dict[int, list[Injection]] = {}
+    for number, entry in enumerate(entries):
+        missing = [k for k in ("host", "kind", "intensity", "duration") if k not in entry]
+        if missing:
+            raise CampaignInputError(f"anomaly {number} of the campaign has no {', '.join(missing)}",
+                                     fix="give each anomaly host, kind, intensity and duration (round is optional)")
+        if entry["host"] not in hosts:
+            raise CampaignInputError(f"anomaly {number} names host {entry['host']!r}, which is not in the campaign",
+                                     fix=f"use one of {', '.join(sorted(hosts))}")
+        target = parse_targets([entry])[0] if "service" in entry else NODE
+        index = int(entry.get("round", 0))
+        injection = _injection(campaign, index, str(entry["host"]), number, str(entry["kind"]), int(entry["intensity"]),
+                               int(entry["duration"]), target)
+        if "name" in entry:
+            injection = Injection(**{**asdict(injection), "name": str(entry["name"])})
+        by_round.setdefault(index, []).append(injection)
+    return [Round(index, max(i.duration_s for i in items) + gap_s, tuple(items))
+            for index, items in sorted(by_round.items())]
+
+
+# --------------------------------------------------------------------------------------------------
+# The record
+
+
+def injection_key(campaign: str, name: str) -> str:
+    return f"firm:injection:{campaign}:{name}"
+
+
+def record(event: str, campaign: str, entries: Sequence[Mapping[str, Any]], jsonl_path: str | None,
+           redis_client: Any = None, schedule: Sequence[Mapping[str, Any]] | None = None) -> int:
+    """Append ``entries`` (anomaly summaries, as firm.core.anomaly returns them) to the record.
+
+    ``event`` is ``planned`` (``schedule`` given, no entries), ``started`` or ``ended``. Returns the
+    number of entries written.
+    """
+    check_id(campaign)
+    now = time.time()
+    lines = [{"event": event, "campaign": campaign, "recorded_at": now, **dict(entry)} for entry in entries]
+    if event == "planned":
+        lines = [{"event": "planned", "campaign": campaign, "recorded_at": now, "schedule": list(schedule or [])}]
+    if jsonl_path:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(jsonl_path)), exist_ok=True)
+            with open(jsonl_path, "a", encoding="utf-8") as handle:
+                for line in lines:
+                    handle.write(json.dumps(line, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise RecordError(f"cannot append to the campaign file {jsonl_path}: {exc.strerror}",
+                              fix="give a writable campaign file path") from exc
+    if redis_client is not None:
+        _record_redis(redis_client, event, campaign, entries, schedule, now)
+    return len(entries)
+
+
+def _record_redis(client: Any, event: str, campaign: str, entries: Sequence[Mapping[str, Any]],
+                  schedule: Sequence[Mapping[str, Any]] | None, now: float) -> None:
+    pipe = client.pipeline()
+    if event == "planned":
+        pipe.hset(f"firm:campaign:{campaign}", mapping={"id": campaign, "planned_at": now,
+                                                          "schedule": json.dumps(list(schedule or []))})
+    for entry in entries:
+        key = injection_key(campaign, str(entry["name"]))
+        fields = {k: json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v)
+                  for k, v in entry.items()}
+        pipe.hset(key, mapping={**fields, "campaign": campaign, "event": event})
+        if event == "started":
+            pipe.rpush(f"firm:campaign:{campaign}:injections", key)
+            pipe.zadd("firm:injections", {key: float(entry["started_at"])})
+    pipe.execute()
