@@ -43,6 +43,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef, kill_group
 
 KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth", "network_loss", "network_delay")
 TOOLS = {"cpu": ("stress-ng",), "memory_bandwidth": ("stress-ng",), "llc": ("stress-ng",), "disk_io": ("sysbench",),
@@ -125,47 +126,6 @@ class Environment:
                 return str(json.load(handle).get("sysbench_dir", DEFAULT_SYSBENCH_DIR))
         except (OSError, ValueError):
             return DEFAULT_SYSBENCH_DIR
-
-
-# --------------------------------------------------------------------------------------------------
-# Processes, identified by PID and start time so a reused PID is never signalled
-
-
-@dataclass(frozen=True)
-class ProcessRef:
-    pid: int
-    start_ticks: int
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessRef:
-        return cls(pid, _start_ticks(pid))
-
-    def alive(self) -> bool:
-        try:
-            return _start_ticks(self.pid) == self.start_ticks and _state(self.pid) != "Z"
-        except OSError:
-            return False
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-        text = handle.read()
-    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm) "
-
-
-def _start_ticks(pid: int) -> int:
-    return int(_stat_fields(pid)[19])
-
-
-def _state(pid: int) -> str:
-    return _stat_fields(pid)[0]
-
-
-def _kill_group(ref: ProcessRef, sig: int = signal.SIGKILL) -> None:
-    """Signal a worker and everything it forked (each worker leads its own process group)."""
-    if ref.alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(ref.pid, sig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -511,7 +471,7 @@ def cleanup(record: Record, env: Environment, ran: bool = True) -> None:
     ``ran`` is false for an anomaly that failed to start: it is undone but not filed in the history.
     """
     for worker in record.workers:
-        _kill_group(worker)
+        kill_group(worker)
     _undo_kernel_change(record.restore)
     if record.cgroup_path is not None:
         _remove_cgroup(record.cgroup_path, env)

@@ -1,0 +1,256 @@
+"""Bringing the testbed up, taking it down, and saying how it is.
+
+``up`` builds, in order: the bridge; a namespace, veth and cgroups per instance (limits through the
+actuation library); the application's Redis with the social graph; every service instance; then it
+waits until each answers. Any failure takes down what was built. ``down`` removes every process,
+namespace, veth, cgroup and file the testbed made, whether or not its state file survived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from ansible_collections.firm.core.plugins.module_utils import cgroup
+from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef, stop_group
+from firm.testbed import graph, network, rpc
+from firm.testbed.config import Instance, TestbedConfig
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+class TestbedError(RuntimeError):
+    """The testbed could not be built or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started instance."""
+
+    instance: Instance
+    process: ProcessRef
+
+
+def state_file(config: TestbedConfig) -> str:
+    return os.path.join(config.state_dir, "testbed.json")
+
+
+def read_state(config: TestbedConfig) -> dict[str, Any] | None:
+    try:
+        with open(state_file(config), encoding="utf-8") as handle:
+            state: dict[str, Any] = json.load(handle)
+            return state
+    except (OSError, ValueError):
+        return None
+
+
+def is_up(config: TestbedConfig) -> bool:
+    """True when the state file names processes that all still run."""
+    state = read_state(config)
+    if state is None:
+        return False
+    return all(ProcessRef(**i["process"]).alive() for i in state["instances"])
+
+
+def up(config: TestbedConfig, progress: Progress = log.info) -> bool:
+    """Build the testbed unless it already runs; returns whether anything changed."""
+    _preflight()
+    if is_up(config):
+        progress("testbed already up")
+        return False
+    down(config, progress=lambda _: None)  # whatever a crashed run left
+    try:
+        _build(config, progress)
+    except BaseException:
+        progress("start failed; removing what was built")
+        down(config, progress=lambda _: None)
+        raise
+    return True
+
+
+def _preflight() -> None:
+    if os.geteuid() != 0:
+        raise TestbedError("the testbed needs root (network namespaces, cgroups); run it as root")
+    for tool in ("ip", "redis-server"):
+        if shutil.which(tool) is None:
+            raise TestbedError(f"{tool} is not installed; run `make deps` (apt-get install iproute2 redis-server)")
+
+
+def _build(config: TestbedConfig, progress: Progress) -> None:
+    layout = cgroup.detect_layout()
+    os.makedirs(config.state_dir, exist_ok=True)
+    os.makedirs(config.data_dir, exist_ok=True)
+    instances = config.instances()
+    progress(f"network: bridge {config.bridge} {config.subnet}, {len(instances)} namespaces")
+    network.create_bridge(config)
+    for instance in instances:
+        network.attach(config, instance)
+        _make_cgroup(layout, instance)
+    redis_instance, service_instances = instances[0], instances[1:]
+    _write_layout(config, instances, {})
+    progress("starting the application's Redis and loading the social graph")
+    started = {redis_instance.name: _start(config, layout, redis_instance, _redis_command(redis_instance))}
+    store = _wait_for_redis(redis_instance, started[redis_instance.name])
+    edges = graph.load(store, config.users, graph.friendships(config.users, config.friends_per_user, config.graph_seed))
+    progress(f"social graph: {config.users} users, {edges} friendships")
+    _write_peers(config, service_instances)
+    for instance in service_instances:
+        command = [sys.executable, "-m", "firm.testbed.server", "--state-dir", config.state_dir,
+                   "--instance", instance.name]
+        started[instance.name] = _start(config, layout, instance, command)
+    _write_layout(config, instances, started)
+    progress(f"waiting for {len(service_instances)} service instances to answer")
+    asyncio.run(_wait_healthy(config, service_instances, started))
+
+
+def _make_cgroup(layout: cgroup.Layout, instance: Instance) -> None:
+    spec = instance.spec
+    group = cgroup.group_at(layout, instance.cgroup)
+    cgroup.create_group(group)
+    settings = cgroup.CgroupSettings(cpu_quota_us=spec.cpu_quota_us, cpu_period_us=100000, cpu_weight=spec.cpu_weight,
+                                     cpuset_cpus=spec.cpus, memory_max=spec.memory_max)
+    cgroup.apply_writes(cgroup.plan_writes(group, settings))
+
+
+def _redis_command(instance: Instance) -> list[str]:
+    limit = max(64 << 20, instance.spec.memory_max - (64 << 20))
+    return ["redis-server", "--bind", instance.address, "--port", "6379", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--maxmemory", str(limit), "--maxmemory-policy", "noeviction",
+            "--daemonize", "no"]
+
+
+def _start(config: TestbedConfig, layout: cgroup.Layout, instance: Instance, command: list[str]) -> ProcessRef:
+    """Start ``command`` in the instance's namespace and cgroups, detached from this process."""
+    group = cgroup.group_at(layout, instance.cgroup)
+    log_path = os.path.join(config.state_dir, f"{instance.name}.log")
+    with open(log_path, "ab") as output:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", instance.namespace, *command], stdin=subprocess.DEVNULL, stdout=output,
+            stderr=output, start_new_session=True, cwd=config.state_dir,
+            # The cgroup is joined before exec, so not one instruction runs outside it.
+            preexec_fn=lambda: cgroup.attach_pids({d: [os.getpid()] for d in group.distinct_dirs()}),  # noqa: PLW1509
+        )
+    return ProcessRef.of(proc.pid)
+
+
+def _wait_for_redis(instance: Instance, process: ProcessRef, timeout_s: float = 20.0) -> redis.Redis:
+    client = redis.Redis(host=instance.address, port=6379, socket_timeout=5)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.RedisError:
+            if not process.alive() or time.monotonic() > deadline:
+                raise TestbedError(f"the application's Redis did not start; see {instance.name}.log") from None
+            time.sleep(0.1)
+
+
+async def _wait_healthy(config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef],
+                        timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    waiting = list(instances)
+    while waiting:
+        still = []
+        for instance in waiting:
+            if not started[instance.name].alive():
+                raise TestbedError(f"{instance.name} exited at start: {_log_tail(config, instance)}")
+            if await health(config, instance) is None:
+                still.append(instance)
+        waiting = still
+        if waiting and time.monotonic() > deadline:
+            raise TestbedError(f"{', '.join(i.name for i in waiting)} did not answer within {timeout_s:.0f} s")
+        if waiting:
+            await asyncio.sleep(0.2)
+
+
+async def health(config: TestbedConfig, instance: Instance) -> float | None:
+    """Round-trip time of the instance's health check in ms, or None when it does not answer."""
+    pool = rpc.Pool(instance.address, config.port, size=1, timeout_s=2.0)
+    start = time.perf_counter()
+    try:
+        await pool.call("health", {})
+    except rpc.RpcError:
+        return None
+    finally:
+        pool.close()
+    return (time.perf_counter() - start) * 1000
+
+
+def _log_tail(config: TestbedConfig, instance: Instance) -> str:
+    try:
+        with open(os.path.join(config.state_dir, f"{instance.name}.log"), encoding="utf-8", errors="replace") as f:
+            return f.read()[-1500:].strip()
+    except OSError:
+        return "(no log)"
+
+
+def _write_layout(config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef]) -> None:
+    layout = {
+        "port": config.port, "redis_address": instances[0].address, "data_dir": config.data_dir,
+        "span_retention": config.span_retention, "sampling": config.sampling, "bridge": config.bridge,
+        "frontend": f"http://{next(i.address for i in instances if i.service == 'frontend')}:{config.port}",
+        "instances": [dict(asdict(i), process=asdict(started[i.name]) if i.name in started else None)
+                      for i in instances],
+    }
+    temporary = state_file(config) + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(layout, handle, indent=1)
+    os.replace(temporary, state_file(config))
+
+
+def _write_peers(config: TestbedConfig, instances: list[Instance]) -> None:
+    peers: dict[str, list[str]] = {}
+    for instance in instances:
+        peers.setdefault(instance.service, []).append(instance.address)
+    with open(os.path.join(config.state_dir, "peers.json"), "w", encoding="utf-8") as handle:
+        json.dump(peers, handle)
+
+
+def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
+    """Remove everything the testbed made; returns what was removed (empty when nothing was there)."""
+    removed: list[str] = []
+    state = read_state(config)
+    for entry in (state or {}).get("instances", []):
+        if entry.get("process"):
+            process = ProcessRef(**entry["process"])
+            if process.alive():
+                stop_group(process)
+                removed.append(f"process {entry['name']}")
+    removed += network.remove(config)
+    removed += _remove_cgroups(config)
+    for directory in (config.state_dir, config.data_dir):
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+            removed.append(directory)
+    if removed:
+        progress(f"removed {len(removed)} things: processes, namespaces, bridge, cgroups, files")
+    return removed
+
+
+def _remove_cgroups(config: TestbedConfig) -> list[str]:
+    layout = cgroup.detect_layout()
+    parent = cgroup.group_at(layout, config.cgroup_parent)
+    if not any(os.path.isdir(d) for d in parent.distinct_dirs()):
+        return []
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            cgroup.remove_group(parent)
+            return [f"cgroup {config.cgroup_parent}"]
+        except cgroup.CgroupInputError:  # processes not reaped yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

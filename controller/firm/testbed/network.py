@@ -1,0 +1,70 @@
+"""The testbed's network: a bridge in the host namespace, a namespace and a veth per instance.
+
+Every command is an argument list. The addresses come from a documentation range and exist only
+on this bridge and in these namespaces, so no traffic leaves the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+
+from firm.testbed.config import Instance, TestbedConfig
+
+
+class NetworkError(RuntimeError):
+    """An ip command failed; the message carries its output."""
+
+
+def run(argv: Sequence[str], check: bool = True) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False,
+                          env=dict(os.environ, LC_ALL="C"))
+    if check and proc.returncode != 0:
+        raise NetworkError(f"{' '.join(argv)} failed (rc {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def create_bridge(config: TestbedConfig) -> None:
+    prefix = config.network.prefixlen
+    run(["ip", "link", "add", config.bridge, "type", "bridge"])
+    run(["ip", "addr", "add", f"{config.host_address()}/{prefix}", "dev", config.bridge])
+    run(["ip", "link", "set", config.bridge, "up"])
+
+
+def attach(config: TestbedConfig, instance: Instance) -> None:
+    """The instance's namespace, with ``eth0`` on the bridge through a veth whose host end is named."""
+    namespace = instance.namespace
+    run(["ip", "netns", "add", namespace])
+    run(["ip", "link", "add", instance.host_interface, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+    run(["ip", "link", "set", instance.host_interface, "master", config.bridge, "up"])
+    run(["ip", "-n", namespace, "addr", "add", f"{instance.address}/{config.network.prefixlen}", "dev", "eth0"])
+    run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
+    run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+
+
+def namespaces(prefix: str) -> list[str]:
+    """This machine's network namespaces whose names start with ``prefix``."""
+    names = []
+    for line in run(["ip", "netns", "list"], check=False).splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(prefix):
+            names.append(name)
+    return names
+
+
+def remove(config: TestbedConfig) -> list[str]:
+    """Delete the testbed's namespaces (their veths go with them) and the bridge; returns what went."""
+    removed = []
+    for namespace in namespaces(config.namespace_prefix):
+        for pid in run(["ip", "netns", "pids", namespace], check=False).split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        run(["ip", "netns", "del", namespace], check=False)
+        removed.append(namespace)
+    if os.path.exists(f"/sys/class/net/{config.bridge}"):
+        run(["ip", "link", "del", config.bridge])
+        removed.append(config.bridge)
+    return removed
