@@ -36,23 +36,26 @@ class ServiceSpec:
     """Relative CPU weight, cgroup v2 units (1..10000)."""
     memory_max: int = 256 << 20
     """Memory limit, bytes."""
+    work_ms: float = 0.3
+    """CPU time of the business logic of each request it handles, milliseconds (it takes longer when
+    the CPU is contended, which is the point)."""
 
 
 # Placement on two CPUs: the write path (compose, storage, timelines) shares CPU 0 with the frontend;
 # the helpers of compose and the read side's graph lookups run on CPU 1.
 DEFAULT_SERVICES = (
-    ServiceSpec("frontend", cpus="0", cpu_quota_us=100000),
-    ServiceSpec("compose-post", cpus="0"),
-    ServiceSpec("unique-id", cpus="1"),
-    ServiceSpec("text", cpus="1"),
-    ServiceSpec("url-shorten", cpus="1"),
-    ServiceSpec("user-mention", cpus="1"),
-    ServiceSpec("media", cpus="1"),
-    ServiceSpec("user", cpus="1"),
-    ServiceSpec("post-storage", cpus="0"),
-    ServiceSpec("user-timeline", cpus="0"),
-    ServiceSpec("home-timeline", cpus="0"),
-    ServiceSpec("social-graph", cpus="1"),
+    ServiceSpec("frontend", cpus="0", cpu_quota_us=100000, work_ms=0.3),
+    ServiceSpec("compose-post", cpus="0", work_ms=2.0),
+    ServiceSpec("unique-id", cpus="1", work_ms=0.1),
+    ServiceSpec("text", cpus="1", work_ms=1.0),
+    ServiceSpec("url-shorten", cpus="1", work_ms=0.3),
+    ServiceSpec("user-mention", cpus="1", work_ms=0.3),
+    ServiceSpec("media", cpus="1", work_ms=0.2),
+    ServiceSpec("user", cpus="1", work_ms=0.3),
+    ServiceSpec("post-storage", cpus="0", work_ms=1.0),
+    ServiceSpec("user-timeline", cpus="0", work_ms=0.5),
+    ServiceSpec("home-timeline", cpus="0", work_ms=1.0),
+    ServiceSpec("social-graph", cpus="1", work_ms=0.5),
 )
 
 

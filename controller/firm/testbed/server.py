@@ -87,7 +87,8 @@ async def run(state_dir: str, instance_name: str) -> None:
             return result
 
     service = services.Service(me["service"], me["name"], call,
-                               aioredis.Redis(host=redis_address, port=6379, socket_timeout=10), layout["data_dir"])
+                               aioredis.Redis(host=redis_address, port=6379, socket_timeout=10), layout["data_dir"],
+                               me["spec"]["work_ms"])
     operations = services.OPERATIONS[me["service"]]
 
     async def handle(operation: str, headers: Mapping[str, str], payload: Any) -> tuple[int, Any, Mapping[str, str]]:
@@ -99,6 +100,7 @@ async def run(state_dir: str, instance_name: str) -> None:
         with tracer.start_as_current_span(operation, context=spans.extract(headers), kind=trace.SpanKind.SERVER) as span:
             trace_id = format(span.get_span_context().trace_id, "032x")
             try:
+                services.burn(service.work_ms)
                 result = await handler(service, payload)
             except (rpc.RpcError, KeyError, ValueError, TypeError, redis.RedisError) as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))

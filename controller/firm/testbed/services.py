@@ -38,6 +38,7 @@ class Service:
     call: Call
     redis: aioredis.Redis
     data_dir: str
+    work_ms: float = 0.0
     disk: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     _ids: int = 0
 
@@ -50,6 +51,14 @@ class Service:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def burn(cpu_ms: float) -> None:
+    """Spend ``cpu_ms`` of this thread's CPU time on real work (hashing), as business logic would."""
+    deadline = time.thread_time() + cpu_ms / 1000
+    block = b"firm" * 256
+    while time.thread_time() < deadline:
+        block = hashlib.sha256(block).digest() * 32
 
 
 # --------------------------------------------------------------------------------------------------
