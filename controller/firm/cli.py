@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from pathlib import Path
 
 import click
 from rich.console import Console
 
 from firm import __version__, preflight
+from firm.load.cli import load_command
+from firm.testbed import commands as testbed_commands
+from firm.tracing import (
+    JaegerClient,
+    Trace,
+    TraceError,
+    critical_paths,
+    load_traces,
+    parse_duration_us,
+    trace_features,
+)
+from firm.tracing.features import format_table
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,3 +44,117 @@ def preflight_command(as_json: bool, no_pqos: bool) -> None:
         click.echo(json.dumps(preflight.report(facts), indent=2, sort_keys=True))
     else:
         preflight.render(facts, Console())
+
+
+def _load_all(files: tuple[Path, ...]) -> list[tuple[Path, list[Trace]]]:
+    """Every trace of every file; a bad file stops the command with its name in the message."""
+    out: list[tuple[Path, list[Trace]]] = []
+    for f in files:
+        try:
+            out.append((f, load_traces(f)))
+        except TraceError as err:
+            raise click.ClickException(str(err)) from err
+    return out
+
+
+@main.command("critical-path")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="US", help="Siblings overlapping by at most this many microseconds count as sequential.")
+@click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
+def critical_path_cmd(files: tuple[Path, ...], tolerance: int, compact: bool) -> None:
+    """Print the critical path of every trace in FILES as JSON.
+
+    FILES hold Jaeger query-API JSON ({"data": [...]}), single Jaeger traces, Jaeger domain JSON
+    or OTLP JSON. Per trace: the spans on the critical path forward in time (service, instance,
+    operation, trimmed start and end, selfTime on the path, all in microseconds) and Jaeger UI's
+    sections {spanID, sectionStart, sectionEnd}, backwards in time.
+    """
+    out: list[dict[str, object]] = []
+    for f, traces in _load_all(files):
+        try:
+            paths = critical_paths(traces, overlap_tolerance_us=tolerance)
+        except TraceError as err:
+            raise click.ClickException(f"{f}: {err}") from err
+        for t, cp in zip(traces, paths, strict=True):
+            out.append({"source": str(f), **cp.as_dict(), "warnings": list(t.warnings)})
+    click.echo(json.dumps({"traces": out}, indent=None if compact else 2))
+
+
+@main.command("features")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--jaeger-url", metavar="URL", help="Read traces from this Jaeger query service instead of FILES.")
+@click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
+@click.option("--operation", help="Only traces of this operation of --service.")
+@click.option("--window", default=None, metavar="DURATION",
+              help="How far back from now to read from Jaeger, e.g. 30s, 5m, 1h.  [default: 5m]")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most this many traces from Jaeger.  [default: 1000]")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds per request to Jaeger.")
+@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Times a failed request to Jaeger is repeated (with exponential backoff).")
+@click.option("--min-samples", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Requests an instance must be on the path of before RI and CI are computed.")
+@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="US", help="Siblings overlapping by at most this many microseconds count as sequential.")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True,
+              help="JSON with stable keys, or an aligned table (times in ms).")
+def features_cmd(
+    *,
+    files: tuple[Path, ...],
+    jaeger_url: str | None,
+    service: str | None,
+    operation: str | None,
+    window: str | None,
+    limit: int | None,
+    timeout: float,
+    retries: int,
+    min_samples: int,
+    tolerance: int,
+    fmt: str,
+) -> None:
+    """Print per-instance features (RI, CI, share of critical-path time) of a window of traces.
+
+    The traces come from FILES (any form `firm critical-path` reads) or, with --jaeger-url and
+    --service, from the last --window of a Jaeger query service. Values that cannot be computed
+    (too few samples, constant latency) are null and named in "flags".
+    """
+    traces: list[Trace] = []
+    if jaeger_url:
+        if files:
+            raise click.UsageError("give FILES or --jaeger-url, not both")
+        if not service:
+            raise click.UsageError("--jaeger-url needs --service")
+        try:
+            window_us = parse_duration_us(window or "5m")
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--window") from err
+        if window_us <= 0:
+            raise click.BadParameter("the window must be longer than zero", param_hint="--window")
+        end = time.time_ns() // 1000
+        try:
+            client = JaegerClient(jaeger_url, timeout=timeout, retries=retries)
+            traces = client.search(service, end - window_us, end, limit=limit or 1000, operation=operation)
+        except TraceError as err:
+            raise click.ClickException(str(err)) from err
+    else:
+        if not files:
+            raise click.UsageError("give trace FILES, or --jaeger-url with --service")
+        if service or operation or window or limit:
+            raise click.UsageError("--service, --operation, --window and --limit apply to --jaeger-url only")
+        traces = [t for _, ts in _load_all(files) for t in ts]
+    try:
+        result = trace_features(traces, min_samples=min_samples, overlap_tolerance_us=tolerance)
+    except TraceError as err:
+        raise click.ClickException(str(err)) from err
+    if fmt == "table":
+        click.echo(format_table(result))
+    else:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+
+
+main.add_command(testbed_commands.testbed)
+
+
+main.add_command(load_command)

@@ -1,0 +1,266 @@
+"""Trace sources: the :class:`TraceSource` protocol and a client of Jaeger's HTTP query API.
+
+The client uses only the standard library (``urllib``). It searches traces by service (and
+optionally operation) over a time window (``GET /api/traces``), fetches one trace by ID
+(``GET /api/traces/{id}``) and lists services and operations. Connection failures, timeouts and
+the answers that mean "try again" (HTTP 429, 500, 502, 503, 504) are retried with exponential
+backoff (a ``Retry-After`` header is honoured, within the backoff cap); anything else fails at
+once with an error naming the URL and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from firm.tracing.errors import (
+    JaegerConnectionError,
+    JaegerError,
+    JaegerHTTPError,
+    JaegerResponseError,
+)
+from firm.tracing.model import Trace
+from firm.tracing.parse import parse_traces
+
+__all__ = ["RETRY_STATUSES", "JaegerClient", "TraceSource"]
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""HTTP statuses after which a request is tried again."""
+
+
+@runtime_checkable
+class TraceSource(Protocol):
+    """Anything that returns the traces of a service over a time window."""
+
+    def fetch(
+        self, service: str, start: int, end: int, limit: int = 100, operation: str | None = None
+    ) -> list[Trace]:
+        """Traces with a span of ``service`` (and ``operation``) that started in ``[start, end]``.
+
+        ``start`` and ``end`` are microseconds since the epoch; at most ``limit`` traces.
+        """
+        ...
+
+
+class JaegerClient:
+    """Client of the Jaeger query service (``jaeger-query``, default port 16686).
+
+    ``base_url`` is the query service's root (``http://jaeger:16686``, or with a path prefix
+    when it is served under one). ``timeout`` is per attempt, in seconds; ``retries`` is how many
+    times a failed attempt is repeated; the wait before retry ``k`` is ``backoff * 2**k``
+    seconds, at most ``max_backoff``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise JaegerError(
+                f"not an http(s) URL: {base_url!r}",
+                "give the query service's address, e.g. http://localhost:16686",
+            )
+        if timeout <= 0 or retries < 0 or backoff < 0:
+            raise ValueError("timeout must be > 0, retries and backoff >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def services(self) -> list[str]:
+        """Names of the services Jaeger has traces of."""
+        return self._string_list(self._get("/api/services", {}))
+
+    def operations(self, service: str) -> list[str]:
+        """Operation names of ``service``."""
+        path = "/api/services/" + urllib.parse.quote(service, safe="") + "/operations"
+        return self._string_list(self._get(path, {}))
+
+    def search(
+        self,
+        service: str,
+        start: int,
+        end: int,
+        *,
+        limit: int = 100,
+        operation: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        min_duration_us: int | None = None,
+    ) -> list[Trace]:
+        """Traces of ``service`` (``operation``) started in ``[start, end]`` (us since epoch)."""
+        if not service:
+            raise ValueError("a service name is required")
+        if end < start:
+            raise ValueError(f"the window ends ({end}) before it starts ({start})")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        params: dict[str, str] = {
+            "service": service,
+            "start": str(int(start)),
+            "end": str(int(end)),
+            "limit": str(int(limit)),
+        }
+        if operation:
+            params["operation"] = operation
+        if tags:
+            params["tags"] = json.dumps(dict(tags), sort_keys=True)
+        if min_duration_us is not None:
+            params["minDuration"] = f"{int(min_duration_us)}us"
+        return self._traces("/api/traces", params)
+
+    def fetch(
+        self, service: str, start: int, end: int, limit: int = 100, operation: str | None = None
+    ) -> list[Trace]:
+        """:class:`TraceSource` interface: :meth:`search`."""
+        return self.search(service, start, end, limit=limit, operation=operation)
+
+    def trace(self, trace_id: str) -> Trace:
+        """One trace by ID."""
+        traces = self._traces("/api/traces/" + urllib.parse.quote(trace_id, safe=""), {})
+        if not traces:
+            raise JaegerResponseError(f"Jaeger at {self.base_url} returned no trace {trace_id}")
+        return traces[0]
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def _url(self, path: str, params: Mapping[str, str]) -> str:
+        query = urllib.parse.urlencode(params)
+        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
+
+    def _traces(self, path: str, params: Mapping[str, str]) -> list[Trace]:
+        url = self._url(path, params)
+        doc = self._get(path, params)
+        if not isinstance(doc, dict) or "data" not in doc:
+            raise JaegerResponseError(
+                f"Jaeger at {url} answered JSON without a \"data\" field",
+                "check that the URL is the query service (jaeger-query), not the collector",
+            )
+        if doc["data"] is None:
+            return []
+        return parse_traces(doc, source=url)
+
+    @staticmethod
+    def _string_list(doc: Any) -> list[str]:
+        data = doc.get("data") if isinstance(doc, dict) else None
+        return [str(x) for x in data] if isinstance(data, list) else []
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        """GET ``path`` and decode its JSON, retrying what may pass."""
+        url = self._url(path, params)
+        attempts = self.retries + 1
+        last: JaegerError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+                if isinstance(last, JaegerHTTPError) and last.details.get("retry_after") is not None:
+                    delay = min(max(float(last.details["retry_after"]), delay), self.max_backoff)
+                log.info("retrying %s in %.2f s (attempt %d of %d): %s", url, delay, attempt + 1,
+                         attempts, last)
+                self._sleep(delay)
+            try:
+                body = self._once(url)
+            except JaegerHTTPError as err:
+                if err.status not in RETRY_STATUSES:
+                    raise
+                last = err
+                continue
+            except JaegerConnectionError as err:
+                last = err
+                continue
+            try:
+                return json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                snippet = body[:120].decode("utf-8", "replace")
+                raise JaegerResponseError(
+                    f"Jaeger at {url} returned invalid JSON ({err}); the answer begins {snippet!r}",
+                    "check that the URL is the query service's API, not its UI or a proxy page",
+                ) from err
+        assert last is not None
+        message = f"{last.message} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
+        if isinstance(last, JaegerHTTPError):
+            raise JaegerHTTPError(message, last.status, last.fix) from last
+        raise JaegerConnectionError(message, last.fix) from last
+
+    def _once(self, url: str) -> bytes:
+        req = urllib.request.Request(url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data: bytes = resp.read()
+                return data
+        except urllib.error.HTTPError as err:
+            raw = err.read() if err.fp is not None else b""
+            detail = _error_message(raw)
+            retry_after = err.headers.get("Retry-After") if err.headers else None
+            try:
+                retry_s: float | None = float(retry_after) if retry_after is not None else None
+            except ValueError:
+                retry_s = None
+            fix = {
+                404: "check the URL: the query API lives under /api on the query service (port 16686)",
+                400: "check the service, operation and time window",
+            }.get(err.code, "check the Jaeger query service's logs")
+            raise JaegerHTTPError(
+                f"Jaeger at {url} answered HTTP {err.code} {err.reason}" + (f": {detail}" if detail else ""),
+                err.code,
+                fix,
+                retry_after=retry_s,
+            ) from err
+        except TimeoutError as err:
+            raise JaegerConnectionError(
+                f"Jaeger at {url} did not answer within {self.timeout:g} s",
+                "check that the query service is up, or raise the timeout",
+            ) from err
+        except urllib.error.URLError as err:
+            reason = err.reason
+            if isinstance(reason, TimeoutError | socket.timeout):
+                raise JaegerConnectionError(
+                    f"Jaeger at {url} did not answer within {self.timeout:g} s",
+                    "check that the query service is up, or raise the timeout",
+                ) from err
+            if isinstance(reason, ConnectionRefusedError):
+                text = "connection refused"
+            elif isinstance(reason, socket.gaierror):
+                text = f"unknown host ({reason.strerror})"
+            else:
+                text = str(reason)
+            raise JaegerConnectionError(
+                f"cannot reach Jaeger at {url}: {text}",
+                "check the URL and that jaeger-query is running and reachable (default port 16686)",
+            ) from err
+        except (ConnectionError, OSError) as err:
+            raise JaegerConnectionError(
+                f"cannot reach Jaeger at {url}: {err}",
+                "check the URL and that jaeger-query is running and reachable (default port 16686)",
+            ) from err
+
+
+def _error_message(raw: bytes) -> str:
+    """The message of a Jaeger error body (``{"errors": [{"code", "msg"}]}``), else its text."""
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw[:200].decode("utf-8", "replace").strip()
+    if isinstance(doc, dict) and isinstance(doc.get("errors"), list):
+        msgs = [str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in doc["errors"]]
+        return "; ".join(msgs)
+    return raw[:200].decode("utf-8", "replace").strip()
