@@ -6,18 +6,22 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+import redis
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
+from firm.load.stats import WindowStats
 from firm.testbed import config as testbed_config
-from firm.testbed import lifecycle
+from firm.testbed import experiment, lifecycle
 from firm.testbed.store import RedisTraceStore
 from firm.tracing.export import jaeger_document
 from firm.tracing.parse import parse_duration_us
@@ -148,3 +152,122 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
         click.echo(f"wrote {len(traces)} traces to {output}", err=True)
     else:
         sys.stdout.write(text + "\n")
+
+
+@testbed.command("run")
+@config_option
+@click.option("--duration", default=90.0, show_default=True, help="Seconds of load.")
+@click.option("--rate", type=float, help="Requests per second (default: the configuration's rate_rps).")
+@click.option("--anomaly", "kind", default="cpu", show_default=True,
+              type=click.Choice(["none", "cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth",
+                                 "network_loss"]),
+              help="The contention to inject once.")
+@click.option("--target", default="compose-post", show_default=True, help="Service (or instance) it lands beside.")
+@click.option("--intensity", default=60, show_default=True, type=click.IntRange(0, 100))
+@click.option("--anomaly-at", default=30.0, show_default=True, help="Seconds into the load it starts.")
+@click.option("--anomaly-for", default=30, show_default=True, type=click.IntRange(1, 3600), help="Seconds it lasts.")
+@click.option("--link-rate", default="100mbit", show_default=True, help="Capacity network_bandwidth takes a share of.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--redis", "redis_url", envvar="FIRM_REDIS_URL", default="redis://127.0.0.1:6379/0", show_default=True,
+              help="firm's Redis, for the requests and latency windows ('' for none).")
+@click.option("--down/--keep", "take_down", default=False, help="Take the testbed down at the end (default: keep it).")
+@click.option("--report", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON here.")
+def run_command(config_path: str | None, duration: float, rate: float | None, kind: str, target: str, intensity: int,
+                anomaly_at: float, anomaly_for: int, link_rate: str, seed: int, redis_url: str, take_down: bool,
+                report: str | None) -> None:
+    """Bring the testbed up, load it with one scheduled anomaly, show live p99 against the SLO."""
+    config = _load(config_path)
+    console = Console(stderr=True)
+
+    def say(message: str) -> None:
+        console.print(f"  {message}")
+
+    plan = experiment.RunPlan(duration, rate, seed, None if kind == "none" else experiment.AnomalyPlan(
+        kind, target, intensity, anomaly_at, anomaly_for, link_rate), _reachable(redis_url, say))
+    try:
+        lifecycle.up(config, say)
+        live = LiveView(config, plan)
+        with Live(live.render(), console=console, refresh_per_second=2) as screen:
+            result = experiment.run(config, plan, on_window=lambda batch: screen.update(live.add(batch)), progress=say)
+    except (experiment.ExperimentError, lifecycle.TestbedError, FirmError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if take_down:
+            lifecycle.down(config, progress=say)
+    Console().print(summary_table(result, config))
+    if report:
+        Path(report).write_text(json.dumps(result.as_dict(), indent=2))
+        say(f"report written to {report}")
+
+
+def _reachable(url: str, say: Callable[[str], None]) -> str | None:
+    if not url:
+        return None
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        say(f"[yellow]no Redis at {url} ({exc}): requests and latency windows are not recorded[/yellow]")
+        return None
+    return url
+
+
+class LiveView:
+    """The last window of each request type against its SLO, and where the anomaly stands."""
+
+    def __init__(self, config: testbed_config.TestbedConfig, plan: experiment.RunPlan) -> None:
+        self.plan = plan
+        self.started = time.time()
+        self.last: dict[str, WindowStats] = {}
+        self.violated: dict[str, int] = {}
+        self.windows: dict[str, int] = {}
+
+    def add(self, batch: Sequence[WindowStats]) -> Table:
+        for window in batch:
+            name = window.request_type.value
+            self.last[name] = window
+            if window.p99_ms is not None:
+                self.windows[name] = self.windows.get(name, 0) + 1
+                self.violated[name] = self.violated.get(name, 0) + bool(window.violated)
+        return self.render()
+
+    def _anomaly_state(self, elapsed: float) -> str:
+        plan = self.plan.anomaly
+        if plan is None:
+            return "no anomaly"
+        if elapsed < plan.start_s:
+            return f"{plan.kind} beside {plan.instance} in {plan.start_s - elapsed:.0f} s"
+        if elapsed < plan.start_s + plan.duration_s:
+            return f"[bold red]{plan.kind} at {plan.intensity} beside {plan.instance}[/bold red]"
+        return f"{plan.kind} ended"
+
+    def render(self) -> Table:
+        elapsed = time.time() - self.started
+        table = Table(title=f"{elapsed:.0f} / {self.plan.duration_s:.0f} s   {self._anomaly_state(elapsed)}")
+        for column in ("request type", "requests/s", "p50 ms", "p99 ms", "SLO ms", "", "windows over SLO"):
+            table.add_column(column, justify="right")
+        for name, window in sorted(self.last.items()):
+            over = window.violated
+            table.add_row(name, str(window.count), _ms(window.p50_ms), _ms(window.p99_ms), _ms(window.slo_ms),
+                          "[red]over[/red]" if over else "[green]ok[/green]",
+                          f"{self.violated.get(name, 0)} / {self.windows.get(name, 0)}")
+        return table
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def summary_table(result: experiment.RunReport, config: testbed_config.TestbedConfig) -> Table:
+    summary = result.summary
+    table = Table(title=f"{summary.overall.succeeded} of {summary.overall.sent} requests succeeded; "
+                        f"testbed used {result.testbed_cpu_cores:.2f} CPU cores")
+    for column in ("phase", "request type", "windows", "over SLO", "median p99 ms", "worst p99 ms", "SLO ms"):
+        table.add_column(column, justify="right")
+    for phase_name in ("run", "before", "during", "after"):
+        for type_name, phase in sorted(result.phases.get(phase_name, {}).items()):
+            data = phase.as_dict()
+            share = data["violation_ratio"]
+            table.add_row(phase_name, type_name, str(data["windows"]), "-" if share is None else f"{share:.0%}",
+                          _ms(data["median_window_p99_ms"]), _ms(data["worst_window_p99_ms"]),
+                          _ms(config.slo_ms.get(type_name)))
+    return table

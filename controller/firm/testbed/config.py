@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-REQUEST_TYPES = ("compose_post", "read_home_timeline", "read_user_timeline")
+from firm.load.config import RequestType
+from firm.load.errors import LoadSpecError
 
 
 class ConfigError(ValueError):
@@ -92,13 +93,13 @@ class TestbedConfig:
     span_retention: int = 300000
     """Spans kept in the trace store (about five minutes at the default load)."""
     slo_ms: Mapping[str, float] = field(default_factory=lambda: {
-        "compose_post": 80.0, "read_home_timeline": 40.0, "read_user_timeline": 40.0})
-    """SLO per request type: p99 latency, milliseconds."""
+        "compose-post": 80.0, "read-home-timeline": 40.0, "read-user-timeline": 40.0})
+    """SLO per request type (compose-post, read-home-timeline, read-user-timeline): p99 latency, ms."""
     rate_rps: float = 40.0
     """Default load, requests per second."""
     mix: Mapping[str, float] = field(default_factory=lambda: {
-        "compose_post": 10.0, "read_home_timeline": 60.0, "read_user_timeline": 30.0})
-    """Default request mix, weights per request type."""
+        "compose-post": 10.0, "read-home-timeline": 60.0, "read-user-timeline": 30.0})
+    """Default request mix, weights per request type (DeathStarBench's 10/60/30)."""
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -161,7 +162,8 @@ def _apply(config: TestbedConfig, data: Mapping[str, Any], source: str) -> Testb
         changes["redis"] = _service(config.redis, changes["redis"], f"{source}: redis")
     for key in ("slo_ms", "mix"):
         if key in changes:
-            changes[key] = {**getattr(config, key), **changes[key]}
+            changes[key] = {**getattr(config, key), **{_request_type(k, f"{source}: {key}"): v
+                                                       for k, v in changes[key].items()}}
     services = config.services
     if "services" in data:
         by_name = {s.name: s for s in services}
@@ -171,6 +173,13 @@ def _apply(config: TestbedConfig, data: Mapping[str, Any], source: str) -> Testb
             by_name[name] = _service(by_name[name], overrides, f"{source}: services.{name}")
         services = tuple(by_name[s.name] for s in services)
     return replace(config, services=services, **changes)
+
+
+def _request_type(name: str, where: str) -> str:
+    try:
+        return RequestType.parse(str(name)).value
+    except LoadSpecError as exc:
+        raise ConfigError(f"{where}: unknown request type {name!r}; use compose, home or user") from exc
 
 
 def _service(spec: ServiceSpec, overrides: Mapping[str, Any], where: str) -> ServiceSpec:
@@ -193,9 +202,10 @@ def validate(config: TestbedConfig) -> TestbedConfig:
     if not 0.0 < config.sampling <= 1.0:
         raise ConfigError(f"sampling is {config.sampling}; use a share in (0, 1]")
     for key in ("slo_ms", "mix"):
-        bad = sorted(set(getattr(config, key)) - set(REQUEST_TYPES))
-        if bad:
-            raise ConfigError(f"{key} names unknown request types {bad}; use {', '.join(REQUEST_TYPES)}")
+        for name, value in getattr(config, key).items():
+            _request_type(name, key)
+            if not isinstance(value, (int, float)) or value < 0 or (key == "slo_ms" and value <= 0):
+                raise ConfigError(f"{key}.{name} is {value!r}; give a positive number")
     if config.users < config.friends_per_user + 1:
         raise ConfigError(f"users ({config.users}) must exceed friends_per_user ({config.friends_per_user})")
     return config

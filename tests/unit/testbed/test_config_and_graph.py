@@ -21,11 +21,11 @@ def test_defaults_give_twelve_services_plus_redis_with_distinct_addresses_and_na
 
 def test_a_yaml_file_overrides_services_by_name(tmp_path: Path) -> None:
     path = tmp_path / "testbed.yml"
-    path.write_text("services:\n  post-storage: {instances: 2, cpus: '1'}\nslo_ms: {compose_post: 120}\nrate_rps: 10\n")
+    path.write_text("services:\n  post-storage: {instances: 2, cpus: '1'}\nslo_ms: {compose: 120}\nrate_rps: 10\n")
     loaded = config.load(path)
     assert [i.name for i in loaded.instances() if i.service == "post-storage"] == ["post-storage-0", "post-storage-1"]
     assert loaded.service("post-storage").cpus == "1"
-    assert loaded.slo_ms["compose_post"] == 120 and loaded.slo_ms["read_home_timeline"] == 40
+    assert loaded.slo_ms["compose-post"] == 120 and loaded.slo_ms["read-home-timeline"] == 40
     assert loaded.rate_rps == 10
 
 
@@ -35,7 +35,8 @@ def test_a_yaml_file_overrides_services_by_name(tmp_path: Path) -> None:
     ("services:\n  text: {cores: 2}\n", "services.text: unknown settings cores"),
     ("services:\n  text: {instances: 0}\n", "services.text.instances is 0"),
     ("sampling: 0\n", "sampling is 0"),
-    ("slo_ms: {login: 5}\n", "unknown request types"),
+    ("slo_ms: {login: 5}\n", "unknown request type 'login'"),
+    ("slo_ms: {home: -5}\n", "slo_ms.read-home-timeline is -5"),
     ("- just\n- a list\n", "not a mapping"),
 ])
 def test_bad_settings_are_named_with_the_fix(tmp_path: Path, text: str, message: str) -> None:

@@ -1,0 +1,200 @@
+"""A run on the testbed: open-loop load with one scheduled anomaly, measured before, during and after.
+
+This is what the README's run command does until the controller lands: it shows that the testbed
+meets its SLOs at the default load, that real contention on one service breaks them, and that they
+come back when the contention ends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, tc
+from firm.load.config import ConstantRate, LoadSpec, Mix, RedisOutput, RequestType, Slo
+from firm.load.generator import run_load
+from firm.load.stats import Summary, WindowStats, percentile
+from firm.testbed import lifecycle
+from firm.testbed.config import Instance, TestbedConfig
+
+NODE_KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io")
+"""Kinds that land on an instance's CPUs (its cgroup's cpuset); the network kinds use its veth."""
+
+
+class ExperimentError(RuntimeError):
+    """The run could not be set up as asked."""
+
+
+@dataclass(frozen=True)
+class AnomalyPlan:
+    """One anomaly beside one instance, from ``start_s`` after the load begins, for ``duration_s``."""
+
+    kind: str
+    instance: str
+    intensity: int
+    start_s: float
+    duration_s: int
+    link_rate: str = "100mbit"
+    """For network_bandwidth: the capacity its intensity is a share of."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    duration_s: float
+    rate_rps: float | None = None
+    """None: the testbed configuration's default load."""
+    seed: int = 1
+    anomaly: AnomalyPlan | None = None
+    redis_url: str | None = None
+    """Where requests and latency windows are recorded (firm's Redis); None to record nowhere."""
+
+
+@dataclass
+class Phase:
+    """Latency of one request type over one phase of the run (before, during or after the anomaly)."""
+
+    windows: int = 0
+    violated: int = 0
+    p99s: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"windows": self.windows, "violated_windows": self.violated,
+                "violation_ratio": self.violated / self.windows if self.windows else None,
+                "median_window_p99_ms": percentile(self.p99s, 50) if self.p99s else None,
+                "worst_window_p99_ms": max(self.p99s) if self.p99s else None}
+
+
+@dataclass
+class RunReport:
+    summary: Summary
+    windows: list[WindowStats]
+    phases: dict[str, dict[str, Phase]]
+    testbed_cpu_cores: float
+    anomaly: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary.as_dict(), "testbed_cpu_cores": self.testbed_cpu_cores,
+                "anomaly": self.anomaly,
+                "phases": {name: {t: p.as_dict() for t, p in types.items()} for name, types in self.phases.items()}}
+
+
+def load_spec(config: TestbedConfig, plan: RunPlan, url: str) -> LoadSpec:
+    mix = Mix.from_weights({RequestType.parse(k): v for k, v in config.mix.items()})
+    slos = tuple(Slo(RequestType.parse(k), v) for k, v in config.slo_ms.items())
+    return LoadSpec(url, ConstantRate(plan.rate_rps or config.rate_rps), duration_s=plan.duration_s, mix=mix,
+                    slos=slos, users=config.users, seed=plan.seed)
+
+
+def _instance(config: TestbedConfig, name: str) -> Instance:
+    for instance in config.instances():
+        if name in (instance.name, instance.service):
+            return instance
+    names = ", ".join(i.name for i in config.instances())
+    raise ExperimentError(f"no testbed instance {name!r}; the instances are {names}")
+
+
+def anomaly_spec(config: TestbedConfig, plan: AnomalyPlan) -> anomaly.AnomalySpec:
+    """The anomaly beside the planned instance: on its CPUs, or on its veth for network kinds."""
+    instance = _instance(config, plan.instance)
+    labels = {"experiment": "testbed", "service": instance.service, "instance": instance.name}
+    if plan.kind in NODE_KINDS:
+        target = anomaly.Target(cgroup=instance.cgroup)
+        return anomaly.AnomalySpec(f"testbed-{plan.kind}", plan.kind, plan.intensity, plan.duration_s, target,
+                                   labels=labels)
+    target = anomaly.Target(namespace=instance.namespace, interface="eth0")
+    return anomaly.AnomalySpec(f"testbed-{plan.kind}", plan.kind, plan.intensity, plan.duration_s, target,
+                               tc.parse_rate(plan.link_rate, "link_rate"), labels=labels)
+
+
+def anomaly_environment(config: TestbedConfig) -> anomaly.Environment:
+    return anomaly.Environment(state_dir=os.path.join(config.state_dir, "anomalies"),
+                               sysbench_dir=os.path.join(config.data_dir, "sysbench"))
+
+
+def testbed_cpu_ns(config: TestbedConfig) -> int:
+    """CPU time used so far by every testbed instance, nanoseconds."""
+    layout = cgroup.detect_layout()
+    return sum(cgroup.read_stats(cgroup.group_at(layout, i.cgroup)).cpu_usage_ns or 0 for i in config.instances())
+
+
+def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[WindowStats]], object] | None = None,
+        progress: Callable[[str], None] = lambda message: None) -> RunReport:
+    """Load the testbed (which must be up) for ``plan.duration_s`` with the planned anomaly."""
+    state = lifecycle.read_state(config)
+    if state is None:
+        raise ExperimentError("the testbed is not up; start it with `firm testbed up`")
+    env = anomaly_environment(config)
+    spec = anomaly_spec(config, plan.anomaly) if plan.anomaly else None
+    if spec is not None:
+        if spec.kind == "disk_io":
+            prepare_sysbench(env.sysbench_files(), progress)
+        anomaly.validate(spec, env)
+    windows: list[WindowStats] = []
+
+    def collect(batch: Sequence[WindowStats]) -> None:
+        windows.extend(batch)
+        if on_window is not None:
+            on_window(batch)
+
+    timer = None
+    record: dict[str, Any] = {}
+    if spec is not None and plan.anomaly is not None:
+        where = plan.anomaly.instance
+
+        def inject() -> None:
+            _, started, _ = anomaly.start(spec, env)
+            record.update(started.summary())
+            progress(f"anomaly {spec.kind} at {spec.intensity} beside {where} for {spec.duration_s} s")
+
+        timer = threading.Timer(plan.anomaly.start_s, inject)
+    cpu_before, started_at = testbed_cpu_ns(config), time.monotonic()
+    if timer is not None:
+        timer.start()
+    try:
+        summary = run_load(load_spec(config, plan, state["frontend"]),
+                           redis=RedisOutput(plan.redis_url) if plan.redis_url else None, on_window=collect)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if spec is not None:
+            anomaly.stop(spec.name, env)
+    cores = (testbed_cpu_ns(config) - cpu_before) / 1e9 / (time.monotonic() - started_at)
+    if record:
+        ended = anomaly.Store(env.state_dir).history(record["started_at"])
+        record["ended_at"] = next((h["ended_at"] for h in ended if h["name"] == record["name"]), None)
+    return RunReport(summary, windows, phases(windows, record or None), cores, record or None)
+
+
+def phases(windows: Sequence[WindowStats], record: dict[str, Any] | None) -> dict[str, dict[str, Phase]]:
+    """Windows grouped into before, during and after the anomaly (a window counts as during if it overlaps)."""
+    result: dict[str, dict[str, Phase]] = {}
+    for window in windows:
+        if record is None:
+            name = "run"
+        elif window.window_end <= record["started_at"]:
+            name = "before"
+        elif window.window_end - 1.0 < (record.get("ended_at") or record["expires_at"]):
+            name = "during"
+        else:
+            name = "after"
+        phase = result.setdefault(name, {}).setdefault(window.request_type.value, Phase())
+        if window.p99_ms is not None:
+            phase.windows += 1
+            phase.violated += bool(window.violated)
+            phase.p99s.append(window.p99_ms)
+    return result
+
+
+def prepare_sysbench(directory: str, progress: Callable[[str], None], size: str = "256M") -> None:
+    """sysbench's files for the disk anomaly, in the testbed's data directory (removed by `down`)."""
+    if os.path.exists(os.path.join(directory, "test_file.0")):
+        return
+    os.makedirs(directory, exist_ok=True)
+    progress(f"preparing {size} of sysbench files in {directory}")
+    subprocess.run(["sysbench", "fileio", f"--file-total-size={size}", "--file-num=8", "prepare"], cwd=directory,
+                   check=True, capture_output=True, timeout=300)
