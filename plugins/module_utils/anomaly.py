@@ -335,7 +335,8 @@ def target_cpus(spec: AnomalySpec, env: Environment) -> list[int]:
 def plan(spec: AnomalySpec, env: Environment) -> Plan:
     """Translate kind and intensity into workers, duty cycle and kernel changes.
 
-    cpu: one stress-ng CPU worker per target CPU, duty cycle = intensity (a CFS quota).
+    cpu: 1 + intensity // 25 stress-ng CPU workers per target CPU (1 to 5), together held to a duty cycle
+    of intensity % of the target CPUs by a CFS quota.
     memory_bandwidth: one STREAM worker per target CPU, duty cycle = intensity.
     llc: one worker per target CPU writing over a working set of intensity % of the LLC (writes, so
     the pages are real: reading untouched memory would only ever touch the kernel's zero page).
@@ -352,7 +353,10 @@ def plan(spec: AnomalySpec, env: Environment) -> Plan:
                                          cpuset_cpus=cgroup.format_list(cpus))
     pinned = cgroup.CgroupSettings(cpuset_cpus=cgroup.format_list(cpus))
     if spec.kind == "cpu":
-        return Plan([["stress-ng", "--cpu", str(workers), "--cpu-load", "100", "--timeout", seconds, "--quiet"]],
+        # More runnable workers per CPU as intensity rises: a waking service then waits behind more of
+        # them, as behind a noisy neighbour's threads, while the quota bounds the CPU they take in all.
+        threads = workers * (1 + spec.intensity // 25)
+        return Plan([["stress-ng", "--cpu", str(threads), "--cpu-load", "100", "--timeout", seconds, "--quiet"]],
                     cpu_settings, cpus)
     if spec.kind == "memory_bandwidth":
         return Plan([["stress-ng", "--stream", str(workers), "--stream-l3-size", str(llc_bytes(env.sysfs_root)),

@@ -74,6 +74,8 @@ class TestbedConfig:
     """Name of the bridge in the host namespace."""
     namespace_prefix: str = "firmtb-"
     """Network namespaces are <prefix><instance>."""
+    veth_prefix: str = "ftb"
+    """Host ends of the veths are <prefix><n> (at most 15 characters in all)."""
     cgroup_parent: str = "firm-testbed"
     """Instances' cgroups are <parent>/<instance> in every hierarchy."""
     port: int = 8080
@@ -95,6 +97,8 @@ class TestbedConfig:
     slo_ms: Mapping[str, float] = field(default_factory=lambda: {
         "compose-post": 80.0, "read-home-timeline": 40.0, "read-user-timeline": 40.0})
     """SLO per request type (compose-post, read-home-timeline, read-user-timeline): p99 latency, ms."""
+    slo_window_s: float = 5.0
+    """Length of the windows whose p99 is held to the SLO, seconds (long enough for a stable p99)."""
     rate_rps: float = 40.0
     """Default load, requests per second."""
     mix: Mapping[str, float] = field(default_factory=lambda: {
@@ -115,7 +119,7 @@ class TestbedConfig:
         for index, (spec, number) in enumerate(specs):
             name = spec.name if spec is self.redis else f"{spec.name}-{number}"
             result.append(Instance(spec.name, name, str(self.network.network_address + 2 + index),
-                                   self.namespace_prefix + name, f"{self.cgroup_parent}/{name}", f"ftb{index}", spec))
+                                   self.namespace_prefix + name, f"{self.cgroup_parent}/{name}", f"{self.veth_prefix}{index}", spec))
         return result
 
     def service(self, name: str) -> ServiceSpec:
@@ -196,6 +200,8 @@ def validate(config: TestbedConfig) -> TestbedConfig:
     needed = 2 + len(config.instances())
     if network.num_addresses - 2 < needed:
         raise ConfigError(f"subnet {config.subnet} has too few addresses for {needed} instances; use a /24")
+    if len(config.veth_prefix) > 12 or not config.veth_prefix.isalnum():
+        raise ConfigError(f"veth_prefix {config.veth_prefix!r} must be letters and digits, at most 12 of them")
     for spec in (config.redis, *config.services):
         if not 1 <= spec.instances <= 8:
             raise ConfigError(f"services.{spec.name}.instances is {spec.instances}; use 1 to 8")

@@ -87,7 +87,7 @@ def load_spec(config: TestbedConfig, plan: RunPlan, url: str) -> LoadSpec:
     mix = Mix.from_weights({RequestType.parse(k): v for k, v in config.mix.items()})
     slos = tuple(Slo(RequestType.parse(k), v) for k, v in config.slo_ms.items())
     return LoadSpec(url, ConstantRate(plan.rate_rps or config.rate_rps), duration_s=plan.duration_s, mix=mix,
-                    slos=slos, users=config.users, seed=plan.seed)
+                    slos=slos, users=config.users, seed=plan.seed, window_s=config.slo_window_s)
 
 
 def _instance(config: TestbedConfig, name: str) -> Instance:
@@ -167,10 +167,11 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
     if record:
         ended = anomaly.Store(env.state_dir).history(record["started_at"])
         record["ended_at"] = next((h["ended_at"] for h in ended if h["name"] == record["name"]), None)
-    return RunReport(summary, windows, phases(windows, record or None), cores, record or None)
+    return RunReport(summary, windows, phases(windows, record or None, config.slo_window_s), cores, record or None)
 
 
-def phases(windows: Sequence[WindowStats], record: dict[str, Any] | None) -> dict[str, dict[str, Phase]]:
+def phases(windows: Sequence[WindowStats], record: dict[str, Any] | None,
+           window_s: float = 5.0) -> dict[str, dict[str, Phase]]:
     """Windows grouped into before, during and after the anomaly (a window counts as during if it overlaps)."""
     result: dict[str, dict[str, Phase]] = {}
     for window in windows:
@@ -178,7 +179,7 @@ def phases(windows: Sequence[WindowStats], record: dict[str, Any] | None) -> dic
             name = "run"
         elif window.window_end <= record["started_at"]:
             name = "before"
-        elif window.window_end - 1.0 < (record.get("ended_at") or record["expires_at"]):
+        elif window.window_end - window_s < (record.get("ended_at") or record["expires_at"]):
             name = "during"
         else:
             name = "after"

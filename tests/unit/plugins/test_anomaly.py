@@ -9,6 +9,7 @@ import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import anomaly
 from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError, NotFoundError
+from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
 
 
 @pytest.fixture
@@ -81,13 +82,14 @@ def test_network_delay_names_the_kinds_that_work_when_netem_is_missing(env: anom
     assert "cpu" in raised.value.fix and "network_loss" in raised.value.fix
 
 
-@pytest.mark.parametrize(("intensity", "quota"), [(100, 200000), (50, 100000), (25, 50000), (0, 1000)])
-def test_cpu_intensity_is_the_duty_cycle_of_one_worker_per_cpu(env: anomaly.Environment,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              intensity: int, quota: int) -> None:
+@pytest.mark.parametrize(("intensity", "quota", "workers"), [(100, 200000, "10"), (50, 100000, "6"),
+                                                             (25, 50000, "4"), (0, 1000, "2")])
+def test_cpu_intensity_sets_the_duty_cycle_and_the_workers_per_cpu(env: anomaly.Environment,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  intensity: int, quota: int, workers: str) -> None:
     monkeypatch.setattr(anomaly, "target_cpus", lambda spec, env: [0, 1])
     work = anomaly.plan(spec(intensity=intensity), env)
-    assert work.commands[0][:3] == ["stress-ng", "--cpu", "2"]
+    assert work.commands[0][:3] == ["stress-ng", "--cpu", workers]
     assert work.settings.cpu_quota_us == quota
     assert work.settings.cpu_period_us == anomaly.CPU_PERIOD_US
     assert work.settings.cpuset_cpus == "0-1"
@@ -140,7 +142,7 @@ def test_every_worker_carries_its_own_time_limit(env: anomaly.Environment) -> No
 def test_a_record_round_trips_through_its_json_file(env: anomaly.Environment) -> None:
     store = anomaly.Store(env.state_dir)
     record = anomaly.Record(spec(cgroup="firm/web"), "node1", 100.0, 110.0,
-                            workers=[anomaly.ProcessRef(4242, 99)], cgroup_path="firm-anomaly/a1")
+                            workers=[ProcessRef(4242, 99)], cgroup_path="firm-anomaly/a1")
     store.save(record)
     assert store.load("a1") == record
     store.finish(record)

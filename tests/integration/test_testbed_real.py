@@ -1,0 +1,151 @@
+"""The embedded testbed on this machine, end to end: real processes, namespaces, cgroups, traces, contention.
+
+The testbed under test has its own names and subnet (203.0.113.0/24), so it never collides with one a
+developer keeps running. Everything it makes is removed at the end, and the test checks that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.firm.core.plugins.module_utils import cgroup
+from firm.testbed import config as testbed_config
+from firm.testbed import experiment, lifecycle, network
+from firm.testbed.store import RedisTraceStore
+from tests.helpers.modules import run_ansible_module
+
+REDIS_URL = f"redis://127.0.0.1:{os.environ.get('FIRM_REDIS_PORT', '6379')}/15"
+EXPECTED_COMPOSE_SERVICES = {"frontend", "compose-post", "unique-id", "text", "url-shorten", "user-mention", "media",
+                             "user", "post-storage", "user-timeline", "home-timeline", "social-graph"}
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config.TestbedConfig]:
+    if os.geteuid() != 0:
+        pytest.skip("the testbed needs root")
+    root = tmp_path_factory.mktemp("testbed")
+    config = dataclasses.replace(testbed_config.load(), subnet="203.0.113.0/24", bridge="firmtbt0",
+                                 namespace_prefix="firmtbt-", veth_prefix="ftt", cgroup_parent="firm-testbed-test",
+                                 state_dir=str(root / "state"), data_dir=str(root / "data"))
+    try:
+        assert lifecycle.up(config) is True
+        assert lifecycle.up(config) is False  # already up: nothing to do
+        yield config
+    finally:
+        lifecycle.down(config)
+    assert_nothing_left(config)
+
+
+def assert_nothing_left(config: testbed_config.TestbedConfig) -> None:
+    assert network.namespaces(config.namespace_prefix) == []
+    assert not Path("/sys/class/net", config.bridge).exists()
+    layout = cgroup.detect_layout()
+    assert not any(os.path.exists(d) for d in cgroup.group_at(layout, config.cgroup_parent).distinct_dirs())
+    assert not Path(config.state_dir).exists() and not Path(config.data_dir).exists()
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).find(config.state_dir) >= 0]
+    assert leftovers == []
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def slo(config: testbed_config.TestbedConfig) -> float:
+    return config.slo_ms["compose-post"]
+
+
+def compose_p99s(report: experiment.RunReport, phase: str) -> list[float]:
+    data = report.phases.get(phase, {}).get("compose-post")
+    return data.p99s if data else []
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
+        testbed: testbed_config.TestbedConfig) -> None:
+    started = int(time.time() * 1e6)
+    report = experiment.run(testbed, experiment.RunPlan(duration_s=30, redis_url=REDIS_URL))
+    overall = report.summary.overall
+    print(f"{overall.succeeded}/{overall.sent} succeeded, p99 {overall.p99_ms:.1f} ms, "
+          f"testbed CPU {report.testbed_cpu_cores:.2f} cores")
+    assert overall.success_ratio is not None and overall.success_ratio >= 0.99
+    assert median(compose_p99s(report, "run")) <= slo(testbed)
+
+    time.sleep(2)  # the exporters flush every 0.5 s
+    state = lifecycle.read_state(testbed)
+    assert state is not None
+    traces = RedisTraceStore.at(state["redis_address"]).traces(started, int(time.time() * 1e6))
+    assert len(traces) >= 0.95 * overall.sent
+    for trace in traces:
+        ids = {s.span_id for s in trace.spans}
+        roots = [s for s in trace.spans if s.parent_id is None]
+        assert len(roots) == 1 and roots[0].service == "frontend", trace.trace_id
+        assert all(s.parent_id in ids for s in trace.spans if s.parent_id is not None), trace.trace_id
+    composed = [t for t in traces if t.spans[0].operation == "compose_post"]
+    assert composed and all({s.service for s in t.spans} == EXPECTED_COMPOSE_SERVICES for t in composed)
+
+
+CONTENTION = [
+    pytest.param(experiment.AnomalyPlan("cpu", "compose-post", 50, 12, 18), id="cpu-beside-compose-post"),
+    pytest.param(experiment.AnomalyPlan("disk_io", "post-storage", 50, 12, 18), id="disk-beside-post-storage"),
+    pytest.param(experiment.AnomalyPlan("network_bandwidth", "post-storage", 98, 12, 18, "100mbit"),
+                 id="bandwidth-cap-on-post-storage"),
+]
+
+
+@pytest.mark.parametrize("plan", CONTENTION)
+def test_contention_on_one_service_breaks_the_slo_and_its_end_restores_it(
+        testbed: testbed_config.TestbedConfig, plan: experiment.AnomalyPlan) -> None:
+    report = experiment.run(testbed, experiment.RunPlan(duration_s=50, anomaly=plan))
+    before, during, after = (compose_p99s(report, p) for p in ("before", "during", "after"))
+    print(f"{plan.kind}: compose-post p99 {median(before):.0f} ms before, {median(during):.0f} during, "
+          f"{median(after):.0f} after (SLO {slo(testbed):.0f})")
+    assert median(before) <= slo(testbed)
+    assert median(during) > slo(testbed)
+    assert median(during) > 1.5 * median(before)
+    assert median(after) <= slo(testbed)
+
+
+def test_raising_the_cpu_share_of_the_contended_services_restores_the_slo(
+        testbed: testbed_config.TestbedConfig) -> None:
+    """A CPU anomaly on compose-post's CPU breaks the SLO; firm.core.cgroup gives that CPU's services a
+    larger weight than the anomaly's workers, and the SLO holds again while the anomaly goes on."""
+    on_cpu0 = [i for i in testbed.instances() if i.spec.cpus == "0"]
+    raised_at = 30.0
+
+    def raise_weights() -> None:
+        for instance in on_cpu0:
+            result = run_ansible_module("firm.core.cgroup", {"path": instance.cgroup, "cpu_weight": 10000})
+            assert result["changed"] is True, result
+
+    plan = experiment.AnomalyPlan("cpu", "compose-post", 50, 8, 60)
+    timer = threading.Timer(raised_at, raise_weights)
+    timer.start()
+    try:
+        report = experiment.run(testbed, experiment.RunPlan(duration_s=55, anomaly=plan))
+    finally:
+        timer.cancel()
+        for instance in on_cpu0:
+            run_ansible_module("firm.core.cgroup", {"path": instance.cgroup, "cpu_weight": instance.spec.cpu_weight})
+    start = report.windows[0].window_end - testbed.slo_window_s
+    contended = [w.p99_ms for w in report.windows if w.request_type.value == "compose-post" and w.p99_ms
+                 and 12 <= w.window_end - start <= raised_at]
+    relieved = [w.p99_ms for w in report.windows if w.request_type.value == "compose-post" and w.p99_ms
+                and w.window_end - start >= raised_at + 2 * testbed.slo_window_s]
+    print(f"compose-post p99 {median(contended):.0f} ms under the anomaly, {median(relieved):.0f} ms after the "
+          f"weights were raised (SLO {slo(testbed):.0f})")
+    assert median(contended) > slo(testbed)
+    assert median(relieved) <= slo(testbed)
