@@ -260,14 +260,13 @@ def _ms(value: float | None) -> str:
 def summary_table(result: experiment.RunReport, config: testbed_config.TestbedConfig) -> Table:
     summary = result.summary
     table = Table(title=f"{summary.overall.succeeded} of {summary.overall.sent} requests succeeded; "
-                        f"testbed used {result.testbed_cpu_cores:.2f} CPU cores")
-    for column in ("phase", "request type", "windows", "over SLO", "median p99 ms", "worst p99 ms", "SLO ms"):
+                        f"the testbed used {result.testbed_cpu_cores:.2f} CPU cores")
+    for column in ("phase", "request type", "requests", "p50 ms", "p99 ms", "SLO ms", "", "windows over SLO"):
         table.add_column(column, justify="right")
     for phase_name in ("run", "before", "during", "after"):
-        for type_name, phase in sorted(result.phases.get(phase_name, {}).items()):
-            data = phase.as_dict()
-            share = data["violation_ratio"]
-            table.add_row(phase_name, type_name, str(data["windows"]), "-" if share is None else f"{share:.0%}",
-                          _ms(data["median_window_p99_ms"]), _ms(data["worst_window_p99_ms"]),
-                          _ms(config.slo_ms.get(type_name)))
+        for type_name in sorted(result.phases.get(phase_name, {})):
+            data = result.phase(phase_name, type_name)
+            verdict = {True: "[green]met[/green]", False: "[red]missed[/red]", None: ""}[data["meets_slo"]]
+            table.add_row(phase_name, type_name, str(data["requests"]), _ms(data["p50_ms"]), _ms(data["p99_ms"]),
+                          _ms(data["slo_ms"]), verdict, f"{data['violated_windows']} / {data['windows']}")
     return table

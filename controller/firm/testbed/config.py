@@ -45,18 +45,18 @@ class ServiceSpec:
 # Placement on two CPUs: the write path (compose, storage, timelines) shares CPU 0 with the frontend;
 # the helpers of compose and the read side's graph lookups run on CPU 1.
 DEFAULT_SERVICES = (
-    ServiceSpec("frontend", cpus="0", cpu_quota_us=100000, work_ms=0.3),
-    ServiceSpec("compose-post", cpus="0", work_ms=2.0),
+    ServiceSpec("frontend", cpus="0", cpu_quota_us=100000, work_ms=1.0),
+    ServiceSpec("compose-post", cpus="0", work_ms=4.0),
     ServiceSpec("unique-id", cpus="1", work_ms=0.1),
-    ServiceSpec("text", cpus="1", work_ms=1.0),
+    ServiceSpec("text", cpus="1", work_ms=2.0),
     ServiceSpec("url-shorten", cpus="1", work_ms=0.3),
     ServiceSpec("user-mention", cpus="1", work_ms=0.3),
     ServiceSpec("media", cpus="1", work_ms=0.2),
-    ServiceSpec("user", cpus="1", work_ms=0.3),
-    ServiceSpec("post-storage", cpus="0", work_ms=1.0),
-    ServiceSpec("user-timeline", cpus="0", work_ms=0.5),
-    ServiceSpec("home-timeline", cpus="0", work_ms=1.0),
-    ServiceSpec("social-graph", cpus="1", work_ms=0.5),
+    ServiceSpec("user", cpus="1", work_ms=0.5),
+    ServiceSpec("post-storage", cpus="0", work_ms=2.5),
+    ServiceSpec("user-timeline", cpus="0", work_ms=1.5),
+    ServiceSpec("home-timeline", cpus="0", work_ms=2.5),
+    ServiceSpec("social-graph", cpus="1", work_ms=1.0),
 )
 
 
@@ -90,13 +90,20 @@ class TestbedConfig:
     """Edges each new user brings in the preferential-attachment graph (about 19K edges for 962 users)."""
     graph_seed: int = 1
     """Seed of the social graph."""
+    seed_posts: int = 300
+    """Posts composed (and reads made) when the testbed starts, so timelines are not empty and the
+    services are warm before the first measurement."""
     sampling: float = 1.0
     """Share of requests traced (1.0: every request)."""
     span_retention: int = 300000
     """Spans kept in the trace store (about five minutes at the default load)."""
     slo_ms: Mapping[str, float] = field(default_factory=lambda: {
-        "compose-post": 80.0, "read-home-timeline": 40.0, "read-user-timeline": 40.0})
+        "compose-post": 250.0, "read-home-timeline": 120.0, "read-user-timeline": 120.0})
     """SLO per request type (compose-post, read-home-timeline, read-user-timeline): p99 latency, ms."""
+    telemetry_redis: str = "redis://127.0.0.1:6379/0"
+    """firm's Redis, where the telemetry sampler writes ``firm:telemetry:<instance>`` (empty: no sampler)."""
+    telemetry_interval_s: float = 1.0
+    """Seconds between telemetry samples of every instance."""
     slo_window_s: float = 5.0
     """Length of the windows whose p99 is held to the SLO, seconds (long enough for a stable p99)."""
     rate_rps: float = 40.0

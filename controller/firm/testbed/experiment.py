@@ -18,7 +18,8 @@ from typing import Any
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, tc
 from firm.load.config import ConstantRate, LoadSpec, Mix, RedisOutput, RequestType, Slo
 from firm.load.generator import run_load
-from firm.load.stats import Summary, WindowStats, percentile
+from firm.load.sink import RecordSink, RedisSink, SinkStats
+from firm.load.stats import RequestRecord, Summary, WindowStats, percentile
 from firm.testbed import lifecycle
 from firm.testbed.config import Instance, TestbedConfig
 
@@ -56,17 +57,39 @@ class RunPlan:
 
 @dataclass
 class Phase:
-    """Latency of one request type over one phase of the run (before, during or after the anomaly)."""
+    """One request type over one phase of the run (before, during or after the anomaly).
 
+    Percentiles are over every request whose intended send time fell in the phase, not per window:
+    a few seconds of a rare request type hold too few requests for a stable p99.
+    """
+
+    latencies_ms: list[float] = field(default_factory=list)
+    failed: int = 0
     windows: int = 0
     violated: int = 0
-    p99s: list[float] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"windows": self.windows, "violated_windows": self.violated,
-                "violation_ratio": self.violated / self.windows if self.windows else None,
-                "median_window_p99_ms": percentile(self.p99s, 50) if self.p99s else None,
-                "worst_window_p99_ms": max(self.p99s) if self.p99s else None}
+    def as_dict(self, slo_ms: float | None = None) -> dict[str, Any]:
+        p99 = percentile(self.latencies_ms, 99) if self.latencies_ms else None
+        return {"requests": len(self.latencies_ms) + self.failed, "failed": self.failed,
+                "p50_ms": percentile(self.latencies_ms, 50) if self.latencies_ms else None, "p99_ms": p99,
+                "slo_ms": slo_ms, "meets_slo": None if slo_ms is None or p99 is None else p99 <= slo_ms,
+                "windows": self.windows, "violated_windows": self.violated}
+
+
+class Collector:
+    """Keeps every request record of the run (and passes them on to Redis when asked to)."""
+
+    def __init__(self, inner: RecordSink | None) -> None:
+        self.inner = inner
+        self.records: list[RequestRecord] = []
+
+    def submit(self, records: Sequence[RequestRecord], windows: Sequence[WindowStats]) -> None:
+        self.records.extend(records)
+        if self.inner is not None:
+            self.inner.submit(records, windows)
+
+    def close(self, timeout_s: float = 10.0) -> SinkStats:
+        return self.inner.close(timeout_s) if self.inner is not None else SinkStats(len(self.records), 0, 0, 0)
 
 
 @dataclass
@@ -77,10 +100,16 @@ class RunReport:
     testbed_cpu_cores: float
     anomaly: dict[str, Any] | None
 
+    slo_ms: dict[str, float] = field(default_factory=dict)
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def phase(self, name: str, request_type: str) -> dict[str, Any]:
+        return self.phases.get(name, {}).get(request_type, Phase()).as_dict(self.slo_ms.get(request_type))
+
     def as_dict(self) -> dict[str, Any]:
         return {"summary": self.summary.as_dict(), "testbed_cpu_cores": self.testbed_cpu_cores,
-                "anomaly": self.anomaly,
-                "phases": {name: {t: p.as_dict() for t, p in types.items()} for name, types in self.phases.items()}}
+                "anomaly": self.anomaly, "phases": {name: {t: self.phase(name, t) for t in types}
+                                                    for name, types in self.phases.items()}}
 
 
 def load_spec(config: TestbedConfig, plan: RunPlan, url: str) -> LoadSpec:
@@ -152,12 +181,12 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
             progress(f"anomaly {spec.kind} at {spec.intensity} beside {where} for {spec.duration_s} s")
 
         timer = threading.Timer(plan.anomaly.start_s, inject)
+    collector = Collector(RedisSink(RedisOutput(plan.redis_url)) if plan.redis_url else None)
     cpu_before, started_at = testbed_cpu_ns(config), time.monotonic()
     if timer is not None:
         timer.start()
     try:
-        summary = run_load(load_spec(config, plan, state["frontend"]),
-                           redis=RedisOutput(plan.redis_url) if plan.redis_url else None, on_window=collect)
+        summary = run_load(load_spec(config, plan, state["frontend"]), sink=collector, on_window=collect)
     finally:
         if timer is not None:
             timer.cancel()
@@ -167,27 +196,45 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
     if record:
         ended = anomaly.Store(env.state_dir).history(record["started_at"])
         record["ended_at"] = next((h["ended_at"] for h in ended if h["name"] == record["name"]), None)
-    return RunReport(summary, windows, phases(windows, record or None, config.slo_window_s), cores, record or None)
+    grouped = phases(collector.records, windows, record or None, config.slo_window_s)
+    return RunReport(summary, windows, grouped, cores, record or None, dict(config.slo_ms), collector.records)
 
 
-def phases(windows: Sequence[WindowStats], record: dict[str, Any] | None,
-           window_s: float = 5.0) -> dict[str, dict[str, Phase]]:
-    """Windows grouped into before, during and after the anomaly (a window counts as during if it overlaps)."""
+SETTLE_S = 2.0
+"""Requests this close to the anomaly's start or end belong to no phase: queues fill and drain."""
+
+
+def phase_of(moment: float, record: dict[str, Any] | None) -> str | None:
+    if record is None:
+        return "run"
+    start, end = record["started_at"], record.get("ended_at") or record["expires_at"]
+    if moment < start:
+        return "before"
+    if start + SETTLE_S <= moment < end:
+        return "during"
+    if moment >= end + SETTLE_S:
+        return "after"
+    return None
+
+
+def phases(records: Sequence[RequestRecord], windows: Sequence[WindowStats], record: dict[str, Any] | None,
+           window_s: float) -> dict[str, dict[str, Phase]]:
+    """Requests (by intended send time) and windows (by start) grouped into before, during and after."""
     result: dict[str, dict[str, Phase]] = {}
+    for request in records:
+        name = phase_of(request.intended_at, record)
+        if name is not None:
+            phase = result.setdefault(name, {}).setdefault(request.request_type.value, Phase())
+            if request.error:
+                phase.failed += 1
+            else:
+                phase.latencies_ms.append(request.latency_ms)
     for window in windows:
-        if record is None:
-            name = "run"
-        elif window.window_end <= record["started_at"]:
-            name = "before"
-        elif window.window_end - window_s < (record.get("ended_at") or record["expires_at"]):
-            name = "during"
-        else:
-            name = "after"
-        phase = result.setdefault(name, {}).setdefault(window.request_type.value, Phase())
-        if window.p99_ms is not None:
+        name = phase_of(window.window_end - window_s, record)
+        if name is not None and window.p99_ms is not None:
+            phase = result.setdefault(name, {}).setdefault(window.request_type.value, Phase())
             phase.windows += 1
             phase.violated += bool(window.violated)
-            phase.p99s.append(window.p99_ms)
     return result
 
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -110,9 +111,13 @@ def _build(config: TestbedConfig, progress: Progress) -> None:
         command = [sys.executable, "-m", "firm.testbed.server", "--state-dir", config.state_dir,
                    "--instance", instance.name]
         started[instance.name] = _start(config, layout, instance, command)
-    _write_layout(config, instances, started)
     progress(f"waiting for {len(service_instances)} service instances to answer")
     asyncio.run(_wait_healthy(config, service_instances, started))
+    if config.seed_posts:
+        progress(f"seeding {config.seed_posts} posts and warming the services up")
+        asyncio.run(_seed(config, next(i for i in service_instances if i.service == "frontend")))
+    sampler = _start_sampler(config, instances, progress)
+    _write_layout(config, instances, started, sampler)
 
 
 def _make_cgroup(layout: cgroup.Layout, instance: Instance) -> None:
@@ -142,6 +147,28 @@ def _start(config: TestbedConfig, layout: cgroup.Layout, instance: Instance, com
             # The cgroup is joined before exec, so not one instruction runs outside it.
             preexec_fn=lambda: cgroup.attach_pids({d: [os.getpid()] for d in group.distinct_dirs()}),  # noqa: PLW1509
         )
+    return ProcessRef.of(proc.pid)
+
+
+def _start_sampler(config: TestbedConfig, instances: list[Instance], progress: Progress) -> ProcessRef | None:
+    """The telemetry sampler (firm's, like cAdvisor on a cluster: in no testbed cgroup), if firm's Redis answers."""
+    if not config.telemetry_redis:
+        return None
+    try:
+        redis.Redis.from_url(config.telemetry_redis, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        progress(f"no telemetry: firm's Redis at {config.telemetry_redis} does not answer ({exc}); "
+                 "start it with `make services`")
+        return None
+    command = [sys.executable, "-m", "firm.telemetry", "--redis", config.telemetry_redis, "--quiet",
+               "--interval", str(config.telemetry_interval_s)]
+    for instance in instances:
+        command += ["--instance", f"service={instance.service},name={instance.name},cgroup={instance.cgroup},"
+                                  f"interface={instance.host_interface}"]
+    with open(os.path.join(config.state_dir, "telemetry.log"), "ab") as output:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                start_new_session=True)
+    progress(f"telemetry: every {config.telemetry_interval_s:g} s into {config.telemetry_redis}")
     return ProcessRef.of(proc.pid)
 
 
@@ -176,6 +203,31 @@ async def _wait_healthy(config: TestbedConfig, instances: list[Instance], starte
             await asyncio.sleep(0.2)
 
 
+async def _seed(config: TestbedConfig, frontend: Instance, concurrency: int = 8) -> None:
+    """Compose ``seed_posts`` posts from random users (seeded) and read timelines as many times."""
+    rng = random.Random(config.graph_seed)
+    pool = rpc.Pool(frontend.address, config.port, size=concurrency, timeout_s=30)
+    jobs = []
+    for n in range(config.seed_posts):
+        user = rng.randrange(config.users)
+        jobs.append(("compose_post", {"user_id": user, "text": f"post {n} from user_{user} @user_{rng.randrange(config.users)}",
+                                      "media": []}))
+        jobs.append((rng.choice(["read_home_timeline", "read_user_timeline"]),
+                     {"user_id": rng.randrange(config.users), "start": 0, "stop": 10}))
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(operation: str, payload: dict[str, Any]) -> None:
+        async with slots:
+            await pool.call(operation, payload)
+
+    try:
+        await asyncio.gather(*(one(op, payload) for op, payload in jobs))
+    except rpc.RpcError as exc:
+        raise TestbedError(f"the application fails its first requests: {exc}") from exc
+    finally:
+        pool.close()
+
+
 async def health(config: TestbedConfig, instance: Instance) -> float | None:
     """Round-trip time of the instance's health check in ms, or None when it does not answer."""
     pool = rpc.Pool(instance.address, config.port, size=1, timeout_s=2.0)
@@ -197,13 +249,15 @@ def _log_tail(config: TestbedConfig, instance: Instance) -> str:
         return "(no log)"
 
 
-def _write_layout(config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef]) -> None:
+def _write_layout(config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef],
+                  sampler: ProcessRef | None = None) -> None:
     layout = {
         "port": config.port, "redis_address": instances[0].address, "data_dir": config.data_dir,
         "span_retention": config.span_retention, "sampling": config.sampling, "bridge": config.bridge,
         "frontend": f"http://{next(i.address for i in instances if i.service == 'frontend')}:{config.port}",
         "instances": [dict(asdict(i), process=asdict(started[i.name]) if i.name in started else None)
                       for i in instances],
+        "telemetry": asdict(sampler) if sampler else None, "telemetry_redis": config.telemetry_redis,
     }
     temporary = state_file(config) + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -223,6 +277,11 @@ def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
     """Remove everything the testbed made; returns what was removed (empty when nothing was there)."""
     removed: list[str] = []
     state = read_state(config)
+    if state and state.get("telemetry"):
+        sampler = ProcessRef(**state["telemetry"])
+        if sampler.alive():
+            stop_group(sampler)
+            removed.append("telemetry sampler")
     for entry in (state or {}).get("instances", []):
         if entry.get("process"):
             process = ProcessRef(**entry["process"])
