@@ -7,13 +7,14 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 export FIRM_REDIS_PORT ?= 6379
 
-.PHONY: run test test-slow test-real lint bench deps venv services clean help
+.PHONY: run test test-slow test-real lint bench deps venv services molecule molecule-cluster clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-run: deps venv  ## The main job: what firm can control on this machine
-	$(BIN)/firm preflight
+run: deps venv services  ## The main job: the embedded testbed under load, one anomaly, live p99 against the SLO
+	$(BIN)/firm preflight --no-pqos
+	$(BIN)/firm testbed run $(RUN_ARGS)
 
 test: deps venv services lint  ## Lint, then every test that runs here (unit and real-kernel integration)
 	$(BIN)/pytest -m "not slow and not real_resctrl" $(PYTEST_ARGS)
@@ -49,7 +50,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 services: deps  ## Start Redis on loopback unless it already answers
-	scripts/start-redis.sh
+	roles/testbed/files/start-redis.sh
+
+molecule: deps venv services  ## Role scenarios on network-namespace test hosts (root, about 4 min)
+	scripts/molecule-all.sh
+
+molecule-cluster: venv  ## Opt-in: provision and verify a real cluster (INVENTORY=... KUBECONFIG=...)
+	scripts/molecule-cluster.sh "$(INVENTORY)" "$(KUBECONFIG)"
 
 clean:  ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .ansible *.egg-info controller/*.egg-info

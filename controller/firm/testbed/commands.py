@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -44,10 +45,13 @@ def testbed() -> None:
 
 @testbed.command("up")
 @config_option
+@click.option("--redis", "redis_url", help="firm's Redis for telemetry (default: the configuration's telemetry_redis).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for Ansible).")
-def up_command(config_path: str | None, as_json: bool) -> None:
+def up_command(config_path: str | None, redis_url: str | None, as_json: bool) -> None:
     """Start every service in its own namespace and cgroups; does nothing when it already runs."""
     config = _load(config_path)
+    if redis_url is not None:
+        config = dataclasses.replace(config, telemetry_redis=redis_url)
     say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
     try:
         changed = lifecycle.up(config, say)
@@ -170,10 +174,11 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
 @click.option("--seed", default=1, show_default=True)
 @click.option("--redis", "redis_url", envvar="FIRM_REDIS_URL", default="redis://127.0.0.1:6379/0", show_default=True,
               help="firm's Redis, for the requests and latency windows ('' for none).")
-@click.option("--down/--keep", "take_down", default=False, help="Take the testbed down at the end (default: keep it).")
+@click.option("--keep", is_flag=True,
+              help="Leave the testbed up at the end (by default it is taken down again if this command started it).")
 @click.option("--report", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON here.")
 def run_command(config_path: str | None, duration: float, rate: float | None, kind: str, target: str, intensity: int,
-                anomaly_at: float, anomaly_for: int, link_rate: str, seed: int, redis_url: str, take_down: bool,
+                anomaly_at: float, anomaly_for: int, link_rate: str, seed: int, redis_url: str, keep: bool,
                 report: str | None) -> None:
     """Bring the testbed up, load it with one scheduled anomaly, show live p99 against the SLO."""
     config = _load(config_path)
@@ -184,6 +189,7 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
 
     plan = experiment.RunPlan(duration, rate, seed, None if kind == "none" else experiment.AnomalyPlan(
         kind, target, intensity, anomaly_at, anomaly_for, link_rate), _reachable(redis_url, say))
+    take_down = not keep and not lifecycle.is_up(config)
     try:
         lifecycle.up(config, say)
         live = LiveView(config, plan)
@@ -194,6 +200,8 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
     finally:
         if take_down:
             lifecycle.down(config, progress=say)
+        else:
+            say("the testbed stays up: `firm testbed status` shows it, `firm testbed down` removes it")
     Console().print(summary_table(result, config))
     if report:
         Path(report).write_text(json.dumps(result.as_dict(), indent=2))
