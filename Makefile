@@ -7,7 +7,7 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 export FIRM_REDIS_PORT ?= 6379
 
-.PHONY: run test test-slow test-real lint bench deps venv services molecule molecule-cluster clean help
+.PHONY: run test test-real lint bench deps venv services molecule molecule-cluster clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,11 +16,8 @@ run: deps venv services  ## The main job: the embedded testbed under load, one a
 	$(BIN)/firm preflight --no-pqos
 	$(BIN)/firm testbed run $(RUN_ARGS)
 
-test: deps venv services lint  ## Lint, then every test that runs here (unit and real-kernel integration)
-	$(BIN)/pytest -m "not slow and not real_resctrl" $(PYTEST_ARGS)
-
-test-slow: deps venv services  ## The slow suites (minutes)
-	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+test: deps venv services lint  ## Lint, then every test that runs here (unit, real-kernel integration, molecule)
+	$(BIN)/pytest -m "not real_resctrl" $(PYTEST_ARGS)
 
 test-real: deps venv  ## Opt-in suites against real RDT hardware or Jaeger (see README)
 	$(BIN)/pytest -m real_resctrl tests/integration $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,14 +209,22 @@ class Store:
             ended = [json.loads(line) for line in handle if line.strip()]
         return [entry for entry in ended if (entry.get("ended_at") or 0) >= since]
 
-    def finish(self, record: Record) -> None:
-        """Move a record from the active set to the history, stamped with its real end."""
+    def finish(self, record: Record, note: str = "", problems: Sequence[str] = ()) -> dict[str, Any]:
+        """Move a record from the active set to the history, stamped with its real end.
+
+        ``note`` says why it ended early (workers that died); ``problems`` what could not be undone.
+        Only the record this very launch saved is removed: a replacement under the same name stays.
+        """
         record.ended_at = time.time()
+        entry = dict(record.summary(), note=note, problems=list(problems))
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
         with open(os.path.join(self.state_dir, "history.jsonl"), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record.summary()) + "\n")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(record.spec.name))
+            handle.write(json.dumps(entry) + "\n")
+        saved = self.load(record.spec.name)
+        if saved is not None and saved.started_at == record.started_at:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(record.spec.name))
+        return entry
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,16 +233,7 @@ class Store:
 
 def validate(spec: AnomalySpec, env: Environment) -> None:
     """Refuse a request that cannot run here, with what to do instead, before anything starts."""
-    if not _NAME.match(spec.name):
-        raise AnomalyInputError(f"anomaly name {spec.name!r} is not a plain name",
-                                fix="use letters, digits, '.', '_' or '-' (at most 63), starting with a letter or digit")
-    if spec.kind not in KINDS:
-        raise AnomalyInputError(f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}")
-    if not 0 <= spec.intensity <= 100:
-        raise AnomalyInputError(f"intensity {spec.intensity} is outside 0..100", fix="give a percentage from 0 to 100")
-    if not MIN_DURATION_S <= spec.duration_s <= env.max_duration_s:
-        raise AnomalyInputError(f"duration {spec.duration_s} s is outside {MIN_DURATION_S}..{env.max_duration_s} s",
-                                fix="give a duration in seconds within the bound (max_duration raises it)")
+    check_request(spec, env.max_duration_s)
     if spec.kind == "network_delay" and not netem_available():
         working = [k for k in KINDS if k != "network_delay"]
         raise AnomalyNotFoundError("network_delay needs the tc netem qdisc, which this kernel does not have "
@@ -244,6 +244,20 @@ def validate(spec: AnomalySpec, env: Environment) -> None:
                                        fix="install the anomaly tools (the firm.core anomaly_tools role, or apt-get "
                                            "install stress-ng sysbench iperf3 nftables iproute2)")
     _validate_target(spec, env)
+
+
+def check_request(spec: AnomalySpec, max_duration_s: int = 3600) -> None:
+    """What can be checked anywhere (a campaign checks it on the controller before any round runs)."""
+    if not _NAME.match(spec.name):
+        raise AnomalyInputError(f"anomaly name {spec.name!r} is not a plain name",
+                                fix="use letters, digits, '.', '_' or '-' (at most 63), starting with a letter or digit")
+    if spec.kind not in KINDS:
+        raise AnomalyInputError(f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}")
+    if not 0 <= spec.intensity <= 100:
+        raise AnomalyInputError(f"intensity {spec.intensity} is outside 0..100", fix="give a percentage from 0 to 100")
+    if not MIN_DURATION_S <= spec.duration_s <= max_duration_s:
+        raise AnomalyInputError(f"duration {spec.duration_s} s is outside {MIN_DURATION_S}..{max_duration_s} s",
+                                fix="give a duration in seconds within the bound (max_duration raises it)")
 
 
 def _validate_target(spec: AnomalySpec, env: Environment) -> None:
@@ -259,6 +273,8 @@ def _validate_target(spec: AnomalySpec, env: Environment) -> None:
     if network and spec.peer is None and target.interface is None:
         raise AnomalyInputError(f"{spec.kind} needs target interface (and namespace, if it lives in one)",
                                 fix="give the interface to shape, e.g. the service's veth")
+    if spec.peer is not None and spec.kind != "network_bandwidth":
+        raise AnomalyInputError(f"peer applies to network_bandwidth only, not {spec.kind}", fix="drop peer")
     if spec.kind == "network_bandwidth" and spec.peer is not None and target.interface is not None:
         raise AnomalyInputError("network_bandwidth takes either peer (flood) or interface (shape), not both",
                                 fix="drop one of them")
@@ -426,7 +442,7 @@ def sweep(env: Environment) -> list[str]:
     swept = []
     for record in store.all():
         if record.supervisor is None or not record.supervisor.alive():
-            cleanup(record, env)
+            cleanup(record, env, note="its supervisor had gone")
             swept.append(record.spec.name)
     return swept
 
@@ -437,7 +453,8 @@ def start(spec: AnomalySpec, env: Environment, check_mode: bool = False) -> tupl
     A different request under a running name replaces it.
     """
     validate(spec, env)
-    sweep(env)
+    if not check_mode:
+        sweep(env)
     store = Store(env.state_dir)
     running = store.load(spec.name)
     work = plan(spec, env)
@@ -453,39 +470,65 @@ def start(spec: AnomalySpec, env: Environment, check_mode: bool = False) -> tupl
     return True, record, work
 
 
-def stop(name: str, env: Environment, timeout_s: float = 10.0) -> bool:
-    """Stop an anomaly by name: ask its supervisor, and clean up directly if it does not answer."""
+def stop(name: str, env: Environment, timeout_s: float = 10.0) -> dict[str, Any] | None:
+    """Stop an anomaly by name: ask its supervisor, and clean up directly if it does not answer.
+
+    Returns its history entry (with the time it really ended), or None when none ran under that name.
+    """
     store = Store(env.state_dir)
     record = store.load(name)
     if record is None:
-        return False
+        return None
     if record.supervisor is not None and record.supervisor.alive():
-        os.kill(record.supervisor.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.supervisor.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while os.path.exists(store.path(name)) and time.monotonic() < deadline:
+        while _still_saved(store, record) and time.monotonic() < deadline:
             time.sleep(0.05)
-    if os.path.exists(store.path(name)):
-        cleanup(record, env)
-    return True
+        if not _still_saved(store, record):
+            return next((h for h in reversed(store.history(record.started_at))
+                         if h["name"] == name and h["started_at"] == record.started_at), None)
+    _kill_supervisor(record)  # it did not answer in time: it must not clean up a second time
+    return cleanup(record, env, note="stopped")
 
 
-def cleanup(record: Record, env: Environment, ran: bool = True) -> None:
+def _kill_supervisor(record: Record) -> None:
+    if record.supervisor is not None and record.supervisor.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.supervisor.pid, signal.SIGKILL)
+
+
+def _still_saved(store: Store, record: Record) -> bool:
+    saved = store.load(record.spec.name)
+    return saved is not None and saved.started_at == record.started_at
+
+
+def cleanup(record: Record, env: Environment, ran: bool = True, note: str = "") -> dict[str, Any] | None:
     """Undo everything an anomaly did: workers, kernel changes, its cgroup; then file it as ended.
 
-    ``ran`` is false for an anomaly that failed to start: it is undone but not filed in the history.
+    Every step is tried even when an earlier one fails (an interface or namespace that is gone has
+    nothing left to undo), and the record is always filed, with what could not be undone, so that
+    one broken anomaly never blocks the node's others. ``ran`` is false for an anomaly that failed
+    to start: it is undone but not filed in the history. Returns the history entry.
     """
+    problems: list[str] = []
     for worker in record.workers:
         kill_group(worker)
-    _undo_kernel_change(record.restore)
-    if record.cgroup_path is not None:
-        _remove_cgroup(record.cgroup_path, env)
+    steps: list[Callable[[], None]] = [functools.partial(_undo_kernel_change, record.restore),
+                                       functools.partial(_remove_cgroup, record.cgroup_path, env)]
+    for step in steps:
+        try:
+            step()
+        except (FirmError, OSError) as exc:
+            problems.append(str(exc))
     store = Store(env.state_dir)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(env.state_dir, f"{record.spec.name}.log"))
     if ran:
-        store.finish(record)
-    elif os.path.exists(store.path(record.spec.name)):
+        return store.finish(record, note=note, problems=problems)
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(store.path(record.spec.name))
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -511,24 +554,22 @@ def _launch(record: Record, work: Plan, env: Environment) -> None:
         store.save(record)
         release()
     except BaseException:
+        _kill_supervisor(record)  # not released yet: it must not supervise an anomaly that did not start
         cleanup(record, env, ran=False)
         raise
 
 
 def _spawn(command: list[str], group: cgroup.Group, log: str, cwd: str) -> ProcessRef:
     with open(log, "ab") as output:
-        # preexec_fn is safe here (no threads) and puts the worker in its group before it runs at all.
+        # preexec_fn puts the worker in its group before it runs at all. The module's process has no
+        # threads; a threaded caller must start anomalies from a process of their own.
         proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=cwd, start_new_session=True,
             env=dict(os.environ, LC_ALL="C"),
-            preexec_fn=functools.partial(_enter, group),  # noqa: PLW1509
+            preexec_fn=functools.partial(cgroup.join, group),  # noqa: PLW1509
 
         )
     return ProcessRef.of(proc.pid)
-
-
-def _enter(group: cgroup.Group) -> None:
-    cgroup.attach_pids({directory: [os.getpid()] for directory in group.distinct_dirs()})
 
 
 def _check_started(record: Record, log: str, settle_s: float = 0.3) -> None:
@@ -552,22 +593,22 @@ def _apply_kernel_change(spec: AnomalySpec, work: Plan) -> dict[str, Any]:
         return {"type": "tc", "interface": interface, "namespace": namespace,
                 "previous": previous.as_dict() if previous else None}
     if work.loss_percent is not None and interface is not None:
-        table = f"firm_anomaly_{spec.name}".replace("-", "_").replace(".", "_")
+        table = _loss_table(spec.name)
         ruleset = (f"table inet {table} {{\n chain output {{\n  type filter hook output priority 0; policy accept;\n"
                    f'  oifname "{interface}" numgen random mod 100 < {work.loss_percent} counter drop\n }}\n}}\n')
         _nft(namespace, ["-f", "-"], ruleset)
         return {"type": "nft", "namespace": namespace, "table": table}
     if work.delay_ms is not None and interface is not None:
         previous = tc.read_shaping(interface, namespace)
-        tc.run_command([*_tc_prefix(namespace), "qdisc", "replace", "dev", interface, "root", "netem", "delay",
-                        f"{work.delay_ms}ms", f"{max(1, work.delay_ms // 10)}ms"])
-        return {"type": "tc", "interface": interface, "namespace": namespace,
+        tc.apply_netem_delay(interface, work.delay_ms * 1000, max(1, work.delay_ms // 10) * 1000, namespace)
+        return {"type": "netem", "interface": interface, "namespace": namespace,
                 "previous": previous.as_dict() if previous else None}
     return {}
 
 
-def _tc_prefix(namespace: str | None) -> list[str]:
-    return ["tc", "-n", namespace] if namespace else ["tc"]
+def _loss_table(name: str) -> str:
+    """The nftables table of a loss anomaly: a hash of its name, so that a-b and a_b differ."""
+    return "firm_anomaly_" + hashlib.sha1(name.encode()).hexdigest()[:16]
 
 
 def _nft(namespace: str | None, args: list[str], stdin: str | None = None) -> None:
@@ -582,29 +623,27 @@ def _nft(namespace: str | None, args: list[str], stdin: str | None = None) -> No
 
 def _undo_kernel_change(restore: dict[str, Any]) -> None:
     kind = restore.get("type")
-    if kind == "tc":
-        previous = restore.get("previous")
+    if kind in ("tc", "netem"):
+        interface, namespace, previous = restore["interface"], restore.get("namespace"), restore.get("previous")
+        if kind == "netem":
+            tc.remove_netem(interface, namespace)
         if previous:
-            tc.apply_shaping(restore["interface"], tc.Shaping(**previous), restore.get("namespace"))
-        else:
-            tc.remove_shaping(restore["interface"], restore.get("namespace"))
+            tc.apply_shaping(interface, tc.Shaping(**previous), namespace)
+        elif kind == "tc":
+            tc.remove_shaping(interface, namespace)
     elif kind == "nft":
         with contextlib.suppress(AnomalyStartError):  # already gone
             _nft(restore.get("namespace"), ["delete", "table", "inet", restore["table"]])
 
 
-def _remove_cgroup(path: str, env: Environment, wait_s: float = 5.0) -> None:
+def _remove_cgroup(path: str | None, env: Environment) -> None:
+    """The anomaly's cgroup, with anything still in it (a worker's child whose leader died first)."""
+    if path is None:
+        return
     layout = cgroup.detect_layout(env.cgroup_root)
     group = cgroup.group_at(layout, path)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            cgroup.remove_group(group)
-            break
-        except cgroup.CgroupInputError:  # killed workers not reaped yet
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    cgroup.signal_members(group)
+    cgroup.remove_group_when_empty(group)
     # The shared parent goes with its last child; rmdir (not a recursive removal) leaves it while
     # another anomaly has a group in it.
     for directory in cgroup.group_at(layout, CGROUP_PARENT).distinct_dirs():
@@ -670,7 +709,12 @@ def _supervise(record: Record, env: Environment) -> None:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     deadline = record.expires_at
+    note = ""
     while not stopping and time.time() < deadline:
         time.sleep(min(0.1, max(0.0, deadline - time.time())))
+        if record.workers and not any(w.alive() for w in record.workers):
+            note = "its workers exited before it expired"  # no contention is left: the label must end here
+            break
     saved = store.load(record.spec.name)
-    cleanup(saved or record, env)
+    cleanup(saved if saved is not None and saved.started_at == record.started_at else record, env,
+            note="stopped" if stopping else note)

@@ -180,31 +180,43 @@ def random_schedule(campaign: str, plan: RandomPlan, targets: Mapping[str, Seque
     rounds = []
     for index in range(plan.rounds):
         chosen_hosts = rng.sample(hosts, min(len(hosts), rng.randint(*plan.hosts_per_round)))
-        injections = []
+        injections: list[Injection] = []
         for host in sorted(chosen_hosts):
             candidates = [t for t in targets[host] if any(t.accepts(k) for k in plan.kinds)]
             count = min(len(candidates), rng.randint(*plan.services_per_host))
-            for number, target in enumerate(rng.sample(candidates, count)):
+            for target in rng.sample(candidates, count):
                 kind = rng.choice([k for k in plan.kinds if target.accepts(k)])
-                injections.append(_injection(campaign, index, host, number, kind, rng.randint(*plan.intensity),
-                                             rng.randint(*plan.duration_s), target))
+                injections.append(_injection(campaign, index, host, hosts.index(host), len(injections), kind,
+                                             rng.randint(*plan.intensity), rng.randint(*plan.duration_s), target))
         longest = max((i.duration_s for i in injections), default=0)
         rounds.append(Round(index, longest + rng.randint(*plan.gap_s), tuple(injections)))
     return rounds
 
 
-def _injection(campaign: str, index: int, host: str, number: int, kind: str, intensity: int, duration: int,
-               target: Target) -> Injection:
-    safe_host = re.sub(r"[^A-Za-z0-9_-]", "-", host)[:16]
-    return Injection(campaign, index, host, f"{campaign}-r{index}-{safe_host}-{number}"[:63], kind, intensity, duration,
-                     None if target is NODE else target.service, target.cgroup, target.namespace, target.interface,
-                     target.link_rate)
+def _injection(campaign: str, index: int, host: str, host_number: int, number: int, kind: str, intensity: int,
+               duration: int, target: Target, name: str | None = None) -> Injection:
+    """An injection named by campaign, round, host number and position: unique, and short enough for
+    an anomaly name (the host's own name can be long and share a prefix with others)."""
+    injection = Injection(campaign, index, host, name or f"{campaign}-r{index}-h{host_number}-{number}", kind,
+                          intensity, duration, None if target is NODE else target.service, target.cgroup,
+                          target.namespace, target.interface, target.link_rate)
+    try:
+        anomaly.check_request(anomaly.AnomalySpec(injection.name, kind, intensity, duration))
+    except anomaly.AnomalyInputError as exc:
+        raise CampaignInputError(f"anomaly {injection.name} of round {index} on {host}: {exc.message}",
+                                 fix=exc.fix) from exc
+    return injection
 
 
 def explicit_schedule(campaign: str, entries: Sequence[Mapping[str, Any]], hosts: Sequence[str],
                       gap_s: int = 5) -> list[Round]:
-    """A campaign given as a list: each entry names its host, kind, intensity, duration and round."""
+    """A campaign given as a list: each entry names its host, kind, intensity, duration and round.
+
+    Every entry is checked here, before any round runs, so that a mistake in the last round does not
+    leave the campaign half run.
+    """
     check_id(campaign)
+    ordered_hosts = sorted(hosts)
     by_round: dict[int, list[Injection]] = {}
     for number, entry in enumerate(entries):
         missing = [k for k in ("host", "kind", "intensity", "duration") if k not in entry]
@@ -213,14 +225,18 @@ def explicit_schedule(campaign: str, entries: Sequence[Mapping[str, Any]], hosts
                                      fix="give each anomaly host, kind, intensity and duration (round is optional)")
         if entry["host"] not in hosts:
             raise CampaignInputError(f"anomaly {number} names host {entry['host']!r}, which is not in the campaign",
-                                     fix=f"use one of {', '.join(sorted(hosts))}")
+                                     fix=f"use one of {', '.join(ordered_hosts)}")
         target = parse_targets([entry])[0] if "service" in entry else NODE
         index = int(entry.get("round", 0))
-        injection = _injection(campaign, index, str(entry["host"]), number, str(entry["kind"]), int(entry["intensity"]),
-                               int(entry["duration"]), target)
-        if "name" in entry:
-            injection = Injection(**{**asdict(injection), "name": str(entry["name"])})
+        injection = _injection(campaign, index, str(entry["host"]), ordered_hosts.index(entry["host"]), number,
+                               str(entry["kind"]), int(entry["intensity"]), int(entry["duration"]), target,
+                               str(entry["name"]) if "name" in entry else None)
         by_round.setdefault(index, []).append(injection)
+    names = [i.name for items in by_round.values() for i in items]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CampaignInputError(f"anomaly names {duplicates} are used more than once",
+                                 fix="give each anomaly of the campaign its own name")
     return [Round(index, max(i.duration_s for i in items) + gap_s, tuple(items))
             for index, items in sorted(by_round.items())]
 

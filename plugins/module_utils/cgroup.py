@@ -18,11 +18,14 @@ rolled back when one of them is refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import re
+import signal
 import stat
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -365,6 +368,33 @@ def remove_group(group: Group) -> list[str]:
                                        fix="check that no process is left in it and retry") from exc
             removed.append(sub)
     return removed
+
+
+def join(group: Group) -> None:
+    """Move the calling process into the group in every hierarchy (as a ``preexec_fn``, so that a
+    child runs not one instruction outside it)."""
+    attach_pids({directory: [os.getpid()] for directory in group.distinct_dirs()})
+
+
+def signal_members(group: Group, sig: int = signal.SIGKILL) -> int:
+    """Signal every process in the group and its sub-groups, in every hierarchy; returns how many."""
+    pids = {pid for directory in group.distinct_dirs() if os.path.isdir(directory) for pid in _pids_below(directory)}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    return len(pids)
+
+
+def remove_group_when_empty(group: Group, wait_s: float = 5.0) -> list[str]:
+    """``remove_group``, retried while processes just killed are still being reaped."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return remove_group(group)
+        except CgroupInputError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _pids_below(directory: str) -> list[int]:

@@ -875,3 +875,30 @@ def shaping_for(interface: str, kind: str, rate: str | int, *, ceil: str | int |
     check_namespace(namespace, netns_dir)
     request = parse_request(kind, rate, ceil=ceil, burst=burst, latency=latency, class_id=class_id)
     return resolve(request, read_link(interface, namespace, run), read_psched(psched_path))
+
+
+def apply_netem_delay(interface: str, delay_us: int, jitter_us: int, namespace: str | None = None, *,
+                      netns_dir: str = NETNS_DIR, run: Runner = run_command) -> None:
+    """Replace the root qdisc with netem adding ``delay_us`` (+- ``jitter_us``) to every egress packet.
+
+    Needs a kernel with sch_netem; whatever shaping was there before is the caller's to restore.
+    """
+    check_interface_name(interface)
+    check_namespace(namespace, netns_dir)
+    if delay_us <= 0 or jitter_us < 0:
+        raise TcInputError(f"netem delay {delay_us} us (jitter {jitter_us} us) is not positive",
+                           fix="give a delay above 0 and a jitter of at least 0")
+    run((*_tc(namespace), "qdisc", "replace", "dev", interface, "root", "netem", "delay", f"{delay_us}us",
+         f"{jitter_us}us"))
+
+
+def remove_netem(interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
+                 run: Runner = run_command) -> bool:
+    """Delete a netem root qdisc; True when there was one."""
+    check_interface_name(interface)
+    check_namespace(namespace, netns_dir)
+    root = read_state(interface, namespace, run).root
+    if root is None or root.kind != "netem":
+        return False
+    run(_delete_root(interface, namespace))
+    return True

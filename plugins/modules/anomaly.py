@@ -152,7 +152,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 anomaly:
-  description: The anomaly's record, the ground truth a campaign keeps.
+  description: The anomaly's record, the ground truth a campaign keeps; after I(state=absent) it has the
+    time the anomaly really ended (C(ended_at)).
   returned: when state is present or absent
   type: dict
   sample: {"name": "web-cpu", "host": "node1", "kind": "cpu", "intensity": 60, "duration_s": 30,
@@ -243,9 +244,8 @@ def present(module: AnsibleModule, env: anomaly.Environment) -> dict[str, Any]:
 
 def absent(module: AnsibleModule, env: anomaly.Environment) -> dict[str, Any]:
     record = anomaly.Store(env.state_dir).load(module.params["name"])
-    if record is not None and not module.check_mode:
-        anomaly.stop(record.spec.name, env)
-    summary = record.summary() if record else {"name": module.params["name"]}
+    ended = anomaly.stop(record.spec.name, env) if record is not None and not module.check_mode else None
+    summary = ended or (record.summary() if record else {"name": module.params["name"]})
     return {"changed": record is not None, "anomaly": summary,
             "diff": {"before": _state_of(record), "after": _state_of(None)}}
 

@@ -11,7 +11,6 @@ import itertools
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,15 +49,7 @@ def group_path(layout: cgroup.Layout) -> Iterator[str]:
         for pid in procs.read_text().split() if procs.exists() else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            cgroup.remove_group(group)
-            break
-        except cgroup.CgroupInputError:  # a killed process not reaped yet
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    cgroup.remove_group_when_empty(group)
 
 
 @pytest.fixture

@@ -42,13 +42,13 @@ def store() -> Iterator[redis.Redis]:
         client.zrem("firm:injections", *stale)
 
 
-def playbook(name: str, extra: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def playbook(name: str, extra: dict[str, Any], tmp_path: Path, succeed: bool = True) -> subprocess.CompletedProcess[str]:
     variables = tmp_path / f"{name}.vars.yml"
     variables.write_text(yaml.safe_dump(extra))
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}.yml", "-e", f"@{variables}"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
                           env=dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg")))
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert (proc.returncode == 0) is succeed, proc.stdout[-4000:] + proc.stderr[-2000:]
     return proc
 
 
@@ -114,8 +114,19 @@ def test_a_seeded_campaign_runs_as_planned_and_its_record_matches_what_ran(
     assert anomaly.Store(str(state_dir)).all() == []
 
 
-def test_revert_stops_every_anomaly_and_records_the_end_of_campaign_ones(tmp_path: Path, store: redis.Redis) -> None:
-    state_dir, records = str(tmp_path / "state"), tmp_path / "campaigns"
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[str]:
+    """Anomalies' state; whatever a failed test left running there is stopped afterwards."""
+    path = str(tmp_path / "state")
+    yield path
+    env = anomaly.Environment(state_dir=path)
+    for record in anomaly.Store(path).all():
+        anomaly.stop(record.spec.name, env)
+
+
+def test_revert_stops_every_anomaly_and_records_the_end_of_campaign_ones(tmp_path: Path, store: redis.Redis,
+                                                                       state_dir: str) -> None:
+    records = tmp_path / "campaigns"
     for name, labels in (("test-rv-1", {"campaign": "test-revert", "round": "0"}), ("loose", {})):
         started = run_ansible_module("firm.core.anomaly", {"name": name, "kind": "cpu", "intensity": 10,
                                                            "duration": 120, "labels": labels,
@@ -128,3 +139,22 @@ def test_revert_stops_every_anomaly_and_records_the_end_of_campaign_ones(tmp_pat
     assert [(line["event"], line["name"]) for line in lines] == [("ended", "test-rv-1")]
     assert lines[0]["ended_at"] < lines[0]["expires_at"]
     assert store.hget("firm:injection:test-revert:test-rv-1", "event") == "ended"
+
+
+def test_a_round_that_fails_part_way_stops_and_records_what_had_started(tmp_path: Path, store: redis.Redis,
+                                                                       state_dir: str) -> None:
+    records = tmp_path / "campaigns"
+    definition = {"id": "test-partial", "anomalies": [
+        {"host": "localhost", "kind": "cpu", "intensity": 10, "duration": 60, "name": "test-partial-ok"},
+        {"host": "localhost", "service": "ghost", "cgroup": "no/such/service", "kind": "cpu", "intensity": 10,
+         "duration": 60, "name": "test-partial-bad"},
+    ]}
+    proc = playbook("inject", {"firm_campaign": definition, "firm_redis_url": REDIS_URL,
+                               "firm_anomaly_state_dir": state_dir, "firm_campaign_dir": str(records)}, tmp_path,
+                    succeed=False)
+    assert "did not start" in proc.stdout and "no/such/service" in proc.stdout
+    assert anomaly.Store(state_dir).all() == []
+    lines = [json.loads(line) for line in (records / "test-partial.jsonl").read_text().splitlines()]
+    assert [(line["event"], line.get("name")) for line in lines[1:]] == [("started", "test-partial-ok"),
+                                                                          ("ended", "test-partial-ok")]
+    assert lines[2]["ended_at"] < lines[2]["expires_at"] - 30

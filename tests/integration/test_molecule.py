@@ -2,8 +2,7 @@
 
 Each scenario creates its test hosts (network namespaces with their own address and sshd, see
 molecule/shared), converges its role, converges it again and requires no change (idempotence),
-verifies and destroys the hosts. The four take about three minutes together (167 s on a
-2-core machine), hence `slow`.
+verifies and destroys the hosts. Together they take about four minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ SCENARIOS = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/mole
                    if path.parent.name != "cluster")
 MOLECULE = ROOT / ".venv" / "bin" / "molecule"
 
-pytestmark = [pytest.mark.slow]
 
 
 def _missing() -> str | None:

@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from firm.load.stats import RequestRecord, percentile
+from firm.telemetry.redis_store import RedisTelemetrySource
 from firm.testbed import config as testbed_config
 from firm.testbed import experiment, lifecycle, network
 from firm.testbed.store import RedisTraceStore
@@ -34,7 +36,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config
     root = tmp_path_factory.mktemp("testbed")
     config = dataclasses.replace(testbed_config.load(), subnet="203.0.113.0/24", bridge="firmtbt0",
                                  namespace_prefix="firmtbt-", veth_prefix="ftt", cgroup_parent="firm-testbed-test",
-                                 state_dir=str(root / "state"), data_dir=str(root / "data"))
+                                 state_dir=str(root / "state"), data_dir=str(root / "data"), telemetry_redis=REDIS_URL)
     try:
         assert lifecycle.up(config) is True
         assert lifecycle.up(config) is False  # already up: nothing to do
@@ -50,8 +52,13 @@ def assert_nothing_left(config: testbed_config.TestbedConfig) -> None:
     layout = cgroup.detect_layout()
     assert not any(os.path.exists(d) for d in cgroup.group_at(layout, config.cgroup_parent).distinct_dirs())
     assert not Path(config.state_dir).exists() and not Path(config.data_dir).exists()
-    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).find(config.state_dir) >= 0]
+    # service instances name the state directory, the telemetry sampler the cgroups
+    markers = (config.state_dir, f"cgroup={config.cgroup_parent}/")
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and any(m in _cmdline(p) for m in markers)]
     assert leftovers == []
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter("firm:telemetry*"):
+        client.delete(key)
 
 
 def _cmdline(pid: str) -> str:
@@ -95,6 +102,14 @@ def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
     composed = [t for t in traces if t.spans[0].operation == "compose_post"]
     assert composed and all({s.service for s in t.spans} == EXPECTED_COMPOSE_SERVICES for t in composed)
 
+    telemetry = RedisTelemetrySource(REDIS_URL)
+    for instance in testbed.instances():
+        samples = telemetry.window(instance.name, started / 1e6, time.time())
+        assert len(samples) >= 25, instance.name  # one a second over the 30 s of load
+    frontend = telemetry.window("frontend-0", started / 1e6, time.time())
+    assert max(s.cpu_cores or 0.0 for s in frontend) > 0.01
+    assert max(s.net_rx_bps or 0.0 for s in frontend) > 0
+
 
 CONTENTION = [
     pytest.param(experiment.AnomalyPlan("cpu", "compose-post", 50, 15, 18), id="cpu-beside-compose-post"),
@@ -132,10 +147,13 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testb
     on_cpu0 = [i for i in testbed.instances() if i.spec.cpus == "0"]
     raised_at = 30.0
 
-    def grow_cpusets() -> None:
+    failures: list[str] = []
+
+    def grow_cpusets() -> None:  # runs in a timer thread: failures are reported to the test below
         for instance in on_cpu0:
             result = run_ansible_module("firm.core.cgroup", {"path": instance.cgroup, "cpuset_cpus": "0-1"})
-            assert result["changed"] is True, result
+            if result.get("changed") is not True:
+                failures.append(f"{instance.name}: {result}")
 
     plan = experiment.AnomalyPlan("cpu", "compose-post", 50, 8, 60)
     timer = threading.Timer(raised_at, grow_cpusets)
@@ -146,6 +164,7 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testb
         timer.cancel()
         for instance in on_cpu0:
             run_ansible_module("firm.core.cgroup", {"path": instance.cgroup, "cpuset_cpus": instance.spec.cpus})
+    assert failures == [] and not timer.is_alive()
     began = min(r.intended_at for r in collector_records(report))
     contended = [r.latency_ms for r in collector_records(report) if r.request_type.value == "read-home-timeline"
                  and 12 <= r.intended_at - began <= raised_at]

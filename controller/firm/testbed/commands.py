@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
 from firm.load.stats import WindowStats
 from firm.testbed import config as testbed_config
-from firm.testbed import experiment, lifecycle
+from firm.testbed import experiment, lifecycle, network
 from firm.testbed.store import RedisTraceStore
 from firm.tracing.export import jaeger_document
 from firm.tracing.parse import parse_duration_us
@@ -55,7 +56,7 @@ def up_command(config_path: str | None, redis_url: str | None, as_json: bool) ->
     say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
     try:
         changed = lifecycle.up(config, say)
-    except (lifecycle.TestbedError, FirmError, OSError) as exc:
+    except (lifecycle.TestbedError, network.NetworkError, FirmError, OSError, subprocess.SubprocessError) as exc:
         raise click.ClickException(f"testbed did not start: {exc}") from exc
     state = lifecycle.read_state(config) or {}
     if as_json:
@@ -195,7 +196,8 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
         live = LiveView(config, plan)
         with Live(live.render(), console=console, refresh_per_second=2) as screen:
             result = experiment.run(config, plan, on_window=lambda batch: screen.update(live.add(batch)), progress=say)
-    except (experiment.ExperimentError, lifecycle.TestbedError, FirmError) as exc:
+    except (experiment.ExperimentError, lifecycle.TestbedError, network.NetworkError, FirmError, OSError,
+            subprocess.SubprocessError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         if take_down:

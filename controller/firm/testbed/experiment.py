@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, tc
+from firm.actuate.runner import run_module
 from firm.load.config import ConstantRate, LoadSpec, Mix, RedisOutput, RequestType, Slo
 from firm.load.generator import run_load
 from firm.load.sink import RecordSink, RedisSink, SinkStats
@@ -159,6 +160,9 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
         raise ExperimentError("the testbed is not up; start it with `firm testbed up`")
     env = anomaly_environment(config)
     spec = anomaly_spec(config, plan.anomaly) if plan.anomaly else None
+    if plan.anomaly is not None and not 0 <= plan.anomaly.start_s < plan.duration_s:
+        raise ExperimentError(f"the anomaly would start {plan.anomaly.start_s:g} s in, outside the "
+                              f"{plan.duration_s:g} s of load; start it earlier or load longer")
     if spec is not None:
         if spec.kind == "disk_io":
             prepare_sysbench(env.sysbench_files(), progress)
@@ -170,34 +174,67 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
         if on_window is not None:
             on_window(batch)
 
-    timer = None
-    record: dict[str, Any] = {}
-    if spec is not None and plan.anomaly is not None:
-        where = plan.anomaly.instance
-
-        def inject() -> None:
-            _, started, _ = anomaly.start(spec, env)
-            record.update(started.summary())
-            progress(f"anomaly {spec.kind} at {spec.intensity} beside {where} for {spec.duration_s} s")
-
-        timer = threading.Timer(plan.anomaly.start_s, inject)
+    injector = Injector(spec, env, plan.anomaly, progress) if spec is not None and plan.anomaly is not None else None
     collector = Collector(RedisSink(RedisOutput(plan.redis_url)) if plan.redis_url else None)
     cpu_before, started_at = testbed_cpu_ns(config), time.monotonic()
-    if timer is not None:
-        timer.start()
+    if injector is not None:
+        injector.timer.start()
     try:
         summary = run_load(load_spec(config, plan, state["frontend"]), sink=collector, on_window=collect)
     finally:
-        if timer is not None:
-            timer.cancel()
-        if spec is not None:
-            anomaly.stop(spec.name, env)
+        record = injector.finish() if injector is not None else {}
     cores = (testbed_cpu_ns(config) - cpu_before) / 1e9 / (time.monotonic() - started_at)
-    if record:
-        ended = anomaly.Store(env.state_dir).history(record["started_at"])
-        record["ended_at"] = next((h["ended_at"] for h in ended if h["name"] == record["name"]), None)
     grouped = phases(collector.records, windows, record or None, config.slo_window_s)
     return RunReport(summary, windows, grouped, cores, record or None, dict(config.slo_ms), collector.records)
+
+
+class Injector:
+    """Starts the anomaly on time and stops it at the end, through firm.core.anomaly in a process of its own.
+
+    The load generator runs threads, and the anomaly library forks (its supervisor, its workers'
+    cgroup entry), which is only safe in a single-threaded process: the module gives it one.
+    """
+
+    def __init__(self, spec: anomaly.AnomalySpec, env: anomaly.Environment, plan: AnomalyPlan,
+                 progress: Callable[[str], None]) -> None:
+        self.spec, self.env, self.progress, self.where = spec, env, progress, plan.instance
+        self.started: dict[str, Any] = {}
+        self.error: Exception | None = None
+        self.timer = threading.Timer(plan.start_s, self._start)
+
+    def _args(self, **extra: Any) -> dict[str, Any]:
+        return {"name": self.spec.name, "state_dir": self.env.state_dir, **extra}
+
+    def _start(self) -> None:
+        spec, target = self.spec, self.spec.target
+        args = self._args(kind=spec.kind, intensity=spec.intensity, duration=spec.duration_s, labels=spec.labels,
+                          target_cgroup=target.cgroup, target_namespace=target.namespace,
+                          target_interface=target.interface, sysbench_dir=self.env.sysbench_dir,
+                          link_rate=str(spec.link_rate_bps) if spec.link_rate_bps else None)
+        try:
+            result = run_module("firm.core.anomaly", {k: v for k, v in args.items() if v is not None})["localhost"]
+            if result.failed:
+                raise ExperimentError(f"the anomaly did not start: {result.result.get('msg')}")
+            self.started = result.result["anomaly"]
+            self.progress(f"anomaly {spec.kind} at {spec.intensity} beside {self.where} for {spec.duration_s} s")
+        except Exception as exc:
+            self.error = exc
+
+    def finish(self) -> dict[str, Any]:
+        """Stop the anomaly if it still runs; returns its record with the time it really ended."""
+        self.timer.cancel()
+        if self.timer.is_alive():
+            self.timer.join()
+        if self.started:
+            stopped = run_module("firm.core.anomaly", self._args(state="absent"))["localhost"].result
+            ended = stopped.get("anomaly", {}).get("ended_at")
+            if ended is None:  # it had expired by itself: its history has the end
+                history = anomaly.Store(self.env.state_dir).history(self.started["started_at"])
+                ended = next((h["ended_at"] for h in history if h["name"] == self.spec.name), None)
+            self.started["ended_at"] = ended
+        if self.error is not None:
+            raise ExperimentError(str(self.error)) from self.error
+        return self.started
 
 
 SETTLE_S = 2.0

@@ -9,11 +9,14 @@ namespace, veth, cgroup and file the testbed made, whether or not its state file
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +26,7 @@ from typing import Any
 
 import redis
 
-from ansible_collections.firm.core.plugins.module_utils import cgroup
+from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef, stop_group
 from firm.testbed import graph, network, rpc
 from firm.testbed.config import Instance, TestbedConfig
@@ -62,7 +65,7 @@ def is_up(config: TestbedConfig) -> bool:
     state = read_state(config)
     if state is None:
         return False
-    return all(ProcessRef(**i["process"]).alive() for i in state["instances"])
+    return all(bool(i.get("process")) and ProcessRef(**i["process"]).alive() for i in state["instances"])
 
 
 def up(config: TestbedConfig, progress: Progress = log.info) -> bool:
@@ -144,8 +147,7 @@ def _start(config: TestbedConfig, layout: cgroup.Layout, instance: Instance, com
         proc = subprocess.Popen(
             ["ip", "netns", "exec", instance.namespace, *command], stdin=subprocess.DEVNULL, stdout=output,
             stderr=output, start_new_session=True, cwd=config.state_dir,
-            # The cgroup is joined before exec, so not one instruction runs outside it.
-            preexec_fn=lambda: cgroup.attach_pids({d: [os.getpid()] for d in group.distinct_dirs()}),  # noqa: PLW1509
+            preexec_fn=functools.partial(cgroup.join, group),  # noqa: PLW1509 - no threads run here yet
         )
     return ProcessRef.of(proc.pid)
 
@@ -266,22 +268,32 @@ def _write_layout(config: TestbedConfig, instances: list[Instance], started: dic
 
 
 def _write_peers(config: TestbedConfig, instances: list[Instance]) -> None:
+    """Where each service's instances answer; written whole and renamed, so a reader never sees half."""
     peers: dict[str, list[str]] = {}
     for instance in instances:
         peers.setdefault(instance.service, []).append(instance.address)
-    with open(os.path.join(config.state_dir, "peers.json"), "w", encoding="utf-8") as handle:
+    path = os.path.join(config.state_dir, "peers.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(peers, handle)
+    os.replace(path + ".tmp", path)
 
 
 def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
-    """Remove everything the testbed made; returns what was removed (empty when nothing was there)."""
+    """Remove everything the testbed made; returns what was removed (empty when nothing was there).
+
+    Works from the naming conventions as well as from the state file, so it also cleans up after a
+    start whose state file was lost.
+    """
     removed: list[str] = []
     state = read_state(config)
-    if state and state.get("telemetry"):
-        sampler = ProcessRef(**state["telemetry"])
-        if sampler.alive():
-            stop_group(sampler)
-            removed.append("telemetry sampler")
+    anomalies = anomaly.Environment(state_dir=os.path.join(config.state_dir, "anomalies"))
+    for record in anomaly.Store(anomalies.state_dir).all():
+        anomaly.stop(record.spec.name, anomalies)
+        removed.append(f"anomaly {record.spec.name}")
+    for pid in _samplers_of(config):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        removed.append("telemetry sampler")
     for entry in (state or {}).get("instances", []):
         if entry.get("process"):
             process = ProcessRef(**entry["process"])
@@ -299,17 +311,26 @@ def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
     return removed
 
 
+def _samplers_of(config: TestbedConfig) -> list[int]:
+    """Telemetry samplers of this testbed (they name its cgroups on their command line)."""
+    marker = f"cgroup={config.cgroup_parent}/".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    command = handle.read()
+            except OSError:
+                continue
+            if b"firm.telemetry" in command and marker in command:
+                found.append(int(entry))
+    return found
+
+
 def _remove_cgroups(config: TestbedConfig) -> list[str]:
-    layout = cgroup.detect_layout()
-    parent = cgroup.group_at(layout, config.cgroup_parent)
+    parent = cgroup.group_at(cgroup.detect_layout(), config.cgroup_parent)
     if not any(os.path.isdir(d) for d in parent.distinct_dirs()):
         return []
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            cgroup.remove_group(parent)
-            return [f"cgroup {config.cgroup_parent}"]
-        except cgroup.CgroupInputError:  # processes not reaped yet
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    cgroup.signal_members(parent)  # anything a killed instance left behind
+    cgroup.remove_group_when_empty(parent, wait_s=10)
+    return [f"cgroup {config.cgroup_parent}"]

@@ -47,8 +47,12 @@ class Peers:
             return
         if mtime == self.mtime:
             return
-        with open(self.path, encoding="utf-8") as handle:
-            addresses: Mapping[str, list[str]] = json.load(handle)
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                addresses: Mapping[str, list[str]] = json.load(handle)
+        except (OSError, ValueError) as exc:
+            log.warning("keeping the known peers: cannot read %s: %s", self.path, exc)
+            return
         old = {(p.host, service): p for service, pools in self.pools.items() for p in pools}
         self.pools = {service: [old.pop((a, service)) if (a, service) in old else rpc.Pool(a, self.port)
                                 for a in sorted(hosts)]

@@ -45,9 +45,9 @@ def test_bad_requests_are_refused_with_a_fix(env: anomaly.Environment, request_:
 def test_missing_targets_are_refused(env: anomaly.Environment) -> None:
     with pytest.raises(NotFoundError, match="does not exist"):
         anomaly.validate(spec(cgroup="no/such/service"), env)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="firm-no-such-ns"):
         anomaly.validate(spec(kind="network_loss", namespace="firm-no-such-ns", interface="eth0"), env)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="firmnoif0"):
         anomaly.validate(spec(kind="network_loss", interface="firmnoif0"), env)
 
 
@@ -149,3 +149,31 @@ def test_a_record_round_trips_through_its_json_file(env: anomaly.Environment) ->
     assert store.load("a1") is None
     history = (Path(env.state_dir) / "history.jsonl").read_text().splitlines()
     assert '"kind": "cpu"' in history[0] and '"ended_at"' in history[0]
+
+
+def test_peer_is_refused_for_kinds_that_do_not_flood(env: anomaly.Environment) -> None:
+    request = anomaly.AnomalySpec("a1", "network_loss", 10, 5, anomaly.Target(interface="lo"), peer="192.0.2.2")
+    with pytest.raises(InvalidInputError, match="peer applies to network_bandwidth only"):
+        anomaly.validate(request, env)
+
+
+def test_a_record_whose_interface_is_gone_is_still_filed_and_never_blocks_the_sweep(
+        env: anomaly.Environment) -> None:
+    """The namespace of a shaped veth was deleted before expiry: undoing fails, filing must not."""
+    store = anomaly.Store(env.state_dir)
+    gone = anomaly.Record(spec(kind="network_bandwidth", namespace="firm-gone", interface="eth0"), "node1", 1.0, 2.0,
+                          restore={"type": "tc", "interface": "eth0", "namespace": "firm-gone", "previous": None})
+    store.save(gone)
+    assert anomaly.sweep(env) == ["a1"]  # no supervisor: swept, without raising
+    assert store.all() == []
+    entry = store.history()[-1]
+    assert entry["name"] == "a1" and entry["ended_at"] is not None
+    assert entry["note"] == "its supervisor had gone"
+    assert entry["problems"] and "firm-gone" in entry["problems"][0]
+    assert anomaly.sweep(env) == []
+
+
+def test_nftables_tables_of_similar_names_differ() -> None:
+    tables = {anomaly._loss_table(name) for name in ("a-b", "a.b", "a_b")}
+    assert len(tables) == 3
+    assert all(t.startswith("firm_anomaly_") and len(t) <= 30 for t in tables)

@@ -77,7 +77,7 @@ def test_an_explicit_campaign_groups_its_anomalies_by_round() -> None:
     assert [len(r["injections"]) for r in rounds] == [2, 1]
     assert rounds[0]["length_s"] == 23
     assert rounds[1]["injections"][0]["name"] == "cache-1"
-    assert rounds[0]["injections"][1]["args"] == {"name": "c2-r0-node2-1", "kind": "disk_io", "intensity": 70,
+    assert rounds[0]["injections"][1]["args"] == {"name": "c2-r0-h1-1", "kind": "disk_io", "intensity": 70,
                                                   "duration": 10,
                                                   "labels": {"campaign": "c2", "round": "0", "service": "node"}}
 
@@ -92,10 +92,25 @@ def test_an_explicit_campaign_groups_its_anomalies_by_round() -> None:
     ({"id": "c1", "random": {**RANDOM, "colour": "red"}}, "unknown keys"),
     ({"id": "c1", "anomalies": [{"host": "node9", "kind": "cpu", "intensity": 5, "duration": 5}]}, "not in the campaign"),
     ({"id": "c1", "anomalies": [{"host": "node1", "kind": "cpu"}]}, "no intensity, duration"),
+    ({"id": "c1", "anomalies": [{"host": "node1", "kind": "gpu", "intensity": 5, "duration": 5, "round": 3}]},
+     "kind 'gpu' is not known"),
+    ({"id": "c1", "anomalies": [{"host": "node1", "kind": "cpu", "intensity": 500, "duration": 5}]}, "outside 0..100"),
+    ({"id": "c1", "anomalies": [{"host": "node1", "kind": "cpu", "intensity": 5, "duration": 5, "name": "x"},
+                                {"host": "node2", "kind": "llc", "intensity": 5, "duration": 5, "name": "x"}]},
+     "used more than once"),
 ])
 def test_bad_campaigns_are_refused_by_the_filter(definition: dict[str, Any], message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         campaign_schedule(definition, list(HOSTVARS), HOSTVARS)
+
+
+def test_hosts_whose_names_share_a_long_prefix_get_distinct_injection_names() -> None:
+    hosts = {f"k8s-worker-node-{n:02d}.prod.example.com": {"anomaly_targets": [STORE, WEB]} for n in range(12)}
+    rounds = campaign_schedule({"id": "c" * 40, "random": {**RANDOM, "rounds": 150, "hosts_per_round": [3, 6]}},
+                               list(hosts), hosts)
+    names = [i["name"] for r in rounds for i in r["injections"]]
+    assert len(set(names)) == len(names)
+    assert max(len(n) for n in names) <= 63
 
 
 def test_targets_without_a_service_name_are_refused() -> None:

@@ -25,7 +25,7 @@ def test_a_yaml_file_overrides_services_by_name(tmp_path: Path) -> None:
     loaded = config.load(path)
     assert [i.name for i in loaded.instances() if i.service == "post-storage"] == ["post-storage-0", "post-storage-1"]
     assert loaded.service("post-storage").cpus == "1"
-    assert loaded.slo_ms["compose-post"] == 120 and loaded.slo_ms["read-home-timeline"] == 40
+    assert loaded.slo_ms["compose-post"] == 120 and loaded.slo_ms["read-home-timeline"] == 120
     assert loaded.rate_rps == 10
 
 
