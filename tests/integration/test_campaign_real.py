@@ -22,17 +22,12 @@ import yaml
 from ansible_collections.firm.core.plugins.filter.campaign_schedule import campaign_schedule
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup
 from tests.helpers.modules import REPO_ROOT, VENV_BIN, run_ansible_module
-
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('FIRM_REDIS_PORT', '6379')}/15"
+from tests.helpers.redis_db import REDIS_URL, connect
 
 
 @pytest.fixture
 def store() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_URL} ({exc}); `make test` starts one")
+    client = connect()
     yield client
     for key in client.scan_iter("firm:*test-*"):
         client.delete(key)

@@ -30,21 +30,15 @@ from firm.telemetry import (
     Sample,
     Sampler,
 )
+from tests.helpers.redis_db import REDIS_URL, connect
 from tests.integration.netpair import iperf3_throughput, veth_pair
 
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('FIRM_REDIS_PORT', '6379')}/15"
 BUSY = ["sh", "-c", "while :; do :; done"]
 
 
 @pytest.fixture
 def store() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"no Redis at {REDIS_URL} ({exc}); `make test` starts one"
-        print(reason)
-        pytest.skip(reason)
+    client = connect()
     yield client
     names = [str(n) for n in client.smembers("firm:telemetry:instances") if str(n).startswith("firm-test-")]
     for name in names:

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from firm.testbed import config as testbed_config
 from firm.testbed import experiment, lifecycle, network
 from firm.testbed.store import RedisTraceStore
 from tests.helpers.modules import run_ansible_module
+from tests.helpers.redis_db import REDIS_URL
 
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('FIRM_REDIS_PORT', '6379')}/15"
 EXPECTED_COMPOSE_SERVICES = {"frontend", "compose-post", "unique-id", "text", "url-shorten", "user-mention", "media",
                              "user", "post-storage", "user-timeline", "home-timeline", "social-graph"}
 
@@ -34,7 +35,10 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config
     if os.geteuid() != 0:
         pytest.skip("the testbed needs root")
     root = tmp_path_factory.mktemp("testbed")
-    config = dataclasses.replace(testbed_config.load(), subnet="203.0.113.0/24", bridge="firmtbt0",
+    defaults = testbed_config.load()
+    # user-mention runs two instances: callers must spread its requests over both (scale-out)
+    services = tuple(dataclasses.replace(s, instances=2) if s.name == "user-mention" else s for s in defaults.services)
+    config = dataclasses.replace(defaults, services=services, subnet="203.0.113.0/24", bridge="firmtbt0",
                                  namespace_prefix="firmtbt-", veth_prefix="ftt", cgroup_parent="firm-testbed-test",
                                  state_dir=str(root / "state"), data_dir=str(root / "data"), telemetry_redis=REDIS_URL)
     try:
@@ -101,6 +105,9 @@ def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
         assert all(s.parent_id in ids for s in trace.spans if s.parent_id is not None), trace.trace_id
     composed = [t for t in traces if t.spans[0].operation == "compose_post"]
     assert composed and all({s.service for s in t.spans} == EXPECTED_COMPOSE_SERVICES for t in composed)
+    mentions = Counter(s.instance for t in composed for s in t.spans if s.service == "user-mention" and s.kind == "server")
+    assert set(mentions) == {"user-mention-0", "user-mention-1"}
+    assert min(mentions.values()) >= 0.35 * sum(mentions.values())  # round robin, give or take retries
 
     telemetry = RedisTelemetrySource(REDIS_URL)
     for instance in testbed.instances():

@@ -21,7 +21,7 @@ from rich.table import Table
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
-from firm.load.stats import WindowStats
+from firm.load.stats import WindowStats, percentile
 from firm.testbed import config as testbed_config
 from firm.testbed import experiment, lifecycle, network
 from firm.testbed.store import RedisTraceStore
@@ -91,16 +91,35 @@ def status_command(config_path: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"frontend": state["frontend"], "instances": rows}, indent=2))
         return
-    table = Table(title=f"firm testbed: frontend {state['frontend']}")
-    for column in ("instance", "address", "running", "answers (ms)", "CPUs", "CPU quota", "weight", "memory max",
-                   "CPU used"):
-        table.add_column(column)
+    table = Table(title=f"firm testbed: frontend {state['frontend']}; latency of the last {LATENCY_WINDOW_S} s")
+    for column in ("instance", "running", "answers ms", "requests", "p50 ms", "p99 ms", "CPUs", "CPU quota",
+                   "weight", "memory max", "CPU used"):
+        table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(row["name"], row["address"], "yes" if row["running"] else "[red]no[/red]",
-                      f"{row['health_ms']:.1f}" if row["health_ms"] is not None else "[red]no[/red]",
+        table.add_row(row["name"], "yes" if row["running"] else "[red]no[/red]",
+                      f"{row['health_ms']:.1f}" if row["health_ms"] is not None else "-",
+                      str(row["requests"]), _ms(row["p50_ms"]), _ms(row["p99_ms"]),
                       row["cpus"], row["cpu_quota"], str(row["cpu_weight"]), row["memory_max"],
                       f"{row['cpu_used_cores']:.2f}")
     Console().print(table)
+
+
+LATENCY_WINDOW_S = 30
+"""How far back `firm testbed status` looks for each instance's latency (its server spans)."""
+
+
+def _server_latencies(state: dict[str, Any]) -> dict[str, list[float]]:
+    """Per instance, the durations (ms) of the requests it served in the last LATENCY_WINDOW_S."""
+    now = int(time.time() * 1e6)
+    try:
+        records = RedisTraceStore.at(state["redis_address"]).records(now - LATENCY_WINDOW_S * 1_000_000, now)
+    except redis.RedisError:
+        return {}
+    latencies: dict[str, list[float]] = {}
+    for record in records:
+        if record.get("kind") == "server" and record["start_us"] >= now - LATENCY_WINDOW_S * 1_000_000:
+            latencies.setdefault(record["instance"], []).append(record["duration_us"] / 1000)
+    return latencies
 
 
 async def _instance_rows(config: testbed_config.TestbedConfig, state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,6 +129,7 @@ async def _instance_rows(config: testbed_config.TestbedConfig, state: dict[str, 
     started = time.monotonic()
     health = {name: await lifecycle.health(config, instance) if name != "redis" else None
               for name, instance in instances.items()}
+    served = _server_latencies(state)
     await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
     elapsed = time.monotonic() - started
     rows = []
@@ -122,7 +142,9 @@ async def _instance_rows(config: testbed_config.TestbedConfig, state: dict[str, 
         rows.append({
             "name": entry["name"], "service": entry["service"], "address": entry["address"],
             "running": bool(entry.get("process")) and ProcessRef(**entry["process"]).alive(),
-            "health_ms": health.get(entry["name"]), "cpus": limits["cpuset_cpus"],
+            "health_ms": health.get(entry["name"]), "requests": len(served.get(entry["name"], [])),
+            "p50_ms": percentile(served.get(entry["name"], []), 50), "p99_ms": percentile(served.get(entry["name"], []), 99),
+            "cpus": limits["cpuset_cpus"],
             "cpu_quota": "unlimited" if quota < 0 else f"{quota / int(limits['cpu_period_us']):.2f} CPU",  # type: ignore[call-overload]
             "cpu_weight": limits["cpu_weight"],
             "memory_max": "unlimited" if memory < 0 else f"{memory >> 20} MiB",

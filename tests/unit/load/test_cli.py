@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from firm.cli import main
+from tests.helpers.redis_db import REDIS_URL, connect
 from tests.unit.load.frontend import running_frontend
-
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('FIRM_REDIS_PORT', '6379')}/15"
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -72,13 +69,7 @@ def test_trace_with_peak_and_speedup(tmp_path: Path) -> None:
 
 
 def test_stores_in_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"no Redis at {REDIS_URL} ({exc}); `make services` starts one"
-        print(reason)
-        pytest.skip(reason)
+    client = connect()
     client.delete("firm:requests", "firm:latency")
     try:
         with running_frontend() as frontend:

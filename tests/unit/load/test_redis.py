@@ -6,7 +6,6 @@ Needs the Redis that `make test` starts (FIRM_REDIS_PORT, default 6379); skipped
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -15,20 +14,13 @@ import pytest
 import redis
 
 from firm.load import ConstantRate, LoadError, LoadSpec, RedisOutput, parse_slos, run_load
+from tests.helpers.redis_db import REDIS_URL, connect
 from tests.unit.load.frontend import FrontendOptions, running_frontend
-
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('FIRM_REDIS_PORT', '6379')}/15"
 
 
 @pytest.fixture
 def store() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"no Redis at {REDIS_URL} ({exc}); `make services` starts one"
-        print(reason)
-        pytest.skip(reason)
+    client = connect()
     yield client
     for key in client.scan_iter("firm:test-load-*"):
         client.delete(key)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -24,9 +23,8 @@ from firm.telemetry import (
     TelemetryError,
     TelemetrySource,
 )
+from tests.helpers.redis_db import REDIS_URL, connect
 from tests.unit.plugins.cgroup_tree import FakeCgroupRoot
-
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('FIRM_REDIS_PORT', '6379')}/15"
 
 
 @pytest.fixture
@@ -156,13 +154,7 @@ def test_memory_telemetry_is_a_bounded_source() -> None:
 
 @pytest.fixture
 def store() -> Iterator[tuple[redis.Redis, str]]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"no Redis at {REDIS_URL} ({exc}); `make services` starts one"
-        print(reason)
-        pytest.skip(reason)
+    client = connect()
     prefix = f"firm:test-telemetry-{uuid.uuid4().hex[:8]}"
     yield client, prefix
     for key in client.scan_iter(f"{prefix}:*"):
