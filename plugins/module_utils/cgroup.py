@@ -670,6 +670,10 @@ def _plan_cpu_max(group: Group, settings: CgroupSettings) -> list[Write]:
         writes.append(Write("cpu_period_us", group.file("cpu", "cpu.cfs_period_us"), str(period)))
     if quota != quota_now and quota is not None:
         writes.append(Write("cpu_quota_us", group.file("cpu", "cpu.cfs_quota_us"), str(quota)))
+    # v1 checks quota/period against the parent's on each write: a shorter period goes in after the
+    # quota, a longer one before it, so the ratio in between never exceeds both the old and the new.
+    if period_now is not None and period < period_now:
+        writes.reverse()
     return writes
 
 

@@ -101,6 +101,17 @@ def test_changing_only_the_quota_keeps_the_period(fake: FakeCgroupRoot) -> None:
     assert len(writes) == 1
 
 
+@pytest.mark.parametrize(("period", "order"), [(50000, ["cpu_quota_us", "cpu_period_us"]),
+                                               (200000, ["cpu_period_us", "cpu_quota_us"])])
+def test_v1_writes_quota_and_period_in_the_order_that_never_exceeds_the_parent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, period: int, order: list[str]) -> None:
+    fake = FakeCgroupRoot(tmp_path / "cg", 1)
+    install_kernel_dirs(monkeypatch, fake)
+    group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=50000, cpu_period_us=100000))
+    writes = cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=20000, cpu_period_us=period))
+    assert [w.knob for w in writes] == order
+
+
 @pytest.mark.parametrize(("weight", "shares"), [(100, 1024), (1, 10), (10000, 102400), (50, 512)])
 def test_weight_maps_to_shares_on_v1_and_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weight: int,
                                               shares: int) -> None:
