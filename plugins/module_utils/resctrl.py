@@ -725,15 +725,6 @@ def plan_schemata(info: ResctrlInfo, current: Schemata,
     return lines
 
 
-def _parse_domain(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise ValueError(value)
-
 
 def parse_mask(value: object) -> int:
     """A cache mask: an integer, or hex text as the kernel writes it (``7f0`` or ``0x7f0``)."""
@@ -746,8 +737,8 @@ def parse_mask(value: object) -> int:
     raise ValueError(value)
 
 
-def parse_bandwidth(value: object) -> int:
-    """A bandwidth: an integer, or decimal text."""
+def parse_decimal(value: object) -> int:
+    """A bandwidth or a domain id: an integer, or decimal text."""
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int):
@@ -764,7 +755,7 @@ def _expand(option: str, value: object, domains: Sequence[int], *, parse: Callab
         out: dict[int, int] = {}
         for key, item in value.items():
             try:
-                domain = _parse_domain(key)
+                domain = parse_decimal(key)
             except ValueError:
                 problems.append(f"{option}: domain id {key!r} is not a number")
                 continue
@@ -814,7 +805,7 @@ def build_request(info: ResctrlInfo, l3: object = None, l3_code: object = None, 
             problems.append(_missing_resource(info, "MB"))
         else:
             kind = f"a bandwidth in {info.mba.unit}"
-            request["MB"] = _expand("mb", mb, info.mba.domains, parse=parse_bandwidth, kind=kind,
+            request["MB"] = _expand("mb", mb, info.mba.domains, parse=parse_decimal, kind=kind,
                                     problems=problems)
     if problems:
         raise ResctrlInputError(
