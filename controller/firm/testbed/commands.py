@@ -248,6 +248,7 @@ class LiveView:
 
     def __init__(self, config: testbed_config.TestbedConfig, plan: experiment.RunPlan) -> None:
         self.plan = plan
+        self.window_s = config.slo_window_s
         self.started = time.time()
         self.last: dict[str, WindowStats] = {}
         self.violated: dict[str, int] = {}
@@ -275,7 +276,8 @@ class LiveView:
     def render(self) -> Table:
         elapsed = time.time() - self.started
         table = Table(title=f"{elapsed:.0f} / {self.plan.duration_s:.0f} s   {self._anomaly_state(elapsed)}")
-        for column in ("request type", "requests/s", "p50 ms", "p99 ms", "SLO ms", "", "windows over SLO"):
+        for column in ("request type", f"requests in {self.window_s:g} s", "p50 ms", "p99 ms", "SLO ms", "",
+                       "windows over SLO"):
             table.add_column(column, justify="right")
         for name, window in sorted(self.last.items()):
             over = window.violated
