@@ -12,13 +12,15 @@ from rich.console import Console
 
 from firm import __version__, preflight
 from firm.load.cli import load_command
+from firm.loop import cli as loop_cli
 from firm.testbed import commands as testbed_commands
 from firm.tracing import (
     JaegerClient,
     Trace,
     TraceError,
+    TraceReader,
     critical_paths,
-    load_traces,
+    load_trace_files,
     parse_duration_us,
     trace_features,
 )
@@ -46,15 +48,20 @@ def preflight_command(as_json: bool, no_pqos: bool) -> None:
         preflight.render(facts, Console())
 
 
-def _load_all(files: tuple[Path, ...]) -> list[tuple[Path, list[Trace]]]:
-    """Every trace of every file; a bad file stops the command with its name in the message."""
-    out: list[tuple[Path, list[Trace]]] = []
-    for f in files:
-        try:
-            out.append((f, load_traces(f)))
-        except TraceError as err:
-            raise click.ClickException(str(err)) from err
-    return out
+def _load_all(files: tuple[Path, ...]) -> TraceReader:
+    """Every trace of every file, as one input (a trace split over files is one trace).
+
+    A bad file stops the command with its name in the message; diagnostics (query-API errors,
+    refused spans, dropped traces) are printed to stderr.
+    """
+    try:
+        reader = load_trace_files(files)
+        reader.traces()
+    except TraceError as err:
+        raise click.ClickException(str(err)) from err
+    for message in reader.diagnostics:
+        click.echo(f"warning: {message}", err=True)
+    return reader
 
 
 @main.command("critical-path")
@@ -70,14 +77,16 @@ def critical_path_cmd(files: tuple[Path, ...], tolerance: int, compact: bool) ->
     operation, trimmed start and end, selfTime on the path, all in microseconds) and Jaeger UI's
     sections {spanID, sectionStart, sectionEnd}, backwards in time.
     """
-    out: list[dict[str, object]] = []
-    for f, traces in _load_all(files):
-        try:
-            paths = critical_paths(traces, overlap_tolerance_us=tolerance)
-        except TraceError as err:
-            raise click.ClickException(f"{f}: {err}") from err
-        for t, cp in zip(traces, paths, strict=True):
-            out.append({"source": str(f), **cp.as_dict(), "warnings": list(t.warnings)})
+    reader = _load_all(files)
+    traces = reader.traces()
+    try:
+        paths = critical_paths(traces, overlap_tolerance_us=tolerance)
+    except TraceError as err:
+        raise click.ClickException(str(err)) from err
+    out: list[dict[str, object]] = [
+        {"source": ", ".join(reader.sources(t.trace_id)), **cp.as_dict(), "warnings": list(t.warnings)}
+        for t, cp in zip(traces, paths, strict=True)
+    ]
     click.echo(json.dumps({"traces": out}, indent=None if compact else 2))
 
 
@@ -143,7 +152,7 @@ def features_cmd(
             raise click.UsageError("give trace FILES, or --jaeger-url with --service")
         if service or operation or window or limit:
             raise click.UsageError("--service, --operation, --window and --limit apply to --jaeger-url only")
-        traces = [t for _, ts in _load_all(files) for t in ts]
+        traces = _load_all(files).traces()
     try:
         result = trace_features(traces, min_samples=min_samples, overlap_tolerance_us=tolerance)
     except TraceError as err:
@@ -158,3 +167,9 @@ main.add_command(testbed_commands.testbed)
 
 
 main.add_command(load_command)
+
+
+
+
+main.add_command(loop_cli.run_command)
+main.add_command(loop_cli.audit_command)

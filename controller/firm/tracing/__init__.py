@@ -27,9 +27,23 @@ from firm.tracing.errors import (
 from firm.tracing.features import InstanceFeatures, WindowFeatures, trace_features, window_features
 from firm.tracing.jaeger import JaegerClient, TraceSource
 from firm.tracing.model import RefType, Span, Trace
-from firm.tracing.parse import load_traces, loads_traces, parse_duration_us, parse_traces
+from firm.tracing.parse import (
+    INSTANCE_KEYS,
+    MAX_DURATION_US,
+    MAX_TIME_US,
+    TraceReader,
+    canonical_trace_id,
+    load_trace_files,
+    load_traces,
+    loads_traces,
+    parse_duration_us,
+    parse_traces,
+)
 
 __all__ = [
+    "INSTANCE_KEYS",
+    "MAX_DURATION_US",
+    "MAX_TIME_US",
     "CriticalPath",
     "InstanceFeatures",
     "JaegerClient",
@@ -45,11 +59,14 @@ __all__ = [
     "Trace",
     "TraceError",
     "TraceParseError",
+    "TraceReader",
     "TraceSource",
     "WindowFeatures",
+    "canonical_trace_id",
     "critical_path",
     "critical_path_walk",
     "critical_paths",
+    "load_trace_files",
     "load_traces",
     "loads_traces",
     "parse_duration_us",

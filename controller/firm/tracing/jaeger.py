@@ -27,7 +27,7 @@ from firm.tracing.errors import (
     JaegerResponseError,
 )
 from firm.tracing.model import Trace
-from firm.tracing.parse import parse_traces
+from firm.tracing.parse import TraceReader
 
 __all__ = ["RETRY_STATUSES", "JaegerClient", "TraceSource"]
 
@@ -157,7 +157,12 @@ class JaegerClient:
             )
         if doc["data"] is None:
             return []
-        return parse_traces(doc, source=url)
+        reader = TraceReader()
+        reader.read_document(doc, source=url)
+        traces = reader.traces()
+        for message in reader.diagnostics:
+            log.warning("%s", message)
+        return traces
 
     @staticmethod
     def _string_list(doc: Any) -> list[str]:

@@ -22,27 +22,66 @@ What is repaired rather than refused, each with a warning on the trace:
   client's child, and the other spans under that ID moving to the server span, as Jaeger's own
   query service does; any other repeat is renamed ``<id>~2``, ``<id>~3``...
 
-Everything else that is malformed (missing or non-integer times, negative durations, unknown
-process IDs, unknown reference types) raises :class:`TraceParseError` naming the source, the trace
-and the span.
+Trace identity is decided once, by :class:`TraceReader`, across every document and file of a
+command: trace IDs are compared in one spelling (:func:`canonical_trace_id`: lower-case hex without
+the zero high half Jaeger drops, so ``00000000000000000000000000000001`` and ``0000000000000001``
+are one trace), the spans of one trace are gathered from every input (exporters flush in batches),
+and a trace that arrives twice is one request (exact repeats of a span are dropped).
+
+Instance identity has one rule in every format: the first non-empty of the process tags (Jaeger)
+or resource attributes (OTLP) named in :data:`INSTANCE_KEYS` (``hostname``, as Jaeger clients and
+DeathStarBench write it; ``host.name``, ``k8s.pod.name`` and ``service.instance.id``, as
+OpenTelemetry SDKs write it; ``ip``), else the service name: replicas are told apart, and a
+replica's spans from different processes are one instance.
+
+Every number read from a trace is range-checked: a start outside ``[0, MAX_TIME_US)``, a negative
+duration, one longer than :data:`MAX_DURATION_US` (a wrapped unsigned 64-bit value, or one near
+2^63) or an OTLP span that ends before it starts is refused: the span is dropped with a warning
+naming it (its children become roots), and a trace left with no span is dropped with a warning.
+
+Diagnostics that concern no single trace (the query API's per-trace ``errors``, dropped traces)
+are collected in :attr:`TraceReader.diagnostics` for the command to print.
+
+Everything else that is malformed (missing or non-integer times, unknown process IDs, unknown
+reference types) raises :class:`TraceParseError` naming the source, the trace and the span.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from firm.tracing.errors import TraceParseError
 from firm.tracing.model import RefType, Span, TagValue, Trace
 
-__all__ = ["load_traces", "loads_traces", "parse_duration_us", "parse_traces"]
+__all__ = [
+    "INSTANCE_KEYS",
+    "MAX_DURATION_US",
+    "MAX_TIME_US",
+    "TraceReader",
+    "canonical_trace_id",
+    "load_trace_files",
+    "load_traces",
+    "loads_traces",
+    "parse_duration_us",
+    "parse_traces",
+]
+
+INSTANCE_KEYS = ("hostname", "host.name", "k8s.pod.name", "service.instance.id", "ip")
+"""Tags (Jaeger process tags, OTLP resource attributes) naming a span's instance, first non-empty wins."""
+
+MAX_DURATION_US = 7 * 24 * 3600 * 1_000_000
+"""The longest span duration believed, microseconds (a week); longer ones are refused."""
+
+MAX_TIME_US = 2**53
+"""Span starts and ends must lie in ``[0, MAX_TIME_US)`` microseconds since the epoch (year 2255)."""
 
 _FORMATS_HINT = (
     'expected Jaeger query-API JSON ({"data": [...]}), a Jaeger trace ({"traceID", "spans", '
@@ -64,52 +103,180 @@ _OTLP_KINDS = {
 
 
 def load_traces(path: str | Path) -> list[Trace]:
-    """Read every trace of a JSON file (any accepted form)."""
-    p = Path(path)
-    try:
-        text = p.read_bytes()
-    except OSError as err:
-        raise TraceParseError(f"cannot read the file: {err.strerror or err}", source=str(p)) from err
-    return loads_traces(text, source=str(p))
+    """Read every trace of one file (any accepted form, JSON Lines too), merged by trace ID."""
+    reader = TraceReader()
+    reader.read_file(path)
+    return reader.traces()
+
+
+def load_trace_files(paths: Iterable[str | Path]) -> TraceReader:
+    """Read every trace of several files as one input: a trace split over files is one trace.
+
+    Returns the reader: :meth:`TraceReader.traces` and :attr:`TraceReader.diagnostics`. Raises
+    :class:`TraceParseError` naming the file for a file that cannot be read or parsed.
+    """
+    reader = TraceReader()
+    for path in paths:
+        reader.read_file(path)
+    return reader
 
 
 def loads_traces(text: str | bytes, source: str = "<input>") -> list[Trace]:
-    """Parse every trace of a JSON text (any accepted form)."""
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TraceParseError(f"not valid JSON: {err}", source=source, fix=_FORMATS_HINT) from err
-    return parse_traces(doc, source=source)
+    """Parse every trace of a JSON (or JSON Lines) text (any accepted form)."""
+    reader = TraceReader()
+    reader.read_text(text, source)
+    return reader.traces()
 
 
 def parse_traces(doc: Any, source: str = "<input>") -> list[Trace]:
     """Turn a decoded JSON document (any accepted form) into traces, in document order."""
+    reader = TraceReader()
+    reader.read_document(doc, source)
+    return reader.traces()
+
+
+def canonical_trace_id(trace_id: str) -> str:
+    """One spelling of a trace ID: lower-case hex, 16 digits when the high half is zero, else 32.
+
+    IDs that are not hex (``"t1"``) are kept as given, stripped of white space.
+    """
+    text = trace_id.strip()
+    low = text.lower()
+    if not low or len(low) > 32 or any(c not in "0123456789abcdef" for c in low):
+        return text
+    digits = low.lstrip("0")
+    return digits.rjust(16 if len(digits) <= 16 else 32, "0")
+
+
+class TraceReader:
+    """Collects spans from any number of documents and files, then builds one trace per trace ID.
+
+    Not thread-safe. ``diagnostics`` holds messages for the user that concern no single trace.
+    """
+
+    def __init__(self) -> None:
+        self._traces: dict[str, _Assembler] = {}
+        self._parts: dict[str, int] = {}
+        self._built: list[Trace] | None = None
+        self.diagnostics: list[str] = []
+        """Query-API errors, repeated or split traces, dropped traces and refused spans."""
+
+    def read_file(self, path: str | Path) -> None:
+        """Add every trace of the file at ``path``."""
+        p = Path(path)
+        try:
+            text = p.read_bytes()
+        except OSError as err:
+            raise TraceParseError(f"cannot read the file: {err.strerror or err}", source=str(p)) from err
+        self.read_text(text, str(p))
+
+    def read_text(self, text: str | bytes, source: str = "<input>") -> None:
+        """Add every trace of a JSON text, or of a JSON Lines text (one document a line)."""
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data":
+                self._read_lines(text, source)
+                return
+            raise TraceParseError(f"not valid JSON: {err}", source=source, fix=_FORMATS_HINT) from err
+        self.read_document(doc, source)
+
+    def _read_lines(self, text: str | bytes, source: str) -> None:
+        raw = text.decode() if isinstance(text, bytes) else text
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TraceParseError(f"line {number} is not valid JSON: {err}", source=source,
+                                      fix="give one JSON document per line (JSON Lines), or one JSON document") from err
+            self.read_document(doc, f"{source}:{number}")
+
+    def read_document(self, doc: Any, source: str = "<input>") -> None:
+        """Add every trace of a decoded JSON document (any accepted form)."""
+        for asm in _parse_document(doc, source, self.diagnostics):
+            self._add(asm)
+
+    def _add(self, asm: _Assembler) -> None:
+        self._built = None
+        key = canonical_trace_id(asm.trace_id)
+        self._parts[key] = self._parts.get(key, 0) + 1
+        held = self._traces.get(key)
+        if held is None:
+            asm.trace_id = key
+            self._traces[key] = asm
+            return
+        held.raws.extend(asm.raws)
+        held.warnings.extend(asm.warnings)
+        held.refused += asm.refused
+        if asm.source not in held.sources:
+            held.sources.append(asm.source)
+
+    def traces(self) -> list[Trace]:
+        """The traces read so far, in the order their IDs were first seen (built once, then cached)."""
+        if self._built is None:
+            self._built = []
+            for key, asm in self._traces.items():
+                if not asm.raws and asm.refused:
+                    where = ", ".join(asm.sources)
+                    self.diagnostics.append(f"{where}: trace {key} dropped: every span of it was refused")
+                    continue
+                parts = self._parts[key]
+                if parts > 1:
+                    where = " and ".join(asm.sources)
+                    asm.warnings.append(
+                        f"trace {key}: came in {parts} parts ({where}); its spans are merged into one request")
+                self._built.append(asm.build())
+        return list(self._built)
+
+    def sources(self, trace_id: str) -> list[str]:
+        """The documents the spans of ``trace_id`` came from."""
+        asm = self._traces.get(canonical_trace_id(trace_id))
+        return list(asm.sources) if asm else []
+
+
+def _parse_document(doc: Any, source: str, diagnostics: list[str]) -> list[_Assembler]:
     if isinstance(doc, list):
-        return [_parse_jaeger_trace(t, source, i) for i, t in enumerate(doc)]
+        return [_parse_jaeger_trace(t, source, i, diagnostics) for i, t in enumerate(doc)]
     if not isinstance(doc, dict):
         raise TraceParseError(f"a JSON {type(doc).__name__} is not a trace document", source=source,
                               fix=_FORMATS_HINT)
     if "resourceSpans" in doc:
-        return _parse_otlp(doc, source)
+        return _parse_otlp(doc, source, diagnostics)
     result = doc.get("result")
     if isinstance(result, dict) and "resourceSpans" in result:
-        return _parse_otlp(result, source)
+        return _parse_otlp(result, source, diagnostics)
     if "data" in doc:
         data = doc["data"]
+        errors = doc.get("errors") or []
+        messages = [_query_error(e) for e in errors] if isinstance(errors, list) else [str(errors)]
         if data is None:
-            errors = doc.get("errors") or []
-            msgs = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in errors)
+            msgs = "; ".join(messages)
             raise TraceParseError(f"the document holds no traces{': ' + msgs if msgs else ''}",
                                   source=source)
         if not isinstance(data, list):
             raise TraceParseError('"data" must be a list of traces', source=source, fix=_FORMATS_HINT)
-        return [_parse_jaeger_trace(t, source, i) for i, t in enumerate(data)]
+        diagnostics.extend(f"{source}: the query API reported an error: {m}" for m in messages)
+        return [_parse_jaeger_trace(t, source, i, diagnostics) for i, t in enumerate(data)]
     if "spans" in doc:
         spans = doc["spans"]
         if isinstance(spans, list) and spans and isinstance(spans[0], dict) and "spanId" in spans[0]:
-            return [_parse_domain_trace(doc, source)]
-        return [_parse_jaeger_trace(doc, source, 0)]
+            return [_parse_domain_trace(doc, source, diagnostics)]
+        return [_parse_jaeger_trace(doc, source, 0, diagnostics)]
     raise TraceParseError("unrecognised trace document", source=source, fix=_FORMATS_HINT)
+
+
+def _query_error(error: Any) -> str:
+    """One query-API error (``{"code", "msg", "traceID"}``) as text."""
+    if not isinstance(error, dict):
+        return str(error)
+    text = str(error.get("msg", "")) or "no message"
+    if error.get("code") is not None:
+        text += f" (code {error['code']})"
+    if error.get("traceID"):
+        text = f"trace {canonical_trace_id(str(error['traceID']))}: {text}"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,18 +322,19 @@ _RFC3339 = re.compile(
 
 
 def _rfc3339_us(text: str) -> int:
-    m = _RFC3339.match(text.strip())
-    if not m:
+    """Microseconds since the epoch of an RFC 3339 time; ``ValueError`` on an impossible date."""
+    t = text.strip()
+    if not _RFC3339.match(t):
         raise ValueError(f"not an RFC 3339 time: {text!r}")
-    y, mo, d, h, mi, sec = (int(m.group(i)) for i in range(1, 7))
-    frac = (m.group(7) or "")[:6].ljust(6, "0")
-    tz = m.group(8)
-    offset = 0
-    if tz not in ("Z", "z"):
-        tzs = tz.replace(":", "")
-        offset = (int(tzs[1:3]) * 3600 + int(tzs[3:5]) * 60) * (1 if tzs[0] == "+" else -1)
-    secs = calendar.timegm((y, mo, d, h, mi, sec, 0, 0, 0)) - offset
-    return secs * 1_000_000 + int(frac)
+    normal = t[:10] + "T" + t[11:]
+    if normal[-1] in "Zz":
+        normal = normal[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(normal)
+    except ValueError as err:
+        raise ValueError(f"not an RFC 3339 time: {text!r} ({err})") from None
+    delta = moment - datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +360,25 @@ class _Raw:
 class _Assembler:
     source: str
     trace_id: str
+    diagnostics: list[str]
     raws: list[_Raw] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    refused: int = 0
+
+    def __post_init__(self) -> None:
+        self.sources.append(self.source)
+
+    def add(self, raw: _Raw) -> None:
+        """Keep ``raw`` unless one of its numbers is out of range (then warn and drop it)."""
+        problem = _range_problem(raw.start, raw.duration)
+        if problem is None:
+            self.raws.append(raw)
+            return
+        self.refused += 1
+        message = f"{self.source}: trace {self.trace_id}, span {raw.span_id} refused: {problem}"
+        self.warnings.append(message)
+        self.diagnostics.append(message)
 
     def build(self) -> Trace:
         if not self.raws:
@@ -269,6 +454,18 @@ class _Assembler:
         self.raws = kept
 
 
+def _range_problem(start: int, duration: int) -> str | None:
+    """Why a span's start or duration (microseconds) cannot be believed, or None."""
+    if duration < 0:
+        return f"negative duration {duration} us"
+    if duration > MAX_DURATION_US:
+        return (f"duration {duration} us is longer than a week (a wrapped or corrupt value; "
+                f"at most {MAX_DURATION_US} us is believed)")
+    if not 0 <= start < MAX_TIME_US or start + duration >= MAX_TIME_US:
+        return f"start {start} us is outside [0, {MAX_TIME_US}) microseconds since the epoch"
+    return None
+
+
 def _fail(asm: _Assembler, span_id: str | None, message: str) -> TraceParseError:
     return TraceParseError(message, source=asm.source, trace_id=asm.trace_id, span_id=span_id)
 
@@ -306,9 +503,10 @@ def _jaeger_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
     return tuple(out)
 
 
-def _instance_of(service: str, tags: Iterable[tuple[str, TagValue]], keys: tuple[str, ...]) -> str:
+def _instance_of(service: str, tags: Iterable[tuple[str, TagValue]]) -> str:
+    """The instance a process's tags name (:data:`INSTANCE_KEYS`), else the service."""
     found = dict(tags)
-    for k in keys:
+    for k in INSTANCE_KEYS:
         v = found.get(k)
         if v not in (None, ""):
             return str(v)
@@ -324,7 +522,7 @@ def _ref_type(asm: _Assembler, span_id: str, value: Any) -> RefType:
     raise _fail(asm, span_id, f"unknown reference type {value!r} (expected CHILD_OF or FOLLOWS_FROM)")
 
 
-def _parse_jaeger_trace(doc: Any, source: str, position: int) -> Trace:
+def _parse_jaeger_trace(doc: Any, source: str, position: int, diagnostics: list[str]) -> _Assembler:
     if not isinstance(doc, dict):
         raise TraceParseError(f"trace #{position} is a JSON {type(doc).__name__}, not an object",
                               source=source, fix=_FORMATS_HINT)
@@ -336,7 +534,7 @@ def _parse_jaeger_trace(doc: Any, source: str, position: int) -> Trace:
     if not isinstance(trace_id, str) or not trace_id:
         first = spans[0] if spans and isinstance(spans[0], dict) else {}
         trace_id = str(first.get("traceID") or f"#{position}")
-    asm = _Assembler(source, trace_id)
+    asm = _Assembler(source, trace_id, diagnostics)
     processes = doc.get("processes") or {}
     if not isinstance(processes, dict):
         raise _fail(asm, None, '"processes" must be an object')
@@ -345,10 +543,10 @@ def _parse_jaeger_trace(doc: Any, source: str, position: int) -> Trace:
         if not isinstance(proc, dict) or not isinstance(proc.get("serviceName"), str):
             raise _fail(asm, None, f'process {pid} has no "serviceName"')
         service = proc["serviceName"]
-        procs[pid] = (service, _instance_of(service, _jaeger_tags(proc.get("tags")), ("hostname", "ip")))
+        procs[pid] = (service, _instance_of(service, _jaeger_tags(proc.get("tags"))))
     for k, s in enumerate(spans):
-        asm.raws.append(_jaeger_span(asm, procs, s, k))
-    return asm.build()
+        asm.add(_jaeger_span(asm, procs, s, k))
+    return asm
 
 
 def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, k: int) -> _Raw:
@@ -359,11 +557,9 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
         raise _fail(asm, f"#{k}", '"spanID" is missing or not a string')
     start = _int_field(asm, span_id, s, "startTime")
     duration = _int_field(asm, span_id, s, "duration")
-    if duration < 0:
-        raise _fail(asm, span_id, f"negative duration {duration} us")
     if "process" in s and isinstance(s["process"], dict) and "serviceName" in s["process"]:
         service = str(s["process"]["serviceName"])
-        instance = _instance_of(service, _jaeger_tags(s["process"].get("tags")), ("hostname", "ip"))
+        instance = _instance_of(service, _jaeger_tags(s["process"].get("tags")))
     else:
         pid = s.get("processID")
         if not isinstance(pid, str) or pid not in procs:
@@ -424,13 +620,13 @@ def _domain_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
     return tuple(out)
 
 
-def _parse_domain_trace(doc: dict[str, Any], source: str) -> Trace:
+def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]) -> _Assembler:
     spans = doc["spans"]
     try:
         trace_id = _b64_hex(spans[0].get("traceId"))
     except ValueError as err:
         raise TraceParseError(str(err), source=source, trace_id="?", span_id="#0") from None
-    asm = _Assembler(source, trace_id)
+    asm = _Assembler(source, trace_id, diagnostics)
     for w in doc.get("warnings") or []:
         asm.warnings.append(str(w))
     pmap: dict[str, Any] = {}
@@ -452,13 +648,11 @@ def _parse_domain_trace(doc: dict[str, Any], source: str) -> Trace:
             duration = parse_duration_us(str(s.get("duration", "")))
         except ValueError as err:
             raise _fail(asm, span_id, f'"duration": {err}') from None
-        if duration < 0:
-            raise _fail(asm, span_id, f"negative duration {duration} us")
         proc = s.get("process") or pmap.get(str(s.get("processId")))
         if not isinstance(proc, dict) or not isinstance(proc.get("serviceName"), str):
             raise _fail(asm, span_id, "the span has no process with a serviceName")
         service = proc["serviceName"]
-        instance = _instance_of(service, _domain_tags(proc.get("tags")), ("hostname", "ip"))
+        instance = _instance_of(service, _domain_tags(proc.get("tags")))
         refs: list[tuple[RefType, str]] = []
         for ref in s.get("references") or []:
             if not isinstance(ref, dict):
@@ -473,9 +667,9 @@ def _parse_domain_trace(doc: dict[str, Any], source: str) -> Trace:
                 refs.append((rtype, ref_span))
         tags = _domain_tags(s.get("tags"))
         kind = str(dict(tags).get("span.kind", "")).lower()
-        asm.raws.append(_Raw(span_id, service, instance, str(s.get("operationName", "")), start,
-                             duration, refs, kind, tags))
-    return asm.build()
+        asm.add(_Raw(span_id, service, instance, str(s.get("operationName", "")), start,
+                     duration, refs, kind, tags))
+    return asm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,7 +746,7 @@ def _otlp_ns(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) ->
         raise _fail(asm, span_id, f'"{key}" must be an integer of nanoseconds, not {v!r}') from None
 
 
-def _parse_otlp(doc: Mapping[str, Any], source: str) -> list[Trace]:
+def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> list[_Assembler]:
     rs_list = doc.get("resourceSpans")
     if not isinstance(rs_list, list):
         raise TraceParseError('"resourceSpans" must be a list', source=source, fix=_FORMATS_HINT)
@@ -562,7 +756,7 @@ def _parse_otlp(doc: Mapping[str, Any], source: str) -> list[Trace]:
             raise TraceParseError("a resourceSpans entry must be a JSON object", source=source)
         attrs = dict(_otlp_attrs((rs.get("resource") or {}).get("attributes")))
         service = str(attrs.get("service.name") or "unknown_service")
-        instance = _instance_of(service, attrs.items(), ("host.name", "service.instance.id"))
+        instance = _instance_of(service, attrs.items())
         scopes = rs.get("scopeSpans", rs.get("instrumentationLibrarySpans")) or []
         for scope in scopes:
             for k, s in enumerate((scope or {}).get("spans") or []):
@@ -573,15 +767,15 @@ def _parse_otlp(doc: Mapping[str, Any], source: str) -> list[Trace]:
                 except ValueError as err:
                     raise TraceParseError(f'"traceId": {err}', source=source, trace_id="?",
                                           span_id=str(s.get("spanId", f"#{k}"))) from None
-                asm = traces.setdefault(trace_id, _Assembler(source, trace_id))
+                asm = traces.get(trace_id)
+                if asm is None:
+                    asm = traces[trace_id] = _Assembler(source, trace_id, diagnostics)
                 try:
                     span_id = _otlp_id(s.get("spanId"), 8)
                 except ValueError as err:
                     raise _fail(asm, f"#{k}", f'"spanId": {err}') from None
                 start_ns = _otlp_ns(asm, span_id, s, "startTimeUnixNano")
                 end_ns = _otlp_ns(asm, span_id, s, "endTimeUnixNano")
-                if end_ns < start_ns:
-                    raise _fail(asm, span_id, f"ends ({end_ns} ns) before it starts ({start_ns} ns)")
                 refs: list[tuple[RefType, str]] = []
                 parent = s.get("parentSpanId")
                 if parent:
@@ -590,9 +784,9 @@ def _parse_otlp(doc: Mapping[str, Any], source: str) -> list[Trace]:
                     except ValueError as err:
                         raise _fail(asm, span_id, f'"parentSpanId": {err}') from None
                 start = start_ns // 1000
-                asm.raws.append(_Raw(span_id, service, instance, str(s.get("name", "")), start,
-                                     end_ns // 1000 - start, refs, _otlp_kind(s.get("kind")),
-                                     _otlp_attrs(s.get("attributes"))))
+                asm.add(_Raw(span_id, service, instance, str(s.get("name", "")), start,
+                             end_ns // 1000 - start, refs, _otlp_kind(s.get("kind")),
+                             _otlp_attrs(s.get("attributes"))))
     if not traces:
         raise TraceParseError("the document holds no spans", source=source)
-    return [asm.build() for asm in traces.values()]
+    return list(traces.values())
