@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, preflight
 from firm.load.cli import load_command
-from firm.loop import cli as loop_cli
 from firm.testbed import commands as testbed_commands
 from firm.tracing import (
     JaegerClient,
@@ -26,8 +26,36 @@ from firm.tracing import (
 )
 from firm.tracing.features import format_table
 
+log = logging.getLogger(__name__)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+MAX_OVERLAP_TOLERANCE_US = 3_600_000_000
+"""The largest --overlap-tolerance accepted, microseconds (an hour: far beyond any real overlap)."""
+
+
+class FirmGroup(click.Group):
+    """The ``firm`` group: no traceback reaches a user.
+
+    A :class:`FirmError` from the library becomes its message (what was wrong and the fix); any
+    other unexpected error is reported in one line that says how to see the traceback (``-vv``).
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit,
+                KeyboardInterrupt):
+            raise
+        except FirmError as err:
+            raise click.ClickException(str(err)) from err
+        except Exception as err:
+            log.debug("unexpected error", exc_info=True)
+            raise click.ClickException(
+                f"unexpected {type(err).__name__}: {err}. This is a bug in firm: run the command again "
+                "with -vv for the traceback and report it"
+            ) from err
+
+
+@click.group(cls=FirmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="firm")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -66,7 +94,8 @@ def _load_all(files: tuple[Path, ...]) -> TraceReader:
 
 @main.command("critical-path")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0, max=MAX_OVERLAP_TOLERANCE_US),
+              default=0, show_default=True,
               metavar="US", help="Siblings overlapping by at most this many microseconds count as sequential.")
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
 def critical_path_cmd(files: tuple[Path, ...], tolerance: int, compact: bool) -> None:
@@ -105,7 +134,8 @@ def critical_path_cmd(files: tuple[Path, ...], tolerance: int, compact: bool) ->
               help="Times a failed request to Jaeger is repeated (with exponential backoff).")
 @click.option("--min-samples", type=click.IntRange(min=2), default=20, show_default=True,
               help="Requests an instance must be on the path of before RI and CI are computed.")
-@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0, max=MAX_OVERLAP_TOLERANCE_US),
+              default=0, show_default=True,
               metavar="US", help="Siblings overlapping by at most this many microseconds count as sequential.")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True,
               help="JSON with stable keys, or an aligned table (times in ms).")
@@ -167,9 +197,3 @@ main.add_command(testbed_commands.testbed)
 
 
 main.add_command(load_command)
-
-
-
-
-main.add_command(loop_cli.run_command)
-main.add_command(loop_cli.audit_command)

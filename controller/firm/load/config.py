@@ -73,6 +73,17 @@ def _positive(name: str, value: float, unit: str, allow_zero: bool = False) -> N
         raise LoadSpecError(name, f"{value!r} is {word}", fix=f"give {unit} {bound}")
 
 
+MAX_RATE_RPS = 100_000.0
+"""The highest request rate one load generator is asked for, requests per second: one process
+sends at most a few thousand a second, and a schedule of more would only exhaust memory."""
+
+
+def _at_most(name: str, value: float, bound: float, unit: str) -> None:
+    if value > bound:
+        raise LoadSpecError(name, f"{value!r} is more than {bound:g} {unit}",
+                            fix=f"give at most {bound:g}; for more load run several generators")
+
+
 def _positive_int(name: str, value: int, unit: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise LoadSpecError(name, f"{value!r} is not a whole number", fix=f"give {unit} as an integer")
@@ -144,6 +155,7 @@ class ConstantRate:
 
     def __post_init__(self) -> None:
         _positive("rate.rps", self.rps, "requests per second")
+        _at_most("rate.rps", self.rps, MAX_RATE_RPS, "requests per second")
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,10 @@ class TraceRate:
 
     def __post_init__(self) -> None:
         _positive("rate.peak_rps", self.peak_rps, "the peak rate in requests per second")
+        _at_most("rate.peak_rps", self.peak_rps, MAX_RATE_RPS, "requests per second")
         _positive("rate.speedup", self.speedup, "a time compression factor (1 = real time)")
+        _at_most("rate.speedup", self.speedup * self.peak_rps, MAX_RATE_RPS,
+                 "requests per second at the peak, sped up (peak_rps x speedup)")
         if not Path(self.path).is_file():
             raise LoadSpecError("rate.path", f"trace file {self.path} does not exist",
                                 fix="give a file with one requests-per-second integer per line, "
@@ -201,7 +216,11 @@ class LoadSpec:
     """Length of a latency window in seconds (windows are by completion time)."""
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+        except ValueError as err:
+            raise LoadSpecError("url", f"{self.url!r} is not a valid URL ({err})",
+                                fix="give the frontend's base URL, e.g. http://10.0.0.2:8080 or http://[::1]:8080") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise LoadSpecError("url", f"{self.url!r} is not an http(s) URL with a host",
                                 fix="give the frontend's base URL, e.g. http://10.0.0.2:8080")

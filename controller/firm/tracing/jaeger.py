@@ -70,7 +70,14 @@ class JaegerClient:
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        parsed = urllib.parse.urlsplit(base_url)
+        try:
+            parsed = urllib.parse.urlsplit(base_url)
+            parsed.port  # noqa: B018 - reading it validates the port
+        except ValueError as err:
+            raise JaegerError(
+                f"not a valid URL: {base_url!r} ({err})",
+                "give the query service's address, e.g. http://localhost:16686 or http://[::1]:16686",
+            ) from None
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise JaegerError(
                 f"not an http(s) URL: {base_url!r}",
