@@ -10,7 +10,8 @@ from rich.table import Table
 from ansible_collections.firm.core.plugins.module_utils import rdt
 
 RESOURCE_NAMES = {
-    "cpu": "CPU quota and weight",
+    "cpu": "CPU quota (CFS bandwidth)",
+    "cpu_weight": "CPU weight",
     "cpuset": "CPU pinning",
     "memory": "Memory limit",
     "disk_io": "Disk I/O throttling",

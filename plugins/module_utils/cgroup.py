@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import os
 import re
@@ -29,7 +30,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ansible_collections.firm.core.plugins.module_utils import units
 from ansible_collections.firm.core.plugins.module_utils.errors import (
+    FirmError,
     InvalidInputError,
     KernelWriteError,
     NotFoundError,
@@ -51,6 +54,8 @@ CPU_QUOTA_MIN_US = 1000
 CPU_WEIGHT_MIN, CPU_WEIGHT_MAX, CPU_WEIGHT_DEFAULT = 1, 10000, 100
 CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 262144
 MEMORY_MIN_BYTES = 4096
+LIST_ID_LIMIT = 8192
+"""CPU and memory-node IDs in cpuset lists are below this (the kernel's largest NR_CPUS)."""
 # cgroup v1 reports "no limit" as PAGE_COUNTER_MAX pages; anything this large means unlimited.
 MEMORY_V1_UNLIMITED_FLOOR = 1 << 62
 DISK_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
@@ -62,7 +67,10 @@ _V1_DISK_FILES = {
 }
 _V2_IO_KEYS = {"read_bps": "rbps", "write_bps": "wbps", "read_iops": "riops", "write_iops": "wiops"}
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{12,64}$")
-_POD_UID = re.compile(r"^[0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}$")
+# A pod's metadata.uid (dashed, or with underscores as the systemd driver writes it), or the 32 hex
+# digits of a static pod's kubernetes.io/config.hash, which the kubelet uses as its (mirror pod's) UID.
+_POD_UID = re.compile(r"^([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}"
+                      r"|[0-9a-fA-F]{32})$")
 
 
 class CgroupInputError(InvalidInputError):
@@ -222,7 +230,8 @@ def kubernetes_candidates(pod_uid: str, container_id: str | None = None, driver:
     """
     if not _POD_UID.match(pod_uid):
         raise CgroupInputError(f"pod_uid {pod_uid!r} is not a pod UID",
-                               fix="give metadata.uid of the pod, e.g. 6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10")
+                               fix="give metadata.uid of the pod, e.g. 6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10, or a "
+                                   "static pod's kubernetes.io/config.hash (32 hex digits)")
     inferred_runtime, cid = _split_container_id(container_id) if container_id else (None, None)
     if runtime == "auto":
         runtimes = [inferred_runtime] if inferred_runtime else list(_RUNTIME_PREFIXES)
@@ -425,7 +434,12 @@ def attach_pids(plan: Mapping[str, Sequence[int]]) -> None:
     """Move processes into groups: one write of each PID to each separately mounted hierarchy."""
     for directory, pids in plan.items():
         for pid in pids:
-            write_text(os.path.join(directory, "cgroup.procs"), str(pid))
+            write = Write("pids", os.path.join(directory, "cgroup.procs"), str(pid))
+            try:
+                write_text(write.path, write.value)
+            except KernelWriteError as exc:
+                message, fix = explain_refusal(write, exc)
+                raise CgroupWriteError(message, fix=fix, **exc.details) from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -502,6 +516,9 @@ def parse_list(text: str, what: str = "list") -> list[int]:
             raise CgroupInputError(f"{what} {text!r} is not a list like '0-3,6'",
                                    fix="use comma-separated numbers and ascending ranges")
         low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if high >= LIST_ID_LIMIT:
+            raise CgroupInputError(f"{what} {text!r} names {high}, beyond any CPU or memory node ID",
+                                   fix=f"use IDs below {LIST_ID_LIMIT} (the kernel's NR_CPUS limit)")
         numbers.extend(range(low, high + 1))
     return sorted(set(numbers))
 
@@ -525,6 +542,9 @@ def resolve_device(device: str, sysfs_root: str = "/sys") -> str:
     if re.fullmatch(r"\d+:\d+", device):
         majmin = device
     else:
+        if "\x00" in device:
+            raise CgroupInputError(f"device {device!r} contains a NUL byte",
+                                   fix="give a block device path such as /dev/sda, or MAJ:MIN from lsblk")
         try:
             info = os.stat(device)
         except OSError:
@@ -665,16 +685,38 @@ def _plan_cpu_max(group: Group, settings: CgroupSettings) -> list[Write]:
     if group.version("cpu") == 2:
         text = f"{'max' if quota in (None, -1) else quota} {period}"
         return [Write("cpu_max", group.file("cpu", "cpu.max"), text)]
-    writes = []
-    if period != period_now:
-        writes.append(Write("cpu_period_us", group.file("cpu", "cpu.cfs_period_us"), str(period)))
-    if quota != quota_now and quota is not None:
-        writes.append(Write("cpu_quota_us", group.file("cpu", "cpu.cfs_quota_us"), str(quota)))
-    # v1 checks quota/period against the parent's on each write: a shorter period goes in after the
-    # quota, a longer one before it, so the ratio in between never exceeds both the old and the new.
-    if period_now is not None and period < period_now:
-        writes.reverse()
-    return writes
+    period_write = Write("cpu_period_us", group.file("cpu", "cpu.cfs_period_us"), str(period))
+    if quota is None or quota == quota_now:
+        return [period_write]
+    quota_write = Write("cpu_quota_us", group.file("cpu", "cpu.cfs_quota_us"), str(quota))
+    if period == period_now or period_now is None:
+        return [quota_write] if period == period_now else [period_write, quota_write]
+    return _order_v1_cpu_writes(quota_now, period_now, quota, period, quota_write, period_write)
+
+
+def _order_v1_cpu_writes(quota_now: int | None, period_now: int, quota: int, period: int,
+                         quota_write: Write, period_write: Write) -> list[Write]:
+    """Quota and period of a v1 group, written so that no state in between is refused.
+
+    The kernel checks quota/period on every write against the parent's (it may not exceed it) and
+    against every child's (they may not exceed it). Both the old and the new ratio pass those checks,
+    so any ratio between them does too: of the two orders, take one whose intermediate ratio lies
+    between. When neither does (the period and the quota grow or shrink together, keeping the ratio),
+    go through an unlimited quota, which v1 always accepts (the group then inherits its parent's
+    bandwidth for the microseconds in between), as runc's retry in the other order would not fix
+    a pod whose children sit exactly at its ratio.
+    """
+    if quota_now is None or quota_now == -1:
+        return [period_write, quota_write]  # unlimited now: the period alone changes nothing
+    if quota == -1:
+        return [quota_write, period_write]
+    low, high = sorted((quota_now / period_now, quota / period))
+    if low <= quota_now / period <= high:
+        return [period_write, quota_write]
+    if low <= quota / period_now <= high:
+        return [quota_write, period_write]
+    unlimited = Write("cpu_quota_us", quota_write.path, "-1")
+    return [unlimited, period_write, quota_write]
 
 
 def _plan_cpu_weight(group: Group, weight: int) -> list[Write]:
@@ -717,9 +759,18 @@ def _parent_cpuset(group: Group, filename: str) -> list[int]:
                                 else os.path.join(parent, filename)))
 
 
+def kernel_memory_limit(limit: int) -> int:
+    """The value the kernel will hold for a memory limit of ``limit`` bytes: whole pages, rounded
+    down (``page_counter_memparse``), so that a second run compares equal; -1 stays unlimited."""
+    if limit == -1:
+        return -1
+    page = os.sysconf("SC_PAGE_SIZE")
+    return limit // page * page
+
+
 def _plan_memory(group: Group, limit: int) -> list[Write]:
     now = read_memory_max(group) if _exists(group.dir("memory")) else None
-    if now == limit:
+    if now == kernel_memory_limit(limit):
         return []
     if group.version("memory") == 2:
         return [Write("memory_max", group.file("memory", "memory.max"), "max" if limit == -1 else str(limit))]
@@ -755,7 +806,8 @@ def apply_writes(writes: Sequence[Write], rollback: Rollback | None = None) -> N
             try:
                 write_text(write.path, write.value)
             except KernelWriteError as exc:
-                raise CgroupWriteError(exc.message, fix=exc.fix, **exc.details) from exc
+                message, fix = explain_refusal(write, exc)
+                raise CgroupWriteError(message, fix=fix, **exc.details) from exc
             log.record(restore)  # a refused write left the old value: nothing to undo for it
     except Exception:
         if own:
@@ -764,6 +816,120 @@ def apply_writes(writes: Sequence[Write], rollback: Rollback | None = None) -> N
                 raise CgroupWriteError("the change failed and could not be fully undone",
                                        fix="inspect the group by hand", rollback_failures=failures) from None
         raise
+
+
+def explain_refusal(write: Write, exc: KernelWriteError) -> tuple[str, str]:
+    """What refused ``write`` and how to fix it: the constraint the kernel checked, read from the tree.
+
+    Returns (message, fix). Covers the refusals cgroup v1 and v2 document: CFS bandwidth against the
+    parent and the children (EINVAL), ``cpu.max.burst`` above the quota, a memory limit below usage
+    (EBUSY) or above the swap limit (v1, EINVAL), v2's no-internal-processes rule (EBUSY), empty
+    ``cpuset.cpus`` / ``cpuset.mems`` (ENOSPC), CPUs outside the parent or still used by a child, a
+    disk that is not a whole block device, and missing permission. Anything else keeps the kernel's
+    own words with generic advice.
+    """
+    code = exc.details.get("errno")
+    name = os.path.basename(write.path)
+    directory = os.path.dirname(write.path)
+    refused = f"the kernel refused {write.value!r} in {write.path} ({errno.errorcode.get(code or 0, code)})"
+    try:
+        if code in (errno.EACCES, errno.EPERM):
+            return (f"{refused}: permission denied",
+                    "run as root, or delegate the group to this user (v2: chown the directory and its cgroup.procs)")
+        if name in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.max") and code == errno.EINVAL:
+            return _explain_cpu(write, directory, refused)
+        if name in ("memory.limit_in_bytes", "memory.max"):
+            return _explain_memory(write, directory, refused, code)
+        if name == "cgroup.subtree_control" and code == errno.EBUSY:
+            return (f"{refused}: v2's no-internal-processes rule: the group has processes of its own, so it "
+                    "cannot give controllers to children", "move its processes into a leaf group below it first")
+        if name in ("cgroup.procs", "tasks"):
+            if code == errno.ENOSPC:
+                return (f"{refused}: the group's cpuset.cpus or cpuset.mems is empty",
+                        "set cpuset.cpus and cpuset.mems of the group (firm's cpuset_cpus / cpuset_mems) first")
+            if code == errno.EBUSY:
+                return (f"{refused}: v2's no-internal-processes rule: the group gives controllers to its "
+                        "children (cgroup.subtree_control)", "attach the process to a leaf group")
+        if name in ("cpuset.cpus", "cpuset.mems"):
+            if code == errno.EBUSY:
+                return (f"{refused}: a child group still uses CPUs or memory nodes this would remove",
+                        "shrink the children's cpusets first, then this group's")
+            if code == errno.EINVAL:
+                parent = read_text(os.path.join(os.path.dirname(directory), name))
+                return (f"{refused}: not within the parent's {name} ({parent or 'empty'})",
+                        f"choose from {parent}, or widen the parent first")
+        if name.startswith(("blkio.throttle.", "io.max")) and code in (errno.EINVAL, errno.ENODEV):
+            return (f"{refused}: device {write.value.split()[0]} is not a whole block device the controller "
+                    "throttles (a partition, or a device without a request queue)",
+                    "give the whole disk (firm resolves /dev paths to it), e.g. 8:0 for /dev/sda")
+    except FirmError:
+        pass  # the tree could not be read to say more: fall back to the kernel's words
+    return f"{refused}: {exc.message}", exc.fix
+
+
+def _ratio_text(quota: int, period: int) -> str:
+    return "unlimited" if quota < 0 else f"{quota}/{period} us ({quota / period:.2f} CPUs)"
+
+
+def _cpu_max_at(directory: str) -> tuple[int, int] | None:
+    """(quota, period) of the group at ``directory`` (v1 or v2), None when it has no such files."""
+    v1 = os.path.join(directory, "cpu.cfs_quota_us")
+    if os.path.exists(v1):
+        return int(read_text(v1)), int(read_text(os.path.join(directory, "cpu.cfs_period_us")))
+    v2 = os.path.join(directory, "cpu.max")
+    if os.path.exists(v2):
+        quota, period = read_text(v2).split()
+        return (-1 if quota == "max" else int(quota)), int(period)
+    return None
+
+
+def _explain_cpu(write: Write, directory: str, refused: str) -> tuple[str, str]:
+    now = _cpu_max_at(directory) or (-1, 100000)
+    if write.path.endswith("cpu.max"):
+        quota_text, period_text = write.value.split()
+        wanted = (-1 if quota_text == "max" else int(quota_text), int(period_text))
+        burst_file = os.path.join(directory, "cpu.max.burst")
+        if os.path.exists(burst_file) and wanted[0] >= 0 and int(read_text(burst_file)) > wanted[0]:
+            burst = read_text(burst_file)
+            return (f"{refused}: cpu.max.burst ({burst} us) is larger than the new quota",
+                    f"lower cpu.max.burst to at most {wanted[0]} us first, or keep a larger quota")
+    elif write.path.endswith("cpu.cfs_quota_us"):
+        wanted = (int(write.value), now[1])
+    else:
+        wanted = (now[0], int(write.value))
+    if wanted[0] < 0:
+        return f"{refused}: the kernel refused an unlimited quota", "check the group's parent and children by hand"
+    ratio = wanted[0] / wanted[1]
+    parent = _cpu_max_at(os.path.dirname(directory))
+    if parent is not None and parent[0] >= 0 and ratio > parent[0] / parent[1]:
+        return (f"{refused}: it would allow {_ratio_text(*wanted)}, more than the parent group's "
+                f"{_ratio_text(*parent)}", "raise the parent's quota first, or ask for less")
+    children = []
+    for entry in sorted(os.listdir(directory)):
+        child = _cpu_max_at(os.path.join(directory, entry)) if os.path.isdir(os.path.join(directory, entry)) else None
+        if child is not None and child[0] >= 0 and child[0] / child[1] > ratio:
+            children.append(f"{entry} ({_ratio_text(*child)})")
+    if children:
+        return (f"{refused}: it would allow {_ratio_text(*wanted)}, less than its children "
+                f"{', '.join(children)}", "lower the children's quotas first, or ask for more")
+    return (f"{refused}: quota and period must be at least 1 ms, the period at most 1 s, and the ratio within "
+            "the parent's and above every child's", "check the values against the parent and the children")
+
+
+def _explain_memory(write: Write, directory: str, refused: str, code: object) -> tuple[str, str]:
+    wanted = -1 if write.value in ("max", "-1") else int(write.value)
+    usage_file = os.path.join(directory, "memory.usage_in_bytes" if write.path.endswith("limit_in_bytes")
+                              else "memory.current")
+    if code == errno.EBUSY and os.path.exists(usage_file):
+        usage = read_text(usage_file)
+        return (f"{refused}: the group uses {usage} bytes, more than the new limit, and the kernel could not "
+                "reclaim enough", f"raise the limit above {usage} bytes, or free memory in the group first")
+    swap_file = os.path.join(directory, "memory.memsw.limit_in_bytes")
+    if code == errno.EINVAL and os.path.exists(swap_file) and wanted > int(read_text(swap_file)):
+        swap = read_text(swap_file)
+        return (f"{refused}: the memory+swap limit (memory.memsw.limit_in_bytes) is {swap} bytes, below the new "
+                "memory limit", "raise memory.memsw.limit_in_bytes first, or ask for less memory")
+    return f"{refused}: the limit was not accepted", "give a limit of at least one page above the group's usage"
 
 
 def _restorer(write: Write) -> _Restore:
@@ -867,13 +1033,12 @@ def _disk_bytes(group: Group) -> tuple[int, int]:
 
 
 def parse_size(value: str | int) -> int:
-    """``"512M"`` -> 536870912; ``"max"`` or -1 -> -1 (unlimited). Suffixes are powers of 1024."""
+    """A memory size in bytes (:func:`units.parse_size`: ``"512M"`` -> 536870912, powers of 1024);
+    ``"max"`` or -1 -> -1 (unlimited). ``"512Mb"`` is refused as ambiguous."""
     text = str(value).strip()
     if text in ("max", "-1"):
         return -1
-    match = re.fullmatch(r"(\d+)\s*([KMGT]?)i?[Bb]?", text, flags=re.IGNORECASE)
-    if not match:
-        raise CgroupInputError(f"size {value!r} is not a number of bytes",
-                               fix="use bytes, a number with K, M, G or T (powers of 1024), or 'max'")
-    power = "KMGT".find(match.group(2).upper()) + 1 if match.group(2) else 0
-    return int(match.group(1)) * (1 << (10 * power))
+    try:
+        return units.parse_size(value, "memory size")
+    except units.UnitError as exc:
+        raise CgroupInputError(exc.message, fix=exc.fix + ", or 'max' for no limit") from None

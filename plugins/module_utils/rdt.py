@@ -123,9 +123,10 @@ def gather(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc", resctr
     except resctrl.ResctrlNotFoundError as exc:
         mount, options, mount_problem = None, [], str(exc)
     try:
-        versions = cgroup.detect_layout(cgroup_root).versions()
+        layout: cgroup.Layout | None = cgroup.detect_layout(cgroup_root)
     except FirmError:
-        versions = {}
+        layout = None
+    versions = layout.versions() if layout is not None else {}
     release = platform.release()
     facts = NodeFacts(
         vendor=resctrl.read_vendor(cpuinfo),
@@ -140,15 +141,54 @@ def gather(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc", resctr
         tc_path=shutil.which("tc"),
         pqos=probe_pqos(python=pqos_python) if probe_libpqos else {"available": False, "error": "not probed"},
     )
-    return _with_capabilities(facts, resctrl_root)
+    return _with_capabilities(facts, resctrl_root, layout)
 
 
-def _with_capabilities(facts: NodeFacts, resctrl_root: str) -> NodeFacts:
+# The interface files each capability needs, in v1 (present in the root group) and v2 (present in
+# child groups only), and the kernel option that provides them when they are missing.
+_KNOB_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
+    "cpu": ("cpu", ("cpu.cfs_quota_us", "cpu.cfs_period_us"), ("cpu.max",), "CONFIG_CFS_BANDWIDTH"),
+    "cpu_weight": ("cpu", ("cpu.shares",), ("cpu.weight",), "CONFIG_FAIR_GROUP_SCHED"),
+    "cpuset": ("cpuset", ("cpuset.cpus", "cpuset.mems"), ("cpuset.cpus", "cpuset.mems"), "CONFIG_CPUSETS"),
+    "memory": ("memory", ("memory.limit_in_bytes",), ("memory.max",), "CONFIG_MEMCG"),
+    "disk_io": ("blkio", ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"), ("io.max",),
+                "CONFIG_BLK_DEV_THROTTLING"),
+}
+
+
+def probe_knob(layout: cgroup.Layout | None, capability: str) -> tuple[bool, str]:
+    """Whether the files ``capability`` writes exist on this node, with why or why not.
+
+    v1 groups inherit the root's interface files, so the root tells. v2 shows a controller's files
+    only in child groups: the first child group with the controller enabled tells; with none yet,
+    the controller being available is all that can be said, and the answer says so.
+    """
+    controller, v1_files, v2_files, option = _KNOB_FILES[capability]
+    hierarchy = layout.hierarchies.get(controller) if layout is not None else None
+    if hierarchy is None:
+        return False, f"no {controller} cgroup controller is mounted"
+    if hierarchy.version == 1:
+        missing = [f for f in v1_files if not os.path.exists(os.path.join(hierarchy.mount, f))]
+        if missing:
+            return False, (f"the {controller} controller has no {', '.join(missing)}: the kernel was built "
+                           f"without {option}")
+        return True, "cgroup v1"
+    for entry in sorted(os.scandir(hierarchy.mount), key=lambda e: e.name) if os.path.isdir(hierarchy.mount) else []:
+        if entry.is_dir(follow_symlinks=False) and os.path.exists(os.path.join(entry.path, v2_files[0])):
+            return True, "cgroup v2"
+    for entry in sorted(os.scandir(hierarchy.mount), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False) and os.path.exists(os.path.join(entry.path, "cgroup.controllers")):
+            enabled = _read(os.path.join(entry.path, "cgroup.controllers")).split()
+            if cgroup.V2_NAMES[controller] in enabled:
+                return False, (f"group {entry.name} has the {controller} controller but no {v2_files[0]}: "
+                               f"the kernel was built without {option}")
+    return True, "cgroup v2 (not verified: no child group shows the controller's files yet)"
+
+
+def _with_capabilities(facts: NodeFacts, resctrl_root: str, layout: cgroup.Layout | None = None) -> NodeFacts:
     def controller(name: str, knob: str) -> Capability:
-        version = facts.cgroup_versions.get(name)
-        if version is None:
-            return Capability(False, f"no {name} cgroup controller is mounted")
-        return Capability(True, f"{knob} (cgroup v{version})")
+        available, how = probe_knob(layout, name)
+        return Capability(available, f"{knob} ({how})" if available else how)
 
     def rdt(flag: str, info_dir: str, what: str) -> Capability:
         if not facts.cpu_flags.get(flag):
@@ -160,10 +200,11 @@ def _with_capabilities(facts: NodeFacts, resctrl_root: str) -> NodeFacts:
         return Capability(True, f"resctrl {info_dir}")
 
     capabilities = {
-        "cpu": controller("cpu", "CFS bandwidth and weight"),
+        "cpu": controller("cpu", "CFS bandwidth (quota and period)"),
+        "cpu_weight": controller("cpu_weight", "CPU weight"),
         "cpuset": controller("cpuset", "CPU and memory-node pinning"),
         "memory": controller("memory", "memory limit"),
-        "disk_io": controller("blkio", "per-device throttling"),
+        "disk_io": controller("disk_io", "per-device throttling"),
         "network": Capability(True, f"tc HTB/TBF shaping ({facts.tc_path})") if facts.tc_path
         else Capability(False, "tc is not installed: apt-get install iproute2"),
         "llc": rdt("cat_l3", "L3", "cache allocation (CAT)"),

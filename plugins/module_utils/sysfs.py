@@ -26,6 +26,8 @@ def confined_path(root: str, relative: str, what: str = "path") -> str:
     Rejects absolute paths, ``..`` components and symlinks that resolve outside the root, so a
     caller can never write a control file of another hierarchy.
     """
+    if "\x00" in relative:
+        raise InvalidInputError(f"{what} {relative!r} contains a NUL byte", fix=f"give a {what} without NUL bytes")
     if relative.startswith("/"):
         raise InvalidInputError(
             f"{what} {relative!r} is absolute",

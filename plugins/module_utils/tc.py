@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ansible_collections.firm.core.plugins.module_utils import units
 from ansible_collections.firm.core.plugins.module_utils.errors import (
     CommandError,
     InvalidInputError,
@@ -129,17 +130,6 @@ def _ip(namespace: str | None) -> list[str]:
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?"
 _WITH_UNIT = re.compile(rf"^{_NUMBER}([A-Za-z]*)$")
 
-# tc's rate suffixes (get_rate64), compared case-insensitively as tc does: "kbit" is 1000 bit/s,
-# "kbps" is 1000 *bytes* per second, "kibit" 1024 bit/s. A bare number is bits per second.
-_RATE_UNITS = {
-    "": 1, "bit": 1,
-    "kibit": 1024, "kbit": 1000, "mibit": 1024**2, "mbit": 10**6,
-    "gibit": 1024**3, "gbit": 10**9, "tibit": 1024**4, "tbit": 10**12,
-    "bps": 8, "kibps": 8 * 1024, "kbps": 8 * 10**3, "mibps": 8 * 1024**2, "mbps": 8 * 10**6,
-    "gibps": 8 * 1024**3, "gbps": 8 * 10**9, "tibps": 8 * 1024**4, "tbps": 8 * 10**12,
-}
-# tc's size suffixes (get_size): "k"/"kb" is 1024 bytes. A bare number is bytes.
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
 _TIME_UNITS = {
     "": 1, "us": 1, "usec": 1, "usecs": 1,
     "ms": 1000, "msec": 1000, "msecs": 1000,
@@ -170,14 +160,17 @@ def _parse_quantity(value: object, units: Mapping[str, int], what: str, example:
 
 
 def parse_rate(value: str | int, what: str = "rate") -> int:
-    """A rate in bits per second, from an integer (bit/s) or a tc-style string.
+    """A rate in bits per second, from an integer (bit/s) or a tc-style string (:mod:`units`).
 
     "10mbit", "1gbit", "500kbit" are bits per second (SI multiples), "1kibit" is 1024 bit/s, and
-    "125kbps" is 125 kilo*bytes* per second = 1 Mbit/s, exactly as tc reads them (case-insensitive,
-    so "10Mbps" is 10 megabytes per second). The result is rounded down to a multiple of 8 bit/s,
-    because the kernel keeps rates in bytes per second.
+    "125kbps" is 125 kilo*bytes* per second = 1 Mbit/s, exactly as tc reads them; "10Mbps" is refused
+    as ambiguous. The result is rounded down to a multiple of 8 bit/s, because the kernel keeps rates
+    in bytes per second.
     """
-    bps = _parse_quantity(value, _RATE_UNITS, what, '"10mbit", "1gbit", "125kbps" or 10000000 (bit/s)')
+    try:
+        bps = units.parse_rate(value, what)
+    except units.UnitError as exc:
+        raise TcInputError(exc.message, fix=exc.fix) from None
     if bps < 8:
         raise TcInputError(f"{what} {value!r} is {bps} bit/s; it must be at least 8 bit/s (1 byte/s)",
                            fix=f"give a positive {what} such as 10mbit")
@@ -187,8 +180,11 @@ def parse_rate(value: str | int, what: str = "rate") -> int:
 
 
 def parse_size(value: str | int, what: str = "burst") -> int:
-    """A size in bytes, from an integer (bytes) or a tc-style string ("1514", "15k" = 15360, "1mb")."""
-    size = _parse_quantity(value, _SIZE_UNITS, what, '1514, "15k" or "1mb" (bytes; k = 1024)')
+    """A size in bytes, from an integer (bytes) or a tc-style string ("1514", "15k" = 15360, "1mb", "32kbit")."""
+    try:
+        size = units.parse_size(value, what)
+    except units.UnitError as exc:
+        raise TcInputError(exc.message, fix=exc.fix) from None
     if size <= 0:
         raise TcInputError(f"{what} {value!r} must be positive", fix=f"give {what} in bytes, e.g. 15k")
     if size > _U32_MAX:
@@ -229,9 +225,9 @@ def _class_id(major: int, minor: int) -> str:
 def check_interface_name(interface: str) -> str:
     """Refuse names the kernel would refuse (dev_valid_name): 1-15 bytes, no '/', ':' or space."""
     if (not isinstance(interface, str) or not 0 < len(interface.encode()) <= 15 or interface in (".", "..")
-            or any(c in interface for c in "/:") or any(c.isspace() for c in interface)):
+            or any(c in interface for c in "/:\x00") or any(c.isspace() for c in interface)):
         raise TcInputError(f"interface {interface!r} is not a valid interface name",
-                           fix="give the name `ip link` shows: 1 to 15 characters without '/', ':' or spaces")
+                           fix="give the name `ip link` shows: 1 to 15 characters without '/', ':', NUL or spaces")
     return interface
 
 
@@ -533,7 +529,8 @@ def parse_link(text: str) -> Link:
 
 
 def _parse_text_size(token: str) -> int:
-    return parse_size(token.split("/", maxsplit=1)[0], "size in tc output")
+    # tc prints sizes as "1600b", "15Kb", "1Mb": bytes (print_size), so lower case reads them as tc meant.
+    return parse_size(token.split("/", maxsplit=1)[0].lower(), "size in tc output")
 
 
 def _parse_rate_value(value: Any) -> int:

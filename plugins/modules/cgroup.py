@@ -110,7 +110,9 @@ options:
         type: int
   memory_max:
     description:
-      - Memory limit in bytes, or with a K, M, G or T suffix (powers of 1024); C(max) or C(-1) for none.
+      - Memory limit in bytes, or with a K, M, G or T suffix (powers of 1024; C(512M), C(512MB), C(512MiB) and
+        C(512mb) are the same); C(max) or C(-1) for none. C(512Mb) is refused as ambiguous (bits or bytes).
+      - The kernel holds whole pages, so the limit is compared (and reported) rounded down to a page.
     type: str
   pids:
     description:

@@ -59,7 +59,8 @@ options:
       - The rate, in bits per second as an integer, or as tc writes it. C(10mbit), C(1gbit), C(500kbit)
         are bits per second (SI multiples), C(1mibit) is 2^20 bit/s, and C(125kbps) is 125 kilobytes
         per second (1 Mbit/s).
-      - Units are case-insensitive as in tc, so C(10Mbps) means 10 megaBYTES per second.
+      - C(10Mbps), C(1Gbps) are refused as ambiguous (tc reads them as bytes, most people as bits); write
+        C(10mbit) for bits or C(10MBps) for bytes per second.
       - Rounded down to a multiple of 8 bit/s (the kernel holds bytes per second). Required when
         I(state=present).
     type: raw

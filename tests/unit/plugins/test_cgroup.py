@@ -254,8 +254,10 @@ def test_a_symlink_out_of_the_root_is_refused(fake: FakeCgroupRoot, tmp_path: Pa
 
 
 def test_size_with_a_bad_unit_is_refused() -> None:
-    with pytest.raises(InvalidInputError, match="not a number of bytes"):
+    with pytest.raises(InvalidInputError, match="unknown unit 'Q'"):
         cgroup.parse_size("12Q")
+    with pytest.raises(InvalidInputError, match="ambiguous"):
+        cgroup.parse_size("512Mb")
 
 
 # rollback --------------------------------------------------------------------------------------------

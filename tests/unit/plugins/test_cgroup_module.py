@@ -80,7 +80,7 @@ def test_absent_removes_and_is_then_unchanged(roots: dict[str, Any], capsys: pyt
 @pytest.mark.parametrize(("args", "message"), [
     ({"path": "svc", "cpu_quota_us": 500}, "below 1 ms"),
     ({"path": "../svc", "cpu_quota_us": 5000}, "contains '..'"),
-    ({"path": "svc", "memory_max": "lots"}, "not a number of bytes"),
+    ({"path": "svc", "memory_max": "lots"}, "cannot be parsed"),
     ({"path": "svc", "devices": [{"device": "9:9", "read_bps": 1}]}, "not known to the kernel"),
     ({"pid": 999999, "cpu_quota_us": 5000}, "process 999999 does not exist"),
     ({"pid": 4242, "state": "absent"}, "state is absent but all of the following are missing: path"),

@@ -114,3 +114,36 @@ def test_the_facts_module_returns_them_under_firm_rdt(capsys: pytest.CaptureFixt
     assert result["changed"] is False
     assert facts["kernel"] == os.uname().release
     assert set(facts["capabilities"]) >= {"cpu", "disk_io", "network", "llc", "memory_bandwidth"}
+
+
+def test_a_kernel_without_cfs_bandwidth_does_not_claim_cpu_quotas(tmp_path: Path) -> None:
+    cgroups = FakeCgroupRoot(tmp_path / "cg", 1)
+    for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"):
+        (cgroups.root / "cpu" / name).unlink()
+    proc = fake_proc(tmp_path, VM_CPUINFO, "sysfs /sys sysfs rw 0 0\n")
+    caps = rdt.gather(str(cgroups.root), str(proc), str(tmp_path / "none"), probe_libpqos=False).capabilities
+    assert not caps["cpu"].available
+    assert "CONFIG_CFS_BANDWIDTH" in caps["cpu"].how and "cpu.cfs_quota_us" in caps["cpu"].how
+    assert caps["cpu_weight"].available  # cpu.shares is still there
+
+
+def test_a_kernel_without_blkio_throttling_does_not_claim_disk_limits(tmp_path: Path) -> None:
+    cgroups = FakeCgroupRoot(tmp_path / "cg", 1)
+    for name in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
+        (cgroups.root / "blkio" / name).unlink()
+    proc = fake_proc(tmp_path, VM_CPUINFO, "sysfs /sys sysfs rw 0 0\n")
+    caps = rdt.gather(str(cgroups.root), str(proc), str(tmp_path / "none"), probe_libpqos=False).capabilities
+    assert not caps["disk_io"].available and "CONFIG_BLK_DEV_THROTTLING" in caps["disk_io"].how
+
+
+def test_cgroup_v2_is_judged_by_a_child_group(tmp_path: Path) -> None:
+    cgroups = FakeCgroupRoot(tmp_path / "cg", 2)
+    proc = fake_proc(tmp_path, VM_CPUINFO, "sysfs /sys sysfs rw 0 0\n")
+    child = cgroups.root / "system.slice"
+    child.mkdir()
+    (child / "cgroup.controllers").write_text("cpu memory io\n")
+    (child / "memory.max").write_text("max\n")
+    (child / "io.max").write_text("")
+    caps = rdt.gather(str(cgroups.root), str(proc), str(tmp_path / "none"), probe_libpqos=False).capabilities
+    assert not caps["cpu"].available and "cpu.max" in caps["cpu"].how  # cpu enabled there, cpu.max missing
+    assert caps["memory"].available and caps["disk_io"].available
