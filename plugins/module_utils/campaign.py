@@ -245,6 +245,63 @@ def explicit_schedule(campaign: str, entries: Sequence[Mapping[str, Any]], hosts
 # The record
 
 
+EVENTS = ("planned", "started", "ended")
+EARLIEST_EPOCH_S = 946_684_800.0
+"""2000-01-01: an injection time before it is a unit mistake (milliseconds read as seconds are after)."""
+LATEST_EPOCH_S = 4_102_444_800.0
+"""2100-01-01: an injection time after it is a unit mistake (milliseconds or microseconds)."""
+
+
+def _epoch_seconds(entry: Mapping[str, Any], key: str, index: int) -> float:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not a time",
+                          fix=f"give {key} as seconds since the epoch, as firm.core.anomaly returns it")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not a number of seconds",
+                          fix=f"give {key} as seconds since the epoch (e.g. 1764500000.5), not a date or a word"
+                          ) from None
+    if not EARLIEST_EPOCH_S <= seconds <= LATEST_EPOCH_S:
+        raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not between 2000 and 2100 "
+                          "in seconds since the epoch",
+                          fix=f"give {key} in seconds, not milliseconds or microseconds")
+    return seconds
+
+
+def validate_entries(event: str, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The entries, checked before anything is written: ground truth must be whole and in one unit.
+
+    Every entry of a ``started`` or ``ended`` event is a mapping with a non-empty ``name``, ``host``
+    and ``kind`` and a ``started_at`` in seconds since the epoch; ``ended`` entries also have an
+    ``ended_at`` no earlier than ``started_at``. Times given as numeric strings become numbers.
+    Raises :class:`RecordError` naming the entry and the field.
+    """
+    if event not in EVENTS:
+        raise RecordError(f"event {event!r} is not one of {', '.join(EVENTS)}", fix="give planned, started or ended")
+    if event == "planned":
+        return [dict(e) for e in entries]
+    checked = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise RecordError(f"entry {index} is a {type(entry).__name__}, not a mapping",
+                              fix="give anomaly summaries as firm.core.anomaly returns them")
+        for key in ("name", "host", "kind"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} is missing or empty",
+                                  fix=f"give every entry a {key} (firm.core.anomaly's result has it)")
+        out = dict(entry)
+        out["started_at"] = _epoch_seconds(entry, "started_at", index)
+        if event == "ended":
+            out["ended_at"] = _epoch_seconds(entry, "ended_at", index)
+            if out["ended_at"] < out["started_at"]:
+                raise RecordError(f"entry {index} ({entry['name']}): ended_at is before started_at",
+                                  fix="give the real end, after the start")
+        checked.append(out)
+    return checked
+
+
 def injection_key(campaign: str, name: str) -> str:
     return f"firm:injection:{campaign}:{name}"
 
@@ -257,6 +314,7 @@ def record(event: str, campaign: str, entries: Sequence[Mapping[str, Any]], json
     number of entries written.
     """
     check_id(campaign)
+    entries = validate_entries(event, entries)
     now = time.time()
     lines = [{"event": event, "campaign": campaign, "recorded_at": now, **dict(entry)} for entry in entries]
     if event == "planned":

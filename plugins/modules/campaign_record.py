@@ -107,14 +107,22 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
     client = None
+    try:
+        params["entries"] = campaign.validate_entries(params["event"], params["entries"])
+        campaign.check_id(params["campaign"])
+    except FirmError as err:
+        module.fail_json(**err.as_dict())
     if params["redis_url"]:
         if not HAS_REDIS:
             module.fail_json(msg=missing_required_lib("redis"))
+        if not str(params["redis_url"]).startswith(("redis://", "rediss://", "unix://")):
+            module.fail_json(msg=f"redis_url {params['redis_url']!r} is not a Redis URL",
+                             fix="give redis://HOST:PORT/DB, rediss://... or unix:///path/to/socket")
         try:
             client = redis.Redis.from_url(params["redis_url"], password=params["redis_password"],
                                           socket_timeout=10, socket_connect_timeout=5)
             client.ping()
-        except redis.RedisError as exc:
+        except (redis.RedisError, ValueError) as exc:
             module.fail_json(msg=f"cannot reach Redis at {params['redis_url']}: {exc}",
                              fix="start Redis (the redis role) or fix redis_url / redis_password")
     if module.check_mode:

@@ -120,11 +120,39 @@ def test_targets_without_a_service_name_are_refused() -> None:
 
 def test_the_record_file_gets_one_line_per_event(tmp_path: Path) -> None:
     path = tmp_path / "records" / "c1.jsonl"
-    entry = {"name": "c1-r0-node1-0", "host": "node1", "kind": "cpu", "started_at": 100.0, "ended_at": None}
+    start = 1_764_500_000.0
+    entry = {"name": "c1-r0-node1-0", "host": "node1", "kind": "cpu", "started_at": start, "ended_at": None}
     campaign.record("planned", "c1", [], str(path), schedule=[{"index": 0}])
     assert campaign.record("started", "c1", [entry], str(path)) == 1
-    campaign.record("ended", "c1", [{**entry, "ended_at": 110.0}], str(path))
+    campaign.record("ended", "c1", [{**entry, "ended_at": start + 10}], str(path))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["planned", "started", "ended"]
     assert lines[0]["schedule"] == [{"index": 0}]
-    assert lines[2]["ended_at"] == 110.0 and lines[2]["campaign"] == "c1"
+    assert lines[2]["ended_at"] == start + 10 and lines[2]["campaign"] == "c1"
+
+
+@pytest.mark.parametrize(("event", "change", "words"), [
+    ("started", {"started_at": "yesterday"}, "started_at 'yesterday' is not a number of seconds"),
+    ("started", {"started_at": 1_764_500_000_000}, "not milliseconds"),
+    ("started", {"started_at": None}, "is not a time"),
+    ("started", {"name": ""}, "name is missing"),
+    ("started", {"host": None}, "host is missing"),
+    ("ended", {"ended_at": None}, "ended_at None is not a time"),
+    ("ended", {"ended_at": 1_764_499_999.0}, "ended_at is before started_at"),
+    ("exploded", {}, "not one of planned, started, ended"),
+])
+def test_bad_ground_truth_is_refused_before_anything_is_written(tmp_path: Path, event: str,
+                                                                 change: dict[str, Any], words: str) -> None:
+    path = tmp_path / "c1.jsonl"
+    good = {"name": "c1-r0-node1-0", "host": "node1", "kind": "cpu", "started_at": 1_764_500_000.0,
+            "ended_at": 1_764_500_010.0}
+    with pytest.raises(campaign.RecordError, match=words):
+        campaign.record(event, "c1", [good, {**good, **change}], str(path))
+    assert not path.exists()
+
+
+def test_times_given_as_numeric_strings_become_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "c1.jsonl"
+    entry = {"name": "a", "host": "node1", "kind": "cpu", "started_at": "1764500000.5"}
+    campaign.record("started", "c1", [entry], str(path))
+    assert json.loads(path.read_text())["started_at"] == 1764500000.5
