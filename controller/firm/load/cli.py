@@ -66,7 +66,7 @@ def progress_table(elapsed_s: float, windows: Sequence[WindowStats]) -> Table:
 def summary_table(summary: Summary) -> Table:
     """Per type and overall: requests, success, latency and SLO windows (errors go below the table)."""
     table = Table(title=f"{summary.url}: {summary.duration_s:.1f} s, {summary.scheduled_rps:.1f} requests/s "
-                  "scheduled; latency in ms", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+                  f"scheduled, {summary.sent_rps:.1f} sent; latency in ms", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("type", "sent", "ok", "p50", "p99", "max", "SLO", "windows > SLO"):
         table.add_column(name, justify="left" if name == "type" else "right", no_wrap=True)
     for t in (*summary.per_type, summary.overall):
@@ -136,6 +136,10 @@ def load_command(*, url: str, rate: float | None, trace: Path | None, peak: floa
     Examples:
       firm load http://10.0.0.2:8080 --rate 200 --duration 60 --slo compose=500,home=200,user=200
       firm load http://10.0.0.2:8080 --trace diurnal.txt --peak 300 --speedup 60 --json
+
+    \b
+    Exit status: 0 when the run finished and at least one request succeeded; 1 when the options
+    are wrong or no request succeeded (the summary is printed first); 2 on a usage error.
     """
     if (rate is None) == (trace is None):
         raise click.UsageError("give either --rate or --trace")
@@ -156,9 +160,13 @@ def load_command(*, url: str, rate: float | None, trace: Path | None, peak: floa
         summary = asyncio.run(_run(spec, output, quiet))
     except LoadError as err:
         raise click.ClickException(str(err)) from err
-    if summary.overall.sent and not summary.overall.succeeded:
-        click.echo(f"warning: no request succeeded (errors: {dict(summary.overall.errors)}); "
-                   f"check that the frontend answers at {url}", err=True)
+    _print_summary(summary, output, as_json)
+    if not summary.overall.succeeded:
+        what = f"errors: {dict(summary.overall.errors)}" if summary.overall.sent else "nothing was sent"
+        raise click.ClickException(f"no request succeeded ({what}); check that the frontend answers at {url}")
+
+
+def _print_summary(summary: Summary, output: RedisOutput | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return

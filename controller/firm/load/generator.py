@@ -157,9 +157,10 @@ class LoadGenerator:
         cpu_s = time.process_time() - cpu_start
         per_type, overall = run.acct.summaries()
         dispatch_span = max(run.dispatch_end_mono - start_mono, 1e-9)
-        return Summary(spec.url, self.seed, end_mono - start_mono,
-                       overall.sent / min(dispatch_span, self.profile.duration_s), per_type, overall, cpu_s,
-                       run.max_lag_s * 1000.0, sink_stats.records_written, sink_stats.records_dropped)
+        scheduled_rps = self.profile.expected_requests() / self.profile.duration_s if self.profile.duration_s else 0.0
+        return Summary(spec.url, self.seed, max(0.0, end_mono - start_mono), scheduled_rps, per_type, overall, cpu_s,
+                       run.max_lag_s * 1000.0, sink_stats.records_written, sink_stats.records_dropped,
+                       sent_rps=overall.sent / min(dispatch_span, self.profile.duration_s) if overall.sent else 0.0)
 
     async def _dispatch(self, run: _Run, schedule: Schedule, payloads: PayloadFactory) -> None:
         loop = run.loop

@@ -145,9 +145,10 @@ class Summary:
     seed: int
     """The seed used (the given one, or the fresh one drawn)."""
     duration_s: float
-    """Seconds from the first intended send time to the last completion."""
+    """Seconds from the first intended send time to the last completion (0 when nothing was sent)."""
     scheduled_rps: float
-    """Requests that came due per second of the schedule."""
+    """The schedule's mean rate: requests it plans per second of its length (the --rate, or the
+    trace's mean after scaling)."""
     per_type: tuple[TypeSummary, ...]
     overall: TypeSummary
     client_cpu_s: float
@@ -158,6 +159,9 @@ class Summary:
     """Request records stored in Redis."""
     records_dropped: int = 0
     """Request records that could not be stored (Redis down or too slow)."""
+    sent_rps: float = 0.0
+    """Requests actually sent per second of dispatching (below ``scheduled_rps`` when the run was
+    stopped early or requests were refused as overloaded)."""
 
     @property
     def cpu_ms_per_request(self) -> float | None:
@@ -165,7 +169,7 @@ class Summary:
 
     def as_dict(self) -> dict[str, object]:
         return {"url": self.url, "seed": self.seed, "duration_s": self.duration_s,
-                "scheduled_rps": self.scheduled_rps, "types": [t.as_dict() for t in self.per_type],
+                "scheduled_rps": self.scheduled_rps, "sent_rps": self.sent_rps, "types": [t.as_dict() for t in self.per_type],
                 "overall": self.overall.as_dict(), "client_cpu_s": self.client_cpu_s,
                 "cpu_ms_per_request": self.cpu_ms_per_request, "max_dispatch_lag_ms": self.max_dispatch_lag_ms,
                 "records_written": self.records_written, "records_dropped": self.records_dropped}

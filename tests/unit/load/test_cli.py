@@ -24,9 +24,11 @@ def test_json_summary_and_progress_per_window() -> None:
                              "--window", "0.5", "--slo", "compose=500,home=200,user=200", "--seed", "3", "--json")
     assert code == 0, err
     summary = json.loads(out)
-    assert set(summary) == {"url", "seed", "duration_s", "scheduled_rps", "types", "overall", "client_cpu_s",
-                            "cpu_ms_per_request", "max_dispatch_lag_ms", "records_written", "records_dropped"}
+    assert set(summary) == {"url", "seed", "duration_s", "scheduled_rps", "sent_rps", "types", "overall",
+                            "client_cpu_s", "cpu_ms_per_request", "max_dispatch_lag_ms", "records_written",
+                            "records_dropped"}
     assert summary["seed"] == 3
+    assert summary["scheduled_rps"] == 100
     assert [t["type"] for t in summary["types"]] == ["compose-post", "read-home-timeline", "read-user-timeline"]
     overall = summary["overall"]
     assert overall["sent"] == overall["succeeded"] == len(frontend.received)
@@ -49,10 +51,20 @@ def test_table_summary() -> None:
     assert "ms per request" in out
 
 
-def test_table_lists_errors_below() -> None:
-    code, out, _ = run("http://127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--mix", "user=1")
-    assert code == 0
+def test_table_lists_errors_below_and_a_run_where_nothing_succeeded_fails() -> None:
+    code, out, err = run("http://127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--mix", "user=1")
+    assert code == 1
     assert "errors of read-user-timeline: connection " in out
+    assert "no request succeeded" in err
+
+
+def test_a_json_summary_of_a_failed_run_is_printed_then_the_exit_status_says_so() -> None:
+    code, out, err = run("http://127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--json")
+    assert code == 1
+    summary = json.loads(out)
+    assert summary["scheduled_rps"] == 20 and summary["duration_s"] >= 0
+    assert summary["overall"]["succeeded"] == 0
+    assert "no request succeeded" in err
 
 
 def test_trace_with_peak_and_speedup(tmp_path: Path) -> None:
@@ -107,5 +119,5 @@ def test_usage_errors_say_what_is_wrong(tmp_path: Path, args: list[str], code: i
 
 def test_no_answer_is_reported() -> None:
     code, _, err = run("http://127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--timeout", "1")
-    assert code == 0
+    assert code == 1
     assert "no request succeeded" in err and "connection" in err

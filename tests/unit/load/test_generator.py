@@ -165,6 +165,19 @@ def test_a_server_that_is_down_gives_connection_errors() -> None:
     assert summary.overall.p99_ms is None
 
 
+def test_a_run_stopped_before_it_started_reports_nothing_sent_and_no_negative_time() -> None:
+    async def stopped_at_once() -> Summary:
+        generator = LoadGenerator(spec_for(9, rate=ConstantRate(50), duration_s=5.0))
+        generator.stop()
+        return await generator.run()
+
+    summary = asyncio.run(stopped_at_once())
+    assert summary.overall.sent == 0
+    assert summary.duration_s >= 0
+    assert summary.scheduled_rps == 50  # what the schedule planned, not what was sent
+    assert summary.sent_rps == 0
+
+
 def test_connections_closed_by_the_server_are_reopened() -> None:
     with running_frontend(FrontendOptions(close_every=3, chunked=True)) as frontend:
         summary = run_load(spec_for(frontend.port, rate=ConstantRate(150), duration_s=1.0))
