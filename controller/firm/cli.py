@@ -13,6 +13,7 @@ from rich.console import Console
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, preflight
 from firm.load.cli import load_command
+from firm.rl.cli import train_rl_command
 from firm.testbed import commands as testbed_commands
 from firm.tracing import (
     JaegerClient,
@@ -197,3 +198,4 @@ main.add_command(testbed_commands.testbed)
 
 
 main.add_command(load_command)
+main.add_command(train_rl_command)
