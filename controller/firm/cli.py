@@ -13,6 +13,7 @@ from rich.console import Console
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, preflight
 from firm.load.cli import load_command
+from firm.localize import cli as localize_cli
 from firm.rl.cli import train_rl_command
 from firm.testbed import commands as testbed_commands
 from firm.tracing import (
@@ -199,3 +200,8 @@ main.add_command(testbed_commands.testbed)
 
 main.add_command(load_command)
 main.add_command(train_rl_command)
+main.add_command(localize_cli.localize_command)
+main.add_command(localize_cli.train_svm_command)
+main.add_command(localize_cli.dataset_command)
+main.add_command(localize_cli.eval_command)
+main.add_command(localize_cli.testbed_dataset_command)

@@ -1,0 +1,221 @@
+"""Ground truth for culprit windows, from recorded anomaly campaigns.
+
+A campaign record (``plugins/module_utils/campaign.py``: JSON lines, or the same entries from
+Redis) holds, per injection, a ``started`` entry (with ``started_at`` and ``expires_at``) and, once
+it is over, an ``ended`` entry with the time it really ended (``ended_at``). :func:`injections`
+turns such entries into :class:`LabelledInjection` intervals in microseconds since the epoch,
+whatever unit the record used: times are recognised by magnitude (seconds ~1.7e9, milliseconds
+~1.7e12, microseconds ~1.7e15, nanoseconds ~1.7e18 for present-day dates), so a record in seconds
+and traces in microseconds line up.
+
+**Who is positive** (DESIGN.md, "ground truth on shared resources"): an injection *inside* an
+instance (sharing its cgroup quota, its own network namespace or interface) labels that instance;
+one *beside* it (the same CPUs, disk or link) labels every instance sharing the resource with the
+target, and the target is marked. The placement comes from the entry (``placement`` or
+``labels.placement``); without one, network kinds count as inside (they act on the instance's own
+interface) and the others as beside. The instance is ``labels.instance``, else the service's name.
+
+**Time alignment** (where the original went wrong): an instance is positive for a window
+``[start, end)`` when the union of the injections labelling it covers at least ``min_cover``
+(default half) of the window. Windows are in microseconds since the epoch, like traces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firm.localize.errors import DatasetError
+
+__all__ = ["LabelledInjection", "WindowLabel", "injections", "label_window", "read_campaign_file", "to_us"]
+
+InstanceKey = tuple[str, str]
+NETWORK_KINDS = ("network_bandwidth", "network_loss", "network_delay")
+
+
+def to_us(t: float) -> int:
+    """A time since the epoch in seconds, ms, us or ns (recognised by magnitude), in microseconds.
+
+    Raises ``ValueError`` for a negative, non-finite or implausible (before 1973 or after 2200
+    in every unit) value.
+    """
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"not a time since the epoch: {t!r}")
+    for scale in (1e6, 1e3, 1.0, 1e-3):  # s, ms, us, ns -> us
+        us = t * scale
+        if 1e14 <= us < 7.3e15:
+            return round(us)
+    raise ValueError(f"{t!r} is not a present-day time in seconds, ms, us or ns since the epoch")
+
+
+@dataclass(frozen=True)
+class LabelledInjection:
+    """One injected anomaly as ground truth."""
+
+    name: str
+    campaign: str
+    kind: str
+    target: InstanceKey
+    """(service, instance) the injection was aimed at."""
+    placement: str
+    """``inside`` or ``beside``."""
+    start_us: int
+    end_us: int
+    """When it really ended (or was planned to, if no end was recorded), us since the epoch."""
+    intensity: int = 0
+
+
+def _get(entry: Mapping[str, Any], key: str) -> Any:
+    labels = entry.get("labels") or {}
+    if isinstance(labels, str):
+        try:
+            labels = json.loads(labels)
+        except json.JSONDecodeError:
+            labels = {}
+    return entry.get(key) if entry.get(key) not in (None, "") else labels.get(key)
+
+
+def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
+    """The injections of campaign record ``entries`` (``started`` and ``ended`` events; others are
+    ignored), one per (campaign, name, start); an ``ended`` entry fixes the end.
+
+    Raises :class:`DatasetError` naming the entry when a started injection lacks its service or
+    times.
+    """
+    started: dict[tuple[str, str, int], dict[str, Any]] = {}
+    ended: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for k, entry in enumerate(entries):
+        event = entry.get("event")
+        if event not in ("started", "ended"):
+            continue
+        name, campaign = str(entry.get("name", "")), str(_get(entry, "campaign") or "")
+        try:
+            start = to_us(float(entry["started_at"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DatasetError(f"campaign record entry {k} ({name or 'unnamed'}): no usable started_at ({err})",
+                               "give the record written by firm's campaign (JSON lines with started_at)") from err
+        if event == "ended":
+            try:
+                end = to_us(float(entry["ended_at"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            ended.setdefault((campaign, name), []).append((start, end))
+            continue
+        service = _get(entry, "service")
+        if not service or service == "node":
+            raise DatasetError(
+                f"campaign record entry {k} ({name or 'unnamed'}): the injection names no service",
+                "label injections with the service they target (labels.service), as firm's campaigns do",
+            )
+        try:
+            if entry.get("expires_at") is not None:
+                end = to_us(float(entry["expires_at"]))
+            else:
+                end = start + int(float(entry["duration_s"]) * 1e6)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DatasetError(f"campaign record entry {k} ({name}): neither expires_at nor duration_s is usable",
+                               "give the record written by firm's campaign") from err
+        kind = str(entry.get("kind", ""))
+        placement = _get(entry, "placement") or ("inside" if kind in NETWORK_KINDS else "beside")
+        if placement not in ("inside", "beside"):
+            raise DatasetError(f"campaign record entry {k} ({name}): placement {placement!r} is neither "
+                               "'inside' nor 'beside'", "fix the record's placement field")
+        instance = str(_get(entry, "instance") or service)
+        started[(campaign, name, start)] = {
+            "name": name, "campaign": campaign, "kind": kind, "target": (str(service), instance),
+            "placement": placement, "start_us": start, "end_us": end,
+            "intensity": int(entry.get("intensity") or 0),
+        }
+    out: list[LabelledInjection] = []
+    for (campaign, name, start), d in sorted(started.items(), key=lambda kv: kv[0][2]):
+        for s, e in ended.get((campaign, name), []):
+            if s == start:
+                d["end_us"] = e
+        if d["end_us"] > d["start_us"]:
+            out.append(LabelledInjection(**d))
+    return out
+
+
+def read_campaign_file(path: Path) -> list[LabelledInjection]:
+    """The injections of a campaign JSON-lines file."""
+    entries: list[dict[str, Any]] = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for n, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        entries.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise DatasetError(f"{path}:{n}: not JSON ({err.msg})",
+                                           "give the campaign's JSON-lines record") from err
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the campaign record: {err}", "check the path") from err
+    return injections(entries)
+
+
+@dataclass(frozen=True)
+class WindowLabel:
+    """The ground truth of one instance for one window."""
+
+    positive: bool
+    target: bool
+    """The instance was the aim of an injection that made it positive."""
+    cover: float
+    """Share of the window covered by the injections labelling it (0..1)."""
+    kinds: tuple[str, ...]
+    """Kinds of those injections."""
+
+
+def label_window(
+    start_us: int,
+    end_us: int,
+    instances: Iterable[InstanceKey],
+    recorded: Iterable[LabelledInjection],
+    *,
+    sharing: Callable[[LabelledInjection], Iterable[InstanceKey]] | None = None,
+    min_cover: float = 0.5,
+) -> dict[InstanceKey, WindowLabel]:
+    """Label every instance of the window ``[start_us, end_us)`` (microseconds since the epoch).
+
+    ``sharing(injection)`` names the instances that share the contended resource with a *beside*
+    injection's target (the target itself included or not); without it, a beside injection labels
+    its target only. Raises ``ValueError`` for an empty window or ``min_cover`` outside (0, 1].
+    """
+    if end_us <= start_us:
+        raise ValueError(f"the window [{start_us}, {end_us}) is empty")
+    if not 0.0 < min_cover <= 1.0:
+        raise ValueError(f"min_cover must be in (0, 1], not {min_cover}")
+    length = end_us - start_us
+    spans: dict[InstanceKey, list[tuple[int, int, bool, str]]] = {}
+    for inj in recorded:
+        lo, hi = max(inj.start_us, start_us), min(inj.end_us, end_us)
+        if hi <= lo:
+            continue
+        hit = {inj.target}
+        if inj.placement == "beside" and sharing is not None:
+            hit |= set(sharing(inj))
+        for key in hit:
+            spans.setdefault(key, []).append((lo, hi, key == inj.target, inj.kind))
+    out: dict[InstanceKey, WindowLabel] = {}
+    for key in instances:
+        parts = sorted(spans.get(key, []))
+        covered = 0
+        cur_lo = cur_hi = None
+        for lo, hi, _, _ in parts:
+            if cur_hi is None or lo > cur_hi:
+                if cur_hi is not None and cur_lo is not None:
+                    covered += cur_hi - cur_lo
+                cur_lo, cur_hi = lo, hi
+            else:
+                cur_hi = max(cur_hi, hi)
+        if cur_hi is not None and cur_lo is not None:
+            covered += cur_hi - cur_lo
+        cover = covered / length
+        positive = cover >= min_cover
+        out[key] = WindowLabel(positive, positive and any(t for _, _, t, _ in parts), cover,
+                               tuple(sorted({k for _, _, _, k in parts})))
+    return out
