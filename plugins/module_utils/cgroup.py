@@ -691,20 +691,31 @@ def _plan_cpu_max(group: Group, settings: CgroupSettings) -> list[Write]:
     quota_write = Write("cpu_quota_us", group.file("cpu", "cpu.cfs_quota_us"), str(quota))
     if period == period_now or period_now is None:
         return [quota_write] if period == period_now else [period_write, quota_write]
-    return _order_v1_cpu_writes(quota_now, period_now, quota, period, quota_write, period_write)
+    return _order_v1_cpu_writes(quota_now, period_now, quota, period, quota_write, period_write,
+                                has_limited_children=_has_limited_children(group.dir("cpu")))
+
+
+def _has_limited_children(directory: str) -> bool:
+    """Whether a child group of ``directory`` (v1 cpu hierarchy) has a CFS quota of its own."""
+    for entry in os.scandir(directory) if os.path.isdir(directory) else []:
+        quota_file = os.path.join(entry.path, "cpu.cfs_quota_us")
+        if entry.is_dir(follow_symlinks=False) and os.path.exists(quota_file) and read_text(quota_file) != "-1":
+            return True
+    return False
 
 
 def _order_v1_cpu_writes(quota_now: int | None, period_now: int, quota: int, period: int,
-                         quota_write: Write, period_write: Write) -> list[Write]:
+                         quota_write: Write, period_write: Write, *, has_limited_children: bool = True) -> list[Write]:
     """Quota and period of a v1 group, written so that no state in between is refused.
 
     The kernel checks quota/period on every write against the parent's (it may not exceed it) and
     against every child's (they may not exceed it). Both the old and the new ratio pass those checks,
     so any ratio between them does too: of the two orders, take one whose intermediate ratio lies
-    between. When neither does (the period and the quota grow or shrink together, keeping the ratio),
-    go through an unlimited quota, which v1 always accepts (the group then inherits its parent's
-    bandwidth for the microseconds in between), as runc's retry in the other order would not fix
-    a pod whose children sit exactly at its ratio.
+    between. When neither does, a group without limited children only has its parent to respect, so
+    the order whose intermediate ratio is the lower one is safe. Otherwise (a pod whose containers sit
+    at its ratio, with period and quota growing together) go through an unlimited quota, which v1
+    always accepts (the group then inherits its parent's bandwidth for the microseconds in between),
+    where runc's retry in the other order would be refused too.
     """
     if quota_now is None or quota_now == -1:
         return [period_write, quota_write]  # unlimited now: the period alone changes nothing
@@ -715,6 +726,8 @@ def _order_v1_cpu_writes(quota_now: int | None, period_now: int, quota: int, per
         return [period_write, quota_write]
     if low <= quota / period_now <= high:
         return [quota_write, period_write]
+    if not has_limited_children:
+        return [quota_write, period_write] if quota / period_now < quota_now / period else [period_write, quota_write]
     unlimited = Write("cpu_quota_us", quota_write.path, "-1")
     return [unlimited, period_write, quota_write]
 
@@ -831,7 +844,9 @@ def explain_refusal(write: Write, exc: KernelWriteError) -> tuple[str, str]:
     code = exc.details.get("errno")
     name = os.path.basename(write.path)
     directory = os.path.dirname(write.path)
-    refused = f"the kernel refused {write.value!r} in {write.path} ({errno.errorcode.get(code or 0, code)})"
+    refused = f"the kernel refused {write.value!r} in {write.path}"
+    if isinstance(code, int):
+        refused += f" ({errno.errorcode.get(code, code)})"
     try:
         if code in (errno.EACCES, errno.EPERM):
             return (f"{refused}: permission denied",
@@ -839,7 +854,9 @@ def explain_refusal(write: Write, exc: KernelWriteError) -> tuple[str, str]:
         if name in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.max") and code == errno.EINVAL:
             return _explain_cpu(write, directory, refused)
         if name in ("memory.limit_in_bytes", "memory.max"):
-            return _explain_memory(write, directory, refused, code)
+            explained = _explain_memory(write, directory, refused, code)
+            if explained is not None:
+                return explained
         if name == "cgroup.subtree_control" and code == errno.EBUSY:
             return (f"{refused}: v2's no-internal-processes rule: the group has processes of its own, so it "
                     "cannot give controllers to children", "move its processes into a leaf group below it first")
@@ -916,7 +933,7 @@ def _explain_cpu(write: Write, directory: str, refused: str) -> tuple[str, str]:
             "the parent's and above every child's", "check the values against the parent and the children")
 
 
-def _explain_memory(write: Write, directory: str, refused: str, code: object) -> tuple[str, str]:
+def _explain_memory(write: Write, directory: str, refused: str, code: object) -> tuple[str, str] | None:
     wanted = -1 if write.value in ("max", "-1") else int(write.value)
     usage_file = os.path.join(directory, "memory.usage_in_bytes" if write.path.endswith("limit_in_bytes")
                               else "memory.current")
@@ -929,7 +946,7 @@ def _explain_memory(write: Write, directory: str, refused: str, code: object) ->
         swap = read_text(swap_file)
         return (f"{refused}: the memory+swap limit (memory.memsw.limit_in_bytes) is {swap} bytes, below the new "
                 "memory limit", "raise memory.memsw.limit_in_bytes first, or ask for less memory")
-    return f"{refused}: the limit was not accepted", "give a limit of at least one page above the group's usage"
+    return None
 
 
 def _restorer(write: Write) -> _Restore:

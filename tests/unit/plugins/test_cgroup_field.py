@@ -49,10 +49,11 @@ def test_near_uids_are_still_refused(uid: str) -> None:
 # -- write ordering (cgroup v1 checks every write against parent and children) -------------------
 
 
-def _order(now: tuple[int, int], wanted: tuple[int, int]) -> list[tuple[str, str]]:
+def _order(now: tuple[int, int], wanted: tuple[int, int], children: bool = True) -> list[tuple[str, str]]:
     quota_write = cgroup.Write("cpu_quota_us", "q", str(wanted[0]))
     period_write = cgroup.Write("cpu_period_us", "p", str(wanted[1]))
-    writes = cgroup._order_v1_cpu_writes(now[0], now[1], wanted[0], wanted[1], quota_write, period_write)
+    writes = cgroup._order_v1_cpu_writes(now[0], now[1], wanted[0], wanted[1], quota_write, period_write,
+                                         has_limited_children=children)
     return [(w.path, w.value) for w in writes]
 
 
@@ -80,6 +81,12 @@ def test_no_intermediate_state_leaves_the_range_of_the_old_and_new_ratio(now: tu
 
 def test_a_pair_that_keeps_its_ratio_goes_through_unlimited() -> None:
     assert _order((200000, 100000), (400000, 200000)) == [("q", "-1"), ("p", "200000"), ("q", "400000")]
+
+
+def test_without_limited_children_the_lower_intermediate_is_taken() -> None:
+    # Only the parent constrains such a group, and a lower ratio never exceeds it.
+    assert _order((200000, 100000), (400000, 200000), children=False) == [("p", "200000"), ("q", "400000")]
+    assert _order((50000, 100000), (20000, 50000), children=False) == [("q", "20000"), ("p", "50000")]
 
 
 # -- refusals that explain themselves ------------------------------------------------------------
