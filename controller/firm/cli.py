@@ -14,6 +14,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, preflight
 from firm.load.cli import load_command
 from firm.localize import cli as localize_cli
+from firm.loop import cli as loop_cli
 from firm.rl.cli import train_rl_command
 from firm.testbed import commands as testbed_commands
 from firm.tracing import (
@@ -205,3 +206,5 @@ main.add_command(localize_cli.train_svm_command)
 main.add_command(localize_cli.dataset_command)
 main.add_command(localize_cli.eval_command)
 main.add_command(localize_cli.testbed_dataset_command)
+main.add_command(loop_cli.run_command)
+main.add_command(loop_cli.audit_command)

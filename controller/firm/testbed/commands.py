@@ -23,7 +23,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
 from firm.load.stats import WindowStats, percentile
 from firm.testbed import config as testbed_config
-from firm.testbed import experiment, lifecycle, network
+from firm.testbed import experiment, lifecycle, network, scale
 from firm.testbed.store import RedisTraceStore
 from firm.tracing.export import jaeger_document
 from firm.tracing.parse import parse_duration_us
@@ -124,7 +124,7 @@ def _server_latencies(state: dict[str, Any]) -> dict[str, list[float]]:
 
 async def _instance_rows(config: testbed_config.TestbedConfig, state: dict[str, Any]) -> list[dict[str, Any]]:
     layout = cgroup.detect_layout()
-    instances = {i.name: i for i in config.instances()}
+    instances = {i.name: i for i in lifecycle.state_instances(state)}  # scaled-out instances too
     before = {e["name"]: _cpu_ns(layout, e["cgroup"]) for e in state["instances"]}
     started = time.monotonic()
     health = {name: await lifecycle.health(config, instance) if name != "redis" else None
@@ -155,6 +155,46 @@ async def _instance_rows(config: testbed_config.TestbedConfig, state: dict[str, 
 
 def _cpu_ns(layout: cgroup.Layout, path: str) -> int:
     return cgroup.read_stats(cgroup.group_at(layout, path)).cpu_usage_ns or 0
+
+
+@testbed.command("scale")
+@click.argument("service")
+@click.option("--replicas", "count", required=True, type=click.IntRange(1, 8),
+              help="Instances SERVICE should run (1 to its max_instances).")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def scale_command(service: str, count: int, config_path: str | None, as_json: bool) -> None:
+    """Start or stop instances of SERVICE at runtime until it runs --replicas of them (needs root).
+
+    A new instance gets its own namespace, veth and cgroups (the service's configured limits) and
+    joins its callers' round robin; an instance taken away is drained first (no request is dropped),
+    newest first. The last instance of a service is never removed; the frontend is not scaled.
+    """
+    config = _load(config_path)
+    say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
+    added: list[str] = []
+    removed: list[str] = []
+    try:
+        current = scale.replicas(config, service)
+        most = scale.max_replicas(config.service(service))
+        if count > most:
+            raise click.ClickException(f"--replicas {count} is above services.{service}.max_instances ({most}); "
+                                       "ask for fewer or raise max_instances in the testbed configuration")
+        while len(current) < count:
+            added.append(scale.scale_out(config, service, progress=say).name)
+            current = scale.replicas(config, service)
+        while len(current) > count:
+            removed.append(scale.scale_in(config, service, progress=say))
+            current = scale.replicas(config, service)
+    except FirmError as exc:
+        done = f" (after adding {', '.join(added)})" if added else f" (after removing {', '.join(removed)})" \
+            if removed else ""
+        raise click.ClickException(f"{exc}{done}") from exc
+    if as_json:
+        click.echo(json.dumps({"service": service, "changed": bool(added or removed), "replicas": current,
+                               "added": added, "removed": removed}))
+    else:
+        click.echo(f"{service}: {len(current)} instance{'s' if len(current) != 1 else ''} ({', '.join(current)})")
 
 
 @testbed.command("traces")

@@ -40,6 +40,9 @@ class ServiceSpec:
     work_ms: float = 0.3
     """CPU time of the business logic of each request it handles, milliseconds (it takes longer when
     the CPU is contended, which is the point)."""
+    max_instances: int = 4
+    """Most instances scale-out may run (``firm testbed scale``), 1 to 8; a service configured with more
+    ``instances`` keeps those."""
 
 
 # Placement on two CPUs: the write path (compose, storage, timelines) shares CPU 0 with the frontend;
@@ -106,6 +109,9 @@ class TestbedConfig:
     """Seconds between telemetry samples of every instance."""
     slo_window_s: float = 5.0
     """Length of the windows whose p99 is held to the SLO, seconds (long enough for a stable p99)."""
+    scale_timeout_s: float = 30.0
+    """Seconds scale-out waits for a new instance to answer and for every caller to route to it, and
+    scale-in for every caller to stop routing to an instance and for its requests under way to end."""
     rate_rps: float = 40.0
     """Default load, requests per second."""
     mix: Mapping[str, float] = field(default_factory=lambda: {
@@ -212,6 +218,10 @@ def validate(config: TestbedConfig) -> TestbedConfig:
     for spec in (config.redis, *config.services):
         if not 1 <= spec.instances <= 8:
             raise ConfigError(f"services.{spec.name}.instances is {spec.instances}; use 1 to 8")
+        if not 1 <= spec.max_instances <= 8:
+            raise ConfigError(f"services.{spec.name}.max_instances is {spec.max_instances}; use 1 to 8")
+    if not config.scale_timeout_s > 0:
+        raise ConfigError(f"scale_timeout_s is {config.scale_timeout_s!r}; give seconds above 0, e.g. 30")
     if not 0.0 < config.sampling <= 1.0:
         raise ConfigError(f"sampling is {config.sampling}; use a share in (0, 1]")
     for key in ("slo_ms", "mix"):

@@ -147,9 +147,10 @@ def anomaly_environment(config: TestbedConfig) -> anomaly.Environment:
 
 
 def testbed_cpu_ns(config: TestbedConfig) -> int:
-    """CPU time used so far by every testbed instance, nanoseconds."""
+    """CPU time used so far by every testbed instance, nanoseconds: the usage of their parent group, which
+    counts every instance (scaled-out ones, and those scaled in since, included)."""
     layout = cgroup.detect_layout()
-    return sum(cgroup.read_stats(cgroup.group_at(layout, i.cgroup)).cpu_usage_ns or 0 for i in config.instances())
+    return cgroup.read_stats(cgroup.group_at(layout, config.cgroup_parent)).cpu_usage_ns or 0
 
 
 def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[WindowStats]], object] | None = None,

@@ -20,8 +20,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import redis
@@ -29,7 +29,7 @@ import redis
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef, stop_group
 from firm.testbed import graph, network, rpc
-from firm.testbed.config import Instance, TestbedConfig
+from firm.testbed.config import Instance, ServiceSpec, TestbedConfig
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -261,17 +261,35 @@ def _write_layout(config: TestbedConfig, instances: list[Instance], started: dic
                       for i in instances],
         "telemetry": asdict(sampler) if sampler else None, "telemetry_redis": config.telemetry_redis,
     }
+    write_state(config, layout)
+
+
+def write_state(config: TestbedConfig, state: Mapping[str, Any]) -> None:
+    """Replace the state file (written whole and renamed, so a reader never sees half)."""
     temporary = state_file(config) + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(layout, handle, indent=1)
+        json.dump(state, handle, indent=1)
     os.replace(temporary, state_file(config))
 
 
+def state_instances(state: Mapping[str, Any]) -> list[Instance]:
+    """The instances the state file names (Redis first), scaled-out ones included."""
+    known = {f.name for f in fields(ServiceSpec)}
+    return [Instance(e["service"], e["name"], e["address"], e["namespace"], e["cgroup"], e["host_interface"],
+                     ServiceSpec(**{k: v for k, v in e["spec"].items() if k in known}))
+            for e in state["instances"]]
+
+
 def _write_peers(config: TestbedConfig, instances: list[Instance]) -> None:
-    """Where each service's instances answer; written whole and renamed, so a reader never sees half."""
     peers: dict[str, list[str]] = {}
     for instance in instances:
         peers.setdefault(instance.service, []).append(instance.address)
+    write_peers(config, peers)
+
+
+def write_peers(config: TestbedConfig, peers: Mapping[str, list[str]]) -> None:
+    """Where each service's instances answer ({service: [address, ...]}); written whole and renamed, so a
+    reader never sees half. Every instance reloads it within a second (and at each health check)."""
     path = os.path.join(config.state_dir, "peers.json")
     with open(path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(peers, handle)

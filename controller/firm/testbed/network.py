@@ -45,6 +45,18 @@ def attach(config: TestbedConfig, instance: Instance) -> None:
     run(["ip", "-n", namespace, "link", "set", "lo", "up"])
 
 
+def detach(instance: Instance) -> list[str]:
+    """Delete the instance's namespace (its veth goes with it), killing what still runs in it; returns
+    what went (nothing when it was not there)."""
+    if instance.namespace not in namespaces(instance.namespace):
+        return []
+    for pid in run(["ip", "netns", "pids", instance.namespace], check=False).split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    run(["ip", "netns", "del", instance.namespace])
+    return [instance.namespace]
+
+
 def namespaces(prefix: str) -> list[str]:
     """This machine's network namespaces whose names start with ``prefix``."""
     names = []

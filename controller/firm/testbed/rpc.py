@@ -113,10 +113,20 @@ class Pool:
     timeout_s: float = 10.0
     _idle: list[_Connection] = field(default_factory=list)
     _slots: asyncio.Semaphore | None = None
+    active: int = 0
+    """Calls under way (waiting for a connection or for the answer); a pool being drained is closed at 0."""
 
     async def call(self, operation: str, payload: Any, headers: Mapping[str, str] | None = None) -> tuple[
             Any, dict[str, str]]:
         """POST ``payload`` to ``/operation``; returns the JSON result and the response headers."""
+        self.active += 1
+        try:
+            return await self._call(operation, payload, headers)
+        finally:
+            self.active -= 1
+
+    async def _call(self, operation: str, payload: Any, headers: Mapping[str, str] | None) -> tuple[
+            Any, dict[str, str]]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
