@@ -1,0 +1,154 @@
+"""The audit: one record per control step, in Redis and (optionally) a JSON-lines file.
+
+A record says when the step ran, what it saw (window, request rate and mix, SLO status of every
+request type, telemetry age), what the decider made of it (mode, culprits with their scores and
+features, the ranking's top), what it proposed, what the guardrails refused and why, what the
+executor did (before and after of each action, rollback, error) and how long each stage took.
+
+Redis: the stream ``audit_key`` (default ``firm:audit``), field ``r`` holding the record's JSON,
+trimmed to about ``retention`` records. When Redis does not answer, records wait in memory (at
+most ``backlog`` of them) and are written when it answers again; the file gets every record at
+once. Nothing here raises on a Redis outage: the loop must go on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN or infinity (``"unlimited"`` for inf, None for NaN)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "unlimited" if value > 0 else "-unlimited"
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(record: Record) -> str:
+    return json.dumps(_clean(record), separators=(",", ":"), sort_keys=True)
+
+
+class AuditLog:
+    """Writes records to Redis (``client``; None for none) and to ``path`` (None for none)."""
+
+    def __init__(self, client: redis.Redis | None, *, key: str = "firm:audit", retention: int = 10000,
+                 path: Path | None = None, backlog: int = 1000) -> None:
+        self.client, self.key, self.retention = client, key, retention
+        self.pending: deque[str] = deque(maxlen=backlog)
+        self.path = path
+        self._file: IO[str] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+        self.written = 0
+        self.redis_errors = 0
+
+    def write(self, record: Record) -> bool:
+        """Write one record; returns whether Redis has it (and everything before it)."""
+        text = dumps(record)
+        if self._file is not None:
+            self._file.write(text + "\n")
+            self._file.flush()
+        self.written += 1
+        if self.client is None:
+            return False
+        self.pending.append(text)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for item in self.pending:
+                pipe.xadd(self.key, {"r": item}, maxlen=self.retention, approximate=True)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self.redis_errors += 1
+            log.warning("audit: Redis does not answer (%s); %d records wait", exc, len(self.pending))
+            return False
+        self.pending.clear()
+        return True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_recent(*, client: redis.Redis | None = None, key: str = "firm:audit", path: Path | None = None,
+                last: int = 20) -> list[Record]:
+    """The last ``last`` records, oldest first, from a JSON-lines file or else from Redis."""
+    if path is not None:
+        lines: deque[str] = deque(maxlen=last)
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    lines.append(line)
+        return [json.loads(line) for line in lines]
+    if client is None:
+        return []
+    entries = client.xrevrange(key, count=last)
+    records = []
+    for _, fields in reversed(list(entries)):  # type: ignore[arg-type]
+        raw = (fields or {}).get(b"r") or (fields or {}).get("r")
+        if raw is not None:
+            records.append(json.loads(raw))
+    return records
+
+
+def summary_row(record: Record) -> dict[str, str]:
+    """One record as the columns of ``firm audit``'s table."""
+    slo = record.get("slo") or []
+    rated = [s for s in slo if s.get("p99_ms") is not None and s.get("slo_ms")]
+    worst = max(rated, key=lambda s: s["p99_ms"] / s["slo_ms"], default=None)
+    slo_text = (f"{worst['type']} {worst['p99_ms']:.0f}/{worst['slo_ms']:.0f} ms {worst['state']}"
+                if worst else "-")
+    culprits = ", ".join(f"{c['instance']} {c['score']:.2f}" if isinstance(c.get("score"), int | float)
+                         else c["instance"] for c in (record.get("decision") or {}).get("culprits", [])[:2]) or "-"
+    result = record.get("result") or {}
+    actions = "; ".join(_action_text(a) for a in result.get("actions", []) if a.get("changed")) or "-"
+    if result.get("error"):
+        actions += f" [red]failed: {result['error']}{' (rolled back)' if result.get('rolled_back') else ''}[/red]"
+    why = record.get("reason") or ""
+    if not why:
+        reasons = sorted({a.get("reason", "") for a in result.get("actions", []) if a.get("changed")})
+        why = "; ".join(r for r in reasons if r)[:120] or (record.get("decision") or {}).get("mode", "")
+    return {"time": _clock(record.get("time")), "step": str(record.get("step", "")),
+            "status": record.get("status", ""), "slo": slo_text, "culprits": culprits, "actions": actions,
+            "why": why}
+
+
+def _action_text(action: Mapping[str, Any]) -> str:
+    return f"{action['instance']} {action['resource']} {_num(action.get('before'))}->{_num(action.get('after'))}"
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float | int):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _clock(moment: Any) -> str:
+    if not isinstance(moment, float | int):
+        return "-"
+    return datetime.datetime.fromtimestamp(moment).strftime("%H:%M:%S")
+
+
+def recent_rows(records: Sequence[Record]) -> list[dict[str, str]]:
+    return [summary_row(r) for r in records]

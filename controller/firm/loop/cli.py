@@ -1,0 +1,194 @@
+"""``firm run`` (the control loop on the embedded testbed) and ``firm audit`` (why it did what it did)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import redis
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.actuate.executor import StepResult
+from firm.loop import audit as auditing
+from firm.loop import config as loop_config
+from firm.loop.deciders import Decider, make_decider
+from firm.loop.metrics import Metrics
+from firm.loop.runner import ControlLoop
+from firm.loop.testbed import TestbedScaler, TestbedTarget
+from firm.loop.view import LiveView
+from firm.testbed import config as testbed_config
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (the step under way finishes); the old handlers come back after."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _redis(url: str | None) -> redis.Redis | None:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
+
+
+@click.command("run")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file of loop settings (guardrails, SLOs, decider...; see docs/control-loop.md).")
+@click.option("--interval", type=click.FloatRange(min=0.1, max=60), default=None, metavar="S",
+              help="Seconds between control steps.  [default: 2]")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after this many seconds (default: until SIGTERM or Ctrl-C).")
+@click.option("--dry-run", is_flag=True, help="Decide, audit and log everything; write no limit.")
+@click.option("--audit-log", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Also append every decision to this JSON-lines file.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="N",
+              help="Serve Prometheus metrics (firm_*) on this port.")
+@click.option("--metrics-address", default="0.0.0.0", show_default=True, help="Address the metrics listen on.")
+@click.option("--decider", type=click.Choice(["firm", "aimd", "none"]), default=None,
+              help="Which policy decides (default: the config's, firm).")
+@click.option("--on-exit", type=click.Choice(["keep", "restore"]), default=None,
+              help="On stop: keep the last good limits, or restore the baselines.  [default: keep]")
+@click.option("--redis", "redis_url", default=None, metavar="URL",
+              help="firm's Redis for telemetry and the audit (default: the testbed's telemetry_redis).")
+@click.option("--quiet", is_flag=True, help="No live view; print only the summary at the end.")
+def run_command(*, config_path: Path | None, interval: float | None, duration: float | None, dry_run: bool,
+                audit_log: Path | None, metrics_port: int | None, metrics_address: str, decider: str | None,
+                on_exit: str | None, redis_url: str | None, quiet: bool) -> None:
+    """Keep every request type's p99 under its SLO with as few resources as possible (the control loop).
+
+    Every interval: read the window's traces and telemetry, check each request type's p99 against
+    its SLO, localize culprits and let the agent set their limits when an SLO is violated or at
+    risk, reclaim when every SLO holds with slack; every action bounded by the guardrails, applied
+    as one unit and audited. Runs on the embedded testbed (`firm testbed up`). SIGTERM and Ctrl-C
+    finish the step under way, then keep or restore the limits (--on-exit) and exit 0.
+    """
+    config, testbed, target, chosen = _setup(config_path, interval=interval, decider=decider, on_exit=on_exit,
+                                             redis_url=redis_url)
+    slo = {**testbed.slo_ms, **config.slo_ms}
+    console = Console(stderr=True)
+    audit_redis = config.redis_url or target.state.get("telemetry_redis") or testbed.telemetry_redis
+    try:
+        journal = auditing.AuditLog(_redis(audit_redis), key=config.audit_key, retention=config.audit_retention,
+                                     path=audit_log)
+    except OSError as exc:
+        raise click.ClickException(f"--audit-log {audit_log}: {exc.strerror}") from exc
+    metrics = Metrics()
+    if metrics_port is not None:
+        try:
+            metrics.serve(metrics_port, metrics_address)
+        except OSError as exc:
+            journal.close()
+            raise click.ClickException(f"--metrics-port {metrics_port}: {exc.strerror}; pick a free port") from exc
+    view = LiveView(decider=chosen.name, dry_run=dry_run, duration_s=duration)
+    scaler = None if dry_run else TestbedScaler(testbed)
+    stop = threading.Event()
+    records: list[dict[str, Any]] = []
+    try:
+        with (nullcontext() if quiet else Live(view.render(), console=console, refresh_per_second=4)) as live:
+
+            def on_step(record: dict[str, Any]) -> None:
+                records.append({"status": record.get("status"), "result": record.get("result")})
+                if live is not None:
+                    live.update(view.add(record))
+
+            loop = ControlLoop(config, target, chosen, slo_ms=slo, window_s=config.window_s or testbed.slo_window_s,
+                               dry_run=dry_run, audit=journal, metrics=metrics, on_step=on_step, scaler=scaler)
+            try:
+                loop.start()
+            except FirmError as exc:
+                raise click.ClickException(f"cannot read the instances' limits: {exc}") from exc
+            with _stop_on_signals(stop):
+                try:
+                    loop.run(duration_s=duration, stop=stop)
+                finally:
+                    if scaler is not None:
+                        scaler.wait()
+                    restored = loop.finish(on_exit)
+    finally:
+        metrics.close()
+        journal.close()
+    console.print(_summary(records, dry_run, restored))
+
+
+def _setup(config_path: Path | None, **overrides: Any) -> tuple[loop_config.LoopConfig, testbed_config.TestbedConfig,
+                                                                TestbedTarget, Decider]:
+    """Configuration, the testbed found from its state, and the decider; ClickException on any error."""
+    try:
+        config = loop_config.load(config_path, **overrides)
+        testbed = testbed_config.load(config.testbed_config)
+    except (FirmError, testbed_config.ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        target = TestbedTarget.discover(testbed, redis_url=config.redis_url,
+                                        horizon_s=(config.window_s or testbed.slo_window_s) + 10)
+    except FirmError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        chosen = make_decider(config, request_types=list(testbed.mix or testbed.slo_ms))
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"the firm decider needs {exc.name}, which is not installed; "
+                                   "use --decider aimd or install firm completely") from exc
+    except (FirmError, OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot load the firm decider's models: {exc}") from exc
+    return config, testbed, target, chosen
+
+
+def _summary(records: list[dict[str, Any]], dry_run: bool, restored: StepResult | None) -> str:
+    statuses = Counter(str(r["status"]) for r in records if r["status"] != "exit")
+    applied = sum(1 for r in records for a in (r.get("result") or {}).get("actions", []) if a.get("changed"))
+    verb = "would have changed" if dry_run else "changed"
+    outcome = ("" if restored is None else
+               f"; baselines {'restored' if restored.ok else 'NOT restored: ' + str(restored.error)}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+    return f"firm run: {sum(statuses.values())} steps ({counts}); {verb} {applied} limits{outcome}"
+
+
+@click.command("audit")
+@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True, envvar="FIRM_REDIS_URL",
+              help="firm's Redis, where `firm run` audits.")
+@click.option("--key", default="firm:audit", show_default=True, help="The audit stream.")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read a JSON-lines audit log (`firm run --audit-log`) instead of Redis.")
+@click.option("--last", type=click.IntRange(min=1), default=20, show_default=True, help="How many decisions.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
+def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_json: bool) -> None:
+    """Show the control loop's recent decisions: what it saw, whom it blamed, what it did and why."""
+    try:
+        records = auditing.read_recent(client=None if path else _redis(redis_url), key=key, path=path, last=last)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"cannot read the audit from {redis_url}: {exc}; give --file or a Redis URL") \
+            from exc
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the audit log {path}: {exc}") from exc
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record, sort_keys=True))
+        return
+    if not records:
+        click.echo("no decisions recorded yet", err=True)
+        return
+    table = Table(title=f"last {len(records)} decisions")
+    for column in ("time", "step", "status", "worst SLO", "culprits", "actions", "why"):
+        table.add_column(column, overflow="fold")
+    for row in auditing.recent_rows(records):
+        table.add_row(row["time"], row["step"], row["status"], row["slo"], row["culprits"], row["actions"],
+                      row["why"])
+    Console().print(table)

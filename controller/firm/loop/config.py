@@ -1,0 +1,196 @@
+"""The control loop's configuration: timing, SLO checks, guardrails, reclaim, deciders.
+
+Everything is a frozen pydantic model with its unit in each field's description; a YAML file
+(``firm run --config FILE``) overrides any field, services' guardrails by service name. Unknown
+keys are refused with the list of known ones.
+
+Guardrails bound every action, whichever decider proposed it (:mod:`firm.loop.guard`): per service
+and resource a ``min`` and ``max``, a ``max_step`` (largest change per step) and a ``cooldown_s``
+(no new change of that resource of that instance sooner); an instance whose previous action is
+not yet visible in telemetry gets no new one (``confirm``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError
+
+RESOURCES = ("cpu", "memory_bandwidth", "llc", "disk_io", "network")
+"""The resources the loop manages, in the agent's order (FIRM's five)."""
+
+
+class LoopConfigError(InvalidInputError):
+    """The loop's configuration names a field wrongly or gives it a value out of range."""
+
+
+class Guard(BaseModel):
+    """Bounds of one resource of one service, in the resource's unit (cpu cores, memory_bandwidth
+    percent, llc ways, disk_io bytes/s, network bit/s)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min: float = Field(gt=0, description="Smallest limit the loop may set, resource unit.")
+    max: float = Field(gt=0, description="Largest limit the loop may set, resource unit.")
+    max_step: float = Field(gt=0, description="Largest change of the limit in one step, resource unit.")
+    cooldown_s: float = Field(default=6.0, ge=0, description="Seconds after a change of this resource of an "
+                                                             "instance before the next one.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Guard:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)) or self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be finite and at least min ({self.min})")
+        return self
+
+
+def default_guards(cpus: int | None = None) -> dict[str, Guard]:
+    """Guardrails that fit a small machine: CPU up to every core, 10 ms of disk or network time
+    per step at most (see docs/control-loop.md)."""
+    cores = float(cpus or os.cpu_count() or 1)
+    return {
+        "cpu": Guard(min=0.1, max=cores, max_step=0.5, cooldown_s=6.0),
+        "memory_bandwidth": Guard(min=10.0, max=100.0, max_step=30.0, cooldown_s=6.0),
+        "llc": Guard(min=1.0, max=20.0, max_step=4.0, cooldown_s=6.0),
+        "disk_io": Guard(min=float(1 << 20), max=float(1 << 30), max_step=float(256 << 20), cooldown_s=6.0),
+        "network": Guard(min=1e6, max=1e10, max_step=1e9, cooldown_s=6.0),
+    }
+
+
+class Reclaim(BaseModel):
+    """Giving resources back when every SLO holds with slack."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="Reclaim at all.")
+    floor: Literal["baseline", "min"] = Field(
+        default="baseline", description="Down to the limits the instance had when the loop started, or to the "
+                                        "guardrails' min (fewer resources than configured).")
+    fraction: float = Field(default=0.15, gt=0, le=1, description="Bounded step down when the agent proposes no "
+                                                                   "decrease: this share of the excess over the "
+                                                                   "floor, at least min_step of max_step.")
+    min_step: float = Field(default=0.2, gt=0, le=1, description="Smallest step down, as a share of the "
+                                                                  "guardrail's max_step.")
+    instances_per_step: int = Field(default=1, ge=1, description="Instances reclaimed from in one step.")
+    hold_s: float = Field(default=10.0, ge=0, description="Seconds every SLO must have held with slack, "
+                                                          "without a raise, before anything is reclaimed.")
+
+
+class Aimd(BaseModel):
+    """The AIMD baseline: multiplicative increase on violation, additive decrease with slack."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    increase: float = Field(default=1.5, gt=1, description="Factor applied to the limit of every instance on a "
+                                                           "violated request type's traces.")
+    decrease: Mapping[str, float] = Field(default_factory=lambda: {"cpu": 0.05},
+                                          description="Amount taken away per step when every SLO holds with "
+                                                      "slack, per resource, resource unit.")
+
+
+class FirmDecider(BaseModel):
+    """The FIRM decider: localize culprits, ask the agent for their limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    localizer_model: Path | None = Field(default=None, description="SVM model file (None: the shipped one).")
+    agent_model: Path | None = Field(default=None, description="Agent model file (None: the shipped one).")
+    max_culprits: int = Field(default=2, ge=1, description="Culprits acted on per step, highest score first.")
+    fallback_top: bool = Field(default=True, description="When an SLO is violated and no instance is flagged a "
+                                                         "culprit, act on the highest-ranked one.")
+    reference_traces: int = Field(default=2000, ge=0, description="Traces of the last healthy window kept as the "
+                                                                  "localizer's reference.")
+    raise_only: bool = Field(default=True, description="While an SLO is violated or at risk, only raises of a "
+                                                       "culprit's limits are applied (the agent's cuts wait).")
+    scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
+
+
+class LoopConfig(BaseModel):
+    """Everything ``firm run`` reads besides the testbed's own configuration."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(default=2.0, gt=0, le=60, description="Seconds between control steps.")
+    window_s: float | None = Field(default=None, gt=0, description="Seconds of completed requests each step "
+                                                                   "looks at (None: the testbed's slo_window_s).")
+    trace_lag_s: float = Field(default=1.0, ge=0, description="Seconds the window ends before now: spans reach "
+                                                              "the trace store in batches.")
+    stale_intervals: float = Field(default=2.0, gt=0, description="Telemetry older than this many intervals is "
+                                                                  "stale: no decision on it.")
+    min_requests: int = Field(default=5, ge=1, description="Requests of a type a window needs before its p99 "
+                                                           "counts.")
+    at_risk: float = Field(default=0.9, gt=0, le=1, description="An SLO is at risk when p99 exceeds this share "
+                                                                "of it.")
+    slack: float = Field(default=0.6, gt=0, lt=1, description="Every SLO holds with slack when each p99 is "
+                                                              "below this share of its SLO.")
+    slo_ms: dict[str, float] = Field(default_factory=dict, description="SLO per request type, p99 ms; overrides "
+                                                                       "the testbed's.")
+    decider: Literal["firm", "aimd", "none"] = Field(default="firm", description="Which decider runs.")
+    confirm: bool = Field(default=True, description="No new action on an instance until its previous one is "
+                                                    "visible in telemetry (a full sample taken after it).")
+    deadband: float = Field(default=0.02, ge=0, lt=1, description="Relative changes smaller than this are not "
+                                                                  "actions.")
+    guards: dict[str, Guard] = Field(default_factory=default_guards, description="Guardrails per resource.")
+    services: dict[str, dict[str, Guard]] = Field(default_factory=dict,
+                                                  description="Guardrails per service and resource, replacing "
+                                                              "the defaults.")
+    exclude: tuple[str, ...] = Field(default=("redis",), description="Services the loop never acts on.")
+    reclaim: Reclaim = Field(default_factory=Reclaim)
+    aimd: Aimd = Field(default_factory=Aimd)
+    firm: FirmDecider = Field(default_factory=FirmDecider)
+    redis_url: str | None = Field(default=None, description="firm's Redis (telemetry, audit); None: the "
+                                                            "testbed's telemetry_redis.")
+    audit_key: str = Field(default="firm:audit", description="Redis stream of the audit records.")
+    audit_retention: int = Field(default=10000, ge=1, description="Audit records kept in Redis.")
+    testbed_config: Path | None = Field(default=None, description="The testbed's YAML configuration (None: "
+                                                                  "its defaults).")
+    on_exit: Literal["keep", "restore"] = Field(default="keep", description="On stop: keep the last good limits "
+                                                                            "or restore the baselines.")
+
+    def guard(self, service: str, resource: str) -> Guard:
+        """The guardrail of ``resource`` for ``service`` (the service's own, else the default)."""
+        return self.services.get(service, {}).get(resource) or self.guards[resource]
+
+    @model_validator(mode="after")
+    def _known_resources(self) -> LoopConfig:
+        for where, table in [("guards", self.guards), *((f"services.{s}", g) for s, g in self.services.items())]:
+            unknown = sorted(set(table) - set(RESOURCES))
+            if unknown:
+                raise ValueError(f"{where} names unknown resources {unknown}; use {list(RESOURCES)}")
+        missing = sorted(set(RESOURCES) - set(self.guards))
+        if missing:
+            raise ValueError(f"guards lacks {missing}; give every resource a guardrail")
+        return self
+
+
+def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
+    """The defaults, overridden by a YAML file and then by ``overrides`` (None values ignored).
+
+    Raises :class:`LoopConfigError` naming the field and what would work.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise LoopConfigError(f"cannot read the loop configuration {path}: {exc}",
+                                  fix="give a readable YAML file (see docs/control-loop.md)") from exc
+        if not isinstance(loaded, dict):
+            raise LoopConfigError(f"{path} is not a mapping of settings", fix="write key: value lines")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(data.get("guards"), dict):  # the resources not named keep their defaults
+        data["guards"] = {**default_guards(), **data["guards"]}
+    try:
+        return LoopConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise LoopConfigError(f"{path or 'loop configuration'}: {problems}",
+                              fix=f"the settings are {', '.join(LoopConfig.model_fields)}; "
+                                  "see docs/control-loop.md") from None

@@ -1,0 +1,462 @@
+"""Deciders: the one part of the loop that differs between policies.
+
+A decider turns an :class:`~firm.loop.observe.Observation` into proposed actions; the loop bounds
+them (:mod:`firm.loop.guard`), applies them (an executor) and audits them, the same for every
+decider, so that comparing policies compares decisions only.
+
+- ``firm``: FIRM. When an SLO is violated or at risk, the localizer ranks the window's instances and
+  the agent picks new limits for the culprits (FIRM, Qiu et al., OSDI 2020, sections 3.3-3.4); when
+  every SLO holds with slack, resources are reclaimed (the agent's decreases, or a bounded step).
+- ``aimd``: multiplicative increase of every instance on a violated request type's traces,
+  additive decrease when every SLO holds with slack (the AIMD baseline of FIRM's evaluation).
+- ``none``: decides nothing (the loop still measures and audits).
+
+Each decider keeps an :class:`Explanation` of its last decision for the audit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.actuate.executor import Action
+from firm.loop.config import RESOURCES, LoopConfig
+from firm.loop.guard import effective
+from firm.loop.observe import InstanceView, Observation
+from firm.tracing.model import Trace
+
+log = logging.getLogger(__name__)
+
+# -- the stages the firm decider calls (firm.localize and firm.rl implement them) ---------------------
+
+
+class RankedInstance(Protocol):
+    @property
+    def service(self) -> str: ...
+    @property
+    def instance(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def culprit(self) -> bool: ...
+    @property
+    def features(self) -> Mapping[str, float | None]: ...
+
+
+class RankingLike(Protocol):
+    @property
+    def instances(self) -> Sequence[RankedInstance]: ...
+    @property
+    def reference_used(self) -> bool: ...
+
+
+class LocalizerLike(Protocol):
+    def rank(self, window: Sequence[Trace], reference: Sequence[Trace] | None = None) -> RankingLike: ...
+
+
+class AgentDecisionLike(Protocol):
+    @property
+    def limits(self) -> Mapping[str, float]: ...
+    @property
+    def scale_out(self) -> bool: ...
+    @property
+    def masked(self) -> tuple[str, ...]: ...
+
+
+class AgentLike(Protocol):
+    def decide(self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any],
+               mask: Mapping[str, bool]) -> AgentDecisionLike: ...
+
+
+StateBuilder = Callable[..., Any]
+"""``firm.rl.build_state``: keyword arguments slo_ms, p99_ms, rate_rps, prev_rate_rps, mix, usage, limits."""
+BoundsFactory = Callable[[float, float], Any]
+"""``firm.rl.ResourceBounds``: (min, max)."""
+
+
+# -- the interface --------------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """Why the last decision was what it was."""
+
+    mode: str = "idle"
+    """``raise`` (an SLO violated or at risk), ``reclaim`` (every SLO with slack), ``hold`` or ``idle``."""
+    culprits: list[dict[str, Any]] = field(default_factory=list)
+    """Ranked instances acted on (instance, service, score, culprit, features)."""
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    """The top of the ranking (instance, score, culprit)."""
+    scale_out: list[str] = field(default_factory=list)
+    """Services the agent asked to scale out."""
+    notes: list[str] = field(default_factory=list)
+    agent: str = ""
+    """Which estimator set the limits: ``ddpg``, or ``step rule`` when no agent model is installed."""
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    """Time spent in each stage of the decider, ms (``localize``, ``agent``)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "culprits": self.culprits, "ranking": self.ranking, "scale_out": self.scale_out,
+                "notes": self.notes, "agent": self.agent}
+
+
+class Decider(Protocol):
+    """Turns an observation into proposed actions (bounded and applied by the loop)."""
+
+    name: str
+
+    def decide(self, observation: Observation) -> list[Action]: ...
+
+    @property
+    def explanation(self) -> Explanation: ...
+
+
+class NoneDecider:
+    """Decides nothing."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self._explanation = Explanation()
+
+    def decide(self, observation: Observation) -> list[Action]:
+        self._explanation = Explanation(mode="idle")
+        return []
+
+    @property
+    def explanation(self) -> Explanation:
+        return self._explanation
+
+
+# -- reclaiming, shared by the deciders ------------------------------------------------------------------
+
+
+class Calm:
+    """Since when every SLO has held with slack and nothing was raised (for ``reclaim.hold_s``)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def update(self, observation: Observation, raised: bool) -> float:
+        """Seconds of calm up to this observation."""
+        if raised or not observation.all_slack:
+            self.since = None
+            return 0.0
+        if self.since is None:
+            self.since = observation.time
+        return observation.time - self.since
+
+
+def floor_of(config: LoopConfig, view: InstanceView, resource: str) -> float:
+    """How far reclaim may go: the baseline (``inf`` baseline: nothing to reclaim) or the guard's min."""
+    guard = config.guard(view.service, resource)
+    if config.reclaim.floor == "min":
+        return guard.min
+    base = view.baseline.get(resource)
+    return max(guard.min, effective(base, math.inf))
+
+
+def excess(config: LoopConfig, view: InstanceView, resource: str) -> float:
+    """How much ``resource`` of ``view`` is above its reclaim floor, as a share of the floor (0: none)."""
+    if resource not in view.resources or view.service in config.exclude:
+        return 0.0
+    current = view.limits.get(resource)
+    if not isinstance(current, float) or math.isinf(current):
+        return 0.0
+    floor = floor_of(config, view, resource)
+    if math.isinf(floor) or current <= floor * (1 + config.deadband):
+        return 0.0
+    return (current - floor) / floor
+
+
+def step_down(config: LoopConfig, view: InstanceView, resource: str) -> float:
+    """The bounded step down: ``fraction`` of the excess, at least ``min_step`` x max_step, not below the floor."""
+    current = float(view.limits[resource])
+    floor = floor_of(config, view, resource)
+    guard = config.guard(view.service, resource)
+    amount = max(config.reclaim.fraction * (current - floor), config.reclaim.min_step * guard.max_step)
+    return max(floor, current - amount)
+
+
+def reclaim_candidates(config: LoopConfig, observation: Observation) -> list[InstanceView]:
+    """Instances with a resource above its floor, the largest excess first."""
+    scored = []
+    for view in observation.instances.values():
+        worst = max((excess(config, view, r) for r in RESOURCES), default=0.0)
+        if worst > 0:
+            scored.append((worst, view.name, view))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    return [view for _, _, view in scored[: config.reclaim.instances_per_step]]
+
+
+# -- AIMD ------------------------------------------------------------------------------------------------
+
+
+class AimdDecider:
+    """Multiplicative increase on violation, additive decrease with slack (resources of ``aimd.decrease``)."""
+
+    name = "aimd"
+
+    def __init__(self, config: LoopConfig) -> None:
+        self.config = config
+        self.calm = Calm()
+        self._explanation = Explanation()
+
+    @property
+    def explanation(self) -> Explanation:
+        return self._explanation
+
+    def decide(self, observation: Observation) -> list[Action]:
+        cfg = self.config
+        explanation = Explanation()
+        actions: list[Action] = []
+        violated = observation.violated
+        if violated:
+            explanation.mode = "raise"
+            types = {s.request_type for s in violated}
+            for view in sorted(observation.instances.values(), key=lambda v: v.name):
+                if view.service in cfg.exclude or not view.request_types & types:
+                    continue
+                for resource in cfg.aimd.decrease:
+                    current = view.limits.get(resource)
+                    if resource not in view.resources or not isinstance(current, float) or math.isinf(current):
+                        continue
+                    worst = max((s for s in violated if s.request_type in view.request_types),
+                                key=lambda s: s.ratio or 0.0)
+                    actions.append(Action(view.name, resource, current * cfg.aimd.increase,
+                                          f"{worst.request_type} p99 {worst.p99_ms:.0f} ms > SLO {worst.slo_ms:g} ms: "
+                                          f"x{cfg.aimd.increase:g}", view.service))
+        calm = self.calm.update(observation, raised=bool(actions))
+        if not violated and observation.all_slack and cfg.reclaim.enabled:
+            if calm < cfg.reclaim.hold_s:
+                explanation.mode = "hold"
+                explanation.notes.append(f"slack for {calm:.0f} of {cfg.reclaim.hold_s:g} s before reclaiming")
+            else:
+                explanation.mode = "reclaim"
+                for view in sorted(observation.instances.values(), key=lambda v: v.name):
+                    for resource, amount in cfg.aimd.decrease.items():
+                        if excess(cfg, view, resource) > 0:
+                            current = float(view.limits[resource])
+                            target = max(floor_of(cfg, view, resource), current - amount)
+                            actions.append(Action(view.name, resource, target,
+                                                  f"every SLO with slack: -{amount:g}", view.service))
+        self._explanation = explanation
+        return actions
+
+
+# -- FIRM ------------------------------------------------------------------------------------------------
+
+
+class FirmDecider:
+    """Localize culprits, let the agent set their limits; reclaim when every SLO holds with slack.
+
+    ``request_types`` fixes the order of the agent's request-mix entries (padded with zeros or cut
+    to ``n_request_types``).
+    """
+
+    name = "firm"
+
+    def __init__(self, config: LoopConfig, localizer: LocalizerLike, agent: AgentLike, *,
+                 build_state: StateBuilder, bounds: BoundsFactory, request_types: Sequence[str],
+                 n_request_types: int | None = None) -> None:
+        self.config = config
+        self.localizer, self.agent = localizer, agent
+        self.build_state, self.make_bounds = build_state, bounds
+        n = len(request_types) if n_request_types is None else n_request_types
+        self.request_types = tuple(request_types)[:n] + ("",) * max(0, n - len(request_types))
+        self.calm = Calm()
+        self._explanation = Explanation()
+
+    @property
+    def explanation(self) -> Explanation:
+        return self._explanation
+
+    def decide(self, observation: Observation) -> list[Action]:
+        cfg = self.config
+        explanation = Explanation(agent="step rule" if isinstance(self.agent, StepAgent) else "agent")
+        self._explanation = explanation
+        actions: list[Action] = []
+        if observation.at_risk:
+            explanation.mode = "raise"
+            actions = self._raise(observation, explanation)
+        calm = self.calm.update(observation, raised=bool(actions))
+        if not observation.at_risk and observation.all_slack and cfg.reclaim.enabled:
+            if calm < cfg.reclaim.hold_s:
+                explanation.mode = "hold"
+                explanation.notes.append(f"slack for {calm:.0f} of {cfg.reclaim.hold_s:g} s before reclaiming")
+            else:
+                explanation.mode = "reclaim"
+                actions = self._reclaim(observation, explanation)
+        return actions
+
+    # raising ---------------------------------------------------------------------------------------
+
+    def _raise(self, observation: Observation, explanation: Explanation) -> list[Action]:
+        cfg = self.config.firm
+        started = time.perf_counter()
+        try:
+            ranking = self.localizer.rank(observation.traces, observation.reference)
+        except FirmError as exc:  # e.g. a reference with no instance in common: rank the window alone
+            if observation.reference is None:
+                raise
+            explanation.notes.append(f"reference not usable ({exc.message}); ranked the window alone")
+            ranking = self.localizer.rank(observation.traces, None)
+        explanation.stages_ms["localize"] = (time.perf_counter() - started) * 1000
+        eligible = [r for r in ranking.instances if r.instance in observation.instances
+                    and observation.instances[r.instance].service not in self.config.exclude]
+        explanation.ranking = [{"instance": r.instance, "score": round(float(r.score), 4), "culprit": r.culprit}
+                               for r in eligible[:5]]
+        if not ranking.reference_used:
+            explanation.notes.append("ranked without a reference window")
+        culprits = [r for r in eligible if r.culprit][: cfg.max_culprits]
+        if not culprits and observation.violated and cfg.fallback_top and eligible:
+            culprits = eligible[:1]
+            explanation.notes.append(f"no instance flagged; acting on the top-ranked {eligible[0].instance}")
+        explanation.culprits = [{"instance": r.instance, "service": r.service, "score": round(float(r.score), 4),
+                                 "culprit": r.culprit, "features": _top_features(r.features)} for r in culprits]
+        actions: list[Action] = []
+        started = time.perf_counter()
+        for ranked in culprits:
+            view = observation.instances[ranked.instance]
+            worst = observation.worst_for(view.name)
+            proposals, scale_out = self._ask_agent(observation, view, worst_slo=worst.slo_ms if worst else None,
+                                                   worst_p99=worst.p99_ms if worst else None)
+            if scale_out:
+                explanation.scale_out.append(view.service)
+            label = (f"culprit (score {float(ranked.score):.2f}) of {worst.request_type} p99 {worst.p99_ms:.0f} ms "
+                     f"/ SLO {worst.slo_ms:g} ms" if worst and worst.p99_ms is not None and worst.slo_ms
+                     else f"culprit (score {float(ranked.score):.2f})")
+            for resource, value in proposals.items():
+                current = effective(view.limits.get(resource), self.config.guard(view.service, resource).max)
+                if value < current and cfg.raise_only:
+                    continue  # the SLO is in danger: no resource of a culprit is cut now
+                actions.append(Action(view.name, resource, value, f"agent: {label}", view.service))
+        explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
+        return actions
+
+    def _ask_agent(self, observation: Observation, view: InstanceView, *, worst_slo: float | None,
+                   worst_p99: float | None) -> tuple[dict[str, float], bool]:
+        guards = {r: self.config.guard(view.service, r) for r in RESOURCES}
+        ceilings = {r: g.max for r, g in guards.items()}
+        if math.isfinite(view.cpu_capacity):
+            ceilings["cpu"] = max(guards["cpu"].min, min(ceilings["cpu"], view.cpu_capacity))
+        current = {r: min(max(effective(view.limits.get(r), ceilings[r]), guards[r].min), ceilings[r])
+                   for r in RESOURCES}
+        mask = {r: r in view.resources for r in RESOURCES}
+        usage = {r: view.usage.get(r, 0.0) for r in RESOURCES}
+        mix = [observation.mix.get(t, 0.0) for t in self.request_types]
+        slo = worst_slo or 1.0
+        state = self.build_state(slo_ms=slo, p99_ms=worst_p99 if worst_p99 is not None else 0.0,
+                                 rate_rps=observation.rate_rps, prev_rate_rps=observation.prev_rate_rps,
+                                 mix=mix, usage=usage, limits=current)
+        bounds = {r: self.make_bounds(guards[r].min, ceilings[r]) for r in RESOURCES}
+        decision = self.agent.decide(state, current=current, bounds=bounds, mask=mask)
+        proposals = {r: float(v) for r, v in decision.limits.items() if mask.get(r) and math.isfinite(float(v))}
+        return proposals, bool(decision.scale_out)
+
+    # reclaiming ------------------------------------------------------------------------------------
+
+    def _reclaim(self, observation: Observation, explanation: Explanation) -> list[Action]:
+        actions: list[Action] = []
+        started = time.perf_counter()
+        for view in reclaim_candidates(self.config, observation):
+            worst = observation.worst_for(view.name)
+            proposals, _ = self._ask_agent(observation, view, worst_slo=worst.slo_ms if worst else None,
+                                           worst_p99=worst.p99_ms if worst else None)
+            for resource in RESOURCES:
+                if excess(self.config, view, resource) <= 0:
+                    continue
+                current = float(view.limits[resource])
+                floor = floor_of(self.config, view, resource)
+                agent_value = proposals.get(resource)
+                if agent_value is not None and agent_value < current * (1 - self.config.deadband):
+                    target, how = max(floor, agent_value), "agent"
+                else:
+                    target, how = step_down(self.config, view, resource), "bounded step"
+                actions.append(Action(view.name, resource, target,
+                                      f"every SLO with slack: reclaim ({how})", view.service))
+            explanation.culprits.append({"instance": view.name, "service": view.service, "score": None,
+                                         "culprit": False, "features": {}})
+        explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
+        return actions
+
+
+def _top_features(features: Mapping[str, float | None], keep: int = 6) -> dict[str, float | None]:
+    """The largest few features by magnitude (for the audit), rounded."""
+    finite = [(k, v) for k, v in features.items() if v is not None and np.isfinite(v)]
+    finite.sort(key=lambda kv: -abs(float(kv[1] or 0.0)))
+    return {k: round(float(v or 0.0), 4) for k, v in finite[:keep]}
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    limits: dict[str, float]
+    scale_out: bool
+    masked: tuple[str, ...]
+
+
+class StepAgent:
+    """Stands in for the agent when no agent model is installed (the audit says so).
+
+    Reads FIRM's state (SR at index 0, the five RU last, :data:`RESOURCES` order). SLO violated (SR
+    < 1): CPU, and every resource used to ``busy`` of its limit or more, times ``factor``. SLO met
+    with slack (SR > ``slack_sr``): every resource used below ``idle`` of its limit divided by
+    ``factor``. Otherwise no change. Scale-out when the CPU sits at its bound in a violation.
+    """
+
+    def __init__(self, factor: float = 1.5, busy: float = 0.8, idle: float = 0.5, slack_sr: float = 1.5) -> None:
+        self.factor, self.busy, self.idle, self.slack_sr = factor, busy, idle, slack_sr
+
+    def decide(self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any],
+               mask: Mapping[str, bool]) -> StepDecision:
+        values = [float(v) for v in state]
+        sr, ru = values[0], dict(zip(RESOURCES, values[-len(RESOURCES):], strict=True))
+        limits: dict[str, float] = {}
+        scale_out = False
+        for resource in RESOURCES:
+            if not mask.get(resource):
+                continue
+            low, high = float(bounds[resource].min), float(bounds[resource].max)
+            value = current[resource]
+            if sr < 1 and (resource == "cpu" or ru[resource] >= self.busy):
+                scale_out = scale_out or (resource == "cpu" and value >= high)
+                value *= self.factor
+            elif sr > self.slack_sr and ru[resource] < self.idle:
+                value /= self.factor
+            limits[resource] = min(max(value, low), high)
+        return StepDecision(limits, scale_out, tuple(r for r in RESOURCES if not mask.get(r)))
+
+
+def make_decider(config: LoopConfig, *, request_types: Sequence[str],
+                 localizer: LocalizerLike | None = None, agent: AgentLike | None = None) -> Decider:
+    """The decider ``config.decider`` names; the firm decider loads the shipped (or configured) models
+    unless ``localizer`` and ``agent`` are given. Raises the stages' own errors for a bad model."""
+    if config.decider == "none":
+        return NoneDecider()
+    if config.decider == "aimd":
+        return AimdDecider(config)
+    rl = importlib.import_module("firm.rl")  # torch: imported only when the firm decider runs
+    agent_class, bounds_class, build_state = rl.Agent, rl.ResourceBounds, rl.build_state
+
+    if localizer is None:
+        localize = importlib.import_module("firm.localize")
+        localizer = localize.Localizer.load(config.firm.localizer_model)
+    loaded: AgentLike
+    if agent is not None:
+        loaded = agent
+    elif config.firm.agent_model is None and not rl.DEFAULT_MODEL.is_file():
+        log.warning("no agent model is installed (%s): the firm decider uses the step rule", rl.DEFAULT_MODEL)
+        loaded = StepAgent()
+    else:
+        loaded = agent_class.load(config.firm.agent_model)
+    n_types: int | None = getattr(getattr(loaded, "cfg", None), "n_request_types", None)
+    return FirmDecider(config, localizer, loaded, build_state=build_state, bounds=bounds_class,
+                       request_types=request_types, n_request_types=n_types)

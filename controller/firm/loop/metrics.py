@@ -1,0 +1,112 @@
+"""Prometheus metrics of the loop, served with the official client (``prometheus-client``).
+
+Every name starts with ``firm_``:
+
+| metric | type | labels | what |
+| --- | --- | --- | --- |
+| ``firm_p99_ms`` | gauge | type | p99 latency of the last window, ms |
+| ``firm_slo_ms`` | gauge | type | the SLO, ms |
+| ``firm_requests_in_window`` | gauge | type | requests completed in the last window |
+| ``firm_slo_violations_total`` | counter | type | steps whose window violated the SLO |
+| ``firm_actions_total`` | counter | resource, outcome | actions: applied, dry_run, rolled_back, failed, rejected |
+| ``firm_limit`` | gauge | instance, service, resource | limit in force (resource unit; +Inf: none) |
+| ``firm_culprit_score`` | gauge | instance | the localizer's score at the last raise |
+| ``firm_stage_seconds`` | histogram | stage | time of each stage of a step |
+| ``firm_steps_total`` | counter | status | steps by outcome (acted, no_action, stale, failed) |
+| ``firm_loop_errors_total`` | counter | kind | errors the loop survived (trace_store, telemetry, decider, executor, audit) |
+| ``firm_scale_total`` | counter | service, direction, outcome | scale-out and scale-in requests |
+
+The registry is the loop's own, so several loops (tests) never collide.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+"""Histogram buckets of stage latency, seconds."""
+
+
+class Metrics:
+    """The loop's metrics; :meth:`serve` exposes them over HTTP."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.p99 = Gauge("firm_p99_ms", "p99 latency of the last window, ms", ["type"], registry=r)
+        self.slo = Gauge("firm_slo_ms", "SLO of the request type (p99), ms", ["type"], registry=r)
+        self.requests = Gauge("firm_requests_in_window", "Requests completed in the last window", ["type"],
+                              registry=r)
+        self.violations = Counter("firm_slo_violations_total", "Steps whose window violated the SLO", ["type"],
+                                  registry=r)
+        self.actions = Counter("firm_actions_total", "Actions by resource and outcome", ["resource", "outcome"],
+                               registry=r)
+        self.limit = Gauge("firm_limit", "Limit in force (resource unit; +Inf: none)",
+                           ["instance", "service", "resource"], registry=r)
+        self.culprit = Gauge("firm_culprit_score", "Localizer score at the last raise", ["instance"], registry=r)
+        self.stage = Histogram("firm_stage_seconds", "Time of each stage of a control step", ["stage"],
+                               buckets=STAGE_BUCKETS, registry=r)
+        self.steps = Counter("firm_steps_total", "Control steps by outcome", ["status"], registry=r)
+        self.errors = Counter("firm_loop_errors_total", "Errors the loop survived", ["kind"], registry=r)
+        self.scale = Counter("firm_scale_total", "Scale requests", ["service", "direction", "outcome"], registry=r)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        """Serve ``/metrics`` on ``address:port`` in a daemon thread until :meth:`close`."""
+        self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+
+    @property
+    def port(self) -> int | None:
+        return None if self._server is None else int(self._server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def observe_step(self, record: Mapping[str, Any]) -> None:
+        """Update every metric from one audit record."""
+        self.steps.labels(record.get("status", "unknown")).inc()
+        for status in record.get("slo") or []:
+            name = status["type"]
+            if status.get("slo_ms") is not None:
+                self.slo.labels(name).set(status["slo_ms"])
+            self.requests.labels(name).set(status.get("count") or 0)
+            if status.get("p99_ms") is not None:
+                self.p99.labels(name).set(status["p99_ms"])
+            if status.get("state") == "violated":
+                self.violations.labels(name).inc()
+        for stage, ms in (record.get("stages_ms") or {}).items():
+            self.stage.labels(stage).observe(ms / 1000)
+        for culprit in (record.get("decision") or {}).get("culprits", []):
+            if isinstance(culprit.get("score"), int | float):
+                self.culprit.labels(culprit["instance"]).set(culprit["score"])
+        for rejected in record.get("rejected") or []:
+            self.actions.labels(rejected["resource"], "rejected").inc()
+        result = record.get("result") or {}
+        outcome = ("dry_run" if result.get("dry_run") else "rolled_back" if result.get("rolled_back")
+                   else "failed" if result.get("error") else "applied")
+        for action in result.get("actions", []):
+            if action.get("changed"):
+                self.actions.labels(action["resource"], outcome).inc()
+        for error in record.get("errors") or []:
+            self.errors.labels(error.get("kind", "other")).inc()
+
+    def set_limits(self, limits: Mapping[str, tuple[str, Mapping[str, float | str | None]]]) -> None:
+        """instance -> (service, resource -> value): the limits in force."""
+        for instance, (service, values) in limits.items():
+            for resource, value in values.items():
+                if isinstance(value, float | int):
+                    self.limit.labels(instance, service, resource).set(float(value) if not math.isinf(value)
+                                                                       else math.inf)

@@ -1,0 +1,116 @@
+"""The deciders on hand-computed cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from firm.loop.config import Guard, LoopConfig, Reclaim, default_guards
+from firm.loop.deciders import AimdDecider, FirmDecider, NoneDecider
+from tests.unit.loop.fakes import FakeAgent, FakeLocalizer, bounds, build_state, observation, view, window
+
+GUARDS = {**default_guards(cpus=2), "cpu": Guard(min=0.1, max=2.0, max_step=0.5, cooldown_s=6)}
+CONFIG = LoopConfig(guards=GUARDS)
+CPU = frozenset({"cpu"})
+PATHS = {"compose-post": ["compose-post-0", "text-0"], "read-home-timeline": ["home-timeline-0"]}
+
+
+def violated_window() -> list:  # type: ignore[type-arg]
+    return window({"compose-post": [300.0] * 10, "read-home-timeline": [50.0] * 10}, PATHS)
+
+
+def slack_window() -> list:  # type: ignore[type-arg]
+    return window({"compose-post": [100.0] * 10, "read-home-timeline": [50.0] * 10}, PATHS)
+
+
+def views(**cpu: float) -> list:  # type: ignore[type-arg]
+    base = {"frontend-0": 1.0, "compose-post-0": 0.5, "text-0": 0.4, "home-timeline-0": 0.5}
+    return [view(n, {"cpu": cpu.get(n.replace("-", "_"), c)}, baseline={"cpu": c}, resources=CPU)
+            for n, c in base.items()]
+
+
+def firm(localizer: FakeLocalizer, agent: FakeAgent, config: LoopConfig = CONFIG) -> FirmDecider:
+    return FirmDecider(config, localizer, agent, build_state=build_state, bounds=bounds,
+                       request_types=["compose-post", "read-home-timeline", "read-user-timeline"])
+
+
+def targets(actions: list) -> dict[str, float]:  # type: ignore[type-arg]
+    return {a.instance: round(a.value, 6) for a in actions}
+
+
+def test_aimd_multiplies_every_instance_on_a_violated_type_and_nothing_else() -> None:
+    decider = AimdDecider(CONFIG)
+    actions = decider.decide(observation(violated_window(), views()))
+    # 1.5 x: frontend 1.0 -> 1.5, compose-post 0.5 -> 0.75, text 0.4 -> 0.6; home-timeline serves only reads
+    assert targets(actions) == {"frontend-0": 1.5, "compose-post-0": 0.75, "text-0": 0.6}
+    assert all(a.resource == "cpu" for a in actions)
+    assert decider.explanation.mode == "raise"
+
+
+def test_aimd_subtracts_after_the_hold_and_stops_at_the_baseline() -> None:
+    decider = AimdDecider(CONFIG)
+    raised = views(compose_post_0=0.8, text_0=0.42)
+    assert decider.decide(observation(slack_window(), raised, now=100.0)) == []
+    assert decider.explanation.mode == "hold"
+    actions = decider.decide(observation(slack_window(), raised, now=111.0))
+    # 0.8 - 0.05 = 0.75; text 0.42 - 0.05 stops at its baseline 0.4
+    assert targets(actions) == {"compose-post-0": 0.75, "text-0": 0.4}
+
+
+def test_firm_acts_on_the_flagged_culprits_with_the_agents_limits() -> None:
+    localizer = FakeLocalizer({"compose-post-0": 0.9, "text-0": 0.7, "home-timeline-0": 0.2})
+    agent = FakeAgent(factor=2.0)
+    decider = firm(localizer, agent)
+    actions = decider.decide(observation(violated_window(), views()))
+    assert targets(actions) == {"compose-post-0": 1.0, "text-0": 0.8}
+    assert [c["instance"] for c in decider.explanation.culprits] == ["compose-post-0", "text-0"]
+    assert decider.explanation.culprits[0]["score"] == 0.9
+    state = agent.states[0]
+    assert state["slo_ms"] == 250.0 and state["p99_ms"] == 300.0  # the worst type the culprit serves
+    assert state["mix"] == [0.5, 0.5, 0.0]
+    assert "culprit (score 0.90) of compose-post p99 300 ms / SLO 250 ms" in actions[0].reason
+
+
+def test_firm_keeps_cuts_for_later_while_an_slo_is_in_danger() -> None:
+    decider = firm(FakeLocalizer({"compose-post-0": 0.9}), FakeAgent(factor=0.5))
+    assert decider.decide(observation(violated_window(), views())) == []
+
+
+def test_firm_falls_back_to_the_top_of_the_ranking_when_nothing_is_flagged() -> None:
+    decider = firm(FakeLocalizer({"text-0": 0.3, "compose-post-0": 0.1}), FakeAgent(factor=1.5))
+    actions = decider.decide(observation(violated_window(), views()))
+    assert targets(actions) == {"text-0": pytest.approx(0.6)}
+    assert any("no instance flagged" in n for n in decider.explanation.notes)
+
+
+def test_firm_at_risk_raises_too() -> None:
+    at_risk = window({"compose-post": [240.0] * 10, "read-home-timeline": [50.0] * 10}, PATHS)
+    decider = firm(FakeLocalizer({"compose-post-0": 0.9}), FakeAgent(factor=1.2))
+    assert targets(decider.decide(observation(at_risk, views()))) == {"compose-post-0": 0.6}
+
+
+def test_firm_reclaims_with_the_agents_decrease_or_a_bounded_step() -> None:
+    raised = views(compose_post_0=1.0)
+    agent = FakeAgent(factor=0.8)
+    decider = firm(FakeLocalizer({}), agent)
+    assert decider.decide(observation(slack_window(), raised, now=100.0)) == []
+    assert targets(decider.decide(observation(slack_window(), raised, now=111.0))) == {"compose-post-0": 0.8}
+    stubborn = firm(FakeLocalizer({}), FakeAgent(factor=1.0))
+    stubborn.decide(observation(slack_window(), raised, now=100.0))
+    # excess 0.5 over the baseline: max(0.15 x 0.5, 0.2 x max_step 0.5) = 0.1 -> 0.9
+    assert targets(stubborn.decide(observation(slack_window(), raised, now=111.0))) == {"compose-post-0": 0.9}
+
+
+def test_firm_reclaims_below_the_baseline_only_with_floor_min() -> None:
+    at_baseline = views()
+    decider = firm(FakeLocalizer({}), FakeAgent(factor=1.0))
+    decider.decide(observation(slack_window(), at_baseline, now=100.0))
+    assert decider.decide(observation(slack_window(), at_baseline, now=111.0)) == []
+    lean = LoopConfig(guards=GUARDS, reclaim=Reclaim(floor="min", instances_per_step=1))
+    decider = firm(FakeLocalizer({}), FakeAgent(factor=1.0), lean)
+    decider.decide(observation(slack_window(), at_baseline, now=100.0))
+    # the largest excess over min 0.1 is frontend's 1.0: step max(0.15 x 0.9, 0.1) = 0.135
+    assert targets(decider.decide(observation(slack_window(), at_baseline, now=111.0))) == {"frontend-0": 0.865}
+
+
+def test_none_decides_nothing() -> None:
+    assert NoneDecider().decide(observation(violated_window(), views())) == []
