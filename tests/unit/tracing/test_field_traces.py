@@ -116,15 +116,16 @@ def test_one_trace_under_two_id_spellings_and_two_formats_is_one_trace() -> None
 
 
 def test_opentelemetry_replicas_are_told_apart_the_same_way_in_both_forms() -> None:
-    by_form = []
+    instances: list[list[tuple[str, str]]] = []
+    shares_of: list[list[tuple[str, str, int, float]]] = []
     for name in ("otel-host-name-jaeger.json", "otel-host-name-otlp.json"):
         traces = load_traces(field(name))
-        by_form.append(sorted({(s.service, s.instance) for t in traces for s in t.spans}))
+        instances.append(sorted({(s.service, s.instance) for t in traces for s in t.spans}))
         features = trace_features(traces, min_samples=2)
-        by_form.append(sorted((f.service, f.instance, f.samples, round(f.cp_share, 6)) for f in features.instances))
-    assert by_form[0] == [("api", "api-1"), ("api", "api-2")]
-    assert by_form[0] == by_form[2]
-    assert by_form[1] == by_form[3]
+        shares_of.append(sorted((f.service, f.instance, f.samples, round(f.cp_share, 6)) for f in features.instances))
+    assert instances[0] == [("api", "api-1"), ("api", "api-2")]
+    assert instances[0] == instances[1]
+    assert shares_of[0] == shares_of[1]
 
 
 @pytest.mark.parametrize(
