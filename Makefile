@@ -55,5 +55,13 @@ molecule: deps venv services  ## Role scenarios on network-namespace test hosts 
 molecule-cluster: venv  ## Opt-in: provision and verify a real cluster (INVENTORY=... KUBECONFIG=...)
 	scripts/molecule-cluster.sh "$(INVENTORY)" "$(KUBECONFIG)"
 
-clean:  ## Remove the virtual environment and caches
+SYSBENCH_DIRS = /var/lib/firm/sysbench $(shell python3 -c 'import json; print(json.load(open("/etc/firm/anomaly_tools.json")).get("sysbench_dir", ""))' 2>/dev/null)
+
+clean:  ## Remove the virtual environment and caches, and the disk anomaly's sysbench files (docs/anomalies.md)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .ansible *.egg-info controller/*.egg-info
+	@for dir in $(sort $(SYSBENCH_DIRS)); do \
+		ls "$$dir"/test_file.* > /dev/null 2>&1 || continue; \
+		rm -f "$$dir"/test_file.* && echo "removed sysbench's files in $$dir" \
+			|| { echo "cannot remove sysbench's files in $$dir: run make clean as root"; exit 1; }; \
+		rmdir "$$dir" 2> /dev/null || true; \
+	done

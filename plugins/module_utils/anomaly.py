@@ -354,8 +354,9 @@ def plan(spec: AnomalySpec, env: Environment) -> Plan:
     cpu: 1 + intensity // 25 stress-ng CPU workers per target CPU (1 to 5), together held to a duty cycle
     of intensity % of the target CPUs by a CFS quota.
     memory_bandwidth: one STREAM worker per target CPU, duty cycle = intensity.
-    llc: one worker per target CPU writing over a working set of intensity % of the LLC (writes, so
-    the pages are real: reading untouched memory would only ever touch the kernel's zero page).
+    llc: one worker per target CPU, together writing over a working set of intensity % of the LLC
+    (writes, so the pages are real: reading untouched memory would only ever touch the kernel's zero
+    page). stress-ng divides ``--vm-bytes`` among its vm workers (stress-vm.c), so it is given the total.
     disk_io: 1..4 sysbench random read/write threads (O_DIRECT) at intensity % of disk_iops_at_full.
     network_bandwidth: shape the interface to (100 - intensity) % of the link, or flood a peer with
     intensity % of it. network_loss: drop intensity % of the interface's packets.
@@ -378,8 +379,8 @@ def plan(spec: AnomalySpec, env: Environment) -> Plan:
         return Plan([["stress-ng", "--stream", str(workers), "--stream-l3-size", str(llc_bytes(env.sysfs_root)),
                       "--timeout", seconds, "--quiet"]], cpu_settings, cpus)
     if spec.kind == "llc":
-        per_worker = max(64 << 10, llc_bytes(env.sysfs_root) * spec.intensity // 100 // workers)
-        return Plan([["stress-ng", "--vm", str(workers), "--vm-bytes", str(per_worker), "--vm-method", "write64",
+        working_set = max(workers * (64 << 10), llc_bytes(env.sysfs_root) * spec.intensity // 100)
+        return Plan([["stress-ng", "--vm", str(workers), "--vm-bytes", str(working_set), "--vm-method", "write64",
                       "--vm-keep", "--timeout", seconds, "--quiet"]], pinned, cpus)
     if spec.kind == "disk_io":
         threads = max(1, math.ceil(4 * spec.intensity / 100))

@@ -2,6 +2,10 @@
 
 They need root and writable cgroups; where the machine cannot have them the tests are skipped
 with the reason printed (pytest -ra), never silently.
+
+``leak_sentinel`` (session, autouse) records what the tests could leave behind before the first of
+them (see tests/helpers/leaks.py) and fails the run, naming every leftover, if anything new remains
+after the last.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
+from tests.helpers import leaks
 
 _counter = itertools.count()
 
@@ -25,6 +31,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the run, naming what leaked, if the integration tests leave anything behind.
+
+    Compares a snapshot taken before the first integration test with one taken after the last
+    (polled for up to 15 s, while anything still ending ends): network namespaces, links, qdiscs,
+    nftables tables, cgroups under firm's parents, files under firm's state directories, anomaly
+    records, and processes the session started (marked by a token in their environment). Leaked
+    processes are killed after they are reported; everything else is left for inspection.
+    """
+    token = secrets.token_hex(8)
+    previous = os.environ.get(leaks.TOKEN_VARIABLE)
+    os.environ[leaks.TOKEN_VARIABLE] = token
+    temp_dir = str(tmp_path_factory.getbasetemp())
+    before = leaks.take(token, temp_dir)
+    try:
+        yield
+        remaining = leaks.settle(before, token, temp_dir)
+    finally:
+        if previous is None:
+            os.environ.pop(leaks.TOKEN_VARIABLE, None)
+        else:
+            os.environ[leaks.TOKEN_VARIABLE] = previous
+    if remaining:
+        killed = leaks.kill_leaked_processes(token)
+        note = f"\n(the {len(killed)} leaked processes were killed)" if killed else ""
+        pytest.fail("the integration tests left behind:\n  " + "\n  ".join(remaining) + note, pytrace=False)
 
 
 @pytest.fixture(scope="session")

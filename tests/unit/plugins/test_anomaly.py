@@ -107,8 +107,9 @@ def test_llc_working_set_is_a_share_of_the_last_level_cache(env: anomaly.Environ
     monkeypatch.setattr(anomaly, "target_cpus", lambda spec, env: [0, 1])
     half = anomaly.plan(spec(kind="llc", intensity=50), sized).commands[0]
     full = anomaly.plan(spec(kind="llc", intensity=100), sized).commands[0]
-    assert half[half.index("--vm-bytes") + 1] == str(8 << 20)  # 50 % of 32 MiB over 2 workers
-    assert full[full.index("--vm-bytes") + 1] == str(16 << 20)
+    # the total: stress-ng shares --vm-bytes among its workers (2 here, 8 and 16 MiB each)
+    assert half[half.index("--vm-bytes") + 1] == str(16 << 20)  # 50 % of 32 MiB
+    assert full[full.index("--vm-bytes") + 1] == str(32 << 20)
 
 
 @pytest.mark.parametrize(("intensity", "threads", "rate"), [(100, 4, 40000), (50, 2, 20000), (10, 1, 4000)])
