@@ -12,9 +12,11 @@ export FIRM_REDIS_PORT ?= 6379
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-run: deps venv services  ## The main job: the embedded testbed under load, one anomaly, live p99 against the SLO
+RUN_ARGS ?= --policies firm,hpa,aimd --seed 1 --out experiment
+
+run: deps venv services  ## The main job: firm against HPA and AIMD on the embedded testbed, with a report (about 8 min)
 	$(BIN)/firm preflight --no-pqos
-	$(BIN)/firm testbed run $(RUN_ARGS)
+	$(BIN)/firm experiment $(RUN_ARGS)
 
 test: deps venv services lint  ## Lint, then every test that runs here (unit, real-kernel integration, molecule)
 	$(BIN)/pytest -m "not real_resctrl" $(PYTEST_ARGS)

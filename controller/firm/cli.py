@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, preflight
+from firm.experiment import cli as experiment_cli
 from firm.load.cli import load_command
 from firm.localize import cli as localize_cli
 from firm.loop import cli as loop_cli
@@ -197,14 +198,13 @@ def features_cmd(
 
 
 main.add_command(testbed_commands.testbed)
-
-
 main.add_command(load_command)
-main.add_command(train_rl_command)
 main.add_command(localize_cli.localize_command)
 main.add_command(localize_cli.train_svm_command)
 main.add_command(localize_cli.dataset_command)
-main.add_command(localize_cli.eval_command)
 main.add_command(localize_cli.testbed_dataset_command)
+main.add_command(localize_cli.eval_command)
+main.add_command(train_rl_command)
 main.add_command(loop_cli.run_command)
 main.add_command(loop_cli.audit_command)
+main.add_command(experiment_cli.experiment_command)
