@@ -1,0 +1,182 @@
+"""``firm experiment``: FIRM against the baselines on the embedded testbed, with a report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.experiment import ExperimentError
+from firm.experiment.policies import POLICIES, parse_policies
+from firm.experiment.render import plots, table
+from firm.experiment.report import build_report
+from firm.experiment.runner import (
+    Experiment,
+    ExperimentPlan,
+    recorded_from_json,
+    recorded_to_json,
+    supported_kinds,
+)
+from firm.experiment.schedule import parse_kinds
+from firm.testbed import config as tb_config
+
+log = logging.getLogger(__name__)
+
+
+def _status_view(status: dict[str, Any]) -> Group:
+    head = Text.assemble(
+        (f"policy {status['policy']} ({status['index'] + 1}/{status['policies']})", "bold"),
+        f"  {status['phase']}, {status['left_s']:.0f} s left (all policies: {status['total_left_s']:.0f} s)",
+        f"  actions {status['actions']}")
+    parts = []
+    for kind, p99 in sorted(status["p99_ms"].items()):
+        slo = status["slo_ms"].get(kind)
+        style = "red" if p99 is not None and slo is not None and p99 > slo else "green"
+        shown = "-" if p99 is None else f"{p99:.0f}"
+        parts.append((f"{kind} p99 {shown}/{slo:g} ms  " if slo else f"{kind} p99 {shown} ms  ", style))
+    anomalies = ", ".join(status["anomalies"]) or "none"
+    return Group(head, Text.assemble(*parts), Text(f"anomalies running: {anomalies}", style="dim"))
+
+
+def _write(report: dict[str, Any], out: Path, console: Console, as_json: bool) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    files = plots(report, out)
+    if as_json:
+        click.echo(json.dumps(report, allow_nan=False))
+        return
+    console.print(table(report))
+    verdict = report.get("verdict") or {}
+    if verdict:
+        fewer = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in verdict["fewer_violation_s_than"].items())
+        console.print(f"firm: fewer SLO-violation seconds than: {fewer or '-'}; CPU allocated not above static: "
+                      f"{ {True: 'yes', False: 'NO', None: '-'}[verdict['cpu_not_above_static']] }; "
+                      f"every anomaly mitigated: {'yes' if verdict['mitigated_every_anomaly'] else 'NO'}")
+    console.print(f"report: {out / 'report.json'}; plots: {', '.join(str(f) for f in files)}")
+
+
+@click.command("experiment")
+@click.option("--policies", default="firm,hpa,aimd,static", show_default=True,
+              help=f"Policies to run, in order, comma-separated: {', '.join(POLICIES)}.")
+@click.option("--duration", type=float, default=100.0, show_default=True, metavar="S",
+              help="Measured seconds per policy (at least 20).")
+@click.option("--warmup", type=float, default=15.0, show_default=True, metavar="S",
+              help="Seconds of load before measuring (and before the loop starts), per policy.")
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Seed of the load and of the anomaly schedule (the same for every policy).")
+@click.option("--workload", default="constant", show_default=True, metavar="constant|PATH",
+              help="A constant rate, or a rate trace (one requests/s integer per line, e.g. "
+                   "../shared/data/workloads/diurnal.txt) scaled to --rate at its peak and played over the run.")
+@click.option("--rate", type=float, default=None, metavar="RPS",
+              help="Requests/s: the constant rate, or the trace's peak (default: the testbed's rate_rps).")
+@click.option("--anomalies", "kinds", default="cpu,memory_bandwidth,disk_io", show_default=True,
+              metavar="KINDS", help="Anomaly kinds, comma-separated (one anomaly each), 'all' (every kind this "
+                                    "machine supports) or 'none'.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("experiment"),
+              show_default=True, help="Directory of report.json, the plots and the recorded runs.")
+@click.option("--interval", type=float, default=None, metavar="S",
+              help="Report interval, seconds (default: the testbed's SLO window).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="YAML of control-loop settings (as `firm run --config`).")
+@click.option("--testbed-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The testbed's YAML configuration (as `firm testbed up --config`).")
+@click.option("--report-only", is_flag=True,
+              help="Run nothing: compute the report and plots again from the runs recorded in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+def experiment_command(*, policies: str, duration: float, warmup: float, seed: int, workload: str,
+                       rate: float | None, kinds: str, out: Path, interval: float | None, config_path: Path | None,
+                       testbed_config: Path | None, report_only: bool, as_json: bool) -> None:
+    """FIRM against the baselines: the same seeded load and anomalies once per policy on the testbed.
+
+    For each policy: reset the testbed to its baseline limits, warm up, then run the load while the
+    control loop decides with that policy and the anomalies of the seeded schedule come and go
+    (beside different services, overlapping, each expiring by itself). Writes report.json, p99.png,
+    cpu.png and runs/<policy>.json to --out, and prints a table with every baseline's ratio to
+    firm. Brings the testbed up when it is down (and takes it down again after); cleans up
+    anomalies and limits whatever happens. Needs root. See docs/experiment.md.
+    """
+    console = Console(stderr=True)
+    if interval is not None and not (math.isfinite(interval) and interval > 0):
+        raise click.BadParameter("give seconds above 0", param_hint="--interval")
+    try:
+        testbed = tb_config.load(testbed_config)
+    except tb_config.ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if report_only:
+        _report_again(out, testbed, interval, console, as_json)
+        return
+    try:
+        names = parse_policies(policies)
+        plan = ExperimentPlan(tuple(names), duration, warmup, seed, tuple(parse_kinds(kinds, supported_kinds())),
+                              workload, rate, interval, config_path)
+        out.mkdir(parents=True, exist_ok=True)
+        experiment = Experiment(plan, testbed, say=lambda m: console.print(f"[dim]{m}[/dim]"),
+                                audit_dir=out / "audit")
+        experiment.check()
+    except OSError as exc:
+        raise click.ClickException(f"--out {out}: {exc.strerror}") from exc
+    except FirmError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"firm experiment: {', '.join(names)}; {warmup:g} s warm-up + {duration:g} s each, about "
+                  f"{experiment.total_s() / 60:.1f} min; anomalies: "
+                  + (", ".join(f"{p.kind}@{p.service} {p.start_s:.0f}-{p.end_s:.0f} s" for p in experiment.schedule)
+                     or "none"))
+    try:
+        with Live(Text("starting"), console=console, refresh_per_second=2, transient=True) as live:
+            experiment.progress = lambda status: live.update(_status_view(status))
+            runs = experiment.run()
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; the testbed was reset and every anomaly stopped") from None
+    except (FirmError, OSError) as exc:
+        raise click.ClickException(f"{exc}; the testbed was reset and every anomaly stopped") from exc
+    (out / "runs").mkdir(exist_ok=True)
+    for run in runs:
+        (out / "runs" / f"{run.policy}.json").write_text(json.dumps(recorded_to_json(run)) + "\n")
+    report = build_report(runs, slo_ms=experiment.slo_ms, interval_s=experiment.interval_s, seed=seed,
+                          meta=_meta(plan, experiment))
+    _write(report, out, console, as_json)
+
+
+def _meta(plan: ExperimentPlan, experiment: Experiment) -> dict[str, Any]:
+    return {"duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "workload": plan.workload,
+            "rate_rps": plan.rate_rps or experiment.testbed.rate_rps, "kinds": list(plan.kinds),
+            "schedule": [p.as_dict() for p in experiment.schedule]}
+
+
+def _report_again(out: Path, testbed: tb_config.TestbedConfig, interval: float | None, console: Console,
+                  as_json: bool) -> None:
+    previous: dict[str, Any] = {}
+    try:
+        previous = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        previous = {}
+    files = sorted((out / "runs").glob("*.json"))
+    if not files:
+        raise click.ClickException(f"no recorded runs in {out / 'runs'}; run `firm experiment --out {out}` first")
+    runs = []
+    for path in files:
+        try:
+            runs.append(recorded_from_json(json.loads(path.read_text())))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise click.ClickException(f"{path} is not a recorded run ({exc}); run the experiment again") from exc
+    order = {name: i for i, name in enumerate(previous.get("policies", {}))}
+    runs.sort(key=lambda r: order.get(r.policy, len(order)))
+    meta = {k: v for k, v in previous.items() if k in ("duration_s", "warmup_s", "workload", "rate_rps", "kinds",
+                                                      "schedule")}
+    slo = previous.get("slo_ms") or dict(testbed.slo_ms)
+    report = build_report(runs, slo_ms=slo, interval_s=interval or previous.get("interval_s") or testbed.slo_window_s,
+                          seed=int(previous.get("seed", 0)), meta=meta)
+    try:
+        _write(report, out, console, as_json)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to {out}: {exc.strerror}") from exc
+
+
+__all__ = ["ExperimentError", "experiment_command"]
