@@ -203,16 +203,23 @@ def scale_command(service: str, count: int, config_path: str | None, as_json: bo
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="File to write (default: stdout).")
 def traces_command(config_path: str | None, window: str, output: str | None) -> None:
     """Export the recent traces as Jaeger JSON (readable by Jaeger UI and `firm critical-path`)."""
+    try:
+        span_us = parse_duration_us(window)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}", param_hint="--last") from exc
+    if span_us <= 0:
+        raise click.BadParameter(f"{window!r} is not a positive duration; give e.g. 30s or 5m", param_hint="--last")
     config = _load(config_path)
     state = lifecycle.read_state(config)
     if state is None:
         raise click.ClickException("the testbed is not up; start it with `firm testbed up`")
-    try:
-        span_us = parse_duration_us(window)
-    except FirmError as exc:
-        raise click.ClickException(f"--last: {exc}") from exc
     now = int(time.time() * 1e6)
-    traces = RedisTraceStore.at(state["redis_address"]).traces(now - span_us, now)
+    try:
+        traces = RedisTraceStore.at(state["redis_address"]).traces(now - span_us, now)
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            f"cannot read the trace store at {state['redis_address']}: {exc}. Fix: check the testbed with "
+            "`firm testbed status`, or restart it (`firm testbed down` then `firm testbed up`)") from exc
     text = json.dumps(jaeger_document(traces))
     if output:
         Path(output).write_text(text)
