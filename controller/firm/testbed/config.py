@@ -5,20 +5,88 @@ Defaults fit a 2-core machine; a YAML file (``firm testbed up --config FILE``) o
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 
-from firm.load.config import RequestType
+from ansible_collections.firm.core.plugins.module_utils import cgroup
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.load.config import MAX_RATE_RPS, RequestType
 from firm.load.errors import LoadSpecError
 
 
-class ConfigError(ValueError):
+class ConfigError(FirmError, ValueError):
     """The configuration names a field wrongly or gives it a value out of range."""
+
+
+def _quota(value: int) -> int:
+    if value != -1 and value < cgroup.CPU_QUOTA_MIN_US:
+        raise ValueError(f"use -1 for unlimited or at least {cgroup.CPU_QUOTA_MIN_US} us (1 ms of each 100 ms)")
+    return value
+
+
+def _memory(value: object) -> object:
+    """Bytes, or a size such as ``512M`` (the one parser of sizes); -1 or ``max`` for no limit."""
+    if isinstance(value, str):
+        try:
+            return cgroup.parse_size(value)
+        except cgroup.CgroupInputError as exc:
+            raise ValueError(exc.message) from None
+    return value
+
+
+def _memory_range(value: int) -> int:
+    if value != -1 and value < 16 << 20:
+        raise ValueError("give at least 16M (a service process needs that much), or -1 for no limit")
+    return value
+
+
+def _cpu_list(value: str) -> str:
+    try:
+        cgroup.parse_list(value, "cpus")
+    except cgroup.CgroupInputError as exc:
+        raise ValueError(exc.message) from None
+    if not value.strip():
+        raise ValueError("give at least one CPU, e.g. 0 or 0-1")
+    return value
+
+
+# Field types with their constraints: pydantic checks a configuration against them (types and
+# ranges) before anything is built. Integers are strict, so ``port: true`` or ``instances: "2"`` is
+# refused rather than read as a number.
+_Int = Annotated[int, Strict()]
+_Count = Annotated[int, Strict(), Field(ge=1, le=8)]
+_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Share = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+_Quota = Annotated[int, Strict(), AfterValidator(_quota)]
+_Weight = Annotated[int, Strict(), Field(ge=cgroup.CPU_WEIGHT_MIN, le=cgroup.CPU_WEIGHT_MAX)]
+_Memory = Annotated[int, BeforeValidator(_memory), Strict(), AfterValidator(_memory_range)]
+_Cpus = Annotated[str, AfterValidator(_cpu_list)]
+_Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
+_Rate = Annotated[float, Field(gt=0, le=MAX_RATE_RPS, allow_inf_nan=False)]
+_Weights = Mapping[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+_Slos = Mapping[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+
+_FIXES = {
+    "port": "give a TCP port from 1 to 65535, e.g. 8080",
+    "rate_rps": f"give requests per second above 0 and at most {MAX_RATE_RPS:g}, e.g. 40",
+    "cpu_quota_us": "give microseconds of CPU per 100 ms period: -1 (unlimited) or at least 1000 (50000 is half a CPU)",
+    "cpu_weight": f"give a cgroup v2 weight from {cgroup.CPU_WEIGHT_MIN} to {cgroup.CPU_WEIGHT_MAX} (100 is the default)",
+    "memory_max": "give bytes or a size such as 256M or 1G (powers of 1024), or -1 for no limit",
+    "telemetry_interval_s": "give seconds above 0, e.g. 1",
+    "slo_window_s": "give seconds above 0, e.g. 5",
+    "cpus": "give CPUs in the kernel's list format, e.g. 0, 1 or 0-1",
+    "instances": "give 1 to 8", "max_instances": "give 1 to 8",
+    "sampling": "give a share in (0, 1], e.g. 1.0 to trace every request",
+    "mix": "give a non-negative weight per request type, e.g. compose: 10, home: 60, user: 30",
+    "slo_ms": "give a p99 objective in milliseconds above 0 per request type",
+}
 
 
 @dataclass(frozen=True)
@@ -27,20 +95,20 @@ class ServiceSpec:
 
     name: str
     """Service name (also the RPC target name)."""
-    instances: int = 1
+    instances: _Count = 1
     """Number of instances; callers spread requests over them round robin."""
-    cpus: str = "0-1"
+    cpus: _Cpus = "0-1"
     """cpuset of each instance, in the kernel's list format."""
-    cpu_quota_us: int = 50000
+    cpu_quota_us: _Quota = 50000
     """CPU time per 100 ms period, microseconds; -1 for unlimited."""
-    cpu_weight: int = 100
+    cpu_weight: _Weight = 100
     """Relative CPU weight, cgroup v2 units (1..10000)."""
-    memory_max: int = 256 << 20
-    """Memory limit, bytes."""
-    work_ms: float = 0.3
+    memory_max: _Memory = 256 << 20
+    """Memory limit, bytes; a YAML file may give a size such as ``512M`` (powers of 1024), -1: none."""
+    work_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.3
     """CPU time of the business logic of each request it handles, milliseconds (it takes longer when
     the CPU is contended, which is the point)."""
-    max_instances: int = 4
+    max_instances: _Count = 4
     """Most instances scale-out may run (``firm testbed scale``), 1 to 8; a service configured with more
     ``instances`` keeps those."""
 
@@ -81,40 +149,40 @@ class TestbedConfig:
     """Host ends of the veths are <prefix><n> (at most 15 characters in all)."""
     cgroup_parent: str = "firm-testbed"
     """Instances' cgroups are <parent>/<instance> in every hierarchy."""
-    port: int = 8080
+    port: _Port = 8080
     """Port every service listens on, in its own namespace."""
     state_dir: str = "/run/firm/testbed"
     """State file, logs and PIDs."""
     data_dir: str = "/var/lib/firm/testbed"
     """Post storage's files (on disk, fsynced on every post)."""
-    users: int = 962
+    users: Annotated[int, Strict(), Field(ge=2)] = 962
     """Users of the social network (socfb-Reed98 has 962)."""
-    friends_per_user: int = 20
+    friends_per_user: Annotated[int, Strict(), Field(ge=1)] = 20
     """Edges each new user brings in the preferential-attachment graph (about 19K edges for 962 users)."""
-    graph_seed: int = 1
+    graph_seed: _Int = 1
     """Seed of the social graph."""
-    seed_posts: int = 300
+    seed_posts: Annotated[int, Strict(), Field(ge=0)] = 300
     """Posts composed (and reads made) when the testbed starts, so timelines are not empty and the
     services are warm before the first measurement."""
-    sampling: float = 1.0
+    sampling: _Share = 1.0
     """Share of requests traced (1.0: every request)."""
-    span_retention: int = 300000
+    span_retention: Annotated[int, Strict(), Field(ge=1000)] = 300000
     """Spans kept in the trace store (about five minutes at the default load)."""
-    slo_ms: Mapping[str, float] = field(default_factory=lambda: {
+    slo_ms: _Slos = field(default_factory=lambda: {
         "compose-post": 250.0, "read-home-timeline": 120.0, "read-user-timeline": 120.0})
     """SLO per request type (compose-post, read-home-timeline, read-user-timeline): p99 latency, ms."""
     telemetry_redis: str = "redis://127.0.0.1:6379/0"
     """firm's Redis, where the telemetry sampler writes ``firm:telemetry:<instance>`` (empty: no sampler)."""
-    telemetry_interval_s: float = 1.0
+    telemetry_interval_s: _Positive = 1.0
     """Seconds between telemetry samples of every instance."""
-    slo_window_s: float = 5.0
+    slo_window_s: _Positive = 5.0
     """Length of the windows whose p99 is held to the SLO, seconds (long enough for a stable p99)."""
-    scale_timeout_s: float = 30.0
+    scale_timeout_s: _Positive = 30.0
     """Seconds scale-out waits for a new instance to answer and for every caller to route to it, and
     scale-in for every caller to stop routing to an instance and for its requests under way to end."""
-    rate_rps: float = 40.0
+    rate_rps: _Rate = 40.0
     """Default load, requests per second."""
-    mix: Mapping[str, float] = field(default_factory=lambda: {
+    mix: _Weights = field(default_factory=lambda: {
         "compose-post": 10.0, "read-home-timeline": 60.0, "read-user-timeline": 30.0})
     """Default request mix, weights per request type (DeathStarBench's 10/60/30)."""
 
@@ -207,8 +275,50 @@ def _service(spec: ServiceSpec, overrides: Mapping[str, Any], where: str) -> Ser
     return replace(spec, **overrides)
 
 
+def _schema_checked(config: TestbedConfig) -> TestbedConfig:
+    """``config`` checked against its field types and ranges (pydantic), sizes read as bytes."""
+    raw = {f.name: getattr(config, f.name) for f in fields(TestbedConfig)}
+    raw["services"] = [dataclasses.asdict(spec) for spec in config.services]
+    raw["redis"] = dataclasses.asdict(config.redis)
+    try:
+        checked: TestbedConfig = _SCHEMA.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(_schema_message(exc, config), fix=_schema_fix(exc)) from None
+    return replace(checked, services=tuple(checked.services), slo_ms=dict(checked.slo_ms), mix=dict(checked.mix))
+
+
+def _where(loc: tuple[int | str, ...], config: TestbedConfig) -> str:
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] == "services" and isinstance(parts[1], int) and parts[1] < len(config.services):
+        parts[1] = config.services[parts[1]].name
+    return ".".join(str(p) for p in parts if not str(p).startswith("function-"))
+
+
+def _schema_message(exc: ValidationError, config: TestbedConfig) -> str:
+    problems = []
+    for error in exc.errors():
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{_where(error['loc'], config)} is {error.get('input')!r}: {msg}")
+    return "; ".join(problems)
+
+
+def _schema_fix(exc: ValidationError) -> str:
+    fixes = []
+    for error in exc.errors():
+        names = [str(p) for p in error["loc"] if isinstance(p, str)]
+        fix = next((_FIXES[n] for n in reversed(names) if n in _FIXES), "see the settings in docs/testbed.md")
+        if fix not in fixes:
+            fixes.append(fix)
+    return "; ".join(fixes)
+
+
 def validate(config: TestbedConfig) -> TestbedConfig:
-    """Refuse values the testbed cannot build, naming the setting and what would work."""
+    """Refuse values the testbed cannot build, naming the setting and what would work.
+
+    First the schema (every field's type and range, :data:`_SCHEMA`), then what spans fields.
+    Raises :class:`ConfigError`.
+    """
+    config = _schema_checked(config)
     network = config.network
     needed = 2 + len(config.instances())
     if network.num_addresses - 2 < needed:
@@ -231,4 +341,10 @@ def validate(config: TestbedConfig) -> TestbedConfig:
                 raise ConfigError(f"{key}.{name} is {value!r}; give a positive number")
     if config.users < config.friends_per_user + 1:
         raise ConfigError(f"users ({config.users}) must exceed friends_per_user ({config.friends_per_user})")
+    if not any(config.mix.values()):
+        raise ConfigError("mix gives every request type a weight of 0, so no request would be sent",
+                          fix=_FIXES["mix"])
     return config
+
+
+_SCHEMA = TypeAdapter(TestbedConfig)
