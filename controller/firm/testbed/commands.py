@@ -21,6 +21,7 @@ from rich.table import Table
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
+from firm.load.config import MAX_RATE_RPS
 from firm.load.stats import WindowStats, percentile
 from firm.testbed import config as testbed_config
 from firm.testbed import experiment, lifecycle, network, scale
@@ -230,15 +231,18 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
 
 @testbed.command("run")
 @config_option
-@click.option("--duration", default=90.0, show_default=True, help="Seconds of load.")
-@click.option("--rate", type=float, help="Requests per second (default: the configuration's rate_rps).")
+@click.option("--duration", default=90.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=86400),
+              help="Seconds of load.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True, max=MAX_RATE_RPS),
+              help="Requests per second (default: the configuration's rate_rps).")
 @click.option("--anomaly", "kind", default="cpu", show_default=True,
               type=click.Choice(["none", "cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth",
                                  "network_loss"]),
               help="The contention to inject once.")
 @click.option("--target", default="compose-post", show_default=True, help="Service (or instance) it lands beside.")
 @click.option("--intensity", default=60, show_default=True, type=click.IntRange(0, 100))
-@click.option("--anomaly-at", default=30.0, show_default=True, help="Seconds into the load it starts.")
+@click.option("--anomaly-at", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds into the load it starts.")
 @click.option("--anomaly-for", default=30, show_default=True, type=click.IntRange(1, 3600), help="Seconds it lasts.")
 @click.option("--link-rate", default="100mbit", show_default=True, help="Capacity network_bandwidth takes a share of.")
 @click.option("--seed", default=1, show_default=True)
@@ -257,8 +261,17 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
     def say(message: str) -> None:
         console.print(f"  {message}")
 
-    plan = experiment.RunPlan(duration, rate, seed, None if kind == "none" else experiment.AnomalyPlan(
-        kind, target, intensity, anomaly_at, anomaly_for, link_rate), _reachable(redis_url, say))
+    anomaly_plan = None if kind == "none" else experiment.AnomalyPlan(
+        kind, target, intensity, anomaly_at, anomaly_for, link_rate)
+    if anomaly_plan is not None:  # every option is checked before anything is built
+        if anomaly_at >= duration:
+            raise click.BadParameter(f"{anomaly_at:g} s is not within the {duration:g} s of load",
+                                     param_hint="--anomaly-at")
+        try:
+            experiment.anomaly_spec(config, anomaly_plan)
+        except (experiment.ExperimentError, FirmError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    plan = experiment.RunPlan(duration, rate, seed, anomaly_plan, _reachable(redis_url, say))
     take_down = not keep and not lifecycle.is_up(config)
     try:
         lifecycle.up(config, say)

@@ -61,3 +61,18 @@ def test_the_commands_refuse_a_bad_file_before_starting(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, [*command, "--config", str(path)])
         assert result.exit_code == 1, result.output
         assert "port is 99999" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--duration", "-5"], "--duration"),
+    (["--rate", "0"], "--rate"),
+    (["--rate", "1e12"], "--rate"),
+    (["--anomaly-at", "100", "--duration", "60"], "--anomaly-at"),
+    (["--target", "nowhere"], "no testbed instance 'nowhere'"),
+    (["--anomaly", "network_bandwidth", "--link-rate", "10Mbps"], "ambiguous"),
+])
+def test_testbed_run_checks_its_options_before_building_anything(args: list[str], words: str) -> None:
+    # The state directory is not touched: a refused option never reaches lifecycle.up.
+    result = CliRunner().invoke(main, ["testbed", "run", "--redis", "", *args])
+    assert result.exit_code in (1, 2), result.output
+    assert words in result.output and "Traceback" not in result.output
