@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from ansible_collections.firm.core.plugins.module_utils import cgroup
+from ansible_collections.firm.core.plugins.module_utils import cgroup, redis_auth
 from firm.load.stats import RequestRecord, percentile
 from firm.telemetry.redis_store import RedisTelemetrySource
 from firm.testbed import config as testbed_config
@@ -62,7 +62,7 @@ def assert_nothing_left(config: testbed_config.TestbedConfig) -> None:
     markers = (config.state_dir, f"cgroup={config.cgroup_parent}/")
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and any(m in _cmdline(p) for m in markers)]
     assert leftovers == []
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis_auth.connect(REDIS_URL)
     for key in client.scan_iter("firm:telemetry*"):
         client.delete(key)
 
@@ -101,15 +101,25 @@ def p99(report: experiment.RunReport, phase: str, request_type: str) -> float:
     return float(value)
 
 
-_LATENCY_REGRESSION = pytest.mark.xfail(strict=False, reason=(
-    "known regression, measured in the last full run on a quiet machine (other work 0.03-0.30 cores): "
-    "at the default 40 requests/s compose-post's p99 was 450 ms before any anomaly (4 of 73 requests over "
-    "its 250 ms SLO) and read-home-timeline stayed at 1025 ms after the cpusets grew; the testbed met these "
-    "SLOs before the runtime scale-out changes to its servers (peer reloading, draining, enter.py), which "
-    "are the first suspects"))
+def test_the_applications_redis_listens_on_its_bridge_only_and_requires_its_password(
+        testbed: testbed_config.TestbedConfig) -> None:
+    state = lifecycle.read_state(testbed)
+    assert state is not None
+    password_file = Path(state["redis_password_file"])
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert Path(testbed.state_dir, "redis.conf").stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert password and password not in Path(lifecycle.state_file(testbed)).read_text()
+    unauthenticated = redis.Redis(host=state["redis_address"], port=6379, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        unauthenticated.set("firm:test", "1")
+    authenticated = redis.Redis(host=state["redis_address"], port=6379, password=password, socket_timeout=5,
+                                decode_responses=True)
+    assert authenticated.config_get("bind") == {"bind": state["redis_address"]}
+    assert authenticated.config_get("protected-mode") == {"protected-mode": "yes"}
+    assert RedisTraceStore.of(state).client.ping()
 
 
-@_LATENCY_REGRESSION
 def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
         testbed: testbed_config.TestbedConfig) -> None:
     other = background(testbed)
@@ -127,7 +137,7 @@ def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
 
     state = lifecycle.read_state(testbed)
     assert state is not None
-    store = RedisTraceStore.at(state["redis_address"])
+    store = RedisTraceStore.of(state)
     # The exporters flush every 0.5 s: wait (up to 15 s) until the traces are in and no span arrived
     # over the last 0.6 s, so that no trace is read half exported.
     spans_seen = [-1]
@@ -159,7 +169,7 @@ def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
 
 
 CONTENTION = [
-    pytest.param(experiment.AnomalyPlan("cpu", "compose-post", 50, 15, 18), id="cpu-beside-compose-post"),
+    pytest.param(experiment.AnomalyPlan("cpu", "compose-post", 80, 15, 18), id="cpu-beside-compose-post"),
     pytest.param(experiment.AnomalyPlan("disk_io", "post-storage", 50, 15, 18), id="disk-beside-post-storage"),
     pytest.param(experiment.AnomalyPlan("network_bandwidth", "post-storage", 99, 15, 18, "100mbit"),
                  id="bandwidth-cap-on-post-storage"),
@@ -172,7 +182,6 @@ def slo_test(report: experiment.RunReport, phase: str, request_type: str, object
     return SloTest(latencies, objective)
 
 
-@_LATENCY_REGRESSION
 @pytest.mark.parametrize("plan", CONTENTION)
 def test_contention_on_one_service_breaks_the_slo_and_its_end_restores_it(
         testbed: testbed_config.TestbedConfig, plan: experiment.AnomalyPlan) -> None:
@@ -212,7 +221,6 @@ def collector_records(report: experiment.RunReport) -> list[RequestRecord]:
     return report.records
 
 
-@_LATENCY_REGRESSION
 def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testbed_config.TestbedConfig) -> None:
     """A CPU anomaly on compose-post's CPU breaks the SLO; firm.core.cgroup gives the services pinned to
     that CPU a second one (their cpuset grows), and the SLO holds again while the anomaly goes on.
@@ -223,12 +231,14 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testb
     raised_at = 30.0
 
     failures: list[str] = []
+    grown_at: list[float] = []
 
     def grow_cpusets() -> None:  # runs in a timer thread: failures are reported to the test below
         for instance in on_cpu0:
             result = run_ansible_module("firm.core.cgroup", {"path": instance.cgroup, "cpuset_cpus": "0-1"})
             if result.get("changed") is not True:
                 failures.append(f"{instance.name}: {result}")
+        grown_at.append(time.time())  # each module run is a process of its own, taking seconds of CPU
 
     plan = experiment.AnomalyPlan("cpu", "compose-post", 50, 8, 60)
     other = background(testbed)
@@ -240,18 +250,21 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testb
         timer.cancel()
         for instance in on_cpu0:
             run_ansible_module("firm.core.cgroup", {"path": instance.cgroup, "cpuset_cpus": instance.spec.cpus})
-    assert failures == [] and not timer.is_alive()
+    assert failures == [] and not timer.is_alive() and grown_at
     began = min(r.intended_at for r in collector_records(report))
     contended = [r.latency_ms for r in collector_records(report) if r.request_type.value == "read-home-timeline"
                  and 12 <= r.intended_at - began <= raised_at]
     relieved = [r.latency_ms for r in collector_records(report) if r.request_type.value == "read-home-timeline"
-                and r.intended_at - began >= raised_at + 3]
+                and r.intended_at >= grown_at[0] + 3]
     objective = testbed.slo_ms["read-home-timeline"]
     under, after = percentile(contended, 99), percentile(relieved, 99)
     assert under is not None and after is not None
     other = max(other, background(testbed))
-    print(f"read-home-timeline p99 {under:.0f} ms under the anomaly, {after:.0f} ms after their cpusets grew "
-          f"(SLO {objective:.0f}); other work {other:.2f} cores")
-    assert under > objective
-    skip_if_busy(after <= objective, other, f"read-home-timeline p99 {after:.0f} ms after the cpusets grew missed its SLO")
-    assert after <= objective
+    contended_test, relieved_test = SloTest(contended, objective), SloTest(relieved, objective)
+    print(f"read-home-timeline p99 {under:.0f} ms under the anomaly ({contended_test.describe()}), {after:.0f} ms "
+          f"after their cpusets grew ({relieved_test.describe()}); other work {other:.2f} cores")
+    assert under > objective and contended_test.breaks
+    # held as a statistical claim on the requests (SloTest), as the contention test does: ~400 requests
+    # whose p99 is their fourth slowest
+    skip_if_busy(relieved_test.meets, other, f"read-home-timeline after the cpusets grew: {relieved_test.describe()}")
+    assert relieved_test.meets, f"read-home-timeline after the cpusets grew: {relieved_test.describe()}"

@@ -54,6 +54,10 @@ class RunPlan:
     anomaly: AnomalyPlan | None = None
     redis_url: str | None = None
     """Where requests and latency windows are recorded (firm's Redis); None to record nowhere."""
+    warmup_s: float = 2.0
+    """Seconds at the start of the load that no phase counts: the load generator's and the services'
+    first requests open connections and take cold paths (on a 2-core machine the first half second
+    ran up to 400 ms at the default load, and never again after)."""
 
 
 @dataclass
@@ -156,6 +160,9 @@ def testbed_cpu_ns(config: TestbedConfig) -> int:
 def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[WindowStats]], object] | None = None,
         progress: Callable[[str], None] = lambda message: None) -> RunReport:
     """Load the testbed (which must be up) for ``plan.duration_s`` with the planned anomaly."""
+    if not 0 <= plan.warmup_s < plan.duration_s:
+        raise ExperimentError(f"a warm-up of {plan.warmup_s:g} s leaves nothing of the {plan.duration_s:g} s of "
+                              "load to measure; load longer or shorten the warm-up")
     state = lifecycle.read_state(config)
     if state is None:
         raise ExperimentError("the testbed is not up; start it with `firm testbed up`")
@@ -180,12 +187,14 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
     cpu_before, started_at = testbed_cpu_ns(config), time.monotonic()
     if injector is not None:
         injector.timer.start()
+    load_began = time.time()
     try:
         summary = run_load(load_spec(config, plan, state["frontend"]), sink=collector, on_window=collect)
     finally:
         record = injector.finish() if injector is not None else {}
     cores = (testbed_cpu_ns(config) - cpu_before) / 1e9 / (time.monotonic() - started_at)
-    grouped = phases(collector.records, windows, record or None, config.slo_window_s)
+    grouped = phases(collector.records, windows, record or None, config.slo_window_s,
+                     measured_from=load_began + plan.warmup_s)
     return RunReport(summary, windows, grouped, cores, record or None, dict(config.slo_ms), collector.records)
 
 
@@ -200,6 +209,8 @@ class Injector:
                  progress: Callable[[str], None]) -> None:
         self.spec, self.env, self.progress, self.where = spec, env, progress, plan.instance
         self.started: dict[str, Any] = {}
+        self.requested_at: float | None = None
+        """When the injector began to start the anomaly (its module's process takes seconds of CPU)."""
         self.error: Exception | None = None
         self.timer = threading.Timer(plan.start_s, self._start)
 
@@ -207,6 +218,7 @@ class Injector:
         return {"name": self.spec.name, "state_dir": self.env.state_dir, **extra}
 
     def _start(self) -> None:
+        self.requested_at = time.time()
         spec, target = self.spec, self.spec.target
         args = self._args(kind=spec.kind, intensity=spec.intensity, duration=spec.duration_s, labels=spec.labels,
                           target_cgroup=target.cgroup, target_namespace=target.namespace,
@@ -216,7 +228,7 @@ class Injector:
             result = run_module("firm.core.anomaly", {k: v for k, v in args.items() if v is not None})["localhost"]
             if result.failed:
                 raise ExperimentError(f"the anomaly did not start: {result.result.get('msg')}")
-            self.started = result.result["anomaly"]
+            self.started = {**result.result["anomaly"], "requested_at": self.requested_at}
             self.progress(f"anomaly {spec.kind} at {spec.intensity} beside {self.where} for {spec.duration_s} s")
         except Exception as exc:
             self.error = exc
@@ -242,12 +254,20 @@ SETTLE_S = 2.0
 """Requests this close to the anomaly's start or end belong to no phase: queues fill and drain."""
 
 
-def phase_of(moment: float, record: dict[str, Any] | None) -> str | None:
+def phase_of(moment: float, record: dict[str, Any] | None, measured_from: float = float("-inf")) -> str | None:
+    """The phase of a request sent at ``moment`` (Unix seconds): ``run`` without an anomaly, else
+    ``before``, ``during`` or ``after`` it; None for the warm-up (before ``measured_from``), for the
+    seconds in which the injector was starting the anomaly (``requested_at`` to ``started_at`` of its
+    record: the harness's own work, not the anomaly's), and for SETTLE_S after its start and end."""
+    if moment < measured_from:
+        return None
     if record is None:
         return "run"
     start, end = record["started_at"], record.get("ended_at") or record["expires_at"]
-    if moment < start:
+    if moment < min(start, record.get("requested_at") or start):
         return "before"
+    if moment < start:
+        return None
     if start + SETTLE_S <= moment < end:
         return "during"
     if moment >= end + SETTLE_S:
@@ -256,11 +276,12 @@ def phase_of(moment: float, record: dict[str, Any] | None) -> str | None:
 
 
 def phases(records: Sequence[RequestRecord], windows: Sequence[WindowStats], record: dict[str, Any] | None,
-           window_s: float) -> dict[str, dict[str, Phase]]:
-    """Requests (by intended send time) and windows (by start) grouped into before, during and after."""
+           window_s: float, measured_from: float = float("-inf")) -> dict[str, dict[str, Phase]]:
+    """Requests (by intended send time) and windows (by start) grouped into before, during and after
+    (see ``phase_of``)."""
     result: dict[str, dict[str, Phase]] = {}
     for request in records:
-        name = phase_of(request.intended_at, record)
+        name = phase_of(request.intended_at, record, measured_from)
         if name is not None:
             phase = result.setdefault(name, {}).setdefault(request.request_type.value, Phase())
             if request.error:
@@ -268,7 +289,7 @@ def phases(records: Sequence[RequestRecord], windows: Sequence[WindowStats], rec
             else:
                 phase.latencies_ms.append(request.latency_ms)
     for window in windows:
-        name = phase_of(window.window_end - window_s, record)
+        name = phase_of(window.window_end - window_s, record, measured_from)
         if name is not None and window.p99_ms is not None:
             phase = result.setdefault(name, {}).setdefault(window.request_type.value, Phase())
             phase.windows += 1

@@ -1,0 +1,54 @@
+"""How a testbed run's requests are grouped into phases: warm-up and the injector's own start-up left out."""
+
+from __future__ import annotations
+
+import pytest
+
+from firm.load.config import RequestType
+from firm.load.stats import RequestRecord
+from firm.testbed import experiment
+from firm.testbed.config import TestbedConfig
+
+RECORD = {"requested_at": 115.0, "started_at": 118.0, "ended_at": 136.0, "expires_at": 136.0}
+
+
+@pytest.mark.parametrize(("moment", "phase"), [
+    (100.5, None),  # warm-up
+    (102.0, "before"), (114.9, "before"),
+    (115.0, None), (117.9, None),  # the injector's module process starting the anomaly
+    (118.0, None), (119.9, None),  # settling after the start
+    (120.0, "during"), (135.9, "during"),
+    (136.0, None), (137.9, None),  # settling after the end
+    (138.0, "after"), (150.0, "after"),
+])
+def test_phase_of_leaves_out_warmup_and_the_injectors_start_up(moment: float, phase: str | None) -> None:
+    assert experiment.phase_of(moment, RECORD, measured_from=102.0) == phase
+
+
+def test_without_an_anomaly_every_measured_request_is_in_the_run_phase() -> None:
+    assert experiment.phase_of(101.9, None, measured_from=102.0) is None
+    assert experiment.phase_of(102.0, None, measured_from=102.0) == "run"
+
+
+def test_a_record_without_a_request_time_starts_the_anomaly_at_its_start() -> None:
+    record = {k: v for k, v in RECORD.items() if k != "requested_at"}
+    assert experiment.phase_of(117.9, record) == "before"
+    assert experiment.phase_of(118.0, record) is None
+
+
+def test_phases_counts_requests_and_failures_by_phase() -> None:
+    def request(at: float, latency_ms: float, error: str = "") -> RequestRecord:
+        return RequestRecord(RequestType.COMPOSE_POST, "", latency_ms, 200 if not error else 0, at, error)
+    records = [request(100.5, 400.0), request(103.0, 20.0), request(104.0, 0.0, "timeout"), request(116.0, 900.0),
+               request(125.0, 300.0), request(140.0, 30.0)]
+    grouped = experiment.phases(records, [], RECORD, 5.0, measured_from=102.0)
+    compose = RequestType.COMPOSE_POST.value
+    assert grouped["before"][compose].latencies_ms == [20.0] and grouped["before"][compose].failed == 1
+    assert grouped["during"][compose].latencies_ms == [300.0]
+    assert grouped["after"][compose].latencies_ms == [30.0]
+
+
+def test_a_warmup_as_long_as_the_load_is_refused_before_anything_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = TestbedConfig(state_dir=str(tmp_path / "state"))
+    with pytest.raises(experiment.ExperimentError, match="warm-up"):
+        experiment.run(config, experiment.RunPlan(duration_s=2.0, warmup_s=2.0))
