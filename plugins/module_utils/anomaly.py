@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
@@ -34,7 +35,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +47,6 @@ from ansible_collections.firm.core.plugins.module_utils.errors import (
 )
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef, kill_group
 
-KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth", "network_loss", "network_delay")
-TOOLS = {"cpu": ("stress-ng",), "memory_bandwidth": ("stress-ng",), "llc": ("stress-ng",), "disk_io": ("sysbench",),
-         "network_bandwidth": ("tc",), "network_loss": ("nft",), "network_delay": ("tc",)}
 DEFAULT_STATE_DIR = "/run/firm/anomalies"
 DEFAULT_TOOLS_FACTS = "/etc/firm/anomaly_tools.json"
 DEFAULT_SYSBENCH_DIR = "/var/lib/firm/sysbench"
@@ -234,8 +232,8 @@ class Store:
 def validate(spec: AnomalySpec, env: Environment) -> None:
     """Refuse a request that cannot run here, with what to do instead, before anything starts."""
     check_request(spec, env.max_duration_s)
-    if spec.kind == "network_delay" and not netem_available():
-        working = [k for k in KINDS if k != "network_delay"]
+    if REGISTRY[spec.kind].kernel_feature == "sch_netem" and not netem_available():
+        working = [k for k in KINDS if REGISTRY[k].kernel_feature != "sch_netem"]
         raise AnomalyNotFoundError("network_delay needs the tc netem qdisc, which this kernel does not have "
                                    "(sch_netem)", fix=f"use a kernel with sch_netem, or one of {', '.join(working)}")
     for tool in TOOLS[spec.kind] + (("iperf3",) if spec.peer else ()):
@@ -363,45 +361,117 @@ def plan(spec: AnomalySpec, env: Environment) -> Plan:
     network_delay: netem delay of intensity ms.
     """
     cpus = target_cpus(spec, env)
-    seconds = str(spec.duration_s)
     workers = len(cpus)
     duty_quota = max(cgroup.CPU_QUOTA_MIN_US, CPU_PERIOD_US * workers * spec.intensity // 100)
-    cpu_settings = cgroup.CgroupSettings(cpu_quota_us=duty_quota, cpu_period_us=CPU_PERIOD_US,
-                                         cpuset_cpus=cgroup.format_list(cpus))
-    pinned = cgroup.CgroupSettings(cpuset_cpus=cgroup.format_list(cpus))
-    if spec.kind == "cpu":
-        # More runnable workers per CPU as intensity rises: a waking service then waits behind more of
-        # them, as behind a noisy neighbour's threads, while the quota bounds the CPU they take in all.
-        threads = workers * (1 + spec.intensity // 25)
-        return Plan([["stress-ng", "--cpu", str(threads), "--cpu-load", "100", "--timeout", seconds, "--quiet"]],
-                    cpu_settings, cpus)
-    if spec.kind == "memory_bandwidth":
-        return Plan([["stress-ng", "--stream", str(workers), "--stream-l3-size", str(llc_bytes(env.sysfs_root)),
-                      "--timeout", seconds, "--quiet"]], cpu_settings, cpus)
-    if spec.kind == "llc":
-        working_set = max(workers * (64 << 10), llc_bytes(env.sysfs_root) * spec.intensity // 100)
-        return Plan([["stress-ng", "--vm", str(workers), "--vm-bytes", str(working_set), "--vm-method", "write64",
-                      "--vm-keep", "--timeout", seconds, "--quiet"]], pinned, cpus)
-    if spec.kind == "disk_io":
-        threads = max(1, math.ceil(4 * spec.intensity / 100))
-        rate = max(1, env.disk_iops_at_full * spec.intensity // 100)
-        count, total = _sysbench_files(env.sysbench_files())
-        command = ["sysbench", "fileio", "--file-test-mode=rndrw", "--file-extra-flags=direct",
-                   "--file-fsync-freq=0", f"--threads={threads}", f"--rate={rate}", f"--time={seconds}",
-                   f"--file-num={count}", f"--file-total-size={total}", "run"]
-        return Plan([command], pinned, cpus)
-    if spec.kind == "network_bandwidth":
-        link = spec.link_rate_bps or _link_rate(spec, env)
-        if spec.peer is not None:
-            host, _, port = spec.peer.partition(":")
-            flood = ["iperf3", "-c", host, "-p", port or "5201", "-b", str(max(1, link * spec.intensity // 100)),
-                     "-t", seconds, "--connect-timeout", "3000"]
-            return Plan([_in_namespace(spec.target.namespace, flood)], pinned, cpus)
-        rate = max(8000, link * (100 - spec.intensity) // 100)
-        return Plan([], pinned, cpus, shaping_rate_bps=rate)
-    if spec.kind == "network_loss":
-        return Plan([], pinned, cpus, loss_percent=spec.intensity)
-    return Plan([], pinned, cpus, delay_ms=max(1, spec.intensity))
+    context = _Context(spec, env, cpus, str(spec.duration_s),
+                       cgroup.CgroupSettings(cpu_quota_us=duty_quota, cpu_period_us=CPU_PERIOD_US,
+                                             cpuset_cpus=cgroup.format_list(cpus)),
+                       cgroup.CgroupSettings(cpuset_cpus=cgroup.format_list(cpus)))
+    kind = REGISTRY.get(spec.kind)
+    if kind is None:
+        raise AnomalyInputError(f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}")
+    return kind.plan(context)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every kind's planner starts from: the request, the CPUs, and the two cgroup settings."""
+
+    spec: AnomalySpec
+    env: Environment
+    cpus: list[int]
+    seconds: str
+    duty: cgroup.CgroupSettings
+    """A CFS quota of intensity % of the target CPUs, and the cpuset."""
+    pinned: cgroup.CgroupSettings
+    """The cpuset only."""
+
+
+def _plan_cpu(c: _Context) -> Plan:
+    # More runnable workers per CPU as intensity rises: a waking service then waits behind more of
+    # them, as behind a noisy neighbour's threads, while the quota bounds the CPU they take in all.
+    threads = len(c.cpus) * (1 + c.spec.intensity // 25)
+    return Plan([["stress-ng", "--cpu", str(threads), "--cpu-load", "100", "--timeout", c.seconds, "--quiet"]],
+                c.duty, c.cpus)
+
+
+def _plan_memory_bandwidth(c: _Context) -> Plan:
+    return Plan([["stress-ng", "--stream", str(len(c.cpus)), "--stream-l3-size", str(llc_bytes(c.env.sysfs_root)),
+                  "--timeout", c.seconds, "--quiet"]], c.duty, c.cpus)
+
+
+def _plan_llc(c: _Context) -> Plan:
+    workers = len(c.cpus)
+    working_set = max(workers * (64 << 10), llc_bytes(c.env.sysfs_root) * c.spec.intensity // 100)
+    return Plan([["stress-ng", "--vm", str(workers), "--vm-bytes", str(working_set), "--vm-method", "write64",
+                  "--vm-keep", "--timeout", c.seconds, "--quiet"]], c.pinned, c.cpus)
+
+
+def _plan_disk_io(c: _Context) -> Plan:
+    threads = max(1, math.ceil(4 * c.spec.intensity / 100))
+    rate = max(1, c.env.disk_iops_at_full * c.spec.intensity // 100)
+    count, total = _sysbench_files(c.env.sysbench_files())
+    command = ["sysbench", "fileio", "--file-test-mode=rndrw", "--file-extra-flags=direct",
+               "--file-fsync-freq=0", f"--threads={threads}", f"--rate={rate}", f"--time={c.seconds}",
+               f"--file-num={count}", f"--file-total-size={total}", "run"]
+    return Plan([command], c.pinned, c.cpus)
+
+
+def _plan_network_bandwidth(c: _Context) -> Plan:
+    spec = c.spec
+    link = spec.link_rate_bps or _link_rate(spec, c.env)
+    if spec.peer is not None:
+        host, _, port = spec.peer.partition(":")
+        flood = ["iperf3", "-c", host, "-p", port or "5201", "-b", str(max(1, link * spec.intensity // 100)),
+                 "-t", c.seconds, "--connect-timeout", "3000"]
+        return Plan([_in_namespace(spec.target.namespace, flood)], c.pinned, c.cpus)
+    rate = max(8000, link * (100 - spec.intensity) // 100)
+    return Plan([], c.pinned, c.cpus, shaping_rate_bps=rate)
+
+
+def _plan_network_loss(c: _Context) -> Plan:
+    return Plan([], c.pinned, c.cpus, loss_percent=c.spec.intensity)
+
+
+def _plan_network_delay(c: _Context) -> Plan:
+    return Plan([], c.pinned, c.cpus, delay_ms=max(1, c.spec.intensity))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of anomaly: what it needs and how its intensity becomes contention."""
+
+    name: str
+    tools: tuple[str, ...]
+    """Commands it runs (checked with ``which`` before anything starts)."""
+    placement: str
+    """``cpus``: workers beside a service, on its cgroup's CPUs; ``interface``: a change of (or traffic on)
+    a network interface."""
+    plan: Callable[[_Context], Plan]
+    kernel_feature: str | None = None
+    """A kernel feature beyond the tools that some kernels lack (``sch_netem``), else None."""
+
+
+REGISTRY: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("cpu", ("stress-ng",), "cpus", _plan_cpu),
+    Kind("memory_bandwidth", ("stress-ng",), "cpus", _plan_memory_bandwidth),
+    Kind("llc", ("stress-ng",), "cpus", _plan_llc),
+    Kind("disk_io", ("sysbench",), "cpus", _plan_disk_io),
+    Kind("network_bandwidth", ("tc",), "interface", _plan_network_bandwidth),
+    Kind("network_loss", ("nft",), "interface", _plan_network_loss),
+    Kind("network_delay", ("tc",), "interface", _plan_network_delay, kernel_feature="sch_netem"),
+)}
+"""Every anomaly kind, the one list the module, the campaigns, the testbed and the CLI read."""
+
+KINDS = tuple(REGISTRY)
+TOOLS = {name: kind.tools for name, kind in REGISTRY.items()}
+
+
+def kind_names(*, placement: str | None = None, portable: bool = False) -> list[str]:
+    """The kinds in registry order; only those of one ``placement`` (``cpus`` or ``interface``), and
+    with ``portable`` only those that need no optional kernel feature."""
+    return [name for name, kind in REGISTRY.items()
+            if (placement is None or kind.placement == placement) and not (portable and kind.kernel_feature)]
 
 
 def _in_namespace(namespace: str | None, command: list[str]) -> list[str]:
@@ -445,15 +515,61 @@ def sweep(env: Environment) -> list[str]:
         if record.supervisor is None or not record.supervisor.alive():
             cleanup(record, env, note="its supervisor had gone")
             swept.append(record.spec.name)
+    _remove_orphan_groups(env, store.all())
     return swept
+
+
+ORPHAN_GROUP_AGE_S = 10.0
+"""Seconds an empty anomaly cgroup that no record names must exist before a sweep removes it (far longer
+than a start takes from creating a group to putting its workers in it)."""
+
+
+def _remove_orphan_groups(env: Environment, records: Sequence[Record]) -> None:
+    """Remove empty groups under CGROUP_PARENT that no record names: their records were lost (/run at a
+    reboot-like loss of state) after their workers had ended by their own time limit. A group with
+    processes is never removed (rmdir refuses it)."""
+    named = {record.cgroup_path for record in records}
+    try:
+        layout = cgroup.detect_layout(env.cgroup_root)
+    except (FirmError, OSError):
+        return
+    now = time.time()
+    for parent in cgroup.group_at(layout, CGROUP_PARENT).distinct_dirs():
+        with contextlib.suppress(OSError):
+            for child in os.listdir(parent):
+                path = os.path.join(parent, child)
+                if f"{CGROUP_PARENT}/{child}" in named or not os.path.isdir(path):
+                    continue
+                with contextlib.suppress(OSError):
+                    if now - os.stat(path).st_ctime >= ORPHAN_GROUP_AGE_S:
+                        os.rmdir(path)
+            os.rmdir(parent)  # the shared parent goes with its last child
+
+
+@contextlib.contextmanager
+def _start_lock(state_dir: str) -> Iterator[None]:
+    """Starts on one node take turns (two campaigns naming the same anomaly at once). A POSIX lock on
+    ``<state_dir>/.lock``: the supervisor forked meanwhile does not inherit it."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    with open(os.path.join(state_dir, ".lock"), "a", encoding="utf-8") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def start(spec: AnomalySpec, env: Environment, check_mode: bool = False) -> tuple[bool, Record, Plan]:
     """Start an anomaly unless the same one runs under that name; returns (changed, record, plan).
 
-    A different request under a running name replaces it.
+    A different request under a running name replaces it; concurrent starts take turns.
     """
     validate(spec, env)
+    with contextlib.nullcontext() if check_mode else _start_lock(env.state_dir):
+        return _start(spec, env, check_mode)
+
+
+def _start(spec: AnomalySpec, env: Environment, check_mode: bool) -> tuple[bool, Record, Plan]:
     if not check_mode:
         sweep(env)
     store = Store(env.state_dir)
@@ -544,8 +660,7 @@ def _launch(record: Record, work: Plan, env: Environment) -> None:
         if work.commands:
             record.cgroup_path = f"{CGROUP_PARENT}/{spec.name}"
             group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), record.cgroup_path)
-            cgroup.create_group(group)
-            cgroup.apply_writes(cgroup.plan_writes(group, work.settings, env.sysfs_root))
+            cgroup.ensure_cgroup(group, work.settings, sysfs_root=env.sysfs_root)
             logs = os.path.join(env.state_dir, f"{spec.name}.log")
             os.makedirs(env.state_dir, mode=0o755, exist_ok=True)
             cwd = env.sysbench_files() if spec.kind == "disk_io" else "/"
@@ -589,8 +704,7 @@ def _apply_kernel_change(spec: AnomalySpec, work: Plan) -> dict[str, Any]:
     interface, namespace = spec.target.interface, spec.target.namespace
     if work.shaping_rate_bps is not None and interface is not None:
         previous = tc.read_shaping(interface, namespace)
-        tc.apply_shaping(interface, tc.shaping_for(interface, "tbf", work.shaping_rate_bps, namespace=namespace),
-                         namespace)
+        tc.ensure_shaping(interface, tc.parse_request("tbf", work.shaping_rate_bps), namespace)
         return {"type": "tc", "interface": interface, "namespace": namespace,
                 "previous": previous.as_dict() if previous else None}
     if work.loss_percent is not None and interface is not None:
@@ -628,10 +742,8 @@ def _undo_kernel_change(restore: dict[str, Any]) -> None:
         interface, namespace, previous = restore["interface"], restore.get("namespace"), restore.get("previous")
         if kind == "netem":
             tc.remove_netem(interface, namespace)
-        if previous:
-            tc.apply_shaping(interface, tc.Shaping(**previous), namespace)
-        elif kind == "tc":
-            tc.remove_shaping(interface, namespace)
+        if previous or kind == "tc":
+            tc.ensure_shaping(interface, tc.Shaping(**previous) if previous else None, namespace)
     elif kind == "nft":
         with contextlib.suppress(AnomalyStartError):  # already gone
             _nft(restore.get("namespace"), ["delete", "table", "inet", restore["table"]])

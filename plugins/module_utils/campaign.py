@@ -31,9 +31,10 @@ from typing import Any
 
 from ansible_collections.firm.core.plugins.module_utils import anomaly
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError, InvalidInputError
+from ansible_collections.firm.core.plugins.module_utils.redis_buffer import PendingWrites
 
-NETWORK_KINDS = ("network_bandwidth", "network_loss", "network_delay")
-DEFAULT_KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth", "network_loss")
+NETWORK_KINDS = tuple(anomaly.kind_names(placement="interface"))
+DEFAULT_KINDS = tuple(anomaly.kind_names(portable=True))
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 
@@ -306,12 +307,19 @@ def injection_key(campaign: str, name: str) -> str:
     return f"firm:injection:{campaign}:{name}"
 
 
+RETRY_INTERVAL_S = 0.5
+"""Seconds between attempts to write a record to a Redis that does not answer."""
+
+
 def record(event: str, campaign: str, entries: Sequence[Mapping[str, Any]], jsonl_path: str | None,
-           redis_client: Any = None, schedule: Sequence[Mapping[str, Any]] | None = None) -> int:
+           redis_client: Any = None, schedule: Sequence[Mapping[str, Any]] | None = None, *,
+           redis_wait_s: float = 0.0, retry_on: tuple[type[BaseException], ...] = ()) -> int:
     """Append ``entries`` (anomaly summaries, as firm.core.anomaly returns them) to the record.
 
     ``event`` is ``planned`` (``schedule`` given, no entries), ``started`` or ``ended``. Returns the
-    number of entries written.
+    number of entries written. The campaign file is written first; when Redis fails with one of
+    ``retry_on`` (it is down or restarting), the record waits in memory and is resent every
+    RETRY_INTERVAL_S for up to ``redis_wait_s`` seconds, after which :class:`RecordError` says so.
     """
     check_id(campaign)
     entries = validate_entries(event, entries)
@@ -329,7 +337,22 @@ def record(event: str, campaign: str, entries: Sequence[Mapping[str, Any]], json
             raise RecordError(f"cannot append to the campaign file {jsonl_path}: {exc.strerror}",
                               fix="give a writable campaign file path") from exc
     if redis_client is not None:
-        _record_redis(redis_client, event, campaign, entries, schedule, now)
+        pending: PendingWrites[tuple[str, str, Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]] | None,
+                                     float]] = PendingWrites(1)
+        pending.add([(event, campaign, entries, schedule, now)])
+        deadline = time.monotonic() + redis_wait_s
+        def write(batch: list[tuple[str, str, Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]] | None,
+                                    float]]) -> None:
+            for item in batch:
+                _record_redis(redis_client, *item)
+
+        while not pending.flush(write, retry_on):
+            if time.monotonic() >= deadline:
+                raise RecordError(f"Redis did not take the {event} record of campaign {campaign} within "
+                                  f"{redis_wait_s:g} s" + (f"; the campaign file {jsonl_path} has it" if jsonl_path
+                                                            else ""),
+                                  fix="start Redis (the redis role, or make services) and record again")
+            time.sleep(RETRY_INTERVAL_S)
     return len(entries)
 
 

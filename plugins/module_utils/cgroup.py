@@ -37,6 +37,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import (
     KernelWriteError,
     NotFoundError,
 )
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Change, FileWrite, Kernel
 from ansible_collections.firm.core.plugins.module_utils.sysfs import (
     Rollback,
     confined_path,
@@ -295,7 +296,7 @@ def group_of_pod(layout: Layout, pod_uid: str, container_id: str | None = None, 
 # Groups: create, remove, attach
 
 
-def create_group(group: Group, rollback: Rollback | None = None) -> list[str]:
+def create_group(group: Group, rollback: Rollback | None = None, *, kernel: Kernel = KERNEL) -> list[str]:
     """Create the group in every hierarchy where it is missing; returns the directories made.
 
     A new v1 cpuset group starts with no CPUs or memory nodes, so it inherits its parent's; on v2
@@ -308,19 +309,19 @@ def create_group(group: Group, rollback: Rollback | None = None) -> list[str]:
         parents = _missing_ancestors(directory)
         for path in parents:
             if _is_v2_dir(group, path):
-                _delegate_v2_controllers(group, os.path.dirname(path), rollback)
+                _delegate_v2_controllers(group, os.path.dirname(path), rollback, kernel)
             try:
-                os.mkdir(path)
+                kernel.mkdir(path)
             except OSError as exc:
                 raise CgroupWriteError(f"cannot create cgroup {path}: {exc.strerror}",
                                        fix="check that the cgroup root is mounted read-write and you are root") from exc
             made.append(path)
             if rollback is not None:
-                rollback.record(functools.partial(os.rmdir, path))
+                rollback.record(functools.partial(kernel.rmdir, path))
     if "cpuset" in group.layout.hierarchies and group.version("cpuset") == 1:
         for directory in made:
             if os.path.realpath(directory).startswith(group.layout.hierarchy("cpuset").mount + os.sep):
-                _inherit_cpuset(directory)
+                _inherit_cpuset(directory, kernel)
     return made
 
 
@@ -336,26 +337,26 @@ def _is_v2_dir(group: Group, path: str) -> bool:
     return any(h.version == 2 and path.startswith(h.mount + os.sep) for h in group.layout.hierarchies.values())
 
 
-def _delegate_v2_controllers(group: Group, parent: str, rollback: Rollback | None) -> None:
+def _delegate_v2_controllers(group: Group, parent: str, rollback: Rollback | None, kernel: Kernel) -> None:
     wanted = sorted({V2_NAMES[n] for n, h in group.layout.hierarchies.items() if h.version == 2 and n != "cpuacct"})
     control = os.path.join(parent, "cgroup.subtree_control")
     enabled = read_text(control).split()
     available = read_text(os.path.join(parent, "cgroup.controllers")).split()
     missing = [c for c in wanted if c not in enabled and c in available]
     if missing:
-        write_text(control, " ".join(f"+{c}" for c in missing))
+        write_text(control, " ".join(f"+{c}" for c in missing), kernel)
         if rollback is not None:
-            rollback.record(lambda: write_text(control, " ".join(f"-{c}" for c in missing)))
+            rollback.record(lambda: write_text(control, " ".join(f"-{c}" for c in missing), kernel))
 
 
-def _inherit_cpuset(directory: str) -> None:
+def _inherit_cpuset(directory: str, kernel: Kernel) -> None:
     parent = os.path.dirname(directory)
     for name in ("cpuset.cpus", "cpuset.mems"):
         if read_text(os.path.join(directory, name)) == "":
-            write_text(os.path.join(directory, name), read_text(os.path.join(parent, name)))
+            write_text(os.path.join(directory, name), read_text(os.path.join(parent, name)), kernel)
 
 
-def remove_group(group: Group) -> list[str]:
+def remove_group(group: Group, *, kernel: Kernel = KERNEL) -> list[str]:
     """Remove the group (and its sub-groups, deepest first) from every hierarchy.
 
     Refuses, before removing anything, while a process is still inside: the kernel would refuse
@@ -371,7 +372,7 @@ def remove_group(group: Group) -> list[str]:
     for directory in existing:
         for sub, _, _ in sorted(os.walk(directory), key=lambda entry: -entry[0].count(os.sep)):
             try:
-                os.rmdir(sub)
+                kernel.rmdir(sub)
             except OSError as exc:
                 raise CgroupWriteError(f"cannot remove cgroup {sub}: {exc.strerror}",
                                        fix="check that no process is left in it and retry") from exc
@@ -394,12 +395,12 @@ def signal_members(group: Group, sig: int = signal.SIGKILL) -> int:
     return len(pids)
 
 
-def remove_group_when_empty(group: Group, wait_s: float = 5.0) -> list[str]:
+def remove_group_when_empty(group: Group, wait_s: float = 5.0, *, kernel: Kernel = KERNEL) -> list[str]:
     """``remove_group``, retried while processes just killed are still being reaped."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return remove_group(group)
+            return remove_group(group, kernel=kernel)
         except CgroupInputError:
             if time.monotonic() > deadline:
                 raise
@@ -430,13 +431,13 @@ def pids_to_attach(group: Group, pids: Iterable[int], proc_root: str = "/proc") 
     return {d: [p for p in wanted if p not in inside] for d, inside in current.items() if any(p not in inside for p in wanted)}
 
 
-def attach_pids(plan: Mapping[str, Sequence[int]]) -> None:
+def attach_pids(plan: Mapping[str, Sequence[int]], *, kernel: Kernel = KERNEL) -> None:
     """Move processes into groups: one write of each PID to each separately mounted hierarchy."""
     for directory, pids in plan.items():
         for pid in pids:
             write = Write("pids", os.path.join(directory, "cgroup.procs"), str(pid))
             try:
-                write_text(write.path, write.value)
+                write_text(write.path, write.value, kernel)
             except KernelWriteError as exc:
                 message, fix = explain_refusal(write, exc)
                 raise CgroupWriteError(message, fix=fix, **exc.details) from exc
@@ -809,15 +810,15 @@ def _plan_disk(group: Group, limits: Sequence[DiskLimit]) -> list[Write]:
     return writes
 
 
-def apply_writes(writes: Sequence[Write], rollback: Rollback | None = None) -> None:
+def apply_writes(writes: Sequence[Write], rollback: Rollback | None = None, *, kernel: Kernel = KERNEL) -> None:
     """Write each planned value; on a refusal, restore what was already written and raise."""
     own = rollback is None
     log = rollback if rollback is not None else Rollback()
     try:
         for write in writes:
-            restore = _restorer(write)
+            restore = _restorer(write, kernel)
             try:
-                write_text(write.path, write.value)
+                write_text(write.path, write.value, kernel)
             except KernelWriteError as exc:
                 message, fix = explain_refusal(write, exc)
                 raise CgroupWriteError(message, fix=fix, **exc.details) from exc
@@ -949,18 +950,19 @@ def _explain_memory(write: Write, directory: str, refused: str, code: object) ->
     return None
 
 
-def _restorer(write: Write) -> _Restore:
-    return _Restore(write, _undo_value(write))
+def _restorer(write: Write, kernel: Kernel = KERNEL) -> _Restore:
+    return _Restore(write, _undo_value(write), kernel)
 
 
 @dataclass(frozen=True)
 class _Restore:
     write: Write
     previous: str | None
+    kernel: Kernel = KERNEL
 
     def __call__(self) -> None:
         if self.previous is not None:
-            write_text(self.write.path, self.previous)
+            write_text(self.write.path, self.previous, self.kernel)
 
 
 def _undo_value(write: Write) -> str | None:
@@ -1059,3 +1061,86 @@ def parse_size(value: str | int) -> int:
         return units.parse_size(value, "memory size")
     except units.UnitError as exc:
         raise CgroupInputError(exc.message, fix=exc.fix + ", or 'max' for no limit") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# One call for a group: what the module, the testbed, the anomalies and the executor use
+
+
+@dataclass(frozen=True, kw_only=True)
+class CgroupChange(Change[dict[str, object]]):
+    """What :func:`ensure_cgroup` did: ``before`` / ``after`` are the asked-for knobs in firm's units
+    (:func:`read_settings`), ``before`` None when the group did not exist; ``writes`` the control
+    files written; ``attached`` the processes moved in, per hierarchy directory."""
+
+    attached: Mapping[str, Sequence[int]] = field(default_factory=dict)
+
+
+def ensure_cgroup(group: Group, desired: CgroupSettings | None, *, pids: Iterable[int] = (), create: bool = True,
+                  check_mode: bool = False, sysfs_root: str = "/sys", proc_root: str = "/proc",
+                  kernel: Kernel = KERNEL, rollback: Rollback | None = None) -> CgroupChange:
+    """Bring ``group`` to ``desired`` (None: remove it) and move ``pids`` into it.
+
+    Validates everything, reads the current values and plans the writes before the first one; writes
+    only what differs; creates the group where it is missing (when ``create``; else
+    CgroupNotFoundError). A failure undoes what this call did (a new group is removed, written files
+    get their old values back) and raises CgroupWriteError; with ``rollback`` given, the undo steps
+    are recorded there instead, for the caller to undo together with its other changes. After
+    writing, the group is read back: if it does not hold ``desired`` the change is undone and
+    CgroupWriteError says what the kernel holds. In check mode nothing is written and ``after``
+    is what the group would hold.
+    """
+    target = group.paths.get("cpu") or next(iter(group.paths.values()), "")
+    if desired is None:
+        return _ensure_absent(group, target, check_mode, kernel)
+    settings = resolve_devices(desired, sysfs_root)
+    existed = group.exists()
+    if not existed and not create:
+        raise CgroupNotFoundError(f"the group {target} does not exist in every hierarchy",
+                                  fix="check the target; only groups given by path are created")
+    before = read_settings(group, settings) if existed else None
+    writes = plan_writes(group, settings, sysfs_root)
+    attach = pids_to_attach(group, pids, proc_root)
+    changed = not existed or bool(writes) or bool(attach)
+    if changed and not check_mode:
+        undo: contextlib.AbstractContextManager[Rollback] = (
+            Rollback() if rollback is None else contextlib.nullcontext(rollback))
+        with undo as log:
+            if not existed:
+                create_group(group, log, kernel=kernel)
+                writes = plan_writes(group, settings, sysfs_root)  # after the values a new group inherits
+            apply_writes(writes, log, kernel=kernel)
+            attach_pids(attach, kernel=kernel)
+            _verify(group, settings, sysfs_root)
+    exists_now = group.exists()
+    after = read_settings(group, settings) if exists_now else planned_settings(settings)
+    return CgroupChange(target=target, before=before, after=after, changed=changed, created=not existed,
+                        writes=tuple(FileWrite(w.path, w.value) for w in writes), attached=attach,
+                        check_mode=check_mode)
+
+
+def _verify(group: Group, settings: CgroupSettings, sysfs_root: str) -> None:
+    """The kernel accepted every write; check that it holds what was asked (nothing left to write)."""
+    left = plan_writes(group, settings, sysfs_root)
+    if left:
+        held = read_settings(group, settings)
+        raise CgroupWriteError(
+            f"the kernel accepted the change but {left[0].path} does not hold {left[0].value!r}; "
+            f"the group holds {held}",
+            fix="check whether another agent (the kubelet, systemd) manages this group", left=[w.path for w in left])
+
+
+def planned_settings(settings: CgroupSettings) -> dict[str, object]:
+    """What a group that check mode did not create would hold, in :func:`read_settings`' terms."""
+    planned: dict[str, object] = {k: v for k, v in settings.__dict__.items() if v not in (None, ())}
+    if settings.disk:
+        planned["disk"] = {d.device: d.as_dict() for d in settings.disk}
+    return planned
+
+
+def _ensure_absent(group: Group, target: str, check_mode: bool, kernel: Kernel) -> CgroupChange:
+    existed = any(os.path.isdir(d) for d in group.distinct_dirs())
+    if existed and not check_mode:
+        remove_group(group, kernel=kernel)
+    return CgroupChange(target=target, before={"exists": True} if existed else None, after=None, changed=existed,
+                        removed=existed, check_mode=check_mode)

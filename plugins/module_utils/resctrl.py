@@ -25,11 +25,13 @@ Rules enforced before writing (the kernel's own checks, in ctrlmondata.c ``cbm_v
 - no more groups than CLOSIDs (the smallest ``num_closids`` of the allocation resources, the default
   group included).
 
-Every kernel change goes through ``CALLS`` (mkdir, rmdir, one write(2)); see ``KernelCalls``.
+Every kernel change goes through a :class:`kernel.Kernel` (mkdir, rmdir, one write(2) each), given as the
+``kernel`` keyword; unit tests give a model of the kernel (``tests/unit/plugins/resctrl_tree.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -43,6 +45,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import (
     KernelWriteError,
     NotFoundError,
 )
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Change, FileWrite, Kernel
 from ansible_collections.firm.core.plugins.module_utils.sysfs import Rollback, read_text
 
 RESCTRL_ROOT = "/sys/fs/resctrl"
@@ -78,34 +81,6 @@ class ResctrlNotFoundError(NotFoundError):
 
 class ResctrlWriteError(KernelWriteError):
     """The kernel refused a resctrl change; ``details`` say what was rolled back."""
-
-
-class KernelCalls:
-    """The three calls through which firm changes resctrl.
-
-    On a real mount the kernel reacts to each: ``mkdir`` allocates a CLOSID and populates the
-    group, a ``schemata`` write is parsed and merged into the group's configuration, a thread id
-    written to ``tasks`` moves that thread. A directory tree under a test's tmp_path cannot react,
-    so unit tests replace ``CALLS`` with a model of the kernel; nothing else should. Errors are
-    raised as ``OSError`` exactly as the system calls raise them.
-    """
-
-    def mkdir(self, path: str) -> None:
-        os.mkdir(path)
-
-    def rmdir(self, path: str) -> None:
-        os.rmdir(path)
-
-    def write(self, path: str, data: str) -> None:
-        """One write(2): the kernel parses each write as one command."""
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, data.encode("ascii"))
-        finally:
-            os.close(fd)
-
-
-CALLS = KernelCalls()
 
 
 @dataclass(frozen=True)
@@ -547,20 +522,20 @@ def check_can_create(root: str, name: str, info: ResctrlInfo | None = None) -> N
         )
 
 
-def create_group(root: str, name: str) -> bool:
+def create_group(root: str, name: str, *, kernel: Kernel = KERNEL) -> bool:
     """Create a group; False if it already exists. Checks the CLOSID limit first."""
     path = group_path(root, name)
     if os.path.isdir(path):
         return False
     check_can_create(root, name)
     try:
-        CALLS.mkdir(path)
+        kernel.mkdir(path)
     except OSError as exc:
         raise _kernel_error(root, f"mkdir {path}", exc) from exc
     return True
 
 
-def remove_group(root: str, name: str) -> bool:
+def remove_group(root: str, name: str, *, kernel: Kernel = KERNEL) -> bool:
     """Remove a group (the kernel moves its tasks to the default group); False if absent."""
     if name == DEFAULT_GROUP:
         raise ResctrlInputError(
@@ -570,7 +545,7 @@ def remove_group(root: str, name: str) -> bool:
     if not os.path.isdir(path):
         return False
     try:
-        CALLS.rmdir(path)
+        kernel.rmdir(path)
     except OSError as exc:
         raise _kernel_error(root, f"rmdir {path}", exc) from exc
     return True
@@ -821,7 +796,7 @@ def build_request(info: ResctrlInfo, l3: object = None, l3_code: object = None, 
 # --------------------------------------------------------------------------------------------
 
 
-def write_schemata(root: str, name: str, lines: Mapping[str, str]) -> None:
+def write_schemata(root: str, name: str, lines: Mapping[str, str], *, kernel: Kernel = KERNEL) -> None:
     """Write the given lines in one write(2) and undo what the kernel kept if it refused.
 
     The kernel parses every line of a write before it applies any, so a refused line normally
@@ -835,14 +810,14 @@ def write_schemata(root: str, name: str, lines: Mapping[str, str]) -> None:
     before = read_schemata(root, name)
     data = "".join(line + "\n" for line in lines.values())
     try:
-        CALLS.write(path, data)
+        kernel.write(path, data)
     except OSError as exc:
         error = _kernel_error(root, f"{data.strip()!r} in {path}", exc)
-        _restore_schemata(root, name, before, error)
+        _restore_schemata(root, name, before, error, kernel)
         raise error from exc
 
 
-def _restore_schemata(root: str, name: str, before: Schemata, error: ResctrlWriteError) -> None:
+def _restore_schemata(root: str, name: str, before: Schemata, error: ResctrlWriteError, kernel: Kernel) -> None:
     try:
         after = read_schemata(root, name)
     except FirmError as exc:
@@ -857,7 +832,7 @@ def _restore_schemata(root: str, name: str, before: Schemata, error: ResctrlWrit
         return
     path = os.path.join(group_path(root, name), "schemata")
     try:
-        CALLS.write(path, "".join(line + "\n" for line in restore.values()))
+        kernel.write(path, "".join(line + "\n" for line in restore.values()))
         error.details["rolled_back"] = list(restore.values())
     except OSError as exc:
         error.details["rollback_failures"] = [f"restoring {list(restore.values())}: {exc.strerror}"]
@@ -909,15 +884,16 @@ def task_ids(pids: Iterable[object], proc_root: str = PROC_ROOT, all_threads: bo
     return out
 
 
-def _write_task(root: str, name: str, task: int) -> None:
+def _write_task(root: str, name: str, task: int, kernel: Kernel) -> None:
     path = os.path.join(group_path(root, name), "tasks")
     try:
-        CALLS.write(path, f"{task}\n")
+        kernel.write(path, f"{task}\n")
     except OSError as exc:
         raise _kernel_error(root, f"moving task {task} to {path}", exc) from exc
 
 
-def assign_pids(root: str, name: str, pids: Sequence[int], rollback: Rollback | None = None) -> list[int]:
+def assign_pids(root: str, name: str, pids: Sequence[int], rollback: Rollback | None = None, *,
+                kernel: Kernel = KERNEL) -> list[int]:
     """Write each id not yet in the group to its ``tasks``, one id per write; returns those written.
 
     If the kernel refuses one, the ids already moved go back to their previous groups (through
@@ -931,8 +907,8 @@ def assign_pids(root: str, name: str, pids: Sequence[int], rollback: Rollback | 
     undo = rollback if rollback is not None else Rollback()
     try:
         for task in todo:
-            _write_task(root, name, task)
-            undo.record(_mover(root, owners.get(task, DEFAULT_GROUP), task))
+            _write_task(root, name, task, kernel)
+            undo.record(_mover(root, owners.get(task, DEFAULT_GROUP), task, kernel))
     except FirmError as exc:
         if rollback is None:
             failures = undo.undo()
@@ -942,9 +918,9 @@ def assign_pids(root: str, name: str, pids: Sequence[int], rollback: Rollback | 
     return todo
 
 
-def _mover(root: str, group: str, task: int) -> Callable[[], None]:
+def _mover(root: str, group: str, task: int, kernel: Kernel) -> Callable[[], None]:
     def move_back() -> None:
-        _write_task(root, group, task)
+        _write_task(root, group, task, kernel)
 
     return move_back
 
@@ -979,31 +955,29 @@ def read_monitoring(root: str, name: str) -> dict[int, dict[str, int | str]]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GroupChange:
-    """What ``ensure_group`` did (or, in check mode, would do)."""
+@dataclass(frozen=True, kw_only=True)
+class GroupChange(Change[Schemata]):
+    """What :func:`ensure_group` did (or, in check mode, would do): ``before`` the group's schemata
+    (None when it did not exist), ``after`` what it holds now (predicted in check mode), ``writes``
+    the schemata and tasks writes."""
 
     name: str
-    created: bool
     lines: Mapping[str, str]
     """Schemata lines written (only the domains that differed)."""
     moved: tuple[int, ...]
     """Task ids written to ``tasks``."""
-    before: Schemata | None
-    """None when the group did not exist."""
-    after: Schemata
-
-    @property
-    def changed(self) -> bool:
-        return self.created or bool(self.lines) or bool(self.moved)
 
 
 def ensure_group(info: ResctrlInfo, name: str, request: Mapping[str, Mapping[int, int]],
-                 tasks: Sequence[int] = (), check_mode: bool = False) -> GroupChange:
+                 tasks: Sequence[int] = (), check_mode: bool = False, *, kernel: Kernel = KERNEL,
+                 rollback: Rollback | None = None) -> GroupChange:
     """Make group ``name`` exist with ``request`` in its schemata and ``tasks`` in it.
 
     Everything is validated before the first write. If a later step fails, the earlier ones are
-    undone: moved tasks go back, schemata values are restored, a group created here is removed.
+    undone: moved tasks go back, schemata values are restored, a group created here is removed
+    (with ``rollback`` given, those undo steps are recorded there instead, for the caller). After
+    writing, the schemata is read back; when it does not hold ``request`` the change is undone and
+    ResctrlWriteError says what the kernel holds.
     """
     root = info.root
     exists = group_exists(root, name)
@@ -1015,29 +989,54 @@ def ensure_group(info: ResctrlInfo, name: str, request: Mapping[str, Mapping[int
     if not exists:
         check_can_create(root, name, info)
     if check_mode:
-        return GroupChange(name, not exists, lines, moves, before, base.merged(request))
-    with Rollback() as undo:
+        return _group_change(root, name, before, base.merged(request), lines, moves, not exists, check_mode)
+    undo: contextlib.AbstractContextManager[Rollback] = Rollback() if rollback is None else contextlib.nullcontext(
+        rollback)
+    with undo as log:
         if not exists:
-            create_group(root, name)
-            undo.record(_remover(root, name))
+            create_group(root, name, kernel=kernel)
+            log.record(_remover(root, name, kernel))
             lines = plan_schemata(info, read_schemata(root, name), request)
         if lines:
             previous = read_schemata(root, name)
-            write_schemata(root, name, lines)
-            undo.record(_restorer(root, name, previous, request))
-        assign_pids(root, name, moves, rollback=undo)
-    return GroupChange(name, not exists, lines, moves, before, read_schemata(root, name))
+            write_schemata(root, name, lines, kernel=kernel)
+            log.record(_restorer(root, name, previous, request, kernel))
+        assign_pids(root, name, moves, rollback=log, kernel=kernel)
+        after = read_schemata(root, name)
+        _verify(root, name, after, request)
+    return _group_change(root, name, before, after, lines, moves, not exists, check_mode)
 
 
-def _remover(root: str, name: str) -> Callable[[], None]:
+def _group_change(root: str, name: str, before: Schemata | None, after: Schemata, lines: Mapping[str, str],
+                  moves: tuple[int, ...], created: bool, check_mode: bool) -> GroupChange:
+    directory = group_path(root, name)
+    writes = [FileWrite(os.path.join(directory, "schemata"), line) for line in lines.values()]
+    writes += [FileWrite(os.path.join(directory, "tasks"), str(task)) for task in moves]
+    return GroupChange(target=name, name=name, before=before, after=after, changed=created or bool(lines) or bool(moves),
+                       writes=tuple(writes), created=created, lines=lines, moved=moves, check_mode=check_mode)
+
+
+def _verify(root: str, name: str, after: Schemata, request: Mapping[str, Mapping[int, int]]) -> None:
+    """The kernel accepted the writes; check that the schemata holds every requested value."""
+    wrong = [f"{resource}:{domain}={format_value(resource, value)} (holds "
+             f"{'nothing' if after.get(resource, domain) is None else format_value(resource, after.get(resource, domain) or 0)})"
+             for resource, domains in request.items() for domain, value in domains.items()
+             if after.get(resource, domain) != value]
+    if wrong:
+        raise ResctrlWriteError(f"the kernel accepted the change of {group_path(root, name)} but does not hold "
+                                f"{', '.join(wrong)}",
+                                fix="check whether another tool (e.g. pqos, a kubelet plugin) manages this group")
+
+
+def _remover(root: str, name: str, kernel: Kernel) -> Callable[[], None]:
     def remove() -> None:
-        remove_group(root, name)
+        remove_group(root, name, kernel=kernel)
 
     return remove
 
 
 def _restorer(root: str, name: str, previous: Schemata,
-              request: Mapping[str, Mapping[int, int]]) -> Callable[[], None]:
+              request: Mapping[str, Mapping[int, int]], kernel: Kernel) -> Callable[[], None]:
     def restore() -> None:
         values = {
             resource: {d: v for d, v in previous.values.get(resource, {}).items() if d in domains}
@@ -1046,14 +1045,14 @@ def _restorer(root: str, name: str, previous: Schemata,
         lines = {resource: format_line(resource, vals) for resource, vals in values.items() if vals}
         path = os.path.join(group_path(root, name), "schemata")
         try:
-            CALLS.write(path, "".join(line + "\n" for line in lines.values()))
+            kernel.write(path, "".join(line + "\n" for line in lines.values()))
         except OSError as exc:
             raise _kernel_error(root, f"restoring {path}", exc) from exc
 
     return restore
 
 
-def ensure_absent(root: str, name: str, check_mode: bool = False) -> bool:
+def ensure_absent(root: str, name: str, check_mode: bool = False, *, kernel: Kernel = KERNEL) -> bool:
     """Remove group ``name`` if it exists; True if it existed."""
     if name == DEFAULT_GROUP:
         raise ResctrlInputError(
@@ -1063,5 +1062,5 @@ def ensure_absent(root: str, name: str, check_mode: bool = False) -> bool:
     if not group_exists(root, name):
         return False
     if not check_mode:
-        remove_group(root, name)
+        remove_group(root, name, kernel=kernel)
     return True

@@ -18,6 +18,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import (
     KernelWriteError,
     NotFoundError,
 )
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Kernel
 
 
 def confined_path(root: str, relative: str, what: str = "path") -> str:
@@ -60,15 +61,10 @@ def read_text(path: str) -> str:
         raise KernelWriteError(f"cannot read {path}: {exc.strerror}", fix="run as root") from exc
 
 
-def write_text(path: str, value: str) -> None:
-    """Write ``value`` in one ``write(2)``, as the kernel expects for control files."""
+def write_text(path: str, value: str, kernel: Kernel = KERNEL) -> None:
+    """Write ``value`` in one ``write(2)`` through ``kernel``, as the kernel expects for control files."""
     try:
-        # O_TRUNC is a no-op on kernfs (as for a shell's '>') and needed on the fake trees of tests.
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, value.encode("ascii"))
-        finally:
-            os.close(fd)
+        kernel.write(path, value)
     except FileNotFoundError as exc:
         raise NotFoundError(f"{path} does not exist", fix="check that the group and controller exist") from exc
     except OSError as exc:
@@ -77,7 +73,6 @@ def write_text(path: str, value: str) -> None:
             fix="check the value against the controller's documented range",
             errno=exc.errno,
         ) from exc
-
 
 
 class Rollback:

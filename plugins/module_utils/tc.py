@@ -22,8 +22,10 @@ wanted shaping is passed through the same arithmetic as tc and the kernel (``exp
 and compared with what tc reports; nothing is written when they agree, because rewriting a qdisc
 or class resets its state.
 
-Every command is an argument list run with LC_ALL=C through ``run_command``; functions that run
-commands take a ``run`` argument so tests can substitute it.
+Every command is an argument list run with LC_ALL=C through a :class:`kernel.Kernel` (``kernel.run``);
+functions that run commands take it as the ``kernel`` keyword, so tests give a fake tc. The entry
+point is :func:`ensure_shaping`: read, compare, plan, run only what differs, restore on failure,
+verify what tc reports, return a :class:`ShapingChange`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -43,6 +44,8 @@ from ansible_collections.firm.core.plugins.module_utils.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Change, Kernel
+from ansible_collections.firm.core.plugins.module_utils.sysfs import Rollback
 
 KINDS = ("tbf", "htb")
 DEFAULT_LATENCY_US = 50_000
@@ -54,7 +57,6 @@ TC_DEFAULT_HZ = 100
 # Bytes a frame carries on top of the MTU when it reaches the qdisc, by `ip link` link_type.
 LINK_OVERHEAD = {"ether": 14, "loopback": 14, "none": 0}
 DEFAULT_LINK_OVERHEAD = 14
-COMMAND_TIMEOUT_S = 30.0
 _U32_MAX = (1 << 32) - 1
 _USEC_PER_SEC = 1_000_000
 _NSEC_PER_SEC = 1_000_000_000
@@ -62,7 +64,6 @@ _NSEC_PER_SEC = 1_000_000_000
 _KERNEL_DEFAULT_HANDLE = "0:"
 
 Command = tuple[str, ...]
-Runner = Callable[[Sequence[str]], str]
 
 
 class TcInputError(InvalidInputError):
@@ -94,26 +95,22 @@ def _fix_for(stderr: str) -> str:
     return "read tc's message above; `tc qdisc show dev IF` shows the interface's current qdiscs"
 
 
-def run_command(argv: Sequence[str]) -> str:
-    """Run ``argv`` with LC_ALL=C and return its stdout; raise TcCommandError when it fails."""
-    command = list(argv)
-    env = dict(os.environ, LC_ALL="C")
+def _run(kernel: Kernel, argv: Sequence[str]) -> str:
+    """Run ``argv`` through ``kernel``; a failure is a TcCommandError whose fix fits tc and ip."""
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S,
-                              check=False)
-    except FileNotFoundError as exc:
-        raise TcCommandError(f"{command[0]} is not installed", fix="install iproute2", command=command,
-                             rc=None, stdout="", stderr=str(exc)) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise TcCommandError(f"{' '.join(command)} did not finish within {COMMAND_TIMEOUT_S:.0f} s",
-                             fix="check that the system is not stuck on the rtnl lock", command=command,
-                             rc=None, stdout="", stderr="") from exc
-    if proc.returncode != 0:
-        message = proc.stderr.strip() or proc.stdout.strip() or "no output"
-        raise TcCommandError(f"{' '.join(command)} failed with rc={proc.returncode}: {message}",
-                             fix=_fix_for(proc.stderr), command=command, rc=proc.returncode,
-                             stdout=proc.stdout, stderr=proc.stderr)
-    return proc.stdout
+        return kernel.run(argv)
+    except TcCommandError:
+        raise
+    except CommandError as exc:
+        stderr = str(exc.details.get("stderr", ""))
+        fix = "install iproute2" if exc.details.get("rc") is None and "not installed" in exc.message else (
+            exc.fix if exc.details.get("rc") is None else _fix_for(stderr))
+        raise TcCommandError(exc.message, fix=fix, **exc.details) from exc
+
+
+def run_command(argv: Sequence[str]) -> str:
+    """Run ``argv`` with LC_ALL=C on the real system and return its stdout; TcCommandError when it fails."""
+    return _run(KERNEL, argv)
 
 
 def _tc(namespace: str | None) -> list[str]:
@@ -695,11 +692,11 @@ def state_matches(state: TcState, wanted: Shaping, psched: Psched) -> bool:
 # Reading the interface
 
 
-def read_link(interface: str, namespace: str | None = None, run: Runner = run_command) -> Link:
+def read_link(interface: str, namespace: str | None = None, kernel: Kernel = KERNEL) -> Link:
     """MTU and link type of ``interface``; TcNotFoundError when it does not exist."""
     command = [*_ip(namespace), "-j", "link", "show", "dev", interface]
     try:
-        return parse_link(run(command))
+        return parse_link(_run(kernel, command))
     except TcCommandError as exc:
         stderr = str(exc.details.get("stderr", ""))
         if "does not exist" in stderr or "Cannot find device" in stderr:
@@ -711,20 +708,20 @@ def read_link(interface: str, namespace: str | None = None, run: Runner = run_co
         raise
 
 
-def read_state(interface: str, namespace: str | None = None, run: Runner = run_command) -> TcState:
+def read_state(interface: str, namespace: str | None = None, kernel: Kernel = KERNEL) -> TcState:
     """The root qdisc of ``interface`` and, when it is htb, its classes."""
-    root = parse_qdiscs(run([*_tc(namespace), "-j", "qdisc", "show", "dev", interface]))
+    root = parse_qdiscs(_run(kernel, [*_tc(namespace), "-j", "qdisc", "show", "dev", interface]))
     if root is None or root.kind != "htb":
         return TcState(root)
-    return TcState(root, parse_classes(run([*_tc(namespace), "-j", "class", "show", "dev", interface])))
+    return TcState(root, parse_classes(_run(kernel, [*_tc(namespace), "-j", "class", "show", "dev", interface])))
 
 
 def read_shaping(interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                 run: Runner = run_command) -> Shaping | None:
+                 kernel: Kernel = KERNEL) -> Shaping | None:
     """The current shaping of ``interface`` as tc reports it, or None (see ``shaping_of``)."""
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)
-    return shaping_of(read_state(interface, namespace, run))
+    return shaping_of(read_state(interface, namespace, kernel))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -804,7 +801,7 @@ def _restore_target(previous: TcState, link: Link, psched: Psched) -> tuple[Shap
 
 
 def execute(steps: Sequence[Command], previous: TcState, *, interface: str, namespace: str | None,
-            psched: Psched, link: Link, run: Runner = run_command) -> None:
+            psched: Psched, link: Link, kernel: Kernel = KERNEL) -> None:
     """Run ``steps``; when one fails after others changed the interface, restore ``previous``.
 
     The raised error then carries ``rolled_back`` (True when the restore worked) and
@@ -812,70 +809,142 @@ def execute(steps: Sequence[Command], previous: TcState, *, interface: str, name
     """
     for index, step in enumerate(steps):
         try:
-            run(step)
+            _run(kernel, step)
         except TcCommandError as exc:
             if index > 0:
                 failures = _restore(previous, interface=interface, namespace=namespace, psched=psched, link=link,
-                                    run=run)
+                                    kernel=kernel)
                 exc.details["rolled_back"] = not failures
                 exc.details["rollback_failures"] = failures
             raise
 
 
 def _restore(previous: TcState, *, interface: str, namespace: str | None, psched: Psched, link: Link,
-             run: Runner) -> list[str]:
+             kernel: Kernel) -> list[str]:
     target, failures = _restore_target(previous, link, psched)
     try:
-        for step in plan(read_state(interface, namespace, run), target, interface, namespace, psched):
-            run(step)
+        for step in plan(read_state(interface, namespace, kernel), target, interface, namespace, psched):
+            _run(kernel, step)
     except TcCommandError as exc:
         failures.append(str(exc))
     return failures
 
 
-def apply_shaping(interface: str, shaping: Shaping, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                  psched_path: str = PSCHED_PATH, run: Runner = run_command) -> tuple[Command, ...]:
-    """Make ``shaping`` the egress shaping of ``interface``, replacing whatever root qdisc it has.
+@dataclass(frozen=True, kw_only=True)
+class ShapingChange(Change[Shaping]):
+    """What :func:`ensure_shaping` did: ``before`` / ``after`` the shaping tc reports (None: none;
+    in check mode ``after`` is :func:`expected_report` of the request), ``commands`` the commands run.
 
-    ``shaping`` comes from ``shaping_for`` (or ``resolve``), which validated it against the
-    interface's MTU and the kernel's clock. Returns the commands run (empty when the interface already had it). If the class step of an
-    htb fails after the root qdisc was replaced, the previous root qdisc is restored.
+    ``requested`` is the shaping asked for, resolved against the interface (None: removal),
+    ``link`` and ``psched`` what it was resolved against, ``root_qdisc`` the root qdisc after the
+    change (before it, in check mode or when nothing ran).
+    """
+
+    requested: Shaping | None
+    link: Link
+    psched: Psched
+    root_qdisc: str | None
+
+
+def ensure_shaping(interface: str, desired: Shaping | Request | None, namespace: str | None = None, *,
+                   check_mode: bool = False, netns_dir: str = NETNS_DIR, psched_path: str = PSCHED_PATH,
+                   kernel: Kernel = KERNEL, rollback: Rollback | None = None) -> ShapingChange:
+    """Make ``desired`` the egress shaping of ``interface`` (None: no shaping), replacing whatever
+    root qdisc it has.
+
+    ``desired`` is a :class:`Request` (from :func:`parse_request`; resolved here against the
+    interface's MTU and the kernel's clock) or a :class:`Shaping` already resolved (from
+    :func:`shaping_for`). Reads the interface, plans the tc commands and runs them only when tc
+    does not already report the wanted shaping. If a step fails after another changed the
+    interface, the previous root qdisc is restored (the error carries ``rolled_back`` and
+    ``rollback_failures``). Afterwards tc's report is read back: when it does not match, the
+    previous shaping is restored and TcCommandError says what tc reports. With ``rollback``
+    given, a step that restores the previous shaping is recorded there once the change is made,
+    for the caller to undo together with its other changes.
     """
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)
     psched = read_psched(psched_path)
-    link = read_link(interface, namespace, run)
-    state = read_state(interface, namespace, run)
-    steps = plan(state, shaping, interface, namespace, psched)
-    execute(steps, state, interface=interface, namespace=namespace, psched=psched, link=link, run=run)
-    return steps
+    link = read_link(interface, namespace, kernel)
+    wanted = resolve(desired, link, psched) if isinstance(desired, Request) else desired
+    before = read_state(interface, namespace, kernel)
+    steps = plan(before, wanted, interface, namespace, psched)
+    target = f"{namespace}/{interface}" if namespace else interface
+    if steps and not check_mode:
+        execute(steps, before, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel)
+        after_state = read_state(interface, namespace, kernel)
+        try:
+            _verify(after_state, wanted, psched, steps)
+        except TcCommandError as exc:
+            failures = _restore(before, interface=interface, namespace=namespace, psched=psched, link=link,
+                                kernel=kernel)
+            exc.details["rolled_back"] = not failures
+            exc.details["rollback_failures"] = failures
+            raise
+        if rollback is not None:
+            rollback.record(lambda: _restore_or_raise(before, interface=interface, namespace=namespace,
+                                                      psched=psched, link=link, kernel=kernel))
+        after = shaping_of(after_state)
+        root = after_state.root
+    else:
+        after = shaping_of(before) if not steps else (expected_report(wanted, psched) if wanted is not None else None)
+        root = before.root
+    return ShapingChange(target=target, before=shaping_of(before), after=after, changed=bool(steps),
+                         commands=tuple(steps), requested=wanted, link=link, psched=psched,
+                         root_qdisc=root.describe() if root is not None else None, check_mode=check_mode)
+
+
+def _verify(state: TcState, wanted: Shaping | None, psched: Psched, steps: Sequence[Command]) -> None:
+    """tc accepted the commands; check that it now reports what was asked for."""
+    ok = shaping_of(state) is None if wanted is None else state_matches(state, wanted, psched)
+    if not ok:
+        reported = shaping_of(state)
+        raise TcCommandError(
+            "tc accepted the change but reports "
+            f"{reported.as_dict() if reported is not None else 'no shaping'} instead of "
+            f"{expected_report(wanted, psched).as_dict() if wanted is not None else 'no shaping'}",
+            fix="check whether another tool manages this interface's qdiscs",
+            commands=[list(step) for step in steps],
+        )
+
+
+def _restore_or_raise(previous: TcState, *, interface: str, namespace: str | None, psched: Psched, link: Link,
+                      kernel: Kernel) -> None:
+    failures = _restore(previous, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel)
+    if failures:
+        raise TcCommandError(f"could not restore the previous shaping of {interface}: {failures[0]}",
+                             fix=f"check the interface with `tc qdisc show dev {interface}`", failures=failures)
+
+
+def apply_shaping(interface: str, shaping: Shaping, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
+                  psched_path: str = PSCHED_PATH, kernel: Kernel = KERNEL) -> tuple[Command, ...]:
+    """:func:`ensure_shaping` of ``shaping``; returns the commands run (empty when the interface had it)."""
+    return ensure_shaping(interface, shaping, namespace, netns_dir=netns_dir, psched_path=psched_path,
+                          kernel=kernel).commands
 
 
 def remove_shaping(interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                   run: Runner = run_command) -> bool:
-    """Delete a tbf or htb root qdisc (the kernel re-attaches its default); True when one was deleted."""
-    check_interface_name(interface)
-    check_namespace(namespace, netns_dir)
-    state = read_state(interface, namespace, run)
-    steps = removal(state, interface, namespace)
-    for step in steps:
-        run(step)
-    return bool(steps)
+                   psched_path: str = PSCHED_PATH, kernel: Kernel = KERNEL) -> bool:
+    """Delete a tbf or htb root qdisc (the kernel re-attaches its default); True when one was deleted.
+
+    :func:`ensure_shaping` of None."""
+    return ensure_shaping(interface, None, namespace, netns_dir=netns_dir, psched_path=psched_path,
+                          kernel=kernel).changed
 
 
 def shaping_for(interface: str, kind: str, rate: str | int, *, ceil: str | int | None = None,
                 burst: str | int | None = None, latency: str | int | None = None, class_id: str | None = None,
                 namespace: str | None = None, netns_dir: str = NETNS_DIR, psched_path: str = PSCHED_PATH,
-                run: Runner = run_command) -> Shaping:
-    """Validate a request and resolve its burst against ``interface``'s MTU: ready for apply_shaping."""
+                kernel: Kernel = KERNEL) -> Shaping:
+    """Validate a request and resolve its burst against ``interface``'s MTU: ready for ensure_shaping."""
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)
     request = parse_request(kind, rate, ceil=ceil, burst=burst, latency=latency, class_id=class_id)
-    return resolve(request, read_link(interface, namespace, run), read_psched(psched_path))
+    return resolve(request, read_link(interface, namespace, kernel), read_psched(psched_path))
 
 
 def apply_netem_delay(interface: str, delay_us: int, jitter_us: int, namespace: str | None = None, *,
-                      netns_dir: str = NETNS_DIR, run: Runner = run_command) -> None:
+                      netns_dir: str = NETNS_DIR, kernel: Kernel = KERNEL) -> None:
     """Replace the root qdisc with netem adding ``delay_us`` (+- ``jitter_us``) to every egress packet.
 
     Needs a kernel with sch_netem; whatever shaping was there before is the caller's to restore.
@@ -885,17 +954,17 @@ def apply_netem_delay(interface: str, delay_us: int, jitter_us: int, namespace: 
     if delay_us <= 0 or jitter_us < 0:
         raise TcInputError(f"netem delay {delay_us} us (jitter {jitter_us} us) is not positive",
                            fix="give a delay above 0 and a jitter of at least 0")
-    run((*_tc(namespace), "qdisc", "replace", "dev", interface, "root", "netem", "delay", f"{delay_us}us",
+    _run(kernel, (*_tc(namespace), "qdisc", "replace", "dev", interface, "root", "netem", "delay", f"{delay_us}us",
          f"{jitter_us}us"))
 
 
 def remove_netem(interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                 run: Runner = run_command) -> bool:
+                 kernel: Kernel = KERNEL) -> bool:
     """Delete a netem root qdisc; True when there was one."""
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)
-    root = read_state(interface, namespace, run).root
+    root = read_state(interface, namespace, kernel).root
     if root is None or root.kind != "netem":
         return False
-    run(_delete_root(interface, namespace))
+    _run(kernel, _delete_root(interface, namespace))
     return True

@@ -13,30 +13,33 @@ description:
   - Starts contention of one kind (CPU, memory bandwidth, last-level cache, disk I/O, network
     bandwidth, packet loss, and network delay where the kernel has netem) at an intensity from 0 to
     100, for a bounded duration, on the whole node or beside one service.
-  - Intensity really changes the contention. C(cpu) and C(memory_bandwidth) run one worker per
-    target CPU (stress-ng) at a duty cycle of I(intensity) percent, enforced as the CPU quota of the
-    anomaly's own cgroup. C(llc) walks a working set of I(intensity) percent of the last-level cache.
-    C(disk_io) runs 1 to 4 sysbench random read/write threads with direct I/O at I(intensity) percent
-    of I(disk_iops_at_full). C(network_bandwidth) shapes the interface to (100 - I(intensity)) percent
-    of I(link_rate), or floods I(peer) with I(intensity) percent of it (iperf3). C(network_loss)
-    drops I(intensity) percent of the interface's packets (nftables). C(network_delay) adds
-    I(intensity) milliseconds (netem).
+  - Intensity really changes the contention. V(cpu) and V(memory_bandwidth) run one worker per
+    target CPU (stress-ng) at a duty cycle of O(intensity) percent, enforced as the CPU quota of the
+    anomaly's own cgroup. V(llc) walks a working set of O(intensity) percent of the last-level cache.
+    V(disk_io) runs 1 to 4 sysbench random read/write threads with direct I/O at O(intensity) percent
+    of O(disk_iops_at_full). V(network_bandwidth) shapes the interface to (100 - O(intensity)) percent
+    of O(link_rate), or floods O(peer) with O(intensity) percent of it (iperf3). V(network_loss)
+    drops O(intensity) percent of the interface's packets (nftables). V(network_delay) adds
+    O(intensity) milliseconds (netem).
   - Every anomaly expires by itself, even if the run that started it is killed. Each worker has its
     own time limit, and a supervisor in its own session removes kernel changes at expiry. Records
     whose supervisor is gone are cleaned up by the next call.
   - Idempotent by name. The same request under a running name changes nothing; a different one
     replaces it.
-  - Ended anomalies are appended to C(history.jsonl) in I(state_dir) with the time they really ended.
+  - Ended anomalies are appended to C(history.jsonl) in O(state_dir) with the time they really ended.
 author:
   - firm developers
+extends_documentation_fragment:
+  - firm.core.common
+  - firm.core.common.cgroup_root
 options:
   name:
     description:
-      - Name of the anomaly, unique on the node. Required unless I(state=query).
+      - Name of the anomaly, unique on the node. Required unless O(state=query).
     type: str
   state:
     description:
-      - C(present) starts the anomaly, C(absent) stops it, C(query) lists the active ones.
+      - V(present) starts the anomaly, V(absent) stops it, V(query) lists the active ones.
     type: str
     choices: [present, absent, query]
     default: present
@@ -51,11 +54,11 @@ options:
     type: int
   duration:
     description:
-      - Seconds until the anomaly ends by itself, from 1 to I(max_duration).
+      - Seconds until the anomaly ends by itself, from 1 to O(max_duration).
     type: int
   max_duration:
     description:
-      - Upper bound of I(duration), in seconds.
+      - Upper bound of O(duration), in seconds.
     type: int
     default: 3600
   target_cgroup:
@@ -69,16 +72,16 @@ options:
     type: str
   target_interface:
     description:
-      - Interface to shape (C(network_bandwidth), C(network_delay)) or drop packets on (C(network_loss)).
+      - Interface to shape (V(network_bandwidth), V(network_delay)) or drop packets on (V(network_loss)).
     type: str
   link_rate:
     description:
-      - Capacity the C(network_bandwidth) intensity is a share of, for example C(1gbit); read from
+      - Capacity the V(network_bandwidth) intensity is a share of, for example C(1gbit); read from
         sysfs when the interface reports a speed.
     type: str
   peer:
     description:
-      - C(host[:port]) of an iperf3 server; C(network_bandwidth) then floods it instead of shaping.
+      - C(host[:port]) of an iperf3 server; V(network_bandwidth) then floods it instead of shaping.
     type: str
   labels:
     description:
@@ -88,7 +91,7 @@ options:
     default: {}
   history_since:
     description:
-      - With I(state=query), also return the anomalies that ended at or after this time (seconds since
+      - With O(state=query), also return the anomalies that ended at or after this time (seconds since
         the epoch) in C(history).
     type: float
   sysbench_dir:
@@ -98,7 +101,7 @@ options:
     type: path
   disk_iops_at_full:
     description:
-      - Random I/O operations per second C(disk_io) asks for at intensity 100; set it near the random
+      - Random I/O operations per second V(disk_io) asks for at intensity 100; set it near the random
         IOPS the node's disk can do, so that intensity is a share of it.
     type: int
     default: 40000
@@ -107,11 +110,6 @@ options:
       - Where the records of active anomalies and the history are kept.
     type: path
     default: /run/firm/anomalies
-  cgroup_root:
-    description:
-      - Where the cgroup hierarchies are mounted.
-    type: path
-    default: /sys/fs/cgroup
 attributes:
   check_mode:
     support: full
@@ -152,7 +150,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 anomaly:
-  description: The anomaly's record, the ground truth a campaign keeps; after I(state=absent) it has the
+  description: The anomaly's record, the ground truth a campaign keeps; after O(state=absent) it has the
     time the anomaly really ended (C(ended_at)).
   returned: when state is present or absent
   type: dict
@@ -172,7 +170,7 @@ anomalies:
   type: list
   elements: dict
 history:
-  description: With I(history_since), the anomalies that ended since then, with the time each really ended.
+  description: With O(history_since), the anomalies that ended since then, with the time each really ended.
   returned: when state is query and history_since is given
   type: list
   elements: dict

@@ -16,9 +16,11 @@ description:
     C(firm:campaign:<campaign>:injections) and indexed by start time in the sorted set
     C(firm:injections); the plan is in the hash C(firm:campaign:<campaign>).
   - Runs where the record is kept (usually the controller, with C(delegate_to)), and needs the C(redis)
-    Python package there when I(redis_url) is given.
+    Python package there when O(redis_url) is given.
 author:
   - firm developers
+extends_documentation_fragment:
+  - firm.core.common
 options:
   campaign:
     description: The campaign's id.
@@ -26,7 +28,7 @@ options:
     required: true
   event:
     description:
-      - C(planned) records the I(schedule); C(started) and C(ended) record I(entries).
+      - V(planned) records the O(schedule); V(started) and V(ended) record O(entries).
     type: str
     choices: [planned, started, ended]
     required: true
@@ -36,7 +38,7 @@ options:
     elements: dict
     default: []
   schedule:
-    description: The campaign's rounds, with I(event=planned).
+    description: The campaign's rounds, with O(event=planned).
     type: list
     elements: dict
     default: []
@@ -47,8 +49,17 @@ options:
     description: Redis to record in, for example C(redis://127.0.0.1:6379/0); no Redis when unset.
     type: str
   redis_password:
-    description: Redis password; by default the one in I(redis_url), if any.
+    description:
+      - Redis password; by default the one in O(redis_url), else C($FIRM_REDIS_PASSWORD), else, for a Redis
+        on this machine's loopback, the one C(make services) generated into C(/etc/firm/redis.password)
+        (C($FIRM_REDIS_PASSWORD_FILE) moves it).
     type: str
+  redis_wait:
+    description:
+      - Seconds to keep resending the record while Redis does not answer (down or restarting); the
+        campaign file is written first in any case. The module fails when Redis has not taken it by then.
+    type: int
+    default: 30
 attributes:
   check_mode:
     support: full
@@ -80,7 +91,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.firm.core.plugins.module_utils import campaign
+from ansible_collections.firm.core.plugins.module_utils import campaign, redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 
 try:
@@ -100,6 +111,7 @@ def argument_spec() -> dict[str, Any]:
         "jsonl": {"type": "path"},
         "redis_url": {"type": "str"},
         "redis_password": {"type": "str", "no_log": True},
+        "redis_wait": {"type": "int", "default": 30},
     }
 
 
@@ -118,10 +130,16 @@ def main() -> None:
         if not str(params["redis_url"]).startswith(("redis://", "rediss://", "unix://")):
             module.fail_json(msg=f"redis_url {params['redis_url']!r} is not a Redis URL",
                              fix="give redis://HOST:PORT/DB, rediss://... or unix:///path/to/socket")
+        if params["redis_wait"] < 0:
+            module.fail_json(msg=f"redis_wait {params['redis_wait']} is negative", fix="give 0 or more seconds")
         try:
-            client = redis.Redis.from_url(params["redis_url"], password=params["redis_password"],
+            client = redis.Redis.from_url(params["redis_url"],
+                                          password=params["redis_password"] or redis_auth.password_for(
+                                              params["redis_url"]),
                                           socket_timeout=10, socket_connect_timeout=5)
             client.ping()
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # down or restarting: the record waits for it (redis_wait)
         except (redis.RedisError, ValueError) as exc:
             module.fail_json(msg=f"cannot reach Redis at {params['redis_url']}: {exc}",
                              fix="start Redis (the redis role) or fix redis_url / redis_password")
@@ -129,7 +147,8 @@ def main() -> None:
         module.exit_json(changed=True, recorded=len(params["entries"]))
     try:
         recorded = campaign.record(params["event"], params["campaign"], params["entries"], params["jsonl"], client,
-                                   params["schedule"])
+                                   params["schedule"], redis_wait_s=params["redis_wait"],
+                                   retry_on=(redis.ConnectionError, redis.TimeoutError) if client else ())
     except FirmError as err:
         module.fail_json(**err.as_dict())
     except redis.RedisError as exc:

@@ -22,6 +22,11 @@ description:
     last goes through the Kubernetes API or is re-asserted.
 author:
   - firm developers
+extends_documentation_fragment:
+  - firm.core.common
+  - firm.core.common.cgroup_root
+  - firm.core.common.sysfs_root
+  - firm.core.common.proc_root
 options:
   path:
     description:
@@ -30,7 +35,7 @@ options:
     type: str
   pid:
     description:
-      - Target the groups process I(pid) is in (read from C(/proc/PID/cgroup)); they must exist.
+      - Target the groups process O(pid) is in (read from C(/proc/PID/cgroup)); they must exist.
     type: int
   pod_uid:
     description:
@@ -38,25 +43,25 @@ options:
     type: str
   container_id:
     description:
-      - With I(pod_uid), target one container, for example C(containerd://4f2a...) from
+      - With O(pod_uid), target one container, for example C(containerd://4f2a...) from
         C(status.containerStatuses[].containerID); the prefix selects the runtime.
     type: str
   cgroup_driver:
     description:
-      - The kubelet's cgroup driver; C(auto) tries both.
+      - The kubelet's cgroup driver; V(auto) tries both.
     type: str
     choices: [auto, cgroupfs, systemd]
     default: auto
   container_runtime:
     description:
-      - The container runtime; C(auto) takes it from the I(container_id) prefix or tries all.
+      - The container runtime; V(auto) takes it from the O(container_id) prefix or tries all.
     type: str
     choices: [auto, containerd, cri-o, docker]
     default: auto
   state:
     description:
-      - C(present) creates the group where it is missing (only with I(path)) and applies the limits.
-      - C(absent) removes the group and its sub-groups; it fails while processes are inside.
+      - V(present) creates the group where it is missing (only with O(path)) and applies the limits.
+      - V(absent) removes the group and its sub-groups; it fails while processes are inside.
     type: str
     choices: [present, absent]
     default: present
@@ -119,21 +124,6 @@ options:
       - Processes to move into the group (with all their threads), in every hierarchy.
     type: list
     elements: int
-  cgroup_root:
-    description:
-      - Where the cgroup hierarchies are mounted.
-    type: path
-    default: /sys/fs/cgroup
-  sysfs_root:
-    description:
-      - Where sysfs is mounted; used to resolve block devices.
-    type: path
-    default: /sys
-  proc_root:
-    description:
-      - Where procfs is mounted; used to find processes and their groups.
-    type: path
-    default: /proc
 attributes:
   check_mode:
     support: full
@@ -218,14 +208,13 @@ stats:
            "disk_write_bytes": 20971520, "pids": 1}
 """
 
-import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from ansible_collections.firm.core.plugins.module_utils.sysfs import Rollback
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Kernel
 
 
 def argument_spec() -> dict[str, Any]:
@@ -286,61 +275,37 @@ def target_group(params: dict[str, Any], layout: cgroup.Layout) -> cgroup.Group:
     return cgroup.group_at(layout, params["path"])
 
 
-def remove(module: AnsibleModule, group: cgroup.Group) -> dict[str, Any]:
-    existed = any(os.path.isdir(d) for d in group.distinct_dirs())
-    if existed and not module.check_mode:
-        cgroup.remove_group(group)
-    return {"changed": existed, "writes": [], "diff": {"before": {"exists": existed}, "after": {"exists": False}}}
-
-
-def ensure(module: AnsibleModule, group: cgroup.Group) -> dict[str, Any]:
-    params = module.params
-    settings = cgroup.resolve_devices(settings_from(params), params["sysfs_root"])
-    existed = group.exists()
-    if not existed and params["path"] is None:
-        raise cgroup.CgroupNotFoundError("the target process's or pod's group does not exist in every hierarchy",
-                                         fix="check the target; only groups given by path are created")
-    before = cgroup.read_settings(group, settings) if existed else {}
-    writes = cgroup.plan_writes(group, settings, params["sysfs_root"])
-    attach = cgroup.pids_to_attach(group, params["pids"] or [], params["proc_root"])
-    changed = not existed or bool(writes) or bool(attach)
-    if changed and not module.check_mode:
-        with Rollback() as rollback:
-            if not existed:
-                cgroup.create_group(group, rollback)
-                writes = cgroup.plan_writes(group, settings, params["sysfs_root"])  # after inherited values
-            cgroup.apply_writes(writes, rollback)
-            cgroup.attach_pids(attach)
-    exists_now = group.exists()
-    after = cgroup.read_settings(group, settings) if exists_now else _planned(settings)
-    result = {
-        "changed": changed,
-        "settings": after,
-        "writes": [{"path": w.path, "value": w.value} for w in writes],
-        "attached": attach,
-        "diff": {"before": dict(before, exists=existed), "after": dict(after, exists=True)},
-    }
-    if exists_now:
-        result["stats"] = cgroup.read_stats(group).as_dict()
+def run(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -> dict[str, Any]:
+    """Argument spec -> :func:`cgroup.ensure_cgroup` -> the module's result."""
+    layout = cgroup.detect_layout(params["cgroup_root"])
+    group = target_group(params, layout)
+    if params["state"] == "absent":
+        change = cgroup.ensure_cgroup(group, None, check_mode=check_mode, kernel=kernel)
+        result: dict[str, Any] = {"changed": change.changed, "writes": [],
+                                  "diff": {"before": {"exists": change.removed}, "after": {"exists": False}}}
+    else:
+        change = cgroup.ensure_cgroup(group, settings_from(params), pids=params["pids"] or [],
+                                      create=params["path"] is not None, check_mode=check_mode,
+                                      sysfs_root=params["sysfs_root"], proc_root=params["proc_root"], kernel=kernel)
+        after = change.after or {}
+        result = {
+            "changed": change.changed,
+            "settings": after,
+            "writes": [w.as_dict() for w in change.writes],
+            "attached": change.attached,
+            "diff": {"before": dict(change.before or {}, exists=not change.created), "after": dict(after, exists=True)},
+        }
+        if group.exists():
+            result["stats"] = cgroup.read_stats(group).as_dict()
+    result["paths"] = {name: group.dir(name) for name in layout.hierarchies}
+    result["versions"] = layout.versions()
     return result
 
 
-def _planned(settings: cgroup.CgroupSettings) -> dict[str, Any]:
-    """What a group that check mode did not create would hold."""
-    planned = {k: v for k, v in settings.__dict__.items() if v not in (None, ())}
-    if settings.disk:
-        planned["disk"] = {d.device: d.as_dict() for d in settings.disk}
-    return planned
-
-
-def main() -> None:
+def main(kernel: Kernel = KERNEL) -> None:
     module = build_module()
     try:
-        layout = cgroup.detect_layout(module.params["cgroup_root"])
-        group = target_group(module.params, layout)
-        result = remove(module, group) if module.params["state"] == "absent" else ensure(module, group)
-        result["paths"] = {name: group.dir(name) for name in layout.hierarchies}
-        result["versions"] = layout.versions()
+        result = run(module.params, module.check_mode, kernel)
     except FirmError as err:
         module.fail_json(**err.as_dict())
     module.exit_json(**result)

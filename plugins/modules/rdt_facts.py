@@ -21,6 +21,11 @@ description:
   - Changes nothing.
 author:
   - firm developers
+extends_documentation_fragment:
+  - firm.core.common
+  - firm.core.common.cgroup_root
+  - firm.core.common.proc_root
+  - firm.core.common.resctrl_root
 options:
   probe_pqos:
     description:
@@ -31,18 +36,6 @@ options:
     description:
       - Python interpreter that has the C(pqos) package; the module's own interpreter by default.
     type: path
-  cgroup_root:
-    description: Where the cgroup hierarchies are mounted.
-    type: path
-    default: /sys/fs/cgroup
-  proc_root:
-    description: Where procfs is mounted.
-    type: path
-    default: /proc
-  resctrl_root:
-    description: Where resctrl is, or would be, mounted.
-    type: path
-    default: /sys/fs/resctrl
 attributes:
   check_mode:
     support: full
@@ -103,7 +96,7 @@ ansible_facts:
           type: list
           elements: str
         resctrl_mount_problem:
-          description: Why resctrl is not usable at I(resctrl_root) and how to mount it; empty when it is mounted.
+          description: Why resctrl is not usable at O(resctrl_root) and how to mount it; empty when it is mounted.
           type: str
         cgroup_versions:
           description: The cgroup version of each controller firm manages.

@@ -24,9 +24,12 @@ description:
     C(/). It can be read and its schemata and tasks changed, but not removed.
 author:
   - firm developers
+extends_documentation_fragment:
+  - firm.core.common
+  - firm.core.common.proc_root
+  - firm.core.common.resctrl_root
 attributes:
   check_mode:
-    description: Can run in check mode and return the changes it would make without making them.
     support: full
   diff_mode:
     description: Returns the group's schemata and requested tasks before and after.
@@ -88,10 +91,6 @@ options:
       - Move every thread of each process in O(pids). When false, only the ids given are moved.
     type: bool
     default: true
-  resctrl_root:
-    description: Where resctrl is mounted.
-    type: path
-    default: /sys/fs/resctrl
   mounts_file:
     description:
       - The mount table used to check that O(resctrl_root) is a mounted resctrl and to read its
@@ -102,10 +101,6 @@ options:
     description: Read for C(vendor_id), which decides the unit of O(mb).
     type: path
     default: /proc/cpuinfo
-  proc_root:
-    description: procfs, where the threads of O(pids) are listed.
-    type: path
-    default: /proc
 notes:
   - Mount resctrl first, for example with C(mount -t resctrl resctrl /sys/fs/resctrl). Add
     C(-o cdp) for separate code and data masks, or C(-o mba_MBps) for bandwidth in MiB/s.
@@ -258,6 +253,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Kernel
 from ansible_collections.firm.core.plugins.module_utils.resctrl import (
     DEFAULT_GROUP,
     Schemata,
@@ -306,7 +302,7 @@ def _diff_text(schemata: Schemata | None, tasks: list[int]) -> str:
     return text
 
 
-def present(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+def present(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -> dict[str, Any]:
     root = params["resctrl_root"]
     name = params["name"]
     info = read_info(root, params["mounts_file"], params["cpuinfo_file"])
@@ -314,7 +310,7 @@ def present(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                             mb=params["mb"])
     tasks = task_ids(params["pids"] or [], params["proc_root"], params["all_threads"])
     held = sorted(read_tasks(root, name) & set(tasks)) if group_exists(root, name) else []
-    change = ensure_group(info, name, request, tasks, check_mode=check_mode)
+    change = ensure_group(info, name, request, tasks, check_mode=check_mode, kernel=kernel)
     header = group_path(root, name)
     return {
         "changed": change.changed,
@@ -323,7 +319,7 @@ def present(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         "created": change.created,
         "written": list(change.lines.values()),
         "tasks_added": list(change.moved),
-        "schemata": change.after.as_dict(),
+        "schemata": change.after.as_dict() if change.after is not None else {},
         "info": info.as_dict(),
         "monitoring": {
             str(domain): values for domain, values in read_monitoring(root, name).items()
@@ -337,7 +333,7 @@ def present(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     }
 
 
-def absent(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+def absent(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -> dict[str, Any]:
     root = params["resctrl_root"]
     name = params["name"]
     info = read_info(root, params["mounts_file"], params["cpuinfo_file"])
@@ -350,7 +346,7 @@ def absent(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         )
     header = group_path(root, name)
     before = _diff_text(read_schemata_if_exists(root, name), [])
-    removed = ensure_absent(root, name, check_mode=check_mode)
+    removed = ensure_absent(root, name, check_mode=check_mode, kernel=kernel)
     return {
         "changed": removed,
         "group": name,
@@ -366,7 +362,7 @@ def read_schemata_if_exists(root: str, name: str) -> Schemata | None:
     return read_schemata(root, name) if name != DEFAULT_GROUP and group_exists(root, name) else None
 
 
-def main() -> None:
+def main(kernel: Kernel = KERNEL) -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
         mutually_exclusive=MUTUALLY_EXCLUSIVE,
@@ -374,9 +370,9 @@ def main() -> None:
     )
     try:
         if module.params["state"] == "absent":
-            result = absent(module.params, module.check_mode)
+            result = absent(module.params, module.check_mode, kernel)
         else:
-            result = present(module.params, module.check_mode)
+            result = present(module.params, module.check_mode, kernel)
     except FirmError as err:
         module.fail_json(**err.as_dict())
     module.exit_json(**result)

@@ -12,14 +12,14 @@ version_added: "0.1.0"
 description:
   - Limits the rate at which an interface sends, optionally inside a network namespace (as
     C(ip netns) names them). On a container's host-side veth that limits what the container receives.
-  - With I(kind=tbf) the root qdisc becomes a token bucket filter with I(rate), I(burst) and
-    I(latency).
-  - With I(kind=htb) the root qdisc becomes C(htb) with the handle of I(class_id)'s major and its
-    C(default) pointing to I(class_id), a class with I(rate), I(ceil), I(burst) and a cburst; all
+  - With O(kind=tbf) the root qdisc becomes a token bucket filter with O(rate), O(burst) and
+    O(latency).
+  - With O(kind=htb) the root qdisc becomes V(htb) with the handle of O(class_id)'s major and its
+    C(default) pointing to O(class_id), a class with O(rate), O(ceil), O(burst) and a cburst; all
     unclassified traffic goes through that class.
   - The burst must hold one full frame (MTU plus the link-layer header, read from C(ip link)) and
     what the rate sends in one timer tick (rate/HZ, HZ as tc reads it from C(/proc/net/psched)).
-    That minimum is the default, and a smaller I(burst) is refused.
+    That minimum is the default, and a smaller O(burst) is refused.
   - Nothing is written when the interface already has the wanted shaping, as tc reports it (tc rounds
     bursts to clock ticks, so the comparison uses tc's own arithmetic). Rewriting an unchanged qdisc
     or class would reset its state.
@@ -29,28 +29,30 @@ description:
     C(LC_ALL=C).
 author:
   - firm developers
+extends_documentation_fragment:
+  - firm.core.common
 options:
   interface:
     description:
-      - The interface whose egress is shaped, as C(ip link) names it (in I(namespace) when given).
+      - The interface whose egress is shaped, as C(ip link) names it (in O(namespace) when given).
     type: str
     required: true
   namespace:
     description:
       - Name of the network namespace the interface is in, as C(ip netns list) shows it.
-      - It must exist as I(netns_dir)/NAME. Unset means the host's namespace.
+      - It must exist as O(netns_dir)/NAME. Unset means the host's namespace.
     type: str
   state:
     description:
-      - C(present) applies the shaping.
-      - C(absent) deletes a tbf or htb root qdisc, so the kernel's default qdisc takes over again.
+      - V(present) applies the shaping.
+      - V(absent) deletes a tbf or htb root qdisc, so the kernel's default qdisc takes over again.
         Any other root qdisc is left alone.
     type: str
     choices: [present, absent]
     default: present
   kind:
     description:
-      - C(tbf) for a token bucket filter root qdisc, C(htb) for a root C(htb) with one default class.
+      - V(tbf) for a token bucket filter root qdisc, V(htb) for a root V(htb) with one default class.
     type: str
     choices: [tbf, htb]
     default: tbf
@@ -62,27 +64,27 @@ options:
       - C(10Mbps), C(1Gbps) are refused as ambiguous (tc reads them as bytes, most people as bits); write
         C(10mbit) for bits or C(10MBps) for bytes per second.
       - Rounded down to a multiple of 8 bit/s (the kernel holds bytes per second). Required when
-        I(state=present).
+        O(state=present).
     type: raw
   ceil:
     description:
-      - With I(kind=htb), the most the class may borrow up to; same units as I(rate). Defaults to I(rate)
+      - With O(kind=htb), the most the class may borrow up to; same units as O(rate). Defaults to O(rate)
         and may not be below it.
     type: raw
   burst:
     description:
       - Bucket size in bytes as an integer, or as tc writes sizes (C(15k) = 15360 bytes, C(1mb)).
       - Defaults to, and may not be below, max(MTU + link-layer header, rate/HZ).
-      - With I(kind=htb) the class's cburst is the larger of I(burst) and the same minimum for I(ceil).
+      - With O(kind=htb) the class's cburst is the larger of O(burst) and the same minimum for O(ceil).
     type: raw
   latency:
     description:
-      - With I(kind=tbf), the longest a packet may wait in the queue, as an integer in microseconds or as
+      - With O(kind=tbf), the longest a packet may wait in the queue, as an integer in microseconds or as
         tc writes times (C(50ms), C(200us), C(1s)). Defaults to 50ms.
     type: raw
   class_id:
     description:
-      - With I(kind=htb), the class in tc's hexadecimal notation C(MAJOR:MINOR); the root qdisc gets
+      - With O(kind=htb), the class in tc's hexadecimal notation C(MAJOR:MINOR); the root qdisc gets
         handle C(MAJOR:) and C(default MINOR). Defaults to C(1:10).
     type: str
   netns_dir:
@@ -178,7 +180,7 @@ root_qdisc:
   type: str
   sample: "tbf 8002:"
 min_burst_bytes:
-  description: The smallest burst accepted for I(rate), max(MTU + link-layer header, rate/HZ).
+  description: The smallest burst accepted for O(rate), max(MTU + link-layer header, rate/HZ).
   returned: when state is present
   type: int
   sample: 1514
@@ -188,7 +190,7 @@ mtu:
   type: int
   sample: 1500
 hz:
-  description: HZ as tc reads it from I(psched_path) (10^9 with high-resolution timers).
+  description: HZ as tc reads it from O(psched_path) (10^9 with high-resolution timers).
   returned: always
   type: int
   sample: 1000000000
@@ -201,31 +203,19 @@ commands:
             "burst", "1514", "latency", "50000us"]]
 """
 
-from collections.abc import Sequence
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Kernel
 from ansible_collections.firm.core.plugins.module_utils.tc import (
-    Command,
-    Psched,
     Shaping,
-    TcCommandError,
-    TcState,
     check_interface_name,
     check_namespace,
-    execute,
-    expected_report,
+    ensure_shaping,
     min_burst,
     parse_request,
-    plan,
-    read_link,
-    read_psched,
-    read_state,
-    resolve,
-    shaping_of,
-    state_matches,
 )
 
 
@@ -253,73 +243,39 @@ def build_module() -> AnsibleModule:
     )
 
 
-def _describe(state: TcState) -> str | None:
-    return state.root.describe() if state.root is not None else None
-
-
 def _view(shaping: Shaping | None) -> dict[str, Any] | None:
     return shaping.as_dict() if shaping is not None else None
 
 
-def run(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
-    """Validate, read, compare, write when needed, re-read; returns the module's result."""
-    interface = check_interface_name(params["interface"])
-    namespace = check_namespace(params["namespace"], params["netns_dir"])
-    present = params["state"] == "present"
+def run(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -> dict[str, Any]:
+    """Argument spec -> :func:`tc.ensure_shaping` -> the module's result."""
+    check_interface_name(params["interface"])  # names first, as before any other check
+    check_namespace(params["namespace"], params["netns_dir"])
     request = None
-    if present:
+    if params["state"] == "present":
         request = parse_request(params["kind"], params["rate"], ceil=params["ceil"], burst=params["burst"],
                                 latency=params["latency"], class_id=params["class_id"])
-    psched = read_psched(params["psched_path"])
-    link = read_link(interface, namespace)
-    wanted = resolve(request, link, psched) if request is not None else None
-
-    before = read_state(interface, namespace)
-    steps = plan(before, wanted, interface, namespace, psched)
-    result: dict[str, Any] = {"interface": interface, "namespace": namespace, "mtu": link.mtu, "hz": psched.hz,
-                              "commands": [list(step) for step in steps]}
+    change = ensure_shaping(params["interface"], request, params["namespace"], check_mode=check_mode,
+                            netns_dir=params["netns_dir"], psched_path=params["psched_path"], kernel=kernel)
+    link, psched, wanted = change.link, change.psched, change.requested
+    result: dict[str, Any] = {"interface": params["interface"], "namespace": params["namespace"], "mtu": link.mtu,
+                              "hz": psched.hz, "commands": [list(step) for step in change.commands]}
     if wanted is not None:
         result["requested"] = wanted.as_dict()
         result["min_burst_bytes"] = min_burst(wanted.rate_bps, link, psched.hz)
-
-    if steps and not check_mode:
-        execute(steps, before, interface=interface, namespace=namespace, psched=psched, link=link)
-        after_state = read_state(interface, namespace)
-        _verify(after_state, wanted, psched, steps)
-        after = _view(shaping_of(after_state))
-        result["root_qdisc"] = _describe(after_state)
-    else:
-        predicted = shaping_of(before) if not steps else (
-            expected_report(wanted, psched) if wanted is not None else None)
-        after = _view(predicted)
-        result["root_qdisc"] = _describe(before)
-
-    target = {"interface": interface, "namespace": namespace}
-    result["shaping"] = after
-    result["changed"] = bool(steps)
-    result["diff"] = {"before": dict(target, shaping=_view(shaping_of(before))),
-                      "after": dict(target, shaping=after)}
+    target = {"interface": params["interface"], "namespace": params["namespace"]}
+    result["root_qdisc"] = change.root_qdisc
+    result["shaping"] = _view(change.after)
+    result["changed"] = change.changed
+    result["diff"] = {"before": dict(target, shaping=_view(change.before)),
+                      "after": dict(target, shaping=_view(change.after))}
     return result
 
 
-def _verify(state: TcState, wanted: Shaping | None, psched: Psched, steps: Sequence[Command]) -> None:
-    """tc accepted the commands; check that it now reports what was asked for."""
-    ok = shaping_of(state) is None if wanted is None else state_matches(state, wanted, psched)
-    if not ok:
-        reported = shaping_of(state)
-        raise TcCommandError(
-            "tc accepted the change but reports "
-            f"{reported.as_dict() if reported is not None else 'no shaping'} instead of "
-            f"{expected_report(wanted, psched).as_dict() if wanted is not None else 'no shaping'}",
-            fix="check whether another tool manages this interface's qdiscs",
-            commands=[list(step) for step in steps],
-        )
-
-
-def main() -> None:
+def main(kernel: Kernel = KERNEL) -> None:
     module = build_module()
     try:
-        result = run(module.params, module.check_mode)
+        result = run(module.params, module.check_mode, kernel)
     except FirmError as err:
         module.fail_json(**err.as_dict())
     module.exit_json(**result)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ansible_collections.firm.core.plugins.module_utils import tc
+from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
 from ansible_collections.firm.core.plugins.modules import tc as tc_module
 from tests.helpers.modules import run_ansible_module, run_module
 from tests.integration.netpair import NetPair, iperf3_throughput, veth_pair
@@ -187,14 +188,15 @@ def test_a_failed_class_step_restores_the_previous_qdisc(pair: NetPair, capsys: 
     module(pair, capsys, kind="tbf", rate=RATE)
     before = tc.read_shaping(pair.if_a, pair.ns_a)
 
-    def refuse_classes(argv: Sequence[str]) -> str:
-        if "class" in argv and "replace" in argv:
-            raise tc.TcCommandError("refused for the test", command=list(argv), rc=2, stdout="", stderr="")
-        return tc.run_command(argv)
+    class RefuseClasses(Kernel):  # the kernel's tc, except that it refuses HTB classes
+        def run(self, argv: Sequence[str]) -> str:
+            if "class" in argv and "replace" in argv:
+                raise tc.TcCommandError("refused for the test", command=list(argv), rc=2, stdout="", stderr="")
+            return super().run(argv)
 
     wanted = tc.shaping_for(pair.if_a, "htb", RATE, namespace=pair.ns_a)
     with pytest.raises(tc.TcCommandError) as err:
-        tc.apply_shaping(pair.if_a, wanted, pair.ns_a, run=refuse_classes)
+        tc.ensure_shaping(pair.if_a, wanted, pair.ns_a, kernel=RefuseClasses())
     assert err.value.details["rolled_back"] is True
     assert tc.read_shaping(pair.if_a, pair.ns_a) == before
 

@@ -1,19 +1,20 @@
 """Fake cgroup trees, laid out and behaving as the kernel documents.
 
 A real cgroupfs creates a group's interface files on mkdir and removes them on rmdir (which fails
-with EBUSY while processes are inside). ``KernelDirs`` reproduces that for directories below a fake
-root by wrapping ``os.mkdir`` and ``os.rmdir`` during a test; everything else is plain files with
-the kernel's default contents (Documentation/admin-guide/cgroup-v1/*.rst, cgroup-v2.rst).
+with EBUSY while processes are inside), and keeps one throttle rule per device in the blkio files
+(a v1 rule written as 0, a v2 rule of nothing but ``max``, is deleted). ``FakeCgroupRoot`` is a
+``kernel.Kernel`` that does that below its root; tests pass it to the library as ``kernel=fake``.
+Everything else is plain files with the kernel's default contents
+(Documentation/admin-guide/cgroup-v1/*.rst, cgroup-v2.rst).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
 
 V1_UNLIMITED_MEMORY = "9223372036854771712"
 
@@ -42,7 +43,7 @@ def _write(path: Path, content: str) -> None:
     path.write_text(content + ("\n" if content else ""))
 
 
-class FakeCgroupRoot:
+class FakeCgroupRoot(Kernel):
     """A cgroup root under ``tmp_path``: ``v1`` (hybrid, as on this project's test machines) or ``v2``."""
 
     def __init__(self, root: Path, version: int, cpus: str = "0-3", comount_cpu: bool = False) -> None:
@@ -115,8 +116,11 @@ class FakeCgroupRoot:
 
     def mkdir(self, path: str) -> None:
         """What the kernel does on mkdir in a cgroup hierarchy."""
+        if not self.owns(path):
+            os.mkdir(path)
+            return
         directory = Path(path)
-        os_mkdir(path)
+        os.mkdir(path)
         if self.version == 1:
             self._populate_v1(directory)
         else:
@@ -124,12 +128,22 @@ class FakeCgroupRoot:
 
     def rmdir(self, path: str) -> None:
         """rmdir on cgroupfs: EBUSY with sub-groups or processes, else the files vanish with it."""
+        if not self.owns(path):
+            os.rmdir(path)
+            return
         directory = Path(path)
         if any(p.is_dir() for p in directory.iterdir()) or (directory / "cgroup.procs").read_text().strip():
             raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
         for child in directory.iterdir():
             child.unlink()
-        os_rmdir(path)
+        os.rmdir(path)
+
+    def write(self, path: str, data: str) -> None:
+        """A write to a control file; the blkio throttle files keep one rule per device."""
+        name = os.path.basename(path)
+        if self.owns(path) and (name.startswith("blkio.throttle.") or name == "io.max") and data.strip():
+            data = _merge_rule(Path(path).read_text(), data, v2=name == "io.max")
+        super().write(path, data)
 
     def group(self, relative: str, controller: str = "cpu") -> Path:
         """The directory of a group in one controller's hierarchy."""
@@ -149,27 +163,25 @@ class FakeCgroupRoot:
                     self.mkdir(str(path))
 
 
-os_mkdir: Callable[..., None] = os.mkdir
-os_rmdir: Callable[..., None] = os.rmdir
+_V2_IO_KEYS = ("rbps", "wbps", "riops", "wiops")
 
 
-def install_kernel_dirs(monkeypatch: pytest.MonkeyPatch, fake: FakeCgroupRoot) -> None:
-    """Route mkdir and rmdir below the fake root through the fake kernel."""
-
-    def mkdir(path: str | os.PathLike[str], mode: int = 0o777, **kwargs: object) -> None:
-        if fake.owns(os.fspath(path)):
-            fake.mkdir(os.fspath(path))
-        else:
-            os_mkdir(path, mode)
-
-    def rmdir(path: str | os.PathLike[str], **kwargs: object) -> None:
-        if fake.owns(os.fspath(path)):
-            fake.rmdir(os.fspath(path))
-        else:
-            os_rmdir(path)
-
-    monkeypatch.setattr(os, "mkdir", mkdir)
-    monkeypatch.setattr(os, "rmdir", rmdir)
+def _merge_rule(current: str, written: str, v2: bool) -> str:
+    """The content of a blkio throttle file after one rule is written, as the kernel keeps it."""
+    device, *values = written.split()
+    rules = {line.split()[0]: line.split()[1:] for line in current.splitlines() if line.strip()}
+    if v2:
+        old = dict(pair.split("=", 1) for pair in rules.get(device, []))
+        keys = {key: old.get(key, "max") for key in _V2_IO_KEYS}
+        keys.update(dict(pair.split("=", 1) for pair in values))
+        rules[device] = [f"{key}={keys[key]}" for key in _V2_IO_KEYS]
+        if all(value == "max" for value in keys.values()):
+            del rules[device]
+    elif values == ["0"]:
+        rules.pop(device, None)
+    else:
+        rules[device] = values
+    return "".join(f"{dev} {' '.join(rest)}\n" for dev, rest in sorted(rules.items()))
 
 
 def fake_block_devices(sysfs: Path) -> Path:

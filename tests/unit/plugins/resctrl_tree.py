@@ -14,10 +14,10 @@ directory under tmp_path cannot. ``mkdir`` allocates a CLOSID and creates the gr
 a write to ``schemata`` is parsed, validated and merged into the group's configuration (a write
 names only the domains it changes, the file always reads back complete), a thread id written to
 ``tasks`` moves the thread out of its old group, ``rmdir`` hands the tasks back to the default
-group and frees the CLOSID. The library routes exactly those three calls through
-``resctrl.CALLS`` (a ``KernelCalls``); ``FakeResctrl`` is a ``KernelCalls`` that performs them on
-the tree the way the kernel's rdtgroup.c and ctrlmondata.c do, and ``install(monkeypatch)`` puts
-it in place. Everything the library reads is a plain file the model keeps current, rendered in
+group and frees the CLOSID. The library makes exactly those three calls through
+the ``kernel`` it is given (a ``kernel.Kernel``); ``FakeResctrl`` is a ``Kernel`` that performs them
+on the tree the way the kernel's rdtgroup.c and ctrlmondata.c do, and tests pass it as
+``kernel=fake``. Everything the library reads is a plain file the model keeps current, rendered in
 the kernel's own format (resource names right-aligned, values padded to a common width, e.g.
 ``    MB:0=2048;1=  16``), so parsing is tested against what the kernel prints.
 
@@ -40,9 +40,8 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import pytest
-
 from ansible_collections.firm.core.plugins.module_utils import resctrl
+from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
 
 U32_MAX = 2**32 - 1
 
@@ -105,7 +104,7 @@ class _Group:
     tasks: set[int] = field(default_factory=set)
 
 
-class FakeResctrl(resctrl.KernelCalls):
+class FakeResctrl(Kernel):
     """A resctrl mount under ``base``, plus its mount table, cpuinfo and /proc."""
 
     def __init__(self, base: Path, platform: Platform = INTEL, mounted: bool = True) -> None:
@@ -145,11 +144,6 @@ class FakeResctrl(resctrl.KernelCalls):
 
     def read_info(self) -> resctrl.ResctrlInfo:
         return resctrl.read_info(self.root, str(self.mounts_path), str(self.cpuinfo_path))
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeResctrl:
-        """Route the library's mkdir, rmdir and writes to this model of the kernel."""
-        monkeypatch.setattr(resctrl, "CALLS", self)
-        return self
 
     def mkdir_group(self, name: str) -> None:
         """Create a group as ``mkdir`` on a real mount would (for tests that need one already)."""

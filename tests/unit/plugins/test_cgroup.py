@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.firm.core.plugins.module_utils import cgroup, sysfs
+from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import (
     InvalidInputError,
-    KernelWriteError,
     NotFoundError,
 )
-from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices, install_kernel_dirs
+from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
+from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices
 
 
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])
-def fake(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCgroupRoot:
+def fake(request: pytest.FixtureRequest, tmp_path: Path) -> FakeCgroupRoot:
     tree = FakeCgroupRoot(tmp_path / "cgroup", request.param)
-    install_kernel_dirs(monkeypatch, tree)
     return tree
 
 
@@ -28,8 +29,7 @@ def layout_of(fake: FakeCgroupRoot) -> cgroup.Layout:
 
 def apply(fake: FakeCgroupRoot, path: str, settings: cgroup.CgroupSettings, sysfs: str = "/sys") -> cgroup.Group:
     group = cgroup.group_at(layout_of(fake), path)
-    cgroup.create_group(group)
-    cgroup.apply_writes(cgroup.plan_writes(group, settings, sysfs))
+    cgroup.ensure_cgroup(group, settings, sysfs_root=sysfs, kernel=fake)
     return group
 
 
@@ -78,7 +78,7 @@ def test_cpu_quota_is_written_in_each_versions_own_format(fake: FakeCgroupRoot) 
 
 def test_unlimited_quota_reads_back_as_minus_one(fake: FakeCgroupRoot) -> None:
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=30000))
-    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=-1)))
+    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=-1)), kernel=fake)
     assert cgroup.read_cpu_max(group) == (-1, 100000)
     expected = "-1" if fake.version == 1 else "max 100000"
     name = "cpu.cfs_quota_us" if fake.version == 1 else "cpu.max"
@@ -96,7 +96,7 @@ def test_applying_the_same_settings_twice_plans_no_write(fake: FakeCgroupRoot) -
 def test_changing_only_the_quota_keeps_the_period(fake: FakeCgroupRoot) -> None:
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=20000, cpu_period_us=20000))
     writes = cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=10000))
-    cgroup.apply_writes(writes)
+    cgroup.apply_writes(writes, kernel=fake)
     assert cgroup.read_cpu_max(group) == (10000, 20000)
     assert len(writes) == 1
 
@@ -106,7 +106,6 @@ def test_changing_only_the_quota_keeps_the_period(fake: FakeCgroupRoot) -> None:
 def test_v1_writes_quota_and_period_in_the_order_that_never_exceeds_the_parent(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, period: int, order: list[str]) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1)
-    install_kernel_dirs(monkeypatch, fake)
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=50000, cpu_period_us=100000))
     writes = cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=20000, cpu_period_us=period))
     assert [w.knob for w in writes] == order
@@ -116,7 +115,6 @@ def test_v1_writes_quota_and_period_in_the_order_that_never_exceeds_the_parent(
 def test_weight_maps_to_shares_on_v1_and_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weight: int,
                                               shares: int) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1)
-    install_kernel_dirs(monkeypatch, fake)
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_weight=weight))
     assert (fake.group("svc") / "cpu.shares").read_text().strip() == str(shares)
     assert cgroup.read_cpu_weight(group) == weight
@@ -124,7 +122,6 @@ def test_weight_maps_to_shares_on_v1_and_back(tmp_path: Path, monkeypatch: pytes
 
 def test_weight_is_written_as_is_on_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 2)
-    install_kernel_dirs(monkeypatch, fake)
     apply(fake, "svc", cgroup.CgroupSettings(cpu_weight=250))
     assert (fake.group("svc") / "cpu.weight").read_text().strip() == "250"
 
@@ -135,8 +132,7 @@ def test_weight_is_written_as_is_on_v2(tmp_path: Path, monkeypatch: pytest.Monke
 def test_new_v1_cpuset_group_inherits_its_parents_cpus_and_mems(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1, cpus="0-3")
-    install_kernel_dirs(monkeypatch, fake)
-    cgroup.create_group(cgroup.group_at(layout_of(fake), "a/b"))
+    cgroup.create_group(cgroup.group_at(layout_of(fake), "a/b"), kernel=fake)
     assert (fake.group("a/b", "cpuset") / "cpuset.cpus").read_text().strip() == "0-3"
     assert (fake.group("a/b", "cpuset") / "cpuset.mems").read_text().strip() == "0"
 
@@ -150,8 +146,7 @@ def test_cpuset_outside_the_parent_is_refused_before_writing(fake: FakeCgroupRoo
 
 def test_new_v2_group_gets_its_controllers_delegated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 2)
-    install_kernel_dirs(monkeypatch, fake)
-    cgroup.create_group(cgroup.group_at(layout_of(fake), "firm/web"))
+    cgroup.create_group(cgroup.group_at(layout_of(fake), "firm/web"), kernel=fake)
     assert set((fake.root / "cgroup.subtree_control").read_text().split()) == {"+cpu", "+cpuset", "+io",
                                                                                 "+memory", "+pids"}
     assert (fake.group("firm/web") / "cpu.max").exists()
@@ -177,7 +172,7 @@ def test_sizes_parse_in_powers_of_1024(text: str | int, size: int) -> None:
 def test_memory_limit_and_unlimited_on_both_versions(fake: FakeCgroupRoot) -> None:
     group = apply(fake, "svc", cgroup.CgroupSettings(memory_max=cgroup.parse_size("64M")))
     assert cgroup.read_memory_max(group) == 64 << 20
-    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(memory_max=-1)))
+    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(memory_max=-1)), kernel=fake)
     assert cgroup.read_memory_max(group) == -1
 
 
@@ -195,7 +190,6 @@ def test_disk_limits_resolve_a_partition_to_its_disk(fake: FakeCgroupRoot, tmp_p
 
 def test_removing_a_disk_field_lifts_that_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1)
-    install_kernel_dirs(monkeypatch, fake)
     sysfs = str(fake_block_devices(tmp_path / "sys"))
     group = apply(fake, "svc", cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0", write_bps=1000, read_bps=10),)),
                   sysfs)
@@ -263,21 +257,89 @@ def test_size_with_a_bad_unit_is_refused() -> None:
 # rollback --------------------------------------------------------------------------------------------
 
 
-def test_a_refused_write_rolls_back_the_earlier_ones(fake: FakeCgroupRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+class Through(Kernel):
+    """The fake tree's kernel, for tests that change one of its answers."""
+
+    def __init__(self, fake: FakeCgroupRoot) -> None:
+        self.fake = fake
+
+    def mkdir(self, path: str) -> None:
+        self.fake.mkdir(path)
+
+    def rmdir(self, path: str) -> None:
+        self.fake.rmdir(path)
+
+    def write(self, path: str, data: str) -> None:
+        self.fake.write(path, data)
+
+
+class BusyMemory(Through):
+    """A kernel that cannot reclaim memory below usage (EBUSY)."""
+
+    def __init__(self, fake: FakeCgroupRoot, memory_file: str) -> None:
+        super().__init__(fake)
+        self.memory_file = memory_file
+
+    def write(self, path: str, data: str) -> None:
+        if path.endswith(self.memory_file):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+        self.fake.write(path, data)
+
+
+def test_a_refused_write_rolls_back_the_earlier_ones(fake: FakeCgroupRoot) -> None:
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=50000, memory_max=1 << 30))
     memory_file = "memory.limit_in_bytes" if fake.version == 1 else "memory.max"
-
-    def kernel_write(path: str, value: str) -> None:
-        if path.endswith(memory_file):  # as a kernel that cannot reclaim below usage (EBUSY)
-            raise KernelWriteError(f"the kernel refused {value!r} in {path}: Device or resource busy")
-        sysfs.write_text(path, value)
-
-    monkeypatch.setattr(cgroup, "write_text", kernel_write)
     settings = cgroup.CgroupSettings(cpu_quota_us=10000, cpu_period_us=50000, memory_max=1 << 20)
-    with pytest.raises(cgroup.CgroupWriteError, match="busy"):
-        cgroup.apply_writes(cgroup.plan_writes(group, settings))
+    with pytest.raises(cgroup.CgroupWriteError, match="EBUSY"):
+        cgroup.apply_writes(cgroup.plan_writes(group, settings), kernel=BusyMemory(fake, memory_file))
     assert cgroup.read_cpu_max(group) == (50000, 100000)
     assert cgroup.read_memory_max(group) == 1 << 30
+    with pytest.raises(cgroup.CgroupWriteError, match="EBUSY"):
+        cgroup.ensure_cgroup(group, settings, kernel=BusyMemory(fake, memory_file))
+    assert cgroup.read_cpu_max(group) == (50000, 100000)
+    assert cgroup.read_memory_max(group) == 1 << 30
+
+
+def test_ensure_removes_a_group_it_created_when_a_write_is_refused(fake: FakeCgroupRoot) -> None:
+    group = cgroup.group_at(layout_of(fake), "firm/new")
+    memory_file = "memory.limit_in_bytes" if fake.version == 1 else "memory.max"
+    with pytest.raises(cgroup.CgroupWriteError, match="EBUSY"):
+        cgroup.ensure_cgroup(group, cgroup.CgroupSettings(cpu_quota_us=10000, memory_max=1 << 20),
+                             kernel=BusyMemory(fake, memory_file))
+    assert not any(os.path.isdir(d) for d in group.distinct_dirs())
+
+
+def test_ensure_reports_before_after_and_writes_and_check_mode_writes_nothing(fake: FakeCgroupRoot) -> None:
+    group = cgroup.group_at(layout_of(fake), "svc")
+    settings = cgroup.CgroupSettings(cpu_quota_us=20000)
+    predicted = cgroup.ensure_cgroup(group, settings, check_mode=True, kernel=fake)
+    assert predicted.changed and predicted.created and predicted.before is None
+    assert predicted.after == {"cpu_quota_us": 20000}
+    assert not group.exists()
+    first = cgroup.ensure_cgroup(group, settings, kernel=fake)
+    assert first.changed and first.created and first.writes
+    assert first.after is not None and first.after["cpu_quota_us"] == 20000
+    second = cgroup.ensure_cgroup(group, settings, kernel=fake)
+    assert not second.changed and second.writes == () and second.before == second.after
+    removed = cgroup.ensure_cgroup(group, None, kernel=fake)
+    assert removed.changed and removed.removed and not group.exists()
+
+
+class IgnoresQuota(Through):
+    """A kernel that accepts a CPU quota but keeps the old one (as when another agent rewrites it)."""
+
+    def write(self, path: str, data: str) -> None:
+        if not path.endswith(("cpu.cfs_quota_us", "cpu.max")):
+            self.fake.write(path, data)
+
+
+def test_ensure_verifies_what_the_kernel_holds_and_undoes_the_rest(fake: FakeCgroupRoot) -> None:
+    group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=50000, cpu_weight=100))
+    with pytest.raises(cgroup.CgroupWriteError, match="does not hold"):
+        cgroup.ensure_cgroup(group, cgroup.CgroupSettings(cpu_quota_us=10000, cpu_weight=300),
+                             kernel=IgnoresQuota(fake))
+    assert cgroup.read_cpu_weight(group) == 100
+    assert cgroup.read_cpu_max(group) == (50000, 100000)
 
 
 # groups and processes --------------------------------------------------------------------------------
@@ -285,13 +347,13 @@ def test_a_refused_write_rolls_back_the_earlier_ones(fake: FakeCgroupRoot, monke
 
 def test_remove_refuses_while_processes_are_inside_and_removes_nothing(fake: FakeCgroupRoot) -> None:
     group = cgroup.group_at(layout_of(fake), "a")
-    cgroup.create_group(cgroup.group_at(layout_of(fake), "a/b"))
+    cgroup.create_group(cgroup.group_at(layout_of(fake), "a/b"), kernel=fake)
     (fake.group("a/b", "memory") / "cgroup.procs").write_text("4242\n")
     with pytest.raises(InvalidInputError, match="4242"):
-        cgroup.remove_group(group)
+        cgroup.remove_group(group, kernel=fake)
     assert all(Path(d).is_dir() for d in group.distinct_dirs())
     (fake.group("a/b", "memory") / "cgroup.procs").write_text("")
-    cgroup.remove_group(group)
+    cgroup.remove_group(group, kernel=fake)
     assert not any(Path(d).exists() for d in group.distinct_dirs())
 
 
@@ -299,11 +361,11 @@ def test_attach_writes_each_pid_once_per_hierarchy(fake: FakeCgroupRoot, tmp_pat
     proc = tmp_path / "proc"
     (proc / "77").mkdir(parents=True)
     group = cgroup.group_at(layout_of(fake), "svc")
-    cgroup.create_group(group)
+    cgroup.create_group(group, kernel=fake)
     plan = cgroup.pids_to_attach(group, [77, 77], str(proc))
     assert len(plan) == len(group.distinct_dirs())
     assert all(pids == [77] for pids in plan.values())
-    cgroup.attach_pids(plan)
+    cgroup.attach_pids(plan, kernel=fake)
     for directory in plan:  # the fake's cgroup.procs holds the last write, as a kernel would list it
         assert (Path(directory) / "cgroup.procs").read_text().strip() == "77"
     assert cgroup.pids_to_attach(group, [77], str(proc)) == {}

@@ -13,16 +13,15 @@ import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import KernelWriteError
-from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, install_kernel_dirs
+from tests.unit.plugins.cgroup_tree import FakeCgroupRoot
 
 STATIC_UID = "a7d3f8e2b1c94d5e8f7a6b5c4d3e2f1a"  # kubernetes.io/config.hash of a static pod
 CID = "4f2a7c1e9b0d3a6f8e5c2b1a0d9f8e7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e"
 
 
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])
-def fake(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCgroupRoot:
+def fake(request: pytest.FixtureRequest, tmp_path: Path) -> FakeCgroupRoot:
     tree = FakeCgroupRoot(tmp_path / "cgroup", request.param)
-    install_kernel_dirs(monkeypatch, tree)
     return tree
 
 
@@ -145,7 +144,7 @@ def test_an_unknown_refusal_keeps_the_kernels_words(tmp_path: Path) -> None:
 def test_memory_limits_compare_as_whole_pages(fake: FakeCgroupRoot) -> None:
     layout = cgroup.detect_layout(str(fake.root))
     group = cgroup.group_at(layout, "svc")
-    cgroup.create_group(group)
+    cgroup.create_group(group, kernel=fake)
     page = os.sysconf("SC_PAGE_SIZE")
     held = cgroup.kernel_memory_limit(1_000_000_000)
     assert held % page == 0 and 0 <= 1_000_000_000 - held < page
@@ -159,6 +158,6 @@ def test_memory_limits_compare_as_whole_pages(fake: FakeCgroupRoot) -> None:
 def test_a_cpu_weight_already_held_is_not_rewritten(fake: FakeCgroupRoot, weight: int) -> None:
     layout = cgroup.detect_layout(str(fake.root))
     group = cgroup.group_at(layout, "svc")
-    cgroup.create_group(group)
-    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_weight=weight)))
+    cgroup.create_group(group, kernel=fake)
+    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_weight=weight)), kernel=fake)
     assert cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_weight=weight)) == []

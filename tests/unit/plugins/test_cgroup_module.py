@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,12 @@ import yaml
 
 from ansible_collections.firm.core.plugins.modules import cgroup as module
 from tests.helpers.modules import run_module
-from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices, install_kernel_dirs
+from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices
 
 
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])
-def roots(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def roots(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     fake = FakeCgroupRoot(tmp_path / "cgroup", request.param)
-    install_kernel_dirs(monkeypatch, fake)
     proc = tmp_path / "proc"
     (proc / "4242").mkdir(parents=True)
     return {"fake": fake, "args": {"cgroup_root": str(fake.root), "sysfs_root": str(fake_block_devices(tmp_path / "sys")),
@@ -25,7 +25,8 @@ def roots(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
 
 def run(roots: dict[str, Any], capsys: pytest.CaptureFixture[str], check_mode: bool = False,
         **args: Any) -> dict[str, Any]:
-    return run_module(module.main, {**roots["args"], **args}, check_mode=check_mode, capsys=capsys)
+    return run_module(functools.partial(module.main, roots["fake"]), {**roots["args"], **args}, check_mode=check_mode,
+                      capsys=capsys)
 
 
 def test_check_mode_reports_the_change_and_creates_nothing(roots: dict[str, Any],

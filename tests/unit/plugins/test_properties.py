@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, resctrl, sysfs, tc
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices, install_kernel_dirs
+from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
+from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices
 from tests.unit.plugins.resctrl_tree import AMD, INTEL, INTEL_CDP, FakeResctrl
 
 PROPERTIES = settings(max_examples=60, deadline=None, derandomize=True,
@@ -186,7 +187,6 @@ def test_cgroup_changes_stay_in_the_tree_and_fail_only_with_typed_errors(
         version: int, path: str, wanted: cgroup.CgroupSettings) -> None:
     with scratch() as base, pytest.MonkeyPatch.context() as patch:
         fake = FakeCgroupRoot(base / "cgroup", version)
-        install_kernel_dirs(patch, fake)
         sysfs_root = fake_block_devices(base / "sys")
         escape_hatches([fake.root, *(fake.root / c for c in ("cpu", "cpuset", "memory", "blkio"))], base / "outside")
         recorder = WriteRecorder([fake.root]).install(patch)
@@ -194,11 +194,10 @@ def test_cgroup_changes_stay_in_the_tree_and_fail_only_with_typed_errors(
 
         def change() -> None:
             group = cgroup.group_at(layout, path)
-            cgroup.create_group(group)
-            cgroup.apply_writes(cgroup.plan_writes(group, wanted, str(sysfs_root)))
+            cgroup.ensure_cgroup(group, wanted, sysfs_root=str(sysfs_root), kernel=fake)
             cgroup.read_settings(group, wanted)
             cgroup.read_stats(group)
-            cgroup.remove_group(group)
+            cgroup.remove_group(group, kernel=fake)
 
         only_typed_errors(change)
         assert recorder.outside() == []
@@ -236,15 +235,15 @@ masks = st.one_of(st.none(), quantities, st.dictionaries(st.integers(-2, 5), qua
 def test_resctrl_changes_stay_in_the_tree_and_fail_only_with_typed_errors(
         platform: Any, name: str, l3: object, mb: object, tasks: list[int]) -> None:
     with scratch() as base, pytest.MonkeyPatch.context() as patch:
-        fake = FakeResctrl(base / "fake", platform).install(patch)
+        fake = FakeResctrl(base / "fake", platform)
         escape_hatches([fake.root_path], base / "outside")
         recorder = WriteRecorder([fake.base]).install(patch)
         info = fake.read_info()
 
         def change() -> None:
             request = resctrl.build_request(info, l3=l3, mb=mb)
-            resctrl.ensure_group(info, name, request, tasks=tuple(tasks))
-            resctrl.ensure_absent(fake.root, name)
+            resctrl.ensure_group(info, name, request, tasks=tuple(tasks), kernel=fake)
+            resctrl.ensure_absent(fake.root, name, kernel=fake)
 
         only_typed_errors(change)
         assert recorder.outside() == []
@@ -255,15 +254,15 @@ def test_resctrl_changes_stay_in_the_tree_and_fail_only_with_typed_errors(
 # -------------------------------------------------------------------------------------------------- tc
 
 
-class CommandRecorder:
-    """Stands in for ``tc.run_command``: records every command and answers like an empty veth."""
+class CommandRecorder(Kernel):
+    """Stands in for the kernel's tc and ip: records every command and answers like an empty veth."""
 
     LINK = '[{"ifname": "veth0", "mtu": 1500, "link_type": "ether", "qdisc": "noqueue"}]'
 
     def __init__(self) -> None:
         self.commands: list[list[str]] = []
 
-    def __call__(self, argv: Sequence[str]) -> str:
+    def run(self, argv: Sequence[str]) -> str:
         command = list(argv)
         self.commands.append(command)
         if "link" in command:
@@ -292,9 +291,9 @@ def test_tc_shaping_runs_only_well_formed_commands_or_refuses(
 
         def change() -> None:
             shaping = tc.shaping_for(interface, kind, rate, burst=burst, latency=latency, namespace=namespace,
-                                     netns_dir=str(netns), psched_path=str(psched), run=run)
-            tc.apply_shaping(interface, shaping, namespace, netns_dir=str(netns), psched_path=str(psched), run=run)
-            tc.remove_shaping(interface, namespace, netns_dir=str(netns), run=run)
+                                     netns_dir=str(netns), psched_path=str(psched), kernel=run)
+            tc.apply_shaping(interface, shaping, namespace, netns_dir=str(netns), psched_path=str(psched), kernel=run)
+            tc.remove_shaping(interface, namespace, netns_dir=str(netns), psched_path=str(psched), kernel=run)
 
         only_typed_errors(change)
         for command in run.commands:
@@ -325,7 +324,6 @@ def test_anomaly_requests_are_refused_before_anything_is_written(
     """Validation and planning write nothing anywhere; a name that passes is a plain file name in the state dir."""
     with scratch() as base, pytest.MonkeyPatch.context() as patch:
         fake = FakeCgroupRoot(base / "cgroup", 1)
-        install_kernel_dirs(patch, fake)
         fake.make_group("svc")
         escape_hatches([fake.root / c for c in ("cpu", "cpuset")], base / "outside")
         state = base / "state"
@@ -349,9 +347,8 @@ def test_anomaly_requests_are_refused_before_anything_is_written(
 
 def _in_tree(action: Callable[[cgroup.Layout, Path], object]) -> Callable[[], object]:
     def run() -> object:
-        with scratch() as base, pytest.MonkeyPatch.context() as patch:
+        with scratch() as base:
             fake = FakeCgroupRoot(base / "cgroup", 1)
-            install_kernel_dirs(patch, fake)
             return action(cgroup.detect_layout(str(fake.root)), fake_block_devices(base / "sys"))
     return run
 

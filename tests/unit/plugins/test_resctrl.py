@@ -31,9 +31,9 @@ MakeFake = Callable[..., FakeResctrl]
 
 
 @pytest.fixture
-def make_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeFake:
+def make_fake(tmp_path: Path) -> MakeFake:
     def make(platform: Platform = INTEL, mounted: bool = True, base: Path | None = None) -> FakeResctrl:
-        return FakeResctrl(base or tmp_path / platform.name, platform, mounted).install(monkeypatch)
+        return FakeResctrl(base or tmp_path / platform.name, platform, mounted)
 
     return make
 
@@ -238,7 +238,7 @@ def test_valid_requests_plan_only_what_differs_and_the_kernel_accepts_them(
     fake = make_fake(platform)
     fake.mkdir_group("g")
     assert plan(fake, **options) == lines
-    resctrl.write_schemata(fake.root, "g", lines)
+    resctrl.write_schemata(fake.root, "g", lines, kernel=fake)
     assert (fake.root_path / "info" / "last_cmd_status").read_text() == "ok\n"
     after = resctrl.read_schemata(fake.root, "g")
     assert after.values == fake.ctrl("g")
@@ -248,14 +248,14 @@ def test_valid_requests_plan_only_what_differs_and_the_kernel_accepts_them(
 def test_write_sends_one_write_with_a_trailing_newline(make_fake: MakeFake) -> None:
     fake = make_fake()
     fake.mkdir_group("g")
-    resctrl.write_schemata(fake.root, "g", plan(fake, l3="0f0", mb=50))
+    resctrl.write_schemata(fake.root, "g", plan(fake, l3="0f0", mb=50), kernel=fake)
     assert fake.calls == [("write", "g/schemata", "L3:0=f0;1=f0\nMB:0=50;1=50\n")]
 
 
 def test_nothing_to_write_writes_nothing(make_fake: MakeFake) -> None:
     fake = make_fake()
     fake.mkdir_group("g")
-    resctrl.write_schemata(fake.root, "g", {})
+    resctrl.write_schemata(fake.root, "g", {}, kernel=fake)
     assert fake.calls == []
 
 
@@ -267,7 +267,7 @@ def test_kernel_refusal_carries_last_cmd_status(make_fake: MakeFake) -> None:
     fake.mkdir_group("g")
     before = fake.ctrl("g")
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.write_schemata(fake.root, "g", {"L3": "L3:0=5"})  # bypasses plan_schemata
+        resctrl.write_schemata(fake.root, "g", {"L3": "L3:0=5"}, kernel=fake)  # bypasses plan_schemata
     assert "Invalid argument (EINVAL)" in str(caught.value)
     assert "info/last_cmd_status says: The mask 5 has non-consecutive 1-bits" in str(caught.value)
     assert caught.value.details["errno"] == errno.EINVAL
@@ -278,7 +278,7 @@ def test_kernel_refusal_without_a_reason_still_says_what_was_refused(make_fake: 
     fake = make_fake()
     fake.mkdir_group("g")
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.write_schemata(fake.root, "g", {"L3": "L3:9=f"})  # the kernel sets no message here
+        resctrl.write_schemata(fake.root, "g", {"L3": "L3:9=f"}, kernel=fake)  # the kernel sets no message here
     assert "'L3:9=f'" in str(caught.value)
     assert "last_cmd_status" not in str(caught.value)
     assert caught.value.details["last_cmd_status"] == ""
@@ -289,7 +289,7 @@ def test_mba_mbps_value_kept_by_a_failed_write_is_rolled_back(make_fake: MakeFak
     fake = make_fake(INTEL_MBPS)
     fake.mkdir_group("g")
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.write_schemata(fake.root, "g", {"MB": "MB:0=500", "L3": "L3:0=5"})
+        resctrl.write_schemata(fake.root, "g", {"MB": "MB:0=500", "L3": "L3:0=5"}, kernel=fake)
     assert "non-consecutive" in str(caught.value)
     assert caught.value.details["rolled_back"] == [f"MB:0={U32_MAX}"]
     assert fake.ctrl("g")["MB"] == {0: U32_MAX, 1: U32_MAX}
@@ -322,7 +322,7 @@ def test_bad_group_names_are_refused(make_fake: MakeFake, name: str, phrase: str
     fake = make_fake()
     before = fake.snapshot()
     with pytest.raises(ResctrlInputError) as caught:
-        resctrl.create_group(fake.root, name)
+        resctrl.create_group(fake.root, name, kernel=fake)
     assert phrase in str(caught.value)
     assert fake.calls == []
     assert fake.snapshot() == before
@@ -331,19 +331,19 @@ def test_bad_group_names_are_refused(make_fake: MakeFake, name: str, phrase: str
 def test_default_group_is_the_root(make_fake: MakeFake) -> None:
     fake = make_fake()
     assert resctrl.group_path(fake.root, "/") == fake.root
-    assert resctrl.create_group(fake.root, "/") is False
+    assert resctrl.create_group(fake.root, "/", kernel=fake) is False
     with pytest.raises(ResctrlInputError, match="default group cannot be removed"):
-        resctrl.remove_group(fake.root, "/")
+        resctrl.remove_group(fake.root, "/", kernel=fake)
 
 
 def test_create_group_gets_what_the_kernel_creates(make_fake: MakeFake) -> None:
     fake = make_fake()
-    assert resctrl.create_group(fake.root, "web") is True
+    assert resctrl.create_group(fake.root, "web", kernel=fake) is True
     assert fake.calls == [("mkdir", "web", "")]
     assert resctrl.list_groups(fake.root) == ["web"]
     assert resctrl.read_schemata(fake.root, "web").values == {"L3": {0: 0x7FF, 1: 0x7FF}, "MB": {0: 100, 1: 100}}
     assert resctrl.read_tasks(fake.root, "web") == set()
-    assert resctrl.create_group(fake.root, "web") is False
+    assert resctrl.create_group(fake.root, "web", kernel=fake) is False
     assert len(fake.calls) == 1
 
 
@@ -358,22 +358,22 @@ def test_initial_schemata_predicts_a_new_group(make_fake: MakeFake) -> None:
 def test_more_groups_than_closids_is_refused_before_mkdir(make_fake: MakeFake) -> None:
     fake = make_fake(INTEL_CDP)  # 8 CLOSIDs with cdp: the default group and 7 more
     for index in range(7):
-        assert resctrl.create_group(fake.root, f"g{index}")
+        assert resctrl.create_group(fake.root, f"g{index}", kernel=fake)
     fake.calls.clear()
     with pytest.raises(ResctrlInputError) as caught:
-        resctrl.create_group(fake.root, "one-too-many")
+        resctrl.create_group(fake.root, "one-too-many", kernel=fake)
     assert "all 8 classes of service (CLOSIDs) are used by the default group and g0, g1" in str(caught.value)
     assert "state=absent" in caught.value.fix
     assert fake.calls == []
-    resctrl.remove_group(fake.root, "g3")
-    assert resctrl.create_group(fake.root, "one-too-many")
+    resctrl.remove_group(fake.root, "g3", kernel=fake)
+    assert resctrl.create_group(fake.root, "one-too-many", kernel=fake)
 
 
 def test_kernel_out_of_rmids_is_reported_with_its_reason(make_fake: MakeFake) -> None:
     fake = make_fake(replace(INTEL, name="few-rmids", num_rmids=2))
-    assert resctrl.create_group(fake.root, "a")
+    assert resctrl.create_group(fake.root, "a", kernel=fake)
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.create_group(fake.root, "b")
+        resctrl.create_group(fake.root, "b", kernel=fake)
     assert "No space left on device (ENOSPC)" in str(caught.value)
     assert "Out of RMIDs" in str(caught.value)
     assert "remove a group" in caught.value.fix
@@ -384,10 +384,10 @@ def test_remove_group_hands_tasks_back_to_the_default_group(make_fake: MakeFake)
     fake = make_fake()
     fake.mkdir_group("web")
     fake.add_process(4242, group="web")
-    assert resctrl.remove_group(fake.root, "web") is True
+    assert resctrl.remove_group(fake.root, "web", kernel=fake) is True
     assert resctrl.list_groups(fake.root) == []
     assert 4242 in resctrl.read_tasks(fake.root, "/")
-    assert resctrl.remove_group(fake.root, "web") is False
+    assert resctrl.remove_group(fake.root, "web", kernel=fake) is False
 
 
 def test_no_allocation_resource_means_no_groups(make_fake: MakeFake, tmp_path: Path) -> None:
@@ -397,7 +397,7 @@ def test_no_allocation_resource_means_no_groups(make_fake: MakeFake, tmp_path: P
             path.unlink()
         (fake.root_path / "info" / entry).rmdir()
     with pytest.raises(ResctrlNotFoundError, match="no allocation resource"):
-        resctrl.create_group(fake.root, "g")
+        resctrl.create_group(fake.root, "g", kernel=fake)
 
 
 # ------------------------------------------------------------------------------------- tasks
@@ -429,12 +429,12 @@ def test_assign_pids_moves_only_what_is_not_there(make_fake: MakeFake) -> None:
     fake.mkdir_group("web")
     fake.add_process(4242, threads=(4243,))
     tasks = resctrl.task_ids([4242], str(fake.proc_path))
-    assert resctrl.assign_pids(fake.root, "web", tasks) == [4242, 4243]
+    assert resctrl.assign_pids(fake.root, "web", tasks, kernel=fake) == [4242, 4243]
     assert fake.tasks("web") == {4242, 4243}
     assert 4242 not in fake.tasks("/")
     assert [call[2] for call in fake.calls] == ["4242\n", "4243\n"]
     fake.calls.clear()
-    assert resctrl.assign_pids(fake.root, "web", tasks) == []
+    assert resctrl.assign_pids(fake.root, "web", tasks, kernel=fake) == []
     assert fake.calls == []
 
 
@@ -447,7 +447,7 @@ def test_a_task_that_exits_midway_undoes_the_moves(make_fake: MakeFake) -> None:
     tasks = resctrl.task_ids([4242, 5000], str(fake.proc_path))
     fake.exit_process(5000)  # exits between the listing and the write
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.assign_pids(fake.root, "web", tasks)
+        resctrl.assign_pids(fake.root, "web", tasks, kernel=fake)
     assert "No task 5000" in str(caught.value)
     assert "exited" in caught.value.fix
     assert fake.tasks("web") == set()
@@ -484,15 +484,16 @@ def test_ensure_group_creates_writes_and_moves(make_fake: MakeFake) -> None:
     info = fake.read_info()
     request = resctrl.build_request(info, l3="0f0", mb=50)
     tasks = resctrl.task_ids([4242], str(fake.proc_path))
-    change = resctrl.ensure_group(info, "web", request, tasks)
+    change = resctrl.ensure_group(info, "web", request, tasks, kernel=fake)
     assert change.changed and change.created
     assert dict(change.lines) == {"L3": "L3:0=f0;1=f0", "MB": "MB:0=50;1=50"}
     assert change.moved == (4242, 4243)
     assert change.before is None
+    assert change.after is not None
     assert change.after.values == fake.ctrl("web") == {"L3": {0: 0xF0, 1: 0xF0}, "MB": {0: 50, 1: 50}}
     assert fake.tasks("web") == {4242, 4243}
     fake.calls.clear()
-    again = resctrl.ensure_group(info, "web", request, tasks)
+    again = resctrl.ensure_group(info, "web", request, tasks, kernel=fake)
     assert not again.changed
     assert fake.calls == []
 
@@ -503,10 +504,10 @@ def test_ensure_group_check_mode_predicts_without_writing(make_fake: MakeFake) -
     info = fake.read_info()
     request = resctrl.build_request(info, l3={0: "f0f"}, mb={1: 16})
     before = fake.snapshot()
-    predicted = resctrl.ensure_group(info, "batch", request, [77], check_mode=True)
+    predicted = resctrl.ensure_group(info, "batch", request, [77], check_mode=True, kernel=fake)
     assert fake.calls == []
     assert fake.snapshot() == before
-    real = resctrl.ensure_group(info, "batch", request, [77])
+    real = resctrl.ensure_group(info, "batch", request, [77], kernel=fake)
     assert predicted == real
 
 
@@ -517,7 +518,7 @@ def test_ensure_group_rolls_back_a_new_group(make_fake: MakeFake) -> None:
     info = fake.read_info()
     request = resctrl.build_request(info, l3="0f0")
     with pytest.raises(ResctrlWriteError, match="No task 31337"):
-        resctrl.ensure_group(info, "web", request, [4242, 31337])  # 31337 is not running
+        resctrl.ensure_group(info, "web", request, [4242, 31337], kernel=fake)  # 31337 is not running
     assert resctrl.list_groups(fake.root) == ["batch"]
     assert fake.tasks("batch") == {4242}
     assert ("rmdir", "web", "") in fake.calls
@@ -528,10 +529,10 @@ def test_ensure_group_rolls_back_an_existing_group(make_fake: MakeFake) -> None:
     fake.mkdir_group("web")
     fake.add_process(4242)
     info = fake.read_info()
-    resctrl.ensure_group(info, "web", resctrl.build_request(info, l3="3", mb=20))
+    resctrl.ensure_group(info, "web", resctrl.build_request(info, l3="3", mb=20), kernel=fake)
     before = fake.ctrl("web")
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.ensure_group(info, "web", resctrl.build_request(info, l3={1: "7f0"}, mb=90), [4242, 31337])
+        resctrl.ensure_group(info, "web", resctrl.build_request(info, l3={1: "7f0"}, mb=90), [4242, 31337], kernel=fake)
     assert "rollback_failures" not in caught.value.details
     assert fake.ctrl("web") == before
     assert fake.tasks("web") == set()
@@ -543,17 +544,17 @@ def test_ensure_group_refuses_a_group_beyond_the_closids_in_check_mode_too(make_
     fake.mkdir_group("only")
     info = fake.read_info()
     with pytest.raises(ResctrlInputError, match="all 2 classes of service"):
-        resctrl.ensure_group(info, "second", {}, check_mode=True)
+        resctrl.ensure_group(info, "second", {}, check_mode=True, kernel=fake)
     assert fake.calls == []
 
 
 def test_ensure_absent(make_fake: MakeFake) -> None:
     fake = make_fake()
     fake.mkdir_group("web")
-    assert resctrl.ensure_absent(fake.root, "web", check_mode=True) is True
+    assert resctrl.ensure_absent(fake.root, "web", check_mode=True, kernel=fake) is True
     assert resctrl.list_groups(fake.root) == ["web"]
-    assert resctrl.ensure_absent(fake.root, "web") is True
+    assert resctrl.ensure_absent(fake.root, "web", kernel=fake) is True
     assert resctrl.list_groups(fake.root) == []
-    assert resctrl.ensure_absent(fake.root, "web") is False
+    assert resctrl.ensure_absent(fake.root, "web", kernel=fake) is False
     with pytest.raises(ResctrlInputError, match="default group cannot be removed"):
-        resctrl.ensure_absent(fake.root, "/")
+        resctrl.ensure_absent(fake.root, "/", kernel=fake)

@@ -9,6 +9,7 @@ of EXAMPLES runs on the platform it is written for.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,14 +28,15 @@ Run = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeResctrl:
-    return FakeResctrl(tmp_path / "intel", INTEL).install(monkeypatch)
+def fake(tmp_path: Path) -> FakeResctrl:
+    return FakeResctrl(tmp_path / "intel", INTEL)
 
 
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
     def call(fake: FakeResctrl, check_mode: bool = False, **args: Any) -> dict[str, Any]:
-        return run_module(resctrl_module.main, {**fake.args(), **args}, check_mode=check_mode, capsys=capsys)
+        return run_module(functools.partial(resctrl_module.main, fake), {**fake.args(), **args},
+                          check_mode=check_mode, capsys=capsys)
 
     return call
 
@@ -146,7 +148,7 @@ FAILURES: list[tuple[Platform, list[str], dict[str, Any], str]] = [
 def test_bad_input_fails_and_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run,
                                              case: tuple[Platform, list[str], dict[str, Any], str]) -> None:
     platform, groups, args, phrase = case
-    fake = FakeResctrl(tmp_path / platform.name, platform).install(monkeypatch)
+    fake = FakeResctrl(tmp_path / platform.name, platform)
     for group in groups:
         fake.mkdir_group(group)
     before = fake.snapshot()
@@ -165,7 +167,7 @@ def test_failure_carries_the_fix_and_every_problem(fake: FakeResctrl, run: Run) 
 
 
 def test_not_mounted_says_how_to_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
-    fake = FakeResctrl(tmp_path / "unmounted", INTEL, mounted=False).install(monkeypatch)
+    fake = FakeResctrl(tmp_path / "unmounted", INTEL, mounted=False)
     result = run(fake, name="web", l3="f")
     assert result["failed"] is True
     assert "is not a mounted resctrl file system" in result["msg"]
@@ -222,7 +224,7 @@ def _platform_for(title: str) -> Platform:
 def test_every_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run,
                             example: dict[str, Any]) -> None:
     platform = _platform_for(example["name"])
-    fake = FakeResctrl(tmp_path / platform.name, platform).install(monkeypatch)
+    fake = FakeResctrl(tmp_path / platform.name, platform)
     fake.add_process(4242, threads=(4243,))
     args = dict(example["firm.core.resctrl"])
     if args.get("state") == "absent" or "Read" in example["name"]:

@@ -7,7 +7,7 @@ Debian 12 for a veth pair between two network namespaces, kernel with high-resol
 
 from __future__ import annotations
 
-import subprocess
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import tc
+from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
 from ansible_collections.firm.core.plugins.modules import tc as tc_module
 from tests.helpers.modules import run_module
 
@@ -93,11 +94,12 @@ VETH = tc.parse_link(LINK_VETH)
 # A fake tc/ip: answers reads with captured output, records writes, changes state as scripted
 
 
-class FakeTc:
-    """Stands in for ``run_command`` (and for subprocess.run, for the module)."""
+class FakeTc(Kernel):
+    """The kernel as tc and ip show it: answers reads with captured output, changes state as scripted."""
 
     def __init__(self, qdisc: str = QDISC_NOQUEUE, classes: str = "", link: str | None = LINK_VETH,
                  writes: dict[tuple[str, ...], tuple[str, str] | tc.TcCommandError] | None = None) -> None:
+        super().__init__()
         self.qdisc, self.classes, self.link = qdisc, classes, link
         self.scripted = writes or {}
         self.calls: list[tuple[str, ...]] = []
@@ -106,7 +108,7 @@ class FakeTc:
     def writes(self) -> list[tuple[str, ...]]:
         return [c for c in self.calls if "show" not in c]
 
-    def __call__(self, argv: Sequence[str]) -> str:
+    def run(self, argv: Sequence[str]) -> str:
         command = tuple(argv)
         self.calls.append(command)
         words = command[3:] if command[1:2] == ("-n",) else command[1:]
@@ -125,12 +127,6 @@ class FakeTc:
         if outcome is not None:
             self.qdisc, self.classes = outcome
         return ""
-
-    def subprocess_run(self, args: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.CompletedProcess(list(args), 0, self(args), "")
-        except tc.TcCommandError as exc:
-            return subprocess.CompletedProcess(list(args), int(exc.details["rc"]), "", str(exc.details["stderr"]))
 
 
 def tbf(rate: str, burst: int, latency_us: int = 50_000) -> tc.Shaping:
@@ -348,14 +344,14 @@ def test_current_shaping_from_captured_state(qdisc: str, classes: str, expected:
                                              tmp_path: Path) -> None:
     (tmp_path / "ns1").touch()
     fake = FakeTc(qdisc, classes)
-    assert tc.read_shaping("cap0", "ns1", netns_dir=str(tmp_path), run=fake) == expected
+    assert tc.read_shaping("cap0", "ns1", netns_dir=str(tmp_path), kernel=fake) == expected
     assert all(call[:3] == ("tc", "-n", "ns1") for call in fake.calls)
     assert fake.writes == []
 
 
 def test_a_missing_interface_is_not_found_with_the_command_output() -> None:
     with pytest.raises(tc.TcNotFoundError) as err:
-        tc.read_link("nope", "ns1", run=FakeTc(link=None))
+        tc.read_link("nope", "ns1", kernel=FakeTc(link=None))
     assert "interface 'nope' does not exist in network namespace 'ns1'" in str(err.value)
     assert err.value.details["rc"] == 1
     assert err.value.details["stderr"] == LINK_MISSING_STDERR
@@ -454,7 +450,7 @@ DELETE = _tc("qdisc", "del", "dev", "cap0", "root")
     (QDISC_NONE, "", None, []),
 ])
 def test_plan(qdisc: str, classes: str, wanted: tc.Shaping | None, steps: list[tuple[str, ...]]) -> None:
-    state = tc.read_state("cap0", "ns1", run=FakeTc(qdisc, classes))
+    state = tc.read_state("cap0", "ns1", kernel=FakeTc(qdisc, classes))
     assert list(tc.plan(state, wanted, "cap0", "ns1", REAL)) == steps
 
 
@@ -490,9 +486,9 @@ def psched_path(tmp_path: Path) -> str:
 def test_apply_runs_the_plan_and_nothing_when_already_there(netns_dir: str, psched_path: str) -> None:
     fake = FakeTc(QDISC_NOQUEUE, writes={TBF_20: (QDISC_TBF_20MBIT, "")})
     assert tc.apply_shaping("cap0", tbf("20mbit", 1514), "ns1", netns_dir=netns_dir, psched_path=psched_path,
-                            run=fake) == (TBF_20,)
+                            kernel=fake) == (TBF_20,)
     assert tc.apply_shaping("cap0", tbf("20mbit", 1514), "ns1", netns_dir=netns_dir, psched_path=psched_path,
-                            run=fake) == ()
+                            kernel=fake) == ()
     assert fake.writes == [TBF_20]
 
 
@@ -503,7 +499,7 @@ def test_a_failed_class_step_restores_the_previous_tbf(netns_dir: str, psched_pa
                                             TBF_20: (QDISC_TBF_20MBIT, "")})
     with pytest.raises(tc.TcCommandError) as err:
         tc.apply_shaping("cap0", htb("20mbit", "30mbit", 1514, 1514), "ns1", netns_dir=netns_dir,
-                         psched_path=psched_path, run=fake)
+                         psched_path=psched_path, kernel=fake)
     # the tbf is rebuilt with a burst of at least one frame, although tc reported 1512
     assert fake.writes == [HTB_QDISC, HTB_CLASS_20_30, TBF_20]
     assert err.value.details["rolled_back"] is True
@@ -518,7 +514,7 @@ def test_a_failed_class_step_on_a_default_qdisc_removes_the_new_root(netns_dir: 
                                          DELETE: (QDISC_NOQUEUE, "")})
     with pytest.raises(tc.TcCommandError):
         tc.apply_shaping("cap0", htb("20mbit", "30mbit", 1514, 1514), "ns1", netns_dir=netns_dir,
-                         psched_path=psched_path, run=fake)
+                         psched_path=psched_path, kernel=fake)
     assert fake.writes == [HTB_QDISC, HTB_CLASS_20_30, DELETE]
     assert fake.qdisc == QDISC_NOQUEUE
 
@@ -527,18 +523,18 @@ def test_a_failed_first_step_changes_nothing_and_restores_nothing(netns_dir: str
     refused = tc.TcCommandError("refused", command=list(TBF_20), rc=2, stdout="", stderr="Error\n")
     fake = FakeTc(QDISC_HTB_1_DEFAULT_10, CLASS_HTB_20_30, writes={TBF_20: refused})
     with pytest.raises(tc.TcCommandError) as err:
-        tc.apply_shaping("cap0", tbf("20mbit", 1514), "ns1", netns_dir=netns_dir, psched_path=psched_path, run=fake)
+        tc.apply_shaping("cap0", tbf("20mbit", 1514), "ns1", netns_dir=netns_dir, psched_path=psched_path, kernel=fake)
     assert fake.writes == [TBF_20]
     assert "rolled_back" not in err.value.details
 
 
 def test_remove_deletes_only_firm_shaping(netns_dir: str) -> None:
     fake = FakeTc(QDISC_TBF_20MBIT, writes={DELETE: (QDISC_NOQUEUE, "")})
-    assert tc.remove_shaping("cap0", "ns1", netns_dir=netns_dir, run=fake) is True
-    assert tc.remove_shaping("cap0", "ns1", netns_dir=netns_dir, run=fake) is False
+    assert tc.remove_shaping("cap0", "ns1", netns_dir=netns_dir, kernel=fake) is True
+    assert tc.remove_shaping("cap0", "ns1", netns_dir=netns_dir, kernel=fake) is False
     assert fake.writes == [DELETE]
     prio = '[{"kind":"prio","handle":"5:","root":true,"refcnt":2,"options":{}}]'
-    assert tc.remove_shaping("cap0", "ns1", netns_dir=netns_dir, run=FakeTc(prio)) is False
+    assert tc.remove_shaping("cap0", "ns1", netns_dir=netns_dir, kernel=FakeTc(prio)) is False
 
 
 def test_run_command_reports_rc_stdout_stderr_and_the_command() -> None:
@@ -558,16 +554,16 @@ def test_run_command_reports_rc_stdout_stderr_and_the_command() -> None:
 
 
 @pytest.fixture
-def module_env(monkeypatch: pytest.MonkeyPatch, netns_dir: str, psched_path: str) -> dict[str, Any]:
+def module_env(netns_dir: str, psched_path: str) -> dict[str, Any]:
     fake = FakeTc(QDISC_NOQUEUE, writes={TBF_20: (QDISC_TBF_20MBIT, ""), DELETE: (QDISC_NOQUEUE, "")})
-    monkeypatch.setattr(subprocess, "run", fake.subprocess_run)
     return {"fake": fake, "args": {"interface": "cap0", "namespace": "ns1", "netns_dir": netns_dir,
                                    "psched_path": psched_path}}
 
 
 def run(env: dict[str, Any], capsys: pytest.CaptureFixture[str], check_mode: bool = False,
         **args: Any) -> dict[str, Any]:
-    return run_module(tc_module.main, {**env["args"], **args}, check_mode=check_mode, capsys=capsys)
+    return run_module(functools.partial(tc_module.main, env["fake"]), {**env["args"], **args}, check_mode=check_mode,
+                      capsys=capsys)
 
 
 def test_module_check_mode_predicts_and_writes_nothing(module_env: dict[str, Any],
