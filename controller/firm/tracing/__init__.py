@@ -13,6 +13,7 @@ from firm.tracing.critical_path import (
     RootPath,
     Section,
     critical_path,
+    critical_path_of,
     critical_path_walk,
     critical_paths,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "WindowFeatures",
     "canonical_trace_id",
     "critical_path",
+    "critical_path_of",
     "critical_path_walk",
     "critical_paths",
     "load_trace_files",

@@ -37,13 +37,17 @@ children is on it (parallel children are not), asynchronous children and clock s
    zero-length child at that very instant is passed over. Among children ending at the same
    time the one that started first is taken, then the first in the trace's order.
 
-**Cost.** :func:`critical_paths` evaluates the walk for a whole window of traces at once with
-array operations: ancestors' intervals by pointer jumping (O(n log depth)), children sorted once
-(O(n log n)), each child's predecessor in a chain by binary search, chains marked by binary
+**Cost.** :func:`critical_path_of` computes one trace: up to :data:`SMALL_TRACE_SPANS` spans
+it walks plain lists (children indexed once, rules 1-3 top-down, children sorted by end only
+where the walk enters), so a small trace pays no array setup. :func:`critical_paths` computes a
+window: from :data:`ARRAY_MIN_SPANS` spans in all it evaluates the walk for all traces at once
+with array operations: ancestors' intervals by pointer jumping (O(n log depth)), children sorted
+once (O(n log n)), each child's predecessor in a chain by binary search, chains marked by binary
 lifting. No per-span Python loop runs beyond reading the spans, so deep chains and wide fan-outs
-cost the same per span, and many small traces cost no more per span than one large one; the
-path and the sections become Python objects only when asked for. :func:`critical_path_walk` is
-the walk itself, iterative and span by span: the readable definition, used to cross-check.
+cost the same per span, and many small traces cost no more per span than one large one. Results
+are held as lists; path steps, sections and arrays become objects only when asked for.
+:func:`critical_path_walk` is the walk itself, iterative and span by span: the readable
+definition, used to cross-check every fast path.
 """
 
 from __future__ import annotations
@@ -58,15 +62,18 @@ import numpy as np
 import numpy.typing as npt
 
 from firm.tracing.errors import TraceParseError
+from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import RefType, Span, Trace
 
 __all__ = [
+    "SMALL_TRACE_SPANS",
     "Columns",
     "CriticalPath",
     "PathStep",
     "RootPath",
     "Section",
     "critical_path",
+    "critical_path_of",
     "critical_path_walk",
     "critical_paths",
 ]
@@ -104,9 +111,8 @@ class PathStep(NamedTuple):
 
 
 class Columns(NamedTuple):
-    """Paths and sections of one or many roots as parallel arrays (span indices are within each
-    span's trace); a :class:`RootPath` is a range of the step columns and one of the section
-    columns."""
+    """The path and the sections of one root as parallel arrays (span indices are within the
+    trace): :meth:`RootPath.columns`."""
 
     step_span: _I64
     step_start: _I64
@@ -118,52 +124,77 @@ class Columns(NamedTuple):
     sec_end: _I64
 
 
+class _Rows(NamedTuple):
+    """Paths and sections as parallel Python lists (what :class:`Columns` holds as arrays); a
+    :class:`RootPath` is a range of the step lists and one of the section lists."""
+
+    step_span: list[int]
+    step_start: list[int]
+    step_end: list[int]
+    step_self: list[int]
+    step_depth: list[int]
+    sec_span: list[int]
+    sec_start: list[int]
+    sec_end: list[int]
+
+
 class RootPath:
     """The critical path under one root span.
 
-    Held as ranges of arrays; :attr:`steps` and :attr:`sections` build Python objects on first
-    use.
+    Held as ranges of parallel lists; :attr:`steps` and :attr:`sections` build Python objects on
+    first use, :meth:`instance_times` sums the path per instance without building them.
     """
 
-    __slots__ = ("_cols", "_p0", "_p1", "_s0", "_s1", "_sections", "_spans", "_steps", "root")
+    __slots__ = ("_instance_times", "_p0", "_p1", "_rows", "_s0", "_s1", "_sections", "_spans", "_steps",
+                 "root")
 
     def __init__(
-        self, spans: Sequence[Span], root: int, cols: Columns, steps: tuple[int, int], sections: tuple[int, int]
+        self, spans: Sequence[Span], root: int, rows: _Rows, steps: tuple[int, int], sections: tuple[int, int]
     ) -> None:
         self._spans = spans
         self.root: Span = spans[root]
         """The root span."""
-        self._cols = cols
+        self._rows = rows
         self._p0, self._p1 = steps
         self._s0, self._s1 = sections
         self._steps: tuple[PathStep, ...] | None = None
         self._sections: tuple[Section, ...] | None = None
+        self._instance_times: dict[tuple[str, str], int] | None = None
 
     @property
     def step_span(self) -> _I64:
         """Per on-path span, forward in time: its index in the trace's spans."""
-        return self._cols.step_span[self._p0:self._p1]
+        return np.array(self._rows.step_span[self._p0:self._p1], dtype=np.int64)
 
     @property
     def step_self(self) -> _I64:
         """Per on-path span, forward in time: its self time on the path, microseconds."""
-        return self._cols.step_self[self._p0:self._p1]
+        return np.array(self._rows.step_self[self._p0:self._p1], dtype=np.int64)
+
+    def columns(self) -> Columns:
+        """The path and the sections as numpy arrays (span indices within the trace)."""
+        r, a, b, c, d = self._rows, self._p0, self._p1, self._s0, self._s1
+
+        def arr(values: list[int]) -> _I64:
+            return np.array(values, dtype=np.int64)
+
+        return Columns(arr(r.step_span[a:b]), arr(r.step_start[a:b]), arr(r.step_end[a:b]), arr(r.step_self[a:b]),
+                       arr(r.step_depth[a:b]), arr(r.sec_span[c:d]), arr(r.sec_start[c:d]), arr(r.sec_end[c:d]))
 
     @property
     def latency(self) -> int:
         """Length of the path, microseconds: the sum of the self times (the root's duration)."""
-        return int(self.step_self.sum())
+        return sum(self._rows.step_self[self._p0:self._p1])
 
     @property
     def steps(self) -> tuple[PathStep, ...]:
         """The on-path spans, forward in time (pre-order)."""
         if self._steps is None:
-            sp, c, p = self._spans, self._cols, slice(self._p0, self._p1)
+            sp, r, a, b = self._spans, self._rows, self._p0, self._p1
             self._steps = tuple(
                 PathStep(sp[i], s, e, t, d)
-                for i, s, e, t, d in zip(c.step_span[p].tolist(), c.step_start[p].tolist(),
-                                         c.step_end[p].tolist(), c.step_self[p].tolist(),
-                                         c.step_depth[p].tolist(), strict=True)
+                for i, s, e, t, d in zip(r.step_span[a:b], r.step_start[a:b], r.step_end[a:b],
+                                         r.step_self[a:b], r.step_depth[a:b], strict=True)
             )
         return self._steps
 
@@ -171,33 +202,45 @@ class RootPath:
     def sections(self) -> tuple[Section, ...]:
         """Jaeger UI's sections, backwards in time from the root's end."""
         if self._sections is None:
-            sp, c, q = self._spans, self._cols, slice(self._s0, self._s1)
+            sp, r, a, b = self._spans, self._rows, self._s0, self._s1
             self._sections = tuple(
                 Section(sp[i].span_id, s, e)
-                for i, s, e in zip(c.sec_span[q].tolist(), c.sec_start[q].tolist(),
-                                   c.sec_end[q].tolist(), strict=True)
+                for i, s, e in zip(r.sec_span[a:b], r.sec_start[a:b], r.sec_end[a:b], strict=True)
             )
         return self._sections
 
+    def instance_times(self) -> dict[tuple[str, str], int]:
+        """Microseconds of the path spent in each ``(service, instance)`` on it: the sum of the
+        self times of its on-path spans (0 for an instance on the path whose spans are all
+        covered by their children), in the order the path first reaches each instance.
+
+        What :func:`firm.tracing.features.window_features` needs of a request; computed once,
+        then cached (do not change the returned dict)."""
+        if self._instance_times is None:
+            sp, r, a, b = self._spans, self._rows, self._p0, self._p1
+            out: dict[tuple[str, str], int] = {}
+            for i, t in zip(r.step_span[a:b], r.step_self[a:b], strict=True):
+                s = sp[i]
+                key = (s.service, s.instance)
+                out[key] = out.get(key, 0) + t
+            self._instance_times = out
+        return self._instance_times
+
     def as_dict(self) -> dict[str, object]:
         """Stable JSON form: the root, the path forward in time, Jaeger UI's sections."""
+        sp, r, a, b, c, d = self._spans, self._rows, self._p0, self._p1, self._s0, self._s1
+        path: list[dict[str, object]] = []
+        for i, s, e, t, dep in zip(r.step_span[a:b], r.step_start[a:b], r.step_end[a:b], r.step_self[a:b],
+                                   r.step_depth[a:b], strict=True):
+            x = sp[i]
+            path.append({"spanID": x.span_id, "service": x.service, "instance": x.instance,
+                         "operation": x.operation, "start": s, "end": e, "selfTime": t, "depth": dep})
         return {
             "rootSpanID": self.root.span_id,
             "duration": self.root.duration,
-            "path": [
-                {
-                    "spanID": s.span.span_id,
-                    "service": s.span.service,
-                    "instance": s.span.instance,
-                    "operation": s.span.operation,
-                    "start": s.start,
-                    "end": s.end,
-                    "selfTime": s.self_time,
-                    "depth": s.depth,
-                }
-                for s in self.steps
-            ],
-            "sections": [s.as_dict() for s in self.sections],
+            "path": path,
+            "sections": [{"spanID": sp[i].span_id, "sectionStart": s, "sectionEnd": e}
+                         for i, s, e in zip(r.sec_span[c:d], r.sec_start[c:d], r.sec_end[c:d], strict=True)],
         }
 
     def __repr__(self) -> str:
@@ -206,10 +249,10 @@ class RootPath:
 
 
 class _Shared(NamedTuple):
-    """Columns of a batch of traces, and where each root's rows are (root k: its span index
+    """Rows of a batch of traces, and where each root's rows are (root k: its span index
     within its trace, steps ``pcut[k]:pcut[k + 1]``, sections ``scut[k]:scut[k + 1]``)."""
 
-    cols: Columns
+    rows: _Rows
     root_local: list[int]
     pcut: list[int]
     scut: list[int]
@@ -254,9 +297,9 @@ class CriticalPath:
         """One path per root span, roots ordered by start time."""
         if self._roots is None:
             assert self._shared is not None
-            cols, local, pcut, scut = self._shared
+            rows, local, pcut, scut = self._shared
             self._roots = tuple(
-                RootPath(self._spans, local[k], cols, (pcut[k], pcut[k + 1]), (scut[k], scut[k + 1]))
+                RootPath(self._spans, local[k], rows, (pcut[k], pcut[k + 1]), (scut[k], scut[k + 1]))
                 for k in range(self._r0, self._r1)
             )
         return self._roots
@@ -449,20 +492,66 @@ class _Tree(NamedTuple):
     depth: _I64
 
 
-def critical_path(trace: Trace, *, overlap_tolerance_us: int = 0) -> CriticalPath:
-    """The critical path of ``trace`` (see the module documentation for the rules)."""
-    return critical_paths([trace], overlap_tolerance_us=overlap_tolerance_us)[0]
+SMALL_TRACE_SPANS = 300
+"""A trace of at most this many spans is walked in plain Python by :func:`critical_path_of`, a
+larger one evaluated with array operations; both give the same result. A speed choice, measured
+by ``bench/bench_critical_path.py``: the array evaluation costs a fixed ~0.5 ms a call, then less
+per span than the walk."""
+
+ARRAY_MIN_SPANS = 1_000
+"""A window of at least this many spans in all is evaluated by :func:`critical_paths` with array
+operations, all its traces together; a smaller one trace by trace with :func:`critical_path_of`.
+A speed choice, like :data:`SMALL_TRACE_SPANS`."""
+
+
+def critical_path_of(trace: Trace, *, overlap_tolerance_us: int = 0) -> CriticalPath:
+    """The critical path of one trace, computed once (see the module documentation for the rules).
+
+    Meant to be called when a trace completes, its result kept (it is immutable) and reused by
+    every window the trace belongs to: :func:`firm.tracing.features.window_features` takes these
+    results directly. A trace of up to :data:`SMALL_TRACE_SPANS` spans is walked in plain Python
+    (no array setup: tens of microseconds for a 30-span trace), a larger one with array operations.
+    Raises :class:`TraceParseError` for parent references that form a cycle or a span that is its
+    own parent, ``ValueError`` for a negative ``overlap_tolerance_us`` (microseconds).
+    """
+    if overlap_tolerance_us < 0:
+        raise ValueError(f"overlap_tolerance_us must be >= 0, not {overlap_tolerance_us}")
+    if len(trace.spans) <= SMALL_TRACE_SPANS:
+        cp = _small_path(trace, overlap_tolerance_us)
+        if cp is not None:
+            return cp
+    return _batch_paths([trace], overlap_tolerance_us)[0]
+
+
+critical_path = critical_path_of
+"""The same function as :func:`critical_path_of` (its first name)."""
 
 
 def critical_paths(traces: Iterable[Trace], *, overlap_tolerance_us: int = 0) -> list[CriticalPath]:
-    """The critical path of each trace, all evaluated together (one pass of array operations
-    over all their spans, so a window of many small traces costs no more per span than one big
-    trace)."""
+    """The critical path of each trace of a window, in the traces' order.
+
+    A window of :data:`ARRAY_MIN_SPANS` spans or more is evaluated together, one pass of array
+    operations over all its spans (so many small traces cost no more per span than one big one);
+    a smaller window trace by trace. The result is the same as :func:`critical_path_of` on each
+    trace. Raises as :func:`critical_path_of`, naming the trace.
+    """
     if overlap_tolerance_us < 0:
         raise ValueError(f"overlap_tolerance_us must be >= 0, not {overlap_tolerance_us}")
     todo = list(traces)
+    if sum(len(t.spans) for t in todo) >= ARRAY_MIN_SPANS:
+        return _batch_paths(todo, overlap_tolerance_us)
+    return [critical_path_of(t, overlap_tolerance_us=overlap_tolerance_us) for t in todo]
+
+
+def _batch_paths(todo: Sequence[Trace], overlap_tolerance_us: int) -> list[CriticalPath]:
+    """The critical paths of ``todo`` by array operations over all their spans at once."""
     if not todo:
         return []
+    with paused_gc():
+        return _evaluate(todo, overlap_tolerance_us)
+
+
+def _evaluate(todo: Sequence[Trace], overlap_tolerance_us: int) -> list[CriticalPath]:
     batch = _batch(todo)
     tree = _prepare(batch, overlap_tolerance_us)
     on_chain = _chain_members(tree)
@@ -575,8 +664,9 @@ def _root_paths(batch: _Batch, tree: _Tree, on: _I64) -> tuple[_Shared, list[tup
     bounds = np.arange(roots.size + 1)
     pcut = np.searchsorted(rank[root_of[path]], bounds).tolist()
     scut = np.searchsorted(rank[root_of[sec_span]], bounds).tolist()
-    cols = Columns(local[path], cs[path], ce[path], selft[path], depth[path], local[sec_span], sec_start, sec_end)
-    shared = _Shared(cols, local[roots].tolist(), pcut, scut)
+    lists = _Rows(local[path].tolist(), cs[path].tolist(), ce[path].tolist(), selft[path].tolist(),
+                  depth[path].tolist(), local[sec_span].tolist(), sec_start.tolist(), sec_end.tolist())
+    shared = _Shared(lists, local[roots].tolist(), pcut, scut)
 
     # Per trace: its roots' range, and its main root: the longest, the earliest on ties.
     rtrace = batch.trace_of[roots]
@@ -643,6 +733,172 @@ def _main_index(paths: Sequence[RootPath]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# One small trace, in plain Python
+
+_FOLLOWS_FROM = RefType.FOLLOWS_FROM
+
+
+def _children_of(spans: Sequence[Span]) -> tuple[dict[int, list[int]], list[int]] | None:
+    """Each parent's children (indices, in the trace's order) and the roots; ``None`` when a span
+    is its own parent. A parent ID missing from the trace makes a root."""
+    get = {s.span_id: i for i, s in enumerate(spans)}.get
+    children: dict[int, list[int]] = {}
+    roots: list[int] = []
+    for i, s in enumerate(spans):
+        pid = s.parent_id
+        j = None if pid is None else get(pid)
+        if j is None:
+            roots.append(i)
+        elif j == i:
+            return None
+        else:
+            kids = children.get(j)
+            if kids is None:
+                children[j] = [i]
+            else:
+                kids.append(i)
+    return children, roots
+
+
+def _small_path(trace: Trace, tol: int) -> CriticalPath | None:
+    """The walk on plain lists, for one trace: rules 1-3 top-down, rule 5 as in the walk, then
+    the backward walk under each root, children sorted only where the walk goes.
+
+    ``None`` when a parent reference loops or points at its own span: the array evaluation then
+    raises the error that names the span.
+    """
+    spans = trace.spans
+    n = len(spans)
+    tree = _children_of(spans)
+    if tree is None:
+        return None
+    children, roots = tree
+    start = [s.start for s in spans]
+    cs = start[:]
+    ce = [s.start + s.duration for s in spans]
+    end = ce[:]
+    # Rules 1-3, parents before children (breadth first from the roots).
+    alive = [True] * n
+    order = roots[:]
+    trimmed = 0
+    for q in order:
+        kids = children.get(q)
+        if kids is None:
+            continue
+        ps, pe, ap = cs[q], ce[q], alive[q]
+        for c in kids:
+            s, e = start[c], end[c]
+            if not ap or s >= pe or (s < ps and e <= ps) or spans[c].ref_type is _FOLLOWS_FROM:
+                alive[c] = False
+            elif s < ps or e > pe:
+                trimmed += 1
+            if s < ps:
+                cs[c] = ps
+            if e > pe:
+                ce[c] = pe
+        order.extend(kids)
+    if len(order) != n:
+        return None  # a cycle: spans no root reaches
+    if tol > 0:
+        _cut_overlaps(order, [children.get(p, []) for p in range(n)], cs, ce, alive, tol)
+        trimmed = sum(1 for i in range(n) if alive[i] and (cs[i] != start[i] or ce[i] != end[i]))
+    excluded = alive.count(False)
+    if len(roots) > 1:
+        roots.sort(key=lambda r: (start[r], r))
+    out = [_walk_lists(spans, r, children, alive, cs, ce) for r in roots]
+    if len(out) == 1:
+        main = 0
+    else:
+        main = max(range(len(out)), key=lambda k: (end[roots[k]] - start[roots[k]], -start[roots[k]], -k))
+    return CriticalPath(trace.trace_id, out, main, excluded, trimmed)
+
+
+def _walk_lists(spans: Sequence[Span], r: int, children: dict[int, list[int]], alive: list[bool], cs: list[int],
+                ce: list[int]) -> RootPath:
+    """The backward walk under root ``r`` on lists (as :func:`_walk_root`), children sorted by
+    end only for the spans the walk enters."""
+
+    def kids_by_end(x: int) -> list[int]:
+        kids = children.get(x)
+        if kids is None:
+            return []
+        live = [c for c in kids if alive[c]]
+        if len(live) > 1:  # by end (ties: earlier start, then trace order, taken first)
+            live.sort(key=lambda c: (ce[c], -cs[c], -c))
+        return live
+
+    sec_x: list[int] = []
+    sec_s: list[int] = []
+    sec_e: list[int] = []
+    done_x: list[int] = []
+    done_d: list[int] = []
+    selft: dict[int, int] = {}
+    kr = kids_by_end(r)
+    stack: list[list[Any]] = [[r, ce[r], kr, len(kr), 0]]
+    while stack:
+        frame = stack[-1]
+        x, t, kids, j, d = frame
+        j -= 1
+        while j >= 0:
+            c = kids[j]
+            if ce[c] <= t and cs[c] < t:
+                break
+            j -= 1
+        if j >= 0:  # the next child on the path, backwards in time
+            c = kids[j]
+            e = ce[c]
+            if e < t:
+                sec_x.append(x)
+                sec_s.append(e)
+                sec_e.append(t)
+                selft[x] = selft.get(x, 0) + t - e
+            frame[1] = cs[c]
+            frame[3] = j
+            kc = kids_by_end(c)
+            stack.append([c, e, kc, len(kc), d + 1])
+        else:  # no earlier child: the rest of the span is on the path
+            s = cs[x]
+            if s < t:
+                sec_x.append(x)
+                sec_s.append(s)
+                sec_e.append(t)
+                selft[x] = selft.get(x, 0) + t - s
+            stack.pop()
+            done_x.append(x)
+            done_d.append(d)
+    done_x.reverse()
+    done_d.reverse()
+    rows = _Rows(done_x, [cs[x] for x in done_x], [ce[x] for x in done_x],
+                 [selft.get(x, 0) for x in done_x], done_d, sec_x, sec_s, sec_e)
+    return RootPath(spans, r, rows, (0, len(done_x)), (0, len(sec_x)))
+
+
+def _cut_overlaps(order: list[int], children: list[list[int]], cs: list[int], ce: list[int], alive: list[bool],
+                  tol: int) -> None:
+    """Rule 5 on lists, in place: cut each live child at the earliest later sibling start it
+    overlaps by at most ``tol`` us, trim the cut spans' subtrees again and drop the children
+    that start after their parent's new end."""
+    cut = ce[:]
+    for p in order:
+        kids = [c for c in children[p] if alive[c]]
+        for i in kids:
+            later = [cs[j] for j in kids if cs[i] < cs[j] < ce[i] <= cs[j] + tol]
+            if later:
+                cut[i] = min(later)
+    if cut == ce:
+        return
+    old = ce[:]
+    for p in order:
+        for c in children[p]:
+            ce[c] = min(cut[c], ce[p])
+            if alive[c] and ce[p] < old[p] and cs[c] >= ce[p]:
+                alive[c] = False
+    for p in order:
+        for c in children[p]:
+            alive[c] = alive[c] and alive[p]
+
+
+# ---------------------------------------------------------------------------------------------
 # The walk, span by span
 
 
@@ -703,25 +959,7 @@ class _WalkTree:
 
     def _cut(self, tol: int) -> None:
         """Rule 5: cut each child at the earliest later sibling start it overlaps by <= tol."""
-        cs, ce, alive = self.cs, self.ce, self.alive
-        cut = ce[:]
-        for p in self.order:
-            kids = [c for c in self.children[p] if alive[c]]
-            for i in kids:
-                later = [cs[j] for j in kids if cs[i] < cs[j] < ce[i] <= cs[j] + tol]
-                if later:
-                    cut[i] = min(later)
-        if cut == ce:
-            return
-        old = ce[:]
-        for p in self.order:
-            for c in self.children[p]:
-                ce[c] = min(cut[c], ce[p])
-                if alive[c] and ce[p] < old[p] and cs[c] >= ce[p]:
-                    alive[c] = False
-        for p in self.order:
-            for c in self.children[p]:
-                alive[c] = alive[c] and alive[p]
+        _cut_overlaps(self.order, self.children, self.cs, self.ce, self.alive, tol)
 
 
 def _walk_root(trace: Trace, w: _WalkTree, kids_by_end: list[list[int]], r: int) -> RootPath:
@@ -754,11 +992,7 @@ def _walk_root(trace: Trace, w: _WalkTree, kids_by_end: list[list[int]], r: int)
             done.append((x, d))
     done.reverse()  # leaving order, reversed, is pre-order forward in time
 
-    def arr(values: Iterable[int]) -> _I64:
-        return np.fromiter(values, dtype=np.int64)
-
-    cols = Columns(arr(x for x, _ in done), arr(cs[x] for x, _ in done), arr(ce[x] for x, _ in done),
-                   arr(selft.get(x, 0) for x, _ in done), arr(d for _, d in done),
-                   arr(x for x, _, _ in sections), arr(s for _, s, _ in sections),
-                   arr(e for _, _, e in sections))
-    return RootPath(trace.spans, r, cols, (0, len(done)), (0, len(sections)))
+    rows = _Rows([x for x, _ in done], [cs[x] for x, _ in done], [ce[x] for x, _ in done],
+                 [selft.get(x, 0) for x, _ in done], [d for _, d in done],
+                 [x for x, _, _ in sections], [s for _, s, _ in sections], [e for _, _, e in sections])
+    return RootPath(trace.spans, r, rows, (0, len(done)), (0, len(sections)))

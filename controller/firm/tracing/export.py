@@ -1,9 +1,13 @@
-"""Traces out as Jaeger query-API JSON (``{"data": [...]}``), which Jaeger UI and firm both read."""
+"""Traces out as Jaeger query-API JSON (``{"data": [...]}``), which Jaeger UI and firm both read;
+JSON documents out as bytes, fast."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 from firm.tracing.model import Span, TagValue, Trace
 
@@ -44,3 +48,17 @@ def _jaeger_span(trace_id: str, span: Span, process: str) -> dict[str, Any]:
 def jaeger_document(traces: Iterable[Trace]) -> dict[str, Any]:
     """What Jaeger's ``GET /api/traces`` returns for these traces."""
     return {"data": [jaeger_trace(t) for t in traces], "total": 0, "limit": 0, "offset": 0, "errors": None}
+
+
+def json_bytes(doc: Any, *, indent: bool = False) -> bytes:
+    """``doc`` as UTF-8 JSON: one line, or indented by two spaces (the layout of
+    ``json.dumps(doc, indent=2)``, with non-ASCII characters written as themselves). Encoded by
+    orjson (tens of times faster than the standard library's indented encoder); what orjson
+    refuses (an integer beyond 64 bits, a key that is not a string) by the standard library.
+    Raises ``TypeError`` for a value that is not JSON; a NaN or infinite float becomes ``null``.
+    """
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 if indent else 0)
+    except orjson.JSONEncodeError:
+        text = json.dumps(doc, indent=2 if indent else None, ensure_ascii=False, allow_nan=False)
+        return text.encode()

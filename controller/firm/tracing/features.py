@@ -181,11 +181,7 @@ def window_features(
     req_of: dict[tuple[str, str], list[int]] = defaultdict(list)
     lat_of: dict[tuple[str, str], list[int]] = defaultdict(list)
     for k, r in enumerate(roots):
-        per: dict[tuple[str, str], int] = {}
-        for step in r.steps:
-            key = (step.span.service, step.span.instance)
-            per[key] = per.get(key, 0) + step.self_time
-        for key, lat in per.items():
+        for key, lat in r.instance_times().items():
             req_of[key].append(k)
             lat_of[key].append(lat)
 

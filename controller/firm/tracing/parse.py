@@ -58,7 +58,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from firm.tracing.errors import TraceParseError
+from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import RefType, Span, TagValue, Trace
 
 __all__ = [
@@ -148,6 +151,16 @@ def canonical_trace_id(trace_id: str) -> str:
     return digits.rjust(16 if len(digits) <= 16 else 32, "0")
 
 
+
+def _loads(text: str | bytes) -> Any:
+    """Decode JSON with orjson; where it refuses (integers beyond 64 bits, NaN, another encoding
+    than UTF-8, malformed text), with the standard library, whose result and errors then hold."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 class TraceReader:
     """Collects spans from any number of documents and files, then builds one trace per trace ID.
 
@@ -172,14 +185,15 @@ class TraceReader:
 
     def read_text(self, text: str | bytes, source: str = "<input>") -> None:
         """Add every trace of a JSON text, or of a JSON Lines text (one document a line)."""
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data":
-                self._read_lines(text, source)
-                return
-            raise TraceParseError(f"not valid JSON: {err}", source=source, fix=_FORMATS_HINT) from err
-        self.read_document(doc, source)
+        with paused_gc():
+            try:
+                doc = _loads(text)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data":
+                    self._read_lines(text, source)
+                    return
+                raise TraceParseError(f"not valid JSON: {err}", source=source, fix=_FORMATS_HINT) from err
+            self.read_document(doc, source)
 
     def _read_lines(self, text: str | bytes, source: str) -> None:
         raw = text.decode() if isinstance(text, bytes) else text
@@ -187,7 +201,7 @@ class TraceReader:
             if not line.strip():
                 continue
             try:
-                doc = json.loads(line)
+                doc = _loads(line)
             except json.JSONDecodeError as err:
                 raise TraceParseError(f"line {number} is not valid JSON: {err}", source=source,
                                       fix="give one JSON document per line (JSON Lines), or one JSON document") from err
@@ -216,19 +230,24 @@ class TraceReader:
     def traces(self) -> list[Trace]:
         """The traces read so far, in the order their IDs were first seen (built once, then cached)."""
         if self._built is None:
-            self._built = []
-            for key, asm in self._traces.items():
-                if not asm.raws and asm.refused:
-                    where = ", ".join(asm.sources)
-                    self.diagnostics.append(f"{where}: trace {key} dropped: every span of it was refused")
-                    continue
-                parts = self._parts[key]
-                if parts > 1:
-                    where = " and ".join(asm.sources)
-                    asm.warnings.append(
-                        f"trace {key}: came in {parts} parts ({where}); its spans are merged into one request")
-                self._built.append(asm.build())
+            built: list[Trace] = []
+            with paused_gc():
+                self._build_all(built)
+            self._built = built
         return list(self._built)
+
+    def _build_all(self, built: list[Trace]) -> None:
+        for key, asm in self._traces.items():
+            if not asm.raws and asm.refused:
+                where = ", ".join(asm.sources)
+                self.diagnostics.append(f"{where}: trace {key} dropped: every span of it was refused")
+                continue
+            parts = self._parts[key]
+            if parts > 1:
+                where = " and ".join(asm.sources)
+                asm.warnings.append(
+                    f"trace {key}: came in {parts} parts ({where}); its spans are merged into one request")
+            built.append(asm.build())
 
     def sources(self, trace_id: str) -> list[str]:
         """The documents the spans of ``trace_id`` came from."""
@@ -341,7 +360,11 @@ def _rfc3339_us(text: str) -> int:
 # Common assembly: raw spans -> Trace, with parent resolution and duplicate handling
 
 
-@dataclass
+_CHILD_OF = RefType.CHILD_OF
+_FOLLOWS_FROM = RefType.FOLLOWS_FROM
+
+
+@dataclass(slots=True)
 class _Raw:
     span_id: str
     service: str
@@ -371,10 +394,11 @@ class _Assembler:
 
     def add(self, raw: _Raw) -> None:
         """Keep ``raw`` unless one of its numbers is out of range (then warn and drop it)."""
-        problem = _range_problem(raw.start, raw.duration)
-        if problem is None:
-            self.raws.append(raw)
+        start, duration = raw.start, raw.duration
+        if 0 <= duration <= MAX_DURATION_US and start >= 0 and start + duration < MAX_TIME_US:
+            self.raws.append(raw)  # what _range_problem accepts, checked inline (once per span)
             return
+        problem = _range_problem(start, duration) or "out of range"
         self.refused += 1
         message = f"{self.source}: trace {self.trace_id}, span {raw.span_id} refused: {problem}"
         self.warnings.append(message)
@@ -387,6 +411,12 @@ class _Assembler:
         ids = {r.span_id for r in self.raws}
         for r in self.raws:
             if r.parent_id is not None:  # already set by the client/server split
+                continue
+            refs = r.refs
+            if not refs:
+                continue  # a root
+            if len(refs) == 1 and refs[0][1] in ids and refs[0][1] != r.span_id:
+                r.ref_type, r.parent_id = refs[0]  # the common case, as the rules below decide it
                 continue
             ref_type = RefType.CHILD_OF
             parent = next((sid for t, sid in r.refs if t is RefType.CHILD_OF and sid in ids), None)
@@ -403,11 +433,11 @@ class _Assembler:
                 raise TraceParseError("the span is its own parent", source=self.source,
                                       trace_id=self.trace_id, span_id=r.span_id)
             r.parent_id, r.ref_type = parent, ref_type
-        spans = tuple(
+        spans = tuple([
             Span(r.span_id, r.service, r.instance, r.operation, r.start, r.duration, r.parent_id,
                  r.ref_type, r.kind, r.tags)
             for r in self.raws
-        )
+        ])
         return Trace(self.trace_id, spans, tuple(self.warnings))
 
     def _dedupe(self) -> None:
@@ -493,14 +523,25 @@ def _tag_value(v: Any) -> TagValue:
 # Jaeger UI / query-API JSON
 
 
+_SCALARS = frozenset({str, int, float, bool})
+
+
 def _jaeger_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
     if not isinstance(tags, list):
         return ()
-    out: list[tuple[str, TagValue]] = []
-    for t in tags:
-        if isinstance(t, dict) and isinstance(t.get("key"), str):
-            out.append((t["key"], _tag_value(t.get("value"))))
-    return tuple(out)
+    pairs: list[tuple[str, TagValue]] = [
+        (t["key"], v if (v := t.get("value")).__class__ in _SCALARS else _tag_value(v))  # type: ignore[misc]
+        for t in tags if isinstance(t, dict) and isinstance(t.get("key"), str)]
+    return tuple(pairs)
+
+
+def _span_kind(tags: tuple[tuple[str, TagValue], ...]) -> str:
+    """The ``span.kind`` tag, lower case (the last one when repeated), or ``""``."""
+    kind: TagValue = ""
+    for k, v in tags:
+        if k == "span.kind":
+            kind = v
+    return str(kind).lower()
 
 
 def _instance_of(service: str, tags: Iterable[tuple[str, TagValue]]) -> str:
@@ -555,16 +596,22 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
     span_id = s.get("spanID")
     if not isinstance(span_id, str) or not span_id:
         raise _fail(asm, f"#{k}", '"spanID" is missing or not a string')
-    start = _int_field(asm, span_id, s, "startTime")
-    duration = _int_field(asm, span_id, s, "duration")
-    if "process" in s and isinstance(s["process"], dict) and "serviceName" in s["process"]:
-        service = str(s["process"]["serviceName"])
-        instance = _instance_of(service, _jaeger_tags(s["process"].get("tags")))
+    start = s.get("startTime")
+    if start.__class__ is not int:
+        start = _int_field(asm, span_id, s, "startTime")
+    duration = s.get("duration")
+    if duration.__class__ is not int:
+        duration = _int_field(asm, span_id, s, "duration")
+    process = s.get("process")
+    if isinstance(process, dict) and "serviceName" in process:
+        service = str(process["serviceName"])
+        instance = _instance_of(service, _jaeger_tags(process.get("tags")))
     else:
         pid = s.get("processID")
-        if not isinstance(pid, str) or pid not in procs:
+        found = procs.get(pid) if isinstance(pid, str) else None
+        if found is None:
             raise _fail(asm, span_id, f"processID {pid!r} is not in the trace's processes")
-        service, instance = procs[pid]
+        service, instance = found
     refs: list[tuple[RefType, str]] = []
     raw_refs = s.get("references") or []
     if not isinstance(raw_refs, list):
@@ -572,7 +619,9 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
     for ref in raw_refs:
         if not isinstance(ref, dict) or not isinstance(ref.get("spanID"), str):
             raise _fail(asm, span_id, f"malformed reference {ref!r}")
-        rtype = _ref_type(asm, span_id, ref.get("refType", "CHILD_OF"))
+        value = ref.get("refType", "CHILD_OF")
+        rtype = (_CHILD_OF if value == "CHILD_OF" else _FOLLOWS_FROM if value == "FOLLOWS_FROM"
+                 else _ref_type(asm, span_id, value))
         ref_trace = ref.get("traceID")
         if ref_trace not in (None, "", asm.trace_id):
             continue  # a link to another trace is no parent here
@@ -580,10 +629,9 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
     if not raw_refs and isinstance(s.get("parentSpanID"), str) and s["parentSpanID"]:
         refs.append((RefType.CHILD_OF, s["parentSpanID"]))
     tags = _jaeger_tags(s.get("tags"))
-    kind = str(dict(tags).get("span.kind", "")).lower()
     operation = s.get("operationName")
-    return _Raw(span_id, service, instance, str(operation) if operation is not None else "",
-                start, duration, refs, kind, tags)
+    return _Raw(span_id, service, instance, operation if operation.__class__ is str else
+                str(operation) if operation is not None else "", start, duration, refs, _span_kind(tags), tags)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,7 +714,7 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
             if ref_trace == trace_id:
                 refs.append((rtype, ref_span))
         tags = _domain_tags(s.get("tags"))
-        kind = str(dict(tags).get("span.kind", "")).lower()
+        kind = _span_kind(tags)
         asm.add(_Raw(span_id, service, instance, str(s.get("operationName", "")), start,
                      duration, refs, kind, tags))
     return asm
