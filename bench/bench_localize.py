@@ -10,7 +10,11 @@ Run it under the lock on a quiet machine: ``flock /tmp/firm-real.lock nice -n 10
   shared data is absent). Timed: ``Localizer.rules().rank(window, reference)`` (features of both
   windows, FIRM's RI/CI/cp_share included, and the ranking), and, as the baseline in the same run,
   FIRM's own features alone (:func:`firm.tracing.trace_features` on both windows) and the
-  cp_share-growth ranking.
+  cp_share-growth ranking; the same ranking with every request's parts already computed (a
+  :class:`~firm.tracing.culprit_features.TracePartsCache`, as the control loop holds one: what is
+  left is aggregating both windows); and the per-object computation of earlier versions (kept as
+  the oracle of the equivalence tests, ``tests/unit/localize/reference_features.py``; left out
+  when the tests are not there).
 - **Many instances**: 1,000 requests over 1,000 instances (a frontend calling 10 of 1,000 backends
   per request, each backend calling a database).
 - **Training**: ``train_svm`` (20 epochs of partial_fit, mini-batches of 1,000) on 10,000, 20,000
@@ -23,6 +27,7 @@ slowest). The growth exponent is the slope of log(time) against log(size) (1 = l
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -42,6 +47,7 @@ from firm.localize import MODEL_INPUTS, Localizer
 from firm.localize.synthetic import boutique_templates, dsb_templates, make_case
 from firm.localize.train import TrainConfig, train_svm
 from firm.tracing import Span, Trace, trace_features
+from firm.tracing.culprit_features import TracePartsCache
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "jaeger-traces" / "deathstarbench"
@@ -91,6 +97,22 @@ def many_instances(n_inst: int, n_req: int, seed: int, slow: int | None) -> list
     return out
 
 
+def _previous(rules: Localizer) -> Callable[[list[Trace], list[Trace]], object] | None:
+    """The rules ranking computed with the per-object features of earlier versions (the tests'
+    oracle), or None when the tests are not there."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    try:
+        old = importlib.import_module("tests.unit.localize.reference_features")
+    except ImportError:
+        return None
+
+    def rank(w: list[Trace], r: list[Trace]) -> object:
+        return rules.rank_features(old.culprit_features(w, r, old.CulpritFeatureConfig()))
+
+    return rank
+
+
 def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     lx, ly = np.log(np.asarray(xs, dtype=float)), np.log(np.asarray(ys, dtype=float))
     return float(np.polyfit(lx, ly, 1)[0])
@@ -102,6 +124,7 @@ def run(quick: bool) -> dict[str, Any]:
     case = make_case(tpl, "network_delay", 1, requests=(1000, 1000), intensity=(0.3, 0.3), messy=False)
     win0, ref0 = case.traces()
     rules, base = Localizer.rules(), Localizer.baseline()
+    previous = _previous(rules)
     sizes = [100, 1_000] if quick else [100, 1_000, 10_000]
     rows: list[dict[str, Any]] = []
     for n in sizes:
@@ -112,20 +135,34 @@ def run(quick: bool) -> dict[str, Any]:
         def firm_only(w: list[Trace] = win, r: list[Trace] = ref) -> object:
             return trace_features(w), trace_features(r)
 
+        cache = TracePartsCache(max_traces=2 * n)
+        cache.ingest(win)
+        cache.ingest(ref)
+
+        def cached(w: list[Trace] = win, r: list[Trace] = ref, c: TracePartsCache = cache) -> object:
+            return rules.rank(c.window(w), c.window(r))
+
         row: dict[str, Any] = {
             "requests": n, "spans": sum(len(t.spans) for t in win) + sum(len(t.spans) for t in ref),
             "rules": timed(partial(rules.rank, win, ref), runs),
+            "rules_parts_cached": timed(cached, runs),
             "firm_features": timed(firm_only, runs),
             "cp_share_growth": timed(partial(base.rank, win, ref), runs),
             "top1_correct": (top.service, top.instance) == case.culprit,
         }
+        if previous is not None:
+            row["rules_per_object_previous"] = timed(partial(previous, win, ref), runs)
         rows.append(row)
         print(f"{n:>7} requests  rules median {row['rules']['median_s'] * 1e3:9.1f} ms  p99 "
-              f"{row['rules']['p99_s'] * 1e3:9.1f} ms | FIRM features alone {row['firm_features']['median_s'] * 1e3:9.1f}"
+              f"{row['rules']['p99_s'] * 1e3:9.1f} ms | parts cached {row['rules_parts_cached']['median_s'] * 1e3:8.1f}"
+              f" / {row['rules_parts_cached']['p99_s'] * 1e3:8.1f} ms"
+              + (f" | previous {row['rules_per_object_previous']['median_s'] * 1e3:9.1f} / "
+                 f"{row['rules_per_object_previous']['p99_s'] * 1e3:9.1f} ms" if previous is not None else "")
+              + f" | FIRM features alone {row['firm_features']['median_s'] * 1e3:9.1f}"
               f" ms | cp_share baseline {row['cp_share_growth']['median_s'] * 1e3:9.1f} ms | top-1 ok: "
               f"{row['top1_correct']}")
     growth = {m: slope([r["requests"] for r in rows], [r[m]["median_s"] for r in rows])
-              for m in ("rules", "firm_features", "cp_share_growth")}
+              for m in ("rules", "rules_parts_cached", "firm_features", "cp_share_growth")}
     print("growth exponent vs requests: " + ", ".join(f"{k} {v:.2f}" for k, v in growth.items()))
 
     n_inst = 1_000

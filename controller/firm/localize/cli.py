@@ -13,6 +13,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.cli_options import config_option
 from firm.localize.errors import LocalizeError
 from firm.localize.localizer import Localizer
 from firm.localize.model import MODEL_INPUTS
@@ -498,8 +500,7 @@ def _cpu_set(text: str) -> set[int]:
 @click.option("--window", "window_s", type=click.IntRange(min=5), default=25, show_default=True,
               help="Seconds of each window (the reference before the anomaly, the window during it).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the load.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Testbed configuration (YAML).  [default: the built-in one]")
+@config_option("Testbed configuration (YAML).  [default: the built-in one]")
 @click.option("--keep-traces", is_flag=True, help="Also write each window and its reference (Jaeger JSON) to OUT/traces.")
 def testbed_dataset_command(*, out: Path, kinds: str, targets: str | None, intensities: str, window_s: int, seed: int,
                             config_path: str | None, keep_traces: bool) -> None:
@@ -536,7 +537,7 @@ def testbed_dataset_command(*, out: Path, kinds: str, targets: str | None, inten
         state = lifecycle.read_state(config)
         if state is None:
             raise click.ClickException("the testbed did not come up; see `firm testbed status`")
-        store = RedisTraceStore.at(state["redis_address"])
+        store = RedisTraceStore.of(state)
         with _progress("campaign runs") as bar:
             task = bar.add_task("runs", total=len(plans))
             for n, (kind, target, level) in enumerate(plans):
@@ -547,9 +548,7 @@ def testbed_dataset_command(*, out: Path, kinds: str, targets: str | None, inten
                     rows.extend(_testbed_rows(config, store, report.anomaly, kind, target, level, window_s,
                                               out / "traces" if keep_traces else None))
                 bar.update(task, advance=1)
-    except (experiment.ExperimentError, lifecycle.TestbedError, OSError) as err:
-        raise click.ClickException(str(err)) from err
-    except LocalizeError as err:
+    except (FirmError, OSError) as err:  # LocalizeError and the testbed's errors are FirmErrors
         raise click.ClickException(str(err)) from err
     finally:
         if take_down:

@@ -149,6 +149,10 @@ class Localizer:
     def rank(self, window: Sequence[Trace], reference: Sequence[Trace] | None = None) -> Ranking:
         """Every instance of ``window``, most to blame first, compared with ``reference`` when given.
 
+        ``window`` and ``reference`` may be :class:`~firm.tracing.culprit_features.WindowParts`
+        (from a :class:`~firm.tracing.culprit_features.TracePartsCache`: each request's parts
+        computed once, as the control loop does); the ranking is the same.
+
         Raises :class:`~firm.localize.errors.EmptyWindowError` when ``window`` has no traces and
         :class:`~firm.localize.errors.NoOverlapError` when ``reference`` has traces but no
         instance in common with ``window``. An empty ``reference`` ranks as if none was given

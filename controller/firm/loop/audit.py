@@ -7,8 +7,9 @@ executor did (before and after of each action, rollback, error) and how long eac
 
 Redis: the stream ``audit_key`` (default ``firm:audit``), field ``r`` holding the record's JSON,
 trimmed to about ``retention`` records. When Redis does not answer, records wait in memory (at
-most ``backlog`` of them) and are written when it answers again; the file gets every record at
-once. Nothing here raises on a Redis outage: the loop must go on.
+most ``backlog`` of them, the oldest dropped and counted beyond that: ``PendingWrites``) and are
+written when it answers again; the file gets every record at once. Nothing here raises on a Redis
+outage: the loop must go on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import redis
+
+from ansible_collections.firm.core.plugins.module_utils.redis_buffer import PendingWrites
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class AuditLog:
     def __init__(self, client: redis.Redis | None, *, key: str = "firm:audit", retention: int = 10000,
                  path: Path | None = None, backlog: int = 1000) -> None:
         self.client, self.key, self.retention = client, key, retention
-        self.pending: deque[str] = deque(maxlen=backlog)
+        self.pending: PendingWrites[str] = PendingWrites(backlog)
         self.path = path
         self._file: IO[str] | None = None
         if path is not None:
@@ -72,18 +75,20 @@ class AuditLog:
         self.written += 1
         if self.client is None:
             return False
-        self.pending.append(text)
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for item in self.pending:
-                pipe.xadd(self.key, {"r": item}, maxlen=self.retention, approximate=True)
-            pipe.execute()
-        except redis.RedisError as exc:
+        self.pending.add([text])
+        if not self.pending.flush(self._write, retry_on=(redis.RedisError,)):
             self.redis_errors += 1
-            log.warning("audit: Redis does not answer (%s); %d records wait", exc, len(self.pending))
+            log.warning("audit: Redis does not answer; %d records wait (%d dropped)", len(self.pending),
+                        self.pending.dropped)
             return False
-        self.pending.clear()
         return True
+
+    def _write(self, texts: list[str]) -> None:
+        assert self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        for text in texts:
+            pipe.xadd(self.key, {"r": text}, maxlen=self.retention, approximate=True)
+        pipe.execute()
 
     def close(self) -> None:
         if self._file is not None:

@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ansible_collections.firm.core.plugins.module_utils import redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.executor import StepResult
+from firm.cli_options import DEFAULT_REDIS_URL, config_option, json_option, redis_url_option
 from firm.loop import audit as auditing
 from firm.loop import config as loop_config
 from firm.loop.deciders import Decider, make_decider
@@ -46,12 +48,12 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def _redis(url: str | None) -> redis.Redis | None:
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
+    return redis_auth.connect(url, socket_timeout=2, socket_connect_timeout=2) if url else None
 
 
 @click.command("run")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML file of loop settings (guardrails, SLOs, decider...; see docs/control-loop.md).")
+@config_option("YAML file of loop settings (guardrails, SLOs, decider...; see docs/control-loop.md).",
+               path_type=Path)
 @click.option("--interval", type=click.FloatRange(min=0.1, max=60), default=None, metavar="S",
               help="Seconds between control steps.  [default: 2]")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
@@ -66,12 +68,17 @@ def _redis(url: str | None) -> redis.Redis | None:
               help="Which policy decides (default: the config's, firm).")
 @click.option("--on-exit", type=click.Choice(["keep", "restore"]), default=None,
               help="On stop: keep the last good limits, or restore the baselines.  [default: keep]")
-@click.option("--redis", "redis_url", default=None, metavar="URL",
-              help="firm's Redis for telemetry and the audit (default: the testbed's telemetry_redis).")
+@redis_url_option("firm's Redis for telemetry and the audit (default: the testbed's telemetry_redis).", metavar="URL")
 @click.option("--quiet", is_flag=True, help="No live view; print only the summary at the end.")
+@click.option("--executor", "executor_kind", type=click.Choice(["local", "ansible"]), default="local",
+              show_default=True, help="Apply limits directly (local) or through the firm.core modules run by "
+                                      "ansible-runner, one run per node and step (ansible).")
+@click.option("-i", "--inventory", type=click.Path(exists=True, path_type=Path), default=None,
+              help="With --executor ansible: the inventory, e.g. inventory/local (default: this machine).")
 def run_command(*, config_path: Path | None, interval: float | None, duration: float | None, dry_run: bool,
                 audit_log: Path | None, metrics_port: int | None, metrics_address: str, decider: str | None,
-                on_exit: str | None, redis_url: str | None, quiet: bool) -> None:
+                on_exit: str | None, redis_url: str | None, quiet: bool, executor_kind: str = "local",
+                inventory: Path | None = None) -> None:
     """Keep every request type's p99 under its SLO with as few resources as possible (the control loop).
 
     Every interval: read the window's traces and telemetry, check each request type's p99 against
@@ -80,11 +87,11 @@ def run_command(*, config_path: Path | None, interval: float | None, duration: f
     as one unit and audited. Runs on the embedded testbed (`firm testbed up`). SIGTERM and Ctrl-C
     finish the step under way, then keep or restore the limits (--on-exit) and exit 0.
     """
-    config, testbed, target, chosen = _setup(config_path, interval=interval, decider=decider, on_exit=on_exit,
+    config, testbed, target, chosen = _setup(config_path, interval_s=interval, decider=decider, on_exit=on_exit,
                                              redis_url=redis_url)
     slo = {**testbed.slo_ms, **config.slo_ms}
     console = Console(stderr=True)
-    audit_redis = config.redis_url or target.state.get("telemetry_redis") or testbed.telemetry_redis
+    audit_redis = config.redis_url or target.state.telemetry_redis or testbed.telemetry_redis
     try:
         journal = auditing.AuditLog(_redis(audit_redis), key=config.audit_key, retention=config.audit_retention,
                                      path=audit_log)
@@ -109,7 +116,8 @@ def run_command(*, config_path: Path | None, interval: float | None, duration: f
                 if live is not None:
                     live.update(view.add(record))
 
-            loop = ControlLoop(config, target, chosen, slo_ms=slo, window_s=config.window_s or testbed.slo_window_s,
+            loop = ControlLoop(config, _with_executor(target, executor_kind, inventory), chosen, slo_ms=slo,
+                               window_s=config.window_s or testbed.slo_window_s,
                                dry_run=dry_run, audit=journal, metrics=metrics, on_step=on_step, scaler=scaler)
             try:
                 loop.start()
@@ -134,7 +142,7 @@ def _setup(config_path: Path | None, **overrides: Any) -> tuple[loop_config.Loop
     try:
         config = loop_config.load(config_path, **overrides)
         testbed = testbed_config.load(config.testbed_config)
-    except (FirmError, testbed_config.ConfigError) as exc:
+    except FirmError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         target = TestbedTarget.discover(testbed, redis_url=config.redis_url,
@@ -162,13 +170,13 @@ def _summary(records: list[dict[str, Any]], dry_run: bool, restored: StepResult 
 
 
 @click.command("audit")
-@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True, envvar="FIRM_REDIS_URL",
-              help="firm's Redis, where `firm run` audits.")
+@redis_url_option("firm's Redis, where `firm run` audits.", default=DEFAULT_REDIS_URL, envvar="FIRM_REDIS_URL",
+                  show_default=True)
 @click.option("--key", default="firm:audit", show_default=True, help="The audit stream.")
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Read a JSON-lines audit log (`firm run --audit-log`) instead of Redis.")
 @click.option("--last", type=click.IntRange(min=1), default=20, show_default=True, help="How many decisions.")
-@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
+@json_option("Print the records as JSON lines.")
 def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_json: bool) -> None:
     """Show the control loop's recent decisions: what it saw, whom it blamed, what it did and why."""
     try:
@@ -192,3 +200,65 @@ def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_jso
         table.add_row(row["time"], row["step"], row["status"], row["slo"], row["culprits"], row["actions"],
                       row["why"])
     Console().print(table)
+
+
+def _with_executor(target: TestbedTarget, kind: str, inventory: Path | None) -> Any:
+    """The testbed's target, its limits applied by ``kind`` (``ansible``: see firm.cluster.ansible)."""
+    if kind == "local":
+        return target
+    from firm.cluster.target import AnsibleOverride  # noqa: PLC0415 (ansible-runner is slow to import)
+
+    return AnsibleOverride(target, str(inventory) if inventory is not None else None)
+
+
+@click.command("explain")
+@click.argument("decision", required=False, metavar="[ID]")
+@redis_url_option("firm's Redis, where `firm run` audits.", default=DEFAULT_REDIS_URL, envvar="FIRM_REDIS_URL",
+                  show_default=True)
+@click.option("--key", default="firm:audit", show_default=True, help="The audit stream.")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read a JSON-lines audit log (`firm run --audit-log`) instead of Redis.")
+@click.option("--last", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many of the most recent decisions (without ID).")
+@click.option("--acted", is_flag=True, help="Only decisions that changed (or would have changed) a limit or "
+                                            "asked for a scale-out or scale-in.")
+@json_option("Print the explanations as JSON lines.")
+def explain_command(decision: str | None, redis_url: str, key: str, path: Path | None, last: int, acted: bool,
+                    as_json: bool) -> None:
+    """Why the control loop did what it did: for the last decisions, or the one with ID.
+
+    For each decision: the SLO state of every request type, the culprits and their scores, each
+    action the decider proposed with its reason, the guardrail that clipped or refused it, and what
+    was applied (before -> after). ID is RUN/STEP as `firm explain` prints it (or STEP: the newest
+    run's). Reads the audit of `firm run` from Redis or from --file.
+    """
+    from firm.loop import explain as explaining  # noqa: PLC0415
+
+    window = 10_000 if decision is not None or acted else last
+    try:
+        records = auditing.read_recent(client=None if path else _redis(redis_url), key=key, path=path, last=window)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"cannot read the audit from {redis_url}: {exc}; give --file or a Redis URL") \
+            from exc
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the audit log {path}: {exc}") from exc
+    if decision is not None:
+        found = explaining.find(records, decision)
+        if found is None:
+            raise click.ClickException(f"no decision {decision} in the last {len(records)} records; "
+                                       "`firm explain --last 20` lists recent ids")
+        chosen = [found]
+    else:
+        chosen = [r for r in records if r.get("status") != "exit"]
+        if acted:
+            chosen = [r for r in chosen if r.get("status") == "acted" or r.get("scale_requests")]
+        chosen = chosen[-last:]
+    explanations = [explaining.explain(r) for r in chosen]
+    if as_json:
+        for item in explanations:
+            click.echo(json.dumps(item, sort_keys=True))
+        return
+    if not explanations:
+        click.echo("no decisions recorded yet" if not records else "no decision matches", err=True)
+        return
+    click.echo(explaining.render(explanations))

@@ -82,6 +82,19 @@ class Reclaim(BaseModel):
                                                           "without a raise, before anything is reclaimed.")
 
 
+class ScaleIn(BaseModel):
+    """Removing instances a service was scaled out to, when every SLO holds with slack."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="Scale services back in at all.")
+    hold_s: float = Field(default=30.0, ge=0, description="Seconds every SLO must have held with slack (no SLO "
+                                                          "at risk, no raise) before an instance is removed; "
+                                                          "counted again after each removal.")
+    cooldown_s: float = Field(default=60.0, ge=0, description="Seconds after a scale-out or scale-in of a service "
+                                                              "(requested or finished) before it is scaled in.")
+
+
 class Aimd(BaseModel):
     """The AIMD baseline: multiplicative increase on violation, additive decrease with slack."""
 
@@ -109,6 +122,9 @@ class FirmDecider(BaseModel):
     raise_only: bool = Field(default=True, description="While an SLO is violated or at risk, only raises of a "
                                                        "culprit's limits are applied (the agent's cuts wait).")
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
+    trace_cache: int = Field(default=20000, ge=1, description="Requests whose per-trace parts (critical path, "
+                                                              "own times, gaps) are kept between steps, so that "
+                                                              "each is computed once (count).")
 
 
 class LoopConfig(BaseModel):
@@ -142,6 +158,7 @@ class LoopConfig(BaseModel):
                                                               "the defaults.")
     exclude: tuple[str, ...] = Field(default=("redis",), description="Services the loop never acts on.")
     reclaim: Reclaim = Field(default_factory=Reclaim)
+    scale_in: ScaleIn = Field(default_factory=ScaleIn)
     aimd: Aimd = Field(default_factory=Aimd)
     firm: FirmDecider = Field(default_factory=FirmDecider)
     redis_url: str | None = Field(default=None, description="firm's Redis (telemetry, audit); None: the "

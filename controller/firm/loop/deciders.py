@@ -31,6 +31,8 @@ from firm.actuate.executor import Action
 from firm.loop.config import RESOURCES, LoopConfig
 from firm.loop.guard import effective
 from firm.loop.observe import InstanceView, Observation
+from firm.tracing.culprit_features import TracePartsCache, WindowParts
+from firm.tracing.errors import TraceParseError
 from firm.tracing.model import Trace
 
 log = logging.getLogger(__name__)
@@ -274,10 +276,39 @@ class FirmDecider:
         self.request_types = tuple(request_types)[:n] + ("",) * max(0, n - len(request_types))
         self.calm = Calm()
         self._explanation = Explanation()
+        self.parts = TracePartsCache(config.firm.trace_cache)
+        """Each request's parts (critical path, own times, gaps), computed once when it completes."""
+        self._reference: tuple[Sequence[Trace] | None, WindowParts | None] = (None, None)
 
     @property
     def explanation(self) -> Explanation:
         return self._explanation
+
+    def ingest(self, traces: Sequence[Trace]) -> int:
+        """Compute the parts of the window's requests not seen before (the loop calls this every
+        step, so a decision finds them ready); returns how many were computed."""
+        return self.parts.ingest(traces)
+
+    def forget(self) -> None:
+        """Drop every cached per-trace part (the next decision computes them all again)."""
+        self.parts = TracePartsCache(self.config.firm.trace_cache)
+        self._reference = (None, None)
+
+    def _windows(self, observation: Observation) -> tuple[Sequence[Trace], Sequence[Trace] | None]:
+        """The window and the reference as cached parts (the reference's own aggregates are kept
+        while it stays the same); the traces themselves when a trace cannot be profiled."""
+        try:
+            window: Sequence[Trace] = self.parts.window(observation.traces)
+            source = observation.reference
+            if source is None:
+                return window, None
+            held, parts = self._reference
+            if held is not source or parts is None:
+                parts = self.parts.window(source)
+                self._reference = (source, parts)
+            return window, parts
+        except TraceParseError:
+            return observation.traces, observation.reference
 
     def decide(self, observation: Observation) -> list[Action]:
         cfg = self.config
@@ -302,13 +333,14 @@ class FirmDecider:
     def _raise(self, observation: Observation, explanation: Explanation) -> list[Action]:
         cfg = self.config.firm
         started = time.perf_counter()
+        window, reference = self._windows(observation)
         try:
-            ranking = self.localizer.rank(observation.traces, observation.reference)
+            ranking = self.localizer.rank(window, reference)
         except FirmError as exc:  # e.g. a reference with no instance in common: rank the window alone
-            if observation.reference is None:
+            if reference is None:
                 raise
             explanation.notes.append(f"reference not usable ({exc.message}); ranked the window alone")
-            ranking = self.localizer.rank(observation.traces, None)
+            ranking = self.localizer.rank(window, None)
         explanation.stages_ms["localize"] = (time.perf_counter() - started) * 1000
         eligible = [r for r in ranking.instances if r.instance in observation.instances
                     and observation.instances[r.instance].service not in self.config.exclude]

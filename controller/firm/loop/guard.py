@@ -115,15 +115,23 @@ class Guardrails:
         if action.resource == "cpu":
             ceiling = max(guard.min, min(ceiling, view.cpu_capacity))
         base = effective(current, ceiling)
+        by: list[str] = []  # which guardrails clipped the proposal (for the audit)
         target = min(max(action.value, guard.min), ceiling)
-        target = min(max(target, base - guard.max_step), base + guard.max_step)
-        target = min(max(target, guard.min), ceiling)
+        if target != action.value:
+            by.append(_limit_name(action.value, guard.min, ceiling, guard.max))
+        stepped = min(max(target, base - guard.max_step), base + guard.max_step)
+        if stepped != target:
+            by.append(f"max_step {guard.max_step:g}")
+        target = min(max(stepped, guard.min), ceiling)
+        if target != stepped:
+            by.append(_limit_name(stepped, guard.min, ceiling, guard.max))
         unlimited = isinstance(current, float) and math.isinf(current)
         if unlimited and target >= ceiling:
             return None  # a limit at the ceiling changes nothing an unlimited resource does not have
         if not unlimited and abs(target - base) <= self.config.deadband * base:
             return None
-        note = "" if math.isclose(target, action.value, rel_tol=1e-9) else f" (bounded from {action.value:.6g})"
+        note = "" if math.isclose(target, action.value, rel_tol=1e-9) else \
+            f" (bounded from {action.value:.6g} by {', '.join(by) or 'rounding'})"
         return Action(action.instance, action.resource, target, action.reason + note, view.service)
 
     def record(self, result: StepResult, now: float) -> None:
@@ -134,3 +142,10 @@ class Guardrails:
             if applied.changed:
                 self.changed_at[(applied.action.instance, applied.action.resource)] = now
                 self.unconfirmed[applied.action.instance] = now
+
+
+def _limit_name(value: float, low: float, ceiling: float, high: float) -> str:
+    """The guardrail a value outside ``[low, ceiling]`` was clipped to."""
+    if value < low:
+        return f"min {low:g}"
+    return f"max {high:g}" if ceiling >= high else f"the node's bound {ceiling:g}"

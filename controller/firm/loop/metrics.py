@@ -14,7 +14,7 @@ Every name starts with ``firm_``:
 | ``firm_stage_seconds`` | histogram | stage | time of each stage of a step |
 | ``firm_steps_total`` | counter | status | steps by outcome (acted, no_action, stale, failed) |
 | ``firm_loop_errors_total`` | counter | kind | errors the loop survived (trace_store, telemetry, decider, executor, audit) |
-| ``firm_scale_total`` | counter | service, direction, outcome | scale-out and scale-in requests |
+| ``firm_scale_total`` | counter | service, direction, outcome | scale-out and scale-in requests (started, not_started) and their ends (done, failed) |
 
 The registry is the loop's own, so several loops (tests) never collide.
 """
@@ -102,6 +102,11 @@ class Metrics:
                 self.actions.labels(action["resource"], outcome).inc()
         for error in record.get("errors") or []:
             self.errors.labels(error.get("kind", "other")).inc()
+        for request in record.get("scale_requests") or []:
+            self.scale.labels(request.get("service", ""), request.get("direction", ""),
+                              "started" if request.get("started") else "not_started").inc()
+        for event in record.get("scale_events") or []:
+            self.scale.labels(event.get("service", ""), event.get("direction", ""), event.get("outcome", "")).inc()
 
     def set_limits(self, limits: Mapping[str, tuple[str, Mapping[str, float | str | None]]]) -> None:
         """instance -> (service, resource -> value): the limits in force."""

@@ -8,6 +8,7 @@ the root span's duration.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,21 +97,51 @@ class WindowSummary:
         return {k: len(v) / self.count for k, v in sorted(self.latencies_ms.items()) if v} if self.count else {}
 
 
-def summarize(traces: Iterable[Trace]) -> WindowSummary:
-    latencies: dict[str, list[float]] = {}
-    served: dict[str, set[str]] = {}
-    count = 0
-    for trace in traces:
+class TraceSummaries:
+    """Each request's type, latency and instances, by trace ID, kept across the windows it belongs
+    to (bounded: the oldest go first; a trace whose spans changed is read again)."""
+
+    def __init__(self, max_traces: int = 20_000) -> None:
+        self.max_traces = max_traces
+        self._entries: dict[str, tuple[Trace, str, float, frozenset[str]]] = {}
+
+    def of(self, trace: Trace) -> tuple[str, float, frozenset[str]]:
+        """(request type, latency ms, instances) of ``trace``."""
+        hit = self._entries.get(trace.trace_id)
+        if hit is not None and hit[0] is trace:
+            return hit[1], hit[2], hit[3]
         root = root_span(trace)
-        kind = root.operation.replace("_", "-")
-        latencies.setdefault(kind, []).append(root.duration / 1000)
-        for span in trace.spans:
-            kinds = served.get(span.instance)
-            if kinds is None:
-                served[span.instance] = {kind}
-            else:
-                kinds.add(kind)
+        item = (trace, root.operation.replace("_", "-"), root.duration / 1000,
+                frozenset(s.instance for s in trace.spans))
+        entries = self._entries
+        entries.pop(trace.trace_id, None)
+        entries[trace.trace_id] = item
+        if len(entries) > self.max_traces:
+            for old in list(itertools.islice(entries, len(entries) - self.max_traces)):
+                del entries[old]
+        return item[1], item[2], item[3]
+
+
+def summarize(traces: Iterable[Trace], cache: TraceSummaries | None = None) -> WindowSummary:
+    """One pass over the window (with ``cache``, each request is read once across windows)."""
+    latencies: dict[str, list[float]] = {}
+    by_kind: dict[str, set[str]] = {}
+    count = 0
+    reader = (cache or TraceSummaries(max_traces=1 << 62)).of
+    for trace in traces:
+        kind, latency, instances = reader(trace)
+        found = latencies.get(kind)
+        if found is None:
+            latencies[kind] = [latency]
+            by_kind[kind] = set(instances)
+        else:
+            found.append(latency)
+            by_kind[kind].update(instances)
         count += 1
+    served: dict[str, set[str]] = {}
+    for kind, names in by_kind.items():
+        for name in names:
+            served.setdefault(name, set()).add(kind)
     return WindowSummary(latencies, {k: frozenset(v) for k, v in served.items()}, count)
 
 

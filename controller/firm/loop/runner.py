@@ -36,7 +36,8 @@ from firm.loop.config import LoopConfig
 from firm.loop.deciders import Decider
 from firm.loop.guard import Guardrails
 from firm.loop.metrics import Metrics
-from firm.loop.observe import InstanceView, Observation, slo_status, summarize, usage_of
+from firm.loop.observe import InstanceView, Observation, TraceSummaries, slo_status, summarize, usage_of
+from firm.loop.scaling import ScaleInPolicy
 from firm.telemetry.model import Sample
 from firm.tracing.model import Trace
 
@@ -94,6 +95,10 @@ class ControlLoop:
         self.audit, self.metrics, self.on_step, self.scaler = audit, metrics, on_step, scaler
         self.clock = clock
         self.guard = Guardrails(config)
+        self.scale_in = ScaleInPolicy(config.scale_in, exclude=config.exclude)
+        self.summaries = TraceSummaries(config.firm.trace_cache)
+        self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock()))
+        """Names this run in the audit: a decision's id is ``run_id/step``."""
         self.baseline: dict[str, Mapping[str, float | str | None]] = {}
         self.baseline_snapshot: Snapshot | None = None
         self.steps = 0
@@ -106,7 +111,10 @@ class ControlLoop:
     def start(self) -> Snapshot:
         """Snapshot the baselines of every instance; raises ExecutorError when they cannot be read."""
         self.target.refresh()
-        snapshot = self.target.executor.snapshot(self.target.names())
+        names = self.target.names()
+        snapshot = self.target.executor.snapshot(names)
+        self.scale_in.start({s: sum(1 for n in names if self.target.service_of(n) == s)
+                             for s in {self.target.service_of(n) for n in names}})
         self.baseline_snapshot = snapshot
         self.baseline = dict(snapshot.limits)
         return snapshot
@@ -143,7 +151,8 @@ class ControlLoop:
                                 {i: v for i, v in self.baseline_snapshot.limits.items() if i in present},
                                 {i: v for i, v in self.baseline_snapshot.raw.items() if i in present})
             result = self.target.executor.restore(snapshot)
-        record: Record = {"time": self.clock(), "step": self.steps, "status": "exit", "dry_run": self.dry_run,
+        record: Record = {"time": self.clock(), "run": self.run_id, "step": self.steps, "status": "exit",
+                          "dry_run": self.dry_run,
                           "decider": self.decider.name, "reason": f"stopped; on exit: {mode}",
                           "result": result.as_dict() if result is not None else None}
         self._publish(record)
@@ -157,7 +166,8 @@ class ControlLoop:
         self.steps += 1
         stages: dict[str, float] = {}
         errors: list[dict[str, str]] = []
-        record: Record = {"time": now, "step": self.steps, "dry_run": self.dry_run, "decider": self.decider.name}
+        record: Record = {"time": now, "run": self.run_id, "step": self.steps, "dry_run": self.dry_run,
+                          "decider": self.decider.name}
         mark = time.perf_counter()
 
         def lap(name: str) -> None:
@@ -172,7 +182,9 @@ class ControlLoop:
         start = end - self.window_s
         traces, samples, limits, stale = self._read(names, start, end, errors)
         lap("read")
-        summary = summarize(traces)
+        if self._ingest(traces):
+            lap("ingest")
+        summary = summarize(traces, self.summaries)
         slo = slo_status(summary, self.slo_ms, min_requests=self.config.min_requests, at_risk=self.config.at_risk,
                          slack=self.config.slack)
         lap("slo")
@@ -203,6 +215,7 @@ class ControlLoop:
                 now, (start, end), traces, self.reference, slo,
                 self._views(names, limits, samples, summary.served), rate, self.prev_rate, summary.mix)
             self._decide(observation, record, stale_instances, lap, errors)
+            self._scale_in(observation, record)
             if not observation.at_risk:
                 keep = self.config.firm.reference_traces
                 self.reference = list(traces[-keep:]) if keep else None
@@ -238,6 +251,18 @@ class ControlLoop:
             stale = stale or f"limits unreadable: {exc}"
             errors.append({"kind": "executor", "error": str(exc)})
         return traces, samples, limits, stale
+
+    def _ingest(self, traces: Sequence[Trace]) -> bool:
+        """Hand the window's requests to a decider that prepares per-trace work (the firm decider
+        computes each request's critical path and parts once, as it completes); True if it did."""
+        ingest = getattr(self.decider, "ingest", None)
+        if ingest is None or not traces:
+            return False
+        try:
+            ingest(traces)
+        except Exception as exc:  # the decision computes what is missing itself
+            log.warning("per-trace features: %s", exc)
+        return True
 
     def _refresh(self, errors: list[dict[str, str]]) -> tuple[list[str], list[str]]:
         try:
@@ -294,6 +319,8 @@ class ControlLoop:
             for service in explanation.scale_out:
                 started = self.scaler.request(service, "out")
                 scale.append({"service": service, "direction": "out", "started": started})
+                if started:
+                    self.scale_in.note(service, observation.time)
         elif explanation.scale_out:
             scale = [{"service": s, "direction": "out", "started": False, "why": "dry run or no scaler"}
                      for s in explanation.scale_out]
@@ -308,11 +335,34 @@ class ControlLoop:
             "scale_requests": scale,
         })
 
+    def _scale_in(self, observation: Observation, record: Record) -> None:
+        """Remove an instance a service was scaled out to, when every SLO has held with slack long
+        enough (:mod:`firm.loop.scaling`); audited as a scale request with its reason."""
+        choice, why = self.scale_in.decide(observation, raised=bool(observation.at_risk))
+        if choice is None:
+            if why and not why.startswith(("no service", "not every", "scale-in disabled")):
+                record["scale_in"] = why
+            return
+        entry: dict[str, Any] = {**choice.as_dict(), "started": False}
+        if self.dry_run or self.scaler is None:
+            entry["why"] = "dry run" if self.dry_run else "no scaler for this target"
+            self.scale_in.requested(choice, observation.time)
+        elif self.scaler.request(choice.service, "in"):
+            entry["started"] = True
+            self.scale_in.requested(choice, observation.time)
+        else:
+            entry["why"] = "the scaler is busy or in its own cool-down; asked again next step"
+        record.setdefault("scale_requests", []).append(entry)
+        log.info("scale-in of %s: %s%s", choice.service, choice.reason,
+                 "" if entry["started"] else f" (not started: {entry['why']})")
+
     def _scale_events(self, record: Record) -> None:
         if self.scaler is not None:
             events = self.scaler.events()
             if events:
                 record["scale_events"] = events
+                for event in events:
+                    self.scale_in.note(str(event.get("service")), self.clock())
 
     def _publish(self, record: Record, limits: Mapping[str, Mapping[str, float | str | None]] | None = None) -> None:
         started = time.perf_counter()

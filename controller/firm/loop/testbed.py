@@ -31,7 +31,8 @@ from firm.telemetry.redis_store import RedisTelemetrySource
 from firm.testbed import lifecycle
 from firm.testbed.config import TestbedConfig
 from firm.testbed.spans import SPANS_STREAM
-from firm.testbed.store import assemble
+from firm.testbed.state import StateFileError, TestbedState
+from firm.testbed.store import app_redis, assemble
 from firm.tracing.model import Trace
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class TestbedTarget:
     """The running testbed as the loop sees it."""
 
     config: TestbedConfig
-    state: dict[str, Any]
+    state: TestbedState
     traces: TraceWindow
     telemetry: RedisTelemetrySource | None
     executor: LocalExecutor
@@ -110,18 +111,18 @@ class TestbedTarget:
         if state is None:
             raise DiscoveryError(f"the testbed is not up (no state in {config.state_dir})",
                                  fix="start it with `firm testbed up`")
-        url = redis_url or state.get("telemetry_redis") or config.telemetry_redis
+        url = redis_url or state.telemetry_redis or config.telemetry_redis
         telemetry = RedisTelemetrySource(url) if url else None
-        store = redis.Redis(host=state["redis_address"], port=6379, socket_timeout=5, socket_connect_timeout=2)
-        disk = data_disk(state.get("data_dir") or config.data_dir)
-        targets = [target_of(entry, disk) for entry in state["instances"]]
+        store = app_redis(state, socket_timeout=5, socket_connect_timeout=2)
+        disk = data_disk(state.data_dir or config.data_dir)
+        targets = [target_of(entry, disk) for entry in state.instances]
         try:
             local = executor or LocalExecutor(targets)
         except FirmError as exc:
             raise DiscoveryError(f"cannot manage the testbed's instances: {exc}",
                                  fix="check the testbed with `firm testbed status`") from exc
         found = cls(config, state, TraceWindow(store, horizon_s), telemetry, local, _mtime(config))
-        found.instances = {e["name"]: e for e in state["instances"]}
+        found.instances = {e["name"]: e for e in state.instances}
         return found
 
     def refresh(self) -> tuple[list[str], list[str]]:
@@ -129,14 +130,17 @@ class TestbedTarget:
         mtime = _mtime(self.config)
         if mtime == self.mtime:
             return [], []
-        state = lifecycle.read_state(self.config)
+        try:
+            state = lifecycle.read_state(self.config)
+        except StateFileError:  # replaced by another firm meanwhile: keep the instances known so far
+            return [], []
         if state is None:
             return [], []
         self.state, self.mtime = state, mtime
-        entries = {e["name"]: e for e in state["instances"]}
+        entries = {e["name"]: e for e in state.instances}
         added = sorted(set(entries) - set(self.instances))
         removed = sorted(set(self.instances) - set(entries))
-        disk = data_disk(state.get("data_dir") or self.config.data_dir)
+        disk = data_disk(state.data_dir or self.config.data_dir)
         for name in added:
             self.executor.add_target(target_of(entries[name], disk))
         self.instances = entries
@@ -204,8 +208,8 @@ def _mtime(config: TestbedConfig) -> float:
         return 0.0
 
 
-def services_of(state: dict[str, Any]) -> Sequence[str]:
-    return sorted({e["service"] for e in state.get("instances", [])})
+def services_of(state: TestbedState) -> Sequence[str]:
+    return sorted({e["service"] for e in state.instances})
 
 
 class TestbedScaler:

@@ -50,6 +50,9 @@ def test_firm_run_without_a_testbed_says_how_to_start_one(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["run", "--config", str(loop), "--decider", "aimd", "--quiet"])
     assert result.exit_code == 1
     assert "firm testbed up" in result.output and "Traceback" not in result.output
+    # every option reaches its setting: --interval is interval_s
+    result = CliRunner().invoke(main, ["run", "--config", str(loop), "--interval", "2", "--quiet"])
+    assert result.exit_code == 1 and "firm testbed up" in result.output, result.output
 
 
 def test_firm_audit_shows_a_json_lines_log_as_a_table_and_as_json(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import tc
+from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
 from firm.actuate.executor import Action, ActionError, Executor
 from firm.actuate.local import LocalExecutor, LocalTarget
-from tests.unit.plugins import cgroup_tree
-from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices, install_kernel_dirs
+from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices
 from tests.unit.plugins.resctrl_tree import FakeResctrl
 
 PSCHED_HIGHRES = "000003e8 00000040 000f4240 3b9aca00\n"
@@ -32,7 +32,7 @@ class FakeTc:
         self.fail = False
         self.writes: list[tuple[str, ...]] = []
 
-    def __call__(self, argv: Sequence[str]) -> str:
+    def run(self, argv: Sequence[str]) -> str:
         command = tuple(argv)
         if command[0] == "ip":
             return LINK_VETH
@@ -52,10 +52,33 @@ class FakeTc:
         return ""
 
 
+class Machine(Kernel):
+    """The kernel of this machine: the fake cgroup tree, the fake tc and, when given, a fake resctrl."""
+
+    def __init__(self, cgroups: FakeCgroupRoot, tc_: FakeTc, rdt: FakeResctrl | None = None) -> None:
+        self.cgroups, self.tc, self.rdt = cgroups, tc_, rdt
+
+    def _owner(self, path: str) -> Kernel:
+        if self.rdt is not None and os.path.realpath(path).startswith(os.path.realpath(self.rdt.root) + os.sep):
+            return self.rdt
+        return self.cgroups
+
+    def write(self, path: str, data: str) -> None:
+        self._owner(path).write(path, data)
+
+    def mkdir(self, path: str) -> None:
+        self._owner(path).mkdir(path)
+
+    def rmdir(self, path: str) -> None:
+        self._owner(path).rmdir(path)
+
+    def run(self, argv: Sequence[str]) -> str:
+        return self.tc.run(argv)
+
+
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])
-def fake(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCgroupRoot:
+def fake(request: pytest.FixtureRequest, tmp_path: Path) -> FakeCgroupRoot:
     tree = FakeCgroupRoot(tmp_path / "cgroup", request.param, cpus="0-1")
-    install_kernel_dirs(monkeypatch, tree)
     for name in ("firm-testbed/compose-post-0", "firm-testbed/text-0"):
         tree.make_group(name)
     if request.param == 1:  # as the testbed sets them up: every group on both CPUs
@@ -64,7 +87,8 @@ def fake(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     return tree
 
 
-def executor(fake: FakeCgroupRoot, tmp_path: Path, fake_tc: FakeTc, **kwargs: object) -> LocalExecutor:
+def executor(fake: FakeCgroupRoot, tmp_path: Path, fake_tc: FakeTc, rdt: FakeResctrl | None = None,
+             **kwargs: object) -> LocalExecutor:
     sysfs = fake_block_devices(tmp_path / "sys")
     psched = tmp_path / "psched"
     psched.write_text(PSCHED_HIGHRES)
@@ -73,7 +97,7 @@ def executor(fake: FakeCgroupRoot, tmp_path: Path, fake_tc: FakeTc, **kwargs: ob
     roots: dict[str, object] = {"resctrl_root": str(tmp_path / "no-resctrl"),
                                 "mounts_file": str(tmp_path / "no-mounts"), **kwargs}
     return LocalExecutor(targets, cgroup_root=str(fake.root), sysfs_root=str(sysfs), psched_path=str(psched),
-                         tc_run=fake_tc, **roots)  # type: ignore[arg-type]
+                         kernel=Machine(fake, fake_tc, rdt), **roots)  # type: ignore[arg-type]
 
 
 def files(fake: FakeCgroupRoot) -> dict[str, str]:
@@ -183,11 +207,9 @@ def test_restore_brings_back_the_snapshot_exactly(fake: FakeCgroupRoot, tmp_path
     assert fake_tc.qdisc == NOQUEUE
 
 
-def test_resctrl_knobs_where_it_is_mounted(fake: FakeCgroupRoot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                           ) -> None:
-    monkeypatch.setattr(os, "rmdir", cgroup_tree.os_rmdir)  # the resctrl model's rmtree passes dir_fd
-    rdt = FakeResctrl(tmp_path / "rdt").install(monkeypatch)
-    local = executor(fake, tmp_path, FakeTc(), **{k: v for k, v in rdt.args().items() if k != "proc_root"})
+def test_resctrl_knobs_where_it_is_mounted(fake: FakeCgroupRoot, tmp_path: Path) -> None:
+    rdt = FakeResctrl(tmp_path / "rdt")
+    local = executor(fake, tmp_path, FakeTc(), rdt, **{k: v for k, v in rdt.args().items() if k != "proc_root"})
     assert {"llc", "memory_bandwidth"} <= local.resources("text-0")
     baseline = local.snapshot(["text-0"])
     full = baseline.limits["text-0"]["llc"]
