@@ -1,0 +1,103 @@
+"""``firm cluster``: what firm sees of an application on a Kubernetes cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.cli_options import json_option
+
+if TYPE_CHECKING:
+    from firm.cluster.config import ServiceSpec
+    from firm.cluster.discovery import PodInfo
+
+_SERVICE_HELP = ("A service as NAME=NAMESPACE:SELECTOR[:DEPLOYMENT], e.g. "
+                 "compose-post=social-network:app=compose-post-service:compose-post-service (repeatable).")
+
+
+def _services(specs: tuple[str, ...], services_file: Path | None) -> list[ServiceSpec]:
+    from firm.cluster.config import ServiceSpec, services_from  # noqa: PLC0415 (kubernetes is slow to import)
+
+    found: list[ServiceSpec] = []
+    if services_file is not None:
+        try:
+            doc = yaml.safe_load(services_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise click.ClickException(f"--services {services_file}: {exc}") from exc
+        if not isinstance(doc, (dict, list)):
+            raise click.ClickException(f"--services {services_file}: expected a mapping of services or a list")
+        found += services_from(doc.get("services", doc) if isinstance(doc, dict) else doc)
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        parts = rest.split(":")
+        if not name or len(parts) < 2:
+            raise click.BadParameter(f"{spec!r} is not NAME=NAMESPACE:SELECTOR[:DEPLOYMENT]",
+                                     param_hint="--service")
+        found.append(ServiceSpec(name, parts[0], parts[1], parts[2] if len(parts) > 2 and parts[2] else None))
+    if not found:
+        raise click.UsageError("give the application's services: --service ... or --services FILE")
+    return found
+
+
+def _row(pod: PodInfo, driver: str) -> dict[str, Any]:
+    try:
+        path: str | None = pod.cgroup_path(driver)
+    except FirmError:
+        path = None
+    return {**pod.as_dict(), "cgroup": path}
+
+
+@click.command("cluster")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, envvar="KUBECONFIG",
+              help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).")
+@click.option("--context", default=None, help="kubeconfig context (default: its current one).")
+@click.option("--service", "service_specs", multiple=True, metavar="SPEC", help=_SERVICE_HELP)
+@click.option("--services", "services_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="YAML file: {services: {NAME: {namespace, selector, deployment}}}.")
+@click.option("--cgroup-driver", type=click.Choice(["cgroupfs", "systemd"]), default="cgroupfs", show_default=True,
+              help="The kubelets' cgroup driver, for the cgroup paths shown.")
+@click.option("--metrics", is_flag=True, help="Also read each node's /metrics/cadvisor once (through the API "
+                                              "server's node proxy) and show the pods' cumulative counters.")
+@json_option("Print JSON (one object per pod).")
+def cluster_command(kubeconfig: str | None, context: str | None, service_specs: tuple[str, ...],
+                    services_file: Path | None, cgroup_driver: str, metrics: bool, as_json: bool) -> None:
+    """Show the application's pods on a Kubernetes cluster as firm sees them: service, node, QoS
+    class, containers and the cgroup path on the node (see docs/cluster.md)."""
+    # kubernetes is slow to import: only this command needs it
+    from firm.cluster.cadvisor import kubelet_fetcher, parse  # noqa: PLC0415
+    from firm.cluster.config import api_client  # noqa: PLC0415
+    from firm.cluster.discovery import Discovery  # noqa: PLC0415
+
+    try:
+        services = _services(service_specs, services_file)
+        api = api_client(kubeconfig, context=context)
+        pods = Discovery(api, services).pods()
+        rows = [_row(p, cgroup_driver) for p in pods]
+        if metrics:
+            fetch = kubelet_fetcher(api)
+            for node in sorted({p.node for p in pods if p.node}):
+                counters = parse(fetch(node))
+                for row in rows:
+                    found = counters.get(row["uid"])
+                    if row["node"] == node and found is not None:
+                        row["counters"] = {k: v for k, v in vars(found.pod).items() if v not in (None, "")}
+    except FirmError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, sort_keys=True))
+        return
+    table = Table(title=f"{len(rows)} pods of {len(services)} services")
+    for column in ("service", "pod", "node", "QoS", "containers", "cgroup"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["service"], f"{row['namespace']}/{row['name']}", row["node"] or "-", row["qos_class"],
+                      ", ".join(c["name"] for c in row["containers"]), row["cgroup"] or "-")
+    Console().print(table)
