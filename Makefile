@@ -24,7 +24,7 @@ test: deps venv services lint  ## Lint, then every test that runs here (unit, re
 test-real: deps venv  ## Opt-in suites against real RDT hardware or Jaeger (see README)
 	$(BIN)/pytest -m real_resctrl tests/integration $(PYTEST_ARGS)
 
-lint: venv  ## ruff, mypy, ansible-lint (production profile), ansible-doc of every module
+lint: venv  ## ruff, mypy, ansible-lint (production profile), ansible-doc of every module, pip-audit of the pins
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/ansible-lint
@@ -32,6 +32,7 @@ lint: venv  ## ruff, mypy, ansible-lint (production profile), ansible-doc of eve
 		name=$$(basename $$module .py); \
 		$(BIN)/ansible-doc -t module firm.core.$$name > /dev/null || { echo "ansible-doc cannot load firm.core.$$name"; exit 1; }; \
 	done; echo "ansible-doc: every module's documentation loads"
+	$(BIN)/python scripts/audit-deps.py requirements.txt requirements-dev.txt
 
 bench: venv  ## Benchmarks: print figures and write bench/results/*.json
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

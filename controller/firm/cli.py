@@ -4,36 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, preflight
+from firm.cli_options import json_option, overlap_tolerance_option
+from firm.cluster.cli import cluster_command
 from firm.experiment import cli as experiment_cli
 from firm.load.cli import load_command
 from firm.localize import cli as localize_cli
 from firm.loop import cli as loop_cli
 from firm.rl.cli import train_rl_command
 from firm.testbed import commands as testbed_commands
-from firm.tracing import (
-    JaegerClient,
-    Trace,
-    TraceError,
-    TraceReader,
-    critical_paths,
-    load_trace_files,
-    parse_duration_us,
-    trace_features,
-)
+from firm.tracing import TraceError, critical_paths, trace_features
+from firm.tracing.export import json_bytes
 from firm.tracing.features import format_table
+from firm.tracing.source import TraceInput, TraceQuery, TraceSourceError, read_traces
 
 log = logging.getLogger(__name__)
-
-MAX_OVERLAP_TOLERANCE_US = 3_600_000_000
-"""The largest --overlap-tolerance accepted, microseconds (an hour: far beyond any real overlap)."""
 
 
 class FirmGroup(click.Group):
@@ -59,7 +51,7 @@ class FirmGroup(click.Group):
             ) from err
 
 
-@click.group(cls=FirmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FirmGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FIRM"})
 @click.version_option(__version__, prog_name="firm")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -69,7 +61,7 @@ def main(verbose: int) -> None:
 
 
 @main.command("preflight")
-@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON instead of a table.")
+@json_option("Print the facts as JSON instead of a table.")
 @click.option("--no-pqos", is_flag=True, help="Do not probe libpqos.")
 def preflight_command(as_json: bool, no_pqos: bool) -> None:
     """Show what firm can control on this machine (cgroups, tc, RDT, resctrl, libpqos)."""
@@ -80,29 +72,28 @@ def preflight_command(as_json: bool, no_pqos: bool) -> None:
         preflight.render(facts, Console())
 
 
-def _load_all(files: tuple[Path, ...]) -> TraceReader:
-    """Every trace of every file, as one input (a trace split over files is one trace).
-
-    A bad file stops the command with its name in the message; diagnostics (query-API errors,
-    refused spans, dropped traces) are printed to stderr.
-    """
+def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
+    """The traces FILES or the Jaeger options name (see :func:`firm.tracing.source.read_traces`): a wrong
+    combination of options is a usage error, a bad file or an unreachable service stops the command with
+    its name in the message; diagnostics (query-API errors, refused spans, dropped traces) go to stderr."""
     try:
-        reader = load_trace_files(files)
-        reader.traces()
+        found = read_traces(files, **source)
+    except TraceSourceError as err:
+        if err.option == "--window":
+            raise click.BadParameter(err.message, param_hint="--window") from err
+        raise click.UsageError(err.message) from err
     except TraceError as err:
         raise click.ClickException(str(err)) from err
-    for message in reader.diagnostics:
+    for message in found.diagnostics:
         click.echo(f"warning: {message}", err=True)
-    return reader
+    return found
 
 
 @main.command("critical-path")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0, max=MAX_OVERLAP_TOLERANCE_US),
-              default=0, show_default=True,
-              metavar="US", help="Siblings overlapping by at most this many microseconds count as sequential.")
+@overlap_tolerance_option()
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
-def critical_path_cmd(files: tuple[Path, ...], tolerance: int, compact: bool) -> None:
+def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool) -> None:
     """Print the critical path of every trace in FILES as JSON.
 
     FILES hold Jaeger query-API JSON ({"data": [...]}), single Jaeger traces, Jaeger domain JSON
@@ -110,17 +101,17 @@ def critical_path_cmd(files: tuple[Path, ...], tolerance: int, compact: bool) ->
     operation, trimmed start and end, selfTime on the path, all in microseconds) and Jaeger UI's
     sections {spanID, sectionStart, sectionEnd}, backwards in time.
     """
-    reader = _load_all(files)
-    traces = reader.traces()
+    found = _read(files)
+    traces = found.traces
     try:
         paths = critical_paths(traces, overlap_tolerance_us=tolerance)
     except TraceError as err:
         raise click.ClickException(str(err)) from err
     out: list[dict[str, object]] = [
-        {"source": ", ".join(reader.sources(t.trace_id)), **cp.as_dict(), "warnings": list(t.warnings)}
+        {"source": ", ".join(found.sources.get(t.trace_id, [])), **cp.as_dict(), "warnings": list(t.warnings)}
         for t, cp in zip(traces, paths, strict=True)
     ]
-    click.echo(json.dumps({"traces": out}, indent=None if compact else 2))
+    click.echo(json_bytes({"traces": out}, indent=not compact))
 
 
 @main.command("features")
@@ -138,12 +129,10 @@ def critical_path_cmd(files: tuple[Path, ...], tolerance: int, compact: bool) ->
               help="Times a failed request to Jaeger is repeated (with exponential backoff).")
 @click.option("--min-samples", type=click.IntRange(min=2), default=20, show_default=True,
               help="Requests an instance must be on the path of before RI and CI are computed.")
-@click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0, max=MAX_OVERLAP_TOLERANCE_US),
-              default=0, show_default=True,
-              metavar="US", help="Siblings overlapping by at most this many microseconds count as sequential.")
+@overlap_tolerance_option()
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True,
               help="JSON with stable keys, or an aligned table (times in ms).")
-def features_cmd(
+def features_command(
     *,
     files: tuple[Path, ...],
     jaeger_url: str | None,
@@ -163,30 +152,8 @@ def features_cmd(
     --service, from the last --window of a Jaeger query service. Values that cannot be computed
     (too few samples, constant latency) are null and named in "flags".
     """
-    traces: list[Trace] = []
-    if jaeger_url:
-        if files:
-            raise click.UsageError("give FILES or --jaeger-url, not both")
-        if not service:
-            raise click.UsageError("--jaeger-url needs --service")
-        try:
-            window_us = parse_duration_us(window or "5m")
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--window") from err
-        if window_us <= 0:
-            raise click.BadParameter("the window must be longer than zero", param_hint="--window")
-        end = time.time_ns() // 1000
-        try:
-            client = JaegerClient(jaeger_url, timeout=timeout, retries=retries)
-            traces = client.search(service, end - window_us, end, limit=limit or 1000, operation=operation)
-        except TraceError as err:
-            raise click.ClickException(str(err)) from err
-    else:
-        if not files:
-            raise click.UsageError("give trace FILES, or --jaeger-url with --service")
-        if service or operation or window or limit:
-            raise click.UsageError("--service, --operation, --window and --limit apply to --jaeger-url only")
-        traces = _load_all(files).traces()
+    traces = _read(files, jaeger_url=jaeger_url, timeout_s=timeout, retries=retries,
+                   query=TraceQuery(service, operation, window, limit)).traces
     try:
         result = trace_features(traces, min_samples=min_samples, overlap_tolerance_us=tolerance)
     except TraceError as err:
@@ -207,4 +174,6 @@ main.add_command(localize_cli.eval_command)
 main.add_command(train_rl_command)
 main.add_command(loop_cli.run_command)
 main.add_command(loop_cli.audit_command)
+main.add_command(loop_cli.explain_command)
 main.add_command(experiment_cli.experiment_command)
+main.add_command(cluster_command)

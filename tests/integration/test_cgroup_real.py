@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
+from tests.helpers.measure import poll
 from tests.helpers.modules import run_ansible_module
 
 
@@ -19,7 +20,7 @@ def busy_loop() -> subprocess.Popen[bytes]:
 
 
 def cpu_share(group: cgroup.Group, seconds: float) -> float:
-    """CPU the group used over ``seconds`` of wall time, in cores."""
+    """CPU the group used over ``seconds`` of wall time, in cores (a measurement window, not a wait)."""
     before, start = cgroup.read_stats(group).cpu_usage_ns or 0, time.monotonic()
     time.sleep(seconds)
     after, end = cgroup.read_stats(group).cpu_usage_ns or 0, time.monotonic()
@@ -34,10 +35,14 @@ def test_a_20_percent_quota_holds_a_busy_process_at_20_percent(layout: cgroup.La
     group = cgroup.group_at(layout, group_path)
     unlimited = cpu_share(group, 1.5)
 
+    throttled_before = cgroup.read_stats(group).cpu_throttled_periods or 0
     limited = run_ansible_module("firm.core.cgroup", {"path": group_path, "cpu_quota_us": 20000,
                                                       "cpu_period_us": 100000})
     assert limited["changed"] is True
-    time.sleep(0.3)  # let the current period end
+    # The quota is in force once the kernel throttles the group (a few 100 ms periods later).
+    enforced = poll(lambda: cgroup.read_stats(group).cpu_throttled_periods or 0, lambda n: n >= throttled_before + 2,
+                    timeout_s=10)
+    assert enforced.met, "the kernel never throttled the group under a 20 % quota"
     share = cpu_share(group, 3.0)
     stats = cgroup.read_stats(group)
 
@@ -50,14 +55,21 @@ def test_a_20_percent_quota_holds_a_busy_process_at_20_percent(layout: cgroup.La
 def test_a_refused_write_restores_what_the_change_had_written(layout: cgroup.Layout, group_path: str,
                                                              spawn: list[subprocess.Popen[bytes]]) -> None:
     """The kernel refuses a memory limit below what an unswappable process holds (EBUSY)."""
-    hold = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(64 << 20); time.sleep(60)"])
+    # It allocates only once it is in the group (a line on its standard input), so the 64 MiB are charged there.
+    hold = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.stdin.readline(); b = bytearray(64 << 20); "
+                             "print('ready', flush=True); time.sleep(60)"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     spawn.append(hold)
     if layout.hierarchy("memory").version == 2:
         pytest.skip("cgroup v2 reclaims or OOM-kills below usage instead of refusing the limit")
     group = cgroup.group_at(layout, group_path)
     cgroup.create_group(group)
     cgroup.attach_pids(cgroup.pids_to_attach(group, [hold.pid]))
-    time.sleep(0.5)  # the 64 MiB are touched, and charged to the group
+    assert hold.stdin is not None and hold.stdout is not None
+    hold.stdin.write(b"go\n")
+    hold.stdin.close()
+    assert hold.stdout.readline() == b"ready\n"
+    charged = poll(lambda: cgroup.read_stats(group).memory_bytes or 0, lambda used: used >= 64 << 20, timeout_s=10)
+    assert charged.met, f"only {charged.value >> 20} MiB charged to the group"
     with open("/proc/swaps") as swaps:
         if len(swaps.read().splitlines()) > 1:
             pytest.skip("this machine has swap, so the kernel can meet a small limit instead of refusing it")

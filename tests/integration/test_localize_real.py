@@ -74,7 +74,7 @@ def test_cpu_contention_beside_a_service_is_localized_on_its_cpu(testbed: testbe
     report = experiment.run(testbed, experiment.RunPlan(duration_s=65, anomaly=plan))
     assert report.anomaly is not None, "the anomaly left no record"
     started = int(float(report.anomaly["started_at"]) * 1e6)
-    store = RedisTraceStore.at(state["redis_address"])
+    store = RedisTraceStore.of(state)
     deadline = time.monotonic() + 20
     while True:  # the services flush spans in batches: wait until the window's last seconds are in
         after = store.traces(started + 3_000_000, started + 33_000_000)

@@ -121,8 +121,8 @@ class BackgroundLoad:
 
 
 def entry_of(config: testbed_config.TestbedConfig, name: str) -> dict[str, Any] | None:
-    state = lifecycle.read_state(config) or {}
-    return next((e for e in state.get("instances", []) if e["name"] == name), None)
+    state = lifecycle.read_state(config)
+    return next((e for e in (state.instances if state else ()) if e["name"] == name), None)
 
 
 def cgroup_dirs(instance: testbed_config.Instance) -> list[str]:
@@ -166,9 +166,9 @@ def test_scaled_out_instance_takes_requests_under_load_and_scaling_in_drops_none
         testbed: testbed_config.TestbedConfig) -> None:
     state = lifecycle.read_state(testbed)
     assert state is not None
-    store = RedisTraceStore.at(state["redis_address"])
+    store = RedisTraceStore.of(state)
     first = f"{SCALED}-0"
-    load = BackgroundLoad(testbed, state["frontend"])
+    load = BackgroundLoad(testbed, state.frontend)
     started = now_us()
     load.start()
     try:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from firm.telemetry import (
     Sample,
     Sampler,
 )
+from tests.helpers.measure import poll
 from tests.helpers.redis_db import REDIS_URL, connect
 from tests.integration.netpair import iperf3_throughput, veth_pair
 
@@ -64,12 +65,20 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_sampler(sampler: Sampler, seconds: float) -> None:
+def run_sampler(sampler: Sampler, enough: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Run the sampler until ``enough()`` holds (polled), failing after ``timeout_s`` seconds."""
     sampler.start()
     try:
-        time.sleep(seconds)
+        assert poll(enough, bool, timeout_s=timeout_s).met, f"the sampler did not sample enough in {timeout_s:g} s"
     finally:
         sampler.stop()
+
+
+def go(proc: subprocess.Popen[bytes]) -> None:
+    """Release a process that waits for a line on its standard input (it is in its cgroup now)."""
+    assert proc.stdin is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.close()
 
 
 def test_a_busy_process_uses_one_core_and_its_samples_land_in_redis(
@@ -79,7 +88,7 @@ def test_a_busy_process_uses_one_core_and_its_samples_land_in_redis(
     started = time.time()
     cpu_before, mono_before = process_cpu_s(busy.pid), time.monotonic()
     sampler = Sampler([Instance("busy", name, group_path)], sinks=[RedisTelemetrySink(REDIS_URL)], interval_s=0.5)
-    run_sampler(sampler, 3.2)
+    run_sampler(sampler, lambda: store.xlen(f"firm:telemetry:{name}") >= 6)
     process_cores = (process_cpu_s(busy.pid) - cpu_before) / (time.monotonic() - mono_before)
     assert store.sismember("firm:telemetry:instances", name)
     assert store.xlen(f"firm:telemetry:{name}") >= 5
@@ -108,7 +117,7 @@ def test_a_cpu_quota_shows_as_throttling(layout: cgroup.Layout, group_path: str,
     memory = MemoryTelemetry()
     sampler = Sampler([Instance("busy", "throttled", group_path)], sinks=[memory], interval_s=0.5)
     cpu_before, mono_before = process_cpu_s(busy.pid), time.monotonic()
-    run_sampler(sampler, 2.7)
+    run_sampler(sampler, lambda: len(memory.window("throttled", 0, time.time())) >= 5)
     process_cores = (process_cpu_s(busy.pid) - cpu_before) / (time.monotonic() - mono_before)
     samples = memory.window("throttled", 0, time.time())
     assert len(samples) >= 3
@@ -123,16 +132,19 @@ def test_a_cpu_quota_shows_as_throttling(layout: cgroup.Layout, group_path: str,
 def test_memory_and_disk_writes_are_counted(layout: cgroup.Layout, group_path: str,
                                             spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     collector = LocalCollector()
+    # Each process waits until it is in the group before it allocates or writes, so all is charged there.
     holder = start_in_group(layout, group_path, [
-        "sh", "-c", f"sleep 0.3; exec {sys.executable} -c \"import sys, time; b = bytearray(64 << 20); "
-        "print('ready', flush=True); time.sleep(60)\""], spawn, stdout=subprocess.PIPE)
+        sys.executable, "-c", "import sys, time; sys.stdin.readline(); b = bytearray(64 << 20); "
+        "print('ready', flush=True); time.sleep(60)"], spawn, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    go(holder)
     assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
     instance = Instance("store", "writer", group_path)
     before = collector.read(instance)
     assert before.stats.memory_bytes is not None and before.stats.memory_bytes >= 64 << 20
     dd = start_in_group(layout, group_path, [
-        "sh", "-c", f"sleep 0.3; exec dd if=/dev/zero of={tmp_path / 'blob'} bs=1M count=32 oflag=direct"],
-        spawn, stderr=subprocess.DEVNULL)
+        "sh", "-c", f"read -r line; exec dd if=/dev/zero of={tmp_path / 'blob'} bs=1M count=32 oflag=direct"],
+        spawn, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    go(dd)
     assert dd.wait(timeout=60) == 0
     after = collector.read(instance)
     assert before.stats.disk_write_bytes is not None and after.stats.disk_write_bytes is not None
@@ -161,9 +173,12 @@ def test_network_bytes_of_an_instance_in_a_namespace(layout: cgroup.Layout, grou
         sampler = Sampler([sender], sinks=[memory], collector=collector, interval_s=0.5)
         started = time.time()
         with sampler:
-            time.sleep(0.6)
+            # A sample before the flood (its counters are the baseline), and one whose interval ends after it.
+            assert poll(lambda: memory.latest("sender"), lambda s: s is not None, timeout_s=10).met
             bits_per_s = iperf3_throughput(pair, seconds=2)
-            time.sleep(1.2)
+            flood_ended = time.time()
+            assert poll(lambda: memory.latest("sender"), lambda s: s is not None and s.timestamp > flood_ended + 0.5,
+                        timeout_s=10).met
         samples = memory.window("sender", started, time.time())
         sent = sum((s.net_tx_bps or 0) * s.interval_s for s in samples)
         received = sum((s.net_rx_bps or 0) * s.interval_s for s in samples)
@@ -231,7 +246,7 @@ def test_a_cgroup_that_disappears_is_skipped_while_the_others_are_sampled(
     sampler = Sampler([Instance("svc", "stays", group_path), Instance("svc", "goes", child)], sinks=[memory],
                       interval_s=0.2)
     with sampler:
-        time.sleep(0.7)
+        assert poll(lambda: len(memory.window("goes", 0, time.time())), lambda n: n >= 2, timeout_s=10).met
         doomed.kill()
         doomed.wait(timeout=10)
         removed_at = time.time()
@@ -244,7 +259,9 @@ def test_a_cgroup_that_disappears_is_skipped_while_the_others_are_sampled(
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        time.sleep(1.5)
+        kept = poll(lambda: (sampler.stats().skipped, len(memory.window("stays", removed_at + 0.3, time.time()))),
+                    lambda seen: seen[0] >= 3 and seen[1] >= 3, timeout_s=10)
+        assert kept.met, f"skipped {kept.value[0]} rounds of the gone group, {kept.value[1]} samples of the other"
         assert sampler.running
     assert sampler.stats().skipped >= 3
     assert len(memory.window("stays", removed_at + 0.3, time.time())) >= 3
@@ -270,7 +287,7 @@ def test_sampling_cost_of_many_instances(layout: cgroup.Layout, group_path: str,
                 rounds.extend(samples)
 
     sampler.sinks.append(Keep())
-    run_sampler(sampler, 2.0)
+    run_sampler(sampler, lambda: len(rounds) >= 12 * 10)
     stats = sampler.stats()
     assert stats.samples == len(rounds) >= 12 * 10
     print(f"sampler: {stats.rounds} rounds of 12 instances, {stats.cpu_ms_per_round:.3f} ms CPU per round, "

@@ -55,6 +55,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config
 def assert_nothing_left(config: testbed_config.TestbedConfig) -> None:
     assert network.namespaces(config.namespace_prefix) == []
     assert not Path("/sys/class/net", config.bridge).exists()
+    assert network.host_links(config.veth_prefix) == []
     layout = cgroup.detect_layout()
     assert not any(os.path.exists(d) for d in cgroup.group_at(layout, config.cgroup_parent).distinct_dirs())
     assert not Path(config.state_dir).exists() and not Path(config.data_dir).exists()
@@ -105,17 +106,17 @@ def test_the_applications_redis_listens_on_its_bridge_only_and_requires_its_pass
         testbed: testbed_config.TestbedConfig) -> None:
     state = lifecycle.read_state(testbed)
     assert state is not None
-    password_file = Path(state["redis_password_file"])
+    password_file = Path(state.redis_password_file or "")
     assert password_file.stat().st_mode & 0o777 == 0o600
     assert Path(testbed.state_dir, "redis.conf").stat().st_mode & 0o777 == 0o600
     password = password_file.read_text().strip()
     assert password and password not in Path(lifecycle.state_file(testbed)).read_text()
-    unauthenticated = redis.Redis(host=state["redis_address"], port=6379, socket_timeout=5)
+    unauthenticated = redis.Redis(host=state.redis_address, port=6379, socket_timeout=5)
     with pytest.raises(redis.AuthenticationError):
         unauthenticated.set("firm:test", "1")
-    authenticated = redis.Redis(host=state["redis_address"], port=6379, password=password, socket_timeout=5,
+    authenticated = redis.Redis(host=state.redis_address, port=6379, password=password, socket_timeout=5,
                                 decode_responses=True)
-    assert authenticated.config_get("bind") == {"bind": state["redis_address"]}
+    assert authenticated.config_get("bind") == {"bind": state.redis_address}
     assert authenticated.config_get("protected-mode") == {"protected-mode": "yes"}
     assert RedisTraceStore.of(state).client.ping()
 

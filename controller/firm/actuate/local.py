@@ -27,6 +27,7 @@ whose value is in place writes nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from typing import Any
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup, resctrl, tc
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from ansible_collections.firm.core.plugins.module_utils.kernel import KERNEL, Kernel
 from ansible_collections.firm.core.plugins.module_utils.sysfs import Rollback, read_text
 from firm.actuate.executor import Action, Applied, ExecutorError, Snapshot, StepResult, Value
 
@@ -79,20 +81,22 @@ class _Plan:
 class LocalExecutor:
     """The :class:`firm.actuate.executor.Executor` of this machine.
 
-    Roots default to the real system; tests point them at fake trees and give ``tc_run`` a fake
-    ``tc``. Raises :class:`ExecutorError` when a target names a group that does not exist.
+    Roots default to the real system; tests point them at fake trees and give ``kernel`` a model of
+    the kernel (a fake cgroup tree, resctrl and ``tc``). Every change goes through the actuators' one
+    entry points (``cgroup.ensure_cgroup``, ``tc.ensure_shaping``, ``resctrl.ensure_group``), which
+    verify what the kernel holds and record their undo steps in the step's rollback. Raises :class:`ExecutorError` when a target names a group that does not exist.
     """
 
     def __init__(self, targets: Sequence[LocalTarget], *, cgroup_root: str = "/sys/fs/cgroup",
                  resctrl_root: str = resctrl.RESCTRL_ROOT, mounts_file: str = resctrl.MOUNTS_FILE,
                  cpuinfo_file: str = resctrl.CPUINFO_FILE, sysfs_root: str = "/sys",
                  netns_dir: str = tc.NETNS_DIR, psched_path: str = tc.PSCHED_PATH,
-                 tc_run: tc.Runner = tc.run_command, resctrl_prefix: str = "firm-",
+                 kernel: Kernel = KERNEL, resctrl_prefix: str = "firm-",
                  network_cache_s: float = 30.0) -> None:
         self.targets = {t.name: t for t in targets}
         self.layout = cgroup.detect_layout(cgroup_root)
         self.sysfs_root, self.netns_dir, self.psched_path = sysfs_root, netns_dir, psched_path
-        self.tc_run = tc_run
+        self.kernel = kernel
         self.resctrl_prefix = resctrl_prefix
         self.resctrl: resctrl.ResctrlInfo | None
         try:
@@ -188,7 +192,7 @@ class LocalExecutor:
         cached = self._shapings.get(target.name)
         if not fresh and cached is not None and time.monotonic() - cached[0] < self.network_cache_s:
             return cached[1]
-        shaping = tc.read_shaping(target.interface, target.namespace, netns_dir=self.netns_dir, run=self.tc_run)
+        shaping = tc.read_shaping(target.interface, target.namespace, netns_dir=self.netns_dir, kernel=self.kernel)
         self._shapings[target.name] = (time.monotonic(), shaping)
         return shaping
 
@@ -341,12 +345,13 @@ class LocalExecutor:
 
     def _cgroup_plan(self, action: Action, group: cgroup.Group, settings: cgroup.CgroupSettings,
                      before: Value | None, after: Value) -> _Plan:
-        writes = cgroup.plan_writes(group, settings, self.sysfs_root)
-        if not writes:
+        ensure = functools.partial(cgroup.ensure_cgroup, group, settings, create=False, sysfs_root=self.sysfs_root,
+                                   kernel=self.kernel)
+        if not ensure(check_mode=True).changed:
             return _Plan(action, before, after, None)
 
         def run(undo: Rollback) -> None:
-            cgroup.apply_writes(writes, rollback=undo)
+            ensure(rollback=undo)
 
         return _Plan(action, before, after, run)
 
@@ -355,39 +360,32 @@ class LocalExecutor:
         """``exact`` (a Shaping or None) restores a snapshot's qdisc as it was; False: from the value."""
         assert target.interface is not None
         interface, namespace = target.interface, target.namespace
-        psched = tc.read_psched(self.psched_path)
-        link = tc.read_link(interface, namespace, self.tc_run)
-        state = tc.read_state(interface, namespace, self.tc_run)
         wanted: tc.Shaping | None
         if exact is not False:
+            link = tc.read_link(interface, namespace, self.kernel)
             wanted = None if exact is None or exact is True else _with_burst_floor(exact, link)
         elif isinstance(action.value, float) and math.isinf(action.value):
             wanted = None
         else:
             rate = round(float(action.value))
             wanted = tc.shaping_for(interface, "tbf", rate, namespace=namespace, netns_dir=self.netns_dir,
-                                    psched_path=self.psched_path, run=self.tc_run)
+                                    psched_path=self.psched_path, kernel=self.kernel)
             wanted = dataclasses.replace(wanted, burst_bytes=max(wanted.burst_bytes, int(rate / 8 * BURST_SECONDS)))
         after: Value = math.inf if wanted is None else float(wanted.rate_bps)
-        steps = tc.plan(state, wanted, interface, namespace, psched)
-        if not steps:
+        ensure = functools.partial(tc.ensure_shaping, interface, wanted, namespace, netns_dir=self.netns_dir,
+                                   psched_path=self.psched_path, kernel=self.kernel)
+        if not ensure(check_mode=True).changed:
             return _Plan(action, before, after, None)
-        previous = tc.shaping_of(state)
-        run_tc = self.tc_run
         shapings = self._shapings
         name = target.name
 
-        def restore() -> None:
-            shapings.pop(name, None)
-            now = tc.read_state(interface, namespace, run_tc)
-            target_shaping = None if previous is None else _with_burst_floor(previous, link)
-            for step in tc.plan(now, target_shaping, interface, namespace, psched):
-                run_tc(step)
+        def forget() -> None:
+            shapings.pop(name, None)  # the next read asks tc again
 
         def run(undo: Rollback) -> None:
-            shapings.pop(name, None)  # the next read asks tc again
-            tc.execute(steps, state, interface=interface, namespace=namespace, psched=psched, link=link, run=run_tc)
-            undo.record(restore)
+            forget()
+            undo.record(forget)  # after the restore ensure records (undone newest first)
+            ensure(rollback=undo)
 
         return _Plan(action, before, after, run)
 
@@ -426,22 +424,17 @@ class LocalExecutor:
                 if not exists:
                     return [_Plan(a, befores[a.resource], befores[a.resource], None) for a in actions]
                 plans = [_Plan(a, befores[a.resource], a.value, None) for a in actions]
-                return [dataclasses.replace(plans[0], run=_resctrl_removal(info.root, name)), *plans[1:]]
+                return [dataclasses.replace(plans[0], run=_resctrl_removal(info.root, name, self.kernel)), *plans[1:]]
         request = resctrl.build_request(info, l3=l3, mb=mb)
         tasks = resctrl.task_ids(sorted({p for pids in cgroup.group_pids(self._group(target)).values()
                                          for p in pids}))
-        change = resctrl.ensure_group(info, name, request, tasks, check_mode=True)
+        kernel = self.kernel
+        change = resctrl.ensure_group(info, name, request, tasks, check_mode=True, kernel=kernel)
         if not change.changed:
             return [_Plan(a, befores[a.resource], afters[a.resource], None) for a in actions]
-        previous = resctrl.read_schemata(info.root, name) if exists else None
 
         def run(undo: Rollback) -> None:
-            resctrl.ensure_group(info, name, request, tasks)
-            if previous is None:
-                undo.record(lambda: _remove_resctrl_group(info.root, name))
-            else:
-                lines = {r: resctrl.format_line(r, previous.values[r]) for r in request if r in previous.values}
-                undo.record(lambda: resctrl.write_schemata(info.root, name, lines))
+            resctrl.ensure_group(info, name, request, tasks, kernel=kernel, rollback=undo)
 
         plans = [_Plan(a, befores[a.resource], afters[a.resource], None) for a in actions]
         plans[0] = dataclasses.replace(plans[0], run=run)
@@ -496,14 +489,10 @@ def _with_burst_floor(shaping: tc.Shaping, link: tc.Link) -> tc.Shaping:
                                cburst_bytes=None if shaping.cburst_bytes is None else max(shaping.cburst_bytes, floor))
 
 
-def _remove_resctrl_group(root: str, name: str) -> None:
-    resctrl.remove_group(root, name)
-
-
-def _resctrl_removal(root: str, name: str) -> Callable[[Rollback], None]:
+def _resctrl_removal(root: str, name: str, kernel: Kernel) -> Callable[[Rollback], None]:
     """Remove a group firm made (its tasks go back to the default group); cannot be undone."""
     def run(undo: Rollback) -> None:
-        resctrl.remove_group(root, name)
+        resctrl.remove_group(root, name, kernel=kernel)
 
     return run
 

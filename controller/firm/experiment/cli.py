@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.cli_options import config_option, json_option
 from firm.experiment import ExperimentError
 from firm.experiment.policies import POLICIES, parse_policies
 from firm.experiment.render import plots, table
@@ -83,13 +84,12 @@ def _write(report: dict[str, Any], out: Path, console: Console, as_json: bool) -
               show_default=True, help="Directory of report.json, the plots and the recorded runs.")
 @click.option("--interval", type=float, default=None, metavar="S",
               help="Report interval, seconds (default: the testbed's SLO window).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML of control-loop settings (as `firm run --config`).")
+@config_option("YAML of control-loop settings (as `firm run --config`).", path_type=Path)
 @click.option("--testbed-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The testbed's YAML configuration (as `firm testbed up --config`).")
 @click.option("--report-only", is_flag=True,
               help="Run nothing: compute the report and plots again from the runs recorded in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+@json_option("Print report.json instead of the table.")
 def experiment_command(*, policies: str, duration: float, warmup: float, seed: int, workload: str,
                        rate: float | None, kinds: str, out: Path, interval: float | None, config_path: Path | None,
                        testbed_config: Path | None, report_only: bool, as_json: bool) -> None:

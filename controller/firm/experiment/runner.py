@@ -308,7 +308,7 @@ class Experiment:
         self.say("bringing the testbed up (firm testbed up)")
         try:
             lifecycle.up(self.testbed, progress=self.say)
-        except (lifecycle.TestbedError, FirmError, OSError) as exc:
+        except (FirmError, OSError) as exc:
             raise ExperimentError(f"the testbed did not come up: {exc}",
                                   fix="see `firm testbed up` and its logs; `firm testbed down` cleans up") from exc
         self.brought_up = True
@@ -375,8 +375,8 @@ class Experiment:
         started = time.monotonic()
         busy = -1
         while time.monotonic() - started < timeout_s:
-            state = lifecycle.read_state(self.testbed) or {"instances": []}
-            busy = asyncio.run(in_flight(self.testbed, [e["address"] for e in state["instances"]
+            state = lifecycle.read_state(self.testbed)
+            busy = asyncio.run(in_flight(self.testbed, [e["address"] for e in (state.instances if state else ())
                                                         if e.get("service") != self.testbed.redis.name]))
             if busy == 0:
                 return time.monotonic() - started
@@ -436,7 +436,7 @@ class Experiment:
         state = lifecycle.read_state(self.testbed)
         if state is None:
             raise ExperimentError("the testbed went down", fix="bring it up again with `firm testbed up`")
-        one = PolicyRun(self, policy, state["frontend"])
+        one = PolicyRun(self, policy, state.frontend)
         injectors = self._injectors = self._make_injectors()
         one.start()
         one.load_started.wait()
@@ -457,7 +457,7 @@ class Experiment:
             for injector, planned in zip(injectors, self.schedule, strict=True):
                 try:
                     record = injector.finish()
-                except (testbed_experiment.ExperimentError, FirmError) as exc:
+                except FirmError as exc:
                     self.say(f"anomaly {planned.kind} beside {planned.service}: {exc}")
                     record = {}
                 windows.append((planned, record))

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from firm.cli_options import json_option, redis_url_option
 from firm.load.config import (
     ConstantRate,
     LoadSpec,
@@ -113,12 +114,11 @@ def error_lines(summary: Summary) -> list[str]:
               show_default=True, metavar="SECONDS", help="From a request's intended send time.")
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=_DEFAULT["window_s"].default,
               show_default=True, metavar="SECONDS", help="Length of a latency window.")
-@click.option("--redis", "redis_url", metavar="URL", default=None,
-              help="Store each request in the stream firm:requests and each window in firm:latency, e.g. "
-                   "redis://127.0.0.1:6379/0.  [default: not stored]")
+@redis_url_option("Store each request in the stream firm:requests and each window in firm:latency, e.g. "
+                  "redis://127.0.0.1:6379/0.  [default: not stored]", metavar="URL")
 @click.option("--requests-maxlen", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="Approximate bound of the firm:requests stream, in entries.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+@json_option("Print the summary as JSON instead of a table.")
 @click.option("--quiet", is_flag=True, help="No progress while the load runs.")
 def load_command(*, url: str, rate: float | None, trace: Path | None, peak: float | None, speedup: float | None,
                  duration: float | None, mix: str, slo: str | None, users: int, seed: int | None,

@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup, tc
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from ansible_collections.firm.core.plugins.module_utils.sysfs import Rollback
 from firm.load.stats import WindowStats
 from firm.rl.agent import Agent
 from firm.rl.config import AgentConfig
@@ -190,10 +191,10 @@ class LiveEnv:
             bps = round(limits[0, DISK])
             disk = (cgroup.DiskLimit(self.device, read_bps=bps, write_bps=bps),)
         settings = cgroup.CgroupSettings(cpu_quota_us=quota, cpu_period_us=period, disk=disk)
-        shaping = tc.shaping_for(self.instance.host_interface, "tbf", int(limits[0, NET]))
-        writes = cgroup.plan_writes(self.group, settings)
-        cgroup.apply_writes(writes)
-        tc.apply_shaping(self.instance.host_interface, shaping)
+        shaping = tc.parse_request("tbf", int(limits[0, NET]))
+        with Rollback() as undo:  # one unit: a refused shaping undoes the cgroup writes too
+            cgroup.ensure_cgroup(self.group, settings, create=False, rollback=undo)
+            tc.ensure_shaping(self.instance.host_interface, shaping, rollback=undo)
 
     def restore(self) -> None:
         """Write the baseline limits back (best effort for each knob; errors are logged and re-raised)."""
@@ -202,14 +203,11 @@ class LiveEnv:
         try:
             settings = cgroup.CgroupSettings(cpu_quota_us=b.cpu_quota_us, cpu_period_us=b.cpu_period_us,
                                              disk=(b.disk,) if b.disk is not None else ())
-            cgroup.apply_writes(cgroup.plan_writes(self.group, settings))
+            cgroup.ensure_cgroup(self.group, settings, create=False)
         except (FirmError, OSError) as err:
             errors.append(err)
         try:
-            if b.shaping is None:
-                tc.remove_shaping(self.instance.host_interface)
-            else:
-                tc.apply_shaping(self.instance.host_interface, b.shaping)
+            tc.ensure_shaping(self.instance.host_interface, b.shaping)
         except (FirmError, OSError) as err:
             errors.append(err)
         if errors:

@@ -10,11 +10,16 @@ Layout (``prefix`` defaults to ``firm:telemetry``):
 
 Entry IDs are Redis's own (its clock); :meth:`RedisTelemetrySource.window` selects by the
 sample's ``timestamp`` field, reading a margin around the window so that clock skew between the
-sampler and Redis does not lose samples.
+sampler and Redis does not lose samples (nor the delay of samples resent after an outage).
+
+Samples Redis does not take (it is down or restarting) wait in memory, at most ``backlog`` of them,
+and are written, oldest first, with the next round Redis takes; beyond the bound the oldest are
+dropped and counted (:attr:`RedisTelemetrySink.dropped`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -22,10 +27,14 @@ from collections.abc import Sequence
 import redis
 from redis.typing import EncodableT, FieldT
 
+from ansible_collections.firm.core.plugins.module_utils import redis_auth
+from ansible_collections.firm.core.plugins.module_utils.redis_buffer import PendingWrites
 from firm.telemetry.model import Sample
 
 DEFAULT_PREFIX = "firm:telemetry"
 DEFAULT_RETENTION = 3600
+DEFAULT_BACKLOG = 100_000
+log = logging.getLogger(__name__)
 CLOCK_MARGIN_S = 5.0
 """Seconds of entries read beyond a window on each side: the clock skew between sampler and Redis tolerated."""
 
@@ -36,7 +45,7 @@ def _text(value: bytes | str) -> str:
 
 def _client(target: redis.Redis | str) -> redis.Redis:
     if isinstance(target, str):
-        return redis.Redis.from_url(target, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        return redis_auth.connect(target, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
     return target
 
 
@@ -44,22 +53,46 @@ class RedisTelemetrySink:
     """Writes each round of samples in one pipeline.
 
     ``retention`` is in samples per instance (3600 = one hour at 1 s); ``ttl_s`` (seconds, None =
-    never) removes the stream of an instance that stopped being sampled.
+    never) removes the stream of an instance that stopped being sampled; ``backlog`` (samples, all
+    instances together) bounds what waits in memory while Redis does not answer.
     """
 
     def __init__(self, target: redis.Redis | str, *, retention: int = DEFAULT_RETENTION,
-                 prefix: str = DEFAULT_PREFIX, ttl_s: int | None = 2 * DEFAULT_RETENTION) -> None:
+                 prefix: str = DEFAULT_PREFIX, ttl_s: int | None = 2 * DEFAULT_RETENTION,
+                 backlog: int = DEFAULT_BACKLOG) -> None:
         if retention < 1:
             raise ValueError("retention must be at least one sample")
         self.client = _client(target)
         self.retention = retention
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self.pending: PendingWrites[Sample] = PendingWrites(backlog)
         self._expiry_set: dict[str, float] = {}  # key -> time.monotonic() of its last EXPIRE
+        self._outage = False
+
+    @property
+    def dropped(self) -> int:
+        """Samples given up because more than ``backlog`` waited for Redis."""
+        return self.pending.dropped
 
     def write(self, samples: Sequence[Sample]) -> None:
-        if not samples:
+        """Write this round (after whatever still waits); never raises on a Redis outage: the samples wait."""
+        if not samples and not len(self.pending):
             return
+        if self.pending.add(samples) and not self._outage:
+            log.warning("telemetry: more than %d samples waited for Redis; the oldest are dropped", self.pending.limit)
+        done = self.pending.flush(self._write, retry_on=(redis.RedisError,))
+        if not done and not self._outage:
+            log.warning("telemetry: Redis does not answer; %d samples wait and are resent when it does",
+                        len(self.pending))
+        elif done and self._outage:
+            log.warning("telemetry: Redis answers again; the waiting samples were written (%d dropped so far)",
+                        self.pending.dropped)
+        if not done:
+            self._expiry_set.clear()  # a restarted Redis lost the streams' expiry with them: set it anew
+        self._outage = not done
+
+    def _write(self, samples: Sequence[Sample]) -> None:
         now = time.monotonic()
         pipe = self.client.pipeline(transaction=False)
         refreshed: list[str] = []

@@ -18,19 +18,21 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ansible_collections.firm.core.plugins.module_utils import cgroup
+from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
+from firm.cli_options import DEFAULT_REDIS_URL, json_option, redis_url_option
+from firm.cli_options import config_option as shared_config_option
 from firm.load.config import MAX_RATE_RPS
 from firm.load.stats import WindowStats, percentile
 from firm.testbed import config as testbed_config
-from firm.testbed import experiment, lifecycle, network, scale
+from firm.testbed import experiment, lifecycle, scale
+from firm.testbed.state import TestbedState
 from firm.testbed.store import RedisTraceStore
 from firm.tracing.export import jaeger_document
 from firm.tracing.parse import parse_duration_us
 
-config_option = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-                             help="YAML file overriding the testbed's defaults (see docs/testbed.md).")
+config_option = shared_config_option("YAML file overriding the testbed's defaults (see docs/testbed.md).")
 
 
 def _load(config_path: str | None) -> testbed_config.TestbedConfig:
@@ -47,8 +49,8 @@ def testbed() -> None:
 
 @testbed.command("up")
 @config_option
-@click.option("--redis", "redis_url", help="firm's Redis for telemetry (default: the configuration's telemetry_redis).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for Ansible).")
+@redis_url_option("firm's Redis for telemetry (default: the configuration's telemetry_redis).")
+@json_option("Print the result as JSON (for Ansible).")
 def up_command(config_path: str | None, redis_url: str | None, as_json: bool) -> None:
     """Start every service in its own namespace and cgroups; does nothing when it already runs."""
     config = _load(config_path)
@@ -57,19 +59,20 @@ def up_command(config_path: str | None, redis_url: str | None, as_json: bool) ->
     say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
     try:
         changed = lifecycle.up(config, say)
-    except (lifecycle.TestbedError, network.NetworkError, FirmError, OSError, subprocess.SubprocessError) as exc:
+    except (FirmError, OSError, subprocess.SubprocessError) as exc:
         raise click.ClickException(f"testbed did not start: {exc}") from exc
-    state = lifecycle.read_state(config) or {}
+    state = lifecycle.read_state(config)
+    frontend = state.frontend if state else None
     if as_json:
-        click.echo(json.dumps({"changed": changed, "frontend": state.get("frontend"),
-                               "instances": len(state.get("instances", []))}))
+        click.echo(json.dumps({"changed": changed, "frontend": frontend,
+                               "instances": len(state.instances) if state else 0}))
     else:
-        click.echo(f"testbed {'up' if changed else 'already up'}: frontend at {state.get('frontend')}")
+        click.echo(f"testbed {'up' if changed else 'already up'}: frontend at {frontend}")
 
 
 @testbed.command("down")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for Ansible).")
+@json_option("Print the result as JSON (for Ansible).")
 def down_command(config_path: str | None, as_json: bool) -> None:
     """Remove every process, namespace, veth, bridge, cgroup and file of the testbed."""
     removed = lifecycle.down(_load(config_path), progress=lambda message: None)
@@ -81,7 +84,7 @@ def down_command(config_path: str | None, as_json: bool) -> None:
 
 @testbed.command("status")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@json_option("Print the status as JSON.")
 def status_command(config_path: str | None, as_json: bool) -> None:
     """Each instance: whether it runs and answers, its limits, and the latest latency against the SLO."""
     config = _load(config_path)
@@ -90,9 +93,9 @@ def status_command(config_path: str | None, as_json: bool) -> None:
         raise click.ClickException("the testbed is not up; start it with `firm testbed up`")
     rows = asyncio.run(_instance_rows(config, state))
     if as_json:
-        click.echo(json.dumps({"frontend": state["frontend"], "instances": rows}, indent=2))
+        click.echo(json.dumps({"frontend": state.frontend, "instances": rows}, indent=2))
         return
-    table = Table(title=f"firm testbed: frontend {state['frontend']}; latency of the last {LATENCY_WINDOW_S} s")
+    table = Table(title=f"firm testbed: frontend {state.frontend}; latency of the last {LATENCY_WINDOW_S} s")
     for column in ("instance", "running", "answers ms", "requests", "p50 ms", "p99 ms", "CPUs", "CPU quota",
                    "weight", "memory max", "CPU used"):
         table.add_column(column, justify="right")
@@ -109,11 +112,11 @@ LATENCY_WINDOW_S = 30
 """How far back `firm testbed status` looks for each instance's latency (its server spans)."""
 
 
-def _server_latencies(state: dict[str, Any]) -> dict[str, list[float]]:
+def _server_latencies(state: TestbedState) -> dict[str, list[float]]:
     """Per instance, the durations (ms) of the requests it served in the last LATENCY_WINDOW_S."""
     now = int(time.time() * 1e6)
     try:
-        records = RedisTraceStore.at(state["redis_address"]).records(now - LATENCY_WINDOW_S * 1_000_000, now)
+        records = RedisTraceStore.of(state).records(now - LATENCY_WINDOW_S * 1_000_000, now)
     except redis.RedisError:
         return {}
     latencies: dict[str, list[float]] = {}
@@ -123,10 +126,10 @@ def _server_latencies(state: dict[str, Any]) -> dict[str, list[float]]:
     return latencies
 
 
-async def _instance_rows(config: testbed_config.TestbedConfig, state: dict[str, Any]) -> list[dict[str, Any]]:
+async def _instance_rows(config: testbed_config.TestbedConfig, state: TestbedState) -> list[dict[str, Any]]:
     layout = cgroup.detect_layout()
     instances = {i.name: i for i in lifecycle.state_instances(state)}  # scaled-out instances too
-    before = {e["name"]: _cpu_ns(layout, e["cgroup"]) for e in state["instances"]}
+    before = {e["name"]: _cpu_ns(layout, e["cgroup"]) for e in state.instances}
     started = time.monotonic()
     health = {name: await lifecycle.health(config, instance) if name != "redis" else None
               for name, instance in instances.items()}
@@ -134,7 +137,7 @@ async def _instance_rows(config: testbed_config.TestbedConfig, state: dict[str, 
     await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
     elapsed = time.monotonic() - started
     rows = []
-    for entry in state["instances"]:
+    for entry in state.instances:
         group = cgroup.group_at(layout, entry["cgroup"])
         limits = cgroup.read_settings(group, cgroup.CgroupSettings(cpu_quota_us=-1, cpu_weight=100, cpuset_cpus="0",
                                                                    memory_max=-1))
@@ -163,7 +166,7 @@ def _cpu_ns(layout: cgroup.Layout, path: str) -> int:
 @click.option("--replicas", "count", required=True, type=click.IntRange(1, 8),
               help="Instances SERVICE should run (1 to its max_instances).")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 def scale_command(service: str, count: int, config_path: str | None, as_json: bool) -> None:
     """Start or stop instances of SERVICE at runtime until it runs --replicas of them (needs root).
 
@@ -216,10 +219,10 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
         raise click.ClickException("the testbed is not up; start it with `firm testbed up`")
     now = int(time.time() * 1e6)
     try:
-        traces = RedisTraceStore.at(state["redis_address"]).traces(now - span_us, now)
+        traces = RedisTraceStore.of(state).traces(now - span_us, now)
     except redis.RedisError as exc:
         raise click.ClickException(
-            f"cannot read the trace store at {state['redis_address']}: {exc}. Fix: check the testbed with "
+            f"cannot read the trace store at {state.redis_address}: {exc}. Fix: check the testbed with "
             "`firm testbed status`, or restart it (`firm testbed down` then `firm testbed up`)") from exc
     text = json.dumps(jaeger_document(traces))
     if output:
@@ -236,8 +239,7 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True, max=MAX_RATE_RPS),
               help="Requests per second (default: the configuration's rate_rps).")
 @click.option("--anomaly", "kind", default="cpu", show_default=True,
-              type=click.Choice(["none", "cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth",
-                                 "network_loss"]),
+              type=click.Choice(["none", *anomaly.kind_names(portable=True)]),
               help="The contention to inject once.")
 @click.option("--target", default="compose-post", show_default=True, help="Service (or instance) it lands beside.")
 @click.option("--intensity", default=60, show_default=True, type=click.IntRange(0, 100))
@@ -246,8 +248,8 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
 @click.option("--anomaly-for", default=30, show_default=True, type=click.IntRange(1, 3600), help="Seconds it lasts.")
 @click.option("--link-rate", default="100mbit", show_default=True, help="Capacity network_bandwidth takes a share of.")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--redis", "redis_url", envvar="FIRM_REDIS_URL", default="redis://127.0.0.1:6379/0", show_default=True,
-              help="firm's Redis, for the requests and latency windows ('' for none).")
+@redis_url_option("firm's Redis, for the requests and latency windows ('' for none).", default=DEFAULT_REDIS_URL,
+                  envvar="FIRM_REDIS_URL", show_default=True)
 @click.option("--keep", is_flag=True,
               help="Leave the testbed up at the end (by default it is taken down again if this command started it).")
 @click.option("--report", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON here.")
@@ -269,7 +271,7 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
                                      param_hint="--anomaly-at")
         try:
             experiment.anomaly_spec(config, anomaly_plan)
-        except (experiment.ExperimentError, FirmError) as exc:
+        except FirmError as exc:
             raise click.ClickException(str(exc)) from exc
     plan = experiment.RunPlan(duration, rate, seed, anomaly_plan, _reachable(redis_url, say))
     take_down = not keep and not lifecycle.is_up(config)
@@ -278,8 +280,7 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
         live = LiveView(config, plan)
         with Live(live.render(), console=console, refresh_per_second=2) as screen:
             result = experiment.run(config, plan, on_window=lambda batch: screen.update(live.add(batch)), progress=say)
-    except (experiment.ExperimentError, lifecycle.TestbedError, network.NetworkError, FirmError, OSError,
-            subprocess.SubprocessError) as exc:
+    except (FirmError, OSError, subprocess.SubprocessError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         if take_down:
@@ -296,7 +297,7 @@ def _reachable(url: str, say: Callable[[str], None]) -> str | None:
     if not url:
         return None
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        redis_auth.connect(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         say(f"[yellow]no Redis at {url} ({exc}): requests and latency windows are not recorded[/yellow]")
         return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, tc
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.runner import run_module
 from firm.load.config import ConstantRate, LoadSpec, Mix, RedisOutput, RequestType, Slo
 from firm.load.generator import run_load
@@ -24,12 +25,12 @@ from firm.load.stats import RequestRecord, Summary, WindowStats, percentile
 from firm.testbed import lifecycle
 from firm.testbed.config import Instance, TestbedConfig
 
-NODE_KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io")
+NODE_KINDS = tuple(anomaly.kind_names(placement="cpus"))
 """Kinds that land on an instance's CPUs (its cgroup's cpuset); the network kinds use its veth."""
 
 
-class ExperimentError(RuntimeError):
-    """The run could not be set up as asked."""
+class ExperimentError(FirmError):
+    """The run could not be set up as asked; ``fix`` says what to change."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _instance(config: TestbedConfig, name: str) -> Instance:
         if name in (instance.name, instance.service):
             return instance
     names = ", ".join(i.name for i in config.instances())
-    raise ExperimentError(f"no testbed instance {name!r}; the instances are {names}")
+    raise ExperimentError(f"no testbed instance {name!r}", fix=f"name one of the instances: {names}")
 
 
 def anomaly_spec(config: TestbedConfig, plan: AnomalyPlan) -> anomaly.AnomalySpec:
@@ -162,15 +163,15 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
     """Load the testbed (which must be up) for ``plan.duration_s`` with the planned anomaly."""
     if not 0 <= plan.warmup_s < plan.duration_s:
         raise ExperimentError(f"a warm-up of {plan.warmup_s:g} s leaves nothing of the {plan.duration_s:g} s of "
-                              "load to measure; load longer or shorten the warm-up")
+                              "load to measure", fix="load longer or shorten the warm-up")
     state = lifecycle.read_state(config)
     if state is None:
-        raise ExperimentError("the testbed is not up; start it with `firm testbed up`")
+        raise ExperimentError("the testbed is not up", fix="start it with `firm testbed up`")
     env = anomaly_environment(config)
     spec = anomaly_spec(config, plan.anomaly) if plan.anomaly else None
     if plan.anomaly is not None and not 0 <= plan.anomaly.start_s < plan.duration_s:
         raise ExperimentError(f"the anomaly would start {plan.anomaly.start_s:g} s in, outside the "
-                              f"{plan.duration_s:g} s of load; start it earlier or load longer")
+                              f"{plan.duration_s:g} s of load", fix="start it earlier or load longer")
     if spec is not None:
         if spec.kind == "disk_io":
             prepare_sysbench(env.sysbench_files(), progress)
@@ -189,7 +190,7 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
         injector.timer.start()
     load_began = time.time()
     try:
-        summary = run_load(load_spec(config, plan, state["frontend"]), sink=collector, on_window=collect)
+        summary = run_load(load_spec(config, plan, state.frontend), sink=collector, on_window=collect)
     finally:
         record = injector.finish() if injector is not None else {}
     cores = (testbed_cpu_ns(config) - cpu_before) / 1e9 / (time.monotonic() - started_at)
@@ -227,7 +228,8 @@ class Injector:
         try:
             result = run_module("firm.core.anomaly", {k: v for k, v in args.items() if v is not None})["localhost"]
             if result.failed:
-                raise ExperimentError(f"the anomaly did not start: {result.result.get('msg')}")
+                raise ExperimentError(f"the anomaly did not start: {result.result.get('msg')}",
+                                      fix="check the anomaly's kind and intensity with `firm anomaly --help`")
             self.started = {**result.result["anomaly"], "requested_at": self.requested_at}
             self.progress(f"anomaly {spec.kind} at {spec.intensity} beside {self.where} for {spec.duration_s} s")
         except Exception as exc:
@@ -246,7 +248,8 @@ class Injector:
                 ended = next((h["ended_at"] for h in history if h["name"] == self.spec.name), None)
             self.started["ended_at"] = ended
         if self.error is not None:
-            raise ExperimentError(str(self.error)) from self.error
+            raise ExperimentError(str(self.error), fix="see the error above; `firm testbed down` removes what "
+                                  "the run left") from self.error
         return self.started
 
 

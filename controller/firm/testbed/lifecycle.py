@@ -21,21 +21,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
 
-from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup
+from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, redis_auth
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef, stop_group
 from firm.testbed import graph, network, rpc
-from firm.testbed.config import Instance, ServiceSpec, TestbedConfig
+from firm.testbed import state as testbed_state
+from firm.testbed.config import Instance, TestbedConfig
+from firm.testbed.state import StateFileError, TestbedState
+from firm.testbed.store import app_redis
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-class TestbedError(RuntimeError):
+class TestbedError(FirmError):
     """The testbed could not be built or reached; the message says what to do."""
 
 
@@ -51,13 +55,10 @@ def state_file(config: TestbedConfig) -> str:
     return os.path.join(config.state_dir, "testbed.json")
 
 
-def read_state(config: TestbedConfig) -> dict[str, Any] | None:
-    try:
-        with open(state_file(config), encoding="utf-8") as handle:
-            state: dict[str, Any] = json.load(handle)
-            return state
-    except (OSError, ValueError):
-        return None
+def read_state(config: TestbedConfig) -> TestbedState | None:
+    """The testbed's state; None when it has none (not up). Raises :class:`StateFileError` (a FirmError,
+    fix: ``firm testbed down`` then ``up``) for a file of another version or a corrupt one."""
+    return testbed_state.read(state_file(config))
 
 
 def is_up(config: TestbedConfig) -> bool:
@@ -65,13 +66,18 @@ def is_up(config: TestbedConfig) -> bool:
     state = read_state(config)
     if state is None:
         return False
-    return all(bool(i.get("process")) and ProcessRef(**i["process"]).alive() for i in state["instances"])
+    return all(p is not None and p.alive() for p in state.processes())
 
 
 def up(config: TestbedConfig, progress: Progress = log.info) -> bool:
     """Build the testbed unless it already runs; returns whether anything changed."""
     _preflight()
-    if is_up(config):
+    try:
+        running = is_up(config)
+    except StateFileError as exc:
+        progress(f"{exc.message}; removing the old testbed and starting again")
+        running = False
+    if running:
         progress("testbed already up")
         return False
     down(config, progress=lambda _: None)  # whatever a crashed run left
@@ -86,10 +92,11 @@ def up(config: TestbedConfig, progress: Progress = log.info) -> bool:
 
 def _preflight() -> None:
     if os.geteuid() != 0:
-        raise TestbedError("the testbed needs root (network namespaces, cgroups); run it as root")
+        raise TestbedError("the testbed needs root (network namespaces, cgroups)", fix="run it as root")
     for tool in ("ip", "redis-server"):
         if shutil.which(tool) is None:
-            raise TestbedError(f"{tool} is not installed; run `make deps` (apt-get install iproute2 redis-server)")
+            raise TestbedError(f"{tool} is not installed",
+                               fix="run `make deps` (apt-get install iproute2 redis-server)")
 
 
 def _build(config: TestbedConfig, progress: Progress) -> None:
@@ -105,8 +112,8 @@ def _build(config: TestbedConfig, progress: Progress) -> None:
     redis_instance, service_instances = instances[0], instances[1:]
     _write_layout(config, instances, {})
     progress("starting the application's Redis and loading the social graph")
-    started = {redis_instance.name: _start(config, layout, redis_instance, _redis_command(redis_instance))}
-    store = _wait_for_redis(redis_instance, started[redis_instance.name])
+    started = {redis_instance.name: _start(config, layout, redis_instance, _redis_command(config, redis_instance))}
+    store = _wait_for_redis(config, redis_instance, started[redis_instance.name])
     edges = graph.load(store, config.users, graph.friendships(config.users, config.friends_per_user, config.graph_seed))
     progress(f"social graph: {config.users} users, {edges} friendships")
     _write_peers(config, service_instances)
@@ -126,16 +133,27 @@ def _build(config: TestbedConfig, progress: Progress) -> None:
 def _make_cgroup(layout: cgroup.Layout, instance: Instance) -> None:
     spec = instance.spec
     group = cgroup.group_at(layout, instance.cgroup)
-    cgroup.create_group(group)
     settings = cgroup.CgroupSettings(cpu_quota_us=spec.cpu_quota_us, cpu_period_us=100000, cpu_weight=spec.cpu_weight,
                                      cpuset_cpus=spec.cpus, memory_max=spec.memory_max)
-    cgroup.apply_writes(cgroup.plan_writes(group, settings))
+    cgroup.ensure_cgroup(group, settings)
 
 
-def _redis_command(instance: Instance) -> list[str]:
+def redis_password_file(config: TestbedConfig) -> str:
+    """The application Redis's password, generated at ``up`` (mode 0600, removed by ``down``)."""
+    return os.path.join(config.state_dir, "redis.password")
+
+
+def _redis_command(config: TestbedConfig, instance: Instance) -> list[str]:
+    """redis-server on the bridge address only, requiring the password (from a 0600 configuration file,
+    so that no command line shows it)."""
+    password = redis_auth.ensure_password(redis_password_file(config))
+    conf = os.path.abspath(os.path.join(config.state_dir, "redis.conf"))
+    descriptor = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(f'requirepass "{password}"\n')
     limit = max(64 << 20, instance.spec.memory_max - (64 << 20))
-    return ["redis-server", "--bind", instance.address, "--port", "6379", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--maxmemory", str(limit), "--maxmemory-policy", "noeviction",
+    return ["redis-server", conf, "--bind", instance.address, "--port", "6379", "--save", "", "--appendonly", "no",
+            "--protected-mode", "yes", "--maxmemory", str(limit), "--maxmemory-policy", "noeviction",
             "--daemonize", "no"]
 
 
@@ -157,7 +175,7 @@ def _start_sampler(config: TestbedConfig, instances: list[Instance], progress: P
     if not config.telemetry_redis:
         return None
     try:
-        redis.Redis.from_url(config.telemetry_redis, socket_connect_timeout=2).ping()
+        redis_auth.connect(config.telemetry_redis, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         progress(f"no telemetry: firm's Redis at {config.telemetry_redis} does not answer ({exc}); "
                  "start it with `make services`")
@@ -174,8 +192,10 @@ def _start_sampler(config: TestbedConfig, instances: list[Instance], progress: P
     return ProcessRef.of(proc.pid)
 
 
-def _wait_for_redis(instance: Instance, process: ProcessRef, timeout_s: float = 20.0) -> redis.Redis:
-    client = redis.Redis(host=instance.address, port=6379, socket_timeout=5)
+def _wait_for_redis(config: TestbedConfig, instance: Instance, process: ProcessRef,
+                    timeout_s: float = 20.0) -> redis.Redis:
+    client = app_redis({"redis_address": instance.address, "redis_password_file": redis_password_file(config)},
+                       socket_timeout=5)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -183,7 +203,8 @@ def _wait_for_redis(instance: Instance, process: ProcessRef, timeout_s: float = 
             return client
         except redis.RedisError:
             if not process.alive() or time.monotonic() > deadline:
-                raise TestbedError(f"the application's Redis did not start; see {instance.name}.log") from None
+                raise TestbedError("the application's Redis did not start",
+                                   fix=f"see {instance.name}.log in {config.state_dir}") from None
             time.sleep(0.1)
 
 
@@ -195,12 +216,15 @@ async def _wait_healthy(config: TestbedConfig, instances: list[Instance], starte
         still = []
         for instance in waiting:
             if not started[instance.name].alive():
-                raise TestbedError(f"{instance.name} exited at start: {_log_tail(config, instance)}")
+                raise TestbedError(f"{instance.name} exited at start: {_log_tail(config, instance)}",
+                                   fix=f"see {instance.name}.log in {config.state_dir}")
             if await health(config, instance) is None:
                 still.append(instance)
         waiting = still
         if waiting and time.monotonic() > deadline:
-            raise TestbedError(f"{', '.join(i.name for i in waiting)} did not answer within {timeout_s:.0f} s")
+            raise TestbedError(f"{', '.join(i.name for i in waiting)} did not answer within {timeout_s:.0f} s",
+                               fix="see their logs in the state directory; a busy machine may need a larger "
+                                   "start timeout")
         if waiting:
             await asyncio.sleep(0.2)
 
@@ -225,7 +249,8 @@ async def _seed(config: TestbedConfig, frontend: Instance, concurrency: int = 8)
     try:
         await asyncio.gather(*(one(op, payload) for op, payload in jobs))
     except rpc.RpcError as exc:
-        raise TestbedError(f"the application fails its first requests: {exc}") from exc
+        raise TestbedError(f"the application fails its first requests: {exc.message}",
+                           fix="see the instances' logs in the state directory") from exc
     finally:
         pool.close()
 
@@ -253,31 +278,26 @@ def _log_tail(config: TestbedConfig, instance: Instance) -> str:
 
 def _write_layout(config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef],
                   sampler: ProcessRef | None = None) -> None:
-    layout = {
-        "port": config.port, "redis_address": instances[0].address, "data_dir": config.data_dir,
-        "span_retention": config.span_retention, "sampling": config.sampling, "bridge": config.bridge,
-        "frontend": f"http://{next(i.address for i in instances if i.service == 'frontend')}:{config.port}",
-        "instances": [dict(asdict(i), process=asdict(started[i.name]) if i.name in started else None)
-                      for i in instances],
-        "telemetry": asdict(sampler) if sampler else None, "telemetry_redis": config.telemetry_redis,
-    }
-    write_state(config, layout)
+    state = TestbedState(
+        port=config.port, redis_address=instances[0].address, data_dir=config.data_dir,
+        redis_password_file=redis_password_file(config),
+        span_retention=config.span_retention, sampling=config.sampling, bridge=config.bridge,
+        frontend=f"http://{next(i.address for i in instances if i.service == 'frontend')}:{config.port}",
+        instances=tuple(dict(asdict(i), process=asdict(started[i.name]) if i.name in started else None)
+                        for i in instances),
+        telemetry=asdict(sampler) if sampler else None, telemetry_redis=config.telemetry_redis,
+    )
+    write_state(config, state)
 
 
-def write_state(config: TestbedConfig, state: Mapping[str, Any]) -> None:
+def write_state(config: TestbedConfig, state: TestbedState) -> None:
     """Replace the state file (written whole and renamed, so a reader never sees half)."""
-    temporary = state_file(config) + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(state, handle, indent=1)
-    os.replace(temporary, state_file(config))
+    testbed_state.write(state_file(config), state)
 
 
-def state_instances(state: Mapping[str, Any]) -> list[Instance]:
+def state_instances(state: TestbedState) -> list[Instance]:
     """The instances the state file names (Redis first), scaled-out ones included."""
-    known = {f.name for f in fields(ServiceSpec)}
-    return [Instance(e["service"], e["name"], e["address"], e["namespace"], e["cgroup"], e["host_interface"],
-                     ServiceSpec(**{k: v for k, v in e["spec"].items() if k in known}))
-            for e in state["instances"]]
+    return state.instance_list()
 
 
 def _write_peers(config: TestbedConfig, instances: list[Instance]) -> None:
@@ -303,7 +323,11 @@ def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
     start whose state file was lost.
     """
     removed: list[str] = []
-    state = read_state(config)
+    try:
+        state = read_state(config)
+    except StateFileError as exc:  # down is the fix for an unreadable state: clean up by the naming conventions
+        log.debug("ignoring the state file: %s", exc)
+        state = None
     anomalies = anomaly.Environment(state_dir=os.path.join(config.state_dir, "anomalies"))
     for record in anomaly.Store(anomalies.state_dir).all():
         anomaly.stop(record.spec.name, anomalies)
@@ -312,12 +336,10 @@ def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         removed.append("telemetry sampler")
-    for entry in (state or {}).get("instances", []):
-        if entry.get("process"):
-            process = ProcessRef(**entry["process"])
-            if process.alive():
-                stop_group(process)
-                removed.append(f"process {entry['name']}")
+    for entry, process in zip(state.instances, state.processes(), strict=True) if state is not None else ():
+        if process is not None and process.alive():
+            stop_group(process)
+            removed.append(f"process {entry['name']}")
     removed += network.remove(config)
     removed += _remove_cgroups(config)
     for directory in (config.state_dir, config.data_dir):

@@ -12,10 +12,11 @@ import signal
 import subprocess
 from collections.abc import Sequence
 
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.testbed.config import Instance, TestbedConfig
 
 
-class NetworkError(RuntimeError):
+class NetworkError(FirmError):
     """An ip command failed; the message carries its output."""
 
 
@@ -23,7 +24,8 @@ def run(argv: Sequence[str], check: bool = True) -> str:
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False,
                           env=dict(os.environ, LC_ALL="C"))
     if check and proc.returncode != 0:
-        raise NetworkError(f"{' '.join(argv)} failed (rc {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        raise NetworkError(f"{' '.join(argv)} failed (rc {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}",
+                           fix="run as root with iproute2 installed; `firm testbed down` removes a half-built network")
     return proc.stdout
 
 
@@ -79,4 +81,18 @@ def remove(config: TestbedConfig) -> list[str]:
     if os.path.exists(f"/sys/class/net/{config.bridge}"):
         run(["ip", "link", "del", config.bridge])
         removed.append(config.bridge)
+    # A namespace that something else still holds (an open handle, a mount in another mount
+    # namespace) outlives `ip netns del`, and so does its veth: remove the host ends by their names.
+    for link in host_links(config.veth_prefix):
+        run(["ip", "link", "del", link], check=False)
+        removed.append(link)
     return removed
+
+
+def host_links(prefix: str) -> list[str]:
+    """Host-side interfaces named ``<prefix><number>`` (the testbed's veth ends)."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix) and n[len(prefix):].isdigit())

@@ -16,17 +16,24 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4 << 20
 Handler = Callable[[str, Mapping[str, str], Any], Awaitable[tuple[int, Any, Mapping[str, str]]]]
 
 
-class RpcError(Exception):
-    """A call failed: the peer answered with an error status, or the connection broke."""
+class RpcError(FirmError):
+    """A call failed: the peer answered with an error status, or the connection broke.
 
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
+    ``status`` is the HTTP status the peer answered (or an instance's server answers with), 0 when
+    there was no answer.
+    """
+
+    def __init__(self, message: str, status: int = 0,
+                 fix: str = "check that the testbed is up and healthy with `firm testbed status`") -> None:
+        super().__init__(message, fix)
         self.status = status
 
 
@@ -140,7 +147,8 @@ class Pool:
                     connection.writer.close()
                     if reused:  # the peer closed an idle keep-alive connection: try a fresh one
                         continue
-                    raise RpcError(f"{self.host}:{self.port}/{operation}: {exc}") from exc
+                    cause = exc.message if isinstance(exc, RpcError) else exc  # one fix, not one per hop
+                    raise RpcError(f"{self.host}:{self.port}/{operation}: {cause}") from exc
                 except TimeoutError:
                     connection.writer.close()
                     raise RpcError(f"{self.host}:{self.port}/{operation} timed out after {self.timeout_s} s") from None

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
@@ -43,6 +43,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import FirmError,
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef, stop_group
 from firm.testbed import enter, lifecycle, network, rpc
 from firm.testbed.config import ConfigError, Instance, ServiceSpec, TestbedConfig
+from firm.testbed.state import TestbedState, instance_of
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -137,22 +138,22 @@ def _scale_in(config: TestbedConfig, service: str, progress: Progress) -> str:
                                   fix="scale in only a service that runs two or more instances")
         _preflight()
         victim = present[-1]
-        others = [e for e in state["instances"] if e["name"] != victim["name"] and e["service"] != "redis"]
+        others = [e for e in state.instances if e["name"] != victim["name"] and e["service"] != "redis"]
         progress(f"draining {victim['name']}: out of the peers, waiting for the calls under way to it")
-        lifecycle.write_peers(config, peer_map(e for e in state["instances"] if e is not victim))
+        lifecycle.write_peers(config, peer_map(e for e in state.instances if e is not victim))
         try:
             asyncio.run(_await_reports(config, others, lambda r: drained_of(r, service, victim["address"]),
                                        victim=victim))
         except BaseException as exc:
-            lifecycle.write_peers(config, peer_map(state["instances"]))
+            lifecycle.write_peers(config, peer_map(state.instances))
             if isinstance(exc, ScaleError):
                 raise ScaleError(f"{victim['name']} did not drain ({exc.message}); it is back in the peers and "
                                  "keeps running", fix=exc.fix) from exc
             raise
-        samplers = dict(state.get("scaled_telemetry") or {})
+        samplers = dict(state.scaled_telemetry)
         sampler = samplers.pop(victim["name"], None)
-        lifecycle.write_state(config, {**state, "instances": [e for e in state["instances"] if e is not victim],
-                                       "scaled_telemetry": samplers})
+        lifecycle.write_state(config, state.with_instances([e for e in state.instances if e is not victim],
+                                                           scaled_telemetry=samplers))
         progress(f"{victim['name']} drained; stopping it and removing its namespace and cgroups")
         failures = _run_each([
             ("stop the process", lambda: stop_group(ProcessRef(**victim["process"]))),
@@ -206,22 +207,22 @@ def instance_number(name: str, service: str) -> int | None:
     return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
 
 
-def plan_instance(config: TestbedConfig, state: Mapping[str, Any], service: str) -> tuple[Instance, int]:
+def plan_instance(config: TestbedConfig, state: TestbedState, service: str) -> tuple[Instance, int]:
     """The next instance of ``service`` and its address index (address = subnet + 2 + index).
 
     Its number is one above any its service has used (a configured instance's name is never given
-    to another process). Its index comes from ``state["next_index"]``, which only grows, so an address
+    to another process). Its index comes from ``state.next_index``, which only grows, so an address
     (and a veth name) is not reused while neighbours may still cache the old MAC; when the subnet is
     exhausted the lowest free index is taken. Raises ScaleInputError when no address is free.
     """
     spec = config.service(service)
-    entries = state["instances"]
+    entries = state.instances
     numbers = {instance_number(e["name"], service) for e in entries if e["service"] == service}
     number = max({n for n in numbers if n is not None} | set(range(spec.instances))) + 1
     network_ = config.network
     used = {int(ipaddress.IPv4Address(e["address"])) - int(network_.network_address) - 2 for e in entries}
     highest = network_.num_addresses - 4  # .1 is the host, the last address the broadcast
-    index = int(state.get("next_index") or max(used) + 1)
+    index = int(state.next_index or max(used) + 1)
     if index > highest or index in used:
         free = [i for i in range(1, highest + 1) if i not in used]
         if not free:
@@ -254,25 +255,25 @@ def _spec(config: TestbedConfig, service: str) -> ServiceSpec:
     return spec
 
 
-def _state(config: TestbedConfig, *, running: bool) -> dict[str, Any]:
+def _state(config: TestbedConfig, *, running: bool) -> TestbedState:
     state = lifecycle.read_state(config)
     if state is None or (running and not lifecycle.is_up(config)):
         what = "is not up" if state is None else "has instances that no longer run"
         raise ScaleError(f"the testbed at {config.state_dir} {what}",
                          fix="start it with `firm testbed up` (with the same --config)")
-    if state.get("bridge") != config.bridge:
-        raise ScaleError(f"the testbed at {config.state_dir} was started with bridge {state.get('bridge')!r}, "
+    if state.bridge != config.bridge:
+        raise ScaleError(f"the testbed at {config.state_dir} was started with bridge {state.bridge!r}, "
                          f"not {config.bridge!r}", fix="pass the configuration it was started with (--config)")
     return state
 
 
-def _entries_of(state: Mapping[str, Any], service: str) -> list[dict[str, Any]]:
-    entries = [e for e in state["instances"] if e["service"] == service]
+def _entries_of(state: TestbedState, service: str) -> list[dict[str, Any]]:
+    entries = [e for e in state.instances if e["service"] == service]
     return sorted(entries, key=lambda e: instance_number(e["name"], service) or 0)
 
 
 def _instance_of(entry: Mapping[str, Any]) -> Instance:
-    return lifecycle.state_instances({"instances": [entry]})[0]
+    return instance_of(entry)
 
 
 def _preflight() -> None:
@@ -296,7 +297,7 @@ def _locked(config: TestbedConfig) -> Iterator[None]:
         yield
 
 
-def _start_instance(config: TestbedConfig, state: dict[str, Any], instance: Instance, index: int,
+def _start_instance(config: TestbedConfig, state: TestbedState, instance: Instance, index: int,
                     undo: list[tuple[str, Callable[[], object]]], progress: Progress) -> None:
     """Every step of a scale-out, each undo registered before its step runs."""
     layout = cgroup.detect_layout()
@@ -315,17 +316,17 @@ def _start_instance(config: TestbedConfig, state: dict[str, Any], instance: Inst
     sampler = lifecycle._start_sampler(config, [instance], lambda _: None)
     if sampler is not None:
         undo.append(("stop its telemetry sampler", lambda: stop_group(sampler)))
-    samplers = dict(state.get("scaled_telemetry") or {})
+    samplers = dict(state.scaled_telemetry)
     if sampler is not None:
         samplers[instance.name] = asdict(sampler)
-    grown = {**state, "instances": [*state["instances"], entry], "next_index": index + 1, "scaled_telemetry": samplers}
+    grown = state.with_instances([*state.instances, entry], next_index=index + 1, scaled_telemetry=samplers)
     # the index stays used up: a caller may still hold the address's old neighbour entry
-    undo.append(("take it out of the state file", lambda: lifecycle.write_state(config, {**state, "next_index": index + 1})))
+    undo.append(("take it out of the state file", lambda: lifecycle.write_state(config, replace(state, next_index=index + 1))))
     lifecycle.write_state(config, grown)
     undo.append(("take it out of the peers and drain it", lambda: _retire(config, state, instance)))
-    lifecycle.write_peers(config, peer_map(grown["instances"]))
+    lifecycle.write_peers(config, peer_map(grown.instances))
     progress(f"{instance.name} answers; waiting until every caller routes to it")
-    others = [e for e in grown["instances"] if e["service"] != "redis"]
+    others = [e for e in grown.instances if e["service"] != "redis"]
     asyncio.run(_await_reports(config, others, lambda r: routes_to(r, instance.service, instance.address)))
 
 
@@ -340,10 +341,10 @@ def _start_server(config: TestbedConfig, instance: Instance) -> ProcessRef:
     return ProcessRef.of(proc.pid)
 
 
-def _retire(config: TestbedConfig, state: Mapping[str, Any], instance: Instance) -> None:
+def _retire(config: TestbedConfig, state: TestbedState, instance: Instance) -> None:
     """Undo of the peers step: the instance leaves the peers; wait (bounded) until its calls have answered."""
-    lifecycle.write_peers(config, peer_map(state["instances"]))
-    others = [e for e in state["instances"] if e["service"] != "redis"]
+    lifecycle.write_peers(config, peer_map(state.instances))
+    others = [e for e in state.instances if e["service"] != "redis"]
     with contextlib.suppress(ScaleError):
         asyncio.run(_await_reports(config, others, lambda r: drained_of(r, instance.service, instance.address)))
 

@@ -28,6 +28,7 @@ from opentelemetry.trace import Status, StatusCode
 from redis import asyncio as aioredis
 
 from firm.testbed import rpc, services, spans
+from firm.testbed.store import app_redis, app_redis_password
 
 log = logging.getLogger("firm.testbed.server")
 
@@ -115,7 +116,7 @@ async def run(state_dir: str, instance_name: str) -> None:
         with open(os.path.join(state_dir, f"{instance_name}.instance.json"), encoding="utf-8") as description:
             me = json.load(description)
     redis_address = layout["redis_address"]
-    store = redis.Redis(host=redis_address, port=6379, socket_timeout=5)
+    store = app_redis(layout, socket_timeout=5)
     tracer, provider = spans.tracer_for(me["service"], me["name"], store, layout["span_retention"], layout["sampling"])
     peers = Peers(os.path.join(state_dir, "peers.json"), layout["port"])
     peers.refresh()
@@ -128,12 +129,13 @@ async def run(state_dir: str, instance_name: str) -> None:
             try:
                 result, _ = await peers.pick(service).call(operation, payload, headers)
             except rpc.RpcError as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_status(Status(StatusCode.ERROR, exc.message))
                 raise
             return result
 
     service = services.Service(me["service"], me["name"], call,
-                               aioredis.Redis(host=redis_address, port=6379, socket_timeout=10), layout["data_dir"],
+                               aioredis.Redis(host=redis_address, port=6379, password=app_redis_password(layout),
+                                              socket_timeout=10), layout["data_dir"],
                                me["spec"]["work_ms"])
     operations = services.OPERATIONS[me["service"]]
 
@@ -160,10 +162,11 @@ async def run(state_dir: str, instance_name: str) -> None:
                 services.burn(service.work_ms)
                 result = await handler(service, payload)
             except (rpc.RpcError, KeyError, ValueError, TypeError, redis.RedisError) as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                log.warning("%s failed: %s", operation, exc)
+                error = exc.message if isinstance(exc, rpc.RpcError) else str(exc)  # the caller adds the fix
+                span.set_status(Status(StatusCode.ERROR, error))
+                log.warning("%s failed: %s", operation, error)
                 status = (exc.status or 502) if isinstance(exc, rpc.RpcError) else 500
-                return status, {"error": str(exc)}, {"X-Trace-Id": trace_id}
+                return status, {"error": error}, {"X-Trace-Id": trace_id}
             return 200, result, {"X-Trace-Id": trace_id}
 
     await serve_until_stopped(me["address"], layout["port"], handle, peers, requests)

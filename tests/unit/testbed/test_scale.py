@@ -20,6 +20,7 @@ from ansible_collections.firm.core.plugins.module_utils.process import ProcessRe
 from firm.cli import main
 from firm.testbed import config as testbed_config
 from firm.testbed import enter, lifecycle, rpc, scale, server
+from firm.testbed.state import TestbedState
 
 # --------------------------------------------------------------------------------------------------
 # callers' peer list
@@ -130,12 +131,12 @@ def test_a_pool_counts_its_calls_until_they_have_answered() -> None:
 # checks before anything changes
 
 
-def running_state(config: testbed_config.TestbedConfig, instances: list[testbed_config.Instance]) -> dict[str, Any]:
+def running_state(config: testbed_config.TestbedConfig, instances: list[testbed_config.Instance]) -> TestbedState:
     """A state file naming processes that run (this test's own), as `firm testbed up` writes it."""
     me = dataclasses.asdict(ProcessRef.of(os.getpid()))
-    return {"bridge": config.bridge, "port": config.port, "frontend": "http://198.51.100.3:8080",
-            "redis_address": instances[0].address,
-            "instances": [dict(dataclasses.asdict(i), process=me) for i in instances]}
+    return TestbedState(bridge=config.bridge, port=config.port, frontend="http://198.51.100.3:8080",
+                        redis_address=instances[0].address,
+                        instances=tuple(dict(dataclasses.asdict(i), process=me) for i in instances))
 
 
 @pytest.fixture
@@ -148,18 +149,18 @@ def config(tmp_path: Path) -> testbed_config.TestbedConfig:
 
 
 @pytest.fixture
-def up(config: testbed_config.TestbedConfig) -> dict[str, Any]:
+def up(config: testbed_config.TestbedConfig) -> TestbedState:
     os.makedirs(config.state_dir)
     state = running_state(config, config.instances())
     lifecycle.write_state(config, state)
-    lifecycle.write_peers(config, scale.peer_map(state["instances"]))
+    lifecycle.write_peers(config, scale.peer_map(state.instances))
     return state
 
 
-def unchanged(config: testbed_config.TestbedConfig, state: dict[str, Any]) -> None:
+def unchanged(config: testbed_config.TestbedConfig, state: TestbedState) -> None:
     assert lifecycle.read_state(config) == state
     peers = json.loads(Path(config.state_dir, "peers.json").read_text())
-    assert peers == scale.peer_map(state["instances"])
+    assert peers == scale.peer_map(state.instances)
 
 
 def test_a_testbed_that_is_not_up_is_named_with_the_fix(config: testbed_config.TestbedConfig) -> None:
@@ -181,7 +182,7 @@ def test_an_unknown_service_or_the_entry_point_is_refused(config: testbed_config
     assert scale.replicas(config, "frontend") == ["frontend-0"]  # asking is fine
 
 
-def test_scaling_past_the_bounds_changes_nothing(config: testbed_config.TestbedConfig, up: dict[str, Any]) -> None:
+def test_scaling_past_the_bounds_changes_nothing(config: testbed_config.TestbedConfig, up: TestbedState) -> None:
     with pytest.raises(scale.ScaleInputError, match=r"text already runs 2 instances, its max_instances.*Fix: "):
         scale.scale_out(config, "text")
     with pytest.raises(scale.ScaleInputError, match="media runs 1 instance; its last one is never removed"):
@@ -190,8 +191,8 @@ def test_scaling_past_the_bounds_changes_nothing(config: testbed_config.TestbedC
 
 
 def test_a_testbed_with_a_dead_instance_or_another_configuration_is_refused(
-        config: testbed_config.TestbedConfig, up: dict[str, Any]) -> None:
-    dead = {**up, "instances": [*up["instances"][:-1], {**up["instances"][-1], "process": {"pid": 1, "start_ticks": -1}}]}
+        config: testbed_config.TestbedConfig, up: TestbedState) -> None:
+    dead = up.with_instances([*up.instances[:-1], {**up.instances[-1], "process": {"pid": 1, "start_ticks": -1}}])
     lifecycle.write_state(config, dead)
     with pytest.raises(scale.ScaleError, match="has instances that no longer run"):
         scale.scale_out(config, "media")
@@ -200,10 +201,10 @@ def test_a_testbed_with_a_dead_instance_or_another_configuration_is_refused(
         scale.scale_in(dataclasses.replace(config, bridge="other0"), "text")
 
 
-def test_replicas_are_listed_in_number_order(config: testbed_config.TestbedConfig, up: dict[str, Any]) -> None:
+def test_replicas_are_listed_in_number_order(config: testbed_config.TestbedConfig, up: TestbedState) -> None:
     extra = [dataclasses.replace(config.instances()[5], name=f"text-{n}", address=f"198.51.100.{100 + n}")
              for n in (10, 2)]
-    lifecycle.write_state(config, {**up, "instances": [*up["instances"], *running_state(config, extra)["instances"]]})
+    lifecycle.write_state(config, up.with_instances([*up.instances, *running_state(config, extra).instances]))
     assert scale.replicas(config, "text") == ["text-0", "text-1", "text-2", "text-10"]
 
 
@@ -212,32 +213,32 @@ def test_replicas_are_listed_in_number_order(config: testbed_config.TestbedConfi
 
 
 def test_a_new_instance_gets_a_fresh_number_address_and_veth(config: testbed_config.TestbedConfig,
-                                                            up: dict[str, Any]) -> None:
+                                                            up: TestbedState) -> None:
     instance, index = scale.plan_instance(config, up, "media")
-    assert instance.name == "media-1" and index == len(up["instances"])
+    assert instance.name == "media-1" and index == len(up.instances)
     assert instance.address == str(config.network.network_address + 2 + index)
     assert instance.namespace == "firmtb-media-1" and instance.cgroup == "firm-testbed/media-1"
     assert instance.host_interface == f"ftb{index}" and len(instance.host_interface) <= 15
-    assert instance.address not in {e["address"] for e in up["instances"]}
+    assert instance.address not in {e["address"] for e in up.instances}
     # text is configured with two instances: even with one of them gone, the next is text-2, never text-1
-    fewer = {**up, "instances": [e for e in up["instances"] if e["name"] != "text-1"]}
+    fewer = up.with_instances([e for e in up.instances if e["name"] != "text-1"])
     assert scale.plan_instance(config, fewer, "text")[0].name == "text-2"
 
 
 def test_addresses_are_not_reused_until_the_subnet_runs_out(config: testbed_config.TestbedConfig,
-                                                           up: dict[str, Any]) -> None:
+                                                           up: TestbedState) -> None:
     # an instance scaled in frees index 20; the next still takes next_index (no stale neighbour entries)
-    assert scale.plan_instance(config, {**up, "next_index": 30}, "media")[1] == 30
+    assert scale.plan_instance(config, dataclasses.replace(up, next_index=30), "media")[1] == 30
     # past the end of the subnet: the lowest free index
-    assert scale.plan_instance(config, {**up, "next_index": 253}, "media")[1] == len(up["instances"])
+    assert scale.plan_instance(config, dataclasses.replace(up, next_index=253), "media")[1] == len(up.instances)
     small = dataclasses.replace(config, subnet="198.51.100.0/28")  # 16 addresses: indices 0 to 12
     with pytest.raises(scale.ScaleInputError, match=r"subnet 198\.51\.100\.0/28 has no free address"):
-        scale.plan_instance(small, {**up, "next_index": 13}, "media")
+        scale.plan_instance(small, dataclasses.replace(up, next_index=13), "media")
 
 
 def test_the_peer_list_leaves_redis_out_and_keeps_every_instance_of_a_service(
-        config: testbed_config.TestbedConfig, up: dict[str, Any]) -> None:
-    peers = scale.peer_map(up["instances"])
+        config: testbed_config.TestbedConfig, up: TestbedState) -> None:
+    peers = scale.peer_map(up.instances)
     assert "redis" not in peers
     assert peers["text"] == [i.address for i in config.instances() if i.service == "text"]
     assert sum(len(a) for a in peers.values()) == len(config.instances()) - 1
