@@ -24,8 +24,9 @@ test: deps venv services lint  ## Lint, then every test that runs here (unit, re
 test-real: deps venv  ## Opt-in suites against real RDT hardware or Jaeger (see README)
 	$(BIN)/pytest -m real_resctrl tests/integration $(PYTEST_ARGS)
 
-lint: venv  ## ruff, mypy, ansible-lint (production profile), ansible-doc of every module, pip-audit of the pins
+lint: venv  ## ruff (checks and formatting), mypy, ansible-lint (production profile), ansible-doc of every module, pip-audit of the pins
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/ansible-lint
 	@for module in plugins/modules/*.py; do \

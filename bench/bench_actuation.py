@@ -47,8 +47,11 @@ def measure(executor: Executor, names: Sequence[str], steps: int) -> list[float]
 
 def summary(times: Sequence[float]) -> dict[str, float]:
     ms = np.asarray(times) * 1000
-    return {"median_ms": round(float(np.percentile(ms, 50, method="inverted_cdf")), 3),
-            "p99_ms": round(float(np.percentile(ms, 99, method="inverted_cdf")), 3), "steps": len(ms)}
+    return {
+        "median_ms": round(float(np.percentile(ms, 50, method="inverted_cdf")), 3),
+        "p99_ms": round(float(np.percentile(ms, 99, method="inverted_cdf")), 3),
+        "steps": len(ms),
+    }
 
 
 def main() -> None:
@@ -69,14 +72,16 @@ def main() -> None:
             cgroup.create_group(group)
         executors: dict[str, Executor] = {
             "local": LocalExecutor(targets),
-            "ansible (connection local)": AnsibleExecutor(targets_from_local(targets),
-                                                          str(REPO / "inventory" / "local")),
+            "ansible (connection local)": AnsibleExecutor(
+                targets_from_local(targets), str(REPO / "inventory" / "local")
+            ),
         }
         for label, executor in executors.items():
             results[label] = {}
             for size in (1, 10):
                 results[label][f"{size} action{'s' if size > 1 else ''}"] = summary(
-                    measure(executor, names[:size], args.steps))
+                    measure(executor, names[:size], args.steps)
+                )
     finally:
         for group in groups:
             cgroup.remove_group_when_empty(group)
@@ -86,9 +91,20 @@ def main() -> None:
         for step_size, figures in sizes.items():
             print(f"{label:28} {step_size:10} {figures['median_ms']:10.1f} {figures['p99_ms']:10.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "actuation", "python": sys.version.split()[0],
-                                    "machine": platform.machine(), "cpus": os.cpu_count(), "steps": args.steps,
-                                    "results": results}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "actuation",
+                "python": sys.version.split()[0],
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "steps": args.steps,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

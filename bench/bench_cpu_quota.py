@@ -42,6 +42,7 @@ def timed(change: Callable[[int], None], repeats: int) -> list[float]:
 def through_library(group: cgroup.Group) -> Callable[[int], None]:
     def change(quota: int) -> None:
         cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=quota)))
+
     return change
 
 
@@ -51,8 +52,14 @@ def through_ansible(path: str) -> Callable[[int], None]:
 
     def change(quota: int) -> None:
         args = json.dumps({"path": path, "cpu_quota_us": quota})
-        subprocess.run([ansible, "localhost", "-m", "firm.core.cgroup", "-a", args], cwd=REPO, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [ansible, "localhost", "-m", "firm.core.cgroup", "-a", args],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+
     return change
 
 
@@ -61,18 +68,25 @@ def through_runner(path: str) -> Callable[[int], None]:
         result = run_module("firm.core.cgroup", {"path": path, "cpu_quota_us": quota})["localhost"]
         if result.failed or not result.changed:
             raise RuntimeError(f"ansible-runner did not change the quota: {result.result}")
+
     return change
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
     ordered = sorted(seconds)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"runs": len(seconds), "median_ms": statistics.median(seconds) * 1e3, "p99_ms": p99 * 1e3,
-            "min_ms": ordered[0] * 1e3}
+    return {
+        "runs": len(seconds),
+        "median_ms": statistics.median(seconds) * 1e3,
+        "p99_ms": p99 * 1e3,
+        "min_ms": ordered[0] * 1e3,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--library", type=int, default=1000, help="changes through the library")
     parser.add_argument("--ansible", type=int, default=10, help="changes through the ansible command")
     parser.add_argument("--runner", type=int, default=10, help="changes through ansible-runner")
@@ -93,11 +107,15 @@ def main() -> None:
         cgroup.remove_group(group)
 
     base = results["library"]["median_ms"]
-    print(f"One CPU-quota change on a real cgroup (cgroup v{layout.hierarchy('cpu').version}), {os.cpu_count()} CPUs")
+    print(
+        f"One CPU-quota change on a real cgroup (cgroup v{layout.hierarchy('cpu').version}), {os.cpu_count()} CPUs"
+    )
     print(f"{'path':<16}{'runs':>6}{'median ms':>12}{'p99 ms':>12}{'x library':>12}")
     for name, row in results.items():
-        print(f"{name:<16}{row['runs']:>6}{row['median_ms']:>12.3f}{row['p99_ms']:>12.3f}"
-              f"{row['median_ms'] / base:>12.0f}")
+        print(
+            f"{name:<16}{row['runs']:>6}{row['median_ms']:>12.3f}{row['p99_ms']:>12.3f}"
+            f"{row['median_ms'] / base:>12.0f}"
+        )
     print("p99 of a few runs is close to their maximum; raise the counts for a steadier tail.")
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(json.dumps({"benchmark": "cpu_quota_change", "results": results}, indent=2))

@@ -84,8 +84,17 @@ def wide(n: int, rnd: random.Random) -> Trace:
     spans = [Span(f"{tag}r", "frontend", "fe-1", "GET /", 0, 10_000_000)]
     for i in range(1, n):
         start = rnd.randrange(0, 9_000_000)
-        spans.append(Span(f"{tag}c{i}", f"svc{i % 37}", f"svc{i % 37}-{i % 3}", "call", start,
-                          rnd.randrange(1, 1_000_000), f"{tag}r"))
+        spans.append(
+            Span(
+                f"{tag}c{i}",
+                f"svc{i % 37}",
+                f"svc{i % 37}-{i % 3}",
+                "call",
+                start,
+                rnd.randrange(1, 1_000_000),
+                f"{tag}r",
+            )
+        )
     return Trace(tag, tuple(spans))
 
 
@@ -93,8 +102,17 @@ def deep(n: int, rnd: random.Random) -> Trace:
     tag = _tag(rnd)
     spans = []
     for i in range(n):
-        spans.append(Span(f"{tag}d{i}", f"svc{i % 37}", f"svc{i % 37}-1", "call", 10 * i + rnd.randrange(3),
-                          20 * (n - i), f"{tag}d{i - 1}" if i else None))
+        spans.append(
+            Span(
+                f"{tag}d{i}",
+                f"svc{i % 37}",
+                f"svc{i % 37}-1",
+                "call",
+                10 * i + rnd.randrange(3),
+                20 * (n - i),
+                f"{tag}d{i - 1}" if i else None,
+            )
+        )
     return Trace(tag, tuple(spans))
 
 
@@ -111,8 +129,9 @@ def replicated(template: Trace, name: str) -> Callable[[int, random.Random], Tra
             at = k * (length + gap) + rnd.randrange(gap // 2 + 1)
             for s in template.spans:
                 parent = f"{tag}{k}:{s.parent_id}" if s.parent_id else f"{tag}s"
-                spans.append(replace(s, span_id=f"{tag}{k}:{s.span_id}", parent_id=parent,
-                                     start=s.start - t0 + at))
+                spans.append(
+                    replace(s, span_id=f"{tag}{k}:{s.span_id}", parent_id=parent, start=s.start - t0 + at)
+                )
         return Trace(tag, tuple(spans))
 
     return make
@@ -120,7 +139,10 @@ def replicated(template: Trace, name: str) -> Callable[[int, random.Random], Tra
 
 def shapes() -> dict[str, Callable[[int, random.Random], Trace]]:
     out: dict[str, Callable[[int, random.Random], Trace]] = {"wide": wide, "deep": deep}
-    for name, prefix in (("dsb-compose", "compose-post_R500__trace_02"), ("dsb-read", "read-home-timeline_R600__trace_02")):
+    for name, prefix in (
+        ("dsb-compose", "compose-post_R500__trace_02"),
+        ("dsb-read", "read-home-timeline_R600__trace_02"),
+    ):
         files = sorted(DATA.glob(f"{prefix}*.json"))
         if files:
             out[name] = replicated(load_traces(files[0])[0], name)
@@ -199,9 +221,14 @@ def scaling(quick: bool) -> dict[str, Any]:
             t = make(size, random.Random(size))
             n = len(t.spans)
             cp = critical_path(t)
-            window = [make(size, random.Random(size * 1_000_003 + i)) for i in range(max(1, window_spans // n))]
+            window = [
+                make(size, random.Random(size * 1_000_003 + i)) for i in range(max(1, window_spans // n))
+            ]
             row: dict[str, Any] = {
-                "shape": shape, "size": size, "spans": n, "path_spans": int(cp.main.step_span.size),
+                "shape": shape,
+                "size": size,
+                "spans": n,
+                "path_spans": int(cp.main.step_span.size),
                 "extract_s": best_time(partial(critical_path, t), budget),
                 "objects_s": best_time(partial(with_objects, t), budget),
                 "window_traces": len(window),
@@ -223,8 +250,10 @@ def scaling(quick: bool) -> dict[str, Any]:
     for shape in dict.fromkeys(r["shape"] for r in results):
         rows = [r for r in results if r["shape"] == shape]
         growth[shape] = {
-            k: slope([r["spans"] for r in rows if r[f"{k}_s"] and r["size"] >= 1_000],
-                     [r[f"{k}_s"] for r in rows if r[f"{k}_s"] and r["size"] >= 1_000])
+            k: slope(
+                [r["spans"] for r in rows if r[f"{k}_s"] and r["size"] >= 1_000],
+                [r[f"{k}_s"] for r in rows if r[f"{k}_s"] and r["size"] >= 1_000],
+            )
             for k in ("extract", "objects", "walk", "naive")
         }
     return {"results": results, "growth_exponent": growth}
@@ -238,16 +267,29 @@ def dsb_copies(count: int, seed: int) -> list[Trace]:
     hex, as real ones are) and start times shifted by up to a second."""
     templates = [load_traces(f)[0] for f in sorted(DATA.glob("*.json"))]
     if not templates:
-        raise SystemExit(f"no DeathStarBench trace under {DATA.resolve()}: the benchmark needs ../shared/data")
+        raise SystemExit(
+            f"no DeathStarBench trace under {DATA.resolve()}: the benchmark needs ../shared/data"
+        )
     rnd = random.Random(seed)
     out = []
     for k in range(count):
         t = templates[k % len(templates)]
         new = {s.span_id: f"{rnd.getrandbits(64):016x}" for s in t.spans}
         shift = rnd.randrange(1_000_000)
-        out.append(Trace(f"{rnd.getrandbits(64):016x}", tuple(
-            replace(s, span_id=new[s.span_id], parent_id=new.get(s.parent_id, s.parent_id) if s.parent_id else None,
-                    start=s.start + shift) for s in t.spans)))
+        out.append(
+            Trace(
+                f"{rnd.getrandbits(64):016x}",
+                tuple(
+                    replace(
+                        s,
+                        span_id=new[s.span_id],
+                        parent_id=new.get(s.parent_id, s.parent_id) if s.parent_id else None,
+                        start=s.start + shift,
+                    )
+                    for s in t.spans
+                ),
+            )
+        )
     return out
 
 
@@ -258,12 +300,16 @@ def rate(spans: int, seconds: float) -> float:
 def one_at_a_time(budget: float) -> dict[str, Any]:
     traces = dsb_copies(1_024, 1)
     n = sum(len(t.spans) for t in traces)
-    row: dict[str, Any] = {"traces": len(traces), "spans": n,
-                           "span_range": [min(len(t.spans) for t in traces), max(len(t.spans) for t in traces)]}
+    row: dict[str, Any] = {
+        "traces": len(traces),
+        "spans": n,
+        "span_range": [min(len(t.spans) for t in traces), max(len(t.spans) for t in traces)],
+    }
     arrays = sys.modules["firm.tracing.critical_path"]._batch_paths  # the array evaluation, one trace
     row["critical_path_of_s"] = best_time(lambda: [critical_path_of(t) for t in traces], budget)
-    row["with_instance_times_s"] = best_time(lambda: [critical_path_of(t).main.instance_times() for t in traces],
-                                             budget)
+    row["with_instance_times_s"] = best_time(
+        lambda: [critical_path_of(t).main.instance_times() for t in traces], budget
+    )
     row["arrays_s"] = best_time(lambda: [arrays([t], 0) for t in traces], budget, min_runs=2)
     row["walk_s"] = best_time(lambda: [critical_path_walk(t) for t in traces], budget, min_runs=2)
     for k in ("critical_path_of", "with_instance_times", "arrays", "walk"):
@@ -316,22 +362,25 @@ def write_export(path: Path, min_bytes: int) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "traces": count, "spans": sum(len(t.spans) for t in traces)}
 
 
-_PEAK = ("import atexit, runpy, sys\n"
-         "def peak():\n"
-         "    for line in open('/proc/self/status'):\n"
-         "        if line.startswith('VmHWM:'):\n"
-         "            sys.stderr.write('peak-kib ' + line.split()[1] + '\\n')\n"
-         "atexit.register(peak)\n"
-         "sys.argv = sys.argv[1:]\n"
-         "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+_PEAK = (
+    "import atexit, runpy, sys\n"
+    "def peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            sys.stderr.write('peak-kib ' + line.split()[1] + '\\n')\n"
+    "atexit.register(peak)\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
 
 
 def run_process(args: list[str]) -> tuple[float, int]:
     """Wall seconds and peak resident memory (bytes, the process's own ``VmHWM``) of a Python
     script with arguments, its output discarded."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _PEAK, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+    )
     dt = time.perf_counter() - t0
     err = proc.stderr.decode()
     if proc.returncode != 0:
@@ -343,8 +392,9 @@ def run_process(args: list[str]) -> tuple[float, int]:
 def reference_pipeline(path: Path) -> int:
     """The file through the standard library's ``json.loads``, the walk and ``json.dumps``."""
     traces = parse_traces(json.loads(path.read_bytes()), str(path))
-    out = [{"source": str(path), **critical_path_walk(t).as_dict(), "warnings": list(t.warnings)}
-           for t in traces]
+    out = [
+        {"source": str(path), **critical_path_walk(t).as_dict(), "warnings": list(t.warnings)} for t in traces
+    ]
     return len(json.dumps({"traces": out}))
 
 
@@ -356,8 +406,10 @@ def reference_features(path: Path) -> object:
 def fast_pipeline(path: Path) -> int:
     reader = load_trace_files([path])
     traces = reader.traces()
-    out = [{"source": ", ".join(reader.sources(t.trace_id)), **cp.as_dict(), "warnings": list(t.warnings)}
-           for t, cp in zip(traces, critical_paths(traces), strict=True)]
+    out = [
+        {"source": ", ".join(reader.sources(t.trace_id)), **cp.as_dict(), "warnings": list(t.warnings)}
+        for t, cp in zip(traces, critical_paths(traces), strict=True)
+    ]
     return len(json_bytes({"traces": out}))
 
 
@@ -370,23 +422,36 @@ def end_to_end(min_mb: int, runs: int) -> dict[str, Any]:
         gc.collect()
         importer = Path(tmp) / "import_cli.py"
         importer.write_text("import firm.cli\n")
-        for name, args in (("critical_path_cli", [firm, "critical-path", "--compact", str(path)]),
-                           ("features_cli", [firm, "features", str(path)]),
-                           ("import_cli", [str(importer)])):
+        for name, args in (
+            ("critical_path_cli", [firm, "critical-path", "--compact", str(path)]),
+            ("features_cli", [firm, "features", str(path)]),
+            ("import_cli", [str(importer)]),
+        ):
             best = min((run_process(args) for _ in range(runs)), key=lambda r: r[0])
             row[f"{name}_s"], row[f"{name}_peak_rss_bytes"] = best
         row["critical_path_in_process_s"] = best_time(lambda: fast_pipeline(path), 0, min_runs=runs)
         row["features_in_process_s"] = best_time(
-            lambda: trace_features(load_trace_files([path]).traces()), 0, min_runs=runs)
+            lambda: trace_features(load_trace_files([path]).traces()), 0, min_runs=runs
+        )
         row["reference_in_process_s"] = best_time(lambda: reference_pipeline(path), 0, min_runs=1)
         row["reference_features_in_process_s"] = best_time(lambda: reference_features(path), 0, min_runs=1)
-    for k in ("critical_path_cli", "features_cli", "critical_path_in_process", "features_in_process",
-              "reference_in_process", "reference_features_in_process"):
+    for k in (
+        "critical_path_cli",
+        "features_cli",
+        "critical_path_in_process",
+        "features_in_process",
+        "reference_in_process",
+        "reference_features_in_process",
+    ):
         row[f"{k}_spans_per_s"] = rate(n, row[f"{k}_s"])
-    row["critical_path_cli_without_import_spans_per_s"] = rate(n, row["critical_path_cli_s"] - row["import_cli_s"])
+    row["critical_path_cli_without_import_spans_per_s"] = rate(
+        n, row["critical_path_cli_s"] - row["import_cli_s"]
+    )
     row["features_cli_without_import_spans_per_s"] = rate(n, row["features_cli_s"] - row["import_cli_s"])
     row["speedup_vs_reference"] = row["reference_in_process_s"] / row["critical_path_in_process_s"]
-    row["features_speedup_vs_reference"] = row["reference_features_in_process_s"] / row["features_in_process_s"]
+    row["features_speedup_vs_reference"] = (
+        row["reference_features_in_process_s"] / row["features_in_process_s"]
+    )
     return row
 
 
@@ -394,8 +459,10 @@ def fmt_mb(v: float) -> str:
     return f"{v / 2**20:.0f} MiB"
 
 
-HEADER = (f"{'shape':<12} {'spans':>7} {'on path':>7} {'extract ms':>10} {'spans/s':>10} {'+objects':>10} "
-          f"{'window':>10} {'walk':>10} {'naive':>10} {'x naive':>8}")
+HEADER = (
+    f"{'shape':<12} {'spans':>7} {'on path':>7} {'extract ms':>10} {'spans/s':>10} {'+objects':>10} "
+    f"{'window':>10} {'walk':>10} {'naive':>10} {'x naive':>8}"
+)
 
 
 def fmt_rate(v: float | None) -> str:
@@ -406,10 +473,13 @@ def fmt_rate(v: float | None) -> str:
 
 def print_row(r: dict[str, Any]) -> None:
     speedup = "-" if r["naive_s"] is None else f"{r['naive_s'] / r['extract_s']:.1f}x"
-    print(f"{r['shape']:<12} {r['spans']:>7} {r['path_spans']:>7} {r['extract_s'] * 1e3:>10.2f} "
-          f"{fmt_rate(r['extract_spans_per_s']):>10} {fmt_rate(r['objects_spans_per_s']):>10} "
-          f"{fmt_rate(r['batch_spans_per_s']):>10} "
-          f"{fmt_rate(r['walk_spans_per_s']):>10} {fmt_rate(r['naive_spans_per_s']):>10} {speedup:>8}", flush=True)
+    print(
+        f"{r['shape']:<12} {r['spans']:>7} {r['path_spans']:>7} {r['extract_s'] * 1e3:>10.2f} "
+        f"{fmt_rate(r['extract_spans_per_s']):>10} {fmt_rate(r['objects_spans_per_s']):>10} "
+        f"{fmt_rate(r['batch_spans_per_s']):>10} "
+        f"{fmt_rate(r['walk_spans_per_s']):>10} {fmt_rate(r['naive_spans_per_s']):>10} {speedup:>8}",
+        flush=True,
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -421,8 +491,13 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,45 +507,67 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "critical_path.json")
     args = ap.parse_args(argv)
     budget = 0.3 if args.quick else 1.0
-    doc: dict[str, Any] = {"benchmark": "critical_path", "quick": args.quick, "machine": machine(),
-                           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    doc: dict[str, Any] = {
+        "benchmark": "critical_path",
+        "quick": args.quick,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     print("spans/s = spans / best wall time; 'walk' is the span-by-span reference walk in the same run.\n")
 
     e2e = doc["end_to_end"] = end_to_end(10 if args.quick else 52, 1 if args.quick else 2)
     f = e2e["file"]
     print(f"end to end: {f['bytes'] / 1e6:.1f} MB export, {f['traces']} traces, {f['spans']} spans")
-    print(f"  firm critical-path --compact  {e2e['critical_path_cli_s']:6.2f} s  "
-          f"{fmt_rate(e2e['critical_path_cli_spans_per_s']):>6} spans/s  peak {fmt_mb(e2e['critical_path_cli_peak_rss_bytes'])}")
-    print(f"  firm features                 {e2e['features_cli_s']:6.2f} s  "
-          f"{fmt_rate(e2e['features_cli_spans_per_s']):>6} spans/s  peak {fmt_mb(e2e['features_cli_peak_rss_bytes'])}")
-    print(f"  of which: import firm.cli     {e2e['import_cli_s']:6.2f} s  (without it: critical-path "
-          f"{fmt_rate(e2e['critical_path_cli_without_import_spans_per_s'])}, features "
-          f"{fmt_rate(e2e['features_cli_without_import_spans_per_s'])} spans/s)")
-    print(f"  in process: critical-path     {e2e['critical_path_in_process_s']:6.2f} s  "
-          f"{fmt_rate(e2e['critical_path_in_process_spans_per_s']):>6} spans/s  "
-          f"(reference: stdlib json, walk, json.dumps {e2e['reference_in_process_s']:.2f} s, "
-          f"{e2e['speedup_vs_reference']:.1f}x)")
-    print(f"  in process: features          {e2e['features_in_process_s']:6.2f} s  "
-          f"{fmt_rate(e2e['features_in_process_spans_per_s']):>6} spans/s  "
-          f"(reference: stdlib json, walk {e2e['reference_features_in_process_s']:.2f} s, "
-          f"{e2e['features_speedup_vs_reference']:.1f}x)\n")
+    print(
+        f"  firm critical-path --compact  {e2e['critical_path_cli_s']:6.2f} s  "
+        f"{fmt_rate(e2e['critical_path_cli_spans_per_s']):>6} spans/s  peak {fmt_mb(e2e['critical_path_cli_peak_rss_bytes'])}"
+    )
+    print(
+        f"  firm features                 {e2e['features_cli_s']:6.2f} s  "
+        f"{fmt_rate(e2e['features_cli_spans_per_s']):>6} spans/s  peak {fmt_mb(e2e['features_cli_peak_rss_bytes'])}"
+    )
+    print(
+        f"  of which: import firm.cli     {e2e['import_cli_s']:6.2f} s  (without it: critical-path "
+        f"{fmt_rate(e2e['critical_path_cli_without_import_spans_per_s'])}, features "
+        f"{fmt_rate(e2e['features_cli_without_import_spans_per_s'])} spans/s)"
+    )
+    print(
+        f"  in process: critical-path     {e2e['critical_path_in_process_s']:6.2f} s  "
+        f"{fmt_rate(e2e['critical_path_in_process_spans_per_s']):>6} spans/s  "
+        f"(reference: stdlib json, walk, json.dumps {e2e['reference_in_process_s']:.2f} s, "
+        f"{e2e['speedup_vs_reference']:.1f}x)"
+    )
+    print(
+        f"  in process: features          {e2e['features_in_process_s']:6.2f} s  "
+        f"{fmt_rate(e2e['features_in_process_spans_per_s']):>6} spans/s  "
+        f"(reference: stdlib json, walk {e2e['reference_features_in_process_s']:.2f} s, "
+        f"{e2e['features_speedup_vs_reference']:.1f}x)\n"
+    )
 
     one = doc["one_trace_at_a_time"] = one_at_a_time(budget)
-    print(f"one trace at a time: {one['traces']} DeathStarBench traces of {one['span_range'][0]}-"
-          f"{one['span_range'][1]} spans, {one['spans']} spans")
-    print(f"  critical_path_of        {fmt_rate(one['critical_path_of_spans_per_s']):>8} spans/s "
-          f"({one['critical_path_of_s'] / one['traces'] * 1e6:.1f} us a trace)")
+    print(
+        f"one trace at a time: {one['traces']} DeathStarBench traces of {one['span_range'][0]}-"
+        f"{one['span_range'][1]} spans, {one['spans']} spans"
+    )
+    print(
+        f"  critical_path_of        {fmt_rate(one['critical_path_of_spans_per_s']):>8} spans/s "
+        f"({one['critical_path_of_s'] / one['traces'] * 1e6:.1f} us a trace)"
+    )
     print(f"  + instance_times        {fmt_rate(one['with_instance_times_spans_per_s']):>8} spans/s")
     print(f"  arrays (previous)       {fmt_rate(one['arrays_spans_per_s']):>8} spans/s")
     print(f"  walk (reference)        {fmt_rate(one['walk_spans_per_s']):>8} spans/s")
     print(f"  speed-up: {one['speedup_vs_walk']:.1f}x the walk, {one['speedup_vs_arrays']:.1f}x the arrays\n")
 
     wins = doc["windows"] = windows([1_000, 10_000] if args.quick else [1_000, 100_000], budget)
-    print(f"{'window':>8} {'spans':>9} {'paths':>9} {'+as_dict':>9} {'features':>9} {'walk':>9} {'x walk':>7}")
+    print(
+        f"{'window':>8} {'spans':>9} {'paths':>9} {'+as_dict':>9} {'features':>9} {'walk':>9} {'x walk':>7}"
+    )
     for w in wins:
-        print(f"{w['traces']:>8} {w['spans']:>9} {fmt_rate(w['window_spans_per_s']):>9} "
-              f"{fmt_rate(w['with_dicts_spans_per_s']):>9} {fmt_rate(w['features_spans_per_s']):>9} "
-              f"{fmt_rate(w['walk_spans_per_s']):>9} {w['speedup_vs_walk']:>6.1f}x")
+        print(
+            f"{w['traces']:>8} {w['spans']:>9} {fmt_rate(w['window_spans_per_s']):>9} "
+            f"{fmt_rate(w['with_dicts_spans_per_s']):>9} {fmt_rate(w['features_spans_per_s']):>9} "
+            f"{fmt_rate(w['walk_spans_per_s']):>9} {w['speedup_vs_walk']:>6.1f}x"
+        )
 
     if args.scaling:
         print("\n" + HEADER)

@@ -54,8 +54,12 @@ DATA = ROOT / ".." / "shared" / "data" / "jaeger-traces" / "deathstarbench"
 
 
 def machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def timed(fn: Callable[[], object], runs: int) -> dict[str, float]:
@@ -143,7 +147,8 @@ def run(quick: bool) -> dict[str, Any]:
             return rules.rank(c.window(w), c.window(r))
 
         row: dict[str, Any] = {
-            "requests": n, "spans": sum(len(t.spans) for t in win) + sum(len(t.spans) for t in ref),
+            "requests": n,
+            "spans": sum(len(t.spans) for t in win) + sum(len(t.spans) for t in ref),
             "rules": timed(partial(rules.rank, win, ref), runs),
             "rules_parts_cached": timed(cached, runs),
             "firm_features": timed(firm_only, runs),
@@ -153,16 +158,24 @@ def run(quick: bool) -> dict[str, Any]:
         if previous is not None:
             row["rules_per_object_previous"] = timed(partial(previous, win, ref), runs)
         rows.append(row)
-        print(f"{n:>7} requests  rules median {row['rules']['median_s'] * 1e3:9.1f} ms  p99 "
-              f"{row['rules']['p99_s'] * 1e3:9.1f} ms | parts cached {row['rules_parts_cached']['median_s'] * 1e3:8.1f}"
-              f" / {row['rules_parts_cached']['p99_s'] * 1e3:8.1f} ms"
-              + (f" | previous {row['rules_per_object_previous']['median_s'] * 1e3:9.1f} / "
-                 f"{row['rules_per_object_previous']['p99_s'] * 1e3:9.1f} ms" if previous is not None else "")
-              + f" | FIRM features alone {row['firm_features']['median_s'] * 1e3:9.1f}"
-              f" ms | cp_share baseline {row['cp_share_growth']['median_s'] * 1e3:9.1f} ms | top-1 ok: "
-              f"{row['top1_correct']}")
-    growth = {m: slope([r["requests"] for r in rows], [r[m]["median_s"] for r in rows])
-              for m in ("rules", "rules_parts_cached", "firm_features", "cp_share_growth")}
+        print(
+            f"{n:>7} requests  rules median {row['rules']['median_s'] * 1e3:9.1f} ms  p99 "
+            f"{row['rules']['p99_s'] * 1e3:9.1f} ms | parts cached {row['rules_parts_cached']['median_s'] * 1e3:8.1f}"
+            f" / {row['rules_parts_cached']['p99_s'] * 1e3:8.1f} ms"
+            + (
+                f" | previous {row['rules_per_object_previous']['median_s'] * 1e3:9.1f} / "
+                f"{row['rules_per_object_previous']['p99_s'] * 1e3:9.1f} ms"
+                if previous is not None
+                else ""
+            )
+            + f" | FIRM features alone {row['firm_features']['median_s'] * 1e3:9.1f}"
+            f" ms | cp_share baseline {row['cp_share_growth']['median_s'] * 1e3:9.1f} ms | top-1 ok: "
+            f"{row['top1_correct']}"
+        )
+    growth = {
+        m: slope([r["requests"] for r in rows], [r[m]["median_s"] for r in rows])
+        for m in ("rules", "rules_parts_cached", "firm_features", "cp_share_growth")
+    }
     print("growth exponent vs requests: " + ", ".join(f"{k} {v:.2f}" for k, v in growth.items()))
 
     n_inst = 1_000
@@ -170,8 +183,10 @@ def run(quick: bool) -> dict[str, Any]:
     wide_r = many_instances(n_inst, 1_000, 3, slow=None)
     wide = timed(lambda: rules.rank(wide_w, wide_r), 3)
     wtop = rules.rank(wide_w, wide_r).instances[0]
-    print(f"1,000 instances, 1,000 requests: rules median {wide['median_s'] * 1e3:.1f} ms  p99 "
-          f"{wide['p99_s'] * 1e3:.1f} ms; top-1 {wtop.service} (slow: svc-0017)")
+    print(
+        f"1,000 instances, 1,000 requests: rules median {wide['median_s'] * 1e3:.1f} ms  p99 "
+        f"{wide['p99_s'] * 1e3:.1f} ms; top-1 {wtop.service} (slow: svc-0017)"
+    )
 
     rng = np.random.default_rng(0)
     train_rows = [10_000, 20_000] if quick else [10_000, 20_000, 40_000]
@@ -182,13 +197,25 @@ def run(quick: bool) -> dict[str, Any]:
         t: dict[str, float] = timed(partial(train_svm, x, y, TrainConfig(epochs=20, batch=1000)), 3)
         t["per_10k_rows_s"] = t["median_s"] * 10_000 / n
         trains.append({"rows": n, **t})
-        print(f"train-svm {n:>6} rows x 20 epochs: median {t['median_s']:.2f} s ({t['per_10k_rows_s']:.2f} s per 10,000 rows)")
+        print(
+            f"train-svm {n:>6} rows x 20 epochs: median {t['median_s']:.2f} s ({t['per_10k_rows_s']:.2f} s per 10,000 rows)"
+        )
     tslope = slope([t["rows"] for t in trains], [t["median_s"] for t in trains])
     print(f"training growth exponent vs rows: {tslope:.2f}")
-    return {"graph": graph, "windows": rows, "growth_exponent": growth,
-            "many_instances": {"instances": n_inst, "requests": 1_000, **wide,
-                               "top1": f"{wtop.service}", "expected": "svc-0017"},
-            "training": trains, "training_growth_exponent": tslope}
+    return {
+        "graph": graph,
+        "windows": rows,
+        "growth_exponent": growth,
+        "many_instances": {
+            "instances": n_inst,
+            "requests": 1_000,
+            **wide,
+            "top1": f"{wtop.service}",
+            "expected": "svc-0017",
+        },
+        "training": trains,
+        "training_growth_exponent": tslope,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "localize.json")
     args = ap.parse_args(argv)
     out = run(args.quick)
-    doc = {"benchmark": "localize", "quick": args.quick, "machine": machine(),
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **out}
+    doc = {
+        "benchmark": "localize",
+        "quick": args.quick,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **out,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     print(f"written: {args.out}")

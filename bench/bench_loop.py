@@ -66,8 +66,20 @@ SIZES = [100, 1_000, 10_000]
 SUMMARIES = TraceSummaries()
 """Each request's type, latency and instances, read once as in the loop (``ControlLoop.summaries``)."""
 SLO = {"compose-post": 250.0, "read-home-timeline": 120.0, "read-user-timeline": 120.0}
-SERVICES = ("frontend", "compose-post", "unique-id", "text", "url-shorten", "user-mention", "media", "user",
-            "post-storage", "user-timeline", "home-timeline", "social-graph")
+SERVICES = (
+    "frontend",
+    "compose-post",
+    "unique-id",
+    "text",
+    "url-shorten",
+    "user-mention",
+    "media",
+    "user",
+    "post-storage",
+    "user-timeline",
+    "home-timeline",
+    "social-graph",
+)
 
 
 # -- traces ---------------------------------------------------------------------------------------
@@ -79,8 +91,17 @@ class Builder:
     def __init__(self, rng: random.Random, slow: dict[str, float], prefix: str = "") -> None:
         self.rng, self.slow, self.n, self.prefix = rng, slow, 0, prefix
 
-    def span(self, spans: list[Span], tag: str, service: str, op: str, start: int, own_us: float,
-             parent: str | None, children: Callable[[int], int] | None = None) -> int:
+    def span(
+        self,
+        spans: list[Span],
+        tag: str,
+        service: str,
+        op: str,
+        start: int,
+        own_us: float,
+        parent: str | None,
+        children: Callable[[int], int] | None = None,
+    ) -> int:
         """A server span of ``service`` starting at ``start``; returns its end."""
         sid = f"{tag}-{len(spans)}"
         index = len(spans)
@@ -104,37 +125,82 @@ class Builder:
 
             def inside(t: int) -> int:
                 cp = spans[1].span_id
-                ends = [self.span(spans, tag, s, "call", t + 100, w, cp) for s, w in
-                        (("unique-id", 200), ("media", 400), ("user", 900))]
-                ends.append(self.span(spans, tag, "text", "compose_text", t + 100, 2500, cp,
-                                      lambda u: max(self.span(spans, tag, "url-shorten", "call", u, 400, spans[-1].span_id),
-                                                    self.span(spans, tag, "user-mention", "call", u, 400, spans[-1].span_id))))
+                ends = [
+                    self.span(spans, tag, s, "call", t + 100, w, cp)
+                    for s, w in (("unique-id", 200), ("media", 400), ("user", 900))
+                ]
+                ends.append(
+                    self.span(
+                        spans,
+                        tag,
+                        "text",
+                        "compose_text",
+                        t + 100,
+                        2500,
+                        cp,
+                        lambda u: max(
+                            self.span(spans, tag, "url-shorten", "call", u, 400, spans[-1].span_id),
+                            self.span(spans, tag, "user-mention", "call", u, 400, spans[-1].span_id),
+                        ),
+                    )
+                )
                 t = max(ends)
-                for service, work in (("post-storage", 3000), ("user-timeline", 1800), ("home-timeline", 3000)):
+                for service, work in (
+                    ("post-storage", 3000),
+                    ("user-timeline", 1800),
+                    ("home-timeline", 3000),
+                ):
                     t = self.span(spans, tag, service, "call", t + 100, work, cp)
                 return t
 
             return self.span(spans, tag, "compose-post", "compose_post", at + 100, 5000, root, inside)
 
         def home(at: int) -> int:
-            return self.span(spans, tag, "home-timeline", "read_home_timeline", at + 100, 3000, spans[0].span_id,
-                             lambda t: self.span(spans, tag, "social-graph", "call", t + 100, 1200, spans[1].span_id))
+            return self.span(
+                spans,
+                tag,
+                "home-timeline",
+                "read_home_timeline",
+                at + 100,
+                3000,
+                spans[0].span_id,
+                lambda t: self.span(spans, tag, "social-graph", "call", t + 100, 1200, spans[1].span_id),
+            )
 
         def user(at: int) -> int:
-            return self.span(spans, tag, "user-timeline", "read_user_timeline", at + 100, 2000, spans[0].span_id)
+            return self.span(
+                spans, tag, "user-timeline", "read_user_timeline", at + 100, 2000, spans[0].span_id
+            )
 
         inner = {"compose-post": compose, "read-home-timeline": home, "read-user-timeline": user}[kind]
         self.span(spans, tag, "frontend", kind.replace("-", "_"), start, 1200, None, inner)
         shift = end_us - spans[0].end
-        return Trace(tag, tuple(Span(s.span_id, s.service, s.instance, s.operation, s.start + shift, s.duration,
-                                     s.parent_id, kind=s.kind) for s in spans))
+        return Trace(
+            tag,
+            tuple(
+                Span(
+                    s.span_id,
+                    s.service,
+                    s.instance,
+                    s.operation,
+                    s.start + shift,
+                    s.duration,
+                    s.parent_id,
+                    kind=s.kind,
+                )
+                for s in spans
+            ),
+        )
 
 
 def windows(n: int, seed: int) -> tuple[list[Trace], list[Trace]]:
     """(window, reference) of ``n`` requests each; compose-post-0 is 60 x slower in the window."""
     rng = random.Random(seed)
     kinds = rng.choices(list(SLO), weights=[10, 60, 30], k=2 * n)
-    calm, hot = Builder(rng, {}, "r"), Builder(rng, {"compose-post": 60.0}, "w")  # trace IDs unique, as Jaeger's
+    calm, hot = (
+        Builder(rng, {}, "r"),
+        Builder(rng, {"compose-post": 60.0}, "w"),
+    )  # trace IDs unique, as Jaeger's
     reference = [calm.trace(k, 1_000_000_000 + i * 100) for i, k in enumerate(kinds[:n])]
     window = [hot.trace(k, 1_010_000_000 + i * 100) for i, k in enumerate(kinds[n:])]
     return window, reference
@@ -148,22 +214,46 @@ def views_for(served: Mapping[str, frozenset[str]]) -> dict[str, InstanceView]:
     for service in SERVICES:
         name = f"{service}-0"
         limits: dict[str, float | str] = {"cpu": 0.5, "disk_io": math.inf, "network": math.inf}
-        out[name] = InstanceView(name, service, limits, dict(limits), frozenset({"cpu", "disk_io", "network"}),
-                                 {"cpu": 0.3, "disk_io": 1e5, "network": 1e6}, 99.5, 98.5, 2.0,
-                                 served.get(name, frozenset()))
+        out[name] = InstanceView(
+            name,
+            service,
+            limits,
+            dict(limits),
+            frozenset({"cpu", "disk_io", "network"}),
+            {"cpu": 0.3, "disk_io": 1e5, "network": 1e6},
+            99.5,
+            98.5,
+            2.0,
+            served.get(name, frozenset()),
+        )
     return out
 
 
-def decide_once(config: LoopConfig, decider: Decider | None, window: Sequence[Trace],
-                reference: Sequence[Trace], *, cold: bool = False) -> tuple[float, int]:
+def decide_once(
+    config: LoopConfig,
+    decider: Decider | None,
+    window: Sequence[Trace],
+    reference: Sequence[Trace],
+    *,
+    cold: bool = False,
+) -> tuple[float, int]:
     """Seconds from traces to bounded actions, and the number of actions; ``cold``: the firm
     decider's per-trace cache emptied first."""
     reference = list(reference)  # a new reference object: nothing of it is reused but its requests' parts
     started = time.perf_counter()
     summary = summarize(window, None if cold else SUMMARIES)
     slo = slo_status(summary, SLO, min_requests=5, at_risk=config.at_risk, slack=config.slack)
-    observation = Observation(100.0, (94.0, 99.0), window, reference, slo, views_for(summary.served),
-                              len(window) / 5, len(window) / 5, summary.mix)
+    observation = Observation(
+        100.0,
+        (94.0, 99.0),
+        window,
+        reference,
+        slo,
+        views_for(summary.served),
+        len(window) / 5,
+        len(window) / 5,
+        summary.mix,
+    )
     actions = 0
     if isinstance(decider, FirmDecider) and cold:
         decider.forget()
@@ -181,14 +271,20 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def bench_decisions(quick: bool) -> tuple[list[dict[str, Any]], str]:
     config = LoopConfig()
-    firm = make_decider(config.model_copy(update={"decider": "firm"}),
-                        request_types=list(SLO))
+    firm = make_decider(config.model_copy(update={"decider": "firm"}), request_types=list(SLO))
     agent_kind = "?"
     if isinstance(firm, FirmDecider):
-        agent_kind = "step rule (no agent model installed)" if type(firm.agent).__name__ == "StepAgent" \
+        agent_kind = (
+            "step rule (no agent model installed)"
+            if type(firm.agent).__name__ == "StepAgent"
             else "DDPG agent model"
-    deciders: dict[str, Decider | None] = {"firm": firm, "firm-cold": firm, "aimd": AimdDecider(config),
-                                           "observe": None}
+        )
+    deciders: dict[str, Decider | None] = {
+        "firm": firm,
+        "firm-cold": firm,
+        "aimd": AimdDecider(config),
+        "observe": None,
+    }
     rows = []
     for n in SIZES[:2] if quick else SIZES:
         window, reference = windows(n, seed=n)
@@ -201,11 +297,21 @@ def bench_decisions(quick: bool) -> tuple[list[dict[str, Any]], str]:
             cache.ingest(window)
             ingest.append(time.perf_counter() - started)
         p99_ms = percentile(ingest, 99) * 1000
-        rows.append({"decider": "ingest", "traces": n, "repeats": repeats,
-                     "median_ms": statistics.median(ingest) * 1000, "p99_ms": p99_ms,
-                     "p99_ms_per_1000_traces": p99_ms * 1000 / n, "actions": 0})
-        print(f"  {'ingest':9s} {n:6d} traces: median {rows[-1]['median_ms']:8.2f} ms, p99 {p99_ms:8.2f} ms "
-              f"({p99_ms * 1000 / n:.2f} ms per 1,000 traces): per-trace parts of requests seen for the first time")
+        rows.append(
+            {
+                "decider": "ingest",
+                "traces": n,
+                "repeats": repeats,
+                "median_ms": statistics.median(ingest) * 1000,
+                "p99_ms": p99_ms,
+                "p99_ms_per_1000_traces": p99_ms * 1000 / n,
+                "actions": 0,
+            }
+        )
+        print(
+            f"  {'ingest':9s} {n:6d} traces: median {rows[-1]['median_ms']:8.2f} ms, p99 {p99_ms:8.2f} ms "
+            f"({p99_ms * 1000 / n:.2f} ms per 1,000 traces): per-trace parts of requests seen for the first time"
+        )
         for name, decider in deciders.items():
             cold = name == "firm-cold"
             decide_once(config, decider, window, reference)  # warm-up (imports, caches)
@@ -215,19 +321,29 @@ def bench_decisions(quick: bool) -> tuple[list[dict[str, Any]], str]:
                 seconds, acted = decide_once(config, decider, window, reference, cold=cold)
                 times.append(seconds)
             p99_ms = percentile(times, 99) * 1000
-            row = {"decider": name, "traces": n, "repeats": repeats, "median_ms": statistics.median(times) * 1000,
-                   "p99_ms": p99_ms, "p99_ms_per_1000_traces": p99_ms * 1000 / n, "actions": acted}
+            row = {
+                "decider": name,
+                "traces": n,
+                "repeats": repeats,
+                "median_ms": statistics.median(times) * 1000,
+                "p99_ms": p99_ms,
+                "p99_ms_per_1000_traces": p99_ms * 1000 / n,
+                "actions": acted,
+            }
             rows.append(row)
-            print(f"  {name:9s} {n:6d} traces: median {row['median_ms']:8.2f} ms, p99 {row['p99_ms']:8.2f} ms "
-                  f"({row['p99_ms_per_1000_traces']:.2f} ms per 1,000 traces), {acted} actions")
+            print(
+                f"  {name:9s} {n:6d} traces: median {row['median_ms']:8.2f} ms, p99 {row['p99_ms']:8.2f} ms "
+                f"({row['p99_ms_per_1000_traces']:.2f} ms per 1,000 traces), {acted} actions"
+            )
     return rows, agent_kind
 
 
 # -- the executor ----------------------------------------------------------------------------------------
 
 
-def _time_step(executor: Executor, step: Callable[[int], list[Action]], repeats: int, dry_run: bool = False
-               ) -> dict[str, float]:
+def _time_step(
+    executor: Executor, step: Callable[[int], list[Action]], repeats: int, dry_run: bool = False
+) -> dict[str, float]:
     times = []
     for i in range(repeats):
         started = time.perf_counter()
@@ -248,8 +364,12 @@ def bench_executor(real: bool, repeats: int) -> dict[str, Any]:
             group = cgroup.group_at(layout, group_path)
             cleanup.append(lambda: cgroup.remove_group_when_empty(group))
             cgroup.create_group(group)
-            cleanup.append(lambda: subprocess.run(["ip", "link", "del", link], check=False, capture_output=True))
-            subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", f"{link}p"], check=True)
+            cleanup.append(
+                lambda: subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
+            )
+            subprocess.run(
+                ["ip", "link", "add", link, "type", "veth", "peer", "name", f"{link}p"], check=True
+            )
             subprocess.run(["ip", "link", "set", link, "up"], check=True)
             executor = LocalExecutor([LocalTarget(name, "bench", group_path, link)])
             kind = "local (this machine's kernel; tc on a veth)"
@@ -257,24 +377,50 @@ def bench_executor(real: bool, repeats: int) -> dict[str, Any]:
             executor = MemoryExecutor({name: {"cpu": 0.5, "cpu_weight": 100.0, "network": math.inf}})
             kind = "in memory (--no-real or no root)"
         baseline = executor.snapshot([name])
-        out = {"executor": kind, "repeats": repeats,
-               "one_cpu_change": _time_step(executor, lambda i: [Action(name, "cpu", 0.5 + 0.1 * (i % 2))], repeats),
-               "three_actions": _time_step(executor, lambda i: [
-                   Action(name, "cpu", 0.5 + 0.1 * (i % 2)), Action(name, "cpu_weight", 100 + 50 * (i % 2)),
-                   Action(name, "network", 100e6 + 10e6 * (i % 2))], repeats),
-               "three_actions_dry_run": _time_step(executor, lambda i: [
-                   Action(name, "cpu", 0.9), Action(name, "cpu_weight", 300), Action(name, "network", 50e6)],
-                   repeats, dry_run=True),
-               "already_in_place": _time_step(executor, lambda i: [
-                   Action(name, "cpu", 0.6), Action(name, "cpu_weight", 150), Action(name, "network", 110e6)],
-                   repeats)}
+        out = {
+            "executor": kind,
+            "repeats": repeats,
+            "one_cpu_change": _time_step(
+                executor, lambda i: [Action(name, "cpu", 0.5 + 0.1 * (i % 2))], repeats
+            ),
+            "three_actions": _time_step(
+                executor,
+                lambda i: [
+                    Action(name, "cpu", 0.5 + 0.1 * (i % 2)),
+                    Action(name, "cpu_weight", 100 + 50 * (i % 2)),
+                    Action(name, "network", 100e6 + 10e6 * (i % 2)),
+                ],
+                repeats,
+            ),
+            "three_actions_dry_run": _time_step(
+                executor,
+                lambda i: [
+                    Action(name, "cpu", 0.9),
+                    Action(name, "cpu_weight", 300),
+                    Action(name, "network", 50e6),
+                ],
+                repeats,
+                dry_run=True,
+            ),
+            "already_in_place": _time_step(
+                executor,
+                lambda i: [
+                    Action(name, "cpu", 0.6),
+                    Action(name, "cpu_weight", 150),
+                    Action(name, "network", 110e6),
+                ],
+                repeats,
+            ),
+        }
         reads = []
         for _ in range(repeats):
             started = time.perf_counter()
             executor.snapshot([name])
             reads.append(time.perf_counter() - started)
-        out["snapshot_one_instance"] = {"median_ms": statistics.median(reads) * 1000,
-                                        "p99_ms": percentile(reads, 99) * 1000}
+        out["snapshot_one_instance"] = {
+            "median_ms": statistics.median(reads) * 1000,
+            "p99_ms": percentile(reads, 99) * 1000,
+        }
         restored = executor.restore(baseline)
         if not restored.ok:
             raise RuntimeError(restored.error)
@@ -289,7 +435,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="Sizes up to 1,000 traces and fewer executor steps.")
     ap.add_argument("--executor-only", action="store_true", help="Time the executor only.")
-    ap.add_argument("--no-real", action="store_true", help="Time the in-memory executor instead of the kernel.")
+    ap.add_argument(
+        "--no-real", action="store_true", help="Time the in-memory executor instead of the kernel."
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
@@ -306,11 +454,21 @@ def main() -> int:
             print(f"  {key:22s} median {value['median_ms']:7.3f} ms, p99 {value['p99_ms']:7.3f} ms")
     goal = [r for r in rows if r["decider"] == "firm" and r["traces"] == 1_000]
     meets = bool(goal) and goal[0]["p99_ms"] <= 20.0
-    print(f"goal (firm, 1,000 traces, parts cached as in the loop, p99 <= 20 ms): {'met' if meets else 'NOT met'}"
-          + (f" ({goal[0]['p99_ms']:.1f} ms)" if goal else ""))
-    doc = {"python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "firm_estimator": agent_kind, "decisions": rows,
-           "executor": executor, "goal_p99_ms_per_1000_traces": 20.0, "goal_met": meets}
+    print(
+        f"goal (firm, 1,000 traces, parts cached as in the loop, p99 <= 20 ms): {'met' if meets else 'NOT met'}"
+        + (f" ({goal[0]['p99_ms']:.1f} ms)" if goal else "")
+    )
+    doc = {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "firm_estimator": agent_kind,
+        "decisions": rows,
+        "executor": executor,
+        "goal_p99_ms_per_1000_traces": 20.0,
+        "goal_met": meets,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     print(f"written: {args.out}")

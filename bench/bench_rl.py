@@ -77,11 +77,18 @@ def bench_updates(quick: bool) -> list[dict[str, Any]]:
         rng = np.random.default_rng(0)
         buf = ReplayBuffer(10_000, cfg.state_dim, rng)
         n = 5_000
-        buf.add(rng.random((n, cfg.state_dim), np.float32), rng.uniform(-1, 1, (n, 5)).astype(np.float32),
-                rng.random(n, np.float32), rng.random((n, cfg.state_dim), np.float32), np.zeros(n, np.float32))
+        buf.add(
+            rng.random((n, cfg.state_dim), np.float32),
+            rng.uniform(-1, 1, (n, 5)).astype(np.float32),
+            rng.random(n, np.float32),
+            rng.random((n, cfg.state_dim), np.float32),
+            np.zeros(n, np.float32),
+        )
         count = 100 if quick else 500
 
-        def updates(agent: Agent = agent, buf: ReplayBuffer = buf, count: int = count, batch: int = batch) -> int:
+        def updates(
+            agent: Agent = agent, buf: ReplayBuffer = buf, count: int = count, batch: int = batch
+        ) -> int:
             for _ in range(count):
                 agent.ddpg.update(buf.sample(batch))
             return count
@@ -95,15 +102,29 @@ def bench_updates(quick: bool) -> list[dict[str, Any]]:
 def bench_decide(quick: bool) -> dict[str, Any]:
     seed_everything(0)
     agent = Agent.load() if _default_exists() else Agent(AgentConfig())
-    bounds = {"cpu": ResourceBounds(0.05, 2.0), "memory_bandwidth": ResourceBounds(10, 100),
-              "llc": ResourceBounds(1, 11), "disk_io": ResourceBounds(1e6, 2e8), "network": ResourceBounds(1e6, 1e9)}
+    bounds = {
+        "cpu": ResourceBounds(0.05, 2.0),
+        "memory_bandwidth": ResourceBounds(10, 100),
+        "llc": ResourceBounds(1, 11),
+        "disk_io": ResourceBounds(1e6, 2e8),
+        "network": ResourceBounds(1e6, 1e9),
+    }
     mask = {"cpu": True, "memory_bandwidth": False, "llc": False, "disk_io": True, "network": True}
     current = {"cpu": 0.5, "disk_io": 5e7, "network": 1e8}
     rng = np.random.default_rng(1)
     n = 2_000 if quick else 20_000
-    states = [build_state(slo_ms=250, p99_ms=float(rng.uniform(50, 500)), rate_rps=40, prev_rate_rps=38,
-                          mix=[1, 6, 3], usage={"cpu": float(rng.uniform(0, 0.5))}, limits={"cpu": 0.5})
-              for _ in range(256)]
+    states = [
+        build_state(
+            slo_ms=250,
+            p99_ms=float(rng.uniform(50, 500)),
+            rate_rps=40,
+            prev_rate_rps=38,
+            mix=[1, 6, 3],
+            usage={"cpu": float(rng.uniform(0, 0.5))},
+            limits={"cpu": 0.5},
+        )
+        for _ in range(256)
+    ]
     lat = np.empty(n)
     for i in range(n):
         t = time.perf_counter()
@@ -115,13 +136,19 @@ def bench_decide(quick: bool) -> dict[str, Any]:
     with torch.no_grad():
         for i in range(n):
             t = time.perf_counter()
-            agent.ddpg.actor(x[i % 256: i % 256 + 1])
+            agent.ddpg.actor(x[i % 256 : i % 256 + 1])
             bare[i] = time.perf_counter() - t
-    out = {"decide_median_us": float(np.median(lat) * 1e6), "decide_p99_us": float(np.percentile(lat, 99) * 1e6),
-           "actor_median_us": float(np.median(bare) * 1e6), "actor_p99_us": float(np.percentile(bare, 99) * 1e6),
-           "calls": n}
-    print(f"decide   one state: median {out['decide_median_us']:.0f} us, p99 {out['decide_p99_us']:.0f} us "
-          f"(bare actor: median {out['actor_median_us']:.0f} us, p99 {out['actor_p99_us']:.0f} us)")
+    out = {
+        "decide_median_us": float(np.median(lat) * 1e6),
+        "decide_p99_us": float(np.percentile(lat, 99) * 1e6),
+        "actor_median_us": float(np.median(bare) * 1e6),
+        "actor_p99_us": float(np.percentile(bare, 99) * 1e6),
+        "calls": n,
+    }
+    print(
+        f"decide   one state: median {out['decide_median_us']:.0f} us, p99 {out['decide_p99_us']:.0f} us "
+        f"(bare actor: median {out['actor_median_us']:.0f} us, p99 {out['actor_p99_us']:.0f} us)"
+    )
     return out
 
 
@@ -140,8 +167,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer and shorter timing runs")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rl.json")
     args = ap.parse_args(argv)
-    result = {"sim": bench_sim(args.quick), "updates": bench_updates(args.quick),
-              "decide": bench_decide(args.quick), "machine": machine()}
+    result = {
+        "sim": bench_sim(args.quick),
+        "updates": bench_updates(args.quick),
+        "decide": bench_decide(args.quick),
+        "machine": machine(),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {args.out}")

@@ -26,24 +26,41 @@ def main(requirements: list[str]) -> int:
     strict = os.environ.get("FIRM_AUDIT_STRICT") == "1"
     pip_audit = Path(sys.executable).with_name("pip-audit")
     if not pip_audit.exists():
-        print(f"dependency audit NOT RUN: {pip_audit} is missing; fix: make venv (requirements-dev.txt pins it)")
+        print(
+            f"dependency audit NOT RUN: {pip_audit} is missing; fix: make venv (requirements-dev.txt pins it)"
+        )
         return 1 if strict else 0
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch, "audit.json")
-        command = [str(pip_audit), "--no-deps", "--disable-pip", "--progress-spinner", "off", "--timeout", "30",
-                   "--format", "json", "--output", str(report)]
+        command = [
+            str(pip_audit),
+            "--no-deps",
+            "--disable-pip",
+            "--progress-spinner",
+            "off",
+            "--timeout",
+            "30",
+            "--format",
+            "json",
+            "--output",
+            str(report),
+        ]
         for path in requirements:
             command += ["--requirement", path]
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
-            print(f"dependency audit NOT RUN: pip-audit did not finish in {TIMEOUT_S} s "
-                  "(is PyPI's vulnerability API reachable from here?)")
+            print(
+                f"dependency audit NOT RUN: pip-audit did not finish in {TIMEOUT_S} s "
+                "(is PyPI's vulnerability API reachable from here?)"
+            )
             return 1 if strict else 0
         if not report.exists():
             said = (proc.stderr or proc.stdout).strip().splitlines()
-            print(f"dependency audit NOT RUN: pip-audit exited {proc.returncode}: "
-                  f"{said[-1] if said else 'no output'}")
+            print(
+                f"dependency audit NOT RUN: pip-audit exited {proc.returncode}: "
+                f"{said[-1] if said else 'no output'}"
+            )
             return 1 if strict else 0
         dependencies = json.loads(report.read_text())["dependencies"]
     vulnerable = [d for d in dependencies if d.get("vulns")]
@@ -54,19 +71,27 @@ def main(requirements: list[str]) -> int:
             fixed = ", ".join(vuln.get("fix_versions") or []) or "no fixed release yet"
             print(f"VULNERABLE: {dep['name']}=={dep['version']}: {vuln['id']} (fixed in {fixed})")
     if skipped:
-        print(f"dependency audit INCOMPLETE: {len(skipped)} of {len(dependencies)} pinned packages could not be "
-              "audited (the vulnerability service had no answer for them from this machine):")
+        print(
+            f"dependency audit INCOMPLETE: {len(skipped)} of {len(dependencies)} pinned packages could not be "
+            "audited (the vulnerability service had no answer for them from this machine):"
+        )
         for dep in skipped:
             print(f"  {dep['name']}: {dep['skip_reason']}")
     if vulnerable:
-        print(f"dependency audit FAILED: {len(vulnerable)} pinned packages have known vulnerabilities; "
-              "fix: raise their pins in requirements*.txt to a fixed release")
+        print(
+            f"dependency audit FAILED: {len(vulnerable)} pinned packages have known vulnerabilities; "
+            "fix: raise their pins in requirements*.txt to a fixed release"
+        )
         return 1
     if audited == 0:
-        print(f"dependency audit NOT DONE: none of the {len(dependencies)} pinned packages could be audited here")
+        print(
+            f"dependency audit NOT DONE: none of the {len(dependencies)} pinned packages could be audited here"
+        )
     else:
-        print(f"dependency audit: no known vulnerabilities in the {audited} pinned packages audited"
-              + (f" ({len(skipped)} not audited, above)" if skipped else ""))
+        print(
+            f"dependency audit: no known vulnerabilities in the {audited} pinned packages audited"
+            + (f" ({len(skipped)} not audited, above)" if skipped else "")
+        )
     return 1 if strict and skipped else 0
 
 

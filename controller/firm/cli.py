@@ -38,8 +38,13 @@ class FirmGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit,
-                KeyboardInterrupt):
+        except (
+            click.exceptions.Exit,
+            click.ClickException,
+            click.exceptions.Abort,
+            SystemExit,
+            KeyboardInterrupt,
+        ):
             raise
         except FirmError as err:
             raise click.ClickException(str(err)) from err
@@ -51,7 +56,9 @@ class FirmGroup(click.Group):
             ) from err
 
 
-@click.group(cls=FirmGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FIRM"})
+@click.group(
+    cls=FirmGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FIRM"}
+)
 @click.version_option(__version__, prog_name="firm")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -90,7 +97,9 @@ def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
 
 
 @main.command("critical-path")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @overlap_tolerance_option()
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
 def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool) -> None:
@@ -116,22 +125,53 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
 
 @main.command("features")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--jaeger-url", metavar="URL", help="Read traces from this Jaeger query service instead of FILES.")
+@click.option(
+    "--jaeger-url", metavar="URL", help="Read traces from this Jaeger query service instead of FILES."
+)
 @click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
 @click.option("--operation", help="Only traces of this operation of --service.")
-@click.option("--window", default=None, metavar="DURATION",
-              help="How far back from now to read from Jaeger, e.g. 30s, 5m, 1h.  [default: 5m]")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="At most this many traces from Jaeger.  [default: 1000]")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="Seconds per request to Jaeger.")
-@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Times a failed request to Jaeger is repeated (with exponential backoff).")
-@click.option("--min-samples", type=click.IntRange(min=2), default=20, show_default=True,
-              help="Requests an instance must be on the path of before RI and CI are computed.")
+@click.option(
+    "--window",
+    default=None,
+    metavar="DURATION",
+    help="How far back from now to read from Jaeger, e.g. 30s, 5m, 1h.  [default: 5m]",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many traces from Jaeger.  [default: 1000]",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds per request to Jaeger.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Times a failed request to Jaeger is repeated (with exponential backoff).",
+)
+@click.option(
+    "--min-samples",
+    type=click.IntRange(min=2),
+    default=20,
+    show_default=True,
+    help="Requests an instance must be on the path of before RI and CI are computed.",
+)
 @overlap_tolerance_option()
-@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True,
-              help="JSON with stable keys, or an aligned table (times in ms).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "table"]),
+    default="json",
+    show_default=True,
+    help="JSON with stable keys, or an aligned table (times in ms).",
+)
 def features_command(
     *,
     files: tuple[Path, ...],
@@ -152,8 +192,13 @@ def features_command(
     --service, from the last --window of a Jaeger query service. Values that cannot be computed
     (too few samples, constant latency) are null and named in "flags".
     """
-    traces = _read(files, jaeger_url=jaeger_url, timeout_s=timeout, retries=retries,
-                   query=TraceQuery(service, operation, window, limit)).traces
+    traces = _read(
+        files,
+        jaeger_url=jaeger_url,
+        timeout_s=timeout,
+        retries=retries,
+        query=TraceQuery(service, operation, window, limit),
+    ).traces
     try:
         result = trace_features(traces, min_samples=min_samples, overlap_tolerance_us=tolerance)
     except TraceError as err:

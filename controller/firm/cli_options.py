@@ -24,24 +24,49 @@ def json_option(help: str = "Print the result as JSON.") -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
-def config_option(help: str, *, path_type: type[Path] | None = None,
-                  default: Path | str | None = None) -> Callable[[F], F]:
+def config_option(
+    help: str, *, path_type: type[Path] | None = None, default: Path | str | None = None
+) -> Callable[[F], F]:
     """``--config FILE``: an existing YAML file (the command function's ``config_path``); ``path_type``
     ``Path`` hands it over as a :class:`pathlib.Path`, None as text."""
-    return click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=path_type),
-                        default=default, help=help)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=path_type),
+        default=default,
+        help=help,
+    )
 
 
-def redis_url_option(help: str, *, default: str | None = None, envvar: str | None = None,
-                     show_default: bool = False, metavar: str | None = None) -> Callable[[F], F]:
+def redis_url_option(
+    help: str,
+    *,
+    default: str | None = None,
+    envvar: str | None = None,
+    show_default: bool = False,
+    metavar: str | None = None,
+) -> Callable[[F], F]:
     """``--redis URL``: a Redis to use (the command function's ``redis_url``)."""
-    return click.option("--redis", "redis_url", default=default, envvar=envvar, show_default=show_default,
-                        metavar=metavar, help=help)
+    return click.option(
+        "--redis",
+        "redis_url",
+        default=default,
+        envvar=envvar,
+        show_default=show_default,
+        metavar=metavar,
+        help=help,
+    )
 
 
 def overlap_tolerance_option() -> Callable[[F], F]:
     """``--overlap-tolerance US``: siblings overlapping by at most this many microseconds count as
     sequential (the command function's ``tolerance``, 0 to :data:`MAX_OVERLAP_TOLERANCE_US`)."""
-    return click.option("--overlap-tolerance", "tolerance", type=click.IntRange(min=0, max=MAX_OVERLAP_TOLERANCE_US),
-                        default=0, show_default=True, metavar="US",
-                        help="Siblings overlapping by at most this many microseconds count as sequential.")
+    return click.option(
+        "--overlap-tolerance",
+        "tolerance",
+        type=click.IntRange(min=0, max=MAX_OVERLAP_TOLERANCE_US),
+        default=0,
+        show_default=True,
+        metavar="US",
+        help="Siblings overlapping by at most this many microseconds count as sequential.",
+    )

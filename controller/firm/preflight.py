@@ -30,8 +30,7 @@ def gather(probe_pqos: bool = True) -> rdt.NodeFacts:
 def report(facts: rdt.NodeFacts) -> dict[str, Any]:
     """The facts, with a one-line verdict: can firm manage this node, and for what."""
     usable = [name for name, cap in facts.capabilities.items() if cap.available]
-    return {**facts.as_dict(), "controllable": usable,
-            "ready": facts.kernel_supported and "cpu" in usable}
+    return {**facts.as_dict(), "controllable": usable, "ready": facts.kernel_supported and "cpu" in usable}
 
 
 def render(facts: rdt.NodeFacts, console: Console) -> None:
@@ -44,10 +43,16 @@ def render(facts: rdt.NodeFacts, console: Console) -> None:
         table.add_row(RESOURCE_NAMES.get(name, name), mark, capability.how)
     console.print(table)
     versions = ", ".join(f"{c} v{v}" for c, v in sorted(facts.cgroup_versions.items())) or "none"
-    console.print(f"CPU vendor: {facts.vendor}; kernel {facts.kernel} "
-                  f"({'supported' if facts.kernel_supported else 'older than 4.12: no MBA'})")
+    console.print(
+        f"CPU vendor: {facts.vendor}; kernel {facts.kernel} "
+        f"({'supported' if facts.kernel_supported else 'older than 4.12: no MBA'})"
+    )
     console.print(f"cgroups: {versions}")
-    console.print(f"resctrl: {facts.resctrl_mount or 'not mounted'}"
-                  f"{' (kernel has it)' if facts.resctrl_in_kernel else ' (not in this kernel)'}")
+    console.print(
+        f"resctrl: {facts.resctrl_mount or 'not mounted'}"
+        f"{' (kernel has it)' if facts.resctrl_in_kernel else ' (not in this kernel)'}"
+    )
     pqos = facts.pqos
-    console.print(f"libpqos: {'works, ' + str(pqos.get('interface')) + ' interface' if pqos.get('available') else pqos.get('error')}")
+    console.print(
+        f"libpqos: {'works, ' + str(pqos.get('interface')) + ' interface' if pqos.get('available') else pqos.get('error')}"
+    )

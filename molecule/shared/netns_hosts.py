@@ -50,8 +50,14 @@ class HostError(Exception):
 
 
 def run(argv: Sequence[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False,
-                          env=dict(os.environ, LC_ALL="C"))
+    proc = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(os.environ, LC_ALL="C"),
+    )
     if check and proc.returncode != 0:
         output = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
         raise HostError(f"{' '.join(argv)} failed with rc={proc.returncode}: {output}")
@@ -131,25 +137,29 @@ def wait_for_ssh(address: str, timeout: float = 10.0) -> None:
 
 def sshd_config(state_dir: Path, name: str, address: str) -> Path:
     config = state_dir / f"sshd_{name}.conf"
-    config.write_text("\n".join([
-        "# Throwaway sshd of a molecule test host (a network namespace); removed by destroy.",
-        f"ListenAddress {address}",
-        "Port 22",
-        f"HostKey {state_dir / 'ssh_host_ed25519_key'}",
-        f"PidFile {state_dir / f'sshd_{name}.pid'}",
-        f"AuthorizedKeysFile {state_dir / 'id_ed25519.pub'}",
-        "PermitRootLogin prohibit-password",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "X11Forwarding no",
-        "AllowTcpForwarding no",
-        "PrintMotd no",
-        "MaxSessions 50",
-        "MaxStartups 50:30:100",
-        f"Subsystem sftp {SFTP_SERVER}",
-        "",
-    ]))
+    config.write_text(
+        "\n".join(
+            [
+                "# Throwaway sshd of a molecule test host (a network namespace); removed by destroy.",
+                f"ListenAddress {address}",
+                "Port 22",
+                f"HostKey {state_dir / 'ssh_host_ed25519_key'}",
+                f"PidFile {state_dir / f'sshd_{name}.pid'}",
+                f"AuthorizedKeysFile {state_dir / 'id_ed25519.pub'}",
+                "PermitRootLogin prohibit-password",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "X11Forwarding no",
+                "AllowTcpForwarding no",
+                "PrintMotd no",
+                "MaxSessions 50",
+                "MaxStartups 50:30:100",
+                f"Subsystem sftp {SFTP_SERVER}",
+                "",
+            ]
+        )
+    )
     config.chmod(0o600)
     return config
 
@@ -172,8 +182,21 @@ def create(state_dir: Path, name: str, index: int) -> dict[str, Any]:
         run(["ip", "netns", "add", ids["netns"]])
         changed = True
     if not link_exists(ids["host_if"]):
-        run(["ip", "link", "add", ids["host_if"], "type", "veth", "peer", "name", ids["ns_if"],
-             "netns", ids["netns"]])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                ids["host_if"],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ids["ns_if"],
+                "netns",
+                ids["netns"],
+            ]
+        )
         run(["ip", "addr", "add", f"{host_address}/30", "dev", ids["host_if"]])
         run(["ip", "-n", ids["netns"], "addr", "add", f"{ns_address}/30", "dev", ids["ns_if"]])
         run(["ip", "link", "set", "dev", ids["host_if"], "up"])
@@ -185,13 +208,29 @@ def create(state_dir: Path, name: str, index: int) -> dict[str, Any]:
     if not sshd_alive(pidfile):
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         config = sshd_config(state_dir, name, ns_address)
-        run(["nsenter", f"--net=/run/netns/{ids['netns']}", SSHD, "-f", str(config),
-             "-E", str(state_dir / f"sshd_{name}.log")])
+        run(
+            [
+                "nsenter",
+                f"--net=/run/netns/{ids['netns']}",
+                SSHD,
+                "-f",
+                str(config),
+                "-E",
+                str(state_dir / f"sshd_{name}.log"),
+            ]
+        )
         changed = True
     wait_for_ssh(ns_address)
-    return {"changed": changed,
-            "instance_config": {"instance": name, "address": ns_address, "user": "root", "port": 22,
-                                "identity_file": str(state_dir / "id_ed25519")}}
+    return {
+        "changed": changed,
+        "instance_config": {
+            "instance": name,
+            "address": ns_address,
+            "user": "root",
+            "port": 22,
+            "identity_file": str(state_dir / "id_ed25519"),
+        },
+    }
 
 
 def namespace_pids(netns: str) -> list[int]:
@@ -256,8 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"failed": True, "msg": "network namespaces need root: run molecule as root"}))
         return 1
     try:
-        result = create(args.state_dir, args.name, args.index) if args.command == "create" \
+        result = (
+            create(args.state_dir, args.name, args.index)
+            if args.command == "create"
             else destroy(args.state_dir)
+        )
     except (HostError, OSError, subprocess.TimeoutExpired) as exc:
         print(json.dumps({"failed": True, "msg": str(exc)}))
         return 1

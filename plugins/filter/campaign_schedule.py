@@ -80,20 +80,24 @@ from ansible_collections.firm.core.plugins.module_utils import campaign
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 
 
-def campaign_schedule(definition: Mapping[str, Any], hosts: Sequence[str], hostvars: Mapping[str, Any]) -> list[
-        dict[str, Any]]:
+def campaign_schedule(
+    definition: Mapping[str, Any], hosts: Sequence[str], hostvars: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     try:
         campaign_id = campaign.check_id(str(definition.get("id", "")))
         if "anomalies" in definition:
-            rounds = campaign.explicit_schedule(campaign_id, definition["anomalies"], list(hosts),
-                                                int(definition.get("gap", 5)))
+            rounds = campaign.explicit_schedule(
+                campaign_id, definition["anomalies"], list(hosts), int(definition.get("gap", 5))
+            )
         elif "random" in definition:
             plan = campaign.parse_random_plan(definition["random"])
             targets = {host: campaign.parse_targets(hostvars[host].get("anomaly_targets")) for host in hosts}
             rounds = campaign.random_schedule(campaign_id, plan, targets)
         else:
-            raise campaign.CampaignInputError("the campaign has neither anomalies nor random",
-                                              fix="give anomalies: [...] or random: {seed: ...}")
+            raise campaign.CampaignInputError(
+                "the campaign has neither anomalies nor random",
+                fix="give anomalies: [...] or random: {seed: ...}",
+            )
     except FirmError as err:
         raise AnsibleFilterError(f"campaign: {err}") from err
     return [r.as_dict() for r in rounds]

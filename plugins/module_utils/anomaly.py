@@ -98,7 +98,9 @@ class AnomalySpec:
     target: Target = field(default_factory=Target)
     link_rate_bps: int | None = None  # network_bandwidth: the capacity intensity is a share of
     peer: str | None = None  # network_bandwidth: an iperf3 server to flood instead of shaping
-    labels: dict[str, str] = field(default_factory=dict)  # e.g. the campaign and service, kept with the record
+    labels: dict[str, str] = field(
+        default_factory=dict
+    )  # e.g. the campaign and service, kept with the record
 
     def same_request(self, other: AnomalySpec) -> bool:
         return dataclasses.replace(self, duration_s=0) == dataclasses.replace(other, duration_s=0)
@@ -153,20 +155,35 @@ class Record:
     def summary(self) -> dict[str, Any]:
         """What a campaign records as ground truth."""
         spec = self.spec
-        return {"name": spec.name, "host": self.host, "kind": spec.kind, "intensity": spec.intensity,
-                "duration_s": spec.duration_s, "target": dataclasses.asdict(spec.target), "labels": spec.labels,
-                "started_at": self.started_at, "expires_at": self.expires_at, "ended_at": self.ended_at}
+        return {
+            "name": spec.name,
+            "host": self.host,
+            "kind": spec.kind,
+            "intensity": spec.intensity,
+            "duration_s": spec.duration_s,
+            "target": dataclasses.asdict(spec.target),
+            "labels": spec.labels,
+            "started_at": self.started_at,
+            "expires_at": self.expires_at,
+            "ended_at": self.ended_at,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
         spec_data = dict(data["spec"])
         spec_data["target"] = Target(**spec_data["target"])
         supervisor = data.get("supervisor")
-        return cls(spec=AnomalySpec(**spec_data), host=data["host"], started_at=data["started_at"],
-                   expires_at=data["expires_at"], workers=[ProcessRef(**w) for w in data.get("workers", [])],
-                   supervisor=ProcessRef(**supervisor) if supervisor else None,
-                   cgroup_path=data.get("cgroup_path"), restore=data.get("restore", {}),
-                   ended_at=data.get("ended_at"))
+        return cls(
+            spec=AnomalySpec(**spec_data),
+            host=data["host"],
+            started_at=data["started_at"],
+            expires_at=data["expires_at"],
+            workers=[ProcessRef(**w) for w in data.get("workers", [])],
+            supervisor=ProcessRef(**supervisor) if supervisor else None,
+            cgroup_path=data.get("cgroup_path"),
+            restore=data.get("restore", {}),
+            ended_at=data.get("ended_at"),
+        )
 
 
 class Store:
@@ -234,28 +251,40 @@ def validate(spec: AnomalySpec, env: Environment) -> None:
     check_request(spec, env.max_duration_s)
     if REGISTRY[spec.kind].kernel_feature == "sch_netem" and not netem_available():
         working = [k for k in KINDS if REGISTRY[k].kernel_feature != "sch_netem"]
-        raise AnomalyNotFoundError("network_delay needs the tc netem qdisc, which this kernel does not have "
-                                   "(sch_netem)", fix=f"use a kernel with sch_netem, or one of {', '.join(working)}")
+        raise AnomalyNotFoundError(
+            "network_delay needs the tc netem qdisc, which this kernel does not have (sch_netem)",
+            fix=f"use a kernel with sch_netem, or one of {', '.join(working)}",
+        )
     for tool in TOOLS[spec.kind] + (("iperf3",) if spec.peer else ()):
         if shutil.which(tool) is None:
-            raise AnomalyNotFoundError(f"{tool} is not installed, and the {spec.kind} anomaly needs it",
-                                       fix="install the anomaly tools (the firm.core anomaly_tools role, or apt-get "
-                                           "install stress-ng sysbench iperf3 nftables iproute2)")
+            raise AnomalyNotFoundError(
+                f"{tool} is not installed, and the {spec.kind} anomaly needs it",
+                fix="install the anomaly tools (the firm.core anomaly_tools role, or apt-get "
+                "install stress-ng sysbench iperf3 nftables iproute2)",
+            )
     _validate_target(spec, env)
 
 
 def check_request(spec: AnomalySpec, max_duration_s: int = 3600) -> None:
     """What can be checked anywhere (a campaign checks it on the controller before any round runs)."""
     if not _NAME.match(spec.name):
-        raise AnomalyInputError(f"anomaly name {spec.name!r} is not a plain name",
-                                fix="use letters, digits, '.', '_' or '-' (at most 63), starting with a letter or digit")
+        raise AnomalyInputError(
+            f"anomaly name {spec.name!r} is not a plain name",
+            fix="use letters, digits, '.', '_' or '-' (at most 63), starting with a letter or digit",
+        )
     if spec.kind not in KINDS:
-        raise AnomalyInputError(f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}")
+        raise AnomalyInputError(
+            f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}"
+        )
     if not 0 <= spec.intensity <= 100:
-        raise AnomalyInputError(f"intensity {spec.intensity} is outside 0..100", fix="give a percentage from 0 to 100")
+        raise AnomalyInputError(
+            f"intensity {spec.intensity} is outside 0..100", fix="give a percentage from 0 to 100"
+        )
     if not MIN_DURATION_S <= spec.duration_s <= max_duration_s:
-        raise AnomalyInputError(f"duration {spec.duration_s} s is outside {MIN_DURATION_S}..{max_duration_s} s",
-                                fix="give a duration in seconds within the bound (max_duration raises it)")
+        raise AnomalyInputError(
+            f"duration {spec.duration_s} s is outside {MIN_DURATION_S}..{max_duration_s} s",
+            fix="give a duration in seconds within the bound (max_duration raises it)",
+        )
 
 
 def _validate_target(spec: AnomalySpec, env: Environment) -> None:
@@ -263,29 +292,39 @@ def _validate_target(spec: AnomalySpec, env: Environment) -> None:
     if target.cgroup is not None:
         group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), target.cgroup)
         if not os.path.isdir(group.dir("cpuset")):
-            raise AnomalyNotFoundError(f"target cgroup {target.cgroup} does not exist in the cpuset hierarchy",
-                                       fix="give the cgroup path of a running service")
+            raise AnomalyNotFoundError(
+                f"target cgroup {target.cgroup} does not exist in the cpuset hierarchy",
+                fix="give the cgroup path of a running service",
+            )
     if target.namespace is not None:
         tc.check_namespace(target.namespace, env.netns_dir)
     network = spec.kind.startswith("network_")
     if network and spec.peer is None and target.interface is None:
-        raise AnomalyInputError(f"{spec.kind} needs target interface (and namespace, if it lives in one)",
-                                fix="give the interface to shape, e.g. the service's veth")
+        raise AnomalyInputError(
+            f"{spec.kind} needs target interface (and namespace, if it lives in one)",
+            fix="give the interface to shape, e.g. the service's veth",
+        )
     if spec.peer is not None and spec.kind != "network_bandwidth":
         raise AnomalyInputError(f"peer applies to network_bandwidth only, not {spec.kind}", fix="drop peer")
     if spec.kind == "network_bandwidth" and spec.peer is not None and target.interface is not None:
-        raise AnomalyInputError("network_bandwidth takes either peer (flood) or interface (shape), not both",
-                                fix="drop one of them")
+        raise AnomalyInputError(
+            "network_bandwidth takes either peer (flood) or interface (shape), not both",
+            fix="drop one of them",
+        )
     if target.interface is not None:
         tc.read_link(target.interface, target.namespace)  # raises when the interface is missing
     if not network and target.interface is not None:
-        raise AnomalyInputError(f"{spec.kind} does not use an interface", fix="target a cgroup or the whole node")
+        raise AnomalyInputError(
+            f"{spec.kind} does not use an interface", fix="target a cgroup or the whole node"
+        )
     if spec.kind == "disk_io":
         files = env.sysbench_files()
         if not os.path.exists(os.path.join(files, "test_file.0")):
-            raise AnomalyNotFoundError(f"no sysbench files in {files}",
-                                       fix="run the anomaly_tools role, or: sysbench fileio --file-total-size=1G "
-                                           f"prepare in {files}")
+            raise AnomalyNotFoundError(
+                f"no sysbench files in {files}",
+                fix="run the anomaly_tools role, or: sysbench fileio --file-total-size=1G "
+                f"prepare in {files}",
+            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -293,8 +332,12 @@ def netem_available() -> bool:
     """Whether the kernel has netem: try it on the loopback of a throwaway network namespace."""
     if shutil.which("unshare") is None or shutil.which("tc") is None:
         return False
-    proc = subprocess.run(["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-                          capture_output=True, check=False, env=dict(os.environ, LC_ALL="C"))
+    proc = subprocess.run(
+        ["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+        capture_output=True,
+        check=False,
+        env=dict(os.environ, LC_ALL="C"),
+    )
     return proc.returncode == 0
 
 
@@ -314,9 +357,14 @@ class Plan:
     delay_ms: int | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"commands": self.commands, "cpu_quota_us": self.settings.cpu_quota_us,
-                "cpuset_cpus": self.settings.cpuset_cpus, "loss_percent": self.loss_percent,
-                "shaping_rate_bps": self.shaping_rate_bps, "delay_ms": self.delay_ms}
+        return {
+            "commands": self.commands,
+            "cpu_quota_us": self.settings.cpu_quota_us,
+            "cpuset_cpus": self.settings.cpuset_cpus,
+            "loss_percent": self.loss_percent,
+            "shaping_rate_bps": self.shaping_rate_bps,
+            "delay_ms": self.delay_ms,
+        }
 
 
 def llc_bytes(sysfs_root: str = "/sys") -> int:
@@ -363,13 +411,21 @@ def plan(spec: AnomalySpec, env: Environment) -> Plan:
     cpus = target_cpus(spec, env)
     workers = len(cpus)
     duty_quota = max(cgroup.CPU_QUOTA_MIN_US, CPU_PERIOD_US * workers * spec.intensity // 100)
-    context = _Context(spec, env, cpus, str(spec.duration_s),
-                       cgroup.CgroupSettings(cpu_quota_us=duty_quota, cpu_period_us=CPU_PERIOD_US,
-                                             cpuset_cpus=cgroup.format_list(cpus)),
-                       cgroup.CgroupSettings(cpuset_cpus=cgroup.format_list(cpus)))
+    context = _Context(
+        spec,
+        env,
+        cpus,
+        str(spec.duration_s),
+        cgroup.CgroupSettings(
+            cpu_quota_us=duty_quota, cpu_period_us=CPU_PERIOD_US, cpuset_cpus=cgroup.format_list(cpus)
+        ),
+        cgroup.CgroupSettings(cpuset_cpus=cgroup.format_list(cpus)),
+    )
     kind = REGISTRY.get(spec.kind)
     if kind is None:
-        raise AnomalyInputError(f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}")
+        raise AnomalyInputError(
+            f"anomaly kind {spec.kind!r} is not known", fix=f"use one of {', '.join(KINDS)}"
+        )
     return kind.plan(context)
 
 
@@ -391,29 +447,73 @@ def _plan_cpu(c: _Context) -> Plan:
     # More runnable workers per CPU as intensity rises: a waking service then waits behind more of
     # them, as behind a noisy neighbour's threads, while the quota bounds the CPU they take in all.
     threads = len(c.cpus) * (1 + c.spec.intensity // 25)
-    return Plan([["stress-ng", "--cpu", str(threads), "--cpu-load", "100", "--timeout", c.seconds, "--quiet"]],
-                c.duty, c.cpus)
+    return Plan(
+        [["stress-ng", "--cpu", str(threads), "--cpu-load", "100", "--timeout", c.seconds, "--quiet"]],
+        c.duty,
+        c.cpus,
+    )
 
 
 def _plan_memory_bandwidth(c: _Context) -> Plan:
-    return Plan([["stress-ng", "--stream", str(len(c.cpus)), "--stream-l3-size", str(llc_bytes(c.env.sysfs_root)),
-                  "--timeout", c.seconds, "--quiet"]], c.duty, c.cpus)
+    return Plan(
+        [
+            [
+                "stress-ng",
+                "--stream",
+                str(len(c.cpus)),
+                "--stream-l3-size",
+                str(llc_bytes(c.env.sysfs_root)),
+                "--timeout",
+                c.seconds,
+                "--quiet",
+            ]
+        ],
+        c.duty,
+        c.cpus,
+    )
 
 
 def _plan_llc(c: _Context) -> Plan:
     workers = len(c.cpus)
     working_set = max(workers * (64 << 10), llc_bytes(c.env.sysfs_root) * c.spec.intensity // 100)
-    return Plan([["stress-ng", "--vm", str(workers), "--vm-bytes", str(working_set), "--vm-method", "write64",
-                  "--vm-keep", "--timeout", c.seconds, "--quiet"]], c.pinned, c.cpus)
+    return Plan(
+        [
+            [
+                "stress-ng",
+                "--vm",
+                str(workers),
+                "--vm-bytes",
+                str(working_set),
+                "--vm-method",
+                "write64",
+                "--vm-keep",
+                "--timeout",
+                c.seconds,
+                "--quiet",
+            ]
+        ],
+        c.pinned,
+        c.cpus,
+    )
 
 
 def _plan_disk_io(c: _Context) -> Plan:
     threads = max(1, math.ceil(4 * c.spec.intensity / 100))
     rate = max(1, c.env.disk_iops_at_full * c.spec.intensity // 100)
     count, total = _sysbench_files(c.env.sysbench_files())
-    command = ["sysbench", "fileio", "--file-test-mode=rndrw", "--file-extra-flags=direct",
-               "--file-fsync-freq=0", f"--threads={threads}", f"--rate={rate}", f"--time={c.seconds}",
-               f"--file-num={count}", f"--file-total-size={total}", "run"]
+    command = [
+        "sysbench",
+        "fileio",
+        "--file-test-mode=rndrw",
+        "--file-extra-flags=direct",
+        "--file-fsync-freq=0",
+        f"--threads={threads}",
+        f"--rate={rate}",
+        f"--time={c.seconds}",
+        f"--file-num={count}",
+        f"--file-total-size={total}",
+        "run",
+    ]
     return Plan([command], c.pinned, c.cpus)
 
 
@@ -422,8 +522,19 @@ def _plan_network_bandwidth(c: _Context) -> Plan:
     link = spec.link_rate_bps or _link_rate(spec, c.env)
     if spec.peer is not None:
         host, _, port = spec.peer.partition(":")
-        flood = ["iperf3", "-c", host, "-p", port or "5201", "-b", str(max(1, link * spec.intensity // 100)),
-                 "-t", c.seconds, "--connect-timeout", "3000"]
+        flood = [
+            "iperf3",
+            "-c",
+            host,
+            "-p",
+            port or "5201",
+            "-b",
+            str(max(1, link * spec.intensity // 100)),
+            "-t",
+            c.seconds,
+            "--connect-timeout",
+            "3000",
+        ]
         return Plan([_in_namespace(spec.target.namespace, flood)], c.pinned, c.cpus)
     rate = max(8000, link * (100 - spec.intensity) // 100)
     return Plan([], c.pinned, c.cpus, shaping_rate_bps=rate)
@@ -452,15 +563,18 @@ class Kind:
     """A kernel feature beyond the tools that some kernels lack (``sch_netem``), else None."""
 
 
-REGISTRY: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("cpu", ("stress-ng",), "cpus", _plan_cpu),
-    Kind("memory_bandwidth", ("stress-ng",), "cpus", _plan_memory_bandwidth),
-    Kind("llc", ("stress-ng",), "cpus", _plan_llc),
-    Kind("disk_io", ("sysbench",), "cpus", _plan_disk_io),
-    Kind("network_bandwidth", ("tc",), "interface", _plan_network_bandwidth),
-    Kind("network_loss", ("nft",), "interface", _plan_network_loss),
-    Kind("network_delay", ("tc",), "interface", _plan_network_delay, kernel_feature="sch_netem"),
-)}
+REGISTRY: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("cpu", ("stress-ng",), "cpus", _plan_cpu),
+        Kind("memory_bandwidth", ("stress-ng",), "cpus", _plan_memory_bandwidth),
+        Kind("llc", ("stress-ng",), "cpus", _plan_llc),
+        Kind("disk_io", ("sysbench",), "cpus", _plan_disk_io),
+        Kind("network_bandwidth", ("tc",), "interface", _plan_network_bandwidth),
+        Kind("network_loss", ("nft",), "interface", _plan_network_loss),
+        Kind("network_delay", ("tc",), "interface", _plan_network_delay, kernel_feature="sch_netem"),
+    )
+}
 """Every anomaly kind, the one list the module, the campaigns, the testbed and the CLI read."""
 
 KINDS = tuple(REGISTRY)
@@ -470,8 +584,11 @@ TOOLS = {name: kind.tools for name, kind in REGISTRY.items()}
 def kind_names(*, placement: str | None = None, portable: bool = False) -> list[str]:
     """The kinds in registry order; only those of one ``placement`` (``cpus`` or ``interface``), and
     with ``portable`` only those that need no optional kernel feature."""
-    return [name for name, kind in REGISTRY.items()
-            if (placement is None or kind.placement == placement) and not (portable and kind.kernel_feature)]
+    return [
+        name
+        for name, kind in REGISTRY.items()
+        if (placement is None or kind.placement == placement) and not (portable and kind.kernel_feature)
+    ]
 
 
 def _in_namespace(namespace: str | None, command: list[str]) -> list[str]:
@@ -480,8 +597,11 @@ def _in_namespace(namespace: str | None, command: list[str]) -> list[str]:
 
 def _sysbench_files(directory: str) -> tuple[int, int]:
     """How many files sysbench prepared and their total size: it must be told both."""
-    sizes = [os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory)
-             if re.fullmatch(r"test_file\.\d+", name)]
+    sizes = [
+        os.path.getsize(os.path.join(directory, name))
+        for name in os.listdir(directory)
+        if re.fullmatch(r"test_file\.\d+", name)
+    ]
     return len(sizes), sum(sizes)
 
 
@@ -492,8 +612,10 @@ def _link_rate(spec: AnomalySpec, env: Environment) -> int:
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     speed = int(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip().isdigit() else 0
     if speed <= 0:
-        raise AnomalyInputError(f"the speed of {interface} is unknown (virtual interfaces may report none)",
-                                fix="give link_rate, the capacity the intensity is a share of, e.g. 1gbit")
+        raise AnomalyInputError(
+            f"the speed of {interface} is unknown (virtual interfaces may report none)",
+            fix="give link_rate, the capacity the intensity is a share of, e.g. 1gbit",
+        )
     return speed * 1_000_000
 
 
@@ -603,8 +725,14 @@ def stop(name: str, env: Environment, timeout_s: float = 10.0) -> dict[str, Any]
         while _still_saved(store, record) and time.monotonic() < deadline:
             time.sleep(0.05)
         if not _still_saved(store, record):
-            return next((h for h in reversed(store.history(record.started_at))
-                         if h["name"] == name and h["started_at"] == record.started_at), None)
+            return next(
+                (
+                    h
+                    for h in reversed(store.history(record.started_at))
+                    if h["name"] == name and h["started_at"] == record.started_at
+                ),
+                None,
+            )
     _kill_supervisor(record)  # it did not answer in time: it must not clean up a second time
     return cleanup(record, env, note="stopped")
 
@@ -631,8 +759,10 @@ def cleanup(record: Record, env: Environment, ran: bool = True, note: str = "") 
     problems: list[str] = []
     for worker in record.workers:
         kill_group(worker)
-    steps: list[Callable[[], None]] = [functools.partial(_undo_kernel_change, record.restore),
-                                       functools.partial(_remove_cgroup, record.cgroup_path, env)]
+    steps: list[Callable[[], None]] = [
+        functools.partial(_undo_kernel_change, record.restore),
+        functools.partial(_remove_cgroup, record.cgroup_path, env),
+    ]
     for step in steps:
         try:
             step()
@@ -680,10 +810,14 @@ def _spawn(command: list[str], group: cgroup.Group, log: str, cwd: str) -> Proce
         # preexec_fn puts the worker in its group before it runs at all. The module's process has no
         # threads; a threaded caller must start anomalies from a process of their own.
         proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=cwd, start_new_session=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            cwd=cwd,
+            start_new_session=True,
             env=dict(os.environ, LC_ALL="C"),
             preexec_fn=functools.partial(cgroup.join, group),  # noqa: PLW1509
-
         )
     return ProcessRef.of(proc.pid)
 
@@ -695,8 +829,10 @@ def _check_started(record: Record, log: str, settle_s: float = 0.3) -> None:
     if dead:
         with open(log, encoding="utf-8", errors="replace") as handle:
             said = handle.read()[-800:]
-        raise AnomalyStartError(f"the {record.spec.kind} workers exited at once: {said.strip()}",
-                                fix="check that the anomaly tools work on this node")
+        raise AnomalyStartError(
+            f"the {record.spec.kind} workers exited at once: {said.strip()}",
+            fix="check that the anomaly tools work on this node",
+        )
 
 
 def _apply_kernel_change(spec: AnomalySpec, work: Plan) -> dict[str, Any]:
@@ -705,19 +841,29 @@ def _apply_kernel_change(spec: AnomalySpec, work: Plan) -> dict[str, Any]:
     if work.shaping_rate_bps is not None and interface is not None:
         previous = tc.read_shaping(interface, namespace)
         tc.ensure_shaping(interface, tc.parse_request("tbf", work.shaping_rate_bps), namespace)
-        return {"type": "tc", "interface": interface, "namespace": namespace,
-                "previous": previous.as_dict() if previous else None}
+        return {
+            "type": "tc",
+            "interface": interface,
+            "namespace": namespace,
+            "previous": previous.as_dict() if previous else None,
+        }
     if work.loss_percent is not None and interface is not None:
         table = _loss_table(spec.name)
-        ruleset = (f"table inet {table} {{\n chain output {{\n  type filter hook output priority 0; policy accept;\n"
-                   f'  oifname "{interface}" numgen random mod 100 < {work.loss_percent} counter drop\n }}\n}}\n')
+        ruleset = (
+            f"table inet {table} {{\n chain output {{\n  type filter hook output priority 0; policy accept;\n"
+            f'  oifname "{interface}" numgen random mod 100 < {work.loss_percent} counter drop\n }}\n}}\n'
+        )
         _nft(namespace, ["-f", "-"], ruleset)
         return {"type": "nft", "namespace": namespace, "table": table}
     if work.delay_ms is not None and interface is not None:
         previous = tc.read_shaping(interface, namespace)
         tc.apply_netem_delay(interface, work.delay_ms * 1000, max(1, work.delay_ms // 10) * 1000, namespace)
-        return {"type": "netem", "interface": interface, "namespace": namespace,
-                "previous": previous.as_dict() if previous else None}
+        return {
+            "type": "netem",
+            "interface": interface,
+            "namespace": namespace,
+            "previous": previous.as_dict() if previous else None,
+        }
     return {}
 
 
@@ -728,18 +874,27 @@ def _loss_table(name: str) -> str:
 
 def _nft(namespace: str | None, args: list[str], stdin: str | None = None) -> None:
     command = _in_namespace(namespace, ["nft", *args])
-    proc = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False,
-                          env=dict(os.environ, LC_ALL="C"))
+    proc = subprocess.run(
+        command, input=stdin, capture_output=True, text=True, check=False, env=dict(os.environ, LC_ALL="C")
+    )
     if proc.returncode != 0:
-        raise AnomalyStartError(f"nft {' '.join(args)} failed: {proc.stderr.strip()}",
-                                fix="check that nftables works on this node", rc=proc.returncode,
-                                stdout=proc.stdout, stderr=proc.stderr)
+        raise AnomalyStartError(
+            f"nft {' '.join(args)} failed: {proc.stderr.strip()}",
+            fix="check that nftables works on this node",
+            rc=proc.returncode,
+            stdout=proc.stdout,
+            stderr=proc.stderr,
+        )
 
 
 def _undo_kernel_change(restore: dict[str, Any]) -> None:
     kind = restore.get("type")
     if kind in ("tc", "netem"):
-        interface, namespace, previous = restore["interface"], restore.get("namespace"), restore.get("previous")
+        interface, namespace, previous = (
+            restore["interface"],
+            restore.get("namespace"),
+            restore.get("previous"),
+        )
         if kind == "netem":
             tc.remove_netem(interface, namespace)
         if previous or kind == "tc":
@@ -829,5 +984,8 @@ def _supervise(record: Record, env: Environment) -> None:
             note = "its workers exited before it expired"  # no contention is left: the label must end here
             break
     saved = store.load(record.spec.name)
-    cleanup(saved if saved is not None and saved.started_at == record.started_at else record, env,
-            note="stopped" if stopping else note)
+    cleanup(
+        saved if saved is not None and saved.started_at == record.started_at else record,
+        env,
+        note="stopped" if stopping else note,
+    )

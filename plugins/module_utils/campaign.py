@@ -65,10 +65,17 @@ class Injection:
 
     def module_args(self) -> dict[str, Any]:
         """The arguments of firm.core.anomaly that start it."""
-        args: dict[str, Any] = {"name": self.name, "kind": self.kind, "intensity": self.intensity,
-                                "duration": self.duration_s,
-                                "labels": {"campaign": self.campaign, "round": str(self.round),
-                                           "service": self.service or "node"}}
+        args: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "intensity": self.intensity,
+            "duration": self.duration_s,
+            "labels": {
+                "campaign": self.campaign,
+                "round": str(self.round),
+                "service": self.service or "node",
+            },
+        }
         for option in ("target_cgroup", "target_namespace", "target_interface", "link_rate"):
             if getattr(self, option) is not None:
                 args[option] = getattr(self, option)
@@ -83,8 +90,12 @@ class Round:
 
     def as_dict(self) -> dict[str, Any]:
         longest = max((i.duration_s for i in self.injections), default=0)
-        return {"index": self.index, "length_s": self.length_s, "gap_s": self.length_s - longest,
-                "injections": [dict(asdict(i), args=i.module_args()) for i in self.injections]}
+        return {
+            "index": self.index,
+            "length_s": self.length_s,
+            "gap_s": self.length_s - longest,
+            "injections": [dict(asdict(i), args=i.module_args()) for i in self.injections],
+        }
 
 
 @dataclass(frozen=True)
@@ -123,40 +134,67 @@ NODE = Target("node")
 
 def check_id(campaign: str) -> str:
     if not _ID.match(campaign):
-        raise CampaignInputError(f"campaign id {campaign!r} is not a plain name",
-                                 fix="use letters, digits, '_' or '-' (at most 40), starting with a letter or digit")
+        raise CampaignInputError(
+            f"campaign id {campaign!r} is not a plain name",
+            fix="use letters, digits, '_' or '-' (at most 40), starting with a letter or digit",
+        )
     return campaign
 
 
-def _range(config: Mapping[str, Any], key: str, default: tuple[int, int], low: int, high: int) -> tuple[int, int]:
+def _range(
+    config: Mapping[str, Any], key: str, default: tuple[int, int], low: int, high: int
+) -> tuple[int, int]:
     value = config.get(key, default)
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) for v in pair) or not low <= pair[0] <= pair[1] <= high:
-        raise CampaignInputError(f"{key} {value!r} is not a range within {low}..{high}",
-                                 fix=f"give {key} as [low, high] with {low} <= low <= high <= {high}")
+        raise CampaignInputError(
+            f"{key} {value!r} is not a range within {low}..{high}",
+            fix=f"give {key} as [low, high] with {low} <= low <= high <= {high}",
+        )
     return pair[0], pair[1]
 
 
 def parse_random_plan(config: Mapping[str, Any], max_duration_s: int = 3600) -> RandomPlan:
     """Validate a ``random`` campaign definition (as a playbook gives it)."""
-    known = {"seed", "rounds", "kinds", "intensity", "duration", "gap", "hosts_per_round", "services_per_host"}
+    known = {
+        "seed",
+        "rounds",
+        "kinds",
+        "intensity",
+        "duration",
+        "gap",
+        "hosts_per_round",
+        "services_per_host",
+    }
     unknown = sorted(set(config) - known)
     if unknown:
-        raise CampaignInputError(f"unknown keys in the random campaign: {', '.join(unknown)}",
-                                 fix=f"use only {', '.join(sorted(known))}")
+        raise CampaignInputError(
+            f"unknown keys in the random campaign: {', '.join(unknown)}",
+            fix=f"use only {', '.join(sorted(known))}",
+        )
     if not isinstance(config.get("seed"), int):
         raise CampaignInputError("the random campaign has no integer seed", fix="give seed: <integer>")
     kinds = tuple(config.get("kinds", DEFAULT_KINDS))
     bad = [k for k in kinds if k not in anomaly.KINDS]
     if bad or not kinds:
-        raise CampaignInputError(f"kinds {bad or '[]'} are not anomaly kinds", fix=f"choose from {', '.join(anomaly.KINDS)}")
+        raise CampaignInputError(
+            f"kinds {bad or '[]'} are not anomaly kinds", fix=f"choose from {', '.join(anomaly.KINDS)}"
+        )
     rounds = config.get("rounds", 5)
     if not isinstance(rounds, int) or not 1 <= rounds <= 10000:
-        raise CampaignInputError(f"rounds {rounds!r} is not a count from 1 to 10000", fix="give rounds: <count>")
-    return RandomPlan(config["seed"], rounds, kinds, _range(config, "intensity", (30, 90), 0, 100),
-                      _range(config, "duration", (10, 30), 1, max_duration_s), _range(config, "gap", (5, 15), 0, 86400),
-                      _range(config, "hosts_per_round", (1, 1), 1, 10000),
-                      _range(config, "services_per_host", (1, 2), 1, 10000))
+        raise CampaignInputError(
+            f"rounds {rounds!r} is not a count from 1 to 10000", fix="give rounds: <count>"
+        )
+    return RandomPlan(
+        config["seed"],
+        rounds,
+        kinds,
+        _range(config, "intensity", (30, 90), 0, 100),
+        _range(config, "duration", (10, 30), 1, max_duration_s),
+        _range(config, "gap", (5, 15), 0, 86400),
+        _range(config, "hosts_per_round", (1, 1), 1, 10000),
+        _range(config, "services_per_host", (1, 2), 1, 10000),
+    )
 
 
 def parse_targets(entries: Sequence[Mapping[str, Any]] | None) -> list[Target]:
@@ -164,10 +202,20 @@ def parse_targets(entries: Sequence[Mapping[str, Any]] | None) -> list[Target]:
     targets = []
     for entry in entries or []:
         if "service" not in entry:
-            raise CampaignInputError(f"anomaly target {dict(entry)!r} has no service name",
-                                     fix="give each target a service: and its cgroup / namespace / interface")
-        targets.append(Target(str(entry["service"]), entry.get("cgroup"), entry.get("namespace"),
-                              entry.get("interface"), entry.get("link_rate"), tuple(entry.get("kinds", ()))))
+            raise CampaignInputError(
+                f"anomaly target {dict(entry)!r} has no service name",
+                fix="give each target a service: and its cgroup / namespace / interface",
+            )
+        targets.append(
+            Target(
+                str(entry["service"]),
+                entry.get("cgroup"),
+                entry.get("namespace"),
+                entry.get("interface"),
+                entry.get("link_rate"),
+                tuple(entry.get("kinds", ())),
+            )
+        )
     return targets or [NODE]
 
 
@@ -176,7 +224,9 @@ def random_schedule(campaign: str, plan: RandomPlan, targets: Mapping[str, Seque
     check_id(campaign)
     hosts = sorted(targets)
     if not hosts:
-        raise CampaignInputError("the campaign has no hosts", fix="point firm_campaign_hosts at a non-empty group")
+        raise CampaignInputError(
+            "the campaign has no hosts", fix="point firm_campaign_hosts at a non-empty group"
+        )
     rng = random.Random(plan.seed)
     rounds = []
     for index in range(plan.rounds):
@@ -187,30 +237,64 @@ def random_schedule(campaign: str, plan: RandomPlan, targets: Mapping[str, Seque
             count = min(len(candidates), rng.randint(*plan.services_per_host))
             for target in rng.sample(candidates, count):
                 kind = rng.choice([k for k in plan.kinds if target.accepts(k)])
-                injections.append(_injection(campaign, index, host, hosts.index(host), len(injections), kind,
-                                             rng.randint(*plan.intensity), rng.randint(*plan.duration_s), target))
+                injections.append(
+                    _injection(
+                        campaign,
+                        index,
+                        host,
+                        hosts.index(host),
+                        len(injections),
+                        kind,
+                        rng.randint(*plan.intensity),
+                        rng.randint(*plan.duration_s),
+                        target,
+                    )
+                )
         longest = max((i.duration_s for i in injections), default=0)
         rounds.append(Round(index, longest + rng.randint(*plan.gap_s), tuple(injections)))
     return rounds
 
 
-def _injection(campaign: str, index: int, host: str, host_number: int, number: int, kind: str, intensity: int,
-               duration: int, target: Target, name: str | None = None) -> Injection:
+def _injection(
+    campaign: str,
+    index: int,
+    host: str,
+    host_number: int,
+    number: int,
+    kind: str,
+    intensity: int,
+    duration: int,
+    target: Target,
+    name: str | None = None,
+) -> Injection:
     """An injection named by campaign, round, host number and position: unique, and short enough for
     an anomaly name (the host's own name can be long and share a prefix with others)."""
-    injection = Injection(campaign, index, host, name or f"{campaign}-r{index}-h{host_number}-{number}", kind,
-                          intensity, duration, None if target is NODE else target.service, target.cgroup,
-                          target.namespace, target.interface, target.link_rate)
+    injection = Injection(
+        campaign,
+        index,
+        host,
+        name or f"{campaign}-r{index}-h{host_number}-{number}",
+        kind,
+        intensity,
+        duration,
+        None if target is NODE else target.service,
+        target.cgroup,
+        target.namespace,
+        target.interface,
+        target.link_rate,
+    )
     try:
         anomaly.check_request(anomaly.AnomalySpec(injection.name, kind, intensity, duration))
     except anomaly.AnomalyInputError as exc:
-        raise CampaignInputError(f"anomaly {injection.name} of round {index} on {host}: {exc.message}",
-                                 fix=exc.fix) from exc
+        raise CampaignInputError(
+            f"anomaly {injection.name} of round {index} on {host}: {exc.message}", fix=exc.fix
+        ) from exc
     return injection
 
 
-def explicit_schedule(campaign: str, entries: Sequence[Mapping[str, Any]], hosts: Sequence[str],
-                      gap_s: int = 5) -> list[Round]:
+def explicit_schedule(
+    campaign: str, entries: Sequence[Mapping[str, Any]], hosts: Sequence[str], gap_s: int = 5
+) -> list[Round]:
     """A campaign given as a list: each entry names its host, kind, intensity, duration and round.
 
     Every entry is checked here, before any round runs, so that a mistake in the last round does not
@@ -222,24 +306,41 @@ def explicit_schedule(campaign: str, entries: Sequence[Mapping[str, Any]], hosts
     for number, entry in enumerate(entries):
         missing = [k for k in ("host", "kind", "intensity", "duration") if k not in entry]
         if missing:
-            raise CampaignInputError(f"anomaly {number} of the campaign has no {', '.join(missing)}",
-                                     fix="give each anomaly host, kind, intensity and duration (round is optional)")
+            raise CampaignInputError(
+                f"anomaly {number} of the campaign has no {', '.join(missing)}",
+                fix="give each anomaly host, kind, intensity and duration (round is optional)",
+            )
         if entry["host"] not in hosts:
-            raise CampaignInputError(f"anomaly {number} names host {entry['host']!r}, which is not in the campaign",
-                                     fix=f"use one of {', '.join(ordered_hosts)}")
+            raise CampaignInputError(
+                f"anomaly {number} names host {entry['host']!r}, which is not in the campaign",
+                fix=f"use one of {', '.join(ordered_hosts)}",
+            )
         target = parse_targets([entry])[0] if "service" in entry else NODE
         index = int(entry.get("round", 0))
-        injection = _injection(campaign, index, str(entry["host"]), ordered_hosts.index(entry["host"]), number,
-                               str(entry["kind"]), int(entry["intensity"]), int(entry["duration"]), target,
-                               str(entry["name"]) if "name" in entry else None)
+        injection = _injection(
+            campaign,
+            index,
+            str(entry["host"]),
+            ordered_hosts.index(entry["host"]),
+            number,
+            str(entry["kind"]),
+            int(entry["intensity"]),
+            int(entry["duration"]),
+            target,
+            str(entry["name"]) if "name" in entry else None,
+        )
         by_round.setdefault(index, []).append(injection)
     names = [i.name for items in by_round.values() for i in items]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise CampaignInputError(f"anomaly names {duplicates} are used more than once",
-                                 fix="give each anomaly of the campaign its own name")
-    return [Round(index, max(i.duration_s for i in items) + gap_s, tuple(items))
-            for index, items in sorted(by_round.items())]
+        raise CampaignInputError(
+            f"anomaly names {duplicates} are used more than once",
+            fix="give each anomaly of the campaign its own name",
+        )
+    return [
+        Round(index, max(i.duration_s for i in items) + gap_s, tuple(items))
+        for index, items in sorted(by_round.items())
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,18 +357,23 @@ LATEST_EPOCH_S = 4_102_444_800.0
 def _epoch_seconds(entry: Mapping[str, Any], key: str, index: int) -> float:
     value = entry.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not a time",
-                          fix=f"give {key} as seconds since the epoch, as firm.core.anomaly returns it")
+        raise RecordError(
+            f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not a time",
+            fix=f"give {key} as seconds since the epoch, as firm.core.anomaly returns it",
+        )
     try:
         seconds = float(value)
     except ValueError:
-        raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not a number of seconds",
-                          fix=f"give {key} as seconds since the epoch (e.g. 1764500000.5), not a date or a word"
-                          ) from None
+        raise RecordError(
+            f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not a number of seconds",
+            fix=f"give {key} as seconds since the epoch (e.g. 1764500000.5), not a date or a word",
+        ) from None
     if not EARLIEST_EPOCH_S <= seconds <= LATEST_EPOCH_S:
-        raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not between 2000 and 2100 "
-                          "in seconds since the epoch",
-                          fix=f"give {key} in seconds, not milliseconds or microseconds")
+        raise RecordError(
+            f"entry {index} ({entry.get('name', '?')}): {key} {value!r} is not between 2000 and 2100 "
+            "in seconds since the epoch",
+            fix=f"give {key} in seconds, not milliseconds or microseconds",
+        )
     return seconds
 
 
@@ -280,25 +386,33 @@ def validate_entries(event: str, entries: Sequence[Mapping[str, Any]]) -> list[d
     Raises :class:`RecordError` naming the entry and the field.
     """
     if event not in EVENTS:
-        raise RecordError(f"event {event!r} is not one of {', '.join(EVENTS)}", fix="give planned, started or ended")
+        raise RecordError(
+            f"event {event!r} is not one of {', '.join(EVENTS)}", fix="give planned, started or ended"
+        )
     if event == "planned":
         return [dict(e) for e in entries]
     checked = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
-            raise RecordError(f"entry {index} is a {type(entry).__name__}, not a mapping",
-                              fix="give anomaly summaries as firm.core.anomaly returns them")
+            raise RecordError(
+                f"entry {index} is a {type(entry).__name__}, not a mapping",
+                fix="give anomaly summaries as firm.core.anomaly returns them",
+            )
         for key in ("name", "host", "kind"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise RecordError(f"entry {index} ({entry.get('name', '?')}): {key} is missing or empty",
-                                  fix=f"give every entry a {key} (firm.core.anomaly's result has it)")
+                raise RecordError(
+                    f"entry {index} ({entry.get('name', '?')}): {key} is missing or empty",
+                    fix=f"give every entry a {key} (firm.core.anomaly's result has it)",
+                )
         out = dict(entry)
         out["started_at"] = _epoch_seconds(entry, "started_at", index)
         if event == "ended":
             out["ended_at"] = _epoch_seconds(entry, "ended_at", index)
             if out["ended_at"] < out["started_at"]:
-                raise RecordError(f"entry {index} ({entry['name']}): ended_at is before started_at",
-                                  fix="give the real end, after the start")
+                raise RecordError(
+                    f"entry {index} ({entry['name']}): ended_at is before started_at",
+                    fix="give the real end, after the start",
+                )
         checked.append(out)
     return checked
 
@@ -311,9 +425,17 @@ RETRY_INTERVAL_S = 0.5
 """Seconds between attempts to write a record to a Redis that does not answer."""
 
 
-def record(event: str, campaign: str, entries: Sequence[Mapping[str, Any]], jsonl_path: str | None,
-           redis_client: Any = None, schedule: Sequence[Mapping[str, Any]] | None = None, *,
-           redis_wait_s: float = 0.0, retry_on: tuple[type[BaseException], ...] = ()) -> int:
+def record(
+    event: str,
+    campaign: str,
+    entries: Sequence[Mapping[str, Any]],
+    jsonl_path: str | None,
+    redis_client: Any = None,
+    schedule: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    redis_wait_s: float = 0.0,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> int:
     """Append ``entries`` (anomaly summaries, as firm.core.anomaly returns them) to the record.
 
     ``event`` is ``planned`` (``schedule`` given, no entries), ``started`` or ``ended``. Returns the
@@ -326,7 +448,9 @@ def record(event: str, campaign: str, entries: Sequence[Mapping[str, Any]], json
     now = time.time()
     lines = [{"event": event, "campaign": campaign, "recorded_at": now, **dict(entry)} for entry in entries]
     if event == "planned":
-        lines = [{"event": "planned", "campaign": campaign, "recorded_at": now, "schedule": list(schedule or [])}]
+        lines = [
+            {"event": "planned", "campaign": campaign, "recorded_at": now, "schedule": list(schedule or [])}
+        ]
     if jsonl_path:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(jsonl_path)), exist_ok=True)
@@ -334,38 +458,57 @@ def record(event: str, campaign: str, entries: Sequence[Mapping[str, Any]], json
                 for line in lines:
                     handle.write(json.dumps(line, sort_keys=True) + "\n")
         except OSError as exc:
-            raise RecordError(f"cannot append to the campaign file {jsonl_path}: {exc.strerror}",
-                              fix="give a writable campaign file path") from exc
+            raise RecordError(
+                f"cannot append to the campaign file {jsonl_path}: {exc.strerror}",
+                fix="give a writable campaign file path",
+            ) from exc
     if redis_client is not None:
-        pending: PendingWrites[tuple[str, str, Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]] | None,
-                                     float]] = PendingWrites(1)
+        pending: PendingWrites[
+            tuple[str, str, Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]] | None, float]
+        ] = PendingWrites(1)
         pending.add([(event, campaign, entries, schedule, now)])
         deadline = time.monotonic() + redis_wait_s
-        def write(batch: list[tuple[str, str, Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]] | None,
-                                    float]]) -> None:
+
+        def write(
+            batch: list[
+                tuple[str, str, Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]] | None, float]
+            ],
+        ) -> None:
             for item in batch:
                 _record_redis(redis_client, *item)
 
         while not pending.flush(write, retry_on):
             if time.monotonic() >= deadline:
-                raise RecordError(f"Redis did not take the {event} record of campaign {campaign} within "
-                                  f"{redis_wait_s:g} s" + (f"; the campaign file {jsonl_path} has it" if jsonl_path
-                                                            else ""),
-                                  fix="start Redis (the redis role, or make services) and record again")
+                raise RecordError(
+                    f"Redis did not take the {event} record of campaign {campaign} within "
+                    f"{redis_wait_s:g} s"
+                    + (f"; the campaign file {jsonl_path} has it" if jsonl_path else ""),
+                    fix="start Redis (the redis role, or make services) and record again",
+                )
             time.sleep(RETRY_INTERVAL_S)
     return len(entries)
 
 
-def _record_redis(client: Any, event: str, campaign: str, entries: Sequence[Mapping[str, Any]],
-                  schedule: Sequence[Mapping[str, Any]] | None, now: float) -> None:
+def _record_redis(
+    client: Any,
+    event: str,
+    campaign: str,
+    entries: Sequence[Mapping[str, Any]],
+    schedule: Sequence[Mapping[str, Any]] | None,
+    now: float,
+) -> None:
     pipe = client.pipeline()
     if event == "planned":
-        pipe.hset(f"firm:campaign:{campaign}", mapping={"id": campaign, "planned_at": now,
-                                                          "schedule": json.dumps(list(schedule or []))})
+        pipe.hset(
+            f"firm:campaign:{campaign}",
+            mapping={"id": campaign, "planned_at": now, "schedule": json.dumps(list(schedule or []))},
+        )
     for entry in entries:
         key = injection_key(campaign, str(entry["name"]))
-        fields = {k: json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v)
-                  for k, v in entry.items()}
+        fields = {
+            k: json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v)
+            for k, v in entry.items()
+        }
         pipe.hset(key, mapping={**fields, "campaign": campaign, "event": event})
         if event == "started":
             pipe.rpush(f"firm:campaign:{campaign}:injections", key)

@@ -47,7 +47,14 @@ from ansible_collections.firm.core.plugins.module_utils.sysfs import (
 
 # Controllers firm manages, by their v1 names; the v2 name differs only for blkio.
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "blkio", "memory", "pids")
-V2_NAMES = {"cpu": "cpu", "cpuacct": "cpu", "cpuset": "cpuset", "blkio": "io", "memory": "memory", "pids": "pids"}
+V2_NAMES = {
+    "cpu": "cpu",
+    "cpuacct": "cpu",
+    "cpuset": "cpuset",
+    "blkio": "io",
+    "memory": "memory",
+    "pids": "pids",
+}
 
 CPU_PERIOD_MIN_US = 1000
 CPU_PERIOD_MAX_US = 1000000
@@ -70,8 +77,10 @@ _V2_IO_KEYS = {"read_bps": "rbps", "write_bps": "wbps", "read_iops": "riops", "w
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{12,64}$")
 # A pod's metadata.uid (dashed, or with underscores as the systemd driver writes it), or the 32 hex
 # digits of a static pod's kubernetes.io/config.hash, which the kubelet uses as its (mirror pod's) UID.
-_POD_UID = re.compile(r"^([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}"
-                      r"|[0-9a-fA-F]{32})$")
+_POD_UID = re.compile(
+    r"^([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{32})$"
+)
 
 
 class CgroupInputError(InvalidInputError):
@@ -128,8 +137,12 @@ def detect_layout(root: str = "/sys/fs/cgroup") -> Layout:
     ``root/unified`` with only the controllers no v1 hierarchy took.
     """
     if not os.path.isdir(root):
-        raise CgroupNotFoundError(f"cgroup root {root} does not exist", fix="mount cgroups or set cgroup_root")
-    unified = root if os.path.exists(os.path.join(root, "cgroup.controllers")) else os.path.join(root, "unified")
+        raise CgroupNotFoundError(
+            f"cgroup root {root} does not exist", fix="mount cgroups or set cgroup_root"
+        )
+    unified = (
+        root if os.path.exists(os.path.join(root, "cgroup.controllers")) else os.path.join(root, "unified")
+    )
     v2_available = _v2_controllers(unified)
     hierarchies: dict[str, Hierarchy] = {}
     for name in CONTROLLERS:
@@ -196,7 +209,9 @@ def group_of_pid(layout: Layout, pid: int, proc_root: str = "/proc") -> Group:
     try:
         content = read_text(os.path.join(proc_root, str(pid), "cgroup"))
     except NotFoundError:
-        raise CgroupNotFoundError(f"process {pid} does not exist", fix="give the PID of a running process") from None
+        raise CgroupNotFoundError(
+            f"process {pid} does not exist", fix="give the PID of a running process"
+        ) from None
     v1_paths: dict[str, str] = {}
     v2_path: str | None = None
     for line in content.splitlines():
@@ -222,17 +237,20 @@ _QOS_DIRS_SYSTEMD = (
 _RUNTIME_PREFIXES = {"containerd": "cri-containerd", "cri-o": "crio", "docker": "docker"}
 
 
-def kubernetes_candidates(pod_uid: str, container_id: str | None = None, driver: str = "auto",
-                          runtime: str = "auto") -> list[str]:
+def kubernetes_candidates(
+    pod_uid: str, container_id: str | None = None, driver: str = "auto", runtime: str = "auto"
+) -> list[str]:
     """Every path the kubelet may give a pod (or one of its containers), most likely first.
 
     cgroupfs driver: ``kubepods[/<qos>]/pod<uid>[/<id>]`` (CRI-O: ``crio-<id>``); systemd driver:
     ``kubepods.slice[/kubepods-<qos>.slice]/kubepods[-<qos>]-pod<uid_>.slice[/<prefix>-<id>.scope]``.
     """
     if not _POD_UID.match(pod_uid):
-        raise CgroupInputError(f"pod_uid {pod_uid!r} is not a pod UID",
-                               fix="give metadata.uid of the pod, e.g. 6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10, or a "
-                                   "static pod's kubernetes.io/config.hash (32 hex digits)")
+        raise CgroupInputError(
+            f"pod_uid {pod_uid!r} is not a pod UID",
+            fix="give metadata.uid of the pod, e.g. 6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10, or a "
+            "static pod's kubernetes.io/config.hash (32 hex digits)",
+        )
     inferred_runtime, cid = _split_container_id(container_id) if container_id else (None, None)
     if runtime == "auto":
         runtimes = [inferred_runtime] if inferred_runtime else list(_RUNTIME_PREFIXES)
@@ -265,18 +283,25 @@ def _split_container_id(container_id: str) -> tuple[str | None, str]:
     runtime = None
     if "://" in container_id:
         scheme, container_id = container_id.split("://", 1)
-        runtime = {"containerd": "containerd", "cri-o": "cri-o", "crio": "cri-o", "docker": "docker"}.get(scheme)
+        runtime = {"containerd": "containerd", "cri-o": "cri-o", "crio": "cri-o", "docker": "docker"}.get(
+            scheme
+        )
         if runtime is None:
-            raise CgroupInputError(f"container runtime {scheme!r} is not known",
-                                   fix="use a containerd://, cri-o:// or docker:// container ID")
+            raise CgroupInputError(
+                f"container runtime {scheme!r} is not known",
+                fix="use a containerd://, cri-o:// or docker:// container ID",
+            )
     if not _CONTAINER_ID.match(container_id):
-        raise CgroupInputError(f"container_id {container_id!r} is not a container ID",
-                               fix="give status.containerStatuses[].containerID of the pod")
+        raise CgroupInputError(
+            f"container_id {container_id!r} is not a container ID",
+            fix="give status.containerStatuses[].containerID of the pod",
+        )
     return runtime, container_id
 
 
-def group_of_pod(layout: Layout, pod_uid: str, container_id: str | None = None, driver: str = "auto",
-                 runtime: str = "auto") -> Group:
+def group_of_pod(
+    layout: Layout, pod_uid: str, container_id: str | None = None, driver: str = "auto", runtime: str = "auto"
+) -> Group:
     """The existing group of a Kubernetes pod or container, whatever its QoS class and driver."""
     candidates = kubernetes_candidates(pod_uid, container_id, driver, runtime)
     probe = "cpu" if "cpu" in layout.hierarchies else next(iter(layout.hierarchies))
@@ -313,8 +338,10 @@ def create_group(group: Group, rollback: Rollback | None = None, *, kernel: Kern
             try:
                 kernel.mkdir(path)
             except OSError as exc:
-                raise CgroupWriteError(f"cannot create cgroup {path}: {exc.strerror}",
-                                       fix="check that the cgroup root is mounted read-write and you are root") from exc
+                raise CgroupWriteError(
+                    f"cannot create cgroup {path}: {exc.strerror}",
+                    fix="check that the cgroup root is mounted read-write and you are root",
+                ) from exc
             made.append(path)
             if rollback is not None:
                 rollback.record(functools.partial(kernel.rmdir, path))
@@ -334,11 +361,15 @@ def _missing_ancestors(directory: str) -> list[str]:
 
 
 def _is_v2_dir(group: Group, path: str) -> bool:
-    return any(h.version == 2 and path.startswith(h.mount + os.sep) for h in group.layout.hierarchies.values())
+    return any(
+        h.version == 2 and path.startswith(h.mount + os.sep) for h in group.layout.hierarchies.values()
+    )
 
 
 def _delegate_v2_controllers(group: Group, parent: str, rollback: Rollback | None, kernel: Kernel) -> None:
-    wanted = sorted({V2_NAMES[n] for n, h in group.layout.hierarchies.items() if h.version == 2 and n != "cpuacct"})
+    wanted = sorted(
+        {V2_NAMES[n] for n, h in group.layout.hierarchies.items() if h.version == 2 and n != "cpuacct"}
+    )
     control = os.path.join(parent, "cgroup.subtree_control")
     enabled = read_text(control).split()
     available = read_text(os.path.join(parent, "cgroup.controllers")).split()
@@ -366,16 +397,20 @@ def remove_group(group: Group, *, kernel: Kernel = KERNEL) -> list[str]:
     busy = {d: pids for d in existing for pids in [_pids_below(d)] if pids}
     if busy:
         directory, pids = next(iter(busy.items()))
-        raise CgroupInputError(f"cgroup {directory} still holds processes {sorted(pids)[:10]}",
-                               fix="stop those processes or move them to another group first")
+        raise CgroupInputError(
+            f"cgroup {directory} still holds processes {sorted(pids)[:10]}",
+            fix="stop those processes or move them to another group first",
+        )
     removed: list[str] = []
     for directory in existing:
         for sub, _, _ in sorted(os.walk(directory), key=lambda entry: -entry[0].count(os.sep)):
             try:
                 kernel.rmdir(sub)
             except OSError as exc:
-                raise CgroupWriteError(f"cannot remove cgroup {sub}: {exc.strerror}",
-                                       fix="check that no process is left in it and retry") from exc
+                raise CgroupWriteError(
+                    f"cannot remove cgroup {sub}: {exc.strerror}",
+                    fix="check that no process is left in it and retry",
+                ) from exc
             removed.append(sub)
     return removed
 
@@ -388,7 +423,12 @@ def join(group: Group) -> None:
 
 def signal_members(group: Group, sig: int = signal.SIGKILL) -> int:
     """Signal every process in the group and its sub-groups, in every hierarchy; returns how many."""
-    pids = {pid for directory in group.distinct_dirs() if os.path.isdir(directory) for pid in _pids_below(directory)}
+    pids = {
+        pid
+        for directory in group.distinct_dirs()
+        if os.path.isdir(directory)
+        for pid in _pids_below(directory)
+    }
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
@@ -417,8 +457,10 @@ def _pids_below(directory: str) -> list[int]:
 
 def group_pids(group: Group) -> dict[str, list[int]]:
     """The processes directly in the group, per distinct hierarchy directory."""
-    return {d: sorted(int(p) for p in read_text(os.path.join(d, "cgroup.procs")).split())
-            for d in group.distinct_dirs()}
+    return {
+        d: sorted(int(p) for p in read_text(os.path.join(d, "cgroup.procs")).split())
+        for d in group.distinct_dirs()
+    }
 
 
 def pids_to_attach(group: Group, pids: Iterable[int], proc_root: str = "/proc") -> dict[str, list[int]]:
@@ -428,7 +470,11 @@ def pids_to_attach(group: Group, pids: Iterable[int], proc_root: str = "/proc") 
         if pid <= 0 or not os.path.isdir(os.path.join(proc_root, str(pid))):
             raise CgroupNotFoundError(f"process {pid} does not exist", fix="give PIDs of running processes")
     current = group_pids(group) if group.exists() else {d: [] for d in group.distinct_dirs()}
-    return {d: [p for p in wanted if p not in inside] for d, inside in current.items() if any(p not in inside for p in wanted)}
+    return {
+        d: [p for p in wanted if p not in inside]
+        for d, inside in current.items()
+        if any(p not in inside for p in wanted)
+    }
 
 
 def attach_pids(plan: Mapping[str, Sequence[int]], *, kernel: Kernel = KERNEL) -> None:
@@ -481,22 +527,29 @@ def validate(settings: CgroupSettings) -> None:
     """Refuse values no kernel accepts, before anything is read or written."""
     quota, period = settings.cpu_quota_us, settings.cpu_period_us
     if period is not None and not CPU_PERIOD_MIN_US <= period <= CPU_PERIOD_MAX_US:
-        raise CgroupInputError(f"cpu_period_us {period} is outside [{CPU_PERIOD_MIN_US}, {CPU_PERIOD_MAX_US}]",
-                               fix="use a period between 1 ms and 1 s; 100000 (100 ms) is the kernel default")
+        raise CgroupInputError(
+            f"cpu_period_us {period} is outside [{CPU_PERIOD_MIN_US}, {CPU_PERIOD_MAX_US}]",
+            fix="use a period between 1 ms and 1 s; 100000 (100 ms) is the kernel default",
+        )
     if quota is not None and quota != -1 and quota < CPU_QUOTA_MIN_US:
         raise CgroupInputError(
             f"cpu_quota_us {quota} is {'negative' if quota < 0 else 'below 1 ms'}",
-            fix=f"use -1 for unlimited or a quota of at least {CPU_QUOTA_MIN_US} us (1 ms)")
+            fix=f"use -1 for unlimited or a quota of at least {CPU_QUOTA_MIN_US} us (1 ms)",
+        )
     if settings.cpu_weight is not None and not CPU_WEIGHT_MIN <= settings.cpu_weight <= CPU_WEIGHT_MAX:
-        raise CgroupInputError(f"cpu_weight {settings.cpu_weight} is outside [{CPU_WEIGHT_MIN}, {CPU_WEIGHT_MAX}]",
-                               fix="use a cgroup v2 weight; 100 is the default share")
+        raise CgroupInputError(
+            f"cpu_weight {settings.cpu_weight} is outside [{CPU_WEIGHT_MIN}, {CPU_WEIGHT_MAX}]",
+            fix="use a cgroup v2 weight; 100 is the default share",
+        )
     for name in ("cpuset_cpus", "cpuset_mems"):
         value = getattr(settings, name)
         if value is not None:
             parse_list(value, name)
     memory = settings.memory_max
     if memory is not None and memory != -1 and memory < MEMORY_MIN_BYTES:
-        raise CgroupInputError(f"memory_max {memory} is below one page", fix="use -1 for unlimited or at least 4096 bytes")
+        raise CgroupInputError(
+            f"memory_max {memory} is below one page", fix="use -1 for unlimited or at least 4096 bytes"
+        )
     seen = set()
     for limit in settings.disk:
         if limit.device in seen:
@@ -504,8 +557,10 @@ def validate(settings: CgroupSettings) -> None:
         seen.add(limit.device)
         for name, value in limit.as_dict().items():
             if value is not None and value <= 0:
-                raise CgroupInputError(f"{name} {value} of device {limit.device} is not positive",
-                                       fix="omit the field for no limit, or give a positive number")
+                raise CgroupInputError(
+                    f"{name} {value} of device {limit.device} is not positive",
+                    fix="omit the field for no limit, or give a positive number",
+                )
 
 
 def parse_list(text: str, what: str = "list") -> list[int]:
@@ -514,12 +569,16 @@ def parse_list(text: str, what: str = "list") -> list[int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
-            raise CgroupInputError(f"{what} {text!r} is not a list like '0-3,6'",
-                                   fix="use comma-separated numbers and ascending ranges")
+            raise CgroupInputError(
+                f"{what} {text!r} is not a list like '0-3,6'",
+                fix="use comma-separated numbers and ascending ranges",
+            )
         low, high = int(match.group(1)), int(match.group(2) or match.group(1))
         if high >= LIST_ID_LIMIT:
-            raise CgroupInputError(f"{what} {text!r} names {high}, beyond any CPU or memory node ID",
-                                   fix=f"use IDs below {LIST_ID_LIMIT} (the kernel's NR_CPUS limit)")
+            raise CgroupInputError(
+                f"{what} {text!r} names {high}, beyond any CPU or memory node ID",
+                fix=f"use IDs below {LIST_ID_LIMIT} (the kernel's NR_CPUS limit)",
+            )
         numbers.extend(range(low, high + 1))
     return sorted(set(numbers))
 
@@ -544,20 +603,28 @@ def resolve_device(device: str, sysfs_root: str = "/sys") -> str:
         majmin = device
     else:
         if "\x00" in device:
-            raise CgroupInputError(f"device {device!r} contains a NUL byte",
-                                   fix="give a block device path such as /dev/sda, or MAJ:MIN from lsblk")
+            raise CgroupInputError(
+                f"device {device!r} contains a NUL byte",
+                fix="give a block device path such as /dev/sda, or MAJ:MIN from lsblk",
+            )
         try:
             info = os.stat(device)
         except OSError:
-            raise CgroupNotFoundError(f"device {device} does not exist",
-                                      fix="give a block device path such as /dev/sda, or MAJ:MIN from lsblk") from None
+            raise CgroupNotFoundError(
+                f"device {device} does not exist",
+                fix="give a block device path such as /dev/sda, or MAJ:MIN from lsblk",
+            ) from None
         if not stat.S_ISBLK(info.st_mode):
-            raise CgroupInputError(f"{device} is not a block device", fix="give a block device path such as /dev/sda")
+            raise CgroupInputError(
+                f"{device} is not a block device", fix="give a block device path such as /dev/sda"
+            )
         majmin = f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
     entry = os.path.join(sysfs_root, "dev", "block", majmin)
     if not os.path.exists(entry):
-        raise CgroupNotFoundError(f"block device {majmin} is not known to the kernel",
-                                  fix="list devices with lsblk and use a disk's MAJ:MIN")
+        raise CgroupNotFoundError(
+            f"block device {majmin} is not known to the kernel",
+            fix="list devices with lsblk and use a disk's MAJ:MIN",
+        )
     if os.path.exists(os.path.join(entry, "partition")):
         return read_text(os.path.join(os.path.dirname(os.path.realpath(entry)), "dev"))
     return majmin
@@ -590,7 +657,9 @@ def read_settings(group: Group, settings: CgroupSettings) -> dict[str, object]:
         current["memory_max"] = read_memory_max(group)
     if settings.disk:
         limits = read_disk_limits(group)
-        current["disk"] = {d.device: limits.get(d.device, DiskLimit(d.device)).as_dict() for d in settings.disk}
+        current["disk"] = {
+            d.device: limits.get(d.device, DiskLimit(d.device)).as_dict() for d in settings.disk
+        }
     return current
 
 
@@ -599,7 +668,9 @@ def read_cpu_max(group: Group) -> tuple[int, int]:
     if group.version("cpu") == 2:
         quota, period = read_text(group.file("cpu", "cpu.max")).split()
         return (-1 if quota == "max" else int(quota)), int(period)
-    return int(read_text(group.file("cpu", "cpu.cfs_quota_us"))), int(read_text(group.file("cpu", "cpu.cfs_period_us")))
+    return int(read_text(group.file("cpu", "cpu.cfs_quota_us"))), int(
+        read_text(group.file("cpu", "cpu.cfs_period_us"))
+    )
 
 
 def read_cpu_weight(group: Group) -> int:
@@ -632,8 +703,10 @@ def read_disk_limits(group: Group) -> dict[str, DiskLimit]:
         for line in read_text(group.file("blkio", "io.max")).splitlines():
             device, *pairs = line.split()
             values = dict(pair.split("=", 1) for pair in pairs)
-            fields[device] = {name: None if values.get(key, "max") == "max" else int(values[key])
-                              for name, key in _V2_IO_KEYS.items()}
+            fields[device] = {
+                name: None if values.get(key, "max") == "max" else int(values[key])
+                for name, key in _V2_IO_KEYS.items()
+            }
     else:
         for name, filename in _V1_DISK_FILES.items():
             for line in read_text(group.file("blkio", filename)).splitlines():
@@ -667,8 +740,10 @@ def resolve_devices(settings: CgroupSettings, sysfs_root: str = "/sys") -> Cgrou
     validate(settings)
     if not settings.disk:
         return settings
-    disk = tuple(DiskLimit(resolve_device(d.device, sysfs_root), d.read_bps, d.write_bps, d.read_iops, d.write_iops)
-                 for d in settings.disk)
+    disk = tuple(
+        DiskLimit(resolve_device(d.device, sysfs_root), d.read_bps, d.write_bps, d.read_iops, d.write_iops)
+        for d in settings.disk
+    )
     validate(CgroupSettings(disk=disk))  # two paths may name one disk
     return dataclasses.replace(settings, disk=disk)
 
@@ -692,21 +767,40 @@ def _plan_cpu_max(group: Group, settings: CgroupSettings) -> list[Write]:
     quota_write = Write("cpu_quota_us", group.file("cpu", "cpu.cfs_quota_us"), str(quota))
     if period == period_now or period_now is None:
         return [quota_write] if period == period_now else [period_write, quota_write]
-    return _order_v1_cpu_writes(quota_now, period_now, quota, period, quota_write, period_write,
-                                has_limited_children=_has_limited_children(group.dir("cpu")))
+    return _order_v1_cpu_writes(
+        quota_now,
+        period_now,
+        quota,
+        period,
+        quota_write,
+        period_write,
+        has_limited_children=_has_limited_children(group.dir("cpu")),
+    )
 
 
 def _has_limited_children(directory: str) -> bool:
     """Whether a child group of ``directory`` (v1 cpu hierarchy) has a CFS quota of its own."""
     for entry in os.scandir(directory) if os.path.isdir(directory) else []:
         quota_file = os.path.join(entry.path, "cpu.cfs_quota_us")
-        if entry.is_dir(follow_symlinks=False) and os.path.exists(quota_file) and read_text(quota_file) != "-1":
+        if (
+            entry.is_dir(follow_symlinks=False)
+            and os.path.exists(quota_file)
+            and read_text(quota_file) != "-1"
+        ):
             return True
     return False
 
 
-def _order_v1_cpu_writes(quota_now: int | None, period_now: int, quota: int, period: int,
-                         quota_write: Write, period_write: Write, *, has_limited_children: bool = True) -> list[Write]:
+def _order_v1_cpu_writes(
+    quota_now: int | None,
+    period_now: int,
+    quota: int,
+    period: int,
+    quota_write: Write,
+    period_write: Write,
+    *,
+    has_limited_children: bool = True,
+) -> list[Write]:
     """Quota and period of a v1 group, written so that no state in between is refused.
 
     The kernel checks quota/period on every write against the parent's (it may not exceed it) and
@@ -728,7 +822,11 @@ def _order_v1_cpu_writes(quota_now: int | None, period_now: int, quota: int, per
     if low <= quota / period_now <= high:
         return [quota_write, period_write]
     if not has_limited_children:
-        return [quota_write, period_write] if quota / period_now < quota_now / period else [period_write, quota_write]
+        return (
+            [quota_write, period_write]
+            if quota / period_now < quota_now / period
+            else [period_write, quota_write]
+        )
     unlimited = Write("cpu_quota_us", quota_write.path, "-1")
     return [unlimited, period_write, quota_write]
 
@@ -739,7 +837,11 @@ def _plan_cpu_weight(group: Group, weight: int) -> list[Write]:
         return [] if now == weight else [Write("cpu_weight", group.file("cpu", "cpu.weight"), str(weight))]
     shares = weight_to_shares(weight)
     current_shares = int(read_text(group.file("cpu", "cpu.shares"))) if now is not None else None
-    return [] if current_shares == shares else [Write("cpu_weight", group.file("cpu", "cpu.shares"), str(shares))]
+    return (
+        []
+        if current_shares == shares
+        else [Write("cpu_weight", group.file("cpu", "cpu.shares"), str(shares))]
+    )
 
 
 def _plan_cpuset(group: Group, settings: CgroupSettings) -> list[Write]:
@@ -755,7 +857,8 @@ def _plan_cpuset(group: Group, settings: CgroupSettings) -> list[Write]:
         if outside or not wanted:
             raise CgroupInputError(
                 f"{name} {value!r} is {'empty' if not wanted else 'not within ' + repr(format_list(allowed))}",
-                fix=f"choose from the parent group's {filename}: {format_list(allowed)}")
+                fix=f"choose from the parent group's {filename}: {format_list(allowed)}",
+            )
         path = group.file("cpuset", filename)
         now = parse_list(read_text(path)) if _exists(path) else None
         if now != wanted:
@@ -768,9 +871,16 @@ def _parent_cpuset(group: Group, filename: str) -> list[int]:
     parent = os.path.dirname(directory) if directory != group.layout.hierarchy("cpuset").mount else directory
     while not os.path.isdir(parent):
         parent = os.path.dirname(parent)
-    effective = os.path.join(parent, filename.replace(".cpus", ".cpus.effective").replace(".mems", ".mems.effective"))
-    return parse_list(read_text(effective if group.version("cpuset") == 2 and _exists(effective)
-                                else os.path.join(parent, filename)))
+    effective = os.path.join(
+        parent, filename.replace(".cpus", ".cpus.effective").replace(".mems", ".mems.effective")
+    )
+    return parse_list(
+        read_text(
+            effective
+            if group.version("cpuset") == 2 and _exists(effective)
+            else os.path.join(parent, filename)
+        )
+    )
 
 
 def kernel_memory_limit(limit: int) -> int:
@@ -799,18 +909,26 @@ def _plan_disk(group: Group, limits: Sequence[DiskLimit]) -> list[Write]:
         if now == limit:
             continue
         if group.version("blkio") == 2:
-            pairs = " ".join(f"{key}={'max' if getattr(limit, name) is None else getattr(limit, name)}"
-                             for name, key in _V2_IO_KEYS.items())
+            pairs = " ".join(
+                f"{key}={'max' if getattr(limit, name) is None else getattr(limit, name)}"
+                for name, key in _V2_IO_KEYS.items()
+            )
             writes.append(Write("disk", group.file("blkio", "io.max"), f"{limit.device} {pairs}"))
             continue
         for name, filename in _V1_DISK_FILES.items():
             if getattr(limit, name) != getattr(now, name):
                 # v1 removes a device's rule when its value is 0.
-                writes.append(Write("disk", group.file("blkio", filename), f"{limit.device} {getattr(limit, name) or 0}"))
+                writes.append(
+                    Write(
+                        "disk", group.file("blkio", filename), f"{limit.device} {getattr(limit, name) or 0}"
+                    )
+                )
     return writes
 
 
-def apply_writes(writes: Sequence[Write], rollback: Rollback | None = None, *, kernel: Kernel = KERNEL) -> None:
+def apply_writes(
+    writes: Sequence[Write], rollback: Rollback | None = None, *, kernel: Kernel = KERNEL
+) -> None:
     """Write each planned value; on a refusal, restore what was already written and raise."""
     own = rollback is None
     log = rollback if rollback is not None else Rollback()
@@ -827,8 +945,11 @@ def apply_writes(writes: Sequence[Write], rollback: Rollback | None = None, *, k
         if own:
             failures = log.undo()
             if failures:
-                raise CgroupWriteError("the change failed and could not be fully undone",
-                                       fix="inspect the group by hand", rollback_failures=failures) from None
+                raise CgroupWriteError(
+                    "the change failed and could not be fully undone",
+                    fix="inspect the group by hand",
+                    rollback_failures=failures,
+                ) from None
         raise
 
 
@@ -850,8 +971,10 @@ def explain_refusal(write: Write, exc: KernelWriteError) -> tuple[str, str]:
         refused += f" ({errno.errorcode.get(code, code)})"
     try:
         if code in (errno.EACCES, errno.EPERM):
-            return (f"{refused}: permission denied",
-                    "run as root, or delegate the group to this user (v2: chown the directory and its cgroup.procs)")
+            return (
+                f"{refused}: permission denied",
+                "run as root, or delegate the group to this user (v2: chown the directory and its cgroup.procs)",
+            )
         if name in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.max") and code == errno.EINVAL:
             return _explain_cpu(write, directory, refused)
         if name in ("memory.limit_in_bytes", "memory.max"):
@@ -859,27 +982,41 @@ def explain_refusal(write: Write, exc: KernelWriteError) -> tuple[str, str]:
             if explained is not None:
                 return explained
         if name == "cgroup.subtree_control" and code == errno.EBUSY:
-            return (f"{refused}: v2's no-internal-processes rule: the group has processes of its own, so it "
-                    "cannot give controllers to children", "move its processes into a leaf group below it first")
+            return (
+                f"{refused}: v2's no-internal-processes rule: the group has processes of its own, so it "
+                "cannot give controllers to children",
+                "move its processes into a leaf group below it first",
+            )
         if name in ("cgroup.procs", "tasks"):
             if code == errno.ENOSPC:
-                return (f"{refused}: the group's cpuset.cpus or cpuset.mems is empty",
-                        "set cpuset.cpus and cpuset.mems of the group (firm's cpuset_cpus / cpuset_mems) first")
+                return (
+                    f"{refused}: the group's cpuset.cpus or cpuset.mems is empty",
+                    "set cpuset.cpus and cpuset.mems of the group (firm's cpuset_cpus / cpuset_mems) first",
+                )
             if code == errno.EBUSY:
-                return (f"{refused}: v2's no-internal-processes rule: the group gives controllers to its "
-                        "children (cgroup.subtree_control)", "attach the process to a leaf group")
+                return (
+                    f"{refused}: v2's no-internal-processes rule: the group gives controllers to its "
+                    "children (cgroup.subtree_control)",
+                    "attach the process to a leaf group",
+                )
         if name in ("cpuset.cpus", "cpuset.mems"):
             if code == errno.EBUSY:
-                return (f"{refused}: a child group still uses CPUs or memory nodes this would remove",
-                        "shrink the children's cpusets first, then this group's")
+                return (
+                    f"{refused}: a child group still uses CPUs or memory nodes this would remove",
+                    "shrink the children's cpusets first, then this group's",
+                )
             if code == errno.EINVAL:
                 parent = read_text(os.path.join(os.path.dirname(directory), name))
-                return (f"{refused}: not within the parent's {name} ({parent or 'empty'})",
-                        f"choose from {parent}, or widen the parent first")
+                return (
+                    f"{refused}: not within the parent's {name} ({parent or 'empty'})",
+                    f"choose from {parent}, or widen the parent first",
+                )
         if name.startswith(("blkio.throttle.", "io.max")) and code in (errno.EINVAL, errno.ENODEV):
-            return (f"{refused}: device {write.value.split()[0]} is not a whole block device the controller "
-                    "throttles (a partition, or a device without a request queue)",
-                    "give the whole disk (firm resolves /dev paths to it), e.g. 8:0 for /dev/sda")
+            return (
+                f"{refused}: device {write.value.split()[0]} is not a whole block device the controller "
+                "throttles (a partition, or a device without a request queue)",
+                "give the whole disk (firm resolves /dev paths to it), e.g. 8:0 for /dev/sda",
+            )
     except FirmError:
         pass  # the tree could not be read to say more: fall back to the kernel's words
     return f"{refused}: {exc.message}", exc.fix
@@ -909,44 +1046,68 @@ def _explain_cpu(write: Write, directory: str, refused: str) -> tuple[str, str]:
         burst_file = os.path.join(directory, "cpu.max.burst")
         if os.path.exists(burst_file) and wanted[0] >= 0 and int(read_text(burst_file)) > wanted[0]:
             burst = read_text(burst_file)
-            return (f"{refused}: cpu.max.burst ({burst} us) is larger than the new quota",
-                    f"lower cpu.max.burst to at most {wanted[0]} us first, or keep a larger quota")
+            return (
+                f"{refused}: cpu.max.burst ({burst} us) is larger than the new quota",
+                f"lower cpu.max.burst to at most {wanted[0]} us first, or keep a larger quota",
+            )
     elif write.path.endswith("cpu.cfs_quota_us"):
         wanted = (int(write.value), now[1])
     else:
         wanted = (now[0], int(write.value))
     if wanted[0] < 0:
-        return f"{refused}: the kernel refused an unlimited quota", "check the group's parent and children by hand"
+        return (
+            f"{refused}: the kernel refused an unlimited quota",
+            "check the group's parent and children by hand",
+        )
     ratio = wanted[0] / wanted[1]
     parent = _cpu_max_at(os.path.dirname(directory))
     if parent is not None and parent[0] >= 0 and ratio > parent[0] / parent[1]:
-        return (f"{refused}: it would allow {_ratio_text(*wanted)}, more than the parent group's "
-                f"{_ratio_text(*parent)}", "raise the parent's quota first, or ask for less")
+        return (
+            f"{refused}: it would allow {_ratio_text(*wanted)}, more than the parent group's "
+            f"{_ratio_text(*parent)}",
+            "raise the parent's quota first, or ask for less",
+        )
     children = []
     for entry in sorted(os.listdir(directory)):
-        child = _cpu_max_at(os.path.join(directory, entry)) if os.path.isdir(os.path.join(directory, entry)) else None
+        child = (
+            _cpu_max_at(os.path.join(directory, entry))
+            if os.path.isdir(os.path.join(directory, entry))
+            else None
+        )
         if child is not None and child[0] >= 0 and child[0] / child[1] > ratio:
             children.append(f"{entry} ({_ratio_text(*child)})")
     if children:
-        return (f"{refused}: it would allow {_ratio_text(*wanted)}, less than its children "
-                f"{', '.join(children)}", "lower the children's quotas first, or ask for more")
-    return (f"{refused}: quota and period must be at least 1 ms, the period at most 1 s, and the ratio within "
-            "the parent's and above every child's", "check the values against the parent and the children")
+        return (
+            f"{refused}: it would allow {_ratio_text(*wanted)}, less than its children {', '.join(children)}",
+            "lower the children's quotas first, or ask for more",
+        )
+    return (
+        f"{refused}: quota and period must be at least 1 ms, the period at most 1 s, and the ratio within "
+        "the parent's and above every child's",
+        "check the values against the parent and the children",
+    )
 
 
 def _explain_memory(write: Write, directory: str, refused: str, code: object) -> tuple[str, str] | None:
     wanted = -1 if write.value in ("max", "-1") else int(write.value)
-    usage_file = os.path.join(directory, "memory.usage_in_bytes" if write.path.endswith("limit_in_bytes")
-                              else "memory.current")
+    usage_file = os.path.join(
+        directory, "memory.usage_in_bytes" if write.path.endswith("limit_in_bytes") else "memory.current"
+    )
     if code == errno.EBUSY and os.path.exists(usage_file):
         usage = read_text(usage_file)
-        return (f"{refused}: the group uses {usage} bytes, more than the new limit, and the kernel could not "
-                "reclaim enough", f"raise the limit above {usage} bytes, or free memory in the group first")
+        return (
+            f"{refused}: the group uses {usage} bytes, more than the new limit, and the kernel could not "
+            "reclaim enough",
+            f"raise the limit above {usage} bytes, or free memory in the group first",
+        )
     swap_file = os.path.join(directory, "memory.memsw.limit_in_bytes")
     if code == errno.EINVAL and os.path.exists(swap_file) and wanted > int(read_text(swap_file)):
         swap = read_text(swap_file)
-        return (f"{refused}: the memory+swap limit (memory.memsw.limit_in_bytes) is {swap} bytes, below the new "
-                "memory limit", "raise memory.memsw.limit_in_bytes first, or ask for less memory")
+        return (
+            f"{refused}: the memory+swap limit (memory.memsw.limit_in_bytes) is {swap} bytes, below the new "
+            "memory limit",
+            "raise memory.memsw.limit_in_bytes first, or ask for less memory",
+        )
     return None
 
 
@@ -1025,8 +1186,16 @@ def read_stats(group: Group) -> CgroupStats:
         name = "memory.current" if group.version("memory") == 2 else "memory.usage_in_bytes"
         memory = int(read_text(group.file("memory", name)))
     pids = int(read_text(group.file("pids", "pids.current"))) if "pids" in has else None
-    return CgroupStats(usage, cpu_stat.get("nr_periods"), cpu_stat.get("nr_throttled"), throttled, memory,
-                       read_bytes, write_bytes, pids)
+    return CgroupStats(
+        usage,
+        cpu_stat.get("nr_periods"),
+        cpu_stat.get("nr_throttled"),
+        throttled,
+        memory,
+        read_bytes,
+        write_bytes,
+        pids,
+    )
 
 
 def _keyed(text: str) -> dict[str, int]:
@@ -1076,9 +1245,18 @@ class CgroupChange(Change[dict[str, object]]):
     attached: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
 
-def ensure_cgroup(group: Group, desired: CgroupSettings | None, *, pids: Iterable[int] = (), create: bool = True,
-                  check_mode: bool = False, sysfs_root: str = "/sys", proc_root: str = "/proc",
-                  kernel: Kernel = KERNEL, rollback: Rollback | None = None) -> CgroupChange:
+def ensure_cgroup(
+    group: Group,
+    desired: CgroupSettings | None,
+    *,
+    pids: Iterable[int] = (),
+    create: bool = True,
+    check_mode: bool = False,
+    sysfs_root: str = "/sys",
+    proc_root: str = "/proc",
+    kernel: Kernel = KERNEL,
+    rollback: Rollback | None = None,
+) -> CgroupChange:
     """Bring ``group`` to ``desired`` (None: remove it) and move ``pids`` into it.
 
     Validates everything, reads the current values and plans the writes before the first one; writes
@@ -1096,15 +1274,18 @@ def ensure_cgroup(group: Group, desired: CgroupSettings | None, *, pids: Iterabl
     settings = resolve_devices(desired, sysfs_root)
     existed = group.exists()
     if not existed and not create:
-        raise CgroupNotFoundError(f"the group {target} does not exist in every hierarchy",
-                                  fix="check the target; only groups given by path are created")
+        raise CgroupNotFoundError(
+            f"the group {target} does not exist in every hierarchy",
+            fix="check the target; only groups given by path are created",
+        )
     before = read_settings(group, settings) if existed else None
     writes = plan_writes(group, settings, sysfs_root)
     attach = pids_to_attach(group, pids, proc_root)
     changed = not existed or bool(writes) or bool(attach)
     if changed and not check_mode:
         undo: contextlib.AbstractContextManager[Rollback] = (
-            Rollback() if rollback is None else contextlib.nullcontext(rollback))
+            Rollback() if rollback is None else contextlib.nullcontext(rollback)
+        )
         with undo as log:
             if not existed:
                 create_group(group, log, kernel=kernel)
@@ -1114,9 +1295,16 @@ def ensure_cgroup(group: Group, desired: CgroupSettings | None, *, pids: Iterabl
             _verify(group, settings, sysfs_root)
     exists_now = group.exists()
     after = read_settings(group, settings) if exists_now else planned_settings(settings)
-    return CgroupChange(target=target, before=before, after=after, changed=changed, created=not existed,
-                        writes=tuple(FileWrite(w.path, w.value) for w in writes), attached=attach,
-                        check_mode=check_mode)
+    return CgroupChange(
+        target=target,
+        before=before,
+        after=after,
+        changed=changed,
+        created=not existed,
+        writes=tuple(FileWrite(w.path, w.value) for w in writes),
+        attached=attach,
+        check_mode=check_mode,
+    )
 
 
 def _verify(group: Group, settings: CgroupSettings, sysfs_root: str) -> None:
@@ -1127,7 +1315,9 @@ def _verify(group: Group, settings: CgroupSettings, sysfs_root: str) -> None:
         raise CgroupWriteError(
             f"the kernel accepted the change but {left[0].path} does not hold {left[0].value!r}; "
             f"the group holds {held}",
-            fix="check whether another agent (the kubelet, systemd) manages this group", left=[w.path for w in left])
+            fix="check whether another agent (the kubelet, systemd) manages this group",
+            left=[w.path for w in left],
+        )
 
 
 def planned_settings(settings: CgroupSettings) -> dict[str, object]:
@@ -1142,5 +1332,11 @@ def _ensure_absent(group: Group, target: str, check_mode: bool, kernel: Kernel) 
     existed = any(os.path.isdir(d) for d in group.distinct_dirs())
     if existed and not check_mode:
         remove_group(group, kernel=kernel)
-    return CgroupChange(target=target, before={"exists": True} if existed else None, after=None, changed=existed,
-                        removed=existed, check_mode=check_mode)
+    return CgroupChange(
+        target=target,
+        before={"exists": True} if existed else None,
+        after=None,
+        changed=existed,
+        removed=existed,
+        check_mode=check_mode,
+    )

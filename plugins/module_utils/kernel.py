@@ -67,20 +67,37 @@ class Kernel:
         command = list(argv)
         env = dict(os.environ, LC_ALL="C")
         try:
-            proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S,
-                                  check=False)
+            proc = subprocess.run(
+                command, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S, check=False
+            )
         except FileNotFoundError as exc:
-            raise CommandError(f"{command[0]} is not installed", fix=f"install {command[0]}", command=command,
-                               rc=None, stdout="", stderr=str(exc)) from exc
+            raise CommandError(
+                f"{command[0]} is not installed",
+                fix=f"install {command[0]}",
+                command=command,
+                rc=None,
+                stdout="",
+                stderr=str(exc),
+            ) from exc
         except subprocess.TimeoutExpired as exc:
-            raise CommandError(f"{' '.join(command)} did not finish within {COMMAND_TIMEOUT_S:.0f} s",
-                               fix="check that the system is not stuck (e.g. on the rtnl lock)", command=command,
-                               rc=None, stdout="", stderr="") from exc
+            raise CommandError(
+                f"{' '.join(command)} did not finish within {COMMAND_TIMEOUT_S:.0f} s",
+                fix="check that the system is not stuck (e.g. on the rtnl lock)",
+                command=command,
+                rc=None,
+                stdout="",
+                stderr="",
+            ) from exc
         if proc.returncode != 0:
             message = proc.stderr.strip() or proc.stdout.strip() or "no output"
-            raise CommandError(f"{' '.join(command)} failed with rc={proc.returncode}: {message}",
-                               fix="read the command's message above", command=command, rc=proc.returncode,
-                               stdout=proc.stdout, stderr=proc.stderr)
+            raise CommandError(
+                f"{' '.join(command)} failed with rc={proc.returncode}: {message}",
+                fix="read the command's message above",
+                command=command,
+                rc=proc.returncode,
+                stdout=proc.stdout,
+                stderr=proc.stderr,
+            )
         return proc.stdout
 
 
@@ -133,4 +150,3 @@ class Change(Generic[StateT]):
         """Ansible's ``diff``: ``before`` and ``after`` passed through ``view`` (identity by default)."""
         show = view if view is not None else (lambda state: state)
         return {"before": show(self.before), "after": show(self.after)}
-

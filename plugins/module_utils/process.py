@@ -33,7 +33,7 @@ class ProcessRef:
 def _stat_fields(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
         text = handle.read()
-    return text[text.rindex(")") + 2:].split()  # the fields after "pid (comm) "
+    return text[text.rindex(")") + 2 :].split()  # the fields after "pid (comm) "
 
 
 def _start_ticks(pid: int) -> int:

@@ -23,8 +23,21 @@ from ansible_collections.firm.core.plugins.module_utils import cgroup, resctrl
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 
 # Linux names the flags of Intel RDT and AMD PQoS alike; smba and bmec exist on AMD only.
-RDT_FLAGS = ("rdt_a", "cat_l3", "cat_l2", "cdp_l3", "cdp_l2", "mba", "cqm", "cqm_llc", "cqm_occup_llc",
-             "cqm_mbm_total", "cqm_mbm_local", "smba", "bmec")
+RDT_FLAGS = (
+    "rdt_a",
+    "cat_l3",
+    "cat_l2",
+    "cdp_l3",
+    "cdp_l2",
+    "mba",
+    "cqm",
+    "cqm_llc",
+    "cqm_occup_llc",
+    "cqm_mbm_total",
+    "cqm_mbm_local",
+    "smba",
+    "bmec",
+)
 MIN_KERNEL = (4, 12)
 
 _PQOS_PROBE = r"""
@@ -98,22 +111,40 @@ def probe_pqos(interface: str = "OS", python: str | None = None, timeout: float 
     """Initialise libpqos in a child process and report what it found; never aborts the caller."""
     command = [python or sys.executable, "-c", _PQOS_PROBE, interface]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
-                              env=dict(os.environ, LC_ALL="C"))
+        proc = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=dict(os.environ, LC_ALL="C"),
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"available": False, "error": f"pqos probe did not finish: {exc}"}
     if proc.returncode != 0:
-        return {"available": False, "error": f"pqos probe died with status {proc.returncode}",
-                "stderr": proc.stderr.strip()[-500:]}
+        return {
+            "available": False,
+            "error": f"pqos probe died with status {proc.returncode}",
+            "stderr": proc.stderr.strip()[-500:],
+        }
     try:
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return {"available": False, "error": "pqos probe printed no result", "stderr": proc.stderr.strip()[-500:]}
+        return {
+            "available": False,
+            "error": "pqos probe printed no result",
+            "stderr": proc.stderr.strip()[-500:],
+        }
     return result
 
 
-def gather(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc", resctrl_root: str = "/sys/fs/resctrl",
-           probe_libpqos: bool = True, pqos_python: str | None = None) -> NodeFacts:
+def gather(
+    cgroup_root: str = "/sys/fs/cgroup",
+    proc_root: str = "/proc",
+    resctrl_root: str = "/sys/fs/resctrl",
+    probe_libpqos: bool = True,
+    pqos_python: str | None = None,
+) -> NodeFacts:
     """Every fact firm's preflight and the controller need about this node."""
     cpuinfo = os.path.join(proc_root, "cpuinfo")
     try:
@@ -151,8 +182,12 @@ _KNOB_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
     "cpu_weight": ("cpu", ("cpu.shares",), ("cpu.weight",), "CONFIG_FAIR_GROUP_SCHED"),
     "cpuset": ("cpuset", ("cpuset.cpus", "cpuset.mems"), ("cpuset.cpus", "cpuset.mems"), "CONFIG_CPUSETS"),
     "memory": ("memory", ("memory.limit_in_bytes",), ("memory.max",), "CONFIG_MEMCG"),
-    "disk_io": ("blkio", ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"), ("io.max",),
-                "CONFIG_BLK_DEV_THROTTLING"),
+    "disk_io": (
+        "blkio",
+        ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"),
+        ("io.max",),
+        "CONFIG_BLK_DEV_THROTTLING",
+    ),
 }
 
 
@@ -170,18 +205,26 @@ def probe_knob(layout: cgroup.Layout | None, capability: str) -> tuple[bool, str
     if hierarchy.version == 1:
         missing = [f for f in v1_files if not os.path.exists(os.path.join(hierarchy.mount, f))]
         if missing:
-            return False, (f"the {controller} controller has no {', '.join(missing)}: the kernel was built "
-                           f"without {option}")
+            return False, (
+                f"the {controller} controller has no {', '.join(missing)}: the kernel was built "
+                f"without {option}"
+            )
         return True, "cgroup v1"
-    for entry in sorted(os.scandir(hierarchy.mount), key=lambda e: e.name) if os.path.isdir(hierarchy.mount) else []:
+    for entry in (
+        sorted(os.scandir(hierarchy.mount), key=lambda e: e.name) if os.path.isdir(hierarchy.mount) else []
+    ):
         if entry.is_dir(follow_symlinks=False) and os.path.exists(os.path.join(entry.path, v2_files[0])):
             return True, "cgroup v2"
     for entry in sorted(os.scandir(hierarchy.mount), key=lambda e: e.name):
-        if entry.is_dir(follow_symlinks=False) and os.path.exists(os.path.join(entry.path, "cgroup.controllers")):
+        if entry.is_dir(follow_symlinks=False) and os.path.exists(
+            os.path.join(entry.path, "cgroup.controllers")
+        ):
             enabled = _read(os.path.join(entry.path, "cgroup.controllers")).split()
             if cgroup.V2_NAMES[controller] in enabled:
-                return False, (f"group {entry.name} has the {controller} controller but no {v2_files[0]}: "
-                               f"the kernel was built without {option}")
+                return False, (
+                    f"group {entry.name} has the {controller} controller but no {v2_files[0]}: "
+                    f"the kernel was built without {option}"
+                )
     return True, "cgroup v2 (not verified: no child group shows the controller's files yet)"
 
 
@@ -205,7 +248,8 @@ def _with_capabilities(facts: NodeFacts, resctrl_root: str, layout: cgroup.Layou
         "cpuset": controller("cpuset", "CPU and memory-node pinning"),
         "memory": controller("memory", "memory limit"),
         "disk_io": controller("disk_io", "per-device throttling"),
-        "network": Capability(True, f"tc HTB/TBF shaping ({facts.tc_path})") if facts.tc_path
+        "network": Capability(True, f"tc HTB/TBF shaping ({facts.tc_path})")
+        if facts.tc_path
         else Capability(False, "tc is not installed: apt-get install iproute2"),
         "llc": rdt("cat_l3", "L3", "cache allocation (CAT)"),
         "memory_bandwidth": rdt("mba", "MB", "memory bandwidth allocation (MBA)"),

@@ -73,15 +73,20 @@ def ensure_password(path: str | None = None) -> str:
                 handle.write(secrets.token_hex(PASSWORD_BYTES) + "\n")
         mode = os.stat(path).st_mode & 0o777
     except OSError as exc:
-        raise RedisPasswordError(f"cannot create the Redis password file {path}: {exc.strerror}",
-                                 fix=f"run as root, or set {PASSWORD_FILE_ENV} to a writable path") from exc
+        raise RedisPasswordError(
+            f"cannot create the Redis password file {path}: {exc.strerror}",
+            fix=f"run as root, or set {PASSWORD_FILE_ENV} to a writable path",
+        ) from exc
     if mode & 0o077:
-        raise RedisPasswordError(f"the Redis password file {path} has mode {mode:04o}, readable by others",
-                                 fix=f"chmod 600 {path}")
+        raise RedisPasswordError(
+            f"the Redis password file {path} has mode {mode:04o}, readable by others", fix=f"chmod 600 {path}"
+        )
     password = read_password(path)
     if password is None:
-        raise RedisPasswordError(f"the Redis password file {path} is empty or unreadable",
-                                 fix=f"remove {path}; the next `make services` generates a new one")
+        raise RedisPasswordError(
+            f"the Redis password file {path} is empty or unreadable",
+            fix=f"remove {path}; the next `make services` generates a new one",
+        )
     return password
 
 

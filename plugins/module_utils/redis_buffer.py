@@ -54,8 +54,9 @@ class PendingWrites(Generic[T]):
             self.dropped += over
             return dropped
 
-    def flush(self, write: Callable[[list[T]], None],
-              retry_on: tuple[type[BaseException], ...] = (Exception,)) -> bool:
+    def flush(
+        self, write: Callable[[list[T]], None], retry_on: tuple[type[BaseException], ...] = (Exception,)
+    ) -> bool:
         """Write everything waiting through ``write``, in order, ``chunk`` items a call.
 
         Returns True when nothing waits any more. An exception of ``retry_on`` keeps the chunk it

@@ -324,15 +324,18 @@ def _read_int(path: str, base: int = 10) -> int:
     try:
         return int(text, base)
     except ValueError as exc:
-        raise FirmError(f"{path} reads {text!r}, not a number", fix="check that resctrl is mounted there") from exc
+        raise FirmError(
+            f"{path} reads {text!r}, not a number", fix="check that resctrl is mounted there"
+        ) from exc
 
 
 def _read_optional(path: str) -> str | None:
     return read_text(path) if os.path.isfile(path) else None
 
 
-def read_info(root: str = RESCTRL_ROOT, mounts_file: str = MOUNTS_FILE,
-              cpuinfo_file: str = CPUINFO_FILE) -> ResctrlInfo:
+def read_info(
+    root: str = RESCTRL_ROOT, mounts_file: str = MOUNTS_FILE, cpuinfo_file: str = CPUINFO_FILE
+) -> ResctrlInfo:
     """Check that resctrl is mounted at ``root`` and read what it offers.
 
     The mount table is always consulted (tests give a fake one): it holds the ``mba_MBps`` option,
@@ -435,7 +438,9 @@ def check_group_name(name: str) -> None:
     if name in (".", ".."):
         raise ResctrlInputError(f"group name {name!r} is not a directory name", fix=fix)
     if "\n" in name or "\0" in name:
-        raise ResctrlInputError(f"group name {name!r} contains a newline or NUL, which the kernel refuses", fix=fix)
+        raise ResctrlInputError(
+            f"group name {name!r} contains a newline or NUL, which the kernel refuses", fix=fix
+        )
     if name in RESERVED_NAMES:
         raise ResctrlInputError(f"group name {name!r} is one of resctrl's own directories", fix=fix)
     if len(name.encode("utf-8")) > NAME_MAX:
@@ -456,7 +461,8 @@ def list_groups(root: str = RESCTRL_ROOT) -> list[str]:
     return sorted(
         entry
         for entry in os.listdir(root)
-        if entry not in RESERVED_NAMES and os.path.isdir(os.path.join(root, entry))
+        if entry not in RESERVED_NAMES
+        and os.path.isdir(os.path.join(root, entry))
         and not os.path.islink(os.path.join(root, entry))
     )
 
@@ -499,7 +505,9 @@ def _kernel_error(root: str, action: str, exc: OSError) -> ResctrlWriteError:
     message = f"the kernel refused {action}: {exc.strerror or os.strerror(code)} ({errno.errorcode.get(code, code)})"
     if reason:
         message += f"; info/last_cmd_status says: {reason}"
-    fix = _ERRNO_FIXES.get(code, "check the value against the limits under info/ and the rules in docs/resctrl.md")
+    fix = _ERRNO_FIXES.get(
+        code, "check the value against the limits under info/ and the rules in docs/resctrl.md"
+    )
     return ResctrlWriteError(message, fix=fix, errno=code, last_cmd_status=reason)
 
 
@@ -609,7 +617,9 @@ def check_bandwidth(mba: MbaInfo, value: int) -> str | None:
     """The kernel's ``bw_validate``, stricter on granularity so that values read back unchanged."""
     if mba.unit == UNIT_MBPS:
         if not 0 <= value <= MBPS_MAX:
-            return f"bandwidth {value} is not a MiB/s value in 0..{MBPS_MAX} (resctrl is mounted with mba_MBps)"
+            return (
+                f"bandwidth {value} is not a MiB/s value in 0..{MBPS_MAX} (resctrl is mounted with mba_MBps)"
+            )
         return None
     if value < mba.min_bandwidth or value > mba.max_bandwidth:
         if mba.unit == UNIT_AMD:
@@ -617,9 +627,7 @@ def check_bandwidth(mba: MbaInfo, value: int) -> str | None:
                 f"bandwidth {value} is outside {mba.min_bandwidth}..{mba.max_bandwidth}; AMD counts in "
                 f"1/8 GB/s (16 = 2 GB/s, {mba.max_bandwidth} = unthrottled)"
             )
-        return (
-            f"bandwidth {value} is outside info/MB/min_bandwidth {mba.min_bandwidth} .. {mba.max_bandwidth} percent"
-        )
+        return f"bandwidth {value} is outside info/MB/min_bandwidth {mba.min_bandwidth} .. {mba.max_bandwidth} percent"
     gran = mba.bandwidth_gran
     if value % gran:
         lower = value - value % gran
@@ -676,8 +684,9 @@ def _missing_resource(info: ResctrlInfo, resource: str) -> str:
     return f"this system has no {resource} allocation (no info/{resource}); resources here: {known}"
 
 
-def plan_schemata(info: ResctrlInfo, current: Schemata,
-                  wanted: Mapping[str, Mapping[int, int]]) -> dict[str, str]:
+def plan_schemata(
+    info: ResctrlInfo, current: Schemata, wanted: Mapping[str, Mapping[int, int]]
+) -> dict[str, str]:
     """Validate ``wanted`` and return the schemata lines to write, only the domains that differ.
 
     Raises ResctrlInputError listing every problem; the result is ordered caches first, MB last.
@@ -698,7 +707,6 @@ def plan_schemata(info: ResctrlInfo, current: Schemata,
         if differ:
             lines[resource] = format_line(resource, differ)
     return lines
-
 
 
 def parse_mask(value: object) -> int:
@@ -723,8 +731,15 @@ def parse_decimal(value: object) -> int:
     raise ValueError(value)
 
 
-def _expand(option: str, value: object, domains: Sequence[int], *, parse: Callable[[object], int],
-            kind: str, problems: list[str]) -> dict[int, int]:
+def _expand(
+    option: str,
+    value: object,
+    domains: Sequence[int],
+    *,
+    parse: Callable[[object], int],
+    kind: str,
+    problems: list[str],
+) -> dict[int, int]:
     """One value for every domain, or a mapping domain id -> value."""
     if isinstance(value, Mapping):
         out: dict[int, int] = {}
@@ -747,8 +762,9 @@ def _expand(option: str, value: object, domains: Sequence[int], *, parse: Callab
     return dict.fromkeys(domains, parsed)
 
 
-def build_request(info: ResctrlInfo, l3: object = None, l3_code: object = None, l3_data: object = None,
-                  mb: object = None) -> dict[str, dict[int, int]]:
+def build_request(
+    info: ResctrlInfo, l3: object = None, l3_code: object = None, l3_data: object = None, mb: object = None
+) -> dict[str, dict[int, int]]:
     """Turn user options into ``{resource: {domain: value}}`` for ``plan_schemata``.
 
     ``l3`` sets L3, or both L3CODE and L3DATA when resctrl is mounted with cdp. A single value
@@ -765,23 +781,26 @@ def build_request(info: ResctrlInfo, l3: object = None, l3_code: object = None, 
             if resource not in info.caches:
                 problems.append(_missing_resource(info, resource))
                 continue
-            request[resource] = _expand("l3", l3, info.caches[resource].domains, parse=parse_mask,
-                                        kind=mask_kind, problems=problems)
+            request[resource] = _expand(
+                "l3", l3, info.caches[resource].domains, parse=parse_mask, kind=mask_kind, problems=problems
+            )
     for option, value, resource in (("l3_code", l3_code, "L3CODE"), ("l3_data", l3_data, "L3DATA")):
         if value is None:
             continue
         if resource not in info.caches:
             problems.append(_missing_resource(info, resource))
             continue
-        request[resource] = _expand(option, value, info.caches[resource].domains, parse=parse_mask,
-                                    kind=mask_kind, problems=problems)
+        request[resource] = _expand(
+            option, value, info.caches[resource].domains, parse=parse_mask, kind=mask_kind, problems=problems
+        )
     if mb is not None:
         if info.mba is None:
             problems.append(_missing_resource(info, "MB"))
         else:
             kind = f"a bandwidth in {info.mba.unit}"
-            request["MB"] = _expand("mb", mb, info.mba.domains, parse=parse_decimal, kind=kind,
-                                    problems=problems)
+            request["MB"] = _expand(
+                "mb", mb, info.mba.domains, parse=parse_decimal, kind=kind, problems=problems
+            )
     if problems:
         raise ResctrlInputError(
             "invalid resctrl request: " + "; ".join(problems),
@@ -817,7 +836,9 @@ def write_schemata(root: str, name: str, lines: Mapping[str, str], *, kernel: Ke
         raise error from exc
 
 
-def _restore_schemata(root: str, name: str, before: Schemata, error: ResctrlWriteError, kernel: Kernel) -> None:
+def _restore_schemata(
+    root: str, name: str, before: Schemata, error: ResctrlWriteError, kernel: Kernel
+) -> None:
     try:
         after = read_schemata(root, name)
     except FirmError as exc:
@@ -892,8 +913,9 @@ def _write_task(root: str, name: str, task: int, kernel: Kernel) -> None:
         raise _kernel_error(root, f"moving task {task} to {path}", exc) from exc
 
 
-def assign_pids(root: str, name: str, pids: Sequence[int], rollback: Rollback | None = None, *,
-                kernel: Kernel = KERNEL) -> list[int]:
+def assign_pids(
+    root: str, name: str, pids: Sequence[int], rollback: Rollback | None = None, *, kernel: Kernel = KERNEL
+) -> list[int]:
     """Write each id not yet in the group to its ``tasks``, one id per write; returns those written.
 
     If the kernel refuses one, the ids already moved go back to their previous groups (through
@@ -968,9 +990,16 @@ class GroupChange(Change[Schemata]):
     """Task ids written to ``tasks``."""
 
 
-def ensure_group(info: ResctrlInfo, name: str, request: Mapping[str, Mapping[int, int]],
-                 tasks: Sequence[int] = (), check_mode: bool = False, *, kernel: Kernel = KERNEL,
-                 rollback: Rollback | None = None) -> GroupChange:
+def ensure_group(
+    info: ResctrlInfo,
+    name: str,
+    request: Mapping[str, Mapping[int, int]],
+    tasks: Sequence[int] = (),
+    check_mode: bool = False,
+    *,
+    kernel: Kernel = KERNEL,
+    rollback: Rollback | None = None,
+) -> GroupChange:
     """Make group ``name`` exist with ``request`` in its schemata and ``tasks`` in it.
 
     Everything is validated before the first write. If a later step fails, the earlier ones are
@@ -990,8 +1019,9 @@ def ensure_group(info: ResctrlInfo, name: str, request: Mapping[str, Mapping[int
         check_can_create(root, name, info)
     if check_mode:
         return _group_change(root, name, before, base.merged(request), lines, moves, not exists, check_mode)
-    undo: contextlib.AbstractContextManager[Rollback] = Rollback() if rollback is None else contextlib.nullcontext(
-        rollback)
+    undo: contextlib.AbstractContextManager[Rollback] = (
+        Rollback() if rollback is None else contextlib.nullcontext(rollback)
+    )
     with undo as log:
         if not exists:
             create_group(root, name, kernel=kernel)
@@ -1007,25 +1037,48 @@ def ensure_group(info: ResctrlInfo, name: str, request: Mapping[str, Mapping[int
     return _group_change(root, name, before, after, lines, moves, not exists, check_mode)
 
 
-def _group_change(root: str, name: str, before: Schemata | None, after: Schemata, lines: Mapping[str, str],
-                  moves: tuple[int, ...], created: bool, check_mode: bool) -> GroupChange:
+def _group_change(
+    root: str,
+    name: str,
+    before: Schemata | None,
+    after: Schemata,
+    lines: Mapping[str, str],
+    moves: tuple[int, ...],
+    created: bool,
+    check_mode: bool,
+) -> GroupChange:
     directory = group_path(root, name)
     writes = [FileWrite(os.path.join(directory, "schemata"), line) for line in lines.values()]
     writes += [FileWrite(os.path.join(directory, "tasks"), str(task)) for task in moves]
-    return GroupChange(target=name, name=name, before=before, after=after, changed=created or bool(lines) or bool(moves),
-                       writes=tuple(writes), created=created, lines=lines, moved=moves, check_mode=check_mode)
+    return GroupChange(
+        target=name,
+        name=name,
+        before=before,
+        after=after,
+        changed=created or bool(lines) or bool(moves),
+        writes=tuple(writes),
+        created=created,
+        lines=lines,
+        moved=moves,
+        check_mode=check_mode,
+    )
 
 
 def _verify(root: str, name: str, after: Schemata, request: Mapping[str, Mapping[int, int]]) -> None:
     """The kernel accepted the writes; check that the schemata holds every requested value."""
-    wrong = [f"{resource}:{domain}={format_value(resource, value)} (holds "
-             f"{'nothing' if after.get(resource, domain) is None else format_value(resource, after.get(resource, domain) or 0)})"
-             for resource, domains in request.items() for domain, value in domains.items()
-             if after.get(resource, domain) != value]
+    wrong = [
+        f"{resource}:{domain}={format_value(resource, value)} (holds "
+        f"{'nothing' if after.get(resource, domain) is None else format_value(resource, after.get(resource, domain) or 0)})"
+        for resource, domains in request.items()
+        for domain, value in domains.items()
+        if after.get(resource, domain) != value
+    ]
     if wrong:
-        raise ResctrlWriteError(f"the kernel accepted the change of {group_path(root, name)} but does not hold "
-                                f"{', '.join(wrong)}",
-                                fix="check whether another tool (e.g. pqos, a kubelet plugin) manages this group")
+        raise ResctrlWriteError(
+            f"the kernel accepted the change of {group_path(root, name)} but does not hold "
+            f"{', '.join(wrong)}",
+            fix="check whether another tool (e.g. pqos, a kubelet plugin) manages this group",
+        )
 
 
 def _remover(root: str, name: str, kernel: Kernel) -> Callable[[], None]:
@@ -1035,8 +1088,9 @@ def _remover(root: str, name: str, kernel: Kernel) -> Callable[[], None]:
     return remove
 
 
-def _restorer(root: str, name: str, previous: Schemata,
-              request: Mapping[str, Mapping[int, int]], kernel: Kernel) -> Callable[[], None]:
+def _restorer(
+    root: str, name: str, previous: Schemata, request: Mapping[str, Mapping[int, int]], kernel: Kernel
+) -> Callable[[], None]:
     def restore() -> None:
         values = {
             resource: {d: v for d, v in previous.values.get(resource, {}).items() if d in domains}

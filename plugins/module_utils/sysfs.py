@@ -28,7 +28,9 @@ def confined_path(root: str, relative: str, what: str = "path") -> str:
     caller can never write a control file of another hierarchy.
     """
     if "\x00" in relative:
-        raise InvalidInputError(f"{what} {relative!r} contains a NUL byte", fix=f"give a {what} without NUL bytes")
+        raise InvalidInputError(
+            f"{what} {relative!r} contains a NUL byte", fix=f"give a {what} without NUL bytes"
+        )
     if relative.startswith("/"):
         raise InvalidInputError(
             f"{what} {relative!r} is absolute",
@@ -56,7 +58,9 @@ def read_text(path: str) -> str:
         with open(path, encoding="ascii") as handle:
             return handle.read().strip()
     except FileNotFoundError as exc:
-        raise NotFoundError(f"{path} does not exist", fix="check that the group and controller exist") from exc
+        raise NotFoundError(
+            f"{path} does not exist", fix="check that the group and controller exist"
+        ) from exc
     except OSError as exc:
         raise KernelWriteError(f"cannot read {path}: {exc.strerror}", fix="run as root") from exc
 
@@ -66,7 +70,9 @@ def write_text(path: str, value: str, kernel: Kernel = KERNEL) -> None:
     try:
         kernel.write(path, value)
     except FileNotFoundError as exc:
-        raise NotFoundError(f"{path} does not exist", fix="check that the group and controller exist") from exc
+        raise NotFoundError(
+            f"{path} does not exist", fix="check that the group and controller exist"
+        ) from exc
     except OSError as exc:
         raise KernelWriteError(
             f"the kernel refused {value.strip()!r} in {path}: {exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})",

@@ -103,8 +103,11 @@ def _run(kernel: Kernel, argv: Sequence[str]) -> str:
         raise
     except CommandError as exc:
         stderr = str(exc.details.get("stderr", ""))
-        fix = "install iproute2" if exc.details.get("rc") is None and "not installed" in exc.message else (
-            exc.fix if exc.details.get("rc") is None else _fix_for(stderr))
+        fix = (
+            "install iproute2"
+            if exc.details.get("rc") is None and "not installed" in exc.message
+            else (exc.fix if exc.details.get("rc") is None else _fix_for(stderr))
+        )
         raise TcCommandError(exc.message, fix=fix, **exc.details) from exc
 
 
@@ -128,27 +131,40 @@ _NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?"
 _WITH_UNIT = re.compile(rf"^{_NUMBER}([A-Za-z]*)$")
 
 _TIME_UNITS = {
-    "": 1, "us": 1, "usec": 1, "usecs": 1,
-    "ms": 1000, "msec": 1000, "msecs": 1000,
-    "s": _USEC_PER_SEC, "sec": _USEC_PER_SEC, "secs": _USEC_PER_SEC,
+    "": 1,
+    "us": 1,
+    "usec": 1,
+    "usecs": 1,
+    "ms": 1000,
+    "msec": 1000,
+    "msecs": 1000,
+    "s": _USEC_PER_SEC,
+    "sec": _USEC_PER_SEC,
+    "secs": _USEC_PER_SEC,
 }
 _MAX_RATE_BPS = 8 * ((1 << 64) - 1)
 
 
 def _parse_quantity(value: object, units: Mapping[str, int], what: str, example: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TcInputError(f"{what} {value!r} is neither a number nor a string", fix=f"give {what} like {example}")
+        raise TcInputError(
+            f"{what} {value!r} is neither a number nor a string", fix=f"give {what} like {example}"
+        )
     if isinstance(value, int):
         number, unit = Decimal(value), 1
     else:
         match = _WITH_UNIT.match(value.strip())
         if not match or match.group(3).lower() not in units:
-            raise TcInputError(f"{what} {value!r} cannot be parsed",
-                               fix=f"give {what} like {example}; units: {', '.join(u for u in units if u)}")
+            raise TcInputError(
+                f"{what} {value!r} cannot be parsed",
+                fix=f"give {what} like {example}; units: {', '.join(u for u in units if u)}",
+            )
         try:
             number = Decimal(match.group(1)) * (Decimal(10) ** int(match.group(2) or 0))
         except (InvalidOperation, OverflowError) as exc:
-            raise TcInputError(f"{what} {value!r} is out of range", fix=f"give {what} like {example}") from exc
+            raise TcInputError(
+                f"{what} {value!r} is out of range", fix=f"give {what} like {example}"
+            ) from exc
         unit = units[match.group(3).lower()]
     try:
         return int(number * unit)
@@ -169,10 +185,14 @@ def parse_rate(value: str | int, what: str = "rate") -> int:
     except units.UnitError as exc:
         raise TcInputError(exc.message, fix=exc.fix) from None
     if bps < 8:
-        raise TcInputError(f"{what} {value!r} is {bps} bit/s; it must be at least 8 bit/s (1 byte/s)",
-                           fix=f"give a positive {what} such as 10mbit")
+        raise TcInputError(
+            f"{what} {value!r} is {bps} bit/s; it must be at least 8 bit/s (1 byte/s)",
+            fix=f"give a positive {what} such as 10mbit",
+        )
     if bps > _MAX_RATE_BPS:
-        raise TcInputError(f"{what} {value!r} is larger than the kernel can hold", fix=f"give a {what} below 1tbit")
+        raise TcInputError(
+            f"{what} {value!r} is larger than the kernel can hold", fix=f"give a {what} below 1tbit"
+        )
     return bps // 8 * 8
 
 
@@ -206,12 +226,16 @@ def parse_class_id(value: str) -> tuple[int, int]:
     """(major, minor) of an HTB class id in tc's hexadecimal notation ("1:10" is major 1, minor 0x10)."""
     match = _CLASS_ID.match(value.strip()) if isinstance(value, str) else None
     if not match:
-        raise TcInputError(f"class_id {value!r} is not MAJOR:MINOR in hexadecimal",
-                           fix='give class_id like "1:10" (tc notation, hexadecimal)')
+        raise TcInputError(
+            f"class_id {value!r} is not MAJOR:MINOR in hexadecimal",
+            fix='give class_id like "1:10" (tc notation, hexadecimal)',
+        )
     major, minor = int(match.group(1), 16), int(match.group(2), 16)
     if major in (0, 0xFFFF) or minor == 0:
-        raise TcInputError(f"class_id {value!r} is reserved (major 0 or ffff, or minor 0 is the qdisc itself)",
-                           fix='use a major of 1 to fffe and a non-zero minor, e.g. "1:10"')
+        raise TcInputError(
+            f"class_id {value!r} is reserved (major 0 or ffff, or minor 0 is the qdisc itself)",
+            fix='use a major of 1 to fffe and a non-zero minor, e.g. "1:10"',
+        )
     return major, minor
 
 
@@ -221,10 +245,17 @@ def _class_id(major: int, minor: int) -> str:
 
 def check_interface_name(interface: str) -> str:
     """Refuse names the kernel would refuse (dev_valid_name): 1-15 bytes, no '/', ':' or space."""
-    if (not isinstance(interface, str) or not 0 < len(interface.encode()) <= 15 or interface in (".", "..")
-            or any(c in interface for c in "/:\x00") or any(c.isspace() for c in interface)):
-        raise TcInputError(f"interface {interface!r} is not a valid interface name",
-                           fix="give the name `ip link` shows: 1 to 15 characters without '/', ':', NUL or spaces")
+    if (
+        not isinstance(interface, str)
+        or not 0 < len(interface.encode()) <= 15
+        or interface in (".", "..")
+        or any(c in interface for c in "/:\x00")
+        or any(c.isspace() for c in interface)
+    ):
+        raise TcInputError(
+            f"interface {interface!r} is not a valid interface name",
+            fix="give the name `ip link` shows: 1 to 15 characters without '/', ':', NUL or spaces",
+        )
     return interface
 
 
@@ -233,12 +264,16 @@ def check_namespace(namespace: str | None, netns_dir: str = NETNS_DIR) -> str | 
     if namespace is None:
         return None
     if not namespace or "/" in namespace or namespace in (".", ".."):
-        raise TcInputError(f"namespace {namespace!r} is not a valid network namespace name",
-                           fix="give the name `ip netns list` shows")
+        raise TcInputError(
+            f"namespace {namespace!r} is not a valid network namespace name",
+            fix="give the name `ip netns list` shows",
+        )
     path = os.path.join(netns_dir, namespace)
     if not os.path.exists(path):
-        raise TcNotFoundError(f"network namespace {namespace!r} does not exist ({path} is missing)",
-                              fix=f"create it with `ip netns add {namespace}`, or give one `ip netns list` shows")
+        raise TcNotFoundError(
+            f"network namespace {namespace!r} does not exist ({path} is missing)",
+            fix=f"create it with `ip netns add {namespace}`, or give one `ip netns list` shows",
+        )
     return namespace
 
 
@@ -267,8 +302,10 @@ class Psched:
         except ValueError:
             values = []
         if len(values) != 4 or values[1] == 0 or values[2] == 0:
-            raise TcInputError(f"/proc/net/psched content {text.strip()!r} is not four hexadecimal fields",
-                               fix="give the path of the kernel's /proc/net/psched")
+            raise TcInputError(
+                f"/proc/net/psched content {text.strip()!r} is not four hexadecimal fields",
+                fix="give the path of the kernel's /proc/net/psched",
+            )
         return cls(*values)
 
     @property
@@ -309,8 +346,10 @@ def read_psched(path: str = PSCHED_PATH) -> Psched:
         with open(path, encoding="ascii") as handle:
             return Psched.parse(handle.read())
     except OSError as exc:
-        raise TcNotFoundError(f"cannot read {path}: {exc.strerror}",
-                              fix="give the path of the kernel's /proc/net/psched (psched_path)") from exc
+        raise TcNotFoundError(
+            f"cannot read {path}: {exc.strerror}",
+            fix="give the path of the kernel's /proc/net/psched (psched_path)",
+        ) from exc
 
 
 def _kernel_l2t_ns(rate_bytes: int, size: int) -> int:
@@ -377,8 +416,15 @@ class Request:
     class_id: str | None
 
 
-def parse_request(kind: str, rate: str | int, *, ceil: str | int | None = None, burst: str | int | None = None,
-                  latency: str | int | None = None, class_id: str | None = None) -> Request:
+def parse_request(
+    kind: str,
+    rate: str | int,
+    *,
+    ceil: str | int | None = None,
+    burst: str | int | None = None,
+    latency: str | int | None = None,
+    class_id: str | None = None,
+) -> Request:
     """Validate everything that does not depend on the interface; nothing is run."""
     if kind not in KINDS:
         raise TcInputError(f"kind {kind!r} is not supported", fix=f"use one of {', '.join(KINDS)}")
@@ -391,12 +437,16 @@ def parse_request(kind: str, rate: str | int, *, ceil: str | int | None = None, 
         latency_us = DEFAULT_LATENCY_US if latency is None else parse_time(latency, "latency")
         return Request("tbf", rate_bps, None, burst_bytes, latency_us, None)
     if latency is not None:
-        raise TcInputError("latency applies to kind=tbf only (an htb class queues in its leaf qdisc)",
-                           fix="drop latency, or use kind=tbf")
+        raise TcInputError(
+            "latency applies to kind=tbf only (an htb class queues in its leaf qdisc)",
+            fix="drop latency, or use kind=tbf",
+        )
     ceil_bps = rate_bps if ceil is None else parse_rate(ceil, "ceil")
     if ceil_bps < rate_bps:
-        raise TcInputError(f"ceil {ceil!r} ({ceil_bps} bit/s) is below rate {rate!r} ({rate_bps} bit/s)",
-                           fix="give a ceil at least equal to the rate, or leave it unset (ceil = rate)")
+        raise TcInputError(
+            f"ceil {ceil!r} ({ceil_bps} bit/s) is below rate {rate!r} ({rate_bps} bit/s)",
+            fix="give a ceil at least equal to the rate, or leave it unset (ceil = rate)",
+        )
     major, minor = parse_class_id(DEFAULT_CLASS_ID if class_id is None else class_id)
     return Request("htb", rate_bps, ceil_bps, burst_bytes, None, _class_id(major, minor))
 
@@ -426,8 +476,9 @@ def resolve(request: Request, link: Link, psched: Psched) -> Shaping:
     if request.kind == "htb":
         assert request.ceil_bps is not None
         cburst = max(burst, min_burst(request.ceil_bps, link, psched.hz))
-    shaping = Shaping(request.kind, request.rate_bps, request.ceil_bps, burst, request.latency_us,
-                      request.class_id, cburst)
+    shaping = Shaping(
+        request.kind, request.rate_bps, request.ceil_bps, burst, request.latency_us, request.class_id, cburst
+    )
     _check_fits(shaping, psched)
     return shaping
 
@@ -439,13 +490,17 @@ def _check_fits(shaping: Shaping, psched: Psched) -> None:
         pairs.append((shaping.ceil_bps, shaping.cburst_bytes, "burst (for ceil)"))
     for rate_bps, size, what in pairs:
         if size / (rate_bps // 8) * _USEC_PER_SEC * psched.tick_in_usec > _U32_MAX:
-            raise TcInputError(f"{what} of {size} bytes lasts too long at {rate_bps} bit/s for tc's 32-bit buffer",
-                               fix="give a smaller burst or a higher rate")
+            raise TcInputError(
+                f"{what} of {size} bytes lasts too long at {rate_bps} bit/s for tc's 32-bit buffer",
+                fix="give a smaller burst or a higher rate",
+            )
     if shaping.latency_us is not None:
         limit = (shaping.rate_bps // 8) * shaping.latency_us / _USEC_PER_SEC + shaping.burst_bytes
         if limit > _U32_MAX:
-            raise TcInputError(f"latency {shaping.latency_us} us at {shaping.rate_bps} bit/s makes a queue "
-                               "over 4 GiB", fix="give a shorter latency")
+            raise TcInputError(
+                f"latency {shaping.latency_us} us at {shaping.rate_bps} bit/s makes a queue over 4 GiB",
+                fix="give a shorter latency",
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -501,9 +556,13 @@ def _json_list(text: str, what: str) -> list[dict[str, Any]]:
     try:
         data = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as exc:
-        raise TcInputError(f"{what} is not JSON: {text[:200]!r}", fix="use iproute2 4.19 or newer (tc -j)") from exc
+        raise TcInputError(
+            f"{what} is not JSON: {text[:200]!r}", fix="use iproute2 4.19 or newer (tc -j)"
+        ) from exc
     if not isinstance(data, list):
-        raise TcInputError(f"{what} is not a JSON list: {text[:200]!r}", fix="use iproute2 4.19 or newer (tc -j)")
+        raise TcInputError(
+            f"{what} is not a JSON list: {text[:200]!r}", fix="use iproute2 4.19 or newer (tc -j)"
+        )
     return [entry for entry in data if isinstance(entry, dict)]
 
 
@@ -544,8 +603,11 @@ def parse_classes(text: str) -> tuple[HtbClass, ...]:
     below; newer iproute2 prints a JSON list whose rates are in bytes per second. Both are read.
     """
     if text.lstrip().startswith("["):
-        return tuple(_class_from_json(entry) for entry in _json_list(text, "tc class output")
-                     if entry.get("class") == "htb")
+        return tuple(
+            _class_from_json(entry)
+            for entry in _json_list(text, "tc class output")
+            if entry.get("class") == "htb"
+        )
     classes = []
     for line in text.splitlines():
         tokens = line.split()
@@ -556,8 +618,15 @@ def parse_classes(text: str) -> tuple[HtbClass, ...]:
 
 def _class_from_json(entry: Mapping[str, Any]) -> HtbClass:
     parent = None if entry.get("root") else str(entry.get("parent")) if entry.get("parent") else None
-    return HtbClass(str(entry["handle"]), parent, _parse_rate_value(entry["rate"]), _parse_rate_value(entry["ceil"]),
-                    int(entry["burst"]), int(entry["cburst"]), exact=True)
+    return HtbClass(
+        str(entry["handle"]),
+        parent,
+        _parse_rate_value(entry["rate"]),
+        _parse_rate_value(entry["ceil"]),
+        int(entry["burst"]),
+        int(entry["cburst"]),
+        exact=True,
+    )
 
 
 def _class_from_tokens(handle: str, tokens: list[str]) -> HtbClass:
@@ -576,11 +645,20 @@ def _class_from_tokens(handle: str, tokens: list[str]) -> HtbClass:
         values.setdefault(key, tokens[index + 1])
         index += 2
     try:
-        return HtbClass(handle, parent, parse_rate(values["rate"]), parse_rate(values["ceil"]),
-                        _parse_text_size(values["burst"]), _parse_text_size(values["cburst"]), exact=False)
+        return HtbClass(
+            handle,
+            parent,
+            parse_rate(values["rate"]),
+            parse_rate(values["ceil"]),
+            _parse_text_size(values["burst"]),
+            _parse_text_size(values["cburst"]),
+            exact=False,
+        )
     except KeyError as exc:
-        raise TcInputError(f"tc printed an htb class {handle} without {exc.args[0]}: {' '.join(tokens)!r}",
-                           fix="use iproute2 6.1 or a version with the same class output") from exc
+        raise TcInputError(
+            f"tc printed an htb class {handle} without {exc.args[0]}: {' '.join(tokens)!r}",
+            fix="use iproute2 6.1 or a version with the same class output",
+        ) from exc
 
 
 def shaping_of(state: TcState) -> Shaping | None:
@@ -594,14 +672,22 @@ def shaping_of(state: TcState) -> Shaping | None:
         return None
     if root.kind == "tbf":
         options = root.options
-        return Shaping("tbf", int(options["rate"]) * 8, None, int(options["burst"]), int(options.get("lat", 0)),
-                       None)
+        return Shaping(
+            "tbf", int(options["rate"]) * 8, None, int(options["burst"]), int(options.get("lat", 0)), None
+        )
     if root.kind == "htb":
         default = _default_minor(root)
         found = state.find_class(_class_id(root.major, default)) if default else None
         if found is not None and found.parent is None:
-            return Shaping("htb", found.rate_bps, found.ceil_bps, found.burst_bytes, None, found.class_id,
-                           found.cburst_bytes)
+            return Shaping(
+                "htb",
+                found.rate_bps,
+                found.ceil_bps,
+                found.burst_bytes,
+                None,
+                found.class_id,
+                found.cburst_bytes,
+            )
     return None
 
 
@@ -624,12 +710,18 @@ def expected_report(shaping: Shaping, psched: Psched) -> Shaping:
         ticks = _kernel_l2t_ns(rate_bytes, shaping.burst_bytes) // psched.ns_per_tick
         limit = int(rate_bytes * float(shaping.latency_us) / _USEC_PER_SEC + shaping.burst_bytes)
         latency = int(_USEC_PER_SEC * (limit / rate_bytes) - psched.tick2time(ticks))
-        return replace(shaping, rate_bps=rate_bytes * 8, burst_bytes=psched.xmitsize(rate_bytes, ticks),
-                       latency_us=latency)
+        return replace(
+            shaping,
+            rate_bps=rate_bytes * 8,
+            burst_bytes=psched.xmitsize(rate_bytes, ticks),
+            latency_us=latency,
+        )
     assert shaping.ceil_bps is not None and shaping.cburst_bytes is not None
     ceil_bytes = shaping.ceil_bps // 8
     return replace(
-        shaping, rate_bps=rate_bytes * 8, ceil_bps=ceil_bytes * 8,
+        shaping,
+        rate_bps=rate_bytes * 8,
+        ceil_bps=ceil_bytes * 8,
         burst_bytes=psched.xmitsize(rate_bytes, psched.xmittime(rate_bytes, shaping.burst_bytes)),
         cburst_bytes=psched.xmitsize(ceil_bytes, psched.xmittime(ceil_bytes, shaping.cburst_bytes)),
     )
@@ -668,9 +760,12 @@ def state_matches(state: TcState, wanted: Shaping, psched: Psched) -> bool:
     expected = expected_report(wanted, psched)
     if wanted.kind == "tbf":
         current = shaping_of(state)
-        return (current is not None and current.rate_bps == expected.rate_bps
-                and _close(current.burst_bytes, expected.burst_bytes)
-                and _close(current.latency_us, expected.latency_us))
+        return (
+            current is not None
+            and current.rate_bps == expected.rate_bps
+            and _close(current.burst_bytes, expected.burst_bytes)
+            and _close(current.latency_us, expected.latency_us)
+        )
     assert wanted.class_id is not None
     major, minor = parse_class_id(wanted.class_id)
     if root.major != major or _default_minor(root) != minor:
@@ -684,8 +779,11 @@ def state_matches(state: TcState, wanted: Shaping, psched: Psched) -> bool:
     if not found.exact:  # tc's text output rounds for display; round the expectation the same way
         rates = (shown_rate(rates[0]), shown_rate(rates[1]))
         sizes = (shown_size(sizes[0]), shown_size(sizes[1]))
-    return ((found.rate_bps, found.ceil_bps) == rates and _close(found.burst_bytes, sizes[0])
-            and _close(found.cburst_bytes, sizes[1]))
+    return (
+        (found.rate_bps, found.ceil_bps) == rates
+        and _close(found.burst_bytes, sizes[0])
+        and _close(found.cburst_bytes, sizes[1])
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -703,7 +801,8 @@ def read_link(interface: str, namespace: str | None = None, kernel: Kernel = KER
             where = f"network namespace {namespace!r}" if namespace else "the host's network namespace"
             raise TcNotFoundError(
                 f"interface {interface!r} does not exist in {where}",
-                fix=f"check the name with `{' '.join([*_ip(namespace), 'link'])}`", **exc.details,
+                fix=f"check the name with `{' '.join([*_ip(namespace), 'link'])}`",
+                **exc.details,
             ) from exc
         raise
 
@@ -713,11 +812,14 @@ def read_state(interface: str, namespace: str | None = None, kernel: Kernel = KE
     root = parse_qdiscs(_run(kernel, [*_tc(namespace), "-j", "qdisc", "show", "dev", interface]))
     if root is None or root.kind != "htb":
         return TcState(root)
-    return TcState(root, parse_classes(_run(kernel, [*_tc(namespace), "-j", "class", "show", "dev", interface])))
+    return TcState(
+        root, parse_classes(_run(kernel, [*_tc(namespace), "-j", "class", "show", "dev", interface]))
+    )
 
 
-def read_shaping(interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                 kernel: Kernel = KERNEL) -> Shaping | None:
+def read_shaping(
+    interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR, kernel: Kernel = KERNEL
+) -> Shaping | None:
     """The current shaping of ``interface`` as tc reports it, or None (see ``shaping_of``)."""
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)
@@ -729,16 +831,46 @@ def read_shaping(interface: str, namespace: str | None = None, *, netns_dir: str
 
 
 def _tbf_command(interface: str, namespace: str | None, shaping: Shaping) -> Command:
-    return (*_tc(namespace), "qdisc", "replace", "dev", interface, "root", "tbf", "rate", f"{shaping.rate_bps}bit",
-            "burst", str(shaping.burst_bytes), "latency", f"{shaping.latency_us}us")
+    return (
+        *_tc(namespace),
+        "qdisc",
+        "replace",
+        "dev",
+        interface,
+        "root",
+        "tbf",
+        "rate",
+        f"{shaping.rate_bps}bit",
+        "burst",
+        str(shaping.burst_bytes),
+        "latency",
+        f"{shaping.latency_us}us",
+    )
 
 
 def _htb_class_command(interface: str, namespace: str | None, shaping: Shaping) -> Command:
     assert shaping.class_id is not None
     major, _ = parse_class_id(shaping.class_id)
-    return (*_tc(namespace), "class", "replace", "dev", interface, "parent", f"{major:x}:", "classid",
-            shaping.class_id, "htb", "rate", f"{shaping.rate_bps}bit", "ceil", f"{shaping.ceil_bps}bit",
-            "burst", str(shaping.burst_bytes), "cburst", str(shaping.cburst_bytes))
+    return (
+        *_tc(namespace),
+        "class",
+        "replace",
+        "dev",
+        interface,
+        "parent",
+        f"{major:x}:",
+        "classid",
+        shaping.class_id,
+        "htb",
+        "rate",
+        f"{shaping.rate_bps}bit",
+        "ceil",
+        f"{shaping.ceil_bps}bit",
+        "burst",
+        str(shaping.burst_bytes),
+        "cburst",
+        str(shaping.cburst_bytes),
+    )
 
 
 def _delete_root(interface: str, namespace: str | None) -> Command:
@@ -753,8 +885,9 @@ def removal(state: TcState, interface: str, namespace: str | None) -> tuple[Comm
     return (_delete_root(interface, namespace),)
 
 
-def plan(state: TcState, wanted: Shaping | None, interface: str, namespace: str | None,
-         psched: Psched) -> tuple[Command, ...]:
+def plan(
+    state: TcState, wanted: Shaping | None, interface: str, namespace: str | None, psched: Psched
+) -> tuple[Command, ...]:
     """The tc commands that take ``interface`` from ``state`` to ``wanted`` (None = no shaping).
 
     Empty when nothing has to change. A tbf is one ``qdisc replace`` (changed in place when the
@@ -780,8 +913,11 @@ def plan(state: TcState, wanted: Shaping | None, interface: str, namespace: str 
     found = state.find_class(wanted.class_id)
     if root.kind == "htb" and _default_minor(root) == minor and (found is None or found.parent is None):
         return (class_step,)
-    return (_delete_root(interface, namespace), (*_tc(namespace), "qdisc", "add", "dev", interface, *qdisc_args),
-            class_step)
+    return (
+        _delete_root(interface, namespace),
+        (*_tc(namespace), "qdisc", "add", "dev", interface, *qdisc_args),
+        class_step,
+    )
 
 
 def _restore_target(previous: TcState, link: Link, psched: Psched) -> tuple[Shaping | None, list[str]]:
@@ -790,18 +926,31 @@ def _restore_target(previous: TcState, link: Link, psched: Psched) -> tuple[Shap
     root = previous.root
     if shaping is None:
         if root is not None and not root.is_kernel_default:
-            return None, [f"the previous root qdisc {root.describe()} is not firm's shaping and was not rebuilt; "
-                          "the kernel's default qdisc is in place"]
+            return None, [
+                f"the previous root qdisc {root.describe()} is not firm's shaping and was not rebuilt; "
+                "the kernel's default qdisc is in place"
+            ]
         return None, []
     # tc reports bursts rounded down; never restore a burst below what a frame needs.
     floor = link.mtu + link.overhead
-    shaping = replace(shaping, burst_bytes=max(shaping.burst_bytes, floor),
-                      cburst_bytes=None if shaping.cburst_bytes is None else max(shaping.cburst_bytes, floor))
+    shaping = replace(
+        shaping,
+        burst_bytes=max(shaping.burst_bytes, floor),
+        cburst_bytes=None if shaping.cburst_bytes is None else max(shaping.cburst_bytes, floor),
+    )
     return shaping, []
 
 
-def execute(steps: Sequence[Command], previous: TcState, *, interface: str, namespace: str | None,
-            psched: Psched, link: Link, kernel: Kernel = KERNEL) -> None:
+def execute(
+    steps: Sequence[Command],
+    previous: TcState,
+    *,
+    interface: str,
+    namespace: str | None,
+    psched: Psched,
+    link: Link,
+    kernel: Kernel = KERNEL,
+) -> None:
     """Run ``steps``; when one fails after others changed the interface, restore ``previous``.
 
     The raised error then carries ``rolled_back`` (True when the restore worked) and
@@ -812,15 +961,22 @@ def execute(steps: Sequence[Command], previous: TcState, *, interface: str, name
             _run(kernel, step)
         except TcCommandError as exc:
             if index > 0:
-                failures = _restore(previous, interface=interface, namespace=namespace, psched=psched, link=link,
-                                    kernel=kernel)
+                failures = _restore(
+                    previous,
+                    interface=interface,
+                    namespace=namespace,
+                    psched=psched,
+                    link=link,
+                    kernel=kernel,
+                )
                 exc.details["rolled_back"] = not failures
                 exc.details["rollback_failures"] = failures
             raise
 
 
-def _restore(previous: TcState, *, interface: str, namespace: str | None, psched: Psched, link: Link,
-             kernel: Kernel) -> list[str]:
+def _restore(
+    previous: TcState, *, interface: str, namespace: str | None, psched: Psched, link: Link, kernel: Kernel
+) -> list[str]:
     target, failures = _restore_target(previous, link, psched)
     try:
         for step in plan(read_state(interface, namespace, kernel), target, interface, namespace, psched):
@@ -846,9 +1002,17 @@ class ShapingChange(Change[Shaping]):
     root_qdisc: str | None
 
 
-def ensure_shaping(interface: str, desired: Shaping | Request | None, namespace: str | None = None, *,
-                   check_mode: bool = False, netns_dir: str = NETNS_DIR, psched_path: str = PSCHED_PATH,
-                   kernel: Kernel = KERNEL, rollback: Rollback | None = None) -> ShapingChange:
+def ensure_shaping(
+    interface: str,
+    desired: Shaping | Request | None,
+    namespace: str | None = None,
+    *,
+    check_mode: bool = False,
+    netns_dir: str = NETNS_DIR,
+    psched_path: str = PSCHED_PATH,
+    kernel: Kernel = KERNEL,
+    rollback: Rollback | None = None,
+) -> ShapingChange:
     """Make ``desired`` the egress shaping of ``interface`` (None: no shaping), replacing whatever
     root qdisc it has.
 
@@ -871,27 +1035,46 @@ def ensure_shaping(interface: str, desired: Shaping | Request | None, namespace:
     steps = plan(before, wanted, interface, namespace, psched)
     target = f"{namespace}/{interface}" if namespace else interface
     if steps and not check_mode:
-        execute(steps, before, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel)
+        execute(
+            steps, before, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel
+        )
         after_state = read_state(interface, namespace, kernel)
         try:
             _verify(after_state, wanted, psched, steps)
         except TcCommandError as exc:
-            failures = _restore(before, interface=interface, namespace=namespace, psched=psched, link=link,
-                                kernel=kernel)
+            failures = _restore(
+                before, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel
+            )
             exc.details["rolled_back"] = not failures
             exc.details["rollback_failures"] = failures
             raise
         if rollback is not None:
-            rollback.record(lambda: _restore_or_raise(before, interface=interface, namespace=namespace,
-                                                      psched=psched, link=link, kernel=kernel))
+            rollback.record(
+                lambda: _restore_or_raise(
+                    before, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel
+                )
+            )
         after = shaping_of(after_state)
         root = after_state.root
     else:
-        after = shaping_of(before) if not steps else (expected_report(wanted, psched) if wanted is not None else None)
+        after = (
+            shaping_of(before)
+            if not steps
+            else (expected_report(wanted, psched) if wanted is not None else None)
+        )
         root = before.root
-    return ShapingChange(target=target, before=shaping_of(before), after=after, changed=bool(steps),
-                         commands=tuple(steps), requested=wanted, link=link, psched=psched,
-                         root_qdisc=root.describe() if root is not None else None, check_mode=check_mode)
+    return ShapingChange(
+        target=target,
+        before=shaping_of(before),
+        after=after,
+        changed=bool(steps),
+        commands=tuple(steps),
+        requested=wanted,
+        link=link,
+        psched=psched,
+        root_qdisc=root.describe() if root is not None else None,
+        check_mode=check_mode,
+    )
 
 
 def _verify(state: TcState, wanted: Shaping | None, psched: Psched, steps: Sequence[Command]) -> None:
@@ -908,34 +1091,65 @@ def _verify(state: TcState, wanted: Shaping | None, psched: Psched, steps: Seque
         )
 
 
-def _restore_or_raise(previous: TcState, *, interface: str, namespace: str | None, psched: Psched, link: Link,
-                      kernel: Kernel) -> None:
-    failures = _restore(previous, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel)
+def _restore_or_raise(
+    previous: TcState, *, interface: str, namespace: str | None, psched: Psched, link: Link, kernel: Kernel
+) -> None:
+    failures = _restore(
+        previous, interface=interface, namespace=namespace, psched=psched, link=link, kernel=kernel
+    )
     if failures:
-        raise TcCommandError(f"could not restore the previous shaping of {interface}: {failures[0]}",
-                             fix=f"check the interface with `tc qdisc show dev {interface}`", failures=failures)
+        raise TcCommandError(
+            f"could not restore the previous shaping of {interface}: {failures[0]}",
+            fix=f"check the interface with `tc qdisc show dev {interface}`",
+            failures=failures,
+        )
 
 
-def apply_shaping(interface: str, shaping: Shaping, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                  psched_path: str = PSCHED_PATH, kernel: Kernel = KERNEL) -> tuple[Command, ...]:
+def apply_shaping(
+    interface: str,
+    shaping: Shaping,
+    namespace: str | None = None,
+    *,
+    netns_dir: str = NETNS_DIR,
+    psched_path: str = PSCHED_PATH,
+    kernel: Kernel = KERNEL,
+) -> tuple[Command, ...]:
     """:func:`ensure_shaping` of ``shaping``; returns the commands run (empty when the interface had it)."""
-    return ensure_shaping(interface, shaping, namespace, netns_dir=netns_dir, psched_path=psched_path,
-                          kernel=kernel).commands
+    return ensure_shaping(
+        interface, shaping, namespace, netns_dir=netns_dir, psched_path=psched_path, kernel=kernel
+    ).commands
 
 
-def remove_shaping(interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                   psched_path: str = PSCHED_PATH, kernel: Kernel = KERNEL) -> bool:
+def remove_shaping(
+    interface: str,
+    namespace: str | None = None,
+    *,
+    netns_dir: str = NETNS_DIR,
+    psched_path: str = PSCHED_PATH,
+    kernel: Kernel = KERNEL,
+) -> bool:
     """Delete a tbf or htb root qdisc (the kernel re-attaches its default); True when one was deleted.
 
     :func:`ensure_shaping` of None."""
-    return ensure_shaping(interface, None, namespace, netns_dir=netns_dir, psched_path=psched_path,
-                          kernel=kernel).changed
+    return ensure_shaping(
+        interface, None, namespace, netns_dir=netns_dir, psched_path=psched_path, kernel=kernel
+    ).changed
 
 
-def shaping_for(interface: str, kind: str, rate: str | int, *, ceil: str | int | None = None,
-                burst: str | int | None = None, latency: str | int | None = None, class_id: str | None = None,
-                namespace: str | None = None, netns_dir: str = NETNS_DIR, psched_path: str = PSCHED_PATH,
-                kernel: Kernel = KERNEL) -> Shaping:
+def shaping_for(
+    interface: str,
+    kind: str,
+    rate: str | int,
+    *,
+    ceil: str | int | None = None,
+    burst: str | int | None = None,
+    latency: str | int | None = None,
+    class_id: str | None = None,
+    namespace: str | None = None,
+    netns_dir: str = NETNS_DIR,
+    psched_path: str = PSCHED_PATH,
+    kernel: Kernel = KERNEL,
+) -> Shaping:
     """Validate a request and resolve its burst against ``interface``'s MTU: ready for ensure_shaping."""
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)
@@ -943,8 +1157,15 @@ def shaping_for(interface: str, kind: str, rate: str | int, *, ceil: str | int |
     return resolve(request, read_link(interface, namespace, kernel), read_psched(psched_path))
 
 
-def apply_netem_delay(interface: str, delay_us: int, jitter_us: int, namespace: str | None = None, *,
-                      netns_dir: str = NETNS_DIR, kernel: Kernel = KERNEL) -> None:
+def apply_netem_delay(
+    interface: str,
+    delay_us: int,
+    jitter_us: int,
+    namespace: str | None = None,
+    *,
+    netns_dir: str = NETNS_DIR,
+    kernel: Kernel = KERNEL,
+) -> None:
     """Replace the root qdisc with netem adding ``delay_us`` (+- ``jitter_us``) to every egress packet.
 
     Needs a kernel with sch_netem; whatever shaping was there before is the caller's to restore.
@@ -952,14 +1173,30 @@ def apply_netem_delay(interface: str, delay_us: int, jitter_us: int, namespace: 
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)
     if delay_us <= 0 or jitter_us < 0:
-        raise TcInputError(f"netem delay {delay_us} us (jitter {jitter_us} us) is not positive",
-                           fix="give a delay above 0 and a jitter of at least 0")
-    _run(kernel, (*_tc(namespace), "qdisc", "replace", "dev", interface, "root", "netem", "delay", f"{delay_us}us",
-         f"{jitter_us}us"))
+        raise TcInputError(
+            f"netem delay {delay_us} us (jitter {jitter_us} us) is not positive",
+            fix="give a delay above 0 and a jitter of at least 0",
+        )
+    _run(
+        kernel,
+        (
+            *_tc(namespace),
+            "qdisc",
+            "replace",
+            "dev",
+            interface,
+            "root",
+            "netem",
+            "delay",
+            f"{delay_us}us",
+            f"{jitter_us}us",
+        ),
+    )
 
 
-def remove_netem(interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR,
-                 kernel: Kernel = KERNEL) -> bool:
+def remove_netem(
+    interface: str, namespace: str | None = None, *, netns_dir: str = NETNS_DIR, kernel: Kernel = KERNEL
+) -> bool:
     """Delete a netem root qdisc; True when there was one."""
     check_interface_name(interface)
     check_namespace(namespace, netns_dir)

@@ -42,14 +42,17 @@ _NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?"
 _WITH_UNIT = re.compile(rf"^{_NUMBER}([A-Za-z]*)$")
 
 SIZE_UNITS: Mapping[str, int] = {
-    "": 1, "b": 1,
+    "": 1,
+    "b": 1,
     **{f"{p}{s}": 1024**n for n, p in enumerate("kmgt", 1) for s in ("", "b", "i", "ib")},
     **{f"{p}bit": 1024**n // 8 for n, p in enumerate("kmgt", 1)},
 }
 """Size suffixes, compared case-insensitively (after the ambiguity check), to bytes."""
 
 RATE_UNITS: Mapping[str, int] = {
-    "": 1, "bit": 1, "bps": 8,
+    "": 1,
+    "bit": 1,
+    "bps": 8,
     **{f"{p}bit": 1000**n for n, p in enumerate("kmgt", 1)},
     **{f"{p}ibit": 1024**n for n, p in enumerate("kmgt", 1)},
     **{f"{p}bps": 8 * 1000**n for n, p in enumerate("kmgt", 1)},
@@ -65,16 +68,23 @@ _AMBIGUOUS_RATE = re.compile(r"^[KMGT]bps$")
 
 def _quantity(value: object, units: Mapping[str, int], what: str, example: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise UnitError(f"{what} {value!r} is neither a number nor a string", fix=f"give {what} like {example}")
+        raise UnitError(
+            f"{what} {value!r} is neither a number nor a string", fix=f"give {what} like {example}"
+        )
     if isinstance(value, int):
         return value
     match = _WITH_UNIT.match(value.strip())
     if not match:
-        raise UnitError(f"{what} {value!r} cannot be parsed: not a number with a unit", fix=f"give {what} like {example}")
+        raise UnitError(
+            f"{what} {value!r} cannot be parsed: not a number with a unit", fix=f"give {what} like {example}"
+        )
     unit = match.group(3)
     if unit.lower() not in units:
         known = ", ".join(u for u in units if u)
-        raise UnitError(f"{what} {value!r} cannot be parsed: unknown unit {unit!r}", fix=f"give {what} like {example}; units: {known}")
+        raise UnitError(
+            f"{what} {value!r} cannot be parsed: unknown unit {unit!r}",
+            fix=f"give {what} like {example}; units: {known}",
+        )
     exponent = int(match.group(2) or 0)
     if abs(exponent) > _MAX_EXPONENT:
         raise UnitError(f"{what} {value!r} is out of range", fix=f"give {what} like {example}")
@@ -98,7 +108,8 @@ def parse_size(value: str | int, what: str = "size", *, minimum: int = 0, maximu
             f"{what} {value!r} is ambiguous: tc reads it as {number} {name}bytes, Ansible and most people "
             f"as {number} {name}bits",
             fix=f"write {number}{_suffix(value)[0]}B or {number}{_suffix(value)[0]}iB for bytes, "
-                f"{number}{_suffix(value)[0].lower()}bit for bits")
+            f"{number}{_suffix(value)[0].lower()}bit for bits",
+        )
     size = _quantity(value, SIZE_UNITS, what, '4096, "512M", "1.5GiB" or "32kbit" (k = 1024)')
     _check_range(size, what, "bytes", minimum, maximum)
     return size
@@ -115,7 +126,8 @@ def parse_rate(value: str | int, what: str = "rate", *, minimum: int = 0, maximu
         prefix = _suffix(value)[0]
         raise UnitError(
             f"{what} {value!r} is ambiguous: tc reads it as bytes per second, most people as bits per second",
-            fix=f"write {number}{prefix.lower()}bit for bits per second or {number}{prefix}Bps for bytes per second")
+            fix=f"write {number}{prefix.lower()}bit for bits per second or {number}{prefix}Bps for bytes per second",
+        )
     rate = _quantity(value, RATE_UNITS, what, '"10mbit", "1gbit", "125kbps" or 10000000 (bit/s)')
     _check_range(rate, what, "bit/s", minimum, maximum)
     return rate
@@ -128,8 +140,12 @@ def _suffix(value: str) -> str:
 
 def _check_range(number: int, what: str, unit: str, minimum: int, maximum: int | None) -> None:
     if number < minimum:
-        raise UnitError(f"{what} is {number} {unit}, below the least accepted {minimum} {unit}",
-                        fix=f"give {what} of at least {minimum} {unit}")
+        raise UnitError(
+            f"{what} is {number} {unit}, below the least accepted {minimum} {unit}",
+            fix=f"give {what} of at least {minimum} {unit}",
+        )
     if maximum is not None and number > maximum:
-        raise UnitError(f"{what} is {number} {unit}, above the most accepted {maximum} {unit}",
-                        fix=f"give {what} of at most {maximum} {unit}")
+        raise UnitError(
+            f"{what} is {number} {unit}, above the most accepted {maximum} {unit}",
+            fix=f"give {what} of at most {maximum} {unit}",
+        )

@@ -212,54 +212,83 @@ def argument_spec() -> dict[str, Any]:
 
 
 def environment(params: dict[str, Any]) -> anomaly.Environment:
-    return anomaly.Environment(state_dir=params["state_dir"], cgroup_root=params["cgroup_root"],
-                               sysbench_dir=params["sysbench_dir"], max_duration_s=params["max_duration"],
-                               disk_iops_at_full=params["disk_iops_at_full"])
+    return anomaly.Environment(
+        state_dir=params["state_dir"],
+        cgroup_root=params["cgroup_root"],
+        sysbench_dir=params["sysbench_dir"],
+        max_duration_s=params["max_duration"],
+        disk_iops_at_full=params["disk_iops_at_full"],
+    )
 
 
 def spec_from(params: dict[str, Any]) -> anomaly.AnomalySpec:
     target = anomaly.Target(params["target_cgroup"], params["target_namespace"], params["target_interface"])
     link = tc.parse_rate(params["link_rate"], "link_rate") if params["link_rate"] else None
     labels = {str(k): str(v) for k, v in params["labels"].items()}
-    return anomaly.AnomalySpec(params["name"], params["kind"], params["intensity"], params["duration"], target,
-                               link, params["peer"], labels)
+    return anomaly.AnomalySpec(
+        params["name"],
+        params["kind"],
+        params["intensity"],
+        params["duration"],
+        target,
+        link,
+        params["peer"],
+        labels,
+    )
 
 
 def _state_of(record: anomaly.Record | None) -> dict[str, Any]:
     if record is None:
         return {"active": False}
-    return {"active": True, "kind": record.spec.kind, "intensity": record.spec.intensity,
-            "target": record.spec.target.describe()}
+    return {
+        "active": True,
+        "kind": record.spec.kind,
+        "intensity": record.spec.intensity,
+        "target": record.spec.target.describe(),
+    }
 
 
 def present(module: AnsibleModule, env: anomaly.Environment) -> dict[str, Any]:
     spec = spec_from(module.params)
     before = anomaly.Store(env.state_dir).load(spec.name)
     changed, record, work = anomaly.start(spec, env, module.check_mode)
-    return {"changed": changed, "anomaly": record.summary(), "plan": work.describe(),
-            "diff": {"before": _state_of(before), "after": _state_of(record)}}
+    return {
+        "changed": changed,
+        "anomaly": record.summary(),
+        "plan": work.describe(),
+        "diff": {"before": _state_of(before), "after": _state_of(record)},
+    }
 
 
 def absent(module: AnsibleModule, env: anomaly.Environment) -> dict[str, Any]:
     record = anomaly.Store(env.state_dir).load(module.params["name"])
     ended = anomaly.stop(record.spec.name, env) if record is not None and not module.check_mode else None
     summary = ended or (record.summary() if record else {"name": module.params["name"]})
-    return {"changed": record is not None, "anomaly": summary,
-            "diff": {"before": _state_of(record), "after": _state_of(None)}}
+    return {
+        "changed": record is not None,
+        "anomaly": summary,
+        "diff": {"before": _state_of(record), "after": _state_of(None)},
+    }
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        required_if=[["state", "present", ["name", "kind", "intensity", "duration"]],
-                     ["state", "absent", ["name"]]],
+        required_if=[
+            ["state", "present", ["name", "kind", "intensity", "duration"]],
+            ["state", "absent", ["name"]],
+        ],
         supports_check_mode=True,
     )
     env = environment(module.params)
     try:
         swept = [] if module.check_mode else anomaly.sweep(env)
         state = module.params["state"]
-        result: dict[str, Any] = {"changed": False} if state == "query" else (present if state == "present" else absent)(module, env)
+        result: dict[str, Any] = (
+            {"changed": False}
+            if state == "query"
+            else (present if state == "present" else absent)(module, env)
+        )
         store = anomaly.Store(env.state_dir)
         result["anomalies"] = [r.summary() for r in store.all()]
         if state == "query" and module.params["history_since"] is not None:

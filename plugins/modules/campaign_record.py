@@ -128,27 +128,42 @@ def main() -> None:
         if not HAS_REDIS:
             module.fail_json(msg=missing_required_lib("redis"))
         if not str(params["redis_url"]).startswith(("redis://", "rediss://", "unix://")):
-            module.fail_json(msg=f"redis_url {params['redis_url']!r} is not a Redis URL",
-                             fix="give redis://HOST:PORT/DB, rediss://... or unix:///path/to/socket")
+            module.fail_json(
+                msg=f"redis_url {params['redis_url']!r} is not a Redis URL",
+                fix="give redis://HOST:PORT/DB, rediss://... or unix:///path/to/socket",
+            )
         if params["redis_wait"] < 0:
-            module.fail_json(msg=f"redis_wait {params['redis_wait']} is negative", fix="give 0 or more seconds")
+            module.fail_json(
+                msg=f"redis_wait {params['redis_wait']} is negative", fix="give 0 or more seconds"
+            )
         try:
-            client = redis.Redis.from_url(params["redis_url"],
-                                          password=params["redis_password"] or redis_auth.password_for(
-                                              params["redis_url"]),
-                                          socket_timeout=10, socket_connect_timeout=5)
+            client = redis.Redis.from_url(
+                params["redis_url"],
+                password=params["redis_password"] or redis_auth.password_for(params["redis_url"]),
+                socket_timeout=10,
+                socket_connect_timeout=5,
+            )
             client.ping()
         except (redis.ConnectionError, redis.TimeoutError):
             pass  # down or restarting: the record waits for it (redis_wait)
         except (redis.RedisError, ValueError) as exc:
-            module.fail_json(msg=f"cannot reach Redis at {params['redis_url']}: {exc}",
-                             fix="start Redis (the redis role) or fix redis_url / redis_password")
+            module.fail_json(
+                msg=f"cannot reach Redis at {params['redis_url']}: {exc}",
+                fix="start Redis (the redis role) or fix redis_url / redis_password",
+            )
     if module.check_mode:
         module.exit_json(changed=True, recorded=len(params["entries"]))
     try:
-        recorded = campaign.record(params["event"], params["campaign"], params["entries"], params["jsonl"], client,
-                                   params["schedule"], redis_wait_s=params["redis_wait"],
-                                   retry_on=(redis.ConnectionError, redis.TimeoutError) if client else ())
+        recorded = campaign.record(
+            params["event"],
+            params["campaign"],
+            params["entries"],
+            params["jsonl"],
+            client,
+            params["schedule"],
+            redis_wait_s=params["redis_wait"],
+            retry_on=(redis.ConnectionError, redis.TimeoutError) if client else (),
+        )
     except FirmError as err:
         module.fail_json(**err.as_dict())
     except redis.RedisError as exc:

@@ -224,21 +224,28 @@ def argument_spec() -> dict[str, Any]:
         "pod_uid": {"type": "str"},
         "container_id": {"type": "str"},
         "cgroup_driver": {"type": "str", "choices": ["auto", "cgroupfs", "systemd"], "default": "auto"},
-        "container_runtime": {"type": "str", "choices": ["auto", "containerd", "cri-o", "docker"],
-                              "default": "auto"},
+        "container_runtime": {
+            "type": "str",
+            "choices": ["auto", "containerd", "cri-o", "docker"],
+            "default": "auto",
+        },
         "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         "cpu_quota_us": {"type": "int"},
         "cpu_period_us": {"type": "int"},
         "cpu_weight": {"type": "int"},
         "cpuset_cpus": {"type": "str"},
         "cpuset_mems": {"type": "str"},
-        "devices": {"type": "list", "elements": "dict", "options": {
-            "device": {"type": "str", "required": True},
-            "read_bps": {"type": "int"},
-            "write_bps": {"type": "int"},
-            "read_iops": {"type": "int"},
-            "write_iops": {"type": "int"},
-        }},
+        "devices": {
+            "type": "list",
+            "elements": "dict",
+            "options": {
+                "device": {"type": "str", "required": True},
+                "read_bps": {"type": "int"},
+                "write_bps": {"type": "int"},
+                "read_iops": {"type": "int"},
+                "write_iops": {"type": "int"},
+            },
+        },
         "memory_max": {"type": "str"},
         "pids": {"type": "list", "elements": "int"},
         "cgroup_root": {"type": "path", "default": "/sys/fs/cgroup"},
@@ -259,19 +266,33 @@ def build_module() -> AnsibleModule:
 
 
 def settings_from(params: dict[str, Any]) -> cgroup.CgroupSettings:
-    disk = tuple(cgroup.DiskLimit(d["device"], d["read_bps"], d["write_bps"], d["read_iops"], d["write_iops"])
-                 for d in params["devices"] or [])
+    disk = tuple(
+        cgroup.DiskLimit(d["device"], d["read_bps"], d["write_bps"], d["read_iops"], d["write_iops"])
+        for d in params["devices"] or []
+    )
     memory = cgroup.parse_size(params["memory_max"]) if params["memory_max"] is not None else None
-    return cgroup.CgroupSettings(params["cpu_quota_us"], params["cpu_period_us"], params["cpu_weight"],
-                                 params["cpuset_cpus"], params["cpuset_mems"], memory, disk)
+    return cgroup.CgroupSettings(
+        params["cpu_quota_us"],
+        params["cpu_period_us"],
+        params["cpu_weight"],
+        params["cpuset_cpus"],
+        params["cpuset_mems"],
+        memory,
+        disk,
+    )
 
 
 def target_group(params: dict[str, Any], layout: cgroup.Layout) -> cgroup.Group:
     if params["pid"] is not None:
         return cgroup.group_of_pid(layout, params["pid"], params["proc_root"])
     if params["pod_uid"] is not None:
-        return cgroup.group_of_pod(layout, params["pod_uid"], params["container_id"], params["cgroup_driver"],
-                                   params["container_runtime"])
+        return cgroup.group_of_pod(
+            layout,
+            params["pod_uid"],
+            params["container_id"],
+            params["cgroup_driver"],
+            params["container_runtime"],
+        )
     return cgroup.group_at(layout, params["path"])
 
 
@@ -281,19 +302,32 @@ def run(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -> di
     group = target_group(params, layout)
     if params["state"] == "absent":
         change = cgroup.ensure_cgroup(group, None, check_mode=check_mode, kernel=kernel)
-        result: dict[str, Any] = {"changed": change.changed, "writes": [],
-                                  "diff": {"before": {"exists": change.removed}, "after": {"exists": False}}}
+        result: dict[str, Any] = {
+            "changed": change.changed,
+            "writes": [],
+            "diff": {"before": {"exists": change.removed}, "after": {"exists": False}},
+        }
     else:
-        change = cgroup.ensure_cgroup(group, settings_from(params), pids=params["pids"] or [],
-                                      create=params["path"] is not None, check_mode=check_mode,
-                                      sysfs_root=params["sysfs_root"], proc_root=params["proc_root"], kernel=kernel)
+        change = cgroup.ensure_cgroup(
+            group,
+            settings_from(params),
+            pids=params["pids"] or [],
+            create=params["path"] is not None,
+            check_mode=check_mode,
+            sysfs_root=params["sysfs_root"],
+            proc_root=params["proc_root"],
+            kernel=kernel,
+        )
         after = change.after or {}
         result = {
             "changed": change.changed,
             "settings": after,
             "writes": [w.as_dict() for w in change.writes],
             "attached": change.attached,
-            "diff": {"before": dict(change.before or {}, exists=not change.created), "after": dict(after, exists=True)},
+            "diff": {
+                "before": dict(change.before or {}, exists=not change.created),
+                "after": dict(after, exists=True),
+            },
         }
         if group.exists():
             result["stats"] = cgroup.read_stats(group).as_dict()

@@ -136,8 +136,13 @@ def argument_spec() -> dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    facts = rdt.gather(params["cgroup_root"], params["proc_root"], params["resctrl_root"], params["probe_pqos"],
-                       params["pqos_python"])
+    facts = rdt.gather(
+        params["cgroup_root"],
+        params["proc_root"],
+        params["resctrl_root"],
+        params["probe_pqos"],
+        params["pqos_python"],
+    )
     module.exit_json(changed=False, ansible_facts={"firm_rdt": facts.as_dict()})
 
 

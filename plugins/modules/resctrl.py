@@ -306,8 +306,9 @@ def present(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -
     root = params["resctrl_root"]
     name = params["name"]
     info = read_info(root, params["mounts_file"], params["cpuinfo_file"])
-    request = build_request(info, l3=params["l3"], l3_code=params["l3_code"], l3_data=params["l3_data"],
-                            mb=params["mb"])
+    request = build_request(
+        info, l3=params["l3"], l3_code=params["l3_code"], l3_data=params["l3_data"], mb=params["mb"]
+    )
     tasks = task_ids(params["pids"] or [], params["proc_root"], params["all_threads"])
     held = sorted(read_tasks(root, name) & set(tasks)) if group_exists(root, name) else []
     change = ensure_group(info, name, request, tasks, check_mode=check_mode, kernel=kernel)
@@ -321,9 +322,9 @@ def present(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -
         "tasks_added": list(change.moved),
         "schemata": change.after.as_dict() if change.after is not None else {},
         "info": info.as_dict(),
-        "monitoring": {
-            str(domain): values for domain, values in read_monitoring(root, name).items()
-        } if group_exists(root, name) else {},
+        "monitoring": {str(domain): values for domain, values in read_monitoring(root, name).items()}
+        if group_exists(root, name)
+        else {},
         "diff": {
             "before": _diff_text(change.before, held),
             "after": _diff_text(change.after, sorted(set(held) | set(change.moved))),

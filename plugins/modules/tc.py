@@ -253,13 +253,31 @@ def run(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -> di
     check_namespace(params["namespace"], params["netns_dir"])
     request = None
     if params["state"] == "present":
-        request = parse_request(params["kind"], params["rate"], ceil=params["ceil"], burst=params["burst"],
-                                latency=params["latency"], class_id=params["class_id"])
-    change = ensure_shaping(params["interface"], request, params["namespace"], check_mode=check_mode,
-                            netns_dir=params["netns_dir"], psched_path=params["psched_path"], kernel=kernel)
+        request = parse_request(
+            params["kind"],
+            params["rate"],
+            ceil=params["ceil"],
+            burst=params["burst"],
+            latency=params["latency"],
+            class_id=params["class_id"],
+        )
+    change = ensure_shaping(
+        params["interface"],
+        request,
+        params["namespace"],
+        check_mode=check_mode,
+        netns_dir=params["netns_dir"],
+        psched_path=params["psched_path"],
+        kernel=kernel,
+    )
     link, psched, wanted = change.link, change.psched, change.requested
-    result: dict[str, Any] = {"interface": params["interface"], "namespace": params["namespace"], "mtu": link.mtu,
-                              "hz": psched.hz, "commands": [list(step) for step in change.commands]}
+    result: dict[str, Any] = {
+        "interface": params["interface"],
+        "namespace": params["namespace"],
+        "mtu": link.mtu,
+        "hz": psched.hz,
+        "commands": [list(step) for step in change.commands],
+    }
     if wanted is not None:
         result["requested"] = wanted.as_dict()
         result["min_burst_bytes"] = min_burst(wanted.rate_bps, link, psched.hz)
@@ -267,8 +285,10 @@ def run(params: dict[str, Any], check_mode: bool, kernel: Kernel = KERNEL) -> di
     result["root_qdisc"] = change.root_qdisc
     result["shaping"] = _view(change.after)
     result["changed"] = change.changed
-    result["diff"] = {"before": dict(target, shaping=_view(change.before)),
-                      "after": dict(target, shaping=_view(change.after))}
+    result["diff"] = {
+        "before": dict(target, shaping=_view(change.before)),
+        "after": dict(target, shaping=_view(change.after)),
+    }
     return result
 
 

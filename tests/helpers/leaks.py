@@ -56,8 +56,9 @@ class Snapshot:
 def _run(argv: list[str]) -> str:
     """A command's output, or "" when the tool is missing or fails (a missing tool has nothing to leak)."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False,
-                              env=dict(os.environ, LC_ALL="C"))
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, check=False, env=dict(os.environ, LC_ALL="C")
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return proc.stdout if proc.returncode == 0 else ""
@@ -98,7 +99,9 @@ def nft_tables() -> set[str]:
 def cgroups(root: str = CGROUP_ROOT, resctrl_root: str = RESCTRL_ROOT) -> set[str]:
     """Every group below a ``firm*`` top-level group, in every hierarchy, as ``<hierarchy>/<path>``."""
     found = set()
-    hierarchies = [p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink()] if Path(root).is_dir() else []
+    hierarchies = (
+        [p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink()] if Path(root).is_dir() else []
+    )
     for hierarchy in hierarchies:
         try:
             tops = [p for p in hierarchy.iterdir() if p.is_dir() and p.name.startswith(CGROUP_PREFIX)]
@@ -109,7 +112,9 @@ def cgroups(root: str = CGROUP_ROOT, resctrl_root: str = RESCTRL_ROOT) -> set[st
                 found.add(f"{hierarchy.name}/{os.path.relpath(directory, hierarchy)}")
     resctrl = Path(resctrl_root)
     if (resctrl / "schemata").exists():
-        found |= {f"resctrl/{p.name}" for p in resctrl.iterdir() if p.is_dir() and p.name.startswith(CGROUP_PREFIX)}
+        found |= {
+            f"resctrl/{p.name}" for p in resctrl.iterdir() if p.is_dir() and p.name.startswith(CGROUP_PREFIX)
+        }
     return found
 
 
@@ -158,7 +163,9 @@ def _environ(pid: str) -> bytes:
 
 def _describe(pid: str) -> str:
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        command = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        )
         start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return ""
@@ -194,10 +201,15 @@ def take(token: str, temp_dir: str | None = None) -> Snapshot:
     """The machine now. ``temp_dir``: the session's temporary directory, searched for anomaly records."""
     names = namespaces()
     return Snapshot(
-        namespaces=frozenset(names), links=frozenset(links()),
-        qdiscs=frozenset(qdiscs().union(*(qdiscs(n) for n in sorted(names)))), nft_tables=frozenset(nft_tables()),
-        cgroups=frozenset(cgroups()), files=frozenset(files()), anomaly_records=frozenset(anomaly_records(temp_dir)),
-        processes=frozenset(processes(token)))
+        namespaces=frozenset(names),
+        links=frozenset(links()),
+        qdiscs=frozenset(qdiscs().union(*(qdiscs(n) for n in sorted(names)))),
+        nft_tables=frozenset(nft_tables()),
+        cgroups=frozenset(cgroups()),
+        files=frozenset(files()),
+        anomaly_records=frozenset(anomaly_records(temp_dir)),
+        processes=frozenset(processes(token)),
+    )
 
 
 def leaks(before: Snapshot, after: Snapshot) -> list[str]:

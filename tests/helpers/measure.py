@@ -33,7 +33,9 @@ class Polled(Generic[T]):
     met: bool
 
 
-def poll(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, interval_s: float = 0.1) -> Polled[T]:
+def poll(
+    read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, interval_s: float = 0.1
+) -> Polled[T]:
     """Read until ``done(value)`` or ``timeout_s`` seconds have passed (the last read is at or after the deadline)."""
     started = time.monotonic()
     while True:
@@ -46,8 +48,13 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, int
         time.sleep(interval_s)
 
 
-def steady(read: Callable[[], float], at_least: float, timeout_s: float, tolerance: float = 0.02,
-           interval_s: float = 0.2) -> Polled[float]:
+def steady(
+    read: Callable[[], float],
+    at_least: float,
+    timeout_s: float,
+    tolerance: float = 0.02,
+    interval_s: float = 0.2,
+) -> Polled[float]:
     """Poll until the value is at least ``at_least`` and moved by at most ``tolerance`` (a share) since the last read."""
     previous = [math.nan]
 
@@ -72,8 +79,11 @@ class Interleaved:
 
     def ratios(self, condition: str) -> list[float]:
         """Each sample of ``condition`` over the mean of the alone samples around it."""
-        return [c / ((self.alone[i] + self.alone[i + 1]) / 2)
-                for i, (name, c) in enumerate(zip(self.between, self.contended, strict=True)) if name == condition]
+        return [
+            c / ((self.alone[i] + self.alone[i + 1]) / 2)
+            for i, (name, c) in enumerate(zip(self.between, self.contended, strict=True))
+            if name == condition
+        ]
 
     def median_ratio(self, condition: str) -> float:
         return statistics.median(self.ratios(condition))
@@ -81,7 +91,9 @@ class Interleaved:
     def null_ratios(self) -> list[float]:
         """Each inner alone sample over the mean of its two neighbours: ratios taken as the contended ones
         are, where there is no effect at all (their spread is what noise alone does)."""
-        return [b / ((a + c) / 2) for a, b, c in zip(self.alone, self.alone[1:], self.alone[2:], strict=False)]
+        return [
+            b / ((a + c) / 2) for a, b, c in zip(self.alone, self.alone[1:], self.alone[2:], strict=False)
+        ]
 
     def noise(self) -> float:
         """The typical deviation of a ratio from 1 without any effect: the median of the null ratios' deviations."""
@@ -92,12 +104,20 @@ class Interleaved:
         return [self.alone[i + 1] for i, name in enumerate(self.between) if name == condition]
 
     def describe(self) -> str:
-        parts = [f"{name} ratios {[round(r, 3) for r in self.ratios(name)]}" for name in dict.fromkeys(self.between)]
-        return (f"alone {[round(a) for a in self.alone]}; " + "; ".join(parts)
-                + f"; null ratios {[round(r, 3) for r in self.null_ratios()]} (typical deviation {self.noise():.1%})")
+        parts = [
+            f"{name} ratios {[round(r, 3) for r in self.ratios(name)]}"
+            for name in dict.fromkeys(self.between)
+        ]
+        return (
+            f"alone {[round(a) for a in self.alone]}; "
+            + "; ".join(parts)
+            + f"; null ratios {[round(r, 3) for r in self.null_ratios()]} (typical deviation {self.noise():.1%})"
+        )
 
 
-def interleave(alone: Callable[[], float], conditions: Mapping[str, Callable[[], float]], rounds: int) -> Interleaved:
+def interleave(
+    alone: Callable[[], float], conditions: Mapping[str, Callable[[], float]], rounds: int
+) -> Interleaved:
     """Measure alone, then each condition in turn with an alone sample after each, ``rounds`` times."""
     alone_samples: list[float] = [alone()]
     between: list[str] = []
@@ -150,8 +170,10 @@ class SloTest:
         return self.p_value < self.alpha
 
     def describe(self) -> str:
-        return (f"{self.slower} of {len(self.latencies_ms)} requests over {self.objective_ms:.0f} ms "
-                f"(p = {self.p_value:.2g} under the SLO)")
+        return (
+            f"{self.slower} of {len(self.latencies_ms)} requests over {self.objective_ms:.0f} ms "
+            f"(p = {self.p_value:.2g} under the SLO)"
+        )
 
 
 def rank_sum_p(lower: Sequence[float], other: Sequence[float]) -> float:
@@ -170,7 +192,9 @@ def rank_sum_p(lower: Sequence[float], other: Sequence[float]) -> float:
 def _machine_busy_s() -> tuple[float, float]:
     """(CPU seconds busy or stolen by the hypervisor, seconds of wall time) so far, over all CPUs, from /proc/stat."""
     with open("/proc/stat", encoding="ascii") as stat:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in stat.readline().split()[1:9])
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(f) for f in stat.readline().split()[1:9]
+        )
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), time.monotonic()
 
 
@@ -186,7 +210,10 @@ def background_cores(ours: Callable[[], float], seconds: float = 2.0) -> float:
 
 def own_cpu_s() -> float:
     """CPU seconds this process and its reaped children have used."""
-    self_usage, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    self_usage, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return self_usage.ru_utime + self_usage.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -195,5 +222,10 @@ def more_often(hits: int, n: int, baseline_hits: int, baseline_n: int) -> float:
     baseline's rate (``baseline_hits`` of ``baseline_n``). Small values mean the rate really rose."""
     total, successes = n + baseline_n, hits + baseline_hits
     denominator = math.comb(total, n)
-    return sum(math.comb(successes, i) * math.comb(total - successes, n - i)
-               for i in range(hits, min(n, successes) + 1)) / denominator
+    return (
+        sum(
+            math.comb(successes, i) * math.comb(total - successes, n - i)
+            for i in range(hits, min(n, successes) + 1)
+        )
+        / denominator
+    )

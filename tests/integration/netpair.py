@@ -40,8 +40,14 @@ class NetPair:
 
 
 def _run(argv: Sequence[str], timeout: float = 15.0) -> str:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False,
-                          env=dict(os.environ, LC_ALL="C"))
+    proc = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(os.environ, LC_ALL="C"),
+    )
     if proc.returncode != 0:
         output = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
         raise RuntimeError(f"{' '.join(argv)} failed with rc={proc.returncode}: {output}")
@@ -57,22 +63,44 @@ def _kill_namespace_processes(namespace: str) -> None:
 
 
 @contextmanager
-def veth_pair(tag: str = "np", addr_a: str = "192.0.2.1", addr_b: str = "192.0.2.2",
-              prefix_len: int = 24) -> Iterator[NetPair]:
+def veth_pair(
+    tag: str = "np", addr_a: str = "192.0.2.1", addr_b: str = "192.0.2.2", prefix_len: int = 24
+) -> Iterator[NetPair]:
     """Create the two namespaces and the veth; remove everything afterwards."""
     n = next(_counter)
     pid = os.getpid()
-    pair = NetPair(ns_a=f"firm-{tag}-{pid}-{n}-a", ns_b=f"firm-{tag}-{pid}-{n}-b",
-                   if_a=f"fa{pid}x{n}"[:15], if_b=f"fb{pid}x{n}"[:15], addr_a=addr_a, addr_b=addr_b,
-                   prefix_len=prefix_len)
+    pair = NetPair(
+        ns_a=f"firm-{tag}-{pid}-{n}-a",
+        ns_b=f"firm-{tag}-{pid}-{n}-b",
+        if_a=f"fa{pid}x{n}"[:15],
+        if_b=f"fb{pid}x{n}"[:15],
+        addr_a=addr_a,
+        addr_b=addr_b,
+        prefix_len=prefix_len,
+    )
     created: list[str] = []
     try:
         for namespace in (pair.ns_a, pair.ns_b):
             _run(["ip", "netns", "add", namespace])
             created.append(namespace)
         # Each end is created directly inside its namespace: nothing appears in the host's.
-        _run(["ip", "link", "add", pair.if_a, "netns", pair.ns_a, "type", "veth",
-              "peer", "name", pair.if_b, "netns", pair.ns_b])
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                pair.if_a,
+                "netns",
+                pair.ns_a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                pair.if_b,
+                "netns",
+                pair.ns_b,
+            ]
+        )
         for namespace, interface, address in ((pair.ns_a, pair.if_a, addr_a), (pair.ns_b, pair.if_b, addr_b)):
             _run(["ip", "-n", namespace, "addr", "add", f"{address}/{prefix_len}", "dev", interface])
             _run(["ip", "-n", namespace, "link", "set", "dev", interface, "up"])
@@ -101,9 +129,24 @@ def _wait_listening(namespace: str, port: int, server: subprocess.Popen[str], ti
 @contextmanager
 def iperf3_server(pair: NetPair, port: int = IPERF3_PORT) -> Iterator[subprocess.Popen[str]]:
     """An iperf3 server on side b serving one test; killed and reaped afterwards."""
-    server = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, "iperf3", "--server", "--one-off",
-                               "--bind", pair.addr_b, "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            pair.ns_b,
+            "iperf3",
+            "--server",
+            "--one-off",
+            "--bind",
+            pair.addr_b,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_listening(pair.ns_b, port, server)
         yield server
@@ -120,9 +163,25 @@ def iperf3_throughput(pair: NetPair, seconds: int = 2, port: int = IPERF3_PORT) 
     ``--omit`` iperf3 3.12 sometimes counts part of the omitted interval in the receiver's total.
     """
     with iperf3_server(pair, port):
-        out = _run(["ip", "netns", "exec", pair.ns_a, "iperf3", "--client", pair.addr_b, "--port", str(port),
-                    "--time", str(seconds), "--connect-timeout", "3000", "--json"],
-                   timeout=seconds + 20)
+        out = _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                pair.ns_a,
+                "iperf3",
+                "--client",
+                pair.addr_b,
+                "--port",
+                str(port),
+                "--time",
+                str(seconds),
+                "--connect-timeout",
+                "3000",
+                "--json",
+            ],
+            timeout=seconds + 20,
+        )
     report = json.loads(out)
     if "error" in report:
         raise RuntimeError(f"iperf3 failed: {report['error']}")

@@ -39,7 +39,9 @@ from tests.integration.netpair import IPERF3_PORT, NetPair, iperf3_server, iperf
 @pytest.fixture
 def env(tmp_path: Path, layout: cgroup.Layout) -> Iterator[anomaly.Environment]:
     """A private state directory; every anomaly still in it is stopped afterwards."""
-    environment = anomaly.Environment(state_dir=str(tmp_path / "anomalies"), sysbench_dir=str(tmp_path / "sysbench"))
+    environment = anomaly.Environment(
+        state_dir=str(tmp_path / "anomalies"), sysbench_dir=str(tmp_path / "sysbench")
+    )
     yield environment
     for record in anomaly.Store(environment.state_dir).all():
         anomaly.stop(record.spec.name, environment)
@@ -48,11 +50,22 @@ def env(tmp_path: Path, layout: cgroup.Layout) -> Iterator[anomaly.Environment]:
     assert not Path(layout.hierarchy("cpu").mount, anomaly.CGROUP_PARENT).exists()
 
 
-def start(env: anomaly.Environment, kind: str, intensity: int, duration: int, name: str = "a1", *,
-          cgroup: str | None = None, namespace: str | None = None, interface: str | None = None,
-          link_rate_bps: int | None = None, peer: str | None = None) -> anomaly.Record:
-    spec = anomaly.AnomalySpec(name, kind, intensity, duration, anomaly.Target(cgroup, namespace, interface),
-                               link_rate_bps, peer)
+def start(
+    env: anomaly.Environment,
+    kind: str,
+    intensity: int,
+    duration: int,
+    name: str = "a1",
+    *,
+    cgroup: str | None = None,
+    namespace: str | None = None,
+    interface: str | None = None,
+    link_rate_bps: int | None = None,
+    peer: str | None = None,
+) -> anomaly.Record:
+    spec = anomaly.AnomalySpec(
+        name, kind, intensity, duration, anomaly.Target(cgroup, namespace, interface), link_rate_bps, peer
+    )
     changed, record, _ = anomaly.start(spec, env)
     assert changed
     return record
@@ -85,8 +98,8 @@ def cpu_share(group: cgroup.Group, seconds: float) -> float:
 
 
 def test_cpu_anomaly_beside_a_service_slows_it_by_intensity_and_relief_follows(
-        env: anomaly.Environment, layout: cgroup.Layout, group_path: str,
-        spawn: list[subprocess.Popen[bytes]]) -> None:
+    env: anomaly.Environment, layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
     victim = cgroup.group_at(layout, group_path)
     cgroup.create_group(victim)
     cgroup.apply_writes(cgroup.plan_writes(victim, cgroup.CgroupSettings(cpuset_cpus="0")))
@@ -101,8 +114,10 @@ def test_cpu_anomaly_beside_a_service_slows_it_by_intensity_and_relief_follows(
     assert anomaly.stop("a1", env)
     relieved = cpu_share(victim, 1.5)
 
-    print(f"victim CPU: {alone:.2f} alone, {at_full:.2f} at intensity 100, {at_quarter:.2f} at 25, "
-          f"{relieved:.2f} after")
+    print(
+        f"victim CPU: {alone:.2f} alone, {at_full:.2f} at intensity 100, {at_quarter:.2f} at 25, "
+        f"{relieved:.2f} after"
+    )
     assert at_full < 0.8 * alone  # on a quiet machine, half the CPU goes to the anomaly's worker
     assert at_quarter > at_full + 0.05
     assert relieved > 0.85 * alone
@@ -113,14 +128,23 @@ def test_cpu_anomaly_beside_a_service_slows_it_by_intensity_and_relief_follows(
 
 def prepare_sysbench(directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
-    subprocess.run(["sysbench", "fileio", "--file-total-size=128M", "--file-num=4", "prepare"], cwd=directory,
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["sysbench", "fileio", "--file-total-size=128M", "--file-num=4", "prepare"],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def direct_write_rate(target: Path) -> float:
     start_time = time.monotonic()
-    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=64k", "count=2000", "oflag=direct"], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={target}", "bs=64k", "count=2000", "oflag=direct"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return 2000 * 65536 / (time.monotonic() - start_time)
 
 
@@ -129,7 +153,9 @@ def disk_bytes(group: cgroup.Group) -> tuple[int, int]:
     return stats.disk_read_bytes or 0, stats.disk_write_bytes or 0
 
 
-def test_disk_anomaly_cuts_a_victims_direct_io_until_it_expires(env: anomaly.Environment, tmp_path: Path) -> None:
+def test_disk_anomaly_cuts_a_victims_direct_io_until_it_expires(
+    env: anomaly.Environment, tmp_path: Path
+) -> None:
     assert env.sysbench_dir is not None
     prepare_sysbench(env.sysbench_dir)
     victim = tmp_path / "victim.out"
@@ -147,8 +173,10 @@ def test_disk_anomaly_cuts_a_victims_direct_io_until_it_expires(env: anomaly.Env
     relieved, deadline = 0.0, time.monotonic() + 20
     while relieved <= 0.7 * alone and time.monotonic() < deadline:
         relieved = max(relieved, direct_write_rate(victim))
-    print(f"dd oflag=direct: {alone / 1e6:.0f} MB/s alone, {contended / 1e6:.0f} MB/s under disk_io 100, "
-          f"{relieved / 1e6:.0f} MB/s after expiry")
+    print(
+        f"dd oflag=direct: {alone / 1e6:.0f} MB/s alone, {contended / 1e6:.0f} MB/s under disk_io 100, "
+        f"{relieved / 1e6:.0f} MB/s after expiry"
+    )
     assert contended < 0.75 * alone
     assert relieved > 0.7 * alone
     assert not workers_alive(record)
@@ -159,9 +187,24 @@ def test_disk_anomaly_cuts_a_victims_direct_io_until_it_expires(env: anomaly.Env
 
 def memory_bandwidth(cpu: int, seconds: int = 1) -> float:
     """MiB/s a victim writes to memory on ``cpu`` (sysbench memory, 64 MiB blocks: far beyond any cache)."""
-    out = subprocess.run(["taskset", "-c", str(cpu), "sysbench", "memory", "--memory-block-size=64M",
-                          "--memory-total-size=4000G", "--memory-oper=write", f"--time={seconds}", "run"],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(cpu),
+            "sysbench",
+            "memory",
+            "--memory-block-size=64M",
+            "--memory-total-size=4000G",
+            "--memory-oper=write",
+            f"--time={seconds}",
+            "run",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     match = re.search(r"\(([\d.]+) MiB/sec\)", out)
     assert match, out
     return float(match.group(1))
@@ -193,10 +236,14 @@ def cpu_idle_share(cpu: int) -> tuple[int, int]:
 @contextlib.contextmanager
 def plain_stream(group: cgroup.Group, llc: int) -> Iterator[None]:
     """The anomaly's STREAM worker started by hand in ``group`` (outside firm), until the block ends."""
-    proc = subprocess.Popen(["stress-ng", "--stream", "1", "--stream-l3-size", str(llc), "--timeout", "120",
-                             "--quiet"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=functools.partial(cgroup.join, group))  # noqa: PLW1509
+    proc = subprocess.Popen(
+        ["stress-ng", "--stream", "1", "--stream-l3-size", str(llc), "--timeout", "120", "--quiet"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=functools.partial(cgroup.join, group),  # noqa: PLW1509
+    )
     try:
         yield
     finally:
@@ -206,7 +253,8 @@ def plain_stream(group: cgroup.Group, llc: int) -> Iterator[None]:
 
 
 def test_memory_bandwidth_anomaly_on_one_cpu_slows_a_victim_on_the_other(
-        env: anomaly.Environment, layout: cgroup.Layout, group_path: str) -> None:
+    env: anomaly.Environment, layout: cgroup.Layout, group_path: str
+) -> None:
     """How much one CPU of STREAM slows a victim on the other vCPU depends on where the host runs the
     two (5 to 30 % here, and none at times). So the test measures, in one interleaved sequence, the
     victim alone, beside a plain stress-ng STREAM (the calibration: can this machine show the effect
@@ -231,15 +279,19 @@ def test_memory_bandwidth_anomaly_on_one_cpu_slows_a_victim_on_the_other(
     cgroup.apply_writes(cgroup.plan_writes(neighbour, cgroup.CgroupSettings(cpuset_cpus="0")))
     llc = anomaly.llc_bytes()
     if meminfo_available() < 32 * llc:
-        pytest.skip(f"STREAM's arrays take about 12 times the LLC ({llc >> 20} MiB): with "
-                    f"{meminfo_available() >> 20} MiB available this machine cannot hold two with room to spare")
+        pytest.skip(
+            f"STREAM's arrays take about 12 times the LLC ({llc >> 20} MiB): with "
+            f"{meminfo_available() >> 20} MiB available this machine cannot hold two with room to spare"
+        )
     filled: list[float] = []  # the plain STREAM's memory once its arrays are written
     runnable: list[float] = []  # the anomaly's STREAM worker: share of the time it ran or waited to run
 
     def beside_plain_stream() -> float:
         with plain_stream(neighbour, llc):
             ready = steady(lambda: float(resident_bytes(neighbour)), at_least=llc, timeout_s=30)
-            assert ready.met, f"the plain STREAM did not finish writing its arrays in 30 s ({ready.value / 2**20:.0f} MiB)"
+            assert ready.met, (
+                f"the plain STREAM did not finish writing its arrays in 30 s ({ready.value / 2**20:.0f} MiB)"
+            )
             filled.append(ready.value)
             return memory_bandwidth(1)
 
@@ -249,34 +301,47 @@ def test_memory_bandwidth_anomaly_on_one_cpu_slows_a_victim_on_the_other(
             assert record.cgroup_path is not None
             group = cgroup.group_at(layout, record.cgroup_path)
             ready = poll(lambda: resident_bytes(group), lambda held: held >= 0.9 * min(filled), timeout_s=30)
-            assert ready.met, (f"the anomaly's STREAM held {ready.value >> 20} MiB after {ready.elapsed_s:.1f} s, "
-                               f"the plain one {min(filled) / 2**20:.0f} MiB")
+            assert ready.met, (
+                f"the anomaly's STREAM held {ready.value >> 20} MiB after {ready.elapsed_s:.1f} s, "
+                f"the plain one {min(filled) / 2**20:.0f} MiB"
+            )
             before, began = scheduled_ns(group), time.monotonic()
             bandwidth = memory_bandwidth(1)
             after, elapsed = scheduled_ns(group), time.monotonic() - began
-            runnable.append(max((after[pid] - before[pid]) / 1e9 / elapsed for pid in before.keys() & after.keys()))
+            runnable.append(
+                max((after[pid] - before[pid]) / 1e9 / elapsed for pid in before.keys() & after.keys())
+            )
             return bandwidth
         finally:
             anomaly.stop(record.spec.name, env)
 
-    measured = interleave(lambda: memory_bandwidth(1),
-                          {"stream": beside_plain_stream, "anomaly": beside_anomaly}, rounds=6)
+    measured = interleave(
+        lambda: memory_bandwidth(1), {"stream": beside_plain_stream, "anomaly": beside_anomaly}, rounds=6
+    )
     plain, injected = measured.ratios("stream"), measured.ratios("anomaly")
     shown = rank_sum_p(plain, measured.null_ratios())
-    print(f"victim memory bandwidth on CPU 1, median ratios to alone: {statistics.median(plain):.3f} beside a plain "
-          f"STREAM on CPU 0 (p = {shown:.2g} against no effect), {statistics.median(injected):.3f} beside "
-          f"memory_bandwidth 100; {measured.describe()}; the anomaly's worker was running or runnable "
-          f"{[round(r, 2) for r in runnable]} of the time; the plain STREAM held {[round(f / 2**20) for f in filled]} MiB")
+    print(
+        f"victim memory bandwidth on CPU 1, median ratios to alone: {statistics.median(plain):.3f} beside a plain "
+        f"STREAM on CPU 0 (p = {shown:.2g} against no effect), {statistics.median(injected):.3f} beside "
+        f"memory_bandwidth 100; {measured.describe()}; the anomaly's worker was running or runnable "
+        f"{[round(r, 2) for r in runnable]} of the time; the plain STREAM held {[round(f / 2**20) for f in filled]} MiB"
+    )
     if shown >= 0.01 or statistics.median(plain) > 0.97:
-        pytest.skip(f"the two CPUs do not share memory bandwidth measurably here now: beside a plain STREAM on CPU 0 "
-                    f"the victim on CPU 1 kept a median {statistics.median(plain):.3f} of its alone bandwidth "
-                    f"(p = {shown:.2g} against no effect; 0.01 and a 3 % slowdown needed); {measured.describe()}")
+        pytest.skip(
+            f"the two CPUs do not share memory bandwidth measurably here now: beside a plain STREAM on CPU 0 "
+            f"the victim on CPU 1 kept a median {statistics.median(plain):.3f} of its alone bandwidth "
+            f"(p = {shown:.2g} against no effect; 0.01 and a 3 % slowdown needed); {measured.describe()}"
+        )
     weaker, effect = rank_sum_p(plain, injected), rank_sum_p(injected, measured.null_ratios())
-    assert effect < 0.01 or weaker >= 0.002, (f"the anomaly's slowdown is not measurable (p = {effect:.2g} against "
-                                              f"no effect) and less than a plain STREAM's (p = {weaker:.2g})")
+    assert effect < 0.01 or weaker >= 0.002, (
+        f"the anomaly's slowdown is not measurable (p = {effect:.2g} against "
+        f"no effect) and less than a plain STREAM's (p = {weaker:.2g})"
+    )
     assert min(runnable) > 0.9  # intensity 100: one STREAM worker on its CPU, all the time
     lingering = rank_sum_p(measured.after("anomaly"), measured.after("stream"))
-    assert lingering >= 0.002, f"the victim recovers less after the anomaly than after a plain STREAM (p = {lingering:.2g})"
+    assert lingering >= 0.002, (
+        f"the victim recovers less after the anomaly than after a plain STREAM (p = {lingering:.2g})"
+    )
 
 
 def scheduled_ns(group: cgroup.Group) -> dict[int, int]:
@@ -306,8 +371,9 @@ def write_seconds(size: int) -> float:
     return time.monotonic() - began
 
 
-def test_llc_anomaly_holds_a_working_set_that_follows_intensity(env: anomaly.Environment,
-                                                               layout: cgroup.Layout) -> None:
+def test_llc_anomaly_holds_a_working_set_that_follows_intensity(
+    env: anomaly.Environment, layout: cgroup.Layout
+) -> None:
     """The llc kind writes over a working set of intensity % of the last-level cache, whatever its size
     (32 MiB here, 480 MiB on some hosts of this kind): the test calibrates how long writing the whole
     cache takes from one process here, then polls the anomaly's resident memory until each working set
@@ -316,13 +382,17 @@ def test_llc_anomaly_holds_a_working_set_that_follows_intensity(env: anomaly.Env
         pytest.skip("no memory controller: the anomaly's resident working set cannot be read")
     llc, available, duration = anomaly.llc_bytes(), meminfo_available(), 60
     if available < 4 * llc:
-        pytest.skip(f"the working set at intensity 100 is the LLC ({llc >> 20} MiB); with {available >> 20} MiB "
-                    "available this machine cannot hold it with room to spare")
+        pytest.skip(
+            f"the working set at intensity 100 is the LLC ({llc >> 20} MiB); with {available >> 20} MiB "
+            "available this machine cannot hold it with room to spare"
+        )
     calibrated = write_seconds(llc)
     deadline_s = max(5.0, 20 * calibrated)
     if deadline_s > duration / 2:
-        pytest.skip(f"writing the LLC's {llc >> 20} MiB once took {calibrated:.1f} s here: too slow to see the "
-                    f"working set within a {duration} s anomaly")
+        pytest.skip(
+            f"writing the LLC's {llc >> 20} MiB once took {calibrated:.1f} s here: too slow to see the "
+            f"working set within a {duration} s anomaly"
+        )
     resident, elapsed = {}, {}
     for intensity in (25, 100):
         working_set = llc * intensity // 100
@@ -330,16 +400,24 @@ def test_llc_anomaly_holds_a_working_set_that_follows_intensity(env: anomaly.Env
         try:
             assert record.cgroup_path is not None
             group = cgroup.group_at(layout, record.cgroup_path)
-            held = poll(lambda: resident_bytes(group), lambda value: value >= working_set, timeout_s=deadline_s)  # noqa: B023
+            held = poll(
+                lambda: resident_bytes(group),  # noqa: B023
+                lambda value: value >= working_set,  # noqa: B023
+                timeout_s=deadline_s,
+            )
             assert workers_alive(record)
         finally:
             anomaly.stop(record.spec.name, env)
-        assert held.met, (f"the llc anomaly at {intensity} held {held.value >> 20} MiB of its {working_set >> 20} MiB "
-                          f"working set after {held.elapsed_s:.1f} s (writing {llc >> 20} MiB took {calibrated:.2f} s)")
+        assert held.met, (
+            f"the llc anomaly at {intensity} held {held.value >> 20} MiB of its {working_set >> 20} MiB "
+            f"working set after {held.elapsed_s:.1f} s (writing {llc >> 20} MiB took {calibrated:.2f} s)"
+        )
         resident[intensity], elapsed[intensity] = held.value, held.elapsed_s
-    print(f"llc anomaly resident memory: {resident[25] >> 20} MiB at 25 after {elapsed[25]:.1f} s, "
-          f"{resident[100] >> 20} MiB at 100 after {elapsed[100]:.1f} s (LLC {llc >> 20} MiB; writing it took "
-          f"{calibrated:.2f} s here)")
+    print(
+        f"llc anomaly resident memory: {resident[25] >> 20} MiB at 25 after {elapsed[25]:.1f} s, "
+        f"{resident[100] >> 20} MiB at 100 after {elapsed[100]:.1f} s (LLC {llc >> 20} MiB; writing it took "
+        f"{calibrated:.2f} s here)"
+    )
     # Each figure is read as soon as it covers its working set, so it holds the working set plus the
     # workers' own memory (a few MiB); the growth from 25 to 100 is the working set's, give or take a
     # quarter for that overhead.
@@ -356,28 +434,48 @@ def pair() -> Iterator[NetPair]:
         yield created
 
 
-def test_bandwidth_anomaly_shapes_the_link_and_restores_its_previous_shaping(env: anomaly.Environment,
-                                                                             pair: NetPair) -> None:
+def test_bandwidth_anomaly_shapes_the_link_and_restores_its_previous_shaping(
+    env: anomaly.Environment, pair: NetPair
+) -> None:
     tc.apply_shaping(pair.if_a, tc.shaping_for(pair.if_a, "htb", "800mbit", namespace=pair.ns_a), pair.ns_a)
     before = tc.read_shaping(pair.if_a, pair.ns_a)
     alone = iperf3_throughput(pair)
-    start(env, "network_bandwidth", 90, 30, namespace=pair.ns_a, interface=pair.if_a, link_rate_bps=1_000_000_000)
+    start(
+        env,
+        "network_bandwidth",
+        90,
+        30,
+        namespace=pair.ns_a,
+        interface=pair.if_a,
+        link_rate_bps=1_000_000_000,
+    )
     contended = iperf3_throughput(pair)
     anomaly.stop("a1", env)
     relieved = iperf3_throughput(pair)
-    print(f"iperf3 over the veth: {alone / 1e6:.0f} Mbit/s, {contended / 1e6:.0f} under network_bandwidth 90 "
-          f"of 1 Gbit/s, {relieved / 1e6:.0f} after")
+    print(
+        f"iperf3 over the veth: {alone / 1e6:.0f} Mbit/s, {contended / 1e6:.0f} under network_bandwidth 90 "
+        f"of 1 Gbit/s, {relieved / 1e6:.0f} after"
+    )
     assert contended < 0.12e9
     assert alone > 0.5e9 and relieved > 0.5e9
     restored = tc.read_shaping(pair.if_a, pair.ns_a)
     assert restored is not None and before is not None
-    assert (restored.kind, restored.rate_bps, restored.ceil_bps) == (before.kind, before.rate_bps, before.ceil_bps)
+    assert (restored.kind, restored.rate_bps, restored.ceil_bps) == (
+        before.kind,
+        before.rate_bps,
+        before.ceil_bps,
+    )
 
 
 def established(namespace: str, port: int) -> int:
     """TCP connections established to ``port`` in ``namespace``."""
-    out = subprocess.run(["ip", "netns", "exec", namespace, "ss", "-Htn", "state", "established", f"sport = :{port}"],
-                         capture_output=True, text=True, check=False, timeout=10).stdout
+    out = subprocess.run(
+        ["ip", "netns", "exec", namespace, "ss", "-Htn", "state", "established", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    ).stdout
     return len([line for line in out.splitlines() if line.strip()])
 
 
@@ -385,32 +483,68 @@ def test_bandwidth_flood_takes_its_share_of_a_capped_link(env: anomaly.Environme
     tc.apply_shaping(pair.if_a, tc.shaping_for(pair.if_a, "tbf", "200mbit", namespace=pair.ns_a), pair.ns_a)
     alone = iperf3_throughput(pair)
     with iperf3_server(pair, port=IPERF3_PORT + 1):
-        start(env, "network_bandwidth", 80, 20, namespace=pair.ns_a, link_rate_bps=200_000_000,
-              peer=f"{pair.addr_b}:{IPERF3_PORT + 1}")
-        flooding = poll(lambda: established(pair.ns_b, IPERF3_PORT + 1), lambda count: count >= 2, timeout_s=10)
+        start(
+            env,
+            "network_bandwidth",
+            80,
+            20,
+            namespace=pair.ns_a,
+            link_rate_bps=200_000_000,
+            peer=f"{pair.addr_b}:{IPERF3_PORT + 1}",
+        )
+        flooding = poll(
+            lambda: established(pair.ns_b, IPERF3_PORT + 1), lambda count: count >= 2, timeout_s=10
+        )
         assert flooding.met, "the flood's iperf3 client did not connect within 10 s"  # control and data
         contended = iperf3_throughput(pair)
         anomaly.stop("a1", env)
-    print(f"victim over a 200 Mbit/s link: {alone / 1e6:.0f} Mbit/s alone, {contended / 1e6:.0f} beside a "
-          "160 Mbit/s flood")
+    print(
+        f"victim over a 200 Mbit/s link: {alone / 1e6:.0f} Mbit/s alone, {contended / 1e6:.0f} beside a "
+        "160 Mbit/s flood"
+    )
     assert contended < 0.7 * alone
 
 
 def ping_loss(pair: NetPair, count: int = 200) -> float:
-    out = subprocess.run(["ip", "netns", "exec", pair.ns_a, "ping", "-q", "-c", str(count), "-i", "0.005", "-W", "1",
-                          pair.addr_b], capture_output=True, text=True, timeout=60, check=False).stdout
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            pair.ns_a,
+            "ping",
+            "-q",
+            "-c",
+            str(count),
+            "-i",
+            "0.005",
+            "-W",
+            "1",
+            pair.addr_b,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
     match = re.search(r"([\d.]+)% packet loss", out)
     assert match, out
     return float(match.group(1))
 
 
-def test_loss_anomaly_drops_its_share_of_packets_until_stopped(env: anomaly.Environment, pair: NetPair) -> None:
+def test_loss_anomaly_drops_its_share_of_packets_until_stopped(
+    env: anomaly.Environment, pair: NetPair
+) -> None:
     start(env, "network_loss", 40, 30, namespace=pair.ns_a, interface=pair.if_a)
     during = ping_loss(pair)
     anomaly.stop("a1", env)
     after = ping_loss(pair)
-    tables = subprocess.run(["ip", "netns", "exec", pair.ns_a, "nft", "list", "tables"], capture_output=True,
-                            text=True, check=True).stdout
+    tables = subprocess.run(
+        ["ip", "netns", "exec", pair.ns_a, "nft", "list", "tables"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     print(f"ping loss: {during:.0f} % under network_loss 40, {after:.0f} % after")
     assert 25 <= during <= 55
     assert after == 0
@@ -422,10 +556,14 @@ def test_loss_anomaly_drops_its_share_of_packets_until_stopped(env: anomaly.Envi
 
 def test_an_anomaly_outlives_its_killed_starter_and_still_expires_on_time(env: anomaly.Environment) -> None:
     args = {"name": "orphan", "kind": "cpu", "intensity": 30, "duration": 4, "state_dir": env.state_dir}
-    starter = subprocess.Popen([str(VENV_BIN / "ansible"), "localhost", "-m", "firm.core.anomaly", "-a",
-                                json.dumps(args)], cwd=REPO_ROOT, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg")))
+    starter = subprocess.Popen(
+        [str(VENV_BIN / "ansible"), "localhost", "-m", "firm.core.anomaly", "-a", json.dumps(args)],
+        cwd=REPO_ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg")),
+    )
     store = anomaly.Store(env.state_dir)
     deadline = time.monotonic() + 60
     while store.load("orphan") is None:
@@ -441,11 +579,15 @@ def test_an_anomaly_outlives_its_killed_starter_and_still_expires_on_time(env: a
     assert not workers_alive(record)
 
 
-def test_workers_expire_even_when_the_supervisor_is_killed(env: anomaly.Environment, layout: cgroup.Layout) -> None:
+def test_workers_expire_even_when_the_supervisor_is_killed(
+    env: anomaly.Environment, layout: cgroup.Layout
+) -> None:
     record = start(env, "cpu", 20, 2)
     assert record.supervisor is not None
     os.kill(record.supervisor.pid, signal.SIGKILL)
-    ended = poll(lambda: workers_alive(record), lambda alive: not alive, timeout_s=record.expires_at - time.time() + 5)
+    ended = poll(
+        lambda: workers_alive(record), lambda alive: not alive, timeout_s=record.expires_at - time.time() + 5
+    )
     assert not ended.value, "the workers outlived their own --timeout by 5 s"  # stress-ng's own --timeout
     assert anomaly.active(env) == []  # the sweep filed it and removed its cgroup
     assert not Path(layout.hierarchy("cpu").mount, anomaly.CGROUP_PARENT).exists()
@@ -469,21 +611,32 @@ def test_module_check_mode_idempotence_query_and_absent(env: anomaly.Environment
     listed = run_ansible_module("firm.core.anomaly", {"state": "query", "state_dir": env.state_dir})
     assert [a["name"] for a in listed["anomalies"]] == ["m1"]
 
-    stopped = run_ansible_module("firm.core.anomaly", {"name": "m1", "state": "absent", "state_dir": env.state_dir})
-    again = run_ansible_module("firm.core.anomaly", {"name": "m1", "state": "absent", "state_dir": env.state_dir})
+    stopped = run_ansible_module(
+        "firm.core.anomaly", {"name": "m1", "state": "absent", "state_dir": env.state_dir}
+    )
+    again = run_ansible_module(
+        "firm.core.anomaly", {"name": "m1", "state": "absent", "state_dir": env.state_dir}
+    )
     assert (stopped["changed"], again["changed"]) == (True, False)
     assert anomaly.active(env) == []
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ({"name": "x", "kind": "cpu", "intensity": 150, "duration": 5}, "outside 0..100"),
-    ({"name": "x", "kind": "cpu", "intensity": 50, "duration": 99999}, "outside 1..3600 s"),
-    ({"name": "x", "kind": "disk", "intensity": 50, "duration": 5}, "value of kind must be one of"),
-    ({"name": "x", "kind": "cpu", "intensity": 50}, "missing: duration"),
-    ({"name": "x", "kind": "cpu", "intensity": 50, "duration": 5, "target_cgroup": "no/such"}, "does not exist"),
-])
-def test_module_refuses_bad_requests_and_starts_nothing(env: anomaly.Environment, args: dict[str, object],
-                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"name": "x", "kind": "cpu", "intensity": 150, "duration": 5}, "outside 0..100"),
+        ({"name": "x", "kind": "cpu", "intensity": 50, "duration": 99999}, "outside 1..3600 s"),
+        ({"name": "x", "kind": "disk", "intensity": 50, "duration": 5}, "value of kind must be one of"),
+        ({"name": "x", "kind": "cpu", "intensity": 50}, "missing: duration"),
+        (
+            {"name": "x", "kind": "cpu", "intensity": 50, "duration": 5, "target_cgroup": "no/such"},
+            "does not exist",
+        ),
+    ],
+)
+def test_module_refuses_bad_requests_and_starts_nothing(
+    env: anomaly.Environment, args: dict[str, object], message: str
+) -> None:
     result = run_ansible_module("firm.core.anomaly", {**args, "state_dir": env.state_dir})
     assert result.get("failed") is True
     assert message in result["msg"]

@@ -27,7 +27,8 @@ def pod(layout: cgroup.Layout, group_path: str) -> Iterator[tuple[cgroup.Group, 
 
 
 def test_raising_period_and_quota_together_over_a_child_at_the_same_ratio(
-        pod: tuple[cgroup.Group, cgroup.Group]) -> None:
+    pod: tuple[cgroup.Group, cgroup.Group],
+) -> None:
     """Period first would drop the pod to 1 CPU below its child's 2 (EINVAL): the plan avoids that."""
     pod_group, container = pod
     wanted = cgroup.CgroupSettings(cpu_quota_us=400000, cpu_period_us=200000)
@@ -37,12 +38,17 @@ def test_raising_period_and_quota_together_over_a_child_at_the_same_ratio(
     assert cgroup.plan_writes(pod_group, wanted) == []  # idempotent
 
 
-@pytest.mark.parametrize(("quota", "period"), [(400000, 200000), (100000, 50000), (300000, 100000),
-                                               (200000, 50000), (-1, 1000000), (250000, 125000)])
-def test_every_pair_change_that_the_end_state_allows_is_accepted(pod: tuple[cgroup.Group, cgroup.Group],
-                                                                 quota: int, period: int) -> None:
+@pytest.mark.parametrize(
+    ("quota", "period"),
+    [(400000, 200000), (100000, 50000), (300000, 100000), (200000, 50000), (-1, 1000000), (250000, 125000)],
+)
+def test_every_pair_change_that_the_end_state_allows_is_accepted(
+    pod: tuple[cgroup.Group, cgroup.Group], quota: int, period: int
+) -> None:
     pod_group, _ = pod
-    cgroup.apply_writes(cgroup.plan_writes(pod_group, cgroup.CgroupSettings(cpu_quota_us=quota, cpu_period_us=period)))
+    cgroup.apply_writes(
+        cgroup.plan_writes(pod_group, cgroup.CgroupSettings(cpu_quota_us=quota, cpu_period_us=period))
+    )
     assert cgroup.read_cpu_max(pod_group) == (quota, period)
 
 
@@ -56,7 +62,9 @@ def test_a_quota_below_a_child_is_refused_naming_the_child(pod: tuple[cgroup.Gro
     assert cgroup.read_cpu_max(pod_group) == (200000, 100000)  # nothing half-applied
 
 
-def test_a_child_above_its_parent_is_refused_naming_the_parent(pod: tuple[cgroup.Group, cgroup.Group]) -> None:
+def test_a_child_above_its_parent_is_refused_naming_the_parent(
+    pod: tuple[cgroup.Group, cgroup.Group],
+) -> None:
     _, container = pod
     with pytest.raises(cgroup.CgroupWriteError) as info:
         cgroup.apply_writes(cgroup.plan_writes(container, cgroup.CgroupSettings(cpu_quota_us=300000)))

@@ -27,8 +27,9 @@ def cpu_share(group: cgroup.Group, seconds: float) -> float:
     return (after - before) / 1e9 / (end - start)
 
 
-def test_a_20_percent_quota_holds_a_busy_process_at_20_percent(layout: cgroup.Layout, group_path: str,
-                                                              spawn: list[subprocess.Popen[bytes]]) -> None:
+def test_a_20_percent_quota_holds_a_busy_process_at_20_percent(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
     spawn.append(busy_loop())
     moved = run_ansible_module("firm.core.cgroup", {"path": group_path, "pids": [spawn[0].pid]})
     assert moved["changed"] is True
@@ -36,12 +37,16 @@ def test_a_20_percent_quota_holds_a_busy_process_at_20_percent(layout: cgroup.La
     unlimited = cpu_share(group, 1.5)
 
     throttled_before = cgroup.read_stats(group).cpu_throttled_periods or 0
-    limited = run_ansible_module("firm.core.cgroup", {"path": group_path, "cpu_quota_us": 20000,
-                                                      "cpu_period_us": 100000})
+    limited = run_ansible_module(
+        "firm.core.cgroup", {"path": group_path, "cpu_quota_us": 20000, "cpu_period_us": 100000}
+    )
     assert limited["changed"] is True
     # The quota is in force once the kernel throttles the group (a few 100 ms periods later).
-    enforced = poll(lambda: cgroup.read_stats(group).cpu_throttled_periods or 0, lambda n: n >= throttled_before + 2,
-                    timeout_s=10)
+    enforced = poll(
+        lambda: cgroup.read_stats(group).cpu_throttled_periods or 0,
+        lambda n: n >= throttled_before + 2,
+        timeout_s=10,
+    )
     assert enforced.met, "the kernel never throttled the group under a 20 % quota"
     share = cpu_share(group, 3.0)
     stats = cgroup.read_stats(group)
@@ -52,12 +57,21 @@ def test_a_20_percent_quota_holds_a_busy_process_at_20_percent(layout: cgroup.La
     assert (stats.cpu_throttled_periods or 0) > 10
 
 
-def test_a_refused_write_restores_what_the_change_had_written(layout: cgroup.Layout, group_path: str,
-                                                             spawn: list[subprocess.Popen[bytes]]) -> None:
+def test_a_refused_write_restores_what_the_change_had_written(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
     """The kernel refuses a memory limit below what an unswappable process holds (EBUSY)."""
     # It allocates only once it is in the group (a line on its standard input), so the 64 MiB are charged there.
-    hold = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.stdin.readline(); b = bytearray(64 << 20); "
-                             "print('ready', flush=True); time.sleep(60)"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    hold = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.stdin.readline(); b = bytearray(64 << 20); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     spawn.append(hold)
     if layout.hierarchy("memory").version == 2:
         pytest.skip("cgroup v2 reclaims or OOM-kills below usage instead of refusing the limit")
@@ -68,7 +82,9 @@ def test_a_refused_write_restores_what_the_change_had_written(layout: cgroup.Lay
     hold.stdin.write(b"go\n")
     hold.stdin.close()
     assert hold.stdout.readline() == b"ready\n"
-    charged = poll(lambda: cgroup.read_stats(group).memory_bytes or 0, lambda used: used >= 64 << 20, timeout_s=10)
+    charged = poll(
+        lambda: cgroup.read_stats(group).memory_bytes or 0, lambda used: used >= 64 << 20, timeout_s=10
+    )
     assert charged.met, f"only {charged.value >> 20} MiB charged to the group"
     with open("/proc/swaps") as swaps:
         if len(swaps.read().splitlines()) > 1:
@@ -94,27 +110,37 @@ def direct_write_rate(target: Path, megabytes: int, group: cgroup.Group | None) 
             cgroup.attach_pids({d: [os.getpid()] for d in group.distinct_dirs()})
 
     start = time.monotonic()
-    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={megabytes}", "oflag=direct"],
-                   check=True, capture_output=True, preexec_fn=enter_group, timeout=120)
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={megabytes}", "oflag=direct"],
+        check=True,
+        capture_output=True,
+        preexec_fn=enter_group,
+        timeout=120,
+    )
     return megabytes * 1048576 / (time.monotonic() - start)
 
 
-def test_a_disk_write_limit_throttles_direct_io(layout: cgroup.Layout, group_path: str, tmp_path: Path) -> None:
+def test_a_disk_write_limit_throttles_direct_io(
+    layout: cgroup.Layout, group_path: str, tmp_path: Path
+) -> None:
     target = tmp_path / "dd.out"
     try:
         disk = whole_disk_of(tmp_path)
     except cgroup.CgroupNotFoundError:
         pytest.skip(f"{tmp_path} is not on a block device (tmpfs?), so nothing can throttle it")
     limit = 4 << 20
-    result = run_ansible_module("firm.core.cgroup", {"path": group_path,
-                                                     "devices": [{"device": disk, "write_bps": limit}]})
+    result = run_ansible_module(
+        "firm.core.cgroup", {"path": group_path, "devices": [{"device": disk, "write_bps": limit}]}
+    )
     assert result["changed"] is True
     assert result["settings"]["disk"][disk]["write_bps"] == limit
     group = cgroup.group_at(layout, group_path)
 
     free_rate = direct_write_rate(target, 32, None)
     limited_rate = direct_write_rate(target, 16, group)
-    print(f"dd oflag=direct: {free_rate / 1e6:.0f} MB/s free, {limited_rate / 1e6:.2f} MB/s at a 4 MiB/s limit")
+    print(
+        f"dd oflag=direct: {free_rate / 1e6:.0f} MB/s free, {limited_rate / 1e6:.2f} MB/s at a 4 MiB/s limit"
+    )
     assert limited_rate < limit * 1.3
     assert limited_rate > limit * 0.5
     assert free_rate > limit * 3
@@ -122,8 +148,13 @@ def test_a_disk_write_limit_throttles_direct_io(layout: cgroup.Layout, group_pat
 
 
 def test_module_is_idempotent_and_check_mode_changes_nothing(layout: cgroup.Layout, group_path: str) -> None:
-    args = {"path": group_path, "cpu_quota_us": 50000, "cpu_weight": 200, "cpuset_cpus": "0",
-            "memory_max": "128M"}
+    args = {
+        "path": group_path,
+        "cpu_quota_us": 50000,
+        "cpu_weight": 200,
+        "cpuset_cpus": "0",
+        "memory_max": "128M",
+    }
     group = cgroup.group_at(layout, group_path)
     checked = run_ansible_module("firm.core.cgroup", args, check=True, diff=True)
     assert checked["changed"] is True

@@ -31,10 +31,15 @@ def made_group(layout: cgroup.Layout, group_path: str) -> str:
     return group_path
 
 
-def test_applies_dry_runs_rolls_back_and_restores(layout: cgroup.Layout, made_group: str, tmp_path: Path) -> None:
+def test_applies_dry_runs_rolls_back_and_restores(
+    layout: cgroup.Layout, made_group: str, tmp_path: Path
+) -> None:
     audit = tmp_path / "audit.jsonl"
-    executor = AnsibleExecutor([AnsibleTarget("web-0", "web", "localhost", cgroup=made_group)],
-                               str(REPO / "inventory" / "local"), audit_path=str(audit))
+    executor = AnsibleExecutor(
+        [AnsibleTarget("web-0", "web", "localhost", cgroup=made_group)],
+        str(REPO / "inventory" / "local"),
+        audit_path=str(audit),
+    )
     baseline = executor.snapshot(["web-0"])
     assert baseline.limits["web-0"]["cpu"] == math.inf
     quota_before = _quota(layout, made_group)
@@ -63,16 +68,23 @@ def test_applies_dry_runs_rolls_back_and_restores(layout: cgroup.Layout, made_gr
     assert any('"kind": "rollback"' in k for k in kinds) and any('"status": "failed"' in k for k in kinds)
 
 
-def test_an_unreachable_host_is_survived_and_the_other_host_rolled_back(layout: cgroup.Layout, made_group: str,
-                                                                        tmp_path: Path) -> None:
+def test_an_unreachable_host_is_survived_and_the_other_host_rolled_back(
+    layout: cgroup.Layout, made_group: str, tmp_path: Path
+) -> None:
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-        "      ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n"
+        '      ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
         "    gone:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      ansible_user: root\n"
-        "      ansible_ssh_common_args: -o ConnectTimeout=5 -o BatchMode=yes\n")
-    executor = AnsibleExecutor([AnsibleTarget("web-0", "web", "localhost", cgroup=made_group),
-                                AnsibleTarget("db-0", "db", "gone", cgroup=made_group)], str(inventory))
+        "      ansible_ssh_common_args: -o ConnectTimeout=5 -o BatchMode=yes\n"
+    )
+    executor = AnsibleExecutor(
+        [
+            AnsibleTarget("web-0", "web", "localhost", cgroup=made_group),
+            AnsibleTarget("db-0", "db", "gone", cgroup=made_group),
+        ],
+        str(inventory),
+    )
     quota_before = _quota(layout, made_group)
     result = executor.apply([Action("web-0", "cpu", 0.3), Action("db-0", "cpu", 0.3)], dry_run=False)
     assert not result.ok and result.rolled_back
@@ -92,8 +104,10 @@ def pod_netns(spawn: list[subprocess.Popen[bytes]]) -> Iterator[tuple[str, int]]
     namespace, host_end = f"firm-podns-{os.getpid()}", f"fh{os.getpid()}"[:15]
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
-        subprocess.run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace],
-                       check=True)
+        subprocess.run(
+            ["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace],
+            check=True,
+        )
         subprocess.run(["ip", "link", "set", host_end, "up"], check=True)
         proc = subprocess.Popen(["ip", "netns", "exec", namespace, "sleep", "600"])
         spawn.append(proc)
@@ -108,23 +122,29 @@ def pod_netns(spawn: list[subprocess.Popen[bytes]]) -> Iterator[tuple[str, int]]
 
 
 def _root_qdisc(interface: str) -> str:
-    return subprocess.run(["tc", "qdisc", "show", "dev", interface, "root"], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["tc", "qdisc", "show", "dev", interface, "root"], capture_output=True, text=True, check=True
+    ).stdout
 
 
-def test_the_host_side_veth_is_found_and_shaped_through_ansible(layout: cgroup.Layout, made_group: str,
-                                                                pod_netns: tuple[str, int]) -> None:
+def test_the_host_side_veth_is_found_and_shaped_through_ansible(
+    layout: cgroup.Layout, made_group: str, pod_netns: tuple[str, int]
+) -> None:
     host_end, pid = pod_netns
     assert host_veth(pid, "eth0") == host_end
-    executor = AnsibleExecutor([AnsibleTarget("web-0", "web", "localhost", cgroup=made_group, interface=host_end)],
-                               str(REPO / "inventory" / "local"))
+    executor = AnsibleExecutor(
+        [AnsibleTarget("web-0", "web", "localhost", cgroup=made_group, interface=host_end)],
+        str(REPO / "inventory" / "local"),
+    )
     assert executor.snapshot(["web-0"]).limits["web-0"]["network"] == math.inf
     done = executor.apply([Action("web-0", "network", 10e6)], dry_run=False)
     assert done.ok, done.error
     assert "tbf" in _root_qdisc(host_end) and "10Mbit" in _root_qdisc(host_end)
     assert executor.snapshot(["web-0"]).limits["web-0"]["network"] == 10e6
     # a failing second action: the qdisc goes back to the TBF at 10 Mbit/s
-    failed = executor.apply([Action("web-0", "network", 20e6), Action("web-0", "cpuset", "4095")], dry_run=False)
+    failed = executor.apply(
+        [Action("web-0", "network", 20e6), Action("web-0", "cpuset", "4095")], dry_run=False
+    )
     assert failed.rolled_back and not failed.rollback_failures, failed.error
     assert "10Mbit" in _root_qdisc(host_end)
     lifted = executor.apply([Action("web-0", "network", math.inf)], dry_run=False)

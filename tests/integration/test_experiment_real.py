@@ -32,16 +32,32 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.geteuid() != 0:
         pytest.skip("the experiment needs root (namespaces, cgroups, anomalies)")
     connect()  # skips, saying why, without the tests' Redis
-    missing = [t for t in anomaly.TOOLS["cpu"] if not any(
-        os.access(os.path.join(d, t), os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep))]
+    missing = [
+        t
+        for t in anomaly.TOOLS["cpu"]
+        if not any(
+            os.access(os.path.join(d, t), os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep)
+        )
+    ]
     if missing:
         pytest.skip(f"the cpu anomaly needs {', '.join(missing)}")
     root = tmp_path_factory.mktemp("experiment")
     path = root / "testbed.yml"
-    path.write_text(yaml.safe_dump({
-        "subnet": "198.18.8.0/24", "bridge": "firmtbx0", "namespace_prefix": "firmtbx-", "veth_prefix": "ftx",
-        "cgroup_parent": "firm-testbed-exp", "state_dir": str(root / "state"), "data_dir": str(root / "data"),
-        "telemetry_redis": REDIS_URL, "seed_posts": 100}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "subnet": "198.18.8.0/24",
+                "bridge": "firmtbx0",
+                "namespace_prefix": "firmtbx-",
+                "veth_prefix": "ftx",
+                "cgroup_parent": "firm-testbed-exp",
+                "state_dir": str(root / "state"),
+                "data_dir": str(root / "data"),
+                "telemetry_redis": REDIS_URL,
+                "seed_posts": 100,
+            }
+        )
+    )
     return path
 
 
@@ -50,9 +66,30 @@ def test_a_short_experiment_end_to_end(config_file: Path, tmp_path: Path) -> Non
     out = tmp_path / "out"
     try:
         result = subprocess.run(
-            [*FIRM, "experiment", "--policies", ",".join(POLICIES), "--duration", "30", "--warmup", "5",
-             "--anomalies", "cpu", "--seed", "3", "--out", str(out), "--testbed-config", str(config_file)],
-            capture_output=True, text=True, timeout=900, check=False, env={**os.environ, "COLUMNS": "200"})
+            [
+                *FIRM,
+                "experiment",
+                "--policies",
+                ",".join(POLICIES),
+                "--duration",
+                "30",
+                "--warmup",
+                "5",
+                "--anomalies",
+                "cpu",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                "--testbed-config",
+                str(config_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            env={**os.environ, "COLUMNS": "200"},
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads((out / "report.json").read_text())
         assert list(report["policies"]) == list(POLICIES)
@@ -74,9 +111,16 @@ def test_a_short_experiment_end_to_end(config_file: Path, tmp_path: Path) -> Non
         assert {p.name for p in (out / "runs").iterdir()} == {f"{p}.json" for p in POLICIES}
         assert "ratio to firm" in result.stderr
     finally:
-        left = anomaly.active(testbed_experiment.anomaly_environment(config)) \
-            if os.path.isdir(config.state_dir) else []
-        subprocess.run([*FIRM, "testbed", "down", "--config", str(config_file)], capture_output=True, check=False,
-                       timeout=300)
+        left = (
+            anomaly.active(testbed_experiment.anomaly_environment(config))
+            if os.path.isdir(config.state_dir)
+            else []
+        )
+        subprocess.run(
+            [*FIRM, "testbed", "down", "--config", str(config_file)],
+            capture_output=True,
+            check=False,
+            timeout=300,
+        )
     assert left == [], "every anomaly was stopped"
     assert_nothing_left(config)

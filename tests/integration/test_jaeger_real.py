@@ -19,7 +19,9 @@ URL = os.environ.get("FIRM_JAEGER_URL", "")
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not URL, reason="set FIRM_JAEGER_URL to a Jaeger query service (e.g. http://localhost:16686)"),
+    pytest.mark.skipif(
+        not URL, reason="set FIRM_JAEGER_URL to a Jaeger query service (e.g. http://localhost:16686)"
+    ),
 ]
 
 

@@ -36,8 +36,12 @@ TARGET = "compose-post"
 
 def free_subnet() -> str:
     """A /24 for the testbed that no route of this machine overlaps (the host's own network included)."""
-    routes = json.loads(subprocess.run(["ip", "-j", "route"], check=True, capture_output=True, text=True).stdout)
-    used = [ipaddress.ip_network(r["dst"], strict=False) for r in routes if r.get("dst", "default") != "default"]
+    routes = json.loads(
+        subprocess.run(["ip", "-j", "route"], check=True, capture_output=True, text=True).stdout
+    )
+    used = [
+        ipaddress.ip_network(r["dst"], strict=False) for r in routes if r.get("dst", "default") != "default"
+    ]
     for candidate in ("198.18.7.0/24", "198.19.7.0/24", "100.127.7.0/24"):
         net = ipaddress.ip_network(candidate)
         if not any(net.overlaps(u) for u in used):
@@ -50,9 +54,17 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config
     if os.geteuid() != 0:
         pytest.skip("the testbed needs root")
     root = tmp_path_factory.mktemp("testbed-localize")
-    config = dataclasses.replace(testbed_config.load(), subnet=free_subnet(), bridge="firmtbz0",
-                                 namespace_prefix="firmtbz-", veth_prefix="ftz", cgroup_parent="firm-testbed-localize",
-                                 state_dir=str(root / "state"), data_dir=str(root / "data"), telemetry_redis=REDIS_URL)
+    config = dataclasses.replace(
+        testbed_config.load(),
+        subnet=free_subnet(),
+        bridge="firmtbz0",
+        namespace_prefix="firmtbz-",
+        veth_prefix="ftz",
+        cgroup_parent="firm-testbed-localize",
+        state_dir=str(root / "state"),
+        data_dir=str(root / "data"),
+        telemetry_redis=REDIS_URL,
+    )
     try:
         lifecycle.up(config)
         yield config
@@ -64,7 +76,9 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config
     assert not Path("/sys/class/net", config.bridge).exists()
 
 
-def test_cpu_contention_beside_a_service_is_localized_on_its_cpu(testbed: testbed_config.TestbedConfig) -> None:
+def test_cpu_contention_beside_a_service_is_localized_on_its_cpu(
+    testbed: testbed_config.TestbedConfig,
+) -> None:
     state = lifecycle.read_state(testbed)
     assert state is not None
     target_cpus = next(s.cpus for s in testbed.services if s.name == TARGET)
@@ -78,27 +92,44 @@ def test_cpu_contention_beside_a_service_is_localized_on_its_cpu(testbed: testbe
     deadline = time.monotonic() + 20
     while True:  # the services flush spans in batches: wait until the window's last seconds are in
         after = store.traces(started + 3_000_000, started + 33_000_000)
-        if (len(after) >= 30 and max(t.start for t in after) > started + 30_000_000) or time.monotonic() > deadline:
+        if (
+            len(after) >= 30 and max(t.start for t in after) > started + 30_000_000
+        ) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     before = store.traces(started - 25_000_000, started - 1_000_000)
     assert len(before) >= 30 and len(after) >= 30, (len(before), len(after))
 
     ranking = Localizer.rules().rank(after, before)
-    print("top of the ranking:", [(i.service, i.instance, round(i.score, 4)) for i in ranking.top(5)],
-          "flags:", ranking.flags)
+    print(
+        "top of the ranking:",
+        [(i.service, i.instance, round(i.score, 4)) for i in ranking.top(5)],
+        "flags:",
+        ranking.flags,
+    )
     top = ranking.instances[0]
     by_name = {i.name: (i.spec.name, i.name) for i in testbed.instances()}
     assert (top.service, top.instance) in sharing or by_name.get(top.instance) in sharing, (
-        f"top-1 {top.service}/{top.instance} is not on the contended CPU {target_cpus}: {sorted(sharing)}")
+        f"top-1 {top.service}/{top.instance} is not on the contended CPU {target_cpus}: {sorted(sharing)}"
+    )
 
     # The labels of the same window, from the anomaly's record: the CPU's instances are positive.
-    entry = {"event": "started", **report.anomaly,
-             "labels": {**(report.anomaly.get("labels") or {}), "service": TARGET, "placement": "beside"}}
+    entry = {
+        "event": "started",
+        **report.anomaly,
+        "labels": {**(report.anomaly.get("labels") or {}), "service": TARGET, "placement": "beside"},
+    }
     recorded = injections([entry])
     keys = [(i.service, i.instance) for i in ranking.instances]
-    labels = label_window(started + 3_000_000, started + 33_000_000, keys, recorded,
-                          sharing=lambda _: {k for k in keys if k in sharing or by_name.get(k[1]) in sharing})
+    labels = label_window(
+        started + 3_000_000,
+        started + 33_000_000,
+        keys,
+        recorded,
+        sharing=lambda _: {k for k in keys if k in sharing or by_name.get(k[1]) in sharing},
+    )
     assert labels[(top.service, top.instance)].positive
-    early = label_window(started - 25_000_000, started - 1_000_000, keys, recorded, sharing=lambda _: set(keys))
+    early = label_window(
+        started - 25_000_000, started - 1_000_000, keys, recorded, sharing=lambda _: set(keys)
+    )
     assert not any(v.positive for v in early.values())

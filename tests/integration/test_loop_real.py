@@ -60,8 +60,22 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis.from_url(self.url)
         assert poll(lambda: _pings(client), bool, timeout_s=10).met, "the test's Redis did not start"
 
@@ -90,13 +104,21 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 
 
 @pytest.fixture(scope="module")
-def testbed(tmp_path_factory: pytest.TempPathFactory, private_redis: PrivateRedis
-            ) -> Iterator[tuple[testbed_config.TestbedConfig, Path]]:
+def testbed(
+    tmp_path_factory: pytest.TempPathFactory, private_redis: PrivateRedis
+) -> Iterator[tuple[testbed_config.TestbedConfig, Path]]:
     """The testbed up, and a YAML file of its settings (for ``firm run --config``)."""
     root = tmp_path_factory.mktemp("testbed")
-    overrides = {"subnet": "198.18.2.0/24", "bridge": "firmtbl0", "namespace_prefix": "firmtbl-",
-                 "veth_prefix": "ftl", "cgroup_parent": "firm-testbed-loop", "state_dir": str(root / "state"),
-                 "data_dir": str(root / "data"), "telemetry_redis": private_redis.url}
+    overrides = {
+        "subnet": "198.18.2.0/24",
+        "bridge": "firmtbl0",
+        "namespace_prefix": "firmtbl-",
+        "veth_prefix": "ftl",
+        "cgroup_parent": "firm-testbed-loop",
+        "state_dir": str(root / "state"),
+        "data_dir": str(root / "data"),
+        "telemetry_redis": private_redis.url,
+    }
     path = root / "testbed.yml"
     path.write_text(yaml.safe_dump(overrides))
     config = testbed_config.load(path)
@@ -115,9 +137,19 @@ def kernel_state(config: testbed_config.TestbedConfig) -> dict[str, str]:
     state = lifecycle.read_state(config)
     assert state is not None
     layout = cgroup.detect_layout()
-    knobs = ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares", "cpu.max", "cpu.weight", "cpuset.cpus",
-             "blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device", "io.max",
-             "memory.limit_in_bytes", "memory.max")
+    knobs = (
+        "cpu.cfs_quota_us",
+        "cpu.cfs_period_us",
+        "cpu.shares",
+        "cpu.max",
+        "cpu.weight",
+        "cpuset.cpus",
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+        "io.max",
+        "memory.limit_in_bytes",
+        "memory.max",
+    )
     found = {}
     for entry in state.instances:
         for directory in cgroup.group_at(layout, entry["cgroup"]).distinct_dirs():
@@ -125,18 +157,24 @@ def kernel_state(config: testbed_config.TestbedConfig) -> dict[str, str]:
                 path = Path(directory, knob)
                 if path.exists():
                     found[str(path)] = path.read_text()
-        found[f"tc {entry['host_interface']}"] = tc.run_command(["tc", "qdisc", "show", "dev",
-                                                                 entry["host_interface"]])
-        found[f"tc {entry['namespace']} eth0"] = tc.run_command(["tc", "-n", entry["namespace"], "qdisc", "show",
-                                                                 "dev", "eth0"])
+        found[f"tc {entry['host_interface']}"] = tc.run_command(
+            ["tc", "qdisc", "show", "dev", entry["host_interface"]]
+        )
+        found[f"tc {entry['namespace']} eth0"] = tc.run_command(
+            ["tc", "-n", entry["namespace"], "qdisc", "show", "dev", "eth0"]
+        )
     return found
 
 
 class Load:
     """Load (and optionally one anomaly) from ``experiment.run`` in a thread."""
 
-    def __init__(self, config: testbed_config.TestbedConfig, duration_s: float,
-                 anomaly: experiment.AnomalyPlan | None = None) -> None:
+    def __init__(
+        self,
+        config: testbed_config.TestbedConfig,
+        duration_s: float,
+        anomaly: experiment.AnomalyPlan | None = None,
+    ) -> None:
         self.report: experiment.RunReport | None = None
         self.error: BaseException | None = None
         plan = experiment.RunPlan(duration_s=duration_s, anomaly=anomaly)
@@ -159,16 +197,32 @@ class Load:
         return self.report
 
 
-def loop_for(config: testbed_config.TestbedConfig, private_redis: PrivateRedis, tmp_path: Path, *,
-             use: Any = None, executor: LocalExecutor | None = None, **settings: Any) -> ControlLoop:
+def loop_for(
+    config: testbed_config.TestbedConfig,
+    private_redis: PrivateRedis,
+    tmp_path: Path,
+    *,
+    use: Any = None,
+    executor: LocalExecutor | None = None,
+    **settings: Any,
+) -> ControlLoop:
     cfg = loop_config.load(None, redis_url=private_redis.url, **settings)
-    target = loop_testbed.TestbedTarget.discover(config, redis_url=private_redis.url, executor=executor,
-                                    horizon_s=config.slo_window_s + 10)
+    target = loop_testbed.TestbedTarget.discover(
+        config, redis_url=private_redis.url, executor=executor, horizon_s=config.slo_window_s + 10
+    )
     chosen = use or make_decider(cfg, request_types=list(config.mix))
-    audit = AuditLog(redis.Redis.from_url(private_redis.url, socket_timeout=2, socket_connect_timeout=2),
-                     path=tmp_path / "audit.jsonl")
-    loop = ControlLoop(cfg, target, chosen, slo_ms={**config.slo_ms, **cfg.slo_ms},
-                       window_s=cfg.window_s or config.slo_window_s, audit=audit)
+    audit = AuditLog(
+        redis.Redis.from_url(private_redis.url, socket_timeout=2, socket_connect_timeout=2),
+        path=tmp_path / "audit.jsonl",
+    )
+    loop = ControlLoop(
+        cfg,
+        target,
+        chosen,
+        slo_ms={**config.slo_ms, **cfg.slo_ms},
+        window_s=cfg.window_s or config.slo_window_s,
+        audit=audit,
+    )
     loop.start()
     return loop
 
@@ -184,16 +238,33 @@ def wait_for_traffic(loop: ControlLoop) -> None:
 
 
 def test_a_dry_run_under_load_writes_nothing_audits_every_interval_and_serves_metrics(
-        testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path) -> None:
+    testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     config, testbed_file = testbed
     loop_file = tmp_path / "loop.yml"
     loop_file.write_text(yaml.safe_dump({"testbed_config": str(testbed_file)}))
     audit_file, port, duration = tmp_path / "audit.jsonl", _free_port(), 60
     before = kernel_state(config)
     load = Load(config, duration_s=duration + 15)
-    run = subprocess.Popen([*FIRM, "run", "--config", str(loop_file), "--dry-run", "--duration", str(duration),
-                            "--audit-log", str(audit_file), "--metrics-port", str(port), "--quiet"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            *FIRM,
+            "run",
+            "--config",
+            str(loop_file),
+            "--dry-run",
+            "--duration",
+            str(duration),
+            "--audit-log",
+            str(audit_file),
+            "--metrics-port",
+            str(port),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         scraped = poll(lambda: _scrape(port), lambda text: "firm_p99_ms{" in text, timeout_s=40, interval_s=1)
         _, err = run.communicate(timeout=duration + 60)
@@ -207,8 +278,13 @@ def test_a_dry_run_under_load_writes_nothing_audits_every_interval_and_serves_me
         assert metric in scraped.value, metric
     records = [json.loads(line) for line in audit_file.read_text().splitlines()]
     steps = [r for r in records if r["status"] != "exit"]
-    print(f"{len(steps)} decisions in {duration} s: " + ", ".join(
-        f"{s} {sum(1 for r in steps if r['status'] == s)}" for s in ("acted", "no_action", "stale", "failed")))
+    print(
+        f"{len(steps)} decisions in {duration} s: "
+        + ", ".join(
+            f"{s} {sum(1 for r in steps if r['status'] == s)}"
+            for s in ("acted", "no_action", "stale", "failed")
+        )
+    )
     assert len(steps) >= duration / INTERVAL_S - 2  # one per interval (the last may fall after the end)
     assert all(r["dry_run"] for r in records)
     assert sum(1 for r in steps if r["status"] != "stale") >= len(steps) - 3  # the first window fills up
@@ -234,21 +310,35 @@ RECLAIM_INTERVALS = 20
 """Intervals from the anomaly's end until the CPU given to the instances is back to the baseline."""
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "met 1 run of 2 on a quiet 2-core machine: once the SLOs held twice in a row 8 intervals after the first "
-    "violation (home-timeline, post-storage and frontend raised to 2 cores) and all extra CPU was reclaimed; "
-    "once (post-storage and home-timeline raised to 2 cores) they never held twice in a row while the anomaly "
-    "lasted"))
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "met 1 run of 2 on a quiet 2-core machine: once the SLOs held twice in a row 8 intervals after the first "
+        "violation (home-timeline, post-storage and frontend raised to 2 cores) and all extra CPU was reclaimed; "
+        "once (post-storage and home-timeline raised to 2 cores) they never held twice in a row while the anomaly "
+        "lasted"
+    ),
+)
 def test_a_cpu_anomaly_beside_compose_post_is_mitigated_and_the_cpu_reclaimed_after(
-        testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path) -> None:
+    testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     config, _ = testbed
-    loop = loop_for(config, private_redis, tmp_path, interval_s=INTERVAL_S, slack=0.8, guards={
-        "cpu": {"min": 0.1, "max": 2.0, "max_step": 0.5, "cooldown_s": 4.0}},
-        reclaim={"hold_s": 6.0, "min_step": 1.0, "instances_per_step": 3})
+    loop = loop_for(
+        config,
+        private_redis,
+        tmp_path,
+        interval_s=INTERVAL_S,
+        slack=0.8,
+        guards={"cpu": {"min": 0.1, "max": 2.0, "max_step": 0.5, "cooldown_s": 4.0}},
+        reclaim={"hold_s": 6.0, "min_step": 1.0, "instances_per_step": 3},
+    )
     baseline = {n: v["cpu"] for n, v in loop.baseline.items()}
     anomaly_at, anomaly_for = 12.0, 40
-    load = Load(config, duration_s=anomaly_at + anomaly_for + RECLAIM_INTERVALS * INTERVAL_S + 15,
-                anomaly=experiment.AnomalyPlan("cpu", "compose-post", 60, anomaly_at, anomaly_for))
+    load = Load(
+        config,
+        duration_s=anomaly_at + anomaly_for + RECLAIM_INTERVALS * INTERVAL_S + 15,
+        anomaly=experiment.AnomalyPlan("cpu", "compose-post", 60, anomaly_at, anomaly_for),
+    )
     records: list[dict[str, Any]] = []
     try:
         wait_for_traffic(loop)
@@ -264,20 +354,33 @@ def test_a_cpu_anomaly_beside_compose_post_is_mitigated_and_the_cpu_reclaimed_af
     violated = [i for i, r in enumerate(during) if any(s["state"] == "violated" for s in r["slo"])]
     assert violated, "the anomaly broke no SLO, so there was nothing to mitigate"
     first = violated[0]
-    met_twice = next((i for i in range(first + 1, len(during))
-                      if all(_met(during[j]) for j in (i - 1, i))), None)
-    raised = {a["instance"]: a["after"] for r in during for a in (r.get("result") or {}).get("actions", [])
-              if a.get("changed") and a["resource"] == "cpu"}
-    print(f"first violation at step {during[first]['step']}, SLOs met twice in a row "
-          f"{'never' if met_twice is None else f'{met_twice - first} intervals later'}; CPU raised: {raised}")
+    met_twice = next(
+        (i for i in range(first + 1, len(during)) if all(_met(during[j]) for j in (i - 1, i))), None
+    )
+    raised = {
+        a["instance"]: a["after"]
+        for r in during
+        for a in (r.get("result") or {}).get("actions", [])
+        if a.get("changed") and a["resource"] == "cpu"
+    }
+    print(
+        f"first violation at step {during[first]['step']}, SLOs met twice in a row "
+        f"{'never' if met_twice is None else f'{met_twice - first} intervals later'}; CPU raised: {raised}"
+    )
     assert met_twice is not None and met_twice - first <= MITIGATION_INTERVALS
     after = [r for r in records if r["time"] > ended and r["status"] != "exit"]
     peak = max(_extra(baseline, r["limits_cpu"]) for r in _with_limits(records, baseline))
     left = _extra(baseline, {n: final[n]["cpu"] for n in baseline})
-    reclaims = [a for r in after for a in (r.get("result") or {}).get("actions", [])
-                if a.get("changed") and a["reason"].startswith("every SLO with slack")]
-    print(f"after the anomaly: {len(after)} steps, {len(reclaims)} reclaims; extra CPU {peak:.2f} cores at the "
-          f"peak, {left:.2f} at the end")
+    reclaims = [
+        a
+        for r in after
+        for a in (r.get("result") or {}).get("actions", [])
+        if a.get("changed") and a["reason"].startswith("every SLO with slack")
+    ]
+    print(
+        f"after the anomaly: {len(after)} steps, {len(reclaims)} reclaims; extra CPU {peak:.2f} cores at the "
+        f"peak, {left:.2f} at the end"
+    )
     assert peak > 0, "no CPU was given"
     assert reclaims, "nothing was reclaimed after the anomaly"
     assert left <= 0.5 * peak, f"less than half of the extra CPU came back: {left:.2f} of {peak:.2f} cores"
@@ -289,7 +392,11 @@ def _with_limits(records: list[dict[str, Any]], baseline: dict[str, Any]) -> lis
     out = []
     for record in records:
         for action in (record.get("result") or {}).get("actions", []):
-            if action.get("changed") and action["resource"] == "cpu" and not record["result"].get("rolled_back"):
+            if (
+                action.get("changed")
+                and action["resource"] == "cpu"
+                and not record["result"].get("rolled_back")
+            ):
                 current[action["instance"]] = action["after"]
         out.append({**record, "limits_cpu": dict(current)})
     return out
@@ -297,14 +404,20 @@ def _with_limits(records: list[dict[str, Any]], baseline: dict[str, Any]) -> lis
 
 def _extra(baseline: dict[str, Any], limits: dict[str, Any]) -> float:
     """CPU cores given above the baselines (an unlimited value counts as no extra)."""
-    return sum(max(0.0, float(v) - float(baseline[n])) for n, v in limits.items()
-               if isinstance(v, float | int) and isinstance(baseline.get(n), float | int)
-               and math.isfinite(v) and math.isfinite(baseline[n]))
+    return sum(
+        max(0.0, float(v) - float(baseline[n]))
+        for n, v in limits.items()
+        if isinstance(v, float | int)
+        and isinstance(baseline.get(n), float | int)
+        and math.isfinite(v)
+        and math.isfinite(baseline[n])
+    )
 
 
 def _met(record: dict[str, Any]) -> bool:
-    return record["status"] != "stale" and all(s["state"] != "violated" for s in record["slo"]
-                                               if s.get("slo_ms") is not None)
+    return record["status"] != "stale" and all(
+        s["state"] != "violated" for s in record["slo"] if s.get("slo_ms") is not None
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,11 +425,16 @@ def _met(record: dict[str, Any]) -> bool:
 
 
 def test_redis_stopped_and_restarted_mid_run_is_survived_without_acting_on_stale_data(
-        testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path) -> None:
+    testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     config, _ = testbed
-    cfg_settings: dict[str, Any] = {"interval_s": INTERVAL_S, "decider": "aimd", "confirm": False,
-                                    "slo_ms": {t: 1.0 for t in config.slo_ms},
-                                    "guards": {"cpu": {"min": 0.1, "max": 2.0, "max_step": 0.05, "cooldown_s": 0}}}
+    cfg_settings: dict[str, Any] = {
+        "interval_s": INTERVAL_S,
+        "decider": "aimd",
+        "confirm": False,
+        "slo_ms": {t: 1.0 for t in config.slo_ms},
+        "guards": {"cpu": {"min": 0.1, "max": 2.0, "max_step": 0.05, "cooldown_s": 0}},
+    }
     loop = loop_for(config, private_redis, tmp_path, **cfg_settings)
     load = Load(config, duration_s=90)
     records: list[dict[str, Any]] = []
@@ -361,7 +479,8 @@ class Scripted:
 
 
 def test_an_executor_failure_halfway_rolls_the_step_back_and_is_audited(
-        testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path) -> None:
+    testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     config, _ = testbed
     state = lifecycle.read_state(config)
     assert state is not None
@@ -369,13 +488,23 @@ def test_an_executor_failure_halfway_rolls_the_step_back_and_is_audited(
     class RefusingTc(Kernel):  # the kernel, except that its tc refuses to shape
         def run(self, argv: Any) -> str:
             if "qdisc" in argv and ("replace" in argv or "add" in argv):
-                raise tc.TcCommandError("tc refused the qdisc", command=list(argv), rc=2, stdout="",
-                                        stderr="RTNETLINK answers: Operation not permitted")
+                raise tc.TcCommandError(
+                    "tc refused the qdisc",
+                    command=list(argv),
+                    rc=2,
+                    stdout="",
+                    stderr="RTNETLINK answers: Operation not permitted",
+                )
             return super().run(argv)
 
     executor = LocalExecutor([loop_testbed.target_of(e, None) for e in state.instances], kernel=RefusingTc())
-    decider = Scripted([Action("compose-post-0", "cpu", 0.9), Action("text-0", "cpu", 0.8),
-                        Action("compose-post-0", "network", 50e6)])
+    decider = Scripted(
+        [
+            Action("compose-post-0", "cpu", 0.9),
+            Action("text-0", "cpu", 0.8),
+            Action("compose-post-0", "network", 50e6),
+        ]
+    )
     loop = loop_for(config, private_redis, tmp_path, executor=executor, use=decider, interval_s=INTERVAL_S)
     before = kernel_state(config)
     load = Load(config, duration_s=25)
@@ -398,17 +527,39 @@ def test_an_executor_failure_halfway_rolls_the_step_back_and_is_audited(
 
 
 def test_sigterm_finishes_the_step_restores_the_baselines_and_exits_0(
-        testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path) -> None:
+    testbed: tuple[testbed_config.TestbedConfig, Path], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     config, testbed_file = testbed
     loop_file = tmp_path / "loop.yml"
-    loop_file.write_text(yaml.safe_dump({"testbed_config": str(testbed_file), "decider": "aimd", "confirm": False,
-                                         "slo_ms": {t: 1.0 for t in config.slo_ms}}))
+    loop_file.write_text(
+        yaml.safe_dump(
+            {
+                "testbed_config": str(testbed_file),
+                "decider": "aimd",
+                "confirm": False,
+                "slo_ms": {t: 1.0 for t in config.slo_ms},
+            }
+        )
+    )
     audit_file = tmp_path / "audit.jsonl"
     before = kernel_state(config)
     load = Load(config, duration_s=40)
-    run = subprocess.Popen([*FIRM, "run", "--config", str(loop_file), "--audit-log", str(audit_file),
-                            "--on-exit", "restore", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    run = subprocess.Popen(
+        [
+            *FIRM,
+            "run",
+            "--config",
+            str(loop_file),
+            "--audit-log",
+            str(audit_file),
+            "--on-exit",
+            "restore",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         acted = poll(lambda: _statuses(audit_file), lambda s: "acted" in s, timeout_s=40, interval_s=0.5)
         changed = kernel_state(config) != before
@@ -430,4 +581,3 @@ def _statuses(path: Path) -> list[str]:
     if not path.exists():
         return []
     return [json.loads(line)["status"] for line in path.read_text().splitlines() if line.strip()]
-

@@ -17,10 +17,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 # "cluster" provisions a real cluster; it runs only when given one (scripts/molecule-cluster.sh).
-SCENARIOS = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml")
-                   if path.parent.name != "cluster")
+SCENARIOS = sorted(
+    path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml") if path.parent.name != "cluster"
+)
 MOLECULE = ROOT / ".venv" / "bin" / "molecule"
-
 
 
 def _missing() -> str | None:
@@ -52,11 +52,21 @@ def test_scenario(scenario: str) -> None:
     if reason:
         pytest.skip(reason)
     proc = subprocess.run(
-        [str(MOLECULE), "test", "-s", scenario], cwd=ROOT, capture_output=True, text=True, timeout=840, check=False,
-        env=dict(os.environ, PATH=f"{MOLECULE.parent}:{os.environ.get('PATH', '')}", ANSIBLE_NOCOLOR="1",
-                 NO_COLOR="1", PY_COLORS="0"),
+        [str(MOLECULE), "test", "-s", scenario],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+        env=dict(
+            os.environ,
+            PATH=f"{MOLECULE.parent}:{os.environ.get('PATH', '')}",
+            ANSIBLE_NOCOLOR="1",
+            NO_COLOR="1",
+            PY_COLORS="0",
+        ),
     )
-    assert proc.returncode == 0, (proc.stdout[-6000:] + proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     platforms = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())["platforms"]
     left = set(_test_hosts()) & {f"firm-mol-{platform['name']}" for platform in platforms}
     assert not left, f"destroy left {left} behind"
@@ -68,6 +78,12 @@ def test_cluster_end_to_end() -> None:
     inventory, kubeconfig = os.environ.get("FIRM_E2E_INVENTORY"), os.environ.get("KUBECONFIG")
     if not inventory or not kubeconfig:
         pytest.skip("opt-in: set FIRM_E2E_INVENTORY (an inventory of a real cluster) and KUBECONFIG")
-    proc = subprocess.run([str(ROOT / "scripts" / "molecule-cluster.sh"), inventory, kubeconfig], cwd=ROOT,
-                          capture_output=True, text=True, timeout=7000, check=False)
-    assert proc.returncode == 0, (proc.stdout[-6000:] + proc.stderr[-3000:])
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "molecule-cluster.sh"), inventory, kubeconfig],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=7000,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

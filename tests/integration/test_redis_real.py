@@ -36,8 +36,9 @@ from tests.unit.load.frontend import FrontendOptions, running_frontend
 
 START_REDIS = REPO_ROOT / "roles" / "testbed" / "files" / "start-redis.sh"
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not installed (make deps installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is not installed (make deps installs it)"
+)
 
 
 def free_port() -> int:
@@ -78,9 +79,28 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "-", "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "-",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--protected-mode",
+                "yes",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.directory),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert self.process.stdin is not None
         self.process.stdin.write(f'requirepass "{self.password}"\n'.encode())
         self.process.stdin.close()
@@ -113,10 +133,16 @@ def private_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 
 
 def run_start_redis(tmp_path: Path, port: int) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, FIRM_REDIS_PORT=str(port), FIRM_REDIS_PASSWORD_FILE=str(tmp_path / "pw" / "redis.password"),
-               TMPDIR=str(tmp_path))
+    env = dict(
+        os.environ,
+        FIRM_REDIS_PORT=str(port),
+        FIRM_REDIS_PASSWORD_FILE=str(tmp_path / "pw" / "redis.password"),
+        TMPDIR=str(tmp_path),
+    )
     env.pop("REDISCLI_AUTH", None)
-    return subprocess.run(["bash", str(START_REDIS)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        ["bash", str(START_REDIS)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def shut_down(port: int, password: str) -> None:
@@ -153,12 +179,17 @@ def test_start_redis_generates_a_private_password_that_every_client_needs(tmp_pa
         assert raw_reply(port, b"AUTH not-the-password\r\n").startswith(b"-WRONGPASS")
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).set("firm:test", "1")
-        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5, decode_responses=True)
+        client = redis.Redis(
+            host="127.0.0.1", port=port, password=password, socket_timeout=5, decode_responses=True
+        )
         assert client.config_get("bind") == {"bind": "127.0.0.1"}
         assert client.config_get("protected-mode") == {"protected-mode": "yes"}
         assert loopback_listeners(port) == {"0100007F"}  # 127.0.0.1 only, no wildcard, no IPv6
-        commands = [Path("/proc", p, "cmdline").read_bytes() for p in os.listdir("/proc") if p.isdigit()
-                    and Path("/proc", p, "cmdline").exists()]
+        commands = [
+            Path("/proc", p, "cmdline").read_bytes()
+            for p in os.listdir("/proc")
+            if p.isdigit() and Path("/proc", p, "cmdline").exists()
+        ]
         assert not any(password.encode() in c for c in commands), "the password shows on a command line"
 
         again = run_start_redis(tmp_path, port)  # idempotent: the same server, the same password
@@ -170,9 +201,23 @@ def test_start_redis_generates_a_private_password_that_every_client_needs(tmp_pa
 
 def test_start_redis_protects_a_redis_that_ran_without_a_password(tmp_path: Path) -> None:
     port = free_port()
-    old = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "no", "--dir", str(tmp_path)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         open_client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
         assert poll(lambda: answers(open_client), bool, timeout_s=15).met
@@ -207,14 +252,20 @@ def sample(instance: str, timestamp: float) -> Sample:
 
 def test_request_records_written_while_redis_restarts_are_resent(private_redis: PrivateRedis) -> None:
     prefix = f"firm:test-restart-{uuid.uuid4().hex[:8]}"
-    output = RedisOutput(private_redis.url, requests_key=f"{prefix}:requests", latency_key=f"{prefix}:latency")
+    output = RedisOutput(
+        private_redis.url, requests_key=f"{prefix}:requests", latency_key=f"{prefix}:latency"
+    )
     result: dict[str, object] = {}
     with running_frontend(FrontendOptions(delay_s=0.001)) as frontend:
-        spec = LoadSpec(f"http://127.0.0.1:{frontend.port}", ConstantRate(100), duration_s=8, seed=3, window_s=0.5)
+        spec = LoadSpec(
+            f"http://127.0.0.1:{frontend.port}", ConstantRate(100), duration_s=8, seed=3, window_s=0.5
+        )
         runner = threading.Thread(target=lambda: result.update(summary=run_load(spec, redis=output)))
         runner.start()
         try:
-            assert poll(lambda: len(frontend.received), lambda n: n >= 100, timeout_s=30).met, "the load never started"
+            assert poll(lambda: len(frontend.received), lambda n: n >= 100, timeout_s=30).met, (
+                "the load never started"
+            )
             private_redis.kill()
             at_kill = len(frontend.received)
             # Down for at least 2 s of load (200 requests at 100/s: four windows) before it comes back.
@@ -226,18 +277,23 @@ def test_request_records_written_while_redis_restarts_are_resent(private_redis: 
     summary = result["summary"]
     sent = {r.trace_id for r in frontend.received}
     stored = {fields["trace_id"] for fields in stream(private_redis.client(), output.requests_key)}
-    print(f"sent {summary.overall.sent}, written {summary.records_written}, "  # type: ignore[attr-defined]
-          f"dropped {summary.records_dropped}, received {len(sent)}, stored {len(stored)}")  # type: ignore[attr-defined]
+    print(
+        f"sent {summary.overall.sent}, written {summary.records_written}, "  # type: ignore[attr-defined]
+        f"dropped {summary.records_dropped}, received {len(sent)}, stored {len(stored)}"  # type: ignore[attr-defined]
+    )
     assert summary.records_dropped == 0  # type: ignore[attr-defined]
     assert stored == sent  # every request's record, those sent while Redis was down included
     assert summary.records_written >= len(sent)  # type: ignore[attr-defined]
 
 
-def test_telemetry_audit_and_campaign_records_wait_for_a_restarted_redis(private_redis: PrivateRedis,
-                                                                            tmp_path: Path) -> None:
+def test_telemetry_audit_and_campaign_records_wait_for_a_restarted_redis(
+    private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     sink = RedisTelemetrySink(private_redis.url, prefix="firm:test-telemetry")
-    audit = AuditLog(redis_auth.connect(private_redis.url, socket_timeout=2, socket_connect_timeout=2),
-                     key="firm:test-audit")
+    audit = AuditLog(
+        redis_auth.connect(private_redis.url, socket_timeout=2, socket_connect_timeout=2),
+        key="firm:test-audit",
+    )
     sink.write([sample("a", 1.0), sample("b", 1.0)])
     assert audit.write({"step": 1})
 
@@ -248,9 +304,18 @@ def test_telemetry_audit_and_campaign_records_wait_for_a_restarted_redis(private
     assert not audit.write({"step": 2}) and not audit.write({"step": 3})
     jsonl = tmp_path / "campaign.jsonl"
     entry = {"name": "c1-a", "host": "node", "kind": "cpu", "started_at": time.time()}
-    recorder = threading.Thread(target=campaign.record, args=(
-        "started", "c1", [entry], str(jsonl), redis_auth.connect(private_redis.url, socket_timeout=2),
-        None), kwargs={"redis_wait_s": 60, "retry_on": (redis.ConnectionError, redis.TimeoutError)})
+    recorder = threading.Thread(
+        target=campaign.record,
+        args=(
+            "started",
+            "c1",
+            [entry],
+            str(jsonl),
+            redis_auth.connect(private_redis.url, socket_timeout=2),
+            None,
+        ),
+        kwargs={"redis_wait_s": 60, "retry_on": (redis.ConnectionError, redis.TimeoutError)},
+    )
     recorder.start()
     assert poll(jsonl.exists, bool, timeout_s=10).met  # the file first, then Redis is retried
     private_redis.start()

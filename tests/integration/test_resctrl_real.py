@@ -26,8 +26,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.real_resctrl]
 
 def _skip_reason() -> str | None:
     if os.environ.get("FIRM_REAL_RESCTRL") != "1":
-        return ("set FIRM_REAL_RESCTRL=1 to run against the real /sys/fs/resctrl "
-                "(it creates and removes a group; needs root and RDT/PQoS hardware)")
+        return (
+            "set FIRM_REAL_RESCTRL=1 to run against the real /sys/fs/resctrl "
+            "(it creates and removes a group; needs root and RDT/PQoS hardware)"
+        )
     if os.geteuid() != 0:
         return "needs root to create resctrl groups and move tasks"
     try:
@@ -104,7 +106,9 @@ def test_group_lifecycle(info: resctrl.ResctrlInfo, group: str, sleeper: int) ->
         assert monitoring, "L3_MON exists but the group has no mon_data"
         for events in monitoring.values():
             assert set(events) <= set(info.mon.features)
-            assert all(isinstance(v, int) or v in ("Unavailable", "Error", "Unassigned") for v in events.values())
+            assert all(
+                isinstance(v, int) or v in ("Unavailable", "Error", "Unassigned") for v in events.values()
+            )
     print(f"monitoring of {group}: {monitoring}")
 
     assert resctrl.remove_group(resctrl.RESCTRL_ROOT, group)

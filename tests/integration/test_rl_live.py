@@ -34,10 +34,18 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config
         pytest.skip(f"no shipped model at {DEFAULT_MODEL}")
     connect()
     root = tmp_path_factory.mktemp("rl-testbed")
-    config = dataclasses.replace(testbed_config.load(), subnet="198.18.6.0/24", bridge="firmtbr0",
-                                 namespace_prefix="firmtbr-", veth_prefix="ftr", cgroup_parent="firm-testbed-rl",
-                                 state_dir=str(root / "state"), data_dir=str(root / "data"),
-                                 telemetry_redis=REDIS_URL, seed_posts=50)
+    config = dataclasses.replace(
+        testbed_config.load(),
+        subnet="198.18.6.0/24",
+        bridge="firmtbr0",
+        namespace_prefix="firmtbr-",
+        veth_prefix="ftr",
+        cgroup_parent="firm-testbed-rl",
+        state_dir=str(root / "state"),
+        data_dir=str(root / "data"),
+        telemetry_redis=REDIS_URL,
+        seed_posts=50,
+    )
     try:
         lifecycle.up(config)
         yield config
@@ -63,8 +71,15 @@ class Scripted:
 
 def test_live_steps_write_real_limits_and_restore_them(testbed: testbed_config.TestbedConfig) -> None:
     agent = Agent.load()
-    live = LiveConfig(instance="compose-post-0", steps=3, anomaly="cpu", intensity=50, anomaly_start_step=1,
-                      anomaly_steps=2, seed=3)
+    live = LiveConfig(
+        instance="compose-post-0",
+        steps=3,
+        anomaly="cpu",
+        intensity=50,
+        anomaly_start_step=1,
+        anomaly_steps=2,
+        seed=3,
+    )
     env = LiveEnv(testbed, live, agent.cfg)
     group, veth = env.group, env.instance.host_interface
     quota0, period0 = cgroup.read_cpu_max(group)

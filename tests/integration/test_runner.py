@@ -10,11 +10,15 @@ from firm.actuate.runner import run_module
 
 def test_runner_applies_checks_and_reports_failures(layout: cgroup.Layout, group_path: str) -> None:
     quota_file = Path(layout.hierarchy("cpu").mount, group_path, "cpu.cfs_quota_us")
-    checked = run_module("firm.core.cgroup", {"path": group_path, "cpu_quota_us": 30000}, check=True)["localhost"]
+    checked = run_module("firm.core.cgroup", {"path": group_path, "cpu_quota_us": 30000}, check=True)[
+        "localhost"
+    ]
     assert (checked.status, checked.changed) == ("ok", True)
     assert not quota_file.exists()
 
-    applied = run_module("firm.core.cgroup", {"path": group_path, "cpu_quota_us": 30000}, diff=True)["localhost"]
+    applied = run_module("firm.core.cgroup", {"path": group_path, "cpu_quota_us": 30000}, diff=True)[
+        "localhost"
+    ]
     assert applied.changed and applied.result["settings"]["cpu_quota_us"] == 30000
     assert quota_file.read_text().strip() == "30000"
 

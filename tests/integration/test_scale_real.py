@@ -45,10 +45,21 @@ SCALED = "post-storage"
 def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("scale")
     path = root / "testbed.yml"
-    path.write_text(yaml.safe_dump({
-        "subnet": "198.18.0.0/24", "bridge": "firmtbs0", "namespace_prefix": "firmtbs-", "veth_prefix": "fts",
-        "cgroup_parent": "firm-testbed-scale", "state_dir": str(root / "state"), "data_dir": str(root / "data"),
-        "telemetry_redis": REDIS_URL, "seed_posts": 100}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "subnet": "198.18.0.0/24",
+                "bridge": "firmtbs0",
+                "namespace_prefix": "firmtbs-",
+                "veth_prefix": "fts",
+                "cgroup_parent": "firm-testbed-scale",
+                "state_dir": str(root / "state"),
+                "data_dir": str(root / "data"),
+                "telemetry_redis": REDIS_URL,
+                "seed_posts": 100,
+            }
+        )
+    )
     return path
 
 
@@ -84,8 +95,11 @@ def now_us() -> int:
 def served(store: RedisTraceStore, service: str, start_us: int, end_us: int | None = None) -> Counter[str]:
     """Requests each instance of ``service`` handled that began in [start_us, end_us] (its server spans)."""
     end = end_us if end_us is not None else now_us()
-    return Counter(r["instance"] for r in store.records(start_us, end)
-                   if r.get("kind") == "server" and r["service"] == service and start_us <= r["start_us"] <= end)
+    return Counter(
+        r["instance"]
+        for r in store.records(start_us, end)
+        if r.get("kind") == "server" and r["service"] == service and start_us <= r["start_us"] <= end
+    )
 
 
 class BackgroundLoad:
@@ -126,14 +140,20 @@ def entry_of(config: testbed_config.TestbedConfig, name: str) -> dict[str, Any] 
 
 
 def cgroup_dirs(instance: testbed_config.Instance) -> list[str]:
-    return [d for d in cgroup.group_at(cgroup.detect_layout(), instance.cgroup).distinct_dirs() if os.path.isdir(d)]
+    return [
+        d
+        for d in cgroup.group_at(cgroup.detect_layout(), instance.cgroup).distinct_dirs()
+        if os.path.isdir(d)
+    ]
 
 
 def processes_naming(marker: str) -> list[str]:
     found = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " "):
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace(
+                "\0", " "
+            ):
                 found.append(pid)
         except OSError:
             continue
@@ -143,7 +163,9 @@ def processes_naming(marker: str) -> list[str]:
 def assert_running(config: testbed_config.TestbedConfig, instance: testbed_config.Instance) -> None:
     """In the state file (discovery), with its veth and cgroups, its server alive and in its cgroups."""
     entry = entry_of(config, instance.name)
-    assert entry is not None and entry["cgroup"] == instance.cgroup == f"{config.cgroup_parent}/{instance.name}"
+    assert (
+        entry is not None and entry["cgroup"] == instance.cgroup == f"{config.cgroup_parent}/{instance.name}"
+    )
     assert entry["host_interface"] == instance.host_interface and entry["address"] == instance.address
     assert Path("/sys/class/net", instance.host_interface).exists() and cgroup_dirs(instance)
     assert ProcessRef(**entry["process"]).alive()
@@ -158,12 +180,17 @@ def assert_gone(config: testbed_config.TestbedConfig, instance: testbed_config.I
     assert entry_of(config, instance.name) is None
     peers = json.loads(Path(config.state_dir, "peers.json").read_text())
     assert instance.address not in peers[instance.service]
-    assert processes_naming(f"--instance {instance.name} ") == processes_naming(f"--instance {instance.name}") == []
+    assert (
+        processes_naming(f"--instance {instance.name} ")
+        == processes_naming(f"--instance {instance.name}")
+        == []
+    )
     assert processes_naming(f"name={instance.name},") == []  # its telemetry sampler
 
 
 def test_scaled_out_instance_takes_requests_under_load_and_scaling_in_drops_none(
-        testbed: testbed_config.TestbedConfig) -> None:
+    testbed: testbed_config.TestbedConfig,
+) -> None:
     state = lifecycle.read_state(testbed)
     assert state is not None
     store = RedisTraceStore.of(state)
@@ -183,36 +210,53 @@ def test_scaled_out_instance_takes_requests_under_load_and_scaling_in_drops_none
         assert scale.replicas(testbed, SCALED) == [first, instance.name]
         assert_running(testbed, instance)
 
-        poll(f"{instance.name} serves requests", lambda: served(store, SCALED, scaled_out)[instance.name] >= 40)
+        poll(
+            f"{instance.name} serves requests", lambda: served(store, SCALED, scaled_out)[instance.name] >= 40
+        )
         scaling_in = now_us()
         during = served(store, SCALED, scaled_out, scaling_in)
         telemetry = RedisTelemetrySource(REDIS_URL)
-        samples = poll(f"telemetry of {instance.name}",
-                       lambda: telemetry.window(instance.name, scaled_out / 1e6, time.time()), timeout_s=20)
+        samples = poll(
+            f"telemetry of {instance.name}",
+            lambda: telemetry.window(instance.name, scaled_out / 1e6, time.time()),
+            timeout_s=20,
+        )
 
         # slow the new instance down (10 % of a CPU), so that requests are under way at it when it leaves
         group = cgroup.group_at(cgroup.detect_layout(), instance.cgroup)
         cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=10000)))
-        busy = poll(f"requests under way at {instance.name}",
-                    lambda: (asyncio.run(scale._health(testbed, instance.address)) or {}).get("in_flight"))
+        busy = poll(
+            f"requests under way at {instance.name}",
+            lambda: (asyncio.run(scale._health(testbed, instance.address)) or {}).get("in_flight"),
+        )
         began, leaving = time.monotonic(), now_us()
         removed = scale.scale_in(testbed, SCALED, progress=print)
         in_s = time.monotonic() - began
         scaled_in = now_us()
-        poll("the load goes on after the scale-in", lambda: served(store, "frontend", scaled_in)["frontend-0"] >= 100)
+        poll(
+            "the load goes on after the scale-in",
+            lambda: served(store, "frontend", scaled_in)["frontend-0"] >= 100,
+        )
     finally:
         summary = load.stop()
     after = served(store, SCALED, scaled_in)
-    finished_late = [r for r in store.records(leaving - 10_000_000, scaled_in) if r.get("kind") == "server"
-                     and r["instance"] == instance.name and r["start_us"] + r["duration_us"] > leaving]
+    finished_late = [
+        r
+        for r in store.records(leaving - 10_000_000, scaled_in)
+        if r.get("kind") == "server"
+        and r["instance"] == instance.name
+        and r["start_us"] + r["duration_us"] > leaving
+    ]
     records = load.collector.records
     failed = Counter(r.error for r in records if r.error)
-    print(f"{SCALED} requests before scale-out ({(scaling_out - started) / 1e6:.1f} s): {dict(before)}; "
-          f"after it ({(scaling_in - scaled_out) / 1e6:.1f} s): {dict(during)}; "
-          f"after scale-in: {dict(after)}; scale-out took {out_s:.2f} s, scale-in {in_s:.2f} s; "
-          f"telemetry samples of {instance.name}: {len(samples)}; at scale-in {busy} requests were under way at "
-          f"it and {len(finished_late)} of its requests ended after it left the peers; "
-          f"load: {summary.overall.sent} sent, {summary.overall.succeeded} succeeded, failures {dict(failed)}")
+    print(
+        f"{SCALED} requests before scale-out ({(scaling_out - started) / 1e6:.1f} s): {dict(before)}; "
+        f"after it ({(scaling_in - scaled_out) / 1e6:.1f} s): {dict(during)}; "
+        f"after scale-in: {dict(after)}; scale-out took {out_s:.2f} s, scale-in {in_s:.2f} s; "
+        f"telemetry samples of {instance.name}: {len(samples)}; at scale-in {busy} requests were under way at "
+        f"it and {len(finished_late)} of its requests ended after it left the peers; "
+        f"load: {summary.overall.sent} sent, {summary.overall.succeeded} succeeded, failures {dict(failed)}"
+    )
 
     assert set(before) == {first}
     assert during[instance.name] >= 0.3 * sum(during.values())  # round robin, give or take
@@ -225,8 +269,9 @@ def test_scaled_out_instance_takes_requests_under_load_and_scaling_in_drops_none
     assert failed == Counter() and summary.overall.succeeded == summary.overall.sent
 
 
-def test_a_scale_out_that_fails_halfway_removes_what_it_made(testbed: testbed_config.TestbedConfig,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_scale_out_that_fails_halfway_removes_what_it_made(
+    testbed: testbed_config.TestbedConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     state = lifecycle.read_state(testbed)
     assert state is not None
     peers = Path(testbed.state_dir, "peers.json").read_text()
@@ -235,7 +280,9 @@ def test_a_scale_out_that_fails_halfway_removes_what_it_made(testbed: testbed_co
     # never confirm: the last step fails, and every step before it is undone
     monkeypatch.setattr(scale, "routes_to", lambda report, service, address: False)
     impatient = dataclasses.replace(testbed, scale_timeout_s=15.0)
-    with pytest.raises(scale.ScaleError, match=r"scale-out of text failed and was rolled back: .* had not caught up"):
+    with pytest.raises(
+        scale.ScaleError, match=r"scale-out of text failed and was rolled back: .* had not caught up"
+    ):
         scale.scale_out(impatient, "text", progress=print)
     assert_gone(testbed, planned)
     assert Path(testbed.state_dir, "peers.json").read_text() == json.dumps(json.loads(peers))
@@ -243,19 +290,25 @@ def test_a_scale_out_that_fails_halfway_removes_what_it_made(testbed: testbed_co
     assert lifecycle.is_up(testbed)
 
 
-def test_the_command_scales_and_down_removes_scaled_out_instances(testbed: testbed_config.TestbedConfig,
-                                                                   config_file: Path) -> None:
+def test_the_command_scales_and_down_removes_scaled_out_instances(
+    testbed: testbed_config.TestbedConfig, config_file: Path
+) -> None:
     runner = CliRunner()
-    result = runner.invoke(main, ["testbed", "scale", "text", "--replicas", "3", "--config", str(config_file),
-                                  "--json"])
+    result = runner.invoke(
+        main, ["testbed", "scale", "text", "--replicas", "3", "--config", str(config_file), "--json"]
+    )
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["replicas"] == ["text-0", *answer["added"]] and len(answer["added"]) == 2
     assert scale.replicas(testbed, "text") == answer["replicas"]
-    result = runner.invoke(main, ["testbed", "scale", "text", "--replicas", "0", "--config", str(config_file)])
+    result = runner.invoke(
+        main, ["testbed", "scale", "text", "--replicas", "0", "--config", str(config_file)]
+    )
     assert result.exit_code == 2  # never below one
     result = runner.invoke(main, ["testbed", "down", "--config", str(config_file), "--json"])
     assert result.exit_code == 0, result.output
-    assert all(f"{testbed.namespace_prefix}{name}" in json.loads(result.stdout)["removed"]
-               for name in answer["added"])
+    assert all(
+        f"{testbed.namespace_prefix}{name}" in json.loads(result.stdout)["removed"]
+        for name in answer["added"]
+    )
     assert_nothing_left(testbed)

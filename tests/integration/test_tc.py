@@ -43,11 +43,16 @@ def iperf3() -> None:
         pytest.skip("iperf3 is not installed (apt-get install iperf3)")
 
 
-def module(pair: NetPair, capsys: pytest.CaptureFixture[str], check_mode: bool = False,
-           **args: Any) -> dict[str, Any]:
+def module(
+    pair: NetPair, capsys: pytest.CaptureFixture[str], check_mode: bool = False, **args: Any
+) -> dict[str, Any]:
     """Run firm.core.tc in-process on side a's interface."""
-    return run_module(tc_module.main, {"interface": pair.if_a, "namespace": pair.ns_a, **args},
-                      check_mode=check_mode, capsys=capsys)
+    return run_module(
+        tc_module.main,
+        {"interface": pair.if_a, "namespace": pair.ns_a, **args},
+        check_mode=check_mode,
+        capsys=capsys,
+    )
 
 
 def root_qdisc(pair: NetPair) -> tc.RootQdisc | None:
@@ -55,16 +60,19 @@ def root_qdisc(pair: NetPair) -> tc.RootQdisc | None:
 
 
 @pytest.mark.parametrize("kind", ["tbf", "htb"])
-def test_shaping_caps_iperf3_at_the_rate_and_absent_lifts_the_cap(pair: NetPair, iperf3: None, kind: str,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_shaping_caps_iperf3_at_the_rate_and_absent_lifts_the_cap(
+    pair: NetPair, iperf3: None, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     unshaped = iperf3_throughput(pair)
     applied = module(pair, capsys, kind=kind, rate=RATE)
     shaped = iperf3_throughput(pair)
     removed = module(pair, capsys, state="absent")
     lifted = iperf3_throughput(pair)
     with capsys.disabled():
-        print(f"\n{kind} {RATE}: unshaped {unshaped / 1e6:.0f} Mbit/s, shaped {shaped / 1e6:.2f} Mbit/s, "
-              f"after state=absent {lifted / 1e6:.0f} Mbit/s")
+        print(
+            f"\n{kind} {RATE}: unshaped {unshaped / 1e6:.0f} Mbit/s, shaped {shaped / 1e6:.2f} Mbit/s, "
+            f"after state=absent {lifted / 1e6:.0f} Mbit/s"
+        )
 
     assert applied["changed"] is True
     assert applied["shaping"]["kind"] == kind
@@ -77,16 +85,22 @@ def test_shaping_caps_iperf3_at_the_rate_and_absent_lifts_the_cap(pair: NetPair,
     assert lifted > 10 * shaped
 
 
-@pytest.mark.parametrize("args", [
-    {"kind": "tbf", "rate": "20mbit"},
-    {"kind": "tbf", "rate": 12345678, "burst": 3000, "latency": "20ms"},
-    {"kind": "tbf", "rate": "1gbit", "burst": "64k"},
-    {"kind": "tbf", "rate": "125kbps"},
-    {"kind": "htb", "rate": "20mbit", "ceil": "30mbit"},
-    {"kind": "htb", "rate": "12345678", "ceil": "100mbit", "burst": 2040},
-    {"kind": "htb", "rate": "1gbit", "class_id": "a:ff"},
-], ids=["tbf-20mbit", "tbf-odd", "tbf-1gbit", "tbf-125kbps", "htb-20-30", "htb-odd", "htb-1gbit-a:ff"])
-def test_a_second_run_reports_no_change(pair: NetPair, capsys: pytest.CaptureFixture[str], args: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"kind": "tbf", "rate": "20mbit"},
+        {"kind": "tbf", "rate": 12345678, "burst": 3000, "latency": "20ms"},
+        {"kind": "tbf", "rate": "1gbit", "burst": "64k"},
+        {"kind": "tbf", "rate": "125kbps"},
+        {"kind": "htb", "rate": "20mbit", "ceil": "30mbit"},
+        {"kind": "htb", "rate": "12345678", "ceil": "100mbit", "burst": 2040},
+        {"kind": "htb", "rate": "1gbit", "class_id": "a:ff"},
+    ],
+    ids=["tbf-20mbit", "tbf-odd", "tbf-1gbit", "tbf-125kbps", "htb-20-30", "htb-odd", "htb-1gbit-a:ff"],
+)
+def test_a_second_run_reports_no_change(
+    pair: NetPair, capsys: pytest.CaptureFixture[str], args: dict[str, Any]
+) -> None:
     first = module(pair, capsys, **args)
     second = module(pair, capsys, **args)
     assert first["changed"] is True
@@ -112,7 +126,9 @@ def test_check_mode_changes_nothing(pair: NetPair, capsys: pytest.CaptureFixture
         assert (tc.read_shaping(pair.if_a, pair.ns_a), root_qdisc(pair)) == (shaped, root)
 
 
-def test_an_htb_rate_change_rewrites_only_the_class(pair: NetPair, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_htb_rate_change_rewrites_only_the_class(
+    pair: NetPair, capsys: pytest.CaptureFixture[str]
+) -> None:
     module(pair, capsys, kind="htb", rate=RATE, ceil="40mbit")
     changed = module(pair, capsys, kind="htb", rate="10mbit", ceil="40mbit")
     assert changed["changed"] is True
@@ -120,8 +136,9 @@ def test_an_htb_rate_change_rewrites_only_the_class(pair: NetPair, capsys: pytes
     assert changed["diff"]["before"]["shaping"]["rate_bps"] == RATE_BPS
     assert changed["diff"]["after"]["shaping"]["rate_bps"] == 10_000_000
     # 1514-byte bursts, as tc reports them at 10 and 40 Mbit/s (rounded to whole microseconds)
-    assert tc.read_shaping(pair.if_a, pair.ns_a) == tc.Shaping("htb", 10_000_000, 40_000_000, 1512, None, "1:10",
-                                                               1505)
+    assert tc.read_shaping(pair.if_a, pair.ns_a) == tc.Shaping(
+        "htb", 10_000_000, 40_000_000, 1512, None, "1:10", 1505
+    )
 
 
 def test_switching_between_tbf_and_htb(pair: NetPair, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,13 +171,16 @@ def test_the_module_runs_through_the_ansible_command(pair: NetPair) -> None:
     assert checked["changed"] is True
     current = tc.read_shaping(pair.if_a, pair.ns_a)
     assert current is not None and current.rate_bps == RATE_BPS
-    removed = run_ansible_module("firm.core.tc", {"interface": pair.if_a, "namespace": pair.ns_a, "state": "absent"})
+    removed = run_ansible_module(
+        "firm.core.tc", {"interface": pair.if_a, "namespace": pair.ns_a, "state": "absent"}
+    )
     assert removed["changed"] is True
     assert tc.read_shaping(pair.if_a, pair.ns_a) is None
 
 
-def test_bad_input_fails_with_what_and_how_and_changes_nothing(pair: NetPair,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_fails_with_what_and_how_and_changes_nothing(
+    pair: NetPair, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing_if = module(pair, capsys, interface="firm-nope", rate=RATE)
     assert missing_if["failed"] is True
     assert f"interface 'firm-nope' does not exist in network namespace '{pair.ns_a}'" in missing_if["msg"]
@@ -177,21 +197,29 @@ def test_bad_input_fails_with_what_and_how_and_changes_nothing(pair: NetPair,
     assert "below the minimum of 9014 bytes" in small["msg"]
     assert module(pair, capsys, check_mode=True, rate=RATE)["min_burst_bytes"] == 9014
 
-    refused: list[dict[str, Any]] = [{"rate": "0"}, {"rate": "quick"}, {"kind": "htb", "rate": RATE, "ceil": "1mbit"}]
+    refused: list[dict[str, Any]] = [
+        {"rate": "0"},
+        {"rate": "quick"},
+        {"kind": "htb", "rate": RATE, "ceil": "1mbit"},
+    ]
     for args in refused:
         assert module(pair, capsys, **args)["failed"] is True
     root = root_qdisc(pair)
     assert root is not None and root.is_kernel_default
 
 
-def test_a_failed_class_step_restores_the_previous_qdisc(pair: NetPair, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_class_step_restores_the_previous_qdisc(
+    pair: NetPair, capsys: pytest.CaptureFixture[str]
+) -> None:
     module(pair, capsys, kind="tbf", rate=RATE)
     before = tc.read_shaping(pair.if_a, pair.ns_a)
 
     class RefuseClasses(Kernel):  # the kernel's tc, except that it refuses HTB classes
         def run(self, argv: Sequence[str]) -> str:
             if "class" in argv and "replace" in argv:
-                raise tc.TcCommandError("refused for the test", command=list(argv), rc=2, stdout="", stderr="")
+                raise tc.TcCommandError(
+                    "refused for the test", command=list(argv), rc=2, stdout="", stderr=""
+                )
             return super().run(argv)
 
     wanted = tc.shaping_for(pair.if_a, "htb", RATE, namespace=pair.ns_a)
@@ -215,8 +243,26 @@ def test_the_pair_and_its_processes_are_removed_even_when_the_test_fails() -> No
         pytest.skip("needs root to create network namespaces")
     with pytest.raises(RuntimeError, match="body failed"), veth_pair("cleanup") as created:
         sleeper = subprocess.Popen(["ip", "netns", "exec", created.ns_b, "sleep", "60"])
-        subprocess.run(["tc", "-n", created.ns_a, "qdisc", "replace", "dev", created.if_a, "root", "tbf", "rate",
-                        "1mbit", "burst", "1514", "latency", "50ms"], check=True)
+        subprocess.run(
+            [
+                "tc",
+                "-n",
+                created.ns_a,
+                "qdisc",
+                "replace",
+                "dev",
+                created.if_a,
+                "root",
+                "tbf",
+                "rate",
+                "1mbit",
+                "burst",
+                "1514",
+                "latency",
+                "50ms",
+            ],
+            check=True,
+        )
         raise RuntimeError("body failed")
     assert sleeper.wait(timeout=10) == -9
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout

@@ -49,8 +49,9 @@ def store() -> Iterator[redis.Redis]:
     client.close()
 
 
-def start_in_group(layout: cgroup.Layout, path: str, argv: list[str],
-                   spawn: list[subprocess.Popen[bytes]], **kwargs: object) -> subprocess.Popen[bytes]:
+def start_in_group(
+    layout: cgroup.Layout, path: str, argv: list[str], spawn: list[subprocess.Popen[bytes]], **kwargs: object
+) -> subprocess.Popen[bytes]:
     group = cgroup.group_at(layout, path)
     cgroup.create_group(group)
     proc: subprocess.Popen[bytes] = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
@@ -69,7 +70,9 @@ def run_sampler(sampler: Sampler, enough: Callable[[], bool], timeout_s: float =
     """Run the sampler until ``enough()`` holds (polled), failing after ``timeout_s`` seconds."""
     sampler.start()
     try:
-        assert poll(enough, bool, timeout_s=timeout_s).met, f"the sampler did not sample enough in {timeout_s:g} s"
+        assert poll(enough, bool, timeout_s=timeout_s).met, (
+            f"the sampler did not sample enough in {timeout_s:g} s"
+        )
     finally:
         sampler.stop()
 
@@ -82,12 +85,15 @@ def go(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_busy_process_uses_one_core_and_its_samples_land_in_redis(
-        layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]], store: redis.Redis) -> None:
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]], store: redis.Redis
+) -> None:
     busy = start_in_group(layout, group_path, BUSY, spawn)
     name = group_path  # firm-test-<pid>-<n>
     started = time.time()
     cpu_before, mono_before = process_cpu_s(busy.pid), time.monotonic()
-    sampler = Sampler([Instance("busy", name, group_path)], sinks=[RedisTelemetrySink(REDIS_URL)], interval_s=0.5)
+    sampler = Sampler(
+        [Instance("busy", name, group_path)], sinks=[RedisTelemetrySink(REDIS_URL)], interval_s=0.5
+    )
     run_sampler(sampler, lambda: store.xlen(f"firm:telemetry:{name}") >= 6)
     process_cores = (process_cpu_s(busy.pid) - cpu_before) / (time.monotonic() - mono_before)
     assert store.sismember("firm:telemetry:instances", name)
@@ -108,11 +114,14 @@ def test_a_busy_process_uses_one_core_and_its_samples_land_in_redis(
     print(f"sampler: {stats.cpu_ms_per_round:.3f} ms CPU per round of 1 instance (with the Redis write)")
 
 
-def test_a_cpu_quota_shows_as_throttling(layout: cgroup.Layout, group_path: str,
-                                         spawn: list[subprocess.Popen[bytes]]) -> None:
+def test_a_cpu_quota_shows_as_throttling(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
     group = cgroup.group_at(layout, group_path)
     cgroup.create_group(group)
-    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=20000, cpu_period_us=100000)))
+    cgroup.apply_writes(
+        cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=20000, cpu_period_us=100000))
+    )
     busy = start_in_group(layout, group_path, BUSY, spawn)
     memory = MemoryTelemetry()
     sampler = Sampler([Instance("busy", "throttled", group_path)], sinks=[memory], interval_s=0.5)
@@ -129,21 +138,41 @@ def test_a_cpu_quota_shows_as_throttling(layout: cgroup.Layout, group_path: str,
     assert statistics.median(s.cpu_throttled_s_per_s or 0 for s in samples) > 0.4
 
 
-def test_memory_and_disk_writes_are_counted(layout: cgroup.Layout, group_path: str,
-                                            spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+def test_memory_and_disk_writes_are_counted(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
     collector = LocalCollector()
     # Each process waits until it is in the group before it allocates or writes, so all is charged there.
-    holder = start_in_group(layout, group_path, [
-        sys.executable, "-c", "import sys, time; sys.stdin.readline(); b = bytearray(64 << 20); "
-        "print('ready', flush=True); time.sleep(60)"], spawn, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    holder = start_in_group(
+        layout,
+        group_path,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.stdin.readline(); b = bytearray(64 << 20); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        spawn,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     go(holder)
     assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
     instance = Instance("store", "writer", group_path)
     before = collector.read(instance)
     assert before.stats.memory_bytes is not None and before.stats.memory_bytes >= 64 << 20
-    dd = start_in_group(layout, group_path, [
-        "sh", "-c", f"read -r line; exec dd if=/dev/zero of={tmp_path / 'blob'} bs=1M count=32 oflag=direct"],
-        spawn, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    dd = start_in_group(
+        layout,
+        group_path,
+        [
+            "sh",
+            "-c",
+            f"read -r line; exec dd if=/dev/zero of={tmp_path / 'blob'} bs=1M count=32 oflag=direct",
+        ],
+        spawn,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     go(dd)
     assert dd.wait(timeout=60) == 0
     after = collector.read(instance)
@@ -162,8 +191,9 @@ def wait_in_namespace(pid: int, namespace: str) -> None:
     raise AssertionError(f"process {pid} did not enter {namespace}")
 
 
-def test_network_bytes_of_an_instance_in_a_namespace(layout: cgroup.Layout, group_path: str,
-                                                     spawn: list[subprocess.Popen[bytes]]) -> None:
+def test_network_bytes_of_an_instance_in_a_namespace(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
     with veth_pair("tm") as pair:
         proc = start_in_group(layout, group_path, ["ip", "netns", "exec", pair.ns_a, "sleep", "60"], spawn)
         wait_in_namespace(proc.pid, pair.ns_a)
@@ -177,8 +207,11 @@ def test_network_bytes_of_an_instance_in_a_namespace(layout: cgroup.Layout, grou
             assert poll(lambda: memory.latest("sender"), lambda s: s is not None, timeout_s=10).met
             bits_per_s = iperf3_throughput(pair, seconds=2)
             flood_ended = time.time()
-            assert poll(lambda: memory.latest("sender"), lambda s: s is not None and s.timestamp > flood_ended + 0.5,
-                        timeout_s=10).met
+            assert poll(
+                lambda: memory.latest("sender"),
+                lambda s: s is not None and s.timestamp > flood_ended + 0.5,
+                timeout_s=10,
+            ).met
         samples = memory.window("sender", started, time.time())
         sent = sum((s.net_tx_bps or 0) * s.interval_s for s in samples)
         received = sum((s.net_rx_bps or 0) * s.interval_s for s in samples)
@@ -199,7 +232,9 @@ def host_veth() -> Iterator[tuple[str, str, str]]:
     namespace, host_end, inner_end = f"firm-tmh-{pid}", f"fth{pid}"[:15], f"ftn{pid}"[:15]
 
     def ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=15, env=dict(os.environ, LC_ALL="C"))
+        subprocess.run(
+            ["ip", *args], check=True, capture_output=True, timeout=15, env=dict(os.environ, LC_ALL="C")
+        )
 
     try:
         ip("netns", "add", namespace)
@@ -209,7 +244,19 @@ def host_veth() -> Iterator[tuple[str, str, str]]:
         ip("-n", namespace, "link", "set", inner_end, "up")
         mac = Path(f"/sys/class/net/{host_end}/address").read_text().strip()
         # Packets to .2 go to the host end, which has no address and drops them after counting.
-        ip("-n", namespace, "neigh", "add", "198.51.100.2", "lladdr", mac, "dev", inner_end, "nud", "permanent")
+        ip(
+            "-n",
+            namespace,
+            "neigh",
+            "add",
+            "198.51.100.2",
+            "lladdr",
+            mac,
+            "dev",
+            inner_end,
+            "nud",
+            "permanent",
+        )
         yield namespace, host_end, inner_end
     finally:
         with contextlib.suppress(subprocess.SubprocessError):
@@ -225,8 +272,27 @@ def test_the_host_end_of_a_veth_counts_what_the_instance_sent(layout: cgroup.Lay
         collector = LocalCollector()
         instance = Instance("svc", "pinger", group_path, interface=host_end)
         before = collector.read(instance)
-        subprocess.run(["ip", "netns", "exec", namespace, "ping", "-c", "5", "-i", "0.2", "-s", "1000", "-W", "1",
-                        "198.51.100.2"], capture_output=True, timeout=30, check=False)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                namespace,
+                "ping",
+                "-c",
+                "5",
+                "-i",
+                "0.2",
+                "-s",
+                "1000",
+                "-W",
+                "1",
+                "198.51.100.2",
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         after = collector.read(instance)
     assert before.net_tx_bytes is not None and after.net_tx_bytes is not None
     assert before.net_rx_bytes is not None and after.net_rx_bytes is not None
@@ -237,14 +303,18 @@ def test_the_host_end_of_a_veth_counts_what_the_instance_sent(layout: cgroup.Lay
 
 
 def test_a_cgroup_that_disappears_is_skipped_while_the_others_are_sampled(
-        layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]],
-        caplog: pytest.LogCaptureFixture) -> None:
+    layout: cgroup.Layout,
+    group_path: str,
+    spawn: list[subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     child = f"{group_path}/gone"
     start_in_group(layout, group_path, BUSY, spawn)
     doomed = start_in_group(layout, child, ["sleep", "60"], spawn)
     memory = MemoryTelemetry()
-    sampler = Sampler([Instance("svc", "stays", group_path), Instance("svc", "goes", child)], sinks=[memory],
-                      interval_s=0.2)
+    sampler = Sampler(
+        [Instance("svc", "stays", group_path), Instance("svc", "goes", child)], sinks=[memory], interval_s=0.2
+    )
     with sampler:
         assert poll(lambda: len(memory.window("goes", 0, time.time())), lambda n: n >= 2, timeout_s=10).met
         doomed.kill()
@@ -259,9 +329,14 @@ def test_a_cgroup_that_disappears_is_skipped_while_the_others_are_sampled(
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        kept = poll(lambda: (sampler.stats().skipped, len(memory.window("stays", removed_at + 0.3, time.time()))),
-                    lambda seen: seen[0] >= 3 and seen[1] >= 3, timeout_s=10)
-        assert kept.met, f"skipped {kept.value[0]} rounds of the gone group, {kept.value[1]} samples of the other"
+        kept = poll(
+            lambda: (sampler.stats().skipped, len(memory.window("stays", removed_at + 0.3, time.time()))),
+            lambda seen: seen[0] >= 3 and seen[1] >= 3,
+            timeout_s=10,
+        )
+        assert kept.met, (
+            f"skipped {kept.value[0]} rounds of the gone group, {kept.value[1]} samples of the other"
+        )
         assert sampler.running
     assert sampler.stats().skipped >= 3
     assert len(memory.window("stays", removed_at + 0.3, time.time())) >= 3
@@ -269,8 +344,9 @@ def test_a_cgroup_that_disappears_is_skipped_while_the_others_are_sampled(
     assert any("skipping goes" in r.getMessage() for r in caplog.records)
 
 
-def test_sampling_cost_of_many_instances(layout: cgroup.Layout, group_path: str,
-                                         spawn: list[subprocess.Popen[bytes]]) -> None:
+def test_sampling_cost_of_many_instances(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
     """Prints the CPU a round costs for 12 instances (not asserted: a figure for the docs)."""
     instances = []
     for i in range(12):
@@ -290,5 +366,7 @@ def test_sampling_cost_of_many_instances(layout: cgroup.Layout, group_path: str,
     run_sampler(sampler, lambda: len(rounds) >= 12 * 10)
     stats = sampler.stats()
     assert stats.samples == len(rounds) >= 12 * 10
-    print(f"sampler: {stats.rounds} rounds of 12 instances, {stats.cpu_ms_per_round:.3f} ms CPU per round, "
-          f"{stats.cpu_ms_per_instance:.3f} ms per instance")
+    print(
+        f"sampler: {stats.rounds} rounds of 12 instances, {stats.cpu_ms_per_round:.3f} ms CPU per round, "
+        f"{stats.cpu_ms_per_instance:.3f} ms per instance"
+    )

@@ -28,8 +28,20 @@ from tests.helpers.measure import SloTest, background_cores, more_often, own_cpu
 from tests.helpers.modules import run_ansible_module
 from tests.helpers.redis_db import REDIS_URL
 
-EXPECTED_COMPOSE_SERVICES = {"frontend", "compose-post", "unique-id", "text", "url-shorten", "user-mention", "media",
-                             "user", "post-storage", "user-timeline", "home-timeline", "social-graph"}
+EXPECTED_COMPOSE_SERVICES = {
+    "frontend",
+    "compose-post",
+    "unique-id",
+    "text",
+    "url-shorten",
+    "user-mention",
+    "media",
+    "user",
+    "post-storage",
+    "user-timeline",
+    "home-timeline",
+    "social-graph",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +51,21 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed_config
     root = tmp_path_factory.mktemp("testbed")
     defaults = testbed_config.load()
     # user-mention runs two instances: callers must spread its requests over both (scale-out)
-    services = tuple(dataclasses.replace(s, instances=2) if s.name == "user-mention" else s for s in defaults.services)
-    config = dataclasses.replace(defaults, services=services, subnet="203.0.113.0/24", bridge="firmtbt0",
-                                 namespace_prefix="firmtbt-", veth_prefix="ftt", cgroup_parent="firm-testbed-test",
-                                 state_dir=str(root / "state"), data_dir=str(root / "data"), telemetry_redis=REDIS_URL)
+    services = tuple(
+        dataclasses.replace(s, instances=2) if s.name == "user-mention" else s for s in defaults.services
+    )
+    config = dataclasses.replace(
+        defaults,
+        services=services,
+        subnet="203.0.113.0/24",
+        bridge="firmtbt0",
+        namespace_prefix="firmtbt-",
+        veth_prefix="ftt",
+        cgroup_parent="firm-testbed-test",
+        state_dir=str(root / "state"),
+        data_dir=str(root / "data"),
+        telemetry_redis=REDIS_URL,
+    )
     try:
         assert lifecycle.up(config) is True
         assert lifecycle.up(config) is False  # already up: nothing to do
@@ -88,8 +111,10 @@ def background(config: testbed_config.TestbedConfig) -> float:
 
 def skip_if_busy(met: bool, other_cores: float, what: str) -> None:
     if not met and other_cores > BUSY_CORES:
-        pytest.skip(f"{what} while other work took {other_cores:.2f} of this machine's cores (more than "
-                    f"{BUSY_CORES}): the machine cannot show the testbed's SLO now")
+        pytest.skip(
+            f"{what} while other work took {other_cores:.2f} of this machine's cores (more than "
+            f"{BUSY_CORES}): the machine cannot show the testbed's SLO now"
+        )
 
 
 TYPES = ("compose-post", "read-home-timeline")
@@ -103,7 +128,8 @@ def p99(report: experiment.RunReport, phase: str, request_type: str) -> float:
 
 
 def test_the_applications_redis_listens_on_its_bridge_only_and_requires_its_password(
-        testbed: testbed_config.TestbedConfig) -> None:
+    testbed: testbed_config.TestbedConfig,
+) -> None:
     state = lifecycle.read_state(testbed)
     assert state is not None
     password_file = Path(state.redis_password_file or "")
@@ -114,26 +140,32 @@ def test_the_applications_redis_listens_on_its_bridge_only_and_requires_its_pass
     unauthenticated = redis.Redis(host=state.redis_address, port=6379, socket_timeout=5)
     with pytest.raises(redis.AuthenticationError):
         unauthenticated.set("firm:test", "1")
-    authenticated = redis.Redis(host=state.redis_address, port=6379, password=password, socket_timeout=5,
-                                decode_responses=True)
+    authenticated = redis.Redis(
+        host=state.redis_address, port=6379, password=password, socket_timeout=5, decode_responses=True
+    )
     assert authenticated.config_get("bind") == {"bind": state.redis_address}
     assert authenticated.config_get("protected-mode") == {"protected-mode": "yes"}
     assert RedisTraceStore.of(state).client.ping()
 
 
 def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
-        testbed: testbed_config.TestbedConfig) -> None:
+    testbed: testbed_config.TestbedConfig,
+) -> None:
     other = background(testbed)
     started = int(time.time() * 1e6)
     report = experiment.run(testbed, experiment.RunPlan(duration_s=30, redis_url=REDIS_URL))
     other = max(other, background(testbed))
     overall = report.summary.overall
-    print(f"{overall.succeeded}/{overall.sent} succeeded, p99 {overall.p99_ms:.1f} ms, "
-          f"testbed CPU {report.testbed_cpu_cores:.2f} cores, other work {other:.2f} cores")
+    print(
+        f"{overall.succeeded}/{overall.sent} succeeded, p99 {overall.p99_ms:.1f} ms, "
+        f"testbed CPU {report.testbed_cpu_cores:.2f} cores, other work {other:.2f} cores"
+    )
     assert overall.success_ratio is not None and overall.success_ratio >= 0.99
     for request_type, objective in testbed.slo_ms.items():
         met = p99(report, "run", request_type) <= objective
-        skip_if_busy(met, other, f"{request_type} p99 {p99(report, 'run', request_type):.0f} ms missed its SLO")
+        skip_if_busy(
+            met, other, f"{request_type} p99 {p99(report, 'run', request_type):.0f} ms missed its SLO"
+        )
         assert met, request_type
 
     state = lifecycle.read_state(testbed)
@@ -147,7 +179,9 @@ def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
         spans, spans_seen[0] = spans_seen[0], sum(len(t.spans) for t in found)
         return len(found) >= 0.95 * overall.sent and spans == spans_seen[0]
 
-    traces = poll(lambda: store.traces(started, int(time.time() * 1e6)), complete, timeout_s=15, interval_s=0.6).value
+    traces = poll(
+        lambda: store.traces(started, int(time.time() * 1e6)), complete, timeout_s=15, interval_s=0.6
+    ).value
     assert len(traces) >= 0.95 * overall.sent
     for trace in traces:
         ids = {s.span_id for s in trace.spans}
@@ -156,7 +190,9 @@ def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
         assert all(s.parent_id in ids for s in trace.spans if s.parent_id is not None), trace.trace_id
     composed = [t for t in traces if t.spans[0].operation == "compose_post"]
     assert composed and all({s.service for s in t.spans} == EXPECTED_COMPOSE_SERVICES for t in composed)
-    mentions = Counter(s.instance for t in composed for s in t.spans if s.service == "user-mention" and s.kind == "server")
+    mentions = Counter(
+        s.instance for t in composed for s in t.spans if s.service == "user-mention" and s.kind == "server"
+    )
     assert set(mentions) == {"user-mention-0", "user-mention-1"}
     assert min(mentions.values()) >= 0.35 * sum(mentions.values())  # round robin, give or take retries
 
@@ -171,9 +207,13 @@ def test_default_load_succeeds_meets_the_slo_and_leaves_complete_traces(
 
 CONTENTION = [
     pytest.param(experiment.AnomalyPlan("cpu", "compose-post", 80, 15, 18), id="cpu-beside-compose-post"),
-    pytest.param(experiment.AnomalyPlan("disk_io", "post-storage", 50, 15, 18), id="disk-beside-post-storage"),
-    pytest.param(experiment.AnomalyPlan("network_bandwidth", "post-storage", 99, 15, 18, "100mbit"),
-                 id="bandwidth-cap-on-post-storage"),
+    pytest.param(
+        experiment.AnomalyPlan("disk_io", "post-storage", 50, 15, 18), id="disk-beside-post-storage"
+    ),
+    pytest.param(
+        experiment.AnomalyPlan("network_bandwidth", "post-storage", 99, 15, 18, "100mbit"),
+        id="bandwidth-cap-on-post-storage",
+    ),
 ]
 
 
@@ -185,7 +225,8 @@ def slo_test(report: experiment.RunReport, phase: str, request_type: str, object
 
 @pytest.mark.parametrize("plan", CONTENTION)
 def test_contention_on_one_service_breaks_the_slo_and_its_end_restores_it(
-        testbed: testbed_config.TestbedConfig, plan: experiment.AnomalyPlan) -> None:
+    testbed: testbed_config.TestbedConfig, plan: experiment.AnomalyPlan
+) -> None:
     """Each phase (15 s before, during and after the anomaly) is held to the SLO as a statistical
     claim on its requests (``SloTest``: at most 1 % slower than the objective, one-sided binomial
     test at 1 %), not as one sample of its p99 against a hard line: a compose-post phase has about
@@ -200,21 +241,36 @@ def test_contention_on_one_service_breaks_the_slo_and_its_end_restores_it(
     for request_type in TYPES:
         objective = testbed.slo_ms[request_type]
         before, during, after = (p99(report, phase, request_type) for phase in ("before", "during", "after"))
-        tests = {phase: slo_test(report, phase, request_type, objective) for phase in ("before", "during", "after")}
-        print(f"{plan.kind}: {request_type} p99 {before:.0f} ms before, {during:.0f} during, {after:.0f} after "
-              f"(SLO {objective:.0f}); " + "; ".join(f"{name}: {test.describe()}" for name, test in tests.items())
-              + f"; other work {other:.2f} cores")
+        tests = {
+            phase: slo_test(report, phase, request_type, objective) for phase in ("before", "during", "after")
+        }
+        print(
+            f"{plan.kind}: {request_type} p99 {before:.0f} ms before, {during:.0f} during, {after:.0f} after "
+            f"(SLO {objective:.0f}); "
+            + "; ".join(f"{name}: {test.describe()}" for name, test in tests.items())
+            + f"; other work {other:.2f} cores"
+        )
         for phase in ("before", "after"):
-            skip_if_busy(tests[phase].meets, other, f"{request_type} {phase} the anomaly: {tests[phase].describe()},")
+            skip_if_busy(
+                tests[phase].meets, other, f"{request_type} {phase} the anomaly: {tests[phase].describe()},"
+            )
         assert tests["before"].meets, f"{request_type} before the anomaly: {tests['before'].describe()}"
         assert tests["during"].breaks, f"{request_type} during the anomaly: {tests['during'].describe()}"
         assert during > objective and during > 1.5 * before
         # restored: consistent with the SLO, or no more requests over it than before (Fisher, 1 %)
-        rose = more_often(tests["after"].slower, len(tests["after"].latencies_ms), tests["before"].slower,
-                          len(tests["before"].latencies_ms))
-        assert tests["after"].meets or rose >= 0.01, (f"{request_type} after the anomaly: {tests['after'].describe()}, "
-                                                      f"more often than before (p = {rose:.2g})")
-        assert during - after >= 0.8 * (during - before), f"{request_type}: the end of the anomaly relieved too little"
+        rose = more_often(
+            tests["after"].slower,
+            len(tests["after"].latencies_ms),
+            tests["before"].slower,
+            len(tests["before"].latencies_ms),
+        )
+        assert tests["after"].meets or rose >= 0.01, (
+            f"{request_type} after the anomaly: {tests['after'].describe()}, "
+            f"more often than before (p = {rose:.2g})"
+        )
+        assert during - after >= 0.8 * (during - before), (
+            f"{request_type}: the end of the anomaly relieved too little"
+        )
 
 
 def collector_records(report: experiment.RunReport) -> list[RequestRecord]:
@@ -222,7 +278,9 @@ def collector_records(report: experiment.RunReport) -> list[RequestRecord]:
     return report.records
 
 
-def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testbed_config.TestbedConfig) -> None:
+def test_giving_the_contended_services_more_cpus_restores_the_slo(
+    testbed: testbed_config.TestbedConfig,
+) -> None:
     """A CPU anomaly on compose-post's CPU breaks the SLO; firm.core.cgroup gives the services pinned to
     that CPU a second one (their cpuset grows), and the SLO holds again while the anomaly goes on.
 
@@ -250,22 +308,34 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(testbed: testb
     finally:
         timer.cancel()
         for instance in on_cpu0:
-            run_ansible_module("firm.core.cgroup", {"path": instance.cgroup, "cpuset_cpus": instance.spec.cpus})
+            run_ansible_module(
+                "firm.core.cgroup", {"path": instance.cgroup, "cpuset_cpus": instance.spec.cpus}
+            )
     assert failures == [] and not timer.is_alive() and grown_at
     began = min(r.intended_at for r in collector_records(report))
-    contended = [r.latency_ms for r in collector_records(report) if r.request_type.value == "read-home-timeline"
-                 and 12 <= r.intended_at - began <= raised_at]
-    relieved = [r.latency_ms for r in collector_records(report) if r.request_type.value == "read-home-timeline"
-                and r.intended_at >= grown_at[0] + 3]
+    contended = [
+        r.latency_ms
+        for r in collector_records(report)
+        if r.request_type.value == "read-home-timeline" and 12 <= r.intended_at - began <= raised_at
+    ]
+    relieved = [
+        r.latency_ms
+        for r in collector_records(report)
+        if r.request_type.value == "read-home-timeline" and r.intended_at >= grown_at[0] + 3
+    ]
     objective = testbed.slo_ms["read-home-timeline"]
     under, after = percentile(contended, 99), percentile(relieved, 99)
     assert under is not None and after is not None
     other = max(other, background(testbed))
     contended_test, relieved_test = SloTest(contended, objective), SloTest(relieved, objective)
-    print(f"read-home-timeline p99 {under:.0f} ms under the anomaly ({contended_test.describe()}), {after:.0f} ms "
-          f"after their cpusets grew ({relieved_test.describe()}); other work {other:.2f} cores")
+    print(
+        f"read-home-timeline p99 {under:.0f} ms under the anomaly ({contended_test.describe()}), {after:.0f} ms "
+        f"after their cpusets grew ({relieved_test.describe()}); other work {other:.2f} cores"
+    )
     assert under > objective and contended_test.breaks
     # held as a statistical claim on the requests (SloTest), as the contention test does: ~400 requests
     # whose p99 is their fourth slowest
-    skip_if_busy(relieved_test.meets, other, f"read-home-timeline after the cpusets grew: {relieved_test.describe()}")
+    skip_if_busy(
+        relieved_test.meets, other, f"read-home-timeline after the cpusets grew: {relieved_test.describe()}"
+    )
     assert relieved_test.meets, f"read-home-timeline after the cpusets grew: {relieved_test.describe()}"

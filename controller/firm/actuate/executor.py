@@ -72,21 +72,29 @@ class Action:
 
     def __post_init__(self) -> None:
         if self.resource not in UNITS:
-            raise ActionError(f"action on {self.instance}: unknown resource {self.resource!r}",
-                              fix=f"use one of {', '.join(UNITS)}")
+            raise ActionError(
+                f"action on {self.instance}: unknown resource {self.resource!r}",
+                fix=f"use one of {', '.join(UNITS)}",
+            )
         if self.resource == "cpuset":
             if not isinstance(self.value, str) or not self.value.strip():
-                raise ActionError(f"action on {self.instance}: cpuset {self.value!r} is not a CPU list",
-                                  fix="give the CPUs as the kernel lists them, e.g. '0-1' or '0,2'")
+                raise ActionError(
+                    f"action on {self.instance}: cpuset {self.value!r} is not a CPU list",
+                    fix="give the CPUs as the kernel lists them, e.g. '0-1' or '0,2'",
+                )
             return
         if isinstance(self.value, (str, bool)):
-            raise ActionError(f"action on {self.instance}: {self.resource} {self.value!r} is not a number",
-                              fix=f"give {self.resource} in {UNITS[self.resource]}")
+            raise ActionError(
+                f"action on {self.instance}: {self.resource} {self.value!r} is not a number",
+                fix=f"give {self.resource} in {UNITS[self.resource]}",
+            )
         value = float(self.value)
         if math.isnan(value) or value <= 0 or (math.isinf(value) and self.resource not in UNLIMITABLE):
-            raise ActionError(f"action on {self.instance}: {self.resource} {self.value!r} is not a positive "
-                              "finite number", fix=f"give {self.resource} in {UNITS[self.resource]} above 0"
-                              + (" (inf for no limit)" if self.resource in UNLIMITABLE else ""))
+            raise ActionError(
+                f"action on {self.instance}: {self.resource} {self.value!r} is not a positive finite number",
+                fix=f"give {self.resource} in {UNITS[self.resource]} above 0"
+                + (" (inf for no limit)" if self.resource in UNLIMITABLE else ""),
+            )
         object.__setattr__(self, "value", value)
 
     @property
@@ -94,8 +102,14 @@ class Action:
         return UNITS[self.resource]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"instance": self.instance, "service": self.service, "resource": self.resource,
-                "value": json_value(self.value), "unit": self.unit, "reason": self.reason}
+        return {
+            "instance": self.instance,
+            "service": self.service,
+            "resource": self.resource,
+            "value": json_value(self.value),
+            "unit": self.unit,
+            "reason": self.reason,
+        }
 
 
 def json_value(value: Value | None) -> float | str | None:
@@ -119,8 +133,12 @@ class Applied:
     """Whether anything was (or, in a dry run, would be) written."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.action.as_dict(), "before": json_value(self.before), "after": json_value(self.after),
-                "changed": self.changed}
+        return {
+            **self.action.as_dict(),
+            "before": json_value(self.before),
+            "after": json_value(self.after),
+            "changed": self.changed,
+        }
 
 
 @dataclass(frozen=True)
@@ -145,9 +163,16 @@ class StepResult:
         return self.ok and not self.dry_run and any(a.changed for a in self.applied)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "dry_run": self.dry_run, "changed": self.changed, "rolled_back": self.rolled_back,
-                "error": self.error, "rollback_failures": list(self.rollback_failures),
-                "duration_ms": round(self.duration_s * 1000, 3), "actions": [a.as_dict() for a in self.applied]}
+        return {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "changed": self.changed,
+            "rolled_back": self.rolled_back,
+            "error": self.error,
+            "rollback_failures": list(self.rollback_failures),
+            "duration_ms": round(self.duration_s * 1000, 3),
+            "actions": [a.as_dict() for a in self.applied],
+        }
 
 
 @dataclass(frozen=True)
@@ -162,8 +187,10 @@ class Snapshot:
     """Back-end specific state for an exact restore (e.g. both disk throttles, the tc qdisc)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"taken_at": self.taken_at,
-                "limits": {i: {r: json_value(v) for r, v in res.items()} for i, res in self.limits.items()}}
+        return {
+            "taken_at": self.taken_at,
+            "limits": {i: {r: json_value(v) for r, v in res.items()} for i, res in self.limits.items()},
+        }
 
 
 @runtime_checkable
@@ -194,8 +221,9 @@ class MemoryExecutor:
     whose write fails, to exercise rollback.
     """
 
-    def __init__(self, limits: Mapping[str, Mapping[str, Value]], *,
-                 fail_on: frozenset[tuple[str, str]] = frozenset()) -> None:
+    def __init__(
+        self, limits: Mapping[str, Mapping[str, Value]], *, fail_on: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         self.limits: dict[str, dict[str, Value]] = {i: dict(r) for i, r in limits.items()}
         self.fail_on = fail_on
         self.writes = 0
@@ -207,8 +235,12 @@ class MemoryExecutor:
         started = time.perf_counter()
         for action in actions:
             if action.resource not in self.limits.get(action.instance, {}):
-                return StepResult((), dry_run, error=f"{action.instance} has no {action.resource} here",
-                                  duration_s=time.perf_counter() - started)
+                return StepResult(
+                    (),
+                    dry_run,
+                    error=f"{action.instance} has no {action.resource} here",
+                    duration_s=time.perf_counter() - started,
+                )
         done: list[Applied] = []
         for action in actions:
             before = self.limits[action.instance][action.resource]
@@ -218,9 +250,13 @@ class MemoryExecutor:
                     for applied in reversed(done):
                         self.limits[applied.action.instance][applied.action.resource] = applied.before  # type: ignore[assignment]
                     undone = tuple(Applied(a.action, a.before, a.before, a.changed) for a in done)
-                    return StepResult(undone, dry_run, rolled_back=True,
-                                      error=f"writing {action.resource} of {action.instance} failed",
-                                      duration_s=time.perf_counter() - started)
+                    return StepResult(
+                        undone,
+                        dry_run,
+                        rolled_back=True,
+                        error=f"writing {action.resource} of {action.instance} failed",
+                        duration_s=time.perf_counter() - started,
+                    )
                 self.limits[action.instance][action.resource] = action.value
                 self.writes += 1
             done.append(Applied(action, before, action.value, changed))
@@ -229,9 +265,13 @@ class MemoryExecutor:
     def snapshot(self, instances: Sequence[str]) -> Snapshot:
         missing = [i for i in instances if i not in self.limits]
         if missing:
-            raise ExecutorError(f"unknown instances {', '.join(missing)}", fix="name instances this executor manages")
+            raise ExecutorError(
+                f"unknown instances {', '.join(missing)}", fix="name instances this executor manages"
+            )
         return Snapshot(time.time(), {i: dict(self.limits[i]) for i in instances})
 
     def restore(self, snapshot: Snapshot) -> StepResult:
-        actions = [Action(i, r, v) for i, res in snapshot.limits.items() for r, v in res.items() if v is not None]
+        actions = [
+            Action(i, r, v) for i, res in snapshot.limits.items() for r, v in res.items() if v is not None
+        ]
         return self.apply(actions, dry_run=False)

@@ -87,12 +87,21 @@ class LocalExecutor:
     verify what the kernel holds and record their undo steps in the step's rollback. Raises :class:`ExecutorError` when a target names a group that does not exist.
     """
 
-    def __init__(self, targets: Sequence[LocalTarget], *, cgroup_root: str = "/sys/fs/cgroup",
-                 resctrl_root: str = resctrl.RESCTRL_ROOT, mounts_file: str = resctrl.MOUNTS_FILE,
-                 cpuinfo_file: str = resctrl.CPUINFO_FILE, sysfs_root: str = "/sys",
-                 netns_dir: str = tc.NETNS_DIR, psched_path: str = tc.PSCHED_PATH,
-                 kernel: Kernel = KERNEL, resctrl_prefix: str = "firm-",
-                 network_cache_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        targets: Sequence[LocalTarget],
+        *,
+        cgroup_root: str = "/sys/fs/cgroup",
+        resctrl_root: str = resctrl.RESCTRL_ROOT,
+        mounts_file: str = resctrl.MOUNTS_FILE,
+        cpuinfo_file: str = resctrl.CPUINFO_FILE,
+        sysfs_root: str = "/sys",
+        netns_dir: str = tc.NETNS_DIR,
+        psched_path: str = tc.PSCHED_PATH,
+        kernel: Kernel = KERNEL,
+        resctrl_prefix: str = "firm-",
+        network_cache_s: float = 30.0,
+    ) -> None:
         self.targets = {t.name: t for t in targets}
         self.layout = cgroup.detect_layout(cgroup_root)
         self.sysfs_root, self.netns_dir, self.psched_path = sysfs_root, netns_dir, psched_path
@@ -145,16 +154,20 @@ class LocalExecutor:
         try:
             return self.targets[instance]
         except KeyError:
-            raise ExecutorError(f"no instance {instance!r} is managed here",
-                                fix=f"use one of {', '.join(sorted(self.targets))}") from None
+            raise ExecutorError(
+                f"no instance {instance!r} is managed here",
+                fix=f"use one of {', '.join(sorted(self.targets))}",
+            ) from None
 
     def _group(self, target: LocalTarget) -> cgroup.Group:
         group = self._groups.get(target.cgroup)
         if group is None:  # group_at resolves every hierarchy's path: once per instance
             group = self._groups[target.cgroup] = cgroup.group_at(self.layout, target.cgroup)
         if not group.exists():
-            raise ExecutorError(f"the cgroup {target.cgroup} of {target.name} does not exist",
-                                fix="check that the instance runs (firm testbed status)")
+            raise ExecutorError(
+                f"the cgroup {target.cgroup} of {target.name} does not exist",
+                fix="check that the instance runs (firm testbed status)",
+            )
         return group
 
     # -- reading ----------------------------------------------------------------------------------
@@ -163,8 +176,10 @@ class LocalExecutor:
         """The current value of one resource, in its unit (``inf``: no limit)."""
         target = self._target(instance)
         if resource not in self.resources(instance):
-            raise ExecutorError(f"{resource} of {instance} cannot be set on this machine",
-                                fix=f"use one of {', '.join(sorted(self.resources(instance)))}")
+            raise ExecutorError(
+                f"{resource} of {instance} cannot be set on this machine",
+                fix=f"use one of {', '.join(sorted(self.resources(instance)))}",
+            )
         group = self._group(target) if resource in CGROUP_RESOURCES | {"disk_io"} else None
         if resource == "cpu":
             assert group is not None
@@ -192,7 +207,9 @@ class LocalExecutor:
         cached = self._shapings.get(target.name)
         if not fresh and cached is not None and time.monotonic() - cached[0] < self.network_cache_s:
             return cached[1]
-        shaping = tc.read_shaping(target.interface, target.namespace, netns_dir=self.netns_dir, kernel=self.kernel)
+        shaping = tc.read_shaping(
+            target.interface, target.namespace, netns_dir=self.netns_dir, kernel=self.kernel
+        )
         self._shapings[target.name] = (time.monotonic(), shaping)
         return shaping
 
@@ -217,7 +234,11 @@ class LocalExecutor:
         value = schemata.get("MB", info.mba.domains[0]) if schemata is not None else None
         if value is None:
             return 100.0
-        return float(value) * 100 / resctrl.AMD_MAX_BANDWIDTH if info.mba.unit == resctrl.UNIT_AMD else float(value)
+        return (
+            float(value) * 100 / resctrl.AMD_MAX_BANDWIDTH
+            if info.mba.unit == resctrl.UNIT_AMD
+            else float(value)
+        )
 
     def snapshot(self, instances: Sequence[str]) -> Snapshot:
         limits: dict[str, dict[str, Value | None]] = {}
@@ -234,14 +255,18 @@ class LocalExecutor:
                     exact["shaping"] = self._shaping(target)
                 if self.resctrl is not None:
                     name = self._resctrl_name(instance)
-                    exact["resctrl"] = (resctrl.read_schemata(self.resctrl.root, name)
-                                        if resctrl.group_exists(self.resctrl.root, name) else None)
+                    exact["resctrl"] = (
+                        resctrl.read_schemata(self.resctrl.root, name)
+                        if resctrl.group_exists(self.resctrl.root, name)
+                        else None
+                    )
                 raw[instance] = exact
         except ExecutorError:
             raise
         except FirmError as exc:
-            raise ExecutorError(f"cannot read the limits of {', '.join(instances)}: {exc}",
-                                fix="check that the instances run") from exc
+            raise ExecutorError(
+                f"cannot read the limits of {', '.join(instances)}: {exc}", fix="check that the instances run"
+            ) from exc
         return Snapshot(time.time(), limits, raw)
 
     # -- applying ----------------------------------------------------------------------------------
@@ -268,12 +293,22 @@ class LocalExecutor:
                 plan.run(undo)
             except (FirmError, OSError) as exc:
                 failures = tuple(undo.undo())
-                log.warning("step failed at %s of %s (%s); %s", plan.action.resource, plan.action.instance, exc,
-                            "rolled back" if not failures else f"rollback incomplete: {failures}")
+                log.warning(
+                    "step failed at %s of %s (%s); %s",
+                    plan.action.resource,
+                    plan.action.instance,
+                    exc,
+                    "rolled back" if not failures else f"rollback incomplete: {failures}",
+                )
                 reverted = tuple(Applied(a.action, a.before, a.before, a.changed) for a in done)
-                return StepResult(reverted, False, rolled_back=True,
-                                  error=f"{plan.action.resource} of {plan.action.instance}: {exc}",
-                                  rollback_failures=failures, duration_s=time.perf_counter() - started)
+                return StepResult(
+                    reverted,
+                    False,
+                    rolled_back=True,
+                    error=f"{plan.action.resource} of {plan.action.instance}: {exc}",
+                    rollback_failures=failures,
+                    duration_s=time.perf_counter() - started,
+                )
             done.append(Applied(plan.action, plan.before, plan.after, True))
         return StepResult(tuple(done), False, duration_s=time.perf_counter() - started)
 
@@ -282,12 +317,16 @@ class LocalExecutor:
         for action in actions:
             key = (action.instance, action.resource)
             if key in seen:
-                raise ExecutorError(f"{action.resource} of {action.instance} is set twice in one step",
-                                    fix="give one action per instance and resource")
+                raise ExecutorError(
+                    f"{action.resource} of {action.instance} is set twice in one step",
+                    fix="give one action per instance and resource",
+                )
             seen.add(key)
             if action.resource not in self.resources(self._target(action.instance).name):
-                raise ExecutorError(f"{action.resource} of {action.instance} cannot be set on this machine",
-                                    fix=f"mask it; this machine sets {', '.join(sorted(self.resources(action.instance)))}")
+                raise ExecutorError(
+                    f"{action.resource} of {action.instance} cannot be set on this machine",
+                    fix=f"mask it; this machine sets {', '.join(sorted(self.resources(action.instance)))}",
+                )
         plans = [self._plan(a) for a in actions if a.resource not in RESCTRL_RESOURCES]
         by_instance: dict[str, list[Action]] = {}
         for action in actions:
@@ -308,7 +347,9 @@ class LocalExecutor:
             assert isinstance(value, float)
             _, period = cgroup.read_cpu_max(group)
             quota = -1 if math.isinf(value) else max(cgroup.CPU_QUOTA_MIN_US, round(value * period))
-            settings = cgroup.CgroupSettings(cpu_quota_us=quota, cpuset_cpus=self._cpus_for(target, group, value))
+            settings = cgroup.CgroupSettings(
+                cpu_quota_us=quota, cpuset_cpus=self._cpus_for(target, group, value)
+            )
             after: Value = math.inf if quota < 0 else quota / period
         elif action.resource == "cpu_weight":
             assert isinstance(value, float)
@@ -321,8 +362,9 @@ class LocalExecutor:
         else:  # disk_io
             assert isinstance(value, float)
             rate = None if math.isinf(value) else max(1, round(value))
-            settings = cgroup.CgroupSettings(disk=(cgroup.DiskLimit(self._disks[action.instance], read_bps=rate,
-                                                                      write_bps=rate),))
+            settings = cgroup.CgroupSettings(
+                disk=(cgroup.DiskLimit(self._disks[action.instance], read_bps=rate, write_bps=rate),)
+            )
             after = math.inf if rate is None else float(rate)
         return self._cgroup_plan(action, group, settings, before, after)
 
@@ -331,22 +373,38 @@ class LocalExecutor:
         on one CPU could never be used): the group's CPUs plus the parent's next ones. None: no change."""
         if "cpuset" not in self.layout.hierarchies:
             return None
-        current = cgroup.parse_list(str(cgroup.read_settings(group, cgroup.CgroupSettings(cpuset_cpus="0"))
-                                        ["cpuset_cpus"]))
+        current = cgroup.parse_list(
+            str(cgroup.read_settings(group, cgroup.CgroupSettings(cpuset_cpus="0"))["cpuset_cpus"])
+        )
         needed = len(current) if math.isinf(cores) else math.ceil(cores - 1e-9)
         if not current or needed <= len(current):
             return None
         parent = cgroup.group_at(self.layout, os.path.dirname(target.cgroup.strip("/")))
         effective = parent.file("cpuset", "cpuset.cpus.effective")  # v2: an empty cpuset.cpus inherits
-        allowed = cgroup.parse_list(read_text(effective) if group.version("cpuset") == 2 and os.path.exists(effective)
-                                    else read_text(parent.file("cpuset", "cpuset.cpus")))
+        allowed = cgroup.parse_list(
+            read_text(effective)
+            if group.version("cpuset") == 2 and os.path.exists(effective)
+            else read_text(parent.file("cpuset", "cpuset.cpus"))
+        )
         extra = [c for c in allowed if c not in current][: needed - len(current)]
         return cgroup.format_list(current + extra) if extra else None
 
-    def _cgroup_plan(self, action: Action, group: cgroup.Group, settings: cgroup.CgroupSettings,
-                     before: Value | None, after: Value) -> _Plan:
-        ensure = functools.partial(cgroup.ensure_cgroup, group, settings, create=False, sysfs_root=self.sysfs_root,
-                                   kernel=self.kernel)
+    def _cgroup_plan(
+        self,
+        action: Action,
+        group: cgroup.Group,
+        settings: cgroup.CgroupSettings,
+        before: Value | None,
+        after: Value,
+    ) -> _Plan:
+        ensure = functools.partial(
+            cgroup.ensure_cgroup,
+            group,
+            settings,
+            create=False,
+            sysfs_root=self.sysfs_root,
+            kernel=self.kernel,
+        )
         if not ensure(check_mode=True).changed:
             return _Plan(action, before, after, None)
 
@@ -355,8 +413,13 @@ class LocalExecutor:
 
         return _Plan(action, before, after, run)
 
-    def _plan_network(self, action: Action, target: LocalTarget, before: Value | None,
-                      exact: tc.Shaping | bool | None = False) -> _Plan:
+    def _plan_network(
+        self,
+        action: Action,
+        target: LocalTarget,
+        before: Value | None,
+        exact: tc.Shaping | bool | None = False,
+    ) -> _Plan:
         """``exact`` (a Shaping or None) restores a snapshot's qdisc as it was; False: from the value."""
         assert target.interface is not None
         interface, namespace = target.interface, target.namespace
@@ -368,12 +431,28 @@ class LocalExecutor:
             wanted = None
         else:
             rate = round(float(action.value))
-            wanted = tc.shaping_for(interface, "tbf", rate, namespace=namespace, netns_dir=self.netns_dir,
-                                    psched_path=self.psched_path, kernel=self.kernel)
-            wanted = dataclasses.replace(wanted, burst_bytes=max(wanted.burst_bytes, int(rate / 8 * BURST_SECONDS)))
+            wanted = tc.shaping_for(
+                interface,
+                "tbf",
+                rate,
+                namespace=namespace,
+                netns_dir=self.netns_dir,
+                psched_path=self.psched_path,
+                kernel=self.kernel,
+            )
+            wanted = dataclasses.replace(
+                wanted, burst_bytes=max(wanted.burst_bytes, int(rate / 8 * BURST_SECONDS))
+            )
         after: Value = math.inf if wanted is None else float(wanted.rate_bps)
-        ensure = functools.partial(tc.ensure_shaping, interface, wanted, namespace, netns_dir=self.netns_dir,
-                                   psched_path=self.psched_path, kernel=self.kernel)
+        ensure = functools.partial(
+            tc.ensure_shaping,
+            interface,
+            wanted,
+            namespace,
+            netns_dir=self.netns_dir,
+            psched_path=self.psched_path,
+            kernel=self.kernel,
+        )
         if not ensure(check_mode=True).changed:
             return _Plan(action, before, after, None)
         shapings = self._shapings
@@ -389,8 +468,9 @@ class LocalExecutor:
 
         return _Plan(action, before, after, run)
 
-    def _plan_resctrl(self, instance: str, actions: Sequence[Action],
-                      exact: resctrl.Schemata | bool | None = False) -> list[_Plan]:
+    def _plan_resctrl(
+        self, instance: str, actions: Sequence[Action], exact: resctrl.Schemata | bool | None = False
+    ) -> list[_Plan]:
         info = self.resctrl
         assert info is not None
         target = self._target(instance)
@@ -409,8 +489,10 @@ class LocalExecutor:
                 assert info.mba is not None
                 amd = info.mba.unit == resctrl.UNIT_AMD
                 if amd:
-                    mb = max(info.mba.min_bandwidth, min(info.mba.max_bandwidth,
-                                                         round(action.value * resctrl.AMD_MAX_BANDWIDTH / 100)))
+                    mb = max(
+                        info.mba.min_bandwidth,
+                        min(info.mba.max_bandwidth, round(action.value * resctrl.AMD_MAX_BANDWIDTH / 100)),
+                    )
                     afters["memory_bandwidth"] = mb * 100 / resctrl.AMD_MAX_BANDWIDTH
                 else:
                     gran = info.mba.bandwidth_gran or 1
@@ -424,10 +506,14 @@ class LocalExecutor:
                 if not exists:
                     return [_Plan(a, befores[a.resource], befores[a.resource], None) for a in actions]
                 plans = [_Plan(a, befores[a.resource], a.value, None) for a in actions]
-                return [dataclasses.replace(plans[0], run=_resctrl_removal(info.root, name, self.kernel)), *plans[1:]]
+                return [
+                    dataclasses.replace(plans[0], run=_resctrl_removal(info.root, name, self.kernel)),
+                    *plans[1:],
+                ]
         request = resctrl.build_request(info, l3=l3, mb=mb)
-        tasks = resctrl.task_ids(sorted({p for pids in cgroup.group_pids(self._group(target)).values()
-                                         for p in pids}))
+        tasks = resctrl.task_ids(
+            sorted({p for pids in cgroup.group_pids(self._group(target)).values() for p in pids})
+        )
         kernel = self.kernel
         change = resctrl.ensure_group(info, name, request, tasks, check_mode=True, kernel=kernel)
         if not change.changed:
@@ -463,34 +549,46 @@ class LocalExecutor:
                         plans.append(self._cgroup_plan(action, group, settings, before, value))
                     elif resource == "disk_io" and "disk" in raw:
                         exact = raw["disk"] or cgroup.DiskLimit(self._disks[instance])
-                        plans.append(self._cgroup_plan(action, group, cgroup.CgroupSettings(disk=(exact,)), before,
-                                                       value))
+                        plans.append(
+                            self._cgroup_plan(
+                                action, group, cgroup.CgroupSettings(disk=(exact,)), before, value
+                            )
+                        )
                     elif resource == "network" and "shaping" in raw:
                         plans.append(self._plan_network(action, target, before, exact=raw["shaping"]))
                     elif resource in RESCTRL_RESOURCES:
                         continue
                     else:
                         plans.append(self._plan(action))
-                rdt = [Action(instance, r, v, reason="restore") for r, v in limits.items()
-                       if r in RESCTRL_RESOURCES and isinstance(v, float)]
+                rdt = [
+                    Action(instance, r, v, reason="restore")
+                    for r, v in limits.items()
+                    if r in RESCTRL_RESOURCES and isinstance(v, float)
+                ]
                 if rdt and "resctrl" in raw:
                     plans += self._plan_resctrl(instance, rdt, exact=raw["resctrl"])
                 elif rdt:
                     plans += self._plan_resctrl(instance, rdt)
         except FirmError as exc:
-            return StepResult((), False, error=f"cannot restore: {exc}", duration_s=time.perf_counter() - started)
+            return StepResult(
+                (), False, error=f"cannot restore: {exc}", duration_s=time.perf_counter() - started
+            )
         return self._execute(plans, False, started)
 
 
 def _with_burst_floor(shaping: tc.Shaping, link: tc.Link) -> tc.Shaping:
     """tc reports bursts rounded down; never ask for one below a frame."""
     floor = link.mtu + link.overhead
-    return dataclasses.replace(shaping, burst_bytes=max(shaping.burst_bytes, floor),
-                               cburst_bytes=None if shaping.cburst_bytes is None else max(shaping.cburst_bytes, floor))
+    return dataclasses.replace(
+        shaping,
+        burst_bytes=max(shaping.burst_bytes, floor),
+        cburst_bytes=None if shaping.cburst_bytes is None else max(shaping.cburst_bytes, floor),
+    )
 
 
 def _resctrl_removal(root: str, name: str, kernel: Kernel) -> Callable[[Rollback], None]:
     """Remove a group firm made (its tasks go back to the default group); cannot be undone."""
+
     def run(undo: Rollback) -> None:
         resctrl.remove_group(root, name, kernel=kernel)
 

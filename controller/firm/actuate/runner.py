@@ -49,8 +49,16 @@ def _search_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
 
 
-def run_module(module: str, args: dict[str, Any], *, hosts: str = "localhost", inventory: str | None = None,
-               check: bool = False, diff: bool = False, timeout: int = 120) -> dict[str, HostResult]:
+def run_module(
+    module: str,
+    args: dict[str, Any],
+    *,
+    hosts: str = "localhost",
+    inventory: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    timeout: int = 120,
+) -> dict[str, HostResult]:
     """Run ``module`` with ``args`` on ``hosts``; returns each host's result.
 
     ``inventory`` is a path; without one, localhost runs with the local connection.
@@ -60,18 +68,38 @@ def run_module(module: str, args: dict[str, Any], *, hosts: str = "localhost", i
         cmdline.append("--check")
     if diff:
         cmdline.append("--diff")
-    env = {"ANSIBLE_COLLECTIONS_PATH": collections_path(), "ANSIBLE_HOST_KEY_CHECKING": "True",
-           "ANSIBLE_PYTHON_INTERPRETER": "auto_silent", "ANSIBLE_NOCOLOR": "1", "PATH": _search_path()}
+    env = {
+        "ANSIBLE_COLLECTIONS_PATH": collections_path(),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": _search_path(),
+    }
     with tempfile.TemporaryDirectory(prefix="firm-runner-") as private_dir:
         if inventory is None:
-            inventory_arg: Any = {"all": {"hosts": {"localhost": {"ansible_connection": "local",
-                                                                 "ansible_python_interpreter": sys.executable}}}}
+            inventory_arg: Any = {
+                "all": {
+                    "hosts": {
+                        "localhost": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": sys.executable,
+                        }
+                    }
+                }
+            }
         else:
             inventory_arg = inventory
         run = ansible_runner.run(
-            private_data_dir=private_dir, host_pattern=hosts, module=module, module_args=json.dumps(args),
-            inventory=inventory_arg, envvars=env, cmdline=" ".join(cmdline) or None, quiet=True,
-            timeout=timeout, suppress_env_files=True,
+            private_data_dir=private_dir,
+            host_pattern=hosts,
+            module=module,
+            module_args=json.dumps(args),
+            inventory=inventory_arg,
+            envvars=env,
+            cmdline=" ".join(cmdline) or None,
+            quiet=True,
+            timeout=timeout,
+            suppress_env_files=True,
         )
         results: dict[str, HostResult] = {}
         for event in run.events:
@@ -81,6 +109,8 @@ def run_module(module: str, args: dict[str, Any], *, hosts: str = "localhost", i
                 status = {"runner_on_ok": "ok", "runner_on_failed": "failed"}.get(kind, "unreachable")
                 results[data["host"]] = HostResult(data["host"], status, data.get("res", {}))
         if not results:
-            raise RunnerError(f"ansible-runner ran {module} on no host (status {run.status}, rc {run.rc}); "
-                              f"check the host pattern {hosts!r} and the inventory")
+            raise RunnerError(
+                f"ansible-runner ran {module} on no host (status {run.status}, rc {run.rc}); "
+                f"check the host pattern {hosts!r} and the inventory"
+            )
         return results

@@ -87,8 +87,10 @@ class AnsibleTarget:
 
     def __post_init__(self) -> None:
         if (self.cgroup is None) == (self.pod_uid is None):
-            raise ExecutorError(f"instance {self.name}: give exactly one of cgroup and pod_uid",
-                                fix="a cgroup path for processes, a pod UID for Kubernetes pods")
+            raise ExecutorError(
+                f"instance {self.name}: give exactly one of cgroup and pod_uid",
+                fix="a cgroup path for processes, a pod UID for Kubernetes pods",
+            )
 
     def group_args(self, container_id: str | None = None) -> dict[str, Any]:
         """The cgroup module's target arguments."""
@@ -145,9 +147,18 @@ class AnsibleExecutor:
     applied since (the loop asks for the limits every step, and a read costs one ansible run).
     """
 
-    def __init__(self, targets: Sequence[AnsibleTarget], inventory: str | None = None, *,
-                 period_us: int = 100_000, timeout_s: int = 120, audit_path: str | None = None,
-                 run: PlaybookRunner | None = None, max_hosts: int = 8, snapshot_ttl_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        targets: Sequence[AnsibleTarget],
+        inventory: str | None = None,
+        *,
+        period_us: int = 100_000,
+        timeout_s: int = 120,
+        audit_path: str | None = None,
+        run: PlaybookRunner | None = None,
+        max_hosts: int = 8,
+        snapshot_ttl_s: float = 30.0,
+    ) -> None:
         self.targets = {t.name: t for t in targets}
         self.inventory = inventory
         self.period_us = period_us
@@ -196,8 +207,10 @@ class AnsibleExecutor:
         try:
             return self.targets[instance]
         except KeyError:
-            raise ExecutorError(f"no instance {instance!r} is managed here",
-                                fix=f"use one of {', '.join(sorted(self.targets))}") from None
+            raise ExecutorError(
+                f"no instance {instance!r} is managed here",
+                fix=f"use one of {', '.join(sorted(self.targets))}",
+            ) from None
 
     # -- tasks -------------------------------------------------------------------------------------
 
@@ -205,8 +218,10 @@ class AnsibleExecutor:
         """The module calls that apply ``action`` (raises :class:`ExecutorError` when it cannot be set)."""
         target = self._target(action.instance)
         if action.resource not in self.resources(action.instance):
-            raise ExecutorError(f"{action.resource} of {action.instance} cannot be set on {target.host}",
-                                fix=f"mask it; this target sets {', '.join(sorted(self.resources(action.instance)))}")
+            raise ExecutorError(
+                f"{action.resource} of {action.instance} cannot be set on {target.host}",
+                fix=f"mask it; this target sets {', '.join(sorted(self.resources(action.instance)))}",
+            )
         label = f"firm[{index}] {action.resource} of {action.instance}"
         value = action.value
         if action.resource == "cpu":
@@ -218,8 +233,16 @@ class AnsibleExecutor:
                 ordered = groups  # raising: the pod's group first, then its containers'
             else:
                 ordered = list(reversed(groups)) if self._lowering(target, value) else groups
-            return [Task(index, CGROUP, {**g, **settings}, f"{label} ({i + 1}/{len(ordered)})",
-                         main=i == len(ordered) - 1) for i, g in enumerate(ordered)]
+            return [
+                Task(
+                    index,
+                    CGROUP,
+                    {**g, **settings},
+                    f"{label} ({i + 1}/{len(ordered)})",
+                    main=i == len(ordered) - 1,
+                )
+                for i, g in enumerate(ordered)
+            ]
         if action.resource == "cpu_weight":
             assert isinstance(value, float)
             return [Task(index, CGROUP, {**target.group_args(), "cpu_weight": round(value)}, label)]
@@ -262,41 +285,83 @@ class AnsibleExecutor:
         else:
             mb = dict(info.get("mb") or {})
             if mb.get("unit") == "1/8 GB/s":
-                args["mb"] = max(int(mb.get("min_bandwidth", 1)), min(AMD_MAX_BANDWIDTH,
-                                                                       round(value * AMD_MAX_BANDWIDTH / 100)))
+                args["mb"] = max(
+                    int(mb.get("min_bandwidth", 1)),
+                    min(AMD_MAX_BANDWIDTH, round(value * AMD_MAX_BANDWIDTH / 100)),
+                )
             else:
                 gran = int(mb.get("bandwidth_gran") or 1)
                 wanted = max(int(mb.get("min_bandwidth", 10)), min(100, round(value)))
                 args["mb"] = min(100, -(-wanted // gran) * gran)
         probe = f"firm_procs_{index}"
         group = target.cgroup or ""
-        argv = ["find", "/sys/fs/cgroup", "-path", f"*{group or target.pod_uid}*", "-name", "cgroup.procs",
-                "-exec", "cat", "{}", "+"]
+        argv = [
+            "find",
+            "/sys/fs/cgroup",
+            "-path",
+            f"*{group or target.pod_uid}*",
+            "-name",
+            "cgroup.procs",
+            "-exec",
+            "cat",
+            "{}",
+            "+",
+        ]
         args["pids"] = "{{ " + probe + ".stdout.split() | map('int') | unique | list }}"
-        return [Task(index, "ansible.builtin.command", {"argv": argv}, f"{label} (tasks)", register=probe,
-                     main=False),
-                Task(index, RESCTRL, args, label)]
+        return [
+            Task(
+                index,
+                "ansible.builtin.command",
+                {"argv": argv},
+                f"{label} (tasks)",
+                register=probe,
+                main=False,
+            ),
+            Task(index, RESCTRL, args, label),
+        ]
 
     # -- running -----------------------------------------------------------------------------------
 
     def _run_playbook(self, host: str, tasks: list[dict[str, Any]], check: bool) -> list[dict[str, Any]]:
         """One ansible-runner run of ``tasks`` on ``host``; its ``runner_on_*`` events."""
-        env = {"ANSIBLE_COLLECTIONS_PATH": collections_path(), "ANSIBLE_HOST_KEY_CHECKING": "True",
-               "ANSIBLE_PYTHON_INTERPRETER": "auto_silent", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])}
+        env = {
+            "ANSIBLE_COLLECTIONS_PATH": collections_path(),
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
+        }
         play = [{"name": f"firm step on {host}", "hosts": host, "gather_facts": False, "tasks": tasks}]
         inventory: Any = self.inventory
         if inventory is None:
-            inventory = {"all": {"hosts": {"localhost": {"ansible_connection": "local",
-                                                         "ansible_python_interpreter": sys.executable}}}}
+            inventory = {
+                "all": {
+                    "hosts": {
+                        "localhost": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": sys.executable,
+                        }
+                    }
+                }
+            }
         with tempfile.TemporaryDirectory(prefix="firm-ansible-") as private:
-            run = ansible_runner.run(private_data_dir=private, playbook=play, inventory=inventory, envvars=env,
-                                     cmdline="--check --diff" if check else "--diff", quiet=True,
-                                     timeout=self.timeout_s, suppress_env_files=True)
+            run = ansible_runner.run(
+                private_data_dir=private,
+                playbook=play,
+                inventory=inventory,
+                envvars=env,
+                cmdline="--check --diff" if check else "--diff",
+                quiet=True,
+                timeout=self.timeout_s,
+                suppress_env_files=True,
+            )
             events = [e for e in run.events if str(e.get("event", "")).startswith("runner_on_")]
             if not events:
-                raise ExecutorError(f"ansible-runner ran nothing on {host} (status {run.status}, rc {run.rc})",
-                                    fix=f"check that {host} is in the inventory {self.inventory or '(local)'}")
+                raise ExecutorError(
+                    f"ansible-runner ran nothing on {host} (status {run.status}, rc {run.rc})",
+                    fix=f"check that {host} is in the inventory {self.inventory or '(local)'}",
+                )
             return events
 
     def _run_host(self, host: str, tasks: Sequence[Task], check: bool) -> list[TaskOutcome]:
@@ -321,21 +386,41 @@ class AnsibleExecutor:
                 continue
             res = dict(data.get("res", {}))
             outcome.result = res
-            outcome.status = {"runner_on_ok": "changed" if res.get("changed") else "ok",
-                              "runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
-                              "runner_on_skipped": "skipped"}.get(kind, "failed")
+            outcome.status = {
+                "runner_on_ok": "changed" if res.get("changed") else "ok",
+                "runner_on_failed": "failed",
+                "runner_on_unreachable": "unreachable",
+                "runner_on_skipped": "skipped",
+            }.get(kind, "failed")
         if any(o.status == "unreachable" for o in outcomes.values()):
             for outcome in outcomes.values():
                 if outcome.status == "not_run":
                     outcome.status = "unreachable"
         return list(outcomes.values())
 
-    def _record(self, kind: str, host: str, check: bool, outcomes: Sequence[TaskOutcome], started: float) -> None:
-        record: dict[str, Any] = {"time": time.time(), "kind": kind, "host": host, "check": check,
-                  "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                  "tasks": [{"name": o.task.name, "module": o.task.module, "status": o.status,
-                             **({"error": str(o.result.get("msg", ""))[:500]} if o.status in ("failed", "unreachable")
-                                else {})} for o in outcomes]}
+    def _record(
+        self, kind: str, host: str, check: bool, outcomes: Sequence[TaskOutcome], started: float
+    ) -> None:
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "kind": kind,
+            "host": host,
+            "check": check,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "tasks": [
+                {
+                    "name": o.task.name,
+                    "module": o.task.module,
+                    "status": o.status,
+                    **(
+                        {"error": str(o.result.get("msg", ""))[:500]}
+                        if o.status in ("failed", "unreachable")
+                        else {}
+                    ),
+                }
+                for o in outcomes
+            ],
+        }
         with self._lock:
             self.audit.append(record)
             if self.audit_path is not None:
@@ -347,7 +432,9 @@ class AnsibleExecutor:
         bad = [o.task.name for o in outcomes if o.status in ("failed", "unreachable")]
         (log.warning if bad else log.info)("%s on %s: %s", kind, host, bad or "ok")
 
-    def _run_hosts(self, kind: str, by_host: Mapping[str, Sequence[Task]], check: bool) -> dict[str, list[TaskOutcome]]:
+    def _run_hosts(
+        self, kind: str, by_host: Mapping[str, Sequence[Task]], check: bool
+    ) -> dict[str, list[TaskOutcome]]:
         def one(host: str) -> list[TaskOutcome]:
             started = time.perf_counter()
             outcomes = self._run_host(host, by_host[host], check)
@@ -370,10 +457,14 @@ class AnsibleExecutor:
             for index, action in enumerate(actions):
                 key = (action.instance, action.resource)
                 if key in seen:
-                    raise ExecutorError(f"{action.resource} of {action.instance} is set twice in one step",
-                                        fix="give one action per instance and resource")
+                    raise ExecutorError(
+                        f"{action.resource} of {action.instance} is set twice in one step",
+                        fix="give one action per instance and resource",
+                    )
                 seen.add(key)
-                by_host.setdefault(self._target(action.instance).host, []).extend(self.tasks_for(index, action))
+                by_host.setdefault(self._target(action.instance).host, []).extend(
+                    self.tasks_for(index, action)
+                )
         except ExecutorError as exc:
             return StepResult((), dry_run, error=str(exc), duration_s=time.perf_counter() - started)
         if not by_host:
@@ -397,8 +488,14 @@ class AnsibleExecutor:
             for action in actions:
                 self._read_at.pop(action.instance, None)
         reverted = tuple(Applied(a.action, a.before, a.before, a.changed) for a in applied)
-        return StepResult(reverted, False, rolled_back=True, error=error, rollback_failures=tuple(failures),
-                          duration_s=time.perf_counter() - started)
+        return StepResult(
+            reverted,
+            False,
+            rolled_back=True,
+            error=error,
+            rollback_failures=tuple(failures),
+            duration_s=time.perf_counter() - started,
+        )
 
     def _remember(self, actions: Sequence[Action]) -> None:
         for action in actions:
@@ -413,8 +510,9 @@ class AnsibleExecutor:
         ok = outcome is not None and outcome.status in ("ok", "changed")
         return Applied(action, before, action.value if ok else before, changed)
 
-    def _rollback(self, by_host: Mapping[str, Sequence[Task]], results: Mapping[str, Sequence[TaskOutcome]]
-                  ) -> list[str]:
+    def _rollback(
+        self, by_host: Mapping[str, Sequence[Task]], results: Mapping[str, Sequence[TaskOutcome]]
+    ) -> list[str]:
         """Undo every changed task, hosts in parallel, tasks in reverse; what could not be undone."""
         undo: dict[str, list[Task]] = {}
         failures: list[str] = []
@@ -422,7 +520,9 @@ class AnsibleExecutor:
             for outcome in reversed(outcomes):
                 if outcome.status != "changed":
                     if outcome.status == "unreachable" and outcome.task.main and outcome.task.action >= 0:
-                        failures.append(f"{outcome.task.name} on {host}: host unreachable; its state is unknown")
+                        failures.append(
+                            f"{outcome.task.name} on {host}: host unreachable; its state is unknown"
+                        )
                     continue
                 inverse = inverse_task(outcome.task, outcome.result)
                 if inverse is None:
@@ -432,8 +532,11 @@ class AnsibleExecutor:
         if undo:
             done = self._run_hosts("rollback", undo, False)
             for host, outcomes in done.items():
-                failures += [f"undo of {o.task.name} on {host}: {o.status}: {_message(o.result)}"
-                             for o in outcomes if o.status in ("failed", "unreachable", "not_run")]
+                failures += [
+                    f"undo of {o.task.name} on {host}: {o.status}: {_message(o.result)}"
+                    for o in outcomes
+                    if o.status in ("failed", "unreachable", "not_run")
+                ]
         return failures
 
     def _note(self, applied: Sequence[Applied]) -> None:
@@ -455,8 +558,11 @@ class AnsibleExecutor:
                 self._known[instance] = dict(taken.limits.get(instance, {}))
                 self._known_raw[instance] = taken.raw.get(instance, {})
                 self._read_at[instance] = now
-        return Snapshot(time.time(), {i: dict(self._known[i]) for i in instances},
-                        {i: self._known_raw[i] for i in instances if i in self._known_raw})
+        return Snapshot(
+            time.time(),
+            {i: dict(self._known[i]) for i in instances},
+            {i: self._known_raw[i] for i in instances if i in self._known_raw},
+        )
 
     def _read(self, instances: Sequence[str]) -> Snapshot:
         """Current limits, read by the modules in check mode (one run per host)."""
@@ -472,8 +578,11 @@ class AnsibleExecutor:
         for host, outcomes in results.items():
             bad = [o for o in outcomes if o.status in ("failed", "unreachable")]
             if bad:
-                raise ExecutorError(f"cannot read the limits on {host}: {bad[0].task.name}: {bad[0].status}: "
-                                    f"{_message(bad[0].result)}", fix="check the host and that the instances run")
+                raise ExecutorError(
+                    f"cannot read the limits on {host}: {bad[0].task.name}: {bad[0].status}: "
+                    f"{_message(bad[0].result)}",
+                    fix="check the host and that the instances run",
+                )
             for outcome in outcomes:
                 instance = outcome.task.name.split(" of ", 1)[1]
                 before = outcome.result.get("diff", {}).get("before")
@@ -490,8 +599,12 @@ class AnsibleExecutor:
                         entry["cpuset"] = str(before["cpuset_cpus"])
                     disk = before.get("disk")
                     if isinstance(disk, dict) and disk:
-                        values = [v for d in disk.values() for k, v in d.items()
-                                  if k in ("read_bps", "write_bps") and v is not None]
+                        values = [
+                            v
+                            for d in disk.values()
+                            for k, v in d.items()
+                            if k in ("read_bps", "write_bps") and v is not None
+                        ]
                         entry["disk_io"] = float(min(values)) if values else math.inf
                 elif outcome.task.module == TC and isinstance(before, dict):
                     shaping = before.get("shaping")
@@ -500,7 +613,12 @@ class AnsibleExecutor:
         return Snapshot(time.time(), limits, raw)
 
     def _probe_tasks(self, target: AnsibleTarget) -> list[Task]:
-        args: dict[str, Any] = {**target.group_args(), "cpu_quota_us": -1, "cpu_weight": 100, "cpuset_cpus": "0"}
+        args: dict[str, Any] = {
+            **target.group_args(),
+            "cpu_quota_us": -1,
+            "cpu_weight": 100,
+            "cpuset_cpus": "0",
+        }
         if target.disk_device is not None:
             args["devices"] = [{"device": target.disk_device}]
         tasks = [Task(-1, CGROUP, args, f"read cgroup of {target.name}")]
@@ -529,21 +647,43 @@ class AnsibleExecutor:
                     action = Action(instance, resource, value, reason="restore", service=target.service)
                     actions.append(action)
                     if resource == "cpu" and isinstance(before, dict) and "cpu_quota_us" in before:
-                        tasks.append(Task(index, CGROUP, {**target.group_args(),
-                                                          "cpu_quota_us": before["cpu_quota_us"],
-                                                          "cpu_period_us": before["cpu_period_us"]},
-                                          f"restore[{index}] cpu of {instance}"))
+                        tasks.append(
+                            Task(
+                                index,
+                                CGROUP,
+                                {
+                                    **target.group_args(),
+                                    "cpu_quota_us": before["cpu_quota_us"],
+                                    "cpu_period_us": before["cpu_period_us"],
+                                },
+                                f"restore[{index}] cpu of {instance}",
+                            )
+                        )
                     elif resource == "disk_io" and isinstance(before, dict) and before.get("disk"):
-                        devices = [{"device": d, **{k: v for k, v in f.items() if v is not None}}
-                                   for d, f in before["disk"].items()]
-                        tasks.append(Task(index, CGROUP, {**target.group_args(), "devices": devices},
-                                          f"restore[{index}] disk_io of {instance}"))
+                        devices = [
+                            {"device": d, **{k: v for k, v in f.items() if v is not None}}
+                            for d, f in before["disk"].items()
+                        ]
+                        tasks.append(
+                            Task(
+                                index,
+                                CGROUP,
+                                {**target.group_args(), "devices": devices},
+                                f"restore[{index}] disk_io of {instance}",
+                            )
+                        )
                     elif resource == "network" and "shaping" in raw:
-                        tasks.append(_tc_exact(index, target, raw["shaping"], f"restore[{index}] network of {instance}"))
+                        tasks.append(
+                            _tc_exact(
+                                index, target, raw["shaping"], f"restore[{index}] network of {instance}"
+                            )
+                        )
                     else:
                         tasks.extend(self.tasks_for(index, action))
         except ExecutorError as exc:
-            return StepResult((), False, error=f"cannot restore: {exc}", duration_s=time.perf_counter() - started)
+            return StepResult(
+                (), False, error=f"cannot restore: {exc}", duration_s=time.perf_counter() - started
+            )
         by_host = {h: t for h, t in by_host.items() if t}
         if not by_host:
             return StepResult((), False, duration_s=time.perf_counter() - started)
@@ -555,9 +695,14 @@ class AnsibleExecutor:
             failures = self._rollback(by_host, results)
             for action in actions:
                 self._read_at.pop(action.instance, None)
-            return StepResult(tuple(Applied(a.action, a.before, a.before, a.changed) for a in applied), False,
-                              rolled_back=True, error=f"{failed[0].task.name}: {_message(failed[0].result)}",
-                              rollback_failures=tuple(failures), duration_s=time.perf_counter() - started)
+            return StepResult(
+                tuple(Applied(a.action, a.before, a.before, a.changed) for a in applied),
+                False,
+                rolled_back=True,
+                error=f"{failed[0].task.name}: {_message(failed[0].result)}",
+                rollback_failures=tuple(failures),
+                duration_s=time.perf_counter() - started,
+            )
         self._note(applied)
         return StepResult(applied, False, duration_s=time.perf_counter() - started)
 
@@ -605,7 +750,9 @@ def _before_value(resource: str, result: Mapping[str, Any], period_us: int) -> V
         return str(before["cpuset_cpus"]) if "cpuset_cpus" in before else None
     disk = before.get("disk")
     if isinstance(disk, dict) and disk:
-        values = [v for d in disk.values() for k, v in d.items() if k in ("read_bps", "write_bps") and v is not None]
+        values = [
+            v for d in disk.values() for k, v in d.items() if k in ("read_bps", "write_bps") and v is not None
+        ]
         return float(min(values)) if values else math.inf
     return None
 
@@ -618,8 +765,11 @@ def inverse_task(task: Task, result: Mapping[str, Any]) -> Task | None:
     if task.module == CGROUP:
         if not isinstance(before, dict):
             return None
-        target = {k: v for k, v in task.args.items()
-                  if k in ("path", "pod_uid", "container_id", "cgroup_driver", "container_runtime")}
+        target = {
+            k: v
+            for k, v in task.args.items()
+            if k in ("path", "pod_uid", "container_id", "cgroup_driver", "container_runtime")
+        }
         args: dict[str, Any] = dict(target)
         for key in ("cpu_quota_us", "cpu_period_us", "cpu_weight", "cpuset_cpus"):
             if key in before and key in task.args:
@@ -627,8 +777,10 @@ def inverse_task(task: Task, result: Mapping[str, Any]) -> Task | None:
         if "cpu_quota_us" in task.args and "cpu_period_us" in before:
             args["cpu_period_us"] = before["cpu_period_us"]
         if "devices" in task.args and isinstance(before.get("disk"), dict):
-            args["devices"] = [{"device": d, **{k: v for k, v in f.items() if v is not None}}
-                               for d, f in before["disk"].items()]
+            args["devices"] = [
+                {"device": d, **{k: v for k, v in f.items() if v is not None}}
+                for d, f in before["disk"].items()
+            ]
         return Task(task.action, CGROUP, args, name) if len(args) > len(target) else None
     if task.module == TC:
         if not isinstance(before, dict):
@@ -651,12 +803,17 @@ def inverse_task(task: Task, result: Mapping[str, Any]) -> Task | None:
     if task.module == RESCTRL:
         if result.get("created"):
             return Task(task.action, RESCTRL, {"name": task.args["name"], "state": "absent"}, name)
-        lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1] for line in str(before or "").splitlines()
-                 if ":" in line and not line.startswith("tasks")}
+        lines = {
+            line.split(":", 1)[0].strip(): line.split(":", 1)[1]
+            for line in str(before or "").splitlines()
+            if ":" in line and not line.startswith("tasks")
+        }
         args = {"name": task.args["name"]}
         for key, resource in (("l3", "L3"), ("mb", "MB")):
             if key in task.args and resource in lines:
-                domains = dict(pair.split("=", 1) for pair in lines[resource].strip().split(";") if "=" in pair)
+                domains = dict(
+                    pair.split("=", 1) for pair in lines[resource].strip().split(";") if "=" in pair
+                )
                 args[key] = {d: (int(v) if key == "mb" else v) for d, v in domains.items()}
         return Task(task.action, RESCTRL, args, name) if len(args) > 1 else None
     return None
@@ -665,5 +822,15 @@ def inverse_task(task: Task, result: Mapping[str, Any]) -> Task | None:
 def targets_from_local(targets: Sequence[Any], host: str = "localhost") -> list[AnsibleTarget]:
     """Ansible targets for the local executor's (:class:`firm.actuate.local.LocalTarget`) instances,
     all on ``host``: the embedded testbed driven through ansible."""
-    return [AnsibleTarget(name=t.name, service=t.service, host=host, cgroup=t.cgroup, interface=t.interface,
-                          namespace=t.namespace, disk_device=t.disk_device) for t in targets]
+    return [
+        AnsibleTarget(
+            name=t.name,
+            service=t.service,
+            host=host,
+            cgroup=t.cgroup,
+            interface=t.interface,
+            namespace=t.namespace,
+            disk_device=t.disk_device,
+        )
+        for t in targets
+    ]

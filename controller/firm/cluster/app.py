@@ -31,10 +31,18 @@ class ClusterTarget:
     ``node_cpu`` gives each node's allocatable cores (absent: unbounded).
     """
 
-    def __init__(self, discovery: Discovery, traces: JaegerWindow, telemetry: TelemetrySource | None,
-                 executor: KubernetesExecutor, *, node_target: NodeTarget | None = None,
-                 node_cpu: Mapping[str, float] | None = None, refresh_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        discovery: Discovery,
+        traces: JaegerWindow,
+        telemetry: TelemetrySource | None,
+        executor: KubernetesExecutor,
+        *,
+        node_target: NodeTarget | None = None,
+        node_cpu: Mapping[str, float] | None = None,
+        refresh_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.discovery, self.traces, self.telemetry, self.kube = discovery, traces, telemetry, executor
         self.node_target = node_target
         self.node_cpu = dict(node_cpu or {})

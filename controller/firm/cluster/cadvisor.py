@@ -45,8 +45,10 @@ from firm.telemetry.source import TelemetrySink
 
 log = logging.getLogger(__name__)
 
-_POD = re.compile(r"pod([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12})"
-                  r"(?:\.slice)?(?=/|$)")
+_POD = re.compile(
+    r"pod([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12})"
+    r"(?:\.slice)?(?=/|$)"
+)
 
 COUNTERS = {
     "container_cpu_usage_seconds_total": "cpu_s",
@@ -113,8 +115,10 @@ def parse(text: str) -> dict[str, PodCounters]:
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
-        raise ClusterError(f"the metrics are not Prometheus text: {exc}",
-                           fix="point firm at /metrics/cadvisor of the kubelet or /metrics of cAdvisor") from exc
+        raise ClusterError(
+            f"the metrics are not Prometheus text: {exc}",
+            fix="point firm at /metrics/cadvisor of the kubelet or /metrics of cAdvisor",
+        ) from exc
     for family in families:
         for sample in family.samples:
             cgroup_id = sample.labels.get("id")
@@ -132,7 +136,9 @@ def parse(text: str) -> dict[str, PodCounters]:
             if target is None:
                 continue
             row.add(target, float(sample.value))
-            if sample.timestamp is not None and (row.at is None or name == "container_cpu_usage_seconds_total"):
+            if sample.timestamp is not None and (
+                row.at is None or name == "container_cpu_usage_seconds_total"
+            ):
                 row.at = float(sample.timestamp)
     pods: dict[str, PodCounters] = {}
     for cgroup_id, row in rows.items():
@@ -141,10 +147,15 @@ def parse(text: str) -> dict[str, PodCounters]:
         uid = match.group(1).replace("_", "-").lower()
         pod = pods.setdefault(uid, PodCounters(uid))
         labels = labels_of[cgroup_id]
-        pod.namespace = pod.namespace or labels.get("namespace", "") or labels.get(
-            "container_label_io_kubernetes_pod_namespace", "")
-        pod.name = pod.name or labels.get("pod", "") or labels.get("container_label_io_kubernetes_pod_name", "")
-        rest = cgroup_id[match.end():].strip("/")
+        pod.namespace = (
+            pod.namespace
+            or labels.get("namespace", "")
+            or labels.get("container_label_io_kubernetes_pod_namespace", "")
+        )
+        pod.name = (
+            pod.name or labels.get("pod", "") or labels.get("container_label_io_kubernetes_pod_name", "")
+        )
+        rest = cgroup_id[match.end() :].strip("/")
         if not rest:
             pod.pod = row
             continue
@@ -168,29 +179,45 @@ def sample_between(instance: str, service: str, before: PodCounters, after: PodC
     if a.at is None or b.at is None or a.at <= b.at:
         return None
     seconds = a.at - b.at
-    pairs = [(b.cpu_s, a.cpu_s), (b.periods, a.periods), (b.throttled_periods, a.throttled_periods),
-             (b.throttled_s, a.throttled_s), (b.read_bytes, a.read_bytes), (b.write_bytes, a.write_bytes),
-             (before.rx_bytes, after.rx_bytes), (before.tx_bytes, after.tx_bytes)]
+    pairs = [
+        (b.cpu_s, a.cpu_s),
+        (b.periods, a.periods),
+        (b.throttled_periods, a.throttled_periods),
+        (b.throttled_s, a.throttled_s),
+        (b.read_bytes, a.read_bytes),
+        (b.write_bytes, a.write_bytes),
+        (before.rx_bytes, after.rx_bytes),
+        (before.tx_bytes, after.tx_bytes),
+    ]
     if any(x is not None and y is not None and y < x for x, y in pairs):
         return None
     periods = None if b.periods is None or a.periods is None else a.periods - b.periods
-    throttled = (None if b.throttled_periods is None or a.throttled_periods is None
-                 else a.throttled_periods - b.throttled_periods)
+    throttled = (
+        None
+        if b.throttled_periods is None or a.throttled_periods is None
+        else a.throttled_periods - b.throttled_periods
+    )
     ratio = None if periods is None or throttled is None else (throttled / periods if periods > 0 else 0.0)
     if periods is None and b.cpu_s is not None:
         ratio = 0.0  # no CFS series: the pod has no CPU limit, so it is never throttled
     throttled_s = _rate(b.throttled_s, a.throttled_s, seconds)
     if throttled_s is None and b.cpu_s is not None and b.periods is None:
         throttled_s = 0.0
-    return Sample(instance=instance, service=service, timestamp=a.at, interval_s=seconds,
-                  cpu_cores=_rate(b.cpu_s, a.cpu_s, seconds), cpu_throttled_ratio=ratio,
-                  cpu_throttled_s_per_s=throttled_s,
-                  memory_bytes=None if a.memory_bytes is None else int(a.memory_bytes),
-                  disk_read_bps=_rate(b.read_bytes, a.read_bytes, seconds),
-                  disk_write_bps=_rate(b.write_bytes, a.write_bytes, seconds),
-                  net_rx_bps=_rate(before.rx_bytes, after.rx_bytes, seconds),
-                  net_tx_bps=_rate(before.tx_bytes, after.tx_bytes, seconds),
-                  pids=None if a.tasks is None else int(a.tasks))
+    return Sample(
+        instance=instance,
+        service=service,
+        timestamp=a.at,
+        interval_s=seconds,
+        cpu_cores=_rate(b.cpu_s, a.cpu_s, seconds),
+        cpu_throttled_ratio=ratio,
+        cpu_throttled_s_per_s=throttled_s,
+        memory_bytes=None if a.memory_bytes is None else int(a.memory_bytes),
+        disk_read_bps=_rate(b.read_bytes, a.read_bytes, seconds),
+        disk_write_bps=_rate(b.write_bytes, a.write_bytes, seconds),
+        net_rx_bps=_rate(before.rx_bytes, after.rx_bytes, seconds),
+        net_tx_bps=_rate(before.tx_bytes, after.tx_bytes, seconds),
+        pids=None if a.tasks is None else int(a.tasks),
+    )
 
 
 Fetcher = Callable[[str], str]
@@ -205,22 +232,30 @@ def kubelet_fetcher(api: kube_client.ApiClient, *, timeout_s: float = 5.0) -> Fe
         # The generated connect_get_node_proxy_with_path escapes the '/' of the path; the raw path is
         # what kubectl get --raw sends.
         try:
-            request = api.param_serialize("GET", "/api/v1/nodes/{name}/proxy/metrics/cadvisor",
-                                          path_params={"name": node}, header_params={"Accept": "text/plain"},
-                                          auth_settings=["BearerToken"])
+            request = api.param_serialize(
+                "GET",
+                "/api/v1/nodes/{name}/proxy/metrics/cadvisor",
+                path_params={"name": node},
+                header_params={"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+            )
             response = api.call_api(*request, _request_timeout=timeout_s)
             response.read()  # type: ignore[no-untyped-call]
             return str(api.response_deserialize(response, {"200": "str"}).data)
         except ApiException as exc:
             raise api_error(exc, f"reading /metrics/cadvisor of node {node}") from exc
         except (HTTPError, OSError) as exc:
-            raise ClusterError(f"cannot reach the API server for node {node}'s metrics: {exc}",
-                               fix="check the kubeconfig's server address and the network") from exc
+            raise ClusterError(
+                f"cannot reach the API server for node {node}'s metrics: {exc}",
+                fix="check the kubeconfig's server address and the network",
+            ) from exc
 
     return fetch
 
 
-def url_fetcher(template: str, addresses: Mapping[str, str] | None = None, *, timeout_s: float = 5.0) -> Fetcher:
+def url_fetcher(
+    template: str, addresses: Mapping[str, str] | None = None, *, timeout_s: float = 5.0
+) -> Fetcher:
     """cAdvisor's own ``/metrics`` over HTTP: ``template`` with ``{node}`` (and ``{address}``, the
     node's address from ``addresses``), e.g. ``http://{address}:8080/metrics``."""
 
@@ -230,8 +265,10 @@ def url_fetcher(template: str, addresses: Mapping[str, str] | None = None, *, ti
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 return bytes(response.read()).decode()
         except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
-            raise ClusterError(f"cannot read cAdvisor metrics at {url}: {exc}",
-                               fix="check that the cadvisor DaemonSet runs and the URL template") from exc
+            raise ClusterError(
+                f"cannot read cAdvisor metrics at {url}: {exc}",
+                fix="check that the cadvisor DaemonSet runs and the URL template",
+            ) from exc
 
     return fetch
 
@@ -300,10 +337,18 @@ class ClusterSampler:
     ``sinks``; in a thread of its own (``start()`` / ``stop()``). A sink that fails is logged and
     retried next round."""
 
-    def __init__(self, collector: ClusterCollector, pods: Callable[[], Sequence[PodInfo]], *,
-                 sinks: Iterable[TelemetrySink], interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        collector: ClusterCollector,
+        pods: Callable[[], Sequence[PodInfo]],
+        *,
+        sinks: Iterable[TelemetrySink],
+        interval_s: float = 1.0,
+    ) -> None:
         if interval_s <= 0:
-            raise ClusterError(f"interval_s {interval_s!r} is not positive", fix="give seconds above 0, e.g. 1")
+            raise ClusterError(
+                f"interval_s {interval_s!r} is not positive", fix="give seconds above 0, e.g. 1"
+            )
         self.collector, self.pods, self.sinks, self.interval_s = collector, pods, list(sinks), interval_s
         self.rounds = 0
         self._stop = threading.Event()

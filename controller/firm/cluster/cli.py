@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from firm.cluster.config import ServiceSpec
     from firm.cluster.discovery import PodInfo
 
-_SERVICE_HELP = ("A service as NAME=NAMESPACE:SELECTOR[:DEPLOYMENT], e.g. "
-                 "compose-post=social-network:app=compose-post-service:compose-post-service (repeatable).")
+_SERVICE_HELP = (
+    "A service as NAME=NAMESPACE:SELECTOR[:DEPLOYMENT], e.g. "
+    "compose-post=social-network:app=compose-post-service:compose-post-service (repeatable)."
+)
 
 
 def _services(specs: tuple[str, ...], services_file: Path | None) -> list[ServiceSpec]:
@@ -32,14 +34,17 @@ def _services(specs: tuple[str, ...], services_file: Path | None) -> list[Servic
         except (OSError, yaml.YAMLError) as exc:
             raise click.ClickException(f"--services {services_file}: {exc}") from exc
         if not isinstance(doc, (dict, list)):
-            raise click.ClickException(f"--services {services_file}: expected a mapping of services or a list")
+            raise click.ClickException(
+                f"--services {services_file}: expected a mapping of services or a list"
+            )
         found += services_from(doc.get("services", doc) if isinstance(doc, dict) else doc)
     for spec in specs:
         name, _, rest = spec.partition("=")
         parts = rest.split(":")
         if not name or len(parts) < 2:
-            raise click.BadParameter(f"{spec!r} is not NAME=NAMESPACE:SELECTOR[:DEPLOYMENT]",
-                                     param_hint="--service")
+            raise click.BadParameter(
+                f"{spec!r} is not NAME=NAMESPACE:SELECTOR[:DEPLOYMENT]", param_hint="--service"
+            )
         found.append(ServiceSpec(name, parts[0], parts[1], parts[2] if len(parts) > 2 and parts[2] else None))
     if not found:
         raise click.UsageError("give the application's services: --service ... or --services FILE")
@@ -55,19 +60,45 @@ def _row(pod: PodInfo, driver: str) -> dict[str, Any]:
 
 
 @click.command("cluster")
-@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, envvar="KUBECONFIG",
-              help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    envvar="KUBECONFIG",
+    help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).",
+)
 @click.option("--context", default=None, help="kubeconfig context (default: its current one).")
 @click.option("--service", "service_specs", multiple=True, metavar="SPEC", help=_SERVICE_HELP)
-@click.option("--services", "services_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML file: {services: {NAME: {namespace, selector, deployment}}}.")
-@click.option("--cgroup-driver", type=click.Choice(["cgroupfs", "systemd"]), default="cgroupfs", show_default=True,
-              help="The kubelets' cgroup driver, for the cgroup paths shown.")
-@click.option("--metrics", is_flag=True, help="Also read each node's /metrics/cadvisor once (through the API "
-                                              "server's node proxy) and show the pods' cumulative counters.")
+@click.option(
+    "--services",
+    "services_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML file: {services: {NAME: {namespace, selector, deployment}}}.",
+)
+@click.option(
+    "--cgroup-driver",
+    type=click.Choice(["cgroupfs", "systemd"]),
+    default="cgroupfs",
+    show_default=True,
+    help="The kubelets' cgroup driver, for the cgroup paths shown.",
+)
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Also read each node's /metrics/cadvisor once (through the API "
+    "server's node proxy) and show the pods' cumulative counters.",
+)
 @json_option("Print JSON (one object per pod).")
-def cluster_command(kubeconfig: str | None, context: str | None, service_specs: tuple[str, ...],
-                    services_file: Path | None, cgroup_driver: str, metrics: bool, as_json: bool) -> None:
+def cluster_command(
+    kubeconfig: str | None,
+    context: str | None,
+    service_specs: tuple[str, ...],
+    services_file: Path | None,
+    cgroup_driver: str,
+    metrics: bool,
+    as_json: bool,
+) -> None:
     """Show the application's pods on a Kubernetes cluster as firm sees them: service, node, QoS
     class, containers and the cgroup path on the node (see docs/cluster.md)."""
     # kubernetes is slow to import: only this command needs it
@@ -98,6 +129,12 @@ def cluster_command(kubeconfig: str | None, context: str | None, service_specs: 
     for column in ("service", "pod", "node", "QoS", "containers", "cgroup"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["service"], f"{row['namespace']}/{row['name']}", row["node"] or "-", row["qos_class"],
-                      ", ".join(c["name"] for c in row["containers"]), row["cgroup"] or "-")
+        table.add_row(
+            row["service"],
+            f"{row['namespace']}/{row['name']}",
+            row["node"] or "-",
+            row["qos_class"],
+            ", ".join(c["name"] for c in row["containers"]),
+            row["cgroup"] or "-",
+        )
     Console().print(table)

@@ -52,32 +52,51 @@ class ServiceSpec:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ClusterConfigError("a service has no name", fix="give each service the name its spans carry")
+            raise ClusterConfigError(
+                "a service has no name", fix="give each service the name its spans carry"
+            )
         if not _DNS_LABEL.match(self.namespace):
-            raise ClusterConfigError(f"service {self.name}: namespace {self.namespace!r} is not a namespace name",
-                                     fix="give a DNS label such as social-network")
+            raise ClusterConfigError(
+                f"service {self.name}: namespace {self.namespace!r} is not a namespace name",
+                fix="give a DNS label such as social-network",
+            )
         if not self.selector.strip():
-            raise ClusterConfigError(f"service {self.name}: the label selector is empty",
-                                     fix="give the selector of its pods, e.g. app=compose-post")
+            raise ClusterConfigError(
+                f"service {self.name}: the label selector is empty",
+                fix="give the selector of its pods, e.g. app=compose-post",
+            )
 
 
-def services_from(mapping: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]]) -> list[ServiceSpec]:
+def services_from(
+    mapping: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
+) -> list[ServiceSpec]:
     """Services from configuration: ``{name: {namespace, selector, deployment}}`` or a list of
     ``{name, namespace, selector, deployment}``; raises :class:`ClusterConfigError` on a missing field."""
-    entries = ([{"name": k, **v} for k, v in mapping.items()] if isinstance(mapping, Mapping) else list(mapping))
+    entries = (
+        [{"name": k, **v} for k, v in mapping.items()] if isinstance(mapping, Mapping) else list(mapping)
+    )
     found = []
     for entry in entries:
         missing = [f for f in ("name", "namespace", "selector") if not entry.get(f)]
         if missing:
-            raise ClusterConfigError(f"service entry {dict(entry)!r} lacks {', '.join(missing)}",
-                                     fix="give name, namespace and selector (deployment is optional)")
-        found.append(ServiceSpec(str(entry["name"]), str(entry["namespace"]), str(entry["selector"]),
-                                 str(entry["deployment"]) if entry.get("deployment") else None))
+            raise ClusterConfigError(
+                f"service entry {dict(entry)!r} lacks {', '.join(missing)}",
+                fix="give name, namespace and selector (deployment is optional)",
+            )
+        found.append(
+            ServiceSpec(
+                str(entry["name"]),
+                str(entry["namespace"]),
+                str(entry["selector"]),
+                str(entry["deployment"]) if entry.get("deployment") else None,
+            )
+        )
     return found
 
 
-def api_client(kubeconfig: str | None = None, *, context: str | None = None,
-               in_cluster: bool | None = None) -> kube_client.ApiClient:
+def api_client(
+    kubeconfig: str | None = None, *, context: str | None = None, in_cluster: bool | None = None
+) -> kube_client.ApiClient:
     """A client of the cluster's API server.
 
     ``in_cluster`` None: in-cluster config when no kubeconfig is given and the service account's
@@ -85,19 +104,26 @@ def api_client(kubeconfig: str | None = None, *, context: str | None = None,
     :class:`ClusterError` when neither can be loaded.
     """
     configuration = kube_client.Configuration()
-    use_cluster = in_cluster if in_cluster is not None else (
-        kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ)
+    use_cluster = (
+        in_cluster
+        if in_cluster is not None
+        else (kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ)
+    )
     try:
         if use_cluster:
             kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, context=context, client_configuration=configuration)
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
     except (ConfigException, OSError, TypeError, ValueError, KeyError, AttributeError, yaml.YAMLError) as exc:
-        where = "the pod's service account" if use_cluster else (kubeconfig or "$KUBECONFIG or ~/.kube/config")
-        raise ClusterError(f"cannot load the cluster's credentials from {where}: {exc}",
-                           fix="give --kubeconfig FILE (and --context), or run firm in a pod with a service "
-                               "account") from exc
+        where = (
+            "the pod's service account" if use_cluster else (kubeconfig or "$KUBECONFIG or ~/.kube/config")
+        )
+        raise ClusterError(
+            f"cannot load the cluster's credentials from {where}: {exc}",
+            fix="give --kubeconfig FILE (and --context), or run firm in a pod with a service account",
+        ) from exc
     return kube_client.ApiClient(configuration)
 
 
@@ -121,6 +147,9 @@ def api_error(exc: ApiException, doing: str) -> ClusterError:
         429: "the API server is throttling firm: lower the control rate",
     }
     code = exc.status or 0
-    return ClusterError(f"{doing}: HTTP {code} {reason}" + (f": {message}" if message else ""),
-                        fix=fixes.get(code, "check the API server's reachability and logs"), status=code,
-                        reason=reason)
+    return ClusterError(
+        f"{doing}: HTTP {code} {reason}" + (f": {message}" if message else ""),
+        fix=fixes.get(code, "check the API server's reachability and logs"),
+        status=code,
+        reason=reason,
+    )

@@ -35,8 +35,17 @@ QOS_INDEX = {"Guaranteed": 0, "Burstable": 1, "BestEffort": 2}
 """Position of each QoS class in the resolver's candidates (``kubepods``, ``.../burstable``, ``.../besteffort``)."""
 
 _CPU = re.compile(r"^([0-9.]+)(m?)$")
-_MEMORY_SUFFIX = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9,
-                  "T": 10**12, "": 1}
+_MEMORY_SUFFIX = {
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "": 1,
+}
 
 
 def cpu_cores(quantity: str | None) -> float | None:
@@ -45,7 +54,9 @@ def cpu_cores(quantity: str | None) -> float | None:
         return None
     match = _CPU.match(str(quantity).strip())
     if match is None:
-        raise ClusterError(f"CPU quantity {quantity!r} is not understood", fix="use cores (1.5) or millicores (150m)")
+        raise ClusterError(
+            f"CPU quantity {quantity!r} is not understood", fix="use cores (1.5) or millicores (150m)"
+        )
     return float(match.group(1)) / (1000 if match.group(2) else 1)
 
 
@@ -55,7 +66,9 @@ def memory_bytes(quantity: str | None) -> int | None:
         return None
     match = re.match(r"^([0-9.]+)([A-Za-z]*)$", str(quantity).strip())
     if match is None or match.group(2) not in _MEMORY_SUFFIX:
-        raise ClusterError(f"memory quantity {quantity!r} is not understood", fix="use bytes or Ki/Mi/Gi suffixes")
+        raise ClusterError(
+            f"memory quantity {quantity!r} is not understood", fix="use bytes or Ki/Mi/Gi suffixes"
+        )
     return int(float(match.group(1)) * _MEMORY_SUFFIX[match.group(2)])
 
 
@@ -122,15 +135,19 @@ class PodInfo:
         if driver not in ("cgroupfs", "systemd"):
             raise ClusterError(f"cgroup driver {driver!r} is not known", fix="use cgroupfs or systemd")
         if self.qos_class not in QOS_INDEX:
-            raise ClusterError(f"pod {self.namespace}/{self.name} has QoS class {self.qos_class!r}",
-                               fix="wait until the API server has set status.qosClass")
+            raise ClusterError(
+                f"pod {self.namespace}/{self.name} has QoS class {self.qos_class!r}",
+                fix="wait until the API server has set status.qosClass",
+            )
         container_id: str | None = None
         runtime = "containerd"
         if container is not None:
             found = [c for c in self.containers if c.name == container]
             if not found or found[0].container_id is None:
-                raise ClusterError(f"pod {self.namespace}/{self.name} has no started container {container!r}",
-                                   fix=f"use one of {', '.join(c.name for c in self.containers)}")
+                raise ClusterError(
+                    f"pod {self.namespace}/{self.name} has no started container {container!r}",
+                    fix=f"use one of {', '.join(c.name for c in self.containers)}",
+                )
             container_id = found[0].container_id
             runtime = found[0].runtime or runtime
         candidates = cgroup.kubernetes_candidates(self.uid, container_id, driver=driver, runtime=runtime)
@@ -138,38 +155,72 @@ class PodInfo:
 
     def cgroup_candidates(self, container: str | None = None) -> list[str]:
         """Every path the pod (or container) may have, both drivers (for a node whose driver is unknown)."""
-        cid = next((c.container_id for c in self.containers if c.name == container), None) if container else None
+        cid = (
+            next((c.container_id for c in self.containers if c.name == container), None)
+            if container
+            else None
+        )
         return cgroup.kubernetes_candidates(self.uid, cid)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "namespace": self.namespace, "name": self.name, "uid": self.uid,
-                "node": self.node, "host_ip": self.host_ip, "pod_ip": self.pod_ip, "phase": self.phase,
-                "qos_class": self.qos_class,
-                "containers": [{"name": c.name, "container_id": c.container_id, "requests": dict(c.requests),
-                                "limits": dict(c.limits)} for c in self.containers]}
+        return {
+            "service": self.service,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "node": self.node,
+            "host_ip": self.host_ip,
+            "pod_ip": self.pod_ip,
+            "phase": self.phase,
+            "qos_class": self.qos_class,
+            "containers": [
+                {
+                    "name": c.name,
+                    "container_id": c.container_id,
+                    "requests": dict(c.requests),
+                    "limits": dict(c.limits),
+                }
+                for c in self.containers
+            ],
+        }
 
 
 def pod_info(service: str, pod: kube_client.V1Pod) -> PodInfo:
     """A :class:`PodInfo` from the client's ``V1Pod``."""
     meta, spec, status = pod.metadata, pod.spec, pod.status
     if meta is None or spec is None or meta.uid is None or meta.name is None:
-        raise ClusterError("the API returned a pod without metadata or spec", fix="check the API server version")
+        raise ClusterError(
+            "the API returned a pod without metadata or spec", fix="check the API server version"
+        )
     statuses = {s.name: s for s in (status.container_statuses or [])} if status is not None else {}
     containers = []
     policy: dict[str, str] = {}
     for container in spec.containers:
         resources = container.resources
         state = statuses.get(container.name)
-        containers.append(ContainerInfo(
-            container.name, state.container_id if state is not None else None,
-            dict(resources.requests or {}) if resources is not None else {},
-            dict(resources.limits or {}) if resources is not None else {}))
+        containers.append(
+            ContainerInfo(
+                container.name,
+                state.container_id if state is not None else None,
+                dict(resources.requests or {}) if resources is not None else {},
+                dict(resources.limits or {}) if resources is not None else {},
+            )
+        )
         for rule in container.resize_policy or []:
             policy.setdefault(rule.resource_name, rule.restart_policy)
-    return PodInfo(service, meta.namespace or "", meta.name, meta.uid, spec.node_name,
-                   status.host_ip if status else None, status.pod_ip if status else None,
-                   (status.phase if status else None) or "Unknown", (status.qos_class if status else None) or "",
-                   tuple(containers), policy)
+    return PodInfo(
+        service,
+        meta.namespace or "",
+        meta.name,
+        meta.uid,
+        spec.node_name,
+        status.host_ip if status else None,
+        status.pod_ip if status else None,
+        (status.phase if status else None) or "Unknown",
+        (status.qos_class if status else None) or "",
+        tuple(containers),
+        policy,
+    )
 
 
 class Discovery:
@@ -179,12 +230,15 @@ class Discovery:
     ``timeout_s`` bounds each request.
     """
 
-    def __init__(self, api: kube_client.ApiClient, services: Sequence[ServiceSpec], *,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, api: kube_client.ApiClient, services: Sequence[ServiceSpec], *, timeout_s: float = 10.0
+    ) -> None:
         names = [s.name for s in services]
         if len(set(names)) != len(names):
-            raise ClusterError(f"services named twice: {sorted({n for n in names if names.count(n) > 1})}",
-                               fix="give each service once")
+            raise ClusterError(
+                f"services named twice: {sorted({n for n in names if names.count(n) > 1})}",
+                fix="give each service once",
+            )
         self.core = kube_client.CoreV1Api(api)
         self.services = list(services)
         self.timeout_s = timeout_s
@@ -197,22 +251,28 @@ class Discovery:
         found: list[PodInfo] = []
         for service in self.services:
             try:
-                listed = self.core.list_namespaced_pod(service.namespace, label_selector=service.selector,
-                                                       _request_timeout=self.timeout_s)
+                listed = self.core.list_namespaced_pod(
+                    service.namespace, label_selector=service.selector, _request_timeout=self.timeout_s
+                )
             except ApiException as exc:
-                raise api_error(exc, f"listing the pods of {service.name} ({service.namespace}, "
-                                     f"{service.selector})") from exc
+                raise api_error(
+                    exc, f"listing the pods of {service.name} ({service.namespace}, {service.selector})"
+                ) from exc
             except (HTTPError, OSError) as exc:
-                raise ClusterError(f"cannot reach the API server listing the pods of {service.name}: {exc}",
-                                   fix="check the kubeconfig's server address and the network") from exc
+                raise ClusterError(
+                    f"cannot reach the API server listing the pods of {service.name}: {exc}",
+                    fix="check the kubeconfig's server address and the network",
+                ) from exc
             for pod in listed.items:
                 info = pod_info(service.name, pod)
                 if info.running or not running_only:
                     found.append(info)
         duplicates = _duplicates(p.name for p in found)
         if duplicates:
-            raise ClusterError(f"pods matched by more than one service: {', '.join(duplicates)}",
-                               fix="make the services' label selectors disjoint")
+            raise ClusterError(
+                f"pods matched by more than one service: {', '.join(duplicates)}",
+                fix="make the services' label selectors disjoint",
+            )
         return sorted(found, key=lambda p: (p.service, p.name))
 
 
@@ -236,11 +296,14 @@ Runner = Callable[[Sequence[str]], str]
 
 
 def _run(argv: Sequence[str]) -> str:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False,
-                          env={**os.environ, "LC_ALL": "C"})
+    done = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=10, check=False, env={**os.environ, "LC_ALL": "C"}
+    )
     if done.returncode != 0:
-        raise ClusterError(f"{' '.join(argv)} failed: {done.stderr.strip()}",
-                           fix="run as root on the pod's node, with iproute2 and nsenter")
+        raise ClusterError(
+            f"{' '.join(argv)} failed: {done.stderr.strip()}",
+            fix="run as root on the pod's node, with iproute2 and nsenter",
+        )
     return done.stdout
 
 
@@ -255,8 +318,10 @@ def host_veth(pid: int, interface: str = "eth0", *, sysfs_root: str = "/sys", ru
     output = run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "link", "show", "dev", interface])
     match = _PEER.match(output.strip())
     if match is None:
-        raise ClusterError(f"{interface} of process {pid} has no peer (not a veth): {output.strip()[:120]!r}",
-                           fix="give the pod's veth interface (eth0 for most CNIs)")
+        raise ClusterError(
+            f"{interface} of process {pid} has no peer (not a veth): {output.strip()[:120]!r}",
+            fix="give the pod's veth interface (eth0 for most CNIs)",
+        )
     index = match.group(2)
     net = os.path.join(sysfs_root, "class", "net")
     for name in sorted(os.listdir(net)):
@@ -266,8 +331,10 @@ def host_veth(pid: int, interface: str = "eth0", *, sysfs_root: str = "/sys", ru
                     return name
         except OSError:
             continue
-    raise ClusterError(f"no interface with ifindex {index} on this host (peer of {interface} of process {pid})",
-                       fix="run on the pod's node, in the host's network namespace")
+    raise ClusterError(
+        f"no interface with ifindex {index} on this host (peer of {interface} of process {pid})",
+        fix="run on the pod's node, in the host's network namespace",
+    )
 
 
 def read_pids(group_dir: str) -> list[int]:
@@ -283,14 +350,22 @@ def read_pids(group_dir: str) -> list[int]:
     return pids
 
 
-def pod_host_veth(layout: cgroup.Layout, pod: PodInfo, interface: str = "eth0", *, driver: str = "auto",
-                  sysfs_root: str = "/sys", run: Runner = _run) -> str:
+def pod_host_veth(
+    layout: cgroup.Layout,
+    pod: PodInfo,
+    interface: str = "eth0",
+    *,
+    driver: str = "auto",
+    sysfs_root: str = "/sys",
+    run: Runner = _run,
+) -> str:
     """On the pod's node: its host-side veth, through any of its processes (see :func:`host_veth`)."""
     try:
         group = cgroup.group_of_pod(layout, pod.uid, driver=driver)
     except FirmError as exc:
-        raise ClusterError(f"pod {pod.namespace}/{pod.name} has no cgroup here: {exc.message}",
-                           fix="run on the pod's node") from exc
+        raise ClusterError(
+            f"pod {pod.namespace}/{pod.name} has no cgroup here: {exc.message}", fix="run on the pod's node"
+        ) from exc
     probe = "cpu" if "cpu" in layout.hierarchies else next(iter(layout.hierarchies))
     pids = read_pids(group.dir(probe))
     if not pids:

@@ -67,9 +67,15 @@ class KubernetesExecutor:
     the ansible executor whose targets are the same instances on their nodes (None: CPU only).
     """
 
-    def __init__(self, api: kube_client.ApiClient, pods: Sequence[PodInfo], *,
-                 node_executor: AnsibleExecutor | None = None, timeout_s: float = 10.0,
-                 field_manager: str = "firm") -> None:
+    def __init__(
+        self,
+        api: kube_client.ApiClient,
+        pods: Sequence[PodInfo],
+        *,
+        node_executor: AnsibleExecutor | None = None,
+        timeout_s: float = 10.0,
+        field_manager: str = "firm",
+    ) -> None:
         self.core = kube_client.CoreV1Api(api)
         self.pods = {p.instance: p for p in pods}
         self.node_executor = node_executor
@@ -105,8 +111,10 @@ class KubernetesExecutor:
         except ApiException as exc:
             raise api_error(exc, f"reading pod {pod.namespace}/{pod.name}") from exc
         except (HTTPError, OSError) as exc:
-            raise ClusterError(f"cannot reach the API server reading {pod.namespace}/{pod.name}: {exc}",
-                               fix="check the kubeconfig's server address and the network") from exc
+            raise ClusterError(
+                f"cannot reach the API server reading {pod.namespace}/{pod.name}: {exc}",
+                fix="check the kubeconfig's server address and the network",
+            ) from exc
         return pod_info(pod.service, fresh)
 
     @staticmethod
@@ -117,7 +125,9 @@ class KubernetesExecutor:
 
     # -- resizing ----------------------------------------------------------------------------------------
 
-    def resize_body(self, pod: PodInfo, cores: float | None = None, memory: str | None = None) -> dict[str, Any]:
+    def resize_body(
+        self, pod: PodInfo, cores: float | None = None, memory: str | None = None
+    ) -> dict[str, Any]:
         """The strategic-merge patch of the ``resize`` subresource for ``cores`` (and ``memory``, a
         quantity such as ``256Mi``, given to every container: one-container pods)."""
         current = [cpu_cores(c.limits.get("cpu")) or 0.0 for c in pod.containers]
@@ -135,34 +145,44 @@ class KubernetesExecutor:
                 resources["limits"]["memory"] = memory
                 if pod.qos_class == "Guaranteed":
                     resources["requests"]["memory"] = memory
-            containers.append({"name": container.name,
-                               "resources": {k: v for k, v in resources.items() if v}})
+            containers.append(
+                {"name": container.name, "resources": {k: v for k, v in resources.items() if v}}
+            )
         return {"spec": {"containers": containers}}
 
-    def resize(self, pod: PodInfo, cores: float | None = None, memory: str | None = None, *,
-               dry_run: bool = False) -> ResizeOutcome:
+    def resize(
+        self, pod: PodInfo, cores: float | None = None, memory: str | None = None, *, dry_run: bool = False
+    ) -> ResizeOutcome:
         """Resize ``pod`` in place; raises :class:`ClusterError` for a refusal (403, 422, ...), and
         :class:`ResizeUnsupportedError` on a cluster without the subresource (404)."""
         body = self.resize_body(pod, cores, memory)
         for attempt in (1, 2):
             try:
                 answer = self.core.patch_namespaced_pod_resize(
-                    pod.name, pod.namespace, body, dry_run="All" if dry_run else None,
-                    field_manager=self.field_manager, _request_timeout=self.timeout_s)
+                    pod.name,
+                    pod.namespace,
+                    body,
+                    dry_run="All" if dry_run else None,
+                    field_manager=self.field_manager,
+                    _request_timeout=self.timeout_s,
+                )
                 break
             except ApiException as exc:
                 if exc.status == 404 and _no_subresource(exc):
                     self.resize_supported = False
-                    raise ResizeUnsupportedError(f"the API server has no resize subresource for pods "
-                                            f"({pod.namespace}/{pod.name})",
-                                            fix="upgrade to Kubernetes 1.33 or later (in-place resize); until "
-                                                "then firm writes the cgroups on the node") from exc
+                    raise ResizeUnsupportedError(
+                        f"the API server has no resize subresource for pods ({pod.namespace}/{pod.name})",
+                        fix="upgrade to Kubernetes 1.33 or later (in-place resize); until "
+                        "then firm writes the cgroups on the node",
+                    ) from exc
                 if exc.status == 409 and attempt == 1:
                     continue
                 raise api_error(exc, f"resizing pod {pod.namespace}/{pod.name}") from exc
             except (HTTPError, OSError) as exc:
-                raise ClusterError(f"cannot reach the API server resizing {pod.namespace}/{pod.name}: {exc}",
-                                   fix="check the kubeconfig's server address and the network") from exc
+                raise ClusterError(
+                    f"cannot reach the API server resizing {pod.namespace}/{pod.name}: {exc}",
+                    fix="check the kubeconfig's server address and the network",
+                ) from exc
         self.resize_supported = True
         if not dry_run:
             self.pods[pod.instance] = pod_info(pod.service, answer)
@@ -170,8 +190,10 @@ class KubernetesExecutor:
         outcome = _resize_state(pod.name, answer)
         self.outcomes.append(outcome)
         if outcome.state == "infeasible":
-            raise ClusterError(f"the kubelet cannot resize {pod.namespace}/{pod.name}: {outcome.message}",
-                               fix="ask for less than the node's allocatable CPU, or scale out instead")
+            raise ClusterError(
+                f"the kubelet cannot resize {pod.namespace}/{pod.name}: {outcome.message}",
+                fix="ask for less than the node's allocatable CPU, or scale out instead",
+            )
         return outcome
 
     # -- the contract ------------------------------------------------------------------------------------------
@@ -182,16 +204,26 @@ class KubernetesExecutor:
         node_actions: list[Action] = []
         for action in actions:
             if action.resource not in self.resources(action.instance):
-                return StepResult((), dry_run, error=f"{action.resource} of {action.instance} cannot be set "
-                                  "on this cluster", duration_s=time.perf_counter() - started)
+                return StepResult(
+                    (),
+                    dry_run,
+                    error=f"{action.resource} of {action.instance} cannot be set on this cluster",
+                    duration_s=time.perf_counter() - started,
+                )
             (api_actions if action.resource == "cpu" else node_actions).append(action)
         node_result = StepResult((), dry_run)
         if node_actions:
             assert self.node_executor is not None
             node_result = self.node_executor.apply(node_actions, dry_run=dry_run)
             if not node_result.ok:
-                return StepResult(node_result.applied, dry_run, node_result.rolled_back, node_result.error,
-                                  node_result.rollback_failures, time.perf_counter() - started)
+                return StepResult(
+                    node_result.applied,
+                    dry_run,
+                    node_result.rolled_back,
+                    node_result.error,
+                    node_result.rollback_failures,
+                    time.perf_counter() - started,
+                )
         done: list[Applied] = []
         for action in api_actions:
             pod = self.pods[action.instance]
@@ -204,13 +236,19 @@ class KubernetesExecutor:
                 self._set_cpu(pod, value, dry_run)
             except (ClusterError, ExecutorError) as exc:
                 failures = [] if dry_run else self._undo(done, node_result)
-                return StepResult(tuple(Applied(a.action, a.before, a.before, a.changed) for a in done)
-                                  + tuple(Applied(a.action, a.before, a.before, a.changed)
-                                          for a in node_result.applied), dry_run, rolled_back=not dry_run,
-                                  error=f"cpu of {action.instance}: {exc}", rollback_failures=tuple(failures),
-                                  duration_s=time.perf_counter() - started)
+                return StepResult(
+                    tuple(Applied(a.action, a.before, a.before, a.changed) for a in done)
+                    + tuple(Applied(a.action, a.before, a.before, a.changed) for a in node_result.applied),
+                    dry_run,
+                    rolled_back=not dry_run,
+                    error=f"cpu of {action.instance}: {exc}",
+                    rollback_failures=tuple(failures),
+                    duration_s=time.perf_counter() - started,
+                )
             done.append(Applied(action, before, value, True))
-        return StepResult(tuple(done) + node_result.applied, dry_run, duration_s=time.perf_counter() - started)
+        return StepResult(
+            tuple(done) + node_result.applied, dry_run, duration_s=time.perf_counter() - started
+        )
 
     def _set_cpu(self, pod: PodInfo, cores: float, dry_run: bool) -> None:
         if self.resize_supported is not False:
@@ -218,19 +256,28 @@ class KubernetesExecutor:
                 self.resize(pod, cores, dry_run=dry_run)
                 return
             except ResizeUnsupportedError:
-                log.warning("no in-place resize on this cluster: writing the cgroups of %s on %s (the kubelet may "
-                            "rewrite them)", pod.name, pod.node)
+                log.warning(
+                    "no in-place resize on this cluster: writing the cgroups of %s on %s (the kubelet may "
+                    "rewrite them)",
+                    pod.name,
+                    pod.node,
+                )
         if self.node_executor is None or pod.instance not in self.node_executor.targets:
-            raise ClusterError(f"no in-place resize on this cluster and no node executor for {pod.name}",
-                               fix="give an inventory of the nodes (-i) so firm can write the pod's cgroups")
-        result = self.node_executor.apply([Action(pod.instance, "cpu", cores, reason="resize fallback")],
-                                          dry_run=dry_run)
+            raise ClusterError(
+                f"no in-place resize on this cluster and no node executor for {pod.name}",
+                fix="give an inventory of the nodes (-i) so firm can write the pod's cgroups",
+            )
+        result = self.node_executor.apply(
+            [Action(pod.instance, "cpu", cores, reason="resize fallback")], dry_run=dry_run
+        )
         self.outcomes.append(ResizeOutcome(pod.name, "fallback", result.error or "cgroup written"))
         if result.ok and not dry_run:
             self._written[pod.instance] = cores
         if not result.ok:
-            raise ClusterError(f"writing the cgroups of {pod.name} failed: {result.error}",
-                               fix="check the node and the inventory")
+            raise ClusterError(
+                f"writing the cgroups of {pod.name} failed: {result.error}",
+                fix="check the node and the inventory",
+            )
 
     def _undo(self, done: Sequence[Applied], node_result: StepResult) -> list[str]:
         failures = []
@@ -241,8 +288,11 @@ class KubernetesExecutor:
                 self._set_cpu(self.pods[applied.action.instance], applied.before, False)
             except (ClusterError, ExecutorError) as exc:
                 failures.append(f"cpu of {applied.action.instance}: {exc}")
-        restore = [Action(a.action.instance, a.action.resource, a.before, reason="rollback")
-                   for a in node_result.applied if a.changed and a.before is not None]
+        restore = [
+            Action(a.action.instance, a.action.resource, a.before, reason="rollback")
+            for a in node_result.applied
+            if a.changed and a.before is not None
+        ]
         if restore and self.node_executor is not None:
             result = self.node_executor.apply(restore, dry_run=False)
             if not result.ok:
@@ -257,8 +307,10 @@ class KubernetesExecutor:
         for instance in instances:
             pod = self.pods.get(instance)
             if pod is None:
-                raise ExecutorError(f"no instance {instance!r} is managed here",
-                                    fix=f"use one of {', '.join(sorted(self.pods))}")
+                raise ExecutorError(
+                    f"no instance {instance!r} is managed here",
+                    fix=f"use one of {', '.join(sorted(self.pods))}",
+                )
             if "cpu" in self.resources(instance):
                 limits[instance] = {"cpu": self._written.get(instance, self.cpu_of(pod))}
             else:
@@ -275,8 +327,12 @@ class KubernetesExecutor:
         return Snapshot(time.time(), limits, raw)
 
     def restore(self, snapshot: Snapshot) -> StepResult:
-        actions = [Action(i, r, v, reason="restore") for i, res in snapshot.limits.items() for r, v in res.items()
-                   if v is not None and r in self.resources(i) and not (isinstance(v, float) and math.isinf(v))]
+        actions = [
+            Action(i, r, v, reason="restore")
+            for i, res in snapshot.limits.items()
+            for r, v in res.items()
+            if v is not None and r in self.resources(i) and not (isinstance(v, float) and math.isinf(v))
+        ]
         return self.apply(actions, dry_run=False)
 
 
@@ -298,7 +354,9 @@ def _resize_state(name: str, pod: kube_client.V1Pod) -> ResizeOutcome:
             return ResizeOutcome(name, state, condition.message or condition.reason or "")
     legacy = status.resize if status is not None else None  # before 1.33: status.resize
     if legacy in ("Infeasible", "Deferred"):
-        return ResizeOutcome(name, "infeasible" if legacy == "Infeasible" else "pending", f"status.resize={legacy}")
+        return ResizeOutcome(
+            name, "infeasible" if legacy == "Infeasible" else "pending", f"status.resize={legacy}"
+        )
     return ResizeOutcome(name, "accepted")
 
 
@@ -310,9 +368,17 @@ class KubernetesScaler:
     than ``cooldown_s`` after its last change.
     """
 
-    def __init__(self, api: kube_client.ApiClient, services: Sequence[ServiceSpec], *, min_replicas: int = 1,
-                 max_replicas: int = 10, cooldown_s: float = 30.0, timeout_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        api: kube_client.ApiClient,
+        services: Sequence[ServiceSpec],
+        *,
+        min_replicas: int = 1,
+        max_replicas: int = 10,
+        cooldown_s: float = 30.0,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.apps = kube_client.AppsV1Api(api)
         self.services = {s.name: s for s in services}
         self.min_replicas, self.max_replicas = min_replicas, max_replicas
@@ -329,8 +395,9 @@ class KubernetesScaler:
         event: dict[str, Any] = {"service": service, "direction": direction, "deployment": spec.deployment}
         try:
             before, after = self.scale(spec, +1 if direction == "out" else -1)
-            event.update(outcome="done" if after != before else "at_bound", replicas_before=before,
-                         replicas=after)
+            event.update(
+                outcome="done" if after != before else "at_bound", replicas_before=before, replicas=after
+            )
         except ClusterError as exc:
             event.update(outcome="failed", error=str(exc))
         self._last[service] = self.clock()
@@ -342,19 +409,25 @@ class KubernetesScaler:
         assert spec.deployment is not None
         for attempt in (1, 2, 3):
             try:
-                current = self.apps.read_namespaced_deployment_scale(spec.deployment, spec.namespace,
-                                                                     _request_timeout=self.timeout_s)
+                current = self.apps.read_namespaced_deployment_scale(
+                    spec.deployment, spec.namespace, _request_timeout=self.timeout_s
+                )
                 assert current.spec is not None and current.metadata is not None
                 before = int(current.spec.replicas or 0)
                 after = max(self.min_replicas, min(self.max_replicas, before + delta))
                 if after == before:
                     return before, after
-                body = kube_client.V1Scale(metadata=kube_client.V1ObjectMeta(
-                    name=spec.deployment, namespace=spec.namespace,
-                    resource_version=current.metadata.resource_version),
-                    spec=kube_client.V1ScaleSpec(replicas=after))
-                self.apps.replace_namespaced_deployment_scale(spec.deployment, spec.namespace, body,
-                                                              _request_timeout=self.timeout_s)
+                body = kube_client.V1Scale(
+                    metadata=kube_client.V1ObjectMeta(
+                        name=spec.deployment,
+                        namespace=spec.namespace,
+                        resource_version=current.metadata.resource_version,
+                    ),
+                    spec=kube_client.V1ScaleSpec(replicas=after),
+                )
+                self.apps.replace_namespaced_deployment_scale(
+                    spec.deployment, spec.namespace, body, _request_timeout=self.timeout_s
+                )
                 return before, after
             except ApiException as exc:
                 if exc.status == 409 and attempt < 3:
@@ -362,8 +435,10 @@ class KubernetesScaler:
                     continue
                 raise api_error(exc, f"scaling deployment {spec.namespace}/{spec.deployment}") from exc
             except (HTTPError, OSError) as exc:
-                raise ClusterError(f"cannot reach the API server scaling {spec.deployment}: {exc}",
-                                   fix="check the kubeconfig's server address and the network") from exc
+                raise ClusterError(
+                    f"cannot reach the API server scaling {spec.deployment}: {exc}",
+                    fix="check the kubeconfig's server address and the network",
+                ) from exc
         raise AssertionError("unreachable")
 
     def events(self) -> list[dict[str, Any]]:

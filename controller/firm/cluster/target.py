@@ -45,13 +45,15 @@ class AnsibleOverride:
     ansible on ``host`` of ``inventory`` (``localhost`` of ``inventory/local``: connection local).
     Instances that appear later (scale-out) are added to the ansible executor on refresh."""
 
-    def __init__(self, inner: _Inner, inventory: str | None, *, host: str = "localhost",
-                 audit_path: str | None = None) -> None:
+    def __init__(
+        self, inner: _Inner, inventory: str | None, *, host: str = "localhost", audit_path: str | None = None
+    ) -> None:
         self.inner = inner
         self.host = host
         local: _LocalTargets = inner.executor
-        self.ansible = AnsibleExecutor(targets_from_local(list(local.targets.values()), host), inventory,
-                                       audit_path=audit_path)
+        self.ansible = AnsibleExecutor(
+            targets_from_local(list(local.targets.values()), host), inventory, audit_path=audit_path
+        )
 
     @property
     def executor(self) -> Executor:

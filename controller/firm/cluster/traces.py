@@ -53,14 +53,27 @@ class JaegerWindow:
     the slowest request's latency); ``deadline_s`` how long a read waits for Jaeger.
     """
 
-    def __init__(self, client: JaegerClient, services: Sequence[str], *, horizon_s: float = 10.0,
-                 deadline_s: float = 1.0, limit: int = 1000, min_limit: int = 100, max_limit: int = 20000) -> None:
+    def __init__(
+        self,
+        client: JaegerClient,
+        services: Sequence[str],
+        *,
+        horizon_s: float = 10.0,
+        deadline_s: float = 1.0,
+        limit: int = 1000,
+        min_limit: int = 100,
+        max_limit: int = 20000,
+    ) -> None:
         if not services:
-            raise FirmError("no entry service to search traces of",
-                            fix="name the service whose spans start each request, e.g. nginx-web-server")
+            raise FirmError(
+                "no entry service to search traces of",
+                fix="name the service whose spans start each request, e.g. nginx-web-server",
+            )
         if not 0 < min_limit <= limit <= max_limit:
-            raise FirmError(f"limits {min_limit} <= {limit} <= {max_limit} do not hold",
-                            fix="give 0 < min_limit <= limit <= max_limit")
+            raise FirmError(
+                f"limits {min_limit} <= {limit} <= {max_limit} do not hold",
+                fix="give 0 < min_limit <= limit <= max_limit",
+            )
         self.client = client
         self.services = list(services)
         self.horizon_us = int(horizon_s * 1e6)
@@ -98,17 +111,20 @@ class JaegerWindow:
         with self._lock:
             if self._inflight is None:
                 self.queries += 1
-                self._inflight = self._pool.submit(self._fetch, start_us - self.horizon_us, end_us, self.limit)
+                self._inflight = self._pool.submit(
+                    self._fetch, start_us - self.horizon_us, end_us, self.limit
+                )
             inflight = self._inflight
             try:
                 fetched = inflight.result(timeout=self.deadline_s)
             except FutureTimeout:
                 self.behind += 1
                 self.limit = max(self.min_limit, self.limit // 2)
-                raise JaegerBehindError(f"Jaeger has not answered the trace query in {self.deadline_s:g} s "
-                                   f"({self.behind} reads behind); no new query is sent until it does",
-                                   fix="give Jaeger's query service more resources, or raise the loop's "
-                                       "interval") from None
+                raise JaegerBehindError(
+                    f"Jaeger has not answered the trace query in {self.deadline_s:g} s "
+                    f"({self.behind} reads behind); no new query is sent until it does",
+                    fix="give Jaeger's query service more resources, or raise the loop's interval",
+                ) from None
             finally:
                 if inflight.done():
                     self._inflight = None

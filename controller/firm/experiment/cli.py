@@ -36,7 +36,8 @@ def _status_view(status: dict[str, Any]) -> Group:
     head = Text.assemble(
         (f"policy {status['policy']} ({status['index'] + 1}/{status['policies']})", "bold"),
         f"  {status['phase']}, {status['left_s']:.0f} s left (all policies: {status['total_left_s']:.0f} s)",
-        f"  actions {status['actions']}")
+        f"  actions {status['actions']}",
+    )
     parts = []
     for kind, p99 in sorted(status["p99_ms"].items()):
         slo = status["slo_ms"].get(kind)
@@ -57,42 +58,111 @@ def _write(report: dict[str, Any], out: Path, console: Console, as_json: bool) -
     verdict = report.get("verdict") or {}
     if verdict:
         fewer = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in verdict["fewer_violation_s_than"].items())
-        console.print(f"firm: fewer SLO-violation seconds than: {fewer or '-'}; CPU allocated not above static: "
-                      f"{ {True: 'yes', False: 'NO', None: '-'}[verdict['cpu_not_above_static']] }; "
-                      f"every anomaly mitigated: {'yes' if verdict['mitigated_every_anomaly'] else 'NO'}")
+        console.print(
+            f"firm: fewer SLO-violation seconds than: {fewer or '-'}; CPU allocated not above static: "
+            f"{ {True: 'yes', False: 'NO', None: '-'}[verdict['cpu_not_above_static']] }; "
+            f"every anomaly mitigated: {'yes' if verdict['mitigated_every_anomaly'] else 'NO'}"
+        )
     console.print(f"report: {out / 'report.json'}; plots: {', '.join(str(f) for f in files)}")
 
 
 @click.command("experiment")
-@click.option("--policies", default="firm,hpa,aimd,static", show_default=True,
-              help=f"Policies to run, in order, comma-separated: {', '.join(POLICIES)}.")
-@click.option("--duration", type=float, default=100.0, show_default=True, metavar="S",
-              help="Measured seconds per policy (at least 20).")
-@click.option("--warmup", type=float, default=15.0, show_default=True, metavar="S",
-              help="Seconds of load before measuring (and before the loop starts), per policy.")
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Seed of the load and of the anomaly schedule (the same for every policy).")
-@click.option("--workload", default="constant", show_default=True, metavar="constant|PATH",
-              help="A constant rate, or a rate trace (one requests/s integer per line, e.g. "
-                   "../shared/data/workloads/diurnal.txt) scaled to --rate at its peak and played over the run.")
-@click.option("--rate", type=float, default=None, metavar="RPS",
-              help="Requests/s: the constant rate, or the trace's peak (default: the testbed's rate_rps).")
-@click.option("--anomalies", "kinds", default="cpu,memory_bandwidth,disk_io", show_default=True,
-              metavar="KINDS", help="Anomaly kinds, comma-separated (one anomaly each), 'all' (every kind this "
-                                    "machine supports) or 'none'.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("experiment"),
-              show_default=True, help="Directory of report.json, the plots and the recorded runs.")
-@click.option("--interval", type=float, default=None, metavar="S",
-              help="Report interval, seconds (default: the testbed's SLO window).")
+@click.option(
+    "--policies",
+    default="firm,hpa,aimd,static",
+    show_default=True,
+    help=f"Policies to run, in order, comma-separated: {', '.join(POLICIES)}.",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=100.0,
+    show_default=True,
+    metavar="S",
+    help="Measured seconds per policy (at least 20).",
+)
+@click.option(
+    "--warmup",
+    type=float,
+    default=15.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds of load before measuring (and before the loop starts), per policy.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Seed of the load and of the anomaly schedule (the same for every policy).",
+)
+@click.option(
+    "--workload",
+    default="constant",
+    show_default=True,
+    metavar="constant|PATH",
+    help="A constant rate, or a rate trace (one requests/s integer per line, e.g. "
+    "../shared/data/workloads/diurnal.txt) scaled to --rate at its peak and played over the run.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    metavar="RPS",
+    help="Requests/s: the constant rate, or the trace's peak (default: the testbed's rate_rps).",
+)
+@click.option(
+    "--anomalies",
+    "kinds",
+    default="cpu,memory_bandwidth,disk_io",
+    show_default=True,
+    metavar="KINDS",
+    help="Anomaly kinds, comma-separated (one anomaly each), 'all' (every kind this "
+    "machine supports) or 'none'.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("experiment"),
+    show_default=True,
+    help="Directory of report.json, the plots and the recorded runs.",
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    metavar="S",
+    help="Report interval, seconds (default: the testbed's SLO window).",
+)
 @config_option("YAML of control-loop settings (as `firm run --config`).", path_type=Path)
-@click.option("--testbed-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The testbed's YAML configuration (as `firm testbed up --config`).")
-@click.option("--report-only", is_flag=True,
-              help="Run nothing: compute the report and plots again from the runs recorded in --out.")
+@click.option(
+    "--testbed-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The testbed's YAML configuration (as `firm testbed up --config`).",
+)
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help="Run nothing: compute the report and plots again from the runs recorded in --out.",
+)
 @json_option("Print report.json instead of the table.")
-def experiment_command(*, policies: str, duration: float, warmup: float, seed: int, workload: str,
-                       rate: float | None, kinds: str, out: Path, interval: float | None, config_path: Path | None,
-                       testbed_config: Path | None, report_only: bool, as_json: bool) -> None:
+def experiment_command(
+    *,
+    policies: str,
+    duration: float,
+    warmup: float,
+    seed: int,
+    workload: str,
+    rate: float | None,
+    kinds: str,
+    out: Path,
+    interval: float | None,
+    config_path: Path | None,
+    testbed_config: Path | None,
+    report_only: bool,
+    as_json: bool,
+) -> None:
     """FIRM against the baselines: the same seeded load and anomalies once per policy on the testbed.
 
     For each policy: reset the testbed to its baseline limits, warm up, then run the load while the
@@ -114,20 +184,34 @@ def experiment_command(*, policies: str, duration: float, warmup: float, seed: i
         return
     try:
         names = parse_policies(policies)
-        plan = ExperimentPlan(tuple(names), duration, warmup, seed, tuple(parse_kinds(kinds, supported_kinds())),
-                              workload, rate, interval, config_path)
+        plan = ExperimentPlan(
+            tuple(names),
+            duration,
+            warmup,
+            seed,
+            tuple(parse_kinds(kinds, supported_kinds())),
+            workload,
+            rate,
+            interval,
+            config_path,
+        )
         out.mkdir(parents=True, exist_ok=True)
-        experiment = Experiment(plan, testbed, say=lambda m: console.print(f"[dim]{m}[/dim]"),
-                                audit_dir=out / "audit")
+        experiment = Experiment(
+            plan, testbed, say=lambda m: console.print(f"[dim]{m}[/dim]"), audit_dir=out / "audit"
+        )
         experiment.check()
     except OSError as exc:
         raise click.ClickException(f"--out {out}: {exc.strerror}") from exc
     except FirmError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(f"firm experiment: {', '.join(names)}; {warmup:g} s warm-up + {duration:g} s each, about "
-                  f"{experiment.total_s() / 60:.1f} min; anomalies: "
-                  + (", ".join(f"{p.kind}@{p.service} {p.start_s:.0f}-{p.end_s:.0f} s" for p in experiment.schedule)
-                     or "none"))
+    console.print(
+        f"firm experiment: {', '.join(names)}; {warmup:g} s warm-up + {duration:g} s each, about "
+        f"{experiment.total_s() / 60:.1f} min; anomalies: "
+        + (
+            ", ".join(f"{p.kind}@{p.service} {p.start_s:.0f}-{p.end_s:.0f} s" for p in experiment.schedule)
+            or "none"
+        )
+    )
     try:
         with Live(Text("starting"), console=console, refresh_per_second=2, transient=True) as live:
             experiment.progress = lambda status: live.update(_status_view(status))
@@ -139,19 +223,30 @@ def experiment_command(*, policies: str, duration: float, warmup: float, seed: i
     (out / "runs").mkdir(exist_ok=True)
     for run in runs:
         (out / "runs" / f"{run.policy}.json").write_text(json.dumps(recorded_to_json(run)) + "\n")
-    report = build_report(runs, slo_ms=experiment.slo_ms, interval_s=experiment.interval_s, seed=seed,
-                          meta=_meta(plan, experiment))
+    report = build_report(
+        runs,
+        slo_ms=experiment.slo_ms,
+        interval_s=experiment.interval_s,
+        seed=seed,
+        meta=_meta(plan, experiment),
+    )
     _write(report, out, console, as_json)
 
 
 def _meta(plan: ExperimentPlan, experiment: Experiment) -> dict[str, Any]:
-    return {"duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "workload": plan.workload,
-            "rate_rps": plan.rate_rps or experiment.testbed.rate_rps, "kinds": list(plan.kinds),
-            "schedule": [p.as_dict() for p in experiment.schedule]}
+    return {
+        "duration_s": plan.duration_s,
+        "warmup_s": plan.warmup_s,
+        "workload": plan.workload,
+        "rate_rps": plan.rate_rps or experiment.testbed.rate_rps,
+        "kinds": list(plan.kinds),
+        "schedule": [p.as_dict() for p in experiment.schedule],
+    }
 
 
-def _report_again(out: Path, testbed: tb_config.TestbedConfig, interval: float | None, console: Console,
-                  as_json: bool) -> None:
+def _report_again(
+    out: Path, testbed: tb_config.TestbedConfig, interval: float | None, console: Console, as_json: bool
+) -> None:
     previous: dict[str, Any] = {}
     try:
         previous = json.loads((out / "report.json").read_text())
@@ -159,20 +254,32 @@ def _report_again(out: Path, testbed: tb_config.TestbedConfig, interval: float |
         previous = {}
     files = sorted((out / "runs").glob("*.json"))
     if not files:
-        raise click.ClickException(f"no recorded runs in {out / 'runs'}; run `firm experiment --out {out}` first")
+        raise click.ClickException(
+            f"no recorded runs in {out / 'runs'}; run `firm experiment --out {out}` first"
+        )
     runs = []
     for path in files:
         try:
             runs.append(recorded_from_json(json.loads(path.read_text())))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise click.ClickException(f"{path} is not a recorded run ({exc}); run the experiment again") from exc
+            raise click.ClickException(
+                f"{path} is not a recorded run ({exc}); run the experiment again"
+            ) from exc
     order = {name: i for i, name in enumerate(previous.get("policies", {}))}
     runs.sort(key=lambda r: order.get(r.policy, len(order)))
-    meta = {k: v for k, v in previous.items() if k in ("duration_s", "warmup_s", "workload", "rate_rps", "kinds",
-                                                      "schedule")}
+    meta = {
+        k: v
+        for k, v in previous.items()
+        if k in ("duration_s", "warmup_s", "workload", "rate_rps", "kinds", "schedule")
+    }
     slo = previous.get("slo_ms") or dict(testbed.slo_ms)
-    report = build_report(runs, slo_ms=slo, interval_s=interval or previous.get("interval_s") or testbed.slo_window_s,
-                          seed=int(previous.get("seed", 0)), meta=meta)
+    report = build_report(
+        runs,
+        slo_ms=slo,
+        interval_s=interval or previous.get("interval_s") or testbed.slo_window_s,
+        seed=int(previous.get("seed", 0)),
+        meta=meta,
+    )
     try:
         _write(report, out, console, as_json)
     except OSError as exc:

@@ -96,8 +96,10 @@ def hpa_desired(current: int, utilization: float, target: float, tolerance: floa
     ``current``: instances (>= 1); ``utilization`` and ``target``: shares of the CPU request.
     """
     if current < 1 or target <= 0 or not math.isfinite(utilization) or utilization < 0:
-        raise ValueError(f"hpa_desired needs current >= 1, target > 0, utilization >= 0 "
-                         f"(got {current}, {target}, {utilization})")
+        raise ValueError(
+            f"hpa_desired needs current >= 1, target > 0, utilization >= 0 "
+            f"(got {current}, {target}, {utilization})"
+        )
     ratio = utilization / target
     if abs(1.0 - ratio) <= tolerance:
         return current
@@ -159,7 +161,9 @@ class HpaDecider:
     entry point, Redis) are never scaled. Raises nothing: a service without telemetry is skipped.
     """
 
-    def __init__(self, name: str, config: HpaConfig, replicas: ReplicaSetter, max_replicas: Mapping[str, int]) -> None:
+    def __init__(
+        self, name: str, config: HpaConfig, replicas: ReplicaSetter, max_replicas: Mapping[str, int]
+    ) -> None:
         self.name = name
         self.config, self.setter = config, replicas
         self.max_replicas = dict(max_replicas)
@@ -178,7 +182,9 @@ class HpaDecider:
         explanation = Explanation(mode="hold", agent="hpa")
         self._explanation = explanation
         if self.last_sync is not None and observation.time - self.last_sync < cfg.sync_s - 1e-6:
-            explanation.notes.append(f"next HPA sync in {cfg.sync_s - (observation.time - self.last_sync):.0f} s")
+            explanation.notes.append(
+                f"next HPA sync in {cfg.sync_s - (observation.time - self.last_sync):.0f} s"
+            )
             return []
         self.last_sync = observation.time
         explanation.mode = "idle"
@@ -196,12 +202,22 @@ class HpaDecider:
             desired = min(max(desired, cfg.min_replicas), self.max_replicas[service])
             stabilizer = self.stabilizers.setdefault(service, Stabilizer(cfg.window_s))
             final = stabilizer.stabilize(observation.time, desired, current)
-            self.history.append({"time": observation.time, "service": service, "replicas": current,
-                                 "utilization": round(utilization, 4), "desired": desired, "final": final})
+            self.history.append(
+                {
+                    "time": observation.time,
+                    "service": service,
+                    "replicas": current,
+                    "utilization": round(utilization, 4),
+                    "desired": desired,
+                    "final": final,
+                }
+            )
             if final != current:
                 explanation.mode = "raise" if final > current else "reclaim"
-                explanation.notes.append(f"{service}: {current} -> {final} instances "
-                                         f"(CPU {utilization:.0%} of limits, target {cfg.target_utilization:.0%})")
+                explanation.notes.append(
+                    f"{service}: {current} -> {final} instances "
+                    f"(CPU {utilization:.0%} of limits, target {cfg.target_utilization:.0%})"
+                )
                 self.setter.set_replicas(service, final)
         return []
 
@@ -218,16 +234,26 @@ class CeilingDecider(NoneDecider):
     name = "none"
 
 
-def ceiling_actions(instances: Mapping[str, str], capacity: Callable[[str], float],
-                    exclude: Sequence[str] = ()) -> list[Action]:
+def ceiling_actions(
+    instances: Mapping[str, str], capacity: Callable[[str], float], exclude: Sequence[str] = ()
+) -> list[Action]:
     """For the ``none`` policy: every instance (name -> service, those of ``exclude`` left alone)
     given all ``capacity(name)`` cores (the executor widens its cpuset to match)."""
-    return [Action(name, "cpu", capacity(name), "no limits: the ceiling", service)
-            for name, service in sorted(instances.items()) if service not in exclude]
+    return [
+        Action(name, "cpu", capacity(name), "no limits: the ceiling", service)
+        for name, service in sorted(instances.items())
+        if service not in exclude
+    ]
 
 
-def make_policy(name: str, config: LoopConfig, *, request_types: Sequence[str],
-                replicas: ReplicaSetter | None = None, max_replicas: Mapping[str, int] | None = None) -> Decider:
+def make_policy(
+    name: str,
+    config: LoopConfig,
+    *,
+    request_types: Sequence[str],
+    replicas: ReplicaSetter | None = None,
+    max_replicas: Mapping[str, int] | None = None,
+) -> Decider:
     """The decider of policy ``name``.
 
     Raises :class:`ExperimentInputError` for an unknown name or an HPA without ``replicas``; the
@@ -255,11 +281,15 @@ def parse_policies(text: str) -> list[str]:
         raise ExperimentInputError("--policies names no policy", fix=f"give some of {', '.join(POLICIES)}")
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
-        raise ExperimentInputError(f"--policies: unknown {', '.join(repr(u) for u in unknown)}",
-                                   fix=f"use some of {', '.join(POLICIES)}, separated by commas")
+        raise ExperimentInputError(
+            f"--policies: unknown {', '.join(repr(u) for u in unknown)}",
+            fix=f"use some of {', '.join(POLICIES)}, separated by commas",
+        )
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ExperimentInputError(f"--policies names {', '.join(duplicates)} twice", fix="name each policy once")
+        raise ExperimentInputError(
+            f"--policies names {', '.join(duplicates)} twice", fix="name each policy once"
+        )
     return names
 
 
@@ -310,11 +340,14 @@ class TestbedReplicas:
                 try:
                     present = len(scale.replicas(self.config, service))
                     if present < count:
-                        event.update(direction="out",
-                                     instance=scale.scale_out(self.config, service, progress=log.info).name)
+                        event.update(
+                            direction="out",
+                            instance=scale.scale_out(self.config, service, progress=log.info).name,
+                        )
                     elif present > count:
-                        event.update(direction="in", instance=scale.scale_in(self.config, service,
-                                                                             progress=log.info))
+                        event.update(
+                            direction="in", instance=scale.scale_in(self.config, service, progress=log.info)
+                        )
                     else:
                         continue
                     self._wake.set()  # maybe more to do

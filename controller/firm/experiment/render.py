@@ -42,29 +42,60 @@ def table(report: Mapping[str, Any]) -> Table:
     violation seconds, CPU and core-seconds with their ratio to firm (above 1: the baseline has more)."""
     policies: Mapping[str, Mapping[str, Any]] = report["policies"]
     firm = policies.get("firm")
-    result = Table(title=f"firm experiment: {report.get('duration_s', 0):g} s per policy, seed {report['seed']}, "
-                         f"{report['interval_s']:g} s intervals (x: ratio to firm)")
-    for column in ("policy", "SLO viol. s", "episodes", "worst p99/SLO", "failed", "CPU alloc", "peak", "used",
-                   "core-s met", "mitigated s", "actions"):
+    result = Table(
+        title=f"firm experiment: {report.get('duration_s', 0):g} s per policy, seed {report['seed']}, "
+        f"{report['interval_s']:g} s intervals (x: ratio to firm)"
+    )
+    for column in (
+        "policy",
+        "SLO viol. s",
+        "episodes",
+        "worst p99/SLO",
+        "failed",
+        "CPU alloc",
+        "peak",
+        "used",
+        "core-s met",
+        "mitigated s",
+        "actions",
+    ):
         result.add_column(column, justify="left" if column in ("policy", "mitigated s") else "right")
     for name, entry in policies.items():
-        worst = max(((t["p99_ms"] / t["slo_ms"], kind) for kind, t in entry["per_type"].items()
-                     if t.get("p99_ms") is not None and t.get("slo_ms")), default=None)
+        worst = max(
+            (
+                (t["p99_ms"] / t["slo_ms"], kind)
+                for kind, t in entry["per_type"].items()
+                if t.get("p99_ms") is not None and t.get("slo_ms")
+            ),
+            default=None,
+        )
         mitigations = ", ".join("never" if m is None else f"{m:.0f}" for m in entry["mitigation_s"]) or "-"
-        versus = {} if firm is None or name == "firm" else {
-            f: ratio(entry[f], firm[f]) for f in ("slo_violation_s", "cpu_cores_avg", "core_seconds_met")}
+        versus = (
+            {}
+            if firm is None or name == "firm"
+            else {
+                f: ratio(entry[f], firm[f]) for f in ("slo_violation_s", "cpu_cores_avg", "core_seconds_met")
+            }
+        )
         result.add_row(
-            name, _with(_num(entry["slo_violation_s"], digits=0), versus.get("slo_violation_s", "")),
+            name,
+            _with(_num(entry["slo_violation_s"], digits=0), versus.get("slo_violation_s", "")),
             str(entry["slo_violation_count"]),
-            "-" if worst is None else f"{worst[0]:.2f} {_short(worst[1])}", str(entry["failed_requests"]),
+            "-" if worst is None else f"{worst[0]:.2f} {_short(worst[1])}",
+            str(entry["failed_requests"]),
             _with(_num(entry["cpu_cores_avg"], digits=2), versus.get("cpu_cores_avg", "")),
-            _num(entry["cpu_cores_peak"], digits=2), _num(entry["cpu_used_avg"], digits=2),
-            _with(_num(entry["core_seconds_met"], digits=0), versus.get("core_seconds_met", "")), mitigations,
-            str(entry["actions"] + entry["scale_events"]))
+            _num(entry["cpu_cores_peak"], digits=2),
+            _num(entry["cpu_used_avg"], digits=2),
+            _with(_num(entry["core_seconds_met"], digits=0), versus.get("core_seconds_met", "")),
+            mitigations,
+            str(entry["actions"] + entry["scale_events"]),
+        )
     return result
 
 
-def _steps(starts: list[float], values: list[float | None], interval_s: float) -> tuple[list[float], list[float]]:
+def _steps(
+    starts: list[float], values: list[float | None], interval_s: float
+) -> tuple[list[float], list[float]]:
     """Step-plot points that draw the last interval to its end too (None as a gap)."""
     ys = [v if v is not None else float("nan") for v in values]
     if not starts:
@@ -93,20 +124,32 @@ def plots(report: Mapping[str, Any], out: Path) -> list[Path]:
         for anomaly in entry["anomalies"]:
             if anomaly["start_s"] is not None and anomaly["end_s"] is not None:
                 ax.axvspan(anomaly["start_s"], anomaly["end_s"], color="tab:red", alpha=0.12, lw=0)
-                ax.text(anomaly["start_s"], 1.0, f" {anomaly['kind']}@{anomaly['service']}", fontsize=7,
-                        va="top", transform=ax.get_xaxis_transform())
+                ax.text(
+                    anomaly["start_s"],
+                    1.0,
+                    f" {anomaly['kind']}@{anomaly['service']}",
+                    fontsize=7,
+                    va="top",
+                    transform=ax.get_xaxis_transform(),
+                )
         for index, (kind, values) in enumerate(sorted(series["p99_ms"].items())):
             colour = colours[index % len(colours)]
-            ax.step(*_steps(series["start_s"], values, report["interval_s"]), where="post", color=colour,
-                    label=f"{kind} p99")
+            ax.step(
+                *_steps(series["start_s"], values, report["interval_s"]),
+                where="post",
+                color=colour,
+                label=f"{kind} p99",
+            )
             if kind in slo:
                 ax.axhline(slo[kind], color=colour, ls="--", lw=0.8)
         ax.set_yscale("log")
         ax.set_ylabel("ms")
         ax.set_title(f"{name}: {entry['slo_violation_s']:g} s of SLO violation", fontsize=9, loc="left")
         ax.legend(fontsize=7, loc="upper right")
-    axes[-1, 0].set_xlabel("seconds into the measured run (shaded: anomalies; dashed: SLOs; "
-                           "a gap: more than 1 % of the requests failed, or none completed)")
+    axes[-1, 0].set_xlabel(
+        "seconds into the measured run (shaded: anomalies; dashed: SLOs; "
+        "a gap: more than 1 % of the requests failed, or none completed)"
+    )
     fig.tight_layout()
     path = out / "p99.png"
     fig.savefig(path, dpi=100)
@@ -117,10 +160,19 @@ def plots(report: Mapping[str, Any], out: Path) -> list[Path]:
     for index, name in enumerate(names):
         series = policies[name]["series"]
         colour = colours[index % len(colours)]
-        ax.step(*_steps(series["start_s"], series["cpu_allocated"], report["interval_s"]), where="post",
-                color=colour, label=f"{name} allocated")
-        ax.step(*_steps(series["start_s"], series["cpu_used"], report["interval_s"]), where="post", color=colour,
-                ls=":", label=f"{name} used")
+        ax.step(
+            *_steps(series["start_s"], series["cpu_allocated"], report["interval_s"]),
+            where="post",
+            color=colour,
+            label=f"{name} allocated",
+        )
+        ax.step(
+            *_steps(series["start_s"], series["cpu_used"], report["interval_s"]),
+            where="post",
+            color=colour,
+            ls=":",
+            label=f"{name} used",
+        )
     first = policies[names[0]] if names else {"anomalies": []}
     for anomaly in first["anomalies"]:
         if anomaly["start_s"] is not None and anomaly["end_s"] is not None:

@@ -134,16 +134,21 @@ def intervals(run: RecordedRun, slo_ms: Mapping[str, float], interval_s: float) 
         index = math.floor(request.completed_s / interval_s)
         if 0 <= index < count:
             buckets[index].setdefault(request.request_type, []).append(
-                math.inf if request.failed else request.latency_ms)
+                math.inf if request.failed else request.latency_ms
+            )
     types = sorted(set(slo_ms) | {r.request_type for r in run.requests})
     result = []
     for index, bucket in enumerate(buckets):
         start = index * interval_s
         p99 = {t: nearest_rank(bucket.get(t, []), 99) for t in types}
-        violated = {t: (p99[t] is not None and t in slo_ms and p99[t] > slo_ms[t])  # type: ignore[operator]
-                    for t in types}
+        violated = {
+            t: (p99[t] is not None and t in slo_ms and p99[t] > slo_ms[t])  # type: ignore[operator]
+            for t in types
+        }
         allocated, used = _cpu_at(run.cpu, start, start + interval_s)
-        result.append(Interval(start, p99, {t: len(bucket.get(t, [])) for t in types}, violated, allocated, used))
+        result.append(
+            Interval(start, p99, {t: len(bucket.get(t, [])) for t in types}, violated, allocated, used)
+        )
     return result
 
 
@@ -152,7 +157,9 @@ def episodes(flags: Sequence[bool]) -> int:
     return sum(1 for i, flag in enumerate(flags) if flag and (i == 0 or not flags[i - 1]))
 
 
-def mitigation(table: Sequence[Interval], anomaly: AnomalyWindow, interval_s: float) -> tuple[float | None, bool]:
+def mitigation(
+    table: Sequence[Interval], anomaly: AnomalyWindow, interval_s: float
+) -> tuple[float | None, bool]:
     """Seconds from the anomaly's start until the SLO held again, and whether before its end
     (see the module's docstring); ``(None, False)`` when it never held again."""
     if not table:
@@ -180,21 +187,35 @@ def summarize(run: RecordedRun, slo_ms: Mapping[str, float], interval_s: float) 
         latencies = [r.latency_ms for r in measured if r.request_type == kind and not r.failed]
         failed = sum(1 for r in measured if r.request_type == kind and r.failed)
         per_type[kind] = {
-            "slo_ms": slo_ms.get(kind), "violation_s": sum(flags) * interval_s, "violation_count": episodes(flags),
-            "requests": len(latencies) + failed, "failed": failed,
-            "p50_ms": _r(nearest_rank(latencies, 50)), "p99_ms": _r(nearest_rank(latencies, 99)),
+            "slo_ms": slo_ms.get(kind),
+            "violation_s": sum(flags) * interval_s,
+            "violation_count": episodes(flags),
+            "requests": len(latencies) + failed,
+            "failed": failed,
+            "p50_ms": _r(nearest_rank(latencies, 50)),
+            "p99_ms": _r(nearest_rank(latencies, 99)),
             "p999_ms": _r(nearest_rank(latencies, 99.9)),
         }
     any_flags = [i.any_violated for i in table]
     allocated = [i.cpu_allocated for i in table if i.cpu_allocated is not None]
     used = [i.cpu_used for i in table if i.cpu_used is not None]
-    met = sum(i.cpu_allocated * interval_s for i in table if i.cpu_allocated is not None and not i.any_violated)
+    met = sum(
+        i.cpu_allocated * interval_s for i in table if i.cpu_allocated is not None and not i.any_violated
+    )
     anomalies = []
     for window in run.anomalies:
         seconds, before_end = mitigation(table, window, interval_s)
-        anomalies.append({"kind": window.kind, "service": window.service, "intensity": window.intensity,
-                          "start_s": _r(window.start_s), "end_s": _r(window.end_s),
-                          "mitigation_s": _r(seconds), "before_end": before_end})
+        anomalies.append(
+            {
+                "kind": window.kind,
+                "service": window.service,
+                "intensity": window.intensity,
+                "start_s": _r(window.start_s),
+                "end_s": _r(window.end_s),
+                "mitigation_s": _r(seconds),
+                "before_end": before_end,
+            }
+        )
     return {
         "slo_violation_s": sum(any_flags) * interval_s,
         "slo_violation_count": episodes(any_flags),
@@ -206,7 +227,9 @@ def summarize(run: RecordedRun, slo_ms: Mapping[str, float], interval_s: float) 
         "cpu_cores_avg": _r(sum(allocated) / len(allocated)) if allocated else None,
         "cpu_cores_peak": _r(max(s.allocated for s in run.cpu)) if run.cpu else None,
         "cpu_used_avg": _r(sum(used) / len(used)) if used else None,
-        "cpu_used_peak": _r(max((s.used for s in run.cpu if s.used is not None), default=math.nan)) if used else None,
+        "cpu_used_peak": _r(max((s.used for s in run.cpu if s.used is not None), default=math.nan))
+        if used
+        else None,
         "core_seconds_met": _r(met),
         "mitigation_s": [a["mitigation_s"] for a in anomalies],
         "anomalies": anomalies,
@@ -243,13 +266,18 @@ def ratio(baseline: float | None, reference: float | None) -> float | None:
 RATIO_FIELDS = ("slo_violation_s", "cpu_cores_avg", "cpu_used_avg", "core_seconds_met")
 
 
-def ratios(policies: Mapping[str, Mapping[str, Any]], reference: str = "firm") -> dict[str, dict[str, float | None]]:
+def ratios(
+    policies: Mapping[str, Mapping[str, Any]], reference: str = "firm"
+) -> dict[str, dict[str, float | None]]:
     """For every policy but ``reference``: each of :data:`RATIO_FIELDS`, baseline over reference."""
     if reference not in policies:
         return {}
     ref = policies[reference]
-    return {name: {f: ratio(entry.get(f), ref.get(f)) for f in RATIO_FIELDS}
-            for name, entry in policies.items() if name != reference}
+    return {
+        name: {f: ratio(entry.get(f), ref.get(f)) for f in RATIO_FIELDS}
+        for name, entry in policies.items()
+        if name != reference
+    }
 
 
 def verdict(policies: Mapping[str, Mapping[str, Any]], reference: str = "firm") -> dict[str, Any]:
@@ -264,15 +292,32 @@ def verdict(policies: Mapping[str, Mapping[str, Any]], reference: str = "firm") 
     cpu_ok = None
     if "static" in policies and ref.get("cpu_cores_avg") is not None:
         cpu_ok = ref["cpu_cores_avg"] <= (policies["static"].get("cpu_cores_avg") or 0) + 1e-9
-    return {"fewer_violation_s_than": fewer, "cpu_not_above_static": cpu_ok,
-            "mitigated_every_anomaly": all(m is not None for m in ref.get("mitigation_s", []))}
+    return {
+        "fewer_violation_s_than": fewer,
+        "cpu_not_above_static": cpu_ok,
+        "mitigated_every_anomaly": all(m is not None for m in ref.get("mitigation_s", [])),
+    }
 
 
-def build_report(runs: Sequence[RecordedRun], *, slo_ms: Mapping[str, float], interval_s: float, seed: int,
-                 meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_report(
+    runs: Sequence[RecordedRun],
+    *,
+    slo_ms: Mapping[str, float],
+    interval_s: float,
+    seed: int,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """``report.json``'s content: ``policies`` (name -> :func:`summarize`), ``ratios`` to firm,
     ``verdict``, ``interval_s``, ``seed``, ``slo_ms`` and whatever ``meta`` adds."""
     policies = {run.policy: summarize(run, slo_ms, interval_s) for run in runs}
     durations = {"duration_s": max(run.duration_s for run in runs)} if runs else {}
-    return {**durations, **(meta or {}), "interval_s": interval_s, "seed": seed, "slo_ms": dict(slo_ms), "policies": policies,
-            "ratios_to_firm": ratios(policies), "verdict": verdict(policies)}
+    return {
+        **durations,
+        **(meta or {}),
+        "interval_s": interval_s,
+        "seed": seed,
+        "slo_ms": dict(slo_ms),
+        "policies": policies,
+        "ratios_to_firm": ratios(policies),
+        "verdict": verdict(policies),
+    }

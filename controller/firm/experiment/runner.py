@@ -91,8 +91,10 @@ class ExperimentPlan:
         if not self.policies:
             raise ExperimentInputError("no policy to run", fix="give --policies, e.g. firm,hpa,aimd")
         if not (math.isfinite(self.duration_s) and self.duration_s >= 20):
-            raise ExperimentInputError(f"--duration {self.duration_s:g} s is too short",
-                                       fix="give at least 20 s (a few SLO windows), e.g. --duration 120")
+            raise ExperimentInputError(
+                f"--duration {self.duration_s:g} s is too short",
+                fix="give at least 20 s (a few SLO windows), e.g. --duration 120",
+            )
         if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
             raise ExperimentInputError(f"--warmup {self.warmup_s:g} s", fix="give 0 or more seconds")
         if self.seed < 0:
@@ -161,8 +163,11 @@ class RecordingTarget:
 
     def latest_telemetry(self, names: Sequence[str]) -> dict[str, Sample | None]:
         samples = self.inner.latest_telemetry(names)
-        used = [s.cpu_cores for n, s in samples.items()
-                if s is not None and s.cpu_cores is not None and self.inner.service_of(n) not in self.exclude]
+        used = [
+            s.cpu_cores
+            for n, s in samples.items()
+            if s is not None and s.cpu_cores is not None and self.inner.service_of(n) not in self.exclude
+        ]
         self._used = sum(used) if used else None
         return samples
 
@@ -228,14 +233,24 @@ class PolicyState:
 class Experiment:
     """Runs an :class:`ExperimentPlan` on the embedded testbed (root; see the module's docstring)."""
 
-    def __init__(self, plan: ExperimentPlan, testbed: TestbedConfig, *, progress: Progress = lambda s: None,
-                 say: Callable[[str], None] = log.info, audit_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        plan: ExperimentPlan,
+        testbed: TestbedConfig,
+        *,
+        progress: Progress = lambda s: None,
+        say: Callable[[str], None] = log.info,
+        audit_dir: Path | None = None,
+    ) -> None:
         self.plan, self.testbed = plan, testbed
         self.audit_dir = audit_dir
         """Where each policy's decisions go, ``<policy>.jsonl`` (the loop's audit records); None: nowhere."""
         self.progress, self.say = progress, say
-        self.loop_config = (loop_config.load(plan.loop_config) if plan.loop_config is not None
-                            else loop_config.load(None, reclaim=DEFAULT_RECLAIM))
+        self.loop_config = (
+            loop_config.load(plan.loop_config)
+            if plan.loop_config is not None
+            else loop_config.load(None, reclaim=DEFAULT_RECLAIM)
+        )
         self.slo_ms = {**testbed.slo_ms, **self.loop_config.slo_ms}
         self.interval_s = plan.interval_s or testbed.slo_window_s
         self.env = testbed_experiment.anomaly_environment(testbed)
@@ -252,22 +267,29 @@ class Experiment:
     def check(self) -> None:
         """Everything that can be checked before the testbed is touched; raises ExperimentInputError."""
         if os.geteuid() != 0:
-            raise ExperimentInputError("firm experiment changes cgroups, network namespaces and qdiscs",
-                                       fix="run it as root (sudo)")
+            raise ExperimentInputError(
+                "firm experiment changes cgroups, network namespaces and qdiscs", fix="run it as root (sudo)"
+            )
         problems = required_tools(self.plan.kinds)
         if problems:
-            raise ExperimentInputError(f"--anomalies: {'; '.join(problems)}",
-                                       fix=f"give kinds this machine supports ({', '.join(supported_kinds())}), "
-                                           "or install the anomaly tools (the firm.core anomaly_tools role)")
+            raise ExperimentInputError(
+                f"--anomalies: {'; '.join(problems)}",
+                fix=f"give kinds this machine supports ({', '.join(supported_kinds())}), "
+                "or install the anomaly tools (the firm.core anomaly_tools role)",
+            )
         if "firm" in self.plan.policies:
             try:
                 make_policy("firm", self.loop_config, request_types=list(self.testbed.mix))
             except ModuleNotFoundError as exc:
-                raise ExperimentInputError(f"the firm policy needs {exc.name}, which is not installed",
-                                           fix="install firm completely, or leave firm out of --policies") from exc
+                raise ExperimentInputError(
+                    f"the firm policy needs {exc.name}, which is not installed",
+                    fix="install firm completely, or leave firm out of --policies",
+                ) from exc
             except (FirmError, OSError, ValueError) as exc:
-                raise ExperimentInputError(f"cannot load the firm policy's models: {exc}",
-                                           fix="train them (firm train-svm, firm train-rl) or reinstall") from exc
+                raise ExperimentInputError(
+                    f"cannot load the firm policy's models: {exc}",
+                    fix="train them (firm train-svm, firm train-rl) or reinstall",
+                ) from exc
         candidates = self.anomaly_services()
         self.schedule = plan_anomalies(self.plan.seed, self.plan.duration_s, self.plan.kinds, candidates)
         self.checked = True
@@ -275,8 +297,13 @@ class Experiment:
     def anomaly_services(self) -> list[str]:
         """Services anomalies go beside: the ones doing at least 1 ms of work per request, not the
         entry point (whose single instance cannot be scaled out) nor those the loop never acts on."""
-        return [s.name for s in self.testbed.services
-                if s.work_ms >= 1.0 and s.name not in scale.ENTRY_POINTS and s.name not in self.loop_config.exclude]
+        return [
+            s.name
+            for s in self.testbed.services
+            if s.work_ms >= 1.0
+            and s.name not in scale.ENTRY_POINTS
+            and s.name not in self.loop_config.exclude
+        ]
 
     # -- the whole run --------------------------------------------------------------------------------
 
@@ -309,8 +336,10 @@ class Experiment:
         try:
             lifecycle.up(self.testbed, progress=self.say)
         except (FirmError, OSError) as exc:
-            raise ExperimentError(f"the testbed did not come up: {exc}",
-                                  fix="see `firm testbed up` and its logs; `firm testbed down` cleans up") from exc
+            raise ExperimentError(
+                f"the testbed did not come up: {exc}",
+                fix="see `firm testbed up` and its logs; `firm testbed down` cleans up",
+            ) from exc
         self.brought_up = True
 
     def _prepare_anomalies(self) -> None:
@@ -320,19 +349,31 @@ class Experiment:
             try:
                 anomaly.validate(self.anomaly_spec(planned, 0), self.env)
             except FirmError as exc:
-                raise ExperimentError(f"the {planned.kind} anomaly cannot run beside {planned.service}: {exc}",
-                                      fix="leave that kind out of --anomalies") from exc
+                raise ExperimentError(
+                    f"the {planned.kind} anomaly cannot run beside {planned.service}: {exc}",
+                    fix="leave that kind out of --anomalies",
+                ) from exc
 
     def anomaly_spec(self, planned: PlannedAnomaly, number: int) -> anomaly.AnomalySpec:
-        spec = testbed_experiment.anomaly_spec(self.testbed, testbed_experiment.AnomalyPlan(
-            planned.kind, f"{planned.service}-0", planned.intensity, 0.0, planned.duration_s))
-        return dataclasses.replace(spec, name=f"experiment-{number}-{planned.kind}",
-                                   labels={**spec.labels, "experiment": "firm-experiment"})
+        spec = testbed_experiment.anomaly_spec(
+            self.testbed,
+            testbed_experiment.AnomalyPlan(
+                planned.kind, f"{planned.service}-0", planned.intensity, 0.0, planned.duration_s
+            ),
+        )
+        return dataclasses.replace(
+            spec,
+            name=f"experiment-{number}-{planned.kind}",
+            labels={**spec.labels, "experiment": "firm-experiment"},
+        )
 
     def _target(self) -> TestbedTarget:
         try:
-            return TestbedTarget.discover(self.testbed, redis_url=self.loop_config.redis_url,
-                                          horizon_s=(self.loop_config.window_s or self.testbed.slo_window_s) + 10)
+            return TestbedTarget.discover(
+                self.testbed,
+                redis_url=self.loop_config.redis_url,
+                horizon_s=(self.loop_config.window_s or self.testbed.slo_window_s) + 10,
+            )
         except FirmError as exc:
             raise ExperimentError(f"cannot find the testbed's instances: {exc}") from exc
 
@@ -348,15 +389,27 @@ class Experiment:
         target = self._target()
         by_name = {i.name: i for i in self.testbed.instances()}
         names = [n for n in target.names() if n in by_name]
-        cpusets = [Action(n, "cpuset", by_name[n].spec.cpus, "baseline") for n in names
-                   if "cpuset" in target.executor.resources(n)]
-        quotas = [Action(n, "cpu", math.inf if by_name[n].spec.cpu_quota_us < 0 else by_name[n].spec.cpu_quota_us / 1e5,
-                         "baseline") for n in names]
+        cpusets = [
+            Action(n, "cpuset", by_name[n].spec.cpus, "baseline")
+            for n in names
+            if "cpuset" in target.executor.resources(n)
+        ]
+        quotas = [
+            Action(
+                n,
+                "cpu",
+                math.inf if by_name[n].spec.cpu_quota_us < 0 else by_name[n].spec.cpu_quota_us / 1e5,
+                "baseline",
+            )
+            for n in names
+        ]
         for actions in (cpusets, quotas):
             result = target.executor.apply(actions, dry_run=False)
             if not result.ok:
-                raise ExperimentError(f"cannot set the testbed's configured limits: {result.error}",
-                                      fix="check `firm testbed status`; `firm testbed down` and up again")
+                raise ExperimentError(
+                    f"cannot set the testbed's configured limits: {result.error}",
+                    fix="check `firm testbed status`; `firm testbed down` and up again",
+                )
         return target.executor.snapshot(names)
 
     def reset(self) -> None:
@@ -366,8 +419,10 @@ class Experiment:
         self._scale_in_extras()
         result = self._target().executor.restore(self.baseline)
         if not result.ok:
-            raise ExperimentError(f"cannot restore the testbed's baseline limits: {result.error}",
-                                  fix="`firm testbed down` and `firm testbed up` start afresh")
+            raise ExperimentError(
+                f"cannot restore the testbed's baseline limits: {result.error}",
+                fix="`firm testbed down` and `firm testbed up` start afresh",
+            )
 
     def settle(self, timeout_s: float = 90.0, poll_s: float = 0.5) -> float:
         """Wait until no instance has a request under way (the previous run's backlog drained), at
@@ -376,8 +431,16 @@ class Experiment:
         busy = -1
         while time.monotonic() - started < timeout_s:
             state = lifecycle.read_state(self.testbed)
-            busy = asyncio.run(in_flight(self.testbed, [e["address"] for e in (state.instances if state else ())
-                                                        if e.get("service") != self.testbed.redis.name]))
+            busy = asyncio.run(
+                in_flight(
+                    self.testbed,
+                    [
+                        e["address"]
+                        for e in (state.instances if state else ())
+                        if e.get("service") != self.testbed.redis.name
+                    ],
+                )
+            )
             if busy == 0:
                 return time.monotonic() - started
             time.sleep(poll_s)
@@ -426,8 +489,16 @@ class Experiment:
             profile = TraceRate(Path(plan.workload), peak_rps=rate, speedup=seconds / total)
         mix = Mix.from_weights({RequestType.parse(k): v for k, v in config.mix.items()})
         slos = tuple(Slo(RequestType.parse(k), v) for k, v in self.slo_ms.items())
-        return LoadSpec(url, profile, duration_s=total, mix=mix, slos=slos, users=config.users, seed=plan.seed,
-                        window_s=config.slo_window_s)
+        return LoadSpec(
+            url,
+            profile,
+            duration_s=total,
+            mix=mix,
+            slos=slos,
+            users=config.users,
+            seed=plan.seed,
+            window_s=config.slo_window_s,
+        )
 
     def run_policy(self, policy: str, index: int) -> RecordedRun:
         """One policy's run (the testbed at its baseline); returns what was recorded."""
@@ -449,8 +520,10 @@ class Experiment:
                 one.load_thread.join(0.5)
                 elapsed = time.time() - started
                 self.state.active_anomalies = [
-                    f"{p.kind}@{p.service}" for p in self.schedule
-                    if plan.warmup_s + p.start_s <= elapsed < plan.warmup_s + p.end_s]
+                    f"{p.kind}@{p.service}"
+                    for p in self.schedule
+                    if plan.warmup_s + p.start_s <= elapsed < plan.warmup_s + p.end_s
+                ]
                 self.progress(self.status())
         finally:
             one.stop_all()
@@ -472,14 +545,26 @@ class Experiment:
         injectors = []
         for number, planned in enumerate(self.schedule):
             spec = self.anomaly_spec(planned, number)
-            timing = testbed_experiment.AnomalyPlan(planned.kind, f"{planned.service}-0", planned.intensity,
-                                                    self.plan.warmup_s + planned.start_s, planned.duration_s)
+            timing = testbed_experiment.AnomalyPlan(
+                planned.kind,
+                f"{planned.service}-0",
+                planned.intensity,
+                self.plan.warmup_s + planned.start_s,
+                planned.duration_s,
+            )
             injectors.append(testbed_experiment.Injector(spec, self.env, timing, self.say))
         return injectors
 
-    def _recorded(self, policy: str, zero: float, actions: int, requests: Sequence[tuple[str, float, float, str]],
-                  target: RecordingTarget, windows: Sequence[tuple[PlannedAnomaly, Mapping[str, Any]]],
-                  replicas: TestbedReplicas | None) -> RecordedRun:
+    def _recorded(
+        self,
+        policy: str,
+        zero: float,
+        actions: int,
+        requests: Sequence[tuple[str, float, float, str]],
+        target: RecordingTarget,
+        windows: Sequence[tuple[PlannedAnomaly, Mapping[str, Any]]],
+        replicas: TestbedReplicas | None,
+    ) -> RecordedRun:
         """What one policy's run recorded, in seconds from ``zero`` (the start of measuring, epoch s)."""
         plan = self.plan
         run = RecordedRun(policy, plan.duration_s, actions=actions)
@@ -489,18 +574,34 @@ class Experiment:
                 run.requests.append(Request(kind, completed, latency_ms, bool(error)))
                 if error:
                     run.errors[error] = run.errors.get(error, 0) + 1
-        run.cpu = [CpuSample(t - zero, allocated, used, n) for t, allocated, used, n in target.samples
-                   if 0 <= t - zero <= plan.duration_s]
+        run.cpu = [
+            CpuSample(t - zero, allocated, used, n)
+            for t, allocated, used, n in target.samples
+            if 0 <= t - zero <= plan.duration_s
+        ]
         for planned, record in windows:
             if record.get("started_at") is None:
                 run.notes.append(f"the {planned.kind} anomaly beside {planned.service} did not start")
                 continue
-            end = record.get("ended_at") or record.get("expires_at") or record["started_at"] + planned.duration_s
-            run.anomalies.append(AnomalyWindow(planned.kind, planned.service, record["started_at"] - zero,
-                                               float(end) - zero, planned.intensity))
+            end = (
+                record.get("ended_at")
+                or record.get("expires_at")
+                or record["started_at"] + planned.duration_s
+            )
+            run.anomalies.append(
+                AnomalyWindow(
+                    planned.kind,
+                    planned.service,
+                    record["started_at"] - zero,
+                    float(end) - zero,
+                    planned.intensity,
+                )
+            )
         if replicas is not None:
             run.scale_events = sum(1 for e in replicas.events if e.get("direction") in ("out", "in"))
-            run.notes += [f"{e['service']}: {e['error']}" for e in replicas.events if e.get("direction") == "error"]
+            run.notes += [
+                f"{e['service']}: {e['error']}" for e in replicas.events if e.get("direction") == "error"
+            ]
         return run
 
     def status(self) -> dict[str, Any]:
@@ -509,10 +610,18 @@ class Experiment:
         elapsed = time.monotonic() - state.started
         per_policy = plan.warmup_s + plan.duration_s
         left = max(0.0, per_policy - elapsed)
-        return {"policy": state.policy, "index": state.index, "policies": len(plan.policies), "phase": state.phase,
-                "left_s": left, "total_left_s": left + per_policy * (len(plan.policies) - state.index - 1),
-                "p99_ms": dict(state.p99_ms), "slo_ms": dict(self.slo_ms), "actions": state.actions,
-                "anomalies": list(state.active_anomalies)}
+        return {
+            "policy": state.policy,
+            "index": state.index,
+            "policies": len(plan.policies),
+            "phase": state.phase,
+            "left_s": left,
+            "total_left_s": left + per_policy * (len(plan.policies) - state.index - 1),
+            "p99_ms": dict(state.p99_ms),
+            "slo_ms": dict(self.slo_ms),
+            "actions": state.actions,
+            "anomalies": list(state.active_anomalies),
+        }
 
 
 class PolicyRun:
@@ -525,22 +634,39 @@ class PolicyRun:
         config = base.model_copy(update={"interval_s": 1.0 if policy == "hpa-fast" else base.interval_s})
         self.target = RecordingTarget(experiment._target(), config.exclude)
         self.replicas = TestbedReplicas(testbed) if policy in REPLICA_POLICIES else None
-        limits = {s.name: s.max_instances for s in testbed.services
-                  if s.name not in scale.ENTRY_POINTS and s.name not in config.exclude}
-        decider = make_policy(policy, config, request_types=list(testbed.mix), replicas=self.replicas,
-                              max_replicas=limits)
+        limits = {
+            s.name: s.max_instances
+            for s in testbed.services
+            if s.name not in scale.ENTRY_POINTS and s.name not in config.exclude
+        }
+        decider = make_policy(
+            policy, config, request_types=list(testbed.mix), replicas=self.replicas, max_replicas=limits
+        )
         self.scaler = TestbedScaler(testbed) if policy == "firm" else None
         if policy == "none":
-            lift = ceiling_actions({n: self.target.service_of(n) for n in self.target.names()},
-                                   self.target.cpu_capacity, config.exclude)
+            lift = ceiling_actions(
+                {n: self.target.service_of(n) for n in self.target.names()},
+                self.target.cpu_capacity,
+                config.exclude,
+            )
             result = self.target.executor.apply(lift, dry_run=False)
             if not result.ok:
                 raise ExperimentError(f"cannot lift the CPU limits: {result.error}")
-        self.audit = (AuditLog(None, path=experiment.audit_dir / f"{policy}.jsonl")
-                      if experiment.audit_dir is not None else None)
-        self.loop = ControlLoop(config, self.target, decider, slo_ms=experiment.slo_ms,
-                                window_s=config.window_s or testbed.slo_window_s, on_step=self.on_step,
-                                scaler=self.scaler, audit=self.audit)
+        self.audit = (
+            AuditLog(None, path=experiment.audit_dir / f"{policy}.jsonl")
+            if experiment.audit_dir is not None
+            else None
+        )
+        self.loop = ControlLoop(
+            config,
+            self.target,
+            decider,
+            slo_ms=experiment.slo_ms,
+            window_s=config.window_s or testbed.slo_window_s,
+            on_step=self.on_step,
+            scaler=self.scaler,
+            audit=self.audit,
+        )
         self.spec = experiment.load_spec(frontend)
         self.requests: list[tuple[str, float, float, str]] = []
         """(type, latency ms, intended send time epoch s, error) of every request of the run."""
@@ -568,8 +694,12 @@ class PolicyRun:
         try:
             with tempfile.TemporaryDirectory(prefix="firm-experiment-") as directory:
                 path = os.path.join(directory, "requests.json")
-                process = context.Process(target=load_worker, args=(self.spec, path, messages),
-                                          name="firm-experiment-load", daemon=True)
+                process = context.Process(
+                    target=load_worker,
+                    args=(self.spec, path, messages),
+                    name="firm-experiment-load",
+                    daemon=True,
+                )
                 process.start()
                 while process.is_alive() or not messages.empty():
                     try:
@@ -583,10 +713,14 @@ class PolicyRun:
                             self.experiment.state.p99_ms[kind] = p99
                 process.join()
                 if process.exitcode != 0:
-                    raise ExperimentError(f"the load generator exited with status {process.exitcode}",
-                                          fix="run `firm load` against the testbed's frontend to see why")
+                    raise ExperimentError(
+                        f"the load generator exited with status {process.exitcode}",
+                        fix="run `firm load` against the testbed's frontend to see why",
+                    )
                 with open(path, encoding="utf-8") as handle:
-                    self.requests = [(str(t), float(lat), float(at), str(err)) for t, lat, at, err in json.load(handle)]
+                    self.requests = [
+                        (str(t), float(lat), float(at), str(err)) for t, lat, at, err in json.load(handle)
+                    ]
         except BaseException as exc:  # reported by the main thread
             self.errors.append(exc)
         finally:
@@ -652,27 +786,52 @@ def load_worker(spec: LoadSpec, path: str, messages: Any) -> None:
     messages.put("started")
     run_load(spec, sink=collector, on_window=on_window)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump([[r.request_type.value, r.latency_ms, r.intended_at, r.error] for r in collector.records], handle)
+        json.dump(
+            [[r.request_type.value, r.latency_ms, r.intended_at, r.error] for r in collector.records], handle
+        )
     messages.close()
     messages.join_thread()
 
 
 def recorded_to_json(run: RecordedRun) -> dict[str, Any]:
     """A recorded run as JSON (``runs/<policy>.json``), enough to compute the report again."""
-    return {"policy": run.policy, "duration_s": run.duration_s, "actions": run.actions,
-            "scale_events": run.scale_events, "notes": run.notes, "errors": run.errors,
-            "requests": [[r.request_type, round(r.completed_s, 4), round(r.latency_ms, 3), int(r.failed)]
-                         for r in run.requests],
-            "cpu": [[round(s.time_s, 3), round(s.allocated, 4), None if s.used is None else round(s.used, 4),
-                     s.instances] for s in run.cpu],
-            "anomalies": [dataclasses.asdict(a) for a in run.anomalies]}
+    return {
+        "policy": run.policy,
+        "duration_s": run.duration_s,
+        "actions": run.actions,
+        "scale_events": run.scale_events,
+        "notes": run.notes,
+        "errors": run.errors,
+        "requests": [
+            [r.request_type, round(r.completed_s, 4), round(r.latency_ms, 3), int(r.failed)]
+            for r in run.requests
+        ],
+        "cpu": [
+            [
+                round(s.time_s, 3),
+                round(s.allocated, 4),
+                None if s.used is None else round(s.used, 4),
+                s.instances,
+            ]
+            for s in run.cpu
+        ],
+        "anomalies": [dataclasses.asdict(a) for a in run.anomalies],
+    }
 
 
 def recorded_from_json(data: Mapping[str, Any]) -> RecordedRun:
     """The inverse of :func:`recorded_to_json`; raises KeyError, TypeError or ValueError when malformed."""
     return RecordedRun(
-        str(data["policy"]), float(data["duration_s"]),
+        str(data["policy"]),
+        float(data["duration_s"]),
         [Request(str(t), float(c), float(lat), bool(f)) for t, c, lat, f in data["requests"]],
-        [CpuSample(float(t), float(a), None if u is None else float(u), int(n)) for t, a, u, n in data["cpu"]],
-        [AnomalyWindow(**a) for a in data["anomalies"]], int(data["actions"]), int(data["scale_events"]),
-        list(data.get("notes", [])), {str(k): int(v) for k, v in data.get("errors", {}).items()})
+        [
+            CpuSample(float(t), float(a), None if u is None else float(u), int(n))
+            for t, a, u, n in data["cpu"]
+        ],
+        [AnomalyWindow(**a) for a in data["anomalies"]],
+        int(data["actions"]),
+        int(data["scale_events"]),
+        list(data.get("notes", [])),
+        {str(k): int(v) for k, v in data.get("errors", {}).items()},
+    )

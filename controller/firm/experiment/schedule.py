@@ -40,8 +40,13 @@ class PlannedAnomaly:
         return self.start_s + self.duration_s
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "service": self.service, "intensity": self.intensity,
-                "start_s": round(self.start_s, 3), "duration_s": self.duration_s}
+        return {
+            "kind": self.kind,
+            "service": self.service,
+            "intensity": self.intensity,
+            "start_s": round(self.start_s, 3),
+            "duration_s": self.duration_s,
+        }
 
 
 def parse_kinds(text: str, supported: Sequence[str] | None = None) -> list[str]:
@@ -57,17 +62,28 @@ def parse_kinds(text: str, supported: Sequence[str] | None = None) -> list[str]:
     kinds = [k.strip().replace("-", "_") for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise ExperimentInputError(f"--anomalies: unknown kinds {', '.join(repr(k) for k in unknown) or '(none given)'}",
-                                   fix=f"give some of {', '.join(KINDS)}, or 'all', or 'none'")
+        raise ExperimentInputError(
+            f"--anomalies: unknown kinds {', '.join(repr(k) for k in unknown) or '(none given)'}",
+            fix=f"give some of {', '.join(KINDS)}, or 'all', or 'none'",
+        )
     repeated = sorted({k for k in kinds if kinds.count(k) > 1})
     if repeated:
-        raise ExperimentInputError(f"--anomalies names {', '.join(repeated)} twice", fix="name each kind once")
+        raise ExperimentInputError(
+            f"--anomalies names {', '.join(repeated)} twice", fix="name each kind once"
+        )
     return kinds
 
 
-def plan_anomalies(seed: int, duration_s: float, kinds: Sequence[str], services: Sequence[str], *,
-                   count: int | None = None, intensity: tuple[int, int] = (50, 80),
-                   end_share: float = 0.85) -> list[PlannedAnomaly]:
+def plan_anomalies(
+    seed: int,
+    duration_s: float,
+    kinds: Sequence[str],
+    services: Sequence[str],
+    *,
+    count: int | None = None,
+    intensity: tuple[int, int] = (50, 80),
+    end_share: float = 0.85,
+) -> list[PlannedAnomaly]:
     """The schedule over ``duration_s`` measured seconds (see the module's docstring).
 
     ``services``: the candidates, at least two when anomalies overlap. Raises
@@ -90,14 +106,24 @@ def plan_anomalies(seed: int, duration_s: float, kinds: Sequence[str], services:
         end = min(start + length, end_share * duration_s)
         seconds = int(end - start)
         if seconds < 4:
-            raise ExperimentInputError(f"{duration_s:g} s is too short for {n} anomalies",
-                                       fix="run longer (--duration), or give fewer kinds (--anomalies)")
+            raise ExperimentInputError(
+                f"{duration_s:g} s is too short for {n} anomalies",
+                fix="run longer (--duration), or give fewer kinds (--anomalies)",
+            )
         busy = {p.service for p in plans if p.start_s < start + seconds and start < p.end_s}
-        pick = next((services[j] for j in order[i % len(order):] + order[: i % len(order)]
-                     if services[j] not in busy), None)
+        pick = next(
+            (
+                services[j]
+                for j in order[i % len(order) :] + order[: i % len(order)]
+                if services[j] not in busy
+            ),
+            None,
+        )
         if pick is None:
-            raise ExperimentInputError(f"{len(services)} services are too few for overlapping anomalies",
-                                       fix="give fewer anomaly kinds")
+            raise ExperimentInputError(
+                f"{len(services)} services are too few for overlapping anomalies",
+                fix="give fewer anomaly kinds",
+            )
         level = int(rng.integers(intensity[0], intensity[1] + 1))
         plans.append(PlannedAnomaly(kinds[i % len(kinds)], pick, level, round(start, 3), seconds))
     return plans

@@ -47,8 +47,10 @@ def progress_line(elapsed_s: float, windows: Sequence[WindowStats]) -> str:
     for s in windows:
         slo = f"/{s.slo_ms:g}" if s.slo_ms is not None else ""
         verdict = f" {_verdict(s)}" if s.violated is not None else ""
-        parts.append(f"{s.request_type.short} n={s.count} err={s.errors} p50={_ms(s.p50_ms)} "
-                     f"p99={_ms(s.p99_ms)}{slo} ms{verdict}")
+        parts.append(
+            f"{s.request_type.short} n={s.count} err={s.errors} p50={_ms(s.p50_ms)} "
+            f"p99={_ms(s.p99_ms)}{slo} ms{verdict}"
+        )
     return f"[{elapsed_s:6.1f} s] " + " | ".join(parts)
 
 
@@ -59,71 +61,175 @@ def progress_table(elapsed_s: float, windows: Sequence[WindowStats]) -> Table:
     for s in windows:
         verdict = _verdict(s)
         style = "red" if s.violated else ""
-        table.add_row(s.request_type.value, str(s.count), str(s.errors), _ms(s.p50_ms), _ms(s.p99_ms),
-                      _ms(s.slo_ms), f"[{style}]{verdict}[/{style}]" if style else verdict)
+        table.add_row(
+            s.request_type.value,
+            str(s.count),
+            str(s.errors),
+            _ms(s.p50_ms),
+            _ms(s.p99_ms),
+            _ms(s.slo_ms),
+            f"[{style}]{verdict}[/{style}]" if style else verdict,
+        )
     return table
 
 
 def summary_table(summary: Summary) -> Table:
     """Per type and overall: requests, success, latency and SLO windows (errors go below the table)."""
-    table = Table(title=f"{summary.url}: {summary.duration_s:.1f} s, {summary.scheduled_rps:.1f} requests/s "
-                  f"scheduled, {summary.sent_rps:.1f} sent; latency in ms", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=f"{summary.url}: {summary.duration_s:.1f} s, {summary.scheduled_rps:.1f} requests/s "
+        f"scheduled, {summary.sent_rps:.1f} sent; latency in ms",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for name in ("type", "sent", "ok", "p50", "p99", "max", "SLO", "windows > SLO"):
         table.add_column(name, justify="left" if name == "type" else "right", no_wrap=True)
     for t in (*summary.per_type, summary.overall):
         ratio = "-" if t.success_ratio is None else f"{100 * t.success_ratio:.1f}%"
-        violated = "-" if t.slo_violation_ratio is None else (
-            f"{t.violated_windows}/{t.windows} {100 * t.slo_violation_ratio:.0f}%")
+        violated = (
+            "-"
+            if t.slo_violation_ratio is None
+            else (f"{t.violated_windows}/{t.windows} {100 * t.slo_violation_ratio:.0f}%")
+        )
         short = RequestType(t.request_type).short if t.request_type != "all" else "all"
-        table.add_row(short, str(t.sent), ratio, _ms(t.p50_ms), _ms(t.p99_ms), _ms(t.max_ms), _ms(t.slo_ms),
-                      violated)
+        table.add_row(
+            short, str(t.sent), ratio, _ms(t.p50_ms), _ms(t.p99_ms), _ms(t.max_ms), _ms(t.slo_ms), violated
+        )
     return table
 
 
 def error_lines(summary: Summary) -> list[str]:
-    return [f"errors of {t.request_type}: " + ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items()))
-            for t in summary.per_type if t.errors]
+    return [
+        f"errors of {t.request_type}: " + ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items()))
+        for t in summary.per_type
+        if t.errors
+    ]
 
 
 @click.command("load")
 @click.argument("url")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="RPS",
-              help="Constant rate, requests per second (all types together).")
-@click.option("--trace", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
-              help="Rate trace: one requests-per-second integer per line, e.g. ../shared/data/workloads/diurnal.txt.")
-@click.option("--peak", type=click.FloatRange(min=0, min_open=True), metavar="RPS",
-              help="With --trace: requests per second at the trace's busiest second.")
-@click.option("--speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="K",
-              help="With --trace: play the trace K times faster than real time.  [default: 1]")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Length of the run (required with --rate; with --trace it defaults to the trace's length).")
-@click.option("--mix", default="compose=10,home=60,user=30", show_default=True,
-              help="Weights of the request types compose, home and user (types not named are not sent).")
-@click.option("--slo", default=None, metavar="TYPE=MS,...",
-              help="p99 objective per type in milliseconds, e.g. compose=500,home=200,user=200, or one number "
-                   "for every type. Without it no window is judged.")
-@click.option("--users", type=click.IntRange(min=1), default=_DEFAULT["users"].default, show_default=True,
-              help="User ids are drawn uniformly from [0, USERS).")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="Seed of arrivals, types, users and payloads (reported in the summary).  [default: random]")
-@click.option("--connections", type=click.IntRange(min=1), default=_DEFAULT["connections"].default,
-              show_default=True, help="Keep-alive connections, i.e. requests on the wire at once.")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=_DEFAULT["max_in_flight"].default,
-              show_default=True, help="Requests sent or queued at once; beyond, a request counts as overloaded.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=_DEFAULT["timeout_s"].default,
-              show_default=True, metavar="SECONDS", help="From a request's intended send time.")
-@click.option("--window", type=click.FloatRange(min=0, min_open=True), default=_DEFAULT["window_s"].default,
-              show_default=True, metavar="SECONDS", help="Length of a latency window.")
-@redis_url_option("Store each request in the stream firm:requests and each window in firm:latency, e.g. "
-                  "redis://127.0.0.1:6379/0.  [default: not stored]", metavar="URL")
-@click.option("--requests-maxlen", type=click.IntRange(min=1), default=1_000_000, show_default=True,
-              help="Approximate bound of the firm:requests stream, in entries.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="RPS",
+    help="Constant rate, requests per second (all types together).",
+)
+@click.option(
+    "--trace",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Rate trace: one requests-per-second integer per line, e.g. ../shared/data/workloads/diurnal.txt.",
+)
+@click.option(
+    "--peak",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="RPS",
+    help="With --trace: requests per second at the trace's busiest second.",
+)
+@click.option(
+    "--speedup",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="K",
+    help="With --trace: play the trace K times faster than real time.  [default: 1]",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Length of the run (required with --rate; with --trace it defaults to the trace's length).",
+)
+@click.option(
+    "--mix",
+    default="compose=10,home=60,user=30",
+    show_default=True,
+    help="Weights of the request types compose, home and user (types not named are not sent).",
+)
+@click.option(
+    "--slo",
+    default=None,
+    metavar="TYPE=MS,...",
+    help="p99 objective per type in milliseconds, e.g. compose=500,home=200,user=200, or one number "
+    "for every type. Without it no window is judged.",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    default=_DEFAULT["users"].default,
+    show_default=True,
+    help="User ids are drawn uniformly from [0, USERS).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seed of arrivals, types, users and payloads (reported in the summary).  [default: random]",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    default=_DEFAULT["connections"].default,
+    show_default=True,
+    help="Keep-alive connections, i.e. requests on the wire at once.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=_DEFAULT["max_in_flight"].default,
+    show_default=True,
+    help="Requests sent or queued at once; beyond, a request counts as overloaded.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULT["timeout_s"].default,
+    show_default=True,
+    metavar="SECONDS",
+    help="From a request's intended send time.",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULT["window_s"].default,
+    show_default=True,
+    metavar="SECONDS",
+    help="Length of a latency window.",
+)
+@redis_url_option(
+    "Store each request in the stream firm:requests and each window in firm:latency, e.g. "
+    "redis://127.0.0.1:6379/0.  [default: not stored]",
+    metavar="URL",
+)
+@click.option(
+    "--requests-maxlen",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
+    help="Approximate bound of the firm:requests stream, in entries.",
+)
 @json_option("Print the summary as JSON instead of a table.")
 @click.option("--quiet", is_flag=True, help="No progress while the load runs.")
-def load_command(*, url: str, rate: float | None, trace: Path | None, peak: float | None, speedup: float | None,
-                 duration: float | None, mix: str, slo: str | None, users: int, seed: int | None,
-                 connections: int, max_in_flight: int, timeout: float, window: float, redis_url: str | None,
-                 requests_maxlen: int, as_json: bool, quiet: bool) -> None:
+def load_command(
+    *,
+    url: str,
+    rate: float | None,
+    trace: Path | None,
+    peak: float | None,
+    speedup: float | None,
+    duration: float | None,
+    mix: str,
+    slo: str | None,
+    users: int,
+    seed: int | None,
+    connections: int,
+    max_in_flight: int,
+    timeout: float,
+    window: float,
+    redis_url: str | None,
+    requests_maxlen: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Send open-loop load to the Social Network frontend at URL and report latency against the SLOs.
 
     Requests arrive with exponential gaps at a constant --rate, or following a --trace scaled to
@@ -153,9 +259,19 @@ def load_command(*, url: str, rate: float | None, trace: Path | None, peak: floa
         else:
             assert trace is not None and peak is not None
             rate_spec = TraceRate(trace, peak, speedup or 1.0)
-        spec = LoadSpec(url=url, rate=rate_spec, duration_s=duration, mix=parse_mix(mix),
-                        slos=parse_slos(slo) if slo else (), users=users, seed=seed, connections=connections,
-                        max_in_flight=max_in_flight, timeout_s=timeout, window_s=window)
+        spec = LoadSpec(
+            url=url,
+            rate=rate_spec,
+            duration_s=duration,
+            mix=parse_mix(mix),
+            slos=parse_slos(slo) if slo else (),
+            users=users,
+            seed=seed,
+            connections=connections,
+            max_in_flight=max_in_flight,
+            timeout_s=timeout,
+            window_s=window,
+        )
         output = RedisOutput(redis_url, requests_maxlen=requests_maxlen) if redis_url else None
         summary = asyncio.run(_run(spec, output, quiet))
     except LoadError as err:
@@ -175,12 +291,16 @@ def _print_summary(summary: Summary, output: RedisOutput | None, as_json: bool) 
     for line in error_lines(summary):
         console.print(line)
     per_request = summary.cpu_ms_per_request
-    console.print(f"client CPU {summary.client_cpu_s:.2f} s"
-                  + (f" ({per_request:.3f} ms per request)" if per_request is not None else "")
-                  + f"; latest dispatch {summary.max_dispatch_lag_ms:.1f} ms behind schedule; seed {summary.seed}")
+    console.print(
+        f"client CPU {summary.client_cpu_s:.2f} s"
+        + (f" ({per_request:.3f} ms per request)" if per_request is not None else "")
+        + f"; latest dispatch {summary.max_dispatch_lag_ms:.1f} ms behind schedule; seed {summary.seed}"
+    )
     if output is not None:
-        console.print(f"Redis: {summary.records_written} request records in {output.requests_key}, "
-                      f"{summary.records_dropped} dropped; windows in {output.latency_key}")
+        console.print(
+            f"Redis: {summary.records_written} request records in {output.requests_key}, "
+            f"{summary.records_dropped} dropped; windows in {output.latency_key}"
+        )
 
 
 async def _run(spec: LoadSpec, output: RedisOutput | None, quiet: bool) -> Summary:
@@ -188,8 +308,12 @@ async def _run(spec: LoadSpec, output: RedisOutput | None, quiet: bool) -> Summa
     start = loop.time()
     live: Live | None = None
     if not quiet and sys.stderr.isatty():
-        live = Live(Table(title="waiting for the first window"), console=Console(stderr=True),
-                    refresh_per_second=4, transient=True)
+        live = Live(
+            Table(title="waiting for the first window"),
+            console=Console(stderr=True),
+            refresh_per_second=4,
+            transient=True,
+        )
 
     def show(windows: Sequence[WindowStats]) -> None:
         if quiet:

@@ -53,8 +53,11 @@ class RequestType(enum.Enum):
         for member in cls:
             if key in (member.value, member.short, member.name.lower().replace("_", "-")):
                 return member
-        raise LoadSpecError(what, f"{name!r} is not a request type",
-                            fix="use compose, home or user (or compose-post, read-home-timeline, read-user-timeline)")
+        raise LoadSpecError(
+            what,
+            f"{name!r} is not a request type",
+            fix="use compose, home or user (or compose-post, read-home-timeline, read-user-timeline)",
+        )
 
 
 _SHORT = {
@@ -65,7 +68,12 @@ _SHORT = {
 
 
 def _positive(name: str, value: float, unit: str, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or math.isinf(value)
+    ):
         raise LoadSpecError(name, f"{value!r} is not a finite number", fix=f"give {unit} as a number")
     if value < 0 or (value == 0 and not allow_zero):
         word = "negative" if value < 0 else "zero"
@@ -80,8 +88,11 @@ sends at most a few thousand a second, and a schedule of more would only exhaust
 
 def _at_most(name: str, value: float, bound: float, unit: str) -> None:
     if value > bound:
-        raise LoadSpecError(name, f"{value!r} is more than {bound:g} {unit}",
-                            fix=f"give at most {bound:g}; for more load run several generators")
+        raise LoadSpecError(
+            name,
+            f"{value!r} is more than {bound:g} {unit}",
+            fix=f"give at most {bound:g}; for more load run several generators",
+        )
 
 
 def _positive_int(name: str, value: int, unit: str) -> None:
@@ -110,8 +121,11 @@ class Mix:
         for rt in RequestType:
             _positive(f"mix.{rt.short}", self.weight(rt), "a weight", allow_zero=True)
         if sum(self.weight(rt) for rt in RequestType) <= 0:
-            raise LoadSpecError("mix", "every weight is zero, so no request would be sent",
-                                fix="give at least one type a weight above 0, e.g. compose=10,home=60,user=30")
+            raise LoadSpecError(
+                "mix",
+                "every weight is zero, so no request would be sent",
+                fix="give at least one type a weight above 0, e.g. compose=10,home=60,user=30",
+            )
 
     def weight(self, rt: RequestType) -> float:
         """The weight of ``rt`` as given."""
@@ -177,12 +191,19 @@ class TraceRate:
         _positive("rate.peak_rps", self.peak_rps, "the peak rate in requests per second")
         _at_most("rate.peak_rps", self.peak_rps, MAX_RATE_RPS, "requests per second")
         _positive("rate.speedup", self.speedup, "a time compression factor (1 = real time)")
-        _at_most("rate.speedup", self.speedup * self.peak_rps, MAX_RATE_RPS,
-                 "requests per second at the peak, sped up (peak_rps x speedup)")
+        _at_most(
+            "rate.speedup",
+            self.speedup * self.peak_rps,
+            MAX_RATE_RPS,
+            "requests per second at the peak, sped up (peak_rps x speedup)",
+        )
         if not Path(self.path).is_file():
-            raise LoadSpecError("rate.path", f"trace file {self.path} does not exist",
-                                fix="give a file with one requests-per-second integer per line, "
-                                    "e.g. ../shared/data/workloads/diurnal.txt")
+            raise LoadSpecError(
+                "rate.path",
+                f"trace file {self.path} does not exist",
+                fix="give a file with one requests-per-second integer per line, "
+                "e.g. ../shared/data/workloads/diurnal.txt",
+            )
 
 
 @dataclass(frozen=True)
@@ -219,38 +240,62 @@ class LoadSpec:
         try:
             parts = urlsplit(self.url)
         except ValueError as err:
-            raise LoadSpecError("url", f"{self.url!r} is not a valid URL ({err})",
-                                fix="give the frontend's base URL, e.g. http://10.0.0.2:8080 or http://[::1]:8080") from None
+            raise LoadSpecError(
+                "url",
+                f"{self.url!r} is not a valid URL ({err})",
+                fix="give the frontend's base URL, e.g. http://10.0.0.2:8080 or http://[::1]:8080",
+            ) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise LoadSpecError("url", f"{self.url!r} is not an http(s) URL with a host",
-                                fix="give the frontend's base URL, e.g. http://10.0.0.2:8080")
+            raise LoadSpecError(
+                "url",
+                f"{self.url!r} is not an http(s) URL with a host",
+                fix="give the frontend's base URL, e.g. http://10.0.0.2:8080",
+            )
         try:
             _ = parts.port
         except ValueError:
-            raise LoadSpecError("url", f"{self.url!r} has an invalid port", fix="use a port in 1-65535") from None
+            raise LoadSpecError(
+                "url", f"{self.url!r} has an invalid port", fix="use a port in 1-65535"
+            ) from None
         if not isinstance(self.rate, (ConstantRate, TraceRate)):
-            raise LoadSpecError("rate", f"{self.rate!r} is not a rate", fix="give ConstantRate(rps) or TraceRate(...)")
+            raise LoadSpecError(
+                "rate", f"{self.rate!r} is not a rate", fix="give ConstantRate(rps) or TraceRate(...)"
+            )
         if self.duration_s is None:
             if isinstance(self.rate, ConstantRate):
-                raise LoadSpecError("duration_s", "a constant rate needs a duration",
-                                    fix="give the run's length in seconds, e.g. duration_s=60")
+                raise LoadSpecError(
+                    "duration_s",
+                    "a constant rate needs a duration",
+                    fix="give the run's length in seconds, e.g. duration_s=60",
+                )
         else:
             _positive("duration_s", self.duration_s, "the run's length in seconds")
         if not isinstance(self.mix, Mix):
-            raise LoadSpecError("mix", f"{self.mix!r} is not a Mix", fix="give Mix(...) or parse_mix('home=60,...')")
+            raise LoadSpecError(
+                "mix", f"{self.mix!r} is not a Mix", fix="give Mix(...) or parse_mix('home=60,...')"
+            )
         seen: set[RequestType] = set()
         for slo in self.slos:
             if slo.request_type in seen:
-                raise LoadSpecError(f"slo.{slo.request_type.short}", "is given twice", fix="give one SLO per type")
+                raise LoadSpecError(
+                    f"slo.{slo.request_type.short}", "is given twice", fix="give one SLO per type"
+                )
             seen.add(slo.request_type)
         _positive_int("users", self.users, "the number of users")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
-            raise LoadSpecError("seed", f"{self.seed!r} is not a non-negative integer", fix="give e.g. seed=1, or None")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
+        ):
+            raise LoadSpecError(
+                "seed", f"{self.seed!r} is not a non-negative integer", fix="give e.g. seed=1, or None"
+            )
         _positive_int("connections", self.connections, "the number of connections")
         _positive_int("max_in_flight", self.max_in_flight, "the in-flight bound")
         if self.max_in_flight < self.connections:
-            raise LoadSpecError("max_in_flight", f"{self.max_in_flight} is below connections ({self.connections})",
-                                fix="give max_in_flight >= connections, or fewer connections")
+            raise LoadSpecError(
+                "max_in_flight",
+                f"{self.max_in_flight} is below connections ({self.connections})",
+                fix="give max_in_flight >= connections, or fewer connections",
+            )
         _positive("timeout_s", self.timeout_s, "the request timeout in seconds")
         _positive("window_s", self.window_s, "the window length in seconds")
 
@@ -281,8 +326,9 @@ class RedisOutput:
 
     def __post_init__(self) -> None:
         if urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
-            raise LoadSpecError("redis.url", f"{self.url!r} is not a Redis URL",
-                                fix="give e.g. redis://127.0.0.1:6379/0")
+            raise LoadSpecError(
+                "redis.url", f"{self.url!r} is not a Redis URL", fix="give e.g. redis://127.0.0.1:6379/0"
+            )
         for name in ("requests_key", "latency_key"):
             if not getattr(self, name):
                 raise LoadSpecError(f"redis.{name}", "is empty", fix="give a stream key, e.g. firm:requests")
@@ -300,14 +346,18 @@ def _pairs(text: str, what: str) -> Iterable[tuple[RequestType, float]]:
             continue
         match = _PAIR.match(item)
         if not match:
-            raise LoadSpecError(what, f"{item.strip()!r} is not TYPE=NUMBER",
-                                fix="write e.g. compose=10,home=60,user=30")
+            raise LoadSpecError(
+                what, f"{item.strip()!r} is not TYPE=NUMBER", fix="write e.g. compose=10,home=60,user=30"
+            )
         rt = RequestType.parse(match.group(1), what)
         try:
             value = float(match.group(2))
         except ValueError:
-            raise LoadSpecError(f"{what}.{rt.short}", f"{match.group(2)!r} is not a number",
-                                fix="write e.g. compose=10,home=60,user=30") from None
+            raise LoadSpecError(
+                f"{what}.{rt.short}",
+                f"{match.group(2)!r} is not a number",
+                fix="write e.g. compose=10,home=60,user=30",
+            ) from None
         yield rt, value
 
 

@@ -69,8 +69,16 @@ class _Run:
         latency_ms = (now - due) * 1000.0
         self.acct.complete(type_index, now, latency_ms, error)
         if self.keep_records:
-            self.pending.append(RequestRecord(TYPES[type_index], trace_id, latency_ms, status,
-                                              self.start_epoch + (due - self.start_mono), error))
+            self.pending.append(
+                RequestRecord(
+                    TYPES[type_index],
+                    trace_id,
+                    latency_ms,
+                    status,
+                    self.start_epoch + (due - self.start_mono),
+                    error,
+                )
+            )
 
 
 class LoadGenerator:
@@ -81,8 +89,14 @@ class LoadGenerator:
     the mix); :meth:`windows` gives the same as an async iterator.
     """
 
-    def __init__(self, spec: LoadSpec, *, redis: RedisOutput | None = None, sink: RecordSink | None = None,
-                 on_window: WindowCallback | None = None) -> None:
+    def __init__(
+        self,
+        spec: LoadSpec,
+        *,
+        redis: RedisOutput | None = None,
+        sink: RecordSink | None = None,
+        on_window: WindowCallback | None = None,
+    ) -> None:
         self.spec = spec
         self.profile: RateProfile = rate_profile(spec)  # reads and checks a trace file now
         self.seed: int = spec.seed if spec.seed is not None else secrets.randbits(32)
@@ -127,8 +141,14 @@ class LoadGenerator:
         start_mono = loop.time() + START_DELAY_S
         start_epoch = time.time() + START_DELAY_S
         slos = {rt: ms for rt in TYPES if (ms := spec.slo_ms(rt)) is not None}
-        run = _Run(loop, Accounting(spec.mix.types(), slos, start_mono, start_epoch, spec.window_s),
-                   start_mono, start_epoch, asyncio.Queue(), keep_records=self.sink is not None)
+        run = _Run(
+            loop,
+            Accounting(spec.mix.types(), slos, start_mono, start_epoch, spec.window_s),
+            start_mono,
+            start_epoch,
+            asyncio.Queue(),
+            keep_records=self.sink is not None,
+        )
         workers = [asyncio.create_task(self._worker(run)) for _ in range(spec.connections)]
         ticker = asyncio.create_task(self._ticker(run))
         self._dispatcher = asyncio.create_task(self._dispatch(run, schedule, payloads))
@@ -157,10 +177,22 @@ class LoadGenerator:
         cpu_s = time.process_time() - cpu_start
         per_type, overall = run.acct.summaries()
         dispatch_span = max(run.dispatch_end_mono - start_mono, 1e-9)
-        scheduled_rps = self.profile.expected_requests() / self.profile.duration_s if self.profile.duration_s else 0.0
-        return Summary(spec.url, self.seed, max(0.0, end_mono - start_mono), scheduled_rps, per_type, overall, cpu_s,
-                       run.max_lag_s * 1000.0, sink_stats.records_written, sink_stats.records_dropped,
-                       sent_rps=overall.sent / min(dispatch_span, self.profile.duration_s) if overall.sent else 0.0)
+        scheduled_rps = (
+            self.profile.expected_requests() / self.profile.duration_s if self.profile.duration_s else 0.0
+        )
+        return Summary(
+            spec.url,
+            self.seed,
+            max(0.0, end_mono - start_mono),
+            scheduled_rps,
+            per_type,
+            overall,
+            cpu_s,
+            run.max_lag_s * 1000.0,
+            sink_stats.records_written,
+            sink_stats.records_dropped,
+            sent_rps=overall.sent / min(dispatch_span, self.profile.duration_s) if overall.sent else 0.0,
+        )
 
     async def _dispatch(self, run: _Run, schedule: Schedule, payloads: PayloadFactory) -> None:
         loop = run.loop
@@ -173,8 +205,9 @@ class LoadGenerator:
         chunk = next(chunks, None)
         while chunk is not None:
             upcoming = next(chunks, None)  # computed a chunk ahead, before its first request is due
-            for offset, type_index, user in zip(chunk.times.tolist(), chunk.types.tolist(), chunk.users.tolist(),
-                                                strict=True):
+            for offset, type_index, user in zip(
+                chunk.times.tolist(), chunk.types.tolist(), chunk.users.tolist(), strict=True
+            ):
                 due = start + offset
                 now = loop.time()
                 if due > now:
@@ -301,7 +334,12 @@ async def _drain(inbox: asyncio.Queue[list[WindowStats] | None]) -> AsyncIterato
         yield item
 
 
-def run_load(spec: LoadSpec, *, redis: RedisOutput | None = None, sink: RecordSink | None = None,
-             on_window: WindowCallback | None = None) -> Summary:
+def run_load(
+    spec: LoadSpec,
+    *,
+    redis: RedisOutput | None = None,
+    sink: RecordSink | None = None,
+    on_window: WindowCallback | None = None,
+) -> Summary:
     """Run ``spec`` in a fresh event loop and return the summary."""
     return asyncio.run(LoadGenerator(spec, redis=redis, sink=sink, on_window=on_window).run())

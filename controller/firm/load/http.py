@@ -52,8 +52,10 @@ class Endpoint:
 
     def post_head(self, path: str) -> bytes:
         """The head of a JSON POST to ``path`` up to (not including) its Content-Length value."""
-        return (f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.authority}\r\n"
-                "User-Agent: firm-load\r\nContent-Type: application/json\r\nContent-Length: ").encode("ascii")
+        return (
+            f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.authority}\r\n"
+            "User-Agent: firm-load\r\nContent-Type: application/json\r\nContent-Length: "
+        ).encode("ascii")
 
 
 class HttpConnection:
@@ -68,8 +70,9 @@ class HttpConnection:
     @classmethod
     async def open(cls, endpoint: Endpoint) -> HttpConnection:
         context = ssl.create_default_context() if endpoint.tls else None
-        reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, ssl=context,
-                                                       limit=MAX_HEAD_BYTES)
+        reader, writer = await asyncio.open_connection(
+            endpoint.host, endpoint.port, ssl=context, limit=MAX_HEAD_BYTES
+        )
         return cls(reader, writer)
 
     def usable(self) -> bool:

@@ -17,10 +17,46 @@ import string
 from firm.load.config import RequestType
 
 WORDS = (
-    "the", "a", "microservice", "latency", "cloud", "coffee", "morning", "deploy", "weekend", "graph",
-    "friends", "music", "paper", "tail", "cache", "storage", "river", "sunset", "kernel", "train",
-    "pizza", "garden", "review", "launch", "rain", "city", "book", "movie", "running", "ocean",
-    "project", "team", "photo", "travel", "weather", "lunch", "idea", "today", "tomorrow", "again",
+    "the",
+    "a",
+    "microservice",
+    "latency",
+    "cloud",
+    "coffee",
+    "morning",
+    "deploy",
+    "weekend",
+    "graph",
+    "friends",
+    "music",
+    "paper",
+    "tail",
+    "cache",
+    "storage",
+    "river",
+    "sunset",
+    "kernel",
+    "train",
+    "pizza",
+    "garden",
+    "review",
+    "launch",
+    "rain",
+    "city",
+    "book",
+    "movie",
+    "running",
+    "ocean",
+    "project",
+    "team",
+    "photo",
+    "travel",
+    "weather",
+    "lunch",
+    "idea",
+    "today",
+    "tomorrow",
+    "again",
 )
 _ALPHANUM = string.ascii_letters + string.digits
 
@@ -44,8 +80,10 @@ class PayloadFactory:
         words = rng.choices(WORDS, k=rng.randint(5, 15))
         if rng.random() < 0.2:
             for _ in range(rng.randint(1, 2)):
-                words.insert(rng.randrange(len(words) + 1),
-                             "http://example.com/" + "".join(rng.choices(_ALPHANUM, k=16)))
+                words.insert(
+                    rng.randrange(len(words) + 1),
+                    "http://example.com/" + "".join(rng.choices(_ALPHANUM, k=16)),
+                )
         if rng.random() < 0.3 and self.users > 1:
             for _ in range(rng.randint(1, 2)):
                 other = rng.randrange(self.users - 1)

@@ -34,11 +34,15 @@ def read_rate_trace(path: Path | str) -> IntArray:
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
-        raise LoadSpecError("rate.path", f"trace file {path} does not exist",
-                            fix="give a file with one requests-per-second integer per line") from None
+        raise LoadSpecError(
+            "rate.path",
+            f"trace file {path} does not exist",
+            fix="give a file with one requests-per-second integer per line",
+        ) from None
     except OSError as exc:
-        raise LoadSpecError("rate.path", f"cannot read trace file {path}: {exc.strerror}",
-                            fix="check the file's permissions") from None
+        raise LoadSpecError(
+            "rate.path", f"cannot read trace file {path}: {exc.strerror}", fix="check the file's permissions"
+        ) from None
     values: list[int] = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -47,15 +51,24 @@ def read_rate_trace(path: Path | str) -> IntArray:
         try:
             value = int(text)
         except ValueError:
-            raise LoadSpecError("rate.path", f"{path} line {number}: {text!r} is not an integer",
-                                fix="write one whole number of requests per second per line") from None
+            raise LoadSpecError(
+                "rate.path",
+                f"{path} line {number}: {text!r} is not an integer",
+                fix="write one whole number of requests per second per line",
+            ) from None
         if value < 0:
-            raise LoadSpecError("rate.path", f"{path} line {number}: {value} is negative",
-                                fix="requests per second must be 0 or more")
+            raise LoadSpecError(
+                "rate.path",
+                f"{path} line {number}: {value} is negative",
+                fix="requests per second must be 0 or more",
+            )
         values.append(value)
     if not values or max(values) == 0:
-        raise LoadSpecError("rate.path", f"{path} has no second with a rate above 0",
-                            fix="give a trace with at least one positive line")
+        raise LoadSpecError(
+            "rate.path",
+            f"{path} has no second with a rate above 0",
+            fix="give a trace with at least one positive line",
+        )
     return np.asarray(values, dtype=np.int64)
 
 
@@ -64,8 +77,11 @@ def scale_trace(values: npt.ArrayLike, peak_rps: float) -> FloatArray:
     array = np.asarray(values, dtype=np.float64)
     top = float(array.max()) if array.size else 0.0
     if top <= 0:
-        raise LoadSpecError("rate.path", "the trace has no second with a rate above 0",
-                            fix="give a trace with at least one positive line")
+        raise LoadSpecError(
+            "rate.path",
+            "the trace has no second with a rate above 0",
+            fix="give a trace with at least one positive line",
+        )
     return array * (peak_rps / top)
 
 
@@ -104,16 +120,21 @@ def rate_profile(spec: LoadSpec) -> RateProfile:
     length_s = len(rates) * segment_s
     duration = length_s if spec.duration_s is None else float(spec.duration_s)
     if duration > length_s * (1 + 1e-9):
-        raise LoadSpecError("duration_s", f"{duration:g} s is longer than the trace ({len(rates)} lines at "
-                            f"speedup {rate.speedup:g} last {length_s:g} s)",
-                            fix=f"give at most {length_s:g} s, or a larger speedup, or no duration")
+        raise LoadSpecError(
+            "duration_s",
+            f"{duration:g} s is longer than the trace ({len(rates)} lines at "
+            f"speedup {rate.speedup:g} last {length_s:g} s)",
+            fix=f"give at most {length_s:g} s, or a larger speedup, or no duration",
+        )
     return RateProfile(rates, segment_s, duration)
 
 
 def interarrival_times(rate_rps: float, n: int, rng: np.random.Generator) -> FloatArray:
     """``n`` exponential gaps in seconds with mean ``1 / rate_rps`` (a constant-rate Poisson process)."""
     if rate_rps <= 0:
-        raise LoadSpecError("rate.rps", f"{rate_rps!r} is not positive", fix="give requests per second above 0")
+        raise LoadSpecError(
+            "rate.rps", f"{rate_rps!r} is not positive", fix="give requests per second above 0"
+        )
     return rng.exponential(1.0 / rate_rps, n)
 
 
@@ -135,8 +156,9 @@ class Schedule:
     ``chunk_s`` seconds of the run, so the same seed and profile give the same requests.
     """
 
-    def __init__(self, profile: RateProfile, mix: Mix, users: int, rng: np.random.Generator,
-                 chunk_s: float = 5.0) -> None:
+    def __init__(
+        self, profile: RateProfile, mix: Mix, users: int, rng: np.random.Generator, chunk_s: float = 5.0
+    ) -> None:
         self.profile = profile
         self.probabilities = np.asarray(mix.probabilities(), dtype=np.float64)
         self.users = users
@@ -172,19 +194,24 @@ class Schedule:
             position = float(drawn[-1])
         # Memorylessness: the next chunk may start afresh at ``high``.
         cumulative = np.concatenate(points)
-        segment = np.clip(np.searchsorted(self._cumulative, cumulative, side="right") - 1,
-                          0, len(self.profile.rates) - 1)
+        segment = np.clip(
+            np.searchsorted(self._cumulative, cumulative, side="right") - 1, 0, len(self.profile.rates) - 1
+        )
         rates = self.profile.rates[segment]
         times = segment * self.profile.segment_s + (cumulative - self._cumulative[segment]) / rates
         return np.asarray(times, dtype=np.float64)
 
 
-def arrival_times(profile: RateProfile, rng: np.random.Generator, mix: Mix | None = None,
-                  users: int = 962) -> ScheduleChunk:
+def arrival_times(
+    profile: RateProfile, rng: np.random.Generator, mix: Mix | None = None, users: int = 962
+) -> ScheduleChunk:
     """The whole schedule at once (for tests and short runs)."""
     chunks = list(Schedule(profile, mix or Mix(), users, rng))
     if not chunks:
         empty = np.zeros(0)
         return ScheduleChunk(empty, empty.astype(np.int64), empty.astype(np.int64))
-    return ScheduleChunk(np.concatenate([c.times for c in chunks]), np.concatenate([c.types for c in chunks]),
-                         np.concatenate([c.users for c in chunks]))
+    return ScheduleChunk(
+        np.concatenate([c.times for c in chunks]),
+        np.concatenate([c.types for c in chunks]),
+        np.concatenate([c.users for c in chunks]),
+    )

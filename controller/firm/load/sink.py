@@ -78,8 +78,10 @@ class RedisSink:
         try:
             self.client.ping()
         except redis.RedisError as exc:
-            raise LoadError(f"Redis at {self.output.url} does not answer: {exc}",
-                            fix="start it (make services) or give the right --redis URL") from exc
+            raise LoadError(
+                f"Redis at {self.output.url} does not answer: {exc}",
+                fix="start it (make services) or give the right --redis URL",
+            ) from exc
 
     def start(self) -> None:
         if self._thread is None:
@@ -139,7 +141,9 @@ class RedisSink:
                 while not self._flush() and time.monotonic() < self._close_deadline:
                     time.sleep(RETRY_INTERVAL_S)
                 return
-            self._count_dropped(self._pending.add([item]), "more batches waited for Redis than max_pending_batches")
+            self._count_dropped(
+                self._pending.add([item]), "more batches waited for Redis than max_pending_batches"
+            )
             self._flush()
 
     def _flush(self) -> bool:
@@ -147,11 +151,16 @@ class RedisSink:
         done = self._pending.flush(self._write_batches, retry_on=(redis.RedisError,))
         if not done and not self._outage:
             self._outage = True
-            log.warning("cannot write request records to Redis at %s; %d batches wait and are resent when it "
-                        "answers", self.output.url, len(self._pending))
+            log.warning(
+                "cannot write request records to Redis at %s; %d batches wait and are resent when it answers",
+                self.output.url,
+                len(self._pending),
+            )
         elif done and self._outage:
             self._outage = False
-            log.warning("Redis at %s answers again; the waiting request records were written", self.output.url)
+            log.warning(
+                "Redis at %s answers again; the waiting request records were written", self.output.url
+            )
         return done
 
     def _write_batches(self, batches: list[Batch]) -> None:
@@ -161,15 +170,23 @@ class RedisSink:
         try:
             for records, windows in batches:
                 for record in records:
-                    pipe.xadd(out.requests_key, _fields(record.as_fields()), maxlen=out.requests_maxlen,
-                              approximate=True)
+                    pipe.xadd(
+                        out.requests_key,
+                        _fields(record.as_fields()),
+                        maxlen=out.requests_maxlen,
+                        approximate=True,
+                    )
                     pending += 1
                     if pending >= PIPELINE_COMMANDS:
                         pipe.execute()
                         pending = 0
                 for stats in windows:
-                    pipe.xadd(out.latency_key, _fields(stats.as_fields()), maxlen=out.latency_maxlen,
-                              approximate=True)
+                    pipe.xadd(
+                        out.latency_key,
+                        _fields(stats.as_fields()),
+                        maxlen=out.latency_maxlen,
+                        approximate=True,
+                    )
                     pending += 1
             if pending:
                 pipe.execute()

@@ -52,8 +52,14 @@ class RequestRecord(NamedTuple):
     """"" on success; else overloaded, timeout, connection, protocol or http_<status>."""
 
     def as_fields(self) -> dict[str, str]:
-        return {"type": self.request_type.value, "trace_id": self.trace_id, "latency_ms": f"{self.latency_ms:.3f}",
-                "status": str(self.status), "intended_at": f"{self.intended_at:.6f}", "error": self.error}
+        return {
+            "type": self.request_type.value,
+            "trace_id": self.trace_id,
+            "latency_ms": f"{self.latency_ms:.3f}",
+            "status": str(self.status),
+            "intended_at": f"{self.intended_at:.6f}",
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,18 +87,38 @@ class WindowStats:
         def num(value: float | None) -> str:
             return "" if value is None else f"{value:.3f}"
 
-        return {"window_end": f"{self.window_end:.3f}", "type": self.request_type.value, "count": str(self.count),
-                "errors": str(self.errors), "p50_ms": num(self.p50_ms), "p99_ms": num(self.p99_ms),
-                "slo_ms": num(self.slo_ms), "violated": "" if self.violated is None else str(int(self.violated))}
+        return {
+            "window_end": f"{self.window_end:.3f}",
+            "type": self.request_type.value,
+            "count": str(self.count),
+            "errors": str(self.errors),
+            "p50_ms": num(self.p50_ms),
+            "p99_ms": num(self.p99_ms),
+            "slo_ms": num(self.slo_ms),
+            "violated": "" if self.violated is None else str(int(self.violated)),
+        }
 
     def as_dict(self) -> dict[str, object]:
-        return {"window_end": self.window_end, "type": self.request_type.value, "count": self.count,
-                "errors": self.errors, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "slo_ms": self.slo_ms,
-                "violated": self.violated}
+        return {
+            "window_end": self.window_end,
+            "type": self.request_type.value,
+            "count": self.count,
+            "errors": self.errors,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "slo_ms": self.slo_ms,
+            "violated": self.violated,
+        }
 
 
-def window_stats(window_end: float, rt: RequestType, latencies_ms: Sequence[float], count: int, errors: int,
-                 slo_ms: float | None) -> WindowStats:
+def window_stats(
+    window_end: float,
+    rt: RequestType,
+    latencies_ms: Sequence[float],
+    count: int,
+    errors: int,
+    slo_ms: float | None,
+) -> WindowStats:
     """The statistics of one window from its latencies and counts, with the SLO verdict."""
     p50 = percentile(latencies_ms, 50)
     p99 = percentile(latencies_ms, 99)
@@ -130,11 +156,20 @@ class TypeSummary:
         return self.succeeded / self.sent if self.sent else None
 
     def as_dict(self) -> dict[str, object]:
-        return {"type": self.request_type, "sent": self.sent, "succeeded": self.succeeded,
-                "success_ratio": self.success_ratio, "errors": dict(sorted(self.errors.items())),
-                "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms, "slo_ms": self.slo_ms,
-                "windows": self.windows, "violated_windows": self.violated_windows,
-                "slo_violation_ratio": self.slo_violation_ratio}
+        return {
+            "type": self.request_type,
+            "sent": self.sent,
+            "succeeded": self.succeeded,
+            "success_ratio": self.success_ratio,
+            "errors": dict(sorted(self.errors.items())),
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "slo_ms": self.slo_ms,
+            "windows": self.windows,
+            "violated_windows": self.violated_windows,
+            "slo_violation_ratio": self.slo_violation_ratio,
+        }
 
 
 @dataclass(frozen=True)
@@ -168,11 +203,20 @@ class Summary:
         return 1000 * self.client_cpu_s / self.overall.sent if self.overall.sent else None
 
     def as_dict(self) -> dict[str, object]:
-        return {"url": self.url, "seed": self.seed, "duration_s": self.duration_s,
-                "scheduled_rps": self.scheduled_rps, "sent_rps": self.sent_rps, "types": [t.as_dict() for t in self.per_type],
-                "overall": self.overall.as_dict(), "client_cpu_s": self.client_cpu_s,
-                "cpu_ms_per_request": self.cpu_ms_per_request, "max_dispatch_lag_ms": self.max_dispatch_lag_ms,
-                "records_written": self.records_written, "records_dropped": self.records_dropped}
+        return {
+            "url": self.url,
+            "seed": self.seed,
+            "duration_s": self.duration_s,
+            "scheduled_rps": self.scheduled_rps,
+            "sent_rps": self.sent_rps,
+            "types": [t.as_dict() for t in self.per_type],
+            "overall": self.overall.as_dict(),
+            "client_cpu_s": self.client_cpu_s,
+            "cpu_ms_per_request": self.cpu_ms_per_request,
+            "max_dispatch_lag_ms": self.max_dispatch_lag_ms,
+            "records_written": self.records_written,
+            "records_dropped": self.records_dropped,
+        }
 
 
 @dataclass
@@ -199,8 +243,14 @@ class Accounting:
     ended before ``now`` into :class:`WindowStats`, one per request type of the mix.
     """
 
-    def __init__(self, types: Iterable[RequestType], slos: Mapping[RequestType, float], start_mono: float,
-                 start_epoch: float, window_s: float) -> None:
+    def __init__(
+        self,
+        types: Iterable[RequestType],
+        slos: Mapping[RequestType, float],
+        start_mono: float,
+        start_epoch: float,
+        window_s: float,
+    ) -> None:
         self.types = list(types)
         self.slos = dict(slos)
         self.start_mono = start_mono
@@ -240,8 +290,17 @@ class Accounting:
         for index in done:
             acc = self._windows.pop(index)
             end = self.start_epoch + (index + 1) * self.window_s
-            stats = [window_stats(end, rt, acc.latencies[self._index[rt]], acc.counts[self._index[rt]],
-                                  acc.errors[self._index[rt]], self.slos.get(rt)) for rt in self.types]
+            stats = [
+                window_stats(
+                    end,
+                    rt,
+                    acc.latencies[self._index[rt]],
+                    acc.counts[self._index[rt]],
+                    acc.errors[self._index[rt]],
+                    self.slos.get(rt),
+                )
+                for rt in self.types
+            ]
             any_completed = False
             any_violated = False
             for s in stats:
@@ -258,10 +317,16 @@ class Accounting:
 
     def summaries(self) -> tuple[tuple[TypeSummary, ...], TypeSummary]:
         """Per type of the mix, and over all types."""
-        per_type = tuple(self._summary(rt.value, self._run[self._index[rt]], self.slos.get(rt)) for rt in self.types)
-        merged = _RunAcc(sent=sum(r.sent for r in self._run), succeeded=sum(r.succeeded for r in self._run),
-                         errors=sum((r.errors for r in self._run), Counter()),
-                         windows=self._overall_windows, violated_windows=self._overall_violated)
+        per_type = tuple(
+            self._summary(rt.value, self._run[self._index[rt]], self.slos.get(rt)) for rt in self.types
+        )
+        merged = _RunAcc(
+            sent=sum(r.sent for r in self._run),
+            succeeded=sum(r.succeeded for r in self._run),
+            errors=sum((r.errors for r in self._run), Counter()),
+            windows=self._overall_windows,
+            violated_windows=self._overall_violated,
+        )
         for r in self._run:
             merged.latencies.extend(r.latencies)
         return per_type, self._summary("all", merged, None, judged=any(rt in self.slos for rt in self.types))
@@ -271,6 +336,16 @@ class Accounting:
         values = np.frombuffer(run.latencies, dtype=np.float64) if len(run.latencies) else np.zeros(0)
         judged = slo_ms is not None if judged is None else judged
         ratio = run.violated_windows / run.windows if judged and run.windows else None
-        return TypeSummary(name, run.sent, run.succeeded, dict(run.errors), percentile(values, 50),
-                           percentile(values, 99), float(values.max()) if values.size else None, slo_ms,
-                           run.windows, run.violated_windows, ratio)
+        return TypeSummary(
+            name,
+            run.sent,
+            run.succeeded,
+            dict(run.errors),
+            percentile(values, 50),
+            percentile(values, 99),
+            float(values.max()) if values.size else None,
+            slo_ms,
+            run.windows,
+            run.violated_windows,
+            ratio,
+        )

@@ -64,8 +64,17 @@ def campaign_rows(
             positives = {k: v.positive for k, v in labels.items()}
             targets = [k for k, v in labels.items() if v.target]
             kinds = sorted({kd for v in labels.values() if v.positive for kd in v.kinds}) or ["none"]
-            rows.extend(rows_of_window(f"{campaign}-{lo}", cw, positives, source="campaign", graph=campaign,
-                                       kind="+".join(kinds), targets=targets))
+            rows.extend(
+                rows_of_window(
+                    f"{campaign}-{lo}",
+                    cw,
+                    positives,
+                    source="campaign",
+                    graph=campaign,
+                    kind="+".join(kinds),
+                    targets=targets,
+                )
+            )
         if not touched and len(window) >= min_requests:
             reference = window
     return rows

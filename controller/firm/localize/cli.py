@@ -22,8 +22,15 @@ from firm.localize.ranking import InstanceScore, Ranking
 from firm.tracing import JaegerClient, Trace, TraceError, parse_duration_us
 from firm.tracing.parse import load_trace_files
 
-__all__ = ["dataset_command", "eval_command", "format_ranking", "load_window", "localize_command",
-           "testbed_dataset_command", "train_svm_command"]
+__all__ = [
+    "dataset_command",
+    "eval_command",
+    "format_ranking",
+    "load_window",
+    "localize_command",
+    "testbed_dataset_command",
+    "train_svm_command",
+]
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -53,8 +60,14 @@ def _duration(text: str | None, default: str, option: str) -> int:
     return us
 
 
-def _from_jaeger(url: str, service: str | None, operation: str | None, window: str | None,
-                 reference_window: str | None, limit: int) -> tuple[list[Trace], list[Trace] | None]:
+def _from_jaeger(
+    url: str,
+    service: str | None,
+    operation: str | None,
+    window: str | None,
+    reference_window: str | None,
+    limit: int,
+) -> tuple[list[Trace], list[Trace] | None]:
     """The last --window of traces from Jaeger, and the --reference-window before it (or None)."""
     if not service:
         raise click.UsageError("--jaeger-url needs --service")
@@ -64,8 +77,11 @@ def _from_jaeger(url: str, service: str | None, operation: str | None, window: s
     try:
         client = JaegerClient(url)
         traces = client.search(service, end - w_us, end, limit=limit, operation=operation)
-        ref = (client.search(service, end - w_us - r_us, end - w_us, limit=limit, operation=operation)
-               if r_us is not None else None)
+        ref = (
+            client.search(service, end - w_us - r_us, end - w_us, limit=limit, operation=operation)
+            if r_us is not None
+            else None
+        )
     except TraceError as err:
         raise click.ClickException(str(err)) from err
     return traces, ref
@@ -87,28 +103,49 @@ def _drivers(i: InstanceScore) -> str:
 
 def format_ranking(ranking: Ranking, top: int = 10) -> str:
     """The ranking as an aligned text table: the ``top`` instances and what drove their scores."""
+
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     head = ["#", "service", "instance", "score", "culprit", "drivers (per request)", "RI", "CI"]
     rows: list[list[str]] = [head]
     for k, i in enumerate(ranking.top(top), 1):
-        rows.append([str(k), i.service, i.instance, f"{i.score:.4f}", "yes" if i.culprit else "",
-                     _drivers(i), num(i.features.get("ri"), ".2f"), num(i.features.get("ci"), ".2f")])
+        rows.append(
+            [
+                str(k),
+                i.service,
+                i.instance,
+                f"{i.score:.4f}",
+                "yes" if i.culprit else "",
+                _drivers(i),
+                num(i.features.get("ri"), ".2f"),
+                num(i.features.get("ci"), ".2f"),
+            ]
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     right = {0, 3, 6, 7}
-    lines = ["  ".join(cell.rjust(widths[c]) if c in right else cell.ljust(widths[c])
-                       for c, cell in enumerate(r)).rstrip() for r in rows]
+    lines = [
+        "  ".join(
+            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c]) for c, cell in enumerate(r)
+        ).rstrip()
+        for r in rows
+    ]
     w = ranking.window
     lat = w.get("latencyP50")
     ref = w.get("referenceLatencyP50")
-    head_line = f"{w.get('requests')} requests, median latency {num(None if lat is None else lat / 1000, '.3f')} ms"
+    head_line = (
+        f"{w.get('requests')} requests, median latency {num(None if lat is None else lat / 1000, '.3f')} ms"
+    )
     if ranking.reference_used:
-        head_line += (f"; reference: {w.get('referenceRequests')} requests, median "
-                      f"{num(None if ref is None else ref / 1000, '.3f')} ms")
+        head_line += (
+            f"; reference: {w.get('referenceRequests')} requests, median "
+            f"{num(None if ref is None else ref / 1000, '.3f')} ms"
+        )
     else:
-        head_line += ("; no reference window: ranked by where the time goes in this window alone, "
-                      "not by what changed (give --reference for that)")
+        head_line += (
+            "; no reference window: ranked by where the time goes in this window alone, "
+            "not by what changed (give --reference for that)"
+        )
     head_line += f"; method: {ranking.method}"
     if ranking.flags:
         head_line += f"; flags: {','.join(ranking.flags)}"
@@ -138,28 +175,70 @@ class _ReferenceFiles(click.Command):
 
 @click.command("localize", cls=_ReferenceFiles)
 @click.argument("files", nargs=-1, type=_FILE)
-@click.option("--reference", "reference", multiple=True, type=_FILE, metavar="FILE...",
-              help="Traces of a reference window from before the trouble: every file after it up to the "
-                   "next option.")
-@click.option("--model", "model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A model file written by `firm train-svm`.  [default: the shipped model, else the rules]")
+@click.option(
+    "--reference",
+    "reference",
+    multiple=True,
+    type=_FILE,
+    metavar="FILE...",
+    help="Traces of a reference window from before the trouble: every file after it up to the next option.",
+)
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A model file written by `firm train-svm`.  [default: the shipped model, else the rules]",
+)
 @click.option("--rules", "use_rules", is_flag=True, help="Rank by the training-free rules, not by a model.")
-@click.option("--baseline", "use_baseline", is_flag=True,
-              help="Rank by the growth of cp_share (the training-free baseline), not by a model.")
-@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True,
-              help="JSON with stable keys, or a table of the top instances and what drove their scores.")
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Instances shown in the table (JSON always holds all).")
+@click.option(
+    "--baseline",
+    "use_baseline",
+    is_flag=True,
+    help="Rank by the growth of cp_share (the training-free baseline), not by a model.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "table"]),
+    default="json",
+    show_default=True,
+    help="JSON with stable keys, or a table of the top instances and what drove their scores.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Instances shown in the table (JSON always holds all).",
+)
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
-@click.option("--jaeger-url", metavar="URL", help="Read the window from this Jaeger query service instead of FILES.")
+@click.option(
+    "--jaeger-url", metavar="URL", help="Read the window from this Jaeger query service instead of FILES."
+)
 @click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
 @click.option("--operation", help="Only traces of this operation of --service.")
-@click.option("--window", "window", default=None, metavar="DURATION",
-              help="With --jaeger-url: the window is the last DURATION, e.g. 60s.  [default: 1m]")
-@click.option("--reference-window", "reference_window", default=None, metavar="DURATION",
-              help="With --jaeger-url: the reference is the DURATION before the window (none if not given).")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="With --jaeger-url: at most this many traces per window.")
+@click.option(
+    "--window",
+    "window",
+    default=None,
+    metavar="DURATION",
+    help="With --jaeger-url: the window is the last DURATION, e.g. 60s.  [default: 1m]",
+)
+@click.option(
+    "--reference-window",
+    "reference_window",
+    default=None,
+    metavar="DURATION",
+    help="With --jaeger-url: the reference is the DURATION before the window (none if not given).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="With --jaeger-url: at most this many traces per window.",
+)
 def localize_command(
     *,
     files: tuple[Path, ...],
@@ -189,12 +268,16 @@ def localize_command(
     sorted by score, highest first, with "referenceUsed", "flags", "method" and "window".
     """
     if jaeger_url is None and (service or operation or window or reference_window):
-        raise click.UsageError("--service, --operation, --window and --reference-window apply to --jaeger-url only")
+        raise click.UsageError(
+            "--service, --operation, --window and --reference-window apply to --jaeger-url only"
+        )
     if jaeger_url is not None and (files or reference):
         raise click.UsageError("give FILES (and --reference) or --jaeger-url, not both")
     if not files and jaeger_url is None:
-        raise click.UsageError("give the window's trace FILES (and --reference FILE for a window from before), "
-                               "or --jaeger-url with --service")
+        raise click.UsageError(
+            "give the window's trace FILES (and --reference FILE for a window from before), "
+            "or --jaeger-url with --service"
+        )
     if sum((use_rules, use_baseline, model is not None)) > 1:
         raise click.UsageError("give at most one of --model, --rules and --baseline")
     try:
@@ -213,11 +296,15 @@ def localize_command(
         traces = load_window(files, "window")
         ref = load_window(reference, "reference") if reference else None
     if not traces:
-        raise click.ClickException("window: no traces, so no instance can be ranked. Fix: give files with traces "
-                                   "(a Jaeger query-API answer {\"data\": [...]}, ...), or a longer --window")
+        raise click.ClickException(
+            "window: no traces, so no instance can be ranked. Fix: give files with traces "
+            '(a Jaeger query-API answer {"data": [...]}, ...), or a longer --window'
+        )
     if reference and not ref:
-        raise click.ClickException("reference: no traces in the reference window. "
-                                   "Fix: give a reference window with traces, or leave --reference out")
+        raise click.ClickException(
+            "reference: no traces in the reference window. "
+            "Fix: give a reference window with traces, or leave --reference out"
+        )
     try:
         ranking = loc.rank(traces, ref)
     except LocalizeError as err:
@@ -236,29 +323,75 @@ _DSB = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "jaeger-
 def _progress(label: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 @click.command("localize-dataset")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write windows.parquet and manifest.json to.")
-@click.option("--synthetic", "cases", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Generate N labelled fault windows per fault kind and graph by perturbing traces "
-                   "(see docs/localization.md), plus 10% quiet windows.")
-@click.option("--graphs", default="dsb,boutique", show_default=True,
-              help="Call graphs of the synthetic windows: dsb (recorded DeathStarBench traces), boutique, hotel.")
-@click.option("--dsb-traces", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of the recorded DeathStarBench traces.  [default: ../shared/data/jaeger-traces/deathstarbench]")
-@click.option("--campaign", "campaign", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A campaign record (JSON lines) to label windows of --traces with.")
-@click.option("--traces", "trace_files", multiple=True, type=_FILE, metavar="FILE",
-              help="Traces recorded during --campaign (repeat for several files).")
-@click.option("--window", "window", default="60s", show_default=True,
-              help="Window length for --campaign, e.g. 30s, 1m.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write windows.parquet and manifest.json to.",
+)
+@click.option(
+    "--synthetic",
+    "cases",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Generate N labelled fault windows per fault kind and graph by perturbing traces "
+    "(see docs/localization.md), plus 10% quiet windows.",
+)
+@click.option(
+    "--graphs",
+    default="dsb,boutique",
+    show_default=True,
+    help="Call graphs of the synthetic windows: dsb (recorded DeathStarBench traces), boutique, hotel.",
+)
+@click.option(
+    "--dsb-traces",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the recorded DeathStarBench traces.  [default: ../shared/data/jaeger-traces/deathstarbench]",
+)
+@click.option(
+    "--campaign",
+    "campaign",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A campaign record (JSON lines) to label windows of --traces with.",
+)
+@click.option(
+    "--traces",
+    "trace_files",
+    multiple=True,
+    type=_FILE,
+    metavar="FILE",
+    help="Traces recorded during --campaign (repeat for several files).",
+)
+@click.option(
+    "--window", "window", default="60s", show_default=True, help="Window length for --campaign, e.g. 30s, 1m."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic windows.")
-def dataset_command(*, out: Path, cases: int | None, graphs: str, dsb_traces: Path | None, campaign: Path | None,
-                    trace_files: tuple[Path, ...], window: str, seed: int) -> None:
+def dataset_command(
+    *,
+    out: Path,
+    cases: int | None,
+    graphs: str,
+    dsb_traces: Path | None,
+    campaign: Path | None,
+    trace_files: tuple[Path, ...],
+    window: str,
+    seed: int,
+) -> None:
     """Build a labelled dataset of instance-windows (Parquet + manifest) for train-svm and localize-eval.
 
     Either --synthetic N (fault windows made by perturbing real traces: CPU hogs, CPU contention,
@@ -281,10 +414,14 @@ def dataset_command(*, out: Path, cases: int | None, graphs: str, dsb_traces: Pa
                 raise click.BadParameter(str(err), param_hint="--graphs") from err
             with _progress("windows") as bar:
                 task = bar.add_task("windows", total=None)
-                rows = synthetic.synthetic_rows(tpl, cases, seed,
-                                                progress=lambda d, n: bar.update(task, completed=d, total=n))
+                rows = synthetic.synthetic_rows(
+                    tpl, cases, seed, progress=lambda d, n: bar.update(task, completed=d, total=n)
+                )
             manifest: dict[str, Any] = {
-                "source": "synthetic", "graphs": names, "casesPerKind": cases, "seed": seed,
+                "source": "synthetic",
+                "graphs": names,
+                "casesPerKind": cases,
+                "seed": seed,
                 "note": "fault windows simulated by perturbing traces (firm.localize.synthetic), not recorded faults",
             }
         else:
@@ -300,37 +437,95 @@ def dataset_command(*, out: Path, cases: int | None, graphs: str, dsb_traces: Pa
             recorded = labels.read_campaign_file(campaign)
             traces = load_window(trace_files, "traces")
             rows = campaigns.campaign_rows(traces, recorded, window_us, campaign=campaign.stem)
-            manifest = {"source": "campaign", "campaign": str(campaign), "traces": [str(f) for f in trace_files],
-                        "windowUs": window_us, "injections": len(recorded)}
+            manifest = {
+                "source": "campaign",
+                "campaign": str(campaign),
+                "traces": [str(f) for f in trace_files],
+                "windowUs": window_us,
+                "injections": len(recorded),
+            }
         manifest["command"] = "firm localize-dataset " + " ".join(sys.argv[2:])
         manifest["seconds"] = round(time.monotonic() - t0, 1)
         path = train.write_dataset(rows, out, manifest)
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
-    click.echo(json.dumps({"dataset": str(path), "rows": len(rows),
-                           "windows": len({r["window"] for r in rows}),
-                           "positives": sum(int(r["label"]) for r in rows),
-                           "seconds": manifest["seconds"]}, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "dataset": str(path),
+                "rows": len(rows),
+                "windows": len({r["window"] for r in rows}),
+                "positives": sum(int(r["label"]) for r in rows),
+                "seconds": manifest["seconds"],
+            },
+            indent=2,
+        )
+    )
 
 
 @click.command("train-svm")
-@click.option("--from", "source", type=click.Path(exists=True, path_type=Path), required=True,
-              help="A dataset written by `firm localize-dataset` (its folder or windows.parquet).")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Model file to write (JSON).")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Passes over the data.")
-@click.option("--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Rows per partial_fit.")
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="L2 regularisation strength.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffling and the classifier.")
-@click.option("--test-share", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True,
-              help="Share of the windows held out to measure the model (0: train on all).")
-@click.option("--holdout-graph", default=None, metavar="NAME",
-              help="Hold out every window of this graph (or campaign) instead of a random share.")
-@click.option("--features", "features", default=None, metavar="NAMES",
-              help="Comma-separated inputs to use.  [default: all of " + ", ".join(MODEL_INPUTS) + "]")
-def train_svm_command(*, source: Path, out: Path, epochs: int, batch: int, alpha: float, seed: int,
-                      test_share: float, holdout_graph: str | None, features: str | None) -> None:
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A dataset written by `firm localize-dataset` (its folder or windows.parquet).",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Model file to write (JSON).",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Passes over the data."
+)
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Rows per partial_fit."
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-4,
+    show_default=True,
+    help="L2 regularisation strength.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the shuffling and the classifier."
+)
+@click.option(
+    "--test-share",
+    type=click.FloatRange(0.0, 0.9),
+    default=0.2,
+    show_default=True,
+    help="Share of the windows held out to measure the model (0: train on all).",
+)
+@click.option(
+    "--holdout-graph",
+    default=None,
+    metavar="NAME",
+    help="Hold out every window of this graph (or campaign) instead of a random share.",
+)
+@click.option(
+    "--features",
+    "features",
+    default=None,
+    metavar="NAMES",
+    help="Comma-separated inputs to use.  [default: all of " + ", ".join(MODEL_INPUTS) + "]",
+)
+def train_svm_command(
+    *,
+    source: Path,
+    out: Path,
+    epochs: int,
+    batch: int,
+    alpha: float,
+    seed: int,
+    test_share: float,
+    holdout_graph: str | None,
+    features: str | None,
+) -> None:
     """Train FIRM's culprit SVM (SGDClassifier, hinge loss, partial_fit) and write a versioned model.
 
     The model file holds the weights, the scaling, the feature list, the training configuration,
@@ -346,8 +541,9 @@ def train_svm_command(*, source: Path, out: Path, epochs: int, batch: int, alpha
         if holdout_graph is not None:
             test = np.asarray([g == holdout_graph for g in data["graph"]], dtype=bool)
             if not test.any():
-                raise click.BadParameter(f"no window of graph {holdout_graph!r} in the dataset",
-                                         param_hint="--holdout-graph")
+                raise click.BadParameter(
+                    f"no window of graph {holdout_graph!r} in the dataset", param_hint="--holdout-graph"
+                )
             fit = ~test
         elif test_share > 0:
             fit, test = train.split_windows(data, test_share, seed)
@@ -355,10 +551,16 @@ def train_svm_command(*, source: Path, out: Path, epochs: int, batch: int, alpha
             fit, test = np.ones(len(data["y"]), dtype=bool), np.zeros(len(data["y"]), dtype=bool)
         manifest_path = Path(data["path"]).with_name("manifest.json")
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        summary = {"dataset": str(source), "manifest": manifest, "trainRows": int(fit.sum()),
-                   "testRows": int(test.sum()), "holdout": holdout_graph or f"{test_share:.0%} of the windows",
-                   "source": manifest.get("source", "unknown"), "note": manifest.get("note", ""),
-                   "command": "firm train-svm " + " ".join(sys.argv[2:])}
+        summary = {
+            "dataset": str(source),
+            "manifest": manifest,
+            "trainRows": int(fit.sum()),
+            "testRows": int(test.sum()),
+            "holdout": holdout_graph or f"{test_share:.0%} of the windows",
+            "source": manifest.get("source", "unknown"),
+            "note": manifest.get("note", ""),
+            "command": "firm train-svm " + " ".join(sys.argv[2:]),
+        }
         names = tuple(f.strip() for f in features.split(",") if f.strip()) if features else MODEL_INPUTS
         try:
             cfg = train.TrainConfig(epochs=epochs, batch=batch, alpha=alpha, seed=seed, features=names)
@@ -367,8 +569,13 @@ def train_svm_command(*, source: Path, out: Path, epochs: int, batch: int, alpha
         t0 = time.monotonic()
         with _progress("epochs") as bar:
             task = bar.add_task("epochs", total=epochs)
-            model = train.train_svm(data["x"][fit], data["y"][fit], cfg, data_summary=summary,
-                                    progress=lambda d, n: bar.update(task, completed=d))
+            model = train.train_svm(
+                data["x"][fit],
+                data["y"][fit],
+                cfg,
+                data_summary=summary,
+                progress=lambda d, n: bar.update(task, completed=d),
+            )
         seconds = time.monotonic() - t0
         metrics: dict[str, Any] = {"trainSeconds": round(seconds, 3)}
         if test.any():
@@ -388,8 +595,13 @@ def _verdicts(scores: Any, data: Mapping[str, Any], min_score: float, vs_top: fl
     top: dict[str, float] = {}
     for w, s in zip(data["window"], scores, strict=True):
         top[w] = max(top.get(w, float("-inf")), float(s))
-    return np.asarray([s >= min_score and s > 0 and s >= vs_top * top[w]
-                       for w, s in zip(data["window"], scores, strict=True)], dtype=bool)
+    return np.asarray(
+        [
+            s >= min_score and s > 0 and s >= vs_top * top[w]
+            for w, s in zip(data["window"], scores, strict=True)
+        ],
+        dtype=bool,
+    )
 
 
 def _compare(model: Any, data: Mapping[str, Any], mask: Any) -> list[Any]:
@@ -404,18 +616,34 @@ def _compare(model: Any, data: Mapping[str, Any], mask: Any) -> list[Any]:
     if model is not None:
         dec = model.decision(data["x"])
         out.append(train.evaluate("svm", dec, dec > model.threshold, data, mask, tiebreak=rules))
-    out.append(train.evaluate("rules", rules, _verdicts(rules, data, rc.min_score, rc.culprit_vs_top), data, mask))
+    out.append(
+        train.evaluate("rules", rules, _verdicts(rules, data, rc.min_score, rc.culprit_vs_top), data, mask)
+    )
     base = np.asarray(data["baseline_score"], dtype=np.float64)
-    out.append(train.evaluate("cp_share_growth", base, _verdicts(base, data, 1e-9, rc.culprit_vs_top), data, mask))
+    out.append(
+        train.evaluate("cp_share_growth", base, _verdicts(base, data, 1e-9, rc.culprit_vs_top), data, mask)
+    )
     return out
 
 
 @click.command("localize-eval")
-@click.option("--dataset", "source", type=click.Path(exists=True, path_type=Path), required=True,
-              help="A dataset written by `firm localize-dataset`.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Model file to evaluate.  [default: the shipped model]")
-@click.option("--graph", "graph", default=None, metavar="NAME", help="Only the windows of this graph (or campaign).")
+@click.option(
+    "--dataset",
+    "source",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A dataset written by `firm localize-dataset`.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Model file to evaluate.  [default: the shipped model]",
+)
+@click.option(
+    "--graph", "graph", default=None, metavar="NAME", help="Only the windows of this graph (or campaign)."
+)
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table", show_default=True)
 def eval_command(*, source: Path, model_path: Path | None, graph: str | None, fmt: str) -> None:
     """Compare the SVM, the rules and the cp_share-growth baseline on a labelled dataset.
@@ -441,8 +669,11 @@ def eval_command(*, source: Path, model_path: Path | None, graph: str | None, fm
         if not mask.any():
             raise click.BadParameter(f"no window of graph {graph!r} in the dataset", param_hint="--graph")
     results = _compare(model, data, mask)
-    doc: dict[str, Any] = {"dataset": str(source), "model": None if path is None else str(path),
-                           "results": {r.method: r.as_dict() for r in results}}
+    doc: dict[str, Any] = {
+        "dataset": str(source),
+        "model": None if path is None else str(path),
+        "results": {r.method: r.as_dict() for r in results},
+    }
     by = {r.method: r for r in results}
     if "svm" in by:
         doc["svmTop1MinusBaseline"] = round(by["svm"].top1 - by["cp_share_growth"].top1, 6)
@@ -451,22 +682,50 @@ def eval_command(*, source: Path, model_path: Path | None, graph: str | None, fm
         click.echo(json.dumps(doc, indent=2))
         return
     head = ["method", "windows", "top-1", "top-3", "accuracy", "precision", "recall", "F1"]
-    rows = [head] + [[r.method, str(r.windows), f"{r.top1:.3f}", f"{r.top3:.3f}", f"{r.accuracy:.3f}",
-                      f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}"] for r in results]
+    rows = [head] + [
+        [
+            r.method,
+            str(r.windows),
+            f"{r.top1:.3f}",
+            f"{r.top3:.3f}",
+            f"{r.accuracy:.3f}",
+            f"{r.precision:.3f}",
+            f"{r.recall:.3f}",
+            f"{r.f1:.3f}",
+        ]
+        for r in results
+    ]
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-    lines = ["  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(r)) for r in rows]
+    lines = [
+        "  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(r)) for r in rows
+    ]
     kinds = sorted({k for r in results for k in r.per_kind})
     lines.append("")
-    lines.append("top-1 per fault kind: " + "; ".join(
-        f"{k}: " + ", ".join(f"{r.method} {r.per_kind[k]['top1']:.3f}" for r in results if k in r.per_kind)
-        for k in kinds))
+    lines.append(
+        "top-1 per fault kind: "
+        + "; ".join(
+            f"{k}: "
+            + ", ".join(f"{r.method} {r.per_kind[k]['top1']:.3f}" for r in results if k in r.per_kind)
+            for k in kinds
+        )
+    )
     if "svm" in by:
-        lines.append(f"SVM top-1 minus cp_share-growth baseline: {100 * doc['svmTop1MinusBaseline']:+.1f} points; "
-                     f"minus the rules: {100 * doc['svmTop1MinusRules']:+.1f} points")
+        lines.append(
+            f"SVM top-1 minus cp_share-growth baseline: {100 * doc['svmTop1MinusBaseline']:+.1f} points; "
+            f"minus the rules: {100 * doc['svmTop1MinusRules']:+.1f} points"
+        )
     click.echo("\n".join(lines))
 
 
-_TESTBED_KINDS = ("cpu", "memory_bandwidth", "llc", "disk_io", "network_bandwidth", "network_loss", "network_delay")
+_TESTBED_KINDS = (
+    "cpu",
+    "memory_bandwidth",
+    "llc",
+    "disk_io",
+    "network_bandwidth",
+    "network_loss",
+    "network_delay",
+)
 
 
 def _intensities(text: str) -> list[int]:
@@ -491,19 +750,51 @@ def _cpu_set(text: str) -> set[int]:
 
 
 @click.command("localize-testbed-dataset")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write windows.parquet and manifest.json to.")
-@click.option("--kinds", default="cpu", show_default=True,
-              help="Comma-separated anomaly kinds (those this machine supports: " + ", ".join(_TESTBED_KINDS) + ").")
-@click.option("--targets", default=None, help="Comma-separated services to inject beside.  [default: every service]")
-@click.option("--intensity", "intensities", default="60", show_default=True, help="Comma-separated intensities (0-100).")
-@click.option("--window", "window_s", type=click.IntRange(min=5), default=25, show_default=True,
-              help="Seconds of each window (the reference before the anomaly, the window during it).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write windows.parquet and manifest.json to.",
+)
+@click.option(
+    "--kinds",
+    default="cpu",
+    show_default=True,
+    help="Comma-separated anomaly kinds (those this machine supports: " + ", ".join(_TESTBED_KINDS) + ").",
+)
+@click.option(
+    "--targets", default=None, help="Comma-separated services to inject beside.  [default: every service]"
+)
+@click.option(
+    "--intensity", "intensities", default="60", show_default=True, help="Comma-separated intensities (0-100)."
+)
+@click.option(
+    "--window",
+    "window_s",
+    type=click.IntRange(min=5),
+    default=25,
+    show_default=True,
+    help="Seconds of each window (the reference before the anomaly, the window during it).",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the load.")
 @config_option("Testbed configuration (YAML).  [default: the built-in one]")
-@click.option("--keep-traces", is_flag=True, help="Also write each window and its reference (Jaeger JSON) to OUT/traces.")
-def testbed_dataset_command(*, out: Path, kinds: str, targets: str | None, intensities: str, window_s: int, seed: int,
-                            config_path: str | None, keep_traces: bool) -> None:
+@click.option(
+    "--keep-traces",
+    is_flag=True,
+    help="Also write each window and its reference (Jaeger JSON) to OUT/traces.",
+)
+def testbed_dataset_command(
+    *,
+    out: Path,
+    kinds: str,
+    targets: str | None,
+    intensities: str,
+    window_s: int,
+    seed: int,
+    config_path: str | None,
+    keep_traces: bool,
+) -> None:
     """Run anomaly campaigns on the embedded testbed and write labelled windows (Parquet + manifest).
 
     For every kind x target x intensity: load the testbed, start the anomaly after one window, read
@@ -522,11 +813,15 @@ def testbed_dataset_command(*, out: Path, kinds: str, targets: str | None, inten
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
     bad = [k for k in kind_list if k not in _TESTBED_KINDS]
     if bad or not kind_list:
-        raise click.BadParameter(f"unknown kinds {bad}; choose from {', '.join(_TESTBED_KINDS)}", param_hint="--kinds")
+        raise click.BadParameter(
+            f"unknown kinds {bad}; choose from {', '.join(_TESTBED_KINDS)}", param_hint="--kinds"
+        )
     services = [s.name for s in config.services]
     target_list = [t.strip() for t in targets.split(",")] if targets else services
     if [t for t in target_list if t not in services]:
-        raise click.BadParameter(f"unknown services; the testbed has {', '.join(services)}", param_hint="--targets")
+        raise click.BadParameter(
+            f"unknown services; the testbed has {', '.join(services)}", param_hint="--targets"
+        )
     levels = _intensities(intensities)
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -542,32 +837,68 @@ def testbed_dataset_command(*, out: Path, kinds: str, targets: str | None, inten
             task = bar.add_task("runs", total=len(plans))
             for n, (kind, target, level) in enumerate(plans):
                 plan = experiment.AnomalyPlan(kind, target, level, float(window_s + 2), window_s + 5)
-                report = experiment.run(config, experiment.RunPlan(duration_s=2 * window_s + 6, seed=seed + n,
-                                                                   anomaly=plan))
+                report = experiment.run(
+                    config, experiment.RunPlan(duration_s=2 * window_s + 6, seed=seed + n, anomaly=plan)
+                )
                 if report.anomaly is not None:
-                    rows.extend(_testbed_rows(config, store, report.anomaly, kind, target, level, window_s,
-                                              out / "traces" if keep_traces else None))
+                    rows.extend(
+                        _testbed_rows(
+                            config,
+                            store,
+                            report.anomaly,
+                            kind,
+                            target,
+                            level,
+                            window_s,
+                            out / "traces" if keep_traces else None,
+                        )
+                    )
                 bar.update(task, advance=1)
     except (FirmError, OSError) as err:  # LocalizeError and the testbed's errors are FirmErrors
         raise click.ClickException(str(err)) from err
     finally:
         if take_down:
             lifecycle.down(config)
-    manifest = {"source": "testbed", "kinds": kind_list, "targets": target_list, "intensities": levels,
-                "windowS": window_s, "seed": seed, "command": "firm localize-testbed-dataset " + " ".join(sys.argv[2:]),
-                "seconds": round(time.monotonic() - t0, 1),
-                "note": "windows of real anomalies on the embedded testbed; beside-placed kinds label every "
-                        "instance sharing the target's CPUs"}
+    manifest = {
+        "source": "testbed",
+        "kinds": kind_list,
+        "targets": target_list,
+        "intensities": levels,
+        "windowS": window_s,
+        "seed": seed,
+        "command": "firm localize-testbed-dataset " + " ".join(sys.argv[2:]),
+        "seconds": round(time.monotonic() - t0, 1),
+        "note": "windows of real anomalies on the embedded testbed; beside-placed kinds label every "
+        "instance sharing the target's CPUs",
+    }
     try:
         path = train.write_dataset(rows, out, manifest)
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
-    click.echo(json.dumps({"dataset": str(path), "rows": len(rows), "windows": len({r["window"] for r in rows}),
-                           "positives": sum(int(r["label"]) for r in rows), "seconds": manifest["seconds"]}, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "dataset": str(path),
+                "rows": len(rows),
+                "windows": len({r["window"] for r in rows}),
+                "positives": sum(int(r["label"]) for r in rows),
+                "seconds": manifest["seconds"],
+            },
+            indent=2,
+        )
+    )
 
 
-def _testbed_rows(config: Any, store: Any, record: Mapping[str, Any], kind: str, target: str, level: int,
-                  window_s: int, keep: Path | None) -> list[dict[str, Any]]:
+def _testbed_rows(
+    config: Any,
+    store: Any,
+    record: Mapping[str, Any],
+    kind: str,
+    target: str,
+    level: int,
+    window_s: int,
+    keep: Path | None,
+) -> list[dict[str, Any]]:
     """Labelled rows of one testbed run: the window during the anomaly against the one before it."""
     from firm.localize import labels as labels_mod  # noqa: PLC0415
     from firm.localize import train  # noqa: PLC0415
@@ -581,9 +912,16 @@ def _testbed_rows(config: Any, store: Any, record: Mapping[str, Any], kind: str,
     beside = kind not in ("network_bandwidth", "network_loss", "network_delay")
     cpus = _cpu_set(config.service(target).cpus)
     shared = {(i.service, i.name) for i in config.instances() if _cpu_set(i.spec.cpus) & cpus}
-    entry = {"event": "started", **record,
-             "labels": {**(record.get("labels") or {}), "service": target, "instance": f"{target}-0",
-                        "placement": "beside" if beside else "inside"}}
+    entry = {
+        "event": "started",
+        **record,
+        "labels": {
+            **(record.get("labels") or {}),
+            "service": target,
+            "instance": f"{target}-0",
+            "placement": "beside" if beside else "inside",
+        },
+    }
     recorded = labels_mod.injections([entry])
     wid = f"testbed-{kind}-{target}-{level}-{started}"
     if keep is not None:  # the windows themselves, so that they can be ranked again (firm localize)
@@ -594,8 +932,15 @@ def _testbed_rows(config: Any, store: Any, record: Mapping[str, Any], kind: str,
         (keep / f"{wid}-reference.json").write_text(json.dumps(jaeger_document(reference)))
     cw = culprit_features(window, reference, CulpritFeatureConfig())
     keys = [(i.service, i.instance) for i in cw.instances]
-    lab = labels_mod.label_window(started + 2_000_000, started + (window_s + 2) * 1_000_000, keys, recorded,
-                                  sharing=lambda _i: shared)
-    return train.rows_of_window(wid, cw,
-                                {k: v.positive for k, v in lab.items()}, source="campaign", graph="testbed",
-                                kind=kind, targets=[k for k, v in lab.items() if v.target])
+    lab = labels_mod.label_window(
+        started + 2_000_000, started + (window_s + 2) * 1_000_000, keys, recorded, sharing=lambda _i: shared
+    )
+    return train.rows_of_window(
+        wid,
+        cw,
+        {k: v.positive for k, v in lab.items()},
+        source="campaign",
+        graph="testbed",
+        kind=kind,
+        targets=[k for k, v in lab.items() if v.target],
+    )

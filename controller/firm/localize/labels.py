@@ -96,8 +96,10 @@ def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
         try:
             start = to_us(float(entry["started_at"]))
         except (KeyError, TypeError, ValueError) as err:
-            raise DatasetError(f"campaign record entry {k} ({name or 'unnamed'}): no usable started_at ({err})",
-                               "give the record written by firm's campaign (JSON lines with started_at)") from err
+            raise DatasetError(
+                f"campaign record entry {k} ({name or 'unnamed'}): no usable started_at ({err})",
+                "give the record written by firm's campaign (JSON lines with started_at)",
+            ) from err
         if event == "ended":
             try:
                 end = to_us(float(entry["ended_at"]))
@@ -117,17 +119,27 @@ def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
             else:
                 end = start + int(float(entry["duration_s"]) * 1e6)
         except (KeyError, TypeError, ValueError) as err:
-            raise DatasetError(f"campaign record entry {k} ({name}): neither expires_at nor duration_s is usable",
-                               "give the record written by firm's campaign") from err
+            raise DatasetError(
+                f"campaign record entry {k} ({name}): neither expires_at nor duration_s is usable",
+                "give the record written by firm's campaign",
+            ) from err
         kind = str(entry.get("kind", ""))
         placement = _get(entry, "placement") or ("inside" if kind in NETWORK_KINDS else "beside")
         if placement not in ("inside", "beside"):
-            raise DatasetError(f"campaign record entry {k} ({name}): placement {placement!r} is neither "
-                               "'inside' nor 'beside'", "fix the record's placement field")
+            raise DatasetError(
+                f"campaign record entry {k} ({name}): placement {placement!r} is neither "
+                "'inside' nor 'beside'",
+                "fix the record's placement field",
+            )
         instance = str(_get(entry, "instance") or service)
         started[(campaign, name, start)] = {
-            "name": name, "campaign": campaign, "kind": kind, "target": (str(service), instance),
-            "placement": placement, "start_us": start, "end_us": end,
+            "name": name,
+            "campaign": campaign,
+            "kind": kind,
+            "target": (str(service), instance),
+            "placement": placement,
+            "start_us": start,
+            "end_us": end,
             "intensity": int(entry.get("intensity") or 0),
         }
     out: list[LabelledInjection] = []
@@ -150,8 +162,9 @@ def read_campaign_file(path: Path) -> list[LabelledInjection]:
                     try:
                         entries.append(json.loads(line))
                     except json.JSONDecodeError as err:
-                        raise DatasetError(f"{path}:{n}: not JSON ({err.msg})",
-                                           "give the campaign's JSON-lines record") from err
+                        raise DatasetError(
+                            f"{path}:{n}: not JSON ({err.msg})", "give the campaign's JSON-lines record"
+                        ) from err
     except OSError as err:
         raise DatasetError(f"{path}: cannot read the campaign record: {err}", "check the path") from err
     return injections(entries)
@@ -216,6 +229,10 @@ def label_window(
             covered += cur_hi - cur_lo
         cover = covered / length
         positive = cover >= min_cover
-        out[key] = WindowLabel(positive, positive and any(t for _, _, t, _ in parts), cover,
-                               tuple(sorted({k for _, _, _, k in parts})))
+        out[key] = WindowLabel(
+            positive,
+            positive and any(t for _, _, t, _ in parts),
+            cover,
+            tuple(sorted({k for _, _, _, k in parts})),
+        )
     return out

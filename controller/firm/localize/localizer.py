@@ -87,7 +87,9 @@ def rule_score(features: Mapping[str, float | None], config: RuleConfig | None =
     """The rules' score of an instance compared with a reference: ``blame_rel + tie_weight x
     blame_raw_rel`` (ratio)."""
     rc = config or RuleConfig()
-    return float(features.get("blame_rel") or 0.0) + rc.tie_weight * float(features.get("blame_raw_rel") or 0.0)
+    return float(features.get("blame_rel") or 0.0) + rc.tie_weight * float(
+        features.get("blame_raw_rel") or 0.0
+    )
 
 
 class Localizer:
@@ -115,7 +117,9 @@ class Localizer:
         self.rule_config = rules or RuleConfig()
 
     @classmethod
-    def rules(cls, features: CulpritFeatureConfig | None = None, rules: RuleConfig | None = None) -> Localizer:
+    def rules(
+        cls, features: CulpritFeatureConfig | None = None, rules: RuleConfig | None = None
+    ) -> Localizer:
         """The training-free rule ranker."""
         return cls("rules", features=features, rules=rules)
 
@@ -143,8 +147,7 @@ class Localizer:
 
     def features(self, window: Sequence[Trace], reference: Sequence[Trace] | None = None) -> CulpritWindow:
         """The culprit features this localizer ranks by (see :func:`culprit_features`)."""
-        return culprit_features(window, reference, self.feature_config,
-                                with_paths=True)
+        return culprit_features(window, reference, self.feature_config, with_paths=True)
 
     def rank(self, window: Sequence[Trace], reference: Sequence[Trace] | None = None) -> Ranking:
         """Every instance of ``window``, most to blame first, compared with ``reference`` when given.
@@ -160,8 +163,10 @@ class Localizer:
         """
         flags: list[str] = []
         if not window:
-            raise EmptyWindowError("the window holds no traces, so no instance can be ranked",
-                                   "give a window with traces (check the time range and the trace source)")
+            raise EmptyWindowError(
+                "the window holds no traces, so no instance can be ranked",
+                "give a window with traces (check the time range and the trace source)",
+            )
         ref: Sequence[Trace] | None = reference
         if reference is not None and not reference:
             flags.append("empty_reference")
@@ -173,12 +178,17 @@ class Localizer:
         """Rank an already computed :class:`CulpritWindow` (see :meth:`rank`)."""
         out_flags = list(flags)
         if cw.requests == 0:
-            raise EmptyWindowError("the window holds no traces, so no instance can be ranked",
-                                   "give a window with traces (check the time range and the trace source)")
+            raise EmptyWindowError(
+                "the window holds no traces, so no instance can be ranked",
+                "give a window with traces (check the time range and the trace source)",
+            )
         rc = self.rule_config
         if cw.reference_used:
-            seen = {(i.service, i.instance) for i in cw.instances
-                    if (i.features.get("calls_growth") is not None or i.features.get("own_ratio") is not None)}
+            seen = {
+                (i.service, i.instance)
+                for i in cw.instances
+                if (i.features.get("calls_growth") is not None or i.features.get("own_ratio") is not None)
+            }
             if not seen:
                 raise NoOverlapError(
                     "the window and the reference share no service instance, so nothing can be compared",
@@ -237,9 +247,15 @@ class Localizer:
 
     def describe(self) -> dict[str, object]:
         """What this localizer is: method, configurations, and the model's data summary."""
-        out: dict[str, object] = {"method": self.method, "features": asdict(self.feature_config),
-                                  "rules": asdict(self.rule_config)}
+        out: dict[str, object] = {
+            "method": self.method,
+            "features": asdict(self.feature_config),
+            "rules": asdict(self.rule_config),
+        }
         if self.model is not None:
-            out["model"] = {"data": dict(self.model.data), "features": list(self.model.features),
-                            "version": self.model.version}
+            out["model"] = {
+                "data": dict(self.model.data),
+                "features": list(self.model.features),
+                "version": self.model.version,
+            }
         return out

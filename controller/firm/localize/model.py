@@ -49,8 +49,17 @@ __all__ = [
 MODEL_FORMAT = "firm-culprit-svm"
 MODEL_VERSION = 1
 MODEL_INPUTS: tuple[str, ...] = (
-    "blame_rel", "blame_vs_top", "blame_share", "own_rel", "in_rel", "out_rel", "log_own_ratio",
-    "cp_share_growth", "ri", "log_ci", "log_latency_growth",
+    "blame_rel",
+    "blame_vs_top",
+    "blame_share",
+    "own_rel",
+    "in_rel",
+    "out_rel",
+    "log_own_ratio",
+    "cp_share_growth",
+    "ri",
+    "log_ci",
+    "log_latency_growth",
 )
 """Names of the classifier's inputs, in order (see the module doc)."""
 
@@ -78,11 +87,21 @@ def model_inputs(window: CulpritWindow) -> _F:
         def rel(name: str) -> float:
             return g(name) / lat if lat > 0 else 0.0
 
-        rows.append([
-            g("blame_rel"), g("blame_vs_top"), g("blame_share"), rel("blame_own_us"), rel("blame_in_us"),
-            rel("blame_out_us"), _log(f.get("own_ratio")), g("cp_share_growth"), g("ri"), _log(f.get("ci")),
-            _log(f.get("latency_growth")),
-        ])
+        rows.append(
+            [
+                g("blame_rel"),
+                g("blame_vs_top"),
+                g("blame_share"),
+                rel("blame_own_us"),
+                rel("blame_in_us"),
+                rel("blame_out_us"),
+                _log(f.get("own_ratio")),
+                g("cp_share_growth"),
+                g("ri"),
+                _log(f.get("ci")),
+                _log(f.get("latency_growth")),
+            ]
+        )
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(MODEL_INPUTS))
 
 
@@ -119,15 +138,21 @@ class LinearModel:
             )
         for name in ("mean", "scale", "coef"):
             if len(getattr(self, name)) != n:
-                raise ModelError(f"the model's {name} has {len(getattr(self, name))} values for {n} features",
-                                 "the file is damaged: train the model again with firm train-svm")
+                raise ModelError(
+                    f"the model's {name} has {len(getattr(self, name))} values for {n} features",
+                    "the file is damaged: train the model again with firm train-svm",
+                )
         values = [*self.mean, *self.scale, *self.coef, self.intercept, self.threshold]
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            raise ModelError("the model holds a value that is not a finite number",
-                             "the file is damaged: train the model again with firm train-svm")
+            raise ModelError(
+                "the model holds a value that is not a finite number",
+                "the file is damaged: train the model again with firm train-svm",
+            )
         if any(s <= 0 for s in self.scale):
-            raise ModelError("the model's scale holds a value <= 0",
-                             "the file is damaged: train the model again with firm train-svm")
+            raise ModelError(
+                "the model's scale holds a value <= 0",
+                "the file is damaged: train the model again with firm train-svm",
+            )
 
     def feature_config_obj(self) -> CulpritFeatureConfig:
         """The feature configuration the model was trained with."""
@@ -135,8 +160,10 @@ class LinearModel:
         try:
             return CulpritFeatureConfig(**fc)
         except (TypeError, ValueError) as err:
-            raise ModelError(f"the model's featureConfig is not valid: {err}",
-                             "train the model again with this version of firm") from err
+            raise ModelError(
+                f"the model's featureConfig is not valid: {err}",
+                "train the model again with this version of firm",
+            ) from err
 
     def decision(self, x: _F) -> _F:
         """Scores of the rows of ``x`` (columns in :data:`MODEL_INPUTS` order), shape (rows,)."""
@@ -173,33 +200,45 @@ class LinearModel:
         try:
             text = path.read_text()
         except FileNotFoundError as err:
-            raise ModelError(f"{path}: no such model file", "give the path of a file written by firm train-svm") from err
+            raise ModelError(
+                f"{path}: no such model file", "give the path of a file written by firm train-svm"
+            ) from err
         except (OSError, UnicodeDecodeError) as err:
-            raise ModelError(f"{path}: cannot read the model file: {err}", "check the path and its permissions") from err
+            raise ModelError(
+                f"{path}: cannot read the model file: {err}", "check the path and its permissions"
+            ) from err
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ModelError(f"{path}: the model file is not JSON ({err.msg} at line {err.lineno})",
-                             "the file is damaged or not a firm model: train it again with firm train-svm") from err
+            raise ModelError(
+                f"{path}: the model file is not JSON ({err.msg} at line {err.lineno})",
+                "the file is damaged or not a firm model: train it again with firm train-svm",
+            ) from err
         return cls.from_dict(doc, str(path))
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "<model>") -> LinearModel:
         """A model from its JSON content (as :meth:`as_dict` writes it)."""
         if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
-            raise ModelError(f"{source}: not a firm culprit model (the field 'format' is not {MODEL_FORMAT!r})",
-                             "give a file written by firm train-svm")
+            raise ModelError(
+                f"{source}: not a firm culprit model (the field 'format' is not {MODEL_FORMAT!r})",
+                "give a file written by firm train-svm",
+            )
         version = doc.get("version")
         if not isinstance(version, int) or isinstance(version, bool):
-            raise ModelError(f"{source}: the field 'version' is missing or not an integer",
-                             "the file is damaged: train the model again with firm train-svm")
+            raise ModelError(
+                f"{source}: the field 'version' is missing or not an integer",
+                "the file is damaged: train the model again with firm train-svm",
+            )
         if version > MODEL_VERSION:
             raise ModelError(
                 f"{source}: the model is of version {version}, newer than this firm reads ({MODEL_VERSION})",
                 "upgrade firm, or train a model with this version (firm train-svm)",
             )
         if version < 1:
-            raise ModelError(f"{source}: unknown model version {version}", "train the model again with firm train-svm")
+            raise ModelError(
+                f"{source}: unknown model version {version}", "train the model again with firm train-svm"
+            )
         try:
             feats = doc["features"]
             scaler = doc["scaler"]
@@ -222,8 +261,10 @@ class LinearModel:
             raise ModelError(f"{source}: {err.message}", err.fix) from err
         except (KeyError, TypeError, ValueError) as err:
             field_name = err.args[0] if isinstance(err, KeyError) else str(err)
-            raise ModelError(f"{source}: the model file lacks or mangles the field {field_name!r}",
-                             "the file is damaged: train the model again with firm train-svm") from err
+            raise ModelError(
+                f"{source}: the model file lacks or mangles the field {field_name!r}",
+                "the file is damaged: train the model again with firm train-svm",
+            ) from err
         model.feature_config_obj()
         return model
 

@@ -116,8 +116,16 @@ def dsb_templates(folder: Path) -> dict[str, list[SpanTemplate]]:
     return out
 
 
-def _call(caller: tuple[str, str], callee: str, op: str, own: int, calls: Sequence[Any] = (),
-          db: int = 0, gap: int = 150, parallel: bool = False) -> SpanTemplate:
+def _call(
+    caller: tuple[str, str],
+    callee: str,
+    op: str,
+    own: int,
+    calls: Sequence[Any] = (),
+    db: int = 0,
+    gap: int = 150,
+    parallel: bool = False,
+) -> SpanTemplate:
     """A client span of ``caller`` calling ``callee``'s server span (OpenTelemetry kinds)."""
     server = _server(callee, op, own, calls, db, parallel)
     client = SpanTemplate(caller[0], caller[1], f"{op}/call", "client", 0, [server], [gap], [-1], gap)
@@ -125,8 +133,9 @@ def _call(caller: tuple[str, str], callee: str, op: str, own: int, calls: Sequen
     return client
 
 
-def _server(service: str, op: str, own: int, calls: Sequence[Any] = (), db: int = 0,
-            parallel: bool = False) -> SpanTemplate:
+def _server(
+    service: str, op: str, own: int, calls: Sequence[Any] = (), db: int = 0, parallel: bool = False
+) -> SpanTemplate:
     inst = f"{service}-7d9f8c-{zlib.crc32(service.encode()) % 10000:04d}"
     kids: list[SpanTemplate] = []
     for c in calls:
@@ -159,31 +168,53 @@ def boutique_templates() -> dict[str, list[SpanTemplate]]:
     """A shop-like application built in code (not recorded): frontend, catalog, currency, cart,
     recommendation, ads, checkout, shipping, payment, email; OpenTelemetry span kinds, instance
     names like Kubernetes pods. Three request types."""
-    home = _server("frontend", "GET /", 900, parallel=True, calls=[
-        ("currency", "GetSupportedCurrencies", 300, (), 0),
-        ("productcatalog", "ListProducts", 700, (), 0),
-        ("cart", "GetCart", 400, (), 600),
-        ("ad", "GetAds", 500, (), 0),
-    ])
-    product = _server("frontend", "GET /product", 800, [
-        ("productcatalog", "GetProduct", 400, (), 0),
-        ("currency", "Convert", 250, (), 0),
-        ("recommendation", "ListRecommendations", 900, (("productcatalog", "ListProducts", 600),), 0),
-        ("ad", "GetAds", 500, (), 0),
-    ])
-    checkout = _server("frontend", "POST /cart/checkout", 1000, [
-        ("checkout", "PlaceOrder", 1200, (
+    home = _server(
+        "frontend",
+        "GET /",
+        900,
+        parallel=True,
+        calls=[
+            ("currency", "GetSupportedCurrencies", 300, (), 0),
+            ("productcatalog", "ListProducts", 700, (), 0),
             ("cart", "GetCart", 400, (), 600),
-            ("productcatalog", "GetProduct", 400),
-            ("currency", "Convert", 250),
-            ("shipping", "GetQuote", 350),
-            ("payment", "Charge", 700),
-            ("shipping", "ShipOrder", 400),
-            ("cart", "EmptyCart", 300, (), 500),
-            ("email", "SendOrderConfirmation", 900),
-        ), 0),
-        ("currency", "Convert", 250, (), 0),
-    ])
+            ("ad", "GetAds", 500, (), 0),
+        ],
+    )
+    product = _server(
+        "frontend",
+        "GET /product",
+        800,
+        [
+            ("productcatalog", "GetProduct", 400, (), 0),
+            ("currency", "Convert", 250, (), 0),
+            ("recommendation", "ListRecommendations", 900, (("productcatalog", "ListProducts", 600),), 0),
+            ("ad", "GetAds", 500, (), 0),
+        ],
+    )
+    checkout = _server(
+        "frontend",
+        "POST /cart/checkout",
+        1000,
+        [
+            (
+                "checkout",
+                "PlaceOrder",
+                1200,
+                (
+                    ("cart", "GetCart", 400, (), 600),
+                    ("productcatalog", "GetProduct", 400),
+                    ("currency", "Convert", 250),
+                    ("shipping", "GetQuote", 350),
+                    ("payment", "Charge", 700),
+                    ("shipping", "ShipOrder", 400),
+                    ("cart", "EmptyCart", 300, (), 500),
+                    ("email", "SendOrderConfirmation", 900),
+                ),
+                0,
+            ),
+            ("currency", "Convert", 250, (), 0),
+        ],
+    )
     return {"home": [home], "product": [product], "checkout": [checkout]}
 
 
@@ -191,19 +222,42 @@ def hotel_templates() -> dict[str, list[SpanTemplate]]:
     """A hotel-booking-like application built in code (not recorded): a frontend fanning out to
     search (which calls geo and rate in turn), profile, recommendation, user and reservation, with
     caches and databases as uninstrumented leaf calls. Three request types."""
-    search = _server("hotel-frontend", "HTTP GET /hotels", 600, [
-        ("hotel-search", "/search.Search/Nearby", 300, (("hotel-geo", "/geo.Geo/Nearby", 700, (), 400),
-                                                        ("hotel-rate", "/rate.Rate/GetRates", 350, (), 900)), 0),
-        ("hotel-profile", "/profile.Profile/GetProfiles", 250, (), 1200),
-    ])
-    recommend = _server("hotel-frontend", "HTTP GET /recommendations", 500, [
-        ("hotel-recommendation", "/recommendation.Recommendation/GetRecommendations", 900, (), 0),
-        ("hotel-profile", "/profile.Profile/GetProfiles", 250, (), 1200),
-    ])
-    reserve = _server("hotel-frontend", "HTTP POST /reservation", 700, [
-        ("hotel-user", "/user.User/CheckUser", 400, (), 500),
-        ("hotel-reservation", "/reservation.Reservation/MakeReservation", 600, (), 1500),
-    ])
+    search = _server(
+        "hotel-frontend",
+        "HTTP GET /hotels",
+        600,
+        [
+            (
+                "hotel-search",
+                "/search.Search/Nearby",
+                300,
+                (
+                    ("hotel-geo", "/geo.Geo/Nearby", 700, (), 400),
+                    ("hotel-rate", "/rate.Rate/GetRates", 350, (), 900),
+                ),
+                0,
+            ),
+            ("hotel-profile", "/profile.Profile/GetProfiles", 250, (), 1200),
+        ],
+    )
+    recommend = _server(
+        "hotel-frontend",
+        "HTTP GET /recommendations",
+        500,
+        [
+            ("hotel-recommendation", "/recommendation.Recommendation/GetRecommendations", 900, (), 0),
+            ("hotel-profile", "/profile.Profile/GetProfiles", 250, (), 1200),
+        ],
+    )
+    reserve = _server(
+        "hotel-frontend",
+        "HTTP POST /reservation",
+        700,
+        [
+            ("hotel-user", "/user.User/CheckUser", 400, (), 500),
+            ("hotel-reservation", "/reservation.Reservation/MakeReservation", 600, (), 1500),
+        ],
+    )
     return {"search": [search], "recommend": [recommend], "reserve": [reserve]}
 
 
@@ -335,12 +389,20 @@ class FaultCase:
 
     def traces(self) -> tuple[list[Trace], list[Trace]]:
         """(window, reference), parsed by the real parser."""
-        return (parse_traces(json.loads(json.dumps(self.window)), "synthetic-window"),
-                parse_traces(json.loads(json.dumps(self.reference)), "synthetic-reference"))
+        return (
+            parse_traces(json.loads(json.dumps(self.window)), "synthetic-window"),
+            parse_traces(json.loads(json.dumps(self.reference)), "synthetic-reference"),
+        )
 
 
-def _fault_effects(kind: str, culprit: tuple[str, str], size: float, rng: np.random.Generator,
-                   median_lat: float, own_med: float) -> _Effects:
+def _fault_effects(
+    kind: str,
+    culprit: tuple[str, str],
+    size: float,
+    rng: np.random.Generator,
+    median_lat: float,
+    own_med: float,
+) -> _Effects:
     """What fault ``kind`` of ``size`` on ``culprit`` adds to the parts of a request (module doc)."""
     fx = _Effects()
     if kind == "none":
@@ -401,8 +463,15 @@ def make_case(
     median_lat = float(np.median([t.duration for ts in templates.values() for t in ts]))
     own_med = float(np.mean([_own_of(t, culprit) for ts in templates.values() for t in ts])) or 100.0
 
-    lo, hi = intensity or {"cpu_hog": (1.5, 4.0), "cpu_contention": (0.05, 0.6),
-                           "network_delay": (0.05, 1.0), "none": (0.0, 0.0)}[kind]
+    lo, hi = (
+        intensity
+        or {
+            "cpu_hog": (1.5, 4.0),
+            "cpu_contention": (0.05, 0.6),
+            "network_delay": (0.05, 1.0),
+            "none": (0.0, 0.0),
+        }[kind]
+    )
     size = float(rng.uniform(lo, hi))
     fx = _fault_effects(kind, culprit, size, rng, median_lat, own_med)
 
@@ -424,15 +493,27 @@ def make_case(
     sigma = 0.25
     t0 = 1_700_000_000_000_000 + seed * 1_000_000_000
     ref = _window(rng, templates, types, mix_ref, n_ref, None, 1.0, offsets, drop, sigma, t0, messy, "r")
-    win = _window(rng, templates, types, mix_win, n_win, fx, coverage, offsets, drop, sigma,
-                  t0 + 60_000_000, messy, "w")
+    win = _window(
+        rng, templates, types, mix_win, n_win, fx, coverage, offsets, drop, sigma, t0 + 60_000_000, messy, "w"
+    )
     return FaultCase(kind, None if kind == "none" else culprit, ref, win, size)
 
 
-def _window(rng: np.random.Generator, templates: Mapping[str, Sequence[SpanTemplate]], types: list[str],
-            mix: np.ndarray, n: int, fx: _Effects | None, coverage: float,
-            offsets: Mapping[tuple[str, str], float], drop: set[tuple[str, str]], sigma: float,
-            t0: int, messy: bool, tag: str) -> dict[str, Any]:
+def _window(
+    rng: np.random.Generator,
+    templates: Mapping[str, Sequence[SpanTemplate]],
+    types: list[str],
+    mix: np.ndarray,
+    n: int,
+    fx: _Effects | None,
+    coverage: float,
+    offsets: Mapping[tuple[str, str], float],
+    drop: set[tuple[str, str]],
+    sigma: float,
+    t0: int,
+    messy: bool,
+    tag: str,
+) -> dict[str, Any]:
     data: list[dict[str, Any]] = []
     for r in range(n):
         rtype = types[int(rng.choice(len(types), p=mix))]
@@ -443,40 +524,58 @@ def _window(rng: np.random.Generator, templates: Mapping[str, Sequence[SpanTempl
         lay.load = float(rng.lognormal(0.0, 0.1))
         start = t0 + r * 60_000_000 // max(n, 1)
         lay.lay(tpl, float(start), None, r)
-        data.append(_to_jaeger(f"{tag}{r:07x}{int(rng.integers(1 << 30)):08x}", lay.spans, offsets, drop, rng,
-                               messy))
+        data.append(
+            _to_jaeger(f"{tag}{r:07x}{int(rng.integers(1 << 30)):08x}", lay.spans, offsets, drop, rng, messy)
+        )
         if messy and rng.random() < 0.02:
             data.append(json.loads(json.dumps(data[-1])))  # the same trace twice
     return {"data": data}
 
 
-def _to_jaeger(tid: str, spans: list[dict[str, Any]], offsets: Mapping[tuple[str, str], float],
-               drop: set[tuple[str, str]], rng: np.random.Generator, messy: bool) -> dict[str, Any]:
+def _to_jaeger(
+    tid: str,
+    spans: list[dict[str, Any]],
+    offsets: Mapping[tuple[str, str], float],
+    drop: set[tuple[str, str]],
+    rng: np.random.Generator,
+    messy: bool,
+) -> dict[str, Any]:
     procs: dict[tuple[str, str], str] = {}
     out: list[dict[str, Any]] = []
     dropped: set[str] = set()
     for rec in spans:
         t: SpanTemplate = rec["t"]
-        if rec["parent"] in dropped or (t.key in drop and t.kind in ("server", "")
-                                        and rec["parent"] is not None
-                                        and not any(r["sid"] == rec["parent"] and r["t"].key == t.key
-                                                    for r in spans)):
+        if rec["parent"] in dropped or (
+            t.key in drop
+            and t.kind in ("server", "")
+            and rec["parent"] is not None
+            and not any(r["sid"] == rec["parent"] and r["t"].key == t.key for r in spans)
+        ):
             dropped.add(rec["sid"])
             continue
         pid = procs.setdefault(t.key, f"p{len(procs) + 1}")
         off = offsets.get(t.key, 0.0)
         s: dict[str, Any] = {
-            "traceID": tid, "spanID": rec["sid"], "operationName": t.operation,
-            "references": ([] if rec["parent"] is None
-                           else [{"refType": "CHILD_OF", "traceID": tid, "spanID": rec["parent"]}]),
-            "startTime": int(rec["start"] + off), "duration": max(int(rec["end"] - rec["start"]), 0),
-            "processID": pid, "tags": ([{"key": "span.kind", "type": "string", "value": t.kind}] if t.kind else []),
+            "traceID": tid,
+            "spanID": rec["sid"],
+            "operationName": t.operation,
+            "references": (
+                []
+                if rec["parent"] is None
+                else [{"refType": "CHILD_OF", "traceID": tid, "spanID": rec["parent"]}]
+            ),
+            "startTime": int(rec["start"] + off),
+            "duration": max(int(rec["end"] - rec["start"]), 0),
+            "processID": pid,
+            "tags": ([{"key": "span.kind", "type": "string", "value": t.kind}] if t.kind else []),
         }
         out.append(s)
         if messy and rng.random() < 0.01:
             out.append(json.loads(json.dumps(s)))  # an exactly duplicated span
-    processes = {pid: {"serviceName": k[0], "tags": [{"key": "hostname", "type": "string", "value": k[1]}]}
-                 for k, pid in procs.items()}
+    processes = {
+        pid: {"serviceName": k[0], "tags": [{"key": "hostname", "type": "string", "value": k[1]}]}
+        for k, pid in procs.items()
+    }
     return {"traceID": tid, "spans": out, "processes": processes}
 
 
@@ -531,8 +630,17 @@ def synthetic_rows(
         win, ref = case.traces()
         cw = culprit_features(win, ref, cfg)
         culprits = {case.culprit: True} if case.culprit else {}
-        rows.extend(rows_of_window(f"{g}-{kind}-{case_seed}", cw, culprits, source="synthetic", graph=g,
-                                   kind=kind, targets=culprits))
+        rows.extend(
+            rows_of_window(
+                f"{g}-{kind}-{case_seed}",
+                cw,
+                culprits,
+                source="synthetic",
+                graph=g,
+                kind=kind,
+                targets=culprits,
+            )
+        )
         if progress is not None:
             progress(done, len(plan))
     return rows

@@ -73,9 +73,16 @@ def rows_of_window(
     rows = []
     for inst, vec in zip(cw.instances, x, strict=True):
         key = (inst.service, inst.instance)
-        row: dict[str, Any] = {"window": window_id, "source": source, "graph": graph, "kind": kind,
-                               "service": inst.service, "instance": inst.instance,
-                               "label": int(bool(culprits.get(key, False))), "target": key in tset}
+        row: dict[str, Any] = {
+            "window": window_id,
+            "source": source,
+            "graph": graph,
+            "kind": kind,
+            "service": inst.service,
+            "instance": inst.instance,
+            "label": int(bool(culprits.get(key, False))),
+            "target": key in tset,
+        }
         row.update({name: float(v) for name, v in zip(MODEL_INPUTS, vec, strict=True)})
         row["rules_score"] = rule_score(inst.features)
         row["baseline_score"] = float(inst.features.get("cp_share_growth") or 0.0)
@@ -94,10 +101,16 @@ def write_dataset(rows: Sequence[Mapping[str, Any]], folder: Path, manifest: Map
     pq.write_table(table, path)
     labels = [int(r["label"]) for r in rows]
     doc = {
-        "format": DATASET_FORMAT, "version": DATASET_VERSION, "firm": __version__, "rows": len(rows),
-        "windows": len({r["window"] for r in rows}), "positives": sum(labels),
-        "columns": cols, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **dict(manifest),
+        "format": DATASET_FORMAT,
+        "version": DATASET_VERSION,
+        "firm": __version__,
+        "rows": len(rows),
+        "windows": len({r["window"] for r in rows}),
+        "positives": sum(labels),
+        "columns": cols,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **dict(manifest),
     }
     (folder / "manifest.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path
@@ -111,20 +124,33 @@ def read_dataset(path: Path) -> dict[str, Any]:
     try:
         table = pq.read_table(path)
     except FileNotFoundError as err:
-        raise DatasetError(f"{path}: no such dataset", "give the folder or file firm localize-dataset wrote") from err
+        raise DatasetError(
+            f"{path}: no such dataset", "give the folder or file firm localize-dataset wrote"
+        ) from err
     except (OSError, pa.ArrowException) as err:
-        raise DatasetError(f"{path}: not a readable Parquet dataset ({err})",
-                           "give the folder or file firm localize-dataset wrote") from err
-    missing = [c for c in (*_META, "label", *MODEL_INPUTS, "rules_score", "baseline_score")
-               if c not in table.column_names]
+        raise DatasetError(
+            f"{path}: not a readable Parquet dataset ({err})",
+            "give the folder or file firm localize-dataset wrote",
+        ) from err
+    missing = [
+        c
+        for c in (*_META, "label", *MODEL_INPUTS, "rules_score", "baseline_score")
+        if c not in table.column_names
+    ]
     if missing:
-        raise DatasetError(f"{path}: the dataset lacks the columns {', '.join(missing)}",
-                           "generate it again with this version of firm (firm localize-dataset)")
+        raise DatasetError(
+            f"{path}: the dataset lacks the columns {', '.join(missing)}",
+            "generate it again with this version of firm (firm localize-dataset)",
+        )
     cols = {c: table.column(c).to_pylist() for c in table.column_names}
-    x = np.asarray([cols[c] for c in MODEL_INPUTS], dtype=np.float64).T.reshape(table.num_rows, len(MODEL_INPUTS))
+    x = np.asarray([cols[c] for c in MODEL_INPUTS], dtype=np.float64).T.reshape(
+        table.num_rows, len(MODEL_INPUTS)
+    )
     if not np.all(np.isfinite(x)):
-        raise DatasetError(f"{path}: the dataset holds values that are not finite numbers",
-                           "generate it again (firm localize-dataset)")
+        raise DatasetError(
+            f"{path}: the dataset holds values that are not finite numbers",
+            "generate it again (firm localize-dataset)",
+        )
     out: dict[str, Any] = dict(cols)
     out["x"] = x
     out["y"] = np.asarray(cols["label"], dtype=np.int64)
@@ -132,8 +158,9 @@ def read_dataset(path: Path) -> dict[str, Any]:
     return out
 
 
-def split_windows(data: Mapping[str, Any], test_share: float, seed: int,
-                  by: str = "window") -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+def split_windows(
+    data: Mapping[str, Any], test_share: float, seed: int, by: str = "window"
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Boolean masks (train, test) that keep every window (or every value of column ``by``) whole."""
     groups = sorted(set(data[by]))
     rng = np.random.default_rng(seed)
@@ -169,7 +196,9 @@ class TrainConfig:
             raise ValueError("epochs and batch must be at least 1")
         unknown = [f for f in self.features if f not in MODEL_INPUTS]
         if unknown or not self.features:
-            raise ValueError(f"features must be names from {', '.join(MODEL_INPUTS)}; not {unknown or 'none'}")
+            raise ValueError(
+                f"features must be names from {', '.join(MODEL_INPUTS)}; not {unknown or 'none'}"
+            )
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, not {self.alpha}")
 
@@ -191,16 +220,20 @@ def train_svm(
     from sklearn.linear_model import SGDClassifier  # type: ignore[import-untyped]  # noqa: PLC0415
 
     if x.ndim != 2 or x.shape[1] != len(MODEL_INPUTS) or x.shape[0] != y.shape[0]:
-        raise DatasetError(f"the data has shape {x.shape} for {y.shape[0]} labels; expected (n, {len(MODEL_INPUTS)})",
-                           "build the dataset with firm localize-dataset")
+        raise DatasetError(
+            f"the data has shape {x.shape} for {y.shape[0]} labels; expected (n, {len(MODEL_INPUTS)})",
+            "build the dataset with firm localize-dataset",
+        )
     n = x.shape[0]
     if n == 0:
         raise DatasetError("the dataset has no rows", "generate windows first")
     classes = np.unique(y)
     if classes.size < 2:
         only = "culprits" if classes.size and classes[0] == 1 else "innocent instances"
-        raise DatasetError(f"the dataset holds only {only}, so nothing can be learnt",
-                           "add windows with faults and without (more campaigns, several targets)")
+        raise DatasetError(
+            f"the dataset holds only {only}, so nothing can be learnt",
+            "add windows with faults and without (more campaigns, several targets)",
+        )
     x = x[:, [MODEL_INPUTS.index(f) for f in config.features]]
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -208,28 +241,47 @@ def train_svm(
     z = (x - mean) / scale
     pos = int(y.sum())
     weights = {0: n / (2.0 * (n - pos)), 1: n / (2.0 * pos)}
-    clf = SGDClassifier(loss="hinge", penalty="l2", alpha=config.alpha, class_weight=weights,
-                        random_state=config.seed, learning_rate="optimal", average=config.average)
+    clf = SGDClassifier(
+        loss="hinge",
+        penalty="l2",
+        alpha=config.alpha,
+        class_weight=weights,
+        random_state=config.seed,
+        learning_rate="optimal",
+        average=config.average,
+    )
     rng = np.random.default_rng(config.seed)
     for epoch in range(config.epochs):
         order = rng.permutation(n)
         for lo in range(0, n, config.batch):
-            idx = order[lo: lo + config.batch]
+            idx = order[lo : lo + config.batch]
             clf.partial_fit(z[idx], y[idx], classes=np.array([0, 1]))
         if progress is not None:
             progress(epoch + 1, config.epochs)
     coef = [float(v) for v in clf.coef_[0]]
     intercept = float(clf.intercept_[0])
     if not all(math.isfinite(v) for v in [*coef, intercept]):
-        raise DatasetError("training diverged (the weights are not finite)",
-                           "lower --alpha's inverse (raise --alpha) or check the dataset for extreme values")
+        raise DatasetError(
+            "training diverged (the weights are not finite)",
+            "lower --alpha's inverse (raise --alpha) or check the dataset for extreme values",
+        )
     summary = {"rows": n, "positives": pos, **dict(data_summary or {})}
     return LinearModel(
-        features=tuple(config.features), mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale),
-        coef=tuple(coef), intercept=intercept, threshold=config.threshold,
-        config={**asdict(config), "features": list(config.features), "classifier": "SGDClassifier(loss='hinge', penalty='l2')",
-                "class_weight": weights, "python": platform.python_version()},
-        feature_config=asdict(feature_config or CulpritFeatureConfig()), data=summary,
+        features=tuple(config.features),
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+        coef=tuple(coef),
+        intercept=intercept,
+        threshold=config.threshold,
+        config={
+            **asdict(config),
+            "features": list(config.features),
+            "classifier": "SGDClassifier(loss='hinge', penalty='l2')",
+            "class_weight": weights,
+            "python": platform.python_version(),
+        },
+        feature_config=asdict(feature_config or CulpritFeatureConfig()),
+        data=summary,
     )
 
 
@@ -257,8 +309,14 @@ class EvalResult:
         return d
 
 
-def evaluate(method: str, scores: _F, verdicts: npt.NDArray[np.bool_], data: Mapping[str, Any],
-             mask: npt.NDArray[np.bool_] | None = None, tiebreak: _F | None = None) -> EvalResult:
+def evaluate(
+    method: str,
+    scores: _F,
+    verdicts: npt.NDArray[np.bool_],
+    data: Mapping[str, Any],
+    mask: npt.NDArray[np.bool_] | None = None,
+    tiebreak: _F | None = None,
+) -> EvalResult:
     """Row metrics of ``verdicts`` and window top-1 / top-3 of ``scores`` against ``data``'s labels
     (rows where ``mask`` is true); equal scores are ordered by ``tiebreak`` (higher first), then
     by service and instance, as :class:`~firm.localize.Localizer` orders them."""
@@ -280,8 +338,15 @@ def evaluate(method: str, scores: _F, verdicts: npt.NDArray[np.bool_], data: Map
     for rows in groups.values():
         if not any(y[i] == 1 for i in rows):
             continue
-        order = sorted(rows, key=lambda i: (-scores[i], -(tiebreak[i] if tiebreak is not None else 0.0),
-                                            data["service"][i], data["instance"][i]))
+        order = sorted(
+            rows,
+            key=lambda i: (
+                -scores[i],
+                -(tiebreak[i] if tiebreak is not None else 0.0),
+                data["service"][i],
+                data["instance"][i],
+            ),
+        )
         h1 = int(y[order[0]] == 1)
         h3 = int(any(y[i] == 1 for i in order[:3]))
         hits1 += h1
@@ -291,6 +356,19 @@ def evaluate(method: str, scores: _F, verdicts: npt.NDArray[np.bool_], data: Map
         k[0] += h1
         k[1] += h3
         k[2] += 1
-    per_kind = {k: {"top1": v[0] / v[2], "top3": v[1] / v[2], "windows": float(v[2])} for k, v in sorted(kinds.items())}
-    return EvalResult(method, acc, prec, rec, f1, hits1 / total if total else 0.0, hits3 / total if total else 0.0,
-                      total, int(m.sum()), per_kind)
+    per_kind = {
+        k: {"top1": v[0] / v[2], "top3": v[1] / v[2], "windows": float(v[2])}
+        for k, v in sorted(kinds.items())
+    }
+    return EvalResult(
+        method,
+        acc,
+        prec,
+        rec,
+        f1,
+        hits1 / total if total else 0.0,
+        hits3 / total if total else 0.0,
+        total,
+        int(m.sum()),
+        per_kind,
+    )

@@ -54,8 +54,15 @@ def dumps(record: Record) -> str:
 class AuditLog:
     """Writes records to Redis (``client``; None for none) and to ``path`` (None for none)."""
 
-    def __init__(self, client: redis.Redis | None, *, key: str = "firm:audit", retention: int = 10000,
-                 path: Path | None = None, backlog: int = 1000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        *,
+        key: str = "firm:audit",
+        retention: int = 10000,
+        path: Path | None = None,
+        backlog: int = 1000,
+    ) -> None:
         self.client, self.key, self.retention = client, key, retention
         self.pending: PendingWrites[str] = PendingWrites(backlog)
         self.path = path
@@ -78,8 +85,11 @@ class AuditLog:
         self.pending.add([text])
         if not self.pending.flush(self._write, retry_on=(redis.RedisError,)):
             self.redis_errors += 1
-            log.warning("audit: Redis does not answer; %d records wait (%d dropped)", len(self.pending),
-                        self.pending.dropped)
+            log.warning(
+                "audit: Redis does not answer; %d records wait (%d dropped)",
+                len(self.pending),
+                self.pending.dropped,
+            )
             return False
         return True
 
@@ -96,8 +106,9 @@ class AuditLog:
             self._file = None
 
 
-def read_recent(*, client: redis.Redis | None = None, key: str = "firm:audit", path: Path | None = None,
-                last: int = 20) -> list[Record]:
+def read_recent(
+    *, client: redis.Redis | None = None, key: str = "firm:audit", path: Path | None = None, last: int = 20
+) -> list[Record]:
     """The last ``last`` records, oldest first, from a JSON-lines file or else from Redis."""
     if path is not None:
         lines: deque[str] = deque(maxlen=last)
@@ -122,25 +133,41 @@ def summary_row(record: Record) -> dict[str, str]:
     slo = record.get("slo") or []
     rated = [s for s in slo if s.get("p99_ms") is not None and s.get("slo_ms")]
     worst = max(rated, key=lambda s: s["p99_ms"] / s["slo_ms"], default=None)
-    slo_text = (f"{worst['type']} {worst['p99_ms']:.0f}/{worst['slo_ms']:.0f} ms {worst['state']}"
-                if worst else "-")
-    culprits = ", ".join(f"{c['instance']} {c['score']:.2f}" if isinstance(c.get("score"), int | float)
-                         else c["instance"] for c in (record.get("decision") or {}).get("culprits", [])[:2]) or "-"
+    slo_text = (
+        f"{worst['type']} {worst['p99_ms']:.0f}/{worst['slo_ms']:.0f} ms {worst['state']}" if worst else "-"
+    )
+    culprits = (
+        ", ".join(
+            f"{c['instance']} {c['score']:.2f}" if isinstance(c.get("score"), int | float) else c["instance"]
+            for c in (record.get("decision") or {}).get("culprits", [])[:2]
+        )
+        or "-"
+    )
     result = record.get("result") or {}
     actions = "; ".join(_action_text(a) for a in result.get("actions", []) if a.get("changed")) or "-"
     if result.get("error"):
-        actions += f" [red]failed: {result['error']}{' (rolled back)' if result.get('rolled_back') else ''}[/red]"
+        actions += (
+            f" [red]failed: {result['error']}{' (rolled back)' if result.get('rolled_back') else ''}[/red]"
+        )
     why = record.get("reason") or ""
     if not why:
         reasons = sorted({a.get("reason", "") for a in result.get("actions", []) if a.get("changed")})
         why = "; ".join(r for r in reasons if r)[:120] or (record.get("decision") or {}).get("mode", "")
-    return {"time": _clock(record.get("time")), "step": str(record.get("step", "")),
-            "status": record.get("status", ""), "slo": slo_text, "culprits": culprits, "actions": actions,
-            "why": why}
+    return {
+        "time": _clock(record.get("time")),
+        "step": str(record.get("step", "")),
+        "status": record.get("status", ""),
+        "slo": slo_text,
+        "culprits": culprits,
+        "actions": actions,
+        "why": why,
+    }
 
 
 def _action_text(action: Mapping[str, Any]) -> str:
-    return f"{action['instance']} {action['resource']} {_num(action.get('before'))}->{_num(action.get('after'))}"
+    return (
+        f"{action['instance']} {action['resource']} {_num(action.get('before'))}->{_num(action.get('after'))}"
+    )
 
 
 def _num(value: Any) -> str:

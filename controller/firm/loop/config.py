@@ -40,8 +40,11 @@ class Guard(BaseModel):
     min: float = Field(gt=0, description="Smallest limit the loop may set, resource unit.")
     max: float = Field(gt=0, description="Largest limit the loop may set, resource unit.")
     max_step: float = Field(gt=0, description="Largest change of the limit in one step, resource unit.")
-    cooldown_s: float = Field(default=6.0, ge=0, description="Seconds after a change of this resource of an "
-                                                             "instance before the next one.")
+    cooldown_s: float = Field(
+        default=6.0,
+        ge=0,
+        description="Seconds after a change of this resource of an instance before the next one.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Guard:
@@ -70,16 +73,28 @@ class Reclaim(BaseModel):
 
     enabled: bool = Field(default=True, description="Reclaim at all.")
     floor: Literal["baseline", "min"] = Field(
-        default="baseline", description="Down to the limits the instance had when the loop started, or to the "
-                                        "guardrails' min (fewer resources than configured).")
-    fraction: float = Field(default=0.15, gt=0, le=1, description="Bounded step down when the agent proposes no "
-                                                                   "decrease: this share of the excess over the "
-                                                                   "floor, at least min_step of max_step.")
-    min_step: float = Field(default=0.2, gt=0, le=1, description="Smallest step down, as a share of the "
-                                                                  "guardrail's max_step.")
+        default="baseline",
+        description="Down to the limits the instance had when the loop started, or to the "
+        "guardrails' min (fewer resources than configured).",
+    )
+    fraction: float = Field(
+        default=0.15,
+        gt=0,
+        le=1,
+        description="Bounded step down when the agent proposes no "
+        "decrease: this share of the excess over the "
+        "floor, at least min_step of max_step.",
+    )
+    min_step: float = Field(
+        default=0.2, gt=0, le=1, description="Smallest step down, as a share of the guardrail's max_step."
+    )
     instances_per_step: int = Field(default=1, ge=1, description="Instances reclaimed from in one step.")
-    hold_s: float = Field(default=10.0, ge=0, description="Seconds every SLO must have held with slack, "
-                                                          "without a raise, before anything is reclaimed.")
+    hold_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds every SLO must have held with slack, "
+        "without a raise, before anything is reclaimed.",
+    )
 
 
 class ScaleIn(BaseModel):
@@ -88,11 +103,19 @@ class ScaleIn(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(default=True, description="Scale services back in at all.")
-    hold_s: float = Field(default=30.0, ge=0, description="Seconds every SLO must have held with slack (no SLO "
-                                                          "at risk, no raise) before an instance is removed; "
-                                                          "counted again after each removal.")
-    cooldown_s: float = Field(default=60.0, ge=0, description="Seconds after a scale-out or scale-in of a service "
-                                                              "(requested or finished) before it is scaled in.")
+    hold_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds every SLO must have held with slack (no SLO "
+        "at risk, no raise) before an instance is removed; "
+        "counted again after each removal.",
+    )
+    cooldown_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds after a scale-out or scale-in of a service "
+        "(requested or finished) before it is scaled in.",
+    )
 
 
 class Aimd(BaseModel):
@@ -100,11 +123,16 @@ class Aimd(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    increase: float = Field(default=1.5, gt=1, description="Factor applied to the limit of every instance on a "
-                                                           "violated request type's traces.")
-    decrease: Mapping[str, float] = Field(default_factory=lambda: {"cpu": 0.05},
-                                          description="Amount taken away per step when every SLO holds with "
-                                                      "slack, per resource, resource unit.")
+    increase: float = Field(
+        default=1.5,
+        gt=1,
+        description="Factor applied to the limit of every instance on a violated request type's traces.",
+    )
+    decrease: Mapping[str, float] = Field(
+        default_factory=lambda: {"cpu": 0.05},
+        description="Amount taken away per step when every SLO holds with "
+        "slack, per resource, resource unit.",
+    )
 
 
 class FirmDecider(BaseModel):
@@ -115,16 +143,27 @@ class FirmDecider(BaseModel):
     localizer_model: Path | None = Field(default=None, description="SVM model file (None: the shipped one).")
     agent_model: Path | None = Field(default=None, description="Agent model file (None: the shipped one).")
     max_culprits: int = Field(default=2, ge=1, description="Culprits acted on per step, highest score first.")
-    fallback_top: bool = Field(default=True, description="When an SLO is violated and no instance is flagged a "
-                                                         "culprit, act on the highest-ranked one.")
-    reference_traces: int = Field(default=2000, ge=0, description="Traces of the last healthy window kept as the "
-                                                                  "localizer's reference.")
-    raise_only: bool = Field(default=True, description="While an SLO is violated or at risk, only raises of a "
-                                                       "culprit's limits are applied (the agent's cuts wait).")
+    fallback_top: bool = Field(
+        default=True,
+        description="When an SLO is violated and no instance is flagged a "
+        "culprit, act on the highest-ranked one.",
+    )
+    reference_traces: int = Field(
+        default=2000, ge=0, description="Traces of the last healthy window kept as the localizer's reference."
+    )
+    raise_only: bool = Field(
+        default=True,
+        description="While an SLO is violated or at risk, only raises of a "
+        "culprit's limits are applied (the agent's cuts wait).",
+    )
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
-    trace_cache: int = Field(default=20000, ge=1, description="Requests whose per-trace parts (critical path, "
-                                                              "own times, gaps) are kept between steps, so that "
-                                                              "each is computed once (count).")
+    trace_cache: int = Field(
+        default=20000,
+        ge=1,
+        description="Requests whose per-trace parts (critical path, "
+        "own times, gaps) are kept between steps, so that "
+        "each is computed once (count).",
+    )
 
 
 class LoopConfig(BaseModel):
@@ -133,42 +172,63 @@ class LoopConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     interval_s: float = Field(default=2.0, gt=0, le=60, description="Seconds between control steps.")
-    window_s: float | None = Field(default=None, gt=0, description="Seconds of completed requests each step "
-                                                                   "looks at (None: the testbed's slo_window_s).")
-    trace_lag_s: float = Field(default=1.0, ge=0, description="Seconds the window ends before now: spans reach "
-                                                              "the trace store in batches.")
-    stale_intervals: float = Field(default=2.0, gt=0, description="Telemetry older than this many intervals is "
-                                                                  "stale: no decision on it.")
-    min_requests: int = Field(default=5, ge=1, description="Requests of a type a window needs before its p99 "
-                                                           "counts.")
-    at_risk: float = Field(default=0.9, gt=0, le=1, description="An SLO is at risk when p99 exceeds this share "
-                                                                "of it.")
-    slack: float = Field(default=0.6, gt=0, lt=1, description="Every SLO holds with slack when each p99 is "
-                                                              "below this share of its SLO.")
-    slo_ms: dict[str, float] = Field(default_factory=dict, description="SLO per request type, p99 ms; overrides "
-                                                                       "the testbed's.")
+    window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds of completed requests each step looks at (None: the testbed's slo_window_s).",
+    )
+    trace_lag_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds the window ends before now: spans reach the trace store in batches.",
+    )
+    stale_intervals: float = Field(
+        default=2.0, gt=0, description="Telemetry older than this many intervals is stale: no decision on it."
+    )
+    min_requests: int = Field(
+        default=5, ge=1, description="Requests of a type a window needs before its p99 counts."
+    )
+    at_risk: float = Field(
+        default=0.9, gt=0, le=1, description="An SLO is at risk when p99 exceeds this share of it."
+    )
+    slack: float = Field(
+        default=0.6,
+        gt=0,
+        lt=1,
+        description="Every SLO holds with slack when each p99 is below this share of its SLO.",
+    )
+    slo_ms: dict[str, float] = Field(
+        default_factory=dict, description="SLO per request type, p99 ms; overrides the testbed's."
+    )
     decider: Literal["firm", "aimd", "none"] = Field(default="firm", description="Which decider runs.")
-    confirm: bool = Field(default=True, description="No new action on an instance until its previous one is "
-                                                    "visible in telemetry (a full sample taken after it).")
-    deadband: float = Field(default=0.02, ge=0, lt=1, description="Relative changes smaller than this are not "
-                                                                  "actions.")
+    confirm: bool = Field(
+        default=True,
+        description="No new action on an instance until its previous one is "
+        "visible in telemetry (a full sample taken after it).",
+    )
+    deadband: float = Field(
+        default=0.02, ge=0, lt=1, description="Relative changes smaller than this are not actions."
+    )
     guards: dict[str, Guard] = Field(default_factory=default_guards, description="Guardrails per resource.")
-    services: dict[str, dict[str, Guard]] = Field(default_factory=dict,
-                                                  description="Guardrails per service and resource, replacing "
-                                                              "the defaults.")
+    services: dict[str, dict[str, Guard]] = Field(
+        default_factory=dict, description="Guardrails per service and resource, replacing the defaults."
+    )
     exclude: tuple[str, ...] = Field(default=("redis",), description="Services the loop never acts on.")
     reclaim: Reclaim = Field(default_factory=Reclaim)
     scale_in: ScaleIn = Field(default_factory=ScaleIn)
     aimd: Aimd = Field(default_factory=Aimd)
     firm: FirmDecider = Field(default_factory=FirmDecider)
-    redis_url: str | None = Field(default=None, description="firm's Redis (telemetry, audit); None: the "
-                                                            "testbed's telemetry_redis.")
+    redis_url: str | None = Field(
+        default=None, description="firm's Redis (telemetry, audit); None: the testbed's telemetry_redis."
+    )
     audit_key: str = Field(default="firm:audit", description="Redis stream of the audit records.")
     audit_retention: int = Field(default=10000, ge=1, description="Audit records kept in Redis.")
-    testbed_config: Path | None = Field(default=None, description="The testbed's YAML configuration (None: "
-                                                                  "its defaults).")
-    on_exit: Literal["keep", "restore"] = Field(default="keep", description="On stop: keep the last good limits "
-                                                                            "or restore the baselines.")
+    testbed_config: Path | None = Field(
+        default=None, description="The testbed's YAML configuration (None: its defaults)."
+    )
+    on_exit: Literal["keep", "restore"] = Field(
+        default="keep", description="On stop: keep the last good limits or restore the baselines."
+    )
 
     def guard(self, service: str, resource: str) -> Guard:
         """The guardrail of ``resource`` for ``service`` (the service's own, else the default)."""
@@ -176,7 +236,10 @@ class LoopConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_resources(self) -> LoopConfig:
-        for where, table in [("guards", self.guards), *((f"services.{s}", g) for s, g in self.services.items())]:
+        for where, table in [
+            ("guards", self.guards),
+            *((f"services.{s}", g) for s, g in self.services.items()),
+        ]:
             unknown = sorted(set(table) - set(RESOURCES))
             if unknown:
                 raise ValueError(f"{where} names unknown resources {unknown}; use {list(RESOURCES)}")
@@ -196,8 +259,10 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise LoopConfigError(f"cannot read the loop configuration {path}: {exc}",
-                                  fix="give a readable YAML file (see docs/control-loop.md)") from exc
+            raise LoopConfigError(
+                f"cannot read the loop configuration {path}: {exc}",
+                fix="give a readable YAML file (see docs/control-loop.md)",
+            ) from exc
         if not isinstance(loaded, dict):
             raise LoopConfigError(f"{path} is not a mapping of settings", fix="write key: value lines")
         data.update(loaded)
@@ -207,7 +272,10 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
     try:
         return LoopConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise LoopConfigError(f"{path or 'loop configuration'}: {problems}",
-                              fix=f"the settings are {', '.join(LoopConfig.model_fields)}; "
-                                  "see docs/control-loop.md") from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise LoopConfigError(
+            f"{path or 'loop configuration'}: {problems}",
+            fix=f"the settings are {', '.join(LoopConfig.model_fields)}; see docs/control-loop.md",
+        ) from None

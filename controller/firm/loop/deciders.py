@@ -74,8 +74,9 @@ class AgentDecisionLike(Protocol):
 
 
 class AgentLike(Protocol):
-    def decide(self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any],
-               mask: Mapping[str, bool]) -> AgentDecisionLike: ...
+    def decide(
+        self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any], mask: Mapping[str, bool]
+    ) -> AgentDecisionLike: ...
 
 
 StateBuilder = Callable[..., Any]
@@ -106,8 +107,14 @@ class Explanation:
     """Time spent in each stage of the decider, ms (``localize``, ``agent``)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "culprits": self.culprits, "ranking": self.ranking, "scale_out": self.scale_out,
-                "notes": self.notes, "agent": self.agent}
+        return {
+            "mode": self.mode,
+            "culprits": self.culprits,
+            "ranking": self.ranking,
+            "scale_out": self.scale_out,
+            "notes": self.notes,
+            "agent": self.agent,
+        }
 
 
 class Decider(Protocol):
@@ -229,18 +236,33 @@ class AimdDecider:
                     continue
                 for resource in cfg.aimd.decrease:
                     current = view.limits.get(resource)
-                    if resource not in view.resources or not isinstance(current, float) or math.isinf(current):
+                    if (
+                        resource not in view.resources
+                        or not isinstance(current, float)
+                        or math.isinf(current)
+                    ):
                         continue
-                    worst = max((s for s in violated if s.request_type in view.request_types),
-                                key=lambda s: s.ratio or 0.0)
-                    actions.append(Action(view.name, resource, current * cfg.aimd.increase,
-                                          f"{worst.request_type} p99 {worst.p99_ms:.0f} ms > SLO {worst.slo_ms:g} ms: "
-                                          f"x{cfg.aimd.increase:g}", view.service))
+                    worst = max(
+                        (s for s in violated if s.request_type in view.request_types),
+                        key=lambda s: s.ratio or 0.0,
+                    )
+                    actions.append(
+                        Action(
+                            view.name,
+                            resource,
+                            current * cfg.aimd.increase,
+                            f"{worst.request_type} p99 {worst.p99_ms:.0f} ms > SLO {worst.slo_ms:g} ms: "
+                            f"x{cfg.aimd.increase:g}",
+                            view.service,
+                        )
+                    )
         calm = self.calm.update(observation, raised=bool(actions))
         if not violated and observation.all_slack and cfg.reclaim.enabled:
             if calm < cfg.reclaim.hold_s:
                 explanation.mode = "hold"
-                explanation.notes.append(f"slack for {calm:.0f} of {cfg.reclaim.hold_s:g} s before reclaiming")
+                explanation.notes.append(
+                    f"slack for {calm:.0f} of {cfg.reclaim.hold_s:g} s before reclaiming"
+                )
             else:
                 explanation.mode = "reclaim"
                 for view in sorted(observation.instances.values(), key=lambda v: v.name):
@@ -248,8 +270,15 @@ class AimdDecider:
                         if excess(cfg, view, resource) > 0:
                             current = float(view.limits[resource])
                             target = max(floor_of(cfg, view, resource), current - amount)
-                            actions.append(Action(view.name, resource, target,
-                                                  f"every SLO with slack: -{amount:g}", view.service))
+                            actions.append(
+                                Action(
+                                    view.name,
+                                    resource,
+                                    target,
+                                    f"every SLO with slack: -{amount:g}",
+                                    view.service,
+                                )
+                            )
         self._explanation = explanation
         return actions
 
@@ -266,9 +295,17 @@ class FirmDecider:
 
     name = "firm"
 
-    def __init__(self, config: LoopConfig, localizer: LocalizerLike, agent: AgentLike, *,
-                 build_state: StateBuilder, bounds: BoundsFactory, request_types: Sequence[str],
-                 n_request_types: int | None = None) -> None:
+    def __init__(
+        self,
+        config: LoopConfig,
+        localizer: LocalizerLike,
+        agent: AgentLike,
+        *,
+        build_state: StateBuilder,
+        bounds: BoundsFactory,
+        request_types: Sequence[str],
+        n_request_types: int | None = None,
+    ) -> None:
         self.config = config
         self.localizer, self.agent = localizer, agent
         self.build_state, self.make_bounds = build_state, bounds
@@ -322,7 +359,9 @@ class FirmDecider:
         if not observation.at_risk and observation.all_slack and cfg.reclaim.enabled:
             if calm < cfg.reclaim.hold_s:
                 explanation.mode = "hold"
-                explanation.notes.append(f"slack for {calm:.0f} of {cfg.reclaim.hold_s:g} s before reclaiming")
+                explanation.notes.append(
+                    f"slack for {calm:.0f} of {cfg.reclaim.hold_s:g} s before reclaiming"
+                )
             else:
                 explanation.mode = "reclaim"
                 actions = self._reclaim(observation, explanation)
@@ -342,30 +381,51 @@ class FirmDecider:
             explanation.notes.append(f"reference not usable ({exc.message}); ranked the window alone")
             ranking = self.localizer.rank(window, None)
         explanation.stages_ms["localize"] = (time.perf_counter() - started) * 1000
-        eligible = [r for r in ranking.instances if r.instance in observation.instances
-                    and observation.instances[r.instance].service not in self.config.exclude]
-        explanation.ranking = [{"instance": r.instance, "score": round(float(r.score), 4), "culprit": r.culprit}
-                               for r in eligible[:5]]
+        eligible = [
+            r
+            for r in ranking.instances
+            if r.instance in observation.instances
+            and observation.instances[r.instance].service not in self.config.exclude
+        ]
+        explanation.ranking = [
+            {"instance": r.instance, "score": round(float(r.score), 4), "culprit": r.culprit}
+            for r in eligible[:5]
+        ]
         if not ranking.reference_used:
             explanation.notes.append("ranked without a reference window")
         culprits = [r for r in eligible if r.culprit][: cfg.max_culprits]
         if not culprits and observation.violated and cfg.fallback_top and eligible:
             culprits = eligible[:1]
             explanation.notes.append(f"no instance flagged; acting on the top-ranked {eligible[0].instance}")
-        explanation.culprits = [{"instance": r.instance, "service": r.service, "score": round(float(r.score), 4),
-                                 "culprit": r.culprit, "features": _top_features(r.features)} for r in culprits]
+        explanation.culprits = [
+            {
+                "instance": r.instance,
+                "service": r.service,
+                "score": round(float(r.score), 4),
+                "culprit": r.culprit,
+                "features": _top_features(r.features),
+            }
+            for r in culprits
+        ]
         actions: list[Action] = []
         started = time.perf_counter()
         for ranked in culprits:
             view = observation.instances[ranked.instance]
             worst = observation.worst_for(view.name)
-            proposals, scale_out = self._ask_agent(observation, view, worst_slo=worst.slo_ms if worst else None,
-                                                   worst_p99=worst.p99_ms if worst else None)
+            proposals, scale_out = self._ask_agent(
+                observation,
+                view,
+                worst_slo=worst.slo_ms if worst else None,
+                worst_p99=worst.p99_ms if worst else None,
+            )
             if scale_out:
                 explanation.scale_out.append(view.service)
-            label = (f"culprit (score {float(ranked.score):.2f}) of {worst.request_type} p99 {worst.p99_ms:.0f} ms "
-                     f"/ SLO {worst.slo_ms:g} ms" if worst and worst.p99_ms is not None and worst.slo_ms
-                     else f"culprit (score {float(ranked.score):.2f})")
+            label = (
+                f"culprit (score {float(ranked.score):.2f}) of {worst.request_type} p99 {worst.p99_ms:.0f} ms "
+                f"/ SLO {worst.slo_ms:g} ms"
+                if worst and worst.p99_ms is not None and worst.slo_ms
+                else f"culprit (score {float(ranked.score):.2f})"
+            )
             for resource, value in proposals.items():
                 current = effective(view.limits.get(resource), self.config.guard(view.service, resource).max)
                 if value < current and cfg.raise_only:
@@ -374,24 +434,40 @@ class FirmDecider:
         explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
         return actions
 
-    def _ask_agent(self, observation: Observation, view: InstanceView, *, worst_slo: float | None,
-                   worst_p99: float | None) -> tuple[dict[str, float], bool]:
+    def _ask_agent(
+        self,
+        observation: Observation,
+        view: InstanceView,
+        *,
+        worst_slo: float | None,
+        worst_p99: float | None,
+    ) -> tuple[dict[str, float], bool]:
         guards = {r: self.config.guard(view.service, r) for r in RESOURCES}
         ceilings = {r: g.max for r, g in guards.items()}
         if math.isfinite(view.cpu_capacity):
             ceilings["cpu"] = max(guards["cpu"].min, min(ceilings["cpu"], view.cpu_capacity))
-        current = {r: min(max(effective(view.limits.get(r), ceilings[r]), guards[r].min), ceilings[r])
-                   for r in RESOURCES}
+        current = {
+            r: min(max(effective(view.limits.get(r), ceilings[r]), guards[r].min), ceilings[r])
+            for r in RESOURCES
+        }
         mask = {r: r in view.resources for r in RESOURCES}
         usage = {r: view.usage.get(r, 0.0) for r in RESOURCES}
         mix = [observation.mix.get(t, 0.0) for t in self.request_types]
         slo = worst_slo or 1.0
-        state = self.build_state(slo_ms=slo, p99_ms=worst_p99 if worst_p99 is not None else 0.0,
-                                 rate_rps=observation.rate_rps, prev_rate_rps=observation.prev_rate_rps,
-                                 mix=mix, usage=usage, limits=current)
+        state = self.build_state(
+            slo_ms=slo,
+            p99_ms=worst_p99 if worst_p99 is not None else 0.0,
+            rate_rps=observation.rate_rps,
+            prev_rate_rps=observation.prev_rate_rps,
+            mix=mix,
+            usage=usage,
+            limits=current,
+        )
         bounds = {r: self.make_bounds(guards[r].min, ceilings[r]) for r in RESOURCES}
         decision = self.agent.decide(state, current=current, bounds=bounds, mask=mask)
-        proposals = {r: float(v) for r, v in decision.limits.items() if mask.get(r) and math.isfinite(float(v))}
+        proposals = {
+            r: float(v) for r, v in decision.limits.items() if mask.get(r) and math.isfinite(float(v))
+        }
         return proposals, bool(decision.scale_out)
 
     # reclaiming ------------------------------------------------------------------------------------
@@ -401,8 +477,12 @@ class FirmDecider:
         started = time.perf_counter()
         for view in reclaim_candidates(self.config, observation):
             worst = observation.worst_for(view.name)
-            proposals, _ = self._ask_agent(observation, view, worst_slo=worst.slo_ms if worst else None,
-                                           worst_p99=worst.p99_ms if worst else None)
+            proposals, _ = self._ask_agent(
+                observation,
+                view,
+                worst_slo=worst.slo_ms if worst else None,
+                worst_p99=worst.p99_ms if worst else None,
+            )
             for resource in RESOURCES:
                 if excess(self.config, view, resource) <= 0:
                     continue
@@ -413,10 +493,20 @@ class FirmDecider:
                     target, how = max(floor, agent_value), "agent"
                 else:
                     target, how = step_down(self.config, view, resource), "bounded step"
-                actions.append(Action(view.name, resource, target,
-                                      f"every SLO with slack: reclaim ({how})", view.service))
-            explanation.culprits.append({"instance": view.name, "service": view.service, "score": None,
-                                         "culprit": False, "features": {}})
+                actions.append(
+                    Action(
+                        view.name, resource, target, f"every SLO with slack: reclaim ({how})", view.service
+                    )
+                )
+            explanation.culprits.append(
+                {
+                    "instance": view.name,
+                    "service": view.service,
+                    "score": None,
+                    "culprit": False,
+                    "features": {},
+                }
+            )
         explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
         return actions
 
@@ -444,13 +534,16 @@ class StepAgent:
     ``factor``. Otherwise no change. Scale-out when the CPU sits at its bound in a violation.
     """
 
-    def __init__(self, factor: float = 1.5, busy: float = 0.8, idle: float = 0.5, slack_sr: float = 1.5) -> None:
+    def __init__(
+        self, factor: float = 1.5, busy: float = 0.8, idle: float = 0.5, slack_sr: float = 1.5
+    ) -> None:
         self.factor, self.busy, self.idle, self.slack_sr = factor, busy, idle, slack_sr
 
-    def decide(self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any],
-               mask: Mapping[str, bool]) -> StepDecision:
+    def decide(
+        self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any], mask: Mapping[str, bool]
+    ) -> StepDecision:
         values = [float(v) for v in state]
-        sr, ru = values[0], dict(zip(RESOURCES, values[-len(RESOURCES):], strict=True))
+        sr, ru = values[0], dict(zip(RESOURCES, values[-len(RESOURCES) :], strict=True))
         limits: dict[str, float] = {}
         scale_out = False
         for resource in RESOURCES:
@@ -467,8 +560,13 @@ class StepAgent:
         return StepDecision(limits, scale_out, tuple(r for r in RESOURCES if not mask.get(r)))
 
 
-def make_decider(config: LoopConfig, *, request_types: Sequence[str],
-                 localizer: LocalizerLike | None = None, agent: AgentLike | None = None) -> Decider:
+def make_decider(
+    config: LoopConfig,
+    *,
+    request_types: Sequence[str],
+    localizer: LocalizerLike | None = None,
+    agent: AgentLike | None = None,
+) -> Decider:
     """The decider ``config.decider`` names; the firm decider loads the shipped (or configured) models
     unless ``localizer`` and ``agent`` are given. Raises the stages' own errors for a bad model."""
     if config.decider == "none":
@@ -490,5 +588,12 @@ def make_decider(config: LoopConfig, *, request_types: Sequence[str],
     else:
         loaded = agent_class.load(config.firm.agent_model)
     n_types: int | None = getattr(getattr(loaded, "cfg", None), "n_request_types", None)
-    return FirmDecider(config, localizer, loaded, build_state=build_state, bounds=bounds_class,
-                       request_types=request_types, n_request_types=n_types)
+    return FirmDecider(
+        config,
+        localizer,
+        loaded,
+        build_state=build_state,
+        bounds=bounds_class,
+        request_types=request_types,
+        n_request_types=n_types,
+    )

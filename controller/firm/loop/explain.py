@@ -35,8 +35,9 @@ def decision_id(record: Mapping[str, Any]) -> str:
 def find(records: Sequence[Record], wanted: str) -> Record | None:
     """The newest record whose id is ``wanted`` (``RUN/STEP``, or ``STEP``: the newest run's); a
     step's decision before the exit record that shares its number."""
-    matches = [r for r in records
-               if decision_id(r) == wanted or ("/" not in wanted and str(r.get("step")) == wanted)]
+    matches = [
+        r for r in records if decision_id(r) == wanted or ("/" not in wanted and str(r.get("step")) == wanted)
+    ]
     steps = [r for r in matches if r.get("status") != "exit"]
     found = steps or matches
     return found[-1] if found else None
@@ -66,15 +67,30 @@ def _actions(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for proposal in record.get("proposed") or []:
         key = (proposal.get("instance"), proposal.get("resource"))
-        item: dict[str, Any] = {"instance": key[0], "resource": key[1], "unit": proposal.get("unit"),
-                                "proposed": proposal.get("value"), "why": proposal.get("reason", "")}
+        item: dict[str, Any] = {
+            "instance": key[0],
+            "resource": key[1],
+            "unit": proposal.get("unit"),
+            "proposed": proposal.get("value"),
+            "why": proposal.get("reason", ""),
+        }
         applied = done.get(key)
-        rejection = next((r for r in refused if (r.get("instance"), r.get("resource")) == key
-                          and r.get("value") == proposal.get("value")), None)
+        rejection = next(
+            (
+                r
+                for r in refused
+                if (r.get("instance"), r.get("resource")) == key and r.get("value") == proposal.get("value")
+            ),
+            None,
+        )
         if applied is not None:
             match = _BOUNDED.search(str(applied.get("reason", "")))
-            item.update(value=applied.get("value"), before=applied.get("before"), after=applied.get("after"),
-                        guardrail=f"clipped by {match['by']}" if match else "within every guardrail")
+            item.update(
+                value=applied.get("value"),
+                before=applied.get("before"),
+                after=applied.get("after"),
+                guardrail=f"clipped by {match['by']}" if match else "within every guardrail",
+            )
             if result.get("rolled_back"):
                 item["outcome"] = "rolled back"
             elif not applied.get("changed"):
@@ -95,20 +111,35 @@ def explain(record: Mapping[str, Any]) -> dict[str, Any]:
     decision = record.get("decision") or {}
     status = record.get("status", "")
     moment = record.get("time")
-    when = (datetime.datetime.fromtimestamp(moment, tz=datetime.UTC).isoformat(timespec="seconds")
-            if isinstance(moment, int | float) else None)
+    when = (
+        datetime.datetime.fromtimestamp(moment, tz=datetime.UTC).isoformat(timespec="seconds")
+        if isinstance(moment, int | float)
+        else None
+    )
     actions = _actions(record)
     out: dict[str, Any] = {
-        "id": decision_id(record), "time": when, "status": status, "dry_run": bool(record.get("dry_run")),
-        "decider": record.get("decider"), "mode": decision.get("mode"), "estimator": decision.get("agent") or None,
+        "id": decision_id(record),
+        "time": when,
+        "status": status,
+        "dry_run": bool(record.get("dry_run")),
+        "decider": record.get("decider"),
+        "mode": decision.get("mode"),
+        "estimator": decision.get("agent") or None,
         "slo": _slo(record),
-        "culprits": [{"instance": c.get("instance"), "service": c.get("service"), "score": c.get("score"),
-                      "features": c.get("features") or {}} for c in decision.get("culprits") or []],
+        "culprits": [
+            {
+                "instance": c.get("instance"),
+                "service": c.get("service"),
+                "score": c.get("score"),
+                "features": c.get("features") or {},
+            }
+            for c in decision.get("culprits") or []
+        ],
         "ranking": list(decision.get("ranking") or []),
         "notes": list(decision.get("notes") or []),
         "actions": actions,
-        "scale": [dict(s) for s in record.get("scale_requests") or []] + [dict(e) for e in record.get("scale_events")
-                                                                          or []],
+        "scale": [dict(s) for s in record.get("scale_requests") or []]
+        + [dict(e) for e in record.get("scale_events") or []],
         "waiting": record.get("scale_in"),
         "reason": record.get("reason") or "",
         "errors": list(record.get("errors") or []),
@@ -125,8 +156,12 @@ def _summary(e: Mapping[str, Any]) -> str:
     if status == "exit":
         return e["reason"] or "stopped"
     worst = e["slo"][0] if e["slo"] else None
-    slo = (f"{worst['type']} p99 {_num(worst.get('p99_ms'))} ms against {_num(worst.get('slo_ms'))} ms "
-           f"({worst.get('state')})" if worst else "no SLO measured")
+    slo = (
+        f"{worst['type']} p99 {_num(worst.get('p99_ms'))} ms against {_num(worst.get('slo_ms'))} ms "
+        f"({worst.get('state')})"
+        if worst
+        else "no SLO measured"
+    )
     mode = e.get("mode")
     done = [a for a in e["actions"] if a["outcome"] in ("applied", "would be applied (dry run)")]
     refused = [a for a in e["actions"] if a["outcome"] == "not applied"]
@@ -151,35 +186,56 @@ def render(explanations: Iterable[Mapping[str, Any]]) -> str:
     """The explanations as text, one block per decision."""
     blocks = []
     for e in explanations:
-        lines = [f"decision {e['id']}  {e['time'] or '-'}  {e['status']}{' (dry run)' if e['dry_run'] else ''}"
-                 f"  decider {e['decider']}", f"  why: {e['summary']}"]
+        lines = [
+            f"decision {e['id']}  {e['time'] or '-'}  {e['status']}{' (dry run)' if e['dry_run'] else ''}"
+            f"  decider {e['decider']}",
+            f"  why: {e['summary']}",
+        ]
         if e["slo"]:
-            lines.append("  SLOs: " + "; ".join(
-                f"{s.get('type')} p99 {_num(s.get('p99_ms'))}/{_num(s.get('slo_ms'))} ms {s.get('state')} "
-                f"({s.get('count')} requests)" for s in e["slo"]))
+            lines.append(
+                "  SLOs: "
+                + "; ".join(
+                    f"{s.get('type')} p99 {_num(s.get('p99_ms'))}/{_num(s.get('slo_ms'))} ms {s.get('state')} "
+                    f"({s.get('count')} requests)"
+                    for s in e["slo"]
+                )
+            )
         if e["mode"]:
-            lines.append(f"  mode: {e['mode']}" + (f"; limits from: {e['estimator']}" if e["estimator"] else ""))
+            lines.append(
+                f"  mode: {e['mode']}" + (f"; limits from: {e['estimator']}" if e["estimator"] else "")
+            )
         for c in e["culprits"]:
-            ranked = sorted(c["features"].items(),
-                            key=lambda kv: -abs(kv[1]) if isinstance(kv[1], int | float) else 0.0)
+            ranked = sorted(
+                c["features"].items(), key=lambda kv: -abs(kv[1]) if isinstance(kv[1], int | float) else 0.0
+            )
             strongest = ", ".join(f"{k} {_num(v)}" for k, v in ranked[:4])
-            lines.append(f"  culprit {c['instance']}: score {_num(c['score'])}" + (f" ({strongest})" if strongest
-                                                                                 else ""))
+            lines.append(
+                f"  culprit {c['instance']}: score {_num(c['score'])}"
+                + (f" ({strongest})" if strongest else "")
+            )
         if e["ranking"] and not e["culprits"]:
-            lines.append("  ranking: " + ", ".join(f"{r.get('instance')} {_num(r.get('score'))}" for r in e["ranking"]))
+            lines.append(
+                "  ranking: " + ", ".join(f"{r.get('instance')} {_num(r.get('score'))}" for r in e["ranking"])
+            )
         for a in e["actions"]:
             unit = f" {a['unit']}" if a.get("unit") else ""
-            change = (f"; {_num(a.get('before'))} -> {_num(a.get('after'))}{unit}" if "before" in a else "")
-            lines.append(f"  {a['instance']} {a['resource']}: proposed {_num(a['proposed'])}{unit} ({a['why']}); "
-                         f"guardrail: {a['guardrail']}; {a['outcome']}{change}")
+            change = f"; {_num(a.get('before'))} -> {_num(a.get('after'))}{unit}" if "before" in a else ""
+            lines.append(
+                f"  {a['instance']} {a['resource']}: proposed {_num(a['proposed'])}{unit} ({a['why']}); "
+                f"guardrail: {a['guardrail']}; {a['outcome']}{change}"
+            )
         for s in e["scale"]:
             what = f"scale-{s.get('direction')} {s.get('service')}"
             if "outcome" in s:
-                lines.append(f"  {what}: {s.get('outcome')} {s.get('instance') or s.get('error') or ''}".rstrip())
+                lines.append(
+                    f"  {what}: {s.get('outcome')} {s.get('instance') or s.get('error') or ''}".rstrip()
+                )
             else:
-                lines.append(f"  {what}: {'started' if s.get('started') else 'not started'}"
-                             + (f" ({s['reason']})" if s.get("reason") else "")
-                             + (f"; {s['why']}" if s.get("why") else ""))
+                lines.append(
+                    f"  {what}: {'started' if s.get('started') else 'not started'}"
+                    + (f" ({s['reason']})" if s.get("reason") else "")
+                    + (f"; {s['why']}" if s.get("why") else "")
+                )
         if e["waiting"]:
             lines.append(f"  scale-in: {e['waiting']}")
         lines.extend(f"  note: {n}" for n in e["notes"])

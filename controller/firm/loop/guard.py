@@ -64,8 +64,13 @@ class Guardrails:
             if view is None or (view.telemetry_since is not None and view.telemetry_since >= acted_at):
                 del self.unconfirmed[name]
 
-    def bound(self, proposals: Sequence[Action], observation: Observation, now: float,
-              stale: Mapping[str, str] | None = None) -> tuple[list[Action], list[Rejected]]:
+    def bound(
+        self,
+        proposals: Sequence[Action],
+        observation: Observation,
+        now: float,
+        stale: Mapping[str, str] | None = None,
+    ) -> tuple[list[Action], list[Rejected]]:
         """The proposals as they may be applied, and the ones refused with the reason."""
         accepted: list[Action] = []
         rejected: list[Rejected] = []
@@ -85,7 +90,9 @@ class Guardrails:
                 accepted.append(bounded)
         return accepted, rejected
 
-    def _refusal(self, action: Action, observation: Observation, now: float, stale: Mapping[str, str]) -> str | None:
+    def _refusal(
+        self, action: Action, observation: Observation, now: float, stale: Mapping[str, str]
+    ) -> str | None:
         view = observation.instances.get(action.instance)
         if view is None:
             return "unknown instance"
@@ -130,8 +137,11 @@ class Guardrails:
             return None  # a limit at the ceiling changes nothing an unlimited resource does not have
         if not unlimited and abs(target - base) <= self.config.deadband * base:
             return None
-        note = "" if math.isclose(target, action.value, rel_tol=1e-9) else \
-            f" (bounded from {action.value:.6g} by {', '.join(by) or 'rounding'})"
+        note = (
+            ""
+            if math.isclose(target, action.value, rel_tol=1e-9)
+            else f" (bounded from {action.value:.6g} by {', '.join(by) or 'rounding'})"
+        )
         return Action(action.instance, action.resource, target, action.reason + note, view.service)
 
     def record(self, result: StepResult, now: float) -> None:

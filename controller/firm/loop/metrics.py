@@ -41,20 +41,36 @@ class Metrics:
         r = self.registry
         self.p99 = Gauge("firm_p99_ms", "p99 latency of the last window, ms", ["type"], registry=r)
         self.slo = Gauge("firm_slo_ms", "SLO of the request type (p99), ms", ["type"], registry=r)
-        self.requests = Gauge("firm_requests_in_window", "Requests completed in the last window", ["type"],
-                              registry=r)
-        self.violations = Counter("firm_slo_violations_total", "Steps whose window violated the SLO", ["type"],
-                                  registry=r)
-        self.actions = Counter("firm_actions_total", "Actions by resource and outcome", ["resource", "outcome"],
-                               registry=r)
-        self.limit = Gauge("firm_limit", "Limit in force (resource unit; +Inf: none)",
-                           ["instance", "service", "resource"], registry=r)
-        self.culprit = Gauge("firm_culprit_score", "Localizer score at the last raise", ["instance"], registry=r)
-        self.stage = Histogram("firm_stage_seconds", "Time of each stage of a control step", ["stage"],
-                               buckets=STAGE_BUCKETS, registry=r)
+        self.requests = Gauge(
+            "firm_requests_in_window", "Requests completed in the last window", ["type"], registry=r
+        )
+        self.violations = Counter(
+            "firm_slo_violations_total", "Steps whose window violated the SLO", ["type"], registry=r
+        )
+        self.actions = Counter(
+            "firm_actions_total", "Actions by resource and outcome", ["resource", "outcome"], registry=r
+        )
+        self.limit = Gauge(
+            "firm_limit",
+            "Limit in force (resource unit; +Inf: none)",
+            ["instance", "service", "resource"],
+            registry=r,
+        )
+        self.culprit = Gauge(
+            "firm_culprit_score", "Localizer score at the last raise", ["instance"], registry=r
+        )
+        self.stage = Histogram(
+            "firm_stage_seconds",
+            "Time of each stage of a control step",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
         self.steps = Counter("firm_steps_total", "Control steps by outcome", ["status"], registry=r)
         self.errors = Counter("firm_loop_errors_total", "Errors the loop survived", ["kind"], registry=r)
-        self.scale = Counter("firm_scale_total", "Scale requests", ["service", "direction", "outcome"], registry=r)
+        self.scale = Counter(
+            "firm_scale_total", "Scale requests", ["service", "direction", "outcome"], registry=r
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -95,23 +111,36 @@ class Metrics:
         for rejected in record.get("rejected") or []:
             self.actions.labels(rejected["resource"], "rejected").inc()
         result = record.get("result") or {}
-        outcome = ("dry_run" if result.get("dry_run") else "rolled_back" if result.get("rolled_back")
-                   else "failed" if result.get("error") else "applied")
+        outcome = (
+            "dry_run"
+            if result.get("dry_run")
+            else "rolled_back"
+            if result.get("rolled_back")
+            else "failed"
+            if result.get("error")
+            else "applied"
+        )
         for action in result.get("actions", []):
             if action.get("changed"):
                 self.actions.labels(action["resource"], outcome).inc()
         for error in record.get("errors") or []:
             self.errors.labels(error.get("kind", "other")).inc()
         for request in record.get("scale_requests") or []:
-            self.scale.labels(request.get("service", ""), request.get("direction", ""),
-                              "started" if request.get("started") else "not_started").inc()
+            self.scale.labels(
+                request.get("service", ""),
+                request.get("direction", ""),
+                "started" if request.get("started") else "not_started",
+            ).inc()
         for event in record.get("scale_events") or []:
-            self.scale.labels(event.get("service", ""), event.get("direction", ""), event.get("outcome", "")).inc()
+            self.scale.labels(
+                event.get("service", ""), event.get("direction", ""), event.get("outcome", "")
+            ).inc()
 
     def set_limits(self, limits: Mapping[str, tuple[str, Mapping[str, float | str | None]]]) -> None:
         """instance -> (service, resource -> value): the limits in force."""
         for instance, (service, values) in limits.items():
             for resource, value in values.items():
                 if isinstance(value, float | int):
-                    self.limit.labels(instance, service, resource).set(float(value) if not math.isinf(value)
-                                                                       else math.inf)
+                    self.limit.labels(instance, service, resource).set(
+                        float(value) if not math.isinf(value) else math.inf
+                    )

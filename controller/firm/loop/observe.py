@@ -73,8 +73,14 @@ class SloStatus:
         return self.p99_ms / self.slo_ms
 
     def as_dict(self) -> dict[str, Any]:
-        return {"type": self.request_type, "slo_ms": self.slo_ms, "count": self.count,
-                "p50_ms": _round(self.p50_ms), "p99_ms": _round(self.p99_ms), "state": self.state}
+        return {
+            "type": self.request_type,
+            "slo_ms": self.slo_ms,
+            "count": self.count,
+            "p50_ms": _round(self.p50_ms),
+            "p99_ms": _round(self.p99_ms),
+            "state": self.state,
+        }
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -94,7 +100,9 @@ class WindowSummary:
     @property
     def mix(self) -> dict[str, float]:
         """Share of each request type (sums to 1, or empty)."""
-        return {k: len(v) / self.count for k, v in sorted(self.latencies_ms.items()) if v} if self.count else {}
+        return (
+            {k: len(v) / self.count for k, v in sorted(self.latencies_ms.items()) if v} if self.count else {}
+        )
 
 
 class TraceSummaries:
@@ -111,8 +119,12 @@ class TraceSummaries:
         if hit is not None and hit[0] is trace:
             return hit[1], hit[2], hit[3]
         root = root_span(trace)
-        item = (trace, root.operation.replace("_", "-"), root.duration / 1000,
-                frozenset(s.instance for s in trace.spans))
+        item = (
+            trace,
+            root.operation.replace("_", "-"),
+            root.duration / 1000,
+            frozenset(s.instance for s in trace.spans),
+        )
         entries = self._entries
         entries.pop(trace.trace_id, None)
         entries[trace.trace_id] = item
@@ -145,8 +157,14 @@ def summarize(traces: Iterable[Trace], cache: TraceSummaries | None = None) -> W
     return WindowSummary(latencies, {k: frozenset(v) for k, v in served.items()}, count)
 
 
-def slo_status(traces: Sequence[Trace] | WindowSummary, slo_ms: Mapping[str, float], *, min_requests: int,
-               at_risk: float, slack: float) -> dict[str, SloStatus]:
+def slo_status(
+    traces: Sequence[Trace] | WindowSummary,
+    slo_ms: Mapping[str, float],
+    *,
+    min_requests: int,
+    at_risk: float,
+    slack: float,
+) -> dict[str, SloStatus]:
     """Per request type (every SLO'd type, and any other type seen), its p50/p99 and state."""
     summary = traces if isinstance(traces, WindowSummary) else summarize(traces)
     latencies: dict[str, list[float]] = {t: [] for t in slo_ms}

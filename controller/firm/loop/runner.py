@@ -84,10 +84,21 @@ class Scaler(Protocol):
 class ControlLoop:
     """One controller over one target (see the module's docstring)."""
 
-    def __init__(self, config: LoopConfig, target: Target, decider: Decider, *, slo_ms: Mapping[str, float],
-                 window_s: float, dry_run: bool = False, audit: AuditLog | None = None,
-                 metrics: Metrics | None = None, on_step: Callable[[Record], None] | None = None,
-                 scaler: Scaler | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: LoopConfig,
+        target: Target,
+        decider: Decider,
+        *,
+        slo_ms: Mapping[str, float],
+        window_s: float,
+        dry_run: bool = False,
+        audit: AuditLog | None = None,
+        metrics: Metrics | None = None,
+        on_step: Callable[[Record], None] | None = None,
+        scaler: Scaler | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config, self.target, self.decider = config, target, decider
         self.slo_ms = dict(slo_ms)
         self.window_s = window_s
@@ -113,8 +124,12 @@ class ControlLoop:
         self.target.refresh()
         names = self.target.names()
         snapshot = self.target.executor.snapshot(names)
-        self.scale_in.start({s: sum(1 for n in names if self.target.service_of(n) == s)
-                             for s in {self.target.service_of(n) for n in names}})
+        self.scale_in.start(
+            {
+                s: sum(1 for n in names if self.target.service_of(n) == s)
+                for s in {self.target.service_of(n) for n in names}
+            }
+        )
         self.baseline_snapshot = snapshot
         self.baseline = dict(snapshot.limits)
         return snapshot
@@ -147,14 +162,22 @@ class ControlLoop:
         result: StepResult | None = None
         if mode == "restore" and not self.dry_run and self.baseline_snapshot is not None:
             present = set(self.target.names())
-            snapshot = Snapshot(self.baseline_snapshot.taken_at,
-                                {i: v for i, v in self.baseline_snapshot.limits.items() if i in present},
-                                {i: v for i, v in self.baseline_snapshot.raw.items() if i in present})
+            snapshot = Snapshot(
+                self.baseline_snapshot.taken_at,
+                {i: v for i, v in self.baseline_snapshot.limits.items() if i in present},
+                {i: v for i, v in self.baseline_snapshot.raw.items() if i in present},
+            )
             result = self.target.executor.restore(snapshot)
-        record: Record = {"time": self.clock(), "run": self.run_id, "step": self.steps, "status": "exit",
-                          "dry_run": self.dry_run,
-                          "decider": self.decider.name, "reason": f"stopped; on exit: {mode}",
-                          "result": result.as_dict() if result is not None else None}
+        record: Record = {
+            "time": self.clock(),
+            "run": self.run_id,
+            "step": self.steps,
+            "status": "exit",
+            "dry_run": self.dry_run,
+            "decider": self.decider.name,
+            "reason": f"stopped; on exit: {mode}",
+            "result": result.as_dict() if result is not None else None,
+        }
         self._publish(record)
         return result
 
@@ -166,8 +189,13 @@ class ControlLoop:
         self.steps += 1
         stages: dict[str, float] = {}
         errors: list[dict[str, str]] = []
-        record: Record = {"time": now, "run": self.run_id, "step": self.steps, "dry_run": self.dry_run,
-                          "decider": self.decider.name}
+        record: Record = {
+            "time": now,
+            "run": self.run_id,
+            "step": self.steps,
+            "dry_run": self.dry_run,
+            "decider": self.decider.name,
+        }
         mark = time.perf_counter()
 
         def lap(name: str) -> None:
@@ -185,8 +213,13 @@ class ControlLoop:
         if self._ingest(traces):
             lap("ingest")
         summary = summarize(traces, self.summaries)
-        slo = slo_status(summary, self.slo_ms, min_requests=self.config.min_requests, at_risk=self.config.at_risk,
-                         slack=self.config.slack)
+        slo = slo_status(
+            summary,
+            self.slo_ms,
+            min_requests=self.config.min_requests,
+            at_risk=self.config.at_risk,
+            slack=self.config.slack,
+        )
         lap("slo")
         threshold = self.config.stale_intervals * self.config.interval_s
         newest = max((s.timestamp for s in samples.values() if s is not None), default=None)
@@ -194,26 +227,53 @@ class ControlLoop:
         if stale is None and not traces:
             stale = "no requests completed in the window"
         if stale is None and (age is None or age > threshold):
-            stale = ("no telemetry" if age is None else f"telemetry is {age:.1f} s old (more than {threshold:g} s)")
-        stale_instances = {n: "stale telemetry" for n in names
-                           if samples.get(n) is None or now - samples[n].timestamp > threshold}  # type: ignore[union-attr]
+            stale = (
+                "no telemetry" if age is None else f"telemetry is {age:.1f} s old (more than {threshold:g} s)"
+            )
+        stale_instances = {
+            n: "stale telemetry"
+            for n in names
+            if samples.get(n) is None or now - samples[n].timestamp > threshold  # type: ignore[union-attr]
+        }
         rate = len(traces) / self.window_s
-        record.update({
-            "window": {"start": start, "end": end, "traces": len(traces)},
-            "inputs": {"rate_rps": round(rate, 3), "prev_rate_rps": round(self.prev_rate, 3),
-                       "mix": {k: round(v, 4) for k, v in summary.mix.items()},
-                       "telemetry_age_s": None if age is None else round(age, 3),
-                       "stale_instances": sorted(stale_instances), "added_instances": added},
-            "slo": [s.as_dict() for s in slo.values()],
-        })
+        record.update(
+            {
+                "window": {"start": start, "end": end, "traces": len(traces)},
+                "inputs": {
+                    "rate_rps": round(rate, 3),
+                    "prev_rate_rps": round(self.prev_rate, 3),
+                    "mix": {k: round(v, 4) for k, v in summary.mix.items()},
+                    "telemetry_age_s": None if age is None else round(age, 3),
+                    "stale_instances": sorted(stale_instances),
+                    "added_instances": added,
+                },
+                "slo": [s.as_dict() for s in slo.values()],
+            }
+        )
         if stale is not None:
-            record.update({"status": "stale", "reason": stale, "decision": None, "proposed": [], "rejected": [],
-                           "result": None})
+            record.update(
+                {
+                    "status": "stale",
+                    "reason": stale,
+                    "decision": None,
+                    "proposed": [],
+                    "rejected": [],
+                    "result": None,
+                }
+            )
             log.warning("step %d decides nothing: %s", self.steps, stale)
         else:
             observation = Observation(
-                now, (start, end), traces, self.reference, slo,
-                self._views(names, limits, samples, summary.served), rate, self.prev_rate, summary.mix)
+                now,
+                (start, end),
+                traces,
+                self.reference,
+                slo,
+                self._views(names, limits, samples, summary.served),
+                rate,
+                self.prev_rate,
+                summary.mix,
+            )
             self._decide(observation, record, stale_instances, lap, errors)
             self._scale_in(observation, record)
             if not observation.at_risk:
@@ -227,9 +287,11 @@ class ControlLoop:
         self._publish(record, limits)
         return record
 
-    def _read(self, names: Sequence[str], start: float, end: float, errors: list[dict[str, str]]
-              ) -> tuple[list[Trace], dict[str, Sample | None], Mapping[str, Mapping[str, float | str | None]],
-                         str | None]:
+    def _read(
+        self, names: Sequence[str], start: float, end: float, errors: list[dict[str, str]]
+    ) -> tuple[
+        list[Trace], dict[str, Sample | None], Mapping[str, Mapping[str, float | str | None]], str | None
+    ]:
         """Traces, telemetry and limits; what could not be read makes the step stale (the reason)."""
         stale: str | None = None
         traces: list[Trace] = []
@@ -274,24 +336,40 @@ class ControlLoop:
             errors.append({"kind": "discovery", "error": str(exc)})
             return [], []
 
-    def _views(self, names: Sequence[str], limits: Mapping[str, Mapping[str, float | str | None]],
-               samples: Mapping[str, Sample | None], served: Mapping[str, frozenset[str]]
-               ) -> dict[str, InstanceView]:
+    def _views(
+        self,
+        names: Sequence[str],
+        limits: Mapping[str, Mapping[str, float | str | None]],
+        samples: Mapping[str, Sample | None],
+        served: Mapping[str, frozenset[str]],
+    ) -> dict[str, InstanceView]:
         views = {}
         for name in names:
             sample = samples.get(name)
             current = {r: v for r, v in (limits.get(name) or {}).items() if v is not None}
             base = {r: v for r, v in (self.baseline.get(name) or current).items() if v is not None}
             views[name] = InstanceView(
-                name, self.target.service_of(name), current, base,
-                self.target.executor.resources(name), usage_of(sample),
+                name,
+                self.target.service_of(name),
+                current,
+                base,
+                self.target.executor.resources(name),
+                usage_of(sample),
                 None if sample is None else sample.timestamp,
                 None if sample is None else sample.timestamp - sample.interval_s,
-                self.target.cpu_capacity(name), served.get(name, frozenset()))
+                self.target.cpu_capacity(name),
+                served.get(name, frozenset()),
+            )
         return views
 
-    def _decide(self, observation: Observation, record: Record, stale_instances: Mapping[str, str],
-                lap: Callable[[str], None], errors: list[dict[str, str]]) -> None:
+    def _decide(
+        self,
+        observation: Observation,
+        record: Record,
+        stale_instances: Mapping[str, str],
+        lap: Callable[[str], None],
+        errors: list[dict[str, str]],
+    ) -> None:
         self.guard.confirm(observation)
         try:
             proposals = self.decider.decide(observation)
@@ -299,15 +377,26 @@ class ControlLoop:
             log.exception("the %s decider failed", self.decider.name)
             lap("decide")
             errors.append({"kind": "decider", "error": f"{type(exc).__name__}: {exc}"})
-            record.update({"status": "failed", "reason": f"decider failed: {exc}", "decision": None,
-                           "proposed": [], "rejected": [], "result": None})
+            record.update(
+                {
+                    "status": "failed",
+                    "reason": f"decider failed: {exc}",
+                    "decision": None,
+                    "proposed": [],
+                    "rejected": [],
+                    "result": None,
+                }
+            )
             return
         lap("decide")
         explanation = self.decider.explanation
         accepted, rejected = self.guard.bound(proposals, observation, observation.time, stale_instances)
         lap("guard")
-        result = (self.target.executor.apply(accepted, dry_run=self.dry_run) if accepted
-                  else StepResult((), self.dry_run))
+        result = (
+            self.target.executor.apply(accepted, dry_run=self.dry_run)
+            if accepted
+            else StepResult((), self.dry_run)
+        )
         lap("apply")
         self.guard.record(result, observation.time)
         if result.error is not None:
@@ -322,18 +411,24 @@ class ControlLoop:
                 if started:
                     self.scale_in.note(service, observation.time)
         elif explanation.scale_out:
-            scale = [{"service": s, "direction": "out", "started": False, "why": "dry run or no scaler"}
-                     for s in explanation.scale_out]
-        record.update({
-            "status": status,
-            "reason": (result.error and f"executor: {result.error}") or "",
-            "decision": {**explanation.as_dict(), "stages_ms": {k: round(v, 3)
-                                                                for k, v in explanation.stages_ms.items()}},
-            "proposed": [a.as_dict() for a in proposals],
-            "rejected": [r.as_dict() for r in rejected],
-            "result": result.as_dict(),
-            "scale_requests": scale,
-        })
+            scale = [
+                {"service": s, "direction": "out", "started": False, "why": "dry run or no scaler"}
+                for s in explanation.scale_out
+            ]
+        record.update(
+            {
+                "status": status,
+                "reason": (result.error and f"executor: {result.error}") or "",
+                "decision": {
+                    **explanation.as_dict(),
+                    "stages_ms": {k: round(v, 3) for k, v in explanation.stages_ms.items()},
+                },
+                "proposed": [a.as_dict() for a in proposals],
+                "rejected": [r.as_dict() for r in rejected],
+                "result": result.as_dict(),
+                "scale_requests": scale,
+            }
+        )
 
     def _scale_in(self, observation: Observation, record: Record) -> None:
         """Remove an instance a service was scaled out to, when every SLO has held with slack long
@@ -353,8 +448,12 @@ class ControlLoop:
         else:
             entry["why"] = "the scaler is busy or in its own cool-down; asked again next step"
         record.setdefault("scale_requests", []).append(entry)
-        log.info("scale-in of %s: %s%s", choice.service, choice.reason,
-                 "" if entry["started"] else f" (not started: {entry['why']})")
+        log.info(
+            "scale-in of %s: %s%s",
+            choice.service,
+            choice.reason,
+            "" if entry["started"] else f" (not started: {entry['why']})",
+        )
 
     def _scale_events(self, record: Record) -> None:
         if self.scaler is not None:
@@ -364,7 +463,9 @@ class ControlLoop:
                 for event in events:
                     self.scale_in.note(str(event.get("service")), self.clock())
 
-    def _publish(self, record: Record, limits: Mapping[str, Mapping[str, float | str | None]] | None = None) -> None:
+    def _publish(
+        self, record: Record, limits: Mapping[str, Mapping[str, float | str | None]] | None = None
+    ) -> None:
         started = time.perf_counter()
         if self.audit is not None:
             try:
@@ -373,7 +474,9 @@ class ControlLoop:
                 log.error("audit file: %s", exc)
                 ok = False
             if not ok and self.audit.client is not None:
-                record.setdefault("errors", []).append({"kind": "audit", "error": "Redis did not take the record"})
+                record.setdefault("errors", []).append(
+                    {"kind": "audit", "error": "Redis did not take the record"}
+                )
         if self.metrics is not None:
             self.metrics.observe_step(record)
             self.metrics.stage.labels("audit").observe(time.perf_counter() - started)

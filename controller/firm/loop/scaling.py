@@ -41,8 +41,13 @@ class ScaleInChoice:
     reason: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"service": self.service, "direction": "in", "instances": self.instances, "baseline": self.baseline,
-                "reason": self.reason}
+        return {
+            "service": self.service,
+            "direction": "in",
+            "instances": self.instances,
+            "baseline": self.baseline,
+            "reason": self.reason,
+        }
 
 
 class ScaleInPolicy:
@@ -81,16 +86,24 @@ class ScaleInPolicy:
             return None, "no service runs more instances than its baseline"
         if calm < self.config.hold_s:
             return None, f"slack for {calm:.0f} of {self.config.hold_s:g} s before scaling in"
-        ready = {s: n for s, n in above.items() if now - self.last_event.get(s, -math.inf) >= self.config.cooldown_s}
+        ready = {
+            s: n
+            for s, n in above.items()
+            if now - self.last_event.get(s, -math.inf) >= self.config.cooldown_s
+        }
         if not ready:
             waiting = ", ".join(sorted(above))
             return None, f"{waiting} scaled less than {self.config.cooldown_s:g} s ago"
         load = _cpu_load(observation.instances.values())
         service = min(ready, key=lambda s: (-(ready[s] - self.baseline.get(s, 1)), load.get(s, 0.0), s))
         base = self.baseline.get(service, 1)
-        return ScaleInChoice(service, ready[service], base,
-                             f"every SLO with slack for {calm:.0f} s; {service} runs {ready[service]} instances, "
-                             f"{base} at the start"), ""
+        return ScaleInChoice(
+            service,
+            ready[service],
+            base,
+            f"every SLO with slack for {calm:.0f} s; {service} runs {ready[service]} instances, "
+            f"{base} at the start",
+        ), ""
 
     def requested(self, choice: ScaleInChoice, moment: float) -> None:
         """A scale-in was requested: the service's cool-down and the hold start again."""

@@ -65,7 +65,8 @@ class TraceWindow:
         low_ms = start_us // 1000 - self.horizon_ms
         first = f"({_text(self.last_id)}" if self.last_id is not None else str(max(0, low_ms))
         entries: list[tuple[bytes, dict[bytes, bytes]]] = self.client.xrange(  # type: ignore[assignment]
-            SPANS_STREAM, min=first, max="+")
+            SPANS_STREAM, min=first, max="+"
+        )
         for entry_id, fields in entries:
             record = json.loads(fields[b"s"])
             trace_id = record["trace_id"]
@@ -104,13 +105,21 @@ class TestbedTarget:
     _capacity: float | None = None
 
     @classmethod
-    def discover(cls, config: TestbedConfig, *, redis_url: str | None = None, horizon_s: float = 15.0,
-                 executor: LocalExecutor | None = None) -> TestbedTarget:
+    def discover(
+        cls,
+        config: TestbedConfig,
+        *,
+        redis_url: str | None = None,
+        horizon_s: float = 15.0,
+        executor: LocalExecutor | None = None,
+    ) -> TestbedTarget:
         """Read the state file; raises :class:`DiscoveryError` when the testbed is not up."""
         state = lifecycle.read_state(config)
         if state is None:
-            raise DiscoveryError(f"the testbed is not up (no state in {config.state_dir})",
-                                 fix="start it with `firm testbed up`")
+            raise DiscoveryError(
+                f"the testbed is not up (no state in {config.state_dir})",
+                fix="start it with `firm testbed up`",
+            )
         url = redis_url or state.telemetry_redis or config.telemetry_redis
         telemetry = RedisTelemetrySource(url) if url else None
         store = app_redis(state, socket_timeout=5, socket_connect_timeout=2)
@@ -119,8 +128,10 @@ class TestbedTarget:
         try:
             local = executor or LocalExecutor(targets)
         except FirmError as exc:
-            raise DiscoveryError(f"cannot manage the testbed's instances: {exc}",
-                                 fix="check the testbed with `firm testbed status`") from exc
+            raise DiscoveryError(
+                f"cannot manage the testbed's instances: {exc}",
+                fix="check the testbed with `firm testbed status`",
+            ) from exc
         found = cls(config, state, TraceWindow(store, horizon_s), telemetry, local, _mtime(config))
         found.instances = {e["name"]: e for e in state.instances}
         return found
@@ -164,8 +175,11 @@ class TestbedTarget:
             pipe.xrevrange(f"{self.telemetry.prefix}:{name}", count=1)
         found: dict[str, Sample | None] = {}
         for name, entries in zip(names, pipe.execute(), strict=True):
-            found[name] = Sample.from_fields({_text(k): _text(v) for k, v in entries[0][1].items()}) if entries \
+            found[name] = (
+                Sample.from_fields({_text(k): _text(v) for k, v in entries[0][1].items()})
+                if entries
                 else None
+            )
         return found
 
     def cpu_capacity(self, name: str) -> float:
@@ -183,8 +197,14 @@ class TestbedTarget:
 
 
 def target_of(entry: dict[str, Any], disk: str | None) -> LocalTarget:
-    return LocalTarget(name=entry["name"], service=entry["service"], cgroup=entry["cgroup"],
-                       interface=entry.get("host_interface"), namespace=None, disk_device=disk)
+    return LocalTarget(
+        name=entry["name"],
+        service=entry["service"],
+        cgroup=entry["cgroup"],
+        interface=entry.get("host_interface"),
+        namespace=None,
+        disk_device=disk,
+    )
 
 
 def data_disk(path: str) -> str | None:
@@ -232,8 +252,9 @@ class TestbedScaler:
                 return False
             if time.monotonic() - self._last.get(service, -math.inf) < self.cooldown_s:
                 return False
-            self._busy = threading.Thread(target=self._run, args=(service, direction), daemon=True,
-                                          name=f"scale-{direction}-{service}")
+            self._busy = threading.Thread(
+                target=self._run, args=(service, direction), daemon=True, name=f"scale-{direction}-{service}"
+            )
             self._busy.start()
             return True
 

@@ -19,7 +19,9 @@ STATE_STYLE = {"violated": "bold red", "at_risk": "yellow", "ok": "green", "slac
 class LiveView:
     """Renders the latest audit record and the recent actions."""
 
-    def __init__(self, *, decider: str, dry_run: bool, duration_s: float | None, keep_actions: int = 8) -> None:
+    def __init__(
+        self, *, decider: str, dry_run: bool, duration_s: float | None, keep_actions: int = 8
+    ) -> None:
         self.decider, self.dry_run, self.duration_s = decider, dry_run, duration_s
         self.started = time.monotonic()
         self.record: Record | None = None
@@ -34,13 +36,30 @@ class LiveView:
         clock = time.strftime("%H:%M:%S", time.localtime(record.get("time", time.time())))
         for action in result.get("actions", []):
             if action.get("changed"):
-                verb = "would set" if result.get("dry_run") else "rolled back" if result.get("rolled_back") else "set"
-                self.actions.append((clock, f"{verb} {action['instance']} {action['resource']} "
-                                            f"{_num(action.get('before'))} -> {_num(action.get('after'))} "
-                                            f"{action.get('unit', '')}", str(action.get("reason", ""))))
+                verb = (
+                    "would set"
+                    if result.get("dry_run")
+                    else "rolled back"
+                    if result.get("rolled_back")
+                    else "set"
+                )
+                self.actions.append(
+                    (
+                        clock,
+                        f"{verb} {action['instance']} {action['resource']} "
+                        f"{_num(action.get('before'))} -> {_num(action.get('after'))} "
+                        f"{action.get('unit', '')}",
+                        str(action.get("reason", "")),
+                    )
+                )
         if result.get("error"):
-            self.actions.append((clock, f"[red]step failed: {result['error']}[/red]", "rolled back"
-                                 if result.get("rolled_back") else ""))
+            self.actions.append(
+                (
+                    clock,
+                    f"[red]step failed: {result['error']}[/red]",
+                    "rolled back" if result.get("rolled_back") else "",
+                )
+            )
         return self.render()
 
     def render(self) -> RenderableType:
@@ -51,19 +70,29 @@ class LiveView:
         header = Text.from_markup(
             f"firm run: decider [bold]{self.decider}[/bold]{' [yellow](dry run)[/yellow]' if self.dry_run else ''}"
             f"   {elapsed:.0f}{total} s   step {record.get('step', 0)}: {record.get('status', 'starting')}"
-            f"   ({steps or 'no steps yet'})")
+            f"   ({steps or 'no steps yet'})"
+        )
         slo = Table(title="request types in the window", title_justify="left")
         for column in ("type", "requests", "p50 ms", "p99 ms", "SLO ms", "state"):
             slo.add_column(column, justify="right")
         for status in record.get("slo") or []:
             state = status.get("state", "unknown")
-            slo.add_row(status["type"], str(status.get("count", 0)), _ms(status.get("p50_ms")),
-                        _ms(status.get("p99_ms")), _ms(status.get("slo_ms")),
-                        f"[{STATE_STYLE.get(state, '')}]{state}[/]")
+            slo.add_row(
+                status["type"],
+                str(status.get("count", 0)),
+                _ms(status.get("p50_ms")),
+                _ms(status.get("p99_ms")),
+                _ms(status.get("slo_ms")),
+                f"[{STATE_STYLE.get(state, '')}]{state}[/]",
+            )
         parts: list[RenderableType] = [header, slo]
         decision: Mapping[str, Any] = record.get("decision") or {}
-        culprits = ", ".join(f"{c['instance']} ({c['score']:.2f})" if isinstance(c.get("score"), int | float)
-                             else c["instance"] for c in decision.get("culprits", []))
+        culprits = ", ".join(
+            f"{c['instance']} ({c['score']:.2f})"
+            if isinstance(c.get("score"), int | float)
+            else c["instance"]
+            for c in decision.get("culprits", [])
+        )
         mode = decision.get("mode", "-")
         parts.append(Text.from_markup(f"mode: {mode}   culprits: {culprits or '-'}"))
         if record.get("status") == "stale":

@@ -1,10 +1,10 @@
 """The agent the control loop calls: load a model, turn a culprit's state into new limits.
 
-    agent = Agent.load()                       # the shipped default model
-    state = build_state(slo_ms=..., p99_ms=..., rate_rps=..., prev_rate_rps=..., mix=..., usage=..., limits=...)
-    decision = agent.decide(state, current=limits, bounds=bounds, mask=mask)
-    decision.limits      # {"cpu": 1.2, "disk_io": 3.1e7, ...}  controllable resources only
-    decision.scale_out   # True: the CPU sits at its bound and the agent wants more
+agent = Agent.load()                       # the shipped default model
+state = build_state(slo_ms=..., p99_ms=..., rate_rps=..., prev_rate_rps=..., mix=..., usage=..., limits=...)
+decision = agent.decide(state, current=limits, bounds=bounds, mask=mask)
+decision.limits      # {"cpu": 1.2, "disk_io": 3.1e7, ...}  controllable resources only
+decision.scale_out   # True: the CPU sits at its bound and the agent wants more
 """
 
 from __future__ import annotations
@@ -52,8 +52,13 @@ class Decision:
 class Agent:
     """A trained (or fresh) DDPG agent with its config; :meth:`decide` is deterministic."""
 
-    def __init__(self, cfg: AgentConfig | None = None, *, ddpg: DDPG | None = None,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig | None = None,
+        *,
+        ddpg: DDPG | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         self.cfg = cfg or AgentConfig()
         self.ddpg = ddpg or DDPG(self.cfg)
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -70,7 +75,8 @@ class Agent:
             raise StateError(
                 f"the state has shape {s.shape}, the agent expects ({self.cfg.state_dim},) laid out as "
                 f"{list(state_names(self.cfg.n_request_types))}",
-                f"build it with firm.rl.build_state and a mix of {self.cfg.n_request_types} request types")
+                f"build it with firm.rl.build_state and a mix of {self.cfg.n_request_types} request types",
+            )
         if not np.all(np.isfinite(s)):
             raise StateError("the state holds NaN or infinity", "pass finite telemetry to build_state")
         s = s.copy()
@@ -97,7 +103,9 @@ class Agent:
         s = self.check_state(state)
         unknown = sorted((set(mask) | set(current) | set(bounds)) - set(RESOURCES))
         if unknown:
-            raise StateError(f"unknown resources {unknown} in current/bounds/mask", f"use only {list(RESOURCES)}")
+            raise StateError(
+                f"unknown resources {unknown} in current/bounds/mask", f"use only {list(RESOURCES)}"
+            )
         on = np.array([bool(mask.get(r, False)) for r in RESOURCES])
         cur = np.ones(len(RESOURCES))
         lo = np.ones(len(RESOURCES))
@@ -106,15 +114,20 @@ class Agent:
             if not on[i]:
                 continue
             if r not in bounds or r not in current:
-                raise StateError(f"{r!r} is controllable but has no {'bounds' if r not in bounds else 'current'} "
-                                 "entry", f"give current[{r!r}] and bounds[{r!r}], or set mask[{r!r}] = False")
+                raise StateError(
+                    f"{r!r} is controllable but has no {'bounds' if r not in bounds else 'current'} entry",
+                    f"give current[{r!r}] and bounds[{r!r}], or set mask[{r!r}] = False",
+                )
             c = float(current[r])
             if not math.isfinite(c) or c <= 0:
-                raise StateError(f"current[{r!r}] is {current[r]!r}", "give the limit in force, a positive number")
+                raise StateError(
+                    f"current[{r!r}] is {current[r]!r}", "give the limit in force, a positive number"
+                )
             cur[i], lo[i], hi[i] = c, bounds[r].min, bounds[r].max
         raw = self.ddpg.act(s[None, :])[0]
-        new, scale_out = apply_actions(raw, cur, lo, hi, on, max_step=self.cfg.max_step,
-                                       scale_out_threshold=self.cfg.scale_out_threshold)
+        new, scale_out = apply_actions(
+            raw, cur, lo, hi, on, max_step=self.cfg.max_step, scale_out_threshold=self.cfg.scale_out_threshold
+        )
         limits = {r: float(new[i]) for i, r in enumerate(RESOURCES) if on[i]}
         masked = tuple(r for i, r in enumerate(RESOURCES) if not on[i])
         return Decision(limits=limits, scale_out=bool(scale_out), masked=masked, raw=raw)
@@ -158,24 +171,33 @@ class Agent:
         """
         p = DEFAULT_MODEL if path is None else Path(path)
         if not p.is_file():
-            raise ModelError(f"no model file at {p}", "train one with 'firm train-rl --out DIR' and pass DIR/model.pt")
+            raise ModelError(
+                f"no model file at {p}", "train one with 'firm train-rl --out DIR' and pass DIR/model.pt"
+            )
         try:
             payload = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ModelError(f"{p} is not a readable firm model ({err.__class__.__name__}: {err})",
-                             "pass a model.pt written by firm train-rl") from err
+            raise ModelError(
+                f"{p} is not a readable firm model ({err.__class__.__name__}: {err})",
+                "pass a model.pt written by firm train-rl",
+            ) from err
         if not isinstance(payload, dict) or "format" not in payload:
-            raise ModelError(f"{p} is not a firm model (no 'format' field)", "pass a model.pt written by firm train-rl")
+            raise ModelError(
+                f"{p} is not a firm model (no 'format' field)", "pass a model.pt written by firm train-rl"
+            )
         if payload["format"] != MODEL_FORMAT:
-            raise ModelError(f"{p} has model format {payload['format']}, this firm reads format {MODEL_FORMAT}",
-                             "retrain with this version's firm train-rl")
+            raise ModelError(
+                f"{p} has model format {payload['format']}, this firm reads format {MODEL_FORMAT}",
+                "retrain with this version's firm train-rl",
+            )
         cfg = AgentConfig.from_dict(payload["config"])
         agent = cls(cfg, metadata=payload.get("metadata"))
         expected = agent.layout()
         if payload.get("layout") != expected:
             raise ModelError(
                 f"{p} was trained for layout {payload.get('layout')}, this firm uses {expected}",
-                "retrain with firm train-rl (the state or action layout changed)")
+                "retrain with firm train-rl (the state or action layout changed)",
+            )
         try:
             if "ddpg" in payload:
                 agent.ddpg.load_state_dict(payload["ddpg"])
@@ -185,7 +207,9 @@ class Agent:
                 agent.ddpg.actor_target.load_state_dict(payload["actor"])
                 agent.ddpg.critic_target.load_state_dict(payload["critic"])
         except (RuntimeError, KeyError, ValueError) as err:
-            raise ModelError(f"{p}: the weights do not fit the config ({err})", "retrain with firm train-rl") from err
+            raise ModelError(
+                f"{p}: the weights do not fit the config ({err})", "retrain with firm train-rl"
+            ) from err
         return agent
 
     def clone(self) -> Agent:

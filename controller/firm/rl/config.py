@@ -117,8 +117,10 @@ class AgentConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ModelError(f"the model's config has unknown fields {unknown}",
-                             "load it with the firm version that wrote it, or retrain with firm train-rl")
+            raise ModelError(
+                f"the model's config has unknown fields {unknown}",
+                "load it with the firm version that wrote it, or retrain with firm train-rl",
+            )
         d = dict(data)
         if "hidden" in d:
             d["hidden"] = tuple(d["hidden"])

@@ -117,11 +117,17 @@ class ReplayBuffer:
 
     def add(self, states: F32, actions: F32, rewards: F32, next_states: F32, dones: F32) -> None:
         """Add ``n`` transitions (leading axis ``n``); non-finite values raise :class:`TrainingError`."""
-        for name, arr in (("states", states), ("actions", actions), ("rewards", rewards),
-                          ("next_states", next_states)):
+        for name, arr in (
+            ("states", states),
+            ("actions", actions),
+            ("rewards", rewards),
+            ("next_states", next_states),
+        ):
             if not np.all(np.isfinite(arr)):
-                raise TrainingError(f"a transition's {name} holds NaN or infinity",
-                                    "check the environment's telemetry; nothing was added")
+                raise TrainingError(
+                    f"a transition's {name} holds NaN or infinity",
+                    "check the environment's telemetry; nothing was added",
+                )
         n = len(states)
         idx = (self.pos + np.arange(n)) % self.capacity
         self.states[idx] = states
@@ -147,8 +153,9 @@ class ReplayBuffer:
 class OrnsteinUhlenbeckNoise:
     """Temporally correlated noise ``x += theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1)``, shape ``(n, 5)``."""
 
-    def __init__(self, shape: tuple[int, ...], sigma: float, theta: float, rng: np.random.Generator,
-                 dt: float = 1.0) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], sigma: float, theta: float, rng: np.random.Generator, dt: float = 1.0
+    ) -> None:
         self.shape, self.sigma, self.theta, self.dt, self.rng = shape, sigma, theta, dt, rng
         self.x = np.zeros(shape)
 
@@ -157,8 +164,11 @@ class OrnsteinUhlenbeckNoise:
         self.x = np.zeros(self.shape)
 
     def __call__(self) -> npt.NDArray[np.float64]:
-        self.x = (self.x - self.theta * self.x * self.dt
-                  + self.sigma * math.sqrt(self.dt) * self.rng.standard_normal(self.shape))
+        self.x = (
+            self.x
+            - self.theta * self.x * self.dt
+            + self.sigma * math.sqrt(self.dt) * self.rng.standard_normal(self.shape)
+        )
         return self.x.copy()
 
 
@@ -256,10 +266,14 @@ class DDPG:
     def state_dict(self) -> dict[str, object]:
         """Weights of all four networks and both optimisers (for checkpoints)."""
         return {
-            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-            "updates": self.updates, "skipped": self.skipped,
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "updates": self.updates,
+            "skipped": self.skipped,
         }
 
     def load_state_dict(self, d: dict[str, object]) -> None:

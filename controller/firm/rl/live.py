@@ -121,8 +121,10 @@ class LiveEnv:
         if lifecycle.read_state(testbed) is None or not lifecycle.is_up(testbed):
             raise LiveEnvError("the testbed is not up", "start it with 'firm testbed up'")
         if not testbed.telemetry_redis:
-            raise LiveEnvError("the testbed has no telemetry sampler (telemetry_redis is empty)",
-                               "set telemetry_redis in the testbed config and restart it")
+            raise LiveEnvError(
+                "the testbed has no telemetry sampler (telemetry_redis is empty)",
+                "set telemetry_redis in the testbed config and restart it",
+            )
         self.testbed, self.live, self.agent_cfg = testbed, live, agent_cfg
         self.instance = self._find(live.instance)
         self.layout = cgroup.detect_layout()
@@ -149,8 +151,10 @@ class LiveEnv:
         for inst in self.testbed.instances():
             if name in (inst.name, inst.service):
                 return inst
-        raise LiveEnvError(f"no testbed instance {name!r}",
-                           f"use one of {', '.join(i.name for i in self.testbed.instances())}")
+        raise LiveEnvError(
+            f"no testbed instance {name!r}",
+            f"use one of {', '.join(i.name for i in self.testbed.instances())}",
+        )
 
     def _disk_device(self) -> str | None:
         try:
@@ -201,8 +205,11 @@ class LiveEnv:
         b = self.baseline
         errors: list[BaseException] = []
         try:
-            settings = cgroup.CgroupSettings(cpu_quota_us=b.cpu_quota_us, cpu_period_us=b.cpu_period_us,
-                                             disk=(b.disk,) if b.disk is not None else ())
+            settings = cgroup.CgroupSettings(
+                cpu_quota_us=b.cpu_quota_us,
+                cpu_period_us=b.cpu_period_us,
+                disk=(b.disk,) if b.disk is not None else (),
+            )
             cgroup.ensure_cgroup(self.group, settings, create=False)
         except (FirmError, OSError) as err:
             errors.append(err)
@@ -212,8 +219,10 @@ class LiveEnv:
             errors.append(err)
         if errors:
             log.error("restoring %s: %s", self.instance.name, errors)
-            raise LiveEnvError(f"could not restore the limits of {self.instance.name}: {errors[0]}",
-                               "check the instance's cgroup and veth, or run 'firm testbed down'")
+            raise LiveEnvError(
+                f"could not restore the limits of {self.instance.name}: {errors[0]}",
+                "check the instance's cgroup and veth, or run 'firm testbed down'",
+            )
 
     # -- episode ---------------------------------------------------------------------------
 
@@ -221,11 +230,19 @@ class LiveEnv:
         w = self.testbed.slo_window_s
         anomaly = None
         if self.live.anomaly:
-            anomaly = experiment.AnomalyPlan(self.live.anomaly, self.instance.name, self.live.intensity,
-                                             start_s=self.live.anomaly_start_step * w,
-                                             duration_s=max(1, round(self.live.anomaly_steps * w)))
-        return experiment.RunPlan(duration_s=(self.steps + 1) * w + 0.5, rate_rps=self.live.rate_rps,
-                                  seed=self.live.seed, anomaly=anomaly)
+            anomaly = experiment.AnomalyPlan(
+                self.live.anomaly,
+                self.instance.name,
+                self.live.intensity,
+                start_s=self.live.anomaly_start_step * w,
+                duration_s=max(1, round(self.live.anomaly_steps * w)),
+            )
+        return experiment.RunPlan(
+            duration_s=(self.steps + 1) * w + 0.5,
+            rate_rps=self.live.rate_rps,
+            seed=self.live.seed,
+            anomaly=anomaly,
+        )
 
     def _run(self, plan: experiment.RunPlan) -> None:
         def on_window(batch: Sequence[WindowStats]) -> None:
@@ -240,10 +257,14 @@ class LiveEnv:
         try:
             item = self._windows.get(timeout=self.live.window_timeout_s)
         except queue.Empty:
-            raise LiveEnvError(f"no latency window in {self.live.window_timeout_s:g} s",
-                               "check that the testbed answers ('firm testbed status')") from None
+            raise LiveEnvError(
+                f"no latency window in {self.live.window_timeout_s:g} s",
+                "check that the testbed answers ('firm testbed status')",
+            ) from None
         if isinstance(item, BaseException):
-            raise LiveEnvError(f"the episode's load run failed: {item}", "see 'firm testbed status'") from item
+            raise LiveEnvError(
+                f"the episode's load run failed: {item}", "see 'firm testbed status'"
+            ) from item
         return item
 
     def _observe(self, w: _Window) -> tuple[F32, float, F64]:
@@ -261,14 +282,24 @@ class LiveEnv:
         usage: dict[str, float] = {}
         if samples:
             usage["cpu"] = float(np.mean([s.cpu_cores or 0.0 for s in samples]))
-            usage["disk_io"] = float(np.mean([max(s.disk_read_bps or 0.0, s.disk_write_bps or 0.0) for s in samples]))
+            usage["disk_io"] = float(
+                np.mean([max(s.disk_read_bps or 0.0, s.disk_write_bps or 0.0) for s in samples])
+            )
             usage["network"] = 8.0 * float(np.mean([s.net_rx_bps or 0.0 for s in samples]))
         limits = {r: float(self.limits[0, i]) for i, r in enumerate(RESOURCES) if self.mask[0, i]}
         usage = {r: v for r, v in usage.items() if r in limits}
         # SR enters the state as SLO / p99 with SLO = 1 and p99 = 1 / ratio.
-        state = build_state(slo_ms=1.0, p99_ms=1.0 / sr if sr > 0 else 1e9, rate_rps=rate,
-                            prev_rate_rps=self._prev_rate, mix=counts, usage=usage, limits=limits,
-                            sr_clip=self.agent_cfg.sr_clip, wc_clip=self.agent_cfg.wc_clip)
+        state = build_state(
+            slo_ms=1.0,
+            p99_ms=1.0 / sr if sr > 0 else 1e9,
+            rate_rps=rate,
+            prev_rate_rps=self._prev_rate,
+            mix=counts,
+            usage=usage,
+            limits=limits,
+            sr_clip=self.agent_cfg.sr_clip,
+            wc_clip=self.agent_cfg.wc_clip,
+        )
         self._prev_rate = rate
         ru = state[None, -N_RESOURCES:].astype(np.float64)
         return state[None, :], sr, ru
@@ -279,7 +310,9 @@ class LiveEnv:
             raise LiveEnvError("reset() while an episode runs", "close() the environment first")
         self.t = 0
         self._prev_rate = 0.0
-        self._thread = threading.Thread(target=self._run, args=(self._plan(),), name="firm-rl-live", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._plan(),), name="firm-rl-live", daemon=True
+        )
         self._thread.start()
         state, _, _ = self._observe(self._next_window())
         return state
@@ -287,9 +320,15 @@ class LiveEnv:
     def step(self, raw: F64) -> LiveStep:
         """Apply ``raw`` (1, 5) in [-1, 1], wait for the next window, observe and score it."""
         cfg = self.agent_cfg
-        new, scale_out = apply_actions(np.asarray(raw, float).reshape(1, N_RESOURCES), self.limits, self.lo,
-                                       self.hi, self.mask, max_step=cfg.max_step,
-                                       scale_out_threshold=cfg.scale_out_threshold)
+        new, scale_out = apply_actions(
+            np.asarray(raw, float).reshape(1, N_RESOURCES),
+            self.limits,
+            self.lo,
+            self.hi,
+            self.mask,
+            max_step=cfg.max_step,
+            scale_out_threshold=cfg.scale_out_threshold,
+        )
         self._write(new)
         self.limits = new
         self.t += 1
@@ -297,7 +336,9 @@ class LiveEnv:
         state, sr, ru = self._observe(w)
         r = reward(np.array([sr]), ru, self.mask, alpha=cfg.alpha)
         p99 = self.slo / sr if sr > 0 else math.inf
-        return LiveStep(state, r, np.array([p99]), np.array([self.slo]), new.copy(), scale_out, self.t >= self.steps)
+        return LiveStep(
+            state, r, np.array([p99]), np.array([self.slo]), new.copy(), scale_out, self.t >= self.steps
+        )
 
     def close(self) -> None:
         """Wait for the episode's load to end (it ends by itself), then restore the limits."""
@@ -311,7 +352,9 @@ class LiveEnv:
     def __enter__(self) -> LiveEnv:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -330,8 +373,9 @@ class LiveStep:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_live_episode(env: LiveEnv, policy: Policy,
-                     on_step: Callable[[F32, F64, LiveStep], None] | None = None) -> tuple[float, float]:
+def run_live_episode(
+    env: LiveEnv, policy: Policy, on_step: Callable[[F32, F64, LiveStep], None] | None = None
+) -> tuple[float, float]:
     """One episode of ``policy``; returns (mean reward per step, share of steps violating the SLO).
     The limits are restored whatever happens."""
     total, viol = 0.0, 0
@@ -349,10 +393,18 @@ def run_live_episode(env: LiveEnv, policy: Policy,
     return total / env.steps, viol / env.steps
 
 
-def train_live(out: Path, *, seed: int, episodes: int, steps: int, interval_s: float | None = None,
-               progress: Callable[[int, int, dict[str, Any]], None] | None = None,
-               testbed: TestbedConfig | None = None, live: LiveConfig | None = None,
-               updates_per_step: int = 20) -> dict[str, Any]:
+def train_live(
+    out: Path,
+    *,
+    seed: int,
+    episodes: int,
+    steps: int,
+    interval_s: float | None = None,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    testbed: TestbedConfig | None = None,
+    live: LiveConfig | None = None,
+    updates_per_step: int = 20,
+) -> dict[str, Any]:
     """Fine-tune the shipped agent on the testbed, then evaluate it, random and AIMD on one episode each.
 
     ``interval_s``, when given, must equal the testbed's latency window (a step is one window). Writes model.pt,
@@ -360,9 +412,10 @@ def train_live(out: Path, *, seed: int, episodes: int, steps: int, interval_s: f
     """
     testbed = testbed or lifecycle_config()
     if interval_s is not None and abs(interval_s - testbed.slo_window_s) > 1e-9:
-        raise LiveEnvError(f"a step is one latency window of the testbed ({testbed.slo_window_s:g} s), "
-                           f"not {interval_s:g} s", f"pass --interval {testbed.slo_window_s:g} or change the "
-                           "testbed's slo_window_s")
+        raise LiveEnvError(
+            f"a step is one latency window of the testbed ({testbed.slo_window_s:g} s), not {interval_s:g} s",
+            f"pass --interval {testbed.slo_window_s:g} or change the testbed's slo_window_s",
+        )
     live = live or LiveConfig(steps=steps, seed=seed)
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -375,24 +428,38 @@ def train_live(out: Path, *, seed: int, episodes: int, steps: int, interval_s: f
         explore = _Explorer(agent, rng.normal(0.0, cfg.noise_sigma, (steps, N_RESOURCES)))
 
         def learn(states: F32, actions: F64, res: LiveStep) -> None:
-            buf.add(states, actions.astype(np.float32), res.rewards.astype(np.float32), res.states,
-                    np.zeros(1, np.float32))
+            buf.add(
+                states,
+                actions.astype(np.float32),
+                res.rewards.astype(np.float32),
+                res.states,
+                np.zeros(1, np.float32),
+            )
             if len(buf) >= min(cfg.batch_size, 8):
                 for _ in range(updates_per_step):
                     agent.ddpg.update(buf.sample(cfg.batch_size))
 
         env = LiveEnv(testbed, LiveConfig(**{**live.__dict__, "seed": seed + ep}), cfg)
         r, v = run_live_episode(env, explore, learn)
-        rows.append({"episode": ep + 1, "reward": round(r, 6), "violations": round(v, 6),
-                     "updates": agent.ddpg.updates})
+        rows.append(
+            {
+                "episode": ep + 1,
+                "reward": round(r, 6),
+                "violations": round(v, 6),
+                "updates": agent.ddpg.updates,
+            }
+        )
         if progress:
             progress(ep + 1, episodes, rows[-1])
     agent.metadata = {**agent.metadata, "fine_tuned_on": "testbed", "seed": seed}
     agent.save(out / "model.pt")
     evals: dict[str, float] = {}
     violations: dict[str, float] = {}
-    policies: dict[str, Policy] = {"agent": AgentPolicy(agent), "random": RandomPolicy(np.random.default_rng(seed)),
-                                   "aimd": AimdPolicy(2.0, 0.005, cfg.max_step)}
+    policies: dict[str, Policy] = {
+        "agent": AgentPolicy(agent),
+        "random": RandomPolicy(np.random.default_rng(seed)),
+        "aimd": AimdPolicy(2.0, 0.005, cfg.max_step),
+    }
     for name, pol in policies.items():
         env = LiveEnv(testbed, LiveConfig(**{**live.__dict__, "seed": 10_000 + seed}), cfg)
         evals[name], violations[name] = (round(x, 6) for x in run_live_episode(env, pol))
@@ -400,9 +467,17 @@ def train_live(out: Path, *, seed: int, episodes: int, steps: int, interval_s: f
         f.write("episode,reward,violations,updates\n")
         for row in rows:
             f.write(f"{row['episode']},{row['reward']},{row['violations']},{row['updates']}\n")
-    summary = {"eval": evals, "eval_violations": violations, "env": "testbed", "instance": live.instance,
-               "episodes": episodes, "steps": steps, "seed": seed, "anomaly": live.anomaly,
-               "note": "one evaluation episode per policy, same load seed and anomaly; real runs are noisy"}
+    summary = {
+        "eval": evals,
+        "eval_violations": violations,
+        "env": "testbed",
+        "instance": live.instance,
+        "episodes": episodes,
+        "steps": steps,
+        "seed": seed,
+        "anomaly": live.anomaly,
+        "note": "one evaluation episode per policy, same load seed and anomaly; real runs are noisy",
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
@@ -424,4 +499,3 @@ def lifecycle_config() -> TestbedConfig:
     from firm.testbed.config import load  # noqa: PLC0415 (kept next to its only use)
 
     return load(None)
-

@@ -73,16 +73,46 @@ class SimService:
 # Five services of the testbed's application, each leaning on other resources. Their needs put the
 # limit that meets the SLO at the nominal rate well inside the bounds, for every resource.
 SERVICES: Final = (
-    SimService("frontend", ((3e-3, 0.10, 2.0, 2e3, 4e5), (2e-3, 0.08, 2.0, 1e3, 3e5), (2e-3, 0.08, 2.0, 1e3, 3e5)),
-               slo_ms=300.0, base_ms=5.0, rate_rps=60.0, mix=(10, 60, 30)),
-    SimService("compose-post", ((8e-3, 0.15, 3.0, 4e3, 8e4), (4e-3, 0.1, 2.0, 2e3, 4e4), (4e-3, 0.1, 2.0, 2e3, 4e4)),
-               slo_ms=350.0, base_ms=10.0, rate_rps=40.0, mix=(60, 20, 20)),
-    SimService("post-storage", ((2e-3, 0.1, 2.0, 6e5, 6e4), (1e-3, 0.05, 2.0, 2e5, 6e4), (1e-3, 0.05, 2.0, 2e5, 6e4)),
-               slo_ms=400.0, base_ms=10.0, rate_rps=50.0, mix=(30, 40, 30)),
-    SimService("home-timeline", ((2e-3, 0.6, 7.0, 4e3, 1e5), (3e-3, 0.9, 8.0, 2e3, 1e5), (2e-3, 0.5, 6.0, 2e3, 1e5)),
-               slo_ms=300.0, base_ms=5.0, rate_rps=60.0, mix=(10, 60, 30)),
-    SimService("media", ((1e-3, 0.2, 3.0, 3e5, 2e6), (1e-3, 0.1, 2.0, 1e5, 1e6), (1e-3, 0.1, 2.0, 1e5, 1e6)),
-               slo_ms=400.0, base_ms=10.0, rate_rps=30.0, mix=(40, 40, 20)),
+    SimService(
+        "frontend",
+        ((3e-3, 0.10, 2.0, 2e3, 4e5), (2e-3, 0.08, 2.0, 1e3, 3e5), (2e-3, 0.08, 2.0, 1e3, 3e5)),
+        slo_ms=300.0,
+        base_ms=5.0,
+        rate_rps=60.0,
+        mix=(10, 60, 30),
+    ),
+    SimService(
+        "compose-post",
+        ((8e-3, 0.15, 3.0, 4e3, 8e4), (4e-3, 0.1, 2.0, 2e3, 4e4), (4e-3, 0.1, 2.0, 2e3, 4e4)),
+        slo_ms=350.0,
+        base_ms=10.0,
+        rate_rps=40.0,
+        mix=(60, 20, 20),
+    ),
+    SimService(
+        "post-storage",
+        ((2e-3, 0.1, 2.0, 6e5, 6e4), (1e-3, 0.05, 2.0, 2e5, 6e4), (1e-3, 0.05, 2.0, 2e5, 6e4)),
+        slo_ms=400.0,
+        base_ms=10.0,
+        rate_rps=50.0,
+        mix=(30, 40, 30),
+    ),
+    SimService(
+        "home-timeline",
+        ((2e-3, 0.6, 7.0, 4e3, 1e5), (3e-3, 0.9, 8.0, 2e3, 1e5), (2e-3, 0.5, 6.0, 2e3, 1e5)),
+        slo_ms=300.0,
+        base_ms=5.0,
+        rate_rps=60.0,
+        mix=(10, 60, 30),
+    ),
+    SimService(
+        "media",
+        ((1e-3, 0.2, 3.0, 3e5, 2e6), (1e-3, 0.1, 2.0, 1e5, 1e6), (1e-3, 0.1, 2.0, 1e5, 1e6)),
+        slo_ms=400.0,
+        base_ms=10.0,
+        rate_rps=30.0,
+        mix=(40, 40, 20),
+    ),
 )
 """The default services, as the one-for-all agent sees them all and one-for-each trains one each."""
 
@@ -133,14 +163,18 @@ class Scenario:
     """(n, 5) initial limits, resource units"""
 
 
-def make_scenario(cfg: SimConfig, n: int, steps: int, rng: np.random.Generator,
-                  services: npt.ArrayLike | None = None) -> Scenario:
+def make_scenario(
+    cfg: SimConfig, n: int, steps: int, rng: np.random.Generator, services: npt.ArrayLike | None = None
+) -> Scenario:
     """Draw ``n`` episodes (for the services given by index, or uniformly) from ``rng``."""
     svcs = cfg.services
     k = len(svcs[0].mix)
     t = steps + 1
-    svc = (rng.integers(0, len(svcs), size=n) if services is None
-           else np.broadcast_to(np.asarray(services, dtype=np.int64), (n,)).copy())
+    svc = (
+        rng.integers(0, len(svcs), size=n)
+        if services is None
+        else np.broadcast_to(np.asarray(services, dtype=np.int64), (n,)).copy()
+    )
     nominal = np.array([svcs[i].rate_rps for i in svc])
     level = nominal * np.exp(rng.uniform(-1, 1, n) * math.log(cfg.rate_spread))
     phase = rng.uniform(0, 2 * math.pi, n)
@@ -162,7 +196,7 @@ def make_scenario(cfg: SimConfig, n: int, steps: int, rng: np.random.Generator,
     for i, s in zip(*np.nonzero(starts), strict=True):
         kind = rng.integers(0, N_RESOURCES)
         dur = rng.integers(cfg.anomaly_steps[0], cfg.anomaly_steps[1] + 1)
-        contention[i, s:s + dur, kind] += rng.uniform(*cfg.anomaly_intensity)
+        contention[i, s : s + dur, kind] += rng.uniform(*cfg.anomaly_intensity)
     noise = np.exp(cfg.p99_noise * rng.standard_normal((n, t)))
     mask = np.ones((n, N_RESOURCES), bool)
     no_rdt = rng.random(n) < cfg.mask_prob
@@ -266,8 +300,15 @@ class SimEnv:
     def step(self, raw: F64) -> StepResult:
         """Apply actions ``(n, 5)`` in [-1, 1] and advance one interval."""
         cfg = self.agent_cfg
-        self.limits, scale_out = apply_actions(raw, self.limits, self.lo, self.hi, self.mask,
-                                               max_step=cfg.max_step, scale_out_threshold=cfg.scale_out_threshold)
+        self.limits, scale_out = apply_actions(
+            raw,
+            self.limits,
+            self.lo,
+            self.hi,
+            self.mask,
+            max_step=cfg.max_step,
+            scale_out_threshold=cfg.scale_out_threshold,
+        )
         self.scale_outs += scale_out
         self.t += 1
         p99, usage = self._serve(self.limits, self.t)
@@ -276,8 +317,9 @@ class SimEnv:
         ru = np.where(self.mask, np.minimum(usage / self.limits, 1.0), 0.0)
         r = reward(sr, ru, self.mask, alpha=cfg.alpha)
         self.last = (p99, usage)
-        return StepResult(states, r, p99, self.slo.copy(), self.limits.copy(), usage, scale_out,
-                          done=self.t >= self.steps)
+        return StepResult(
+            states, r, p99, self.slo.copy(), self.limits.copy(), usage, scale_out, done=self.t >= self.steps
+        )
 
     @property
     def resource_names(self) -> tuple[str, ...]:

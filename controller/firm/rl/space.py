@@ -66,8 +66,10 @@ class ResourceBounds:
         if not (math.isfinite(self.min) and self.min > 0):
             raise StateError(f"ResourceBounds.min is {self.min}", "give a positive, finite minimum")
         if not (math.isfinite(self.max) and self.max >= self.min):
-            raise StateError(f"ResourceBounds.max is {self.max} (min {self.min})",
-                             "give a finite maximum at least as large as the minimum")
+            raise StateError(
+                f"ResourceBounds.max is {self.max} (min {self.min})",
+                "give a finite maximum at least as large as the minimum",
+            )
 
 
 def state_names(n_request_types: int) -> tuple[str, ...]:

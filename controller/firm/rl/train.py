@@ -94,7 +94,9 @@ class EvalResult:
     """Mean reward per step of each scenario."""
 
 
-def run_episodes(policy: Policy, scenario: Scenario, agent_cfg: AgentConfig, sim_cfg: SimConfig) -> EvalResult:
+def run_episodes(
+    policy: Policy, scenario: Scenario, agent_cfg: AgentConfig, sim_cfg: SimConfig
+) -> EvalResult:
     """Run ``policy`` deterministically through every episode of ``scenario``."""
     env = SimEnv(scenario, agent_cfg, sim_cfg)
     states = env.reset()
@@ -107,10 +109,14 @@ def run_episodes(policy: Policy, scenario: Scenario, agent_cfg: AgentConfig, sim
         total += res.rewards
         viol += res.p99_ms > res.slo_ms
     per = total / env.steps
-    return EvalResult(float(per.mean()), float(viol.sum() / (env.n * env.steps)), tuple(float(x) for x in per))
+    return EvalResult(
+        float(per.mean()), float(viol.sum() / (env.n * env.steps)), tuple(float(x) for x in per)
+    )
 
 
-def tune_aimd(tc: TrainConfig, agent_cfg: AgentConfig, sim_cfg: SimConfig, rng: np.random.Generator) -> AimdPolicy:
+def tune_aimd(
+    tc: TrainConfig, agent_cfg: AgentConfig, sim_cfg: SimConfig, rng: np.random.Generator
+) -> AimdPolicy:
     """The AIMD parameters that score best on training scenarios (fair to AIMD; never on eval ones)."""
     scenario = make_scenario(sim_cfg, tc.eval_episodes, agent_cfg.episode_steps, rng)
     best: tuple[float, AimdPolicy] | None = None
@@ -163,8 +169,13 @@ class Trainer:
                 actions = np.clip(self.agent.act(states) + self.noise()[:n], -1.0, 1.0)
             res = env.step(actions)
             # Episodes end by a time limit only: no terminal states (dones stay 0).
-            self.buffer.add(states, actions.astype(np.float32), res.rewards.astype(np.float32),
-                            res.states, np.zeros(n, np.float32))
+            self.buffer.add(
+                states,
+                actions.astype(np.float32),
+                res.rewards.astype(np.float32),
+                res.states,
+                np.zeros(n, np.float32),
+            )
             self.transitions += n
             states, done = res.states, res.done
             total += res.rewards
@@ -196,8 +207,12 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         """Counters, the generator's state and the OU noise's state, JSON-ready (for checkpoints)."""
-        return {"transitions": self.transitions, "episodes": self.episodes,
-                "rng": self.rng.bit_generator.state, "noise_x": self.noise.x.tolist() if hasattr(self.noise, "x") else None}
+        return {
+            "transitions": self.transitions,
+            "episodes": self.episodes,
+            "rng": self.rng.bit_generator.state,
+            "noise_x": self.noise.x.tolist() if hasattr(self.noise, "x") else None,
+        }
 
     def restore(self, d: dict[str, Any]) -> None:
         """Inverse of :meth:`state` (the replay buffer and the agent are restored separately)."""
@@ -234,9 +249,13 @@ class RunSpec:
     agent: AgentConfig = field(default_factory=sim_agent_config)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "agents": self.agents, "seed": self.seed,
-                "train": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.train).items()},
-                "agent": self.agent.as_dict()}
+        return {
+            "env": self.env,
+            "agents": self.agents,
+            "seed": self.seed,
+            "train": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.train).items()},
+            "agent": self.agent.as_dict(),
+        }
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -263,8 +282,12 @@ def plot_curve(path: Path, rows: list[dict[str, Any]], evals: dict[str, float]) 
     ax.plot(np.arange(1, len(rewards) + 1), rewards, ".", ms=2, alpha=0.3, color="tab:blue", label="episode")
     w = max(1, min(50, len(rewards) // 10))
     if len(rewards) >= w:
-        ax.plot(np.arange(w, len(rewards) + 1), np.convolve(rewards, np.ones(w) / w, mode="valid"),
-                color="tab:blue", label=f"mean of {w}")
+        ax.plot(
+            np.arange(w, len(rewards) + 1),
+            np.convolve(rewards, np.ones(w) / w, mode="valid"),
+            color="tab:blue",
+            label=f"mean of {w}",
+        )
     colors = {"agent": "tab:green", "random": "tab:red", "aimd": "tab:orange"}
     for name, value in evals.items():
         ax.axhline(value, ls="--", color=colors.get(name, "grey"), label=f"eval {name} {value:.3f}")
@@ -276,15 +299,26 @@ def plot_curve(path: Path, rows: list[dict[str, Any]], evals: dict[str, float]) 
     fig.savefig(path)
 
 
-def _save_checkpoint(ckpt: Path, phase: str, done: int, trainer: Trainer, rows: list[dict[str, Any]],
-                     extra: dict[str, Any]) -> None:
+def _save_checkpoint(
+    ckpt: Path, phase: str, done: int, trainer: Trainer, rows: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
     trainer.agent.save(ckpt / "agent.pt", checkpoint=True)
     b = trainer.buffer
-    np.savez(ckpt / "buffer.npz", states=b.states[:len(b)], actions=b.actions[:len(b)], rewards=b.rewards[:len(b)],
-             next_states=b.next_states[:len(b)], dones=b.dones[:len(b)], pos=b.pos, full=b.full)
-    _write_json(ckpt / "progress.json", {"phase": phase, "done": done, "trainer": trainer.state(),
-                                         "rows": rows, **extra})
+    np.savez(
+        ckpt / "buffer.npz",
+        states=b.states[: len(b)],
+        actions=b.actions[: len(b)],
+        rewards=b.rewards[: len(b)],
+        next_states=b.next_states[: len(b)],
+        dones=b.dones[: len(b)],
+        pos=b.pos,
+        full=b.full,
+    )
+    _write_json(
+        ckpt / "progress.json",
+        {"phase": phase, "done": done, "trainer": trainer.state(), "rows": rows, **extra},
+    )
 
 
 def _load_buffer(ckpt: Path, buf: ReplayBuffer) -> None:
@@ -323,7 +357,9 @@ class _Run:
             if self.progress:
                 self.progress(phase, self.done, total, self.rows[-1])
             if self.done % tc.checkpoint_every == 0 and self.done < total:
-                _save_checkpoint(self.ckpt, phase, self.done, sub, self.rows, {"each_done": sorted(self.each)})
+                _save_checkpoint(
+                    self.ckpt, phase, self.done, sub, self.rows, {"each_done": sorted(self.each)}
+                )
 
 
 def _start(spec: RunSpec, out: Path, resume: bool, progress: ProgressFn | None, sim_cfg: SimConfig) -> _Run:
@@ -335,8 +371,10 @@ def _start(spec: RunSpec, out: Path, resume: bool, progress: ProgressFn | None, 
             raise TrainingError(f"{out} has no checkpoint to resume", "start the run without --resume")
         saved = json.loads(spec_path.read_text())
         if saved != spec.as_dict():
-            raise TrainingError(f"{out} was started with other options ({saved})",
-                                "resume with the same --env, --agents, --seed and --episodes")
+            raise TrainingError(
+                f"{out} was started with other options ({saved})",
+                "resume with the same --env, --agents, --seed and --episodes",
+            )
     _write_json(spec_path, spec.as_dict())
     seed_everything(spec.seed)
     rng = np.random.default_rng(spec.seed)
@@ -368,7 +406,9 @@ def _max_limits(states: npt.NDArray[np.float32], env: Limits) -> F64:
 def _evaluate(run: _Run, shared: Agent) -> tuple[dict[str, EvalResult], AimdPolicy]:
     """Agent, random and AIMD (and one-for-all, for one-for-each runs) on the same eval scenarios."""
     spec, tc, sim_cfg = run.spec, run.spec.train, run.sim_cfg
-    scenario = make_scenario(sim_cfg, tc.eval_episodes, spec.agent.episode_steps, np.random.default_rng(tc.eval_seed))
+    scenario = make_scenario(
+        sim_cfg, tc.eval_episodes, spec.agent.episode_steps, np.random.default_rng(tc.eval_seed)
+    )
     aimd = tune_aimd(tc, spec.agent, sim_cfg, np.random.default_rng([spec.seed, 99]))
     if spec.agents == "one-for-each" and run.each:
         names = [s.name for s in sim_cfg.services]
@@ -377,7 +417,9 @@ def _evaluate(run: _Run, shared: Agent) -> tuple[dict[str, EvalResult], AimdPoli
         agent_policy = AgentPolicy(shared)
     results = {
         "agent": run_episodes(agent_policy, scenario, spec.agent, sim_cfg),
-        "random": run_episodes(RandomPolicy(np.random.default_rng(tc.eval_seed + 1)), scenario, spec.agent, sim_cfg),
+        "random": run_episodes(
+            RandomPolicy(np.random.default_rng(tc.eval_seed + 1)), scenario, spec.agent, sim_cfg
+        ),
         "aimd": run_episodes(aimd, scenario, spec.agent, sim_cfg),
         "max_limits": run_episodes(_max_limits, scenario, spec.agent, sim_cfg),
     }
@@ -386,16 +428,23 @@ def _evaluate(run: _Run, shared: Agent) -> tuple[dict[str, EvalResult], AimdPoli
     return results, aimd
 
 
-def train_run(spec: RunSpec, out: Path, *, resume: bool = False, progress: ProgressFn | None = None,
-              sim_cfg: SimConfig | None = None) -> dict[str, Any]:
+def train_run(
+    spec: RunSpec,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    sim_cfg: SimConfig | None = None,
+) -> dict[str, Any]:
     """Train, evaluate and write the run directory ``out``; returns the summary.
 
     With ``resume``, ``out/checkpoint`` is read and training continues where it stopped (the spec
     must be the one the run started with). Raises :class:`TrainingError` when it is not.
     """
     if spec.env != "sim":
-        raise TrainingError(f"train_run trains on the simulator, not {spec.env!r}",
-                            "use firm.rl.live for the testbed")
+        raise TrainingError(
+            f"train_run trains on the simulator, not {spec.env!r}", "use firm.rl.live for the testbed"
+        )
     sim_cfg = sim_cfg or SimConfig()
     started = time.monotonic()
     tc = spec.train
@@ -413,7 +462,9 @@ def train_run(spec: RunSpec, out: Path, *, resume: bool = False, progress: Progr
             if svc.name in run.each:
                 continue
             if run.phase != svc.name:  # a fresh per-service agent, initialised from the shared one
-                sub = Trainer(shared.clone(), tc, sim_cfg, np.random.default_rng([spec.seed, idx]), services=[idx])
+                sub = Trainer(
+                    shared.clone(), tc, sim_cfg, np.random.default_rng([spec.seed, idx]), services=[idx]
+                )
                 sub.agent.metadata = {**shared.metadata, "service": svc.name, "init": "one-for-all"}
                 run.done = 0
             else:
@@ -435,7 +486,9 @@ def train_run(spec: RunSpec, out: Path, *, resume: bool = False, progress: Progr
         "aimd": {"increase": aimd.increase, "decrease": aimd.decrease},
         "episodes": len(rows),
         "updates": sum(int(a.metadata.get("updates", 0)) for a in [shared, *run.each.values()]),
-        "final_train_reward": round(float(np.mean([r["reward"] for r in rows[-tc.n_envs:]])), 6) if rows else None,
+        "final_train_reward": round(float(np.mean([r["reward"] for r in rows[-tc.n_envs :]])), 6)
+        if rows
+        else None,
         "spec": spec.as_dict(),
         "firm_version": __version__,
         "torch_version": torch.__version__,
@@ -445,9 +498,16 @@ def train_run(spec: RunSpec, out: Path, *, resume: bool = False, progress: Progr
     _write_csv(out / "episodes.csv", rows)
     plot_curve(out / "learning_curve.png", rows, {k: results[k].reward for k in ("agent", "random", "aimd")})
     _write_json(out / "summary.json", summary)
-    _write_json(out / "run.json", {"wall_s": round(time.monotonic() - started, 2), "resumed": resume,
-                                    "python": platform.python_version(), "machine": platform.machine(),
-                                    "processor": platform.processor()})
+    _write_json(
+        out / "run.json",
+        {
+            "wall_s": round(time.monotonic() - started, 2),
+            "resumed": resume,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+        },
+    )
     if run.ckpt.exists():
         shutil.rmtree(run.ckpt)
     return summary

@@ -18,8 +18,13 @@ from firm.telemetry.redis_store import RedisTelemetrySink
 from firm.telemetry.sampler import Sampler
 from firm.telemetry.source import TelemetrySink
 
-_KEYS = {"service": "service", "name": "name", "cgroup": "cgroup_path", "interface": "interface",
-         "namespace": "namespace"}
+_KEYS = {
+    "service": "service",
+    "name": "name",
+    "cgroup": "cgroup_path",
+    "interface": "interface",
+    "namespace": "namespace",
+}
 
 
 def parse_instance(text: str) -> Instance:
@@ -28,8 +33,9 @@ def parse_instance(text: str) -> Instance:
     for item in text.split(","):
         key, sep, value = item.partition("=")
         if not sep or key.strip() not in _KEYS:
-            raise click.BadParameter(f"{item!r} is not one of {', '.join(k + '=...' for k in _KEYS)}",
-                                     param_hint="--instance")
+            raise click.BadParameter(
+                f"{item!r} is not one of {', '.join(k + '=...' for k in _KEYS)}", param_hint="--instance"
+            )
         values[_KEYS[key.strip()]] = value.strip()
     missing = [k for k in ("service", "name", "cgroup") if _KEYS[k] not in values]
     if missing:
@@ -47,18 +53,46 @@ class _Printer:
 
 
 @click.command()
-@click.option("--instance", "specs", multiple=True, required=True, metavar="SPEC",
-              help="service=S,name=N,cgroup=PATH[,interface=IF][,namespace=NS]; repeat per instance.")
-@click.option("--redis", "redis_url", metavar="URL", help="Store samples in firm:telemetry:<instance> streams.")
-@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Seconds between samples.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds to run.  [default: until interrupted]")
-@click.option("--retention", type=click.IntRange(min=1), default=3600, show_default=True,
-              help="Samples kept per instance in Redis.")
+@click.option(
+    "--instance",
+    "specs",
+    multiple=True,
+    required=True,
+    metavar="SPEC",
+    help="service=S,name=N,cgroup=PATH[,interface=IF][,namespace=NS]; repeat per instance.",
+)
+@click.option(
+    "--redis", "redis_url", metavar="URL", help="Store samples in firm:telemetry:<instance> streams."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between samples.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds to run.  [default: until interrupted]",
+)
+@click.option(
+    "--retention",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Samples kept per instance in Redis.",
+)
 @click.option("--quiet", is_flag=True, help="Do not print the samples.")
-def main(specs: tuple[str, ...], redis_url: str | None, interval: float, duration: float | None, retention: int,
-         quiet: bool) -> None:
+def main(
+    specs: tuple[str, ...],
+    redis_url: str | None,
+    interval: float,
+    duration: float | None,
+    retention: int,
+    quiet: bool,
+) -> None:
     """Sample the given instances until --duration ends or Ctrl-C, then print what it cost."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     instances = [parse_instance(s) for s in specs]
@@ -79,11 +113,22 @@ def main(specs: tuple[str, ...], redis_url: str | None, interval: float, duratio
     finally:
         signal.signal(signal.SIGINT, previous)
     stats = sampler.stats()
-    click.echo(json.dumps({"instances": len(instances), "seconds": round(time.monotonic() - started, 3),
-                           "rounds": stats.rounds, "samples": stats.samples, "skipped": stats.skipped,
-                           "sink_errors": stats.sink_errors, "cpu_s": round(stats.cpu_s, 6),
-                           "cpu_ms_per_round": stats.cpu_ms_per_round,
-                           "cpu_ms_per_instance": stats.cpu_ms_per_instance}), err=True)
+    click.echo(
+        json.dumps(
+            {
+                "instances": len(instances),
+                "seconds": round(time.monotonic() - started, 3),
+                "rounds": stats.rounds,
+                "samples": stats.samples,
+                "skipped": stats.skipped,
+                "sink_errors": stats.sink_errors,
+                "cpu_s": round(stats.cpu_s, 6),
+                "cpu_ms_per_round": stats.cpu_ms_per_round,
+                "cpu_ms_per_instance": stats.cpu_ms_per_instance,
+            }
+        ),
+        err=True,
+    )
 
 
 if __name__ == "__main__":

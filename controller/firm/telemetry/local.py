@@ -43,9 +43,16 @@ class LocalCollector:
     Every system root is a parameter, so tests can point it at a prepared tree.
     """
 
-    def __init__(self, layout: cgroup.Layout | None = None, *, cgroup_root: str = "/sys/fs/cgroup",
-                 sysfs_root: str = "/sys", proc_root: str = "/proc", netns_dir: str = "/run/netns",
-                 ip_command: str = "ip") -> None:
+    def __init__(
+        self,
+        layout: cgroup.Layout | None = None,
+        *,
+        cgroup_root: str = "/sys/fs/cgroup",
+        sysfs_root: str = "/sys",
+        proc_root: str = "/proc",
+        netns_dir: str = "/run/netns",
+        ip_command: str = "ip",
+    ) -> None:
         self._layout = layout
         self.cgroup_root = cgroup_root
         self.sysfs_root = sysfs_root
@@ -95,8 +102,10 @@ class LocalCollector:
             try:
                 stats = cgroup.read_stats(group)
             except FirmError as exc:
-                raise InstanceGoneError(f"cgroup {instance.cgroup_path} of {instance.name} cannot be read: {exc}",
-                                        fix="check that the instance still runs") from exc
+                raise InstanceGoneError(
+                    f"cgroup {instance.cgroup_path} of {instance.name} cannot be read: {exc}",
+                    fix="check that the instance still runs",
+                ) from exc
         mono, wall = time.monotonic(), time.time()
         net = self._read_net(instance, group)
         return Counters(mono, wall, stats, *(net if net is not None else (None, None)))
@@ -110,12 +119,16 @@ class LocalCollector:
         try:
             full = cgroup.group_at(layout, instance.cgroup_path)
         except FirmError as exc:
-            raise InstanceGoneError(f"cgroup path {instance.cgroup_path} of {instance.name}: {exc}",
-                                    fix="give a path below the cgroup root") from exc
+            raise InstanceGoneError(
+                f"cgroup path {instance.cgroup_path} of {instance.name}: {exc}",
+                fix="give a path below the cgroup root",
+            ) from exc
         present = {name: h for name, h in layout.hierarchies.items() if os.path.isdir(full.dir(name))}
         if not present:
-            raise InstanceGoneError(f"cgroup {instance.cgroup_path} of {instance.name} does not exist",
-                                    fix="check that the instance runs and its cgroup path is right")
+            raise InstanceGoneError(
+                f"cgroup {instance.cgroup_path} of {instance.name} does not exist",
+                fix="check that the instance runs and its cgroup path is right",
+            )
         group = cgroup.group_at(cgroup.Layout(layout.root, present), instance.cgroup_path)
         self._groups[instance] = group
         return group
@@ -131,8 +144,12 @@ class LocalCollector:
                 reader = self._netns.get(instance)
                 if reader is None:
                     reader = self._netns[instance] = NamespaceReader(
-                        instance.namespace, instance.interface, netns_dir=self.netns_dir,
-                        proc_root=self.proc_root, ip_command=self.ip_command)
+                        instance.namespace,
+                        instance.interface,
+                        netns_dir=self.netns_dir,
+                        proc_root=self.proc_root,
+                        ip_command=self.ip_command,
+                    )
                 counters = reader.read(lambda: _group_pids(group))
         except NetUnavailableError as exc:
             if instance.name not in self._net_warned:
@@ -192,8 +209,17 @@ def rates(instance: Instance, before: Counters, after: Counters) -> Sample | Non
     else:
         throttled_ratio = throttled / periods if periods > 0 else 0.0
     return Sample(
-        instance=instance.name, service=instance.service, timestamp=after.wall, interval_s=interval,
-        cpu_cores=per_s(deltas["cpu"], 1e-9), cpu_throttled_ratio=throttled_ratio,
-        cpu_throttled_s_per_s=per_s(deltas["throttled_ns"], 1e-9), memory_bytes=a.memory_bytes,
-        disk_read_bps=per_s(deltas["read"]), disk_write_bps=per_s(deltas["write"]),
-        net_rx_bps=per_s(deltas["rx"]), net_tx_bps=per_s(deltas["tx"]), pids=a.pids)
+        instance=instance.name,
+        service=instance.service,
+        timestamp=after.wall,
+        interval_s=interval,
+        cpu_cores=per_s(deltas["cpu"], 1e-9),
+        cpu_throttled_ratio=throttled_ratio,
+        cpu_throttled_s_per_s=per_s(deltas["throttled_ns"], 1e-9),
+        memory_bytes=a.memory_bytes,
+        disk_read_bps=per_s(deltas["read"]),
+        disk_write_bps=per_s(deltas["write"]),
+        net_rx_bps=per_s(deltas["rx"]),
+        net_tx_bps=per_s(deltas["tx"]),
+        pids=a.pids,
+    )

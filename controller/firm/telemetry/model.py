@@ -44,21 +44,27 @@ class Instance:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or self.name in RESERVED_NAMES:
-            raise InstanceError(f"instance name {self.name!r} is not usable",
-                                fix="use letters, digits, '.', '_', '@' and '-', not starting with a symbol, "
-                                    f"and none of {sorted(RESERVED_NAMES)}")
+            raise InstanceError(
+                f"instance name {self.name!r} is not usable",
+                fix="use letters, digits, '.', '_', '@' and '-', not starting with a symbol, "
+                f"and none of {sorted(RESERVED_NAMES)}",
+            )
         if not self.service:
             raise InstanceError(f"instance {self.name} has no service", fix="give the service it belongs to")
         path = self.cgroup_path.strip("/")
         if not path or ".." in path.split("/"):
-            raise InstanceError(f"cgroup_path {self.cgroup_path!r} of {self.name} is not a group below the root",
-                                fix="give the group's path relative to the hierarchy, e.g. firm/testbed/compose-post-0")
+            raise InstanceError(
+                f"cgroup_path {self.cgroup_path!r} of {self.name} is not a group below the root",
+                fix="give the group's path relative to the hierarchy, e.g. firm/testbed/compose-post-0",
+            )
         object.__setattr__(self, "cgroup_path", path)
         for attr in ("interface", "namespace"):
             value = getattr(self, attr)
             if value is not None and (not value or "/" in value or value in (".", "..")):
-                raise InstanceError(f"{attr} {value!r} of {self.name} is not a name",
-                                    fix=f"give the {attr}'s name, e.g. veth0, or leave it unset")
+                raise InstanceError(
+                    f"{attr} {value!r} of {self.name} is not a name",
+                    fix=f"give the {attr}'s name, e.g. veth0, or leave it unset",
+                )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,10 @@ def read_host_interface(interface: str, sysfs_root: str = "/sys") -> tuple[int, 
     """(rx, tx) bytes of the *instance* behind the host-side veth ``interface``."""
     base = os.path.join(sysfs_root, "class", "net", interface, "statistics")
     try:
-        with open(os.path.join(base, "rx_bytes"), "rb") as rx, open(os.path.join(base, "tx_bytes"), "rb") as tx:
+        with (
+            open(os.path.join(base, "rx_bytes"), "rb") as rx,
+            open(os.path.join(base, "tx_bytes"), "rb") as tx,
+        ):
             host_rx, host_tx = int(rx.read()), int(tx.read())
     except (FileNotFoundError, ValueError) as exc:
         raise NetUnavailableError(f"interface {interface} does not exist") from exc
@@ -73,8 +76,15 @@ def parse_ip_link_json(text: str, interface: str | None) -> tuple[int, int]:
 class NamespaceReader:
     """Reads one namespace's counters, through a process in it when one is known."""
 
-    def __init__(self, namespace: str, interface: str | None, *, netns_dir: str = "/run/netns",
-                 proc_root: str = "/proc", ip_command: str = "ip") -> None:
+    def __init__(
+        self,
+        namespace: str,
+        interface: str | None,
+        *,
+        netns_dir: str = "/run/netns",
+        proc_root: str = "/proc",
+        ip_command: str = "ip",
+    ) -> None:
         self.namespace = namespace
         self.interface = interface
         self.netns_dir = netns_dir
@@ -118,8 +128,9 @@ class NamespaceReader:
             argv += ["dev", self.interface]
         self.subprocess_reads += 1
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False,
-                                  env=dict(os.environ, LC_ALL="C"))
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=5, check=False, env=dict(os.environ, LC_ALL="C")
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise NetUnavailableError(f"{' '.join(argv)} failed: {exc}") from exc
         if proc.returncode != 0:

@@ -57,9 +57,15 @@ class RedisTelemetrySink:
     instances together) bounds what waits in memory while Redis does not answer.
     """
 
-    def __init__(self, target: redis.Redis | str, *, retention: int = DEFAULT_RETENTION,
-                 prefix: str = DEFAULT_PREFIX, ttl_s: int | None = 2 * DEFAULT_RETENTION,
-                 backlog: int = DEFAULT_BACKLOG) -> None:
+    def __init__(
+        self,
+        target: redis.Redis | str,
+        *,
+        retention: int = DEFAULT_RETENTION,
+        prefix: str = DEFAULT_PREFIX,
+        ttl_s: int | None = 2 * DEFAULT_RETENTION,
+        backlog: int = DEFAULT_BACKLOG,
+    ) -> None:
         if retention < 1:
             raise ValueError("retention must be at least one sample")
         self.client = _client(target)
@@ -80,14 +86,20 @@ class RedisTelemetrySink:
         if not samples and not len(self.pending):
             return
         if self.pending.add(samples) and not self._outage:
-            log.warning("telemetry: more than %d samples waited for Redis; the oldest are dropped", self.pending.limit)
+            log.warning(
+                "telemetry: more than %d samples waited for Redis; the oldest are dropped", self.pending.limit
+            )
         done = self.pending.flush(self._write, retry_on=(redis.RedisError,))
         if not done and not self._outage:
-            log.warning("telemetry: Redis does not answer; %d samples wait and are resent when it does",
-                        len(self.pending))
+            log.warning(
+                "telemetry: Redis does not answer; %d samples wait and are resent when it does",
+                len(self.pending),
+            )
         elif done and self._outage:
-            log.warning("telemetry: Redis answers again; the waiting samples were written (%d dropped so far)",
-                        self.pending.dropped)
+            log.warning(
+                "telemetry: Redis answers again; the waiting samples were written (%d dropped so far)",
+                self.pending.dropped,
+            )
         if not done:
             self._expiry_set.clear()  # a restarted Redis lost the streams' expiry with them: set it anew
         self._outage = not done

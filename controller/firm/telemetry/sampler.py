@@ -52,10 +52,18 @@ class SamplerStats:
 class Sampler:
     """Samples ``instances`` every ``interval_s`` seconds into ``sinks``."""
 
-    def __init__(self, instances: Iterable[Instance] = (), *, sinks: Sequence[TelemetrySink] = (),
-                 collector: LocalCollector | None = None, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        instances: Iterable[Instance] = (),
+        *,
+        sinks: Sequence[TelemetrySink] = (),
+        collector: LocalCollector | None = None,
+        interval_s: float = 1.0,
+    ) -> None:
         if interval_s <= 0:
-            raise TelemetryError(f"interval_s {interval_s!r} is not positive", fix="give seconds above 0, e.g. 1")
+            raise TelemetryError(
+                f"interval_s {interval_s!r} is not positive", fix="give seconds above 0, e.g. 1"
+            )
         self.interval_s = interval_s
         self.sinks = list(sinks)
         self.collector = collector or LocalCollector()
@@ -116,8 +124,12 @@ class Sampler:
                 with self._lock:
                     self._sink_errors += 1
                     first = self._sink_errors == 1
-                log.log(logging.WARNING if first else logging.DEBUG, "%s could not store samples: %s",
-                        type(sink).__name__, exc)
+                log.log(
+                    logging.WARNING if first else logging.DEBUG,
+                    "%s could not store samples: %s",
+                    type(sink).__name__,
+                    exc,
+                )
         with self._lock:
             self._rounds += 1
             self._readings += len(instances)
@@ -127,8 +139,9 @@ class Sampler:
 
     def stats(self) -> SamplerStats:
         with self._lock:
-            return SamplerStats(self._rounds, self._samples, self._skipped, self._sink_errors, self._cpu_s,
-                                self._readings)
+            return SamplerStats(
+                self._rounds, self._samples, self._skipped, self._sink_errors, self._cpu_s, self._readings
+            )
 
     def start(self) -> None:
         """Sample in a background thread until :meth:`stop`."""
@@ -155,8 +168,9 @@ class Sampler:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def _run(self) -> None:

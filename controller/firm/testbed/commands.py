@@ -64,8 +64,11 @@ def up_command(config_path: str | None, redis_url: str | None, as_json: bool) ->
     state = lifecycle.read_state(config)
     frontend = state.frontend if state else None
     if as_json:
-        click.echo(json.dumps({"changed": changed, "frontend": frontend,
-                               "instances": len(state.instances) if state else 0}))
+        click.echo(
+            json.dumps(
+                {"changed": changed, "frontend": frontend, "instances": len(state.instances) if state else 0}
+            )
+        )
     else:
         click.echo(f"testbed {'up' if changed else 'already up'}: frontend at {frontend}")
 
@@ -96,15 +99,34 @@ def status_command(config_path: str | None, as_json: bool) -> None:
         click.echo(json.dumps({"frontend": state.frontend, "instances": rows}, indent=2))
         return
     table = Table(title=f"firm testbed: frontend {state.frontend}; latency of the last {LATENCY_WINDOW_S} s")
-    for column in ("instance", "running", "answers ms", "requests", "p50 ms", "p99 ms", "CPUs", "CPU quota",
-                   "weight", "memory max", "CPU used"):
+    for column in (
+        "instance",
+        "running",
+        "answers ms",
+        "requests",
+        "p50 ms",
+        "p99 ms",
+        "CPUs",
+        "CPU quota",
+        "weight",
+        "memory max",
+        "CPU used",
+    ):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(row["name"], "yes" if row["running"] else "[red]no[/red]",
-                      f"{row['health_ms']:.1f}" if row["health_ms"] is not None else "-",
-                      str(row["requests"]), _ms(row["p50_ms"]), _ms(row["p99_ms"]),
-                      row["cpus"], row["cpu_quota"], str(row["cpu_weight"]), row["memory_max"],
-                      f"{row['cpu_used_cores']:.2f}")
+        table.add_row(
+            row["name"],
+            "yes" if row["running"] else "[red]no[/red]",
+            f"{row['health_ms']:.1f}" if row["health_ms"] is not None else "-",
+            str(row["requests"]),
+            _ms(row["p50_ms"]),
+            _ms(row["p99_ms"]),
+            row["cpus"],
+            row["cpu_quota"],
+            str(row["cpu_weight"]),
+            row["memory_max"],
+            f"{row['cpu_used_cores']:.2f}",
+        )
     Console().print(table)
 
 
@@ -131,29 +153,38 @@ async def _instance_rows(config: testbed_config.TestbedConfig, state: TestbedSta
     instances = {i.name: i for i in lifecycle.state_instances(state)}  # scaled-out instances too
     before = {e["name"]: _cpu_ns(layout, e["cgroup"]) for e in state.instances}
     started = time.monotonic()
-    health = {name: await lifecycle.health(config, instance) if name != "redis" else None
-              for name, instance in instances.items()}
+    health = {
+        name: await lifecycle.health(config, instance) if name != "redis" else None
+        for name, instance in instances.items()
+    }
     served = _server_latencies(state)
     await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
     elapsed = time.monotonic() - started
     rows = []
     for entry in state.instances:
         group = cgroup.group_at(layout, entry["cgroup"])
-        limits = cgroup.read_settings(group, cgroup.CgroupSettings(cpu_quota_us=-1, cpu_weight=100, cpuset_cpus="0",
-                                                                   memory_max=-1))
+        limits = cgroup.read_settings(
+            group, cgroup.CgroupSettings(cpu_quota_us=-1, cpu_weight=100, cpuset_cpus="0", memory_max=-1)
+        )
         quota = int(limits["cpu_quota_us"])  # type: ignore[call-overload]
         memory = int(limits["memory_max"])  # type: ignore[call-overload]
-        rows.append({
-            "name": entry["name"], "service": entry["service"], "address": entry["address"],
-            "running": bool(entry.get("process")) and ProcessRef(**entry["process"]).alive(),
-            "health_ms": health.get(entry["name"]), "requests": len(served.get(entry["name"], [])),
-            "p50_ms": percentile(served.get(entry["name"], []), 50), "p99_ms": percentile(served.get(entry["name"], []), 99),
-            "cpus": limits["cpuset_cpus"],
-            "cpu_quota": "unlimited" if quota < 0 else f"{quota / int(limits['cpu_period_us']):.2f} CPU",  # type: ignore[call-overload]
-            "cpu_weight": limits["cpu_weight"],
-            "memory_max": "unlimited" if memory < 0 else f"{memory >> 20} MiB",
-            "cpu_used_cores": (_cpu_ns(layout, entry["cgroup"]) - before[entry["name"]]) / 1e9 / elapsed,
-        })
+        rows.append(
+            {
+                "name": entry["name"],
+                "service": entry["service"],
+                "address": entry["address"],
+                "running": bool(entry.get("process")) and ProcessRef(**entry["process"]).alive(),
+                "health_ms": health.get(entry["name"]),
+                "requests": len(served.get(entry["name"], [])),
+                "p50_ms": percentile(served.get(entry["name"], []), 50),
+                "p99_ms": percentile(served.get(entry["name"], []), 99),
+                "cpus": limits["cpuset_cpus"],
+                "cpu_quota": "unlimited" if quota < 0 else f"{quota / int(limits['cpu_period_us']):.2f} CPU",  # type: ignore[call-overload]
+                "cpu_weight": limits["cpu_weight"],
+                "memory_max": "unlimited" if memory < 0 else f"{memory >> 20} MiB",
+                "cpu_used_cores": (_cpu_ns(layout, entry["cgroup"]) - before[entry["name"]]) / 1e9 / elapsed,
+            }
+        )
     return rows
 
 
@@ -163,8 +194,13 @@ def _cpu_ns(layout: cgroup.Layout, path: str) -> int:
 
 @testbed.command("scale")
 @click.argument("service")
-@click.option("--replicas", "count", required=True, type=click.IntRange(1, 8),
-              help="Instances SERVICE should run (1 to its max_instances).")
+@click.option(
+    "--replicas",
+    "count",
+    required=True,
+    type=click.IntRange(1, 8),
+    help="Instances SERVICE should run (1 to its max_instances).",
+)
 @config_option
 @json_option("Print the result as JSON.")
 def scale_command(service: str, count: int, config_path: str | None, as_json: bool) -> None:
@@ -182,8 +218,10 @@ def scale_command(service: str, count: int, config_path: str | None, as_json: bo
         current = scale.replicas(config, service)
         most = scale.max_replicas(config.service(service))
         if count > most:
-            raise click.ClickException(f"--replicas {count} is above services.{service}.max_instances ({most}); "
-                                       "ask for fewer or raise max_instances in the testbed configuration")
+            raise click.ClickException(
+                f"--replicas {count} is above services.{service}.max_instances ({most}); "
+                "ask for fewer or raise max_instances in the testbed configuration"
+            )
         while len(current) < count:
             added.append(scale.scale_out(config, service, progress=say).name)
             current = scale.replicas(config, service)
@@ -191,20 +229,38 @@ def scale_command(service: str, count: int, config_path: str | None, as_json: bo
             removed.append(scale.scale_in(config, service, progress=say))
             current = scale.replicas(config, service)
     except FirmError as exc:
-        done = f" (after adding {', '.join(added)})" if added else f" (after removing {', '.join(removed)})" \
-            if removed else ""
+        done = (
+            f" (after adding {', '.join(added)})"
+            if added
+            else f" (after removing {', '.join(removed)})"
+            if removed
+            else ""
+        )
         raise click.ClickException(f"{exc}{done}") from exc
     if as_json:
-        click.echo(json.dumps({"service": service, "changed": bool(added or removed), "replicas": current,
-                               "added": added, "removed": removed}))
+        click.echo(
+            json.dumps(
+                {
+                    "service": service,
+                    "changed": bool(added or removed),
+                    "replicas": current,
+                    "added": added,
+                    "removed": removed,
+                }
+            )
+        )
     else:
-        click.echo(f"{service}: {len(current)} instance{'s' if len(current) != 1 else ''} ({', '.join(current)})")
+        click.echo(
+            f"{service}: {len(current)} instance{'s' if len(current) != 1 else ''} ({', '.join(current)})"
+        )
 
 
 @testbed.command("traces")
 @config_option
 @click.option("--last", "window", default="60s", show_default=True, help="How far back, e.g. 30s, 5m.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="File to write (default: stdout).")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, writable=True), help="File to write (default: stdout)."
+)
 def traces_command(config_path: str | None, window: str, output: str | None) -> None:
     """Export the recent traces as Jaeger JSON (readable by Jaeger UI and `firm critical-path`)."""
     try:
@@ -212,7 +268,9 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
     except ValueError as exc:
         raise click.BadParameter(f"{exc}", param_hint="--last") from exc
     if span_us <= 0:
-        raise click.BadParameter(f"{window!r} is not a positive duration; give e.g. 30s or 5m", param_hint="--last")
+        raise click.BadParameter(
+            f"{window!r} is not a positive duration; give e.g. 30s or 5m", param_hint="--last"
+        )
     config = _load(config_path)
     state = lifecycle.read_state(config)
     if state is None:
@@ -223,7 +281,8 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
     except redis.RedisError as exc:
         raise click.ClickException(
             f"cannot read the trace store at {state.redis_address}: {exc}. Fix: check the testbed with "
-            "`firm testbed status`, or restart it (`firm testbed down` then `firm testbed up`)") from exc
+            "`firm testbed status`, or restart it (`firm testbed down` then `firm testbed up`)"
+        ) from exc
     text = json.dumps(jaeger_document(traces))
     if output:
         Path(output).write_text(text)
@@ -234,28 +293,73 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
 
 @testbed.command("run")
 @config_option
-@click.option("--duration", default=90.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=86400),
-              help="Seconds of load.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True, max=MAX_RATE_RPS),
-              help="Requests per second (default: the configuration's rate_rps).")
-@click.option("--anomaly", "kind", default="cpu", show_default=True,
-              type=click.Choice(["none", *anomaly.kind_names(portable=True)]),
-              help="The contention to inject once.")
-@click.option("--target", default="compose-post", show_default=True, help="Service (or instance) it lands beside.")
+@click.option(
+    "--duration",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    help="Seconds of load.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_RATE_RPS),
+    help="Requests per second (default: the configuration's rate_rps).",
+)
+@click.option(
+    "--anomaly",
+    "kind",
+    default="cpu",
+    show_default=True,
+    type=click.Choice(["none", *anomaly.kind_names(portable=True)]),
+    help="The contention to inject once.",
+)
+@click.option(
+    "--target", default="compose-post", show_default=True, help="Service (or instance) it lands beside."
+)
 @click.option("--intensity", default=60, show_default=True, type=click.IntRange(0, 100))
-@click.option("--anomaly-at", default=30.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds into the load it starts.")
-@click.option("--anomaly-for", default=30, show_default=True, type=click.IntRange(1, 3600), help="Seconds it lasts.")
-@click.option("--link-rate", default="100mbit", show_default=True, help="Capacity network_bandwidth takes a share of.")
+@click.option(
+    "--anomaly-at",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds into the load it starts.",
+)
+@click.option(
+    "--anomaly-for", default=30, show_default=True, type=click.IntRange(1, 3600), help="Seconds it lasts."
+)
+@click.option(
+    "--link-rate", default="100mbit", show_default=True, help="Capacity network_bandwidth takes a share of."
+)
 @click.option("--seed", default=1, show_default=True)
-@redis_url_option("firm's Redis, for the requests and latency windows ('' for none).", default=DEFAULT_REDIS_URL,
-                  envvar="FIRM_REDIS_URL", show_default=True)
-@click.option("--keep", is_flag=True,
-              help="Leave the testbed up at the end (by default it is taken down again if this command started it).")
-@click.option("--report", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON here.")
-def run_command(config_path: str | None, duration: float, rate: float | None, kind: str, target: str, intensity: int,
-                anomaly_at: float, anomaly_for: int, link_rate: str, seed: int, redis_url: str, keep: bool,
-                report: str | None) -> None:
+@redis_url_option(
+    "firm's Redis, for the requests and latency windows ('' for none).",
+    default=DEFAULT_REDIS_URL,
+    envvar="FIRM_REDIS_URL",
+    show_default=True,
+)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the testbed up at the end (by default it is taken down again if this command started it).",
+)
+@click.option(
+    "--report", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON here."
+)
+def run_command(
+    config_path: str | None,
+    duration: float,
+    rate: float | None,
+    kind: str,
+    target: str,
+    intensity: int,
+    anomaly_at: float,
+    anomaly_for: int,
+    link_rate: str,
+    seed: int,
+    redis_url: str,
+    keep: bool,
+    report: str | None,
+) -> None:
     """Bring the testbed up, load it with one scheduled anomaly, show live p99 against the SLO."""
     config = _load(config_path)
     console = Console(stderr=True)
@@ -263,12 +367,16 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
     def say(message: str) -> None:
         console.print(f"  {message}")
 
-    anomaly_plan = None if kind == "none" else experiment.AnomalyPlan(
-        kind, target, intensity, anomaly_at, anomaly_for, link_rate)
+    anomaly_plan = (
+        None
+        if kind == "none"
+        else experiment.AnomalyPlan(kind, target, intensity, anomaly_at, anomaly_for, link_rate)
+    )
     if anomaly_plan is not None:  # every option is checked before anything is built
         if anomaly_at >= duration:
-            raise click.BadParameter(f"{anomaly_at:g} s is not within the {duration:g} s of load",
-                                     param_hint="--anomaly-at")
+            raise click.BadParameter(
+                f"{anomaly_at:g} s is not within the {duration:g} s of load", param_hint="--anomaly-at"
+            )
         try:
             experiment.anomaly_spec(config, anomaly_plan)
         except FirmError as exc:
@@ -279,7 +387,9 @@ def run_command(config_path: str | None, duration: float, rate: float | None, ki
         lifecycle.up(config, say)
         live = LiveView(config, plan)
         with Live(live.render(), console=console, refresh_per_second=2) as screen:
-            result = experiment.run(config, plan, on_window=lambda batch: screen.update(live.add(batch)), progress=say)
+            result = experiment.run(
+                config, plan, on_window=lambda batch: screen.update(live.add(batch)), progress=say
+            )
     except (FirmError, OSError, subprocess.SubprocessError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
@@ -337,14 +447,27 @@ class LiveView:
     def render(self) -> Table:
         elapsed = time.time() - self.started
         table = Table(title=f"{elapsed:.0f} / {self.plan.duration_s:.0f} s   {self._anomaly_state(elapsed)}")
-        for column in ("request type", f"requests in {self.window_s:g} s", "p50 ms", "p99 ms", "SLO ms", "",
-                       "windows over SLO"):
+        for column in (
+            "request type",
+            f"requests in {self.window_s:g} s",
+            "p50 ms",
+            "p99 ms",
+            "SLO ms",
+            "",
+            "windows over SLO",
+        ):
             table.add_column(column, justify="right")
         for name, window in sorted(self.last.items()):
             over = window.violated
-            table.add_row(name, str(window.count), _ms(window.p50_ms), _ms(window.p99_ms), _ms(window.slo_ms),
-                          "[red]over[/red]" if over else "[green]ok[/green]",
-                          f"{self.violated.get(name, 0)} / {self.windows.get(name, 0)}")
+            table.add_row(
+                name,
+                str(window.count),
+                _ms(window.p50_ms),
+                _ms(window.p99_ms),
+                _ms(window.slo_ms),
+                "[red]over[/red]" if over else "[green]ok[/green]",
+                f"{self.violated.get(name, 0)} / {self.windows.get(name, 0)}",
+            )
         return table
 
 
@@ -354,14 +477,24 @@ def _ms(value: float | None) -> str:
 
 def summary_table(result: experiment.RunReport, config: testbed_config.TestbedConfig) -> Table:
     summary = result.summary
-    table = Table(title=f"{summary.overall.succeeded} of {summary.overall.sent} requests succeeded; "
-                        f"the testbed used {result.testbed_cpu_cores:.2f} CPU cores")
+    table = Table(
+        title=f"{summary.overall.succeeded} of {summary.overall.sent} requests succeeded; "
+        f"the testbed used {result.testbed_cpu_cores:.2f} CPU cores"
+    )
     for column in ("phase", "request type", "requests", "p50 ms", "p99 ms", "SLO ms", "", "windows over SLO"):
         table.add_column(column, justify="right")
     for phase_name in ("run", "before", "during", "after"):
         for type_name in sorted(result.phases.get(phase_name, {})):
             data = result.phase(phase_name, type_name)
             verdict = {True: "[green]met[/green]", False: "[red]missed[/red]", None: ""}[data["meets_slo"]]
-            table.add_row(phase_name, type_name, str(data["requests"]), _ms(data["p50_ms"]), _ms(data["p99_ms"]),
-                          _ms(data["slo_ms"]), verdict, f"{data['violated_windows']} / {data['windows']}")
+            table.add_row(
+                phase_name,
+                type_name,
+                str(data["requests"]),
+                _ms(data["p50_ms"]),
+                _ms(data["p99_ms"]),
+                _ms(data["slo_ms"]),
+                verdict,
+                f"{data['violated_windows']} / {data['windows']}",
+            )
     return table

@@ -27,7 +27,9 @@ class ConfigError(FirmError, ValueError):
 
 def _quota(value: int) -> int:
     if value != -1 and value < cgroup.CPU_QUOTA_MIN_US:
-        raise ValueError(f"use -1 for unlimited or at least {cgroup.CPU_QUOTA_MIN_US} us (1 ms of each 100 ms)")
+        raise ValueError(
+            f"use -1 for unlimited or at least {cgroup.CPU_QUOTA_MIN_US} us (1 ms of each 100 ms)"
+        )
     return value
 
 
@@ -82,7 +84,8 @@ _FIXES = {
     "telemetry_interval_s": "give seconds above 0, e.g. 1",
     "slo_window_s": "give seconds above 0, e.g. 5",
     "cpus": "give CPUs in the kernel's list format, e.g. 0, 1 or 0-1",
-    "instances": "give 1 to 8", "max_instances": "give 1 to 8",
+    "instances": "give 1 to 8",
+    "max_instances": "give 1 to 8",
     "sampling": "give a share in (0, 1], e.g. 1.0 to trace every request",
     "mix": "give a non-negative weight per request type, e.g. compose: 10, home: 60, user: 30",
     "slo_ms": "give a p99 objective in milliseconds above 0 per request type",
@@ -169,8 +172,13 @@ class TestbedConfig:
     """Share of requests traced (1.0: every request)."""
     span_retention: Annotated[int, Strict(), Field(ge=1000)] = 300000
     """Spans kept in the trace store (about five minutes at the default load)."""
-    slo_ms: _Slos = field(default_factory=lambda: {
-        "compose-post": 250.0, "read-home-timeline": 120.0, "read-user-timeline": 120.0})
+    slo_ms: _Slos = field(
+        default_factory=lambda: {
+            "compose-post": 250.0,
+            "read-home-timeline": 120.0,
+            "read-user-timeline": 120.0,
+        }
+    )
     """SLO per request type (compose-post, read-home-timeline, read-user-timeline): p99 latency, ms."""
     telemetry_redis: str = "redis://127.0.0.1:6379/0"
     """firm's Redis, where the telemetry sampler writes ``firm:telemetry:<instance>`` (empty: no sampler)."""
@@ -183,8 +191,9 @@ class TestbedConfig:
     scale-in for every caller to stop routing to an instance and for its requests under way to end."""
     rate_rps: _Rate = 40.0
     """Default load, requests per second."""
-    mix: _Weights = field(default_factory=lambda: {
-        "compose-post": 10.0, "read-home-timeline": 60.0, "read-user-timeline": 30.0})
+    mix: _Weights = field(
+        default_factory=lambda: {"compose-post": 10.0, "read-home-timeline": 60.0, "read-user-timeline": 30.0}
+    )
     """Default request mix, weights per request type (DeathStarBench's 10/60/30)."""
 
     @property
@@ -200,15 +209,26 @@ class TestbedConfig:
         result = []
         for index, (spec, number) in enumerate(specs):
             name = spec.name if spec is self.redis else f"{spec.name}-{number}"
-            result.append(Instance(spec.name, name, str(self.network.network_address + 2 + index),
-                                   self.namespace_prefix + name, f"{self.cgroup_parent}/{name}", f"{self.veth_prefix}{index}", spec))
+            result.append(
+                Instance(
+                    spec.name,
+                    name,
+                    str(self.network.network_address + 2 + index),
+                    self.namespace_prefix + name,
+                    f"{self.cgroup_parent}/{name}",
+                    f"{self.veth_prefix}{index}",
+                    spec,
+                )
+            )
         return result
 
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:
             if spec.name == name:
                 return spec
-        raise ConfigError(f"no service named {name!r}; the services are {', '.join(s.name for s in self.services)}")
+        raise ConfigError(
+            f"no service named {name!r}; the services are {', '.join(s.name for s in self.services)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -242,20 +262,26 @@ def _apply(config: TestbedConfig, data: Mapping[str, Any], source: str) -> Testb
     known = {f.name for f in fields(TestbedConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown settings {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{source}: unknown settings {', '.join(unknown)}; the settings are {', '.join(sorted(known))}"
+        )
     changes = {k: v for k, v in data.items() if k != "services"}
     if "redis" in changes:
         changes["redis"] = _service(config.redis, changes["redis"], f"{source}: redis")
     for key in ("slo_ms", "mix"):
         if key in changes:
-            changes[key] = {**getattr(config, key), **{_request_type(k, f"{source}: {key}"): v
-                                                       for k, v in changes[key].items()}}
+            changes[key] = {
+                **getattr(config, key),
+                **{_request_type(k, f"{source}: {key}"): v for k, v in changes[key].items()},
+            }
     services = config.services
     if "services" in data:
         by_name = {s.name: s for s in services}
         for name, overrides in (data["services"] or {}).items():
             if name not in by_name:
-                raise ConfigError(f"{source}: no service named {name!r}; the services are {', '.join(by_name)}")
+                raise ConfigError(
+                    f"{source}: no service named {name!r}; the services are {', '.join(by_name)}"
+                )
             by_name[name] = _service(by_name[name], overrides, f"{source}: services.{name}")
         services = tuple(by_name[s.name] for s in services)
     return replace(config, services=services, **changes)
@@ -285,12 +311,19 @@ def _schema_checked(config: TestbedConfig) -> TestbedConfig:
         checked: TestbedConfig = _SCHEMA.validate_python(raw)
     except ValidationError as exc:
         raise ConfigError(_schema_message(exc, config), fix=_schema_fix(exc)) from None
-    return replace(checked, services=tuple(checked.services), slo_ms=dict(checked.slo_ms), mix=dict(checked.mix))
+    return replace(
+        checked, services=tuple(checked.services), slo_ms=dict(checked.slo_ms), mix=dict(checked.mix)
+    )
 
 
 def _where(loc: tuple[int | str, ...], config: TestbedConfig) -> str:
     parts = list(loc)
-    if len(parts) > 1 and parts[0] == "services" and isinstance(parts[1], int) and parts[1] < len(config.services):
+    if (
+        len(parts) > 1
+        and parts[0] == "services"
+        and isinstance(parts[1], int)
+        and parts[1] < len(config.services)
+    ):
         parts[1] = config.services[parts[1]].name
     return ".".join(str(p) for p in parts if not str(p).startswith("function-"))
 
@@ -325,7 +358,9 @@ def validate(config: TestbedConfig) -> TestbedConfig:
     if network.num_addresses - 2 < needed:
         raise ConfigError(f"subnet {config.subnet} has too few addresses for {needed} instances; use a /24")
     if len(config.veth_prefix) > 12 or not config.veth_prefix.isalnum():
-        raise ConfigError(f"veth_prefix {config.veth_prefix!r} must be letters and digits, at most 12 of them")
+        raise ConfigError(
+            f"veth_prefix {config.veth_prefix!r} must be letters and digits, at most 12 of them"
+        )
     for spec in (config.redis, *config.services):
         if not 1 <= spec.instances <= 8:
             raise ConfigError(f"services.{spec.name}.instances is {spec.instances}; use 1 to 8")
@@ -343,8 +378,9 @@ def validate(config: TestbedConfig) -> TestbedConfig:
     if config.users < config.friends_per_user + 1:
         raise ConfigError(f"users ({config.users}) must exceed friends_per_user ({config.friends_per_user})")
     if not any(config.mix.values()):
-        raise ConfigError("mix gives every request type a weight of 0, so no request would be sent",
-                          fix=_FIXES["mix"])
+        raise ConfigError(
+            "mix gives every request type a weight of 0, so no request would be sent", fix=_FIXES["mix"]
+        )
     return config
 
 

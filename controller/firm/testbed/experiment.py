@@ -76,10 +76,16 @@ class Phase:
 
     def as_dict(self, slo_ms: float | None = None) -> dict[str, Any]:
         p99 = percentile(self.latencies_ms, 99) if self.latencies_ms else None
-        return {"requests": len(self.latencies_ms) + self.failed, "failed": self.failed,
-                "p50_ms": percentile(self.latencies_ms, 50) if self.latencies_ms else None, "p99_ms": p99,
-                "slo_ms": slo_ms, "meets_slo": None if slo_ms is None or p99 is None else p99 <= slo_ms,
-                "windows": self.windows, "violated_windows": self.violated}
+        return {
+            "requests": len(self.latencies_ms) + self.failed,
+            "failed": self.failed,
+            "p50_ms": percentile(self.latencies_ms, 50) if self.latencies_ms else None,
+            "p99_ms": p99,
+            "slo_ms": slo_ms,
+            "meets_slo": None if slo_ms is None or p99 is None else p99 <= slo_ms,
+            "windows": self.windows,
+            "violated_windows": self.violated,
+        }
 
 
 class Collector:
@@ -95,7 +101,9 @@ class Collector:
             self.inner.submit(records, windows)
 
     def close(self, timeout_s: float = 10.0) -> SinkStats:
-        return self.inner.close(timeout_s) if self.inner is not None else SinkStats(len(self.records), 0, 0, 0)
+        return (
+            self.inner.close(timeout_s) if self.inner is not None else SinkStats(len(self.records), 0, 0, 0)
+        )
 
 
 @dataclass
@@ -113,16 +121,27 @@ class RunReport:
         return self.phases.get(name, {}).get(request_type, Phase()).as_dict(self.slo_ms.get(request_type))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary.as_dict(), "testbed_cpu_cores": self.testbed_cpu_cores,
-                "anomaly": self.anomaly, "phases": {name: {t: self.phase(name, t) for t in types}
-                                                    for name, types in self.phases.items()}}
+        return {
+            "summary": self.summary.as_dict(),
+            "testbed_cpu_cores": self.testbed_cpu_cores,
+            "anomaly": self.anomaly,
+            "phases": {name: {t: self.phase(name, t) for t in types} for name, types in self.phases.items()},
+        }
 
 
 def load_spec(config: TestbedConfig, plan: RunPlan, url: str) -> LoadSpec:
     mix = Mix.from_weights({RequestType.parse(k): v for k, v in config.mix.items()})
     slos = tuple(Slo(RequestType.parse(k), v) for k, v in config.slo_ms.items())
-    return LoadSpec(url, ConstantRate(plan.rate_rps or config.rate_rps), duration_s=plan.duration_s, mix=mix,
-                    slos=slos, users=config.users, seed=plan.seed, window_s=config.slo_window_s)
+    return LoadSpec(
+        url,
+        ConstantRate(plan.rate_rps or config.rate_rps),
+        duration_s=plan.duration_s,
+        mix=mix,
+        slos=slos,
+        users=config.users,
+        seed=plan.seed,
+        window_s=config.slo_window_s,
+    )
 
 
 def _instance(config: TestbedConfig, name: str) -> Instance:
@@ -139,16 +158,26 @@ def anomaly_spec(config: TestbedConfig, plan: AnomalyPlan) -> anomaly.AnomalySpe
     labels = {"experiment": "testbed", "service": instance.service, "instance": instance.name}
     if plan.kind in NODE_KINDS:
         target = anomaly.Target(cgroup=instance.cgroup)
-        return anomaly.AnomalySpec(f"testbed-{plan.kind}", plan.kind, plan.intensity, plan.duration_s, target,
-                                   labels=labels)
+        return anomaly.AnomalySpec(
+            f"testbed-{plan.kind}", plan.kind, plan.intensity, plan.duration_s, target, labels=labels
+        )
     target = anomaly.Target(namespace=instance.namespace, interface="eth0")
-    return anomaly.AnomalySpec(f"testbed-{plan.kind}", plan.kind, plan.intensity, plan.duration_s, target,
-                               tc.parse_rate(plan.link_rate, "link_rate"), labels=labels)
+    return anomaly.AnomalySpec(
+        f"testbed-{plan.kind}",
+        plan.kind,
+        plan.intensity,
+        plan.duration_s,
+        target,
+        tc.parse_rate(plan.link_rate, "link_rate"),
+        labels=labels,
+    )
 
 
 def anomaly_environment(config: TestbedConfig) -> anomaly.Environment:
-    return anomaly.Environment(state_dir=os.path.join(config.state_dir, "anomalies"),
-                               sysbench_dir=os.path.join(config.data_dir, "sysbench"))
+    return anomaly.Environment(
+        state_dir=os.path.join(config.state_dir, "anomalies"),
+        sysbench_dir=os.path.join(config.data_dir, "sysbench"),
+    )
 
 
 def testbed_cpu_ns(config: TestbedConfig) -> int:
@@ -158,20 +187,30 @@ def testbed_cpu_ns(config: TestbedConfig) -> int:
     return cgroup.read_stats(cgroup.group_at(layout, config.cgroup_parent)).cpu_usage_ns or 0
 
 
-def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[WindowStats]], object] | None = None,
-        progress: Callable[[str], None] = lambda message: None) -> RunReport:
+def run(
+    config: TestbedConfig,
+    plan: RunPlan,
+    on_window: Callable[[Sequence[WindowStats]], object] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> RunReport:
     """Load the testbed (which must be up) for ``plan.duration_s`` with the planned anomaly."""
     if not 0 <= plan.warmup_s < plan.duration_s:
-        raise ExperimentError(f"a warm-up of {plan.warmup_s:g} s leaves nothing of the {plan.duration_s:g} s of "
-                              "load to measure", fix="load longer or shorten the warm-up")
+        raise ExperimentError(
+            f"a warm-up of {plan.warmup_s:g} s leaves nothing of the {plan.duration_s:g} s of "
+            "load to measure",
+            fix="load longer or shorten the warm-up",
+        )
     state = lifecycle.read_state(config)
     if state is None:
         raise ExperimentError("the testbed is not up", fix="start it with `firm testbed up`")
     env = anomaly_environment(config)
     spec = anomaly_spec(config, plan.anomaly) if plan.anomaly else None
     if plan.anomaly is not None and not 0 <= plan.anomaly.start_s < plan.duration_s:
-        raise ExperimentError(f"the anomaly would start {plan.anomaly.start_s:g} s in, outside the "
-                              f"{plan.duration_s:g} s of load", fix="start it earlier or load longer")
+        raise ExperimentError(
+            f"the anomaly would start {plan.anomaly.start_s:g} s in, outside the "
+            f"{plan.duration_s:g} s of load",
+            fix="start it earlier or load longer",
+        )
     if spec is not None:
         if spec.kind == "disk_io":
             prepare_sysbench(env.sysbench_files(), progress)
@@ -183,7 +222,9 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
         if on_window is not None:
             on_window(batch)
 
-    injector = Injector(spec, env, plan.anomaly, progress) if spec is not None and plan.anomaly is not None else None
+    injector = (
+        Injector(spec, env, plan.anomaly, progress) if spec is not None and plan.anomaly is not None else None
+    )
     collector = Collector(RedisSink(RedisOutput(plan.redis_url)) if plan.redis_url else None)
     cpu_before, started_at = testbed_cpu_ns(config), time.monotonic()
     if injector is not None:
@@ -194,8 +235,13 @@ def run(config: TestbedConfig, plan: RunPlan, on_window: Callable[[Sequence[Wind
     finally:
         record = injector.finish() if injector is not None else {}
     cores = (testbed_cpu_ns(config) - cpu_before) / 1e9 / (time.monotonic() - started_at)
-    grouped = phases(collector.records, windows, record or None, config.slo_window_s,
-                     measured_from=load_began + plan.warmup_s)
+    grouped = phases(
+        collector.records,
+        windows,
+        record or None,
+        config.slo_window_s,
+        measured_from=load_began + plan.warmup_s,
+    )
     return RunReport(summary, windows, grouped, cores, record or None, dict(config.slo_ms), collector.records)
 
 
@@ -206,8 +252,13 @@ class Injector:
     cgroup entry), which is only safe in a single-threaded process: the module gives it one.
     """
 
-    def __init__(self, spec: anomaly.AnomalySpec, env: anomaly.Environment, plan: AnomalyPlan,
-                 progress: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        spec: anomaly.AnomalySpec,
+        env: anomaly.Environment,
+        plan: AnomalyPlan,
+        progress: Callable[[str], None],
+    ) -> None:
         self.spec, self.env, self.progress, self.where = spec, env, progress, plan.instance
         self.started: dict[str, Any] = {}
         self.requested_at: float | None = None
@@ -221,17 +272,30 @@ class Injector:
     def _start(self) -> None:
         self.requested_at = time.time()
         spec, target = self.spec, self.spec.target
-        args = self._args(kind=spec.kind, intensity=spec.intensity, duration=spec.duration_s, labels=spec.labels,
-                          target_cgroup=target.cgroup, target_namespace=target.namespace,
-                          target_interface=target.interface, sysbench_dir=self.env.sysbench_dir,
-                          link_rate=str(spec.link_rate_bps) if spec.link_rate_bps else None)
+        args = self._args(
+            kind=spec.kind,
+            intensity=spec.intensity,
+            duration=spec.duration_s,
+            labels=spec.labels,
+            target_cgroup=target.cgroup,
+            target_namespace=target.namespace,
+            target_interface=target.interface,
+            sysbench_dir=self.env.sysbench_dir,
+            link_rate=str(spec.link_rate_bps) if spec.link_rate_bps else None,
+        )
         try:
-            result = run_module("firm.core.anomaly", {k: v for k, v in args.items() if v is not None})["localhost"]
+            result = run_module("firm.core.anomaly", {k: v for k, v in args.items() if v is not None})[
+                "localhost"
+            ]
             if result.failed:
-                raise ExperimentError(f"the anomaly did not start: {result.result.get('msg')}",
-                                      fix="check the anomaly's kind and intensity with `firm anomaly --help`")
+                raise ExperimentError(
+                    f"the anomaly did not start: {result.result.get('msg')}",
+                    fix="check the anomaly's kind and intensity with `firm anomaly --help`",
+                )
             self.started = {**result.result["anomaly"], "requested_at": self.requested_at}
-            self.progress(f"anomaly {spec.kind} at {spec.intensity} beside {self.where} for {spec.duration_s} s")
+            self.progress(
+                f"anomaly {spec.kind} at {spec.intensity} beside {self.where} for {spec.duration_s} s"
+            )
         except Exception as exc:
             self.error = exc
 
@@ -248,8 +312,9 @@ class Injector:
                 ended = next((h["ended_at"] for h in history if h["name"] == self.spec.name), None)
             self.started["ended_at"] = ended
         if self.error is not None:
-            raise ExperimentError(str(self.error), fix="see the error above; `firm testbed down` removes what "
-                                  "the run left") from self.error
+            raise ExperimentError(
+                str(self.error), fix="see the error above; `firm testbed down` removes what the run left"
+            ) from self.error
         return self.started
 
 
@@ -257,7 +322,9 @@ SETTLE_S = 2.0
 """Requests this close to the anomaly's start or end belong to no phase: queues fill and drain."""
 
 
-def phase_of(moment: float, record: dict[str, Any] | None, measured_from: float = float("-inf")) -> str | None:
+def phase_of(
+    moment: float, record: dict[str, Any] | None, measured_from: float = float("-inf")
+) -> str | None:
     """The phase of a request sent at ``moment`` (Unix seconds): ``run`` without an anomaly, else
     ``before``, ``during`` or ``after`` it; None for the warm-up (before ``measured_from``), for the
     seconds in which the injector was starting the anomaly (``requested_at`` to ``started_at`` of its
@@ -278,8 +345,13 @@ def phase_of(moment: float, record: dict[str, Any] | None, measured_from: float 
     return None
 
 
-def phases(records: Sequence[RequestRecord], windows: Sequence[WindowStats], record: dict[str, Any] | None,
-           window_s: float, measured_from: float = float("-inf")) -> dict[str, dict[str, Phase]]:
+def phases(
+    records: Sequence[RequestRecord],
+    windows: Sequence[WindowStats],
+    record: dict[str, Any] | None,
+    window_s: float,
+    measured_from: float = float("-inf"),
+) -> dict[str, dict[str, Phase]]:
     """Requests (by intended send time) and windows (by start) grouped into before, during and after
     (see ``phase_of``)."""
     result: dict[str, dict[str, Phase]] = {}
@@ -306,5 +378,10 @@ def prepare_sysbench(directory: str, progress: Callable[[str], None], size: str 
         return
     os.makedirs(directory, exist_ok=True)
     progress(f"preparing {size} of sysbench files in {directory}")
-    subprocess.run(["sysbench", "fileio", f"--file-total-size={size}", "--file-num=8", "prepare"], cwd=directory,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["sysbench", "fileio", f"--file-total-size={size}", "--file-num=8", "prepare"],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )

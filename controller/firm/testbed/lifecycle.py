@@ -95,8 +95,9 @@ def _preflight() -> None:
         raise TestbedError("the testbed needs root (network namespaces, cgroups)", fix="run it as root")
     for tool in ("ip", "redis-server"):
         if shutil.which(tool) is None:
-            raise TestbedError(f"{tool} is not installed",
-                               fix="run `make deps` (apt-get install iproute2 redis-server)")
+            raise TestbedError(
+                f"{tool} is not installed", fix="run `make deps` (apt-get install iproute2 redis-server)"
+            )
 
 
 def _build(config: TestbedConfig, progress: Progress) -> None:
@@ -112,14 +113,25 @@ def _build(config: TestbedConfig, progress: Progress) -> None:
     redis_instance, service_instances = instances[0], instances[1:]
     _write_layout(config, instances, {})
     progress("starting the application's Redis and loading the social graph")
-    started = {redis_instance.name: _start(config, layout, redis_instance, _redis_command(config, redis_instance))}
+    started = {
+        redis_instance.name: _start(config, layout, redis_instance, _redis_command(config, redis_instance))
+    }
     store = _wait_for_redis(config, redis_instance, started[redis_instance.name])
-    edges = graph.load(store, config.users, graph.friendships(config.users, config.friends_per_user, config.graph_seed))
+    edges = graph.load(
+        store, config.users, graph.friendships(config.users, config.friends_per_user, config.graph_seed)
+    )
     progress(f"social graph: {config.users} users, {edges} friendships")
     _write_peers(config, service_instances)
     for instance in service_instances:
-        command = [sys.executable, "-m", "firm.testbed.server", "--state-dir", config.state_dir,
-                   "--instance", instance.name]
+        command = [
+            sys.executable,
+            "-m",
+            "firm.testbed.server",
+            "--state-dir",
+            config.state_dir,
+            "--instance",
+            instance.name,
+        ]
         started[instance.name] = _start(config, layout, instance, command)
     progress(f"waiting for {len(service_instances)} service instances to answer")
     asyncio.run(_wait_healthy(config, service_instances, started))
@@ -133,8 +145,13 @@ def _build(config: TestbedConfig, progress: Progress) -> None:
 def _make_cgroup(layout: cgroup.Layout, instance: Instance) -> None:
     spec = instance.spec
     group = cgroup.group_at(layout, instance.cgroup)
-    settings = cgroup.CgroupSettings(cpu_quota_us=spec.cpu_quota_us, cpu_period_us=100000, cpu_weight=spec.cpu_weight,
-                                     cpuset_cpus=spec.cpus, memory_max=spec.memory_max)
+    settings = cgroup.CgroupSettings(
+        cpu_quota_us=spec.cpu_quota_us,
+        cpu_period_us=100000,
+        cpu_weight=spec.cpu_weight,
+        cpuset_cpus=spec.cpus,
+        memory_max=spec.memory_max,
+    )
     cgroup.ensure_cgroup(group, settings)
 
 
@@ -152,19 +169,42 @@ def _redis_command(config: TestbedConfig, instance: Instance) -> list[str]:
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(f'requirepass "{password}"\n')
     limit = max(64 << 20, instance.spec.memory_max - (64 << 20))
-    return ["redis-server", conf, "--bind", instance.address, "--port", "6379", "--save", "", "--appendonly", "no",
-            "--protected-mode", "yes", "--maxmemory", str(limit), "--maxmemory-policy", "noeviction",
-            "--daemonize", "no"]
+    return [
+        "redis-server",
+        conf,
+        "--bind",
+        instance.address,
+        "--port",
+        "6379",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--maxmemory",
+        str(limit),
+        "--maxmemory-policy",
+        "noeviction",
+        "--daemonize",
+        "no",
+    ]
 
 
-def _start(config: TestbedConfig, layout: cgroup.Layout, instance: Instance, command: list[str]) -> ProcessRef:
+def _start(
+    config: TestbedConfig, layout: cgroup.Layout, instance: Instance, command: list[str]
+) -> ProcessRef:
     """Start ``command`` in the instance's namespace and cgroups, detached from this process."""
     group = cgroup.group_at(layout, instance.cgroup)
     log_path = os.path.join(config.state_dir, f"{instance.name}.log")
     with open(log_path, "ab") as output:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", instance.namespace, *command], stdin=subprocess.DEVNULL, stdout=output,
-            stderr=output, start_new_session=True, cwd=config.state_dir,
+            ["ip", "netns", "exec", instance.namespace, *command],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+            cwd=config.state_dir,
             preexec_fn=functools.partial(cgroup.join, group),  # noqa: PLW1509 - no threads run here yet
         )
     return ProcessRef.of(proc.pid)
@@ -177,25 +217,42 @@ def _start_sampler(config: TestbedConfig, instances: list[Instance], progress: P
     try:
         redis_auth.connect(config.telemetry_redis, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        progress(f"no telemetry: firm's Redis at {config.telemetry_redis} does not answer ({exc}); "
-                 "start it with `make services`")
+        progress(
+            f"no telemetry: firm's Redis at {config.telemetry_redis} does not answer ({exc}); "
+            "start it with `make services`"
+        )
         return None
-    command = [sys.executable, "-m", "firm.telemetry", "--redis", config.telemetry_redis, "--quiet",
-               "--interval", str(config.telemetry_interval_s)]
+    command = [
+        sys.executable,
+        "-m",
+        "firm.telemetry",
+        "--redis",
+        config.telemetry_redis,
+        "--quiet",
+        "--interval",
+        str(config.telemetry_interval_s),
+    ]
     for instance in instances:
-        command += ["--instance", f"service={instance.service},name={instance.name},cgroup={instance.cgroup},"
-                                  f"interface={instance.host_interface}"]
+        command += [
+            "--instance",
+            f"service={instance.service},name={instance.name},cgroup={instance.cgroup},"
+            f"interface={instance.host_interface}",
+        ]
     with open(os.path.join(config.state_dir, "telemetry.log"), "ab") as output:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True
+        )
     progress(f"telemetry: every {config.telemetry_interval_s:g} s into {config.telemetry_redis}")
     return ProcessRef.of(proc.pid)
 
 
-def _wait_for_redis(config: TestbedConfig, instance: Instance, process: ProcessRef,
-                    timeout_s: float = 20.0) -> redis.Redis:
-    client = app_redis({"redis_address": instance.address, "redis_password_file": redis_password_file(config)},
-                       socket_timeout=5)
+def _wait_for_redis(
+    config: TestbedConfig, instance: Instance, process: ProcessRef, timeout_s: float = 20.0
+) -> redis.Redis:
+    client = app_redis(
+        {"redis_address": instance.address, "redis_password_file": redis_password_file(config)},
+        socket_timeout=5,
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -203,28 +260,34 @@ def _wait_for_redis(config: TestbedConfig, instance: Instance, process: ProcessR
             return client
         except redis.RedisError:
             if not process.alive() or time.monotonic() > deadline:
-                raise TestbedError("the application's Redis did not start",
-                                   fix=f"see {instance.name}.log in {config.state_dir}") from None
+                raise TestbedError(
+                    "the application's Redis did not start",
+                    fix=f"see {instance.name}.log in {config.state_dir}",
+                ) from None
             time.sleep(0.1)
 
 
-async def _wait_healthy(config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef],
-                        timeout_s: float = 60.0) -> None:
+async def _wait_healthy(
+    config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef], timeout_s: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout_s
     waiting = list(instances)
     while waiting:
         still = []
         for instance in waiting:
             if not started[instance.name].alive():
-                raise TestbedError(f"{instance.name} exited at start: {_log_tail(config, instance)}",
-                                   fix=f"see {instance.name}.log in {config.state_dir}")
+                raise TestbedError(
+                    f"{instance.name} exited at start: {_log_tail(config, instance)}",
+                    fix=f"see {instance.name}.log in {config.state_dir}",
+                )
             if await health(config, instance) is None:
                 still.append(instance)
         waiting = still
         if waiting and time.monotonic() > deadline:
-            raise TestbedError(f"{', '.join(i.name for i in waiting)} did not answer within {timeout_s:.0f} s",
-                               fix="see their logs in the state directory; a busy machine may need a larger "
-                                   "start timeout")
+            raise TestbedError(
+                f"{', '.join(i.name for i in waiting)} did not answer within {timeout_s:.0f} s",
+                fix="see their logs in the state directory; a busy machine may need a larger start timeout",
+            )
         if waiting:
             await asyncio.sleep(0.2)
 
@@ -236,10 +299,22 @@ async def _seed(config: TestbedConfig, frontend: Instance, concurrency: int = 8)
     jobs = []
     for n in range(config.seed_posts):
         user = rng.randrange(config.users)
-        jobs.append(("compose_post", {"user_id": user, "text": f"post {n} from user_{user} @user_{rng.randrange(config.users)}",
-                                      "media": []}))
-        jobs.append((rng.choice(["read_home_timeline", "read_user_timeline"]),
-                     {"user_id": rng.randrange(config.users), "start": 0, "stop": 10}))
+        jobs.append(
+            (
+                "compose_post",
+                {
+                    "user_id": user,
+                    "text": f"post {n} from user_{user} @user_{rng.randrange(config.users)}",
+                    "media": [],
+                },
+            )
+        )
+        jobs.append(
+            (
+                rng.choice(["read_home_timeline", "read_user_timeline"]),
+                {"user_id": rng.randrange(config.users), "start": 0, "stop": 10},
+            )
+        )
     slots = asyncio.Semaphore(concurrency)
 
     async def one(operation: str, payload: dict[str, Any]) -> None:
@@ -249,8 +324,10 @@ async def _seed(config: TestbedConfig, frontend: Instance, concurrency: int = 8)
     try:
         await asyncio.gather(*(one(op, payload) for op, payload in jobs))
     except rpc.RpcError as exc:
-        raise TestbedError(f"the application fails its first requests: {exc.message}",
-                           fix="see the instances' logs in the state directory") from exc
+        raise TestbedError(
+            f"the application fails its first requests: {exc.message}",
+            fix="see the instances' logs in the state directory",
+        ) from exc
     finally:
         pool.close()
 
@@ -270,22 +347,34 @@ async def health(config: TestbedConfig, instance: Instance) -> float | None:
 
 def _log_tail(config: TestbedConfig, instance: Instance) -> str:
     try:
-        with open(os.path.join(config.state_dir, f"{instance.name}.log"), encoding="utf-8", errors="replace") as f:
+        with open(
+            os.path.join(config.state_dir, f"{instance.name}.log"), encoding="utf-8", errors="replace"
+        ) as f:
             return f.read()[-1500:].strip()
     except OSError:
         return "(no log)"
 
 
-def _write_layout(config: TestbedConfig, instances: list[Instance], started: dict[str, ProcessRef],
-                  sampler: ProcessRef | None = None) -> None:
+def _write_layout(
+    config: TestbedConfig,
+    instances: list[Instance],
+    started: dict[str, ProcessRef],
+    sampler: ProcessRef | None = None,
+) -> None:
     state = TestbedState(
-        port=config.port, redis_address=instances[0].address, data_dir=config.data_dir,
+        port=config.port,
+        redis_address=instances[0].address,
+        data_dir=config.data_dir,
         redis_password_file=redis_password_file(config),
-        span_retention=config.span_retention, sampling=config.sampling, bridge=config.bridge,
+        span_retention=config.span_retention,
+        sampling=config.sampling,
+        bridge=config.bridge,
         frontend=f"http://{next(i.address for i in instances if i.service == 'frontend')}:{config.port}",
-        instances=tuple(dict(asdict(i), process=asdict(started[i.name]) if i.name in started else None)
-                        for i in instances),
-        telemetry=asdict(sampler) if sampler else None, telemetry_redis=config.telemetry_redis,
+        instances=tuple(
+            dict(asdict(i), process=asdict(started[i.name]) if i.name in started else None) for i in instances
+        ),
+        telemetry=asdict(sampler) if sampler else None,
+        telemetry_redis=config.telemetry_redis,
     )
     write_state(config, state)
 
@@ -325,7 +414,9 @@ def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
     removed: list[str] = []
     try:
         state = read_state(config)
-    except StateFileError as exc:  # down is the fix for an unreadable state: clean up by the naming conventions
+    except (
+        StateFileError
+    ) as exc:  # down is the fix for an unreadable state: clean up by the naming conventions
         log.debug("ignoring the state file: %s", exc)
         state = None
     anomalies = anomaly.Environment(state_dir=os.path.join(config.state_dir, "anomalies"))

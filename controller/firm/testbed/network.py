@@ -21,11 +21,14 @@ class NetworkError(FirmError):
 
 
 def run(argv: Sequence[str], check: bool = True) -> str:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False,
-                          env=dict(os.environ, LC_ALL="C"))
+    proc = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=30, check=False, env=dict(os.environ, LC_ALL="C")
+    )
     if check and proc.returncode != 0:
-        raise NetworkError(f"{' '.join(argv)} failed (rc {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}",
-                           fix="run as root with iproute2 installed; `firm testbed down` removes a half-built network")
+        raise NetworkError(
+            f"{' '.join(argv)} failed (rc {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}",
+            fix="run as root with iproute2 installed; `firm testbed down` removes a half-built network",
+        )
     return proc.stdout
 
 
@@ -40,9 +43,34 @@ def attach(config: TestbedConfig, instance: Instance) -> None:
     """The instance's namespace, with ``eth0`` on the bridge through a veth whose host end is named."""
     namespace = instance.namespace
     run(["ip", "netns", "add", namespace])
-    run(["ip", "link", "add", instance.host_interface, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+    run(
+        [
+            "ip",
+            "link",
+            "add",
+            instance.host_interface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            namespace,
+        ]
+    )
     run(["ip", "link", "set", instance.host_interface, "master", config.bridge, "up"])
-    run(["ip", "-n", namespace, "addr", "add", f"{instance.address}/{config.network.prefixlen}", "dev", "eth0"])
+    run(
+        [
+            "ip",
+            "-n",
+            namespace,
+            "addr",
+            "add",
+            f"{instance.address}/{config.network.prefixlen}",
+            "dev",
+            "eth0",
+        ]
+    )
     run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
     run(["ip", "-n", namespace, "link", "set", "lo", "up"])
 
@@ -95,4 +123,4 @@ def host_links(prefix: str) -> list[str]:
         names = os.listdir("/sys/class/net")
     except OSError:
         return []
-    return sorted(n for n in names if n.startswith(prefix) and n[len(prefix):].isdigit())
+    return sorted(n for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit())

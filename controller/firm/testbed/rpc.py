@@ -31,14 +31,24 @@ class RpcError(FirmError):
     there was no answer.
     """
 
-    def __init__(self, message: str, status: int = 0,
-                 fix: str = "check that the testbed is up and healthy with `firm testbed status`") -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 0,
+        fix: str = "check that the testbed is up and healthy with `firm testbed status`",
+    ) -> None:
         super().__init__(message, fix)
         self.status = status
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 async def _read_message(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:
@@ -123,8 +133,9 @@ class Pool:
     active: int = 0
     """Calls under way (waiting for a connection or for the answer); a pool being drained is closed at 0."""
 
-    async def call(self, operation: str, payload: Any, headers: Mapping[str, str] | None = None) -> tuple[
-            Any, dict[str, str]]:
+    async def call(
+        self, operation: str, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> tuple[Any, dict[str, str]]:
         """POST ``payload`` to ``/operation``; returns the JSON result and the response headers."""
         self.active += 1
         try:
@@ -132,8 +143,9 @@ class Pool:
         finally:
             self.active -= 1
 
-    async def _call(self, operation: str, payload: Any, headers: Mapping[str, str] | None) -> tuple[
-            Any, dict[str, str]]:
+    async def _call(
+        self, operation: str, payload: Any, headers: Mapping[str, str] | None
+    ) -> tuple[Any, dict[str, str]]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
@@ -142,7 +154,8 @@ class Pool:
                 connection = self._idle.pop() if reused else await self._connect()
                 try:
                     status, result, response_headers = await asyncio.wait_for(
-                        self._exchange(connection, operation, payload, headers or {}), self.timeout_s)
+                        self._exchange(connection, operation, payload, headers or {}), self.timeout_s
+                    )
                 except (ConnectionError, asyncio.IncompleteReadError, RpcError) as exc:
                     connection.writer.close()
                     if reused:  # the peer closed an idle keep-alive connection: try a fresh one
@@ -151,7 +164,9 @@ class Pool:
                     raise RpcError(f"{self.host}:{self.port}/{operation}: {cause}") from exc
                 except TimeoutError:
                     connection.writer.close()
-                    raise RpcError(f"{self.host}:{self.port}/{operation} timed out after {self.timeout_s} s") from None
+                    raise RpcError(
+                        f"{self.host}:{self.port}/{operation} timed out after {self.timeout_s} s"
+                    ) from None
                 self._idle.append(connection)
                 if status >= 300:
                     raise RpcError(f"{self.host}:{self.port}/{operation}: status {status}: {result}", status)
@@ -159,15 +174,18 @@ class Pool:
 
     async def _connect(self) -> _Connection:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout_s)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self.timeout_s
+            )
         except (TimeoutError, OSError) as exc:
             raise RpcError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         _no_delay(writer)
         return _Connection(reader, writer)
 
     @staticmethod
-    async def _exchange(connection: _Connection, operation: str, payload: Any,
-                        headers: Mapping[str, str]) -> tuple[int, Any, dict[str, str]]:
+    async def _exchange(
+        connection: _Connection, operation: str, payload: Any, headers: Mapping[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
         body = json.dumps(payload, separators=(",", ":")).encode()
         connection.writer.write(_encode(f"POST /{operation} HTTP/1.1", {"Host": "firm", **headers}, body))
         await connection.writer.drain()

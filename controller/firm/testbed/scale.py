@@ -93,7 +93,8 @@ def scale_out(config: TestbedConfig, service: str, *, progress: Progress = log.i
             raise ScaleInputError(
                 f"{service} already runs {len(present)} instances, its max_instances",
                 fix=f"scale another service, or raise services.{service}.max_instances (at most 8) in the "
-                    "testbed configuration and bring the testbed up again")
+                "testbed configuration and bring the testbed up again",
+            )
         instance, index = plan_instance(config, state, service)
         _preflight()
         progress(f"starting {instance.name} at {instance.address} ({instance.namespace}, {instance.cgroup})")
@@ -106,10 +107,16 @@ def scale_out(config: TestbedConfig, service: str, *, progress: Progress = log.i
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: rolled back, passed on
                 raise
             left = f"; and {'; '.join(failures)} (`firm testbed down` removes everything)" if failures else ""
-            fix = exc.fix if isinstance(exc, FirmError) and exc.fix else \
-                f"see {os.path.join(config.state_dir, instance.name + '.log')}"
-            raise ScaleError(f"scale-out of {service} failed and was rolled back: "
-                             f"{exc.message if isinstance(exc, FirmError) else exc}{left}", fix=fix) from exc
+            fix = (
+                exc.fix
+                if isinstance(exc, FirmError) and exc.fix
+                else f"see {os.path.join(config.state_dir, instance.name + '.log')}"
+            )
+            raise ScaleError(
+                f"scale-out of {service} failed and was rolled back: "
+                f"{exc.message if isinstance(exc, FirmError) else exc}{left}",
+                fix=fix,
+            ) from exc
         progress(f"{instance.name} takes requests: {service} runs {len(present) + 1} instances")
         return instance
 
@@ -125,8 +132,10 @@ def scale_in(config: TestbedConfig, service: str, *, progress: Progress = log.in
     try:
         return _scale_in(config, service, progress)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:  # the state directory, ip, a process
-        raise ScaleError(f"scale-in of {service} failed: {exc}",
-                         fix="check `firm testbed status`; `firm testbed down` removes everything") from exc
+        raise ScaleError(
+            f"scale-in of {service} failed: {exc}",
+            fix="check `firm testbed status`; `firm testbed down` removes everything",
+        ) from exc
 
 
 def _scale_in(config: TestbedConfig, service: str, progress: Progress) -> str:
@@ -134,38 +143,54 @@ def _scale_in(config: TestbedConfig, service: str, progress: Progress) -> str:
         state = _state(config, running=True)
         present = _entries_of(state, service)
         if len(present) <= 1:
-            raise ScaleInputError(f"{service} runs {len(present)} instance; its last one is never removed",
-                                  fix="scale in only a service that runs two or more instances")
+            raise ScaleInputError(
+                f"{service} runs {len(present)} instance; its last one is never removed",
+                fix="scale in only a service that runs two or more instances",
+            )
         _preflight()
         victim = present[-1]
         others = [e for e in state.instances if e["name"] != victim["name"] and e["service"] != "redis"]
         progress(f"draining {victim['name']}: out of the peers, waiting for the calls under way to it")
         lifecycle.write_peers(config, peer_map(e for e in state.instances if e is not victim))
         try:
-            asyncio.run(_await_reports(config, others, lambda r: drained_of(r, service, victim["address"]),
-                                       victim=victim))
+            asyncio.run(
+                _await_reports(
+                    config, others, lambda r: drained_of(r, service, victim["address"]), victim=victim
+                )
+            )
         except BaseException as exc:
             lifecycle.write_peers(config, peer_map(state.instances))
             if isinstance(exc, ScaleError):
-                raise ScaleError(f"{victim['name']} did not drain ({exc.message}); it is back in the peers and "
-                                 "keeps running", fix=exc.fix) from exc
+                raise ScaleError(
+                    f"{victim['name']} did not drain ({exc.message}); it is back in the peers and "
+                    "keeps running",
+                    fix=exc.fix,
+                ) from exc
             raise
         samplers = dict(state.scaled_telemetry)
         sampler = samplers.pop(victim["name"], None)
-        lifecycle.write_state(config, state.with_instances([e for e in state.instances if e is not victim],
-                                                           scaled_telemetry=samplers))
+        lifecycle.write_state(
+            config,
+            state.with_instances([e for e in state.instances if e is not victim], scaled_telemetry=samplers),
+        )
         progress(f"{victim['name']} drained; stopping it and removing its namespace and cgroups")
-        failures = _run_each([
-            ("stop the process", lambda: stop_group(ProcessRef(**victim["process"]))),
-            ("stop its telemetry sampler", lambda: _stop(sampler)),
-            ("delete its namespace and veth", lambda: network.detach(_instance_of(victim))),
-            ("remove its cgroups", lambda: _remove_cgroup(victim["cgroup"])),
-            ("remove its description", lambda: _remove_file(os.path.join(config.state_dir,
-                                                                          f"{victim['name']}.instance.json"))),
-        ])
+        failures = _run_each(
+            [
+                ("stop the process", lambda: stop_group(ProcessRef(**victim["process"]))),
+                ("stop its telemetry sampler", lambda: _stop(sampler)),
+                ("delete its namespace and veth", lambda: network.detach(_instance_of(victim))),
+                ("remove its cgroups", lambda: _remove_cgroup(victim["cgroup"])),
+                (
+                    "remove its description",
+                    lambda: _remove_file(os.path.join(config.state_dir, f"{victim['name']}.instance.json")),
+                ),
+            ]
+        )
         if failures:
-            raise ScaleError(f"{victim['name']} was drained and left the testbed, but {'; '.join(failures)}",
-                             fix="run `firm testbed down` to remove what is left")
+            raise ScaleError(
+                f"{victim['name']} was drained and left the testbed, but {'; '.join(failures)}",
+                fix="run `firm testbed down` to remove what is left",
+            )
         return str(victim["name"])
 
 
@@ -177,7 +202,6 @@ def max_replicas(spec: ServiceSpec) -> int:
     """Most instances of the service scale-out may run: its ``max_instances``, or its configured
     ``instances`` when those are more."""
     return max(spec.max_instances, spec.instances)
-
 
 
 def peer_map(entries: Iterator[Mapping[str, Any]] | Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -196,14 +220,17 @@ def routes_to(report: Report, service: str, address: str) -> bool:
 
 def drained_of(report: Report, service: str, address: str) -> bool:
     """Whether an instance neither picks ``address`` for ``service`` nor has a call to it under way."""
-    return (report is not None and not routes_to(report, service, address)
-            and not (report.get("draining") or {}).get(address))
+    return (
+        report is not None
+        and not routes_to(report, service, address)
+        and not (report.get("draining") or {}).get(address)
+    )
 
 
 def instance_number(name: str, service: str) -> int | None:
     """3 for ``text-3`` of ``text``; None for a name not of that form."""
     prefix = f"{service}-"
-    suffix = name[len(prefix):]
+    suffix = name[len(prefix) :]
     return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
 
 
@@ -226,13 +253,22 @@ def plan_instance(config: TestbedConfig, state: TestbedState, service: str) -> t
     if index > highest or index in used:
         free = [i for i in range(1, highest + 1) if i not in used]
         if not free:
-            raise ScaleInputError(f"subnet {config.subnet} has no free address for another instance",
-                                  fix="scale another service in first, or use a larger subnet")
+            raise ScaleInputError(
+                f"subnet {config.subnet} has no free address for another instance",
+                fix="scale another service in first, or use a larger subnet",
+            )
         index = free[0]
     name = f"{service}-{number}"
     address = str(network_.network_address + 2 + index)
-    return Instance(service, name, address, config.namespace_prefix + name, f"{config.cgroup_parent}/{name}",
-                    f"{config.veth_prefix}{index}", spec), index
+    return Instance(
+        service,
+        name,
+        address,
+        config.namespace_prefix + name,
+        f"{config.cgroup_parent}/{name}",
+        f"{config.veth_prefix}{index}",
+        spec,
+    ), index
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,15 +279,18 @@ def _known(config: TestbedConfig, service: str) -> ServiceSpec:
     try:
         return config.service(service)
     except ConfigError:
-        raise ScaleInputError(f"unknown service {service!r}",
-                              fix=f"name one of {', '.join(s.name for s in config.services)}") from None
+        raise ScaleInputError(
+            f"unknown service {service!r}", fix=f"name one of {', '.join(s.name for s in config.services)}"
+        ) from None
 
 
 def _spec(config: TestbedConfig, service: str) -> ServiceSpec:
     spec = _known(config, service)
     if service in ENTRY_POINTS:
-        raise ScaleInputError(f"{service} is the entry point: clients reach it at one address and no caller "
-                              "balances it", fix="scale one of the services behind it")
+        raise ScaleInputError(
+            f"{service} is the entry point: clients reach it at one address and no caller balances it",
+            fix="scale one of the services behind it",
+        )
     return spec
 
 
@@ -259,11 +298,16 @@ def _state(config: TestbedConfig, *, running: bool) -> TestbedState:
     state = lifecycle.read_state(config)
     if state is None or (running and not lifecycle.is_up(config)):
         what = "is not up" if state is None else "has instances that no longer run"
-        raise ScaleError(f"the testbed at {config.state_dir} {what}",
-                         fix="start it with `firm testbed up` (with the same --config)")
+        raise ScaleError(
+            f"the testbed at {config.state_dir} {what}",
+            fix="start it with `firm testbed up` (with the same --config)",
+        )
     if state.bridge != config.bridge:
-        raise ScaleError(f"the testbed at {config.state_dir} was started with bridge {state.bridge!r}, "
-                         f"not {config.bridge!r}", fix="pass the configuration it was started with (--config)")
+        raise ScaleError(
+            f"the testbed at {config.state_dir} was started with bridge {state.bridge!r}, "
+            f"not {config.bridge!r}",
+            fix="pass the configuration it was started with (--config)",
+        )
     return state
 
 
@@ -290,15 +334,23 @@ def _locked(config: TestbedConfig) -> Iterator[None]:
         handle = open(os.path.join(config.state_dir, "scale.lock"), "a+b")  # noqa: SIM115 - held across the block
     except OSError as exc:
         log.debug("cannot open the scale lock: %s", exc)
-        raise ScaleError(f"the testbed at {config.state_dir} is not up",
-                         fix="start it with `firm testbed up` (with the same --config)") from exc
+        raise ScaleError(
+            f"the testbed at {config.state_dir} is not up",
+            fix="start it with `firm testbed up` (with the same --config)",
+        ) from exc
     with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         yield
 
 
-def _start_instance(config: TestbedConfig, state: TestbedState, instance: Instance, index: int,
-                    undo: list[tuple[str, Callable[[], object]]], progress: Progress) -> None:
+def _start_instance(
+    config: TestbedConfig,
+    state: TestbedState,
+    instance: Instance,
+    index: int,
+    undo: list[tuple[str, Callable[[], object]]],
+    progress: Progress,
+) -> None:
     """Every step of a scale-out, each undo registered before its step runs."""
     layout = cgroup.detect_layout()
     undo.append(("delete its namespace and veth", lambda: network.detach(instance)))
@@ -321,7 +373,12 @@ def _start_instance(config: TestbedConfig, state: TestbedState, instance: Instan
         samplers[instance.name] = asdict(sampler)
     grown = state.with_instances([*state.instances, entry], next_index=index + 1, scaled_telemetry=samplers)
     # the index stays used up: a caller may still hold the address's old neighbour entry
-    undo.append(("take it out of the state file", lambda: lifecycle.write_state(config, replace(state, next_index=index + 1))))
+    undo.append(
+        (
+            "take it out of the state file",
+            lambda: lifecycle.write_state(config, replace(state, next_index=index + 1)),
+        )
+    )
     lifecycle.write_state(config, grown)
     undo.append(("take it out of the peers and drain it", lambda: _retire(config, state, instance)))
     lifecycle.write_peers(config, peer_map(grown.instances))
@@ -333,11 +390,30 @@ def _start_instance(config: TestbedConfig, state: TestbedState, instance: Instan
 def _start_server(config: TestbedConfig, instance: Instance) -> ProcessRef:
     """The instance's server in its namespace and cgroups, detached from this process (which may run threads,
     so the child joins its cgroups by itself before it becomes the server)."""
-    command = ["ip", "netns", "exec", instance.namespace, sys.executable, "-m", "firm.testbed.server",
-               "--state-dir", config.state_dir, "--instance", instance.name]
-    with open(os.path.join(config.state_dir, f"{instance.name}.log"), "wb") as output:  # not an earlier namesake's
-        proc = subprocess.Popen(enter.command_line(instance.cgroup, command), stdin=subprocess.DEVNULL, stdout=output,
-                                stderr=output, start_new_session=True, cwd=config.state_dir)
+    command = [
+        "ip",
+        "netns",
+        "exec",
+        instance.namespace,
+        sys.executable,
+        "-m",
+        "firm.testbed.server",
+        "--state-dir",
+        config.state_dir,
+        "--instance",
+        instance.name,
+    ]
+    with open(
+        os.path.join(config.state_dir, f"{instance.name}.log"), "wb"
+    ) as output:  # not an earlier namesake's
+        proc = subprocess.Popen(
+            enter.command_line(instance.cgroup, command),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+            cwd=config.state_dir,
+        )
     return ProcessRef.of(proc.pid)
 
 
@@ -346,7 +422,9 @@ def _retire(config: TestbedConfig, state: TestbedState, instance: Instance) -> N
     lifecycle.write_peers(config, peer_map(state.instances))
     others = [e for e in state.instances if e["service"] != "redis"]
     with contextlib.suppress(ScaleError):
-        asyncio.run(_await_reports(config, others, lambda r: drained_of(r, instance.service, instance.address)))
+        asyncio.run(
+            _await_reports(config, others, lambda r: drained_of(r, instance.service, instance.address))
+        )
 
 
 def _remove_file(path: str) -> None:
@@ -390,8 +468,14 @@ async def _health(config: TestbedConfig, address: str) -> Report:
     return result if isinstance(result, dict) else None
 
 
-async def _await_reports(config: TestbedConfig, entries: Sequence[Mapping[str, Any]], done: Callable[[Report], bool],
-                         *, victim: Mapping[str, Any] | None = None, poll_s: float = 0.05) -> None:
+async def _await_reports(
+    config: TestbedConfig,
+    entries: Sequence[Mapping[str, Any]],
+    done: Callable[[Report], bool],
+    *,
+    victim: Mapping[str, Any] | None = None,
+    poll_s: float = 0.05,
+) -> None:
     """Poll the health of ``entries`` until ``done`` holds for each that still runs (and, with a ``victim``,
     until it handles no request), for at most ``scale_timeout_s``; raises ScaleError naming the laggards."""
     deadline = time.monotonic() + config.scale_timeout_s
@@ -411,9 +495,11 @@ async def _await_reports(config: TestbedConfig, entries: Sequence[Mapping[str, A
         if not waiting and not victim_busy:
             return
         if time.monotonic() > deadline:
-            laggards = [e["name"] for e in waiting] + ([f"{victim['name']} (requests under way)"] if victim_busy
-                                                       and victim is not None else [])
-            raise ScaleError(f"after {config.scale_timeout_s:g} s, {', '.join(laggards)} had not caught up",
-                             fix="retry when the instances answer their health checks, or raise scale_timeout_s")
+            laggards = [e["name"] for e in waiting] + (
+                [f"{victim['name']} (requests under way)"] if victim_busy and victim is not None else []
+            )
+            raise ScaleError(
+                f"after {config.scale_timeout_s:g} s, {', '.join(laggards)} had not caught up",
+                fix="retry when the instances answer their health checks, or raise scale_timeout_s",
+            )
         await asyncio.sleep(poll_s)
-

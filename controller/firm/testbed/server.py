@@ -95,8 +95,11 @@ class Peers:
         return counts
 
 
-def updated_pools(pools: Mapping[str, list[rpc.Pool]], addresses: Mapping[str, list[str]],
-                  new_pool: Callable[[str], rpc.Pool]) -> tuple[dict[str, list[rpc.Pool]], list[rpc.Pool]]:
+def updated_pools(
+    pools: Mapping[str, list[rpc.Pool]],
+    addresses: Mapping[str, list[str]],
+    new_pool: Callable[[str], rpc.Pool],
+) -> tuple[dict[str, list[rpc.Pool]], list[rpc.Pool]]:
     """The pools for ``addresses`` ({service: [address, ...]}), keeping the pools (and their open
     connections) of addresses that stay; returns them and the pools of addresses that left."""
     old = {(service, p.host): p for service, service_pools in pools.items() for p in service_pools}
@@ -104,7 +107,9 @@ def updated_pools(pools: Mapping[str, list[rpc.Pool]], addresses: Mapping[str, l
     for service, hosts in addresses.items():
         if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
             raise TypeError(f"the addresses of {service!r} are not a list of strings")
-        result[service] = [old.pop((service, a)) if (service, a) in old else new_pool(a) for a in sorted(hosts)]
+        result[service] = [
+            old.pop((service, a)) if (service, a) in old else new_pool(a) for a in sorted(hosts)
+        ]
     return result, list(old.values())
 
 
@@ -117,13 +122,16 @@ async def run(state_dir: str, instance_name: str) -> None:
             me = json.load(description)
     redis_address = layout["redis_address"]
     store = app_redis(layout, socket_timeout=5)
-    tracer, provider = spans.tracer_for(me["service"], me["name"], store, layout["span_retention"], layout["sampling"])
+    tracer, provider = spans.tracer_for(
+        me["service"], me["name"], store, layout["span_retention"], layout["sampling"]
+    )
     peers = Peers(os.path.join(state_dir, "peers.json"), layout["port"])
     peers.refresh()
 
     async def call(service: str, operation: str, payload: Any) -> Any:
-        with tracer.start_as_current_span(operation, kind=trace.SpanKind.CLIENT,
-                                          attributes={"peer.service": service}) as span:
+        with tracer.start_as_current_span(
+            operation, kind=trace.SpanKind.CLIENT, attributes={"peer.service": service}
+        ) as span:
             headers: dict[str, str] = {}
             spans.inject(headers)
             try:
@@ -133,30 +141,49 @@ async def run(state_dir: str, instance_name: str) -> None:
                 raise
             return result
 
-    service = services.Service(me["service"], me["name"], call,
-                               aioredis.Redis(host=redis_address, port=6379, password=app_redis_password(layout),
-                                              socket_timeout=10), layout["data_dir"],
-                               me["spec"]["work_ms"])
+    service = services.Service(
+        me["service"],
+        me["name"],
+        call,
+        aioredis.Redis(host=redis_address, port=6379, password=app_redis_password(layout), socket_timeout=10),
+        layout["data_dir"],
+        me["spec"]["work_ms"],
+    )
     operations = services.OPERATIONS[me["service"]]
 
     requests = InFlight()
 
-    async def handle(operation: str, headers: Mapping[str, str], payload: Any) -> tuple[int, Any, Mapping[str, str]]:
+    async def handle(
+        operation: str, headers: Mapping[str, str], payload: Any
+    ) -> tuple[int, Any, Mapping[str, str]]:
         if operation == "health":
             peers.refresh()
-            return 200, {"ok": True, "instance": me["name"], "in_flight": requests.count, "routes": peers.routes(),
-                         "draining": peers.draining()}, {}
+            return (
+                200,
+                {
+                    "ok": True,
+                    "instance": me["name"],
+                    "in_flight": requests.count,
+                    "routes": peers.routes(),
+                    "draining": peers.draining(),
+                },
+                {},
+            )
         requests.count += 1
         try:
             return await traced(operation, headers, payload)
         finally:
             requests.count -= 1
 
-    async def traced(operation: str, headers: Mapping[str, str], payload: Any) -> tuple[int, Any, Mapping[str, str]]:
+    async def traced(
+        operation: str, headers: Mapping[str, str], payload: Any
+    ) -> tuple[int, Any, Mapping[str, str]]:
         handler = operations.get(operation)
         if handler is None:
             return 404, {"error": f"{me['service']} has no operation {operation!r}"}, {}
-        with tracer.start_as_current_span(operation, context=spans.extract(headers), kind=trace.SpanKind.SERVER) as span:
+        with tracer.start_as_current_span(
+            operation, context=spans.extract(headers), kind=trace.SpanKind.SERVER
+        ) as span:
             trace_id = format(span.get_span_context().trace_id, "032x")
             try:
                 services.burn(service.work_ms)
@@ -180,7 +207,9 @@ class InFlight:
     count: int = 0
 
 
-async def serve_until_stopped(address: str, port: int, handle: rpc.Handler, peers: Peers, requests: InFlight) -> None:
+async def serve_until_stopped(
+    address: str, port: int, handle: rpc.Handler, peers: Peers, requests: InFlight
+) -> None:
     """Serve until SIGTERM or SIGINT, reloading the peers every second; then stop accepting and let the
     requests under way finish (for at most DRAIN_S)."""
     server = await rpc.serve(address, port, handle)
@@ -205,8 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--instance", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {args.instance} %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {args.instance} %(levelname)s %(message)s"
+    )
     asyncio.run(run(args.state_dir, args.instance))
 
 

@@ -89,14 +89,31 @@ async def compose_post(svc: Service, req: Any) -> Any:
         svc.call("media", "compose_media", {"media": req.get("media", [])}),
         svc.call("user", "compose_creator", {"user_id": user_id}),
     )
-    post = {"post_id": post_id["post_id"], "creator": creator, "text": text["text"], "urls": text["urls"],
-            "mentions": text["mentions"], "media": media["media"], "timestamp": time.time()}
+    post = {
+        "post_id": post_id["post_id"],
+        "creator": creator,
+        "text": text["text"],
+        "urls": text["urls"],
+        "mentions": text["mentions"],
+        "media": media["media"],
+        "timestamp": time.time(),
+    }
     await svc.call("post-storage", "store_post", {"post": post})
-    await svc.call("user-timeline", "write_user_timeline",
-                   {"user_id": user_id, "post_id": post["post_id"], "timestamp": post["timestamp"]})
-    await svc.call("home-timeline", "write_home_timeline",
-                   {"user_id": user_id, "post_id": post["post_id"], "timestamp": post["timestamp"],
-                    "mentions": [m["user_id"] for m in text["mentions"]]})
+    await svc.call(
+        "user-timeline",
+        "write_user_timeline",
+        {"user_id": user_id, "post_id": post["post_id"], "timestamp": post["timestamp"]},
+    )
+    await svc.call(
+        "home-timeline",
+        "write_home_timeline",
+        {
+            "user_id": user_id,
+            "post_id": post["post_id"],
+            "timestamp": post["timestamp"],
+            "mentions": [m["user_id"] for m in text["mentions"]],
+        },
+    )
     return {"post_id": post["post_id"]}
 
 
@@ -128,7 +145,11 @@ async def compose_urls(svc: Service, req: Any) -> Any:
 async def compose_user_mentions(svc: Service, req: Any) -> Any:
     names = list(req["usernames"])
     ids = await svc.redis.hmget("usernames", names) if names else []
-    return {"mentions": [{"username": n, "user_id": int(i)} for n, i in zip(names, ids, strict=False) if i is not None]}
+    return {
+        "mentions": [
+            {"username": n, "user_id": int(i)} for n, i in zip(names, ids, strict=False) if i is not None
+        ]
+    }
 
 
 async def compose_media(svc: Service, req: Any) -> Any:
@@ -168,7 +189,9 @@ async def read_posts(svc: Service, req: Any) -> Any:
 
 
 async def write_user_timeline(svc: Service, req: Any) -> Any:
-    await svc.redis.zadd(f"user-timeline:{int(req['user_id'])}", {str(req["post_id"]): float(req["timestamp"])})
+    await svc.redis.zadd(
+        f"user-timeline:{int(req['user_id'])}", {str(req["post_id"]): float(req["timestamp"])}
+    )
     return {}
 
 
@@ -204,8 +227,11 @@ async def get_followers(svc: Service, req: Any) -> Any:
 
 
 OPERATIONS: Mapping[str, Mapping[str, Operation]] = {
-    "frontend": {"compose_post": frontend_compose_post, "read_home_timeline": frontend_read_home_timeline,
-                 "read_user_timeline": frontend_read_user_timeline},
+    "frontend": {
+        "compose_post": frontend_compose_post,
+        "read_home_timeline": frontend_read_home_timeline,
+        "read_user_timeline": frontend_read_user_timeline,
+    },
     "compose-post": {"compose_post": compose_post},
     "unique-id": {"compose_unique_id": compose_unique_id},
     "text": {"compose_text": compose_text},

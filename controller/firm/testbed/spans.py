@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 
 SPANS_STREAM = "firm:spans"
 PROPAGATOR = TraceContextTextMapPropagator()
-_KINDS = {trace.SpanKind.SERVER: "server", trace.SpanKind.CLIENT: "client", trace.SpanKind.INTERNAL: "internal",
-          trace.SpanKind.PRODUCER: "producer", trace.SpanKind.CONSUMER: "consumer"}
+_KINDS = {
+    trace.SpanKind.SERVER: "server",
+    trace.SpanKind.CLIENT: "client",
+    trace.SpanKind.INTERNAL: "internal",
+    trace.SpanKind.PRODUCER: "producer",
+    trace.SpanKind.CONSUMER: "consumer",
+}
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
@@ -47,7 +52,9 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
         "service": resource.get("service.name", ""),
         "instance": resource.get("host.name", ""),
         "error": not span.status.is_ok,
-        "attributes": {k: v for k, v in (span.attributes or {}).items() if isinstance(v, (str, int, float, bool))},
+        "attributes": {
+            k: v for k, v in (span.attributes or {}).items() if isinstance(v, (str, int, float, bool))
+        },
     }
 
 
@@ -61,8 +68,12 @@ class RedisSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         pipe = self.client.pipeline(transaction=False)
         for span in spans:
-            pipe.xadd(SPANS_STREAM, {"s": json.dumps(span_record(span), separators=(",", ":"))},
-                      maxlen=self.retention, approximate=True)
+            pipe.xadd(
+                SPANS_STREAM,
+                {"s": json.dumps(span_record(span), separators=(",", ":"))},
+                maxlen=self.retention,
+                approximate=True,
+            )
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -74,13 +85,19 @@ class RedisSpanExporter(SpanExporter):
         self.client.close()
 
 
-def tracer_for(service: str, instance: str, client: redis.Redis, retention: int,
-               sampling: float = 1.0) -> tuple[trace.Tracer, TracerProvider]:
+def tracer_for(
+    service: str, instance: str, client: redis.Redis, retention: int, sampling: float = 1.0
+) -> tuple[trace.Tracer, TracerProvider]:
     """A tracer for one service instance; the provider must be shut down to flush its spans."""
-    resource = Resource.create({"service.name": service, "service.instance.id": instance, "host.name": instance})
+    resource = Resource.create(
+        {"service.name": service, "service.instance.id": instance, "host.name": instance}
+    )
     provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sampling)))
-    provider.add_span_processor(BatchSpanProcessor(RedisSpanExporter(client, retention), schedule_delay_millis=500,
-                                                   max_export_batch_size=512))
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            RedisSpanExporter(client, retention), schedule_delay_millis=500, max_export_batch_size=512
+        )
+    )
     return provider.get_tracer("firm.testbed"), provider
 
 

@@ -77,28 +77,48 @@ class TestbedState:
             raise StateFileError(f"the testbed state {path} is not a JSON object", fix=REBUILD)
         version = data.get("version")
         if version != STATE_VERSION:
-            age = "older" if version is None or (isinstance(version, int) and version < STATE_VERSION) else "newer"
-            raise StateFileError(f"the testbed state {path} has version {version!r}, this firm reads version "
-                                 f"{STATE_VERSION} (the testbed was started by an {age} firm)", fix=REBUILD)
+            age = (
+                "older"
+                if version is None or (isinstance(version, int) and version < STATE_VERSION)
+                else "newer"
+            )
+            raise StateFileError(
+                f"the testbed state {path} has version {version!r}, this firm reads version "
+                f"{STATE_VERSION} (the testbed was started by an {age} firm)",
+                fix=REBUILD,
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name in _REQUIRED)
         if unknown or missing:
-            raise StateFileError(f"the testbed state {path} has unknown fields {unknown} or lacks {missing}",
-                                 fix=REBUILD)
+            raise StateFileError(
+                f"the testbed state {path} has unknown fields {unknown} or lacks {missing}", fix=REBUILD
+            )
         entries = data["instances"]
         if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and all(k in e for k in _INSTANCE_KEYS) for e in entries):
-            raise StateFileError(f"the testbed state {path} has instances that are not entries with "
-                                 f"{', '.join(_INSTANCE_KEYS)}", fix=REBUILD)
-        state = cls(**{**data, "instances": tuple(entries), "scaled_telemetry": dict(data.get("scaled_telemetry")
-                                                                                      or {})})
+            isinstance(e, dict) and all(k in e for k in _INSTANCE_KEYS) for e in entries
+        ):
+            raise StateFileError(
+                f"the testbed state {path} has instances that are not entries with "
+                f"{', '.join(_INSTANCE_KEYS)}",
+                fix=REBUILD,
+            )
+        state = cls(
+            **{
+                **data,
+                "instances": tuple(entries),
+                "scaled_telemetry": dict(data.get("scaled_telemetry") or {}),
+            }
+        )
         for name in ("bridge", "redis_address", "frontend"):
             if not isinstance(getattr(state, name), str):
-                raise StateFileError(f"the testbed state {path} has {name} {getattr(state, name)!r}, not a string",
-                                     fix=REBUILD)
+                raise StateFileError(
+                    f"the testbed state {path} has {name} {getattr(state, name)!r}, not a string", fix=REBUILD
+                )
         if not isinstance(state.port, int) or isinstance(state.port, bool):
-            raise StateFileError(f"the testbed state {path} has port {state.port!r}, not an integer", fix=REBUILD)
+            raise StateFileError(
+                f"the testbed state {path} has port {state.port!r}, not an integer", fix=REBUILD
+            )
         return state
 
     def to_json(self) -> dict[str, Any]:
@@ -107,8 +127,9 @@ class TestbedState:
         data["instances"] = [dict(e) for e in self.instances]
         return data
 
-    def with_instances(self, instances: list[dict[str, Any]] | tuple[dict[str, Any], ...],
-                       **changes: Any) -> TestbedState:
+    def with_instances(
+        self, instances: list[dict[str, Any]] | tuple[dict[str, Any], ...], **changes: Any
+    ) -> TestbedState:
         """A copy naming ``instances`` (and any other ``changes``)."""
         return replace(self, instances=tuple(instances), **changes)
 
@@ -127,8 +148,15 @@ _REQUIRED = ("bridge", "port", "redis_address", "frontend", "instances")
 def instance_of(entry: Mapping[str, Any]) -> Instance:
     """The :class:`Instance` a state entry describes."""
     known = {f.name for f in fields(ServiceSpec)}
-    return Instance(entry["service"], entry["name"], entry["address"], entry["namespace"], entry["cgroup"],
-                    entry["host_interface"], ServiceSpec(**{k: v for k, v in entry["spec"].items() if k in known}))
+    return Instance(
+        entry["service"],
+        entry["name"],
+        entry["address"],
+        entry["namespace"],
+        entry["cgroup"],
+        entry["host_interface"],
+        ServiceSpec(**{k: v for k, v in entry["spec"].items() if k in known}),
+    )
 
 
 def read(path: str) -> TestbedState | None:
@@ -140,8 +168,10 @@ def read(path: str) -> TestbedState | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StateFileError(f"cannot read the testbed state {path}: {exc.strerror}",
-                             fix="run firm as the user that started the testbed (root)") from exc
+        raise StateFileError(
+            f"cannot read the testbed state {path}: {exc.strerror}",
+            fix="run firm as the user that started the testbed (root)",
+        ) from exc
     except ValueError as exc:
         raise StateFileError(f"the testbed state {path} is not JSON ({exc})", fix=REBUILD) from exc
     return TestbedState.from_json(data, path)

@@ -27,9 +27,17 @@ def _span(record: dict[str, Any]) -> Span:
     tags = [(k, v) for k, v in record.get("attributes", {}).items()]
     if record.get("error"):
         tags.append(("error", True))
-    return Span(span_id=record["span_id"], service=record["service"], instance=record["instance"],
-                operation=record["name"], start=int(record["start_us"]), duration=int(record["duration_us"]),
-                parent_id=record.get("parent_id"), kind=record.get("kind", ""), tags=tuple(tags))
+    return Span(
+        span_id=record["span_id"],
+        service=record["service"],
+        instance=record["instance"],
+        operation=record["name"],
+        start=int(record["start_us"]),
+        duration=int(record["duration_us"]),
+        parent_id=record.get("parent_id"),
+        kind=record.get("kind", ""),
+        tags=tuple(tags),
+    )
 
 
 def assemble(records: Iterable[dict[str, Any]]) -> list[Trace]:
@@ -37,8 +45,10 @@ def assemble(records: Iterable[dict[str, Any]]) -> list[Trace]:
     grouped: dict[str, dict[str, Span]] = defaultdict(dict)
     for record in records:
         grouped[record["trace_id"]].setdefault(record["span_id"], _span(record))
-    traces = [Trace(trace_id, tuple(sorted(spans.values(), key=lambda s: s.start)))
-              for trace_id, spans in grouped.items()]
+    traces = [
+        Trace(trace_id, tuple(sorted(spans.values(), key=lambda s: s.start)))
+        for trace_id, spans in grouped.items()
+    ]
     return sorted(traces, key=lambda t: t.start)
 
 
@@ -62,8 +72,7 @@ def app_redis_password(state: Mapping[str, Any] | TestbedState) -> str | None:
 def app_redis(state: Mapping[str, Any] | TestbedState, **options: Any) -> redis.Redis:
     """A client of the testbed's application Redis (on its bridge address, with its password)."""
     address = state.redis_address if isinstance(state, TestbedState) else state["redis_address"]
-    return redis.Redis(host=address, port=APP_REDIS_PORT, password=app_redis_password(state),
-                       **options)
+    return redis.Redis(host=address, port=APP_REDIS_PORT, password=app_redis_password(state), **options)
 
 
 class RedisTraceStore:
@@ -86,15 +95,20 @@ class RedisTraceStore:
         first, last = start // 1000, (end + FLUSH_GRACE_US) // 1000
         # An ID without a sequence number means the millisecond's first entry as min, its last as max.
         entries: list[tuple[bytes, dict[bytes, bytes]]] = self.client.xrange(  # type: ignore[assignment]
-            SPANS_STREAM, min=str(first), max=str(last))
+            SPANS_STREAM, min=str(first), max=str(last)
+        )
         return [json.loads(fields[b"s"]) for _, fields in entries]
 
     def traces(self, start: int, end: int) -> list[Trace]:
         """Every trace whose first span started in ``[start, end]`` (microseconds since the epoch)."""
         return [t for t in assemble(self.records(start, end)) if start <= t.start <= end]
 
-    def fetch(self, service: str, start: int, end: int, limit: int = 100,
-              operation: str | None = None) -> list[Trace]:
-        matching = [t for t in self.traces(start, end)
-                    if any(s.service == service and (operation is None or s.operation == operation) for s in t.spans)]
+    def fetch(
+        self, service: str, start: int, end: int, limit: int = 100, operation: str | None = None
+    ) -> list[Trace]:
+        matching = [
+            t
+            for t in self.traces(start, end)
+            if any(s.service == service and (operation is None or s.operation == operation) for s in t.spans)
+        ]
         return matching[:limit]

@@ -145,8 +145,18 @@ class RootPath:
     first use, :meth:`instance_times` sums the path per instance without building them.
     """
 
-    __slots__ = ("_instance_times", "_p0", "_p1", "_rows", "_s0", "_s1", "_sections", "_spans", "_steps",
-                 "root")
+    __slots__ = (
+        "_instance_times",
+        "_p0",
+        "_p1",
+        "_rows",
+        "_s0",
+        "_s1",
+        "_sections",
+        "_spans",
+        "_steps",
+        "root",
+    )
 
     def __init__(
         self, spans: Sequence[Span], root: int, rows: _Rows, steps: tuple[int, int], sections: tuple[int, int]
@@ -164,12 +174,12 @@ class RootPath:
     @property
     def step_span(self) -> _I64:
         """Per on-path span, forward in time: its index in the trace's spans."""
-        return np.array(self._rows.step_span[self._p0:self._p1], dtype=np.int64)
+        return np.array(self._rows.step_span[self._p0 : self._p1], dtype=np.int64)
 
     @property
     def step_self(self) -> _I64:
         """Per on-path span, forward in time: its self time on the path, microseconds."""
-        return np.array(self._rows.step_self[self._p0:self._p1], dtype=np.int64)
+        return np.array(self._rows.step_self[self._p0 : self._p1], dtype=np.int64)
 
     def columns(self) -> Columns:
         """The path and the sections as numpy arrays (span indices within the trace)."""
@@ -178,13 +188,21 @@ class RootPath:
         def arr(values: list[int]) -> _I64:
             return np.array(values, dtype=np.int64)
 
-        return Columns(arr(r.step_span[a:b]), arr(r.step_start[a:b]), arr(r.step_end[a:b]), arr(r.step_self[a:b]),
-                       arr(r.step_depth[a:b]), arr(r.sec_span[c:d]), arr(r.sec_start[c:d]), arr(r.sec_end[c:d]))
+        return Columns(
+            arr(r.step_span[a:b]),
+            arr(r.step_start[a:b]),
+            arr(r.step_end[a:b]),
+            arr(r.step_self[a:b]),
+            arr(r.step_depth[a:b]),
+            arr(r.sec_span[c:d]),
+            arr(r.sec_start[c:d]),
+            arr(r.sec_end[c:d]),
+        )
 
     @property
     def latency(self) -> int:
         """Length of the path, microseconds: the sum of the self times (the root's duration)."""
-        return sum(self._rows.step_self[self._p0:self._p1])
+        return sum(self._rows.step_self[self._p0 : self._p1])
 
     @property
     def steps(self) -> tuple[PathStep, ...]:
@@ -193,8 +211,14 @@ class RootPath:
             sp, r, a, b = self._spans, self._rows, self._p0, self._p1
             self._steps = tuple(
                 PathStep(sp[i], s, e, t, d)
-                for i, s, e, t, d in zip(r.step_span[a:b], r.step_start[a:b], r.step_end[a:b],
-                                         r.step_self[a:b], r.step_depth[a:b], strict=True)
+                for i, s, e, t, d in zip(
+                    r.step_span[a:b],
+                    r.step_start[a:b],
+                    r.step_end[a:b],
+                    r.step_self[a:b],
+                    r.step_depth[a:b],
+                    strict=True,
+                )
             )
         return self._steps
 
@@ -230,22 +254,42 @@ class RootPath:
         """Stable JSON form: the root, the path forward in time, Jaeger UI's sections."""
         sp, r, a, b, c, d = self._spans, self._rows, self._p0, self._p1, self._s0, self._s1
         path: list[dict[str, object]] = []
-        for i, s, e, t, dep in zip(r.step_span[a:b], r.step_start[a:b], r.step_end[a:b], r.step_self[a:b],
-                                   r.step_depth[a:b], strict=True):
+        for i, s, e, t, dep in zip(
+            r.step_span[a:b],
+            r.step_start[a:b],
+            r.step_end[a:b],
+            r.step_self[a:b],
+            r.step_depth[a:b],
+            strict=True,
+        ):
             x = sp[i]
-            path.append({"spanID": x.span_id, "service": x.service, "instance": x.instance,
-                         "operation": x.operation, "start": s, "end": e, "selfTime": t, "depth": dep})
+            path.append(
+                {
+                    "spanID": x.span_id,
+                    "service": x.service,
+                    "instance": x.instance,
+                    "operation": x.operation,
+                    "start": s,
+                    "end": e,
+                    "selfTime": t,
+                    "depth": dep,
+                }
+            )
         return {
             "rootSpanID": self.root.span_id,
             "duration": self.root.duration,
             "path": path,
-            "sections": [{"spanID": sp[i].span_id, "sectionStart": s, "sectionEnd": e}
-                         for i, s, e in zip(r.sec_span[c:d], r.sec_start[c:d], r.sec_end[c:d], strict=True)],
+            "sections": [
+                {"spanID": sp[i].span_id, "sectionStart": s, "sectionEnd": e}
+                for i, s, e in zip(r.sec_span[c:d], r.sec_start[c:d], r.sec_end[c:d], strict=True)
+            ],
         }
 
     def __repr__(self) -> str:
-        return (f"RootPath(root={self.root.span_id!r}, steps={self._p1 - self._p0}, "
-                f"sections={self._s1 - self._s0}, latency={self.latency})")
+        return (
+            f"RootPath(root={self.root.span_id!r}, steps={self._p1 - self._p0}, "
+            f"sections={self._s1 - self._s0}, latency={self.latency})"
+        )
 
 
 class _Shared(NamedTuple):
@@ -261,8 +305,7 @@ class _Shared(NamedTuple):
 class CriticalPath:
     """The critical paths of one trace, one per root (read-only)."""
 
-    __slots__ = ("_r0", "_r1", "_roots", "_shared", "_spans", "excluded", "main_index", "trace_id",
-                 "trimmed")
+    __slots__ = ("_r0", "_r1", "_roots", "_shared", "_spans", "excluded", "main_index", "trace_id", "trimmed")
 
     def __init__(
         self, trace_id: str, roots: Sequence[RootPath], main_index: int, excluded: int, trimmed: int
@@ -283,11 +326,22 @@ class CriticalPath:
 
     @classmethod
     def _of_batch(
-        cls, trace: Trace, shared: _Shared, rows: tuple[int, int], main_index: int, excluded: int, trimmed: int
+        cls,
+        trace: Trace,
+        shared: _Shared,
+        rows: tuple[int, int],
+        main_index: int,
+        excluded: int,
+        trimmed: int,
     ) -> CriticalPath:
         """A trace's result within a batch; its RootPath objects are built on first use."""
         self = cls.__new__(cls)
-        self.trace_id, self.main_index, self.excluded, self.trimmed = trace.trace_id, main_index, excluded, trimmed
+        self.trace_id, self.main_index, self.excluded, self.trimmed = (
+            trace.trace_id,
+            main_index,
+            excluded,
+            trimmed,
+        )
         self._roots, self._shared, self._spans = None, shared, trace.spans
         self._r0, self._r1 = rows
         return self
@@ -305,8 +359,10 @@ class CriticalPath:
         return self._roots
 
     def __repr__(self) -> str:
-        return (f"CriticalPath(trace_id={self.trace_id!r}, roots={len(self.roots)}, main={self.main!r}, "
-                f"excluded={self.excluded}, trimmed={self.trimmed})")
+        return (
+            f"CriticalPath(trace_id={self.trace_id!r}, roots={len(self.roots)}, main={self.main!r}, "
+            f"excluded={self.excluded}, trimmed={self.trimmed})"
+        )
 
     @property
     def main(self) -> RootPath:
@@ -366,8 +422,9 @@ def _batch(traces: Sequence[Trace]) -> _Batch:
     flat = traces[0].spans if len(traces) == 1 else list(chain.from_iterable(map(_get_spans, traces)))
     start: _I64 = np.fromiter(map(_get_start, flat), dtype=np.int64, count=n)
     end: _I64 = start + np.fromiter(map(_get_duration, flat), dtype=np.int64, count=n)
-    follows: _Bool = np.fromiter(map(is_, map(_get_ref, flat), repeat(RefType.FOLLOWS_FROM)),
-                                 dtype=np.bool_, count=n)
+    follows: _Bool = np.fromiter(
+        map(is_, map(_get_ref, flat), repeat(RefType.FOLLOWS_FROM)), dtype=np.bool_, count=n
+    )
     # Parents by ID (C-level loops; a missing parent or None maps to -1). Span IDs are random
     # and unique across traces in practice: then one index serves all, and a parent found in
     # another trace is no parent. Otherwise, one index per trace.
@@ -405,8 +462,11 @@ def _cycle_error(batch: _Batch) -> TraceParseError:
             j = p[j]
         if j >= 0 and state[j] == 1:
             trace, span = batch.locate(j)
-            return TraceParseError("parent references form a cycle through this span",
-                                   trace_id=trace.trace_id, span_id=span.span_id)
+            return TraceParseError(
+                "parent references form a cycle through this span",
+                trace_id=trace.trace_id,
+                span_id=span.span_id,
+            )
         for k in followed:
             state[k] = 2
     return TraceParseError("parent references form a cycle")
@@ -458,7 +518,7 @@ def _group_keys(vgroup: _I64, value: _I64, pgroup: _I64, probe: _I64) -> tuple[_
     # Times too far apart for the product: compare their ranks instead.
     _, inv = np.unique(np.concatenate([value, probe]), return_inverse=True)
     width = int(inv.max(initial=0)) + 2
-    return vgroup * width + inv[: value.size], pgroup * width + inv[value.size:]
+    return vgroup * width + inv[: value.size], pgroup * width + inv[value.size :]
 
 
 def _tolerance_cuts(cs: _I64, ce: _I64, par: _I64, kept: _Bool, tol: int) -> _I64:
@@ -664,8 +724,16 @@ def _root_paths(batch: _Batch, tree: _Tree, on: _I64) -> tuple[_Shared, list[tup
     bounds = np.arange(roots.size + 1)
     pcut = np.searchsorted(rank[root_of[path]], bounds).tolist()
     scut = np.searchsorted(rank[root_of[sec_span]], bounds).tolist()
-    lists = _Rows(local[path].tolist(), cs[path].tolist(), ce[path].tolist(), selft[path].tolist(),
-                  depth[path].tolist(), local[sec_span].tolist(), sec_start.tolist(), sec_end.tolist())
+    lists = _Rows(
+        local[path].tolist(),
+        cs[path].tolist(),
+        ce[path].tolist(),
+        selft[path].tolist(),
+        depth[path].tolist(),
+        local[sec_span].tolist(),
+        sec_start.tolist(),
+        sec_end.tolist(),
+    )
     shared = _Shared(lists, local[roots].tolist(), pcut, scut)
 
     # Per trace: its roots' range, and its main root: the longest, the earliest on ties.
@@ -813,8 +881,14 @@ def _small_path(trace: Trace, tol: int) -> CriticalPath | None:
     return CriticalPath(trace.trace_id, out, main, excluded, trimmed)
 
 
-def _walk_lists(spans: Sequence[Span], r: int, children: dict[int, list[int]], alive: list[bool], cs: list[int],
-                ce: list[int]) -> RootPath:
+def _walk_lists(
+    spans: Sequence[Span],
+    r: int,
+    children: dict[int, list[int]],
+    alive: list[bool],
+    cs: list[int],
+    ce: list[int],
+) -> RootPath:
     """The backward walk under root ``r`` on lists (as :func:`_walk_root`), children sorted by
     end only for the spans the walk enters."""
 
@@ -868,13 +942,22 @@ def _walk_lists(spans: Sequence[Span], r: int, children: dict[int, list[int]], a
             done_d.append(d)
     done_x.reverse()
     done_d.reverse()
-    rows = _Rows(done_x, [cs[x] for x in done_x], [ce[x] for x in done_x],
-                 [selft.get(x, 0) for x in done_x], done_d, sec_x, sec_s, sec_e)
+    rows = _Rows(
+        done_x,
+        [cs[x] for x in done_x],
+        [ce[x] for x in done_x],
+        [selft.get(x, 0) for x in done_x],
+        done_d,
+        sec_x,
+        sec_s,
+        sec_e,
+    )
     return RootPath(spans, r, rows, (0, len(done_x)), (0, len(sec_x)))
 
 
-def _cut_overlaps(order: list[int], children: list[list[int]], cs: list[int], ce: list[int], alive: list[bool],
-                  tol: int) -> None:
+def _cut_overlaps(
+    order: list[int], children: list[list[int]], cs: list[int], ce: list[int], alive: list[bool], tol: int
+) -> None:
     """Rule 5 on lists, in place: cut each live child at the earliest later sibling start it
     overlaps by at most ``tol`` us, trim the cut spans' subtrees again and drop the children
     that start after their parent's new end."""
@@ -917,8 +1000,7 @@ def critical_path_walk(trace: Trace, *, overlap_tolerance_us: int = 0) -> Critic
         for p in range(len(w.cs))
     ]
     out = [_walk_root(trace, w, kids_by_end, r) for r in sorted(w.roots, key=lambda r: (w.start[r], r))]
-    return CriticalPath(trace.trace_id, tuple(out), _main_index(out), w.alive.count(False),
-                        w.trimmed)
+    return CriticalPath(trace.trace_id, tuple(out), _main_index(out), w.alive.count(False), w.trimmed)
 
 
 class _WalkTree:
@@ -954,8 +1036,9 @@ class _WalkTree:
                 self.alive[c] = self.alive[p] and not dropped
         if tol > 0:
             self._cut(tol)
-        self.trimmed = sum(1 for i in range(n) if self.alive[i]
-                           and (self.cs[i] != self.start[i] or self.ce[i] != end[i]))
+        self.trimmed = sum(
+            1 for i in range(n) if self.alive[i] and (self.cs[i] != self.start[i] or self.ce[i] != end[i])
+        )
 
     def _cut(self, tol: int) -> None:
         """Rule 5: cut each child at the earliest later sibling start it overlaps by <= tol."""
@@ -992,7 +1075,14 @@ def _walk_root(trace: Trace, w: _WalkTree, kids_by_end: list[list[int]], r: int)
             done.append((x, d))
     done.reverse()  # leaving order, reversed, is pre-order forward in time
 
-    rows = _Rows([x for x, _ in done], [cs[x] for x, _ in done], [ce[x] for x, _ in done],
-                 [selft.get(x, 0) for x, _ in done], [d for _, d in done],
-                 [x for x, _, _ in sections], [s for _, s, _ in sections], [e for _, _, e in sections])
+    rows = _Rows(
+        [x for x, _ in done],
+        [cs[x] for x, _ in done],
+        [ce[x] for x, _ in done],
+        [selft.get(x, 0) for x, _ in done],
+        [d for _, d in done],
+        [x for x, _, _ in sections],
+        [s for _, s, _ in sections],
+        [e for _, _, e in sections],
+    )
     return RootPath(trace.spans, r, rows, (0, len(done)), (0, len(sections)))

@@ -114,7 +114,7 @@ InstanceKey = tuple[str, str]
 
 FEATURE_DOCS: Mapping[str, str] = {
     "ri": "FIRM's relative importance: Pearson correlation of the instance's on-path time with the "
-          "end-to-end critical-path latency (-1..1; None with too few samples).",
+    "end-to-end critical-path latency (-1..1; None with too few samples).",
     "ci": "FIRM's congestion intensity: p99/p50 of the instance's on-path time (ratio).",
     "cp_share": "share of the window's critical-path time spent in the instance (0..1).",
     "cp_share_ref": "cp_share in the reference window (0..1; None without one).",
@@ -122,7 +122,7 @@ FEATURE_DOCS: Mapping[str, str] = {
     "calls_per_trace": "entry spans of the instance per trace of the window (count).",
     "calls_growth": "calls_per_trace / the same in the reference (ratio; None when it had none).",
     "own_us": "own processing time per request: median own time x calls per trace, summed over "
-              "the instance's operations (us).",
+    "the instance's operations (us).",
     "own_ratio": "own time per request in the window / in the reference (ratio).",
     "own_growth_us": "growth of own processing time per request (us, shrunk by noise).",
     "leaf_growth_us": "growth of the instance's calls to uninstrumented callees per request (us).",
@@ -134,11 +134,11 @@ FEATURE_DOCS: Mapping[str, str] = {
     "blame_in_us": "share of the gap growth of calls into the instance charged to it (us per request).",
     "blame_out_us": "share of the gap growth of its outgoing calls charged to it (us per request).",
     "blame_us": "blame_own_us + blame_in_us + blame_out_us (us per request); without a reference, "
-                "the instance's time per request.",
+    "the instance's time per request.",
     "blame_rel": "blame_us / median end-to-end latency of the reference (or of the window without "
-                 "one) (ratio).",
+    "one) (ratio).",
     "blame_raw_rel": "blame_rel computed from growths not shrunk by noise (ratio; a tie-breaker when "
-                     "no growth stands out of the noise).",
+    "no growth stands out of the noise).",
     "blame_share": "blame_us / the sum of blame_us over all instances (0..1).",
     "blame_vs_top": "blame_us / the largest blame_us of the window (0..1).",
     "latency_growth": "median end-to-end latency of the window / of the reference (ratio; window-wide).",
@@ -206,6 +206,7 @@ class WindowProfile:
     """Counts of what was odd: ``negative_gaps``, ``client_without_server``, ``duplicate_traces``."""
     kept: list[Trace] = field(default_factory=list)
     """The traces used (one per trace ID)."""
+
 
 _I64 = npt.NDArray[np.int64]
 _F64 = npt.NDArray[np.float64]
@@ -293,9 +294,11 @@ class PartsTable:
         uniq, inverse = np.unique(combined, return_inverse=True)
         ua, rest = np.divmod(uniq, ni * no)
         ub, uo = np.divmod(rest, no)
-        ids = np.fromiter((self.key(x, y - 1, z) for x, y, z in zip(ua.tolist(), ub.tolist(), uo.tolist(),
-                                                                     strict=True)),
-                          dtype=np.int64, count=uniq.size)
+        ids = np.fromiter(
+            (self.key(x, y - 1, z) for x, y, z in zip(ua.tolist(), ub.tolist(), uo.tolist(), strict=True)),
+            dtype=np.int64,
+            count=uniq.size,
+        )
         out: _I64 = ids[inverse.reshape(-1)]
         return out
 
@@ -333,8 +336,9 @@ class TraceParts(NamedTuple):
 class WindowParts(Sequence[Trace]):
     """A window of requests (one per trace ID) with the parts of each; a sequence of its traces."""
 
-    def __init__(self, table: PartsTable, parts: Sequence[TraceParts], *, duplicates: int = 0,
-                 with_paths: bool = True) -> None:
+    def __init__(
+        self, table: PartsTable, parts: Sequence[TraceParts], *, duplicates: int = 0, with_paths: bool = True
+    ) -> None:
         self.table = table
         self.parts = list(parts)
         self.duplicates = duplicates
@@ -375,12 +379,15 @@ def _merge_duplicates(traces: Iterable[Trace]) -> tuple[list[Trace], int]:
     return list(by_id.values()), duplicates
 
 
-def window_parts(traces: Iterable[Trace], table: PartsTable | None = None, *, with_paths: bool = True) -> WindowParts:
+def window_parts(
+    traces: Iterable[Trace], table: PartsTable | None = None, *, with_paths: bool = True
+) -> WindowParts:
     """The parts of every request of ``traces`` (duplicated trace IDs merged), all traces at once."""
     kept, duplicates = _merge_duplicates(traces)
     table = table or PartsTable()
-    return WindowParts(table, trace_parts(kept, table, with_paths=with_paths), duplicates=duplicates,
-                       with_paths=with_paths)
+    return WindowParts(
+        table, trace_parts(kept, table, with_paths=with_paths), duplicates=duplicates, with_paths=with_paths
+    )
 
 
 def _parents(traces: Sequence[Trace], flat: Sequence[Span], offsets: _I64, trace_of: _I64) -> _I64:
@@ -469,8 +476,19 @@ def _spans_of(traces: Sequence[Trace], table: PartsTable) -> _Spans:
     dur = np.fromiter(map(_get_duration, flat), dtype=np.int64, count=n)
     code = np.fromiter(map(_KIND_CODE.get, map(_get_kind, flat), repeat(0)), dtype=np.int64, count=n)
     sync = np.fromiter(map(is_, map(_get_ref, flat), repeat(RefType.CHILD_OF)), dtype=np.bool_, count=n)
-    return _Spans(ntr, offsets, trace_of, start, dur, start + dur, table.instance_ids_of(flat),
-                  table.op_ids_of(flat), code, sync, _parents(traces, flat, offsets, trace_of))
+    return _Spans(
+        ntr,
+        offsets,
+        trace_of,
+        start,
+        dur,
+        start + dur,
+        table.instance_ids_of(flat),
+        table.op_ids_of(flat),
+        code,
+        sync,
+        _parents(traces, flat, offsets, trace_of),
+    )
 
 
 def _own_and_leaf(traces: Sequence[Trace], sp: _Spans, table: PartsTable) -> tuple[_I64, _I64, _I64, _I64]:
@@ -503,11 +521,14 @@ def _own_and_leaf(traces: Sequence[Trace], sp: _Spans, table: PartsTable) -> tup
     lo = np.maximum(sp.start[cidx], sp.start[owner])
     hi = np.minimum(sp.end[cidx], sp.end[owner])
     keep = hi > lo
-    covered = _union_lengths(owner[keep], lo[keep] - sp.start[owner[keep]], hi[keep] - sp.start[owner[keep]], n)
+    covered = _union_lengths(
+        owner[keep], lo[keep] - sp.start[owner[keep]], hi[keep] - sp.start[owner[keep]], n
+    )
     own_idx = np.flatnonzero(entry)
     leaf_idx = cidx[same[cidx] & ~has_cross[cidx]]
-    no_server = np.bincount(sp.trace_of[leaf_idx[(code[leaf_idx] == 1) | ~has_children[leaf_idx]]],
-                            minlength=sp.ntr)
+    no_server = np.bincount(
+        sp.trace_of[leaf_idx[(code[leaf_idx] == 1) | ~has_children[leaf_idx]]], minlength=sp.ntr
+    )
     return own_idx, sp.dur[own_idx] - covered[own_idx], leaf_idx, no_server
 
 
@@ -526,7 +547,9 @@ def _gaps(sp: _Spans) -> tuple[_I64, _I64, _I64, _I64]:
     return req_child, req_val, resp_child, resp_val
 
 
-def _paths(traces: Sequence[Trace], sp: _Spans, table: PartsTable) -> tuple[_I64, list[int], list[int], list[int]]:
+def _paths(
+    traces: Sequence[Trace], sp: _Spans, table: PartsTable
+) -> tuple[_I64, list[int], list[int], list[int]]:
     """Per trace, the self time of each instance on the main critical path: rows (instance,
     microseconds), the rows' cut per trace, the main roots' starts and ends."""
     ntr = sp.ntr
@@ -541,8 +564,12 @@ def _paths(traces: Sequence[Trace], sp: _Spans, table: PartsTable) -> tuple[_I64
     sums = np.zeros(pk.size, dtype=np.int64)
     np.add.at(sums, pinv.reshape(-1), step_self)
     ptrace, pinst = np.divmod(pk, width)
-    return (np.stack([pinst, sums], axis=1), np.searchsorted(ptrace, np.arange(ntr + 1)).tolist(),
-            [m.root.start for m in mains], [m.root.end for m in mains])
+    return (
+        np.stack([pinst, sums], axis=1),
+        np.searchsorted(ptrace, np.arange(ntr + 1)).tolist(),
+        [m.root.start for m in mains],
+        [m.root.end for m in mains],
+    )
 
 
 def trace_parts(traces: Sequence[Trace], table: PartsTable, *, with_paths: bool = True) -> list[TraceParts]:
@@ -561,17 +588,21 @@ def trace_parts(traces: Sequence[Trace], table: PartsTable, *, with_paths: bool 
     req_child, req_val, resp_child, resp_val = _gaps(sp)
     trace_of, inst, op, par = sp.trace_of, sp.inst, sp.op, sp.par
     req_parent, resp_parent = par[req_child], par[resp_child]
-    negative = (np.bincount(trace_of[req_parent[req_val < 0]], minlength=ntr)
-                + np.bincount(trace_of[resp_parent[resp_val < 0]], minlength=ntr))
+    negative = np.bincount(trace_of[req_parent[req_val < 0]], minlength=ntr) + np.bincount(
+        trace_of[resp_parent[resp_val < 0]], minlength=ntr
+    )
     none = np.full(own_idx.size + leaf_idx.size, -1, dtype=np.int64)
     key_a = np.concatenate([inst[own_idx], inst[leaf_idx], inst[req_parent], inst[resp_parent]])
     key_b = np.concatenate([none, inst[req_child], inst[resp_child]])
     key_op = np.concatenate([op[own_idx], op[leaf_idx], op[req_child], op[resp_child]])
-    kinds = np.repeat(np.array([OWN, LEAF, REQ, RESP], dtype=np.int64),
-                      [own_idx.size, leaf_idx.size, req_child.size, resp_child.size])
+    kinds = np.repeat(
+        np.array([OWN, LEAF, REQ, RESP], dtype=np.int64),
+        [own_idx.size, leaf_idx.size, req_child.size, resp_child.size],
+    )
     values = np.concatenate([own_val, sp.dur[leaf_idx], req_val, resp_val])
-    row_trace = np.concatenate([trace_of[own_idx], trace_of[leaf_idx], trace_of[req_parent],
-                                trace_of[resp_parent]])
+    row_trace = np.concatenate(
+        [trace_of[own_idx], trace_of[leaf_idx], trace_of[req_parent], trace_of[resp_parent]]
+    )
     rows = np.stack([kinds, table.keys_of(key_a, key_b, key_op), values], axis=1)
     order = np.argsort(row_trace, kind="stable")
     rows = rows[order]
@@ -596,16 +627,28 @@ def trace_parts(traces: Sequence[Trace], table: PartsTable, *, with_paths: bool 
         path_rows, pc, p_start, p_end = _paths(traces, sp, table)
     lat, neg, nos = sp.dur[main].tolist(), negative.tolist(), no_server.tolist()
     return [
-        TraceParts(traces[t], lat[t], rows[rc[t]:rc[t + 1]], inst_ids[ic[t]:ic[t + 1]], neg[t], nos[t],
-                   None if path_rows is None else path_rows[pc[t]:pc[t + 1]], p_start[t], p_end[t])
+        TraceParts(
+            traces[t],
+            lat[t],
+            rows[rc[t] : rc[t + 1]],
+            inst_ids[ic[t] : ic[t + 1]],
+            neg[t],
+            nos[t],
+            None if path_rows is None else path_rows[pc[t] : pc[t + 1]],
+            p_start[t],
+            p_end[t],
+        )
         for t in range(ntr)
     ]
 
 
 def _cycle(traces: Sequence[Trace], trace_of: _I64, where: _I64) -> TraceParseError:
     t = traces[int(trace_of[int(where[0])])] if where.size else traces[0]
-    return TraceParseError("parent references form a cycle, so the trace has no root", trace_id=t.trace_id,
-                           fix="parse the trace with firm.tracing.parse, or drop it")
+    return TraceParseError(
+        "parent references form a cycle, so the trace has no root",
+        trace_id=t.trace_id,
+        fix="parse the trace with firm.tracing.parse, or drop it",
+    )
 
 
 class TracePartsCache:
@@ -644,8 +687,11 @@ class TracePartsCache:
             ids = [t.trace_id for t in kept]
         entries = self._entries
         found: list[TraceParts | None] = list(map(entries.get, ids))
-        missing = [i for i, (t, hit) in enumerate(zip(kept, found, strict=True))
-                   if hit is None or not (hit.trace is t or hit.trace.spans == t.spans)]
+        missing = [
+            i
+            for i, (t, hit) in enumerate(zip(kept, found, strict=True))
+            if hit is None or not (hit.trace is t or hit.trace.spans == t.spans)
+        ]
         if missing:
             fresh = trace_parts([kept[i] for i in missing], self.table, with_paths=self.with_paths)
             self.computed += len(missing)
@@ -655,8 +701,9 @@ class TracePartsCache:
                 entries[ids[i]] = part  # the newest last: the oldest go first
             while len(entries) > self.max_traces:
                 entries.popitem(last=False)
-        return WindowParts(self.table, [p for p in found if p is not None], duplicates=duplicates,
-                           with_paths=self.with_paths)
+        return WindowParts(
+            self.table, [p for p in found if p is not None], duplicates=duplicates, with_paths=self.with_paths
+        )
 
     def ingest(self, traces: Iterable[Trace]) -> int:
         """Compute and keep the parts of the requests not cached yet; returns how many were
@@ -705,6 +752,7 @@ def profile_window(traces: Iterable[Trace]) -> WindowProfile:
 
 # -- Growth and blame ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CulpritInstance:
     """The culprit features of one instance of a window."""
@@ -733,7 +781,6 @@ class CulpritWindow:
     ``duplicate_traces``, ``unmatched_keys``, ``only_in_window``, ``only_in_reference``)."""
     paths: WindowFeatures | None = None
     """FIRM's features of the window (RI, CI, cp_share), as computed."""
-
 
 
 class _Groups(NamedTuple):
@@ -896,15 +943,23 @@ def _gather(wp: WindowParts) -> _Gathered:
     return _Gathered(len(parts), rows, lat, inst, notes)
 
 
-def _as_parts(data: Sequence[Trace] | WindowProfile | WindowParts, table: PartsTable | None,
-              with_paths: bool) -> WindowParts:
+def _as_parts(
+    data: Sequence[Trace] | WindowProfile | WindowParts, table: PartsTable | None, with_paths: bool
+) -> WindowParts:
     """``data`` as parts over ``table`` (a new table when None)."""
-    if isinstance(data, WindowParts) and (table is None or data.table is table) and (data.with_paths or not with_paths):
+    if (
+        isinstance(data, WindowParts)
+        and (table is None or data.table is table)
+        and (data.with_paths or not with_paths)
+    ):
         return data
     if isinstance(data, WindowParts):
-        return WindowParts(table or data.table, trace_parts([p.trace for p in data.parts], table or data.table,
-                                                            with_paths=with_paths),
-                           duplicates=data.duplicates, with_paths=with_paths)
+        return WindowParts(
+            table or data.table,
+            trace_parts([p.trace for p in data.parts], table or data.table, with_paths=with_paths),
+            duplicates=data.duplicates,
+            with_paths=with_paths,
+        )
     if isinstance(data, WindowProfile):
         wp = window_parts(data.kept, table, with_paths=with_paths)
         wp.duplicates = data.notes.get("duplicate_traces", 0)
@@ -946,13 +1001,31 @@ def _path_features(wp: WindowParts, min_samples: int) -> WindowFeatures:
     table = wp.table
     instances = []
     for k, i in enumerate(gi[first].tolist()):
-        flags, ri, ci = _ri_ci(int(n[k]), min_samples, bool(ptp_x[k] == 0), bool(ptp_y[k] == 0),
-                               (float(sxy[k]), float(sxx[k]), float(syy[k])), float(p50[k]), float(p99[k]))
+        flags, ri, ci = _ri_ci(
+            int(n[k]),
+            min_samples,
+            bool(ptp_x[k] == 0),
+            bool(ptp_y[k] == 0),
+            (float(sxy[k]), float(sxx[k]), float(syy[k])),
+            float(p50[k]),
+            float(p99[k]),
+        )
         service, instance = table.instances[i]
-        instances.append(InstanceFeatures(
-            service=service, instance=instance, samples=int(n[k]), on_path_ratio=int(n[k]) / nreq, ri=ri, ci=ci,
-            p50_us=float(p50[k]), p99_us=float(p99[k]), mean_us=float(mx[k]),
-            cp_share=float(sx[k]) / total if total > 0 else 0.0, flags=tuple(flags)))
+        instances.append(
+            InstanceFeatures(
+                service=service,
+                instance=instance,
+                samples=int(n[k]),
+                on_path_ratio=int(n[k]) / nreq,
+                ri=ri,
+                ci=ci,
+                p50_us=float(p50[k]),
+                p99_us=float(p99[k]),
+                mean_us=float(mx[k]),
+                cp_share=float(sx[k]) / total if total > 0 else 0.0,
+                flags=tuple(flags),
+            )
+        )
     instances.sort(key=lambda f: (-f.cp_share, f.service, f.instance))
     wflags: list[str] = []
     if nreq < min_samples:
@@ -961,13 +1034,26 @@ def _path_features(wp: WindowParts, min_samples: int) -> WindowFeatures:
         wflags.append(CONSTANT_END_TO_END)
     lp50, lp99 = np.percentile(e2e, [50, 99])
     return WindowFeatures(
-        requests=nreq, start=min(map(_get_path_start, parts)), end=max(map(_get_path_end, parts)),
-        latency_p50_us=float(lp50), latency_p99_us=float(lp99), latency_mean_us=float(e2e.mean()),
-        flags=tuple(wflags), instances=tuple(instances))
+        requests=nreq,
+        start=min(map(_get_path_start, parts)),
+        end=max(map(_get_path_end, parts)),
+        latency_p50_us=float(lp50),
+        latency_p99_us=float(lp99),
+        latency_mean_us=float(e2e.mean()),
+        flags=tuple(wflags),
+        instances=tuple(instances),
+    )
 
 
-def _ri_ci(n: int, min_samples: int, constant_x: bool, constant_y: bool, sums: tuple[float, float, float],
-           p50: float, p99: float) -> tuple[list[str], float | None, float | None]:
+def _ri_ci(
+    n: int,
+    min_samples: int,
+    constant_x: bool,
+    constant_y: bool,
+    sums: tuple[float, float, float],
+    p50: float,
+    p99: float,
+) -> tuple[list[str], float | None, float | None]:
     """Flags, RI (from the centred sums xy, xx, yy) and CI of one instance, as
     :func:`firm.tracing.features.window_features` computes them."""
     flags: list[str] = []
@@ -1023,13 +1109,27 @@ def culprit_features(
         for k, v in ref.notes.items():
             notes[f"reference_{k}"] = v
     if win.n == 0:
-        return CulpritWindow(0, None if ref is None else ref.n, ref is not None, None,
-                             None if ref is None else _median(ref.latencies), (), notes, None)
+        return CulpritWindow(
+            0,
+            None if ref is None else ref.n,
+            ref is not None,
+            None,
+            None if ref is None else _median(ref.latencies),
+            (),
+            notes,
+            None,
+        )
     table = wp.table
-    paths = _memoized(wp, ("paths", cfg.min_samples), partial(_path_features, min_samples=cfg.min_samples)) \
-        if with_paths else None
-    paths_ref = (_memoized(rp, ("paths", cfg.min_samples), partial(_path_features, min_samples=cfg.min_samples))
-                 if with_paths and ref is not None and rp is not None else None)
+    paths = (
+        _memoized(wp, ("paths", cfg.min_samples), partial(_path_features, min_samples=cfg.min_samples))
+        if with_paths
+        else None
+    )
+    paths_ref = (
+        _memoized(rp, ("paths", cfg.min_samples), partial(_path_features, min_samples=cfg.min_samples))
+        if with_paths and ref is not None and rp is not None
+        else None
+    )
     lat = _median(win.latencies)
     lat_ref = _median(ref.latencies) if ref is not None else None
     n = win.n
@@ -1043,7 +1143,9 @@ def culprit_features(
     own_inst = key_a[wg.ids[own]]
     w_calls = wg.sizes[own] / n
     calls = np.bincount(own_inst, weights=w_calls, minlength=len(table.instances))
-    own_abs = np.bincount(own_inst, weights=_medians(wg)[own] * wg.sizes[own] / n, minlength=len(table.instances))
+    own_abs = np.bincount(
+        own_inst, weights=_medians(wg)[own] * wg.sizes[own] / n, minlength=len(table.instances)
+    )
     for i, f in feats.items():
         f["calls_per_trace"] = float(calls[i])
         f["own_us"] = float(own_abs[i])
@@ -1066,7 +1168,9 @@ def culprit_features(
         f["blame_share"] = b / total if total > 0 else 0.0
         f["blame_vs_top"] = b / top if top > 0 else 0.0
     named = sorted((table.instances[i], f) for i, f in feats.items())
-    instances = tuple(CulpritInstance(ik[0], ik[1], {name: f.get(name) for name in FEATURE_DOCS}) for ik, f in named)
+    instances = tuple(
+        CulpritInstance(ik[0], ik[1], {name: f.get(name) for name in FEATURE_DOCS}) for ik, f in named
+    )
     return CulpritWindow(
         requests=n,
         reference_requests=None if ref is None else ref.n,
@@ -1079,8 +1183,12 @@ def culprit_features(
     )
 
 
-def _firm_features(feats: dict[int, dict[str, float | None]], table: PartsTable, paths: WindowFeatures | None,
-                   paths_ref: WindowFeatures | None) -> None:
+def _firm_features(
+    feats: dict[int, dict[str, float | None]],
+    table: PartsTable,
+    paths: WindowFeatures | None,
+    paths_ref: WindowFeatures | None,
+) -> None:
     """FIRM's RI, CI and cp_share of each instance, and the growth of cp_share."""
     by_path = {(i.service, i.instance): i for i in paths.instances} if paths else {}
     by_path_ref = {(i.service, i.instance): i for i in paths_ref.instances} if paths_ref else {}
@@ -1098,8 +1206,9 @@ def _firm_features(feats: dict[int, dict[str, float | None]], table: PartsTable,
             f["cp_share_ref"] = f["cp_share_growth"] = None
 
 
-def _no_reference(wg: _Groups, table: PartsTable, feats: dict[int, dict[str, float | None]], lat: float,
-                  n: int) -> None:
+def _no_reference(
+    wg: _Groups, table: PartsTable, feats: dict[int, dict[str, float | None]], lat: float, n: int
+) -> None:
     nk = len(table.keys)
     key_a, key_b, _ = table.key_columns()
     kind, key = np.divmod(wg.ids, nk)
@@ -1110,9 +1219,21 @@ def _no_reference(wg: _Groups, table: PartsTable, feats: dict[int, dict[str, flo
     time_of += np.bincount(key_a[key[gap]], weights=half, minlength=len(table.instances))
     time_of += np.bincount(key_b[key[gap]], weights=half, minlength=len(table.instances))
     for i, f in feats.items():
-        for name in ("calls_growth", "own_ratio", "own_growth_us", "leaf_growth_us", "req_in_growth_us",
-                     "resp_in_growth_us", "req_out_growth_us", "resp_out_growth_us", "blame_own_us",
-                     "blame_in_us", "blame_out_us", "blame_raw_rel", "latency_growth"):
+        for name in (
+            "calls_growth",
+            "own_ratio",
+            "own_growth_us",
+            "leaf_growth_us",
+            "req_in_growth_us",
+            "resp_in_growth_us",
+            "req_out_growth_us",
+            "resp_out_growth_us",
+            "blame_own_us",
+            "blame_in_us",
+            "blame_out_us",
+            "blame_raw_rel",
+            "latency_growth",
+        ):
             f[name] = None
         f["blame_us"] = float(time_of[i])
         f["blame_rel"] = float(time_of[i]) / lat if lat > 0 else 0.0
@@ -1128,7 +1249,7 @@ def _pooled(table: PartsTable, win_rows: _I64, ref_rows: _I64, min_calls: int) -
     cw_all = np.bincount(win_rows[:, 0] * nk + win_rows[:, 1], minlength=4 * nk)
     cr_all = np.bincount(ref_rows[:, 0] * nk + ref_rows[:, 1], minlength=4 * nk)
     for kind in (REQ, RESP):
-        cw, cr = cw_all[kind * nk:(kind + 1) * nk], cr_all[kind * nk:(kind + 1) * nk]
+        cw, cr = cw_all[kind * nk : (kind + 1) * nk], cr_all[kind * nk : (kind + 1) * nk]
         rare = ((cw > 0) | (cr > 0)) & ~((cw >= min_calls) & (cr >= min_calls))
         if not rare.any():
             continue
@@ -1209,7 +1330,9 @@ def _blame(
 ) -> dict[int, dict[str, float]]:
     """Growth and blame per instance (us per request): per key of part ``kind`` from instance
     ``src`` (to ``dst`` for gaps), its growth (us per call) and calls per request ``weight``."""
-    zero = dict.fromkeys(("own", "leaf", "req_in", "resp_in", "req_out", "resp_out", "b_own", "b_in", "b_out"), 0.0)
+    zero = dict.fromkeys(
+        ("own", "leaf", "req_in", "resp_in", "req_out", "resp_out", "b_own", "b_in", "b_out"), 0.0
+    )
     acc: dict[int, dict[str, float]] = {i: dict(zero) for i in feats}
     kinds, a_l, b_l, g_l, w_l = kind.tolist(), src.tolist(), dst.tolist(), growth.tolist(), weight.tolist()
     edges: dict[int, list[tuple[int, int, float, float]]] = {REQ: [], RESP: []}

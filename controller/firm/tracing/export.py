@@ -13,8 +13,13 @@ from firm.tracing.model import Span, TagValue, Trace
 
 
 def _tag(key: str, value: TagValue) -> dict[str, Any]:
-    kind = "bool" if isinstance(value, bool) else "int64" if isinstance(value, int) else (
-        "float64" if isinstance(value, float) else "string")
+    kind = (
+        "bool"
+        if isinstance(value, bool)
+        else "int64"
+        if isinstance(value, int)
+        else ("float64" if isinstance(value, float) else "string")
+    )
     return {"key": key, "type": kind, "value": value}
 
 
@@ -28,8 +33,10 @@ def jaeger_trace(trace: Trace) -> dict[str, Any]:
     return {
         "traceID": trace.trace_id,
         "spans": spans,
-        "processes": {pid: {"serviceName": service, "tags": [_tag("hostname", instance)]}
-                      for (service, instance), pid in processes.items()},
+        "processes": {
+            pid: {"serviceName": service, "tags": [_tag("hostname", instance)]}
+            for (service, instance), pid in processes.items()
+        },
         "warnings": list(trace.warnings) or None,
     }
 
@@ -38,11 +45,23 @@ def _jaeger_span(trace_id: str, span: Span, process: str) -> dict[str, Any]:
     tags = [_tag(k, v) for k, v in span.tags]
     if span.kind:
         tags.append(_tag("span.kind", span.kind))
-    references = [] if span.parent_id is None else [
-        {"refType": span.ref_type.value, "traceID": trace_id, "spanID": span.parent_id}]
-    return {"traceID": trace_id, "spanID": span.span_id, "operationName": span.operation, "references": references,
-            "startTime": span.start, "duration": span.duration, "tags": tags, "logs": [], "processID": process,
-            "warnings": None}
+    references = (
+        []
+        if span.parent_id is None
+        else [{"refType": span.ref_type.value, "traceID": trace_id, "spanID": span.parent_id}]
+    )
+    return {
+        "traceID": trace_id,
+        "spanID": span.span_id,
+        "operationName": span.operation,
+        "references": references,
+        "startTime": span.start,
+        "duration": span.duration,
+        "tags": tags,
+        "logs": [],
+        "processID": process,
+        "warnings": None,
+    }
 
 
 def jaeger_document(traces: Iterable[Trace]) -> dict[str, Any]:

@@ -149,8 +149,9 @@ def trace_features(
     overlap_tolerance_us: int = 0,
 ) -> WindowFeatures:
     """Critical paths of ``traces``, then :func:`window_features` over them."""
-    return window_features(critical_paths(traces, overlap_tolerance_us=overlap_tolerance_us),
-                           min_samples=min_samples)
+    return window_features(
+        critical_paths(traces, overlap_tolerance_us=overlap_tolerance_us), min_samples=min_samples
+    )
 
 
 def window_features(
@@ -166,7 +167,9 @@ def window_features(
     in ``[start, end)``.
     """
     if min_samples < 2:
-        raise ValueError(f"min_samples must be at least 2 (a correlation needs two points), not {min_samples}")
+        raise ValueError(
+            f"min_samples must be at least 2 (a correlation needs two points), not {min_samples}"
+        )
     roots: list[RootPath] = [p.main if isinstance(p, CriticalPath) else p for p in paths]
     if start is not None:
         roots = [r for r in roots if r.root.start >= start]
@@ -187,8 +190,14 @@ def window_features(
 
     total = float(e2e.sum())
     instances = [
-        _instance(key, np.array(lat_of[key], dtype=np.float64), y=e2e[req_of[key]], nreq=nreq, total=total,
-                  min_samples=min_samples)
+        _instance(
+            key,
+            np.array(lat_of[key], dtype=np.float64),
+            y=e2e[req_of[key]],
+            nreq=nreq,
+            total=total,
+            min_samples=min_samples,
+        )
         for key in req_of
     ]
     instances.sort(key=lambda f: (-f.cp_share, f.service, f.instance))
@@ -262,21 +271,32 @@ def _pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
 
 def format_table(window: WindowFeatures) -> str:
     """The features as an aligned text table (times in milliseconds)."""
+
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     head = ["service", "instance", "samples", "RI", "CI", "p50 ms", "p99 ms", "share", "flags"]
     rows: list[Sequence[str]] = [head]
     for f in window.instances:
-        rows.append([
-            f.service, f.instance, str(f.samples), num(f.ri, ".3f"), num(f.ci, ".2f"),
-            num(f.p50_us / 1000, ".3f"), num(f.p99_us / 1000, ".3f"), num(f.cp_share * 100, ".1f") + "%",
-            ",".join(f.flags) or "-",
-        ])
+        rows.append(
+            [
+                f.service,
+                f.instance,
+                str(f.samples),
+                num(f.ri, ".3f"),
+                num(f.ci, ".2f"),
+                num(f.p50_us / 1000, ".3f"),
+                num(f.p99_us / 1000, ".3f"),
+                num(f.cp_share * 100, ".1f") + "%",
+                ",".join(f.flags) or "-",
+            ]
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     right = {2, 3, 4, 5, 6, 7}
     lines = [
-        "  ".join(cell.rjust(widths[c]) if c in right else cell.ljust(widths[c]) for c, cell in enumerate(r)).rstrip()
+        "  ".join(
+            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c]) for c, cell in enumerate(r)
+        ).rstrip()
         for r in rows
     ]
     summary = (

@@ -159,7 +159,7 @@ class JaegerClient:
         doc = self._get(path, params)
         if not isinstance(doc, dict) or "data" not in doc:
             raise JaegerResponseError(
-                f"Jaeger at {url} answered JSON without a \"data\" field",
+                f'Jaeger at {url} answered JSON without a "data" field',
                 "check that the URL is the query service (jaeger-query), not the collector",
             )
         if doc["data"] is None:
@@ -186,8 +186,9 @@ class JaegerClient:
                 delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
                 if isinstance(last, JaegerHTTPError) and last.details.get("retry_after") is not None:
                     delay = min(max(float(last.details["retry_after"]), delay), self.max_backoff)
-                log.info("retrying %s in %.2f s (attempt %d of %d): %s", url, delay, attempt + 1,
-                         attempts, last)
+                log.info(
+                    "retrying %s in %.2f s (attempt %d of %d): %s", url, delay, attempt + 1, attempts, last
+                )
                 self._sleep(delay)
             try:
                 body = self._once(url)

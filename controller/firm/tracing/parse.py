@@ -151,7 +151,6 @@ def canonical_trace_id(trace_id: str) -> str:
     return digits.rjust(16 if len(digits) <= 16 else 32, "0")
 
 
-
 def _loads(text: str | bytes) -> Any:
     """Decode JSON with orjson; where it refuses (integers beyond 64 bits, NaN, another encoding
     than UTF-8, malformed text), with the standard library, whose result and errors then hold."""
@@ -203,8 +202,11 @@ class TraceReader:
             try:
                 doc = _loads(line)
             except json.JSONDecodeError as err:
-                raise TraceParseError(f"line {number} is not valid JSON: {err}", source=source,
-                                      fix="give one JSON document per line (JSON Lines), or one JSON document") from err
+                raise TraceParseError(
+                    f"line {number} is not valid JSON: {err}",
+                    source=source,
+                    fix="give one JSON document per line (JSON Lines), or one JSON document",
+                ) from err
             self.read_document(doc, f"{source}:{number}")
 
     def read_document(self, doc: Any, source: str = "<input>") -> None:
@@ -246,7 +248,8 @@ class TraceReader:
             if parts > 1:
                 where = " and ".join(asm.sources)
                 asm.warnings.append(
-                    f"trace {key}: came in {parts} parts ({where}); its spans are merged into one request")
+                    f"trace {key}: came in {parts} parts ({where}); its spans are merged into one request"
+                )
             built.append(asm.build())
 
     def sources(self, trace_id: str) -> list[str]:
@@ -259,8 +262,9 @@ def _parse_document(doc: Any, source: str, diagnostics: list[str]) -> list[_Asse
     if isinstance(doc, list):
         return [_parse_jaeger_trace(t, source, i, diagnostics) for i, t in enumerate(doc)]
     if not isinstance(doc, dict):
-        raise TraceParseError(f"a JSON {type(doc).__name__} is not a trace document", source=source,
-                              fix=_FORMATS_HINT)
+        raise TraceParseError(
+            f"a JSON {type(doc).__name__} is not a trace document", source=source, fix=_FORMATS_HINT
+        )
     if "resourceSpans" in doc:
         return _parse_otlp(doc, source, diagnostics)
     result = doc.get("result")
@@ -272,8 +276,7 @@ def _parse_document(doc: Any, source: str, diagnostics: list[str]) -> list[_Asse
         messages = [_query_error(e) for e in errors] if isinstance(errors, list) else [str(errors)]
         if data is None:
             msgs = "; ".join(messages)
-            raise TraceParseError(f"the document holds no traces{': ' + msgs if msgs else ''}",
-                                  source=source)
+            raise TraceParseError(f"the document holds no traces{': ' + msgs if msgs else ''}", source=source)
         if not isinstance(data, list):
             raise TraceParseError('"data" must be a list of traces', source=source, fix=_FORMATS_HINT)
         diagnostics.extend(f"{source}: the query API reported an error: {m}" for m in messages)
@@ -302,8 +305,16 @@ def _query_error(error: Any) -> str:
 # Durations and times
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000}
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
 
 
 def parse_duration_us(text: str) -> int:
@@ -430,14 +441,30 @@ class _Assembler:
                     f"span {r.span_id}: parent {parent} is not in the trace; the span is a root"
                 )
             if parent == r.span_id:
-                raise TraceParseError("the span is its own parent", source=self.source,
-                                      trace_id=self.trace_id, span_id=r.span_id)
+                raise TraceParseError(
+                    "the span is its own parent",
+                    source=self.source,
+                    trace_id=self.trace_id,
+                    span_id=r.span_id,
+                )
             r.parent_id, r.ref_type = parent, ref_type
-        spans = tuple([
-            Span(r.span_id, r.service, r.instance, r.operation, r.start, r.duration, r.parent_id,
-                 r.ref_type, r.kind, r.tags)
-            for r in self.raws
-        ])
+        spans = tuple(
+            [
+                Span(
+                    r.span_id,
+                    r.service,
+                    r.instance,
+                    r.operation,
+                    r.start,
+                    r.duration,
+                    r.parent_id,
+                    r.ref_type,
+                    r.kind,
+                    r.tags,
+                )
+                for r in self.raws
+            ]
+        )
         return Trace(self.trace_id, spans, tuple(self.warnings))
 
     def _dedupe(self) -> None:
@@ -450,7 +477,12 @@ class _Assembler:
                 kept.append(r)
                 continue
             if (prev.start, prev.duration, prev.operation, prev.service, prev.instance, prev.refs) == (
-                r.start, r.duration, r.operation, r.service, r.instance, r.refs
+                r.start,
+                r.duration,
+                r.operation,
+                r.service,
+                r.instance,
+                r.refs,
             ):
                 self.warnings.append(f"span {r.span_id}: exact duplicate dropped")
                 continue
@@ -489,8 +521,10 @@ def _range_problem(start: int, duration: int) -> str | None:
     if duration < 0:
         return f"negative duration {duration} us"
     if duration > MAX_DURATION_US:
-        return (f"duration {duration} us is longer than a week (a wrapped or corrupt value; "
-                f"at most {MAX_DURATION_US} us is believed)")
+        return (
+            f"duration {duration} us is longer than a week (a wrapped or corrupt value; "
+            f"at most {MAX_DURATION_US} us is believed)"
+        )
     if not 0 <= start < MAX_TIME_US or start + duration >= MAX_TIME_US:
         return f"start {start} us is outside [0, {MAX_TIME_US}) microseconds since the epoch"
     return None
@@ -531,7 +565,9 @@ def _jaeger_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
         return ()
     pairs: list[tuple[str, TagValue]] = [
         (t["key"], v if (v := t.get("value")).__class__ in _SCALARS else _tag_value(v))  # type: ignore[misc]
-        for t in tags if isinstance(t, dict) and isinstance(t.get("key"), str)]
+        for t in tags
+        if isinstance(t, dict) and isinstance(t.get("key"), str)
+    ]
     return tuple(pairs)
 
 
@@ -565,12 +601,19 @@ def _ref_type(asm: _Assembler, span_id: str, value: Any) -> RefType:
 
 def _parse_jaeger_trace(doc: Any, source: str, position: int, diagnostics: list[str]) -> _Assembler:
     if not isinstance(doc, dict):
-        raise TraceParseError(f"trace #{position} is a JSON {type(doc).__name__}, not an object",
-                              source=source, fix=_FORMATS_HINT)
+        raise TraceParseError(
+            f"trace #{position} is a JSON {type(doc).__name__}, not an object",
+            source=source,
+            fix=_FORMATS_HINT,
+        )
     spans = doc.get("spans")
     if not isinstance(spans, list):
-        raise TraceParseError('"spans" must be a list', source=source,
-                              trace_id=str(doc.get("traceID", f"#{position}")), fix=_FORMATS_HINT)
+        raise TraceParseError(
+            '"spans" must be a list',
+            source=source,
+            trace_id=str(doc.get("traceID", f"#{position}")),
+            fix=_FORMATS_HINT,
+        )
     trace_id = doc.get("traceID")
     if not isinstance(trace_id, str) or not trace_id:
         first = spans[0] if spans and isinstance(spans[0], dict) else {}
@@ -620,8 +663,13 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
         if not isinstance(ref, dict) or not isinstance(ref.get("spanID"), str):
             raise _fail(asm, span_id, f"malformed reference {ref!r}")
         value = ref.get("refType", "CHILD_OF")
-        rtype = (_CHILD_OF if value == "CHILD_OF" else _FOLLOWS_FROM if value == "FOLLOWS_FROM"
-                 else _ref_type(asm, span_id, value))
+        rtype = (
+            _CHILD_OF
+            if value == "CHILD_OF"
+            else _FOLLOWS_FROM
+            if value == "FOLLOWS_FROM"
+            else _ref_type(asm, span_id, value)
+        )
         ref_trace = ref.get("traceID")
         if ref_trace not in (None, "", asm.trace_id):
             continue  # a link to another trace is no parent here
@@ -630,8 +678,17 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
         refs.append((RefType.CHILD_OF, s["parentSpanID"]))
     tags = _jaeger_tags(s.get("tags"))
     operation = s.get("operationName")
-    return _Raw(span_id, service, instance, operation if operation.__class__ is str else
-                str(operation) if operation is not None else "", start, duration, refs, _span_kind(tags), tags)
+    return _Raw(
+        span_id,
+        service,
+        instance,
+        operation if operation.__class__ is str else str(operation) if operation is not None else "",
+        start,
+        duration,
+        refs,
+        _span_kind(tags),
+        tags,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -715,8 +772,11 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
                 refs.append((rtype, ref_span))
         tags = _domain_tags(s.get("tags"))
         kind = _span_kind(tags)
-        asm.add(_Raw(span_id, service, instance, str(s.get("operationName", "")), start,
-                     duration, refs, kind, tags))
+        asm.add(
+            _Raw(
+                span_id, service, instance, str(s.get("operationName", "")), start, duration, refs, kind, tags
+            )
+        )
     return asm
 
 
@@ -761,8 +821,9 @@ def _otlp_value(v: Any) -> TagValue:
         return json.dumps([_otlp_value(x) for x in values])
     if "kvlistValue" in v:
         values = (v["kvlistValue"] or {}).get("values") or []
-        return json.dumps({x.get("key"): _otlp_value(x.get("value")) for x in values if isinstance(x, dict)},
-                          sort_keys=True)
+        return json.dumps(
+            {x.get("key"): _otlp_value(x.get("value")) for x in values if isinstance(x, dict)}, sort_keys=True
+        )
     if "bytesValue" in v:
         return str(v["bytesValue"])
     return ""
@@ -771,8 +832,11 @@ def _otlp_value(v: Any) -> TagValue:
 def _otlp_attrs(attrs: Any) -> tuple[tuple[str, TagValue], ...]:
     if not isinstance(attrs, list):
         return ()
-    return tuple((a["key"], _otlp_value(a.get("value"))) for a in attrs
-                 if isinstance(a, dict) and isinstance(a.get("key"), str))
+    return tuple(
+        (a["key"], _otlp_value(a.get("value")))
+        for a in attrs
+        if isinstance(a, dict) and isinstance(a.get("key"), str)
+    )
 
 
 def _otlp_kind(value: Any) -> str:
@@ -813,8 +877,12 @@ def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> 
                 try:
                     trace_id = _otlp_id(s.get("traceId"), 16)
                 except ValueError as err:
-                    raise TraceParseError(f'"traceId": {err}', source=source, trace_id="?",
-                                          span_id=str(s.get("spanId", f"#{k}"))) from None
+                    raise TraceParseError(
+                        f'"traceId": {err}',
+                        source=source,
+                        trace_id="?",
+                        span_id=str(s.get("spanId", f"#{k}")),
+                    ) from None
                 asm = traces.get(trace_id)
                 if asm is None:
                     asm = traces[trace_id] = _Assembler(source, trace_id, diagnostics)
@@ -832,9 +900,19 @@ def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> 
                     except ValueError as err:
                         raise _fail(asm, span_id, f'"parentSpanId": {err}') from None
                 start = start_ns // 1000
-                asm.add(_Raw(span_id, service, instance, str(s.get("name", "")), start,
-                             end_ns // 1000 - start, refs, _otlp_kind(s.get("kind")),
-                             _otlp_attrs(s.get("attributes"))))
+                asm.add(
+                    _Raw(
+                        span_id,
+                        service,
+                        instance,
+                        str(s.get("name", "")),
+                        start,
+                        end_ns // 1000 - start,
+                        refs,
+                        _otlp_kind(s.get("kind")),
+                        _otlp_attrs(s.get("attributes")),
+                    )
+                )
     if not traces:
         raise TraceParseError("the document holds no spans", source=source)
     return list(traces.values())

@@ -76,12 +76,21 @@ def read_files(files: Sequence[Path]) -> TraceInput:
     :class:`TraceError` naming a bad file."""
     reader = load_trace_files(files)
     traces = reader.traces()
-    return TraceInput(traces, list(reader.diagnostics), {t.trace_id: list(reader.sources(t.trace_id)) for t in traces})
+    return TraceInput(
+        traces, list(reader.diagnostics), {t.trace_id: list(reader.sources(t.trace_id)) for t in traces}
+    )
 
 
-def read_traces(files: Sequence[Path], *, jaeger_url: str | None = None, query: TraceQuery | None = None,
-                store: TraceSource | None = None, timeout_s: float = 10.0, retries: int = 3,
-                now_us: int | None = None) -> TraceInput:
+def read_traces(
+    files: Sequence[Path],
+    *,
+    jaeger_url: str | None = None,
+    query: TraceQuery | None = None,
+    store: TraceSource | None = None,
+    timeout_s: float = 10.0,
+    retries: int = 3,
+    now_us: int | None = None,
+) -> TraceInput:
     """The traces the command line names: FILES, or the last ``query.window`` of ``query.service`` from
     the Jaeger query service at ``jaeger_url``, or from ``store`` (any :class:`TraceSource`, e.g. the
     embedded testbed's trace store). ``timeout_s`` (seconds per request) and ``retries`` apply to Jaeger.
@@ -101,10 +110,18 @@ def read_traces(files: Sequence[Path], *, jaeger_url: str | None = None, query: 
             raise TraceSourceError("--jaeger-url needs --service", option="--service")
         window_us = query.window_us()
         end = now_us if now_us is not None else time.time_ns() // 1000
-        source: TraceSource = store if store is not None else JaegerClient(str(jaeger_url), timeout=timeout_s,
-                                                                            retries=retries)
-        return TraceInput(source.fetch(query.service, end - window_us, end, limit=query.limit or query.default_limit,
-                                       operation=query.operation))
+        source: TraceSource = (
+            store if store is not None else JaegerClient(str(jaeger_url), timeout=timeout_s, retries=retries)
+        )
+        return TraceInput(
+            source.fetch(
+                query.service,
+                end - window_us,
+                end,
+                limit=query.limit or query.default_limit,
+                operation=query.operation,
+            )
+        )
     if not files:
         raise TraceSourceError("give trace FILES, or --jaeger-url with --service")
     if query.given():

@@ -71,15 +71,33 @@ class FixtureServer:
                 parts = urllib.parse.urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = Request(self.command, parts.path, urllib.parse.parse_qs(parts.query), body,
-                                  {k.lower(): v for k, v in self.headers.items()})
+                request = Request(
+                    self.command,
+                    parts.path,
+                    urllib.parse.parse_qs(parts.query),
+                    body,
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
                 with server._lock:
                     server.requests.append(request)
                     handler = server.routes.get((self.command, parts.path))
-                reply = handler(request) if handler is not None else Reply(404, json.dumps(
-                    {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                     "message": f"the server could not find the requested resource ({parts.path})",
-                     "code": 404}).encode())
+                reply = (
+                    handler(request)
+                    if handler is not None
+                    else Reply(
+                        404,
+                        json.dumps(
+                            {
+                                "kind": "Status",
+                                "apiVersion": "v1",
+                                "status": "Failure",
+                                "reason": "NotFound",
+                                "message": f"the server could not find the requested resource ({parts.path})",
+                                "code": 404,
+                            }
+                        ).encode(),
+                    )
+                )
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
@@ -102,16 +120,20 @@ class FixtureServer:
         with self._lock:
             self.routes[(method, path)] = handler
 
-    def answer(self, method: str, path: str, status: int, body: bytes | Path, content_type: str = "application/json"
-               ) -> None:
+    def answer(
+        self, method: str, path: str, status: int, body: bytes | Path, content_type: str = "application/json"
+    ) -> None:
         """Always answer ``(method, path)`` with ``body`` (a recorded file's bytes)."""
         data = body.read_bytes() if isinstance(body, Path) else body
         self.route(method, path, lambda _: Reply(status, data, content_type))
 
     def sent(self, method: str | None = None, path: str | None = None) -> list[Request]:
         with self._lock:
-            return [r for r in self.requests if (method is None or r.method == method)
-                    and (path is None or r.path == path)]
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method) and (path is None or r.path == path)
+            ]
 
 
 @contextmanager

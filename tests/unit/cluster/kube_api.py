@@ -46,10 +46,20 @@ def serve_pods(server: FixtureServer) -> None:
     doc = recorded_pods()
     namespaces = {item["metadata"]["namespace"] for item in doc["items"]}
     for namespace in namespaces:
+
         def handler(request: Request, namespace: str = namespace) -> Reply:
             selector = request.query.get("labelSelector", [""])[0]
-            items = [i for i in doc["items"] if i["metadata"]["namespace"] == namespace
-                     and _matches(i["metadata"].get("labels", {}), selector)]
-            return Reply(200, json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": doc["metadata"],
-                                          "items": items}).encode())
+            items = [
+                i
+                for i in doc["items"]
+                if i["metadata"]["namespace"] == namespace
+                and _matches(i["metadata"].get("labels", {}), selector)
+            ]
+            return Reply(
+                200,
+                json.dumps(
+                    {"kind": "PodList", "apiVersion": "v1", "metadata": doc["metadata"], "items": items}
+                ).encode(),
+            )
+
         server.route("GET", f"/api/v1/namespaces/{namespace}/pods", handler)

@@ -56,7 +56,12 @@ def later(text: str, seconds: float, add: dict[str, float]) -> str:
 
 def test_parses_pods_containers_and_network_from_the_recording() -> None:
     pods = parse(recorded())
-    assert set(pods) >= {STS, KINDNET, "36447428-81f8-45eb-b825-414de2e8012b", "559f50c7-6133-4901-a283-262ff4358722"}
+    assert set(pods) >= {
+        STS,
+        KINDNET,
+        "36447428-81f8-45eb-b825-414de2e8012b",
+        "559f50c7-6133-4901-a283-262ff4358722",
+    }
     sts = pods[STS]
     assert (sts.namespace, sts.name) == ("scraper", "e2e-statefulset-1")
     assert sts.pod.cpu_s == pytest.approx(2.302339)
@@ -84,9 +89,18 @@ def test_rejects_text_that_is_not_prometheus() -> None:
 def test_rates_between_two_scrapes() -> None:
     text = recorded()
     before = parse(text)[STS]
-    after = parse(later(text, 2.0, {"container_cpu_usage_seconds_total": 0.5, "container_cpu_cfs_periods_total": 20,
-                                    "container_cpu_cfs_throttled_periods_total": 5,
-                                    "container_network_receive_bytes_total": 4000}))[STS]
+    after = parse(
+        later(
+            text,
+            2.0,
+            {
+                "container_cpu_usage_seconds_total": 0.5,
+                "container_cpu_cfs_periods_total": 20,
+                "container_cpu_cfs_throttled_periods_total": 5,
+                "container_network_receive_bytes_total": 4000,
+            },
+        )
+    )[STS]
     sample = sample_between("e2e-statefulset-1", "statefulset", before, after)
     assert sample is not None
     assert sample.interval_s == pytest.approx(2.0)
@@ -115,8 +129,11 @@ def test_samples_reach_redis_in_the_sampler_layout(fixture_server: FixtureServer
     serve_pods(fixture_server)
     text = recorded()
     scrapes = iter([text, later(text, 1.0, {"container_cpu_usage_seconds_total": 0.3})])
-    fixture_server.route("GET", "/api/v1/nodes/datagen-1-35/proxy/metrics/cadvisor",
-                         lambda _: Reply(200, next(scrapes).encode(), "text/plain; version=0.0.4"))
+    fixture_server.route(
+        "GET",
+        "/api/v1/nodes/datagen-1-35/proxy/metrics/cadvisor",
+        lambda _: Reply(200, next(scrapes).encode(), "text/plain; version=0.0.4"),
+    )
     client = api(fixture_server)
     pods = Discovery(client, SERVICES).pods()
     sink = RedisTelemetrySink(redis_db.REDIS_URL, prefix="firm-test:cluster", ttl_s=60)
@@ -134,8 +151,12 @@ def test_samples_reach_redis_in_the_sampler_layout(fixture_server: FixtureServer
 
 
 def test_unreachable_node_is_survived(fixture_server: FixtureServer) -> None:
-    fixture_server.answer("GET", "/api/v1/nodes/datagen-1-35/proxy/metrics/cadvisor", 403,
-                          data_file("kubernetes/status-403-forbidden_apiserver-golden.json"))
+    fixture_server.answer(
+        "GET",
+        "/api/v1/nodes/datagen-1-35/proxy/metrics/cadvisor",
+        403,
+        data_file("kubernetes/status-403-forbidden_apiserver-golden.json"),
+    )
     serve_pods(fixture_server)
     client = api(fixture_server)
     collector = ClusterCollector(kubelet_fetcher(client))

@@ -10,25 +10,37 @@ from firm.cluster.discovery import Discovery, calico_veth, cpu_cores, host_veth,
 from tests.unit.cluster.fixture_server import FixtureServer, data_file
 from tests.unit.cluster.kube_api import api, serve_pods
 
-SERVICES = [ServiceSpec("statefulset", "scraper", "app=statefulset"),
-            ServiceSpec("coredns", "kube-system", "k8s-app=kube-dns"),
-            ServiceSpec("kindnet", "kube-system", "app=kindnet"),
-            ServiceSpec("scraper", "scraper", "app=scraper"),
-            ServiceSpec("failjob", "scraper", "app=failjob")]
+SERVICES = [
+    ServiceSpec("statefulset", "scraper", "app=statefulset"),
+    ServiceSpec("coredns", "kube-system", "k8s-app=kube-dns"),
+    ServiceSpec("kindnet", "kube-system", "app=kindnet"),
+    ServiceSpec("scraper", "scraper", "app=scraper"),
+    ServiceSpec("failjob", "scraper", "app=failjob"),
+]
 
 
 def test_discovers_pods_nodes_qos_and_containers(fixture_server: FixtureServer) -> None:
     serve_pods(fixture_server)
     pods = {p.name: p for p in Discovery(api(fixture_server), SERVICES).pods()}
-    assert sorted(pods) == ["coredns-7d764666f9-qdcxt", "e2e-scraper-5f97dc94d8-vkcjl", "e2e-statefulset-1",
-                            "kindnet-zkpn8"]  # the failed job's pod is not running
+    assert sorted(pods) == [
+        "coredns-7d764666f9-qdcxt",
+        "e2e-scraper-5f97dc94d8-vkcjl",
+        "e2e-statefulset-1",
+        "kindnet-zkpn8",
+    ]  # the failed job's pod is not running
     sts = pods["e2e-statefulset-1"]
-    assert (sts.service, sts.namespace, sts.node, sts.qos_class) == ("statefulset", "scraper", "datagen-1-35",
-                                                                     "Burstable")
+    assert (sts.service, sts.namespace, sts.node, sts.qos_class) == (
+        "statefulset",
+        "scraper",
+        "datagen-1-35",
+        "Burstable",
+    )
     assert sts.uid == "b74071bf-fab2-44d0-9850-55ff20eda8c3"
     (container,) = sts.containers
     assert container.name == "compute-pi-digits" and container.runtime == "containerd"
-    assert container.container_id == ("containerd://f178027c6d8689af7d274bb9018b4e3a84135a753543436bed5a52c4797760de")
+    assert container.container_id == (
+        "containerd://f178027c6d8689af7d274bb9018b4e3a84135a753543436bed5a52c4797760de"
+    )
     assert container.cpu_limit == pytest.approx(0.08)
     assert pods["kindnet-zkpn8"].qos_class == "Guaranteed"
     assert pods["e2e-scraper-5f97dc94d8-vkcjl"].qos_class == "BestEffort"
@@ -41,14 +53,21 @@ def test_discovers_pods_nodes_qos_and_containers(fixture_server: FixtureServer) 
 def test_cgroup_paths_for_each_qos_class_and_driver(fixture_server: FixtureServer) -> None:
     serve_pods(fixture_server)
     pods = {p.name: p for p in Discovery(api(fixture_server), SERVICES).pods()}
-    sts, kindnet, scraper = pods["e2e-statefulset-1"], pods["kindnet-zkpn8"], pods["e2e-scraper-5f97dc94d8-vkcjl"]
+    sts, kindnet, scraper = (
+        pods["e2e-statefulset-1"],
+        pods["kindnet-zkpn8"],
+        pods["e2e-scraper-5f97dc94d8-vkcjl"],
+    )
     assert sts.cgroup_path() == "kubepods/burstable/podb74071bf-fab2-44d0-9850-55ff20eda8c3"
     assert kindnet.cgroup_path() == "kubepods/podebb73de1-03ec-4c34-bda3-bb8a44f01c2b"
-    assert scraper.cgroup_path("systemd") == ("kubepods.slice/kubepods-besteffort.slice/"
-                                              "kubepods-besteffort-pod559f50c7_6133_4901_a283_262ff4358722.slice")
+    assert scraper.cgroup_path("systemd") == (
+        "kubepods.slice/kubepods-besteffort.slice/"
+        "kubepods-besteffort-pod559f50c7_6133_4901_a283_262ff4358722.slice"
+    )
     assert sts.cgroup_path("systemd", "compute-pi-digits") == (
         "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podb74071bf_fab2_44d0_9850_55ff20eda8c3.slice/"
-        "cri-containerd-f178027c6d8689af7d274bb9018b4e3a84135a753543436bed5a52c4797760de.scope")
+        "cri-containerd-f178027c6d8689af7d274bb9018b4e3a84135a753543436bed5a52c4797760de.scope"
+    )
     assert sts.cgroup_candidates()[0] == "kubepods/podb74071bf-fab2-44d0-9850-55ff20eda8c3"
     with pytest.raises(ClusterError, match="no started container"):
         sts.cgroup_path(container="sidecar")
@@ -65,8 +84,12 @@ def test_cgroup_paths_agree_with_the_recorded_cadvisor_ids(fixture_server: Fixtu
 
 
 def test_api_errors_name_the_status_and_fix(fixture_server: FixtureServer) -> None:
-    fixture_server.answer("GET", "/api/v1/namespaces/scraper/pods", 403,
-                          data_file("kubernetes/status-403-forbidden_apiserver-golden.json"))
+    fixture_server.answer(
+        "GET",
+        "/api/v1/namespaces/scraper/pods",
+        403,
+        data_file("kubernetes/status-403-forbidden_apiserver-golden.json"),
+    )
     with pytest.raises(ClusterError, match="HTTP 403 Forbidden") as caught:
         Discovery(api(fixture_server), SERVICES[:1]).pods()
     assert "RBAC" in caught.value.fix
@@ -83,7 +106,9 @@ def test_configuration_is_checked() -> None:
         ServiceSpec("a", "default", " ")
     with pytest.raises(ClusterConfigError, match="lacks selector"):
         services_from({"a": {"namespace": "default"}})
-    assert services_from({"a": {"namespace": "d", "selector": "app=a", "deployment": "a"}})[0].deployment == "a"
+    assert (
+        services_from({"a": {"namespace": "d", "selector": "app=a", "deployment": "a"}})[0].deployment == "a"
+    )
     with pytest.raises(ClusterError, match="twice"):
         Discovery(object(), [SERVICES[0], SERVICES[0]])  # type: ignore[arg-type]
 

@@ -27,8 +27,10 @@ from tests.unit.cluster.kube_api import api, recorded_pods, serve_pods
 from tests.unit.cluster.test_ansible_executor import Recorder
 
 STS_PATH = "/api/v1/namespaces/scraper/pods/e2e-statefulset-1"
-SERVICES = [ServiceSpec("statefulset", "scraper", "app=statefulset", deployment="e2e-deployment"),
-            ServiceSpec("scraper", "scraper", "app=scraper")]
+SERVICES = [
+    ServiceSpec("statefulset", "scraper", "app=statefulset", deployment="e2e-deployment"),
+    ServiceSpec("scraper", "scraper", "app=scraper"),
+]
 
 
 def recorded_pod(name: str) -> dict[str, Any]:
@@ -57,21 +59,32 @@ def pods(server: FixtureServer) -> dict[str, PodInfo]:
 def test_cpu_through_in_place_resize(fixture_server: FixtureServer) -> None:
     found = pods(fixture_server)
     pod = recorded_pod("e2e-statefulset-1")
-    fixture_server.route("PATCH", STS_PATH + "/resize", lambda r: Reply(200, json.dumps(resized(r.json(), pod))
-                                                                         .encode()))
+    fixture_server.route(
+        "PATCH", STS_PATH + "/resize", lambda r: Reply(200, json.dumps(resized(r.json(), pod)).encode())
+    )
     fixture_server.answer("GET", STS_PATH, 200, json.dumps(pod).encode())
     executor = KubernetesExecutor(api(fixture_server), list(found.values()))
     assert isinstance(executor, Executor)
     assert executor.resources("e2e-statefulset-1") == {"cpu"}
     assert executor.resources("e2e-scraper-5f97dc94d8-vkcjl") == frozenset()  # BestEffort: no limit to resize
-    assert executor.snapshot(["e2e-statefulset-1"]).limits == {"e2e-statefulset-1": {"cpu": pytest.approx(0.08)}}
+    assert executor.snapshot(["e2e-statefulset-1"]).limits == {
+        "e2e-statefulset-1": {"cpu": pytest.approx(0.08)}
+    }
 
     result = executor.apply([Action("e2e-statefulset-1", "cpu", 0.03)], dry_run=False)
     assert result.ok and result.changed, result.error
     (sent,) = fixture_server.sent("PATCH")
     assert sent.headers["content-type"] == "application/strategic-merge-patch+json"
-    assert sent.json() == {"spec": {"containers": [{"name": "compute-pi-digits", "resources": {
-        "limits": {"cpu": "30m"}, "requests": {"cpu": "30m"}}}]}}  # the 40m request lowered with the limit
+    assert sent.json() == {
+        "spec": {
+            "containers": [
+                {
+                    "name": "compute-pi-digits",
+                    "resources": {"limits": {"cpu": "30m"}, "requests": {"cpu": "30m"}},
+                }
+            ]
+        }
+    }  # the 40m request lowered with the limit
     assert sent.query["fieldManager"] == ["firm"]
     assert executor.outcomes[-1].state == "accepted"
     assert result.applied[0].before == pytest.approx(0.08)
@@ -83,26 +96,38 @@ def test_cpu_through_in_place_resize(fixture_server: FixtureServer) -> None:
 def test_an_infeasible_resize_fails_the_step(fixture_server: FixtureServer) -> None:
     found = pods(fixture_server)
     pod = recorded_pod("e2e-statefulset-1")
-    pending = resized({"spec": {"containers": [{"name": "compute-pi-digits", "resources": {
-        "limits": {"cpu": "64"}}}]}}, pod)
-    pending["status"]["conditions"].append({"type": "PodResizePending", "status": "True", "reason": "Infeasible",
-                                            "message": "Node didn't have enough capacity: cpu, requested: 64000, "
-                                                       "capacity: 2000", "lastTransitionTime": None})
+    pending = resized(
+        {"spec": {"containers": [{"name": "compute-pi-digits", "resources": {"limits": {"cpu": "64"}}}]}}, pod
+    )
+    pending["status"]["conditions"].append(
+        {
+            "type": "PodResizePending",
+            "status": "True",
+            "reason": "Infeasible",
+            "message": "Node didn't have enough capacity: cpu, requested: 64000, capacity: 2000",
+            "lastTransitionTime": None,
+        }
+    )
     fixture_server.answer("PATCH", STS_PATH + "/resize", 200, json.dumps(pending).encode())
     result = KubernetesExecutor(api(fixture_server), list(found.values())).apply(
-        [Action("e2e-statefulset-1", "cpu", 64.0)], dry_run=False)
+        [Action("e2e-statefulset-1", "cpu", 64.0)], dry_run=False
+    )
     assert not result.ok and "enough capacity" in (result.error or "")
 
 
-@pytest.mark.parametrize(("code", "body", "words"), [
-    (403, "status-403-forbidden_apiserver-golden.json", "RBAC"),
-    (422, "status-422-invalid.json", "rejected the value"),
-])
+@pytest.mark.parametrize(
+    ("code", "body", "words"),
+    [
+        (403, "status-403-forbidden_apiserver-golden.json", "RBAC"),
+        (422, "status-422-invalid.json", "rejected the value"),
+    ],
+)
 def test_refusals_name_the_fix(fixture_server: FixtureServer, code: int, body: str, words: str) -> None:
     found = pods(fixture_server)
     fixture_server.answer("PATCH", STS_PATH + "/resize", code, status(body))
     result = KubernetesExecutor(api(fixture_server), list(found.values())).apply(
-        [Action("e2e-statefulset-1", "cpu", 0.2)], dry_run=False)
+        [Action("e2e-statefulset-1", "cpu", 0.2)], dry_run=False
+    )
     assert not result.ok and f"HTTP {code}" in (result.error or "") and words in (result.error or "")
 
 
@@ -110,9 +135,20 @@ def test_older_clusters_fall_back_to_the_cgroup_write(fixture_server: FixtureSer
     found = pods(fixture_server)
     sts = found["e2e-statefulset-1"]
     recorder = Recorder()
-    node = AnsibleExecutor([AnsibleTarget(sts.name, sts.service, "datagen-1-35", pod_uid=sts.uid,
-                                          container_ids=tuple(c.container_id or "" for c in sts.containers),
-                                          cgroup_driver="cgroupfs", interface="veth0")], run=recorder)
+    node = AnsibleExecutor(
+        [
+            AnsibleTarget(
+                sts.name,
+                sts.service,
+                "datagen-1-35",
+                pod_uid=sts.uid,
+                container_ids=tuple(c.container_id or "" for c in sts.containers),
+                cgroup_driver="cgroupfs",
+                interface="veth0",
+            )
+        ],
+        run=recorder,
+    )
     executor = KubernetesExecutor(api(fixture_server), list(found.values()), node_executor=node)
     assert executor.resources(sts.name) == {"cpu", "network"}
     # no route for /resize: the server's 404 for a resource it does not know
@@ -121,7 +157,9 @@ def test_older_clusters_fall_back_to_the_cgroup_write(fixture_server: FixtureSer
     assert executor.resize_supported is False and executor.outcomes[-1].state == "fallback"
     modules = [list(t)[1] for _, tasks, _ in recorder.runs for t in tasks]
     assert modules == ["firm.core.tc", "firm.core.cgroup", "firm.core.cgroup"]
-    cgroup_args = [t["firm.core.cgroup"] for _, tasks, _ in recorder.runs for t in tasks if "firm.core.cgroup" in t]
+    cgroup_args = [
+        t["firm.core.cgroup"] for _, tasks, _ in recorder.runs for t in tasks if "firm.core.cgroup" in t
+    ]
     assert {a["pod_uid"] for a in cgroup_args} == {sts.uid} and cgroup_args[0]["cpu_quota_us"] == 50000
     assert len(fixture_server.sent("PATCH")) == 1  # not asked again once known to be missing
     executor.apply([Action(sts.name, "cpu", 0.6)], dry_run=False)
@@ -132,11 +170,15 @@ def test_a_failed_resize_undoes_the_node_part(fixture_server: FixtureServer) -> 
     found = pods(fixture_server)
     sts = found["e2e-statefulset-1"]
     recorder = Recorder()
-    node = AnsibleExecutor([AnsibleTarget(sts.name, sts.service, "n1", pod_uid=sts.uid, interface="veth0")],
-                           run=recorder)
-    fixture_server.answer("PATCH", STS_PATH + "/resize", 403, status("status-403-forbidden_apiserver-golden.json"))
+    node = AnsibleExecutor(
+        [AnsibleTarget(sts.name, sts.service, "n1", pod_uid=sts.uid, interface="veth0")], run=recorder
+    )
+    fixture_server.answer(
+        "PATCH", STS_PATH + "/resize", 403, status("status-403-forbidden_apiserver-golden.json")
+    )
     result = KubernetesExecutor(api(fixture_server), list(found.values()), node_executor=node).apply(
-        [Action(sts.name, "network", 1e7), Action(sts.name, "cpu", 0.5)], dry_run=False)
+        [Action(sts.name, "network", 1e7), Action(sts.name, "cpu", 0.5)], dry_run=False
+    )
     assert not result.ok and result.rolled_back
     undo = recorder.runs[-1][1][0]["firm.core.tc"]
     assert undo == {"interface": "veth0", "state": "absent"}  # back to no shaping (the recorder's before)
@@ -169,7 +211,9 @@ def test_scale_out_and_in_through_the_scale_subresource(fixture_server: FixtureS
     fixture_server.route("GET", path, read)
     fixture_server.route("PUT", path, replace)
     clock = [0.0]
-    scaler = KubernetesScaler(api(fixture_server), SERVICES, max_replicas=3, cooldown_s=30, clock=lambda: clock[0])
+    scaler = KubernetesScaler(
+        api(fixture_server), SERVICES, max_replicas=3, cooldown_s=30, clock=lambda: clock[0]
+    )
     assert scaler.request("statefulset", "out")
     assert state["replicas"] == 3 and len(fixture_server.sent("PUT")) == 2  # one 409, then the retry
     assert not scaler.request("statefulset", "out")  # cool-down
@@ -183,8 +227,12 @@ def test_scale_out_and_in_through_the_scale_subresource(fixture_server: FixtureS
 
 
 def test_scale_refused_is_an_event_not_a_crash(fixture_server: FixtureServer) -> None:
-    fixture_server.answer("GET", "/apis/apps/v1/namespaces/scraper/deployments/e2e-deployment/scale", 403,
-                          status("status-403-forbidden_gke.json"))
+    fixture_server.answer(
+        "GET",
+        "/apis/apps/v1/namespaces/scraper/deployments/e2e-deployment/scale",
+        403,
+        status("status-403-forbidden_gke.json"),
+    )
     scaler = KubernetesScaler(api(fixture_server), SERVICES)
     assert not scaler.request("statefulset", "out")
     (event,) = scaler.events()
@@ -192,12 +240,23 @@ def test_scale_refused_is_an_event_not_a_crash(fixture_server: FixtureServer) ->
 
 
 def test_inf_and_unchanged_values() -> None:
-    pod = PodInfo("s", "ns", "p", "b74071bf-fab2-44d0-9850-55ff20eda8c3", "n", None, None, "Running", "Burstable",
-                  ())
+    pod = PodInfo(
+        "s", "ns", "p", "b74071bf-fab2-44d0-9850-55ff20eda8c3", "n", None, None, "Running", "Burstable", ()
+    )
     assert KubernetesExecutor.cpu_of(pod) == 0.0
     assert math.isinf(KubernetesExecutor.cpu_of(pods_with_unlimited()))
 
 
 def pods_with_unlimited() -> PodInfo:
-    return PodInfo("s", "ns", "p", "b74071bf-fab2-44d0-9850-55ff20eda8c3", "n", None, None, "Running", "Burstable",
-                   (ContainerInfo("c", None, {"cpu": "1"}, {}),))
+    return PodInfo(
+        "s",
+        "ns",
+        "p",
+        "b74071bf-fab2-44d0-9850-55ff20eda8c3",
+        "n",
+        None,
+        None,
+        "Running",
+        "Burstable",
+        (ContainerInfo("c", None, {"cpu": "1"}, {}),),
+    )

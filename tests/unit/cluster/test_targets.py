@@ -57,20 +57,35 @@ def test_a_control_step_on_the_cluster(fixture_server: FixtureServer) -> None:
     Jaeger(fixture_server)
     pod = recorded_pod("e2e-statefulset-1")
     fixture_server.answer("GET", STS_PATH, 200, json.dumps(pod).encode())
-    fixture_server.route("PATCH", STS_PATH + "/resize", lambda r: Reply(200, json.dumps(resized(r.json(), pod))
-                                                                         .encode()))
+    fixture_server.route(
+        "PATCH", STS_PATH + "/resize", lambda r: Reply(200, json.dumps(resized(r.json(), pod)).encode())
+    )
     client = api(fixture_server)
     discovery = Discovery(client, SERVICES)
     telemetry = MemoryTelemetry()
-    target = ClusterTarget(discovery, JaegerWindow(JaegerClient(fixture_server.url), ["nginx-web-server"],
-                                                   horizon_s=1.0, deadline_s=10.0),
-                           telemetry, KubernetesExecutor(client, []), node_cpu={"datagen-1-35": 2.0})
-    assert target.refresh()[0] == ["coredns-7d764666f9-qdcxt", "e2e-scraper-5f97dc94d8-vkcjl", "e2e-statefulset-1",
-                                   "kindnet-zkpn8"]
+    target = ClusterTarget(
+        discovery,
+        JaegerWindow(JaegerClient(fixture_server.url), ["nginx-web-server"], horizon_s=1.0, deadline_s=10.0),
+        telemetry,
+        KubernetesExecutor(client, []),
+        node_cpu={"datagen-1-35": 2.0},
+    )
+    assert target.refresh()[0] == [
+        "coredns-7d764666f9-qdcxt",
+        "e2e-scraper-5f97dc94d8-vkcjl",
+        "e2e-statefulset-1",
+        "kindnet-zkpn8",
+    ]
     telemetry.write([sample(n, END_S - 0.5) for n in target.names()])
     config = LoopConfig(min_requests=1, trace_lag_s=0.0)
-    loop = ControlLoop(config, target, RaiseStatefulset(), slo_ms={"/wrk2-api/post/compose": 10.0}, window_s=1.1,
-                       clock=lambda: END_S)
+    loop = ControlLoop(
+        config,
+        target,
+        RaiseStatefulset(),
+        slo_ms={"/wrk2-api/post/compose": 10.0},
+        window_s=1.1,
+        clock=lambda: END_S,
+    )
     loop.start()
     record: dict[str, Any] = loop.step()
     assert record["window"]["traces"] == 3
@@ -110,8 +125,9 @@ def test_the_testbed_driven_through_ansible() -> None:
     assert isinstance(override.executor, AnsibleExecutor)
     assert set(override.ansible.targets) == {"a-0"}
     assert override.refresh() == (["a-1"], ["a-0"])
-    assert override.ansible.targets == {"a-1": AnsibleTarget("a-1", "a", "localhost", cgroup="firm/a-1",
-                                                             interface="v1")}
+    assert override.ansible.targets == {
+        "a-1": AnsibleTarget("a-1", "a", "localhost", cgroup="firm/a-1", interface="v1")
+    }
     assert override.cpu_capacity("a-1") == 2.0 and override.read_traces(0, 1) == []
 
 
@@ -123,8 +139,13 @@ def test_new_pods_get_node_targets(fixture_server: FixtureServer) -> None:
     def node_target(pod: PodInfo) -> AnsibleTarget:
         return AnsibleTarget(pod.name, pod.service, pod.node or "", pod_uid=pod.uid, interface="veth-x")
 
-    target = ClusterTarget(Discovery(client, SERVICES), None, None,  # type: ignore[arg-type]
-                           KubernetesExecutor(client, [], node_executor=node), node_target=node_target)
+    target = ClusterTarget(
+        Discovery(client, SERVICES),
+        None,  # type: ignore[arg-type]
+        None,
+        KubernetesExecutor(client, [], node_executor=node),
+        node_target=node_target,
+    )
     target.refresh()
     assert set(node.targets) == set(target.names())
     assert target.executor.resources("e2e-statefulset-1") == {"cpu", "network"}

@@ -15,8 +15,12 @@ from firm.cluster.traces import JaegerBehindError, JaegerWindow
 from firm.tracing.jaeger import JaegerClient
 from tests.unit.cluster.fixture_server import DATA, FixtureServer, Reply, Request, data_file
 
-FILES = ["compose-post_R1000__trace_01_shortest.json", "compose-post_R1000__trace_02_median.json",
-         "compose-post_R1000__trace_03_longest.json", "compose-post_R500__trace_02_median.json"]
+FILES = [
+    "compose-post_R1000__trace_01_shortest.json",
+    "compose-post_R1000__trace_02_median.json",
+    "compose-post_R1000__trace_03_longest.json",
+    "compose-post_R500__trace_02_median.json",
+]
 
 
 def recorded_traces() -> list[dict[str, Any]]:
@@ -40,11 +44,18 @@ class Jaeger:
         service = request.query["service"][0]
         start, end = int(request.query["start"][0]), int(request.query["end"][0])
         limit = int(request.query["limit"][0])
-        hits = [t for t in self.traces
-                if any(t["processes"][s["processID"]]["serviceName"] == service and start <= s["startTime"] <= end
-                       for s in t["spans"])]
-        return Reply(200, json.dumps({"data": hits[:limit], "total": 0, "limit": 0, "offset": 0,
-                                      "errors": None}).encode())
+        hits = [
+            t
+            for t in self.traces
+            if any(
+                t["processes"][s["processID"]]["serviceName"] == service and start <= s["startTime"] <= end
+                for s in t["spans"]
+            )
+        ]
+        return Reply(
+            200,
+            json.dumps({"data": hits[:limit], "total": 0, "limit": 0, "offset": 0, "errors": None}).encode(),
+        )
 
 
 @pytest.fixture
@@ -56,8 +67,9 @@ def jaeger(fixture_server: FixtureServer) -> Iterator[Jaeger]:
 
 
 def test_one_window_per_read_completed_requests_only(fixture_server: FixtureServer, jaeger: Jaeger) -> None:
-    source = JaegerWindow(JaegerClient(fixture_server.url, retries=0), ["nginx-web-server"], horizon_s=1.0,
-                          deadline_s=10.0)
+    source = JaegerWindow(
+        JaegerClient(fixture_server.url, retries=0), ["nginx-web-server"], horizon_s=1.0, deadline_s=10.0
+    )
     # the R1000 run's three traces end at ...693157936 (longest), ...693583792 (median), ...693987103 (shortest)
     first = source.read(1782331693100000, 1782331693600000)
     assert [t.trace_id for t in first] == ["174d3a708f62ad84", "082eca87d4103aa3"]
@@ -70,8 +82,14 @@ def test_one_window_per_read_completed_requests_only(fixture_server: FixtureServ
 
 
 def test_back_pressure_when_jaeger_is_slow(fixture_server: FixtureServer, jaeger: Jaeger) -> None:
-    source = JaegerWindow(JaegerClient(fixture_server.url, retries=0, timeout=30), ["nginx-web-server"],
-                          horizon_s=1.0, deadline_s=0.2, limit=400, min_limit=100)
+    source = JaegerWindow(
+        JaegerClient(fixture_server.url, retries=0, timeout=30),
+        ["nginx-web-server"],
+        horizon_s=1.0,
+        deadline_s=0.2,
+        limit=400,
+        min_limit=100,
+    )
     jaeger.gate.clear()
     with pytest.raises(JaegerBehindError, match="no new query"):
         source.read(1782331693100000, 1782331693600000)
@@ -89,7 +107,14 @@ def test_back_pressure_when_jaeger_is_slow(fixture_server: FixtureServer, jaeger
 
 
 def test_a_full_page_raises_the_limit(fixture_server: FixtureServer, jaeger: Jaeger) -> None:
-    source = JaegerWindow(JaegerClient(fixture_server.url, retries=0), ["nginx-web-server"], horizon_s=1.0,
-                          deadline_s=10.0, limit=1, min_limit=1, max_limit=4)
+    source = JaegerWindow(
+        JaegerClient(fixture_server.url, retries=0),
+        ["nginx-web-server"],
+        horizon_s=1.0,
+        deadline_s=10.0,
+        limit=1,
+        min_limit=1,
+        max_limit=4,
+    )
     source.read(1782331693100000, 1782331694100000)
     assert source.truncated == 1 and source.limit == 2

@@ -30,9 +30,19 @@ def test_an_option_is_read_from_its_environment_variable() -> None:
 def test_no_firm_variable_in_the_environment_sets_an_option_by_accident() -> None:
     """The variables firm and its tests use for other things name no command's option."""
     command_names = set(main.commands)
-    for name in ("FIRM_REDIS_URL", "FIRM_REDIS_PASSWORD", "FIRM_REDIS_PASSWORD_FILE", "FIRM_REDIS_PORT",
-                 "FIRM_JAEGER_URL", "FIRM_JAEGER_SERVICE", "FIRM_AUDIT_STRICT", "FIRM_REAL_RESCTRL",
-                 "FIRM_TEST_SESSION", "FIRM_E2E_INVENTORY", *(k for k in os.environ if k.startswith("FIRM_"))):
+    for name in (
+        "FIRM_REDIS_URL",
+        "FIRM_REDIS_PASSWORD",
+        "FIRM_REDIS_PASSWORD_FILE",
+        "FIRM_REDIS_PORT",
+        "FIRM_JAEGER_URL",
+        "FIRM_JAEGER_SERVICE",
+        "FIRM_AUDIT_STRICT",
+        "FIRM_REAL_RESCTRL",
+        "FIRM_TEST_SESSION",
+        "FIRM_E2E_INVENTORY",
+        *(k for k in os.environ if k.startswith("FIRM_")),
+    ):
         parts = name.lower().split("_")[1:]
         for split in range(1, len(parts)):
             command, option = "-".join(parts[:split]), "_".join(parts[split:])

@@ -12,7 +12,13 @@ from firm.cli import main
 def test_preflight_prints_a_table_of_resources() -> None:
     result = CliRunner().invoke(main, ["preflight", "--no-pqos"])
     assert result.exit_code == 0, result.output
-    for resource in ("CPU quota (CFS bandwidth)", "CPU weight", "Disk I/O throttling", "Network shaping", "Last-level cache (CAT)"):
+    for resource in (
+        "CPU quota (CFS bandwidth)",
+        "CPU weight",
+        "Disk I/O throttling",
+        "Network shaping",
+        "Last-level cache (CAT)",
+    ):
         assert resource in result.output
     assert "cgroups:" in result.output
 

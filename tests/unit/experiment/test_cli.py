@@ -25,15 +25,20 @@ def _run(policy: str, slow_at: float) -> RecordedRun:
     return RecordedRun(policy, 20.0, requests, cpu, [AnomalyWindow("cpu", "text", 4.0, 12.0, 80)], actions=2)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--policies", "firm,kube"], "unknown 'kube'"),
-    (["--duration", "5"], "too short"),
-    (["--warmup", "-1"], "--warmup"),
-    (["--anomalies", "gpu"], "unknown kinds 'gpu'"),
-    (["--workload", "/nonexistent/trace.txt"], "does not exist"),
-    (["--interval", "0"], "--interval"),
-])
-def test_bad_options_are_refused_before_anything_starts(args: list[str], message: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policies", "firm,kube"], "unknown 'kube'"),
+        (["--duration", "5"], "too short"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--anomalies", "gpu"], "unknown kinds 'gpu'"),
+        (["--workload", "/nonexistent/trace.txt"], "does not exist"),
+        (["--interval", "0"], "--interval"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_starts(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
     result = CliRunner().invoke(main, ["experiment", *args, "--out", str(tmp_path / "out")])
     assert result.exit_code != 0
     assert message in result.output
@@ -48,14 +53,15 @@ def test_report_again_from_recorded_runs(tmp_path: Path) -> None:
         (runs / f"{run.policy}.json").write_text(json.dumps(recorded_to_json(run)))
     (runs / "static.json").write_text(json.dumps(recorded_to_json(_run("static", 6.0))))
     result = CliRunner(env={"COLUMNS": "220"}).invoke(
-        main, ["experiment", "--report-only", "--out", str(tmp_path), "--interval", "5"])
+        main, ["experiment", "--report-only", "--out", str(tmp_path), "--interval", "5"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["interval_s"] == 5.0 and report["duration_s"] == 20.0
     # compose-post 400 ms > 250 ms SLO in [5, 10) for both: 5 s each
     assert report["policies"]["firm"]["slo_violation_s"] == 5.0
     assert report["policies"]["static"]["slo_violation_s"] == 5.0
-    assert report["policies"]["firm"]["mitigation_s"] == [6.0]   # back at 10 s, started at 4 s
+    assert report["policies"]["firm"]["mitigation_s"] == [6.0]  # back at 10 s, started at 4 s
     assert report["ratios_to_firm"]["static"]["cpu_cores_avg"] == 1.5
     assert (tmp_path / "p99.png").stat().st_size > 0 and (tmp_path / "cpu.png").stat().st_size > 0
     assert "ratio to firm" in result.output and "(1.50x)" in result.output
@@ -76,9 +82,9 @@ def test_recorded_run_round_trip() -> None:
 
 def test_allotted_cores() -> None:
     assert allotted(0.5, "1", 2.0) == 0.5
-    assert allotted(1.5, "1", 2.0) == 1.0        # a quota above the cpuset cannot be used
+    assert allotted(1.5, "1", 2.0) == 1.0  # a quota above the cpuset cannot be used
     assert allotted(math.inf, "0-1", 2.0) == 2.0
-    assert allotted(math.inf, "", 2.0) == 2.0    # an inherited cpuset: the node's
+    assert allotted(math.inf, "", 2.0) == 2.0  # an inherited cpuset: the node's
     assert allotted(None, None, 2.0) == 2.0
 
 

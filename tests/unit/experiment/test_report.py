@@ -25,16 +25,25 @@ SLO = {"a": 100.0}
 
 def _run(policy: str = "firm") -> RecordedRun:
     requests = [
-        Request("a", 1.0, 10.0), Request("a", 4.9, 20.0),                       # [0, 5): p99 20, met
-        Request("a", 5.0, 50.0), Request("a", 9.0, 150.0),                      # [5, 10): p99 150, violated
-        Request("a", 11.0, 30.0, failed=True),                                  # [10, 15): a failure, violated
-        Request("a", 15.5, 40.0),                                               # [15, 20): met
-        Request("a", 20.0, 999.0),                                              # after the end: left out
-        Request("b", 6.0, 5000.0),                                              # no SLO: never violated
+        Request("a", 1.0, 10.0),
+        Request("a", 4.9, 20.0),  # [0, 5): p99 20, met
+        Request("a", 5.0, 50.0),
+        Request("a", 9.0, 150.0),  # [5, 10): p99 150, violated
+        Request("a", 11.0, 30.0, failed=True),  # [10, 15): a failure, violated
+        Request("a", 15.5, 40.0),  # [15, 20): met
+        Request("a", 20.0, 999.0),  # after the end: left out
+        Request("b", 6.0, 5000.0),  # no SLO: never violated
     ]
-    cpu = [CpuSample(0.0, 2.0, 1.0), CpuSample(2.5, 4.0, 1.0), CpuSample(7.0, 3.0, None), CpuSample(16.0, 1.0, 0.5)]
+    cpu = [
+        CpuSample(0.0, 2.0, 1.0),
+        CpuSample(2.5, 4.0, 1.0),
+        CpuSample(7.0, 3.0, None),
+        CpuSample(16.0, 1.0, 0.5),
+    ]
     anomalies = [AnomalyWindow("cpu", "text", 6.0, 14.0, 80), AnomalyWindow("llc", "user", 16.0, 19.0, 90)]
-    return RecordedRun(policy, 20.0, requests, cpu, anomalies, actions=3, scale_events=1, errors={"timeout": 1})
+    return RecordedRun(
+        policy, 20.0, requests, cpu, anomalies, actions=3, scale_events=1, errors={"timeout": 1}
+    )
 
 
 def test_nearest_rank() -> None:
@@ -51,7 +60,7 @@ def test_intervals() -> None:
     assert [i.p99_ms["a"] for i in table] == [20.0, 150.0, float("inf"), 40.0]
     assert [i.any_violated for i in table] == [False, True, True, False]
     assert table[1].violated["b"] is False and table[1].p99_ms["b"] == 5000.0
-    assert [i.cpu_allocated for i in table] == [3.0, 3.0, 3.0, 1.0]   # interval 2 carries the sample at 7 s
+    assert [i.cpu_allocated for i in table] == [3.0, 3.0, 3.0, 1.0]  # interval 2 carries the sample at 7 s
     assert [i.cpu_used for i in table] == [1.0, None, None, 0.5]
 
 
@@ -65,15 +74,23 @@ def test_summary_figures() -> None:
     assert entry["slo_violation_s"] == 10.0
     assert entry["slo_violation_count"] == 1
     assert entry["slo_attainment"] == 0.5
-    assert entry["per_type"]["a"] == {"slo_ms": 100.0, "violation_s": 10.0, "violation_count": 1, "requests": 6,
-                                      "failed": 1, "p50_ms": 40.0, "p99_ms": 150.0, "p999_ms": 150.0}
+    assert entry["per_type"]["a"] == {
+        "slo_ms": 100.0,
+        "violation_s": 10.0,
+        "violation_count": 1,
+        "requests": 6,
+        "failed": 1,
+        "p50_ms": 40.0,
+        "p99_ms": 150.0,
+        "p999_ms": 150.0,
+    }
     assert entry["per_type"]["b"]["violation_s"] == 0.0
     assert entry["failed_requests"] == 1 and entry["requests"] == 7
     assert entry["failed_by_error"] == {"timeout": 1}
     assert entry["cpu_cores_avg"] == 2.5
     assert entry["cpu_cores_peak"] == 4.0
     assert entry["cpu_used_avg"] == 0.75 and entry["cpu_used_peak"] == 1.0
-    assert entry["core_seconds_met"] == 20.0       # 3 cores x 5 s + 1 core x 5 s
+    assert entry["core_seconds_met"] == 20.0  # 3 cores x 5 s + 1 core x 5 s
     # cpu at 6 s: violated from the interval at 5 s, met again at 15 s -> 9 s, after its end at 14 s
     # llc at 16 s: no violation while it ran -> 0
     assert entry["mitigation_s"] == [9.0, 0.0]
@@ -84,10 +101,14 @@ def test_summary_figures() -> None:
 
 
 def test_mitigation_never_and_before_end() -> None:
-    run = RecordedRun("x", 15.0, [Request("a", 1.0, 10.0), Request("a", 6.0, 500.0), Request("a", 11.0, 500.0)])
+    run = RecordedRun(
+        "x", 15.0, [Request("a", 1.0, 10.0), Request("a", 6.0, 500.0), Request("a", 11.0, 500.0)]
+    )
     table = intervals(run, SLO, 5.0)
     assert mitigation(table, AnomalyWindow("cpu", "s", 4.0, 12.0), 5.0) == (None, False)
-    run = RecordedRun("x", 20.0, [Request("a", 6.0, 500.0), Request("a", 11.0, 50.0), Request("a", 16.0, 50.0)])
+    run = RecordedRun(
+        "x", 20.0, [Request("a", 6.0, 500.0), Request("a", 11.0, 50.0), Request("a", 16.0, 50.0)]
+    )
     table = intervals(run, SLO, 5.0)
     # violated in [5, 10), back in [10, 15): 10 - 4 = 6 s, before the end at 18 s
     assert mitigation(table, AnomalyWindow("cpu", "s", 4.0, 18.0), 5.0) == (6.0, True)
@@ -109,8 +130,11 @@ def test_ratios_and_report() -> None:
     assert report["policies"]["static"]["slo_violation_s"] == 15.0
     assert report["ratios_to_firm"]["static"]["slo_violation_s"] == 1.5
     assert report["ratios_to_firm"]["static"]["cpu_cores_avg"] == 2.0
-    assert report["verdict"] == {"fewer_violation_s_than": {"static": True}, "cpu_not_above_static": True,
-                                 "mitigated_every_anomaly": True}
+    assert report["verdict"] == {
+        "fewer_violation_s_than": {"static": True},
+        "cpu_not_above_static": True,
+        "mitigated_every_anomaly": True,
+    }
     json.dumps(report, allow_nan=False)
 
 

@@ -25,8 +25,12 @@ def test_schedule_shape(seed: int) -> None:
     for p in plans:
         assert p.start_s >= 0 and p.end_s <= 0.85 * 200.0 + 1e-9
         assert 50 <= p.intensity <= 80 and p.duration_s >= 4
-    overlapping = [(a, b) for i, a in enumerate(plans) for b in plans[i + 1:]
-                   if a.start_s < b.end_s and b.start_s < a.end_s]
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(plans)
+        for b in plans[i + 1 :]
+        if a.start_s < b.end_s and b.start_s < a.end_s
+    ]
     assert overlapping, "consecutive anomalies overlap"
     assert all(a.service != b.service for a, b in overlapping)
 

@@ -21,8 +21,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-PATHS = {"/compose_post": "compose-post", "/read_home_timeline": "read-home-timeline",
-         "/read_user_timeline": "read-user-timeline"}
+PATHS = {
+    "/compose_post": "compose-post",
+    "/read_home_timeline": "read-home-timeline",
+    "/read_user_timeline": "read-user-timeline",
+}
 
 
 @dataclass
@@ -73,13 +76,17 @@ class Frontend:
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 _method, path, _version = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)
+                }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 now = time.monotonic()
                 if self.first_arrival is None:
                     self.first_arrival = now
                 trace_id = secrets.token_hex(16)
-                self.received.append(Received(PATHS.get(path, path), json.loads(body or b"{}"), trace_id, now))
+                self.received.append(
+                    Received(PATHS.get(path, path), json.loads(body or b"{}"), trace_id, now)
+                )
                 await self._wait(now)
                 served += 1
                 closing = self.options.close_every and served >= self.options.close_every
@@ -88,14 +95,21 @@ class Frontend:
                 extra = "Connection: close\r\n" if closing else ""
                 if self.options.chunked:
                     half = len(payload) // 2
-                    data = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, payload[:half], len(payload) - half,
-                                                                   payload[half:])
+                    data = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+                        half,
+                        payload[:half],
+                        len(payload) - half,
+                        payload[half:],
+                    )
                     framing = "Transfer-Encoding: chunked\r\n"
                 else:
                     data = payload
                     framing = f"Content-Length: {len(payload)}\r\n"
-                writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nX-Trace-Id: {trace_id}\r\n"
-                             f"{framing}{extra}\r\n".encode() + data)
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nX-Trace-Id: {trace_id}\r\n"
+                    f"{framing}{extra}\r\n".encode()
+                    + data
+                )
                 await writer.drain()
                 if closing:
                     return

@@ -20,16 +20,43 @@ def run(*args: str) -> tuple[int, str, str]:
 
 def test_json_summary_and_progress_per_window() -> None:
     with running_frontend() as frontend:
-        code, out, err = run(f"http://127.0.0.1:{frontend.port}", "--rate", "100", "--duration", "1.2",
-                             "--window", "0.5", "--slo", "compose=500,home=200,user=200", "--seed", "3", "--json")
+        code, out, err = run(
+            f"http://127.0.0.1:{frontend.port}",
+            "--rate",
+            "100",
+            "--duration",
+            "1.2",
+            "--window",
+            "0.5",
+            "--slo",
+            "compose=500,home=200,user=200",
+            "--seed",
+            "3",
+            "--json",
+        )
     assert code == 0, err
     summary = json.loads(out)
-    assert set(summary) == {"url", "seed", "duration_s", "scheduled_rps", "sent_rps", "types", "overall",
-                            "client_cpu_s", "cpu_ms_per_request", "max_dispatch_lag_ms", "records_written",
-                            "records_dropped"}
+    assert set(summary) == {
+        "url",
+        "seed",
+        "duration_s",
+        "scheduled_rps",
+        "sent_rps",
+        "types",
+        "overall",
+        "client_cpu_s",
+        "cpu_ms_per_request",
+        "max_dispatch_lag_ms",
+        "records_written",
+        "records_dropped",
+    }
     assert summary["seed"] == 3
     assert summary["scheduled_rps"] == 100
-    assert [t["type"] for t in summary["types"]] == ["compose-post", "read-home-timeline", "read-user-timeline"]
+    assert [t["type"] for t in summary["types"]] == [
+        "compose-post",
+        "read-home-timeline",
+        "read-user-timeline",
+    ]
     overall = summary["overall"]
     assert overall["sent"] == overall["succeeded"] == len(frontend.received)
     assert overall["success_ratio"] == 1.0
@@ -43,8 +70,16 @@ def test_json_summary_and_progress_per_window() -> None:
 
 def test_table_summary() -> None:
     with running_frontend() as frontend:
-        code, out, _ = run(f"http://127.0.0.1:{frontend.port}", "--rate", "50", "--duration", "0.6",
-                           "--mix", "home=1", "--quiet")
+        code, out, _ = run(
+            f"http://127.0.0.1:{frontend.port}",
+            "--rate",
+            "50",
+            "--duration",
+            "0.6",
+            "--mix",
+            "home=1",
+            "--quiet",
+        )
     assert code == 0
     rows = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert "home" in rows and "all" in rows and "compose" not in rows
@@ -52,7 +87,9 @@ def test_table_summary() -> None:
 
 
 def test_table_lists_errors_below_and_a_run_where_nothing_succeeded_fails() -> None:
-    code, out, err = run("http://127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--mix", "user=1")
+    code, out, err = run(
+        "http://127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--mix", "user=1"
+    )
     assert code == 1
     assert "errors of read-user-timeline: connection " in out
     assert "no request succeeded" in err
@@ -71,8 +108,17 @@ def test_trace_with_peak_and_speedup(tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
     trace.write_text("\n".join(["10", "20", "40", "20"] * 10))  # 40 lines
     with running_frontend() as frontend:
-        code, out, err = run(f"http://127.0.0.1:{frontend.port}", "--trace", str(trace), "--peak", "100",
-                             "--speedup", "20", "--json", "--quiet")
+        code, out, err = run(
+            f"http://127.0.0.1:{frontend.port}",
+            "--trace",
+            str(trace),
+            "--peak",
+            "100",
+            "--speedup",
+            "20",
+            "--json",
+            "--quiet",
+        )
     assert code == 0, err
     summary = json.loads(out)
     # 40 lines at speedup 20 last 2 s; mean rate 22.5/40 of the peak: 112 requests on average.
@@ -85,8 +131,16 @@ def test_stores_in_redis() -> None:
     client.delete("firm:requests", "firm:latency")
     try:
         with running_frontend() as frontend:
-            code, out, err = run(f"http://127.0.0.1:{frontend.port}", "--rate", "80", "--duration", "1",
-                                 "--redis", REDIS_URL, "--quiet")
+            code, out, err = run(
+                f"http://127.0.0.1:{frontend.port}",
+                "--rate",
+                "80",
+                "--duration",
+                "1",
+                "--redis",
+                REDIS_URL,
+                "--quiet",
+            )
         assert code == 0, err
         assert client.xlen("firm:requests") == len(frontend.received)
         assert client.xlen("firm:latency") >= 3
@@ -96,20 +150,34 @@ def test_stores_in_redis() -> None:
         client.close()
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["--duration", "1"], 2, "give either --rate or --trace"),
-    (["--rate", "5", "--trace", "{trace}", "--duration", "1"], 2, "give either --rate or --trace"),
-    (["--trace", "{trace}"], 2, "--trace needs --peak"),
-    (["--rate", "5", "--duration", "1", "--speedup", "2"], 2, "apply to --trace only"),
-    (["--rate", "-5", "--duration", "1"], 2, "-5"),
-    (["--rate", "5"], 1, "duration_s: a constant rate needs a duration"),
-    (["--rate", "5", "--duration", "1", "--mix", "compose=-1,home=1"], 1, "mix.compose: -1.0 is negative"),
-    (["--rate", "5", "--duration", "1", "--mix", "compose=0"], 1, "mix: every weight is zero"),
-    (["--rate", "5", "--duration", "1", "--slo", "tweet=5"], 1, "'tweet' is not a request type"),
-    (["--rate", "5", "--duration", "1", "--connections", "50", "--max-in-flight", "10"], 1,
-     "max_in_flight: 10 is below connections (50)"),
-    (["--trace", "{trace}", "--peak", "10", "--duration", "5"], 1, "duration_s: 5 s is longer than the trace"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--duration", "1"], 2, "give either --rate or --trace"),
+        (["--rate", "5", "--trace", "{trace}", "--duration", "1"], 2, "give either --rate or --trace"),
+        (["--trace", "{trace}"], 2, "--trace needs --peak"),
+        (["--rate", "5", "--duration", "1", "--speedup", "2"], 2, "apply to --trace only"),
+        (["--rate", "-5", "--duration", "1"], 2, "-5"),
+        (["--rate", "5"], 1, "duration_s: a constant rate needs a duration"),
+        (
+            ["--rate", "5", "--duration", "1", "--mix", "compose=-1,home=1"],
+            1,
+            "mix.compose: -1.0 is negative",
+        ),
+        (["--rate", "5", "--duration", "1", "--mix", "compose=0"], 1, "mix: every weight is zero"),
+        (["--rate", "5", "--duration", "1", "--slo", "tweet=5"], 1, "'tweet' is not a request type"),
+        (
+            ["--rate", "5", "--duration", "1", "--connections", "50", "--max-in-flight", "10"],
+            1,
+            "max_in_flight: 10 is below connections (50)",
+        ),
+        (
+            ["--trace", "{trace}", "--peak", "10", "--duration", "5"],
+            1,
+            "duration_s: 5 s is longer than the trace",
+        ),
+    ],
+)
 def test_usage_errors_say_what_is_wrong(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     trace = tmp_path / "trace.txt"
     trace.write_text("1\n")

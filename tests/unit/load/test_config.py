@@ -29,31 +29,48 @@ def error_of(build: object) -> LoadSpecError:
     return info.value
 
 
-@pytest.mark.parametrize(("build", "field", "words"), [
-    (lambda: ConstantRate(-5), "rate.rps", "negative"),
-    (lambda: ConstantRate(0), "rate.rps", "zero"),
-    (lambda: ConstantRate(float("nan")), "rate.rps", "not a finite number"),
-    (lambda: Mix(0, 0, 0), "mix", "every weight is zero"),
-    (lambda: Mix(10, -1, 30), "mix.home", "negative"),
-    (lambda: Slo(RequestType.COMPOSE_POST, 0), "slo.compose", "zero"),
-    (lambda: LoadSpec(URL, ConstantRate(10)), "duration_s", "needs a duration"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=-1), "duration_s", "negative"),
-    (lambda: LoadSpec("ftp://x", ConstantRate(10), duration_s=1), "url", "not an http(s) URL"),
-    (lambda: LoadSpec("http://:80", ConstantRate(10), duration_s=1), "url", "not an http(s) URL"),
-    (lambda: LoadSpec("http://h:99999", ConstantRate(10), duration_s=1), "url", "invalid port"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, users=0), "users", "not positive"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, connections=0), "connections", "not positive"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, connections=8, max_in_flight=4), "max_in_flight",
-     "below connections"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, timeout_s=0), "timeout_s", "zero"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, window_s=-0.5), "window_s", "negative"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, seed=-3), "seed", "non-negative"),
-    (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1,
-                      slos=(Slo(RequestType.COMPOSE_POST, 5), Slo(RequestType.COMPOSE_POST, 6))),
-     "slo.compose", "given twice"),
-    (lambda: RedisOutput("http://127.0.0.1:6379"), "redis.url", "not a Redis URL"),
-    (lambda: RedisOutput("redis://127.0.0.1", requests_maxlen=0), "redis.requests_maxlen", "not positive"),
-])
+@pytest.mark.parametrize(
+    ("build", "field", "words"),
+    [
+        (lambda: ConstantRate(-5), "rate.rps", "negative"),
+        (lambda: ConstantRate(0), "rate.rps", "zero"),
+        (lambda: ConstantRate(float("nan")), "rate.rps", "not a finite number"),
+        (lambda: Mix(0, 0, 0), "mix", "every weight is zero"),
+        (lambda: Mix(10, -1, 30), "mix.home", "negative"),
+        (lambda: Slo(RequestType.COMPOSE_POST, 0), "slo.compose", "zero"),
+        (lambda: LoadSpec(URL, ConstantRate(10)), "duration_s", "needs a duration"),
+        (lambda: LoadSpec(URL, ConstantRate(10), duration_s=-1), "duration_s", "negative"),
+        (lambda: LoadSpec("ftp://x", ConstantRate(10), duration_s=1), "url", "not an http(s) URL"),
+        (lambda: LoadSpec("http://:80", ConstantRate(10), duration_s=1), "url", "not an http(s) URL"),
+        (lambda: LoadSpec("http://h:99999", ConstantRate(10), duration_s=1), "url", "invalid port"),
+        (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, users=0), "users", "not positive"),
+        (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, connections=0), "connections", "not positive"),
+        (
+            lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, connections=8, max_in_flight=4),
+            "max_in_flight",
+            "below connections",
+        ),
+        (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, timeout_s=0), "timeout_s", "zero"),
+        (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, window_s=-0.5), "window_s", "negative"),
+        (lambda: LoadSpec(URL, ConstantRate(10), duration_s=1, seed=-3), "seed", "non-negative"),
+        (
+            lambda: LoadSpec(
+                URL,
+                ConstantRate(10),
+                duration_s=1,
+                slos=(Slo(RequestType.COMPOSE_POST, 5), Slo(RequestType.COMPOSE_POST, 6)),
+            ),
+            "slo.compose",
+            "given twice",
+        ),
+        (lambda: RedisOutput("http://127.0.0.1:6379"), "redis.url", "not a Redis URL"),
+        (
+            lambda: RedisOutput("redis://127.0.0.1", requests_maxlen=0),
+            "redis.requests_maxlen",
+            "not positive",
+        ),
+    ],
+)
 def test_invalid_values_name_the_field_and_a_fix(build: object, field: str, words: str) -> None:
     err = error_of(build)
     assert err.field == field
@@ -69,10 +86,13 @@ def test_missing_trace_file_is_named(tmp_path: Path) -> None:
     assert str(missing) in str(err)
 
 
-@pytest.mark.parametrize(("build", "field"), [
-    (lambda p: TraceRate(p, peak_rps=-1), "rate.peak_rps"),
-    (lambda p: TraceRate(p, peak_rps=10, speedup=0), "rate.speedup"),
-])
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda p: TraceRate(p, peak_rps=-1), "rate.peak_rps"),
+        (lambda p: TraceRate(p, peak_rps=10, speedup=0), "rate.speedup"),
+    ],
+)
 def test_trace_rate_numbers_are_checked(tmp_path: Path, build: object, field: str) -> None:
     trace = tmp_path / "t.txt"
     trace.write_text("1\n2\n")
@@ -100,14 +120,17 @@ def test_parse_mix_accepts_short_and_long_names_and_leaves_others_out() -> None:
     assert mix.types() == [RequestType.COMPOSE_POST, RequestType.READ_HOME_TIMELINE]
 
 
-@pytest.mark.parametrize(("text", "field", "words"), [
-    ("", "mix", "is empty"),
-    ("compose", "mix", "not TYPE=NUMBER"),
-    ("tweet=5", "mix", "not a request type"),
-    ("home=x", "mix.home", "not a number"),
-    ("home=1,home=2", "mix.home", "given twice"),
-    ("home=0", "mix", "every weight is zero"),
-])
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("", "mix", "is empty"),
+        ("compose", "mix", "not TYPE=NUMBER"),
+        ("tweet=5", "mix", "not a request type"),
+        ("home=x", "mix.home", "not a number"),
+        ("home=1,home=2", "mix.home", "given twice"),
+        ("home=0", "mix", "every weight is zero"),
+    ],
+)
 def test_parse_mix_errors(text: str, field: str, words: str) -> None:
     err = error_of(lambda: parse_mix(text))
     assert (err.field, words in str(err)) == (field, True)

@@ -86,8 +86,9 @@ def test_a_server_stall_is_charged_from_the_intended_time() -> None:
     sink = MemorySink()
     options = FrontendOptions(stall_after_s=0.8, stall_s=1.0)
     with running_frontend(options) as frontend:
-        summary = run_load(spec_for(frontend.port, rate=ConstantRate(100), duration_s=2.6,
-                                    slos=parse_slos("200")), sink=sink)
+        summary = run_load(
+            spec_for(frontend.port, rate=ConstantRate(100), duration_s=2.6, slos=parse_slos("200")), sink=sink
+        )
     assert summary.overall.succeeded == summary.overall.sent
     assert summary.overall.max_ms is not None and summary.overall.max_ms > 850
     assert summary.overall.p99_ms is not None and summary.overall.p99_ms > 800
@@ -111,8 +112,9 @@ def test_a_client_that_falls_behind_still_counts_from_the_intended_time() -> Non
 
     sink = MemorySink()
     with running_frontend() as frontend:
-        generator = LoadGenerator(spec_for(frontend.port, rate=ConstantRate(100), duration_s=1.5), sink=sink,
-                                  on_window=block_once)
+        generator = LoadGenerator(
+            spec_for(frontend.port, rate=ConstantRate(100), duration_s=1.5), sink=sink, on_window=block_once
+        )
         summary = asyncio.run(generator.run())
     assert summary.max_dispatch_lag_ms > 500
     assert summary.overall.max_ms is not None and summary.overall.max_ms > 500
@@ -135,8 +137,9 @@ def test_no_coordinated_omission_when_the_server_is_slower_than_the_rate() -> No
 
 def test_beyond_the_in_flight_bound_requests_count_as_overloaded() -> None:
     with running_frontend(FrontendOptions(delay_s=0.5)) as frontend:
-        summary = run_load(spec_for(frontend.port, rate=ConstantRate(100), duration_s=1.0, connections=2,
-                                    max_in_flight=5))
+        summary = run_load(
+            spec_for(frontend.port, rate=ConstantRate(100), duration_s=1.0, connections=2, max_in_flight=5)
+        )
     errors = summary.overall.errors
     assert errors.get("overloaded", 0) > 50
     assert summary.overall.sent == summary.overall.succeeded + sum(errors.values())
@@ -146,8 +149,9 @@ def test_beyond_the_in_flight_bound_requests_count_as_overloaded() -> None:
 def test_requests_time_out_from_their_intended_time() -> None:
     sink = MemorySink()
     with running_frontend(FrontendOptions(delay_s=2.0)) as frontend:
-        summary = run_load(spec_for(frontend.port, rate=ConstantRate(20), duration_s=0.5, timeout_s=0.3),
-                           sink=sink)
+        summary = run_load(
+            spec_for(frontend.port, rate=ConstantRate(20), duration_s=0.5, timeout_s=0.3), sink=sink
+        )
     assert summary.overall.errors == {"timeout": summary.overall.sent}
     assert all(r.error == "timeout" and r.status == 0 and r.latency_ms >= 300 for r in sink.records)
     # Timeouts count in the latency with the time waited.
@@ -209,8 +213,9 @@ def test_windows_arrive_through_the_async_iterator_and_the_callback() -> None:
     called: list[Sequence[WindowStats]] = []
 
     async def go(port: int) -> tuple[Summary, list[list[WindowStats]]]:
-        generator = LoadGenerator(spec_for(port, duration_s=1.2, window_s=0.25, mix=Mix(0, 1, 1)),
-                                  on_window=called.append)
+        generator = LoadGenerator(
+            spec_for(port, duration_s=1.2, window_s=0.25, mix=Mix(0, 1, 1)), on_window=called.append
+        )
         seen: list[list[WindowStats]] = []
 
         async def watch() -> None:

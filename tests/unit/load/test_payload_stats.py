@@ -60,8 +60,16 @@ def test_window_without_slo_or_requests_is_not_judged() -> None:
     assert window_stats(1.0, HOME, [99.0], 1, 0, slo_ms=None).violated is None
     empty = window_stats(1.0, HOME, [], 0, 0, slo_ms=50)
     assert (empty.violated, empty.p99_ms) == (None, None)
-    assert empty.as_fields() == {"window_end": "1.000", "type": "read-home-timeline", "count": "0", "errors": "0",
-                                 "p50_ms": "", "p99_ms": "", "slo_ms": "50.000", "violated": ""}
+    assert empty.as_fields() == {
+        "window_end": "1.000",
+        "type": "read-home-timeline",
+        "count": "0",
+        "errors": "0",
+        "p50_ms": "",
+        "p99_ms": "",
+        "slo_ms": "50.000",
+        "violated": "",
+    }
 
 
 def test_window_where_everything_failed_is_violated() -> None:

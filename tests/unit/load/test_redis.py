@@ -42,8 +42,14 @@ def output(**kwargs: object) -> RedisOutput:
 def test_every_request_and_every_window_is_stored(store: redis.Redis) -> None:
     out = output()
     with running_frontend(FrontendOptions(delay_s=0.002)) as frontend:
-        spec = LoadSpec(f"http://127.0.0.1:{frontend.port}", ConstantRate(150), duration_s=1.5, seed=4,
-                        window_s=0.5, slos=parse_slos("compose=100,home=50,user=50"))
+        spec = LoadSpec(
+            f"http://127.0.0.1:{frontend.port}",
+            ConstantRate(150),
+            duration_s=1.5,
+            seed=4,
+            window_s=0.5,
+            slos=parse_slos("compose=100,home=50,user=50"),
+        )
         summary = run_load(spec, redis=out)
     fields = entries(store, out.requests_key)
     assert len(fields) == summary.overall.sent == summary.records_written > 150
@@ -56,7 +62,16 @@ def test_every_request_and_every_window_is_stored(store: redis.Redis) -> None:
     assert max(intended) - min(intended) < 1.5
 
     windows = entries(store, out.latency_key)
-    assert set(windows[0]) == {"window_end", "type", "count", "errors", "p50_ms", "p99_ms", "slo_ms", "violated"}
+    assert set(windows[0]) == {
+        "window_end",
+        "type",
+        "count",
+        "errors",
+        "p50_ms",
+        "p99_ms",
+        "slo_ms",
+        "violated",
+    }
     assert len(windows) == 3 * summary.overall.windows  # one entry per type and window
     assert sum(int(w["count"]) for w in windows) == summary.overall.sent
     home = [w for w in windows if w["type"] == "read-home-timeline"]
@@ -68,8 +83,10 @@ def test_every_request_and_every_window_is_stored(store: redis.Redis) -> None:
 def test_the_requests_stream_is_bounded(store: redis.Redis) -> None:
     out = output(requests_maxlen=100)
     with running_frontend() as frontend:
-        summary = run_load(LoadSpec(f"http://127.0.0.1:{frontend.port}", ConstantRate(400), duration_s=1.5, seed=1),
-                           redis=out)
+        summary = run_load(
+            LoadSpec(f"http://127.0.0.1:{frontend.port}", ConstantRate(400), duration_s=1.5, seed=1),
+            redis=out,
+        )
     assert summary.overall.sent > 400
     # MAXLEN ~ trims whole stream nodes (100 entries each by default), so it keeps at least 100.
     assert 100 <= store.xlen(out.requests_key) < summary.overall.sent - 100

@@ -117,12 +117,15 @@ def test_duration_cuts_a_trace_and_may_not_exceed_it(tmp_path: Path) -> None:
     assert "longer than the trace" in str(info.value) and "10 s" in info.value.fix
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    ("5\nfive\n", "line 2: 'five' is not an integer"),
-    ("5\n-1\n", "line 2: -1 is negative"),
-    ("0\n0\n", "no second with a rate above 0"),
-    ("", "no second with a rate above 0"),
-])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("5\nfive\n", "line 2: 'five' is not an integer"),
+        ("5\n-1\n", "line 2: -1 is negative"),
+        ("0\n0\n", "no second with a rate above 0"),
+        ("", "no second with a rate above 0"),
+    ],
+)
 def test_bad_trace_files_are_refused_with_the_line(tmp_path: Path, content: str, words: str) -> None:
     trace = tmp_path / "t.txt"
     trace.write_text(content)

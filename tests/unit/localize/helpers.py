@@ -21,13 +21,29 @@ def dsb_dir() -> Path:
     return DSB_DIR
 
 
-def span(sid: str, svc: str, start: int, dur: int, parent: str | None = None, kind: str = "",
-         op: str | None = None, inst: str | None = None) -> Span:
+def span(
+    sid: str,
+    svc: str,
+    start: int,
+    dur: int,
+    parent: str | None = None,
+    kind: str = "",
+    op: str | None = None,
+    inst: str | None = None,
+) -> Span:
     return Span(sid, svc, inst or svc, op or f"{svc}-{sid}", start, dur, parent, kind=kind)
 
 
-def chain_trace(tid: str, t0: int, *, own_b: int = 100, req_gap: int = 50, resp_gap: int = 50,
-                offset_b: int = 0, db: int = 200) -> Trace:
+def chain_trace(
+    tid: str,
+    t0: int,
+    *,
+    own_b: int = 100,
+    req_gap: int = 50,
+    resp_gap: int = 50,
+    offset_b: int = 0,
+    db: int = 200,
+) -> Trace:
     """frontend (server) -> frontend client -> backend server -> backend db client (no server).
 
     All times in microseconds; ``offset_b`` shifts the backend's clock.
@@ -52,16 +68,30 @@ def jaeger_doc(traces: list[Trace]) -> dict[str, Any]:
         spans = []
         for s in t.spans:
             pid = procs.setdefault((s.service, s.instance), f"p{len(procs) + 1}")
-            spans.append({
-                "traceID": t.trace_id, "spanID": s.span_id, "operationName": s.operation,
-                "references": [] if s.parent_id is None else [{"refType": "CHILD_OF", "traceID": t.trace_id,
-                                                               "spanID": s.parent_id}],
-                "startTime": s.start, "duration": s.duration, "processID": pid,
-                "tags": [{"key": "span.kind", "type": "string", "value": s.kind}] if s.kind else [],
-            })
-        data.append({"traceID": t.trace_id, "spans": spans, "processes": {
-            pid: {"serviceName": k[0], "tags": [{"key": "hostname", "type": "string", "value": k[1]}]}
-            for k, pid in procs.items()}})
+            spans.append(
+                {
+                    "traceID": t.trace_id,
+                    "spanID": s.span_id,
+                    "operationName": s.operation,
+                    "references": []
+                    if s.parent_id is None
+                    else [{"refType": "CHILD_OF", "traceID": t.trace_id, "spanID": s.parent_id}],
+                    "startTime": s.start,
+                    "duration": s.duration,
+                    "processID": pid,
+                    "tags": [{"key": "span.kind", "type": "string", "value": s.kind}] if s.kind else [],
+                }
+            )
+        data.append(
+            {
+                "traceID": t.trace_id,
+                "spans": spans,
+                "processes": {
+                    pid: {"serviceName": k[0], "tags": [{"key": "hostname", "type": "string", "value": k[1]}]}
+                    for k, pid in procs.items()
+                },
+            }
+        )
     return {"data": data}
 
 

@@ -2,6 +2,7 @@
 trace. Kept verbatim (only this docstring differs) as the oracle of the equivalence tests in
 ``test_feature_equivalence.py``; not used by firm itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ InstanceKey = tuple[str, str]
 
 FEATURE_DOCS: Mapping[str, str] = {
     "ri": "FIRM's relative importance: Pearson correlation of the instance's on-path time with the "
-          "end-to-end critical-path latency (-1..1; None with too few samples).",
+    "end-to-end critical-path latency (-1..1; None with too few samples).",
     "ci": "FIRM's congestion intensity: p99/p50 of the instance's on-path time (ratio).",
     "cp_share": "share of the window's critical-path time spent in the instance (0..1).",
     "cp_share_ref": "cp_share in the reference window (0..1; None without one).",
@@ -39,7 +40,7 @@ FEATURE_DOCS: Mapping[str, str] = {
     "calls_per_trace": "entry spans of the instance per trace of the window (count).",
     "calls_growth": "calls_per_trace / the same in the reference (ratio; None when it had none).",
     "own_us": "own processing time per request: median own time x calls per trace, summed over "
-              "the instance's operations (us).",
+    "the instance's operations (us).",
     "own_ratio": "own time per request in the window / in the reference (ratio).",
     "own_growth_us": "growth of own processing time per request (us, shrunk by noise).",
     "leaf_growth_us": "growth of the instance's calls to uninstrumented callees per request (us).",
@@ -51,11 +52,11 @@ FEATURE_DOCS: Mapping[str, str] = {
     "blame_in_us": "share of the gap growth of calls into the instance charged to it (us per request).",
     "blame_out_us": "share of the gap growth of its outgoing calls charged to it (us per request).",
     "blame_us": "blame_own_us + blame_in_us + blame_out_us (us per request); without a reference, "
-                "the instance's time per request.",
+    "the instance's time per request.",
     "blame_rel": "blame_us / median end-to-end latency of the reference (or of the window without "
-                 "one) (ratio).",
+    "one) (ratio).",
     "blame_raw_rel": "blame_rel computed from growths not shrunk by noise (ratio; a tie-breaker when "
-                     "no growth stands out of the noise).",
+    "no growth stands out of the noise).",
     "blame_share": "blame_us / the sum of blame_us over all instances (0..1).",
     "blame_vs_top": "blame_us / the largest blame_us of the window (0..1).",
     "latency_growth": "median end-to-end latency of the window / of the reference (ratio; window-wide).",
@@ -193,8 +194,11 @@ def _profile_trace(t: Trace, prof: WindowProfile) -> None:
                 sc = spans[c]
                 if keys[c] != k:
                     intervals.append((sc.start, sc.start + sc.duration))
-                elif sc.kind in ("client", "producer") or cross[c] or (
-                        not children[c] and sc.kind == "" and "client" in sc.operation.lower()):
+                elif (
+                    sc.kind in ("client", "producer")
+                    or cross[c]
+                    or (not children[c] and sc.kind == "" and "client" in sc.operation.lower())
+                ):
                     # An outgoing call; without a server child it goes to an uninstrumented callee.
                     intervals.append((sc.start, sc.start + sc.duration))
                     if not cross[c]:
@@ -266,13 +270,15 @@ def _stats(x: list[int], trim: float) -> tuple[float, float]:
     a = np.sort(np.asarray(x, dtype=np.float64))
     n = a.size
     g = math.floor(trim * n)
-    core = a[g: n - g] if n - 2 * g > 0 else a
+    core = a[g : n - g] if n - 2 * g > 0 else a
     wins = np.clip(a, core[0], core[-1])
     se = float(np.std(wins, ddof=1)) / ((1.0 - 2.0 * trim) * math.sqrt(n)) if n > 1 else 0.0
     return float(core.mean()), se
 
 
-def _diffs(win: Mapping[K, list[int]], ref: Mapping[K, list[int]], cfg: CulpritFeatureConfig) -> dict[K, tuple[float, float]]:
+def _diffs(
+    win: Mapping[K, list[int]], ref: Mapping[K, list[int]], cfg: CulpritFeatureConfig
+) -> dict[K, tuple[float, float]]:
     """Per key seen often enough in both windows: (difference of trimmed means, its standard error), us."""
     out: dict[K, tuple[float, float]] = {}
     for key, xs in win.items():
@@ -297,7 +303,11 @@ def _tail(xs: list[int], ys: list[int], q: float, shift: float) -> tuple[float, 
     b = np.asarray(ys, dtype=np.float64)
     cut = float(np.quantile(b, q))
     ea, eb = np.maximum(a - cut - shift, 0.0), np.maximum(b - cut, 0.0)
-    var = float(np.var(ea, ddof=1)) / a.size + float(np.var(eb, ddof=1)) / b.size if a.size > 1 and b.size > 1 else 0.0
+    var = (
+        float(np.var(ea, ddof=1)) / a.size + float(np.var(eb, ddof=1)) / b.size
+        if a.size > 1 and b.size > 1
+        else 0.0
+    )
     return float(ea.mean() - eb.mean()), var
 
 
@@ -325,7 +335,9 @@ def culprit_features(
     """
     cfg = config or CulpritFeatureConfig()
     win = window if isinstance(window, WindowProfile) else profile_window(window)
-    ref = reference if isinstance(reference, WindowProfile) or reference is None else profile_window(reference)
+    ref = (
+        reference if isinstance(reference, WindowProfile) or reference is None else profile_window(reference)
+    )
     if ref is not None and ref.traces == 0:
         ref = None
     notes: dict[str, int] = dict(win.notes)
@@ -333,12 +345,21 @@ def culprit_features(
         for k, v in ref.notes.items():
             notes[f"reference_{k}"] = v
     if win.traces == 0:
-        return CulpritWindow(0, None if ref is None else ref.traces, ref is not None, None,
-                             None if ref is None else _median(ref.latencies), (), notes, None)
+        return CulpritWindow(
+            0,
+            None if ref is None else ref.traces,
+            ref is not None,
+            None,
+            None if ref is None else _median(ref.latencies),
+            (),
+            notes,
+            None,
+        )
 
     paths = trace_features(win.kept, min_samples=cfg.min_samples) if with_paths else None
-    paths_ref = (trace_features(ref.kept, min_samples=cfg.min_samples)
-                 if with_paths and ref is not None else None)
+    paths_ref = (
+        trace_features(ref.kept, min_samples=cfg.min_samples) if with_paths and ref is not None else None
+    )
     lat = _median(win.latencies)
     lat_ref = _median(ref.latencies) if ref is not None else None
     n = win.traces
@@ -415,9 +436,21 @@ def _no_reference(win: WindowProfile, feats: dict[InstanceKey, dict[str, float |
             time_of[a] += v
             time_of[b] += v
     for ik, f in feats.items():
-        for name in ("calls_growth", "own_ratio", "own_growth_us", "leaf_growth_us", "req_in_growth_us",
-                     "resp_in_growth_us", "req_out_growth_us", "resp_out_growth_us", "blame_own_us",
-                     "blame_in_us", "blame_out_us", "blame_raw_rel", "latency_growth"):
+        for name in (
+            "calls_growth",
+            "own_ratio",
+            "own_growth_us",
+            "leaf_growth_us",
+            "req_in_growth_us",
+            "resp_in_growth_us",
+            "req_out_growth_us",
+            "resp_out_growth_us",
+            "blame_own_us",
+            "blame_in_us",
+            "blame_out_us",
+            "blame_raw_rel",
+            "latency_growth",
+        ):
             f[name] = None
         f["blame_us"] = time_of.get(ik, 0.0)
         f["blame_rel"] = time_of.get(ik, 0.0) / lat if lat > 0 else 0.0
@@ -444,8 +477,10 @@ def _with_reference(
         ref_calls[ik] += len(xs) / nr
         ref_own[ik] += _median(xs) * len(xs) / nr
     parts: dict[str, tuple[Mapping[Any, list[int]], Mapping[Any, list[int]]]] = {
-        "own": (win.own, ref.own), "leaf": (win.leaf, ref.leaf),
-        "req": _pool_sparse(win.req, ref.req, cfg.min_calls), "resp": _pool_sparse(win.resp, ref.resp, cfg.min_calls),
+        "own": (win.own, ref.own),
+        "leaf": (win.leaf, ref.leaf),
+        "req": _pool_sparse(win.req, ref.req, cfg.min_calls),
+        "resp": _pool_sparse(win.resp, ref.resp, cfg.min_calls),
     }
     diffs = {name: _diffs(w, r, cfg) for name, (w, r) in parts.items()}
     samples = {name: w for name, (w, _) in parts.items()}
@@ -489,7 +524,9 @@ def _blame(
     req_g: dict[EdgeKey, float] = _growth(diffs["req"], noise_k)
     resp_g: dict[EdgeKey, float] = _growth(diffs["resp"], noise_k)
 
-    zero = dict.fromkeys(("own", "leaf", "req_in", "resp_in", "req_out", "resp_out", "b_own", "b_in", "b_out"), 0.0)
+    zero = dict.fromkeys(
+        ("own", "leaf", "req_in", "resp_in", "req_out", "resp_out", "b_own", "b_in", "b_out"), 0.0
+    )
     acc: dict[InstanceKey, dict[str, float]] = {ik: dict(zero) for ik in feats}
     for (ik, op), g in own_g.items():
         w = len(samples["own"][(ik, op)]) / n

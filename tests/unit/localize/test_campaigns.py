@@ -22,14 +22,27 @@ def traces_with_fault() -> list[Trace]:
     for m in range(5):  # five one-minute windows, 40 requests each; backend answers late in minute 3
         for i in range(40):
             t0 = T0_S * 1_000_000 + m * MIN + i * 1_000_000
-            out.append(fanout_trace(f"m{m}r{i}", t0, own_b=100 + (i * 7) % 13,
-                                    resp_gap=(4000 if m == 3 else 50) + (i * 3) % 7))
+            out.append(
+                fanout_trace(
+                    f"m{m}r{i}", t0, own_b=100 + (i * 7) % 13, resp_gap=(4000 if m == 3 else 50) + (i * 3) % 7
+                )
+            )
     return out
 
 
-RECORD = [{"event": "started", "campaign": "c", "name": "d1", "kind": "network_delay", "intensity": 50,
-           "duration_s": 60, "labels": {"campaign": "c", "service": "backend"},
-           "started_at": T0_S + 180.0, "expires_at": T0_S + 240.0}]
+RECORD = [
+    {
+        "event": "started",
+        "campaign": "c",
+        "name": "d1",
+        "kind": "network_delay",
+        "intensity": 50,
+        "duration_s": 60,
+        "labels": {"campaign": "c", "service": "backend"},
+        "started_at": T0_S + 180.0,
+        "expires_at": T0_S + 240.0,
+    }
+]
 
 
 def test_windows_are_labelled_against_a_quiet_reference() -> None:
@@ -47,8 +60,20 @@ def test_the_dataset_command_reads_a_campaign(tmp_path: Path) -> None:
     rec.write_text("\n".join(json.dumps(e) for e in RECORD) + "\n")
     tr = tmp_path / "traces.json"
     tr.write_text(json.dumps(jaeger_doc(traces_with_fault())))
-    result = CliRunner().invoke(main, ["localize-dataset", "--out", str(tmp_path / "ds"), "--campaign", str(rec),
-                                       "--traces", str(tr), "--window", "1m"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "localize-dataset",
+            "--out",
+            str(tmp_path / "ds"),
+            "--campaign",
+            str(rec),
+            "--traces",
+            str(tr),
+            "--window",
+            "1m",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["positives"] == 1 and doc["windows"] == 4

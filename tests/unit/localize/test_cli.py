@@ -50,8 +50,9 @@ def test_localize_json_ranks_the_culprit_first(case_files: tuple[Path, Path, tup
 
 def test_localize_table_shows_what_drove_the_score(case_files: tuple[Path, Path, tuple[str, str]]) -> None:
     after, before, culprit = case_files
-    code, out, _ = run("localize", str(after), "--reference", str(before), "--format", "table", "--top", "3",
-                       "--rules")
+    code, out, _ = run(
+        "localize", str(after), "--reference", str(before), "--format", "table", "--top", "3", "--rules"
+    )
     assert code == 0
     lines = out.splitlines()
     assert "reference:" in lines[0] and "method: rules" in lines[0]
@@ -88,10 +89,13 @@ def test_reference_takes_every_file_up_to_the_next_option() -> None:
     assert (window["requests"], window["referenceRequests"]) == (3, 3)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ('{"data": []}', "no traces"),
-    ("not json at all", "window"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"data": []}', "no traces"),
+        ("not json at all", "window"),
+    ],
+)
 def test_bad_windows_are_clear_errors(tmp_path: Path, content: str, message: str) -> None:
     f = tmp_path / "w.json"
     f.write_text(content)
@@ -100,8 +104,9 @@ def test_bad_windows_are_clear_errors(tmp_path: Path, content: str, message: str
     assert message in err and "Error:" in err
 
 
-def test_a_reference_from_another_app_is_a_clear_error(tmp_path: Path,
-                                                       case_files: tuple[Path, Path, tuple[str, str]]) -> None:
+def test_a_reference_from_another_app_is_a_clear_error(
+    tmp_path: Path, case_files: tuple[Path, Path, tuple[str, str]]
+) -> None:
     after, _, _ = case_files
     other = make_case(graphs(["boutique"])["boutique"], "none", 3)
     f = tmp_path / "other.json"
@@ -110,14 +115,21 @@ def test_a_reference_from_another_app_is_a_clear_error(tmp_path: Path,
     assert code == 1 and "share no service instance" in err
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    ("garbage", "not JSON"),
-    ('{"format": "firm-culprit-svm", "version": 7, "features": []}', "newer than this firm reads"),
-    ('{"format": "firm-culprit-svm", "version": 1, "features": ["x"], "scaler": {"mean": [0], "scale": [1]},'
-     ' "coef": [1], "intercept": 0}', "does not compute: x"),
-])
-def test_bad_models_are_clear_errors(tmp_path: Path, case_files: tuple[Path, Path, tuple[str, str]],
-                                     model: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("garbage", "not JSON"),
+        ('{"format": "firm-culprit-svm", "version": 7, "features": []}', "newer than this firm reads"),
+        (
+            '{"format": "firm-culprit-svm", "version": 1, "features": ["x"], "scaler": {"mean": [0], "scale": [1]},'
+            ' "coef": [1], "intercept": 0}',
+            "does not compute: x",
+        ),
+    ],
+)
+def test_bad_models_are_clear_errors(
+    tmp_path: Path, case_files: tuple[Path, Path, tuple[str, str]], model: str, message: str
+) -> None:
     after, before, _ = case_files
     m = tmp_path / "m.json"
     m.write_text(model)
@@ -138,16 +150,18 @@ def test_usage_errors(case_files: tuple[Path, Path, tuple[str, str]]) -> None:
 
 def test_dataset_train_and_eval(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
-    code, out, _ = run("localize-dataset", "--out", str(ds), "--synthetic", "3", "--graphs", "boutique,hotel",
-                       "--seed", "5")
+    code, out, _ = run(
+        "localize-dataset", "--out", str(ds), "--synthetic", "3", "--graphs", "boutique,hotel", "--seed", "5"
+    )
     assert code == 0, out
     summary = json.loads(out)
     assert summary["positives"] == 18 and (ds / "manifest.json").is_file()
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["source"] == "synthetic" and manifest["rows"] == summary["rows"]
     model = tmp_path / "m.json"
-    code, out, _ = run("train-svm", "--from", str(ds), "--out", str(model), "--holdout-graph", "hotel",
-                       "--epochs", "5")
+    code, out, _ = run(
+        "train-svm", "--from", str(ds), "--out", str(model), "--holdout-graph", "hotel", "--epochs", "5"
+    )
     assert code == 0, out
     doc = json.loads(model.read_text())
     assert doc["format"] == "firm-culprit-svm" and doc["data"]["source"] == "synthetic"
@@ -173,17 +187,23 @@ def test_train_on_one_class_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_dataset_needs_one_source(tmp_path: Path) -> None:
     assert run("localize-dataset", "--out", str(tmp_path / "x"))[0] == 2
-    code, _, err = run("localize-dataset", "--out", str(tmp_path / "x"), "--synthetic", "1", "--graphs", "nope")
+    code, _, err = run(
+        "localize-dataset", "--out", str(tmp_path / "x"), "--synthetic", "1", "--graphs", "nope"
+    )
     assert code == 2 and "unknown graph" in err
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--kinds", "earthquake"], "unknown kinds"),
-    (["--targets", "nowhere"], "unknown services"),
-    (["--intensity", "150"], "0-100"),
-])
-def test_testbed_dataset_checks_its_arguments_before_touching_anything(tmp_path: Path, args: list[str],
-                                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kinds", "earthquake"], "unknown kinds"),
+        (["--targets", "nowhere"], "unknown services"),
+        (["--intensity", "150"], "0-100"),
+    ],
+)
+def test_testbed_dataset_checks_its_arguments_before_touching_anything(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     code, _, err = run("localize-testbed-dataset", "--out", str(tmp_path / "ds"), *args)
     assert code == 2 and message in err
     assert not (tmp_path / "ds").exists()

@@ -120,8 +120,10 @@ def test_a_slow_tail_counts_though_the_trimmed_mean_leaves_it_out() -> None:
     # 9 % of the calls into the backend wait 50 ms for a retransmission
     slow = [chain_trace(f"slow{i}", 1_800_000_000_000_000 + i, resp_gap=50_000) for i in range(6)]
     by_tail = {i.service: i.features for i in culprit_features(win + slow, ref).instances}
-    no_tail = {i.service: i.features
-               for i in culprit_features(win + slow, ref, CulpritFeatureConfig(tail_quantile=1.0)).instances}
+    no_tail = {
+        i.service: i.features
+        for i in culprit_features(win + slow, ref, CulpritFeatureConfig(tail_quantile=1.0)).instances
+    }
     assert (by_tail["backend"]["blame_us"] or 0.0) > 300 > (no_tail["backend"]["blame_us"] or 0.0)
 
 

@@ -51,10 +51,14 @@ def assert_same(new: CulpritWindow, ref: CulpritWindow) -> None:
     assert _close(new.latency_p50_us, ref.latency_p50_us)
     assert _close(new.reference_latency_p50_us, ref.reference_latency_p50_us)
     assert {k: v for k, v in new.notes.items() if v} == {k: v for k, v in ref.notes.items() if v}
-    assert [(i.service, i.instance) for i in new.instances] == [(i.service, i.instance) for i in ref.instances]
+    assert [(i.service, i.instance) for i in new.instances] == [
+        (i.service, i.instance) for i in ref.instances
+    ]
     for a, b in zip(new.instances, ref.instances, strict=True):
         assert set(a.features) == set(b.features)
-        bad = {k: (a.features[k], b.features[k]) for k in a.features if not _close(a.features[k], b.features[k])}
+        bad = {
+            k: (a.features[k], b.features[k]) for k in a.features if not _close(a.features[k], b.features[k])
+        }
         assert not bad, f"{a.service}/{a.instance}: {bad}"
     if ref.paths is None:
         assert new.paths is None
@@ -79,13 +83,15 @@ def assert_same_ranking(window: Sequence[Trace], reference: Sequence[Trace] | No
     loc = Localizer.rules()
     new = loc.rank_features(culprit_features(window, reference, loc.feature_config))
     ref = loc.rank_features(old.culprit_features(window, reference, old.CulpritFeatureConfig()))  # type: ignore[arg-type]
-    assert [(i.service, i.instance, i.culprit) for i in new.instances] == \
-        [(i.service, i.instance, i.culprit) for i in ref.instances]
+    assert [(i.service, i.instance, i.culprit) for i in new.instances] == [
+        (i.service, i.instance, i.culprit) for i in ref.instances
+    ]
     assert new.flags == ref.flags
 
 
-def compare(window: Sequence[Trace], reference: Sequence[Trace] | None,
-            config: CulpritFeatureConfig | None = None) -> None:
+def compare(
+    window: Sequence[Trace], reference: Sequence[Trace] | None, config: CulpritFeatureConfig | None = None
+) -> None:
     cfg = config or CulpritFeatureConfig()
     old_cfg = old.CulpritFeatureConfig(**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
     assert_same(culprit_features(window, reference, cfg), old.culprit_features(window, reference, old_cfg))  # type: ignore[arg-type]
@@ -156,8 +162,10 @@ def test_profile_and_cache_agree_with_the_per_object_profile() -> None:
     assert len(cache) == 8  # bounded: the oldest went first
     again = cache.window(traces[6:])
     assert cache.computed == 12 and [t.trace_id for t in again] == [t.trace_id for t in traces[6:]]
-    assert_same(culprit_features(window_parts(traces[:6]), traces[6:]),
-                old.culprit_features(traces[:6], traces[6:]))  # type: ignore[arg-type]
+    assert_same(
+        culprit_features(window_parts(traces[:6]), traces[6:]),
+        old.culprit_features(traces[:6], traces[6:]),  # type: ignore[arg-type]
+    )
 
 
 SERVICES = ["a", "b", "c"]
@@ -170,16 +178,27 @@ def _trace(draw: st.DrawFn, tag: str) -> Trace:
     for i in range(n):
         parent = None if i == 0 else f"s{draw(st.integers(-1, i - 1))}"  # s-1: a parent not in the trace
         svc = draw(st.sampled_from(SERVICES))
-        spans.append(Span(f"s{i}", svc, f"{svc}-{draw(st.integers(0, 1))}",
-                          draw(st.sampled_from(["op", "op_client", "Client call"])),
-                          1_700_000_000_000_000 + draw(st.integers(-2_000, 10_000)), draw(st.integers(0, 5_000)),
-                          parent, kind=draw(st.sampled_from(["", "client", "server", "producer", "internal"]))))
+        spans.append(
+            Span(
+                f"s{i}",
+                svc,
+                f"{svc}-{draw(st.integers(0, 1))}",
+                draw(st.sampled_from(["op", "op_client", "Client call"])),
+                1_700_000_000_000_000 + draw(st.integers(-2_000, 10_000)),
+                draw(st.integers(0, 5_000)),
+                parent,
+                kind=draw(st.sampled_from(["", "client", "server", "producer", "internal"])),
+            )
+        )
     return Trace(f"{tag}{draw(st.integers(0, 40))}", tuple(spans))
 
 
 @settings(max_examples=80, deadline=None)
-@given(window=st.lists(_trace("w"), min_size=1, max_size=30), reference=st.lists(_trace("w"), max_size=30),
-       min_calls=st.integers(1, 3))
+@given(
+    window=st.lists(_trace("w"), min_size=1, max_size=30),
+    reference=st.lists(_trace("w"), max_size=30),
+    min_calls=st.integers(1, 3),
+)
 def test_random_span_trees(window: list[Trace], reference: list[Trace], min_calls: int) -> None:
     cfg = CulpritFeatureConfig(min_calls=min_calls, min_samples=3)
     compare(window, reference or None, cfg)

@@ -16,13 +16,26 @@ T0_US = int(T0_S * 1_000_000)
 W = 60_000_000  # a one-minute window, us
 
 
-def started(name: str, service: str, start_s: float, duration_s: float, kind: str = "cpu", **extra: Any) -> dict[str, Any]:
-    return {"event": "started", "campaign": "c1", "name": name, "kind": kind, "intensity": 80,
-            "duration_s": duration_s, "labels": {"campaign": "c1", "service": service, **extra},
-            "started_at": start_s, "expires_at": start_s + duration_s, "ended_at": None}
+def started(
+    name: str, service: str, start_s: float, duration_s: float, kind: str = "cpu", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "event": "started",
+        "campaign": "c1",
+        "name": name,
+        "kind": kind,
+        "intensity": 80,
+        "duration_s": duration_s,
+        "labels": {"campaign": "c1", "service": service, **extra},
+        "started_at": start_s,
+        "expires_at": start_s + duration_s,
+        "ended_at": None,
+    }
 
 
-@pytest.mark.parametrize(("value", "scale"), [(T0_S, 1e6), (T0_S * 1e3, 1e3), (T0_S * 1e6, 1.0), (T0_S * 1e9, 1e-3)])
+@pytest.mark.parametrize(
+    ("value", "scale"), [(T0_S, 1e6), (T0_S * 1e3, 1e3), (T0_S * 1e6, 1.0), (T0_S * 1e9, 1e-3)]
+)
 def test_times_in_any_unit_become_microseconds(value: float, scale: float) -> None:
     assert to_us(value) == pytest.approx(T0_US, abs=2)
 
@@ -50,15 +63,19 @@ def test_an_anomaly_starting_late_in_the_window_does_not() -> None:
 
 
 def test_the_recorded_end_wins_over_the_planned_one() -> None:
-    entries = [started("a", "geo", T0_S, 120),
-               {"event": "ended", "campaign": "c1", "name": "a", "started_at": T0_S, "ended_at": T0_S + 20}]
+    entries = [
+        started("a", "geo", T0_S, 120),
+        {"event": "ended", "campaign": "c1", "name": "a", "started_at": T0_S, "ended_at": T0_S + 20},
+    ]
     inj = injections(entries)
     assert inj[0].end_us == T0_US + 20_000_000
     assert not label_window(T0_US, T0_US + W, [("geo", "geo")], inj)[("geo", "geo")].positive
 
 
 def test_two_concurrent_anomalies_label_both_targets() -> None:
-    inj = injections([started("a", "geo", T0_S - 10, 120), started("b", "rate", T0_S, 60, kind="network_delay")])
+    inj = injections(
+        [started("a", "geo", T0_S - 10, 120), started("b", "rate", T0_S, 60, kind="network_delay")]
+    )
     labels = label_window(T0_US, T0_US + W, [("geo", "geo"), ("rate", "rate"), ("user", "user")], inj)
     assert labels[("geo", "geo")].positive and labels[("rate", "rate")].positive
     assert not labels[("user", "user")].positive
@@ -88,8 +105,9 @@ def test_beside_placement_labels_every_instance_sharing_the_resource() -> None:
     def sharing(i: LabelledInjection) -> set[tuple[str, str]]:
         return cpu0 if i.target in cpu0 else set()
 
-    labels = label_window(T0_US, T0_US + W, [("geo", "geo"), ("rate", "rate"), ("user", "user")], inj,
-                          sharing=sharing)
+    labels = label_window(
+        T0_US, T0_US + W, [("geo", "geo"), ("rate", "rate"), ("user", "user")], inj, sharing=sharing
+    )
     assert labels[("geo", "geo")].positive and labels[("geo", "geo")].target
     assert labels[("rate", "rate")].positive and not labels[("rate", "rate")].target
     assert not labels[("user", "user")].positive
@@ -97,8 +115,9 @@ def test_beside_placement_labels_every_instance_sharing_the_resource() -> None:
 
 def test_inside_placement_labels_only_the_target_and_instances_are_named() -> None:
     inj = injections([started("a", "geo", T0_S, 120, placement="inside", instance="geo-2")])
-    labels = label_window(T0_US, T0_US + W, [("geo", "geo-1"), ("geo", "geo-2")], inj,
-                          sharing=lambda i: {("geo", "geo-1")})
+    labels = label_window(
+        T0_US, T0_US + W, [("geo", "geo-1"), ("geo", "geo-2")], inj, sharing=lambda i: {("geo", "geo-1")}
+    )
     assert labels[("geo", "geo-2")].positive
     assert not labels[("geo", "geo-1")].positive
 
@@ -114,8 +133,13 @@ def test_node_wide_or_unnamed_injections_are_refused() -> None:
 
 def test_campaign_file(tmp_path: Path) -> None:
     f = tmp_path / "c1.jsonl"
-    f.write_text("\n".join(json.dumps(e) for e in [
-        {"event": "planned", "campaign": "c1", "schedule": []}, started("a", "geo", T0_S, 120)]) + "\n")
+    f.write_text(
+        "\n".join(
+            json.dumps(e)
+            for e in [{"event": "planned", "campaign": "c1", "schedule": []}, started("a", "geo", T0_S, 120)]
+        )
+        + "\n"
+    )
     assert [i.name for i in read_campaign_file(f)] == ["a"]
     f.write_text("{not json\n")
     with pytest.raises(DatasetError, match="not JSON"):

@@ -12,9 +12,15 @@ from tests.unit.localize.helpers import fanout_trace, span
 
 
 def window(n: int, tag: str, **kw: int) -> list[Trace]:
-    return [fanout_trace(f"{tag}{i}", 1_700_000_000_000_000 + i * 10_000,
-                         own_b=kw.get("own_b", 100) + (i * 7) % 13, resp_gap=kw.get("resp_gap", 50) + (i * 3) % 7)
-            for i in range(n)]
+    return [
+        fanout_trace(
+            f"{tag}{i}",
+            1_700_000_000_000_000 + i * 10_000,
+            own_b=kw.get("own_b", 100) + (i * 7) % 13,
+            resp_gap=kw.get("resp_gap", 50) + (i * 3) % 7,
+        )
+        for i in range(n)
+    ]
 
 
 def test_rank_sorts_by_score_and_names_the_culprit() -> None:

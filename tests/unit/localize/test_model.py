@@ -14,9 +14,14 @@ from firm.localize import MODEL_INPUTS, LinearModel, Localizer, ModelError
 
 def model() -> LinearModel:
     n = len(MODEL_INPUTS)
-    return LinearModel(features=MODEL_INPUTS, mean=(0.0,) * n, scale=(1.0,) * n,
-                       coef=tuple(float(i == 0) for i in range(n)), intercept=-0.5,
-                       data={"source": "synthetic"})
+    return LinearModel(
+        features=MODEL_INPUTS,
+        mean=(0.0,) * n,
+        scale=(1.0,) * n,
+        coef=tuple(float(i == 0) for i in range(n)),
+        intercept=-0.5,
+        data={"source": "synthetic"},
+    )
 
 
 def write(tmp_path: Path, doc: Any) -> Path:
@@ -36,17 +41,20 @@ def test_save_then_load_gives_the_same_model(tmp_path: Path) -> None:
     assert Localizer.load(tmp_path / "m.json").method == "svm"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d.update(version=99), "newer than this firm reads"),
-    (lambda d: d.update(format="something-else"), "not a firm culprit model"),
-    (lambda d: d.update(features=[*d["features"][:-1], "colour"]), "does not compute: colour"),
-    (lambda d: d.update(coef=d["coef"][:-1]), "coef has"),
-    (lambda d: d["scaler"].update(scale=[0.0] * len(MODEL_INPUTS)), "scale holds a value <= 0"),
-    (lambda d: d.pop("intercept"), "intercept"),
-    (lambda d: d.update(coef="many"), "coef"),
-    (lambda d: d.update(version="1"), "version"),
-    (lambda d: d.update(featureConfig={"trim": 3}), "featureConfig"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(version=99), "newer than this firm reads"),
+        (lambda d: d.update(format="something-else"), "not a firm culprit model"),
+        (lambda d: d.update(features=[*d["features"][:-1], "colour"]), "does not compute: colour"),
+        (lambda d: d.update(coef=d["coef"][:-1]), "coef has"),
+        (lambda d: d["scaler"].update(scale=[0.0] * len(MODEL_INPUTS)), "scale holds a value <= 0"),
+        (lambda d: d.pop("intercept"), "intercept"),
+        (lambda d: d.update(coef="many"), "coef"),
+        (lambda d: d.update(version="1"), "version"),
+        (lambda d: d.update(featureConfig={"trim": 3}), "featureConfig"),
+    ],
+)
 def test_bad_model_files_are_refused_with_a_reason(tmp_path: Path, change: Any, message: str) -> None:
     doc = model().as_dict()
     change(doc)

@@ -23,8 +23,18 @@ def traces(draw: st.DrawFn, tag: str) -> Trace:
         svc = draw(st.sampled_from(SERVICES))
         kind = draw(st.sampled_from(["", "client", "server", "internal"]))
         start = draw(st.integers(0, 10_000)) - 2_000  # clock offsets: children may start before parents
-        spans.append(Span(f"s{i}", svc, f"{svc}-{draw(st.integers(0, 1))}", draw(st.sampled_from(["op", "op_client"])),
-                          1_700_000_000_000_000 + start, draw(st.integers(0, 5_000)), parent, kind=kind))
+        spans.append(
+            Span(
+                f"s{i}",
+                svc,
+                f"{svc}-{draw(st.integers(0, 1))}",
+                draw(st.sampled_from(["op", "op_client"])),
+                1_700_000_000_000_000 + start,
+                draw(st.integers(0, 5_000)),
+                parent,
+                kind=kind,
+            )
+        )
     return Trace(f"{tag}{draw(st.integers(0, 30))}", tuple(spans))
 
 

@@ -48,8 +48,13 @@ def test_one_class_or_no_rows_is_refused() -> None:
 
 
 def test_metrics_on_a_hand_made_dataset() -> None:
-    d = {"y": np.array([1, 0, 0, 0, 1, 0]), "window": ["a", "a", "a", "b", "b", "b"],
-         "service": list("xyzxyz"), "instance": list("xyzxyz"), "kind": ["cpu"] * 6}
+    d = {
+        "y": np.array([1, 0, 0, 0, 1, 0]),
+        "window": ["a", "a", "a", "b", "b", "b"],
+        "service": list("xyzxyz"),
+        "instance": list("xyzxyz"),
+        "kind": ["cpu"] * 6,
+    }
     scores = np.array([0.9, 0.1, 0.0, 0.5, 0.4, 0.3])  # a: culprit first; b: culprit second
     verdicts = np.array([True, False, False, True, False, False])
     r = evaluate("m", scores, verdicts, d)

@@ -28,13 +28,26 @@ def trace(kind: str, latency_ms: float, instances: Sequence[str], end_us: int = 
     start = end_us - duration
     spans = [Span(f"r{n}", "frontend", "frontend-0", kind.replace("-", "_"), start, duration, kind="server")]
     for i, name in enumerate(instances):
-        spans.append(Span(f"c{n}-{i}", name.rsplit("-", 1)[0], name, "call", start + 10, max(1, duration // 2),
-                          f"r{n}", kind="server"))
+        spans.append(
+            Span(
+                f"c{n}-{i}",
+                name.rsplit("-", 1)[0],
+                name,
+                "call",
+                start + 10,
+                max(1, duration // 2),
+                f"r{n}",
+                kind="server",
+            )
+        )
     return Trace(f"t{n}", tuple(spans))
 
 
-def window(kind_latencies: Mapping[str, Sequence[float]], instances: Mapping[str, Sequence[str]] | None = None,
-           end_us: int = 10_000_000) -> list[Trace]:
+def window(
+    kind_latencies: Mapping[str, Sequence[float]],
+    instances: Mapping[str, Sequence[str]] | None = None,
+    end_us: int = 10_000_000,
+) -> list[Trace]:
     out = []
     for kind, latencies in kind_latencies.items():
         for latency in latencies:
@@ -46,23 +59,67 @@ def sample(name: str, at: float, cpu: float = 0.2, interval: float = 1.0) -> Sam
     return Sample(name, name.rsplit("-", 1)[0], at, interval, cpu, 0.0, 0.0, 1 << 20, 0.0, 0.0, 1e5, 1e5)
 
 
-def view(name: str, limits: Mapping[str, float], *, baseline: Mapping[str, float] | None = None,
-         resources: frozenset[str] = frozenset({"cpu", "disk_io", "network"}), types: frozenset[str] = frozenset(),
-         capacity: float = 2.0, usage: Mapping[str, float] | None = None, telemetry_since: float | None = 0.0
-         ) -> InstanceView:
-    return InstanceView(name, name.rsplit("-", 1)[0], dict(limits), dict(baseline or limits), resources,
-                        dict(usage or {"cpu": 0.3}), telemetry_since, telemetry_since, capacity, types)
+def view(
+    name: str,
+    limits: Mapping[str, float],
+    *,
+    baseline: Mapping[str, float] | None = None,
+    resources: frozenset[str] = frozenset({"cpu", "disk_io", "network"}),
+    types: frozenset[str] = frozenset(),
+    capacity: float = 2.0,
+    usage: Mapping[str, float] | None = None,
+    telemetry_since: float | None = 0.0,
+) -> InstanceView:
+    return InstanceView(
+        name,
+        name.rsplit("-", 1)[0],
+        dict(limits),
+        dict(baseline or limits),
+        resources,
+        dict(usage or {"cpu": 0.3}),
+        telemetry_since,
+        telemetry_since,
+        capacity,
+        types,
+    )
 
 
-def observation(traces: Sequence[Trace], views: Sequence[InstanceView], *, now: float = 100.0,
-                slo: Mapping[str, float] = SLO, reference: Sequence[Trace] | None = None) -> Observation:
+def observation(
+    traces: Sequence[Trace],
+    views: Sequence[InstanceView],
+    *,
+    now: float = 100.0,
+    slo: Mapping[str, float] = SLO,
+    reference: Sequence[Trace] | None = None,
+) -> Observation:
     served = types_of(traces)
-    views = [InstanceView(v.name, v.service, v.limits, v.baseline, v.resources, v.usage, v.telemetry_at,
-                          v.telemetry_since, v.cpu_capacity, v.request_types or served.get(v.name, frozenset()))
-             for v in views]
+    views = [
+        InstanceView(
+            v.name,
+            v.service,
+            v.limits,
+            v.baseline,
+            v.resources,
+            v.usage,
+            v.telemetry_at,
+            v.telemetry_since,
+            v.cpu_capacity,
+            v.request_types or served.get(v.name, frozenset()),
+        )
+        for v in views
+    ]
     status = slo_status(traces, slo, min_requests=5, at_risk=0.9, slack=0.6)
-    return Observation(now, (now - 6, now - 1), traces, reference, status, {v.name: v for v in views},
-                       len(traces) / 5, len(traces) / 5, mix_of(traces))
+    return Observation(
+        now,
+        (now - 6, now - 1),
+        traces,
+        reference,
+        status,
+        {v.name: v for v in views},
+        len(traces) / 5,
+        len(traces) / 5,
+        mix_of(traces),
+    )
 
 
 @dataclass(frozen=True)
@@ -90,8 +147,10 @@ class FakeLocalizer:
     def rank(self, window: Sequence[Trace], reference: Sequence[Trace] | None = None) -> Ranking:
         self.calls.append((len(window), reference is not None))
         ranked = sorted(self.scores.items(), key=lambda kv: -kv[1])
-        return Ranking(tuple(Ranked(n.rsplit("-", 1)[0], n, s, s >= self.threshold, {"ri": s}) for n, s in ranked),
-                       reference is not None)
+        return Ranking(
+            tuple(Ranked(n.rsplit("-", 1)[0], n, s, s >= self.threshold, {"ri": s}) for n, s in ranked),
+            reference is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -109,8 +168,9 @@ class FakeAgent:
         self.factor, self.scale_out = factor, scale_out
         self.states: list[Any] = []
 
-    def decide(self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any],
-               mask: Mapping[str, bool]) -> AgentDecision:
+    def decide(
+        self, state: Any, *, current: Mapping[str, float], bounds: Mapping[str, Any], mask: Mapping[str, bool]
+    ) -> AgentDecision:
         self.states.append(state)
         out = {}
         for r, on in mask.items():
@@ -131,8 +191,9 @@ def bounds(low: float, high: float) -> tuple[float, float]:
 class MemoryTarget:
     """Instances with limits in memory, traces and telemetry handed in by the test."""
 
-    def __init__(self, limits: Mapping[str, Mapping[str, float]], *, fail_on: frozenset[tuple[str, str]] = frozenset()
-                 ) -> None:
+    def __init__(
+        self, limits: Mapping[str, Mapping[str, float]], *, fail_on: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         self._executor = MemoryExecutor(limits, fail_on=fail_on)
         self.traces: list[Trace] = []
         self.samples: dict[str, Sample | None] = {}

@@ -17,8 +17,10 @@ from firm.loop.view import LiveView
 
 def test_a_file_overrides_the_defaults_and_partial_guards_keep_the_others(tmp_path: Path) -> None:
     path = tmp_path / "loop.yml"
-    path.write_text("interval_s: 1.5\nguards:\n  cpu: {min: 0.2, max: 1.5, max_step: 0.25}\n"
-                    "services:\n  compose-post:\n    cpu: {min: 0.3, max: 2, max_step: 0.5, cooldown_s: 2}\n")
+    path.write_text(
+        "interval_s: 1.5\nguards:\n  cpu: {min: 0.2, max: 1.5, max_step: 0.25}\n"
+        "services:\n  compose-post:\n    cpu: {min: 0.3, max: 2, max_step: 0.5, cooldown_s: 2}\n"
+    )
     config = load(path, decider="aimd")
     assert config.interval_s == 1.5 and config.decider == "aimd"
     assert config.guard("text", "cpu").max == 1.5
@@ -26,14 +28,17 @@ def test_a_file_overrides_the_defaults_and_partial_guards_keep_the_others(tmp_pa
     assert config.guard("text", "network").min == 1e6  # default kept
 
 
-@pytest.mark.parametrize(("text", "named"), [
-    ("interval_s: -1\n", "interval_s"),
-    ("guards:\n  gpu: {min: 1, max: 2, max_step: 1}\n", "gpu"),
-    ("guards:\n  cpu: {min: 2, max: 1, max_step: 1}\n", "max"),
-    ("decider: magic\n", "decider"),
-    ("intervall_s: 2\n", "intervall_s"),
-    ("- a list\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("interval_s: -1\n", "interval_s"),
+        ("guards:\n  gpu: {min: 1, max: 2, max_step: 1}\n", "gpu"),
+        ("guards:\n  cpu: {min: 2, max: 1, max_step: 1}\n", "max"),
+        ("decider: magic\n", "decider"),
+        ("intervall_s: 2\n", "intervall_s"),
+        ("- a list\n", "mapping"),
+    ],
+)
 def test_bad_settings_are_refused_naming_the_field(tmp_path: Path, text: str, named: str) -> None:
     path = tmp_path / "loop.yml"
     path.write_text(text)
@@ -58,18 +63,39 @@ def test_firm_run_without_a_testbed_says_how_to_start_one(tmp_path: Path) -> Non
 def test_firm_audit_shows_a_json_lines_log_as_a_table_and_as_json(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(None, path=path)
-    log.write({"time": 1000.0, "step": 1, "status": "acted", "dry_run": False,
-               "slo": [{"type": "compose-post", "slo_ms": 250.0, "p99_ms": 400.0, "state": "violated", "count": 9}],
-               "decision": {"mode": "raise", "culprits": [{"instance": "compose-post-0", "score": 0.91}]},
-               "result": {"actions": [{"instance": "compose-post-0", "resource": "cpu", "before": 0.5, "after": 1.0,
-                                       "changed": True, "reason": "agent: culprit"}]}})
+    log.write(
+        {
+            "time": 1000.0,
+            "step": 1,
+            "status": "acted",
+            "dry_run": False,
+            "slo": [
+                {"type": "compose-post", "slo_ms": 250.0, "p99_ms": 400.0, "state": "violated", "count": 9}
+            ],
+            "decision": {"mode": "raise", "culprits": [{"instance": "compose-post-0", "score": 0.91}]},
+            "result": {
+                "actions": [
+                    {
+                        "instance": "compose-post-0",
+                        "resource": "cpu",
+                        "before": 0.5,
+                        "after": 1.0,
+                        "changed": True,
+                        "reason": "agent: culprit",
+                    }
+                ]
+            },
+        }
+    )
     log.write({"time": 1002.0, "step": 2, "status": "stale", "reason": "telemetry unreachable", "slo": []})
     log.close()
     table = CliRunner().invoke(main, ["audit", "--file", str(path)], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "compose-post-0 0.91" in table.output and "0.5->1" in table.output
     assert "telemetry unreachable" in table.output
-    lines = CliRunner().invoke(main, ["audit", "--file", str(path), "--json", "--last", "1"]).output.splitlines()
+    lines = (
+        CliRunner().invoke(main, ["audit", "--file", str(path), "--json", "--last", "1"]).output.splitlines()
+    )
     assert [json.loads(line)["step"] for line in lines] == [2]
 
 
@@ -81,14 +107,40 @@ def test_firm_audit_without_redis_says_what_to_do() -> None:
 def test_the_live_view_shows_slos_culprits_and_the_last_actions() -> None:
     view = LiveView(decider="firm", dry_run=True, duration_s=60)
     console = Console(record=True, width=160)
-    console.print(view.add({
-        "time": 1000.0, "step": 3, "status": "acted",
-        "slo": [{"type": "compose-post", "slo_ms": 250.0, "p50_ms": 90.0, "p99_ms": 400.0, "state": "violated",
-                 "count": 9}],
-        "decision": {"mode": "raise", "culprits": [{"instance": "compose-post-0", "score": 0.91}]},
-        "result": {"dry_run": True, "actions": [{"instance": "compose-post-0", "resource": "cpu", "before": 0.5,
-                                                 "after": 1.0, "unit": "cores", "changed": True,
-                                                 "reason": "agent: culprit"}]}}))
+    console.print(
+        view.add(
+            {
+                "time": 1000.0,
+                "step": 3,
+                "status": "acted",
+                "slo": [
+                    {
+                        "type": "compose-post",
+                        "slo_ms": 250.0,
+                        "p50_ms": 90.0,
+                        "p99_ms": 400.0,
+                        "state": "violated",
+                        "count": 9,
+                    }
+                ],
+                "decision": {"mode": "raise", "culprits": [{"instance": "compose-post-0", "score": 0.91}]},
+                "result": {
+                    "dry_run": True,
+                    "actions": [
+                        {
+                            "instance": "compose-post-0",
+                            "resource": "cpu",
+                            "before": 0.5,
+                            "after": 1.0,
+                            "unit": "cores",
+                            "changed": True,
+                            "reason": "agent: culprit",
+                        }
+                    ],
+                },
+            }
+        )
+    )
     text = console.export_text()
     assert "violated" in text and "compose-post-0 (0.91)" in text
     assert "would set compose-post-0 cpu 0.5 -> 1 cores" in text and "(dry run)" in text

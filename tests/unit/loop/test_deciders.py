@@ -24,13 +24,21 @@ def slack_window() -> list:  # type: ignore[type-arg]
 
 def views(**cpu: float) -> list:  # type: ignore[type-arg]
     base = {"frontend-0": 1.0, "compose-post-0": 0.5, "text-0": 0.4, "home-timeline-0": 0.5}
-    return [view(n, {"cpu": cpu.get(n.replace("-", "_"), c)}, baseline={"cpu": c}, resources=CPU)
-            for n, c in base.items()]
+    return [
+        view(n, {"cpu": cpu.get(n.replace("-", "_"), c)}, baseline={"cpu": c}, resources=CPU)
+        for n, c in base.items()
+    ]
 
 
 def firm(localizer: FakeLocalizer, agent: FakeAgent, config: LoopConfig = CONFIG) -> FirmDecider:
-    return FirmDecider(config, localizer, agent, build_state=build_state, bounds=bounds,
-                       request_types=["compose-post", "read-home-timeline", "read-user-timeline"])
+    return FirmDecider(
+        config,
+        localizer,
+        agent,
+        build_state=build_state,
+        bounds=bounds,
+        request_types=["compose-post", "read-home-timeline", "read-user-timeline"],
+    )
 
 
 def targets(actions: list) -> dict[str, float]:  # type: ignore[type-arg]
@@ -109,7 +117,9 @@ def test_firm_reclaims_below_the_baseline_only_with_floor_min() -> None:
     decider = firm(FakeLocalizer({}), FakeAgent(factor=1.0), lean)
     decider.decide(observation(slack_window(), at_baseline, now=100.0))
     # the largest excess over min 0.1 is frontend's 1.0: step max(0.15 x 0.9, 0.1) = 0.135
-    assert targets(decider.decide(observation(slack_window(), at_baseline, now=111.0))) == {"frontend-0": 0.865}
+    assert targets(decider.decide(observation(slack_window(), at_baseline, now=111.0))) == {
+        "frontend-0": 0.865
+    }
 
 
 def test_none_decides_nothing() -> None:

@@ -24,15 +24,21 @@ def _within(resource: str, low_share: float) -> float:
 
 
 @settings(max_examples=300, deadline=None)
-@given(resource=st.sampled_from(RESOURCES), current_share=st.floats(0, 1),
-       proposal=st.one_of(st.floats(min_value=1e-9, max_value=1e12, allow_nan=False), st.just(math.inf)))
-def test_random_proposals_never_leave_bounds_or_step_limits(resource: str, current_share: float,
-                                                            proposal: float) -> None:
+@given(
+    resource=st.sampled_from(RESOURCES),
+    current_share=st.floats(0, 1),
+    proposal=st.one_of(st.floats(min_value=1e-9, max_value=1e12, allow_nan=False), st.just(math.inf)),
+)
+def test_random_proposals_never_leave_bounds_or_step_limits(
+    resource: str, current_share: float, proposal: float
+) -> None:
     current = _within(resource, current_share)
     obs = observation([], [view("compose-post-0", {resource: current}, resources=ALL, capacity=2.0)])
     if math.isinf(proposal) and resource not in ("cpu", "disk_io", "network"):
         return  # not a valid action for that resource (the Action refuses it)
-    accepted, rejected = Guardrails(CONFIG).bound([Action("compose-post-0", resource, proposal)], obs, now=100.0)
+    accepted, rejected = Guardrails(CONFIG).bound(
+        [Action("compose-post-0", resource, proposal)], obs, now=100.0
+    )
     guard = CONFIG.guard("compose-post", resource)
     top = min(guard.max, 2.0) if resource == "cpu" else guard.max
     for action in accepted:
@@ -54,13 +60,24 @@ def test_from_no_limit_the_first_limit_is_within_one_step_of_the_maximum(proposa
 
 def test_cooldown_confirmation_masking_and_exclusion_refuse_with_reasons() -> None:
     guard = Guardrails(CONFIG)
-    views = [view("text-0", {"cpu": 0.5}, telemetry_since=99.0), view("redis-0", {"cpu": 0.5}),
-             view("user-0", {"cpu": 0.5}, resources=frozenset({"disk_io"}))]
+    views = [
+        view("text-0", {"cpu": 0.5}, telemetry_since=99.0),
+        view("redis-0", {"cpu": 0.5}),
+        view("user-0", {"cpu": 0.5}, resources=frozenset({"disk_io"})),
+    ]
     obs = observation([], views, now=100.0)
     result = StepResult((Applied(Action("text-0", "cpu", 0.8), 0.5, 0.8, True),))
     guard.record(result, now=100.0)
-    accepted, rejected = guard.bound([Action("text-0", "cpu", 1.0), Action("redis-0", "cpu", 1.0),
-                                      Action("user-0", "cpu", 1.0), Action("nobody-0", "cpu", 1.0)], obs, now=101.0)
+    accepted, rejected = guard.bound(
+        [
+            Action("text-0", "cpu", 1.0),
+            Action("redis-0", "cpu", 1.0),
+            Action("user-0", "cpu", 1.0),
+            Action("nobody-0", "cpu", 1.0),
+        ],
+        obs,
+        now=101.0,
+    )
     assert accepted == []
     reasons = {r.action.instance: r.reason for r in rejected}
     assert "not yet visible in telemetry" in reasons["text-0"]
@@ -80,7 +97,8 @@ def test_cooldown_confirmation_masking_and_exclusion_refuse_with_reasons() -> No
 def test_tiny_changes_and_limits_at_the_ceiling_of_unlimited_resources_are_no_actions() -> None:
     obs = observation([], [view("text-0", {"cpu": 1.0, "network": math.inf})])
     accepted, rejected = Guardrails(CONFIG).bound(
-        [Action("text-0", "cpu", 1.01), Action("text-0", "network", 5e10)], obs, now=100.0)
+        [Action("text-0", "cpu", 1.01), Action("text-0", "network", 5e10)], obs, now=100.0
+    )
     assert accepted == []
     assert all("no change" in r.reason for r in rejected)
 

@@ -19,8 +19,10 @@ from tests.unit.plugins.cgroup_tree import FakeCgroupRoot, fake_block_devices
 from tests.unit.plugins.resctrl_tree import FakeResctrl
 
 PSCHED_HIGHRES = "000003e8 00000040 000f4240 3b9aca00\n"
-LINK_VETH = ('[{"ifindex":2,"ifname":"ftb3","mtu":1500,"qdisc":"noqueue","operstate":"UP",'
-             '"link_type":"ether","address":"8a:dd:9a:77:1b:02"}]\n')
+LINK_VETH = (
+    '[{"ifindex":2,"ifname":"ftb3","mtu":1500,"qdisc":"noqueue","operstate":"UP",'
+    '"link_type":"ether","address":"8a:dd:9a:77:1b:02"}]\n'
+)
 NOQUEUE = '[{"kind":"noqueue","handle":"0:","root":true,"refcnt":2,"options":{}}]\n'
 
 
@@ -41,12 +43,26 @@ class FakeTc:
         self.writes.append(command)
         if "tbf" in command:
             if self.fail:
-                raise tc.TcCommandError("tc failed", command=list(command), rc=2, stdout="",
-                                        stderr="RTNETLINK answers: No such device")
+                raise tc.TcCommandError(
+                    "tc failed",
+                    command=list(command),
+                    rc=2,
+                    stdout="",
+                    stderr="RTNETLINK answers: No such device",
+                )
             rate = int(re.sub("bit$", "", command[command.index("rate") + 1]))
             burst = int(command[command.index("burst") + 1])
-            self.qdisc = json.dumps([{"kind": "tbf", "handle": "8001:", "root": True, "refcnt": 2,
-                                      "options": {"rate": rate // 8, "burst": burst, "lat": 50000}}])
+            self.qdisc = json.dumps(
+                [
+                    {
+                        "kind": "tbf",
+                        "handle": "8001:",
+                        "root": True,
+                        "refcnt": 2,
+                        "options": {"rate": rate // 8, "burst": burst, "lat": 50000},
+                    }
+                ]
+            )
         elif command[1:3] == ("qdisc", "del"):
             self.qdisc = NOQUEUE
         return ""
@@ -59,7 +75,9 @@ class Machine(Kernel):
         self.cgroups, self.tc, self.rdt = cgroups, tc_, rdt
 
     def _owner(self, path: str) -> Kernel:
-        if self.rdt is not None and os.path.realpath(path).startswith(os.path.realpath(self.rdt.root) + os.sep):
+        if self.rdt is not None and os.path.realpath(path).startswith(
+            os.path.realpath(self.rdt.root) + os.sep
+        ):
             return self.rdt
         return self.cgroups
 
@@ -87,17 +105,29 @@ def fake(request: pytest.FixtureRequest, tmp_path: Path) -> FakeCgroupRoot:
     return tree
 
 
-def executor(fake: FakeCgroupRoot, tmp_path: Path, fake_tc: FakeTc, rdt: FakeResctrl | None = None,
-             **kwargs: object) -> LocalExecutor:
+def executor(
+    fake: FakeCgroupRoot, tmp_path: Path, fake_tc: FakeTc, rdt: FakeResctrl | None = None, **kwargs: object
+) -> LocalExecutor:
     sysfs = fake_block_devices(tmp_path / "sys")
     psched = tmp_path / "psched"
     psched.write_text(PSCHED_HIGHRES)
-    targets = [LocalTarget("compose-post-0", "compose-post", "firm-testbed/compose-post-0", "ftb3", None, "8:1"),
-               LocalTarget("text-0", "text", "firm-testbed/text-0", None, None, None)]
-    roots: dict[str, object] = {"resctrl_root": str(tmp_path / "no-resctrl"),
-                                "mounts_file": str(tmp_path / "no-mounts"), **kwargs}
-    return LocalExecutor(targets, cgroup_root=str(fake.root), sysfs_root=str(sysfs), psched_path=str(psched),
-                         kernel=Machine(fake, fake_tc, rdt), **roots)  # type: ignore[arg-type]
+    targets = [
+        LocalTarget("compose-post-0", "compose-post", "firm-testbed/compose-post-0", "ftb3", None, "8:1"),
+        LocalTarget("text-0", "text", "firm-testbed/text-0", None, None, None),
+    ]
+    roots: dict[str, object] = {
+        "resctrl_root": str(tmp_path / "no-resctrl"),
+        "mounts_file": str(tmp_path / "no-mounts"),
+        **kwargs,
+    }
+    return LocalExecutor(
+        targets,
+        cgroup_root=str(fake.root),
+        sysfs_root=str(sysfs),
+        psched_path=str(psched),
+        kernel=Machine(fake, fake_tc, rdt),
+        **roots,  # type: ignore[arg-type]
+    )
 
 
 def files(fake: FakeCgroupRoot) -> dict[str, str]:
@@ -109,13 +139,18 @@ def files(fake: FakeCgroupRoot) -> dict[str, str]:
             if path.name.startswith("blkio.throttle."):
                 lines = [line for line in lines if not line.endswith(" 0")]
             if path.name == "io.max":  # and a v2 rule of nothing but max
-                lines = [line for line in lines if line.split()[1:] != ["rbps=max", "wbps=max", "riops=max",
-                                                                         "wiops=max"]]
+                lines = [
+                    line
+                    for line in lines
+                    if line.split()[1:] != ["rbps=max", "wbps=max", "riops=max", "wiops=max"]
+                ]
             out[str(path)] = "\n".join(lines)
     return out
 
 
-def test_it_implements_the_contract_and_masks_resctrl_where_it_is_absent(fake: FakeCgroupRoot, tmp_path: Path) -> None:
+def test_it_implements_the_contract_and_masks_resctrl_where_it_is_absent(
+    fake: FakeCgroupRoot, tmp_path: Path
+) -> None:
     local = executor(fake, tmp_path, FakeTc())
     assert isinstance(local, Executor)
     assert local.resources("compose-post-0") == {"cpu", "cpu_weight", "cpuset", "disk_io", "network"}
@@ -125,16 +160,26 @@ def test_it_implements_the_contract_and_masks_resctrl_where_it_is_absent(fake: F
 
 
 def test_a_step_applies_every_knob_in_firms_units_and_a_second_run_writes_nothing(
-        fake: FakeCgroupRoot, tmp_path: Path) -> None:
+    fake: FakeCgroupRoot, tmp_path: Path
+) -> None:
     fake_tc = FakeTc()
     local = executor(fake, tmp_path, fake_tc)
-    step = [Action("compose-post-0", "cpu", 0.75), Action("compose-post-0", "disk_io", 50e6),
-            Action("compose-post-0", "network", 20e6), Action("compose-post-0", "cpu_weight", 200),
-            Action("text-0", "cpuset", "1")]
+    step = [
+        Action("compose-post-0", "cpu", 0.75),
+        Action("compose-post-0", "disk_io", 50e6),
+        Action("compose-post-0", "network", 20e6),
+        Action("compose-post-0", "cpu_weight", 200),
+        Action("text-0", "cpuset", "1"),
+    ]
     result = local.apply(step, dry_run=False)
     assert result.ok and result.changed
     assert {(a.action.resource, a.after) for a in result.applied} == {
-        ("cpu", 0.75), ("disk_io", 50e6), ("network", 20e6), ("cpu_weight", 200.0), ("cpuset", "1")}
+        ("cpu", 0.75),
+        ("disk_io", 50e6),
+        ("network", 20e6),
+        ("cpu_weight", 200.0),
+        ("cpuset", "1"),
+    }
     group = fake.group("firm-testbed/compose-post-0", "cpu")
     if fake.version == 1:
         assert (group / "cpu.cfs_quota_us").read_text().strip() == "75000"
@@ -156,11 +201,14 @@ def test_a_dry_run_reports_the_plan_and_writes_nothing(fake: FakeCgroupRoot, tmp
     fake_tc = FakeTc()
     local = executor(fake, tmp_path, fake_tc)
     before = files(fake)
-    result = local.apply([Action("compose-post-0", "cpu", 0.3), Action("compose-post-0", "network", 5e6)],
-                         dry_run=True)
+    result = local.apply(
+        [Action("compose-post-0", "cpu", 0.3), Action("compose-post-0", "network", 5e6)], dry_run=True
+    )
     assert result.ok and result.dry_run and not result.changed
-    assert [(a.before, a.after, a.changed) for a in result.applied] == [(math.inf, 0.3, True),
-                                                                        (math.inf, 5e6, True)]
+    assert [(a.before, a.after, a.changed) for a in result.applied] == [
+        (math.inf, 0.3, True),
+        (math.inf, 5e6, True),
+    ]
     assert files(fake) == before and fake_tc.writes == []
 
 
@@ -169,8 +217,14 @@ def test_a_failure_halfway_undoes_what_the_step_had_written(fake: FakeCgroupRoot
     local = executor(fake, tmp_path, fake_tc)
     before = files(fake)
     fake_tc.fail = True
-    result = local.apply([Action("compose-post-0", "cpu", 0.3), Action("text-0", "cpu", 0.2),
-                          Action("compose-post-0", "network", 5e6)], dry_run=False)
+    result = local.apply(
+        [
+            Action("compose-post-0", "cpu", 0.3),
+            Action("text-0", "cpu", 0.2),
+            Action("compose-post-0", "network", 5e6),
+        ],
+        dry_run=False,
+    )
     assert not result.ok and result.rolled_back and result.rollback_failures == ()
     assert "network of compose-post-0" in (result.error or "")
     assert files(fake) == before
@@ -180,10 +234,12 @@ def test_a_failure_halfway_undoes_what_the_step_had_written(fake: FakeCgroupRoot
 def test_invalid_steps_are_refused_before_anything_is_written(fake: FakeCgroupRoot, tmp_path: Path) -> None:
     local = executor(fake, tmp_path, FakeTc())
     before = files(fake)
-    for step in ([Action("text-0", "cpu", 0.5), Action("text-0", "network", 1e6)],   # no veth: masked
-                 [Action("text-0", "cpu", 0.5), Action("text-0", "cpuset", "5")],     # outside the parent's
-                 [Action("text-0", "cpu", 0.5), Action("text-0", "cpu", 0.6)],        # twice
-                 [Action("nobody-0", "cpu", 0.5)]):
+    for step in (
+        [Action("text-0", "cpu", 0.5), Action("text-0", "network", 1e6)],  # no veth: masked
+        [Action("text-0", "cpu", 0.5), Action("text-0", "cpuset", "5")],  # outside the parent's
+        [Action("text-0", "cpu", 0.5), Action("text-0", "cpu", 0.6)],  # twice
+        [Action("nobody-0", "cpu", 0.5)],
+    ):
         result = local.apply(step, dry_run=False)
         assert not result.ok and not result.rolled_back and result.applied == ()
     assert files(fake) == before
@@ -198,9 +254,15 @@ def test_restore_brings_back_the_snapshot_exactly(fake: FakeCgroupRoot, tmp_path
     local = executor(fake, tmp_path, fake_tc)
     before = files(fake)
     baseline = local.snapshot(["compose-post-0", "text-0"])
-    assert local.apply([Action("compose-post-0", "cpu", 0.3), Action("compose-post-0", "disk_io", 1e6),
-                        Action("compose-post-0", "network", 5e6), Action("text-0", "cpu_weight", 300)],
-                       dry_run=False).ok
+    assert local.apply(
+        [
+            Action("compose-post-0", "cpu", 0.3),
+            Action("compose-post-0", "disk_io", 1e6),
+            Action("compose-post-0", "network", 5e6),
+            Action("text-0", "cpu_weight", 300),
+        ],
+        dry_run=False,
+    ).ok
     result = local.restore(baseline)
     assert result.ok and result.changed
     assert files(fake) == before
@@ -209,12 +271,20 @@ def test_restore_brings_back_the_snapshot_exactly(fake: FakeCgroupRoot, tmp_path
 
 def test_resctrl_knobs_where_it_is_mounted(fake: FakeCgroupRoot, tmp_path: Path) -> None:
     rdt = FakeResctrl(tmp_path / "rdt")
-    local = executor(fake, tmp_path, FakeTc(), rdt, **{k: v for k, v in rdt.args().items() if k != "proc_root"})
+    local = executor(
+        fake, tmp_path, FakeTc(), rdt, **{k: v for k, v in rdt.args().items() if k != "proc_root"}
+    )
     assert {"llc", "memory_bandwidth"} <= local.resources("text-0")
     baseline = local.snapshot(["text-0"])
     full = baseline.limits["text-0"]["llc"]
-    result = local.apply([Action("text-0", "llc", 4.0), Action("text-0", "memory_bandwidth", 50.0),
-                          Action("text-0", "cpu", 0.5)], dry_run=False)
+    result = local.apply(
+        [
+            Action("text-0", "llc", 4.0),
+            Action("text-0", "memory_bandwidth", 50.0),
+            Action("text-0", "cpu", 0.5),
+        ],
+        dry_run=False,
+    )
     assert result.ok, result.error
     assert rdt.ctrl("firm-text-0")["L3"][0] == 0b1111
     assert rdt.ctrl("firm-text-0")["MB"][0] == 50
@@ -225,7 +295,8 @@ def test_resctrl_knobs_where_it_is_mounted(fake: FakeCgroupRoot, tmp_path: Path)
 
 
 def test_a_quota_larger_than_the_cpuset_widens_it_and_restore_narrows_it_again(
-        fake: FakeCgroupRoot, tmp_path: Path) -> None:
+    fake: FakeCgroupRoot, tmp_path: Path
+) -> None:
     cpus = fake.group("firm-testbed/text-0", "cpuset") / "cpuset.cpus"
     cpus.write_text("0\n")
     local = executor(fake, tmp_path, FakeTc())

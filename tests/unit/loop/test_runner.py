@@ -39,16 +39,36 @@ class Clock:
         return self.now
 
 
-def setup(tmp_path: Path, *, dry_run: bool = False, fail_on: frozenset[tuple[str, str]] = frozenset(),
-          scores: dict[str, float] | None = None) -> tuple[ControlLoop, MemoryTarget, FakeLocalizer, Clock, Metrics]:
+def setup(
+    tmp_path: Path,
+    *,
+    dry_run: bool = False,
+    fail_on: frozenset[tuple[str, str]] = frozenset(),
+    scores: dict[str, float] | None = None,
+) -> tuple[ControlLoop, MemoryTarget, FakeLocalizer, Clock, Metrics]:
     target = MemoryTarget(LIMITS, fail_on=fail_on)
     clock = Clock()
     localizer = FakeLocalizer(scores or {"compose-post-0": 0.9, "text-0": 0.8})
-    decider = FirmDecider(CONFIG, localizer, FakeAgent(2.0), build_state=build_state, bounds=bounds,
-                          request_types=["compose-post"])
+    decider = FirmDecider(
+        CONFIG,
+        localizer,
+        FakeAgent(2.0),
+        build_state=build_state,
+        bounds=bounds,
+        request_types=["compose-post"],
+    )
     metrics = Metrics()
-    loop = ControlLoop(CONFIG, target, decider, slo_ms=SLO, window_s=5.0, dry_run=dry_run,
-                       audit=AuditLog(None, path=tmp_path / "audit.jsonl"), metrics=metrics, clock=clock)
+    loop = ControlLoop(
+        CONFIG,
+        target,
+        decider,
+        slo_ms=SLO,
+        window_s=5.0,
+        dry_run=dry_run,
+        audit=AuditLog(None, path=tmp_path / "audit.jsonl"),
+        metrics=metrics,
+        clock=clock,
+    )
     loop.start()
     return loop, target, localizer, clock, metrics
 
@@ -163,10 +183,17 @@ def test_run_stops_when_the_stop_event_is_set_after_the_step_under_way(tmp_path:
         if len(seen) == 3:
             stop.set()
 
-    decider = FirmDecider(CONFIG, FakeLocalizer({}), FakeAgent(1.0), build_state=build_state, bounds=bounds,
-                          request_types=["compose-post"])
-    loop = ControlLoop(LoopConfig(guards=GUARDS, interval_s=0.01), target, decider, slo_ms=SLO, window_s=5.0,
-                       on_step=on_step)
+    decider = FirmDecider(
+        CONFIG,
+        FakeLocalizer({}),
+        FakeAgent(1.0),
+        build_state=build_state,
+        bounds=bounds,
+        request_types=["compose-post"],
+    )
+    loop = ControlLoop(
+        LoopConfig(guards=GUARDS, interval_s=0.01), target, decider, slo_ms=SLO, window_s=5.0, on_step=on_step
+    )
     loop.start()
     assert loop.run(stop=stop) == 3
     assert seen == [1, 2, 3]

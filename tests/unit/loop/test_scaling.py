@@ -18,8 +18,11 @@ VIOLATED = {"compose-post": [400.0] * 10}
 
 
 def _views(counts: dict[str, int], cpu_use: dict[str, float] | None = None) -> list[Any]:
-    return [view(f"{s}-{i}", {"cpu": 1.0}, usage={"cpu": (cpu_use or {}).get(s, 0.3)})
-            for s, n in counts.items() for i in range(n)]
+    return [
+        view(f"{s}-{i}", {"cpu": 1.0}, usage={"cpu": (cpu_use or {}).get(s, 0.3)})
+        for s, n in counts.items()
+        for i in range(n)
+    ]
 
 
 def _policy(*, hold_s: float, cooldown_s: float) -> ScaleInPolicy:
@@ -56,8 +59,9 @@ def test_the_service_furthest_above_its_baseline_first_then_the_least_loaded() -
     policy = _policy(hold_s=0, cooldown_s=0)
     choice, _ = policy.decide(observation(window(SLACK), _views({"text": 3, "media": 2})), raised=False)
     assert choice is not None and choice.service == "text"
-    choice, _ = policy.decide(observation(window(SLACK), _views({"text": 2, "media": 2}, {"text": 0.9, "media": 0.1})),
-                              raised=False)
+    choice, _ = policy.decide(
+        observation(window(SLACK), _views({"text": 2, "media": 2}, {"text": 0.9, "media": 0.1})), raised=False
+    )
     assert choice is not None and choice.service == "media"
 
 
@@ -84,7 +88,10 @@ def test_a_raise_breaks_the_calm() -> None:
 
 def test_disabled() -> None:
     policy = ScaleInPolicy(ScaleIn(enabled=False))
-    assert policy.decide(observation(window(SLACK), _views({"text": 2})), raised=False) == (None, "scale-in disabled")
+    assert policy.decide(observation(window(SLACK), _views({"text": 2})), raised=False) == (
+        None,
+        "scale-in disabled",
+    )
 
 
 # -- in the loop ------------------------------------------------------------------------------------
@@ -113,16 +120,29 @@ class Clock:
         return self.now
 
 
-def _loop(tmp_path: Path, scaler: FakeScaler | None, *, dry_run: bool = False
-          ) -> tuple[ControlLoop, MemoryTarget, Clock, Metrics]:
-    config = LoopConfig(guards={**default_guards(cpus=2), "cpu": Guard(min=0.1, max=2.0, max_step=0.5)},
-                        reclaim=Reclaim(enabled=False), scale_in=ScaleIn(hold_s=10, cooldown_s=30))
+def _loop(
+    tmp_path: Path, scaler: FakeScaler | None, *, dry_run: bool = False
+) -> tuple[ControlLoop, MemoryTarget, Clock, Metrics]:
+    config = LoopConfig(
+        guards={**default_guards(cpus=2), "cpu": Guard(min=0.1, max=2.0, max_step=0.5)},
+        reclaim=Reclaim(enabled=False),
+        scale_in=ScaleIn(hold_s=10, cooldown_s=30),
+    )
     target = MemoryTarget({"frontend-0": {"cpu": 1.0}, "text-0": {"cpu": 0.5}})
     clock = Clock()
     metrics = Metrics()
-    loop = ControlLoop(config, target, NoneDecider(), slo_ms=SLO, window_s=5.0, dry_run=dry_run,
-                       audit=AuditLog(None, path=tmp_path / "audit.jsonl"), metrics=metrics, scaler=scaler,
-                       clock=clock)
+    loop = ControlLoop(
+        config,
+        target,
+        NoneDecider(),
+        slo_ms=SLO,
+        window_s=5.0,
+        dry_run=dry_run,
+        audit=AuditLog(None, path=tmp_path / "audit.jsonl"),
+        metrics=metrics,
+        scaler=scaler,
+        clock=clock,
+    )
     loop.start()
     target.executor.limits["text-1"] = {"cpu": 0.5}  # scaled out after the start
     target.traces = window(SLACK)
@@ -151,6 +171,7 @@ def test_the_loop_scales_in_after_the_hold_once_per_cool_down_and_audits_it(tmp_
     waiting = [r.get("scale_in") for r in records[:5]]
     assert all(w and "before scaling in" in w for w in waiting)
     from prometheus_client import generate_latest  # noqa: PLC0415
+
     text = generate_latest(metrics.registry).decode()
     assert 'firm_scale_total{direction="in",outcome="started",service="text"} 2.0' in text
 

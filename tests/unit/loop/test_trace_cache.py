@@ -26,13 +26,23 @@ VIEWS = [view(n, {"cpu": 0.5}) for n in ("frontend-0", "compose-post-0", "text-0
 
 
 def _decider(config: LoopConfig | None = None) -> FirmDecider:
-    return FirmDecider(config or LoopConfig(), Localizer.rules(), FakeAgent(2.0), build_state=build_state,
-                       bounds=bounds, request_types=["compose-post", "read-home-timeline"])
+    return FirmDecider(
+        config or LoopConfig(),
+        Localizer.rules(),
+        FakeAgent(2.0),
+        build_state=build_state,
+        bounds=bounds,
+        request_types=["compose-post", "read-home-timeline"],
+    )
 
 
 def test_parts_computed_at_ingest_are_not_computed_again_and_rank_the_same() -> None:
-    reference = window({"compose-post": [100.0 + i for i in range(30)], "read-home-timeline": [40.0] * 30}, PATHS)
-    traces = window({"compose-post": [400.0 + i for i in range(30)], "read-home-timeline": [40.0] * 30}, PATHS)
+    reference = window(
+        {"compose-post": [100.0 + i for i in range(30)], "read-home-timeline": [40.0] * 30}, PATHS
+    )
+    traces = window(
+        {"compose-post": [400.0 + i for i in range(30)], "read-home-timeline": [40.0] * 30}, PATHS
+    )
     decider = _decider()
     assert decider.ingest(reference) == 60 and decider.ingest(traces) == 60
     assert decider.ingest(traces) == 0  # seen already
@@ -55,9 +65,15 @@ def test_the_cache_is_bounded() -> None:
 
 def test_the_loop_ingests_every_step_before_deciding(tmp_path: Path) -> None:
     target = MemoryTarget({n.name: {"cpu": 0.5} for n in VIEWS})
-    loop = ControlLoop(LoopConfig(reclaim=Reclaim(enabled=False)), target, _decider(),
-                       slo_ms={"compose-post": 250.0}, window_s=5.0,
-                       audit=AuditLog(None, path=tmp_path / "a.jsonl"), clock=lambda: 1000.0)
+    loop = ControlLoop(
+        LoopConfig(reclaim=Reclaim(enabled=False)),
+        target,
+        _decider(),
+        slo_ms={"compose-post": 250.0},
+        window_s=5.0,
+        audit=AuditLog(None, path=tmp_path / "a.jsonl"),
+        clock=lambda: 1000.0,
+    )
     loop.start()
     target.traces = window({"compose-post": [100.0] * 10}, PATHS)
     target.samples = {n: sample(n, 999.5) for n in target.names()}

@@ -19,23 +19,40 @@ from ansible_collections.firm.core.plugins.module_utils.kernel import Kernel
 V1_UNLIMITED_MEMORY = "9223372036854771712"
 
 V1_FILES: dict[str, dict[str, str]] = {
-    "cpu": {"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000", "cpu.shares": "1024",
-            "cpu.stat": "nr_periods 0\nnr_throttled 0\nthrottled_time 0"},
+    "cpu": {
+        "cpu.cfs_quota_us": "-1",
+        "cpu.cfs_period_us": "100000",
+        "cpu.shares": "1024",
+        "cpu.stat": "nr_periods 0\nnr_throttled 0\nthrottled_time 0",
+    },
     "cpuacct": {"cpuacct.usage": "0"},
     "cpuset": {"cpuset.cpus": "", "cpuset.mems": ""},
-    "blkio": {"blkio.throttle.read_bps_device": "", "blkio.throttle.write_bps_device": "",
-              "blkio.throttle.read_iops_device": "", "blkio.throttle.write_iops_device": "",
-              "blkio.throttle.io_service_bytes": "Total 0"},
+    "blkio": {
+        "blkio.throttle.read_bps_device": "",
+        "blkio.throttle.write_bps_device": "",
+        "blkio.throttle.read_iops_device": "",
+        "blkio.throttle.write_iops_device": "",
+        "blkio.throttle.io_service_bytes": "Total 0",
+    },
     "memory": {"memory.limit_in_bytes": V1_UNLIMITED_MEMORY, "memory.usage_in_bytes": "0"},
     "pids": {"pids.current": "0", "pids.max": "max"},
 }
 
 V2_GROUP_FILES = {
-    "cpu.max": "max 100000", "cpu.weight": "100",
+    "cpu.max": "max 100000",
+    "cpu.weight": "100",
     "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0",
-    "cpuset.cpus": "", "cpuset.mems": "", "cpuset.cpus.effective": "0-3", "cpuset.mems.effective": "0",
-    "io.max": "", "io.stat": "", "memory.max": "max", "memory.current": "0", "pids.current": "0",
-    "cgroup.subtree_control": "", "cgroup.controllers": "",
+    "cpuset.cpus": "",
+    "cpuset.mems": "",
+    "cpuset.cpus.effective": "0-3",
+    "cpuset.mems.effective": "0",
+    "io.max": "",
+    "io.stat": "",
+    "memory.max": "max",
+    "memory.current": "0",
+    "pids.current": "0",
+    "cgroup.subtree_control": "",
+    "cgroup.controllers": "",
 }
 
 
@@ -102,7 +119,9 @@ class FakeCgroupRoot(Kernel):
         parent_enabled = [t.lstrip("+") for t in tokens if not t.startswith("-")]
         for name, content in V2_GROUP_FILES.items():
             controller = name.split(".")[0]
-            delegated = controller not in ("cpu", "cpuset", "io", "memory", "pids") or controller in parent_enabled
+            delegated = (
+                controller not in ("cpu", "cpuset", "io", "memory", "pids") or controller in parent_enabled
+            )
             if not delegated and name != "cpu.stat":  # cpu.stat exists in every v2 group
                 continue
             _write(directory / name, content)

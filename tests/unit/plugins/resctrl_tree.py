@@ -78,9 +78,19 @@ class Platform:
 
 # An Intel Xeon Scalable part: 11-way L3 per socket, 16 CLOSIDs, MBA 10..100 % in steps of 10.
 INTEL = Platform(
-    name="intel", vendor_id="GenuineIntel", cbm_mask=0x7FF, min_cbm_bits=1, num_closids=16,
-    domains=(0, 1), mb_min=10, mb_gran=10, mb_max=100, mb_width=3, delay_linear=True,
-    shareable_bits=0x600, num_rmids=176,
+    name="intel",
+    vendor_id="GenuineIntel",
+    cbm_mask=0x7FF,
+    min_cbm_bits=1,
+    num_closids=16,
+    domains=(0, 1),
+    mb_min=10,
+    mb_gran=10,
+    mb_max=100,
+    mb_width=3,
+    delay_linear=True,
+    shareable_bits=0x600,
+    num_rmids=176,
 )
 # The same part mounted with -o cdp: L3CODE and L3DATA, each with half the CLOSIDs.
 INTEL_CDP = replace(INTEL, name="intel-cdp", cdp=True)
@@ -89,9 +99,19 @@ INTEL_MBPS = replace(INTEL, name="intel-mba-mbps", mba_mbps=True)
 # An AMD EPYC: one L3 per CCX (ids 0-3), 16-way, sparse masks allowed and no minimum,
 # MB in 1/8 GB/s from 0 to 2048 in steps of 1.
 AMD = Platform(
-    name="amd", vendor_id="AuthenticAMD", cbm_mask=0xFFFF, min_cbm_bits=0, num_closids=16,
-    domains=(0, 1, 2, 3), mb_min=0, mb_gran=1, mb_max=2048, mb_width=4, delay_linear=False,
-    sparse_masks=True, num_rmids=256,
+    name="amd",
+    vendor_id="AuthenticAMD",
+    cbm_mask=0xFFFF,
+    min_cbm_bits=0,
+    num_closids=16,
+    domains=(0, 1, 2, 3),
+    mb_min=0,
+    mb_gran=1,
+    mb_max=2048,
+    mb_width=4,
+    delay_linear=False,
+    sparse_masks=True,
+    num_rmids=256,
 )
 PLATFORMS = (INTEL, INTEL_CDP, INTEL_MBPS, AMD)
 
@@ -424,6 +444,8 @@ class FakeResctrl(Kernel):
             lines.append(f"resctrl {mountpoint} resctrl {','.join(options)} 0 0")
         self.mounts_path.write_text("".join(line + "\n" for line in lines))
         self.cpuinfo_path.write_text(
-            "".join(f"processor\t: {cpu}\nvendor_id\t: {p.vendor_id}\ncpu family\t: 6\n\n" for cpu in range(2))
+            "".join(
+                f"processor\t: {cpu}\nvendor_id\t: {p.vendor_id}\ncpu family\t: 6\n\n" for cpu in range(2)
+            )
         )
         self._render()

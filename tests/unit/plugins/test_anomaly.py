@@ -25,18 +25,22 @@ def spec(kind: str = "cpu", intensity: int = 50, duration: int = 10, **target: s
     return anomaly.AnomalySpec("a1", kind, intensity, duration, anomaly.Target(**target))
 
 
-@pytest.mark.parametrize(("request_", "message"), [
-    (anomaly.AnomalySpec("bad name!", "cpu", 50, 10), "not a plain name"),
-    (spec(kind="gpu"), "kind 'gpu' is not known"),
-    (spec(intensity=101), "outside 0..100"),
-    (spec(intensity=-1), "outside 0..100"),
-    (spec(duration=0), "outside 1..600 s"),
-    (spec(duration=601), "outside 1..600 s"),
-    (spec(kind="network_loss"), "needs target interface"),
-    (spec(kind="llc", interface="lo"), "does not use an interface"),
-])
-def test_bad_requests_are_refused_with_a_fix(env: anomaly.Environment, request_: anomaly.AnomalySpec,
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (anomaly.AnomalySpec("bad name!", "cpu", 50, 10), "not a plain name"),
+        (spec(kind="gpu"), "kind 'gpu' is not known"),
+        (spec(intensity=101), "outside 0..100"),
+        (spec(intensity=-1), "outside 0..100"),
+        (spec(duration=0), "outside 1..600 s"),
+        (spec(duration=601), "outside 1..600 s"),
+        (spec(kind="network_loss"), "needs target interface"),
+        (spec(kind="llc", interface="lo"), "does not use an interface"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_fix(
+    env: anomaly.Environment, request_: anomaly.AnomalySpec, message: str
+) -> None:
     with pytest.raises(InvalidInputError, match=message) as raised:
         anomaly.validate(request_, env)
     assert raised.value.fix
@@ -51,8 +55,9 @@ def test_missing_targets_are_refused(env: anomaly.Environment) -> None:
         anomaly.validate(spec(kind="network_loss", interface="firmnoif0"), env)
 
 
-def test_a_missing_tool_is_named_with_how_to_install_it(env: anomaly.Environment,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_tool_is_named_with_how_to_install_it(
+    env: anomaly.Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "sysbench" else real_which(tool))
     with pytest.raises(NotFoundError, match="sysbench is not installed") as raised:
@@ -60,7 +65,9 @@ def test_a_missing_tool_is_named_with_how_to_install_it(env: anomaly.Environment
     assert "anomaly_tools" in raised.value.fix
 
 
-def test_disk_io_without_prepared_files_says_how_to_prepare_them(env: anomaly.Environment, tmp_path: Path) -> None:
+def test_disk_io_without_prepared_files_says_how_to_prepare_them(
+    env: anomaly.Environment, tmp_path: Path
+) -> None:
     empty = anomaly.Environment(state_dir=env.state_dir, sysbench_dir=str(tmp_path / "empty"))
     with pytest.raises(NotFoundError, match="no sysbench files") as raised:
         anomaly.validate(spec(kind="disk_io"), empty)
@@ -71,7 +78,10 @@ def test_sysbench_files_come_from_the_anomaly_tools_facts(tmp_path: Path) -> Non
     facts = tmp_path / "anomaly_tools.json"
     facts.write_text('{"sysbench_dir": "/srv/sysbench", "sysbench_total_size": 1073741824}')
     assert anomaly.Environment(tools_facts=str(facts)).sysbench_files() == "/srv/sysbench"
-    assert anomaly.Environment(tools_facts=str(tmp_path / "none")).sysbench_files() == anomaly.DEFAULT_SYSBENCH_DIR
+    assert (
+        anomaly.Environment(tools_facts=str(tmp_path / "none")).sysbench_files()
+        == anomaly.DEFAULT_SYSBENCH_DIR
+    )
 
 
 def test_network_delay_names_the_kinds_that_work_when_netem_is_missing(env: anomaly.Environment) -> None:
@@ -82,11 +92,13 @@ def test_network_delay_names_the_kinds_that_work_when_netem_is_missing(env: anom
     assert "cpu" in raised.value.fix and "network_loss" in raised.value.fix
 
 
-@pytest.mark.parametrize(("intensity", "quota", "workers"), [(100, 200000, "10"), (50, 100000, "6"),
-                                                             (25, 50000, "4"), (0, 1000, "2")])
-def test_cpu_intensity_sets_the_duty_cycle_and_the_workers_per_cpu(env: anomaly.Environment,
-                                                                  monkeypatch: pytest.MonkeyPatch,
-                                                                  intensity: int, quota: int, workers: str) -> None:
+@pytest.mark.parametrize(
+    ("intensity", "quota", "workers"),
+    [(100, 200000, "10"), (50, 100000, "6"), (25, 50000, "4"), (0, 1000, "2")],
+)
+def test_cpu_intensity_sets_the_duty_cycle_and_the_workers_per_cpu(
+    env: anomaly.Environment, monkeypatch: pytest.MonkeyPatch, intensity: int, quota: int, workers: str
+) -> None:
     monkeypatch.setattr(anomaly, "target_cpus", lambda spec, env: [0, 1])
     work = anomaly.plan(spec(intensity=intensity), env)
     assert work.commands[0][:3] == ["stress-ng", "--cpu", workers]
@@ -95,8 +107,9 @@ def test_cpu_intensity_sets_the_duty_cycle_and_the_workers_per_cpu(env: anomaly.
     assert work.settings.cpuset_cpus == "0-1"
 
 
-def test_llc_working_set_is_a_share_of_the_last_level_cache(env: anomaly.Environment, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_llc_working_set_is_a_share_of_the_last_level_cache(
+    env: anomaly.Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "sys" / "devices" / "system" / "cpu" / "cpu0" / "cache"
     for index, (level, size) in enumerate([(1, "32K"), (2, "1024K"), (3, "32768K")]):
         (cache / f"index{index}").mkdir(parents=True)
@@ -113,8 +126,9 @@ def test_llc_working_set_is_a_share_of_the_last_level_cache(env: anomaly.Environ
 
 
 @pytest.mark.parametrize(("intensity", "threads", "rate"), [(100, 4, 40000), (50, 2, 20000), (10, 1, 4000)])
-def test_disk_intensity_sets_threads_and_io_rate(env: anomaly.Environment, intensity: int, threads: int,
-                                                 rate: int) -> None:
+def test_disk_intensity_sets_threads_and_io_rate(
+    env: anomaly.Environment, intensity: int, threads: int, rate: int
+) -> None:
     command = anomaly.plan(spec(kind="disk_io", intensity=intensity), env).commands[0]
     assert f"--threads={threads}" in command
     assert f"--rate={rate}" in command
@@ -124,10 +138,19 @@ def test_disk_intensity_sets_threads_and_io_rate(env: anomaly.Environment, inten
 
 
 def test_network_bandwidth_shapes_to_the_rest_of_the_link_or_floods_a_peer(env: anomaly.Environment) -> None:
-    shaped = anomaly.AnomalySpec("n", "network_bandwidth", 75, 10, anomaly.Target(interface="lo"), 1_000_000_000)
+    shaped = anomaly.AnomalySpec(
+        "n", "network_bandwidth", 75, 10, anomaly.Target(interface="lo"), 1_000_000_000
+    )
     assert anomaly.plan(shaped, env).shaping_rate_bps == 250_000_000
-    flood = anomaly.AnomalySpec("n", "network_bandwidth", 30, 10, anomaly.Target(namespace="ns1"), 1_000_000_000,
-                                peer="192.0.2.2:5202")
+    flood = anomaly.AnomalySpec(
+        "n",
+        "network_bandwidth",
+        30,
+        10,
+        anomaly.Target(namespace="ns1"),
+        1_000_000_000,
+        peer="192.0.2.2:5202",
+    )
     command = anomaly.plan(flood, env).commands[0]
     assert command[:4] == ["ip", "netns", "exec", "ns1"]
     assert command[command.index("-b") + 1] == "300000000"
@@ -142,8 +165,14 @@ def test_every_worker_carries_its_own_time_limit(env: anomaly.Environment) -> No
 
 def test_a_record_round_trips_through_its_json_file(env: anomaly.Environment) -> None:
     store = anomaly.Store(env.state_dir)
-    record = anomaly.Record(spec(cgroup="firm/web"), "node1", 100.0, 110.0,
-                            workers=[ProcessRef(4242, 99)], cgroup_path="firm-anomaly/a1")
+    record = anomaly.Record(
+        spec(cgroup="firm/web"),
+        "node1",
+        100.0,
+        110.0,
+        workers=[ProcessRef(4242, 99)],
+        cgroup_path="firm-anomaly/a1",
+    )
     store.save(record)
     assert store.load("a1") == record
     store.finish(record)
@@ -153,17 +182,25 @@ def test_a_record_round_trips_through_its_json_file(env: anomaly.Environment) ->
 
 
 def test_peer_is_refused_for_kinds_that_do_not_flood(env: anomaly.Environment) -> None:
-    request = anomaly.AnomalySpec("a1", "network_loss", 10, 5, anomaly.Target(interface="lo"), peer="192.0.2.2")
+    request = anomaly.AnomalySpec(
+        "a1", "network_loss", 10, 5, anomaly.Target(interface="lo"), peer="192.0.2.2"
+    )
     with pytest.raises(InvalidInputError, match="peer applies to network_bandwidth only"):
         anomaly.validate(request, env)
 
 
 def test_a_record_whose_interface_is_gone_is_still_filed_and_never_blocks_the_sweep(
-        env: anomaly.Environment) -> None:
+    env: anomaly.Environment,
+) -> None:
     """The namespace of a shaped veth was deleted before expiry: undoing fails, filing must not."""
     store = anomaly.Store(env.state_dir)
-    gone = anomaly.Record(spec(kind="network_bandwidth", namespace="firm-gone", interface="eth0"), "node1", 1.0, 2.0,
-                          restore={"type": "tc", "interface": "eth0", "namespace": "firm-gone", "previous": None})
+    gone = anomaly.Record(
+        spec(kind="network_bandwidth", namespace="firm-gone", interface="eth0"),
+        "node1",
+        1.0,
+        2.0,
+        restore={"type": "tc", "interface": "eth0", "namespace": "firm-gone", "previous": None},
+    )
     store.save(gone)
     assert anomaly.sweep(env) == ["a1"]  # no supervisor: swept, without raising
     assert store.all() == []

@@ -13,16 +13,20 @@ from tests.helpers.modules import run_module
 GOOD = {"name": "c1-r0-node1-0", "host": "node1", "kind": "cpu", "started_at": 1_764_500_000.0}
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    ({"entries": [{**GOOD, "started_at": "yesterday"}]}, "not a number of seconds"),
-    ({"entries": [{k: v for k, v in GOOD.items() if k != "kind"}]}, "kind is missing"),
-    ({"redis_url": "http://[::1"}, "is not a Redis URL"),
-    ({"redis_url": "nonsense"}, "is not a Redis URL"),
-    ({"redis_url": "redis://[::1"}, "cannot reach Redis"),
-    ({"campaign": "bad id!"}, "campaign"),
-])
-def test_bad_input_fails_with_a_message_and_records_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                             args: dict[str, Any], words: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"entries": [{**GOOD, "started_at": "yesterday"}]}, "not a number of seconds"),
+        ({"entries": [{k: v for k, v in GOOD.items() if k != "kind"}]}, "kind is missing"),
+        ({"redis_url": "http://[::1"}, "is not a Redis URL"),
+        ({"redis_url": "nonsense"}, "is not a Redis URL"),
+        ({"redis_url": "redis://[::1"}, "cannot reach Redis"),
+        ({"campaign": "bad id!"}, "campaign"),
+    ],
+)
+def test_bad_input_fails_with_a_message_and_records_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: dict[str, Any], words: str
+) -> None:
     path = tmp_path / "c1.jsonl"
     full = {"campaign": "c1", "event": "started", "entries": [GOOD], "jsonl": str(path), **args}
     result = run_module(campaign_record.main, full, capsys=capsys)
@@ -33,6 +37,9 @@ def test_bad_input_fails_with_a_message_and_records_nothing(tmp_path: Path, caps
 
 def test_good_input_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c1.jsonl"
-    result = run_module(campaign_record.main, {"campaign": "c1", "event": "started", "entries": [GOOD],
-                                               "jsonl": str(path)}, capsys=capsys)
+    result = run_module(
+        campaign_record.main,
+        {"campaign": "c1", "event": "started", "entries": [GOOD], "jsonl": str(path)},
+        capsys=capsys,
+    )
     assert result["recorded"] == 1 and path.exists()

@@ -27,7 +27,9 @@ def layout_of(fake: FakeCgroupRoot) -> cgroup.Layout:
     return cgroup.detect_layout(str(fake.root))
 
 
-def apply(fake: FakeCgroupRoot, path: str, settings: cgroup.CgroupSettings, sysfs: str = "/sys") -> cgroup.Group:
+def apply(
+    fake: FakeCgroupRoot, path: str, settings: cgroup.CgroupSettings, sysfs: str = "/sys"
+) -> cgroup.Group:
     group = cgroup.group_at(layout_of(fake), path)
     cgroup.ensure_cgroup(group, settings, sysfs_root=sysfs, kernel=fake)
     return group
@@ -86,7 +88,9 @@ def test_unlimited_quota_reads_back_as_minus_one(fake: FakeCgroupRoot) -> None:
 
 
 def test_applying_the_same_settings_twice_plans_no_write(fake: FakeCgroupRoot) -> None:
-    settings = cgroup.CgroupSettings(cpu_quota_us=20000, cpu_weight=200, cpuset_cpus="0,1", memory_max=1 << 28)
+    settings = cgroup.CgroupSettings(
+        cpu_quota_us=20000, cpu_weight=200, cpuset_cpus="0,1", memory_max=1 << 28
+    )
     group = apply(fake, "svc", settings)
     assert cgroup.plan_writes(group, settings) == []
     # the same CPUs written another way are the same set
@@ -101,10 +105,13 @@ def test_changing_only_the_quota_keeps_the_period(fake: FakeCgroupRoot) -> None:
     assert len(writes) == 1
 
 
-@pytest.mark.parametrize(("period", "order"), [(50000, ["cpu_quota_us", "cpu_period_us"]),
-                                               (200000, ["cpu_period_us", "cpu_quota_us"])])
+@pytest.mark.parametrize(
+    ("period", "order"),
+    [(50000, ["cpu_quota_us", "cpu_period_us"]), (200000, ["cpu_period_us", "cpu_quota_us"])],
+)
 def test_v1_writes_quota_and_period_in_the_order_that_never_exceeds_the_parent(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, period: int, order: list[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, period: int, order: list[str]
+) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1)
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=50000, cpu_period_us=100000))
     writes = cgroup.plan_writes(group, cgroup.CgroupSettings(cpu_quota_us=20000, cpu_period_us=period))
@@ -112,8 +119,9 @@ def test_v1_writes_quota_and_period_in_the_order_that_never_exceeds_the_parent(
 
 
 @pytest.mark.parametrize(("weight", "shares"), [(100, 1024), (1, 10), (10000, 102400), (50, 512)])
-def test_weight_maps_to_shares_on_v1_and_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weight: int,
-                                              shares: int) -> None:
+def test_weight_maps_to_shares_on_v1_and_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weight: int, shares: int
+) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1)
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_weight=weight))
     assert (fake.group("svc") / "cpu.shares").read_text().strip() == str(shares)
@@ -129,8 +137,9 @@ def test_weight_is_written_as_is_on_v2(tmp_path: Path, monkeypatch: pytest.Monke
 # cpuset ----------------------------------------------------------------------------------------------
 
 
-def test_new_v1_cpuset_group_inherits_its_parents_cpus_and_mems(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_v1_cpuset_group_inherits_its_parents_cpus_and_mems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1, cpus="0-3")
     cgroup.create_group(cgroup.group_at(layout_of(fake), "a/b"), kernel=fake)
     assert (fake.group("a/b", "cpuset") / "cpuset.cpus").read_text().strip() == "0-3"
@@ -147,14 +156,25 @@ def test_cpuset_outside_the_parent_is_refused_before_writing(fake: FakeCgroupRoo
 def test_new_v2_group_gets_its_controllers_delegated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 2)
     cgroup.create_group(cgroup.group_at(layout_of(fake), "firm/web"), kernel=fake)
-    assert set((fake.root / "cgroup.subtree_control").read_text().split()) == {"+cpu", "+cpuset", "+io",
-                                                                                "+memory", "+pids"}
+    assert set((fake.root / "cgroup.subtree_control").read_text().split()) == {
+        "+cpu",
+        "+cpuset",
+        "+io",
+        "+memory",
+        "+pids",
+    }
     assert (fake.group("firm/web") / "cpu.max").exists()
 
 
-@pytest.mark.parametrize(("text", "numbers", "canonical"), [
-    ("0-2,5", [0, 1, 2, 5], "0-2,5"), ("5,0,1,2", [0, 1, 2, 5], "0-2,5"), ("3", [3], "3"), ("", [], ""),
-])
+@pytest.mark.parametrize(
+    ("text", "numbers", "canonical"),
+    [
+        ("0-2,5", [0, 1, 2, 5], "0-2,5"),
+        ("5,0,1,2", [0, 1, 2, 5], "0-2,5"),
+        ("3", [3], "3"),
+        ("", [], ""),
+    ],
+)
 def test_cpu_lists_parse_and_format_canonically(text: str, numbers: list[int], canonical: str) -> None:
     assert cgroup.parse_list(text) == numbers
     assert cgroup.format_list(numbers) == canonical
@@ -163,8 +183,18 @@ def test_cpu_lists_parse_and_format_canonically(text: str, numbers: list[int], c
 # memory and disk -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "size"), [("512M", 512 << 20), ("1G", 1 << 30), ("4096", 4096), ("max", -1),
-                                            ("-1", -1), ("2Gi", 2 << 30), (1048576, 1048576)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("512M", 512 << 20),
+        ("1G", 1 << 30),
+        ("4096", 4096),
+        ("max", -1),
+        ("-1", -1),
+        ("2Gi", 2 << 30),
+        (1048576, 1048576),
+    ],
+)
 def test_sizes_parse_in_powers_of_1024(text: str | int, size: int) -> None:
     assert cgroup.parse_size(text) == size
 
@@ -182,18 +212,28 @@ def test_disk_limits_resolve_a_partition_to_its_disk(fake: FakeCgroupRoot, tmp_p
     group = apply(fake, "svc", cgroup.CgroupSettings(disk=(limit,)), str(sysfs))
     assert cgroup.read_disk_limits(group)["8:0"] == cgroup.DiskLimit("8:0", write_bps=1048576, read_iops=100)
     if fake.version == 1:
-        assert (fake.group("svc", "blkio") / "blkio.throttle.write_bps_device").read_text().strip() == "8:0 1048576"
+        assert (
+            fake.group("svc", "blkio") / "blkio.throttle.write_bps_device"
+        ).read_text().strip() == "8:0 1048576"
     else:
-        assert (fake.group("svc") / "io.max").read_text().strip() == "8:0 rbps=max wbps=1048576 riops=100 wiops=max"
+        assert (
+            fake.group("svc") / "io.max"
+        ).read_text().strip() == "8:0 rbps=max wbps=1048576 riops=100 wiops=max"
     assert cgroup.plan_writes(group, cgroup.CgroupSettings(disk=(limit,)), str(sysfs)) == []
 
 
 def test_removing_a_disk_field_lifts_that_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1)
     sysfs = str(fake_block_devices(tmp_path / "sys"))
-    group = apply(fake, "svc", cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0", write_bps=1000, read_bps=10),)),
-                  sysfs)
-    writes = cgroup.plan_writes(group, cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0", read_bps=10),)), sysfs)
+    group = apply(
+        fake,
+        "svc",
+        cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0", write_bps=1000, read_bps=10),)),
+        sysfs,
+    )
+    writes = cgroup.plan_writes(
+        group, cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0", read_bps=10),)), sysfs
+    )
     assert [w.value for w in writes] == ["8:0 0"]  # v1 deletes a rule written as 0
 
 
@@ -203,28 +243,33 @@ def test_unknown_device_is_refused(fake: FakeCgroupRoot, tmp_path: Path) -> None
     with pytest.raises(NotFoundError, match="7:9 is not known"):
         cgroup.plan_writes(group, cgroup.CgroupSettings(disk=(cgroup.DiskLimit("7:9", write_bps=1),)), sysfs)
     with pytest.raises(NotFoundError, match="/dev/nonexistent does not exist"):
-        cgroup.plan_writes(group, cgroup.CgroupSettings(disk=(cgroup.DiskLimit("/dev/nonexistent", write_bps=1),)),
-                           sysfs)
+        cgroup.plan_writes(
+            group, cgroup.CgroupSettings(disk=(cgroup.DiskLimit("/dev/nonexistent", write_bps=1),)), sysfs
+        )
 
 
 # bad input -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    (cgroup.CgroupSettings(cpu_quota_us=-5), "negative"),
-    (cgroup.CgroupSettings(cpu_quota_us=999), "below 1 ms"),
-    (cgroup.CgroupSettings(cpu_period_us=999), "outside"),
-    (cgroup.CgroupSettings(cpu_period_us=2000000), "outside"),
-    (cgroup.CgroupSettings(cpu_weight=0), "outside"),
-    (cgroup.CgroupSettings(cpu_weight=10001), "outside"),
-    (cgroup.CgroupSettings(cpuset_cpus="1-0"), "not a list"),
-    (cgroup.CgroupSettings(cpuset_cpus="a"), "not a list"),
-    (cgroup.CgroupSettings(memory_max=100), "below one page"),
-    (cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0", write_bps=0),)), "not positive"),
-    (cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0"), cgroup.DiskLimit("8:0"))), "listed twice"),
-])
-def test_bad_values_are_refused_with_a_fix_before_any_write(fake: FakeCgroupRoot,
-                                                            settings: cgroup.CgroupSettings, message: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (cgroup.CgroupSettings(cpu_quota_us=-5), "negative"),
+        (cgroup.CgroupSettings(cpu_quota_us=999), "below 1 ms"),
+        (cgroup.CgroupSettings(cpu_period_us=999), "outside"),
+        (cgroup.CgroupSettings(cpu_period_us=2000000), "outside"),
+        (cgroup.CgroupSettings(cpu_weight=0), "outside"),
+        (cgroup.CgroupSettings(cpu_weight=10001), "outside"),
+        (cgroup.CgroupSettings(cpuset_cpus="1-0"), "not a list"),
+        (cgroup.CgroupSettings(cpuset_cpus="a"), "not a list"),
+        (cgroup.CgroupSettings(memory_max=100), "below one page"),
+        (cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0", write_bps=0),)), "not positive"),
+        (cgroup.CgroupSettings(disk=(cgroup.DiskLimit("8:0"), cgroup.DiskLimit("8:0"))), "listed twice"),
+    ],
+)
+def test_bad_values_are_refused_with_a_fix_before_any_write(
+    fake: FakeCgroupRoot, settings: cgroup.CgroupSettings, message: str
+) -> None:
     group = cgroup.group_at(layout_of(fake), "svc")
     with pytest.raises(InvalidInputError, match=message) as raised:
         cgroup.plan_writes(group, settings)
@@ -232,8 +277,10 @@ def test_bad_values_are_refused_with_a_fix_before_any_write(fake: FakeCgroupRoot
     assert not fake.group("svc").exists()
 
 
-@pytest.mark.parametrize(("path", "message"), [("../etc", "contains '..'"), ("a/../../b", "contains '..'"),
-                                               ("/sys/fs/cgroup/cpu/x", "is absolute")])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("../etc", "contains '..'"), ("a/../../b", "contains '..'"), ("/sys/fs/cgroup/cpu/x", "is absolute")],
+)
 def test_paths_that_escape_the_root_are_refused(fake: FakeCgroupRoot, path: str, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         cgroup.group_at(layout_of(fake), path)
@@ -304,8 +351,11 @@ def test_ensure_removes_a_group_it_created_when_a_write_is_refused(fake: FakeCgr
     group = cgroup.group_at(layout_of(fake), "firm/new")
     memory_file = "memory.limit_in_bytes" if fake.version == 1 else "memory.max"
     with pytest.raises(cgroup.CgroupWriteError, match="EBUSY"):
-        cgroup.ensure_cgroup(group, cgroup.CgroupSettings(cpu_quota_us=10000, memory_max=1 << 20),
-                             kernel=BusyMemory(fake, memory_file))
+        cgroup.ensure_cgroup(
+            group,
+            cgroup.CgroupSettings(cpu_quota_us=10000, memory_max=1 << 20),
+            kernel=BusyMemory(fake, memory_file),
+        )
     assert not any(os.path.isdir(d) for d in group.distinct_dirs())
 
 
@@ -336,8 +386,9 @@ class IgnoresQuota(Through):
 def test_ensure_verifies_what_the_kernel_holds_and_undoes_the_rest(fake: FakeCgroupRoot) -> None:
     group = apply(fake, "svc", cgroup.CgroupSettings(cpu_quota_us=50000, cpu_weight=100))
     with pytest.raises(cgroup.CgroupWriteError, match="does not hold"):
-        cgroup.ensure_cgroup(group, cgroup.CgroupSettings(cpu_quota_us=10000, cpu_weight=300),
-                             kernel=IgnoresQuota(fake))
+        cgroup.ensure_cgroup(
+            group, cgroup.CgroupSettings(cpu_quota_us=10000, cpu_weight=300), kernel=IgnoresQuota(fake)
+        )
     assert cgroup.read_cpu_weight(group) == 100
     assert cgroup.read_cpu_max(group) == (50000, 100000)
 
@@ -381,7 +432,9 @@ def test_group_of_pid_reads_per_hierarchy_paths(tmp_path: Path) -> None:
     fake = FakeCgroupRoot(tmp_path / "cg", 1)
     proc = tmp_path / "proc" / "42"
     proc.mkdir(parents=True)
-    (proc / "cgroup").write_text("9:name=systemd:/\n4:memory:/mem/x\n3:cpuset:/\n1:cpu:/svc\n2:cpuacct:/svc\n0::/\n")
+    (proc / "cgroup").write_text(
+        "9:name=systemd:/\n4:memory:/mem/x\n3:cpuset:/\n1:cpu:/svc\n2:cpuacct:/svc\n0::/\n"
+    )
     group = cgroup.group_of_pid(cgroup.detect_layout(str(fake.root)), 42, str(tmp_path / "proc"))
     assert group.paths["memory"] == "mem/x"
     assert group.paths["cpu"] == "svc"
@@ -394,21 +447,37 @@ UID = "6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10"
 CID = "4f2a7c1e9b0d3a6f8e5c2b1a0d9f8e7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e"
 
 
-@pytest.mark.parametrize(("container_id", "driver", "expected"), [
-    (f"containerd://{CID}", "cgroupfs", f"kubepods/burstable/pod{UID}/{CID}"),
-    (f"cri-o://{CID}", "cgroupfs", f"kubepods/burstable/pod{UID}/crio-{CID}"),
-    (f"docker://{CID}", "cgroupfs", f"kubepods/burstable/pod{UID}/{CID}"),
-    (f"containerd://{CID}", "systemd", "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-                                       f"{UID.replace('-', '_')}.slice/cri-containerd-{CID}.scope"),
-    (f"cri-o://{CID}", "systemd", "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-                                  f"{UID.replace('-', '_')}.slice/crio-{CID}.scope"),
-    (f"docker://{CID}", "systemd", "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-                                   f"{UID.replace('-', '_')}.slice/docker-{CID}.scope"),
-    (None, "systemd", f"kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice"),
-    (None, "cgroupfs", f"kubepods/besteffort/pod{UID}"),
-])
-def test_pod_groups_are_found_for_every_driver_and_runtime(fake: FakeCgroupRoot, container_id: str | None,
-                                                           driver: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("container_id", "driver", "expected"),
+    [
+        (f"containerd://{CID}", "cgroupfs", f"kubepods/burstable/pod{UID}/{CID}"),
+        (f"cri-o://{CID}", "cgroupfs", f"kubepods/burstable/pod{UID}/crio-{CID}"),
+        (f"docker://{CID}", "cgroupfs", f"kubepods/burstable/pod{UID}/{CID}"),
+        (
+            f"containerd://{CID}",
+            "systemd",
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+            f"{UID.replace('-', '_')}.slice/cri-containerd-{CID}.scope",
+        ),
+        (
+            f"cri-o://{CID}",
+            "systemd",
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+            f"{UID.replace('-', '_')}.slice/crio-{CID}.scope",
+        ),
+        (
+            f"docker://{CID}",
+            "systemd",
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+            f"{UID.replace('-', '_')}.slice/docker-{CID}.scope",
+        ),
+        (None, "systemd", f"kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice"),
+        (None, "cgroupfs", f"kubepods/besteffort/pod{UID}"),
+    ],
+)
+def test_pod_groups_are_found_for_every_driver_and_runtime(
+    fake: FakeCgroupRoot, container_id: str | None, driver: str, expected: str
+) -> None:
     fake.make_group(expected)
     group = cgroup.group_of_pod(layout_of(fake), UID, container_id)
     assert group.paths["cpu"] == expected
@@ -421,9 +490,14 @@ def test_missing_pod_lists_where_it_looked(fake: FakeCgroupRoot) -> None:
     assert len(raised.value.details["candidates"]) == 6  # 3 QoS classes x 2 drivers
 
 
-@pytest.mark.parametrize(("uid", "cid", "message"), [("nope", None, "not a pod UID"),
-                                                     (UID, "rkt://abcdef123456", "not known"),
-                                                     (UID, "containerd://XYZ", "not a container ID")])
+@pytest.mark.parametrize(
+    ("uid", "cid", "message"),
+    [
+        ("nope", None, "not a pod UID"),
+        (UID, "rkt://abcdef123456", "not known"),
+        (UID, "containerd://XYZ", "not a container ID"),
+    ],
+)
 def test_bad_pod_targets_are_refused(uid: str, cid: str | None, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         cgroup.kubernetes_candidates(uid, cid)
@@ -438,14 +512,25 @@ def test_stats_have_the_same_units_on_both_versions(fake: FakeCgroupRoot) -> Non
         (fake.group("svc") / "cpu.stat").write_text("nr_periods 10\nnr_throttled 4\nthrottled_time 2000000\n")
         (fake.group("svc", "cpuacct") / "cpuacct.usage").write_text("5000000\n")
         (fake.group("svc", "blkio") / "blkio.throttle.io_service_bytes").write_text(
-            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\nTotal 12288\n")
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\nTotal 12288\n"
+        )
         (fake.group("svc", "memory") / "memory.usage_in_bytes").write_text("1048576\n")
     else:
         (fake.group("svc") / "cpu.stat").write_text(
-            "usage_usec 5000\nuser_usec 4000\nsystem_usec 1000\nnr_periods 10\nnr_throttled 4\nthrottled_usec 2000\n")
-        (fake.group("svc") / "io.stat").write_text("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n")
+            "usage_usec 5000\nuser_usec 4000\nsystem_usec 1000\nnr_periods 10\nnr_throttled 4\nthrottled_usec 2000\n"
+        )
+        (fake.group("svc") / "io.stat").write_text(
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
+        )
         (fake.group("svc") / "memory.current").write_text("1048576\n")
     stats = cgroup.read_stats(group)
-    assert stats == cgroup.CgroupStats(cpu_usage_ns=5000000, cpu_periods=10, cpu_throttled_periods=4,
-                                       cpu_throttled_ns=2000000, memory_bytes=1048576, disk_read_bytes=4096,
-                                       disk_write_bytes=8192, pids=0)
+    assert stats == cgroup.CgroupStats(
+        cpu_usage_ns=5000000,
+        cpu_periods=10,
+        cpu_throttled_periods=4,
+        cpu_throttled_ns=2000000,
+        memory_bytes=1048576,
+        disk_read_bytes=4096,
+        disk_write_bytes=8192,
+        pids=0,
+    )

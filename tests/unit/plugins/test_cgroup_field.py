@@ -25,21 +25,30 @@ def fake(request: pytest.FixtureRequest, tmp_path: Path) -> FakeCgroupRoot:
     return tree
 
 
-@pytest.mark.parametrize(("container_id", "expected"), [
-    (None, f"kubepods/burstable/pod{STATIC_UID}"),
-    (f"containerd://{CID}", f"kubepods/burstable/pod{STATIC_UID}/{CID}"),
-    (None, f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice"),
-    (f"containerd://{CID}", f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice/"
-                            f"cri-containerd-{CID}.scope"),
-])
-def test_static_pods_are_found_by_their_config_hash(fake: FakeCgroupRoot, container_id: str | None,
-                                                    expected: str) -> None:
+@pytest.mark.parametrize(
+    ("container_id", "expected"),
+    [
+        (None, f"kubepods/burstable/pod{STATIC_UID}"),
+        (f"containerd://{CID}", f"kubepods/burstable/pod{STATIC_UID}/{CID}"),
+        (None, f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice"),
+        (
+            f"containerd://{CID}",
+            f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice/"
+            f"cri-containerd-{CID}.scope",
+        ),
+    ],
+)
+def test_static_pods_are_found_by_their_config_hash(
+    fake: FakeCgroupRoot, container_id: str | None, expected: str
+) -> None:
     fake.make_group(expected)
     group = cgroup.group_of_pod(cgroup.detect_layout(str(fake.root)), STATIC_UID, container_id)
     assert group.paths["cpu"] == expected
 
 
-@pytest.mark.parametrize("uid", ["a7d3f8e2b1c94d5e8f7a6b5c4d3e2f1", "a7d3f8e2b1c94d5e8f7a6b5c4d3e2f1az", "../etc"])
+@pytest.mark.parametrize(
+    "uid", ["a7d3f8e2b1c94d5e8f7a6b5c4d3e2f1", "a7d3f8e2b1c94d5e8f7a6b5c4d3e2f1az", "../etc"]
+)
 def test_near_uids_are_still_refused(uid: str) -> None:
     with pytest.raises(cgroup.CgroupInputError, match=r"config\.hash"):
         cgroup.kubernetes_candidates(uid)
@@ -51,8 +60,9 @@ def test_near_uids_are_still_refused(uid: str) -> None:
 def _order(now: tuple[int, int], wanted: tuple[int, int], children: bool = True) -> list[tuple[str, str]]:
     quota_write = cgroup.Write("cpu_quota_us", "q", str(wanted[0]))
     period_write = cgroup.Write("cpu_period_us", "p", str(wanted[1]))
-    writes = cgroup._order_v1_cpu_writes(now[0], now[1], wanted[0], wanted[1], quota_write, period_write,
-                                         has_limited_children=children)
+    writes = cgroup._order_v1_cpu_writes(
+        now[0], now[1], wanted[0], wanted[1], quota_write, period_write, has_limited_children=children
+    )
     return [(w.path, w.value) for w in writes]
 
 
@@ -65,12 +75,20 @@ def _ratios(now: tuple[int, int], writes: list[tuple[str, str]]) -> list[float]:
     return seen
 
 
-@pytest.mark.parametrize(("now", "wanted"), [
-    ((200000, 100000), (400000, 200000)), ((400000, 200000), (200000, 100000)), ((200000, 100000), (300000, 100000)),
-    ((200000, 100000), (100000, 200000)), ((50000, 100000), (400000, 1000000)), ((100000, 100000), (50000, 25000)),
-])
-def test_no_intermediate_state_leaves_the_range_of_the_old_and_new_ratio(now: tuple[int, int],
-                                                                          wanted: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("now", "wanted"),
+    [
+        ((200000, 100000), (400000, 200000)),
+        ((400000, 200000), (200000, 100000)),
+        ((200000, 100000), (300000, 100000)),
+        ((200000, 100000), (100000, 200000)),
+        ((50000, 100000), (400000, 1000000)),
+        ((100000, 100000), (50000, 25000)),
+    ],
+)
+def test_no_intermediate_state_leaves_the_range_of_the_old_and_new_ratio(
+    now: tuple[int, int], wanted: tuple[int, int]
+) -> None:
     writes = _order(now, wanted)
     low, high = sorted((now[0] / now[1], wanted[0] / wanted[1]))
     for ratio in _ratios(now, writes)[:-1]:
@@ -117,14 +135,17 @@ def test_memory_below_usage_and_above_the_swap_limit_are_named(tmp_path: Path) -
     assert "memory+swap limit (memory.memsw.limit_in_bytes) is 536870912" in swap
 
 
-@pytest.mark.parametrize(("name", "code", "words"), [
-    ("cgroup.subtree_control", errno.EBUSY, "no-internal-processes"),
-    ("cgroup.procs", errno.EBUSY, "no-internal-processes"),
-    ("cgroup.procs", errno.ENOSPC, "cpuset.cpus or cpuset.mems is empty"),
-    ("cpuset.cpus", errno.EBUSY, "a child group still uses"),
-    ("blkio.throttle.read_bps_device", errno.EINVAL, "not a whole block device"),
-    ("cpu.cfs_quota_us", errno.EACCES, "permission denied"),
-])
+@pytest.mark.parametrize(
+    ("name", "code", "words"),
+    [
+        ("cgroup.subtree_control", errno.EBUSY, "no-internal-processes"),
+        ("cgroup.procs", errno.EBUSY, "no-internal-processes"),
+        ("cgroup.procs", errno.ENOSPC, "cpuset.cpus or cpuset.mems is empty"),
+        ("cpuset.cpus", errno.EBUSY, "a child group still uses"),
+        ("blkio.throttle.read_bps_device", errno.EINVAL, "not a whole block device"),
+        ("cpu.cfs_quota_us", errno.EACCES, "permission denied"),
+    ],
+)
 def test_each_refusal_says_which_constraint(tmp_path: Path, name: str, code: int, words: str) -> None:
     group = tmp_path / "svc"
     group.mkdir()

@@ -20,17 +20,24 @@ MODULES = sorted(p.stem for p in (REPO_ROOT / "plugins" / "modules").glob("*.py"
 @pytest.fixture(scope="module")
 def docs() -> dict[str, Any]:
     """``ansible-doc --json`` of all modules, run from the checkout as a user would."""
-    proc = subprocess.run([str(VENV_BIN / "ansible-doc"), "--json", "-t", "module",
-                           *(f"firm.core.{name}" for name in MODULES)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
-                          env=dict(os.environ, ANSIBLE_CONFIG=str(Path(REPO_ROOT, "ansible.cfg"))))
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-doc"), "--json", "-t", "module", *(f"firm.core.{name}" for name in MODULES)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(Path(REPO_ROOT, "ansible.cfg"))),
+    )
     assert proc.returncode == 0, proc.stderr
     loaded: dict[str, Any] = json.loads(proc.stdout)
     return loaded
 
 
 def compare(documented: dict[str, Any], spec: dict[str, Any], where: str) -> None:
-    assert set(documented) == set(spec), f"{where}: documented {sorted(documented)} but spec has {sorted(spec)}"
+    assert set(documented) == set(spec), (
+        f"{where}: documented {sorted(documented)} but spec has {sorted(spec)}"
+    )
     for name, option in spec.items():
         doc = documented[name]
         assert doc.get("type", "str") == option.get("type", "str"), f"{where}.{name} type"
@@ -55,5 +62,7 @@ def test_documentation_matches_the_argument_spec(docs: dict[str, Any], name: str
 def test_examples_and_return_are_yaml(docs: dict[str, Any], name: str) -> None:
     entry = docs[f"firm.core.{name}"]
     examples = yaml.safe_load(entry["examples"])
-    assert examples and all(f"firm.core.{name}" in task or "ansible.builtin.debug" in task for task in examples)
+    assert examples and all(
+        f"firm.core.{name}" in task or "ansible.builtin.debug" in task for task in examples
+    )
     assert entry["return"], f"{name} documents no return values"

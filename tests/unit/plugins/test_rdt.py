@@ -29,19 +29,30 @@ flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr
 """
 
 
-@pytest.mark.parametrize(("cpuinfo", "present", "absent"), [
-    (INTEL_CPUINFO, {"cat_l3", "cdp_l3", "mba", "cqm_occup_llc", "rdt_a"}, {"smba", "cat_l2"}),
-    (AMD_CPUINFO, {"cat_l3", "mba", "smba", "bmec"}, {"rdt_a"}),
-    (VM_CPUINFO, set(), set(rdt.RDT_FLAGS)),
-])
+@pytest.mark.parametrize(
+    ("cpuinfo", "present", "absent"),
+    [
+        (INTEL_CPUINFO, {"cat_l3", "cdp_l3", "mba", "cqm_occup_llc", "rdt_a"}, {"smba", "cat_l2"}),
+        (AMD_CPUINFO, {"cat_l3", "mba", "smba", "bmec"}, {"rdt_a"}),
+        (VM_CPUINFO, set(), set(rdt.RDT_FLAGS)),
+    ],
+)
 def test_rdt_flags_of_intel_amd_and_a_vm(cpuinfo: str, present: set[str], absent: set[str]) -> None:
     flags = rdt.cpu_flags(cpuinfo)
     assert {f for f in present if flags[f]} == present
     assert not any(flags[f] for f in absent)
 
 
-@pytest.mark.parametrize(("release", "ok"), [("4.12.0", True), ("4.11.9-generic", False), ("6.1.0-18-amd64", True),
-                                             ("3.10.0-1160.el7.x86_64", False), ("weird", False)])
+@pytest.mark.parametrize(
+    ("release", "ok"),
+    [
+        ("4.12.0", True),
+        ("4.11.9-generic", False),
+        ("6.1.0-18-amd64", True),
+        ("3.10.0-1160.el7.x86_64", False),
+        ("weird", False),
+    ],
+)
 def test_kernel_must_be_at_least_4_12(release: str, ok: bool) -> None:
     assert rdt.kernel_supported(release) is ok
 

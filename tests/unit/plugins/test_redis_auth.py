@@ -51,18 +51,30 @@ def test_an_unwritable_place_says_how_to_fix_it(tmp_path: Path) -> None:
     assert redis_auth.PASSWORD_FILE_ENV in info.value.fix
 
 
-@pytest.mark.parametrize(("url", "local"), [
-    ("redis://127.0.0.1:6379/0", True), ("redis://127.0.0.2:6379/0", True), ("redis://localhost/0", True),
-    ("redis://[::1]:6379/0", True), ("unix:///run/redis.sock", True), ("redis://10.0.0.5:6379/0", False),
-    ("redis://redis.example:6379/0", False), ("rediss://192.0.2.1/0", False),
-])
-def test_only_a_redis_on_this_machine_gets_the_file_password(password_file: Path, url: str, local: bool) -> None:
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis://127.0.0.2:6379/0", True),
+        ("redis://localhost/0", True),
+        ("redis://[::1]:6379/0", True),
+        ("unix:///run/redis.sock", True),
+        ("redis://10.0.0.5:6379/0", False),
+        ("redis://redis.example:6379/0", False),
+        ("rediss://192.0.2.1/0", False),
+    ],
+)
+def test_only_a_redis_on_this_machine_gets_the_file_password(
+    password_file: Path, url: str, local: bool
+) -> None:
     password = redis_auth.ensure_password()
     assert redis_auth.is_local(url) is local
     assert redis_auth.password_for(url) == (password if local else None)
 
 
-def test_the_url_then_the_environment_then_the_file(password_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_url_then_the_environment_then_the_file(
+    password_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     redis_auth.ensure_password()
     assert redis_auth.password_for("redis://:in-the-url@127.0.0.1:6379/0") is None  # redis-py takes the URL's
     monkeypatch.setenv(redis_auth.PASSWORD_ENV, "from-env")
@@ -79,4 +91,7 @@ def test_the_client_carries_the_password(password_file: Path) -> None:
     password = redis_auth.ensure_password()
     client = redis_auth.connect("redis://127.0.0.1:1/0")
     assert client.connection_pool.connection_kwargs["password"] == password
-    assert redis_auth.connect("redis://:mine@127.0.0.1:1/0").connection_pool.connection_kwargs["password"] == "mine"
+    assert (
+        redis_auth.connect("redis://:mine@127.0.0.1:1/0").connection_pool.connection_kwargs["password"]
+        == "mine"
+    )

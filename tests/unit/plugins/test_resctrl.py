@@ -42,8 +42,11 @@ def plan(fake: FakeResctrl, group: str = "g", **options: Any) -> dict[str, str]:
     """Build, validate and plan a request against ``group`` (a new group if it does not exist)."""
     info = fake.read_info()
     request = resctrl.build_request(info, **options)
-    current = (resctrl.read_schemata(fake.root, group) if resctrl.group_exists(fake.root, group)
-               else resctrl.initial_schemata(info))
+    current = (
+        resctrl.read_schemata(fake.root, group)
+        if resctrl.group_exists(fake.root, group)
+        else resctrl.initial_schemata(info)
+    )
     return resctrl.plan_schemata(info, current, request)
 
 
@@ -53,24 +56,82 @@ def plan(fake: FakeResctrl, group: str = "g", **options: Any) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("platform", "expected"),
     [
-        (INTEL, {"vendor": "intel", "cdp": False, "mba_mbps": False, "caches": ["L3"], "cbm_mask": 0x7FF,
-                 "min_cbm_bits": 1, "sparse": False, "num_closids": 16, "unit": "percent",
-                 "mb": (10, 10, 100), "domains": (0, 1)}),
-        (INTEL_CDP, {"vendor": "intel", "cdp": True, "mba_mbps": False, "caches": ["L3CODE", "L3DATA"],
-                     "cbm_mask": 0x7FF, "min_cbm_bits": 1, "sparse": False, "num_closids": 8,
-                     "unit": "percent", "mb": (10, 10, 100), "domains": (0, 1)}),
-        (INTEL_MBPS, {"vendor": "intel", "cdp": False, "mba_mbps": True, "caches": ["L3"], "cbm_mask": 0x7FF,
-                      "min_cbm_bits": 1, "sparse": False, "num_closids": 16, "unit": "MiB/s",
-                      "mb": (10, 10, U32_MAX), "domains": (0, 1)}),
-        (AMD, {"vendor": "amd", "cdp": False, "mba_mbps": False, "caches": ["L3"], "cbm_mask": 0xFFFF,
-               "min_cbm_bits": 0, "sparse": True, "num_closids": 16, "unit": "1/8 GB/s",
-               "mb": (0, 1, 2048), "domains": (0, 1, 2, 3)}),
+        (
+            INTEL,
+            {
+                "vendor": "intel",
+                "cdp": False,
+                "mba_mbps": False,
+                "caches": ["L3"],
+                "cbm_mask": 0x7FF,
+                "min_cbm_bits": 1,
+                "sparse": False,
+                "num_closids": 16,
+                "unit": "percent",
+                "mb": (10, 10, 100),
+                "domains": (0, 1),
+            },
+        ),
+        (
+            INTEL_CDP,
+            {
+                "vendor": "intel",
+                "cdp": True,
+                "mba_mbps": False,
+                "caches": ["L3CODE", "L3DATA"],
+                "cbm_mask": 0x7FF,
+                "min_cbm_bits": 1,
+                "sparse": False,
+                "num_closids": 8,
+                "unit": "percent",
+                "mb": (10, 10, 100),
+                "domains": (0, 1),
+            },
+        ),
+        (
+            INTEL_MBPS,
+            {
+                "vendor": "intel",
+                "cdp": False,
+                "mba_mbps": True,
+                "caches": ["L3"],
+                "cbm_mask": 0x7FF,
+                "min_cbm_bits": 1,
+                "sparse": False,
+                "num_closids": 16,
+                "unit": "MiB/s",
+                "mb": (10, 10, U32_MAX),
+                "domains": (0, 1),
+            },
+        ),
+        (
+            AMD,
+            {
+                "vendor": "amd",
+                "cdp": False,
+                "mba_mbps": False,
+                "caches": ["L3"],
+                "cbm_mask": 0xFFFF,
+                "min_cbm_bits": 0,
+                "sparse": True,
+                "num_closids": 16,
+                "unit": "1/8 GB/s",
+                "mb": (0, 1, 2048),
+                "domains": (0, 1, 2, 3),
+            },
+        ),
     ],
     ids=lambda value: value.name if isinstance(value, Platform) else "",
 )
-def test_read_info_reports_each_platform(make_fake: MakeFake, platform: Platform, expected: dict[str, Any]) -> None:
+def test_read_info_reports_each_platform(
+    make_fake: MakeFake, platform: Platform, expected: dict[str, Any]
+) -> None:
     info = make_fake(platform).read_info()
-    assert (info.vendor, info.cdp, info.mba_mbps) == (expected["vendor"], expected["cdp"], expected["mba_mbps"])
+    assert (info.vendor, info.cdp, info.mba_mbps) == (
+        expected["vendor"],
+        expected["cdp"],
+        expected["mba_mbps"],
+    )
     assert list(info.caches) == expected["caches"]
     for cache in info.caches.values():
         assert cache.cbm_mask == expected["cbm_mask"]
@@ -143,7 +204,10 @@ def test_schemata_parses_the_kernels_padded_format(make_fake: MakeFake, platform
 def test_parse_schemata_of_the_documented_amd_example() -> None:
     text = "    MB:0=2048;1=  16;2=2048;3=2048\n    L3:0=ffff;1=ffff;2=ffff;3=ffff\n"
     schemata = resctrl.parse_schemata(text)
-    assert schemata.values == {"MB": {0: 2048, 1: 16, 2: 2048, 3: 2048}, "L3": dict.fromkeys(range(4), 0xFFFF)}
+    assert schemata.values == {
+        "MB": {0: 2048, 1: 16, 2: 2048, 3: 2048},
+        "L3": dict.fromkeys(range(4), 0xFFFF),
+    }
     assert schemata.lines() == ["MB:0=2048;1=16;2=2048;3=2048", "L3:0=ffff;1=ffff;2=ffff;3=ffff"]
     assert schemata.as_dict()["L3"] == {"0": "ffff", "1": "ffff", "2": "ffff", "3": "ffff"}
 
@@ -164,7 +228,11 @@ INVALID: list[tuple[Platform, dict[str, Any], str]] = [
     (INTEL, {"l3": {0: "7f0", 1: "c3"}}, "L3 cache id 1: mask 0xc3 (11000011) has non-contiguous"),
     (INTEL, {"l3": "800"}, "outside info/L3/cbm_mask 0x7ff (11 ways)"),
     (INTEL, {"l3": 0}, "mask 0 leaves no cache"),
-    (INTEL_TWO_BITS, {"l3": "4"}, "has 1 consecutive bit(s); info/L3/min_cbm_bits asks for at least 2, e.g. 0xc"),
+    (
+        INTEL_TWO_BITS,
+        {"l3": "4"},
+        "has 1 consecutive bit(s); info/L3/min_cbm_bits asks for at least 2, e.g. 0xc",
+    ),
     (INTEL, {"l3": {7: "f"}}, "there is no cache id 7; the cache ids here are 0, 1"),
     (INTEL, {"l3": "zz"}, "is not a cache mask"),
     (INTEL, {"l3": {"x": "f"}}, "domain id 'x' is not a number"),
@@ -184,10 +252,14 @@ INVALID: list[tuple[Platform, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("platform", "options", "phrase"), INVALID,
-                         ids=[f"{p.name}-{'-'.join(o)}-{i}" for i, (p, o, _) in enumerate(INVALID)])
-def test_invalid_requests_are_refused_before_writing(make_fake: MakeFake, platform: Platform,
-                                                     options: dict[str, Any], phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("platform", "options", "phrase"),
+    INVALID,
+    ids=[f"{p.name}-{'-'.join(o)}-{i}" for i, (p, o, _) in enumerate(INVALID)],
+)
+def test_invalid_requests_are_refused_before_writing(
+    make_fake: MakeFake, platform: Platform, options: dict[str, Any], phrase: str
+) -> None:
     fake = make_fake(platform)
     fake.mkdir_group("g")
     before = fake.snapshot()
@@ -220,7 +292,11 @@ VALID: list[tuple[Platform, dict[str, Any], dict[str, str]]] = [
     (INTEL, {"mb": "10", "l3": "1"}, {"L3": "L3:0=1;1=1", "MB": "MB:0=10;1=10"}),
     (INTEL_TWO_BITS, {"l3": "600"}, {"L3": "L3:0=600;1=600"}),
     (INTEL_CDP, {"l3": "0ff"}, {"L3CODE": "L3CODE:0=ff;1=ff", "L3DATA": "L3DATA:0=ff;1=ff"}),
-    (INTEL_CDP, {"l3_code": "00f", "l3_data": "7f0"}, {"L3CODE": "L3CODE:0=f;1=f", "L3DATA": "L3DATA:0=7f0;1=7f0"}),
+    (
+        INTEL_CDP,
+        {"l3_code": "00f", "l3_data": "7f0"},
+        {"L3CODE": "L3CODE:0=f;1=f", "L3DATA": "L3DATA:0=7f0;1=7f0"},
+    ),
     (INTEL_CDP, {"l3_data": {1: "3"}, "mb": {0: 20}}, {"L3DATA": "L3DATA:1=3", "MB": "MB:0=20"}),
     (AMD, {"mb": {1: 16}}, {"MB": "MB:1=16"}),
     (AMD, {"mb": 0}, {"MB": "MB:0=0;1=0;2=0;3=0"}),
@@ -231,10 +307,14 @@ VALID: list[tuple[Platform, dict[str, Any], dict[str, str]]] = [
 ]
 
 
-@pytest.mark.parametrize(("platform", "options", "lines"), VALID,
-                         ids=[f"{p.name}-{'-'.join(o)}-{i}" for i, (p, o, _) in enumerate(VALID)])
+@pytest.mark.parametrize(
+    ("platform", "options", "lines"),
+    VALID,
+    ids=[f"{p.name}-{'-'.join(o)}-{i}" for i, (p, o, _) in enumerate(VALID)],
+)
 def test_valid_requests_plan_only_what_differs_and_the_kernel_accepts_them(
-        make_fake: MakeFake, platform: Platform, options: dict[str, Any], lines: dict[str, str]) -> None:
+    make_fake: MakeFake, platform: Platform, options: dict[str, Any], lines: dict[str, str]
+) -> None:
     fake = make_fake(platform)
     fake.mkdir_group("g")
     assert plan(fake, **options) == lines
@@ -278,7 +358,9 @@ def test_kernel_refusal_without_a_reason_still_says_what_was_refused(make_fake: 
     fake = make_fake()
     fake.mkdir_group("g")
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.write_schemata(fake.root, "g", {"L3": "L3:9=f"}, kernel=fake)  # the kernel sets no message here
+        resctrl.write_schemata(
+            fake.root, "g", {"L3": "L3:9=f"}, kernel=fake
+        )  # the kernel sets no message here
     assert "'L3:9=f'" in str(caught.value)
     assert "last_cmd_status" not in str(caught.value)
     assert caught.value.details["last_cmd_status"] == ""
@@ -341,7 +423,10 @@ def test_create_group_gets_what_the_kernel_creates(make_fake: MakeFake) -> None:
     assert resctrl.create_group(fake.root, "web", kernel=fake) is True
     assert fake.calls == [("mkdir", "web", "")]
     assert resctrl.list_groups(fake.root) == ["web"]
-    assert resctrl.read_schemata(fake.root, "web").values == {"L3": {0: 0x7FF, 1: 0x7FF}, "MB": {0: 100, 1: 100}}
+    assert resctrl.read_schemata(fake.root, "web").values == {
+        "L3": {0: 0x7FF, 1: 0x7FF},
+        "MB": {0: 100, 1: 100},
+    }
     assert resctrl.read_tasks(fake.root, "web") == set()
     assert resctrl.create_group(fake.root, "web", kernel=fake) is False
     assert len(fake.calls) == 1
@@ -412,13 +497,18 @@ def test_task_ids_lists_every_thread(make_fake: MakeFake) -> None:
     assert resctrl.task_ids([4242], proc, all_threads=False) == [4242]
 
 
-@pytest.mark.parametrize(("pids", "phrase"), [
-    ([0], "not a positive process id (0 would mean the writer itself)"),
-    ([-3], "not a positive process id"),
-    ([True], "not a positive process id"),
-    ([999], "there is no process 999"),
-])
-def test_task_ids_refuses_what_is_not_a_running_process(make_fake: MakeFake, pids: list[object], phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("pids", "phrase"),
+    [
+        ([0], "not a positive process id (0 would mean the writer itself)"),
+        ([-3], "not a positive process id"),
+        ([True], "not a positive process id"),
+        ([999], "there is no process 999"),
+    ],
+)
+def test_task_ids_refuses_what_is_not_a_running_process(
+    make_fake: MakeFake, pids: list[object], phrase: str
+) -> None:
     fake = make_fake()
     with pytest.raises(ResctrlInputError, match=re.escape(phrase)):
         resctrl.task_ids(pids, str(fake.proc_path))
@@ -532,7 +622,9 @@ def test_ensure_group_rolls_back_an_existing_group(make_fake: MakeFake) -> None:
     resctrl.ensure_group(info, "web", resctrl.build_request(info, l3="3", mb=20), kernel=fake)
     before = fake.ctrl("web")
     with pytest.raises(ResctrlWriteError) as caught:
-        resctrl.ensure_group(info, "web", resctrl.build_request(info, l3={1: "7f0"}, mb=90), [4242, 31337], kernel=fake)
+        resctrl.ensure_group(
+            info, "web", resctrl.build_request(info, l3={1: "7f0"}, mb=90), [4242, 31337], kernel=fake
+        )
     assert "rollback_failures" not in caught.value.details
     assert fake.ctrl("web") == before
     assert fake.tasks("web") == set()

@@ -35,8 +35,12 @@ def fake(tmp_path: Path) -> FakeResctrl:
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
     def call(fake: FakeResctrl, check_mode: bool = False, **args: Any) -> dict[str, Any]:
-        return run_module(functools.partial(resctrl_module.main, fake), {**fake.args(), **args},
-                          check_mode=check_mode, capsys=capsys)
+        return run_module(
+            functools.partial(resctrl_module.main, fake),
+            {**fake.args(), **args},
+            check_mode=check_mode,
+            capsys=capsys,
+        )
 
     return call
 
@@ -137,16 +141,30 @@ FAILURES: list[tuple[Platform, list[str], dict[str, Any], str]] = [
     (INTEL, [], {"name": "a/b", "l3": "f"}, "contains '/'"),
     (INTEL, [], {"name": "..", "l3": "f"}, "is not a directory name"),
     (INTEL, [], {"name": "web", "pids": [999]}, "there is no process 999"),
-    (INTEL, ["web"], {"name": "web", "state": "absent", "mb": 50}, "state=absent removes the group; mb cannot"),
+    (
+        INTEL,
+        ["web"],
+        {"name": "web", "state": "absent", "mb": 50},
+        "state=absent removes the group; mb cannot",
+    ),
     (INTEL, [], {"name": "/", "state": "absent"}, "default group cannot be removed"),
-    (INTEL_TWO_CLOSIDS, ["only"], {"name": "second", "l3": "f"}, "all 2 classes of service (CLOSIDs) are used"),
+    (
+        INTEL_TWO_CLOSIDS,
+        ["only"],
+        {"name": "second", "l3": "f"},
+        "all 2 classes of service (CLOSIDs) are used",
+    ),
     (AMD, [], {"name": "web", "mb": 4000}, "AMD counts in 1/8 GB/s"),
 ]
 
 
 @pytest.mark.parametrize("case", FAILURES, ids=[f"{i}-{p.name}" for i, (p, *_) in enumerate(FAILURES)])
-def test_bad_input_fails_and_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run,
-                                             case: tuple[Platform, list[str], dict[str, Any], str]) -> None:
+def test_bad_input_fails_and_changes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run: Run,
+    case: tuple[Platform, list[str], dict[str, Any], str],
+) -> None:
     platform, groups, args, phrase = case
     fake = FakeResctrl(tmp_path / platform.name, platform)
     for group in groups:
@@ -221,8 +239,9 @@ def _platform_for(title: str) -> Platform:
 
 
 @pytest.mark.parametrize("example", _examples(), ids=lambda task: task["name"][:40])
-def test_every_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run,
-                            example: dict[str, Any]) -> None:
+def test_every_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run, example: dict[str, Any]
+) -> None:
     platform = _platform_for(example["name"])
     fake = FakeResctrl(tmp_path / platform.name, platform)
     fake.add_process(4242, threads=(4243,))
@@ -251,8 +270,14 @@ def test_examples_are_all_classified() -> None:
 
 
 def test_ansible_doc_loads() -> None:
-    proc = subprocess.run([str(VENV_BIN / "ansible-doc"), "firm.core.resctrl"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-doc"), "firm.core.resctrl"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "resctrl_root" in proc.stdout
     assert "[WARNING]" not in proc.stderr

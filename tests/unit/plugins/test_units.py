@@ -14,11 +14,27 @@ from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInp
 @pytest.mark.parametrize(
     ("text", "size"),
     [
-        (4096, 4096), ("4096", 4096), ("1514b", 1514), ("1514B", 1514),
-        ("15k", 15 * 1024), ("15kb", 15 * 1024), ("15K", 15 * 1024), ("15KB", 15 * 1024), ("15KiB", 15 * 1024),
-        ("15Ki", 15 * 1024), ("512M", 512 << 20), ("512mb", 512 << 20), ("512MiB", 512 << 20),
-        ("1.5G", 3 << 29), ("1g", 1 << 30), ("2T", 2 << 40),
-        ("32kbit", 4096), ("1mbit", 131072), ("1e3", 1000), ("0.5k", 512), (" 64k ", 65536),
+        (4096, 4096),
+        ("4096", 4096),
+        ("1514b", 1514),
+        ("1514B", 1514),
+        ("15k", 15 * 1024),
+        ("15kb", 15 * 1024),
+        ("15K", 15 * 1024),
+        ("15KB", 15 * 1024),
+        ("15KiB", 15 * 1024),
+        ("15Ki", 15 * 1024),
+        ("512M", 512 << 20),
+        ("512mb", 512 << 20),
+        ("512MiB", 512 << 20),
+        ("1.5G", 3 << 29),
+        ("1g", 1 << 30),
+        ("2T", 2 << 40),
+        ("32kbit", 4096),
+        ("1mbit", 131072),
+        ("1e3", 1000),
+        ("0.5k", 512),
+        (" 64k ", 65536),
     ],
 )
 def test_sizes_as_tc_reads_them(text: str | int, size: int) -> None:
@@ -31,10 +47,21 @@ def test_sizes_as_tc_reads_them(text: str | int, size: int) -> None:
 @pytest.mark.parametrize(
     ("text", "bps"),
     [
-        (10_000_000, 10_000_000), ("10mbit", 10_000_000), ("10Mbit", 10_000_000), ("1gbit", 10**9),
-        ("500kbit", 500_000), ("1kibit", 1024), ("1mibit", 1 << 20), ("125kbps", 1_000_000),
-        ("125KBps", 1_000_000), ("10MBps", 80_000_000), ("1kibps", 8192), ("100bit", 100), ("100", 100),
-        ("1bps", 8), ("1e3kbit", 1_000_000),
+        (10_000_000, 10_000_000),
+        ("10mbit", 10_000_000),
+        ("10Mbit", 10_000_000),
+        ("1gbit", 10**9),
+        ("500kbit", 500_000),
+        ("1kibit", 1024),
+        ("1mibit", 1 << 20),
+        ("125kbps", 1_000_000),
+        ("125KBps", 1_000_000),
+        ("10MBps", 80_000_000),
+        ("1kibps", 8192),
+        ("100bit", 100),
+        ("100", 100),
+        ("1bps", 8),
+        ("1e3kbit", 1_000_000),
     ],
 )
 def test_rates_as_tc_reads_them(text: str | int, bps: int) -> None:
@@ -42,7 +69,9 @@ def test_rates_as_tc_reads_them(text: str | int, bps: int) -> None:
     assert tc.parse_rate(text) == bps // 8 * 8
 
 
-@pytest.mark.parametrize(("text", "fix"), [("512Mb", "512MB"), ("4Gb", "4gbit"), ("16Kb", "16KiB"), ("1Tb", "1TB")])
+@pytest.mark.parametrize(
+    ("text", "fix"), [("512Mb", "512MB"), ("4Gb", "4gbit"), ("16Kb", "16KiB"), ("1Tb", "1TB")]
+)
 def test_sizes_that_tc_and_ansible_read_differently_are_refused(text: str, fix: str) -> None:
     with pytest.raises(units.UnitError, match="ambiguous") as info:
         units.parse_size(text)
@@ -62,8 +91,27 @@ def test_rates_that_people_and_tc_read_differently_are_refused(text: str) -> Non
         tc.parse_rate(text)
 
 
-@pytest.mark.parametrize("text", ["", "k", "-5", "12 parsecs", "10 mbit", "1e999999999k", "1e40", "NaN", "inf", "0x10", "1,5k",
-                                  "\uff11\uff12k", "5\x00k", True, 1.5, None])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "k",
+        "-5",
+        "12 parsecs",
+        "10 mbit",
+        "1e999999999k",
+        "1e40",
+        "NaN",
+        "inf",
+        "0x10",
+        "1,5k",
+        "\uff11\uff12k",
+        "5\x00k",
+        True,
+        1.5,
+        None,
+    ],
+)
 def test_nonsense_is_refused_naming_the_value(text: object) -> None:
     for parse in (units.parse_size, units.parse_rate):
         try:

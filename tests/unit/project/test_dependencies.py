@@ -26,7 +26,8 @@ def pins(path: Path) -> dict[str, str]:
         requirement = Requirement(line)
         specifiers = list(requirement.specifier)
         assert len(specifiers) == 1 and specifiers[0].operator == "==", (
-            f"{path.name}:{number}: {line!r} is not an exact pin (name==version)")
+            f"{path.name}:{number}: {line!r} is not an exact pin (name==version)"
+        )
         name = canonicalize_name(requirement.name)
         assert name not in found, f"{path.name}:{number}: {requirement.name} is pinned twice"
         found[name] = specifiers[0].version
@@ -48,16 +49,23 @@ CASES = {
 def test_the_pins_and_the_ranges_name_the_same_packages(group: str) -> None:
     path, entries = CASES[group]
     pinned, declared = set(pins(path)), set(ranges(entries))
-    assert not pinned - declared, f"pinned in {path.name} but not in pyproject.toml ({group}): {pinned - declared}"
-    assert not declared - pinned, f"in pyproject.toml ({group}) but not pinned in {path.name}: {declared - pinned}"
+    assert not pinned - declared, (
+        f"pinned in {path.name} but not in pyproject.toml ({group}): {pinned - declared}"
+    )
+    assert not declared - pinned, (
+        f"in pyproject.toml ({group}) but not pinned in {path.name}: {declared - pinned}"
+    )
 
 
 @pytest.mark.parametrize("group", sorted(CASES))
 def test_every_pin_lies_in_its_range(group: str) -> None:
     path, entries = CASES[group]
     declared = ranges(entries)
-    outside = {name: f"{version} not in {declared[name].specifier}" for name, version in pins(path).items()
-               if name in declared and not declared[name].specifier.contains(version, prereleases=True)}
+    outside = {
+        name: f"{version} not in {declared[name].specifier}"
+        for name, version in pins(path).items()
+        if name in declared and not declared[name].specifier.contains(version, prereleases=True)
+    }
     assert not outside, f"{path.name} pins outside pyproject.toml's ranges: {outside}"
 
 

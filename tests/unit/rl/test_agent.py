@@ -17,8 +17,13 @@ from firm.rl.errors import TrainingError
 def _filled_buffer(seed: int, n: int = 500) -> ReplayBuffer:
     rng = np.random.default_rng(seed)
     buf = ReplayBuffer(1000, 10, rng)
-    buf.add(rng.random((n, 10), np.float32), rng.uniform(-1, 1, (n, 5)).astype(np.float32),
-            rng.random(n, np.float32), rng.random((n, 10), np.float32), np.zeros(n, np.float32))
+    buf.add(
+        rng.random((n, 10), np.float32),
+        rng.uniform(-1, 1, (n, 5)).astype(np.float32),
+        rng.random(n, np.float32),
+        rng.random((n, 10), np.float32),
+        np.zeros(n, np.float32),
+    )
     return buf
 
 
@@ -99,9 +104,22 @@ def test_config_refuses_out_of_range_fields_by_name() -> None:
 def test_prototype_hyperparameters_are_the_defaults() -> None:
     c = AgentConfig()
     assert (c.actor_lr, c.critic_lr, c.gamma, c.tau, c.batch_size, c.buffer_size, c.learning_starts) == (
-        3e-4, 3e-3, 0.9, 1e-3, 64, 100_000, 70)
+        3e-4,
+        3e-3,
+        0.9,
+        1e-3,
+        64,
+        100_000,
+        70,
+    )
     assert (c.noise, c.noise_sigma, c.ou_theta, c.hidden, c.episode_steps, c.alpha) == (
-        "ou", 0.2, 0.15, (40, 40), 300, 0.5)
+        "ou",
+        0.2,
+        0.15,
+        (40, 40),
+        300,
+        0.5,
+    )
 
 
 def test_replay_buffer_batches_are_named_tuples_and_wrap_around() -> None:
@@ -109,14 +127,24 @@ def test_replay_buffer_batches_are_named_tuples_and_wrap_around() -> None:
     assert len(buf) == 1000 and buf.full
     batch = buf.sample(32)
     assert isinstance(batch, Batch)
-    assert batch.states.shape == (32, 10) and batch.actions.shape == (32, 5) and batch.rewards.shape == (32, 1)
+    assert (
+        batch.states.shape == (32, 10) and batch.actions.shape == (32, 5) and batch.rewards.shape == (32, 1)
+    )
     with pytest.raises(TrainingError, match="NaN"):
-        buf.add(np.full((1, 10), np.nan, np.float32), np.zeros((1, 5), np.float32), np.zeros(1, np.float32),
-                np.zeros((1, 10), np.float32), np.zeros(1, np.float32))
+        buf.add(
+            np.full((1, 10), np.nan, np.float32),
+            np.zeros((1, 5), np.float32),
+            np.zeros(1, np.float32),
+            np.zeros((1, 10), np.float32),
+            np.zeros(1, np.float32),
+        )
 
 
 def test_noise_draws_from_the_injected_generator() -> None:
-    for make in (lambda g: OrnsteinUhlenbeckNoise((4, 5), 0.2, 0.15, g), lambda g: GaussianNoise((4, 5), 0.2, g)):
+    for make in (
+        lambda g: OrnsteinUhlenbeckNoise((4, 5), 0.2, 0.15, g),
+        lambda g: GaussianNoise((4, 5), 0.2, g),
+    ):
         a, b = make(np.random.default_rng(3)), make(np.random.default_rng(3))
         xa = [a() for _ in range(5)]
         xb = [b() for _ in range(5)]
@@ -133,8 +161,13 @@ def test_nan_guard_skips_the_update_and_keeps_weights() -> None:
     before = [p.detach().clone() for p in agent.ddpg.actor.parameters()]
     buf = _filled_buffer(2)
     batch = buf.sample(64)
-    bad = Batch(batch.states, batch.actions, torch.full_like(batch.rewards, float("nan")), batch.next_states,
-                batch.dones)
+    bad = Batch(
+        batch.states,
+        batch.actions,
+        torch.full_like(batch.rewards, float("nan")),
+        batch.next_states,
+        batch.dones,
+    )
     stats = agent.ddpg.update(bad)
     assert stats.skipped and agent.ddpg.skipped == 1
     for p, q in zip(before, agent.ddpg.actor.parameters(), strict=True):
@@ -149,7 +182,10 @@ def test_gradient_clipping_bounds_a_huge_reward_step() -> None:
     big = Batch(b.states, b.actions, b.rewards * 1e6, b.next_states, b.dones)
     before = [p.detach().clone() for p in agent.ddpg.critic.parameters()]
     agent.ddpg.update(big)
-    moved = max(float((p - q.detach()).abs().max()) for p, q in zip(before, agent.ddpg.critic.parameters(), strict=True))
+    moved = max(
+        float((p - q.detach()).abs().max())
+        for p, q in zip(before, agent.ddpg.critic.parameters(), strict=True)
+    )
     assert moved <= 3e-3 * 1.01  # one Adam step moves a weight by at most about the learning rate
 
 

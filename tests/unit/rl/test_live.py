@@ -13,7 +13,9 @@ from firm.testbed import config as testbed_config
 
 
 def test_refuses_without_root_or_testbed(tmp_path: Path) -> None:
-    config = dataclasses.replace(testbed_config.TestbedConfig(), state_dir=str(tmp_path / "state"), data_dir=str(tmp_path / "d"))
+    config = dataclasses.replace(
+        testbed_config.TestbedConfig(), state_dir=str(tmp_path / "state"), data_dir=str(tmp_path / "d")
+    )
     with pytest.raises(LiveEnvError, match=r"root|not up"):
         LiveEnv(config, LiveConfig(), AgentConfig())
     assert not (tmp_path / "state").exists()

@@ -30,12 +30,29 @@ def agent() -> Agent:
 
 
 def test_state_layout_and_values() -> None:
-    s = build_state(slo_ms=100, p99_ms=200, rate_rps=60, prev_rate_rps=40, mix=[1, 6, 3],
-                    usage={"cpu": 0.5, "disk_io": 3e6}, limits={"cpu": 1.0, "disk_io": 2e6, "network": 1e8})
+    s = build_state(
+        slo_ms=100,
+        p99_ms=200,
+        rate_rps=60,
+        prev_rate_rps=40,
+        mix=[1, 6, 3],
+        usage={"cpu": 0.5, "disk_io": 3e6},
+        limits={"cpu": 1.0, "disk_io": 2e6, "network": 1e8},
+    )
     assert s.dtype == np.float32
     assert s.shape == (10,) == (len(state_names(3)),)
-    assert state_names(3) == ("SR", "WC", "RC_0", "RC_1", "RC_2", "RU_cpu", "RU_memory_bandwidth", "RU_llc",
-                              "RU_disk_io", "RU_network")
+    assert state_names(3) == (
+        "SR",
+        "WC",
+        "RC_0",
+        "RC_1",
+        "RC_2",
+        "RU_cpu",
+        "RU_memory_bandwidth",
+        "RU_llc",
+        "RU_disk_io",
+        "RU_network",
+    )
     np.testing.assert_allclose(s, [0.5, 1.5, 0.1, 0.6, 0.3, 0.5, 0, 0, 1.0, 0], rtol=1e-6)
 
 
@@ -46,11 +63,20 @@ def test_state_edge_cases_are_clipped_not_refused() -> None:
     assert s[0] == 2.0 and s[1] == 4.0
 
 
-@pytest.mark.parametrize(("field", "value"), [("slo_ms", 0.0), ("p99_ms", -1.0), ("rate_rps", math.nan),
-                                              ("prev_rate_rps", math.inf)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("slo_ms", 0.0), ("p99_ms", -1.0), ("rate_rps", math.nan), ("prev_rate_rps", math.inf)],
+)
 def test_state_refuses_bad_numbers_naming_the_field(field: str, value: float) -> None:
-    kwargs: dict[str, object] = {"slo_ms": 100.0, "p99_ms": 50.0, "rate_rps": 1.0, "prev_rate_rps": 1.0,
-                                 "mix": [1.0], "usage": {}, "limits": {}}
+    kwargs: dict[str, object] = {
+        "slo_ms": 100.0,
+        "p99_ms": 50.0,
+        "rate_rps": 1.0,
+        "prev_rate_rps": 1.0,
+        "mix": [1.0],
+        "usage": {},
+        "limits": {},
+    }
     kwargs[field] = value
     with pytest.raises(StateError, match=field):
         build_state(**kwargs)  # type: ignore[arg-type]
@@ -73,12 +99,20 @@ def test_apply_actions_is_a_bounded_multiplicative_move() -> None:
     lo = np.array([b.min for b in BOUNDS.values()])
     hi = np.array([b.max for b in BOUNDS.values()])
     on = np.ones(5, bool)
-    new, out = apply_actions(np.array([1.0, -1.0, 0.0, 0.5, 2.0]), cur, lo, hi, on, max_step=2.0,
-                             scale_out_threshold=0.5)
+    new, out = apply_actions(
+        np.array([1.0, -1.0, 0.0, 0.5, 2.0]), cur, lo, hi, on, max_step=2.0, scale_out_threshold=0.5
+    )
     np.testing.assert_allclose(new, [2.0, 25.0, 4.0, 1e7 * math.sqrt(2), 2e8])
     assert not out
-    new, out = apply_actions(np.array([0.9, 0, 0, 0, 0]), new, lo, hi, ~on | (np.arange(5) == 0), max_step=2.0,
-                             scale_out_threshold=0.5)
+    new, out = apply_actions(
+        np.array([0.9, 0, 0, 0, 0]),
+        new,
+        lo,
+        hi,
+        ~on | (np.arange(5) == 0),
+        max_step=2.0,
+        scale_out_threshold=0.5,
+    )
     assert new[0] == 2.0 and out  # at the CPU bound and wanting more: scale out
 
 
@@ -94,8 +128,15 @@ def test_reward_is_firms_with_sr_clipped_at_one_and_gating_utilisation() -> None
 
 
 def test_decide_reports_masked_resources_and_gives_no_limit_for_them(agent: Agent) -> None:
-    s = build_state(slo_ms=100, p99_ms=90, rate_rps=10, prev_rate_rps=10, mix=[1, 1, 1],
-                    usage={"cpu": 0.4}, limits={"cpu": 0.5})
+    s = build_state(
+        slo_ms=100,
+        p99_ms=90,
+        rate_rps=10,
+        prev_rate_rps=10,
+        mix=[1, 1, 1],
+        usage={"cpu": 0.4},
+        limits={"cpu": 0.5},
+    )
     mask = {"cpu": True, "disk_io": True, "network": True, "llc": False}
     d = agent.decide(s, current={"cpu": 0.5, "disk_io": 1e7, "network": 1e8}, bounds=BOUNDS, mask=mask)
     assert set(d.limits) == {"cpu", "disk_io", "network"}
@@ -123,14 +164,27 @@ finite = st.floats(min_value=0.0, max_value=1e3, allow_nan=False, allow_infinity
 
 @settings(max_examples=300, deadline=None)
 @given(
-    sr=finite, wc=finite, mix=st.lists(finite, min_size=3, max_size=3), ru=st.lists(finite, min_size=5, max_size=5),
+    sr=finite,
+    wc=finite,
+    mix=st.lists(finite, min_size=3, max_size=3),
+    ru=st.lists(finite, min_size=5, max_size=5),
     fractions=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
     mask=st.lists(st.booleans(), min_size=5, max_size=5),
 )
-def test_actions_always_respect_bounds_and_masks(agent: Agent, sr: float, wc: float, mix: list[float],
-                                                 ru: list[float], fractions: list[float], mask: list[bool]) -> None:
+def test_actions_always_respect_bounds_and_masks(
+    agent: Agent,
+    sr: float,
+    wc: float,
+    mix: list[float],
+    ru: list[float],
+    fractions: list[float],
+    mask: list[bool],
+) -> None:
     state = np.array([sr, wc, *mix, *ru], np.float32)
-    current = {r: BOUNDS[r].min + f * (BOUNDS[r].max - BOUNDS[r].min) for r, f in zip(RESOURCES, fractions, strict=True)}
+    current = {
+        r: BOUNDS[r].min + f * (BOUNDS[r].max - BOUNDS[r].min)
+        for r, f in zip(RESOURCES, fractions, strict=True)
+    }
     current = {r: max(v, BOUNDS[r].min) for r, v in current.items()}
     m = dict(zip(RESOURCES, mask, strict=True))
     d = agent.decide(state, current=current, bounds=BOUNDS, mask=m)
@@ -144,11 +198,15 @@ def test_actions_always_respect_bounds_and_masks(agent: Agent, sr: float, wc: fl
 
 
 @settings(max_examples=100, deadline=None)
-@given(raw=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=5, max_size=5),
-       fractions=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5))
+@given(
+    raw=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=5, max_size=5),
+    fractions=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
+)
 def test_apply_actions_bounds_hold_for_any_raw_output(raw: list[float], fractions: list[float]) -> None:
     lo = np.array([b.min for b in BOUNDS.values()])
     hi = np.array([b.max for b in BOUNDS.values()])
     cur = lo + np.array(fractions) * (hi - lo)
-    new, _ = apply_actions(np.array(raw), cur, lo, hi, np.ones(5, bool), max_step=2.0, scale_out_threshold=0.5)
+    new, _ = apply_actions(
+        np.array(raw), cur, lo, hi, np.ones(5, bool), max_step=2.0, scale_out_threshold=0.5
+    )
     assert np.all(new >= lo) and np.all(new <= hi)

@@ -19,8 +19,15 @@ from firm.rl.sim import SimConfig, make_scenario
 from firm.rl.train import RunSpec, TrainConfig, Trainer, run_episodes, sim_agent_config, train_run
 
 # A short run: 4 rounds of 8 episodes, evaluated on 8 scenarios (seconds, not minutes).
-TINY = TrainConfig(episodes=32, n_envs=8, eval_episodes=8, checkpoint_every=2, each_episodes=8,
-                   aimd_increase=(2.0,), aimd_decrease=(0.005,))
+TINY = TrainConfig(
+    episodes=32,
+    n_envs=8,
+    eval_episodes=8,
+    checkpoint_every=2,
+    each_episodes=8,
+    aimd_increase=(2.0,),
+    aimd_decrease=(0.005,),
+)
 TINY_AGENT = AgentConfig(episode_steps=40, batch_size=256, actor_lr=1e-3, tau=5e-3)
 
 
@@ -37,8 +44,10 @@ def test_run_directory_is_complete_and_the_same_seed_gives_the_same_summary(tmp_
     rows = list(csv.DictReader((tmp_path / "a" / "episodes.csv").open()))
     assert len(rows) == 32 and {"episode", "service", "reward", "violations", "ru_cpu"} <= set(rows[0])
     assert (tmp_path / "a" / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    np.testing.assert_array_equal(Agent.load(tmp_path / "a" / "model.pt").act(np.ones((4, 10), np.float32)),
-                                  Agent.load(tmp_path / "b" / "model.pt").act(np.ones((4, 10), np.float32)))
+    np.testing.assert_array_equal(
+        Agent.load(tmp_path / "a" / "model.pt").act(np.ones((4, 10), np.float32)),
+        Agent.load(tmp_path / "b" / "model.pt").act(np.ones((4, 10), np.float32)),
+    )
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
@@ -71,7 +80,9 @@ def test_one_for_each_writes_an_agent_per_service(tmp_path: Path) -> None:
 
 
 def test_cli_train_rl_runs_and_refuses_bad_options(tmp_path: Path) -> None:
-    r = CliRunner().invoke(main, ["train-rl", "--env", "sim", "--episodes", "1", "--steps", "3", "--out", str(tmp_path)])
+    r = CliRunner().invoke(
+        main, ["train-rl", "--env", "sim", "--episodes", "1", "--steps", "3", "--out", str(tmp_path)]
+    )
     assert r.exit_code != 0 and "--steps" in r.output
     r = CliRunner().invoke(main, ["train-rl", "--env", "sim"])
     assert r.exit_code != 0 and "--out" in r.output
@@ -79,8 +90,9 @@ def test_cli_train_rl_runs_and_refuses_bad_options(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "no checkpoint" in r.output and "Traceback" not in r.output
 
 
-def _train_rounds(agent: Agent, service: int, rounds: int, seed: int, eval_on: object,
-                  sim: SimConfig) -> list[float]:
+def _train_rounds(
+    agent: Agent, service: int, rounds: int, seed: int, eval_on: object, sim: SimConfig
+) -> list[float]:
     """Eval reward of ``agent`` before training and after each round on one service."""
     tc = TrainConfig(n_envs=8, updates_per_step=1)
     trainer = Trainer(agent, tc, sim, np.random.default_rng(seed), services=[service])
@@ -119,7 +131,9 @@ def test_one_for_each_from_one_for_all_reaches_aimd_in_fewer_episodes_than_from_
     def rounds_to_target(curve: list[float]) -> int:
         return next((i for i, r in enumerate(curve) if r >= target), len(curve))
 
-    print(f"target {target:.3f}; transfer {[round(x, 3) for x in t_curve]}; scratch {[round(x, 3) for x in s_curve]}")
+    print(
+        f"target {target:.3f}; transfer {[round(x, 3) for x in t_curve]}; scratch {[round(x, 3) for x in s_curve]}"
+    )
     assert rounds_to_target(t_curve) < rounds_to_target(s_curve)
 
 
@@ -146,8 +160,9 @@ def test_a_short_seeded_training_beats_random_and_aimd() -> None:
 
 
 def test_one_for_each_resumes_inside_a_service_phase(tmp_path: Path) -> None:
-    spec = RunSpec(agents="one-for-each", seed=6, train=replace(TINY, episodes=8, each_episodes=24),
-                   agent=TINY_AGENT)
+    spec = RunSpec(
+        agents="one-for-each", seed=6, train=replace(TINY, episodes=8, each_episodes=24), agent=TINY_AGENT
+    )
     whole = train_run(spec, tmp_path / "whole")
 
     class StopError(Exception):
@@ -159,5 +174,7 @@ def test_one_for_each_resumes_inside_a_service_phase(tmp_path: Path) -> None:
 
     with pytest.raises(StopError):
         train_run(spec, tmp_path / "cut", progress=stop)
-    assert json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())["phase"] == "compose-post"
+    assert (
+        json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())["phase"] == "compose-post"
+    )
     assert train_run(spec, tmp_path / "cut", resume=True) == whole

@@ -12,7 +12,17 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLES = sorted(path.name for path in (ROOT / "roles").iterdir() if (path / "tasks" / "main.yml").exists())
-EXPECTED = {"preflight", "kubernetes", "jaeger", "cadvisor", "anomaly_tools", "redis", "firm_node", "benchmarks", "testbed"}
+EXPECTED = {
+    "preflight",
+    "kubernetes",
+    "jaeger",
+    "cadvisor",
+    "anomaly_tools",
+    "redis",
+    "firm_node",
+    "benchmarks",
+    "testbed",
+}
 """Roles that must exist; every role found is checked by the tests below, these and any other."""
 
 
@@ -35,12 +45,16 @@ def test_defaults_and_argument_specs_agree(role: str) -> None:
         assert spec.get("description"), f"{name} has no description"
         if isinstance(value, str) and "{{" in value:
             continue  # a template: the spec shows what it renders to
-        assert spec.get("default") == value, f"{name}: default {value!r} but the spec says {spec.get('default')!r}"
+        assert spec.get("default") == value, (
+            f"{name}: default {value!r} but the spec says {spec.get('default')!r}"
+        )
 
 
 def _validator_spec(options: dict[str, Any]) -> dict[str, Any]:
     keep = ("type", "elements", "choices", "required", "default", "options")
-    return {name: {key: value for key, value in spec.items() if key in keep} for name, spec in options.items()}
+    return {
+        name: {key: value for key, value in spec.items() if key in keep} for name, spec in options.items()
+    }
 
 
 @pytest.mark.parametrize("role", ROLES)

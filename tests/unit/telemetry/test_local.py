@@ -17,15 +17,29 @@ GROUP = "firm/testbed/compose-post-0"
 
 
 def instance(**kwargs: str | None) -> Instance:
-    values: dict[str, str | None] = {"service": "compose-post", "name": "compose-post-0", "cgroup_path": GROUP}
+    values: dict[str, str | None] = {
+        "service": "compose-post",
+        "name": "compose-post-0",
+        "cgroup_path": GROUP,
+    }
     values.update(kwargs)
     return Instance(**values)  # type: ignore[arg-type]
 
 
 def stats(**kwargs: int | None) -> cgroup.CgroupStats:
     values: dict[str, int | None] = dict.fromkeys(
-        ("cpu_usage_ns", "cpu_periods", "cpu_throttled_periods", "cpu_throttled_ns", "memory_bytes",
-         "disk_read_bytes", "disk_write_bytes", "pids"), 0)
+        (
+            "cpu_usage_ns",
+            "cpu_periods",
+            "cpu_throttled_periods",
+            "cpu_throttled_ns",
+            "memory_bytes",
+            "disk_read_bytes",
+            "disk_write_bytes",
+            "pids",
+        ),
+        0,
+    )
     values.update(kwargs)
     return cgroup.CgroupStats(**values)
 
@@ -33,16 +47,19 @@ def stats(**kwargs: int | None) -> cgroup.CgroupStats:
 # Instance and Sample ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [
-    ({"name": "instances"}, "is not usable"),
-    ({"name": "-x"}, "is not usable"),
-    ({"name": "a b"}, "is not usable"),
-    ({"service": ""}, "has no service"),
-    ({"cgroup_path": "/"}, "not a group below the root"),
-    ({"cgroup_path": "a/../../etc"}, "not a group below the root"),
-    ({"interface": "a/b"}, "is not a name"),
-    ({"namespace": ""}, "is not a name"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"name": "instances"}, "is not usable"),
+        ({"name": "-x"}, "is not usable"),
+        ({"name": "a b"}, "is not usable"),
+        ({"service": ""}, "has no service"),
+        ({"cgroup_path": "/"}, "not a group below the root"),
+        ({"cgroup_path": "a/../../etc"}, "not a group below the root"),
+        ({"interface": "a/b"}, "is not a name"),
+        ({"namespace": ""}, "is not a name"),
+    ],
+)
 def test_bad_instances_are_refused(kwargs: dict[str, str], words: str) -> None:
     with pytest.raises(InstanceError) as info:
         instance(**kwargs)
@@ -64,13 +81,36 @@ def test_sample_fields_round_trip_with_missing_figures() -> None:
 
 
 def test_rates_over_an_interval() -> None:
-    before = Counters(100.0, 1000.0, stats(cpu_usage_ns=0, cpu_periods=10, cpu_throttled_periods=2,
-                                           cpu_throttled_ns=0, disk_read_bytes=0, disk_write_bytes=100),
-                      net_rx_bytes=0, net_tx_bytes=0)
-    after = Counters(102.0, 1002.0, stats(cpu_usage_ns=3_000_000_000, cpu_periods=30, cpu_throttled_periods=12,
-                                          cpu_throttled_ns=400_000_000, memory_bytes=4096, disk_read_bytes=8192,
-                                          disk_write_bytes=4196, pids=7),
-                     net_rx_bytes=2000, net_tx_bytes=500)
+    before = Counters(
+        100.0,
+        1000.0,
+        stats(
+            cpu_usage_ns=0,
+            cpu_periods=10,
+            cpu_throttled_periods=2,
+            cpu_throttled_ns=0,
+            disk_read_bytes=0,
+            disk_write_bytes=100,
+        ),
+        net_rx_bytes=0,
+        net_tx_bytes=0,
+    )
+    after = Counters(
+        102.0,
+        1002.0,
+        stats(
+            cpu_usage_ns=3_000_000_000,
+            cpu_periods=30,
+            cpu_throttled_periods=12,
+            cpu_throttled_ns=400_000_000,
+            memory_bytes=4096,
+            disk_read_bytes=8192,
+            disk_write_bytes=4196,
+            pids=7,
+        ),
+        net_rx_bytes=2000,
+        net_tx_bytes=500,
+    )
     sample = rates(instance(), before, after)
     assert sample is not None
     assert sample.cpu_cores == pytest.approx(1.5)  # 3 CPU-seconds in 2 s
@@ -111,19 +151,34 @@ def fake(request: pytest.FixtureRequest, tmp_path: Path) -> FakeCgroupRoot:
     return root
 
 
-def set_counters(fake: FakeCgroupRoot, cpu_ns: int, periods: int, throttled: int, throttled_ns: int,
-                 memory: int, read: int, written: int) -> None:
+def set_counters(
+    fake: FakeCgroupRoot,
+    cpu_ns: int,
+    periods: int,
+    throttled: int,
+    throttled_ns: int,
+    memory: int,
+    read: int,
+    written: int,
+) -> None:
     if fake.version == 1:
         write(fake.group(GROUP, "cpuacct") / "cpuacct.usage", str(cpu_ns))
-        write(fake.group(GROUP, "cpu") / "cpu.stat",
-              f"nr_periods {periods}\nnr_throttled {throttled}\nthrottled_time {throttled_ns}")
+        write(
+            fake.group(GROUP, "cpu") / "cpu.stat",
+            f"nr_periods {periods}\nnr_throttled {throttled}\nthrottled_time {throttled_ns}",
+        )
         write(fake.group(GROUP, "memory") / "memory.usage_in_bytes", str(memory))
-        write(fake.group(GROUP, "blkio") / "blkio.throttle.io_service_bytes",
-              f"8:0 Read {read}\n8:0 Write {written}\n8:0 Sync 0\nTotal {read + written}")
+        write(
+            fake.group(GROUP, "blkio") / "blkio.throttle.io_service_bytes",
+            f"8:0 Read {read}\n8:0 Write {written}\n8:0 Sync 0\nTotal {read + written}",
+        )
     else:
         directory = fake.group(GROUP)
-        write(directory / "cpu.stat", f"usage_usec {cpu_ns // 1000}\nuser_usec 0\nsystem_usec 0\n"
-              f"nr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec {throttled_ns // 1000}")
+        write(
+            directory / "cpu.stat",
+            f"usage_usec {cpu_ns // 1000}\nuser_usec 0\nsystem_usec 0\n"
+            f"nr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec {throttled_ns // 1000}",
+        )
         write(directory / "memory.current", str(memory))
         write(directory / "io.stat", f"8:0 rbytes={read} wbytes={written} rios=1 wios=1 dbytes=0 dios=0")
 
@@ -199,14 +254,16 @@ def test_host_side_veth_counters_are_swapped(fake: FakeCgroupRoot, tmp_path: Pat
 
 
 def test_a_missing_interface_leaves_network_figures_out_and_logs_once(
-        fake: FakeCgroupRoot, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake: FakeCgroupRoot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     collector = LocalCollector(cgroup_root=str(fake.root), sysfs_root=str(tmp_path / "sys"))
     inst = instance(interface="gone0")
     collector.sample(inst)
     sample = collector.sample(inst)
     assert sample is not None and sample.net_rx_bps is None and sample.cpu_cores is not None
-    assert [r.getMessage() for r in caplog.records].count("no network figures for compose-post-0: "
-                                                          "interface gone0 does not exist") == 1
+    assert [r.getMessage() for r in caplog.records].count(
+        "no network figures for compose-post-0: interface gone0 does not exist"
+    ) == 1
 
 
 PROC_NET_DEV = """Inter-|   Receive                                                |  Transmit
@@ -233,8 +290,9 @@ def namespace_tree(tmp_path: Path, fake: FakeCgroupRoot, pid: int) -> tuple[Path
 def test_namespace_counters_come_from_a_process_in_it(fake: FakeCgroupRoot, tmp_path: Path) -> None:
     netns, proc, dev = namespace_tree(tmp_path, fake, 4242)
     dev.write_text(PROC_NET_DEV.format(lo=999, rx=100, tx=200))
-    collector = LocalCollector(cgroup_root=str(fake.root), proc_root=str(proc), netns_dir=str(netns),
-                               ip_command="/nonexistent/ip")
+    collector = LocalCollector(
+        cgroup_root=str(fake.root), proc_root=str(proc), netns_dir=str(netns), ip_command="/nonexistent/ip"
+    )
     inst = instance(namespace="tb")
     counters = collector.read(inst)
     assert (counters.net_rx_bytes, counters.net_tx_bytes) == (100, 200)  # lo left out
@@ -247,12 +305,20 @@ def test_namespace_counters_fall_back_to_ip_without_a_process(fake: FakeCgroupRo
     netns.mkdir()
     write(netns / "tb", "")
     script = tmp_path / "ip"
-    links = [{"ifname": "lo", "stats64": {"rx": {"bytes": 5}, "tx": {"bytes": 5}}},
-             {"ifname": "eth0", "stats64": {"rx": {"bytes": 70}, "tx": {"bytes": 80}}}]
-    script.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> {tmp_path}/argv\ncat <<'EOF'\n{json.dumps(links)}\nEOF\n")
+    links = [
+        {"ifname": "lo", "stats64": {"rx": {"bytes": 5}, "tx": {"bytes": 5}}},
+        {"ifname": "eth0", "stats64": {"rx": {"bytes": 70}, "tx": {"bytes": 80}}},
+    ]
+    script.write_text(
+        f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> {tmp_path}/argv\ncat <<'EOF'\n{json.dumps(links)}\nEOF\n"
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    collector = LocalCollector(cgroup_root=str(fake.root), proc_root=str(tmp_path / "proc"),
-                               netns_dir=str(netns), ip_command=str(script))
+    collector = LocalCollector(
+        cgroup_root=str(fake.root),
+        proc_root=str(tmp_path / "proc"),
+        netns_dir=str(netns),
+        ip_command=str(script),
+    )
     counters = collector.read(instance(namespace="tb"))
     assert (counters.net_rx_bytes, counters.net_tx_bytes) == (70, 80)
     assert (tmp_path / "argv").read_text().split() == ["-n", "tb", "-j", "-s", "link", "show"]

@@ -62,8 +62,11 @@ class FailingSink:
 
 def test_rounds_give_a_sample_per_instance_after_the_first(fake: FakeCgroupRoot) -> None:
     memory = MemoryTelemetry()
-    sampler = Sampler([Instance("svc", "a", "tb/a"), Instance("svc", "b", "tb/b")], sinks=[memory],
-                      collector=LocalCollector(cgroup_root=str(fake.root)))
+    sampler = Sampler(
+        [Instance("svc", "a", "tb/a"), Instance("svc", "b", "tb/b")],
+        sinks=[memory],
+        collector=LocalCollector(cgroup_root=str(fake.root)),
+    )
     assert sampler.sample_once() == []  # priming
     (fake.group("tb/a", "cpuacct") / "cpuacct.usage").write_text("500000000\n")
     samples = sampler.sample_once()
@@ -78,10 +81,13 @@ def test_rounds_give_a_sample_per_instance_after_the_first(fake: FakeCgroupRoot)
 
 
 def test_a_disappearing_instance_is_skipped_logged_once_and_picked_up_again(
-        fake: FakeCgroupRoot, caplog: pytest.LogCaptureFixture) -> None:
+    fake: FakeCgroupRoot, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="firm.telemetry")
-    sampler = Sampler([Instance("svc", "a", "tb/a"), Instance("svc", "b", "tb/b")],
-                      collector=LocalCollector(cgroup_root=str(fake.root)))
+    sampler = Sampler(
+        [Instance("svc", "a", "tb/a"), Instance("svc", "b", "tb/b")],
+        collector=LocalCollector(cgroup_root=str(fake.root)),
+    )
     sampler.sample_once()
     remove_group(fake, "tb/b")
     for _ in range(3):
@@ -97,8 +103,11 @@ def test_a_disappearing_instance_is_skipped_logged_once_and_picked_up_again(
 
 def test_a_failing_sink_does_not_stop_sampling(fake: FakeCgroupRoot) -> None:
     failing, memory = FailingSink(), MemoryTelemetry()
-    sampler = Sampler([Instance("svc", "a", "tb/a")], sinks=[failing, memory],
-                      collector=LocalCollector(cgroup_root=str(fake.root)))
+    sampler = Sampler(
+        [Instance("svc", "a", "tb/a")],
+        sinks=[failing, memory],
+        collector=LocalCollector(cgroup_root=str(fake.root)),
+    )
     for _ in range(3):
         sampler.sample_once()
     assert failing.calls == 3 and sampler.stats().sink_errors == 3
@@ -107,8 +116,12 @@ def test_a_failing_sink_does_not_stop_sampling(fake: FakeCgroupRoot) -> None:
 
 def test_the_thread_samples_every_interval_and_stops(fake: FakeCgroupRoot) -> None:
     memory = MemoryTelemetry()
-    sampler = Sampler([Instance("svc", "a", "tb/a")], sinks=[memory],
-                      collector=LocalCollector(cgroup_root=str(fake.root)), interval_s=0.05)
+    sampler = Sampler(
+        [Instance("svc", "a", "tb/a")],
+        sinks=[memory],
+        collector=LocalCollector(cgroup_root=str(fake.root)),
+        interval_s=0.05,
+    )
     with sampler:
         assert is_running(sampler)
         deadline = time.monotonic() + 5

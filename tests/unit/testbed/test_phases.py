@@ -12,15 +12,24 @@ from firm.testbed.config import TestbedConfig
 RECORD = {"requested_at": 115.0, "started_at": 118.0, "ended_at": 136.0, "expires_at": 136.0}
 
 
-@pytest.mark.parametrize(("moment", "phase"), [
-    (100.5, None),  # warm-up
-    (102.0, "before"), (114.9, "before"),
-    (115.0, None), (117.9, None),  # the injector's module process starting the anomaly
-    (118.0, None), (119.9, None),  # settling after the start
-    (120.0, "during"), (135.9, "during"),
-    (136.0, None), (137.9, None),  # settling after the end
-    (138.0, "after"), (150.0, "after"),
-])
+@pytest.mark.parametrize(
+    ("moment", "phase"),
+    [
+        (100.5, None),  # warm-up
+        (102.0, "before"),
+        (114.9, "before"),
+        (115.0, None),
+        (117.9, None),  # the injector's module process starting the anomaly
+        (118.0, None),
+        (119.9, None),  # settling after the start
+        (120.0, "during"),
+        (135.9, "during"),
+        (136.0, None),
+        (137.9, None),  # settling after the end
+        (138.0, "after"),
+        (150.0, "after"),
+    ],
+)
 def test_phase_of_leaves_out_warmup_and_the_injectors_start_up(moment: float, phase: str | None) -> None:
     assert experiment.phase_of(moment, RECORD, measured_from=102.0) == phase
 
@@ -39,8 +48,15 @@ def test_a_record_without_a_request_time_starts_the_anomaly_at_its_start() -> No
 def test_phases_counts_requests_and_failures_by_phase() -> None:
     def request(at: float, latency_ms: float, error: str = "") -> RequestRecord:
         return RequestRecord(RequestType.COMPOSE_POST, "", latency_ms, 200 if not error else 0, at, error)
-    records = [request(100.5, 400.0), request(103.0, 20.0), request(104.0, 0.0, "timeout"), request(116.0, 900.0),
-               request(125.0, 300.0), request(140.0, 30.0)]
+
+    records = [
+        request(100.5, 400.0),
+        request(103.0, 20.0),
+        request(104.0, 0.0, "timeout"),
+        request(116.0, 900.0),
+        request(125.0, 300.0),
+        request(140.0, 30.0),
+    ]
     grouped = experiment.phases(records, [], RECORD, 5.0, measured_from=102.0)
     compose = RequestType.COMPOSE_POST.value
     assert grouped["before"][compose].latencies_ms == [20.0] and grouped["before"][compose].failed == 1

@@ -85,7 +85,9 @@ def test_a_removed_peer_is_picked_no_more_and_drained_before_its_pool_closes(tmp
     peers.refresh()
     assert peers.draining() == {} and peers.retiring == []
     assert scale.drained_of({"routes": peers.routes(), "draining": peers.draining()}, "text", "10.0.0.9")
-    assert not scale.drained_of(None, "text", "10.0.0.9")  # an instance that does not answer has not confirmed
+    assert not scale.drained_of(
+        None, "text", "10.0.0.9"
+    )  # an instance that does not answer has not confirmed
 
 
 @pytest.mark.parametrize("content", ["{not json", '["10.0.0.2"]', '{"text": "10.0.0.2"}', '{"text": [1]}'])
@@ -104,7 +106,9 @@ def test_a_broken_peer_file_keeps_the_known_peers(tmp_path: Path, content: str) 
 def test_a_pool_counts_its_calls_until_they_have_answered() -> None:
     release = asyncio.Event()
 
-    async def handler(operation: str, headers: Mapping[str, str], payload: Any) -> tuple[int, Any, Mapping[str, str]]:
+    async def handler(
+        operation: str, headers: Mapping[str, str], payload: Any
+    ) -> tuple[int, Any, Mapping[str, str]]:
         await release.wait()
         return 200, {"ok": True}, {}
 
@@ -131,21 +135,30 @@ def test_a_pool_counts_its_calls_until_they_have_answered() -> None:
 # checks before anything changes
 
 
-def running_state(config: testbed_config.TestbedConfig, instances: list[testbed_config.Instance]) -> TestbedState:
+def running_state(
+    config: testbed_config.TestbedConfig, instances: list[testbed_config.Instance]
+) -> TestbedState:
     """A state file naming processes that run (this test's own), as `firm testbed up` writes it."""
     me = dataclasses.asdict(ProcessRef.of(os.getpid()))
-    return TestbedState(bridge=config.bridge, port=config.port, frontend="http://198.51.100.3:8080",
-                        redis_address=instances[0].address,
-                        instances=tuple(dict(dataclasses.asdict(i), process=me) for i in instances))
+    return TestbedState(
+        bridge=config.bridge,
+        port=config.port,
+        frontend="http://198.51.100.3:8080",
+        redis_address=instances[0].address,
+        instances=tuple(dict(dataclasses.asdict(i), process=me) for i in instances),
+    )
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> testbed_config.TestbedConfig:
     defaults = testbed_config.load()
-    services = tuple(dataclasses.replace(s, instances=2, max_instances=2) if s.name == "text" else s
-                     for s in defaults.services)
-    return dataclasses.replace(defaults, services=services, state_dir=str(tmp_path / "state"),
-                               data_dir=str(tmp_path / "data"))
+    services = tuple(
+        dataclasses.replace(s, instances=2, max_instances=2) if s.name == "text" else s
+        for s in defaults.services
+    )
+    return dataclasses.replace(
+        defaults, services=services, state_dir=str(tmp_path / "state"), data_dir=str(tmp_path / "data")
+    )
 
 
 @pytest.fixture
@@ -164,8 +177,11 @@ def unchanged(config: testbed_config.TestbedConfig, state: TestbedState) -> None
 
 
 def test_a_testbed_that_is_not_up_is_named_with_the_fix(config: testbed_config.TestbedConfig) -> None:
-    for attempt in (lambda: scale.scale_out(config, "text"), lambda: scale.scale_in(config, "text"),
-                    lambda: scale.replicas(config, "text")):
+    for attempt in (
+        lambda: scale.scale_out(config, "text"),
+        lambda: scale.scale_in(config, "text"),
+        lambda: scale.replicas(config, "text"),
+    ):
         with pytest.raises(scale.ScaleError, match=r"is not up\. Fix: start it with `firm testbed up`"):
             attempt()
 
@@ -182,8 +198,12 @@ def test_an_unknown_service_or_the_entry_point_is_refused(config: testbed_config
     assert scale.replicas(config, "frontend") == ["frontend-0"]  # asking is fine
 
 
-def test_scaling_past_the_bounds_changes_nothing(config: testbed_config.TestbedConfig, up: TestbedState) -> None:
-    with pytest.raises(scale.ScaleInputError, match=r"text already runs 2 instances, its max_instances.*Fix: "):
+def test_scaling_past_the_bounds_changes_nothing(
+    config: testbed_config.TestbedConfig, up: TestbedState
+) -> None:
+    with pytest.raises(
+        scale.ScaleInputError, match=r"text already runs 2 instances, its max_instances.*Fix: "
+    ):
         scale.scale_out(config, "text")
     with pytest.raises(scale.ScaleInputError, match="media runs 1 instance; its last one is never removed"):
         scale.scale_in(config, "media")
@@ -191,8 +211,11 @@ def test_scaling_past_the_bounds_changes_nothing(config: testbed_config.TestbedC
 
 
 def test_a_testbed_with_a_dead_instance_or_another_configuration_is_refused(
-        config: testbed_config.TestbedConfig, up: TestbedState) -> None:
-    dead = up.with_instances([*up.instances[:-1], {**up.instances[-1], "process": {"pid": 1, "start_ticks": -1}}])
+    config: testbed_config.TestbedConfig, up: TestbedState
+) -> None:
+    dead = up.with_instances(
+        [*up.instances[:-1], {**up.instances[-1], "process": {"pid": 1, "start_ticks": -1}}]
+    )
     lifecycle.write_state(config, dead)
     with pytest.raises(scale.ScaleError, match="has instances that no longer run"):
         scale.scale_out(config, "media")
@@ -202,8 +225,10 @@ def test_a_testbed_with_a_dead_instance_or_another_configuration_is_refused(
 
 
 def test_replicas_are_listed_in_number_order(config: testbed_config.TestbedConfig, up: TestbedState) -> None:
-    extra = [dataclasses.replace(config.instances()[5], name=f"text-{n}", address=f"198.51.100.{100 + n}")
-             for n in (10, 2)]
+    extra = [
+        dataclasses.replace(config.instances()[5], name=f"text-{n}", address=f"198.51.100.{100 + n}")
+        for n in (10, 2)
+    ]
     lifecycle.write_state(config, up.with_instances([*up.instances, *running_state(config, extra).instances]))
     assert scale.replicas(config, "text") == ["text-0", "text-1", "text-2", "text-10"]
 
@@ -212,8 +237,9 @@ def test_replicas_are_listed_in_number_order(config: testbed_config.TestbedConfi
 # the new instance's name and place
 
 
-def test_a_new_instance_gets_a_fresh_number_address_and_veth(config: testbed_config.TestbedConfig,
-                                                            up: TestbedState) -> None:
+def test_a_new_instance_gets_a_fresh_number_address_and_veth(
+    config: testbed_config.TestbedConfig, up: TestbedState
+) -> None:
     instance, index = scale.plan_instance(config, up, "media")
     assert instance.name == "media-1" and index == len(up.instances)
     assert instance.address == str(config.network.network_address + 2 + index)
@@ -225,19 +251,23 @@ def test_a_new_instance_gets_a_fresh_number_address_and_veth(config: testbed_con
     assert scale.plan_instance(config, fewer, "text")[0].name == "text-2"
 
 
-def test_addresses_are_not_reused_until_the_subnet_runs_out(config: testbed_config.TestbedConfig,
-                                                           up: TestbedState) -> None:
+def test_addresses_are_not_reused_until_the_subnet_runs_out(
+    config: testbed_config.TestbedConfig, up: TestbedState
+) -> None:
     # an instance scaled in frees index 20; the next still takes next_index (no stale neighbour entries)
     assert scale.plan_instance(config, dataclasses.replace(up, next_index=30), "media")[1] == 30
     # past the end of the subnet: the lowest free index
-    assert scale.plan_instance(config, dataclasses.replace(up, next_index=253), "media")[1] == len(up.instances)
+    assert scale.plan_instance(config, dataclasses.replace(up, next_index=253), "media")[1] == len(
+        up.instances
+    )
     small = dataclasses.replace(config, subnet="198.51.100.0/28")  # 16 addresses: indices 0 to 12
     with pytest.raises(scale.ScaleInputError, match=r"subnet 198\.51\.100\.0/28 has no free address"):
         scale.plan_instance(small, dataclasses.replace(up, next_index=13), "media")
 
 
 def test_the_peer_list_leaves_redis_out_and_keeps_every_instance_of_a_service(
-        config: testbed_config.TestbedConfig, up: TestbedState) -> None:
+    config: testbed_config.TestbedConfig, up: TestbedState
+) -> None:
     peers = scale.peer_map(up.instances)
     assert "redis" not in peers
     assert peers["text"] == [i.address for i in config.instances() if i.service == "text"]
@@ -253,7 +283,10 @@ def test_max_replicas_keeps_a_larger_configured_count() -> None:
 def test_max_instances_is_validated(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
     path.write_text("services:\n  text: {max_instances: 9}\n")
-    with pytest.raises(testbed_config.ConfigError, match=r"services\.text\.max_instances is 9: .*less than or equal to 8\. Fix: give 1 to 8"):
+    with pytest.raises(
+        testbed_config.ConfigError,
+        match=r"services\.text\.max_instances is 9: .*less than or equal to 8\. Fix: give 1 to 8",
+    ):
         testbed_config.load(path)
     path.write_text("scale_timeout_s: 0\n")
     with pytest.raises(testbed_config.ConfigError, match="scale_timeout_s is 0"):
@@ -281,7 +314,9 @@ def test_the_command_refuses_bad_requests_without_a_traceback(tmp_path: Path) ->
 # waiting for every instance's confirmation (fake instances answering health checks on loopback)
 
 
-def test_a_drain_waits_for_every_caller_and_the_leaving_instance(config: testbed_config.TestbedConfig) -> None:
+def test_a_drain_waits_for_every_caller_and_the_leaving_instance(
+    config: testbed_config.TestbedConfig,
+) -> None:
     leaving = "127.0.0.9"
     reports: dict[str, dict[str, Any]] = {
         "127.0.0.2": {"routes": {"text": ["127.0.0.5", leaving]}, "draining": {}},  # still picks it
@@ -291,16 +326,20 @@ def test_a_drain_waits_for_every_caller_and_the_leaving_instance(config: testbed
     asked: Counter[str] = Counter()
 
     def answering(address: str) -> rpc.Handler:
-        async def handle(operation: str, headers: Mapping[str, str], payload: Any) -> tuple[
-                int, Any, Mapping[str, str]]:
+        async def handle(
+            operation: str, headers: Mapping[str, str], payload: Any
+        ) -> tuple[int, Any, Mapping[str, str]]:
             asked[address] += 1
             if asked[address] == 3:  # each catches up at its third health check
                 reports[address].update(routes={"text": ["127.0.0.5"]}, draining={}, in_flight=0)
             return 200, reports[address], {}
+
         return handle
 
     me = dataclasses.asdict(ProcessRef.of(os.getpid()))
-    entries = [{"name": f"text-{n}", "address": a, "process": me} for n, a in enumerate(("127.0.0.2", "127.0.0.3"))]
+    entries = [
+        {"name": f"text-{n}", "address": a, "process": me} for n, a in enumerate(("127.0.0.2", "127.0.0.3"))
+    ]
     victim = {"name": "text-9", "address": leaving, "process": me}
 
     async def scenario() -> None:
@@ -309,15 +348,21 @@ def test_a_drain_waits_for_every_caller_and_the_leaving_instance(config: testbed
         servers = [first, *[await rpc.serve(a, port, answering(a)) for a in ("127.0.0.3", leaving)]]
         try:
             quick = dataclasses.replace(config, port=port, scale_timeout_s=20)
-            await scale._await_reports(quick, entries, lambda r: scale.drained_of(r, "text", leaving), victim=victim,
-                                       poll_s=0.01)
+            await scale._await_reports(
+                quick, entries, lambda r: scale.drained_of(r, "text", leaving), victim=victim, poll_s=0.01
+            )
             assert asked["127.0.0.2"] == 3 and asked["127.0.0.3"] == 3 and asked[leaving] == 3
             # one that never catches up is named when the time is up
             reports["127.0.0.3"]["draining"] = {leaving: 1}
             impatient = dataclasses.replace(quick, scale_timeout_s=0.3)
             with pytest.raises(scale.ScaleError, match=r"after 0\.3 s, text-1 had not caught up"):
-                await scale._await_reports(impatient, entries, lambda r: scale.drained_of(r, "text", leaving),
-                                           victim=victim, poll_s=0.01)
+                await scale._await_reports(
+                    impatient,
+                    entries,
+                    lambda r: scale.drained_of(r, "text", leaving),
+                    victim=victim,
+                    poll_s=0.01,
+                )
         finally:
             for listening in servers:
                 listening.close()

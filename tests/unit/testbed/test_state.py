@@ -15,25 +15,43 @@ from firm.testbed import config as testbed_config
 from firm.testbed import lifecycle
 from firm.testbed.state import STATE_VERSION, StateFileError, TestbedState, read, write
 
-SERVER_KEYS = {"instances", "redis_address", "redis_password_file", "span_retention", "sampling", "port", "data_dir"}
+SERVER_KEYS = {
+    "instances",
+    "redis_address",
+    "redis_password_file",
+    "span_retention",
+    "sampling",
+    "port",
+    "data_dir",
+}
 """What an instance's server (firm.testbed.server) reads from the file."""
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> testbed_config.TestbedConfig:
-    return dataclasses.replace(testbed_config.load(), state_dir=str(tmp_path / "state"), data_dir=str(tmp_path / "d"))
+    return dataclasses.replace(
+        testbed_config.load(), state_dir=str(tmp_path / "state"), data_dir=str(tmp_path / "d")
+    )
 
 
 def a_state(config: testbed_config.TestbedConfig) -> TestbedState:
     instances = config.instances()
     me = dataclasses.asdict(ProcessRef.of(os.getpid()))
-    return TestbedState(bridge=config.bridge, port=config.port, redis_address=instances[0].address,
-                        frontend="http://198.51.100.3:8080", data_dir=config.data_dir,
-                        instances=tuple(dict(dataclasses.asdict(i), process=me) for i in instances),
-                        telemetry=me, telemetry_redis=config.telemetry_redis)
+    return TestbedState(
+        bridge=config.bridge,
+        port=config.port,
+        redis_address=instances[0].address,
+        frontend="http://198.51.100.3:8080",
+        data_dir=config.data_dir,
+        instances=tuple(dict(dataclasses.asdict(i), process=me) for i in instances),
+        telemetry=me,
+        telemetry_redis=config.telemetry_redis,
+    )
 
 
-def test_a_state_round_trips_and_keeps_the_keys_the_servers_read(config: testbed_config.TestbedConfig) -> None:
+def test_a_state_round_trips_and_keeps_the_keys_the_servers_read(
+    config: testbed_config.TestbedConfig,
+) -> None:
     os.makedirs(config.state_dir)
     state = a_state(config)
     lifecycle.write_state(config, state)
@@ -49,21 +67,27 @@ def test_no_file_means_not_up(config: testbed_config.TestbedConfig) -> None:
     assert lifecycle.read_state(config) is None and not lifecycle.is_up(config)
 
 
-@pytest.mark.parametrize(("content", "says"), [
-    ("{not json", "is not JSON"),
-    ("[1, 2]", "is not a JSON object"),
-    ('{"redis_address": "10.0.0.2"}', r"has version None.*older firm"),
-    ("VERSION_PLUS_ONE", r"has version \d+.*newer firm"),
-    ("UNKNOWN_FIELD", r"unknown fields \['colour'\]"),
-    ("BAD_INSTANCE", "has instances that are not entries"),
-])
-def test_another_version_or_a_corrupt_file_is_refused_with_the_fix(config: testbed_config.TestbedConfig,
-                                                                   content: str, says: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "is not JSON"),
+        ("[1, 2]", "is not a JSON object"),
+        ('{"redis_address": "10.0.0.2"}', r"has version None.*older firm"),
+        ("VERSION_PLUS_ONE", r"has version \d+.*newer firm"),
+        ("UNKNOWN_FIELD", r"unknown fields \['colour'\]"),
+        ("BAD_INSTANCE", "has instances that are not entries"),
+    ],
+)
+def test_another_version_or_a_corrupt_file_is_refused_with_the_fix(
+    config: testbed_config.TestbedConfig, content: str, says: str
+) -> None:
     os.makedirs(config.state_dir)
     good = a_state(config).to_json()
-    content = {"VERSION_PLUS_ONE": json.dumps({**good, "version": STATE_VERSION + 1}),
-               "UNKNOWN_FIELD": json.dumps({**good, "colour": "blue"}),
-               "BAD_INSTANCE": json.dumps({**good, "instances": [{"name": "x"}]})}.get(content, content)
+    content = {
+        "VERSION_PLUS_ONE": json.dumps({**good, "version": STATE_VERSION + 1}),
+        "UNKNOWN_FIELD": json.dumps({**good, "colour": "blue"}),
+        "BAD_INSTANCE": json.dumps({**good, "instances": [{"name": "x"}]}),
+    }.get(content, content)
     Path(lifecycle.state_file(config)).write_text(content)
     with pytest.raises(StateFileError, match=says) as raised:
         lifecycle.read_state(config)

@@ -23,8 +23,9 @@ def test_a_trace_store_that_does_not_answer_is_named(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     # Nothing listens on 127.0.0.2:6379 (firm's Redis binds 127.0.0.1 only), so the connection is refused.
-    state = TestbedState(bridge="firmtb0", port=8080, redis_address="127.0.0.2", frontend="http://127.0.0.3:8080",
-                         instances=())
+    state = TestbedState(
+        bridge="firmtb0", port=8080, redis_address="127.0.0.2", frontend="http://127.0.0.3:8080", instances=()
+    )
     (state_dir / "testbed.json").write_text(json.dumps(state.to_json()))
     config = tmp_path / "testbed.yml"
     config.write_text(f"state_dir: {state_dir}\n")

@@ -25,11 +25,29 @@ def test_critical_path_json_for_every_trace_of_every_file() -> None:
     doc = json.loads(out)
     assert len(doc["traces"]) == 12
     first = doc["traces"][0]
-    assert set(first) == {"source", "traceID", "rootSpanID", "duration", "path", "sections",
-                          "excludedSpans", "trimmedSpans", "otherRoots", "warnings"}
+    assert set(first) == {
+        "source",
+        "traceID",
+        "rootSpanID",
+        "duration",
+        "path",
+        "sections",
+        "excludedSpans",
+        "trimmedSpans",
+        "otherRoots",
+        "warnings",
+    }
     assert first["source"] == files[0]
-    assert set(first["path"][0]) == {"spanID", "service", "instance", "operation", "start", "end",
-                                     "selfTime", "depth"}
+    assert set(first["path"][0]) == {
+        "spanID",
+        "service",
+        "instance",
+        "operation",
+        "start",
+        "end",
+        "selfTime",
+        "depth",
+    }
     assert set(first["sections"][0]) == {"spanID", "sectionStart", "sectionEnd"}
     for t in doc["traces"]:
         assert sum(s["selfTime"] for s in t["path"]) == t["duration"]
@@ -41,9 +59,16 @@ def test_critical_path_json_for_every_trace_of_every_file() -> None:
 def _with_trace_id(trace: dict[str, Any], new: str) -> dict[str, Any]:
     """A copy of a Jaeger trace under another trace ID (in the trace, its spans and their references)."""
     old = trace["traceID"]
-    spans = [{**s, "traceID": new,
-              "references": [{**r, "traceID": new} if r.get("traceID") == old else r for r in s.get("references", [])]}
-             for s in trace["spans"]]
+    spans = [
+        {
+            **s,
+            "traceID": new,
+            "references": [
+                {**r, "traceID": new} if r.get("traceID") == old else r for r in s.get("references", [])
+            ],
+        }
+        for s in trace["spans"]
+    ]
     return {**trace, "traceID": new, "spans": spans}
 
 
@@ -61,8 +86,11 @@ def test_critical_path_matches_jaeger_ui_on_the_cases(tmp_path: Path) -> None:
 
 
 def test_critical_path_reads_otlp_and_domain_json() -> None:
-    code, out, _ = run("critical-path", str(data_dir("jaeger-fixtures", "example_trace.json")),
-                       str(data_dir("jaeger-fixtures", "domain_01.json")))
+    code, out, _ = run(
+        "critical-path",
+        str(data_dir("jaeger-fixtures", "example_trace.json")),
+        str(data_dir("jaeger-fixtures", "domain_01.json")),
+    )
     assert code == 0
     otlp, domain = json.loads(out)["traces"]
     assert len(otlp["otherRoots"]) == 4  # five spans without parents
@@ -71,10 +99,12 @@ def test_critical_path_reads_otlp_and_domain_json() -> None:
 
 def test_critical_path_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text('{"data": [{"traceID": "t9", "spans": [{"spanID": "s1", "startTime": 1}], "processes": {}}]}')
+    bad.write_text(
+        '{"data": [{"traceID": "t9", "spans": [{"spanID": "s1", "startTime": 1}], "processes": {}}]}'
+    )
     code, _, err = run("critical-path", str(bad))
     assert code == 1
-    assert f"Error: {bad}, trace t9, span s1: \"duration\" is missing" in err
+    assert f'Error: {bad}, trace t9, span s1: "duration" is missing' in err
     code, _, err = run("critical-path", str(tmp_path / "absent.json"))
     assert code == 2 and "does not exist" in err
     code, _, err = run("critical-path")
@@ -87,16 +117,38 @@ def test_features_json_and_table() -> None:
     assert code == 0
     doc = json.loads(out)
     assert doc["window"]["requests"] == 12
-    assert set(doc["instances"][0]) == {"service", "instance", "samples", "onPathRatio", "ri", "ci", "p50",
-                                        "p99", "mean", "cpShare", "flags"}
+    assert set(doc["instances"][0]) == {
+        "service",
+        "instance",
+        "samples",
+        "onPathRatio",
+        "ri",
+        "ci",
+        "p50",
+        "p99",
+        "mean",
+        "cpShare",
+        "flags",
+    }
     rare = [i for i in doc["instances"] if i["samples"] < 3]
     assert rare and all(i["ri"] is None and i["flags"] == ["too_few_samples"] for i in rare)
     code, out, _ = run("features", "--format", "table", "--min-samples", "3", *files)
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("12 requests; end-to-end critical-path latency p50")
-    assert lines[1].split() == ["service", "instance", "samples", "RI", "CI", "p50", "ms", "p99", "ms", "share",
-                                "flags"]
+    assert lines[1].split() == [
+        "service",
+        "instance",
+        "samples",
+        "RI",
+        "CI",
+        "p50",
+        "ms",
+        "p99",
+        "ms",
+        "share",
+        "flags",
+    ]
 
 
 def test_features_argument_errors() -> None:

@@ -33,8 +33,16 @@ def _cases() -> list[dict[str, object]]:
     return cases
 
 
-def span(sid: str, start: int, duration: int, parent: str | None = None, *,
-         ref: RefType = RefType.CHILD_OF, service: str = "svc", instance: str = "") -> Span:
+def span(
+    sid: str,
+    start: int,
+    duration: int,
+    parent: str | None = None,
+    *,
+    ref: RefType = RefType.CHILD_OF,
+    service: str = "svc",
+    instance: str = "",
+) -> Span:
     return Span(sid, service, instance or service, f"op-{sid}", start, duration, parent, ref)
 
 
@@ -118,8 +126,12 @@ def test_child_ending_exactly_when_the_next_starts_is_sequential() -> None:
 
 def test_nested_path_is_in_pre_order() -> None:
     t = trace(
-        span("r", 0, 100), span("a", 0, 50, "r"), span("a1", 5, 20, "a"), span("a2", 30, 15, "a"),
-        span("b", 60, 30, "r"), span("b1", 65, 20, "b"),
+        span("r", 0, 100),
+        span("a", 0, 50, "r"),
+        span("a1", 5, 20, "a"),
+        span("a2", 30, 15, "a"),
+        span("b", 60, 30, "r"),
+        span("b1", 65, 20, "b"),
     )
     rp = critical_path(t).main
     assert path_ids(rp) == ["r", "a", "a1", "a2", "b", "b1"]
@@ -169,8 +181,10 @@ def test_child_outliving_its_parent_is_trimmed_to_the_parent_end() -> None:
 
 def test_follows_from_children_and_their_subtrees_are_not_waited_for() -> None:
     t = trace(
-        span("r", 0, 100), span("sync", 10, 20, "r"),
-        span("async", 40, 50, "r", ref=RefType.FOLLOWS_FROM), span("under-async", 45, 10, "async"),
+        span("r", 0, 100),
+        span("sync", 10, 20, "r"),
+        span("async", 40, 50, "r", ref=RefType.FOLLOWS_FROM),
+        span("under-async", 45, 10, "async"),
     )
     cp = critical_path(t)
     assert path_ids(cp.main) == ["r", "sync"]
@@ -178,8 +192,12 @@ def test_follows_from_children_and_their_subtrees_are_not_waited_for() -> None:
 
 
 def test_missing_parent_makes_another_root_and_the_longest_root_is_main() -> None:
-    t = trace(span("r", 0, 100), span("c", 10, 50, "r"), span("orphan", 20, 30, "gone"),
-              span("o-child", 25, 10, "orphan"))
+    t = trace(
+        span("r", 0, 100),
+        span("c", 10, 50, "r"),
+        span("orphan", 20, 30, "gone"),
+        span("o-child", 25, 10, "orphan"),
+    )
     cp = critical_path(t)
     assert [r.root.span_id for r in cp.roots] == ["r", "orphan"]
     assert cp.main.root.span_id == "r"
@@ -218,8 +236,7 @@ def test_duplicate_span_ids_are_refused_by_the_model() -> None:
 
 def test_small_overlap_is_parallel_by_default_and_sequential_with_a_tolerance() -> None:
     # a and b are sequential calls whose spans overlap by 2 us (clock noise between hosts).
-    t = trace(span("r", 0, 100), span("a", 10, 42, "r"), span("b", 50, 40, "r"),
-              span("a1", 48, 4, "a"))
+    t = trace(span("r", 0, 100), span("a", 10, 42, "r"), span("b", 50, 40, "r"), span("a1", 48, 4, "a"))
     strict = critical_path(t)
     assert path_ids(strict.main) == ["r", "b"]
     tolerant = critical_path(t, overlap_tolerance_us=3)
@@ -275,8 +292,17 @@ def _children_on_path(rp: RootPath, parent_op: str) -> list[str]:
     return [s.span.operation for s in steps if s.span.parent_id == parent.span.span_id]
 
 
-@pytest.mark.parametrize("name", ["R500__trace_01", "R500__trace_02", "R500__trace_03",
-                                  "R1000__trace_01", "R1000__trace_02", "R1000__trace_03"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "R500__trace_01",
+        "R500__trace_02",
+        "R500__trace_03",
+        "R1000__trace_01",
+        "R1000__trace_02",
+        "R1000__trace_03",
+    ],
+)
 def test_compose_post_path_makes_sense(name: str) -> None:
     """compose-post: ComposePostService first composes the post from parallel calls (text,
     creator, media, unique ID), then stores it and writes the timelines one after another. The
@@ -289,18 +315,25 @@ def test_compose_post_path_makes_sense(name: str) -> None:
     cp = critical_path(t)
     rp = cp.main
     kids = _children_on_path(rp, "compose_post_server")
-    assert kids[-4:] == ["compose_text_client", "store_post_client", "write_user_timeline_client",
-                         "write_home_timeline_client"]
+    assert kids[-4:] == [
+        "compose_text_client",
+        "store_post_client",
+        "write_user_timeline_client",
+        "write_home_timeline_client",
+    ]
     assert not {"compose_creator_client", "compose_media_client"} & set(kids)
     # The last thing the request waits for is the home-timeline Redis update, after the followers.
     assert _children_on_path(rp, "write_home_timeline_server") == [
-        "get_followers_client", "write_home_timeline_redis_update_client"]
+        "get_followers_client",
+        "write_home_timeline_redis_update_client",
+    ]
     assert rp.steps[-1].span.operation == "write_home_timeline_redis_update_client"
     _assert_chain(cp)
 
 
-@pytest.mark.parametrize("f", deathstarbench_files("read-home-timeline") if DATA_DIR.exists() else [],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "f", deathstarbench_files("read-home-timeline") if DATA_DIR.exists() else [], ids=lambda p: p.stem
+)
 def test_read_home_timeline_path_is_the_whole_sequential_trace(f: object) -> None:
     """read-home-timeline: the timeline service first reads post IDs from Redis, then reads the
     posts from post-storage (which reads memcached): every call waits for the previous one, so
@@ -309,9 +342,13 @@ def test_read_home_timeline_path_is_the_whole_sequential_trace(f: object) -> Non
     cp = critical_path(t)
     ops = [s.span.operation for s in cp.main.steps]
     assert ops == [
-        "/wrk2-api/home-timeline/read", "/wrk2-api/home-timeline/read", "read_home_timeline_client",
-        "read_home_timeline_server", "read_home_timeline_redis_find_client",
-        "post_storage_read_posts_server", "post_storage_mmc_mget_client",
+        "/wrk2-api/home-timeline/read",
+        "/wrk2-api/home-timeline/read",
+        "read_home_timeline_client",
+        "read_home_timeline_server",
+        "read_home_timeline_redis_find_client",
+        "post_storage_read_posts_server",
+        "post_storage_mmc_mget_client",
     ]
     _assert_chain(cp)
 

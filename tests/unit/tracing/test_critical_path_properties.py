@@ -38,13 +38,28 @@ def traces(draw: st.DrawFn, max_spans: int = 40) -> Trace:
         duration = draw(st.sampled_from([0, 1, 2, 5])) if draw(st.booleans()) else draw(st.integers(0, 60))
         ref = RefType.FOLLOWS_FROM if draw(st.integers(0, 19)) == 0 else RefType.CHILD_OF
         service = draw(st.sampled_from(["a", "b", "c"]))
-        spans.append(Span(f"{tag}{i}", service, f"{service}-{draw(st.integers(0, 1))}", f"op{i}", start,
-                          duration, parent, ref))
+        spans.append(
+            Span(
+                f"{tag}{i}",
+                service,
+                f"{service}-{draw(st.integers(0, 1))}",
+                f"op{i}",
+                start,
+                duration,
+                parent,
+                ref,
+            )
+        )
     return Trace(f"t{tag}{n}", tuple(spans))
 
 
 def _same(a: CriticalPath, b: CriticalPath) -> None:
-    assert (a.trace_id, a.main_index, a.excluded, a.trimmed) == (b.trace_id, b.main_index, b.excluded, b.trimmed)
+    assert (a.trace_id, a.main_index, a.excluded, a.trimmed) == (
+        b.trace_id,
+        b.main_index,
+        b.excluded,
+        b.trimmed,
+    )
     assert len(a.roots) == len(b.roots)
     for ra, rb in zip(a.roots, b.roots, strict=True):
         assert ra.root == rb.root
@@ -64,8 +79,9 @@ def _same(a: CriticalPath, b: CriticalPath) -> None:
 
 
 TOLERANCES = st.sampled_from([0, 0, 1, 3])
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @SETTINGS
@@ -84,9 +100,14 @@ def test_one_trace_by_array_operations_equals_the_walk(t: Trace, tol: int) -> No
 
 
 @SETTINGS
-@given(window=st.lists(traces(max_spans=25), min_size=1, max_size=12), tol=TOLERANCES,
-       thresholds=st.sampled_from([(0, 0), (0, 10**9), (6, 10**9), (10**9, 0)]))
-def test_a_window_equals_the_walk_on_each_trace(window: list[Trace], tol: int, thresholds: tuple[int, int]) -> None:
+@given(
+    window=st.lists(traces(max_spans=25), min_size=1, max_size=12),
+    tol=TOLERANCES,
+    thresholds=st.sampled_from([(0, 0), (0, 10**9), (6, 10**9), (10**9, 0)]),
+)
+def test_a_window_equals_the_walk_on_each_trace(
+    window: list[Trace], tol: int, thresholds: tuple[int, int]
+) -> None:
     """Evaluated together by array operations, or trace by trace (each in plain Python or by
     arrays); the same span IDs in several traces of the window, as in the strategy, must not mix
     them up."""
@@ -105,4 +126,5 @@ def test_features_from_cached_paths_equal_features_from_the_walk(window: list[Tr
     """The loop computes each trace's path once and passes the results to window_features."""
     cached = [critical_path_of(t) for t in window]
     assert window_features(cached, min_samples=2) == window_features(
-        [critical_path_walk(t) for t in window], min_samples=2)
+        [critical_path_walk(t) for t in window], min_samples=2
+    )

@@ -9,7 +9,9 @@ from firm.tracing.export import jaeger_document, json_bytes
 
 
 def test_indented_output_is_laid_out_as_the_standard_library_does() -> None:
-    doc: dict[str, object] = {"traces": [{"a": [1, {"b": "é", "c": []}], "d": {}, "e": None, "f": 1.5, "g": True}]}
+    doc: dict[str, object] = {
+        "traces": [{"a": [1, {"b": "é", "c": []}], "d": {}, "e": None, "f": 1.5, "g": True}]
+    }
     assert json_bytes(doc, indent=True).decode() == json.dumps(doc, indent=2, ensure_ascii=False)
     assert json.loads(json_bytes(doc)) == doc
     assert b"\n" not in json_bytes(doc)
@@ -20,8 +22,10 @@ def test_integers_beyond_64_bits_fall_back_to_the_standard_library() -> None:
 
 
 def test_a_trace_written_and_read_back_is_the_same_trace() -> None:
-    text = ('{"data": [{"traceID": "t1", "processes": {"p1": {"serviceName": "s", "tags": []}}, "spans": ['
-            '{"spanID": "a", "startTime": 10, "duration": 5, "processID": "p1", "operationName": "op"}]}]}')
+    text = (
+        '{"data": [{"traceID": "t1", "processes": {"p1": {"serviceName": "s", "tags": []}}, "spans": ['
+        '{"spanID": "a", "startTime": 10, "duration": 5, "processID": "p1", "operationName": "op"}]}]}'
+    )
     [t] = loads_traces(text)
     [back] = loads_traces(json_bytes(jaeger_document([t])))
     assert back.spans == t.spans
@@ -30,10 +34,12 @@ def test_a_trace_written_and_read_back_is_the_same_trace() -> None:
 def test_text_only_the_standard_library_reads_is_still_read() -> None:
     """orjson refuses NaN and integers beyond 64 bits; the standard library reads them, and the
     parser then refuses the span as before (a duration longer than a week)."""
-    text = ('{"data": [{"traceID": "t1", "processes": {"p1": {"serviceName": "s", "tags": '
-            '[{"key": "x", "type": "float64", "value": NaN}]}}, "spans": ['
-            '{"spanID": "a", "startTime": 10, "duration": 5, "processID": "p1"},'
-            '{"spanID": "b", "startTime": 10, "duration": 36893488147419103232, "processID": "p1"}]}]}')
+    text = (
+        '{"data": [{"traceID": "t1", "processes": {"p1": {"serviceName": "s", "tags": '
+        '[{"key": "x", "type": "float64", "value": NaN}]}}, "spans": ['
+        '{"spanID": "a", "startTime": 10, "duration": 5, "processID": "p1"},'
+        '{"spanID": "b", "startTime": 10, "duration": 36893488147419103232, "processID": "p1"}]}]}'
+    )
     [t] = loads_traces(text)
     assert [s.span_id for s in t.spans] == ["a"]
     assert any("span b refused" in w for w in t.warnings)

@@ -43,8 +43,9 @@ def test_a_slow_instance_correlates_with_end_to_end_latency() -> None:
     for k in range(200):
         cache_us = 100 + rnd.randrange(-5, 6)
         db_us = 300 + int(rnd.expovariate(1 / 400))  # heavy tail
-        traces.append(request(k, k * 10_000, [("cache", "cache-1", 10, cache_us),
-                                              ("db", "db-2", 20 + cache_us, db_us)]))
+        traces.append(
+            request(k, k * 10_000, [("cache", "cache-1", 10, cache_us), ("db", "db-2", 20 + cache_us, db_us)])
+        )
     w = trace_features(traces, min_samples=20)
     db, cache, fe = by_instance(w)["db-2"], by_instance(w)["cache-1"], by_instance(w)["fe-1"]
     assert db.ri is not None and db.ri > 0.99
@@ -64,8 +65,10 @@ def test_parallel_call_that_returns_early_is_not_on_the_path() -> None:
     traces = []
     for k in range(30):
         t = request(k, 0, [("db", "db-1", 10, 100 + k)])
-        extra = (Span(f"p{k}", "frontend", "fe-1", "call-audit", 15, 30, f"r{k}"),
-                 Span(f"q{k}", "audit", "audit-1", "handle", 16, 28, f"p{k}"))
+        extra = (
+            Span(f"p{k}", "frontend", "fe-1", "call-audit", 15, 30, f"r{k}"),
+            Span(f"q{k}", "audit", "audit-1", "handle", 16, 28, f"p{k}"),
+        )
         traces.append(Trace(t.trace_id, t.spans + extra))
     assert "audit-1" not in by_instance(trace_features(traces))
 
@@ -108,9 +111,11 @@ def test_zero_median_is_flagged() -> None:
     # A span that is fully covered by its child has no time of its own on the path.
     traces = []
     for k in range(25):
-        spans = (Span(f"r{k}", "fe", "fe-1", "GET", 0, 100 + k),
-                 Span(f"w{k}", "wrapper", "w-1", "wrap", 0, 100 + k, f"r{k}"),
-                 Span(f"x{k}", "work", "x-1", "work", 0, 100 + k, f"w{k}"))
+        spans = (
+            Span(f"r{k}", "fe", "fe-1", "GET", 0, 100 + k),
+            Span(f"w{k}", "wrapper", "w-1", "wrap", 0, 100 + k, f"r{k}"),
+            Span(f"x{k}", "work", "x-1", "work", 0, 100 + k, f"w{k}"),
+        )
         traces.append(Trace(f"t{k}", spans))
     w = trace_features(traces)
     wrapper = by_instance(w)["w-1"]
@@ -136,8 +141,13 @@ def test_deathstarbench_window() -> None:
     inst = by_instance(w)
     assert w.requests == 6
     # Every compose-post request passes through these; the timeline writers are sequential.
-    for name in ("nginx-thrift", "compose-post-service", "post-storage-service",
-                 "user-timeline-service", "home-timeline-service"):
+    for name in (
+        "nginx-thrift",
+        "compose-post-service",
+        "post-storage-service",
+        "user-timeline-service",
+        "home-timeline-service",
+    ):
         assert inst[name].samples == 6, name
     assert inst["compose-post-service"].ri is not None
     assert "unique-id-service" not in inst or inst["unique-id-service"].samples < 6

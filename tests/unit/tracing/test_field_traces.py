@@ -59,8 +59,10 @@ def test_a_trace_split_over_two_files_is_one_request() -> None:
 
 
 def test_the_split_trace_through_the_cli_is_one_request_in_either_order() -> None:
-    for files in ([field("split-trace-part1.json"), field("split-trace-part2.json")],
-                  [field("split-trace-part2.json"), field("split-trace-part1.json")]):
+    for files in (
+        [field("split-trace-part1.json"), field("split-trace-part2.json")],
+        [field("split-trace-part2.json"), field("split-trace-part1.json")],
+    ):
         code, out, _ = run("features", *map(str, files))
         assert code == 0
         doc = json.loads(out)
@@ -80,30 +82,65 @@ def test_otlp_json_lines_are_read_line_by_line() -> None:
 
 def test_a_bad_json_line_is_named() -> None:
     with pytest.raises(TraceParseError, match=r"x\.jsonl: line 2 is not valid JSON"):
-        loads_traces(field("otlp-file-exporter.jsonl").read_text().splitlines()[0] + "\n{nope\n", source="x.jsonl")
+        loads_traces(
+            field("otlp-file-exporter.jsonl").read_text().splitlines()[0] + "\n{nope\n", source="x.jsonl"
+        )
 
 
 @pytest.mark.parametrize(
     ("spelling", "canonical"),
-    [("0000000000000015", "0000000000000015"), ("00000000000000000000000000000015", "0000000000000015"),
-     ("15", "0000000000000015"), ("ABCDEF0123456789", "abcdef0123456789"),
-     ("563478E5D75DB03E0000000000000015", "563478e5d75db03e0000000000000015"),
-     (" t1 ", "t1"), ("not-hex", "not-hex")],
+    [
+        ("0000000000000015", "0000000000000015"),
+        ("00000000000000000000000000000015", "0000000000000015"),
+        ("15", "0000000000000015"),
+        ("ABCDEF0123456789", "abcdef0123456789"),
+        ("563478E5D75DB03E0000000000000015", "563478e5d75db03e0000000000000015"),
+        (" t1 ", "t1"),
+        ("not-hex", "not-hex"),
+    ],
 )
 def test_trace_ids_have_one_spelling(spelling: str, canonical: str) -> None:
     assert canonical_trace_id(spelling) == canonical
 
 
 def test_one_trace_under_two_id_spellings_and_two_formats_is_one_trace() -> None:
-    jaeger = {"data": [{"traceID": "00000000000000AB", "processes": {"p": {"serviceName": "a"}},
-                        "spans": [{"spanID": "0000000000000001", "startTime": 1000, "duration": 100,
-                                   "processID": "p", "operationName": "root"}]}]}
-    otlp = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "b"}}]},
-                               "scopeSpans": [{"spans": [{"traceId": "000000000000000000000000000000ab",
-                                                          "spanId": "0000000000000002",
-                                                          "parentSpanId": "0000000000000001",
-                                                          "startTimeUnixNano": "1010000",
-                                                          "endTimeUnixNano": "1050000"}]}]}]}
+    jaeger = {
+        "data": [
+            {
+                "traceID": "00000000000000AB",
+                "processes": {"p": {"serviceName": "a"}},
+                "spans": [
+                    {
+                        "spanID": "0000000000000001",
+                        "startTime": 1000,
+                        "duration": 100,
+                        "processID": "p",
+                        "operationName": "root",
+                    }
+                ],
+            }
+        ]
+    }
+    otlp = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "b"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "000000000000000000000000000000ab",
+                                "spanId": "0000000000000002",
+                                "parentSpanId": "0000000000000001",
+                                "startTimeUnixNano": "1010000",
+                                "endTimeUnixNano": "1050000",
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     reader = TraceReader()
     reader.read_document(jaeger, "a.json")
     reader.read_document(otlp, "b.json")
@@ -122,7 +159,9 @@ def test_opentelemetry_replicas_are_told_apart_the_same_way_in_both_forms() -> N
         traces = load_traces(field(name))
         instances.append(sorted({(s.service, s.instance) for t in traces for s in t.spans}))
         features = trace_features(traces, min_samples=2)
-        shares_of.append(sorted((f.service, f.instance, f.samples, round(f.cp_share, 6)) for f in features.instances))
+        shares_of.append(
+            sorted((f.service, f.instance, f.samples, round(f.cp_share, 6)) for f in features.instances)
+        )
     assert instances[0] == [("api", "api-1"), ("api", "api-2")]
     assert instances[0] == instances[1]
     assert shares_of[0] == shares_of[1]
@@ -141,16 +180,45 @@ def test_opentelemetry_replicas_are_told_apart_the_same_way_in_both_forms() -> N
     ],
 )
 def test_one_instance_rule_in_every_format(tags: list[tuple[str, str]], instance: str) -> None:
-    jaeger = {"traceID": "1", "processes": {"p": {"serviceName": "svc",
-                                                   "tags": [{"key": k, "value": v} for k, v in tags]}},
-              "spans": [{"spanID": "1", "startTime": 0, "duration": 1, "processID": "p"}]}
-    otlp = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]
-                                            + [{"key": k, "value": {"stringValue": v}} for k, v in tags]},
-                               "scopeSpans": [{"spans": [{"traceId": "1" * 32, "spanId": "1" * 16,
-                                                          "startTimeUnixNano": "0", "endTimeUnixNano": "1000"}]}]}]}
-    domain = {"spans": [{"traceId": "AAAAAAAAAAE=", "spanId": "AAAAAAAAAAE=", "operationName": "x",
-                         "startTime": "2020-01-01T00:00:00Z", "duration": "1us",
-                         "process": {"serviceName": "svc", "tags": [{"key": k, "vStr": v} for k, v in tags]}}]}
+    jaeger = {
+        "traceID": "1",
+        "processes": {"p": {"serviceName": "svc", "tags": [{"key": k, "value": v} for k, v in tags]}},
+        "spans": [{"spanID": "1", "startTime": 0, "duration": 1, "processID": "p"}],
+    }
+    otlp = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]
+                    + [{"key": k, "value": {"stringValue": v}} for k, v in tags]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "1" * 32,
+                                "spanId": "1" * 16,
+                                "startTimeUnixNano": "0",
+                                "endTimeUnixNano": "1000",
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    domain = {
+        "spans": [
+            {
+                "traceId": "AAAAAAAAAAE=",
+                "spanId": "AAAAAAAAAAE=",
+                "operationName": "x",
+                "startTime": "2020-01-01T00:00:00Z",
+                "duration": "1us",
+                "process": {"serviceName": "svc", "tags": [{"key": k, "vStr": v} for k, v in tags]},
+            }
+        ]
+    }
     for doc in (jaeger, otlp, domain):
         [t] = parse_traces(doc)
         assert t.spans[0].instance == instance
@@ -183,15 +251,30 @@ def test_absurd_durations_reach_the_user_without_a_traceback(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("start", "duration", "why"),
-    [(0, -1, "negative duration"), (1000, MAX_DURATION_US + 1, "longer than a week"),
-     (-5, 10, "outside"), (2**63 - 10, 5, "outside"), (2**64 + 1, 5, "outside"),
-     (10, 2**64 - 1, "longer than a week")],
+    [
+        (0, -1, "negative duration"),
+        (1000, MAX_DURATION_US + 1, "longer than a week"),
+        (-5, 10, "outside"),
+        (2**63 - 10, 5, "outside"),
+        (2**64 + 1, 5, "outside"),
+        (10, 2**64 - 1, "longer than a week"),
+    ],
 )
 def test_every_number_is_range_checked(start: int, duration: int, why: str) -> None:
-    doc = {"traceID": "7", "processes": {"p": {"serviceName": "s"}},
-           "spans": [{"spanID": "a", "startTime": 0, "duration": 100, "processID": "p"},
-                     {"spanID": "b", "startTime": start, "duration": duration, "processID": "p",
-                      "references": [{"refType": "CHILD_OF", "spanID": "a"}]}]}
+    doc = {
+        "traceID": "7",
+        "processes": {"p": {"serviceName": "s"}},
+        "spans": [
+            {"spanID": "a", "startTime": 0, "duration": 100, "processID": "p"},
+            {
+                "spanID": "b",
+                "startTime": start,
+                "duration": duration,
+                "processID": "p",
+                "references": [{"refType": "CHILD_OF", "spanID": "a"}],
+            },
+        ],
+    }
     reader = TraceReader()
     reader.read_document(doc, "in.json")
     [t] = reader.traces()
@@ -200,10 +283,20 @@ def test_every_number_is_range_checked(start: int, duration: int, why: str) -> N
 
 
 def test_a_trace_whose_every_span_is_refused_is_dropped_with_a_diagnostic() -> None:
-    doc = {"data": [{"traceID": "7", "processes": {"p": {"serviceName": "s"}},
-                     "spans": [{"spanID": "a", "startTime": 0, "duration": -4, "processID": "p"}]},
-                    {"traceID": "8", "processes": {"p": {"serviceName": "s"}},
-                     "spans": [{"spanID": "a", "startTime": 0, "duration": 4, "processID": "p"}]}]}
+    doc = {
+        "data": [
+            {
+                "traceID": "7",
+                "processes": {"p": {"serviceName": "s"}},
+                "spans": [{"spanID": "a", "startTime": 0, "duration": -4, "processID": "p"}],
+            },
+            {
+                "traceID": "8",
+                "processes": {"p": {"serviceName": "s"}},
+                "spans": [{"spanID": "a", "startTime": 0, "duration": 4, "processID": "p"}],
+            },
+        ]
+    }
     reader = TraceReader()
     reader.read_document(doc, "in.json")
     assert [t.trace_id for t in reader.traces()] == ["0000000000000008"]
@@ -237,17 +330,39 @@ def test_a_bad_file_among_several_is_named(tmp_path: Path) -> None:
     ["2017-02-30T00:00:00Z", "2017-13-01T00:00:00Z", "2017-01-01T25:00:00Z", "yesterday"],
 )
 def test_impossible_rfc3339_times_are_refused(text: str) -> None:
-    doc = {"spans": [{"traceId": "AAAAAAAAAAE=", "spanId": "AAAAAAAAAAE=", "operationName": "x",
-                      "startTime": text, "duration": "1us", "process": {"serviceName": "svc"}}]}
+    doc = {
+        "spans": [
+            {
+                "traceId": "AAAAAAAAAAE=",
+                "spanId": "AAAAAAAAAAE=",
+                "operationName": "x",
+                "startTime": text,
+                "duration": "1us",
+                "process": {"serviceName": "svc"},
+            }
+        ]
+    }
     with pytest.raises(TraceParseError, match="startTime"):
         parse_traces(doc)
 
 
 def test_rfc3339_times_with_nanoseconds_offsets_and_lower_case() -> None:
-    for text, us in [("2017-01-26T16:46:31.639875139Z", 1485449191639875),
-                     ("2017-01-26t18:46:31.639875+02:00", 1485449191639875),
-                     ("2017-01-26 16:46:31.5z", 1485449191500000)]:
-        doc = {"spans": [{"traceId": "AAAAAAAAAAE=", "spanId": "AAAAAAAAAAE=", "operationName": "x",
-                          "startTime": text, "duration": "1us", "process": {"serviceName": "svc"}}]}
+    for text, us in [
+        ("2017-01-26T16:46:31.639875139Z", 1485449191639875),
+        ("2017-01-26t18:46:31.639875+02:00", 1485449191639875),
+        ("2017-01-26 16:46:31.5z", 1485449191500000),
+    ]:
+        doc = {
+            "spans": [
+                {
+                    "traceId": "AAAAAAAAAAE=",
+                    "spanId": "AAAAAAAAAAE=",
+                    "operationName": "x",
+                    "startTime": text,
+                    "duration": "1us",
+                    "process": {"serviceName": "svc"},
+                }
+            ]
+        }
         [t] = parse_traces(doc)
         assert t.spans[0].start == us

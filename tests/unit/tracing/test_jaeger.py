@@ -75,10 +75,14 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps({"data": sorted(b.traces)}).encode())
         elif url.path == "/api/traces":
             if "service" not in q:
-                self._send(400, b'{"data":null,"errors":[{"code":400,"msg":"parameter \'service\' is required"}]}')
+                self._send(
+                    400, b'{"data":null,"errors":[{"code":400,"msg":"parameter \'service\' is required"}]}'
+                )
                 return
             found = b.traces.get(q["service"], [])[: int(q.get("limit", "20"))]
-            self._send(200, json.dumps({"data": found, "total": 0, "limit": 0, "offset": 0, "errors": None}).encode())
+            self._send(
+                200, json.dumps({"data": found, "total": 0, "limit": 0, "offset": 0, "errors": None}).encode()
+            )
         elif url.path.startswith("/api/traces/"):
             tid = url.path.rsplit("/", 1)[1]
             found = [t for t in all_traces if t["traceID"] == tid]
@@ -100,7 +104,10 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def jaeger() -> Iterator[tuple[str, Behaviour]]:
     recorded: dict[str, list[dict[str, Any]]] = {}
-    for prefix, service in (("compose-post", "compose-post-service"), ("read-home-timeline", "home-timeline-service")):
+    for prefix, service in (
+        ("compose-post", "compose-post-service"),
+        ("read-home-timeline", "home-timeline-service"),
+    ):
         for f in deathstarbench_files(prefix):
             recorded.setdefault(service, []).extend(json.loads(f.read_text())["data"])
     behaviour = Behaviour(traces=recorded)
@@ -132,8 +139,12 @@ def test_search_returns_parsed_traces_and_sends_the_window(jaeger: tuple[str, Be
     sent = urllib.parse.urlsplit(b.requests[-1])
     assert sent.path == "/api/traces"
     assert dict(urllib.parse.parse_qsl(sent.query)) == {
-        "service": "compose-post-service", "start": "1000", "end": "2000", "limit": "4",
-        "operation": "compose_post_server"}
+        "service": "compose-post-service",
+        "start": "1000",
+        "end": "2000",
+        "limit": "4",
+        "operation": "compose_post_server",
+    }
 
 
 def test_fetch_implements_trace_source(jaeger: tuple[str, Behaviour]) -> None:
@@ -170,8 +181,11 @@ def test_gives_up_after_the_retries_naming_url_and_status(jaeger: tuple[str, Beh
     b.fail_first = 10
     sleeps = Sleeps()
     client = JaegerClient(url, retries=2, backoff=1.0, max_backoff=1.5, sleep=sleeps)
-    with pytest.raises(JaegerHTTPError, match=r"Jaeger at http://127\.0\.0\.1:\d+/api/traces\?service=x.* "
-                       r"HTTP 503 .*overloaded \(gave up after 3 attempts\)") as info:
+    with pytest.raises(
+        JaegerHTTPError,
+        match=r"Jaeger at http://127\.0\.0\.1:\d+/api/traces\?service=x.* "
+        r"HTTP 503 .*overloaded \(gave up after 3 attempts\)",
+    ) as info:
         client.search("x", 0, 1)
     assert info.value.status == 503
     assert len(b.requests) == 3
@@ -199,7 +213,9 @@ def test_timeout(jaeger: tuple[str, Behaviour]) -> None:
     url, b = jaeger
     b.delay = 1.0
     client = JaegerClient(url, timeout=0.2, retries=1, sleep=Sleeps())
-    with pytest.raises(JaegerConnectionError, match=r"did not answer within 0\.2 s \(gave up after 2 attempts\)"):
+    with pytest.raises(
+        JaegerConnectionError, match=r"did not answer within 0\.2 s \(gave up after 2 attempts\)"
+    ):
         client.services()
     assert len(b.requests) == 2
 
@@ -207,7 +223,9 @@ def test_timeout(jaeger: tuple[str, Behaviour]) -> None:
 def test_bad_json_is_a_clear_error_and_not_retried(jaeger: tuple[str, Behaviour]) -> None:
     url, b = jaeger
     b.body = b"<html>Jaeger UI</html>"
-    with pytest.raises(JaegerResponseError, match=r"returned invalid JSON .* begins '<html>Jaeger UI</html>'"):
+    with pytest.raises(
+        JaegerResponseError, match=r"returned invalid JSON .* begins '<html>Jaeger UI</html>'"
+    ):
         JaegerClient(url).search("x", 0, 1)
     assert len(b.requests) == 1
     b.body = b'{"spans": 3}'
@@ -221,8 +239,11 @@ def test_connection_refused() -> None:
         port = s.getsockname()[1]  # nothing listens here once the socket is closed
     sleeps = Sleeps()
     client = JaegerClient(f"http://127.0.0.1:{port}", retries=2, sleep=sleeps)
-    with pytest.raises(JaegerConnectionError, match=rf"cannot reach Jaeger at http://127\.0\.0\.1:{port}/api/services: "
-                       r"connection refused \(gave up after 3 attempts\)"):
+    with pytest.raises(
+        JaegerConnectionError,
+        match=rf"cannot reach Jaeger at http://127\.0\.0\.1:{port}/api/services: "
+        r"connection refused \(gave up after 3 attempts\)",
+    ):
         client.services()
     assert len(sleeps) == 2
 

@@ -25,15 +25,30 @@ def jaeger_trace(*spans: dict[str, Any], processes: dict[str, Any] | None = None
     return {
         "traceID": "t1",
         "spans": list(spans),
-        "processes": processes or {"p1": {"serviceName": "svc", "tags": [{"key": "hostname", "value": "h1"}]}},
+        "processes": processes
+        or {"p1": {"serviceName": "svc", "tags": [{"key": "hostname", "value": "h1"}]}},
     }
 
 
-def jspan(sid: str, start: int = 0, duration: int = 10, parent: str | None = None,
-          ref: str = "CHILD_OF", **extra: Any) -> dict[str, Any]:
+def jspan(
+    sid: str,
+    start: int = 0,
+    duration: int = 10,
+    parent: str | None = None,
+    ref: str = "CHILD_OF",
+    **extra: Any,
+) -> dict[str, Any]:
     refs = [{"refType": ref, "traceID": "t1", "spanID": parent}] if parent else []
-    return {"spanID": sid, "operationName": f"op-{sid}", "references": refs, "startTime": start,
-            "duration": duration, "processID": "p1", "tags": [], **extra}
+    return {
+        "spanID": sid,
+        "operationName": f"op-{sid}",
+        "references": refs,
+        "startTime": start,
+        "duration": duration,
+        "processID": "p1",
+        "tags": [],
+        **extra,
+    }
 
 
 # -- Jaeger query API and single traces --------------------------------------------------------
@@ -45,8 +60,11 @@ def test_jaeger_query_api_file() -> None:
     assert t.trace_id == "2b4c83d3fc000dd5"
     assert len(t.spans) == 32
     root = t.span("2b4c83d3fc000dd5")
-    assert (root.service, root.instance, root.operation) == ("nginx-web-server", "nginx-thrift",
-                                                             "/wrk2-api/post/compose")
+    assert (root.service, root.instance, root.operation) == (
+        "nginx-web-server",
+        "nginx-thrift",
+        "/wrk2-api/post/compose",
+    )
     assert root.parent_id is None
     assert (root.start, root.duration) == (1782331594452000, 10438)
     child = t.span("0283340b368af0c6")
@@ -70,9 +88,14 @@ def test_single_jaeger_trace_and_list_of_traces_give_the_same_model() -> None:
 
 def test_instance_falls_back_to_ip_then_service() -> None:
     doc = jaeger_trace(
-        jspan("a"), {**jspan("b", parent="a"), "processID": "p2"}, {**jspan("c", parent="a"), "processID": "p3"},
+        jspan("a"),
+        {**jspan("b", parent="a"), "processID": "p2"},
+        {**jspan("c", parent="a"), "processID": "p3"},
         processes={
-            "p1": {"serviceName": "s1", "tags": [{"key": "hostname", "value": "host-1"}, {"key": "ip", "value": "10.0.0.1"}]},
+            "p1": {
+                "serviceName": "s1",
+                "tags": [{"key": "hostname", "value": "host-1"}, {"key": "ip", "value": "10.0.0.1"}],
+            },
             "p2": {"serviceName": "s2", "tags": [{"key": "ip", "type": "string", "value": "10.0.0.2"}]},
             "p3": {"serviceName": "s3"},
         },
@@ -83,12 +106,17 @@ def test_instance_falls_back_to_ip_then_service() -> None:
 
 def test_follows_from_reference_and_reference_preference() -> None:
     doc = jaeger_trace(
-        jspan("a"), jspan("b", parent="a"), jspan("async", parent="a", ref="FOLLOWS_FROM"),
-        {**jspan("multi"), "references": [
-            {"refType": "FOLLOWS_FROM", "spanID": "a"},
-            {"refType": "CHILD_OF", "traceID": "other-trace", "spanID": "x"},
-            {"refType": "CHILD_OF", "spanID": "b"},
-        ]},
+        jspan("a"),
+        jspan("b", parent="a"),
+        jspan("async", parent="a", ref="FOLLOWS_FROM"),
+        {
+            **jspan("multi"),
+            "references": [
+                {"refType": "FOLLOWS_FROM", "spanID": "a"},
+                {"refType": "CHILD_OF", "traceID": "other-trace", "spanID": "x"},
+                {"refType": "CHILD_OF", "spanID": "b"},
+            ],
+        },
     )
     [t] = parse_traces(doc)
     assert t.span("async").ref_type is RefType.FOLLOWS_FROM
@@ -143,8 +171,13 @@ def test_jaeger_domain_json_fixture() -> None:
     assert t.trace_id == "0000000000000001"
     ids = [s.span_id for s in t.spans]
     # Two spans share ID ...02 (neither client nor server): the second is renamed.
-    assert ids == ["0000000000000002", "0000000000000002~2", "0000000000000003", "0000000000000004",
-                   "0000000000000005"]
+    assert ids == [
+        "0000000000000002",
+        "0000000000000002~2",
+        "0000000000000003",
+        "0000000000000004",
+        "0000000000000005",
+    ]
     first = t.spans[0]
     # 2017-01-26T16:46:31.639875139-05:00, rounded down to the microsecond; 5000ns = 5 us.
     assert (first.start, first.duration, first.service) == (1485467191639875, 5, "service-x")
@@ -159,10 +192,24 @@ def test_jaeger_domain_json_fixture() -> None:
 def test_domain_json_with_process_map_and_bad_duration() -> None:
     sid = base64.b64encode(bytes.fromhex("00000000000000aa")).decode()
     tid = base64.b64encode(bytes(15) + b"\x07").decode()
-    doc: dict[str, Any] = {"spans": [{"traceId": tid, "spanId": sid, "operationName": "x", "processId": "p1",
-                      "startTime": "2020-01-01T00:00:00Z", "duration": "1.5ms"}],
-           "processMap": [{"processId": "p1", "process": {"serviceName": "s", "tags": [
-               {"key": "hostname", "vStr": "node-7"}]}}]}
+    doc: dict[str, Any] = {
+        "spans": [
+            {
+                "traceId": tid,
+                "spanId": sid,
+                "operationName": "x",
+                "processId": "p1",
+                "startTime": "2020-01-01T00:00:00Z",
+                "duration": "1.5ms",
+            }
+        ],
+        "processMap": [
+            {
+                "processId": "p1",
+                "process": {"serviceName": "s", "tags": [{"key": "hostname", "vStr": "node-7"}]},
+            }
+        ],
+    }
     [t] = parse_traces(doc)
     assert t.trace_id == "0000000000000007"
     assert (t.spans[0].span_id, t.spans[0].instance) == ("00000000000000aa", "node-7")
@@ -196,26 +243,55 @@ def resource(service: str, spans: list[dict[str, Any]], **attrs: str) -> dict[st
     return {"resource": {"attributes": kv}, "scopeSpans": [{"scope": {}, "spans": spans}]}
 
 
-def ospan(trace_id: str, sid: str, start_ns: int, end_ns: int, parent: str = "", **extra: Any) -> dict[str, Any]:
-    return {"traceId": trace_id, "spanId": sid, "parentSpanId": parent, "name": f"op-{sid}",
-            "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(end_ns), **extra}
+def ospan(
+    trace_id: str, sid: str, start_ns: int, end_ns: int, parent: str = "", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "traceId": trace_id,
+        "spanId": sid,
+        "parentSpanId": parent,
+        "name": f"op-{sid}",
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(end_ns),
+        **extra,
+    }
 
 
 def test_otlp_instances_parents_attributes_and_several_traces() -> None:
     t1, t2 = "a" * 32, "b" * 32
     doc = otlp(
-        resource("front", [ospan(t1, "1" * 16, 1_000_000, 9_000_999, kind="SPAN_KIND_SERVER",
-                                 attributes=[{"key": "http.status_code", "value": {"intValue": "200"}}]),
-                           ospan(t2, "3" * 16, 0, 5_000)], host_name="node-a"),
-        resource("back", [ospan(t1, "2" * 16, 2_000_000, 3_000_000, "1" * 16, kind=3)],
-                 service_instance_id="back-pod-1"),
+        resource(
+            "front",
+            [
+                ospan(
+                    t1,
+                    "1" * 16,
+                    1_000_000,
+                    9_000_999,
+                    kind="SPAN_KIND_SERVER",
+                    attributes=[{"key": "http.status_code", "value": {"intValue": "200"}}],
+                ),
+                ospan(t2, "3" * 16, 0, 5_000),
+            ],
+            host_name="node-a",
+        ),
+        resource(
+            "back",
+            [ospan(t1, "2" * 16, 2_000_000, 3_000_000, "1" * 16, kind=3)],
+            service_instance_id="back-pod-1",
+        ),
     )
     first, second = parse_traces({"result": doc})  # also as Jaeger's /api/v3 wraps it
     assert (first.trace_id, second.trace_id) == (t1, t2)
     front, back = first.spans
     assert (front.instance, front.kind, front.start, front.duration) == ("node-a", "server", 1000, 8000)
     assert front.tag("http.status_code") == 200
-    assert (back.service, back.instance, back.parent_id, back.kind) == ("back", "back-pod-1", "1" * 16, "client")
+    assert (back.service, back.instance, back.parent_id, back.kind) == (
+        "back",
+        "back-pod-1",
+        "1" * 16,
+        "client",
+    )
     assert second.spans[0].instance == "node-a"
 
 
@@ -247,12 +323,21 @@ def test_otlp_errors_name_trace_and_span() -> None:
     ("span", "message"),
     [
         ({**jspan("b", parent="a"), "spanID": None}, r"trace t1, span #1: \"spanID\" is missing"),
-        ({**jspan("b", parent="a"), "startTime": "soon"}, r"trace t1, span b: \"startTime\" must be an integer"),
+        (
+            {**jspan("b", parent="a"), "startTime": "soon"},
+            r"trace t1, span b: \"startTime\" must be an integer",
+        ),
         ({**jspan("b", parent="a"), "startTime": 1.5}, r"trace t1, span b: \"startTime\" must be an integer"),
-        ({k: v for k, v in jspan("b", parent="a").items() if k != "duration"}, r"trace t1, span b: \"duration\" is missing"),
+        (
+            {k: v for k, v in jspan("b", parent="a").items() if k != "duration"},
+            r"trace t1, span b: \"duration\" is missing",
+        ),
         ({**jspan("b", parent="a"), "processID": "p9"}, r"trace t1, span b: processID 'p9' is not in"),
         (jspan("b", parent="a", ref="SIBLING_OF"), r"trace t1, span b: unknown reference type 'SIBLING_OF'"),
-        ({**jspan("b"), "references": [{"refType": "CHILD_OF", "spanID": "b"}]}, r"trace t1, span b: the span is its own parent"),
+        (
+            {**jspan("b"), "references": [{"refType": "CHILD_OF", "spanID": "b"}]},
+            r"trace t1, span b: the span is its own parent",
+        ),
         ("not a span", r"trace t1, span #1: a span must be a JSON object"),
     ],
 )
@@ -285,8 +370,17 @@ def test_trace_model_checks() -> None:
 
 @pytest.mark.parametrize(
     ("text", "us"),
-    [("5000ns", 5), ("1.5ms", 1500), ("250us", 250), ("30s", 30_000_000), ("5m", 300_000_000),
-     ("1h30m", 5_400_000_000), ("90", 90_000_000), ("-1s", -1_000_000), ("0.5", 500_000)],
+    [
+        ("5000ns", 5),
+        ("1.5ms", 1500),
+        ("250us", 250),
+        ("30s", 30_000_000),
+        ("5m", 300_000_000),
+        ("1h30m", 5_400_000_000),
+        ("90", 90_000_000),
+        ("-1s", -1_000_000),
+        ("0.5", 500_000),
+    ],
 )
 def test_parse_duration(text: str, us: int) -> None:
     assert parse_duration_us(text) == us

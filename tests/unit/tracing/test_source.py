@@ -18,7 +18,9 @@ class FakeStore:
     def __init__(self) -> None:
         self.asked: list[tuple[str, int, int, int, str | None]] = []
 
-    def fetch(self, service: str, start: int, end: int, limit: int = 100, operation: str | None = None) -> list[Trace]:
+    def fetch(
+        self, service: str, start: int, end: int, limit: int = 100, operation: str | None = None
+    ) -> list[Trace]:
         self.asked.append((service, start, end, limit, operation))
         return []
 
@@ -38,17 +40,20 @@ def test_a_store_is_asked_for_the_last_window_of_the_service() -> None:
     assert store.asked[-1] == ("frontend", 100_000_000, 400_000_000, 1000, None)  # 5m, 1000 by default
 
 
-@pytest.mark.parametrize(("files", "url", "query", "says", "option"), [
-    ((), None, TraceQuery(), "give trace FILES, or --jaeger-url with --service", None),
-    ((Path("x.json"),), "http://127.0.0.1:9", TraceQuery("s"), "not both", None),
-    ((), "http://127.0.0.1:9", TraceQuery(), "--jaeger-url needs --service", "--service"),
-    ((Path("x.json"),), None, TraceQuery(window="5m"), "apply to --jaeger-url only", None),
-    ((), "http://127.0.0.1:9", TraceQuery("s", window="soon"), "", "--window"),
-    ((), "http://127.0.0.1:9", TraceQuery("s", window="0s"), "longer than zero", "--window"),
-])
-def test_a_wrong_combination_is_refused_before_anything_is_read(files: tuple[Path, ...], url: str | None,
-                                                                query: TraceQuery, says: str,
-                                                                option: str | None) -> None:
+@pytest.mark.parametrize(
+    ("files", "url", "query", "says", "option"),
+    [
+        ((), None, TraceQuery(), "give trace FILES, or --jaeger-url with --service", None),
+        ((Path("x.json"),), "http://127.0.0.1:9", TraceQuery("s"), "not both", None),
+        ((), "http://127.0.0.1:9", TraceQuery(), "--jaeger-url needs --service", "--service"),
+        ((Path("x.json"),), None, TraceQuery(window="5m"), "apply to --jaeger-url only", None),
+        ((), "http://127.0.0.1:9", TraceQuery("s", window="soon"), "", "--window"),
+        ((), "http://127.0.0.1:9", TraceQuery("s", window="0s"), "longer than zero", "--window"),
+    ],
+)
+def test_a_wrong_combination_is_refused_before_anything_is_read(
+    files: tuple[Path, ...], url: str | None, query: TraceQuery, says: str, option: str | None
+) -> None:
     with pytest.raises(TraceSourceError, match=says or None) as raised:
         read_traces(files, jaeger_url=url, query=query)
     assert raised.value.option == option and isinstance(raised.value, InvalidInputError)
