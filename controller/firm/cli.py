@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -13,13 +14,6 @@ from rich.console import Console
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, preflight
 from firm.cli_options import json_option, overlap_tolerance_option
-from firm.cluster.cli import cluster_command
-from firm.experiment import cli as experiment_cli
-from firm.load.cli import load_command
-from firm.localize import cli as localize_cli
-from firm.loop import cli as loop_cli
-from firm.rl.cli import train_rl_command
-from firm.testbed import commands as testbed_commands
 from firm.tracing import TraceError, critical_paths, trace_features
 from firm.tracing.export import json_bytes
 from firm.tracing.features import format_table
@@ -27,13 +21,43 @@ from firm.tracing.source import TraceInput, TraceQuery, TraceSourceError, read_t
 
 log = logging.getLogger(__name__)
 
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "testbed": ("firm.testbed.commands", "testbed"),
+    "load": ("firm.load.cli", "load_command"),
+    "localize": ("firm.localize.cli", "localize_command"),
+    "train-svm": ("firm.localize.cli", "train_svm_command"),
+    "localize-dataset": ("firm.localize.cli", "dataset_command"),
+    "localize-testbed-dataset": ("firm.localize.cli", "testbed_dataset_command"),
+    "localize-eval": ("firm.localize.cli", "eval_command"),
+    "train-rl": ("firm.rl.cli", "train_rl_command"),
+    "run": ("firm.loop.cli", "run_command"),
+    "audit": ("firm.loop.cli", "audit_command"),
+    "explain": ("firm.loop.cli", "explain_command"),
+    "experiment": ("firm.experiment.cli", "experiment_command"),
+    "cluster": ("firm.cluster.cli", "cluster_command"),
+}
+"""Subcommands imported only when used: {name: (module, attribute)}. Several pull in torch or
+scikit-learn, which take seconds to import; ``firm critical-path`` and ``firm features`` need neither."""
+
 
 class FirmGroup(click.Group):
     """The ``firm`` group: no traceback reaches a user.
 
     A :class:`FirmError` from the library becomes its message (what was wrong and the fix); any
     other unexpected error is reported in one line that says how to see the traceback (``-vv``).
+    The subcommands of LAZY_COMMANDS are imported when they are run (or listed by ``--help``).
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module, attribute = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -207,18 +231,3 @@ def features_command(
         click.echo(format_table(result))
     else:
         click.echo(json.dumps(result.as_dict(), indent=2))
-
-
-main.add_command(testbed_commands.testbed)
-main.add_command(load_command)
-main.add_command(localize_cli.localize_command)
-main.add_command(localize_cli.train_svm_command)
-main.add_command(localize_cli.dataset_command)
-main.add_command(localize_cli.testbed_dataset_command)
-main.add_command(localize_cli.eval_command)
-main.add_command(train_rl_command)
-main.add_command(loop_cli.run_command)
-main.add_command(loop_cli.audit_command)
-main.add_command(loop_cli.explain_command)
-main.add_command(experiment_cli.experiment_command)
-main.add_command(cluster_command)

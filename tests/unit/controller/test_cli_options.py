@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -29,7 +30,8 @@ def test_an_option_is_read_from_its_environment_variable() -> None:
 
 def test_no_firm_variable_in_the_environment_sets_an_option_by_accident() -> None:
     """The variables firm and its tests use for other things name no command's option."""
-    command_names = set(main.commands)
+    ctx = click.Context(main)
+    commands = {name: main.get_command(ctx, name) for name in main.list_commands(ctx)}
     for name in (
         "FIRM_REDIS_URL",
         "FIRM_REDIS_PASSWORD",
@@ -46,6 +48,7 @@ def test_no_firm_variable_in_the_environment_sets_an_option_by_accident() -> Non
         parts = name.lower().split("_")[1:]
         for split in range(1, len(parts)):
             command, option = "-".join(parts[:split]), "_".join(parts[split:])
-            if command in command_names:
-                params = {p.name for p in main.commands[command].params}
+            found = commands.get(command)
+            if found is not None:
+                params = {p.name for p in found.params}
                 assert option not in params, f"{name} would set `firm {command}`'s {option}"
