@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -213,7 +217,10 @@ def experiment_command(
         )
     )
     try:
-        with Live(Text("starting"), console=console, refresh_per_second=2, transient=True) as live:
+        with (
+            _sigterm_interrupts(),
+            Live(Text("starting"), console=console, refresh_per_second=2, transient=True) as live,
+        ):
             experiment.progress = lambda status: live.update(_status_view(status))
             runs = experiment.run()
     except KeyboardInterrupt:
@@ -231,6 +238,21 @@ def experiment_command(
         meta=_meta(plan, experiment),
     )
     _write(report, out, console, as_json)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a service manager, ``timeout``, ``kill``) stops the experiment as Ctrl-C does: the
+    run under way is cut short, the testbed reset and every anomaly stopped, before the exit."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _meta(plan: ExperimentPlan, experiment: Experiment) -> dict[str, Any]:

@@ -283,7 +283,8 @@ def ratios(
 def verdict(policies: Mapping[str, Mapping[str, Any]], reference: str = "firm") -> dict[str, Any]:
     """Whether ``reference`` met the bar: fewer violation seconds than every other policy but
     ``none`` (the unlimited ceiling), no more CPU allocated on average than ``static``, every
-    anomaly mitigated (a mitigation time, not None)."""
+    anomaly mitigated while it still ran (``before_end``: the SLO came back, or never broke, before
+    the anomaly ended; an SLO that comes back only when the anomaly expires was not mitigated)."""
     if reference not in policies:
         return {}
     ref = policies[reference]
@@ -295,7 +296,7 @@ def verdict(policies: Mapping[str, Mapping[str, Any]], reference: str = "firm") 
     return {
         "fewer_violation_s_than": fewer,
         "cpu_not_above_static": cpu_ok,
-        "mitigated_every_anomaly": all(m is not None for m in ref.get("mitigation_s", [])),
+        "mitigated_every_anomaly": all(bool(a.get("before_end")) for a in ref.get("anomalies", [])),
     }
 
 

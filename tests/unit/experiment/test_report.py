@@ -133,9 +133,14 @@ def test_ratios_and_report() -> None:
     assert report["verdict"] == {
         "fewer_violation_s_than": {"static": True},
         "cpu_not_above_static": True,
-        "mitigated_every_anomaly": True,
+        # the cpu anomaly's violation ended only after the anomaly did (9 s after its start at 6 s,
+        # its end at 14 s): expiry is not mitigation
+        "mitigated_every_anomaly": False,
     }
     json.dumps(report, allow_nan=False)
+    firm.anomalies = [a for a in firm.anomalies if a.kind != "cpu"]
+    report = build_report([firm, static], slo_ms=SLO, interval_s=5.0, seed=7, meta={"duration_s": 20.0})
+    assert report["verdict"]["mitigated_every_anomaly"] is True
 
 
 def test_interval_must_be_positive() -> None:
