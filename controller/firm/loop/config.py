@@ -156,6 +156,14 @@ class FirmDecider(BaseModel):
         description="While an SLO is violated or at risk, only raises of a "
         "culprit's limits are applied (the agent's cuts wait).",
     )
+    unused_cpu: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A culprit using less than this share of its CPU limit gets the smallest raise "
+        "(one that widens where it may run) instead of the agent's: what it lacks is a CPU free to "
+        "run on, not quota (0: always the agent's).",
+    )
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
     trace_cache: int = Field(
         default=20000,

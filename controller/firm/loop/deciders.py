@@ -426,11 +426,20 @@ class FirmDecider:
                 if worst and worst.p99_ms is not None and worst.slo_ms
                 else f"culprit (score {float(ranked.score):.2f})"
             )
-            for resource, value in proposals.items():
+            for resource, proposed in proposals.items():
+                value = proposed
                 current = effective(view.limits.get(resource), self.config.guard(view.service, resource).max)
                 if value < current and cfg.raise_only:
                     continue  # the SLO is in danger: no resource of a culprit is cut now
-                actions.append(Action(view.name, resource, value, f"agent: {label}", view.service))
+                reason = f"agent: {label}"
+                if resource == "cpu" and value > current and math.isfinite(current):
+                    used = view.usage.get("cpu", 0.0) / current if current > 0 else 1.0
+                    if used < cfg.unused_cpu:
+                        value = min(value, current * (1 + 2 * self.config.deadband))
+                        reason = (
+                            f"smallest raise (widens its CPUs): uses {used:.0%} of its CPU limit; {label}"
+                        )
+                actions.append(Action(view.name, resource, value, reason, view.service))
         explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
         return actions
 

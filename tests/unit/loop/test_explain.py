@@ -26,6 +26,7 @@ def _audit(tmp_path: Path, *, dry_run: bool = False) -> Path:
     config = LoopConfig(
         guards={**default_guards(cpus=2), "cpu": Guard(min=0.1, max=2.0, max_step=0.5, cooldown_s=0)},
         reclaim=Reclaim(hold_s=0),
+        firm={"unused_cpu": 0},  # the agent's values as they are
     )
     target = MemoryTarget(LIMITS)
     now = [1000.0]
