@@ -6,9 +6,9 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -101,6 +101,17 @@ def _drivers(i: InstanceScore) -> str:
     return text or "-"
 
 
+def _table(rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """``rows`` (the head first) as aligned text lines; the columns in ``right`` aligned right."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c]) for c, cell in enumerate(r)
+        ).rstrip()
+        for r in rows
+    ]
+
+
 def format_ranking(ranking: Ranking, top: int = 10) -> str:
     """The ranking as an aligned text table: the ``top`` instances and what drove their scores."""
 
@@ -122,14 +133,7 @@ def format_ranking(ranking: Ranking, top: int = 10) -> str:
                 num(i.features.get("ci"), ".2f"),
             ]
         )
-    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-    right = {0, 3, 6, 7}
-    lines = [
-        "  ".join(
-            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c]) for c, cell in enumerate(r)
-        ).rstrip()
-        for r in rows
-    ]
+    lines = _table(rows, right={0, 3, 6, 7})
     w = ranking.window
     lat = w.get("latencyP50")
     ref = w.get("referenceLatencyP50")
@@ -333,14 +337,84 @@ def _progress(label: str) -> Any:
     )
 
 
-@click.command("localize-dataset")
-@click.option(
+_Cmd = TypeVar("_Cmd", bound=Callable[..., Any])
+
+_OUT_OPTION = click.option(
     "--out",
     "out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
     help="Folder to write windows.parquet and manifest.json to.",
 )
+
+
+def _training_options(prefix: str = "") -> Callable[[_Cmd], _Cmd]:
+    """The SVM's training options (--epochs, --alpha, --seed), ``prefix`` before each help text."""
+
+    def text(help_text: str) -> str:
+        return prefix + help_text[0].lower() + help_text[1:] if prefix else help_text
+
+    def apply(f: _Cmd) -> _Cmd:
+        for option in reversed(
+            (
+                click.option(
+                    "--epochs",
+                    type=click.IntRange(min=1),
+                    default=20,
+                    show_default=True,
+                    help=text("Passes over the data."),
+                ),
+                click.option(
+                    "--alpha",
+                    type=click.FloatRange(min=0, min_open=True),
+                    default=1e-4,
+                    show_default=True,
+                    help=text("L2 regularisation strength."),
+                ),
+                click.option(
+                    "--seed",
+                    type=int,
+                    default=0,
+                    show_default=True,
+                    help=text("Seed of the shuffling and the classifier."),
+                ),
+            )
+        ):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def _dataset_option(flag: str, multiple: bool = False) -> Callable[[_Cmd], _Cmd]:
+    """The option naming the dataset a command reads (as ``source``; a tuple with ``multiple``)."""
+    return click.option(
+        flag,
+        "source",
+        type=click.Path(exists=True, path_type=Path),
+        required=True,
+        multiple=multiple,
+        help="A dataset written by `firm localize-dataset` (its folder or windows.parquet)"
+        + ("; repeat to train on several together." if multiple else "."),
+    )
+
+
+def _graph_mask(data: Mapping[str, Any], names: str, hint: str) -> Any:
+    """Rows whose graph (campaign) is one of the comma-separated ``names``; BadParameter if none."""
+    import numpy as np  # noqa: PLC0415
+
+    wanted = {n.strip() for n in names.split(",") if n.strip()}
+    mask = np.asarray([g in wanted for g in data["graph"]], dtype=bool)
+    if not mask.any():
+        known = ", ".join(sorted(set(data["graph"])))
+        raise click.BadParameter(
+            f"no window of graph {names!r} in the dataset (it has {known})", param_hint=hint
+        )
+    return mask
+
+
+@click.command("localize-dataset")
+@_OUT_OPTION
 @click.option(
     "--synthetic",
     "cases",
@@ -380,6 +454,14 @@ def _progress(label: str) -> Any:
 @click.option(
     "--window", "window", default="60s", show_default=True, help="Window length for --campaign, e.g. 30s, 1m."
 )
+@click.option(
+    "--runs",
+    "runs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A folder of testbed runs kept by `firm localize-testbed-dataset --keep-traces` (searched "
+    "recursively): their windows, labelled as recorded, with the features of this firm.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic windows.")
 def dataset_command(
     *,
@@ -390,6 +472,7 @@ def dataset_command(
     campaign: Path | None,
     trace_files: tuple[Path, ...],
     window: str,
+    runs: Path | None,
     seed: int,
 ) -> None:
     """Build a labelled dataset of instance-windows (Parquet + manifest) for train-svm and localize-eval.
@@ -397,16 +480,33 @@ def dataset_command(
     Either --synthetic N (fault windows made by perturbing real traces: CPU hogs, CPU contention,
     network delay; no testbed needed) or --campaign RECORD with --traces FILES (windows of a
     recorded campaign, labelled by its injections: positive when an injection covered at least
-    half of the window).
+    half of the window) or --runs DIR (testbed runs kept by localize-testbed-dataset; the dataset's
+    graph column is each run's campaign).
     """
-    from firm.localize import campaigns, labels, synthetic, train  # noqa: PLC0415
+    from firm.localize import campaigns, labels, synthetic, testbed_runs, train  # noqa: PLC0415
 
-    if (cases is None) == (campaign is None):
-        raise click.UsageError("give exactly one of --synthetic N and --campaign RECORD")
+    if sum(v is not None for v in (cases, campaign, runs)) != 1:
+        raise click.UsageError("give exactly one of --synthetic N, --campaign RECORD and --runs DIR")
     t0 = time.monotonic()
     rows: list[dict[str, Any]]
     try:
-        if cases is not None:
+        if runs is not None:
+            kept = testbed_runs.load_runs(runs)
+            rows = []
+            with _progress("runs") as bar:
+                task = bar.add_task("runs", total=len(kept))
+                for run, win, ref in kept:
+                    rows.extend(testbed_runs.run_rows(run, win, ref))
+                    bar.update(task, advance=1)
+            manifest: dict[str, Any] = {
+                "source": "testbed",
+                "runs": str(runs),
+                "campaigns": sorted({r.campaign for r, _, _ in kept}),
+                "runsKept": len(kept),
+                "note": "windows of real anomalies on the embedded testbed, labelled as recorded; kinds "
+                "placed on CPUs label every instance sharing the target's CPUs",
+            }
+        elif cases is not None:
             names = [g.strip() for g in graphs.split(",") if g.strip()]
             try:
                 tpl = synthetic.graphs(names, dsb_traces or _DSB)
@@ -417,7 +517,7 @@ def dataset_command(
                 rows = synthetic.synthetic_rows(
                     tpl, cases, seed, progress=lambda d, n: bar.update(task, completed=d, total=n)
                 )
-            manifest: dict[str, Any] = {
+            manifest = {
                 "source": "synthetic",
                 "graphs": names,
                 "casesPerKind": cases,
@@ -446,31 +546,13 @@ def dataset_command(
             }
         manifest["command"] = "firm localize-dataset " + " ".join(sys.argv[2:])
         manifest["seconds"] = round(time.monotonic() - t0, 1)
-        path = train.write_dataset(rows, out, manifest)
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
-    click.echo(
-        json.dumps(
-            {
-                "dataset": str(path),
-                "rows": len(rows),
-                "windows": len({r["window"] for r in rows}),
-                "positives": sum(int(r["label"]) for r in rows),
-                "seconds": manifest["seconds"],
-            },
-            indent=2,
-        )
-    )
+    _write_dataset(train, rows, out, manifest)
 
 
 @click.command("train-svm")
-@click.option(
-    "--from",
-    "source",
-    type=click.Path(exists=True, path_type=Path),
-    required=True,
-    help="A dataset written by `firm localize-dataset` (its folder or windows.parquet).",
-)
+@_dataset_option("--from", multiple=True)
 @click.option(
     "--out",
     "out",
@@ -478,21 +560,9 @@ def dataset_command(
     required=True,
     help="Model file to write (JSON).",
 )
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Passes over the data."
-)
+@_training_options()
 @click.option(
     "--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Rows per partial_fit."
-)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1e-4,
-    show_default=True,
-    help="L2 regularisation strength.",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the shuffling and the classifier."
 )
 @click.option(
     "--test-share",
@@ -505,7 +575,7 @@ def dataset_command(
     "--holdout-graph",
     default=None,
     metavar="NAME",
-    help="Hold out every window of this graph (or campaign) instead of a random share.",
+    help="Hold out every window of these graphs or campaigns (comma-separated) instead of a random share.",
 )
 @click.option(
     "--features",
@@ -516,7 +586,7 @@ def dataset_command(
 )
 def train_svm_command(
     *,
-    source: Path,
+    source: tuple[Path, ...],
     out: Path,
     epochs: int,
     batch: int,
@@ -537,31 +607,30 @@ def train_svm_command(
     from firm.localize import train  # noqa: PLC0415
 
     try:
-        data = train.read_dataset(source)
+        parts = [train.read_dataset(p) for p in source]
+        data = train.concat_datasets(parts)
         if holdout_graph is not None:
-            test = np.asarray([g == holdout_graph for g in data["graph"]], dtype=bool)
-            if not test.any():
-                raise click.BadParameter(
-                    f"no window of graph {holdout_graph!r} in the dataset", param_hint="--holdout-graph"
-                )
+            test = _graph_mask(data, holdout_graph, "--holdout-graph")
             fit = ~test
         elif test_share > 0:
             fit, test = train.split_windows(data, test_share, seed)
         else:
             fit, test = np.ones(len(data["y"]), dtype=bool), np.zeros(len(data["y"]), dtype=bool)
-        manifest_path = Path(data["path"]).with_name("manifest.json")
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        manifests = []
+        for part in parts:
+            manifest_path = Path(part["path"]).with_name("manifest.json")
+            manifests.append(json.loads(manifest_path.read_text()) if manifest_path.is_file() else {})
         summary = {
-            "dataset": str(source),
-            "manifest": manifest,
+            "dataset": ", ".join(str(p) for p in source),
+            "manifest": manifests[0] if len(manifests) == 1 else {"datasets": manifests},
             "trainRows": int(fit.sum()),
             "testRows": int(test.sum()),
             "holdout": holdout_graph or f"{test_share:.0%} of the windows",
-            "source": manifest.get("source", "unknown"),
-            "note": manifest.get("note", ""),
+            "source": "+".join(str(m.get("source", "unknown")) for m in manifests),
+            "note": "; ".join(str(m["note"]) for m in manifests if m.get("note")),
             "command": "firm train-svm " + " ".join(sys.argv[2:]),
         }
-        names = tuple(f.strip() for f in features.split(",") if f.strip()) if features else MODEL_INPUTS
+        names = _feature_names(features) or MODEL_INPUTS
         try:
             cfg = train.TrainConfig(epochs=epochs, batch=batch, alpha=alpha, seed=seed, features=names)
         except ValueError as err:
@@ -589,6 +658,11 @@ def train_svm_command(
     click.echo(json.dumps({"model": str(out), **metrics}, indent=2))
 
 
+def _feature_names(text: str | None) -> tuple[str, ...]:
+    """The comma-separated names of ``text`` (empty for None)."""
+    return tuple(f.strip() for f in (text or "").split(",") if f.strip())
+
+
 def _verdicts(scores: Any, data: Mapping[str, Any], min_score: float, vs_top: float) -> Any:
     import numpy as np  # noqa: PLC0415
 
@@ -604,7 +678,9 @@ def _verdicts(scores: Any, data: Mapping[str, Any], min_score: float, vs_top: fl
     )
 
 
-def _compare(model: Any, data: Mapping[str, Any], mask: Any) -> list[Any]:
+def _compare(model: Any, data: Mapping[str, Any], mask: Any, decisions: Any = None) -> list[Any]:
+    """Evaluations of the SVM (``model``'s decisions, or ``decisions`` given per row), the rules,
+    the cp_share-growth baseline and FIRM's RI (ties by CI) on the rows of ``mask``."""
     import numpy as np  # noqa: PLC0415
 
     from firm.localize import train  # noqa: PLC0415
@@ -613,27 +689,35 @@ def _compare(model: Any, data: Mapping[str, Any], mask: Any) -> list[Any]:
     rc = RuleConfig()
     out = []
     rules = np.asarray(data["rules_score"], dtype=np.float64)
-    if model is not None:
-        dec = model.decision(data["x"])
-        out.append(train.evaluate("svm", dec, dec > model.threshold, data, mask, tiebreak=rules))
+    if model is not None or decisions is not None:
+        dec = model.decision(data["x"]) if decisions is None else decisions
+        threshold = model.threshold if model is not None else 0.0
+        out.append(train.evaluate("svm", dec, dec > threshold, data, mask, tiebreak=rules))
     out.append(
         train.evaluate("rules", rules, _verdicts(rules, data, rc.min_score, rc.culprit_vs_top), data, mask)
     )
-    base = np.asarray(data["baseline_score"], dtype=np.float64)
-    out.append(
-        train.evaluate("cp_share_growth", base, _verdicts(base, data, 1e-9, rc.culprit_vs_top), data, mask)
-    )
+    for method, score, tie in (
+        ("cp_share_growth", "cp_share_growth", "rules_score"),
+        ("firm_ri", "ri", "log_ci"),
+    ):
+        col = data["x"][:, MODEL_INPUTS.index(score)] if score in MODEL_INPUTS else data[score]
+        values = np.asarray(col, dtype=np.float64)
+        ties = data["x"][:, MODEL_INPUTS.index(tie)] if tie in MODEL_INPUTS else data[tie]
+        out.append(
+            train.evaluate(
+                method,
+                values,
+                _verdicts(values, data, 1e-9, rc.culprit_vs_top),
+                data,
+                mask,
+                tiebreak=np.asarray(ties, dtype=np.float64),
+            )
+        )
     return out
 
 
 @click.command("localize-eval")
-@click.option(
-    "--dataset",
-    "source",
-    type=click.Path(exists=True, path_type=Path),
-    required=True,
-    help="A dataset written by `firm localize-dataset`.",
-)
+@_dataset_option("--dataset")
 @click.option(
     "--model",
     "model_path",
@@ -642,14 +726,56 @@ def _compare(model: Any, data: Mapping[str, Any], mask: Any) -> list[Any]:
     help="Model file to evaluate.  [default: the shipped model]",
 )
 @click.option(
-    "--graph", "graph", default=None, metavar="NAME", help="Only the windows of this graph (or campaign)."
+    "--graph",
+    "graph",
+    default=None,
+    metavar="NAMES",
+    help="Only the windows of these graphs or campaigns (comma-separated).",
 )
+@click.option(
+    "--cross-validate",
+    "cross",
+    is_flag=True,
+    help="Instead of a model file: for every campaign (graph) of the dataset, train an SVM on the "
+    "others (with --features, --alpha, --epochs, --seed) and score that campaign with it.",
+)
+@click.option(
+    "--features",
+    "features",
+    default=None,
+    metavar="NAMES",
+    help="With --cross-validate: the SVM's inputs.  [default: those of the shipped model]",
+)
+@click.option(
+    "--also-train",
+    "also_train",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    metavar="DATASET",
+    help="With --cross-validate: a dataset every fold also trains on (never scored), e.g. synthetic "
+    "windows beside testbed campaigns; repeat for several.",
+)
+@_training_options("With --cross-validate: ")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table", show_default=True)
-def eval_command(*, source: Path, model_path: Path | None, graph: str | None, fmt: str) -> None:
-    """Compare the SVM, the rules and the cp_share-growth baseline on a labelled dataset.
+def eval_command(
+    *,
+    source: Path,
+    model_path: Path | None,
+    graph: str | None,
+    cross: bool,
+    also_train: tuple[Path, ...],
+    features: str | None,
+    alpha: float,
+    epochs: int,
+    seed: int,
+    fmt: str,
+) -> None:
+    """Compare the SVM, the rules, the cp_share-growth baseline and FIRM's RI on a labelled dataset.
 
     Per row: accuracy, precision, recall and F1 of the culprit verdict. Per window with a culprit:
-    top-1 and top-3 (the culprit among the highest scores), overall and per fault kind.
+    top-1 and top-3 (the culprit among the highest scores), overall and per fault kind. With
+    --cross-validate, every campaign is scored by an SVM that was trained without it (held-out
+    campaigns, not held-out windows).
     """
     import numpy as np  # noqa: PLC0415
 
@@ -657,27 +783,41 @@ def eval_command(*, source: Path, model_path: Path | None, graph: str | None, fm
     from firm.localize.localizer import DEFAULT_MODEL  # noqa: PLC0415
     from firm.localize.model import LinearModel  # noqa: PLC0415
 
+    if cross and model_path is not None:
+        raise click.UsageError("give --model or --cross-validate, not both")
+    if also_train and not cross:
+        raise click.UsageError("--also-train applies to --cross-validate only")
+    decisions = None
+    model = None
     try:
         data = train.read_dataset(source)
-        path = model_path or (DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None)
-        model = LinearModel.load(path) if path is not None else None
+        path = None if cross else model_path or (DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None)
+        if cross:
+            default = LinearModel.load(DEFAULT_MODEL).features if DEFAULT_MODEL.is_file() else MODEL_INPUTS
+            try:
+                cfg = train.TrainConfig(
+                    epochs=epochs, alpha=alpha, seed=seed, features=_feature_names(features) or default
+                )
+            except ValueError as err:
+                raise click.BadParameter(str(err), param_hint="--features") from err
+            extra = train.concat_datasets([train.read_dataset(p) for p in also_train]) if also_train else None
+            decisions, _ = train.held_out_decisions(data, cfg, extra=extra)
+        elif path is not None:
+            model = LinearModel.load(path)
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
-    mask = np.ones(len(data["y"]), dtype=bool)
-    if graph is not None:
-        mask = np.asarray([g == graph for g in data["graph"]], dtype=bool)
-        if not mask.any():
-            raise click.BadParameter(f"no window of graph {graph!r} in the dataset", param_hint="--graph")
-    results = _compare(model, data, mask)
+    mask = np.ones(len(data["y"]), dtype=bool) if graph is None else _graph_mask(data, graph, "--graph")
+    results = _compare(model, data, mask, decisions)
     doc: dict[str, Any] = {
         "dataset": str(source),
-        "model": None if path is None else str(path),
+        "model": "cross-validated by campaign" if cross else None if path is None else str(path),
         "results": {r.method: r.as_dict() for r in results},
     }
     by = {r.method: r for r in results}
     if "svm" in by:
         doc["svmTop1MinusBaseline"] = round(by["svm"].top1 - by["cp_share_growth"].top1, 6)
         doc["svmTop1MinusRules"] = round(by["svm"].top1 - by["rules"].top1, 6)
+        doc["svmTop1MinusFirmRi"] = round(by["svm"].top1 - by["firm_ri"].top1, 6)
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
         return
@@ -695,10 +835,7 @@ def eval_command(*, source: Path, model_path: Path | None, graph: str | None, fm
         ]
         for r in results
     ]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-    lines = [
-        "  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(r)) for r in rows
-    ]
+    lines = _table(rows, right=set(range(1, len(head))))
     kinds = sorted({k for r in results for k in r.per_kind})
     lines.append("")
     lines.append(
@@ -712,20 +849,23 @@ def eval_command(*, source: Path, model_path: Path | None, graph: str | None, fm
     if "svm" in by:
         lines.append(
             f"SVM top-1 minus cp_share-growth baseline: {100 * doc['svmTop1MinusBaseline']:+.1f} points; "
-            f"minus the rules: {100 * doc['svmTop1MinusRules']:+.1f} points"
+            f"minus the rules: {100 * doc['svmTop1MinusRules']:+.1f} points; "
+            f"minus FIRM's RI: {100 * doc['svmTop1MinusFirmRi']:+.1f} points"
         )
     click.echo("\n".join(lines))
 
 
-_TESTBED_KINDS = (
-    "cpu",
-    "memory_bandwidth",
-    "llc",
-    "disk_io",
-    "network_bandwidth",
-    "network_loss",
-    "network_delay",
-)
+_START_SLACK_S = 12
+"""Seconds the load and the anomaly run on past the planned window (for the anomaly's late start)."""
+
+
+def _testbed_kinds() -> list[str]:
+    """The anomaly kinds this machine can inject (the registry's, network_delay only with netem)."""
+    from ansible_collections.firm.core.plugins.module_utils import anomaly  # noqa: PLC0415
+
+    return [
+        k for k in anomaly.kind_names() if not anomaly.REGISTRY[k].kernel_feature or anomaly.netem_available()
+    ]
 
 
 def _intensities(text: str) -> list[int]:
@@ -749,25 +889,68 @@ def _cpu_set(text: str) -> set[int]:
     return out
 
 
+def _plans(
+    plan: str | None, kinds: str, targets: str | None, intensities: str, services: Sequence[str]
+) -> list[tuple[str, str, int]]:
+    """(kind, target, intensity) of every run: --plan's triples, else kinds x targets x intensities."""
+    supported = _testbed_kinds()
+    if plan:
+        out = []
+        for item in plan.split(","):
+            parts = item.strip().split("/")
+            if len(parts) != 3 or not parts[2].isdigit():
+                raise click.BadParameter(
+                    f"{item.strip()!r} is not KIND/SERVICE/INTENSITY, e.g. cpu/text/60", param_hint="--plan"
+                )
+            out.append((parts[0], parts[1], int(parts[2])))
+    else:
+        kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+        target_list = [t.strip() for t in targets.split(",")] if targets else list(services)
+        out = [(k, t, v) for k in kind_list for t in target_list for v in _intensities(intensities)]
+    bad = sorted({k for k, _, _ in out if k not in supported})
+    if bad or not out:
+        raise click.BadParameter(
+            f"unknown or unsupported kinds {bad}; this machine supports {', '.join(supported)}",
+            param_hint="--plan" if plan else "--kinds",
+        )
+    unknown = sorted({t for _, t, _ in out if t not in services})
+    if unknown:
+        raise click.BadParameter(
+            f"unknown services {unknown}; the testbed has {', '.join(services)}",
+            param_hint="--plan" if plan else "--targets",
+        )
+    if any(not 0 <= v <= 100 for _, _, v in out):
+        raise click.BadParameter("intensities are 0-100", param_hint="--plan" if plan else "--intensity")
+    return out
+
+
 @click.command("localize-testbed-dataset")
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder to write windows.parquet and manifest.json to.",
-)
+@_OUT_OPTION
 @click.option(
     "--kinds",
     default="cpu",
     show_default=True,
-    help="Comma-separated anomaly kinds (those this machine supports: " + ", ".join(_TESTBED_KINDS) + ").",
+    help="Comma-separated anomaly kinds (of the registry; network_delay needs netem in the kernel).",
 )
 @click.option(
     "--targets", default=None, help="Comma-separated services to inject beside.  [default: every service]"
 )
 @click.option(
     "--intensity", "intensities", default="60", show_default=True, help="Comma-separated intensities (0-100)."
+)
+@click.option(
+    "--plan",
+    "plan",
+    default=None,
+    metavar="KIND/SERVICE/INTENSITY,...",
+    help="The runs, one triple each, instead of --kinds x --targets x --intensity.",
+)
+@click.option(
+    "--campaign",
+    "campaign",
+    default="testbed",
+    show_default=True,
+    help="Name of this recording (the dataset's graph column: train-svm --holdout-graph splits by it).",
 )
 @click.option(
     "--window",
@@ -782,7 +965,8 @@ def _cpu_set(text: str) -> set[int]:
 @click.option(
     "--keep-traces",
     is_flag=True,
-    help="Also write each window and its reference (Jaeger JSON) to OUT/traces.",
+    help="Also keep every run (its window and reference as Jaeger JSON, its record and telemetry) in "
+    "OUT/runs, so that `firm localize-dataset --runs` can compute its features again.",
 )
 def testbed_dataset_command(
     *,
@@ -790,6 +974,8 @@ def testbed_dataset_command(
     kinds: str,
     targets: str | None,
     intensities: str,
+    plan: str | None,
+    campaign: str,
     window_s: int,
     seed: int,
     config_path: str | None,
@@ -797,12 +983,13 @@ def testbed_dataset_command(
 ) -> None:
     """Run anomaly campaigns on the embedded testbed and write labelled windows (Parquet + manifest).
 
-    For every kind x target x intensity: load the testbed, start the anomaly after one window, read
-    the window before it (the reference) and the window during it from the trace store, and label
-    every instance from the anomaly's record: beside-placed kinds (CPU, memory bandwidth, LLC, disk)
-    label every instance sharing the target's CPUs, the target marked; network kinds label the
-    target. Brings the testbed up if it is not, and takes it down again at the end. Needs root;
-    run it under `flock /tmp/firm-real.lock`. Each run takes about 2 x --window + 15 seconds.
+    For every run (kind x target x intensity, or --plan): load the testbed, start the anomaly
+    after one window, read the window before it (the reference) and the window during it from the
+    trace store, and label every instance from the anomaly's record: kinds placed on CPUs (CPU,
+    memory bandwidth, LLC, disk) label every instance sharing the target's CPUs, the target
+    marked; network kinds label the target. Brings the testbed up if it is not, and takes it down
+    again at the end. Needs root; run it under `flock /tmp/firm-real.lock`. Each run takes about
+    2 x --window + 30 seconds.
     """
     from firm.localize import train  # noqa: PLC0415
     from firm.testbed import config as testbed_config  # noqa: PLC0415
@@ -810,23 +997,11 @@ def testbed_dataset_command(
     from firm.testbed.store import RedisTraceStore  # noqa: PLC0415
 
     config = testbed_config.load(config_path)
-    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
-    bad = [k for k in kind_list if k not in _TESTBED_KINDS]
-    if bad or not kind_list:
-        raise click.BadParameter(
-            f"unknown kinds {bad}; choose from {', '.join(_TESTBED_KINDS)}", param_hint="--kinds"
-        )
     services = [s.name for s in config.services]
-    target_list = [t.strip() for t in targets.split(",")] if targets else services
-    if [t for t in target_list if t not in services]:
-        raise click.BadParameter(
-            f"unknown services; the testbed has {', '.join(services)}", param_hint="--targets"
-        )
-    levels = _intensities(intensities)
+    plans = _plans(plan, kinds, targets, intensities, services)
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
     take_down = not lifecycle.is_up(config)
-    plans = [(k, t, v) for k in kind_list for t in target_list for v in levels]
     try:
         lifecycle.up(config)
         state = lifecycle.read_state(config)
@@ -836,9 +1011,16 @@ def testbed_dataset_command(
         with _progress("campaign runs") as bar:
             task = bar.add_task("runs", total=len(plans))
             for n, (kind, target, level) in enumerate(plans):
-                plan = experiment.AnomalyPlan(kind, target, level, float(window_s + 2), window_s + 5)
+                # Starting an anomaly takes its module seconds of CPU (up to 8 s measured on 2 busy
+                # cores): the load runs on long enough for a whole window after the real start.
+                aplan = experiment.AnomalyPlan(
+                    kind, target, level, float(window_s + 2), window_s + _START_SLACK_S
+                )
                 report = experiment.run(
-                    config, experiment.RunPlan(duration_s=2 * window_s + 6, seed=seed + n, anomaly=plan)
+                    config,
+                    experiment.RunPlan(
+                        duration_s=2 * window_s + 4 + _START_SLACK_S, seed=seed + n, anomaly=aplan
+                    ),
                 )
                 if report.anomaly is not None:
                     rows.extend(
@@ -846,11 +1028,10 @@ def testbed_dataset_command(
                             config,
                             store,
                             report.anomaly,
-                            kind,
-                            target,
-                            level,
+                            (kind, target, level),
+                            campaign,
                             window_s,
-                            out / "traces" if keep_traces else None,
+                            out / "runs" if keep_traces else None,
                         )
                     )
                 bar.update(task, advance=1)
@@ -861,20 +1042,28 @@ def testbed_dataset_command(
             lifecycle.down(config)
     manifest = {
         "source": "testbed",
-        "kinds": kind_list,
-        "targets": target_list,
-        "intensities": levels,
+        "campaign": campaign,
+        "runs": [f"{k}/{t}/{v}" for k, t, v in plans],
         "windowS": window_s,
         "seed": seed,
         "command": "firm localize-testbed-dataset " + " ".join(sys.argv[2:]),
         "seconds": round(time.monotonic() - t0, 1),
-        "note": "windows of real anomalies on the embedded testbed; beside-placed kinds label every "
+        "note": "windows of real anomalies on the embedded testbed; kinds placed on CPUs label every "
         "instance sharing the target's CPUs",
     }
+    _write_dataset(train, rows, out, manifest)
+
+
+def _write_dataset(
+    train: Any, rows: Sequence[Mapping[str, Any]], out: Path, manifest: Mapping[str, Any]
+) -> None:
+    """Write the dataset and print its summary (JSON)."""
     try:
         path = train.write_dataset(rows, out, manifest)
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
+    except OSError as err:
+        raise click.ClickException(f"{out}: cannot write the dataset: {err}") from err
     click.echo(
         json.dumps(
             {
@@ -882,65 +1071,77 @@ def testbed_dataset_command(
                 "rows": len(rows),
                 "windows": len({r["window"] for r in rows}),
                 "positives": sum(int(r["label"]) for r in rows),
-                "seconds": manifest["seconds"],
+                "seconds": manifest.get("seconds"),
             },
             indent=2,
         )
     )
 
 
+def _telemetry(
+    config: Any, names: Sequence[str], start_us: int, end_us: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Every instance's telemetry samples of ``[start_us, end_us)`` from firm's Redis ({} without it)."""
+    if not config.telemetry_redis:
+        return {}
+    import redis  # noqa: PLC0415
+
+    from ansible_collections.firm.core.plugins.module_utils import redis_auth  # noqa: PLC0415
+    from firm.telemetry.redis_store import RedisTelemetrySource  # noqa: PLC0415
+
+    try:
+        source = RedisTelemetrySource(redis_auth.connect(config.telemetry_redis, socket_connect_timeout=2))
+        return {n: [s.as_dict() for s in source.window(n, start_us / 1e6, end_us / 1e6)] for n in names}
+    except (redis.RedisError, OSError):
+        return {}
+
+
 def _testbed_rows(
     config: Any,
     store: Any,
     record: Mapping[str, Any],
-    kind: str,
-    target: str,
-    level: int,
+    run: tuple[str, str, int],
+    campaign: str,
     window_s: int,
     keep: Path | None,
 ) -> list[dict[str, Any]]:
     """Labelled rows of one testbed run: the window during the anomaly against the one before it."""
-    from firm.localize import labels as labels_mod  # noqa: PLC0415
-    from firm.localize import train  # noqa: PLC0415
-    from firm.tracing.culprit_features import CulpritFeatureConfig, culprit_features  # noqa: PLC0415
+    from ansible_collections.firm.core.plugins.module_utils import anomaly  # noqa: PLC0415
+    from firm.localize import testbed_runs  # noqa: PLC0415
 
-    started = labels_mod.to_us(float(record["started_at"]))
-    reference = store.traces(started - window_s * 1_000_000, started - 1_000_000)
-    window = store.traces(started + 2_000_000, started + (window_s + 2) * 1_000_000)
-    if not reference or not window:
-        return []
-    beside = kind not in ("network_bandwidth", "network_loss", "network_delay")
+    kind, target, level = run
+    started = testbed_runs.started_us(record)
+    ref_span = (started - window_s * 1_000_000, started - 1_000_000)
+    win_span = (started + 2_000_000, started + (window_s + 2) * 1_000_000)
+    reference = store.traces(*ref_span)
+    window = store.traces(*win_span)
+    beside = anomaly.REGISTRY[kind].placement == "cpus"
     cpus = _cpu_set(config.service(target).cpus)
-    shared = {(i.service, i.name) for i in config.instances() if _cpu_set(i.spec.cpus) & cpus}
-    entry = {
-        "event": "started",
-        **record,
-        "labels": {
-            **(record.get("labels") or {}),
-            "service": target,
-            "instance": f"{target}-0",
-            "placement": "beside" if beside else "inside",
-        },
-    }
-    recorded = labels_mod.injections([entry])
-    wid = f"testbed-{kind}-{target}-{level}-{started}"
-    if keep is not None:  # the windows themselves, so that they can be ranked again (firm localize)
-        from firm.tracing.export import jaeger_document  # noqa: PLC0415
-
-        keep.mkdir(parents=True, exist_ok=True)
-        (keep / f"{wid}-window.json").write_text(json.dumps(jaeger_document(window)))
-        (keep / f"{wid}-reference.json").write_text(json.dumps(jaeger_document(reference)))
-    cw = culprit_features(window, reference, CulpritFeatureConfig())
-    keys = [(i.service, i.instance) for i in cw.instances]
-    lab = labels_mod.label_window(
-        started + 2_000_000, started + (window_s + 2) * 1_000_000, keys, recorded, sharing=lambda _i: shared
+    shared = tuple(
+        sorted((i.service, i.name) for i in config.instances() if beside and _cpu_set(i.spec.cpus) & cpus)
     )
-    return train.rows_of_window(
-        wid,
-        cw,
-        {k: v.positive for k, v in lab.items()},
-        source="campaign",
-        graph="testbed",
+    names = [i.name for i in config.instances()]
+    tb_run = testbed_runs.KeptRun(
+        id=f"{campaign}-{kind}-{target}-{level}-{started}",
+        campaign=campaign,
         kind=kind,
-        targets=[k for k, v in lab.items() if v.target],
+        target=target,
+        instance=f"{target}-0",
+        intensity=level,
+        placement="beside" if beside else "inside",
+        record=dict(record),
+        window=win_span,
+        reference=ref_span,
+        shared=shared,
+        telemetry=(
+            {
+                "window": _telemetry(config, names, *win_span),
+                "reference": _telemetry(config, names, *ref_span),
+            }
+            if keep is not None
+            else {}
+        ),
     )
+    if keep is not None:  # the run itself, so that its windows can be ranked again
+        testbed_runs.save_run(keep, tb_run, window, reference)
+    return testbed_runs.run_rows(tb_run, window, reference)

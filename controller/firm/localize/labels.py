@@ -12,8 +12,9 @@ and traces in microseconds line up.
 instance (sharing its cgroup quota, its own network namespace or interface) labels that instance;
 one *beside* it (the same CPUs, disk or link) labels every instance sharing the resource with the
 target, and the target is marked. The placement comes from the entry (``placement`` or
-``labels.placement``); without one, network kinds count as inside (they act on the instance's own
-interface) and the others as beside. The instance is ``labels.instance``, else the service's name.
+``labels.placement``); without one, the kinds the anomaly registry places on an interface
+(``anomaly.kind_names(placement="interface")``: the network kinds) count as inside (they act on the
+instance's own interface) and the others as beside. The instance is ``labels.instance``, else the service's name.
 
 **Time alignment** (where the original went wrong): an instance is positive for a window
 ``[start, end)`` when the union of the injections labelling it covers at least ``min_cover``
@@ -29,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.firm.core.plugins.module_utils import anomaly
 from firm.localize.errors import DatasetError
 
 __all__ = ["LabelledInjection", "WindowLabel", "injections", "label_window", "read_campaign_file", "to_us"]
 
 InstanceKey = tuple[str, str]
-NETWORK_KINDS = ("network_bandwidth", "network_loss", "network_delay")
 
 
 def to_us(t: float) -> int:
@@ -124,7 +125,9 @@ def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
                 "give the record written by firm's campaign",
             ) from err
         kind = str(entry.get("kind", ""))
-        placement = _get(entry, "placement") or ("inside" if kind in NETWORK_KINDS else "beside")
+        placement = _get(entry, "placement") or (
+            "inside" if kind in anomaly.kind_names(placement="interface") else "beside"
+        )
         if placement not in ("inside", "beside"):
             raise DatasetError(
                 f"campaign record entry {k} ({name}): placement {placement!r} is neither "

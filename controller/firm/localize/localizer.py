@@ -39,6 +39,7 @@ from pathlib import Path
 from firm.localize.errors import EmptyWindowError, NoOverlapError
 from firm.localize.model import LinearModel, model_inputs
 from firm.localize.ranking import InstanceScore, Ranking
+from firm.localize.telemetry_features import TelemetryWindows, telemetry_features
 from firm.tracing.culprit_features import CulpritFeatureConfig, CulpritWindow, culprit_features
 from firm.tracing.model import Trace
 
@@ -149,8 +150,17 @@ class Localizer:
         """The culprit features this localizer ranks by (see :func:`culprit_features`)."""
         return culprit_features(window, reference, self.feature_config, with_paths=True)
 
-    def rank(self, window: Sequence[Trace], reference: Sequence[Trace] | None = None) -> Ranking:
+    def rank(
+        self,
+        window: Sequence[Trace],
+        reference: Sequence[Trace] | None = None,
+        telemetry: TelemetryWindows | None = None,
+    ) -> Ranking:
         """Every instance of ``window``, most to blame first, compared with ``reference`` when given.
+
+        ``telemetry`` (the instances' samples of the window and the reference, by instance name)
+        adds the ``tm_*`` features of :mod:`firm.localize.telemetry_features` to the instances it
+        names; it does not change the scores.
 
         ``window`` and ``reference`` may be :class:`~firm.tracing.culprit_features.WindowParts`
         (from a :class:`~firm.tracing.culprit_features.TracePartsCache`: each request's parts
@@ -172,11 +182,14 @@ class Localizer:
             flags.append("empty_reference")
             ref = None
         cw = self.features(window, ref)
-        return self.rank_features(cw, flags)
+        return self.rank_features(cw, flags, telemetry)
 
-    def rank_features(self, cw: CulpritWindow, flags: Sequence[str] = ()) -> Ranking:
+    def rank_features(
+        self, cw: CulpritWindow, flags: Sequence[str] = (), telemetry: TelemetryWindows | None = None
+    ) -> Ranking:
         """Rank an already computed :class:`CulpritWindow` (see :meth:`rank`)."""
         out_flags = list(flags)
+        extra = telemetry_features(telemetry.window, telemetry.reference) if telemetry is not None else {}
         if cw.requests == 0:
             raise EmptyWindowError(
                 "the window holds no traces, so no instance can be ranked",
@@ -230,9 +243,11 @@ class Localizer:
             vals = [float(i.features.get("blame_share") or 0.0) for i in cw.instances]
             scores = [(v, v >= rc.min_share_alone) for v in vals]
         items = [
-            InstanceScore(i.service, i.instance, s, c, dict(i.features))
+            InstanceScore(i.service, i.instance, s, c, {**i.features, **extra.get(i.instance, {})})
             for i, (s, c) in zip(cw.instances, scores, strict=True)
         ]
+        if telemetry is not None and not any(i.instance in extra for i in cw.instances):
+            out_flags.append("no_telemetry_match")
         # Ties (e.g. at zero) are ordered by the rules' score, which breaks its own ties by growth
         # not shrunk by noise.
         items.sort(key=lambda x: (-x.score, -rule_score(x.features, rc), x.service, x.instance))

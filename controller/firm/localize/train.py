@@ -37,13 +37,16 @@ from firm import __version__
 from firm.localize.errors import DatasetError
 from firm.localize.localizer import rule_score
 from firm.localize.model import MODEL_INPUTS, LinearModel, model_inputs
+from firm.localize.telemetry_features import TELEMETRY_FEATURE_DOCS
 from firm.tracing.culprit_features import CulpritFeatureConfig, CulpritWindow
 
 __all__ = [
     "DATASET_FORMAT",
     "EvalResult",
     "TrainConfig",
+    "concat_datasets",
     "evaluate",
+    "held_out_decisions",
     "read_dataset",
     "rows_of_window",
     "split_windows",
@@ -66,8 +69,10 @@ def rows_of_window(
     graph: str,
     kind: str,
     targets: Iterable[tuple[str, str]] = (),
+    telemetry: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Dataset rows of one window: every instance of ``cw``, labelled 1 when ``culprits`` says so."""
+    """Dataset rows of one window: every instance of ``cw``, labelled 1 when ``culprits`` says so;
+    with ``telemetry`` (instance name -> ``tm_*`` features), those as extra columns."""
     x = model_inputs(cw)
     tset = set(targets)
     rows = []
@@ -86,6 +91,9 @@ def rows_of_window(
         row.update({name: float(v) for name, v in zip(MODEL_INPUTS, vec, strict=True)})
         row["rules_score"] = rule_score(inst.features)
         row["baseline_score"] = float(inst.features.get("cp_share_growth") or 0.0)
+        if telemetry is not None:
+            tm = telemetry.get(inst.instance, {})
+            row.update({name: tm.get(name) for name in TELEMETRY_FEATURE_DOCS})
         rows.append(row)
     return rows
 
@@ -96,7 +104,8 @@ def write_dataset(rows: Sequence[Mapping[str, Any]], folder: Path, manifest: Map
         raise DatasetError("the dataset has no rows", "generate windows first (more cases, longer campaigns)")
     folder.mkdir(parents=True, exist_ok=True)
     cols = [*_META, "label", "target", *MODEL_INPUTS, "rules_score", "baseline_score"]
-    table = pa.table({c: [r[c] for r in rows] for c in cols})
+    cols += [c for c in TELEMETRY_FEATURE_DOCS if any(c in r for r in rows)]
+    table = pa.table({c: [r.get(c) for r in rows] for c in cols})
     path = folder / "windows.parquet"
     pq.write_table(table, path)
     labels = [int(r["label"]) for r in rows]
@@ -155,6 +164,28 @@ def read_dataset(path: Path) -> dict[str, Any]:
     out["x"] = x
     out["y"] = np.asarray(cols["label"], dtype=np.int64)
     out["path"] = str(path)
+    return out
+
+
+def concat_datasets(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several datasets (as :func:`read_dataset` returns them) as one: the rows of each in turn,
+    the columns they all have. Raises :class:`DatasetError` when a window id occurs in two."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    seen: set[str] = set()
+    for part in parts:
+        ids = set(part["window"])
+        if ids & seen:
+            raise DatasetError(
+                f"{part['path']}: windows of this dataset also occur in another one given",
+                "give each dataset once",
+            )
+        seen |= ids
+    common = set.intersection(*(set(p) for p in parts)) - {"x", "y", "path"}
+    out: dict[str, Any] = {c: [v for p in parts for v in p[c]] for c in common}
+    out["x"] = np.vstack([p["x"] for p in parts])
+    out["y"] = np.concatenate([p["y"] for p in parts])
+    out["path"] = str(parts[0]["path"])
     return out
 
 
@@ -372,3 +403,35 @@ def evaluate(
         int(m.sum()),
         per_kind,
     )
+
+
+def held_out_decisions(
+    data: Mapping[str, Any],
+    config: TrainConfig,
+    by: str = "graph",
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[_F, list[str]]:
+    """Leave-one-group-out decisions: for every value of column ``by`` (a campaign), an SVM trained
+    on the rows of every other value (and on every row of ``extra``, a dataset that is trained on
+    but never scored) scores that value's rows. Returns the decisions (one per row, each from a
+    model that never saw its campaign) and the groups.
+
+    Raises :class:`DatasetError` for fewer than two groups or a fold whose training rows hold one
+    class only.
+    """
+    groups = sorted(set(data[by]))
+    if len(groups) < 2:
+        raise DatasetError(
+            f"the dataset holds one {by} only ({groups[0] if groups else 'none'}), so none can be held out",
+            "record several campaigns (firm localize-testbed-dataset --campaign NAME)",
+        )
+    x, y = data["x"], data["y"]
+    column = np.asarray(data[by])
+    out = np.zeros(y.shape[0], dtype=np.float64)
+    ex = extra["x"] if extra is not None else x[:0]
+    ey = extra["y"] if extra is not None else y[:0]
+    for g in groups:
+        test = column == g
+        model = train_svm(np.vstack([x[~test], ex]), np.concatenate([y[~test], ey]), config)
+        out[test] = model.decision(x[test])
+    return out, groups

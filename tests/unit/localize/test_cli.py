@@ -165,7 +165,7 @@ def test_dataset_train_and_eval(tmp_path: Path) -> None:
     assert code == 0, out
     doc = json.loads(model.read_text())
     assert doc["format"] == "firm-culprit-svm" and doc["data"]["source"] == "synthetic"
-    assert set(doc["metrics"]["heldOut"]) == {"svm", "rules", "cp_share_growth"}
+    assert set(doc["metrics"]["heldOut"]) == {"svm", "rules", "cp_share_growth", "firm_ri"}
     code, out, _ = run("localize-eval", "--dataset", str(ds), "--model", str(model), "--format", "json")
     assert code == 0
     res = json.loads(out)["results"]
@@ -196,9 +196,13 @@ def test_dataset_needs_one_source(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--kinds", "earthquake"], "unknown kinds"),
+        (["--kinds", "earthquake"], "unknown or unsupported kinds"),
         (["--targets", "nowhere"], "unknown services"),
         (["--intensity", "150"], "0-100"),
+        (["--plan", "cpu/text"], "KIND/SERVICE/INTENSITY"),
+        (["--plan", "cpu/nowhere/50"], "unknown services"),
+        (["--plan", "earthquake/text/50"], "unknown or unsupported kinds"),
+        (["--plan", "cpu/text/150"], "0-100"),
     ],
 )
 def test_testbed_dataset_checks_its_arguments_before_touching_anything(

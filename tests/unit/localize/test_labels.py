@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.firm.core.plugins.module_utils import anomaly
 from firm.localize.errors import DatasetError
 from firm.localize.labels import LabelledInjection, injections, label_window, read_campaign_file, to_us
 
@@ -151,3 +152,10 @@ def test_window_arguments_are_checked() -> None:
         label_window(T0_US, T0_US, [], [])
     with pytest.raises(ValueError, match="min_cover"):
         label_window(T0_US, T0_US + 1, [], [], min_cover=0)
+
+
+@pytest.mark.parametrize("kind", anomaly.kind_names())
+def test_without_a_placement_the_registry_decides_inside_or_beside(kind: str) -> None:
+    [inj] = injections([started("a", "geo", T0_S, 120, kind=kind)])
+    on_interface = anomaly.REGISTRY[kind].placement == "interface"
+    assert inj.placement == ("inside" if on_interface else "beside")
