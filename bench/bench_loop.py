@@ -264,6 +264,145 @@ def decide_once(
     return time.perf_counter() - started, actions
 
 
+def stream(
+    n: int, seed: int, steps: int, window_s: float, interval_s: float
+) -> tuple[list[Trace], list[Trace]]:
+    """Requests completing at an even rate of ``n`` per window (compose-post-0 60 x slower), enough
+    for a window and ``steps`` intervals after it, and a calm reference window of ``n``."""
+    rng = random.Random(seed)
+    rate = n / window_s
+    total = int(rate * (window_s + interval_s * steps)) + 1
+    kinds = rng.choices(list(SLO), weights=[10, 60, 30], k=n + total)
+    calm, hot = Builder(rng, {}, "r"), Builder(rng, {"compose-post": 60.0}, "s")
+    reference = [calm.trace(k, 1_000_000_000 + i * 100) for i, k in enumerate(kinds[:n])]
+    gap_us = 1e6 / rate
+    traces = [hot.trace(k, int(2_000_000_000 + i * gap_us)) for i, k in enumerate(kinds[n:])]
+    return traces, reference
+
+
+def in_window(traces: Sequence[Trace], ends: Sequence[int], end_us: int, window_s: float) -> list[Trace]:
+    """The requests whose root ended in ``(end_us - window_s, end_us]``."""
+    return [t for t, e in zip(traces, ends, strict=True) if end_us - window_s * 1e6 < e <= end_us]
+
+
+def step_once(
+    config: LoopConfig,
+    decider: FirmDecider,
+    window: Sequence[Trace],
+    reference: Sequence[Trace] | None,
+    summaries: TraceSummaries,
+) -> tuple[float, int]:
+    """Seconds of one loop step from traces to bounded actions, as ``ControlLoop.step`` orders it:
+    ``ingest`` (the per-trace parts of the requests new to the decider), the SLO check, the
+    decision, the guardrails. ``reference`` is kept as one object, as the loop keeps it."""
+    started = time.perf_counter()
+    decider.ingest(window)
+    summary = summarize(window, summaries)
+    slo = slo_status(summary, SLO, min_requests=5, at_risk=config.at_risk, slack=config.slack)
+    observation = Observation(
+        100.0,
+        (94.0, 99.0),
+        window,
+        reference,
+        slo,
+        views_for(summary.served),
+        len(window) / 5,
+        len(window) / 5,
+        summary.mix,
+    )
+    proposals = decider.decide(observation)
+    accepted, _ = Guardrails(config).bound(proposals, observation, now=100.0)
+    return time.perf_counter() - started, len(accepted)
+
+
+def bench_steps(
+    quick: bool, decider: Decider, window_s: float = 5.0, interval_s: float = 2.0
+) -> list[dict[str, Any]]:
+    """Loop steps over a stream of requests: every ``interval_s`` a window of the last ``window_s``
+    seconds (``interval_s / window_s`` of it new), each step timed whole (ingest + decision).
+
+    - ``step``: the steps after the first (the decider's cache holds what earlier windows saw);
+    - ``step-prefetched``: the same steps when ``ControlLoop.run`` did the per-trace work of the
+      requests completed up to a quarter interval before each step (the testbed's loop: its
+      reads are incremental), so the step computes only the last quarter interval's;
+    - ``first-step-cold``: the first step of a run with an empty cache (every request of the window
+      new: what the first step cost before ``ControlLoop.start`` warmed the cache);
+    - ``first-step``: the first step after ``ControlLoop.start`` ingested the window that ended
+      when it started, 50 ms before the step (start-up work, not timed: nothing waits on it).
+
+    A first step has no reference window yet (the loop keeps one from its first healthy window);
+    the later ones keep one reference object, as the loop does while an SLO is at risk.
+    """
+    if not isinstance(decider, FirmDecider):
+        return []
+    config = LoopConfig()
+    rows = []
+    for n in SIZES[:2] if quick else SIZES:
+        steps = {100: 40, 1_000: 30, 10_000: 8}[n]
+        traces, reference = stream(n, seed=n + 1, steps=steps, window_s=window_s, interval_s=interval_s)
+        ends = [t.spans[0].end for t in traces]
+        first_end = ends[0] + int(window_s * 1e6)
+        windows_ = [
+            in_window(traces, ends, first_end + int(k * interval_s * 1e6), window_s) for k in range(steps + 1)
+        ]
+        before_start = in_window(traces, ends, first_end - 50_000, window_s)
+        times: dict[str, list[float]] = {
+            "step": [],
+            "step-prefetched": [],
+            "first-step-cold": [],
+            "first-step": [],
+        }
+        acted = 0
+        step_once(config, decider, windows_[0], reference, TraceSummaries())  # warm-up (imports)
+        gc.collect()
+        for _ in range(steps):  # the first step, repeated: cold, and warmed at start
+            decider.forget()
+            seconds, _ = step_once(config, decider, windows_[0], None, TraceSummaries())
+            times["first-step-cold"].append(seconds)
+            decider.forget()
+            summaries = TraceSummaries()
+            decider.ingest(before_start)  # start(): the window that ended 50 ms before the first step
+            summarize(before_start, summaries)
+            seconds, _ = step_once(config, decider, windows_[0], None, summaries)
+            times["first-step"].append(seconds)
+        decider.forget()
+        summaries = TraceSummaries()
+        step_once(config, decider, windows_[0], reference, summaries)
+        gc.collect()
+        for window in windows_[1:]:
+            seconds, acted = step_once(config, decider, window, reference, summaries)
+            times["step"].append(seconds)
+        decider.forget()
+        summaries = TraceSummaries()
+        step_once(config, decider, windows_[0], reference, summaries)
+        lead_us = int(interval_s / 4 * 1e6)
+        gc.collect()
+        for k in range(1, steps + 1):
+            ahead = in_window(traces, ends, first_end + int(k * interval_s * 1e6) - lead_us, window_s)
+            decider.ingest(ahead)  # ControlLoop.run, a quarter interval before the step (not timed)
+            summarize(ahead, summaries)
+            seconds, acted = step_once(config, decider, windows_[k], reference, summaries)
+            times["step-prefetched"].append(seconds)
+        for name, values in times.items():
+            p99_ms = percentile(values, 99) * 1000
+            rows.append(
+                {
+                    "decider": f"firm-{name}",
+                    "traces": n,
+                    "repeats": len(values),
+                    "median_ms": statistics.median(values) * 1000,
+                    "p99_ms": p99_ms,
+                    "p99_ms_per_1000_traces": p99_ms * 1000 / n,
+                    "actions": acted,
+                }
+            )
+            print(
+                f"  {'firm-' + name:20s} {n:6d} traces: median {rows[-1]['median_ms']:8.2f} ms, "
+                f"p99 {p99_ms:8.2f} ms ({p99_ms * 1000 / n:.2f} ms per 1,000 traces)"
+            )
+    return rows
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
@@ -335,6 +474,8 @@ def bench_decisions(quick: bool) -> tuple[list[dict[str, Any]], str]:
                 f"  {name:9s} {n:6d} traces: median {row['median_ms']:8.2f} ms, p99 {row['p99_ms']:8.2f} ms "
                 f"({row['p99_ms_per_1000_traces']:.2f} ms per 1,000 traces), {acted} actions"
             )
+    print(f"loop steps ({5:g} s windows every {2:g} s: ingest of the new requests + decision):")
+    rows.extend(bench_steps(quick, firm))
     return rows, agent_kind
 
 
@@ -435,6 +576,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="Sizes up to 1,000 traces and fewer executor steps.")
     ap.add_argument("--executor-only", action="store_true", help="Time the executor only.")
+    ap.add_argument("--steps-only", action="store_true", help="Time the loop steps only (firm decider).")
     ap.add_argument(
         "--no-real", action="store_true", help="Time the in-memory executor instead of the kernel."
     )
@@ -442,6 +584,14 @@ def main() -> int:
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     agent_kind = "-"
+    if args.steps_only:
+        config = LoopConfig(decider="firm")
+        print("loop steps (5 s windows every 2 s: ingest of the new requests + decision):")
+        rows = bench_steps(args.quick, make_decider(config, request_types=list(SLO)))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"decisions": rows}, indent=2, allow_nan=False) + "\n")
+        print(f"written: {args.out}")
+        return 0
     if not args.executor_only:
         print("decision latency (traces in, bounded actions out):")
         rows, agent_kind = bench_decisions(args.quick)

@@ -4,7 +4,7 @@ Each resource goes through the one implementation of its knob in ``plugins/modul
 
 | resource | knob | unit |
 | --- | --- | --- |
-| ``cpu`` | CFS bandwidth: quota = cores x the group's period (``inf``: no quota); a cpuset too small for the quota is widened with the parent's next CPUs | cores |
+| ``cpu`` | CFS bandwidth: quota = cores x the group's period (``inf``: no quota); a cpuset too small for the quota, and any cpuset on a raise, is widened with the parent's next CPU(s) | cores |
 | ``cpu_weight`` | ``cpu.weight`` (v2) / ``cpu.shares`` (v1) | v2 weight, 1..10000 |
 | ``cpuset`` | ``cpuset.cpus`` | CPU list |
 | ``disk_io`` | read and write throttles of the instance's disk (``inf``: none) | bytes/s |
@@ -127,6 +127,27 @@ class LocalExecutor:
         if target.disk_device is not None:
             self._disks[target.name] = cgroup.resolve_device(target.disk_device, self.sysfs_root)
         self.targets[target.name] = target
+
+    def remove_target(self, name: str) -> bool:
+        """Stop managing an instance that is gone (a scaled-in one): forget its target, disk, cached
+        shaping and group, and remove the resctrl group this executor made for it (its tasks are
+        gone with it; ``llc`` and ``memory_bandwidth`` only). Its cgroups, namespace and veth are
+        its scaler's to remove. Returns whether it was managed; raises nothing on an unknown name.
+        A resctrl group the kernel refuses to remove is logged and left (``firm testbed down`` or
+        ``rmdir`` removes it)."""
+        target = self.targets.pop(name, None)
+        self._disks.pop(name, None)
+        self._shapings.pop(name, None)
+        if target is None:
+            return False
+        if not any(t.cgroup == target.cgroup for t in self.targets.values()):
+            self._groups.pop(target.cgroup, None)
+        if self.resctrl is not None:
+            try:
+                resctrl.ensure_absent(self.resctrl.root, self._resctrl_name(name), kernel=self.kernel)
+            except FirmError as exc:
+                log.warning("the resctrl group of %s stays: %s", name, exc)
+        return True
 
     def resources(self, instance: str) -> frozenset[str]:
         target = self.targets.get(instance)
@@ -348,7 +369,10 @@ class LocalExecutor:
             _, period = cgroup.read_cpu_max(group)
             quota = -1 if math.isinf(value) else max(cgroup.CPU_QUOTA_MIN_US, round(value * period))
             settings = cgroup.CgroupSettings(
-                cpu_quota_us=quota, cpuset_cpus=self._cpus_for(target, group, value)
+                cpu_quota_us=quota,
+                cpuset_cpus=self._cpus_for(
+                    target, group, value, raised=isinstance(before, float) and value > before
+                ),
             )
             after: Value = math.inf if quota < 0 else quota / period
         elif action.resource == "cpu_weight":
@@ -368,15 +392,21 @@ class LocalExecutor:
             after = math.inf if rate is None else float(rate)
         return self._cgroup_plan(action, group, settings, before, after)
 
-    def _cpus_for(self, target: LocalTarget, group: cgroup.Group, cores: float) -> str | None:
+    def _cpus_for(
+        self, target: LocalTarget, group: cgroup.Group, cores: float, *, raised: bool = False
+    ) -> str | None:
         """A wider cpuset when ``cores`` exceed the CPUs the group may run on (a quota of 1.5 cores
-        on one CPU could never be used): the group's CPUs plus the parent's next ones. None: no change."""
+        on one CPU could never be used), and one CPU more on every raise (more time on a CPU that
+        other work keeps busy is no more time: the raise must also give somewhere else to run): the
+        group's CPUs plus the parent's next ones. Never narrowed here. None: no change."""
         if "cpuset" not in self.layout.hierarchies:
             return None
         current = cgroup.parse_list(
             str(cgroup.read_settings(group, cgroup.CgroupSettings(cpuset_cpus="0"))["cpuset_cpus"])
         )
         needed = len(current) if math.isinf(cores) else math.ceil(cores - 1e-9)
+        if raised:
+            needed = max(needed, len(current) + 1)
         if not current or needed <= len(current):
             return None
         parent = cgroup.group_at(self.layout, os.path.dirname(target.cgroup.strip("/")))

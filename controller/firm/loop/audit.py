@@ -3,7 +3,10 @@
 A record says when the step ran, what it saw (window, request rate and mix, SLO status of every
 request type, telemetry age), what the decider made of it (mode, culprits with their scores and
 features, the ranking's top), what it proposed, what the guardrails refused and why, what the
-executor did (before and after of each action, rollback, error) and how long each stage took.
+executor did (before and after of each action, rollback, error), the scale-out and scale-in
+requests it made (``scale_requests``: service, direction, started, reason) and the scale operations
+that finished during it (``scale_events``: service, direction, outcome, instance or error), and how
+long each stage took.
 
 Redis: the stream ``audit_key`` (default ``firm:audit``), field ``r`` holding the record's JSON,
 trimmed to about ``retention`` records. When Redis does not answer, records wait in memory (at
@@ -144,7 +147,9 @@ def summary_row(record: Record) -> dict[str, str]:
         or "-"
     )
     result = record.get("result") or {}
-    actions = "; ".join(_action_text(a) for a in result.get("actions", []) if a.get("changed")) or "-"
+    scaling = scale_lines(record)
+    changed = [_action_text(a) for a in result.get("actions", []) if a.get("changed")]
+    actions = "; ".join(changed + [what for what, _ in scaling]) or "-"
     if result.get("error"):
         actions += (
             f" [red]failed: {result['error']}{' (rolled back)' if result.get('rolled_back') else ''}[/red]"
@@ -152,7 +157,8 @@ def summary_row(record: Record) -> dict[str, str]:
     why = record.get("reason") or ""
     if not why:
         reasons = sorted({a.get("reason", "") for a in result.get("actions", []) if a.get("changed")})
-        why = "; ".join(r for r in reasons if r)[:120] or (record.get("decision") or {}).get("mode", "")
+        reasons += [r for _, r in scaling if r and r not in reasons]
+        why = "; ".join(r for r in reasons if r)[:160] or (record.get("decision") or {}).get("mode", "")
     return {
         "time": _clock(record.get("time")),
         "step": str(record.get("step", "")),
@@ -162,6 +168,28 @@ def summary_row(record: Record) -> dict[str, str]:
         "actions": actions,
         "why": why,
     }
+
+
+def scale_lines(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The step's scale requests and the scale operations that finished in it, as (what, why).
+
+    A request: ``scale-out post-storage requested`` (or ``not started``, why in the second part:
+    the decider's reason, then why the scaler did not start); a finished operation:
+    ``scale-out post-storage done: post-storage-1`` or ``... failed`` with the error as the why.
+    """
+    lines: list[tuple[str, str]] = []
+    for request in record.get("scale_requests") or []:
+        what = f"scale-{request.get('direction')} {request.get('service')}"
+        reasons = [str(request[k]) for k in ("reason", "why") if request.get(k)]
+        state = "requested" if request.get("started") else "not started"
+        lines.append((f"{what} {state}", "; ".join(reasons)))
+    for event in record.get("scale_events") or []:
+        what = f"scale-{event.get('direction')} {event.get('service')}"
+        if event.get("outcome") == "done":
+            lines.append((f"{what} done: {event.get('instance')}", ""))
+        else:
+            lines.append((f"{what} {event.get('outcome') or 'ended'}", str(event.get("error") or "")))
+    return lines
 
 
 def _action_text(action: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from firm.loop.audit import Record
+from firm.loop.audit import Record, scale_lines
 
 __all__ = ["decision_id", "explain", "find", "render"]
 
@@ -179,6 +179,14 @@ def _summary(e: Mapping[str, Any]) -> str:
         tail += f", {len(refused)} proposal(s) refused by the guardrails"
     if status == "failed":
         tail += f"; FAILED: {e['reason']}"
+    scaling = scale_lines(
+        {
+            "scale_requests": [s for s in e["scale"] if "outcome" not in s],
+            "scale_events": [s for s in e["scale"] if "outcome" in s],
+        }
+    )
+    for what, why in scaling:
+        tail += f"; {what}" + (f" ({why})" if why else "")
     return head + tail
 
 

@@ -21,7 +21,7 @@ Other resources (``cpu_weight``, ``cpuset``) pass through steps 1-3 only.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from firm.actuate.executor import Action, StepResult
@@ -143,6 +143,14 @@ class Guardrails:
             else f" (bounded from {action.value:.6g} by {', '.join(by) or 'rounding'})"
         )
         return Action(action.instance, action.resource, target, action.reason + note, view.service)
+
+    def forget(self, instances: Iterable[str]) -> None:
+        """Drop the state of instances that are gone (scaled in): their changes and confirmations.
+        An instance of the same name started later begins with no cool-down and nothing unconfirmed."""
+        gone = set(instances)
+        self.changed_at = {k: v for k, v in self.changed_at.items() if k[0] not in gone}
+        for name in gone:
+            self.unconfirmed.pop(name, None)
 
     def record(self, result: StepResult, now: float) -> None:
         """Remember the step's changes (in a dry run too: the audit then shows what a real run does)."""

@@ -21,9 +21,10 @@ The registry is the loop's own, so several loops (tests) never collide.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -71,6 +72,8 @@ class Metrics:
         self.scale = Counter(
             "firm_scale_total", "Scale requests", ["service", "direction", "outcome"], registry=r
         )
+        self._limit_labels: dict[str, set[tuple[str, str, str]]] = {}
+        """instance -> the label values of its ``firm_limit`` series (to remove them when it goes)."""
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -144,3 +147,13 @@ class Metrics:
                     self.limit.labels(instance, service, resource).set(
                         float(value) if not math.isinf(value) else math.inf
                     )
+                    self._limit_labels.setdefault(instance, set()).add((instance, service, resource))
+
+    def forget(self, instances: Iterable[str]) -> None:
+        """Remove the series of instances that are gone (scaled in): their limits and culprit score."""
+        for instance in instances:
+            for labels in self._limit_labels.pop(instance, set()):
+                with contextlib.suppress(KeyError):
+                    self.limit.remove(*labels)
+            with contextlib.suppress(KeyError):
+                self.culprit.remove(instance)

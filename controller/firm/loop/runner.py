@@ -2,6 +2,9 @@
 
 Every ``interval_s`` one :meth:`ControlLoop.step`:
 
+0. **prefetch** (between steps, :meth:`ControlLoop.run`): a quarter interval before a step, the
+   requests completed since the last one are read and their per-trace work done (their critical
+   paths, :meth:`ControlLoop.warm`), so the step computes only the last quarter interval's;
 1. **read**: the requests completed in the window ``[now - lag - window_s, now - lag]`` (traces),
    every instance's latest telemetry sample, and the limits in force (the executor's snapshot);
 2. **slo**: p50 and p99 per request type against its SLO;
@@ -15,7 +18,9 @@ Every ``interval_s`` one :meth:`ControlLoop.step`:
 :meth:`ControlLoop.run` repeats steps until its duration ends or its stop event is set (a signal
 handler sets it: the step under way finishes first); :meth:`ControlLoop.finish` then keeps the last
 good limits (every step is all or nothing, so the limits in force are the last good ones) or
-restores the baselines snapshotted by :meth:`ControlLoop.start`.
+restores the baselines snapshotted by :meth:`ControlLoop.start`, which also reads the window that
+ends then and hands its requests to the decider (:meth:`ControlLoop.warm`), so that no step, the
+first included, computes the per-trace work of more than the requests new to it.
 """
 
 from __future__ import annotations
@@ -132,7 +137,24 @@ class ControlLoop:
         )
         self.baseline_snapshot = snapshot
         self.baseline = dict(snapshot.limits)
+        self.warm()
         return snapshot
+
+    def warm(self) -> int:
+        """Read the window that ends now and hand its requests to the decider and the SLO check, so
+        the first step finds each request's per-trace work done, as every later step does (without
+        this, the first step computed it for a whole window instead of the last interval's
+        requests). Returns the requests read; a store that does not answer is logged and left to
+        the first step."""
+        end = self.clock() - self.config.trace_lag_s
+        try:
+            traces = self.target.read_traces(int((end - self.window_s) * 1e6), int(end * 1e6))
+        except (redis.RedisError, FirmError, OSError) as exc:
+            log.info("nothing read before the first step: %s", exc)
+            return 0
+        self._ingest(traces)
+        summarize(traces, self.summaries)
+        return len(traces)
 
     def run(self, *, duration_s: float | None = None, stop: threading.Event | None = None) -> int:
         """Steps every ``interval_s`` until ``duration_s`` passed or ``stop`` is set; returns the steps run."""
@@ -152,9 +174,23 @@ class ControlLoop:
             wait = due - time.monotonic()
             if duration_s is not None:
                 wait = min(wait, began + duration_s - time.monotonic())
+            lead = self.config.interval_s / 4
+            if self._prefetches() and wait > lead and (duration_s is None or due < began + duration_s):
+                if not stop.wait(wait - lead):  # a quarter interval before the next step
+                    self.warm()
+                wait = due - time.monotonic()
             if wait > 0:
                 stop.wait(wait)
         return ran
+
+    def _prefetches(self) -> bool:
+        """Whether :meth:`run` reads the requests completed since the last step a quarter interval
+        before the next one and does their per-trace work then, off the step (the decider has
+        per-trace work, and the target's reads are incremental: ``prefetch`` true, as the testbed's
+        are; a target that queries a whole window every read is not read twice per interval)."""
+        return getattr(self.decider, "ingest", None) is not None and bool(
+            getattr(self.target, "prefetch", False)
+        )
 
     def finish(self, on_exit: str | None = None) -> StepResult | None:
         """Keep the limits in force, or restore the baselines (``on_exit``, default the config's)."""
@@ -204,7 +240,7 @@ class ControlLoop:
             stages[name] = (moment - mark) * 1000
             mark = moment
 
-        added, _ = self._refresh(errors)
+        added, removed = self._refresh(errors)
         names = self.target.names()
         end = now - self.config.trace_lag_s
         start = end - self.window_s
@@ -246,6 +282,7 @@ class ControlLoop:
                     "telemetry_age_s": None if age is None else round(age, 3),
                     "stale_instances": sorted(stale_instances),
                     "added_instances": added,
+                    "removed_instances": removed,
                 },
                 "slo": [s.as_dict() for s in slo.values()],
             }
@@ -329,6 +366,12 @@ class ControlLoop:
     def _refresh(self, errors: list[dict[str, str]]) -> tuple[list[str], list[str]]:
         try:
             added, removed = self.target.refresh()
+            if removed:  # scaled in: no guardrail state, baseline or metric of it stays behind
+                self.guard.forget(removed)
+                for name in removed:
+                    self.baseline.pop(name, None)
+                if self.metrics is not None:
+                    self.metrics.forget(removed)
             if added:
                 self.baseline.update(self.target.executor.snapshot(added).limits)
             return added, removed
@@ -407,12 +450,26 @@ class ControlLoop:
         if self.scaler is not None and self.config.firm.scale_out and not self.dry_run:
             for service in explanation.scale_out:
                 started = self.scaler.request(service, "out")
-                scale.append({"service": service, "direction": "out", "started": started})
+                scale.append(
+                    {
+                        "service": service,
+                        "direction": "out",
+                        "started": started,
+                        "reason": _scale_out_reason(explanation.culprits, service),
+                        **({} if started else {"why": "the scaler is busy or in its own cool-down"}),
+                    }
+                )
                 if started:
                     self.scale_in.note(service, observation.time)
         elif explanation.scale_out:
             scale = [
-                {"service": s, "direction": "out", "started": False, "why": "dry run or no scaler"}
+                {
+                    "service": s,
+                    "direction": "out",
+                    "started": False,
+                    "reason": _scale_out_reason(explanation.culprits, s),
+                    "why": "dry run" if self.dry_run else "scale-out disabled or no scaler for this target",
+                }
                 for s in explanation.scale_out
             ]
         record.update(
@@ -485,3 +542,11 @@ class ControlLoop:
         self.last_record = record
         if self.on_step is not None:
             self.on_step(record)
+
+
+def _scale_out_reason(culprits: Sequence[Mapping[str, Any]], service: str) -> str:
+    """Why the decider asked for another instance of ``service`` (for the audit)."""
+    names = [str(c.get("instance")) for c in culprits if c.get("service") == service]
+    return f"the agent asked for another instance of {service}" + (
+        f" (culprit {', '.join(names)})" if names else ""
+    )

@@ -4,7 +4,7 @@ Everything comes from the testbed's state file (``<state_dir>/testbed.json``, wr
 testbed up`` and rewritten by scale-out and scale-in): each instance's service, cgroup and
 host-side veth, the address of the application's Redis (the trace store) and firm's Redis (the
 telemetry). :meth:`TestbedTarget.refresh` re-reads it when it changed, so scaled-out instances are
-managed as soon as they appear.
+managed as soon as they appear, and scaled-in ones leave the executor as soon as they are gone.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ class TestbedTarget:
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)
     """instance name -> its state-file entry (service, cgroup, host_interface, spec, ...)."""
     _capacity: float | None = None
+    prefetch: bool = True
+    """Reads of the trace store are incremental (only the spans appended since the last read), so
+    the loop may read between steps (:meth:`firm.loop.runner.ControlLoop.run`)."""
 
     @classmethod
     def discover(
@@ -154,6 +157,8 @@ class TestbedTarget:
         disk = data_disk(state.data_dir or self.config.data_dir)
         for name in added:
             self.executor.add_target(target_of(entries[name], disk))
+        for name in removed:  # scaled in: nothing of it stays in the executor
+            self.executor.remove_target(name)
         self.instances = entries
         return added, removed
 

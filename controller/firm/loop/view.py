@@ -1,4 +1,5 @@
-"""The live view of ``firm run``: SLOs, culprits and the last actions, refreshed every step (rich)."""
+"""The live view of ``firm run``: SLOs, culprits and the last actions (limits set, scale-out and
+scale-in requested and done), refreshed every step (rich)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from firm.loop.audit import Record
+from firm.loop.audit import Record, scale_lines
 
 STATE_STYLE = {"violated": "bold red", "at_risk": "yellow", "ok": "green", "slack": "green", "unknown": "dim"}
 
@@ -52,6 +54,8 @@ class LiveView:
                         str(action.get("reason", "")),
                     )
                 )
+        for what, why in scale_lines(record):
+            self.actions.append((clock, f"[cyan]{escape(what)}[/cyan]", escape(why)))
         if result.get("error"):
             self.actions.append(
                 (
@@ -95,6 +99,8 @@ class LiveView:
         )
         mode = decision.get("mode", "-")
         parts.append(Text.from_markup(f"mode: {mode}   culprits: {culprits or '-'}"))
+        if record.get("scale_in"):
+            parts.append(Text(f"scale-in: {record['scale_in']}", style="dim"))
         if record.get("status") == "stale":
             parts.append(Text.from_markup(f"[yellow]no decision: {record.get('reason')}[/yellow]"))
         actions = Table(title="last actions", title_justify="left")

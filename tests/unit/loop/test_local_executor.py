@@ -308,3 +308,21 @@ def test_a_quota_larger_than_the_cpuset_widens_it_and_restore_narrows_it_again(
     assert local.read("text-0", "cpu") == 1.5
     assert local.restore(baseline).ok
     assert cpus.read_text().strip() == "0" and local.read("text-0", "cpu") == math.inf
+
+
+def test_a_raise_gives_one_more_cpu_to_run_on_and_a_cut_keeps_it(fake: FakeCgroupRoot, tmp_path: Path) -> None:
+    """On a raise the quota grows and so does the cpuset (by the parent's next CPU): more time on a
+    CPU that other work keeps busy would be no more time. A cut leaves the cpuset alone; restoring
+    the snapshot brings the configured placement back."""
+    cpus = fake.group("firm-testbed/text-0", "cpuset") / "cpuset.cpus"
+    cpus.write_text("1\n")
+    local = executor(fake, tmp_path, FakeTc())
+    assert local.apply([Action("text-0", "cpu", 0.5)], dry_run=False).ok  # from no quota: a cut
+    baseline = local.snapshot(["text-0"])
+    assert cpus.read_text().strip() == "1"
+    assert local.apply([Action("text-0", "cpu", 0.6)], dry_run=False).ok
+    assert cpus.read_text().strip() == "0-1"
+    assert local.apply([Action("text-0", "cpu", 0.3)], dry_run=False).ok
+    assert cpus.read_text().strip() == "0-1" and local.read("text-0", "cpu") == 0.3
+    assert local.restore(baseline).ok
+    assert cpus.read_text().strip() == "1" and local.read("text-0", "cpu") == 0.5
