@@ -112,14 +112,30 @@ class AuditLog:
 def read_recent(
     *, client: redis.Redis | None = None, key: str = "firm:audit", path: Path | None = None, last: int = 20
 ) -> list[Record]:
-    """The last ``last`` records, oldest first, from a JSON-lines file or else from Redis."""
+    """The last ``last`` records, oldest first, from a JSON-lines file or else from Redis.
+
+    Raises ``OSError`` for a file that cannot be read, ``ValueError`` (its message naming the line
+    and what an audit log holds) for one that is not an audit log, ``redis.RedisError`` for Redis."""
     if path is not None:
-        lines: deque[str] = deque(maxlen=last)
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    lines.append(line)
-        return [json.loads(line) for line in lines]
+        lines: deque[tuple[int, str]] = deque(maxlen=last)
+        hint = "an audit log holds one JSON object per line, as `firm run --audit-log FILE` writes it"
+        try:
+            with path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    if line.strip():
+                        lines.append((number, line))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text (byte {exc.start}); {hint}") from None
+        records = []
+        for number, line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {number} is not JSON ({exc.msg}); {hint}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"line {number} is a JSON {type(record).__name__}, not a record; {hint}")
+            records.append(record)
+        return records
     if client is None:
         return []
     entries = client.xrevrange(key, count=last)
