@@ -7,7 +7,7 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 export FIRM_REDIS_PORT ?= 6379
 
-.PHONY: run test test-real lint bench deps venv services molecule molecule-cluster clean help
+.PHONY: run test test-slow test-real lint bench deps venv services molecule molecule-cluster clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,8 +18,11 @@ run: deps venv services  ## The main job: firm against HPA and AIMD on the embed
 	$(BIN)/firm preflight --no-pqos
 	$(BIN)/firm experiment $(RUN_ARGS)
 
-test: deps venv services lint  ## Lint, then every test that runs here (unit, real-kernel integration, molecule)
-	$(BIN)/pytest -m "not real_resctrl" $(PYTEST_ARGS)
+test: deps venv services lint  ## Lint, then every test that runs here but the slow suites (unit, property-based, real-kernel integration)
+	$(BIN)/pytest -m "not real_resctrl and not slow" $(PYTEST_ARGS)
+
+test-slow: deps venv services  ## The slow suites make test leaves out: the roles' molecule scenarios (about 7 min)
+	$(BIN)/pytest -m "slow and not real_resctrl" $(PYTEST_ARGS)
 
 test-real: deps venv  ## Opt-in suites against real RDT hardware or Jaeger (see README)
 	$(BIN)/pytest -m real_resctrl tests/integration $(PYTEST_ARGS)

@@ -27,10 +27,21 @@ from tests.helpers import leaks
 _counter = itertools.count()
 
 
+SLOW = (
+    "tests/integration/test_molecule.py::test_scenario[",
+    "tests/integration/test_loop_real.py::test_a_cpu_anomaly_beside_compose_post_is_mitigated",
+)
+"""Suites of several minutes marked ``slow``: ``make test`` leaves them out, ``make test-slow`` runs
+them (docs/reliability.md). The molecule scenarios take about 6.5 minutes together (``make molecule``
+runs them too); the loop's CPU-anomaly run about 2 minutes, and it is not yet reliable here (xfail)."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        if any(item.nodeid.startswith(prefix) for prefix in SLOW):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
