@@ -585,8 +585,14 @@ def parse_link(text: str) -> Link:
 
 
 def _parse_text_size(token: str) -> int:
-    # tc prints sizes as "1600b", "15Kb", "1Mb": bytes (print_size), so lower case reads them as tc meant.
-    return parse_size(token.split("/", maxsplit=1)[0].lower(), "size in tc output")
+    """A size from tc's text output: "1600b", "15Kb", "1Mb" are bytes (print_size), so lower case reads
+    them as tc meant. "0b" is a real report: at high rates a small burst lasts under a microsecond,
+    and tc converts the whole microseconds back to bytes (an HTB class of 8gbit with a 1514-byte
+    burst shows "burst 0b")."""
+    try:
+        return units.parse_size(token.split("/", maxsplit=1)[0].lower(), "size in tc output")
+    except units.UnitError as exc:
+        raise TcInputError(exc.message, fix=exc.fix) from None
 
 
 def _parse_rate_value(value: Any) -> int:

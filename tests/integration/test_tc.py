@@ -6,6 +6,7 @@ veth and every qdisc on it, also when the test fails.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -108,6 +109,36 @@ def test_a_second_run_reports_no_change(
     assert second["commands"] == []
     assert second["root_qdisc"] == first["root_qdisc"]  # the same qdisc, not a replaced one
     assert second["diff"]["before"] == second["diff"]["after"] == first["diff"]["after"]
+
+
+SWEEP_RATES = ["1kbit", "32kbit", "999999bit", "1.5mbit", "12345678bit", "999999999bit", "4gbit", "10gbit"]
+SWEEP_BURSTS = [None, "32kbit", "1.5k", "64k", "64m"]
+
+
+@pytest.mark.parametrize("kind", ["tbf", "htb"])
+def test_every_rate_and_burst_tc_rounds_is_idempotent(pair: NetPair, kind: str) -> None:
+    """Odd rates and bursts from 1kbit to 10gbit: applied, read back, applied again without a change.
+
+    tc keeps bursts in clock ticks and shows whole microseconds converted back to bytes; at 8gbit and
+    above a small HTB burst comes back as "0b". A request tc cannot hold is refused before anything
+    runs (TcInputError) and leaves the interface as it was.
+    """
+    applied = refused = 0
+    for rate, burst in itertools.product(SWEEP_RATES, SWEEP_BURSTS):
+        extra = {"ceil": "10gbit"} if kind == "htb" and rate == "999999999bit" else {}
+        try:
+            request = tc.parse_request(kind, rate, burst=burst, **extra)
+            first = tc.ensure_shaping(pair.if_a, request, pair.ns_a)
+        except tc.TcInputError:
+            refused += 1
+            continue
+        second = tc.ensure_shaping(pair.if_a, request, pair.ns_a)
+        assert first.changed is True, (rate, burst)
+        assert (second.changed, second.commands) == (False, ()), (rate, burst, second.before, first.after)
+        assert second.before == first.after
+        assert tc.remove_shaping(pair.if_a, pair.ns_a) is True
+        applied += 1
+    assert applied >= 25 and refused >= 1  # 1kbit with a 64 MiB burst overflows tc's 32-bit ticks
 
 
 def test_check_mode_changes_nothing(pair: NetPair, capsys: pytest.CaptureFixture[str]) -> None:

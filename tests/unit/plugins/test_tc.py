@@ -510,6 +510,47 @@ def test_htb_report_matches_what_tc_printed() -> None:
     assert tc.expected_report(htb("1gbit", "1gbit", 1600, 1600), REAL).burst_bytes == 1375
 
 
+# captured: tc class replace dev IF parent 1: classid 1:10 htb rate R ceil R burst B cburst B, then
+# tc class show dev IF; at high rates a small burst lasts under a microsecond and tc shows "0b".
+CLASS_HTB_HIGH_RATES = [
+    ("999999999bit", 1514, "rate 999999Kbit ceil 999999Kbit burst 1374b cburst 1374b"),
+    ("1gbit", 1514, "rate 1Gbit ceil 1Gbit burst 1375b cburst 1375b"),
+    ("4gbit", 1514, "rate 4Gbit ceil 4Gbit burst 1000b cburst 1000b"),
+    ("6gbit", 1514, "rate 6Gbit ceil 6Gbit burst 750b cburst 750b"),
+    ("8gbit", 1514, "rate 8Gbit ceil 8Gbit burst 0b cburst 0b"),
+    ("10gbit", 1514, "rate 10Gbit ceil 10Gbit burst 0b cburst 0b"),
+    ("10gbit", 2000, "rate 10Gbit ceil 10Gbit burst 0b cburst 0b"),
+    ("10gbit", 3000, "rate 10Gbit ceil 10Gbit burst 1250b cburst 1250b"),
+    ("10gbit", 64000, "rate 10Gbit ceil 10Gbit burst 62500b cburst 62500b"),
+    ("40gbit", 1514, "rate 40Gbit ceil 40Gbit burst 0b cburst 0b"),
+    ("40gbit", 100000, "rate 40Gbit ceil 40Gbit burst 95000b cburst 95000b"),
+]
+
+
+@pytest.mark.parametrize(("rate", "burst", "shown"), CLASS_HTB_HIGH_RATES)
+def test_htb_at_high_rates_matches_what_tc_printed_even_a_zero_burst(
+    rate: str, burst: int, shown: str
+) -> None:
+    """tc's "burst 0b" is read as 0 bytes (it was refused, so the interface could no longer be read,
+    changed or cleaned up), and the expectation comes out the same: a second run changes nothing."""
+    text = f"class htb 1:10 root prio 0 {shown} \n"
+    state = tc.TcState(tc.parse_qdiscs(QDISC_HTB_1_DEFAULT_10), tc.parse_classes(text))
+    wanted = htb(rate, rate, burst, burst)
+    found = state.find_class("1:10")
+    assert found is not None
+    expected = tc.expected_report(wanted, REAL)
+    assert (found.burst_bytes, found.cburst_bytes) == (expected.burst_bytes, expected.cburst_bytes)
+    assert tc.state_matches(state, wanted, REAL)
+    assert tc.plan(state, wanted, "veth0", None, REAL) == ()
+    assert tc.shaping_of(state) is not None
+
+
+def test_a_negative_or_unreadable_size_in_tc_output_is_still_refused() -> None:
+    for token in ("-1b", "lots"):
+        with pytest.raises(tc.TcInputError, match="size in tc output"):
+            tc.parse_classes(f"class htb 1:10 root prio 0 rate 1Gbit ceil 1Gbit burst {token} cburst 1b \n")
+
+
 @pytest.mark.parametrize(
     ("bps", "shown"),
     [
