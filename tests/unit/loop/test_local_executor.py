@@ -310,7 +310,9 @@ def test_a_quota_larger_than_the_cpuset_widens_it_and_restore_narrows_it_again(
     assert cpus.read_text().strip() == "0" and local.read("text-0", "cpu") == math.inf
 
 
-def test_a_raise_gives_one_more_cpu_to_run_on_and_a_cut_keeps_it(fake: FakeCgroupRoot, tmp_path: Path) -> None:
+def test_a_raise_gives_one_more_cpu_to_run_on_and_a_cut_keeps_it(
+    fake: FakeCgroupRoot, tmp_path: Path
+) -> None:
     """On a raise the quota grows and so does the cpuset (by the parent's next CPU): more time on a
     CPU that other work keeps busy would be no more time. A cut leaves the cpuset alone; restoring
     the snapshot brings the configured placement back."""
