@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from firm.loop.config import FirmDecider as FirmSettings
 from firm.loop.config import Guard, LoopConfig, Reclaim, default_guards
 from firm.loop.deciders import AimdDecider, FirmDecider, NoneDecider
 from tests.unit.loop.fakes import FakeAgent, FakeLocalizer, bounds, build_state, observation, view, window
@@ -130,7 +131,7 @@ def test_firm_gives_a_culprit_that_leaves_its_quota_unused_the_smallest_raise() 
     """compose-post-0 uses 0.1 of its 0.5 cores (20 %, under unused_cpu 0.5): the agent's 1.0 becomes
     0.5 x (1 + 2 x 0.02) = 0.52, a raise (so its placement widens) without quota it would not use;
     text-0 uses 0.3 of 0.4 (75 %) and gets the agent's 0.8."""
-    config = LoopConfig(guards=GUARDS, firm={"unused_cpu": 0.5})
+    config = LoopConfig(guards=GUARDS, firm=FirmSettings(unused_cpu=0.5))
     localizer = FakeLocalizer({"compose-post-0": 0.9, "text-0": 0.7})
     decider = firm(localizer, FakeAgent(factor=2.0), config)
     cpu = {"frontend-0": 1.0, "compose-post-0": 0.5, "text-0": 0.4, "home-timeline-0": 0.5}
@@ -141,7 +142,9 @@ def test_firm_gives_a_culprit_that_leaves_its_quota_unused_the_smallest_raise() 
     reason = next(a.reason for a in actions if a.instance == "compose-post-0")
     assert reason.startswith("smallest raise (widens its CPUs): uses 20% of its CPU limit")
     # 0 turns it off: the agent's limits as they are
-    decider = firm(localizer, FakeAgent(factor=2.0), LoopConfig(guards=GUARDS, firm={"unused_cpu": 0}))
+    decider = firm(
+        localizer, FakeAgent(factor=2.0), LoopConfig(guards=GUARDS, firm=FirmSettings(unused_cpu=0))
+    )
     assert targets(decider.decide(observation(violated_window(), instances))) == {
         "compose-post-0": 1.0,
         "text-0": 0.8,

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from firm.cli import main
 from firm.loop.audit import AuditLog, read_recent
+from firm.loop.config import FirmDecider as FirmSettings
 from firm.loop.config import Guard, LoopConfig, Reclaim, default_guards
 from firm.loop.deciders import FirmDecider
 from firm.loop.explain import decision_id, explain, find, render
@@ -26,7 +27,7 @@ def _audit(tmp_path: Path, *, dry_run: bool = False) -> Path:
     config = LoopConfig(
         guards={**default_guards(cpus=2), "cpu": Guard(min=0.1, max=2.0, max_step=0.5, cooldown_s=0)},
         reclaim=Reclaim(hold_s=0),
-        firm={"unused_cpu": 0},  # the agent's values as they are
+        firm=FirmSettings(unused_cpu=0),  # the agent's values as they are
     )
     target = MemoryTarget(LIMITS)
     now = [1000.0]

@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from firm.loop.audit import AuditLog, read_recent, recent_rows
+from firm.loop.config import FirmDecider as FirmSettings
 from firm.loop.config import Guard, LoopConfig, Reclaim, default_guards
 from firm.loop.deciders import FirmDecider
 from firm.loop.metrics import Metrics
@@ -27,7 +28,7 @@ from tests.unit.loop.fakes import (
 
 GUARDS = {**default_guards(cpus=2), "cpu": Guard(min=0.1, max=2.0, max_step=0.5, cooldown_s=0)}
 # the agent's values as they are (the fakes' instances use little of their CPU limits)
-CONFIG = LoopConfig(guards=GUARDS, reclaim=Reclaim(hold_s=0), firm={"unused_cpu": 0})
+CONFIG = LoopConfig(guards=GUARDS, reclaim=Reclaim(hold_s=0), firm=FirmSettings(unused_cpu=0))
 LIMITS = {"frontend-0": {"cpu": 1.0}, "compose-post-0": {"cpu": 0.5}, "text-0": {"cpu": 0.4}}
 PATHS = {"compose-post": ["compose-post-0", "text-0"]}
 
