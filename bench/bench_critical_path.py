@@ -16,9 +16,11 @@ walk, in the same run (needs the DeathStarBench traces of ``../shared/data``):
   the large window, as a rate).
 - ``end to end``: a Jaeger query-API export of at least 50 MB is generated (copies of the
   DeathStarBench traces with fresh IDs), then ``firm critical-path --compact`` and ``firm features``
-  run on it as processes (wall time, peak resident memory ``VmHWM``); the same pipeline in process
-  without the interpreter start and the CLI's imports; and the reference: the same file through
-  the standard library's ``json.loads``, the parser, the walk and ``json.dumps``. This part runs
+  run on it as processes (wall time, peak resident memory ``VmHWM``), also with a batch of an
+  eighth of the file (``--batch-mb``: memory follows the batch) and with the whole file as one
+  batch; the same pipeline in process without the interpreter start and the CLI's imports, and
+  the previous one (the whole file parsed at once, tags kept); and the reference: the same file
+  through the standard library's ``json.loads``, the parser, the walk and ``json.dumps``. This part runs
   first, while the benchmark's own process is small. The import of ``firm.cli`` alone is
   timed too, since it is part of every command.
 
@@ -60,10 +62,10 @@ from firm.tracing import (
     load_trace_files,
     load_traces,
     parse_traces,
-    trace_features,
     window_features,
 )
 from firm.tracing.export import jaeger_document, json_bytes
+from firm.tracing.stream import stream_features, write_critical_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "jaeger-traces" / "deathstarbench"
@@ -404,6 +406,21 @@ def reference_features(path: Path) -> object:
 
 
 def fast_pipeline(path: Path) -> int:
+    """What ``firm critical-path --compact`` does, in process: the file in batches, critical paths,
+    JSON out (to a sink)."""
+    size = 0
+
+    def sink(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+
+    write_critical_paths([path], sink, indent=False)
+    return size
+
+
+def whole_pipeline(path: Path) -> int:
+    """The previous pipeline: the whole file read at once (tags kept), every trace's path, one
+    JSON document."""
     reader = load_trace_files([path])
     traces = reader.traces()
     out = [
@@ -422,22 +439,34 @@ def end_to_end(min_mb: int, runs: int) -> dict[str, Any]:
         gc.collect()
         importer = Path(tmp) / "import_cli.py"
         importer.write_text("import firm.cli\n")
+        small = max(1, row["file"]["bytes"] // 2**20 // 8)  # a batch of an eighth of the file
+        row["small_batch_mib"] = small
         for name, args in (
             ("critical_path_cli", [firm, "critical-path", "--compact", str(path)]),
             ("features_cli", [firm, "features", str(path)]),
+            (
+                "critical_path_small_batch_cli",
+                [firm, "critical-path", "--compact", "--batch-mb", str(small), str(path)],
+            ),
+            (
+                "critical_path_whole_file_cli",
+                [firm, "critical-path", "--compact", "--batch-mb", "100000", str(path)],
+            ),
             ("import_cli", [str(importer)]),
         ):
             best = min((run_process(args) for _ in range(runs)), key=lambda r: r[0])
             row[f"{name}_s"], row[f"{name}_peak_rss_bytes"] = best
         row["critical_path_in_process_s"] = best_time(lambda: fast_pipeline(path), 0, min_runs=runs)
-        row["features_in_process_s"] = best_time(
-            lambda: trace_features(load_trace_files([path]).traces()), 0, min_runs=runs
-        )
+        row["whole_file_in_process_s"] = best_time(lambda: whole_pipeline(path), 0, min_runs=1)
+        row["features_in_process_s"] = best_time(lambda: stream_features([path]), 0, min_runs=runs)
         row["reference_in_process_s"] = best_time(lambda: reference_pipeline(path), 0, min_runs=1)
         row["reference_features_in_process_s"] = best_time(lambda: reference_features(path), 0, min_runs=1)
     for k in (
         "critical_path_cli",
         "features_cli",
+        "critical_path_small_batch_cli",
+        "critical_path_whole_file_cli",
+        "whole_file_in_process",
         "critical_path_in_process",
         "features_in_process",
         "reference_in_process",
@@ -527,6 +556,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{fmt_rate(e2e['features_cli_spans_per_s']):>6} spans/s  peak {fmt_mb(e2e['features_cli_peak_rss_bytes'])}"
     )
     print(
+        f"  critical-path --batch-mb {e2e['small_batch_mib']:<4} {e2e['critical_path_small_batch_cli_s']:6.2f} s  "
+        f"{fmt_rate(e2e['critical_path_small_batch_cli_spans_per_s']):>6} spans/s  "
+        f"peak {fmt_mb(e2e['critical_path_small_batch_cli_peak_rss_bytes'])}  (file {fmt_mb(f['bytes'])})"
+    )
+    print(
+        f"  critical-path, whole file     {e2e['critical_path_whole_file_cli_s']:6.2f} s  "
+        f"{fmt_rate(e2e['critical_path_whole_file_cli_spans_per_s']):>6} spans/s  "
+        f"peak {fmt_mb(e2e['critical_path_whole_file_cli_peak_rss_bytes'])}"
+    )
+    print(
         f"  of which: import firm.cli     {e2e['import_cli_s']:6.2f} s  (without it: critical-path "
         f"{fmt_rate(e2e['critical_path_cli_without_import_spans_per_s'])}, features "
         f"{fmt_rate(e2e['features_cli_without_import_spans_per_s'])} spans/s)"
@@ -535,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  in process: critical-path     {e2e['critical_path_in_process_s']:6.2f} s  "
         f"{fmt_rate(e2e['critical_path_in_process_spans_per_s']):>6} spans/s  "
         f"(reference: stdlib json, walk, json.dumps {e2e['reference_in_process_s']:.2f} s, "
-        f"{e2e['speedup_vs_reference']:.1f}x)"
+        f"{e2e['speedup_vs_reference']:.1f}x; whole file at once {e2e['whole_file_in_process_s']:.2f} s)"
     )
     print(
         f"  in process: features          {e2e['features_in_process_s']:6.2f} s  "

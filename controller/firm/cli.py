@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,12 @@ import click
 from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm import __version__, preflight
+from firm import __version__, exit_status, preflight
 from firm.cli_options import json_option, overlap_tolerance_option
-from firm.tracing import TraceError, critical_paths, trace_features
-from firm.tracing.export import json_bytes
+from firm.tracing import TraceError, trace_features
 from firm.tracing.features import format_table
 from firm.tracing.source import TraceInput, TraceQuery, TraceSourceError, read_traces
+from firm.tracing.stream import DEFAULT_BATCH_BYTES, StreamOptions, stream_features, write_critical_paths
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class FirmGroup(click.Group):
             module, attribute = LAZY_COMMANDS[cmd_name]
             command = getattr(importlib.import_module(module), attribute)
             assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+        if command is not None:
+            _add_exit_status(command, cmd_name)
         return command
 
     def invoke(self, ctx: click.Context) -> object:
@@ -72,12 +76,51 @@ class FirmGroup(click.Group):
             raise
         except FirmError as err:
             raise click.ClickException(str(err)) from err
+        except (OSError, UnicodeError) as err:  # the environment or an input, not a bug in firm
+            log.debug("input or system error", exc_info=True)
+            raise click.ClickException(input_error_message(err)) from err
         except Exception as err:
+            if _is_redis_connection_error(err):
+                raise click.ClickException(
+                    f"Redis does not answer: {err}; start it (`make services`) or give the right --redis URL"
+                ) from err
             log.debug("unexpected error", exc_info=True)
             raise click.ClickException(
                 f"unexpected {type(err).__name__}: {err}. This is a bug in firm: run the command again "
                 "with -vv for the traceback and report it"
             ) from err
+
+
+def _add_exit_status(command: click.Command, path: str) -> None:
+    """Give ``command`` (and a group's subcommands) the exit-status section of firm.exit_status."""
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            _add_exit_status(sub, f"{path} {name}")
+    elif command.epilog is None:
+        command.epilog = exit_status.epilog(path)
+
+
+def input_error_message(err: OSError | UnicodeError) -> str:
+    """What an OSError or a decoding error that reached the command line says, without Python's
+    spelling of it (``[Errno 13] ...``, ``'utf-8' codec can't decode ...``)."""
+    if isinstance(err, UnicodeDecodeError):
+        return (
+            f"an input is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "give files saved as UTF-8"
+        )
+    if isinstance(err, UnicodeError):
+        return f"an input cannot be encoded or decoded ({err.reason if hasattr(err, 'reason') else err})"
+    reason = err.strerror or type(err).__name__
+    where = f"{err.filename}: " if err.filename is not None else ""
+    if err.filename2 is not None:
+        where = f"{err.filename} -> {err.filename2}: "
+    return f"{where}{reason}; check the path, its permissions and the free space"
+
+
+def _is_redis_connection_error(err: Exception) -> bool:
+    redis_exceptions = sys.modules.get("redis.exceptions")
+    error_type = getattr(redis_exceptions, "ConnectionError", None)
+    return isinstance(error_type, type) and isinstance(err, error_type)
 
 
 @click.group(
@@ -94,13 +137,60 @@ def main(verbose: int) -> None:
 @main.command("preflight")
 @json_option("Print the facts as JSON instead of a table.")
 @click.option("--no-pqos", is_flag=True, help="Do not probe libpqos.")
-def preflight_command(as_json: bool, no_pqos: bool) -> None:
-    """Show what firm can control on this machine (cgroups, tc, RDT, resctrl, libpqos)."""
+@click.option(
+    "--cluster",
+    "on_cluster",
+    is_flag=True,
+    help="Every node of the inventory (-i) and the cluster (--kubeconfig) instead of this machine.",
+)
+@click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(exists=True),
+    default=None,
+    help="With --cluster: the inventory site.yml used (default: this machine, connection local).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With --cluster: the cluster's kubeconfig (in a pod: its service account when --in-cluster).",
+)
+@click.option("--context", default=None, help="With --cluster: the kubeconfig context.")
+@click.option("--in-cluster", is_flag=True, help="With --cluster: the pod's service account.")
+def preflight_command(
+    as_json: bool,
+    no_pqos: bool,
+    on_cluster: bool = False,
+    inventory: str | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    in_cluster: bool = False,
+) -> None:
+    """Show what firm can control on this machine (cgroups, tc, RDT, resctrl, libpqos), or with
+    --cluster on each node of a cluster and what it cannot there and why (see docs/cluster.md)."""
+    if on_cluster:
+        from firm.cluster.cli import preflight_cluster  # noqa: PLC0415 (kubernetes is slow to import)
+
+        preflight_cluster(inventory, kubeconfig, context, in_cluster, probe_pqos=not no_pqos, as_json=as_json)
+        return
     facts = preflight.gather(probe_pqos=not no_pqos)
     if as_json:
         click.echo(json.dumps(preflight.report(facts), indent=2, sort_keys=True))
     else:
         preflight.render(facts, Console())
+
+
+def batch_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--batch-mb``: JSON read per batch (:class:`firm.tracing.stream.StreamOptions`)."""
+    return click.option(
+        "--batch-mb",
+        type=click.IntRange(min=1),
+        default=DEFAULT_BATCH_BYTES // 2**20,
+        show_default=True,
+        help="MiB of trace JSON read at a time: larger files are processed batch by batch, in memory "
+        "proportional to the batch (a trace split over inputs further apart than this is reported in parts).",
+    )
 
 
 def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
@@ -126,25 +216,28 @@ def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
 )
 @overlap_tolerance_option()
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
-def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool) -> None:
+@batch_option()
+def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool, batch_mb: int) -> None:
     """Print the critical path of every trace in FILES as JSON.
 
     FILES hold Jaeger query-API JSON ({"data": [...]}), single Jaeger traces, Jaeger domain JSON
     or OTLP JSON. Per trace: the spans on the critical path forward in time (service, instance,
     operation, trimmed start and end, selfTime on the path, all in microseconds) and Jaeger UI's
-    sections {spanID, sectionStart, sectionEnd}, backwards in time.
+    sections {spanID, sectionStart, sectionEnd}, backwards in time. Files larger than --batch-mb are
+    read and printed batch by batch (see docs/tracing.md).
     """
-    found = _read(files)
-    traces = found.traces
     try:
-        paths = critical_paths(traces, overlap_tolerance_us=tolerance)
+        write_critical_paths(
+            files,
+            lambda chunk: click.echo(chunk, nl=False),
+            overlap_tolerance_us=tolerance,
+            indent=not compact,
+            options=StreamOptions(batch_bytes=batch_mb * 2**20),
+            warn=lambda message: click.echo(f"warning: {message}", err=True),
+        )
     except TraceError as err:
         raise click.ClickException(str(err)) from err
-    out: list[dict[str, object]] = [
-        {"source": ", ".join(found.sources.get(t.trace_id, [])), **cp.as_dict(), "warnings": list(t.warnings)}
-        for t, cp in zip(traces, paths, strict=True)
-    ]
-    click.echo(json_bytes({"traces": out}, indent=not compact))
+    click.echo(b"")
 
 
 @main.command("features")
@@ -188,6 +281,7 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
     help="Requests an instance must be on the path of before RI and CI are computed.",
 )
 @overlap_tolerance_option()
+@batch_option()
 @click.option(
     "--format",
     "fmt",
@@ -208,6 +302,7 @@ def features_command(
     retries: int,
     min_samples: int,
     tolerance: int,
+    batch_mb: int,
     fmt: str,
 ) -> None:
     """Print per-instance features (RI, CI, share of critical-path time) of a window of traces.
@@ -216,15 +311,21 @@ def features_command(
     --service, from the last --window of a Jaeger query service. Values that cannot be computed
     (too few samples, constant latency) are null and named in "flags".
     """
-    traces = _read(
-        files,
-        jaeger_url=jaeger_url,
-        timeout_s=timeout,
-        retries=retries,
-        query=TraceQuery(service, operation, window, limit),
-    ).traces
+    query = TraceQuery(service, operation, window, limit)
     try:
-        result = trace_features(traces, min_samples=min_samples, overlap_tolerance_us=tolerance)
+        if files and jaeger_url is None and not query.given():
+            result = stream_features(
+                files,
+                min_samples=min_samples,
+                overlap_tolerance_us=tolerance,
+                options=StreamOptions(batch_bytes=batch_mb * 2**20),
+                warn=lambda message: click.echo(f"warning: {message}", err=True),
+            )
+        else:
+            traces = _read(
+                files, jaeger_url=jaeger_url, timeout_s=timeout, retries=retries, query=query
+            ).traces
+            result = trace_features(traces, min_samples=min_samples, overlap_tolerance_us=tolerance)
     except TraceError as err:
         raise click.ClickException(str(err)) from err
     if fmt == "table":

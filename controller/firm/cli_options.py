@@ -4,6 +4,7 @@ give the command function are fixed (``as_json``, ``config_path``, ``redis_url``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ def config_option(
     return click.option(
         "--config",
         "config_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=path_type),
+        type=TextFile(path_type=path_type),
         default=default,
         help=help,
     )
@@ -54,8 +55,77 @@ def redis_url_option(
         envvar=envvar,
         show_default=show_default,
         metavar=metavar,
+        callback=check_redis_url,
         help=help,
     )
+
+
+MAX_REDIS_DB = (1 << 31) - 1
+"""The largest database number a Redis URL may name (Redis keeps it in a C int)."""
+
+
+def check_redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a Redis URL that redis-py cannot parse (scheme, brackets, port, query options) or whose
+    database number is negative or beyond :data:`MAX_REDIS_DB`, as a usage error naming the option.
+    None and '' pass unchanged (some commands read '' as "no Redis")."""
+    if not value:  # unset, or '' where a command reads it as "no Redis"
+        return value
+    from redis.connection import parse_url  # noqa: PLC0415 (redis is imported only when a URL is given)
+
+    hint = "give a URL like redis://127.0.0.1:6379/0, rediss://HOST:PORT/DB or unix:///PATH/redis.sock"
+    try:
+        parsed = parse_url(value)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a Redis URL: {exc}; {hint}", ctx, param) from None
+    db = parsed.get("db", 0)
+    if not isinstance(db, int) or not 0 <= db <= MAX_REDIS_DB:
+        raise click.BadParameter(
+            f"{value!r} names database {db}; Redis databases are numbered from 0; {hint}", ctx, param
+        )
+    if "connection_class" not in parsed and not parsed.get("host"):
+        raise click.BadParameter(f"{value!r} names no host; {hint}", ctx, param)
+    return value
+
+
+MAX_TEXT_FILE_BYTES = 1 << 20
+"""The largest configuration file accepted, bytes: a larger one is a data file given by mistake (a 6 MB
+trace file takes PyYAML minutes to refuse)."""
+
+
+class TextFile(click.Path):
+    """An existing, readable file of UTF-8 text (a YAML or JSON configuration) of at most
+    :data:`MAX_TEXT_FILE_BYTES`: anything else (missing, a directory, unreadable, binary, in another
+    encoding, too large) is a usage error naming the option and the
+    file, before the command starts. ``path_type`` as for :class:`click.Path`."""
+
+    name = "text file"
+
+    def __init__(self, path_type: type[Path] | None = None) -> None:
+        super().__init__(exists=True, dir_okay=False, readable=True, path_type=path_type)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        try:
+            data = Path(os.fsdecode(converted)).read_bytes()
+        except OSError as exc:
+            self.fail(f"{value}: cannot read it: {exc.strerror or exc}", param, ctx)
+        if len(data) > MAX_TEXT_FILE_BYTES:
+            self.fail(
+                f"{value} holds {len(data)} bytes, more than a configuration file can "
+                f"({MAX_TEXT_FILE_BYTES} bytes); give the configuration, not a data file",
+                param,
+                ctx,
+            )
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.fail(
+                f"{value} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                "give a YAML or JSON file saved as UTF-8",
+                param,
+                ctx,
+            )
+        return converted
 
 
 def overlap_tolerance_option() -> Callable[[F], F]:

@@ -56,3 +56,39 @@ def render(facts: rdt.NodeFacts, console: Console) -> None:
     console.print(
         f"libpqos: {'works, ' + str(pqos.get('interface')) + ' interface' if pqos.get('available') else pqos.get('error')}"
     )
+
+
+CLUSTER_NAMES = {
+    "cpu": "CPU limit",
+    "memory": "Memory limit",
+    "llc": "Last-level cache (CAT)",
+    "memory_bandwidth": "Memory bandwidth (MBA)",
+    "disk_io": "Disk I/O throttling",
+    "network": "Network shaping",
+}
+
+
+def render_cluster(report: dict[str, Any], console: Console) -> None:
+    """``firm preflight --cluster``'s report (:func:`firm.cluster.preflight.cluster_report`) as one
+    table per node: each resource, whether firm can control it there, and how or why not."""
+    for entry in report["nodes"]:
+        title = entry["node"] or entry["host"]
+        if entry["node"] is not None:
+            title += f" (host {entry['host'] or '-'}, kubelet {entry['kubelet_version'] or '?'})"
+        table = Table(title=f"What firm can control on {title}")
+        table.add_column("Resource")
+        table.add_column("Controllable")
+        table.add_column("How, or why not")
+        for name, label in CLUSTER_NAMES.items():
+            if name in entry["controllable"]:
+                table.add_row(label, "[green]yes[/green]", entry["controllable"][name])
+            elif name in entry["not_controllable"]:
+                table.add_row(label, "[red]no[/red]", entry["not_controllable"][name])
+        console.print(table)
+    if report["hosts_without_node"]:
+        console.print(f"inventory hosts that are no node: {', '.join(report['hosts_without_node'])}")
+    if not report["api"]:
+        console.print("no API server given (--kubeconfig): CPU and memory only through the nodes' cgroups")
+    console.print(
+        "ready: every node's CPU can be set" if report["ready"] else "[red]not ready[/red]: see the tables"
+    )

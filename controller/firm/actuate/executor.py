@@ -35,11 +35,13 @@ UNITS: Mapping[str, str] = {
     "network": "bit/s",
     "cpu_weight": "weight",
     "cpuset": "cpus",
+    "memory": "bytes",
 }
 """Every resource an action can set, with its unit. The first five are the agent's (FIRM's five
-resources); ``cpu_weight`` (cgroup v2 units, 1..10000) and ``cpuset`` are for other deciders."""
+resources); ``cpu_weight`` (cgroup v2 units, 1..10000) and ``cpuset`` are for other deciders;
+``memory`` (the memory limit) is set by the cluster executors (pod resize, the cgroup module)."""
 
-UNLIMITABLE = frozenset({"cpu", "disk_io", "network"})
+UNLIMITABLE = frozenset({"cpu", "disk_io", "network", "memory"})
 """Resources whose value may be ``math.inf`` (no limit)."""
 
 

@@ -13,6 +13,7 @@ node by ansible:
 | ``network`` | ``firm.core.tc`` ``kind: tbf``, ``rate`` on the host-side veth (``inf``: ``state: absent``) | bit/s |
 | ``llc`` | ``firm.core.resctrl`` ``l3`` = a mask of that many low ways, the instance's tasks moved in | ways |
 | ``memory_bandwidth`` | ``firm.core.resctrl`` ``mb`` (AMD: converted from percent of 2048) | percent |
+| ``memory`` | ``firm.core.cgroup`` ``memory_max`` (``inf``: ``-1``), targets with ``memory`` set | bytes |
 
 The instance's cgroup is a path (the testbed, any systemd slice) or a Kubernetes pod's UID (and
 container IDs), which the cgroup module resolves on the node for either cgroup driver.
@@ -84,6 +85,9 @@ class AnsibleTarget:
     resctrl: Mapping[str, Any] | None = None
     """The node's resctrl ``info`` as ``firm.core.resctrl`` returns it (None: no ``llc`` /
     ``memory_bandwidth``)."""
+    memory: bool = False
+    """Whether its memory limit is managed (``memory``): its group has the memory controller, as a
+    Kubernetes pod's has."""
 
     def __post_init__(self) -> None:
         if (self.cgroup is None) == (self.pod_uid is None):
@@ -132,6 +136,33 @@ class TaskOutcome:
     result: dict[str, Any] = field(default_factory=dict)
 
 
+LOCAL_INVENTORY: Mapping[str, Any] = {
+    "all": {
+        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
+    }
+}
+"""This machine with the local connection and firm's interpreter (no inventory given)."""
+
+
+def runner_env() -> dict[str, str]:
+    """The environment of firm's ansible-runner runs: the collection on its path, host keys checked."""
+    return {
+        "ANSIBLE_COLLECTIONS_PATH": collections_path(),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
+    }
+
+
+def absolute_inventory(inventory: str | None) -> str | None:
+    """An inventory path made absolute (ansible-runner takes a relative one for a host list)."""
+    if inventory is None or not os.path.exists(inventory):
+        return inventory
+    return os.path.abspath(inventory)
+
+
 PlaybookRunner = Callable[[str, list[dict[str, Any]], bool], list[dict[str, Any]]]
 """(host, tasks, check) -> the run's ``runner_on_*`` events."""
 
@@ -160,7 +191,7 @@ class AnsibleExecutor:
         snapshot_ttl_s: float = 30.0,
     ) -> None:
         self.targets = {t.name: t for t in targets}
-        self.inventory = inventory
+        self.inventory = absolute_inventory(inventory)
         self.period_us = period_us
         self.timeout_s = timeout_s
         self.audit_path = audit_path
@@ -170,6 +201,7 @@ class AnsibleExecutor:
         self._run = run or self._run_playbook
         self._lock = threading.Lock()
         self._last_cpu: dict[str, float] = {}
+        self._last_memory: dict[str, float] = {}
         self.snapshot_ttl_s = snapshot_ttl_s
         self._known: dict[str, dict[str, Value | None]] = {}
         """instance -> resource -> value, from the last read of its node, updated by every step since."""
@@ -195,6 +227,8 @@ class AnsibleExecutor:
             found.add("disk_io")
         if target.interface is not None:
             found.add("network")
+        if target.memory:
+            found.add("memory")
         info = target.resctrl
         if info is not None:
             if info.get("caches"):
@@ -238,6 +272,23 @@ class AnsibleExecutor:
                     index,
                     CGROUP,
                     {**g, **settings},
+                    f"{label} ({i + 1}/{len(ordered)})",
+                    main=i == len(ordered) - 1,
+                )
+                for i, g in enumerate(ordered)
+            ]
+        if action.resource == "memory":
+            assert isinstance(value, float)
+            limit = -1 if math.isinf(value) else max(4096, round(value))
+            groups = [target.group_args()] + [target.group_args(c) for c in target.container_ids]
+            known = self._last_memory.get(target.name)
+            lowering = limit >= 0 and (known is None or value < known)
+            ordered = list(reversed(groups)) if lowering else groups  # a child never above its pod
+            return [
+                Task(
+                    index,
+                    CGROUP,
+                    {**g, "memory_max": str(limit)},
                     f"{label} ({i + 1}/{len(ordered)})",
                     main=i == len(ordered) - 1,
                 )
@@ -324,27 +375,9 @@ class AnsibleExecutor:
 
     def _run_playbook(self, host: str, tasks: list[dict[str, Any]], check: bool) -> list[dict[str, Any]]:
         """One ansible-runner run of ``tasks`` on ``host``; its ``runner_on_*`` events."""
-        env = {
-            "ANSIBLE_COLLECTIONS_PATH": collections_path(),
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
-        }
+        env = runner_env()
         play = [{"name": f"firm step on {host}", "hosts": host, "gather_facts": False, "tasks": tasks}]
-        inventory: Any = self.inventory
-        if inventory is None:
-            inventory = {
-                "all": {
-                    "hosts": {
-                        "localhost": {
-                            "ansible_connection": "local",
-                            "ansible_python_interpreter": sys.executable,
-                        }
-                    }
-                }
-            }
+        inventory: Any = self.inventory if self.inventory is not None else LOCAL_INVENTORY
         with tempfile.TemporaryDirectory(prefix="firm-ansible-") as private:
             run = ansible_runner.run(
                 private_data_dir=private,
@@ -501,6 +534,8 @@ class AnsibleExecutor:
         for action in actions:
             if action.resource == "cpu" and isinstance(action.value, float):
                 self._last_cpu[action.instance] = action.value
+            if action.resource == "memory" and isinstance(action.value, float):
+                self._last_memory[action.instance] = action.value
 
     def _applied(self, index: int, action: Action, outcomes: Sequence[TaskOutcome]) -> Applied:
         mine = [o for o in outcomes if o.task.action == index and o.task.main]
@@ -597,6 +632,9 @@ class AnsibleExecutor:
                         entry["cpu_weight"] = float(before["cpu_weight"])
                     if "cpuset_cpus" in before:
                         entry["cpuset"] = str(before["cpuset_cpus"])
+                    memory = before.get("memory_max")
+                    if isinstance(memory, int):
+                        entry["memory"] = math.inf if memory < 0 else float(memory)
                     disk = before.get("disk")
                     if isinstance(disk, dict) and disk:
                         values = [
@@ -621,6 +659,8 @@ class AnsibleExecutor:
         }
         if target.disk_device is not None:
             args["devices"] = [{"device": target.disk_device}]
+        if target.memory:
+            args["memory_max"] = "-1"
         tasks = [Task(-1, CGROUP, args, f"read cgroup of {target.name}")]
         if target.interface is not None:
             tc_args: dict[str, Any] = {"interface": target.interface, "state": "absent"}
@@ -748,6 +788,9 @@ def _before_value(resource: str, result: Mapping[str, Any], period_us: int) -> V
         return float(before["cpu_weight"]) if "cpu_weight" in before else None
     if resource == "cpuset":
         return str(before["cpuset_cpus"]) if "cpuset_cpus" in before else None
+    if resource == "memory":
+        memory = before.get("memory_max")
+        return None if not isinstance(memory, int) else (math.inf if memory < 0 else float(memory))
     disk = before.get("disk")
     if isinstance(disk, dict) and disk:
         values = [
@@ -776,6 +819,8 @@ def inverse_task(task: Task, result: Mapping[str, Any]) -> Task | None:
                 args[key] = before[key]
         if "cpu_quota_us" in task.args and "cpu_period_us" in before:
             args["cpu_period_us"] = before["cpu_period_us"]
+        if "memory_max" in task.args and isinstance(before.get("memory_max"), int):
+            args["memory_max"] = str(before["memory_max"])
         if "devices" in task.args and isinstance(before.get("disk"), dict):
             args["devices"] = [
                 {"device": d, **{k: v for k, v in f.items() if v is not None}}

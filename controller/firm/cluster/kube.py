@@ -1,11 +1,12 @@
 """The Kubernetes executor and scaler.
 
-**CPU** goes through the API: an in-place resize of the pod (``PATCH
+**CPU and memory** go through the API: an in-place resize of the pod (``PATCH
 /api/v1/namespaces/{ns}/pods/{name}/resize``, beta from 1.33, stable in 1.35), so the kubelet
-itself sets the cgroups and keeps them. The instance's CPU (cores) is shared among the pod's
-containers in proportion to their current limits (one container: all of it); a request above
-the new limit is lowered with it, a Guaranteed pod keeps requests equal to limits (the QoS class
-cannot change in a resize). BestEffort pods have no CPU limit to resize.
+itself sets the cgroups and keeps them. The instance's CPU (cores) and memory (bytes) are shared
+among the pod's containers in proportion to their current limits (one container: all of it); a
+request above the new limit is lowered with it, a Guaranteed pod keeps requests equal to limits
+(the QoS class cannot change in a resize). BestEffort pods have no limit to resize. The kubelet
+refuses to lower a memory limit below what the container uses (the resize stays pending).
 
 **Older clusters** answer 404 for the ``resize`` subresource; firm then writes the pod's cgroups
 on its node through the ansible executor (``firm.core.cgroup`` with ``pod_uid`` and the container
@@ -38,7 +39,7 @@ from urllib3.exceptions import HTTPError
 from firm.actuate.executor import Action, Applied, ExecutorError, Snapshot, StepResult, Value
 from firm.cluster.ansible import AnsibleExecutor
 from firm.cluster.config import ClusterError, ServiceSpec, api_error
-from firm.cluster.discovery import PodInfo, cpu_cores, pod_info
+from firm.cluster.discovery import PodInfo, cpu_cores, memory_bytes, pod_info
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,15 @@ NODE_RESOURCES = frozenset({"llc", "memory_bandwidth", "disk_io", "network"})
 
 def _millicores(cores: float) -> str:
     return f"{max(1, round(cores * 1000))}m"
+
+
+API_RESOURCES = frozenset({"cpu", "memory"})
+"""Resources set by the pod's in-place resize (or, without it, its cgroups on the node)."""
+
+
+def _quantity(resource: str, value: float) -> str:
+    """A resource quantity for the API: millicores for ``cpu``, whole bytes for ``memory``."""
+    return _millicores(value) if resource == "cpu" else str(max(4096, round(value)))
 
 
 @dataclass(frozen=True)
@@ -85,8 +95,9 @@ class KubernetesExecutor:
         """None until the first resize; False on a cluster without the ``resize`` subresource."""
         self.outcomes: list[ResizeOutcome] = []
         """Every resize's outcome, oldest first (for the audit)."""
-        self._written: dict[str, float] = {}
-        """Cores written to a pod's cgroups by the fallback (its spec still says the old limit)."""
+        self._written: dict[tuple[str, str], float] = {}
+        """(instance, resource) -> the value the fallback wrote to the pod's cgroups (its spec still
+        says the old limit)."""
 
     def set_pods(self, pods: Sequence[PodInfo]) -> None:
         """The pods as discovery listed them (their specs are the limits in force after a resize)."""
@@ -97,8 +108,9 @@ class KubernetesExecutor:
         if pod is None:
             return frozenset()
         found = set()
-        if pod.qos_class != "BestEffort" and all(c.limits.get("cpu") for c in pod.containers):
-            found.add("cpu")
+        for resource in API_RESOURCES:
+            if pod.qos_class != "BestEffort" and all(c.limits.get(resource) for c in pod.containers):
+                found.add(resource)
         if self.node_executor is not None:
             found |= self.node_executor.resources(instance) & NODE_RESOURCES
         return frozenset(found)
@@ -123,35 +135,63 @@ class KubernetesExecutor:
         limits = [cpu_cores(c.limits.get("cpu")) for c in pod.containers]
         return math.inf if any(v is None for v in limits) else float(sum(v for v in limits if v is not None))
 
+    @staticmethod
+    def memory_of(pod: PodInfo) -> float:
+        """The pod's memory limit, bytes (``inf`` when a container has none)."""
+        limits = [memory_bytes(c.limits.get("memory")) for c in pod.containers]
+        return math.inf if any(v is None for v in limits) else float(sum(v for v in limits if v is not None))
+
+    def limit_of(self, pod: PodInfo, resource: str) -> float:
+        """``resource``'s limit in force: what the fallback wrote, else the pod's spec."""
+        written = self._written.get((pod.instance, resource))
+        if written is not None:
+            return written
+        return self.cpu_of(pod) if resource == "cpu" else self.memory_of(pod)
+
     # -- resizing ----------------------------------------------------------------------------------------
 
     def resize_body(
-        self, pod: PodInfo, cores: float | None = None, memory: str | None = None
+        self, pod: PodInfo, cores: float | None = None, memory: str | float | None = None
     ) -> dict[str, Any]:
-        """The strategic-merge patch of the ``resize`` subresource for ``cores`` (and ``memory``, a
-        quantity such as ``256Mi``, given to every container: one-container pods)."""
-        current = [cpu_cores(c.limits.get("cpu")) or 0.0 for c in pod.containers]
-        total = sum(current) or float(len(current))
+        """The strategic-merge patch of the ``resize`` subresource for ``cores`` and ``memory``.
+
+        ``memory`` in bytes (a number) is shared among the containers like the cores; a quantity
+        (``256Mi``) is given to every container as it is (one-container pods)."""
+        cpu_now = [cpu_cores(c.limits.get("cpu")) or 0.0 for c in pod.containers]
+        cpu_total = sum(cpu_now) or float(len(cpu_now))
+        memory_now = [float(memory_bytes(c.limits.get("memory")) or 0) for c in pod.containers]
+        memory_total = sum(memory_now) or float(len(memory_now))
         containers = []
-        for container, now in zip(pod.containers, current, strict=True):
+        for index, container in enumerate(pod.containers):
             resources: dict[str, dict[str, str]] = {"limits": {}, "requests": {}}
             if cores is not None:
-                share = cores * ((now or 1.0) / total)
+                share = cores * ((cpu_now[index] or 1.0) / cpu_total)
                 resources["limits"]["cpu"] = _millicores(share)
                 request = cpu_cores(container.requests.get("cpu"))
                 if pod.qos_class == "Guaranteed" or (request is not None and request > share):
                     resources["requests"]["cpu"] = _millicores(share)
             if memory is not None:
-                resources["limits"]["memory"] = memory
-                if pod.qos_class == "Guaranteed":
-                    resources["requests"]["memory"] = memory
+                if isinstance(memory, str):
+                    quantity, wanted = memory, memory_bytes(memory) or 0
+                else:
+                    wanted = round(memory * ((memory_now[index] or 1.0) / memory_total))
+                    quantity = _quantity("memory", wanted)
+                resources["limits"]["memory"] = quantity
+                asked = memory_bytes(container.requests.get("memory"))
+                if pod.qos_class == "Guaranteed" or (asked is not None and asked > wanted):
+                    resources["requests"]["memory"] = quantity
             containers.append(
                 {"name": container.name, "resources": {k: v for k, v in resources.items() if v}}
             )
         return {"spec": {"containers": containers}}
 
     def resize(
-        self, pod: PodInfo, cores: float | None = None, memory: str | None = None, *, dry_run: bool = False
+        self,
+        pod: PodInfo,
+        cores: float | None = None,
+        memory: str | float | None = None,
+        *,
+        dry_run: bool = False,
     ) -> ResizeOutcome:
         """Resize ``pod`` in place; raises :class:`ClusterError` for a refusal (403, 422, ...), and
         :class:`ResizeUnsupportedError` on a cluster without the subresource (404)."""
@@ -186,13 +226,16 @@ class KubernetesExecutor:
         self.resize_supported = True
         if not dry_run:
             self.pods[pod.instance] = pod_info(pod.service, answer)
-            self._written.pop(pod.instance, None)
+            if cores is not None:
+                self._written.pop((pod.instance, "cpu"), None)
+            if memory is not None:
+                self._written.pop((pod.instance, "memory"), None)
         outcome = _resize_state(pod.name, answer)
         self.outcomes.append(outcome)
         if outcome.state == "infeasible":
             raise ClusterError(
                 f"the kubelet cannot resize {pod.namespace}/{pod.name}: {outcome.message}",
-                fix="ask for less than the node's allocatable CPU, or scale out instead",
+                fix="ask for less than the node's allocatable CPU or memory, or scale out instead",
             )
         return outcome
 
@@ -210,7 +253,7 @@ class KubernetesExecutor:
                     error=f"{action.resource} of {action.instance} cannot be set on this cluster",
                     duration_s=time.perf_counter() - started,
                 )
-            (api_actions if action.resource == "cpu" else node_actions).append(action)
+            (api_actions if action.resource in API_RESOURCES else node_actions).append(action)
         node_result = StepResult((), dry_run)
         if node_actions:
             assert self.node_executor is not None
@@ -227,13 +270,13 @@ class KubernetesExecutor:
         done: list[Applied] = []
         for action in api_actions:
             pod = self.pods[action.instance]
-            before = self._written.get(action.instance, self.cpu_of(pod))
+            before = self.limit_of(pod, action.resource)
             value = float(action.value)
             if math.isclose(before, value, rel_tol=1e-3):
                 done.append(Applied(action, before, before, False))
                 continue
             try:
-                self._set_cpu(pod, value, dry_run)
+                self._set(pod, action.resource, value, dry_run)
             except (ClusterError, ExecutorError) as exc:
                 failures = [] if dry_run else self._undo(done, node_result)
                 return StepResult(
@@ -241,7 +284,7 @@ class KubernetesExecutor:
                     + tuple(Applied(a.action, a.before, a.before, a.changed) for a in node_result.applied),
                     dry_run,
                     rolled_back=not dry_run,
-                    error=f"cpu of {action.instance}: {exc}",
+                    error=f"{action.resource} of {action.instance}: {exc}",
                     rollback_failures=tuple(failures),
                     duration_s=time.perf_counter() - started,
                 )
@@ -250,10 +293,14 @@ class KubernetesExecutor:
             tuple(done) + node_result.applied, dry_run, duration_s=time.perf_counter() - started
         )
 
-    def _set_cpu(self, pod: PodInfo, cores: float, dry_run: bool) -> None:
+    def _set(self, pod: PodInfo, resource: str, value: float, dry_run: bool) -> None:
+        """``resource`` (cpu: cores, memory: bytes) of ``pod`` by resize, else on its node's cgroups."""
         if self.resize_supported is not False:
             try:
-                self.resize(pod, cores, dry_run=dry_run)
+                if resource == "cpu":
+                    self.resize(pod, value, dry_run=dry_run)
+                else:
+                    self.resize(pod, memory=value, dry_run=dry_run)
                 return
             except ResizeUnsupportedError:
                 log.warning(
@@ -267,12 +314,17 @@ class KubernetesExecutor:
                 f"no in-place resize on this cluster and no node executor for {pod.name}",
                 fix="give an inventory of the nodes (-i) so firm can write the pod's cgroups",
             )
+        if resource not in self.node_executor.resources(pod.instance):
+            raise ClusterError(
+                f"no in-place resize on this cluster and {resource} of {pod.name} is not managed on its node",
+                fix="upgrade to Kubernetes 1.33 or later, or give the pod's node target the memory controller",
+            )
         result = self.node_executor.apply(
-            [Action(pod.instance, "cpu", cores, reason="resize fallback")], dry_run=dry_run
+            [Action(pod.instance, resource, value, reason="resize fallback")], dry_run=dry_run
         )
         self.outcomes.append(ResizeOutcome(pod.name, "fallback", result.error or "cgroup written"))
         if result.ok and not dry_run:
-            self._written[pod.instance] = cores
+            self._written[(pod.instance, resource)] = value
         if not result.ok:
             raise ClusterError(
                 f"writing the cgroups of {pod.name} failed: {result.error}",
@@ -285,9 +337,9 @@ class KubernetesExecutor:
             if not applied.changed or not isinstance(applied.before, float):
                 continue
             try:
-                self._set_cpu(self.pods[applied.action.instance], applied.before, False)
+                self._set(self.pods[applied.action.instance], applied.action.resource, applied.before, False)
             except (ClusterError, ExecutorError) as exc:
-                failures.append(f"cpu of {applied.action.instance}: {exc}")
+                failures.append(f"{applied.action.resource} of {applied.action.instance}: {exc}")
         restore = [
             Action(a.action.instance, a.action.resource, a.before, reason="rollback")
             for a in node_result.applied
@@ -311,10 +363,8 @@ class KubernetesExecutor:
                     f"no instance {instance!r} is managed here",
                     fix=f"use one of {', '.join(sorted(self.pods))}",
                 )
-            if "cpu" in self.resources(instance):
-                limits[instance] = {"cpu": self._written.get(instance, self.cpu_of(pod))}
-            else:
-                limits[instance] = {}
+            held = self.resources(instance) & API_RESOURCES
+            limits[instance] = {r: self.limit_of(pod, r) for r in sorted(held)}
         raw: dict[str, Any] = {}
         node = [i for i in instances if self.node_executor is not None and self.resources(i) & NODE_RESOURCES]
         if node:

@@ -242,10 +242,6 @@ def load_command(
     Examples:
       firm load http://10.0.0.2:8080 --rate 200 --duration 60 --slo compose=500,home=200,user=200
       firm load http://10.0.0.2:8080 --trace diurnal.txt --peak 300 --speedup 60 --json
-
-    \b
-    Exit status: 0 when the run finished and at least one request succeeded; 1 when the options
-    are wrong or no request succeeded (the summary is printed first); 2 on a usage error.
     """
     if (rate is None) == (trace is None):
         raise click.UsageError("give either --rate or --trace")

@@ -116,8 +116,23 @@ def _redis(url: str | None) -> redis.Redis | None:
     "--inventory",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="With --executor ansible: the inventory, e.g. inventory/local (default: this machine).",
+    help="With --executor ansible: the inventory, e.g. inventory/local (default: this machine). "
+    "With --cluster: the inventory of the nodes site.yml provisioned.",
 )
+@click.option(
+    "--cluster",
+    "cluster_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Run on a Kubernetes cluster: YAML of its services, Jaeger and telemetry (docs/cluster.md).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With --cluster: the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).",
+)
+@click.option("--context", default=None, help="With --cluster: the kubeconfig context.")
 def run_command(
     *,
     config_path: Path | None,
@@ -133,6 +148,9 @@ def run_command(
     quiet: bool,
     executor_kind: str = "local",
     inventory: Path | None = None,
+    cluster_file: Path | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
 ) -> None:
     """Keep every request type's p99 under its SLO with as few resources as possible (the control loop).
 
@@ -141,7 +159,28 @@ def run_command(
     risk, reclaim when every SLO holds with slack; every action bounded by the guardrails, applied
     as one unit and audited. Runs on the embedded testbed (`firm testbed up`). SIGTERM and Ctrl-C
     finish the step under way, then keep or restore the limits (--on-exit) and exit 0.
+    With --cluster, on a Kubernetes cluster instead (pods, Jaeger, cAdvisor, in-place resize,
+    the ansible executor on the nodes of -i).
     """
+    if cluster_file is not None or kubeconfig is not None:
+        _run_on_cluster(
+            cluster_file,
+            kubeconfig=kubeconfig,
+            context=context,
+            inventory=inventory,
+            config_path=config_path,
+            interval=interval,
+            duration=duration,
+            dry_run=dry_run,
+            audit_log=audit_log,
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+            decider=decider,
+            on_exit=on_exit,
+            redis_url=redis_url,
+            quiet=quiet,
+        )
+        return
     config, testbed, target, chosen = _setup(
         config_path, interval_s=interval, decider=decider, on_exit=on_exit, redis_url=redis_url
     )
@@ -202,6 +241,15 @@ def run_command(
         metrics.close()
         journal.close()
     console.print(_summary(records, dry_run, restored))
+
+
+def _run_on_cluster(cluster_file: Path | None, **options: Any) -> None:
+    """``firm run --cluster FILE`` (firm.cluster.cli.run_on_cluster), with this command's options."""
+    if cluster_file is None:
+        raise click.UsageError("--kubeconfig runs on a cluster: give its services with --cluster FILE")
+    from firm.cluster.cli import run_on_cluster  # noqa: PLC0415 (kubernetes is slow to import)
+
+    run_on_cluster(cluster_file, **options)
 
 
 def _setup(

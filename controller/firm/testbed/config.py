@@ -250,8 +250,14 @@ def load(path: str | Path | None = None) -> TestbedConfig:
     if path is None:
         return validate(config)
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read testbed config {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"testbed config {path} is not UTF-8 text (byte offset {exc.start}); save it as UTF-8 YAML"
+        ) from exc
+    except yaml.YAMLError as exc:
         raise ConfigError(f"cannot read testbed config {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"testbed config {path} is not a mapping of settings")

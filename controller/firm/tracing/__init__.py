@@ -5,6 +5,7 @@
 - :mod:`firm.tracing.jaeger`: the :class:`TraceSource` protocol and a Jaeger query-API client.
 - :mod:`firm.tracing.critical_path`: FIRM's Algorithm 1, fixed; Jaeger UI's sections.
 - :mod:`firm.tracing.features`: RI, CI and critical-path share per service instance.
+- :mod:`firm.tracing.stream`: files read in bounded batches (``firm critical-path``, ``firm features``).
 """
 
 from firm.tracing.critical_path import (

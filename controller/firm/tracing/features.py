@@ -44,6 +44,7 @@ __all__ = [
     "TOO_FEW_SAMPLES",
     "ZERO_MEDIAN",
     "InstanceFeatures",
+    "PathSummary",
     "WindowFeatures",
     "format_table",
     "trace_features",
@@ -138,6 +139,37 @@ class WindowFeatures:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class PathSummary:
+    """What :func:`window_features` needs of one request's path, without its spans: kept by
+    :func:`firm.tracing.stream.stream_features` for every request of a file read in batches."""
+
+    start: int
+    """The root's start, microseconds since the epoch."""
+    end: int
+    """The root's end, microseconds since the epoch."""
+    latency: int
+    """The path's length, microseconds (:attr:`RootPath.latency`)."""
+    times: dict[tuple[str, str], int]
+    """Microseconds of the path in each ``(service, instance)`` (:meth:`RootPath.instance_times`)."""
+
+    @classmethod
+    def of(cls, path: RootPath) -> PathSummary:
+        """The summary of a root's path."""
+        root = path.root
+        return cls(root.start, root.start + root.duration, path.latency, path.instance_times())
+
+    def instance_times(self) -> dict[tuple[str, str], int]:
+        """As :meth:`RootPath.instance_times`."""
+        return self.times
+
+
+def _summary(p: CriticalPath | RootPath | PathSummary) -> PathSummary:
+    if isinstance(p, PathSummary):
+        return p
+    return PathSummary.of(p.main if isinstance(p, CriticalPath) else p)
+
+
 def _round(v: float | None) -> float | None:
     return None if v is None else round(float(v), 6)
 
@@ -155,13 +187,14 @@ def trace_features(
 
 
 def window_features(
-    paths: Iterable[CriticalPath | RootPath],
+    paths: Iterable[CriticalPath | RootPath | PathSummary],
     *,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     start: int | None = None,
     end: int | None = None,
 ) -> WindowFeatures:
-    """Features of the instances on ``paths`` (one per request; a trace's main path is used).
+    """Features of the instances on ``paths`` (one per request; a trace's main path is used; a
+    :class:`PathSummary` stands for a path).
 
     ``start`` / ``end`` (microseconds since the epoch) keep only the requests whose root starts
     in ``[start, end)``.
@@ -170,11 +203,11 @@ def window_features(
         raise ValueError(
             f"min_samples must be at least 2 (a correlation needs two points), not {min_samples}"
         )
-    roots: list[RootPath] = [p.main if isinstance(p, CriticalPath) else p for p in paths]
+    roots = [_summary(p) for p in paths]
     if start is not None:
-        roots = [r for r in roots if r.root.start >= start]
+        roots = [r for r in roots if r.start >= start]
     if end is not None:
-        roots = [r for r in roots if r.root.start < end]
+        roots = [r for r in roots if r.start < end]
     nreq = len(roots)
     if not nreq:
         return WindowFeatures(0, None, None, None, None, None, (EMPTY_WINDOW,), ())
@@ -210,8 +243,8 @@ def window_features(
     p50, p99 = np.percentile(e2e, [50, 99])
     return WindowFeatures(
         requests=nreq,
-        start=min(r.root.start for r in roots),
-        end=max(r.root.end for r in roots),
+        start=min(r.start for r in roots),
+        end=max(r.end for r in roots),
         latency_p50_us=float(p50),
         latency_p99_us=float(p99),
         latency_mean_us=float(e2e.mean()),

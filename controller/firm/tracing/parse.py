@@ -160,13 +160,28 @@ def _loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+def json_problem(err: ValueError) -> str:
+    """What is wrong with a text that did not decode, in words (no codec names): ``not UTF-8 text
+    (byte N)`` or ``not valid JSON (reason, line L column C)``."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.start}); save the file as UTF-8 JSON"
+    if isinstance(err, json.JSONDecodeError):
+        if "utf-8" in err.msg.lower() or "surrogate" in err.msg.lower():
+            return "not UTF-8 text; save the file as UTF-8 JSON"
+        return f"not valid JSON ({err.msg}, line {err.lineno} column {err.colno})"
+    return f"not valid JSON ({err})"
+
+
 class TraceReader:
     """Collects spans from any number of documents and files, then builds one trace per trace ID.
 
     Not thread-safe. ``diagnostics`` holds messages for the user that concern no single trace.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_tags: bool = True) -> None:
+        self.keep_tags = keep_tags
+        """False: spans keep no tags (:attr:`Span.tags` is empty; ``span.kind`` is still read), which
+        makes reading faster and smaller where tags are not used (critical paths, features)."""
         self._traces: dict[str, _Assembler] = {}
         self._parts: dict[str, int] = {}
         self._built: list[Trace] | None = None
@@ -191,28 +206,50 @@ class TraceReader:
                 if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data":
                     self._read_lines(text, source)
                     return
-                raise TraceParseError(f"not valid JSON: {err}", source=source, fix=_FORMATS_HINT) from err
+                raise TraceParseError(json_problem(err), source=source, fix=_FORMATS_HINT) from err
             self.read_document(doc, source)
 
     def _read_lines(self, text: str | bytes, source: str) -> None:
-        raw = text.decode() if isinstance(text, bytes) else text
+        try:
+            raw = text.decode() if isinstance(text, bytes) else text
+        except UnicodeDecodeError as err:
+            raise TraceParseError(json_problem(err), source=source, fix=_FORMATS_HINT) from None
         for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                doc = _loads(line)
-            except json.JSONDecodeError as err:
-                raise TraceParseError(
-                    f"line {number} is not valid JSON: {err}",
-                    source=source,
-                    fix="give one JSON document per line (JSON Lines), or one JSON document",
-                ) from err
-            self.read_document(doc, f"{source}:{number}")
+            self.read_line(line, source, number)
+
+    def read_line(self, line: str | bytes, source: str, number: int) -> None:
+        """Add every trace of line ``number`` (from 1) of a JSON Lines text; a blank line adds nothing."""
+        if not line.strip():
+            return
+        try:
+            doc = _loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TraceParseError(
+                f"line {number} is {json_problem(err)}",
+                source=source,
+                fix="give one JSON document per line (JSON Lines), or one JSON document",
+            ) from err
+        self.read_document(doc, f"{source}:{number}")
 
     def read_document(self, doc: Any, source: str = "<input>") -> None:
         """Add every trace of a decoded JSON document (any accepted form)."""
-        for asm in _parse_document(doc, source, self.diagnostics):
+        for asm in _parse_document(doc, source, self.diagnostics, self.keep_tags):
             self._add(asm)
+
+    def read_jaeger_trace(self, doc: Any, source: str, position: int) -> None:
+        """Add one Jaeger trace (``{"traceID", "spans", "processes"}``), trace ``#position`` of the
+        ``data`` list of a query-API document or of a list of traces: what :meth:`read_document`
+        does for each entry of such a list."""
+        self._add(_parse_jaeger_trace(doc, source, position, self.diagnostics, self.keep_tags))
+
+    def read_query_envelope(self, doc: Any, source: str) -> None:
+        """Take the query API's ``errors`` of a ``{"data": [...], "errors": [...]}`` document whose
+        traces are read one by one with :meth:`read_jaeger_trace` (its ``data`` is ignored here)."""
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+        messages = (
+            [_query_error(e) for e in errors] if isinstance(errors, list) else [str(errors)] if errors else []
+        )
+        self.diagnostics.extend(f"{source}: the query API reported an error: {m}" for m in messages)
 
     def _add(self, asm: _Assembler) -> None:
         self._built = None
@@ -258,9 +295,11 @@ class TraceReader:
         return list(asm.sources) if asm else []
 
 
-def _parse_document(doc: Any, source: str, diagnostics: list[str]) -> list[_Assembler]:
+def _parse_document(
+    doc: Any, source: str, diagnostics: list[str], keep_tags: bool = True
+) -> list[_Assembler]:
     if isinstance(doc, list):
-        return [_parse_jaeger_trace(t, source, i, diagnostics) for i, t in enumerate(doc)]
+        return [_parse_jaeger_trace(t, source, i, diagnostics, keep_tags) for i, t in enumerate(doc)]
     if not isinstance(doc, dict):
         raise TraceParseError(
             f"a JSON {type(doc).__name__} is not a trace document", source=source, fix=_FORMATS_HINT
@@ -280,12 +319,12 @@ def _parse_document(doc: Any, source: str, diagnostics: list[str]) -> list[_Asse
         if not isinstance(data, list):
             raise TraceParseError('"data" must be a list of traces', source=source, fix=_FORMATS_HINT)
         diagnostics.extend(f"{source}: the query API reported an error: {m}" for m in messages)
-        return [_parse_jaeger_trace(t, source, i, diagnostics) for i, t in enumerate(data)]
+        return [_parse_jaeger_trace(t, source, i, diagnostics, keep_tags) for i, t in enumerate(data)]
     if "spans" in doc:
         spans = doc["spans"]
         if isinstance(spans, list) and spans and isinstance(spans[0], dict) and "spanId" in spans[0]:
             return [_parse_domain_trace(doc, source, diagnostics)]
-        return [_parse_jaeger_trace(doc, source, 0, diagnostics)]
+        return [_parse_jaeger_trace(doc, source, 0, diagnostics, keep_tags)]
     raise TraceParseError("unrecognised trace document", source=source, fix=_FORMATS_HINT)
 
 
@@ -599,7 +638,9 @@ def _ref_type(asm: _Assembler, span_id: str, value: Any) -> RefType:
     raise _fail(asm, span_id, f"unknown reference type {value!r} (expected CHILD_OF or FOLLOWS_FROM)")
 
 
-def _parse_jaeger_trace(doc: Any, source: str, position: int, diagnostics: list[str]) -> _Assembler:
+def _parse_jaeger_trace(
+    doc: Any, source: str, position: int, diagnostics: list[str], keep_tags: bool = True
+) -> _Assembler:
     if not isinstance(doc, dict):
         raise TraceParseError(
             f"trace #{position} is a JSON {type(doc).__name__}, not an object",
@@ -629,11 +670,24 @@ def _parse_jaeger_trace(doc: Any, source: str, position: int, diagnostics: list[
         service = proc["serviceName"]
         procs[pid] = (service, _instance_of(service, _jaeger_tags(proc.get("tags"))))
     for k, s in enumerate(spans):
-        asm.add(_jaeger_span(asm, procs, s, k))
+        asm.add(_jaeger_span(asm, procs, s, k, keep_tags))
     return asm
 
 
-def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, k: int) -> _Raw:
+def _jaeger_kind(tags: Any) -> str:
+    """``_span_kind(_jaeger_tags(tags))`` without building the tag pairs."""
+    kind: Any = ""
+    if isinstance(tags, list):
+        for t in tags:
+            if t.__class__ is dict and t.get("key") == "span.kind":
+                v = t.get("value")
+                kind = v if v.__class__ in _SCALARS else _tag_value(v)
+    return str(kind).lower()
+
+
+def _jaeger_span(
+    asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, k: int, keep_tags: bool = True
+) -> _Raw:
     if not isinstance(s, dict):
         raise _fail(asm, f"#{k}", "a span must be a JSON object")
     span_id = s.get("spanID")
@@ -676,7 +730,12 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
         refs.append((rtype, ref["spanID"]))
     if not raw_refs and isinstance(s.get("parentSpanID"), str) and s["parentSpanID"]:
         refs.append((RefType.CHILD_OF, s["parentSpanID"]))
-    tags = _jaeger_tags(s.get("tags"))
+    if keep_tags:
+        tags = _jaeger_tags(s.get("tags"))
+        kind = _span_kind(tags)
+    else:
+        tags = ()
+        kind = _jaeger_kind(s.get("tags"))
     operation = s.get("operationName")
     return _Raw(
         span_id,
@@ -686,7 +745,7 @@ def _jaeger_span(asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, 
         start,
         duration,
         refs,
-        _span_kind(tags),
+        kind,
         tags,
     )
 

@@ -4,8 +4,10 @@ as an API server would serve them (the label selector applied)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client as kube_client
 
 from tests.unit.cluster.fixture_server import FixtureServer, Reply, Request, data_file
@@ -63,3 +65,26 @@ def serve_pods(server: FixtureServer) -> None:
             )
 
         server.route("GET", f"/api/v1/namespaces/{namespace}/pods", handler)
+
+
+NODES = Path(__file__).resolve().parent / "data" / "nodes_k8s-v1.35.0_kubectl.yaml"
+
+
+def recorded_nodes() -> list[dict[str, Any]]:
+    """The recorded v1.35 Node objects (``kubectl get nodes -o yaml``, see data/README.md)."""
+    items: list[dict[str, Any]] = yaml.safe_load(NODES.read_text())["items"]
+    return items
+
+
+def serve_nodes(server: FixtureServer) -> None:
+    """``GET /api/v1/nodes``: the recorded Node objects, unchanged, in a ``NodeList`` (kubectl's
+    ``List`` wrapper replaced by the API server's)."""
+    body = json.dumps(
+        {
+            "kind": "NodeList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": "825"},
+            "items": recorded_nodes(),
+        }
+    ).encode()
+    server.answer("GET", "/api/v1/nodes", 200, body)

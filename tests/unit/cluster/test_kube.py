@@ -65,10 +65,10 @@ def test_cpu_through_in_place_resize(fixture_server: FixtureServer) -> None:
     fixture_server.answer("GET", STS_PATH, 200, json.dumps(pod).encode())
     executor = KubernetesExecutor(api(fixture_server), list(found.values()))
     assert isinstance(executor, Executor)
-    assert executor.resources("e2e-statefulset-1") == {"cpu"}
+    assert executor.resources("e2e-statefulset-1") == {"cpu", "memory"}
     assert executor.resources("e2e-scraper-5f97dc94d8-vkcjl") == frozenset()  # BestEffort: no limit to resize
     assert executor.snapshot(["e2e-statefulset-1"]).limits == {
-        "e2e-statefulset-1": {"cpu": pytest.approx(0.08)}
+        "e2e-statefulset-1": {"cpu": pytest.approx(0.08), "memory": 30 * 2**20}
     }
 
     result = executor.apply([Action("e2e-statefulset-1", "cpu", 0.03)], dry_run=False)
@@ -150,7 +150,7 @@ def test_older_clusters_fall_back_to_the_cgroup_write(fixture_server: FixtureSer
         run=recorder,
     )
     executor = KubernetesExecutor(api(fixture_server), list(found.values()), node_executor=node)
-    assert executor.resources(sts.name) == {"cpu", "network"}
+    assert executor.resources(sts.name) == {"cpu", "memory", "network"}
     # no route for /resize: the server's 404 for a resource it does not know
     result = executor.apply([Action(sts.name, "cpu", 0.5), Action(sts.name, "network", 1e7)], dry_run=False)
     assert result.ok, result.error

@@ -148,5 +148,5 @@ def test_new_pods_get_node_targets(fixture_server: FixtureServer) -> None:
     )
     target.refresh()
     assert set(node.targets) == set(target.names())
-    assert target.executor.resources("e2e-statefulset-1") == {"cpu", "network"}
+    assert target.executor.resources("e2e-statefulset-1") == {"cpu", "memory", "network"}
     assert target.latest_telemetry(["kindnet-zkpn8"]) == {"kindnet-zkpn8": None}
