@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,10 @@ class FirmGroup(click.Group):
             raise
         except FirmError as err:
             raise click.ClickException(str(err)) from err
+        except BrokenPipeError:  # the reader went away (`firm critical-path big.json | head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
+            raise SystemExit(0) from None
         except (OSError, UnicodeError) as err:  # the environment or an input, not a bug in firm
             log.debug("input or system error", exc_info=True)
             raise click.ClickException(input_error_message(err)) from err
