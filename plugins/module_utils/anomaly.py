@@ -501,19 +501,25 @@ def _plan_disk_io(c: _Context) -> Plan:
     threads = max(1, math.ceil(4 * c.spec.intensity / 100))
     rate = max(1, c.env.disk_iops_at_full * c.spec.intensity // 100)
     count, total = _sysbench_files(c.env.sysbench_files())
-    command = [
-        "sysbench",
+    options = [
         "fileio",
         "--file-test-mode=rndrw",
         "--file-extra-flags=direct",
         "--file-fsync-freq=0",
         f"--threads={threads}",
         f"--rate={rate}",
-        f"--time={c.seconds}",
         f"--file-num={count}",
         f"--file-total-size={total}",
-        "run",
     ]
+    # sysbench 1.0 aborts ("FATAL: The event queue is full", exit 1) once its threads fall behind
+    # --rate, often 5-9 s in: rerun it for the time left until the anomaly's deadline, which still
+    # bounds it. The script takes the duration (--time=N) first, then sysbench's test and options.
+    script = (
+        'end=$(($(date +%s) + ${1#--time=})); shift; '
+        'while now=$(date +%s); [ "$now" -lt "$end" ]; do '
+        'sysbench "$@" --time=$((end - now)) run >/dev/null 2>&1 || sleep 0.2; done'
+    )
+    command = ["sh", "-c", script, "sysbench-until-deadline", f"--time={c.seconds}", *options]
     return Plan([command], c.pinned, c.cpus)
 
 
