@@ -515,7 +515,7 @@ def _plan_disk_io(c: _Context) -> Plan:
     # --rate, often 5-9 s in: rerun it for the time left until the anomaly's deadline, which still
     # bounds it. The script takes the duration (--time=N) first, then sysbench's test and options.
     script = (
-        'end=$(($(date +%s) + ${1#--time=})); shift; '
+        "end=$(($(date +%s) + ${1#--time=})); shift; "
         'while now=$(date +%s); [ "$now" -lt "$end" ]; do '
         'sysbench "$@" --time=$((end - now)) run >/dev/null 2>&1 || sleep 0.2; done'
     )
