@@ -5,8 +5,12 @@ give the command function are fixed (``as_json``, ``config_path``, ``redis_url``
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -140,3 +144,19 @@ def overlap_tolerance_option() -> Callable[[F], F]:
         metavar="US",
         help="Siblings overlapping by at most this many microseconds count as sequential.",
     )
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (a long-running command finishes the step under way, then
+    exits as asked); the old handlers come back after."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import json
-import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -20,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import json_option
+from firm.cli_options import json_option, stop_on_signals
 
 if TYPE_CHECKING:
     from firm.cluster.config import ServiceSpec
@@ -177,21 +174,6 @@ def preflight_cluster(
         preflight.render_cluster(report, Console())
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` (the step under way finishes); the old handlers come back after."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def run_on_cluster(
     cluster_file: Path,
     *,
@@ -274,7 +256,7 @@ def run_on_cluster(
             except FirmError as exc:
                 raise click.ClickException(f"cannot read the pods' limits: {exc}") from exc
             built.start()
-            with _stop_on_signals(stop):
+            with stop_on_signals(stop):
                 try:
                     loop.run(duration_s=duration, stop=stop)
                 finally:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -21,7 +18,7 @@ from rich.table import Table
 from ansible_collections.firm.core.plugins.module_utils import redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.executor import StepResult
-from firm.cli_options import DEFAULT_REDIS_URL, config_option, json_option, redis_url_option
+from firm.cli_options import DEFAULT_REDIS_URL, config_option, json_option, redis_url_option, stop_on_signals
 from firm.loop import audit as auditing
 from firm.loop import config as loop_config
 from firm.loop.deciders import Decider, make_decider
@@ -30,21 +27,6 @@ from firm.loop.runner import ControlLoop
 from firm.loop.testbed import TestbedScaler, TestbedTarget
 from firm.loop.view import LiveView
 from firm.testbed import config as testbed_config
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` (the step under way finishes); the old handlers come back after."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def _redis(url: str | None) -> redis.Redis | None:
@@ -230,7 +212,7 @@ def run_command(
                 loop.start()
             except FirmError as exc:
                 raise click.ClickException(f"cannot read the instances' limits: {exc}") from exc
-            with _stop_on_signals(stop):
+            with stop_on_signals(stop):
                 try:
                     loop.run(duration_s=duration, stop=stop)
                 finally:
