@@ -160,3 +160,13 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def describe(exc: BaseException) -> str:
+    """An error's message for a user: an ``OSError`` as its reason and file, without Python's
+    ``[Errno N]`` spelling, a decoding error without codec names; anything else as its own message."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start}); give files saved as UTF-8"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
+    return str(exc)

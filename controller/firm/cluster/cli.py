@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import json_option, stop_on_signals
+from firm.cli_options import describe, json_option, stop_on_signals
 
 if TYPE_CHECKING:
     from firm.cluster.config import ServiceSpec
@@ -37,7 +37,7 @@ def _services(specs: tuple[str, ...], services_file: Path | None) -> list[Servic
         try:
             doc = yaml.safe_load(services_file.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise click.ClickException(f"--services {services_file}: {exc}") from exc
+            raise click.ClickException(f"--services {services_file}: {describe(exc)}") from exc
         if not isinstance(doc, (dict, list)):
             raise click.ClickException(
                 f"--services {services_file}: expected a mapping of services or a list"
@@ -318,7 +318,7 @@ def _cluster_setup(
             f"the firm decider needs {exc.name}, which is not installed; use --decider aimd"
         ) from exc
     except (FirmError, OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot load the firm decider's models: {exc}") from exc
+        raise click.ClickException(f"cannot load the firm decider's models: {describe(exc)}") from exc
     return cluster, config, slo, chosen
 
 

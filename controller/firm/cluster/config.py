@@ -67,16 +67,25 @@ class ServiceSpec:
             )
 
 
-def services_from(
-    mapping: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
-) -> list[ServiceSpec]:
+def services_from(mapping: object) -> list[ServiceSpec]:
     """Services from configuration: ``{name: {namespace, selector, deployment}}`` or a list of
     ``{name, namespace, selector, deployment}``; raises :class:`ClusterConfigError` on a missing field."""
-    entries = (
-        [{"name": k, **v} for k, v in mapping.items()] if isinstance(mapping, Mapping) else list(mapping)
-    )
+    shape = "give {NAME: {namespace, selector, deployment}} or a list of {name, namespace, selector}"
+    if isinstance(mapping, Mapping):
+        bad = [k for k, v in mapping.items() if not isinstance(v, Mapping)]
+        if bad:
+            raise ClusterConfigError(f"service {bad[0]!r} is not a mapping of its fields", fix=shape)
+        entries: list[Any] = [{"name": k, **v} for k, v in mapping.items()]
+    elif isinstance(mapping, Sequence) and not isinstance(mapping, str | bytes):
+        entries = list(mapping)
+    else:
+        raise ClusterConfigError(
+            f"services are a {type(mapping).__name__}, not a mapping or a list", fix=shape
+        )
     found = []
     for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise ClusterConfigError(f"service entry {entry!r} is not a mapping of its fields", fix=shape)
         missing = [f for f in ("name", "namespace", "selector") if not entry.get(f)]
         if missing:
             raise ClusterConfigError(

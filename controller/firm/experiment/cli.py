@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import config_option, json_option
+from firm.cli_options import config_option, describe, json_option
 from firm.experiment import ExperimentError
 from firm.experiment.policies import POLICIES, parse_policies
 from firm.experiment.render import plots, table
@@ -226,7 +226,9 @@ def experiment_command(
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the testbed was reset and every anomaly stopped") from None
     except (FirmError, OSError) as exc:
-        raise click.ClickException(f"{exc}; the testbed was reset and every anomaly stopped") from exc
+        raise click.ClickException(
+            f"{describe(exc)}; the testbed was reset and every anomaly stopped"
+        ) from exc
     (out / "runs").mkdir(exist_ok=True)
     for run in runs:
         (out / "runs" / f"{run.policy}.json").write_text(json.dumps(recorded_to_json(run)) + "\n")

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import config_option
+from firm.cli_options import config_option, describe
 from firm.localize.errors import LocalizeError
 from firm.localize.localizer import Localizer
 from firm.localize.model import MODEL_INPUTS
@@ -44,7 +44,7 @@ def load_window(files: Sequence[Path], what: str) -> list[Trace]:
     except TraceError as err:
         raise click.ClickException(f"{what}: {err}") from err
     except (OSError, UnicodeDecodeError) as err:
-        raise click.ClickException(f"{what}: cannot read the files: {err}") from err
+        raise click.ClickException(f"{what}: cannot read the files: {describe(err)}") from err
     for message in reader.diagnostics:
         click.echo(f"warning: {what}: {message}", err=True)
     return traces
@@ -654,7 +654,7 @@ def train_svm_command(
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
     except OSError as err:
-        raise click.ClickException(f"{out}: cannot write the model: {err}") from err
+        raise click.ClickException(f"{out}: cannot write the model: {describe(err)}") from err
     click.echo(json.dumps({"model": str(out), **metrics}, indent=2))
 
 
@@ -1063,7 +1063,7 @@ def _write_dataset(
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
     except OSError as err:
-        raise click.ClickException(f"{out}: cannot write the dataset: {err}") from err
+        raise click.ClickException(f"{out}: cannot write the dataset: {describe(err)}") from err
     click.echo(
         json.dumps(
             {

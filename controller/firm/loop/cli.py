@@ -18,7 +18,14 @@ from rich.table import Table
 from ansible_collections.firm.core.plugins.module_utils import redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.executor import StepResult
-from firm.cli_options import DEFAULT_REDIS_URL, config_option, json_option, redis_url_option, stop_on_signals
+from firm.cli_options import (
+    DEFAULT_REDIS_URL,
+    config_option,
+    describe,
+    json_option,
+    redis_url_option,
+    stop_on_signals,
+)
 from firm.loop import audit as auditing
 from firm.loop import config as loop_config
 from firm.loop.deciders import Decider, make_decider
@@ -257,7 +264,7 @@ def _setup(
             "use --decider aimd or install firm completely"
         ) from exc
     except (FirmError, OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot load the firm decider's models: {exc}") from exc
+        raise click.ClickException(f"cannot load the firm decider's models: {describe(exc)}") from exc
     return config, testbed, target, chosen
 
 
@@ -302,7 +309,7 @@ def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_jso
             f"cannot read the audit from {redis_url}: {exc}; give --file or a Redis URL"
         ) from exc
     except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read the audit log {path}: {exc}") from exc
+        raise click.ClickException(f"cannot read the audit log {path}: {describe(exc)}") from exc
     if as_json:
         for record in records:
             click.echo(json.dumps(record, sort_keys=True))
@@ -380,7 +387,7 @@ def explain_command(
             f"cannot read the audit from {redis_url}: {exc}; give --file or a Redis URL"
         ) from exc
     except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read the audit log {path}: {exc}") from exc
+        raise click.ClickException(f"cannot read the audit log {path}: {describe(exc)}") from exc
     if decision is not None:
         found = explaining.find(records, decision)
         if found is None:

@@ -130,3 +130,19 @@ def test_veth_names() -> None:
     assert host_veth(1, run=run) == "lo"
     with pytest.raises(ClusterError, match="not a veth"):
         host_veth(1, run=lambda argv: "1: lo: <LOOPBACK,UP> mtu 65536\n")
+
+
+@pytest.mark.parametrize(
+    ("services", "named"),
+    [
+        (5, "services are a int"),
+        ("web", "services are a str"),
+        ([1, 2], "service entry 1 is not a mapping"),
+        ({"web": 3}, "service 'web' is not a mapping"),
+        ({"web": ["default"]}, "service 'web' is not a mapping"),
+    ],
+)
+def test_services_of_the_wrong_shape_are_refused_naming_the_entry(services: object, named: str) -> None:
+    with pytest.raises(ClusterConfigError, match=named) as raised:
+        services_from(services)
+    assert "give {NAME: {namespace, selector, deployment}}" in raised.value.fix
