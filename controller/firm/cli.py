@@ -91,8 +91,8 @@ class FirmGroup(click.Group):
                 ) from err
             log.debug("unexpected error", exc_info=True)
             raise click.ClickException(
-                f"unexpected {type(err).__name__}: {err}. This is a bug in firm: run the command again "
-                "with -vv for the traceback and report it"
+                f"unexpected {type(err).__name__}: {err}. This is a bug in firm: run it again as "
+                f"`firm -vv {ctx.invoked_subcommand or 'COMMAND'} ...` for the traceback and report it"
             ) from err
 
 
