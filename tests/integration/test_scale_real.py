@@ -175,7 +175,12 @@ def assert_running(config: testbed_config.TestbedConfig, instance: testbed_confi
 
 def assert_gone(config: testbed_config.TestbedConfig, instance: testbed_config.Instance) -> None:
     assert instance.namespace not in network.namespaces(instance.namespace)
-    assert not Path("/sys/class/net", instance.host_interface).exists()
+    # the kernel destroys a veth whose other end was in a deleted namespace in the background
+    poll(
+        f"{instance.host_interface} removed with its namespace",
+        lambda: not Path("/sys/class/net", instance.host_interface).exists(),
+        timeout_s=15.0,
+    )
     assert cgroup_dirs(instance) == []
     assert entry_of(config, instance.name) is None
     peers = json.loads(Path(config.state_dir, "peers.json").read_text())
