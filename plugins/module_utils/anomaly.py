@@ -5,7 +5,8 @@
 Each anomaly is a set of worker processes (stress-ng, sysbench, iperf3) in a cgroup of its own,
 ``firm-anomaly/<name>``, and/or a kernel change (a tc qdisc, an nftables table). Intensity acts
 through knobs firm already owns: the anomaly cgroup's CPU quota is the workers' duty cycle and its
-cpuset pins them beside a service.
+cpuset pins them beside a service; a ``cpu`` anomaly's CPU weight makes it take the same share of
+the CPUs when the services beside it want them too (see ``contending_weight``).
 
 Every anomaly expires by itself:
 
@@ -360,6 +361,7 @@ class Plan:
         return {
             "commands": self.commands,
             "cpu_quota_us": self.settings.cpu_quota_us,
+            "cpu_weight": self.settings.cpu_weight,
             "cpuset_cpus": self.settings.cpuset_cpus,
             "loss_percent": self.loss_percent,
             "shaping_rate_bps": self.shaping_rate_bps,
@@ -398,7 +400,7 @@ def plan(spec: AnomalySpec, env: Environment) -> Plan:
     """Translate kind and intensity into workers, duty cycle and kernel changes.
 
     cpu: 1 + intensity // 25 stress-ng CPU workers per target CPU (1 to 5), together held to a duty cycle
-    of intensity % of the target CPUs by a CFS quota.
+    of intensity % of the target CPUs by a CFS quota, with the CPU weight of ``contending_weight``.
     memory_bandwidth: one STREAM worker per target CPU, duty cycle = intensity.
     llc: one worker per target CPU, together writing over a working set of intensity % of the LLC
     (writes, so the pages are real: reading untouched memory would only ever touch the kernel's zero
@@ -443,13 +445,29 @@ class _Context:
     """The cpuset only."""
 
 
+def contending_weight(intensity: int) -> int:
+    """CPU weight (cgroup v2 units, 100 the default) of a ``cpu`` anomaly at ``intensity`` %.
+
+    The quota alone bounds what the workers take from idle CPUs; a sleeping service that wakes beside
+    them wins its CPU back at once, because CFS favours sleepers and shares between groups by weight.
+    Measured on the embedded testbed (2 vCPUs, 40 requests/s), a 100 % duty cycle at the default
+    weight left every SLO met. A weight of intensity / (100 - intensity) times the default makes the
+    workers take intensity % of the CPUs from services that want them too (a neighbour with that much
+    more CPU requested, as a Kubernetes pod's shares follow its request): the default at 50, four
+    times it at 80, the kernel's maximum at 100. Range: CPU_WEIGHT_MIN to CPU_WEIGHT_MAX."""
+    if intensity >= 100:
+        return cgroup.CPU_WEIGHT_MAX
+    weight = round(cgroup.CPU_WEIGHT_DEFAULT * intensity / (100 - intensity))
+    return max(cgroup.CPU_WEIGHT_MIN, min(cgroup.CPU_WEIGHT_MAX, weight))
+
+
 def _plan_cpu(c: _Context) -> Plan:
     # More runnable workers per CPU as intensity rises: a waking service then waits behind more of
     # them, as behind a noisy neighbour's threads, while the quota bounds the CPU they take in all.
     threads = len(c.cpus) * (1 + c.spec.intensity // 25)
     return Plan(
         [["stress-ng", "--cpu", str(threads), "--cpu-load", "100", "--timeout", c.seconds, "--quiet"]],
-        c.duty,
+        dataclasses.replace(c.duty, cpu_weight=contending_weight(c.spec.intensity)),
         c.cpus,
     )
 
@@ -797,6 +815,9 @@ def _launch(record: Record, work: Plan, env: Environment) -> None:
             record.cgroup_path = f"{CGROUP_PARENT}/{spec.name}"
             group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), record.cgroup_path)
             cgroup.ensure_cgroup(group, work.settings, sysfs_root=env.sysfs_root)
+            _weigh_parent(env)
+            if spec.kind == "disk_io":  # so that telemetry sees the workers' I/O
+                cgroup.enable_disk_accounting(group.layout, env.sysfs_root)
             logs = os.path.join(env.state_dir, f"{spec.name}.log")
             os.makedirs(env.state_dir, mode=0o755, exist_ok=True)
             cwd = env.sysbench_files() if spec.kind == "disk_io" else "/"
@@ -923,6 +944,29 @@ def _remove_cgroup(path: str | None, env: Environment) -> None:
     for directory in cgroup.group_at(layout, CGROUP_PARENT).distinct_dirs():
         with contextlib.suppress(OSError):
             os.rmdir(directory)
+    _weigh_parent(env)
+
+
+def _weigh_parent(env: Environment) -> None:
+    """Give the shared parent the sum of its children's CPU weights.
+
+    Groups share a CPU by weight among siblings only: the parent competes with the services' groups,
+    and a child's weight counts only against the other anomalies. With the sum, each anomaly weighs
+    against the services about as its own weight says. No parent (the last anomaly ended): nothing."""
+    layout = cgroup.detect_layout(env.cgroup_root)
+    parent = cgroup.group_at(layout, CGROUP_PARENT)
+    directory = parent.dir("cpu")
+    if not os.path.isdir(directory):
+        return
+    weights = []
+    for name in sorted(os.listdir(directory)):
+        if os.path.isdir(os.path.join(directory, name)):
+            with contextlib.suppress(OSError, FirmError):  # a child being removed as we read
+                weights.append(cgroup.read_cpu_weight(cgroup.group_at(layout, f"{CGROUP_PARENT}/{name}")))
+    if not weights:
+        return
+    total = max(cgroup.CPU_WEIGHT_MIN, min(cgroup.CPU_WEIGHT_MAX, sum(weights)))
+    cgroup.apply_writes(cgroup.plan_writes(parent, cgroup.CgroupSettings(cpu_weight=total)))
 
 
 # --------------------------------------------------------------------------------------------------

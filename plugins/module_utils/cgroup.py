@@ -1220,6 +1220,39 @@ def _disk_bytes(group: Group) -> tuple[int, int]:
     return read_total, write_total
 
 
+def enable_disk_accounting(layout: Layout, sysfs_root: str = "/sys", *, kernel: Kernel = KERNEL) -> list[str]:
+    """Make cgroup v1 count every group's disk bytes on every block device; returns the devices
+    (``MAJ:MIN``) this call enabled.
+
+    Since Linux 6.10 blk-throttle is set up on a device only when a group first gets a throttle rule
+    on it, and v1's ``blkio.throttle.io_service_bytes`` counts nothing before that: on a fresh boot
+    every group reads 0 bytes (measured: ``dd oflag=direct`` of 32 MB read as ``Total 0``). Writing
+    ``MAJ:MIN 0`` (no limit) to the root group's ``blkio.throttle.read_bps_device`` sets it up
+    without limiting anything. A device that already holds a rule in the root is left alone, so no
+    limit is ever removed. Nothing to do on v2 (``io.stat`` always counts) or without blkio.
+
+    Raises :class:`CgroupWriteError` (via ``write_text``) when the kernel refuses the write."""
+    hierarchy = layout.hierarchies.get("blkio")
+    if hierarchy is None or hierarchy.version != 1:
+        return []
+    rules = os.path.join(hierarchy.mount, "blkio.throttle.read_bps_device")
+    if not os.path.exists(rules):
+        return []
+    held = {line.split()[0] for line in read_text(rules).splitlines() if line.split()}
+    enabled = []
+    block = os.path.join(sysfs_root, "block")
+    for name in sorted(os.listdir(block)) if os.path.isdir(block) else []:
+        try:
+            device = read_text(os.path.join(block, name, "dev"))
+        except FirmError:
+            continue
+        if device in held or not re.fullmatch(r"\d+:\d+", device):
+            continue
+        write_text(rules, f"{device} 0", kernel)
+        enabled.append(device)
+    return enabled
+
+
 def parse_size(value: str | int) -> int:
     """A memory size in bytes (:func:`units.parse_size`: ``"512M"`` -> 536870912, powers of 1024);
     ``"max"`` or -1 -> -1 (unlimited). ``"512Mb"`` is refused as ambiguous."""

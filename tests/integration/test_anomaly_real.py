@@ -118,8 +118,10 @@ def test_cpu_anomaly_beside_a_service_slows_it_by_intensity_and_relief_follows(
         f"victim CPU: {alone:.2f} alone, {at_full:.2f} at intensity 100, {at_quarter:.2f} at 25, "
         f"{relieved:.2f} after"
     )
-    assert at_full < 0.8 * alone  # on a quiet machine, half the CPU goes to the anomaly's worker
-    assert at_quarter > at_full + 0.05
+    # intensity % of the CPU goes to the anomaly (its quota and its weight, contending_weight): the
+    # kernel's shares are exact for two busy groups, so the bounds leave room for other work only
+    assert at_full < 0.25 * alone
+    assert 0.6 * alone < at_quarter < 0.9 * alone
     assert relieved > 0.85 * alone
 
 

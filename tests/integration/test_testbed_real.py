@@ -299,7 +299,7 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(
                 failures.append(f"{instance.name}: {result}")
         grown_at.append(time.time())  # each module run is a process of its own, taking seconds of CPU
 
-    plan = experiment.AnomalyPlan("cpu", "compose-post", 50, 8, 60)
+    plan = experiment.AnomalyPlan("cpu", "compose-post", 75, 8, 60)
     other = background(testbed)
     timer = threading.Timer(raised_at, grow_cpusets)
     timer.start()

@@ -64,6 +64,7 @@ class LocalCollector:
         self._netns: dict[Instance, NamespaceReader] = {}
         self._previous: dict[Instance, Counters] = {}
         self._net_warned: set[str] = set()
+        self._disk_accounting = False
 
     @property
     def layout(self) -> cgroup.Layout:
@@ -92,6 +93,9 @@ class LocalCollector:
 
     def read(self, instance: Instance) -> Counters:
         """The cumulative counters of ``instance`` now."""
+        if not self._disk_accounting:
+            self._disk_accounting = True
+            self._enable_disk_accounting()
         group = self._group(instance)
         try:
             stats = cgroup.read_stats(group)
@@ -109,6 +113,16 @@ class LocalCollector:
         mono, wall = time.monotonic(), time.time()
         net = self._read_net(instance, group)
         return Counters(mono, wall, stats, *(net if net is not None else (None, None)))
+
+    def _enable_disk_accounting(self) -> None:
+        """Without it, cgroup v1 reads 0 disk bytes on a fresh boot (``cgroup.enable_disk_accounting``)."""
+        try:
+            enabled = cgroup.enable_disk_accounting(self.layout, self.sysfs_root)
+        except FirmError as exc:
+            log.warning("disk bytes may read 0: %s", exc)
+            return
+        if enabled:
+            log.info("cgroup v1 disk accounting enabled on %s", ", ".join(enabled))
 
     def _group(self, instance: Instance) -> cgroup.Group:
         """The instance's group, limited to the hierarchies in which its directory exists."""

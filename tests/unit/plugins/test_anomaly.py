@@ -107,6 +107,23 @@ def test_cpu_intensity_sets_the_duty_cycle_and_the_workers_per_cpu(
     assert work.settings.cpuset_cpus == "0-1"
 
 
+@pytest.mark.parametrize(
+    ("intensity", "weight"), [(0, 1), (1, 1), (25, 33), (50, 100), (80, 400), (99, 9900), (100, 10000)]
+)
+def test_cpu_intensity_sets_the_weight_that_takes_that_share_from_busy_services(
+    env: anomaly.Environment, monkeypatch: pytest.MonkeyPatch, intensity: int, weight: int
+) -> None:
+    """weight / (weight + 100) = intensity / 100 against a service group of the default weight."""
+    monkeypatch.setattr(anomaly, "target_cpus", lambda spec, env: [0])
+    work = anomaly.plan(spec(intensity=intensity), env)
+    assert work.settings.cpu_weight == weight == anomaly.contending_weight(intensity)
+    assert work.describe()["cpu_weight"] == weight
+    if 0 < intensity < 100:
+        assert weight / (weight + 100) == pytest.approx(intensity / 100, abs=0.01)
+    # the other kinds keep the default weight: their contention is of memory, cache or disk
+    assert anomaly.plan(spec(kind="memory_bandwidth", intensity=intensity), env).settings.cpu_weight is None
+
+
 def test_llc_working_set_is_a_share_of_the_last_level_cache(
     env: anomaly.Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

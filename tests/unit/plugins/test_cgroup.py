@@ -534,3 +534,40 @@ def test_stats_have_the_same_units_on_both_versions(fake: FakeCgroupRoot) -> Non
         disk_write_bytes=8192,
         pids=0,
     )
+
+
+# disk accounting -------------------------------------------------------------------------------------
+
+
+def sys_block(sysfs: Path, devices: dict[str, str]) -> Path:
+    """``/sys/block/<name>/dev`` for each device (the kernel's links, here plain directories)."""
+    for name, number in devices.items():
+        (sysfs / "block" / name).mkdir(parents=True)
+        (sysfs / "block" / name / "dev").write_text(number + "\n")
+    return sysfs
+
+
+def test_disk_accounting_is_enabled_by_a_no_limit_rule_on_each_device_without_one(
+    fake: FakeCgroupRoot, tmp_path: Path
+) -> None:
+    """Linux >= 6.10 counts v1 blkio bytes only on devices that have had a throttle rule; firm writes
+    ``MAJ:MIN 0`` (no limit) to the root for each device that has none, and never touches a held rule."""
+    sysfs = sys_block(tmp_path / "sys", {"vda": "254:0", "vdb": "254:16", "loop0": "7:0"})
+    layout = layout_of(fake)
+    if fake.version == 2:
+        assert cgroup.enable_disk_accounting(layout, str(sysfs), kernel=fake) == []
+        return
+    rules = fake.root / "blkio" / "blkio.throttle.read_bps_device"
+    rules.write_text("254:16 1048576\n")  # a limit someone holds on the root: it must stay
+    writes: list[tuple[str, str]] = []
+
+    class Recording(Kernel):
+        def write(self, path: str, data: str) -> None:
+            writes.append((path, data))
+            fake.write(path, data)
+
+    assert cgroup.enable_disk_accounting(layout, str(sysfs), kernel=Recording()) == ["7:0", "254:0"]
+    assert writes == [(str(rules.resolve()), "7:0 0"), (str(rules.resolve()), "254:0 0")]
+    assert rules.read_text().split("\n")[0] == "254:16 1048576"  # 0 deletes a rule: none was there
+    # no /sys/block (a container without it) or no blkio hierarchy: nothing to do
+    assert cgroup.enable_disk_accounting(layout, str(tmp_path / "nowhere"), kernel=fake) == []
