@@ -77,13 +77,16 @@ class AnomalyStartError(FirmError):
 class Target:
     """Where the contention lands: the whole node, or beside one service.
 
-    ``cgroup``: pin the workers to that group's CPUs; ``namespace``: run inside that network
-    namespace; ``interface``: shape or drop on that interface (inside ``namespace`` if given).
+    ``cgroup``: pin the workers to that group's CPUs; ``cpus``: to these CPUs instead (kernel list
+    format), so that the contention stays where it was planned even after a controller widened the
+    service's cpuset; ``namespace``: run inside that network namespace; ``interface``: shape or drop
+    on that interface (inside ``namespace`` if given).
     """
 
     cgroup: str | None = None
     namespace: str | None = None
     interface: str | None = None
+    cpus: str | None = None
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in dataclasses.asdict(self).items() if v]
@@ -290,6 +293,14 @@ def check_request(spec: AnomalySpec, max_duration_s: int = 3600) -> None:
 
 def _validate_target(spec: AnomalySpec, env: Environment) -> None:
     target = spec.target
+    if target.cpus is not None:
+        online = set(os.sched_getaffinity(0))
+        wanted = cgroup.parse_list(target.cpus, "target_cpus")
+        if not wanted or not set(wanted) <= online:
+            raise AnomalyInputError(
+                f"target_cpus {target.cpus!r} names no CPU or one this node cannot run on",
+                fix=f"give CPUs among {cgroup.format_list(sorted(online))} in the kernel's list format",
+            )
     if target.cgroup is not None:
         group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), target.cgroup)
         if not os.path.isdir(group.dir("cpuset")):
@@ -386,7 +397,9 @@ def llc_bytes(sysfs_root: str = "/sys") -> int:
 
 
 def target_cpus(spec: AnomalySpec, env: Environment) -> list[int]:
-    """The CPUs the workers run on: the target cgroup's, or every online CPU."""
+    """The CPUs the workers run on: the target's ``cpus``, the target cgroup's, or every online CPU."""
+    if spec.target.cpus is not None:
+        return cgroup.parse_list(spec.target.cpus, "target_cpus")
     if spec.target.cgroup is not None:
         group = cgroup.group_at(cgroup.detect_layout(env.cgroup_root), spec.target.cgroup)
         with open(group.file("cpuset", "cpuset.cpus"), encoding="ascii") as handle:

@@ -66,6 +66,12 @@ options:
       - Co-locate with a service, by pinning the workers to the CPUs of this cgroup (a path relative to
         the cpuset hierarchy's root, as in M(firm.core.cgroup)).
     type: str
+  target_cpus:
+    description:
+      - Pin the workers to these CPUs (kernel list format, for example C(0) or C(0-1)) instead of
+        O(target_cgroup)'s current cpuset, so that the contention stays where it was planned after a
+        controller widened the service's cpuset.
+    type: str
   target_namespace:
     description:
       - Network namespace (as in C(ip netns)) to run in and whose interface to shape or drop on.
@@ -198,6 +204,7 @@ def argument_spec() -> dict[str, Any]:
         "duration": {"type": "int"},
         "max_duration": {"type": "int", "default": 3600},
         "target_cgroup": {"type": "str"},
+        "target_cpus": {"type": "str"},
         "target_namespace": {"type": "str"},
         "target_interface": {"type": "str"},
         "link_rate": {"type": "str"},
@@ -222,7 +229,9 @@ def environment(params: dict[str, Any]) -> anomaly.Environment:
 
 
 def spec_from(params: dict[str, Any]) -> anomaly.AnomalySpec:
-    target = anomaly.Target(params["target_cgroup"], params["target_namespace"], params["target_interface"])
+    target = anomaly.Target(
+        params["target_cgroup"], params["target_namespace"], params["target_interface"], params["target_cpus"]
+    )
     link = tc.parse_rate(params["link_rate"], "link_rate") if params["link_rate"] else None
     labels = {str(k): str(v) for k, v in params["labels"].items()}
     return anomaly.AnomalySpec(

@@ -153,11 +153,13 @@ def _instance(config: TestbedConfig, name: str) -> Instance:
 
 
 def anomaly_spec(config: TestbedConfig, plan: AnomalyPlan) -> anomaly.AnomalySpec:
-    """The anomaly beside the planned instance: on its CPUs, or on its veth for network kinds."""
+    """The anomaly beside the planned instance: on the CPUs its configuration gives it (not those a
+    controller may have widened its cpuset to: every policy meets the same contention), or on its
+    veth for network kinds."""
     instance = _instance(config, plan.instance)
     labels = {"experiment": "testbed", "service": instance.service, "instance": instance.name}
     if plan.kind in NODE_KINDS:
-        target = anomaly.Target(cgroup=instance.cgroup)
+        target = anomaly.Target(cgroup=instance.cgroup, cpus=instance.spec.cpus)
         return anomaly.AnomalySpec(
             f"testbed-{plan.kind}", plan.kind, plan.intensity, plan.duration_s, target, labels=labels
         )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import anomaly
-from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError, NotFoundError
+from ansible_collections.firm.core.plugins.module_utils.errors import (
+    FirmError,
+    InvalidInputError,
+    NotFoundError,
+)
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
 
 
@@ -122,6 +127,19 @@ def test_cpu_intensity_sets_the_weight_that_takes_that_share_from_busy_services(
         assert weight / (weight + 100) == pytest.approx(intensity / 100, abs=0.01)
     # the other kinds keep the default weight: their contention is of memory, cache or disk
     assert anomaly.plan(spec(kind="memory_bandwidth", intensity=intensity), env).settings.cpu_weight is None
+
+
+def test_target_cpus_pin_the_workers_whatever_the_cgroups_cpuset_became(
+    env: anomaly.Environment,
+) -> None:
+    online = sorted(os.sched_getaffinity(0))
+    pinned = spec(cgroup="no/such/service", cpus=str(online[-1]))
+    assert anomaly.target_cpus(pinned, env) == [online[-1]]  # the cgroup's cpuset is not read
+    assert anomaly.plan(pinned, env).settings.cpuset_cpus == str(online[-1])
+    for bad in (str(online[-1] + 1), "", "1-0"):
+        with pytest.raises(FirmError, match="target_cpus") as refused:
+            anomaly.validate(spec(cpus=bad), env)
+        assert refused.value.fix
 
 
 def test_llc_working_set_is_a_share_of_the_last_level_cache(
