@@ -13,7 +13,11 @@ services). Processes without the token (another user's stress-ng, a CPU hog besi
 never flagged.
 
 Only what is *new* after the session counts: things that existed before (a developer's own
-testbed, the Redis `make services` started) are never reported.
+testbed, the Redis `make services` started) are never reported, with one exception: the groups the
+tests make for themselves, ``firm-test-<pid>-<n>`` (and ``firm-test-<pid>`` in resctrl), carry the
+PID of the session that made them. One whose session no longer runs was left by a session that never
+reached its end (killed by a timeout, by CI's time limit or by the OOM killer, so its own sentinel
+never ran); it is reported by the next session, which then removes it if it is empty.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -37,6 +41,9 @@ STATE_DIRS = ("/run/firm", "/var/lib/firm", "/etc/firm")
 """firm's state directories: anomaly records, the testbed's state and data, sysbench's files, node facts."""
 CGROUP_PREFIX = "firm"
 """Top-level cgroups of this prefix are firm's: firm-anomaly, firm-testbed, firm-test-<pid>-<n>, ..."""
+TEST_GROUP = re.compile(r"(?P<top>[^/]+/firm-test-(?P<pid>\d+)(?:-\d+)?)(?:/|$)")
+"""A group a test session made for itself, as ``cgroups()`` describes it: ``<hierarchy>/firm-test-<pid>[-<n>]``
+(tests/integration/conftest.py's ``group_path``; test_resctrl_real.py in resctrl), below it its sub-groups."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,49 @@ def cgroups(root: str = CGROUP_ROOT, resctrl_root: str = RESCTRL_ROOT) -> set[st
             f"resctrl/{p.name}" for p in resctrl.iterdir() if p.is_dir() and p.name.startswith(CGROUP_PREFIX)
         }
     return found
+
+
+def session_running(pid: int) -> bool:
+    """Whether ``pid``, the owner of ``firm-test-<pid>-*``, may still be a test session: a running
+    Python process (pytest, or python -m pytest). Another session's groups are never touched."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+    except OSError:
+        return False
+    return any(b"python" in part or b"pytest" in part for part in command)
+
+
+def stale_test_groups(
+    groups: Iterable[str], running: Callable[[int], bool] = session_running
+) -> dict[str, int]:
+    """The test groups among ``groups`` (as ``cgroups()`` describes them) whose session no longer runs,
+    each with that session's PID: what a session that never reached its end left behind."""
+    found = {}
+    for entry in groups:
+        match = TEST_GROUP.match(entry)
+        if match and not running(int(match["pid"])):
+            found[entry] = int(match["pid"])
+    return found
+
+
+def remove_groups(
+    entries: Iterable[str], root: str = CGROUP_ROOT, resctrl_root: str = RESCTRL_ROOT
+) -> tuple[list[str], list[str]]:
+    """Remove the groups ``entries`` name (as ``cgroups()`` describes them), deepest first; returns those
+    removed and those the kernel refused (a group that still holds processes)."""
+    removed, refused = [], []
+    for entry in sorted(entries, key=lambda e: (-e.count("/"), e)):
+        hierarchy, _, path = entry.partition("/")
+        directory = Path(resctrl_root, path) if hierarchy == "resctrl" else Path(root, hierarchy, path)
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            refused.append(entry)
+            continue
+        removed.append(entry)
+    return removed, refused
 
 
 def files(directories: Iterable[str] = STATE_DIRS) -> set[str]:
@@ -212,8 +262,10 @@ def take(token: str, temp_dir: str | None = None) -> Snapshot:
     )
 
 
-def leaks(before: Snapshot, after: Snapshot) -> list[str]:
-    """What is in ``after`` and was not in ``before``, one line each, e.g. ``cgroups: cpu/firm-anomaly/a1``.
+def leaks(before: Snapshot, after: Snapshot, running: Callable[[int], bool] = session_running) -> list[str]:
+    """What is in ``after`` and was not in ``before``, one line each, e.g. ``cgroups: cpu/firm-anomaly/a1``,
+    and the test groups in ``after`` whose session no longer runs (``stale_test_groups``), even if they
+    were there before: ``cgroups: cpu/firm-test-41-3 (left by test session 41, which did not end)``.
 
     Qdiscs of namespaces that are new are not listed again (the namespace is); a file that only grew
     is not new.
@@ -221,7 +273,15 @@ def leaks(before: Snapshot, after: Snapshot) -> list[str]:
     found: list[str] = []
     for item in fields(Snapshot):
         old, new = getattr(before, item.name), getattr(after, item.name)
-        if item.name == "files":
+        if item.name == "cgroups":
+            stale = stale_test_groups(new, running)
+            added = sorted(
+                [
+                    *(new - old - stale.keys()),
+                    *(f"{g} (left by test session {p}, which did not end)" for g, p in stale.items()),
+                ]
+            )
+        elif item.name == "files":
             known = {_size_free(f) for f in old}
             added = sorted(f for f in new if _size_free(f) not in known)
         elif item.name == "qdiscs":

@@ -5,7 +5,8 @@ with the reason printed (pytest -ra), never silently.
 
 ``leak_sentinel`` (session, autouse) records what the tests could leave behind before the first of
 them (see tests/helpers/leaks.py) and fails the run, naming every leftover, if anything new remains
-after the last.
+after the last, or if a ``firm-test-<pid>-<n>`` group of a session that no longer runs is there (a
+session killed before its end never runs its own sentinel).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def leak_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     Compares a snapshot taken before the first integration test with one taken after the last
     (polled for up to 15 s, while anything still ending ends): network namespaces, links, qdiscs,
     nftables tables, cgroups under firm's parents, files under firm's state directories, anomaly
-    records, and processes the session started (marked by a token in their environment). Leaked
-    processes are killed after they are reported; everything else is left for inspection.
+    records, and processes the session started (marked by a token in their environment), and the test
+    groups of earlier sessions that were killed before their end (``leaks.stale_test_groups``). Leaked
+    processes are killed after they are reported, and those earlier sessions' groups removed when
+    empty; everything else is left for inspection (a test group this session leaves is reported again,
+    and removed if empty, by the next session).
     """
     token = secrets.token_hex(8)
     previous = os.environ.get(leaks.TOKEN_VARIABLE)
@@ -70,6 +74,11 @@ def leak_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     if remaining:
         killed = leaks.kill_leaked_processes(token)
         note = f"\n(the {len(killed)} leaked processes were killed)" if killed else ""
+        removed, refused = leaks.remove_groups(leaks.stale_test_groups(leaks.cgroups()))
+        if removed:
+            note += f"\n(the {len(removed)} groups of sessions that did not end were empty and are removed)"
+        if refused:
+            note += "\n(these still hold processes and are left: " + ", ".join(refused) + ")"
         pytest.fail("the integration tests left behind:\n  " + "\n  ".join(remaining) + note, pytrace=False)
 
 
