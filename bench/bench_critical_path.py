@@ -1,6 +1,7 @@
 """Critical paths: one trace at a time, windows of traces, and whole export files through the CLI.
 
     .venv/bin/python bench/bench_critical_path.py [--quick] [--scaling] [--out bench/results/critical_path.json]
+        [--baseline RESULT.json]
 
 Run it under the lock, niced: ``flock /tmp/firm-real.lock nice -n 15 .venv/bin/python bench/...``.
 Every figure is set against :func:`firm.tracing.critical_path_walk`, the span-by-span reference
@@ -27,7 +28,9 @@ walk, in the same run (needs the DeathStarBench traces of ``../shared/data``):
 ``--scaling`` adds the growth table of earlier versions: synthetic ``wide``, ``deep`` and
 replicated DeathStarBench traces of 10 to 100,000 spans (``--quick`` stops at 10,000), against
 the walk and a naive copy of the original prototype's algorithm. Results go to
-``bench/results/critical_path.json``.
+``bench/results/critical_path.json``. ``--baseline`` sets each figure against a result file of an
+earlier version (run the earlier version's benchmark just before, with ``--out`` elsewhere) and
+prints the speed-ups.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import math
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -376,19 +380,23 @@ _PEAK = (
 )
 
 
-def run_process(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak resident memory (bytes, the process's own ``VmHWM``) of a Python
-    script with arguments, its output discarded."""
+def run_process(args: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak resident memory (bytes, the process's own ``VmHWM``) and CPU seconds
+    (user and system) of a Python script with arguments, its output discarded. The CPU time is
+    the steadier figure on a shared machine: a process paused or waiting for a CPU spends none."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _PEAK, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
     )
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     err = proc.stderr.decode()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
     peaks = [int(line.split()[1]) for line in err.splitlines() if line.startswith("peak-kib ")]
-    return dt, (peaks[-1] * 1024 if peaks else 0)
+    return dt, (peaks[-1] * 1024 if peaks else 0), cpu
 
 
 def reference_pipeline(path: Path) -> int:
@@ -454,8 +462,9 @@ def end_to_end(min_mb: int, runs: int) -> dict[str, Any]:
             ),
             ("import_cli", [str(importer)]),
         ):
-            best = min((run_process(args) for _ in range(runs)), key=lambda r: r[0])
-            row[f"{name}_s"], row[f"{name}_peak_rss_bytes"] = best
+            measured = [run_process(args) for _ in range(runs)]
+            row[f"{name}_s"], row[f"{name}_peak_rss_bytes"], _ = min(measured, key=lambda r: r[0])
+            row[f"{name}_cpu_s"] = min(r[2] for r in measured)
         row["critical_path_in_process_s"] = best_time(lambda: fast_pipeline(path), 0, min_runs=runs)
         row["whole_file_in_process_s"] = best_time(lambda: whole_pipeline(path), 0, min_runs=1)
         row["features_in_process_s"] = best_time(lambda: stream_features([path]), 0, min_runs=runs)
@@ -529,11 +538,58 @@ def machine() -> dict[str, Any]:
     }
 
 
+BASELINE_FIGURES = {
+    "firm critical-path --compact, cpu": ("end_to_end", "critical_path_cli_cpu_s"),
+    "firm features, cpu": ("end_to_end", "features_cli_cpu_s"),
+    "firm critical-path --compact": ("end_to_end", "critical_path_cli_s"),
+    "firm features": ("end_to_end", "features_cli_s"),
+    "critical-path, small batch": ("end_to_end", "critical_path_small_batch_cli_s"),
+    "critical-path, whole file": ("end_to_end", "critical_path_whole_file_cli_s"),
+    "import firm.cli": ("end_to_end", "import_cli_s"),
+    "in process: critical-path": ("end_to_end", "critical_path_in_process_s"),
+    "in process: features": ("end_to_end", "features_in_process_s"),
+    "one trace at a time": ("one_trace_at_a_time", "critical_path_of_s"),
+}
+
+
+def against_baseline(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Each figure's time in ``doc`` against the same figure of an earlier result file (the
+    speed-up: baseline time / this time), printed and returned."""
+    base = json.loads(path.read_text())
+    if base.get("quick") != doc["quick"]:
+        print(
+            f"\nnote: {path} was run {'with' if base.get('quick') else 'without'} --quick; figures differ in size"
+        )
+    out: dict[str, Any] = {"file": str(path), "date": base.get("date"), "speedup": {}}
+    print(f"\nagainst the baseline {path} ({base.get('date')}): time before -> now, speed-up")
+    rows = [(name, section, key) for name, (section, key) in BASELINE_FIGURES.items()]
+    for before, now in zip(base.get("windows", []), doc["windows"], strict=False):
+        if before.get("traces") == now["traces"]:
+            rows.append((f"window of {now['traces']}, with as_dict", "windows", now["traces"]))
+    for name, section, key in rows:
+        if section == "windows":
+            b = next(w["with_dicts_s"] for w in base["windows"] if w["traces"] == key)
+            a = next(w["with_dicts_s"] for w in doc["windows"] if w["traces"] == key)
+        else:
+            b, a = base.get(section, {}).get(key), doc[section][key]
+        if not b or not a:
+            continue
+        out["speedup"][name] = b / a
+        print(f"  {name:<34} {b:8.3f} s -> {a:8.3f} s  {b / a:5.2f}x")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller windows and file, shorter timing runs")
     ap.add_argument("--scaling", action="store_true", help="also the growth table over trace sizes")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "critical_path.json")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="a result file of an earlier version (run just before, on the same machine): print "
+        "each figure's speed-up against it and record them",
+    )
     args = ap.parse_args(argv)
     budget = 0.3 if args.quick else 1.0
     doc: dict[str, Any] = {
@@ -550,10 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  firm critical-path --compact  {e2e['critical_path_cli_s']:6.2f} s  "
         f"{fmt_rate(e2e['critical_path_cli_spans_per_s']):>6} spans/s  peak {fmt_mb(e2e['critical_path_cli_peak_rss_bytes'])}"
+        f"  (cpu {e2e['critical_path_cli_cpu_s']:.2f} s, {fmt_rate(rate(f['spans'], e2e['critical_path_cli_cpu_s']))} spans/s)"
     )
     print(
         f"  firm features                 {e2e['features_cli_s']:6.2f} s  "
         f"{fmt_rate(e2e['features_cli_spans_per_s']):>6} spans/s  peak {fmt_mb(e2e['features_cli_peak_rss_bytes'])}"
+        f"  (cpu {e2e['features_cli_cpu_s']:.2f} s, {fmt_rate(rate(f['spans'], e2e['features_cli_cpu_s']))} spans/s)"
     )
     print(
         f"  critical-path --batch-mb {e2e['small_batch_mib']:<4} {e2e['critical_path_small_batch_cli_s']:6.2f} s  "
@@ -611,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scaling:
         print("\n" + HEADER)
         doc["scaling"] = scaling(args.quick)
+    if args.baseline:
+        doc["baseline"] = against_baseline(doc, args.baseline)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     print(f"\nwritten: {args.out}")

@@ -29,6 +29,10 @@ TYPES: tuple[RequestType, ...] = tuple(RequestType)
 """Request types by the index :class:`ScheduleChunk` uses."""
 
 
+MAX_TRACE_RATE = 10**12
+"""The largest value of a rate trace file (requests per second); larger ones are refused."""
+
+
 def read_rate_trace(path: Path | str) -> IntArray:
     """The requests-per-second values of a trace file (one non-negative integer per line)."""
     try:
@@ -49,7 +53,9 @@ def read_rate_trace(path: Path | str) -> IntArray:
         if not text:
             continue
         try:
-            value = int(text)
+            # (a value of thousands of digits is too large, not "not an integer": int() refuses
+            # those as a guard against slow conversions)
+            value = MAX_TRACE_RATE + 1 if len(text) > 20 and text.isdigit() else int(text)
         except ValueError:
             raise LoadSpecError(
                 "rate.path",
@@ -61,6 +67,14 @@ def read_rate_trace(path: Path | str) -> IntArray:
                 "rate.path",
                 f"{path} line {number}: {value} is negative",
                 fix="requests per second must be 0 or more",
+            )
+        if value > MAX_TRACE_RATE:
+            raise LoadSpecError(
+                "rate.path",
+                f"{path} line {number}: {text[:30]}{'...' if len(text) > 30 else ''} ({len(text)} digits) "
+                "is too large",
+                fix=f"the trace's values are requests per second, at most {MAX_TRACE_RATE} "
+                "(only their shape counts: --peak sets the scale)",
             )
         values.append(value)
     if not values or max(values) == 0:

@@ -507,6 +507,27 @@ def _fold_ancestors(
     return jump, vals, depth
 
 
+def _lexsort(keys: Sequence[_I64]) -> _I64:
+    """``np.lexsort(keys)`` (the last key primary; stable), by one stable sort of the keys packed
+    into one integer when their ranges fit in 63 bits together, as they do for the traces of a
+    window (times relative to the earliest, span counts); ``np.lexsort`` itself otherwise. The
+    packed sort is many times faster than ``np.lexsort``'s pass per key."""
+    n = keys[0].shape[0]
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    packed = np.zeros(n, dtype=np.int64)
+    shift = 0
+    for k in keys:  # the least significant key first, in the low bits
+        lo, hi = int(k.min()), int(k.max())
+        bits = (hi - lo).bit_length()
+        if shift + bits > 63:
+            return np.lexsort(keys)
+        if bits:
+            packed |= (k - lo).astype(np.int64) << shift
+        shift += bits
+    return np.argsort(packed, kind="stable")
+
+
 def _group_keys(vgroup: _I64, value: _I64, pgroup: _I64, probe: _I64) -> tuple[_I64, _I64]:
     """Integer keys ordering (group, time) pairs, so one binary search serves every group."""
     lo = int(min(value.min(initial=0), probe.min(initial=0)))
@@ -529,12 +550,12 @@ def _tolerance_cuts(cs: _I64, ce: _I64, par: _I64, kept: _Bool, tol: int) -> _I6
     if kc.size < 2:
         return out
     g = par[kc]
-    order = np.lexsort((cs[kc], g))
+    order = _lexsort((cs[kc] - cs[g], g))
     sib = kc[order]
     sg = g[order]
     ss = cs[sib]
     low = np.maximum(ce[kc] - tol, cs[kc] + 1)
-    keys, probes = _group_keys(sg, ss, g, low)
+    keys, probes = _group_keys(sg, ss - cs[sg], g, low - cs[g])  # relative to the parent's start
     pos = np.minimum(np.searchsorted(keys, probes, side="left"), sib.size - 1)
     hit = (sg[pos] == g) & (ss[pos] >= low) & (ss[pos] < ce[kc])
     out[kc[hit]] = ss[pos[hit]]
@@ -655,8 +676,9 @@ def _chain_members(tree: _Tree) -> _Bool:
     cs, ce, par = tree.cs, tree.ce, tree.par
     # Children grouped by parent, sorted by end (ties: earlier start, then trace order, last).
     kc = np.flatnonzero((par >= 0) & ~tree.drop)[::-1]  # reversed: stable sort puts later first
-    gkeys, _ = _group_keys(par[kc], ce[kc], par[kc][:0], ce[kc][:0])
-    child = kc[np.lexsort((-cs[kc], gkeys))]
+    pk = par[kc]
+    # (times relative to the parent's start: the same order, and the keys pack into one integer)
+    child = kc[_lexsort((cs[pk] - cs[kc], ce[kc] - cs[pk], pk))]
     on_chain = np.zeros(n, dtype=np.bool_)
     m = child.size
     if not m:
@@ -668,7 +690,8 @@ def _chain_members(tree: _Tree) -> _Bool:
     np.cumsum(counts, out=offsets[1:])
     # A child's predecessor: the last earlier child (in end order) that ends at or before its
     # start and starts strictly before it.
-    ekeys, skeys = _group_keys(grp, cend, grp, cstart)
+    base = cs[grp]  # times relative to the parent's start: small numbers, the same order
+    ekeys, skeys = _group_keys(grp, cend - base, grp, cstart - base)
     pred = np.minimum(np.searchsorted(ekeys, skeys, side="right") - 1, np.arange(m) - 1)
     pred = _skip_back(pred, offsets[grp], cstart, cstart)
     # The LRC of each parent: its last child that starts before the parent ends.
@@ -686,7 +709,7 @@ def _root_paths(batch: _Batch, tree: _Tree, on: _I64) -> tuple[_Shared, list[tup
     par, cs, ce, root_of, depth = tree.par, tree.cs, tree.ce, tree.root_of, tree.depth
     nonroot = par >= 0
     roots = np.flatnonzero(~nonroot)
-    roots = roots[np.lexsort((roots, batch.start[roots], batch.trace_of[roots]))]
+    roots = roots[_lexsort((roots, batch.start[roots], batch.trace_of[roots]))]
     rank = np.zeros(n, dtype=np.int64)
     rank[roots] = np.arange(roots.size)
 
@@ -697,11 +720,11 @@ def _root_paths(batch: _Batch, tree: _Tree, on: _I64) -> tuple[_Shared, list[tup
     selft = dur - np.rint(covered).astype(np.int64)
 
     # The path forward in time: pre-order, i.e. by root, start, then depth.
-    path = on[np.lexsort((depth[on], cs[on], rank[root_of[on]]))]
+    path = on[_lexsort((depth[on], cs[on] - cs[root_of[on]], rank[root_of[on]]))]
 
     # Sections: the gap before each on-path child (from its previous on-path sibling's end, or
     # the parent's start) and the gap after a span's last on-path child (or the whole span).
-    oc = on_child[np.lexsort((cs[on_child], par[on_child]))]
+    oc = on_child[_lexsort((cs[on_child] - cs[par[on_child]], par[on_child]))]
     op = par[oc]
     same = np.zeros(oc.size, dtype=np.bool_)
     same[1:] = op[1:] == op[:-1]
@@ -716,7 +739,7 @@ def _root_paths(batch: _Batch, tree: _Tree, on: _I64) -> tuple[_Shared, list[tup
     keep = sec_end > sec_start
     sec_span, sec_start, sec_end = sec_span[keep], sec_start[keep], sec_end[keep]
     # Jaeger UI's order: root by root, backwards in time (the sections tile each root).
-    order = np.lexsort((-sec_start, rank[root_of[sec_span]]))
+    order = _lexsort((cs[root_of[sec_span]] - sec_start, rank[root_of[sec_span]]))
     sec_span, sec_start, sec_end = sec_span[order], sec_start[order], sec_end[order]
 
     # Indices within each trace; where each root's rows are.
@@ -740,7 +763,7 @@ def _root_paths(batch: _Batch, tree: _Tree, on: _I64) -> tuple[_Shared, list[tup
     rtrace = batch.trace_of[roots]
     first = np.searchsorted(rtrace, np.arange(len(batch.traces) + 1))
     rows = list(zip(first[:-1].tolist(), first[1:].tolist(), strict=True))
-    longest = np.lexsort((np.arange(roots.size), batch.start[roots] - batch.end[roots], rtrace))
+    longest = _lexsort((np.arange(roots.size), batch.start[roots] - batch.end[roots], rtrace))
     is_first = np.ones(roots.size, dtype=np.bool_)
     is_first[1:] = rtrace[longest[1:]] != rtrace[longest[:-1]]
     main = (longest[is_first] - first[:-1]).tolist()

@@ -35,9 +35,13 @@ OpenTelemetry SDKs write it; ``ip``), else the service name: replicas are told a
 replica's spans from different processes are one instance.
 
 Every number read from a trace is range-checked: a start outside ``[0, MAX_TIME_US)``, a negative
-duration, one longer than :data:`MAX_DURATION_US` (a wrapped unsigned 64-bit value, or one near
-2^63) or an OTLP span that ends before it starts is refused: the span is dropped with a warning
-naming it (its children become roots), and a trace left with no span is dropped with a warning.
+duration, one longer than :data:`MAX_DURATION_US` (a wrapped unsigned 64-bit value, one near
+2^63, a number of 20 digits or more), a start or duration that is NaN or infinite (``NaN``,
+``Infinity``, as numbers or text) or an OTLP span that ends before it starts is refused: the span
+is dropped with a warning naming it and the field (its children become roots), and a trace left
+with no span is dropped with a warning. A JSON text nested deeper than the decoders go (about
+1,000 levels; no trace format nests so) is refused naming the file, never with a recursion error;
+a tag value nested too deeply to keep is replaced by a note.
 
 Diagnostics that concern no single trace (the query API's per-trace ``errors``, dropped traces)
 are collected in :attr:`TraceReader.diagnostics` for the command to print.
@@ -51,8 +55,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,8 +73,10 @@ __all__ = [
     "INSTANCE_KEYS",
     "MAX_DURATION_US",
     "MAX_TIME_US",
+    "JsonTooDeep",
     "TraceReader",
     "canonical_trace_id",
+    "decode_json",
     "load_trace_files",
     "load_traces",
     "loads_traces",
@@ -151,13 +158,30 @@ def canonical_trace_id(trace_id: str) -> str:
     return digits.rjust(16 if len(digits) <= 16 else 32, "0")
 
 
-def _loads(text: str | bytes) -> Any:
+class JsonTooDeep(json.JSONDecodeError):
+    """A JSON text nested deeper than the decoders go (a ``json.JSONDecodeError``, so that every
+    reader that refuses malformed JSON refuses it too, in words from :func:`json_problem`)."""
+
+    def __init__(self, text: str | bytes) -> None:
+        doc = text if isinstance(text, str) else text[:200].decode("utf-8", "replace")
+        super().__init__("values nested too deeply (arrays and objects over about 1,000 levels)", doc, 0)
+
+
+def decode_json(text: str | bytes) -> Any:
     """Decode JSON with orjson; where it refuses (integers beyond 64 bits, NaN, another encoding
-    than UTF-8, malformed text), with the standard library, whose result and errors then hold."""
+    than UTF-8, malformed text), with the standard library, whose result and errors then hold.
+    A text nested too deeply for either raises :class:`JsonTooDeep`."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(text)
+    except RecursionError:
+        raise JsonTooDeep(text) from None
+
+
+_loads = decode_json
 
 
 def json_problem(err: ValueError) -> str:
@@ -165,6 +189,8 @@ def json_problem(err: ValueError) -> str:
     (byte N)`` or ``not valid JSON (reason, line L column C)``."""
     if isinstance(err, UnicodeDecodeError):
         return f"not UTF-8 text (byte {err.start}); save the file as UTF-8 JSON"
+    if isinstance(err, JsonTooDeep):
+        return f"not usable JSON: {err.msg}; no trace format nests so deeply"
     if isinstance(err, json.JSONDecodeError):
         if "utf-8" in err.msg.lower() or "surrogate" in err.msg.lower():
             return "not UTF-8 text; save the file as UTF-8 JSON"
@@ -448,17 +474,22 @@ class _Assembler:
         if 0 <= duration <= MAX_DURATION_US and start >= 0 and start + duration < MAX_TIME_US:
             self.raws.append(raw)  # what _range_problem accepts, checked inline (once per span)
             return
-        problem = _range_problem(start, duration) or "out of range"
+        self.refuse(raw.span_id, _range_problem(start, duration) or "out of range")
+
+    def refuse(self, span_id: str, problem: str) -> None:
+        """Drop span ``span_id`` (not added) with a warning on the trace and in the diagnostics."""
         self.refused += 1
-        message = f"{self.source}: trace {self.trace_id}, span {raw.span_id} refused: {problem}"
+        message = f"{self.source}: trace {self.trace_id}, span {span_id} refused: {problem}"
         self.warnings.append(message)
         self.diagnostics.append(message)
 
     def build(self) -> Trace:
         if not self.raws:
             raise TraceParseError("the trace has no spans", source=self.source, trace_id=self.trace_id)
-        self._dedupe()
         ids = {r.span_id for r in self.raws}
+        if len(ids) != len(self.raws):
+            self._dedupe()
+            ids = {r.span_id for r in self.raws}
         for r in self.raws:
             if r.parent_id is not None:  # already set by the client/server split
                 continue
@@ -558,22 +589,32 @@ class _Assembler:
 def _range_problem(start: int, duration: int) -> str | None:
     """Why a span's start or duration (microseconds) cannot be believed, or None."""
     if duration < 0:
-        return f"negative duration {duration} us"
+        return f"negative duration {_number(duration)} us"
     if duration > MAX_DURATION_US:
         return (
-            f"duration {duration} us is longer than a week (a wrapped or corrupt value; "
+            f"duration {_number(duration)} us is longer than a week (a wrapped or corrupt value; "
             f"at most {MAX_DURATION_US} us is believed)"
         )
     if not 0 <= start < MAX_TIME_US or start + duration >= MAX_TIME_US:
-        return f"start {start} us is outside [0, {MAX_TIME_US}) microseconds since the epoch"
+        return f"start {_number(start)} us is outside [0, {MAX_TIME_US}) microseconds since the epoch"
     return None
+
+
+def _number(v: int) -> str:
+    """An integer for a message: in full up to 20 digits, else its first digits and magnitude."""
+    return str(v) if abs(v) < 10**20 else f"{v:.6e}"
 
 
 def _fail(asm: _Assembler, span_id: str | None, message: str) -> TraceParseError:
     return TraceParseError(message, source=asm.source, trace_id=asm.trace_id, span_id=span_id)
 
 
-def _int_field(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) -> int:
+def _int_field(
+    asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str, unit: str = "microseconds"
+) -> int | None:
+    """The integer ``raw[key]`` (an integral float or a string of digits is taken too). A number
+    that is not finite (NaN, Infinity: what some exporters write for a broken clock) refuses the
+    span (returns None, the span counted and warned about); anything else not an integer raises."""
     if key not in raw:
         raise _fail(asm, span_id, f'"{key}" is missing')
     v = raw[key]
@@ -583,13 +624,27 @@ def _int_field(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) 
         return int(v)
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
         return int(v)
-    raise _fail(asm, span_id, f'"{key}" must be an integer of microseconds, not {v!r}')
+    if isinstance(v, float | str) and not isinstance(v, bool) and _non_finite(v):
+        asm.refuse(span_id, f'"{key}" is {v}, not a number of {unit}')
+        return None
+    raise _fail(asm, span_id, f'"{key}" must be an integer of {unit}, not {v!r}')
+
+
+def _non_finite(v: float | str) -> bool:
+    """Is ``v`` NaN or infinite (a float, or text such as ``"NaN"``, ``"-Infinity"``)?"""
+    try:
+        return not math.isfinite(float(v))
+    except (ValueError, OverflowError):
+        return False
 
 
 def _tag_value(v: Any) -> TagValue:
     if isinstance(v, str | int | float | bool):
         return v
-    return json.dumps(v, sort_keys=True)
+    try:
+        return json.dumps(v, sort_keys=True)
+    except RecursionError:
+        return "(a value nested too deeply to keep)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -669,8 +724,11 @@ def _parse_jaeger_trace(
             raise _fail(asm, None, f'process {pid} has no "serviceName"')
         service = proc["serviceName"]
         procs[pid] = (service, _instance_of(service, _jaeger_tags(proc.get("tags"))))
+    add = asm.add
     for k, s in enumerate(spans):
-        asm.add(_jaeger_span(asm, procs, s, k, keep_tags))
+        raw = _jaeger_span(asm, procs, s, k, keep_tags)
+        if raw is not None:
+            add(raw)
     return asm
 
 
@@ -685,58 +743,84 @@ def _jaeger_kind(tags: Any) -> str:
     return str(kind).lower()
 
 
+def _jaeger_refs(
+    asm: _Assembler, span_id: str, raw_refs: Any, get: Callable[[str], Any]
+) -> list[tuple[RefType, str]]:
+    """A Jaeger span's references to spans of its own trace, in order (``parentSpanID`` when it
+    has none)."""
+    refs: list[tuple[RefType, str]] = []
+    if raw_refs:
+        if raw_refs.__class__ is not list and not isinstance(raw_refs, list):
+            raise _fail(asm, span_id, '"references" must be a list')
+        trace_id = asm.trace_id
+        for ref in raw_refs:
+            if ref.__class__ is not dict or (ref_span := ref.get("spanID")).__class__ is not str:
+                if not isinstance(ref, dict) or not isinstance(ref.get("spanID"), str):
+                    raise _fail(asm, span_id, f"malformed reference {ref!r}")
+                ref_span = ref["spanID"]
+            value = ref.get("refType", "CHILD_OF")
+            rtype = (
+                _CHILD_OF
+                if value == "CHILD_OF"
+                else _FOLLOWS_FROM
+                if value == "FOLLOWS_FROM"
+                else _ref_type(asm, span_id, value)
+            )
+            ref_trace = ref.get("traceID")
+            if ref_trace not in (None, "", trace_id):
+                continue  # a link to another trace is no parent here
+            refs.append((rtype, ref_span))
+    else:
+        parent = get("parentSpanID")
+        if parent and parent.__class__ is str:
+            refs.append((_CHILD_OF, parent))
+    return refs
+
+
 def _jaeger_span(
     asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, k: int, keep_tags: bool = True
-) -> _Raw:
-    if not isinstance(s, dict):
+) -> _Raw | None:
+    """One span of a Jaeger trace, or None when it is refused (then counted and warned about).
+
+    Written for speed (it runs once per span of every file): the common shapes are tested by
+    exact class first, everything else falls through to the checks that name the problem."""
+    if s.__class__ is not dict and not isinstance(s, dict):
         raise _fail(asm, f"#{k}", "a span must be a JSON object")
-    span_id = s.get("spanID")
-    if not isinstance(span_id, str) or not span_id:
+    get = s.get
+    span_id = get("spanID")
+    if not span_id or not isinstance(span_id, str):
         raise _fail(asm, f"#{k}", '"spanID" is missing or not a string')
-    start = s.get("startTime")
+    start = get("startTime")
     if start.__class__ is not int:
         start = _int_field(asm, span_id, s, "startTime")
-    duration = s.get("duration")
+        if start is None:
+            return None
+    duration = get("duration")
     if duration.__class__ is not int:
         duration = _int_field(asm, span_id, s, "duration")
-    process = s.get("process")
-    if isinstance(process, dict) and "serviceName" in process:
-        service = str(process["serviceName"])
-        instance = _instance_of(service, _jaeger_tags(process.get("tags")))
-    else:
-        pid = s.get("processID")
-        found = procs.get(pid) if isinstance(pid, str) else None
-        if found is None:
-            raise _fail(asm, span_id, f"processID {pid!r} is not in the trace's processes")
+        if duration is None:
+            return None
+    pid = get("processID")
+    found = procs.get(pid) if pid.__class__ is str else None
+    if found is not None and "process" not in s:
         service, instance = found
-    refs: list[tuple[RefType, str]] = []
-    raw_refs = s.get("references") or []
-    if not isinstance(raw_refs, list):
-        raise _fail(asm, span_id, '"references" must be a list')
-    for ref in raw_refs:
-        if not isinstance(ref, dict) or not isinstance(ref.get("spanID"), str):
-            raise _fail(asm, span_id, f"malformed reference {ref!r}")
-        value = ref.get("refType", "CHILD_OF")
-        rtype = (
-            _CHILD_OF
-            if value == "CHILD_OF"
-            else _FOLLOWS_FROM
-            if value == "FOLLOWS_FROM"
-            else _ref_type(asm, span_id, value)
-        )
-        ref_trace = ref.get("traceID")
-        if ref_trace not in (None, "", asm.trace_id):
-            continue  # a link to another trace is no parent here
-        refs.append((rtype, ref["spanID"]))
-    if not raw_refs and isinstance(s.get("parentSpanID"), str) and s["parentSpanID"]:
-        refs.append((RefType.CHILD_OF, s["parentSpanID"]))
+    else:
+        process = get("process")
+        if isinstance(process, dict) and "serviceName" in process:
+            service = str(process["serviceName"])
+            instance = _instance_of(service, _jaeger_tags(process.get("tags")))
+        elif found is None:
+            raise _fail(asm, span_id, f"processID {pid!r} is not in the trace's processes")
+        else:
+            service, instance = found
+    refs = _jaeger_refs(asm, span_id, get("references"), get)
     if keep_tags:
-        tags = _jaeger_tags(s.get("tags"))
+        tags = _jaeger_tags(get("tags"))
         kind = _span_kind(tags)
     else:
         tags = ()
-        kind = _jaeger_kind(s.get("tags"))
-    operation = s.get("operationName")
+        kind = _jaeger_kind(get("tags"))
+    operation = get("operationName")
     return _Raw(
         span_id,
         service,
@@ -907,14 +991,12 @@ def _otlp_kind(value: Any) -> str:
     return ""
 
 
-def _otlp_ns(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) -> int:
-    v = raw.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | str):
-        raise _fail(asm, span_id, f'"{key}" must be an integer of nanoseconds, not {v!r}')
-    try:
-        return int(v)
-    except ValueError:
-        raise _fail(asm, span_id, f'"{key}" must be an integer of nanoseconds, not {v!r}') from None
+def _otlp_ns(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) -> int | None:
+    """``raw[key]``, nanoseconds (an integer, or its digits as text as OTLP JSON writes 64-bit
+    values); None when it is NaN or infinite (the span is then refused)."""
+    if raw.get(key) is None:
+        raise _fail(asm, span_id, f'"{key}" must be an integer of nanoseconds, not None')
+    return _int_field(asm, span_id, raw, key, "nanoseconds")
 
 
 def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> list[_Assembler]:
@@ -950,7 +1032,9 @@ def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> 
                 except ValueError as err:
                     raise _fail(asm, f"#{k}", f'"spanId": {err}') from None
                 start_ns = _otlp_ns(asm, span_id, s, "startTimeUnixNano")
-                end_ns = _otlp_ns(asm, span_id, s, "endTimeUnixNano")
+                end_ns = _otlp_ns(asm, span_id, s, "endTimeUnixNano") if start_ns is not None else None
+                if start_ns is None or end_ns is None:
+                    continue  # refused
                 refs: list[tuple[RefType, str]] = []
                 parent = s.get("parentSpanId")
                 if parent:

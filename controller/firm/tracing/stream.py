@@ -42,7 +42,7 @@ from firm.tracing.export import json_bytes
 from firm.tracing.features import DEFAULT_MIN_SAMPLES, PathSummary, WindowFeatures, window_features
 from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import Trace
-from firm.tracing.parse import TraceReader, json_problem
+from firm.tracing.parse import TraceReader, decode_json, json_problem
 from firm.tracing.source import TraceInput
 
 __all__ = [
@@ -65,6 +65,7 @@ _LUT = np.zeros(256, dtype=np.int8)  # 1 opens, -1 closes, 2 a quote, 0 anything
 _LUT[ord("{")] = _LUT[ord("[")] = 1
 _LUT[ord("}")] = _LUT[ord("]")] = -1
 _LUT[ord('"')] = 2
+_MASK = bytes(1 if chr(b) in '{[]}"' else 0 for b in range(256))  # bytes.translate: 1 where _LUT is not 0
 _WS = b" \t\r\n"
 _BACKSLASH = 0x5C
 
@@ -98,7 +99,9 @@ class _Scan:
     def block(self, data: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
         """Positions of ``{[]}`` outside strings in ``data``, +1/-1 for each, the depth after each."""
         # One pass over the bytes finds every quote and bracket; the rest works on those only.
-        where = np.flatnonzero(_LUT[np.frombuffer(data, dtype=np.uint8)])
+        # (bytes.translate to a 0/1 mask, read as booleans, is several times faster than a
+        # table lookup over every byte.)
+        where = np.flatnonzero(np.frombuffer(data.translate(_MASK), dtype=np.bool_))
         code = _LUT[np.frombuffer(data, dtype=np.uint8)[where]]
         quote = code == 2
         if self.escaped or b"\\" in data:
@@ -404,14 +407,9 @@ def _stream_entries(
         for entry in entries:
             with paused_gc():
                 try:
-                    doc = orjson.loads(entry)
-                except orjson.JSONDecodeError:
-                    try:
-                        doc = json.loads(entry)
-                    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                        raise TraceParseError(
-                            f"trace #{position}: {json_problem(err)}", source=source
-                        ) from None
+                    doc = decode_json(entry)
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    raise TraceParseError(f"trace #{position}: {json_problem(err)}", source=source) from None
                 batcher.reader.read_jaeger_trace(doc, source, position)
             position += 1
             batcher.size += len(entry)
@@ -443,12 +441,9 @@ def _json_lines(head: bytes) -> bool:
     if not newline or not rest.strip(_WS) or not line.strip(_WS):
         return False
     try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError:
-        try:
-            json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return False
+        decode_json(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
     return True
 
 
