@@ -16,11 +16,20 @@ from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm import __version__, exit_status, preflight
-from firm.cli_options import json_option, overlap_tolerance_option
+from firm.cli_options import (
+    apply_conventions,
+    jaeger_request_options,
+    jaeger_url_option,
+    json_option,
+    only_with,
+    overlap_tolerance_option,
+    trace_limit_option,
+)
 from firm.tracing import TraceError, trace_features
 from firm.tracing.features import format_table
 from firm.tracing.source import TraceInput, TraceQuery, TraceSourceError, read_traces
 from firm.tracing.stream import DEFAULT_BATCH_BYTES, StreamOptions, stream_features, write_critical_paths
+from firm.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +70,7 @@ class FirmGroup(click.Group):
             command = getattr(importlib.import_module(module), attribute)
             assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
         if command is not None:
-            _add_exit_status(command, cmd_name)
+            _prepare(command, cmd_name)
         return command
 
     def invoke(self, ctx: click.Context) -> object:
@@ -96,13 +105,17 @@ class FirmGroup(click.Group):
             ) from err
 
 
-def _add_exit_status(command: click.Command, path: str) -> None:
-    """Give ``command`` (and a group's subcommands) the exit-status section of firm.exit_status."""
+def _prepare(command: click.Command, path: str) -> None:
+    """Give ``command`` (and a group's subcommands) the exit-status section of firm.exit_status and
+    the conventions every option follows (:func:`firm.cli_options.apply_conventions`: finite
+    numbers, ``FIRM_<COMMAND>_<OPTION>`` from the environment)."""
     if isinstance(command, click.Group):
         for name, sub in command.commands.items():
-            _add_exit_status(sub, f"{path} {name}")
-    elif command.epilog is None:
+            _prepare(sub, f"{path} {name}")
+        return
+    if command.epilog is None:
         command.epilog = exit_status.epilog(path)
+    apply_conventions(command, path)
 
 
 def input_error_message(err: OSError | UnicodeError) -> str:
@@ -137,6 +150,8 @@ def main(verbose: int) -> None:
     """Keep microservices' tail latency under their SLO with as few resources as possible."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose == 0:  # the HTTP library's retries are its own business; firm's message says what failed
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 @main.command("preflight")
@@ -163,6 +178,13 @@ def main(verbose: int) -> None:
 )
 @click.option("--context", default=None, help="With --cluster: the kubeconfig context.")
 @click.option("--in-cluster", is_flag=True, help="With --cluster: the pod's service account.")
+@click.option(
+    "--cluster-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --cluster: the file of `firm run --cluster`; RBAC is checked in its services' "
+    "namespaces for its telemetry (default: in every namespace).",
+)
 def preflight_command(
     as_json: bool,
     no_pqos: bool,
@@ -171,13 +193,33 @@ def preflight_command(
     kubeconfig: str | None = None,
     context: str | None = None,
     in_cluster: bool = False,
+    cluster_file: Path | None = None,
 ) -> None:
     """Show what firm can control on this machine (cgroups, tc, RDT, resctrl, libpqos), or with
     --cluster on each node of a cluster and what it cannot there and why (see docs/cluster.md)."""
+    only_with(
+        "--cluster",
+        on_cluster,
+        {
+            "--inventory": inventory,
+            "--kubeconfig": kubeconfig,
+            "--context": context,
+            "--in-cluster": in_cluster,
+            "--cluster-file": cluster_file,
+        },
+    )
     if on_cluster:
         from firm.cluster.cli import preflight_cluster  # noqa: PLC0415 (kubernetes is slow to import)
 
-        preflight_cluster(inventory, kubeconfig, context, in_cluster, probe_pqos=not no_pqos, as_json=as_json)
+        preflight_cluster(
+            inventory,
+            kubeconfig,
+            context,
+            in_cluster,
+            probe_pqos=not no_pqos,
+            as_json=as_json,
+            cluster_file=cluster_file,
+        )
         return
     facts = preflight.gather(probe_pqos=not no_pqos)
     if as_json:
@@ -231,10 +273,17 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
     sections {spanID, sectionStart, sectionEnd}, backwards in time. Files larger than --batch-mb are
     read and printed batch by batch (see docs/tracing.md).
     """
+    held: list[bytes] = []  # the last chunk, held back until the next: an empty document is not printed
+
+    def write(chunk: bytes) -> None:
+        if held:
+            click.echo(held.pop(), nl=False)
+        held.append(chunk)
+
     try:
-        write_critical_paths(
+        count = write_critical_paths(
             files,
-            lambda chunk: click.echo(chunk, nl=False),
+            write,
             overlap_tolerance_us=tolerance,
             indent=not compact,
             options=StreamOptions(batch_bytes=batch_mb * 2**20),
@@ -242,42 +291,34 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
         )
     except TraceError as err:
         raise click.ClickException(str(err)) from err
+    if count == 0:
+        raise click.ClickException(no_traces(files))
+    click.echo(held.pop() if held else b"", nl=False)
     click.echo(b"")
+
+
+def no_traces(files: tuple[Path, ...]) -> str:
+    """The message of FILES that hold no trace (status 1, as for a file that is not a trace)."""
+    names = ", ".join(str(f) for f in files)
+    return (
+        f"{names}: no trace in {'these files' if len(files) > 1 else 'the file'} (an empty answer or "
+        "export); give files with traces: Jaeger query-API JSON, Jaeger traces or OTLP JSON"
+    )
 
 
 @main.command("features")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--jaeger-url", metavar="URL", help="Read traces from this Jaeger query service instead of FILES."
-)
+@jaeger_url_option("Read traces from this Jaeger query service instead of FILES.")
 @click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
 @click.option("--operation", help="Only traces of this operation of --service.")
 @click.option(
     "--window",
     default=None,
     metavar="DURATION",
-    help="How far back from now to read from Jaeger, e.g. 30s, 5m, 1h.  [default: 5m]",
+    help="How far back from now to read from Jaeger, e.g. 30s, 5m, 1h (at most 8784h).  [default: 5m]",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=None,
-    help="At most this many traces from Jaeger.  [default: 1000]",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds per request to Jaeger.",
-)
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Times a failed request to Jaeger is repeated (with exponential backoff).",
-)
+@trace_limit_option("At most this many traces from Jaeger.  [default: 1000]")
+@jaeger_request_options()
 @click.option(
     "--min-samples",
     type=click.IntRange(min=2),
@@ -330,9 +371,18 @@ def features_command(
             traces = _read(
                 files, jaeger_url=jaeger_url, timeout_s=timeout, retries=retries, query=query
             ).traces
+            if not traces and jaeger_url is not None:
+                raise click.ClickException(
+                    f"Jaeger at {redact_url(jaeger_url)} has no trace of --service {service}"
+                    + (f" --operation {operation}" if operation else "")
+                    + f" in the last --window {window or query.default_window}; check the names "
+                    "(Jaeger's UI lists them) or give a longer --window"
+                )
             result = trace_features(traces, min_samples=min_samples, overlap_tolerance_us=tolerance)
     except TraceError as err:
         raise click.ClickException(str(err)) from err
+    if result.requests == 0 and files:
+        raise click.ClickException(no_traces(files))
     if fmt == "table":
         click.echo(format_table(result))
     else:

@@ -1,19 +1,31 @@
 """Options shared by firm's commands, each defined once: ``--json``, ``--config``, ``--redis`` (a Redis
-URL) and ``--overlap-tolerance``. Each function returns a click decorator; the parameter names they
-give the command function are fixed (``as_json``, ``config_path``, ``redis_url``, ``tolerance``)."""
+URL), ``--jaeger-url`` and ``--overlap-tolerance``. Each function returns a click decorator; the
+parameter names they give the command function are fixed (``as_json``, ``config_path``,
+``redis_url``, ``jaeger_url``, ``tolerance``).
+
+And the rules every option of every command follows, applied by :class:`firm.cli.FirmGroup`
+(:func:`apply_conventions`): a number is finite (:class:`FiniteFloatRange`: ``nan`` and ``inf`` are
+usage errors), and an option can come from the environment as ``FIRM_<COMMAND>_<OPTION>``, the
+option's long name (:func:`envvar_name`).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import click
+
+from firm.urls import describe_transport, redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,18 +88,19 @@ def check_redis_url(ctx: click.Context, param: click.Parameter, value: str | Non
         return value
     from redis.connection import parse_url  # noqa: PLC0415 (redis is imported only when a URL is given)
 
+    shown = redact_url(value)  # a password in the URL is never shown
     hint = "give a URL like redis://127.0.0.1:6379/0, rediss://HOST:PORT/DB or unix:///PATH/redis.sock"
     try:
         parsed = parse_url(value)  # type: ignore[no-untyped-call]
     except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a Redis URL: {exc}; {hint}", ctx, param) from None
+        raise click.BadParameter(f"{shown!r} is not a Redis URL: {exc}; {hint}", ctx, param) from None
     db = parsed.get("db", 0)
     if not isinstance(db, int) or not 0 <= db <= MAX_REDIS_DB:
         raise click.BadParameter(
-            f"{value!r} names database {db}; Redis databases are numbered from 0; {hint}", ctx, param
+            f"{shown!r} names database {db}; Redis databases are numbered from 0; {hint}", ctx, param
         )
     if "connection_class" not in parsed and not parsed.get("host"):
-        raise click.BadParameter(f"{value!r} names no host; {hint}", ctx, param)
+        raise click.BadParameter(f"{shown!r} names no host; {hint}", ctx, param)
     return value
 
 
@@ -164,9 +177,157 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def describe(exc: BaseException) -> str:
     """An error's message for a user: an ``OSError`` as its reason and file, without Python's
-    ``[Errno N]`` spelling, a decoding error without codec names; anything else as its own message."""
+    ``[Errno N]`` spelling, a decoding error without codec names, a failed connection without the
+    HTTP library's wording (:func:`firm.urls.describe_transport`); anything else as its own message."""
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text (byte {exc.start}); give files saved as UTF-8"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return exc.strerror + f": {exc.filename}"
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
+        return exc.strerror
+    urllib3_errors = sys.modules.get("urllib3.exceptions")
+    if urllib3_errors is not None and isinstance(exc, urllib3_errors.HTTPError):
+        return describe_transport(exc)
     return str(exc)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A number in a range, finite: ``nan``, ``inf`` and ``-inf`` are refused as usage errors naming
+    the option (click's FloatRange lets ``nan`` through every bound, and ``inf`` through a range with
+    no maximum)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return super().convert(value, param, ctx)  # click's "is not a valid float"
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; give {self._describe_range()}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def finite(type_: click.ParamType[Any]) -> click.ParamType[Any]:
+    """``type_`` (click's FLOAT or a FloatRange) made finite, with the same bounds; any other type
+    unchanged."""
+    if isinstance(type_, FiniteFloatRange) or not isinstance(type_, click.types.FloatParamType):
+        return type_
+    if isinstance(type_, click.FloatRange):
+        return FiniteFloatRange(
+            type_.min, type_.max, min_open=type_.min_open, max_open=type_.max_open, clamp=type_.clamp
+        )
+    return FiniteFloatRange()
+
+
+def envvar_name(command_path: str, option: click.Option) -> str | None:
+    """``FIRM_<COMMAND>_<OPTION>``: ``("testbed up", --config)`` -> ``FIRM_TESTBED_UP_CONFIG``, from
+    the option's (first) long name, not the parameter's Python name; None for an option without one."""
+    long = next((o for o in option.opts if o.startswith("--")), None)
+    if long is None:
+        return None
+    words = [*command_path.split(), long[2:]]
+    return "FIRM_" + "_".join(w.upper().replace("-", "_") for w in words)
+
+
+def apply_conventions(command: click.Command, path: str) -> None:
+    """Every option of ``command`` (a command below ``firm``, at ``path`` such as ``"testbed up"``):
+    floating-point values finite (:func:`finite`), and read from ``FIRM_<COMMAND>_<OPTION>`` when not
+    given on the command line (also from an option's own variable, e.g. ``FIRM_REDIS_URL``, after).
+    Idempotent."""
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        param.type = finite(param.type)
+        name = envvar_name(path, param)
+        if name is None or not param.allow_from_autoenv:
+            continue
+        own = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+        if name not in own:
+            param.envvar = [name, *own]
+
+
+def check_http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a URL that is not ``http(s)://HOST[:PORT][/PATH]`` (no scheme, no host, a port out of
+    range, unbalanced brackets, a space or a control character) as a usage error naming the option;
+    a password in it is never shown (:func:`redact_url`). None passes unchanged."""
+    if value is None:
+        return value
+    shown = redact_url(value)
+    hint = (
+        "give the service's address, e.g. http://localhost:16686, http://[::1]:16686 or https://HOST/PREFIX"
+    )
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise click.BadParameter(f"{shown!r} holds a space or a control character; {hint}", ctx, param)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise click.BadParameter(f"{shown!r} is not a URL ({exc}); {hint}", ctx, param) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{shown!r} is not an http(s) URL with a host; {hint}", ctx, param)
+    if port == 0:
+        raise click.BadParameter(f"{shown!r} names port 0; {hint}", ctx, param)
+    return value
+
+
+def jaeger_url_option(help: str) -> Callable[[F], F]:
+    """``--jaeger-url URL``: a Jaeger query service (the command function's ``jaeger_url``), checked by
+    :func:`check_http_url`; it may carry ``user:password@`` for a proxy with basic authentication."""
+    return click.option("--jaeger-url", "jaeger_url", metavar="URL", callback=check_http_url, help=help)
+
+
+MAX_JAEGER_TIMEOUT_S = 600.0
+"""The longest wait for one answer of Jaeger, seconds."""
+
+MAX_JAEGER_RETRIES = 10
+"""The most times a request to Jaeger is repeated (the backoff reaches its 8 s cap after 4)."""
+
+MAX_TRACE_LIMIT = 100_000
+"""The most traces asked of Jaeger at once: its answer is read whole, and 100 000 traces of a
+microservice application are gigabytes of JSON."""
+
+
+def jaeger_request_options() -> Callable[[F], F]:
+    """``--timeout S`` and ``--retries N`` of the requests to Jaeger (``timeout``, ``retries``)."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--retries",
+            type=click.IntRange(min=0, max=MAX_JAEGER_RETRIES),
+            default=3,
+            show_default=True,
+            help="Times a failed request to Jaeger is repeated (with exponential backoff).",
+        )(f)
+        return click.option(
+            "--timeout",
+            type=FiniteFloatRange(min=0, min_open=True, max=MAX_JAEGER_TIMEOUT_S),
+            default=10.0,
+            show_default=True,
+            metavar="S",
+            help="Seconds per request to Jaeger.",
+        )(f)
+
+    return decorate
+
+
+def trace_limit_option(help: str, default: int | None = None) -> Callable[[F], F]:
+    """``--limit N``: at most N traces from Jaeger (1 to :data:`MAX_TRACE_LIMIT`)."""
+    return click.option(
+        "--limit", type=click.IntRange(min=1, max=MAX_TRACE_LIMIT), default=default, help=help
+    )
+
+
+def only_with(flag: str, given: bool, options: Mapping[str, object]) -> None:
+    """Refuse, as a usage error naming them and the fix, the ``options`` (name -> value, None or False
+    when not given) that apply only with ``flag`` when ``flag`` is not ``given``: an option that
+    would be silently ignored is a mistake the user should hear about."""
+    used = [name for name, value in options.items() if value is not None and value is not False]
+    if given or not used:
+        return
+    names = ", ".join(used)
+    plural = len(used) > 1
+    raise click.UsageError(
+        f"{names} appl{'y' if plural else 'ies'} only with {flag}: add {flag}, "
+        f"or leave {'them' if plural else 'it'} out"
+    )

@@ -74,7 +74,8 @@ STATUSES: Mapping[str, ExitStatuses] = {
     ),
     "features": ExitStatuses(
         "the features were printed",
-        "a file cannot be read or holds no trace (the file is named), Jaeger does not answer",
+        "a file cannot be read or holds no trace (the file is named), Jaeger does not answer or has no "
+        "trace of --service in the --window",
     ),
     "load": ExitStatuses(
         "the run finished and at least one request succeeded",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils import rdt
@@ -89,6 +90,37 @@ def render_cluster(report: dict[str, Any], console: Console) -> None:
         console.print(f"inventory hosts that are no node: {', '.join(report['hosts_without_node'])}")
     if not report["api"]:
         console.print("no API server given (--kubeconfig): CPU and memory only through the nodes' cgroups")
+    rbac = report.get("rbac")
+    if rbac is not None:
+        _render_rbac(rbac, console)
     console.print(
-        "ready: every node's CPU can be set" if report["ready"] else "[red]not ready[/red]: see the tables"
+        "ready: every node's CPU can be set and firm may make every call it needs"
+        if report["ready"]
+        else "[red]not ready[/red]: see the tables"
     )
+
+
+def _render_rbac(rbac: dict[str, Any], console: Console) -> None:
+    """The RBAC part of ``firm preflight --cluster`` (:func:`firm.cluster.rbac.rbac_report`)."""
+    if rbac["error"]:
+        console.print(f"[red]RBAC not checked[/red]: {escape(rbac['error'])}")
+        return
+    where = (
+        f"in namespaces {', '.join(rbac['namespaces'])}"
+        if rbac.get("namespaces")
+        else "in every namespace (give --cluster-file to check the services' own)"
+    )
+    table = Table(title=f"What firm may do through the API ({where})")
+    table.add_column("Permission")
+    table.add_column("Where")
+    table.add_column("Allowed")
+    table.add_column("For, or the fix")
+    for entry in rbac["checked"]:
+        scope = "cluster" if entry["namespace"] is None else (entry["namespace"] or "every namespace")
+        name = f"{entry['verb']} {entry['group'] + '/' if entry['group'] else ''}{entry['resource']}"
+        if entry["allowed"]:
+            table.add_row(name, scope, "[green]yes[/green]", entry["why"])
+        else:
+            mark = "[red]no[/red]" if entry["required"] else "[yellow]no[/yellow] (optional)"
+            table.add_row(name, scope, mark, escape(f"{entry['why']}: {entry['fix']}"))
+    console.print(table)

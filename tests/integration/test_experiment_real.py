@@ -109,7 +109,7 @@ def test_a_short_experiment_end_to_end(config_file: Path, tmp_path: Path) -> Non
         assert set(report["ratios_to_firm"]) == {"hpa-fast", "static"}
         assert (out / "p99.png").stat().st_size > 0 and (out / "cpu.png").stat().st_size > 0
         assert {p.name for p in (out / "runs").iterdir()} == {f"{p}.json" for p in POLICIES}
-        assert "ratio to firm" in result.stderr
+        assert "ratio to firm" in result.stdout and "ratio to firm" not in result.stderr  # results on stdout
     finally:
         left = (
             anomaly.active(testbed_experiment.anomaly_environment(config))

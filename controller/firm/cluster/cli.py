@@ -4,24 +4,21 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import describe, json_option, stop_on_signals
+from firm.cli_options import describe, json_option
 
 if TYPE_CHECKING:
     from firm.cluster.config import ServiceSpec
     from firm.cluster.discovery import PodInfo
+    from firm.loop.session import RunOptions
 
 _SERVICE_HELP = (
     "A service as NAME=NAMESPACE:SELECTOR[:DEPLOYMENT], e.g. "
@@ -153,19 +150,30 @@ def preflight_cluster(
     *,
     probe_pqos: bool,
     as_json: bool,
+    cluster_file: Path | None = None,
 ) -> None:
-    """``firm preflight --cluster``: :func:`firm.cluster.preflight.cluster_preflight` as tables or JSON."""
+    """``firm preflight --cluster``: :func:`firm.cluster.preflight.cluster_preflight` as tables or
+    JSON; with ``cluster_file`` (``firm run --cluster``'s) its services, telemetry and node names."""
     from firm import preflight  # noqa: PLC0415
     from firm.cluster.config import api_client  # noqa: PLC0415
     from firm.cluster.preflight import cluster_preflight  # noqa: PLC0415
+    from firm.cluster.run import load_config  # noqa: PLC0415
 
     try:
+        cluster = load_config(cluster_file) if cluster_file is not None else None
         api = (
             api_client(kubeconfig, context=context, in_cluster=in_cluster or None)
             if kubeconfig is not None or in_cluster
             else None
         )
-        report = cluster_preflight(inventory, api=api, probe_pqos=probe_pqos)
+        report = cluster_preflight(
+            inventory,
+            api=api,
+            probe_pqos=probe_pqos,
+            mapping=cluster.nodes if cluster is not None else None,
+            services=cluster.service_specs() if cluster is not None else None,
+            telemetry=cluster.telemetry if cluster is not None else "kubelet",
+        )
     except FirmError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -176,25 +184,15 @@ def preflight_cluster(
 
 def run_on_cluster(
     cluster_file: Path,
+    options: RunOptions,
     *,
     kubeconfig: str | None,
     context: str | None,
     inventory: Path | None,
-    config_path: Path | None,
-    interval: float | None,
-    duration: float | None,
-    dry_run: bool,
-    audit_log: Path | None,
-    metrics_port: int | None,
-    metrics_address: str,
-    decider: str | None,
-    on_exit: str | None,
-    redis_url: str | None,
-    quiet: bool,
 ) -> None:
     """``firm run --cluster FILE``: the control loop on a Kubernetes cluster (see docs/cluster.md).
 
-    The loop and its options are `firm run`'s; the target comes from :func:`firm.cluster.run.build`
+    The loop and its ``options`` are `firm run`'s (:mod:`firm.loop.session`); the target comes from :func:`firm.cluster.run.build`
     (pods, Jaeger, cAdvisor, in-place resize, the ansible executor on the nodes of ``inventory``,
     the Deployments' scale). Credentials: ``kubeconfig`` (else ``$KUBECONFIG``, ``~/.kube/config``,
     or inside a pod its service account).
@@ -202,137 +200,62 @@ def run_on_cluster(
     from ansible_collections.firm.core.plugins.module_utils import redis_auth  # noqa: PLC0415
     from firm.cluster.config import api_client  # noqa: PLC0415
     from firm.cluster.run import build  # noqa: PLC0415
-    from firm.loop.runner import ControlLoop  # noqa: PLC0415
-    from firm.loop.view import LiveView  # noqa: PLC0415
+    from firm.loop import session  # noqa: PLC0415
     from firm.telemetry.redis_store import RedisTelemetrySink  # noqa: PLC0415
     from firm.telemetry.source import TelemetrySink  # noqa: PLC0415
 
-    cluster, config, slo, chosen = _cluster_setup(
-        cluster_file, config_path, interval_s=interval, decider=decider, on_exit=on_exit, redis_url=redis_url
-    )
+    cluster, config, slo, chosen = _cluster_setup(cluster_file, options)
     client = (
         redis_auth.connect(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
         if config.redis_url
         else None
     )
     sinks: list[TelemetrySink] = [RedisTelemetrySink(client)] if client is not None else []
-    journal, metrics = _journal_and_metrics(config, client, audit_log, metrics_port, metrics_address)
-    try:
-        api = api_client(kubeconfig, context=context)
-        built = build(
-            cluster, api, str(inventory) if inventory is not None else None, dry_run=dry_run, sinks=sinks
-        )
-    except FirmError as exc:
-        metrics.close()
-        journal.close()
-        raise click.ClickException(str(exc)) from exc
-    console = Console(stderr=True)
-    view = LiveView(decider=chosen.name, dry_run=dry_run, duration_s=duration)
-    stop = threading.Event()
-    records: list[dict[str, Any]] = []
-    restored = None
-    try:
-        with nullcontext() if quiet else Live(view.render(), console=console, refresh_per_second=4) as live:
-
-            def on_step(record: dict[str, Any]) -> None:
-                records.append({"status": record.get("status"), "result": record.get("result")})
-                if live is not None:
-                    live.update(view.add(record))
-
-            loop = ControlLoop(
-                config,
-                built.target,
-                chosen,
-                slo_ms=slo,
-                window_s=config.window_s or cluster.slo_window_s,
-                dry_run=dry_run,
-                audit=journal,
-                metrics=metrics,
-                on_step=on_step,
-                scaler=built.scaler,
-            )
-            try:
-                loop.start()
-            except FirmError as exc:
-                raise click.ClickException(f"cannot read the pods' limits: {exc}") from exc
-            built.start()
-            with stop_on_signals(stop):
-                try:
-                    loop.run(duration_s=duration, stop=stop)
-                finally:
-                    restored = loop.finish(on_exit)
-    finally:
-        built.stop()
-        metrics.close()
-        journal.close()
-    console.print(_cluster_summary(records, dry_run, restored, len(built.target.names())))
-
-
-def _journal_and_metrics(
-    config: Any, client: Any, audit_log: Path | None, metrics_port: int | None, metrics_address: str
-) -> tuple[Any, Any]:
-    """The audit (Redis and --audit-log) and the metrics (served on --metrics-port); ClickException."""
-    from firm.loop import audit as auditing  # noqa: PLC0415
-    from firm.loop.metrics import Metrics  # noqa: PLC0415
-
-    try:
-        journal = auditing.AuditLog(
-            client, key=config.audit_key, retention=config.audit_retention, path=audit_log
-        )
-    except OSError as exc:
-        raise click.ClickException(f"--audit-log {audit_log}: {exc.strerror}") from exc
-    metrics = Metrics()
-    if metrics_port is not None:
+    with session.recording(client, config, options) as (journal, metrics):
         try:
-            metrics.serve(metrics_port, metrics_address)
-        except OSError as exc:
-            journal.close()
-            raise click.ClickException(
-                f"--metrics-port {metrics_port}: {exc.strerror}; pick a free port"
-            ) from exc
-    return journal, metrics
+            api = api_client(kubeconfig, context=context)
+            built = build(
+                cluster,
+                api,
+                str(inventory) if inventory is not None else None,
+                dry_run=options.dry_run,
+                sinks=sinks,
+            )
+        except FirmError as exc:
+            raise click.ClickException(str(exc)) from exc
+        outcome = session.run(
+            config,
+            built.target,
+            chosen,
+            options,
+            slo_ms=slo,
+            window_s=config.window_s or cluster.slo_window_s,
+            journal=journal,
+            metrics=metrics,
+            scaler=built.scaler,
+            started=built.start,
+            finished=built.stop,
+            instances="pods",
+        )
+    pods = len(built.target.names())
+    Console().print(
+        session.summary(outcome, dry_run=options.dry_run, where=" on the cluster", scope=f" over {pods} pods")
+    )
 
 
-def _cluster_setup(
-    config_path_cluster: Path, config_path: Path | None, **overrides: Any
-) -> tuple[Any, Any, dict[str, float], Any]:
+def _cluster_setup(config_path_cluster: Path, options: RunOptions) -> tuple[Any, Any, dict[str, float], Any]:
     """The cluster file, the loop's configuration, the SLOs and the decider; ClickException on any error."""
     from firm.cluster.run import load_config  # noqa: PLC0415
-    from firm.loop import config as loop_config  # noqa: PLC0415
-    from firm.loop.deciders import make_decider  # noqa: PLC0415
+    from firm.loop import session  # noqa: PLC0415
 
     try:
         cluster = load_config(config_path_cluster)
-        config = loop_config.load(config_path, **overrides)
     except FirmError as exc:
         raise click.ClickException(str(exc)) from exc
+    config = session.loop_config(options)
     slo = {**cluster.slo_ms, **config.slo_ms}
     if not slo:
         raise click.ClickException(
             f"no SLO to keep: give slo_ms (request type: p99 ms) in {config_path_cluster} or in --config"
         )
-    try:
-        chosen = make_decider(config, request_types=list(slo))
-    except ModuleNotFoundError as exc:
-        raise click.ClickException(
-            f"the firm decider needs {exc.name}, which is not installed; use --decider aimd"
-        ) from exc
-    except (FirmError, OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot load the firm decider's models: {describe(exc)}") from exc
-    return cluster, config, slo, chosen
-
-
-def _cluster_summary(records: list[dict[str, Any]], dry_run: bool, restored: Any, pods: int) -> str:
-    statuses = Counter(str(r["status"]) for r in records if r["status"] != "exit")
-    applied = sum(1 for r in records for a in (r.get("result") or {}).get("actions", []) if a.get("changed"))
-    outcome = (
-        ""
-        if restored is None
-        else f"; baselines {'restored' if restored.ok else 'NOT restored: ' + str(restored.error)}"
-    )
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
-    verb = "would have changed" if dry_run else "changed"
-    return (
-        f"firm run on the cluster: {sum(statuses.values())} steps ({counts}) over {pods} pods; "
-        f"{verb} {applied} limits{outcome}"
-    )
+    return cluster, config, slo, session.choose_decider(config, request_types=list(slo))

@@ -9,7 +9,9 @@ Two sources, both read-only:
 - **The API server** (with a kubeconfig or in-cluster credentials): the nodes, their allocatable
   CPU and memory and their kubelet's version. A kubelet of 1.33 or later resizes pods in place
   (CPU and memory through the ``resize`` subresource); before, firm writes the pod's cgroups on the
-  node and the kubelet may rewrite them.
+  node and the kubelet may rewrite them. And whether firm's user or service account may make
+  every call ``firm run --cluster`` makes (:mod:`firm.cluster.rbac`, one SelfSubjectAccessReview
+  each), each missing permission with the rule that grants it.
 
 A Kubernetes node is matched to an inventory host by name (the node's name is the inventory
 hostname), by an explicit ``{node: host}`` mapping, or by its InternalIP being the host's
@@ -31,8 +33,9 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from firm.cluster.ansible import LOCAL_INVENTORY, absolute_inventory, runner_env
-from firm.cluster.config import ClusterError, api_error
+from firm.cluster.config import ClusterError, ServiceSpec, api_error
 from firm.cluster.discovery import cpu_cores, memory_bytes
+from firm.cluster.rbac import needed, rbac_report
 
 log = logging.getLogger(__name__)
 
@@ -347,10 +350,22 @@ def cluster_preflight(
     mapping: Mapping[str, str] | None = None,
     probe_pqos: bool = False,
     run: FactsRunner | None = None,
+    services: Sequence[ServiceSpec] | None = None,
+    telemetry: str = "kubelet",
 ) -> dict[str, Any]:
     """:func:`gather_facts` over the inventory, the nodes from ``api`` (None: none), as one
-    :func:`cluster_report`. Raises :class:`ClusterError` when the API
-    refuses or nothing ran."""
+    :func:`cluster_report`; with ``api`` also ``rbac``, the permissions ``firm run --cluster``
+    needs for ``services`` (None: checked in every namespace) and ``telemetry``
+    (:func:`firm.cluster.rbac.rbac_report`), and ``ready`` only when none required is missing.
+    Raises :class:`ClusterError` when the API refuses the nodes or nothing ran."""
     nodes = list_nodes(api) if api is not None else None
     hosts = gather_facts(inventory, pattern, probe_pqos=probe_pqos, run=run)
-    return cluster_report(hosts, nodes, mapping)
+    report = cluster_report(hosts, nodes, mapping)
+    report["rbac"] = None
+    if api is not None:
+        report["rbac"] = rbac_report(api, needed(services, telemetry=telemetry))
+        report["rbac"]["namespaces"] = (
+            sorted({s.namespace for s in services}) if services is not None else None
+        )
+        report["ready"] = report["ready"] and report["rbac"]["ready"]
+    return report

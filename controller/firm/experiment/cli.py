@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,22 +17,33 @@ from rich.live import Live
 from rich.text import Text
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import config_option, describe, json_option
-from firm.experiment import ExperimentError
+from firm.cli_options import FiniteFloatRange, config_option, describe, json_option
+from firm.experiment import ExperimentError, ExperimentInputError
 from firm.experiment.policies import POLICIES, parse_policies
+from firm.experiment.recorded import (
+    MAX_DURATION_S,
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    load_previous_report,
+    load_runs,
+)
 from firm.experiment.render import plots, table
 from firm.experiment.report import build_report
 from firm.experiment.runner import (
     Experiment,
     ExperimentPlan,
-    recorded_from_json,
     recorded_to_json,
     supported_kinds,
 )
 from firm.experiment.schedule import parse_kinds
+from firm.load.config import MAX_RATE_RPS
+from firm.load.errors import LoadSpecError
 from firm.testbed import config as tb_config
 
 log = logging.getLogger(__name__)
+
+MAX_WARMUP_S = 3600.0
+"""The longest warm-up per policy, seconds."""
 
 
 def _status_view(status: dict[str, Any]) -> Group:
@@ -52,12 +62,14 @@ def _status_view(status: dict[str, Any]) -> Group:
     return Group(head, Text.assemble(*parts), Text(f"anomalies running: {anomalies}", style="dim"))
 
 
-def _write(report: dict[str, Any], out: Path, console: Console, as_json: bool) -> None:
+def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
+    """report.json and the plots to ``out``; the table and the verdict (or the JSON) to stdout."""
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     files = plots(report, out)
     if as_json:
         click.echo(json.dumps(report, allow_nan=False))
         return
+    console = Console()
     console.print(table(report))
     verdict = report.get("verdict") or {}
     if verdict:
@@ -79,15 +91,15 @@ def _write(report: dict[str, Any], out: Path, console: Console, as_json: bool) -
 )
 @click.option(
     "--duration",
-    type=float,
+    type=FiniteFloatRange(min=20, max=MAX_DURATION_S),
     default=100.0,
     show_default=True,
     metavar="S",
-    help="Measured seconds per policy (at least 20).",
+    help=f"Measured seconds per policy (20 to {MAX_DURATION_S:.0f}).",
 )
 @click.option(
     "--warmup",
-    type=float,
+    type=FiniteFloatRange(min=0, max=MAX_WARMUP_S),
     default=15.0,
     show_default=True,
     metavar="S",
@@ -110,7 +122,7 @@ def _write(report: dict[str, Any], out: Path, console: Console, as_json: bool) -
 )
 @click.option(
     "--rate",
-    type=float,
+    type=FiniteFloatRange(min=0, min_open=True, max=MAX_RATE_RPS),
     default=None,
     metavar="RPS",
     help="Requests/s: the constant rate, or the trace's peak (default: the testbed's rate_rps).",
@@ -133,7 +145,7 @@ def _write(report: dict[str, Any], out: Path, console: Console, as_json: bool) -
 )
 @click.option(
     "--interval",
-    type=float,
+    type=FiniteFloatRange(min=MIN_INTERVAL_S, max=MAX_INTERVAL_S),
     default=None,
     metavar="S",
     help="Report interval, seconds (default: the testbed's SLO window).",
@@ -176,17 +188,15 @@ def experiment_command(
     firm. Brings the testbed up when it is down (and takes it down again after); cleans up
     anomalies and limits whatever happens. Needs root. See docs/experiment.md.
     """
-    console = Console(stderr=True)
-    if interval is not None and not (math.isfinite(interval) and interval > 0):
-        raise click.BadParameter("give seconds above 0", param_hint="--interval")
+    console = Console(stderr=True)  # progress; the results go to stdout (_write)
     try:
         testbed = tb_config.load(testbed_config)
     except tb_config.ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if report_only:
-        _report_again(out, testbed, interval, console, as_json)
+        _report_again(out, testbed, interval, as_json)
         return
-    try:
+    try:  # the options' values: a wrong one is a usage error (status 2), before anything starts
         names = parse_policies(policies)
         plan = ExperimentPlan(
             tuple(names),
@@ -199,6 +209,9 @@ def experiment_command(
             interval,
             config_path,
         )
+    except (ExperimentInputError, LoadSpecError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
         out.mkdir(parents=True, exist_ok=True)
         experiment = Experiment(
             plan, testbed, say=lambda m: console.print(f"[dim]{m}[/dim]"), audit_dir=out / "audit"
@@ -239,7 +252,7 @@ def experiment_command(
         seed=seed,
         meta=_meta(plan, experiment),
     )
-    _write(report, out, console, as_json)
+    _write(report, out, as_json)
 
 
 @contextmanager
@@ -268,44 +281,29 @@ def _meta(plan: ExperimentPlan, experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def _report_again(
-    out: Path, testbed: tb_config.TestbedConfig, interval: float | None, console: Console, as_json: bool
-) -> None:
-    previous: dict[str, Any] = {}
+def _report_again(out: Path, testbed: tb_config.TestbedConfig, interval: float | None, as_json: bool) -> None:
+    """The report and plots again from ``out/runs/*.json`` (each checked: :mod:`firm.experiment.recorded`),
+    with the SLOs, interval and seed of ``out/report.json`` when there is one."""
     try:
-        previous = json.loads((out / "report.json").read_text())
-    except (OSError, ValueError):
-        previous = {}
-    files = sorted((out / "runs").glob("*.json"))
-    if not files:
+        previous = load_previous_report(out / "report.json")
+        runs = load_runs(out / "runs") if (out / "runs").is_dir() else []
+    except ExperimentInputError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not runs:
         raise click.ClickException(
             f"no recorded runs in {out / 'runs'}; run `firm experiment --out {out}` first"
         )
-    runs = []
-    for path in files:
-        try:
-            runs.append(recorded_from_json(json.loads(path.read_text())))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise click.ClickException(
-                f"{path} is not a recorded run ({exc}); run the experiment again"
-            ) from exc
-    order = {name: i for i, name in enumerate(previous.get("policies", {}))}
+    order = {name: i for i, name in enumerate(previous.policies if previous else {})}
     runs.sort(key=lambda r: order.get(r.policy, len(order)))
-    meta = {
-        k: v
-        for k, v in previous.items()
-        if k in ("duration_s", "warmup_s", "workload", "rate_rps", "kinds", "schedule")
-    }
-    slo = previous.get("slo_ms") or dict(testbed.slo_ms)
     report = build_report(
         runs,
-        slo_ms=slo,
-        interval_s=interval or previous.get("interval_s") or testbed.slo_window_s,
-        seed=int(previous.get("seed", 0)),
-        meta=meta,
+        slo_ms=(previous.slo_ms if previous else None) or dict(testbed.slo_ms),
+        interval_s=interval or (previous.interval_s if previous else None) or testbed.slo_window_s,
+        seed=previous.seed if previous else 0,
+        meta=previous.meta() if previous else {},
     )
     try:
-        _write(report, out, console, as_json)
+        _write(report, out, as_json)
     except OSError as exc:
         raise click.ClickException(f"cannot write to {out}: {exc.strerror}") from exc
 

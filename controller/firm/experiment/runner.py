@@ -39,6 +39,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.executor import Action, Executor, Snapshot, StepResult
 from firm.experiment import ExperimentError, ExperimentInputError
 from firm.experiment.policies import REPLICA_POLICIES, TestbedReplicas, ceiling_actions, make_policy
+from firm.experiment.recorded import parse_run
 from firm.experiment.report import AnomalyWindow, CpuSample, RecordedRun, Request
 from firm.experiment.schedule import PlannedAnomaly, plan_anomalies
 from firm.load.config import ConstantRate, LoadSpec, Mix, RequestType, Slo, TraceRate
@@ -820,18 +821,6 @@ def recorded_to_json(run: RecordedRun) -> dict[str, Any]:
 
 
 def recorded_from_json(data: Mapping[str, Any]) -> RecordedRun:
-    """The inverse of :func:`recorded_to_json`; raises KeyError, TypeError or ValueError when malformed."""
-    return RecordedRun(
-        str(data["policy"]),
-        float(data["duration_s"]),
-        [Request(str(t), float(c), float(lat), bool(f)) for t, c, lat, f in data["requests"]],
-        [
-            CpuSample(float(t), float(a), None if u is None else float(u), int(n))
-            for t, a, u, n in data["cpu"]
-        ],
-        [AnomalyWindow(**a) for a in data["anomalies"]],
-        int(data["actions"]),
-        int(data["scale_events"]),
-        list(data.get("notes", [])),
-        {str(k): int(v) for k, v in data.get("errors", {}).items()},
-    )
+    """The inverse of :func:`recorded_to_json`, checked (:mod:`firm.experiment.recorded`); raises
+    :class:`ExperimentInputError` naming the field when malformed."""
+    return parse_run(data)

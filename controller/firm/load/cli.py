@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from firm.cli_options import json_option, redis_url_option
+from firm.cli_options import FiniteFloatRange, check_http_url, json_option, redis_url_option
 from firm.load.config import (
+    MAX_RATE_RPS,
     ConstantRate,
     LoadSpec,
     RedisOutput,
@@ -106,11 +107,27 @@ def error_lines(summary: Summary) -> list[str]:
     ]
 
 
+MIN_SPEEDUP = 1e-3
+"""The slowest a rate trace is played: a second of it lasts at most 1000 s."""
+MAX_SPEEDUP = 1e5
+"""The fastest a rate trace is played (the peak, sped up, is bounded by MAX_RATE_RPS too)."""
+MAX_RUN_S = 7 * 86400.0
+"""The longest run, timeout or window, seconds (a week)."""
+MIN_WINDOW_S = 0.01
+"""The shortest latency window, seconds."""
+MAX_CONNECTIONS = 10_000
+"""The most keep-alive connections one generator opens."""
+MAX_COUNT = 1 << 31
+"""The largest count (users, requests in flight, stream entries)."""
+MAX_SEED = (1 << 64) - 1
+"""The largest seed."""
+
+
 @click.command("load")
-@click.argument("url")
+@click.argument("url", callback=check_http_url)
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=MAX_RATE_RPS),
     metavar="RPS",
     help="Constant rate, requests per second (all types together).",
 )
@@ -122,20 +139,20 @@ def error_lines(summary: Summary) -> list[str]:
 )
 @click.option(
     "--peak",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=MAX_RATE_RPS),
     metavar="RPS",
     help="With --trace: requests per second at the trace's busiest second.",
 )
 @click.option(
     "--speedup",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=MIN_SPEEDUP, max=MAX_SPEEDUP),
     default=None,
     metavar="K",
     help="With --trace: play the trace K times faster than real time.  [default: 1]",
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=MAX_RUN_S),
     metavar="SECONDS",
     help="Length of the run (required with --rate; with --trace it defaults to the trace's length).",
 )
@@ -154,34 +171,34 @@ def error_lines(summary: Summary) -> list[str]:
 )
 @click.option(
     "--users",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_COUNT),
     default=_DEFAULT["users"].default,
     show_default=True,
     help="User ids are drawn uniformly from [0, USERS).",
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_SEED),
     default=None,
     help="Seed of arrivals, types, users and payloads (reported in the summary).  [default: random]",
 )
 @click.option(
     "--connections",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CONNECTIONS),
     default=_DEFAULT["connections"].default,
     show_default=True,
     help="Keep-alive connections, i.e. requests on the wire at once.",
 )
 @click.option(
     "--max-in-flight",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_COUNT),
     default=_DEFAULT["max_in_flight"].default,
     show_default=True,
     help="Requests sent or queued at once; beyond, a request counts as overloaded.",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=MAX_RUN_S),
     default=_DEFAULT["timeout_s"].default,
     show_default=True,
     metavar="SECONDS",
@@ -189,7 +206,7 @@ def error_lines(summary: Summary) -> list[str]:
 )
 @click.option(
     "--window",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=MIN_WINDOW_S, max=MAX_RUN_S),
     default=_DEFAULT["window_s"].default,
     show_default=True,
     metavar="SECONDS",
@@ -202,7 +219,7 @@ def error_lines(summary: Summary) -> list[str]:
 )
 @click.option(
     "--requests-maxlen",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_COUNT),
     default=1_000_000,
     show_default=True,
     help="Approximate bound of the firm:requests stream, in entries.",
@@ -249,7 +266,15 @@ def load_command(
         raise click.UsageError("--trace needs --peak (requests per second at the trace's busiest second)")
     if rate is not None and (peak is not None or speedup is not None):
         raise click.UsageError("--peak and --speedup apply to --trace only")
+    try:  # the option values that are parsed here: a wrong one is a usage error, as click's are
+        mix_spec = parse_mix(mix)
+    except LoadError as err:
+        raise click.BadParameter(str(err), param_hint="--mix") from err
     try:
+        slo_spec = parse_slos(slo) if slo else ()
+    except LoadError as err:
+        raise click.BadParameter(str(err), param_hint="--slo") from err
+    try:  # the options as a load: each value and their combination
         if rate is not None:
             rate_spec: ConstantRate | TraceRate = ConstantRate(rate)
         else:
@@ -259,8 +284,8 @@ def load_command(
             url=url,
             rate=rate_spec,
             duration_s=duration,
-            mix=parse_mix(mix),
-            slos=parse_slos(slo) if slo else (),
+            mix=mix_spec,
+            slos=slo_spec,
             users=users,
             seed=seed,
             connections=connections,
@@ -268,6 +293,9 @@ def load_command(
             timeout_s=timeout,
             window_s=window,
         )
+    except LoadError as err:  # the options do not make a load: a usage error (status 2)
+        raise click.UsageError(str(err)) from err
+    try:
         output = RedisOutput(redis_url, requests_maxlen=requests_maxlen) if redis_url else None
         summary = asyncio.run(_run(spec, output, quiet))
     except LoadError as err:

@@ -14,13 +14,14 @@ import click
 from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import config_option, describe
+from firm.cli_options import config_option, describe, jaeger_url_option, trace_limit_option
 from firm.localize.errors import LocalizeError
 from firm.localize.localizer import Localizer
 from firm.localize.model import MODEL_INPUTS
 from firm.localize.ranking import InstanceScore, Ranking
 from firm.tracing import JaegerClient, Trace, TraceError, parse_duration_us
 from firm.tracing.parse import load_trace_files
+from firm.tracing.source import TraceSourceError, check_window_us
 
 __all__ = [
     "dataset_command",
@@ -55,9 +56,10 @@ def _duration(text: str | None, default: str, option: str) -> int:
         us = parse_duration_us(text or default)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint=option) from err
-    if us <= 0:
-        raise click.BadParameter("the duration must be longer than zero", param_hint=option)
-    return us
+    try:
+        return check_window_us(us, option)
+    except TraceSourceError as err:
+        raise click.BadParameter(err.message, param_hint=option) from err
 
 
 def _from_jaeger(
@@ -217,9 +219,7 @@ class _ReferenceFiles(click.Command):
     help="Instances shown in the table (JSON always holds all).",
 )
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
-@click.option(
-    "--jaeger-url", metavar="URL", help="Read the window from this Jaeger query service instead of FILES."
-)
+@jaeger_url_option("Read the window from this Jaeger query service instead of FILES.")
 @click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
 @click.option("--operation", help="Only traces of this operation of --service.")
 @click.option(
@@ -236,13 +236,7 @@ class _ReferenceFiles(click.Command):
     metavar="DURATION",
     help="With --jaeger-url: the reference is the DURATION before the window (none if not given).",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="With --jaeger-url: at most this many traces per window.",
-)
+@trace_limit_option("With --jaeger-url: at most this many traces per window.  [default: 1000]", default=1000)
 def localize_command(
     *,
     files: tuple[Path, ...],

@@ -27,8 +27,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from firm import schema
 from firm.localize.errors import DatasetError
 from firm.localize.labels import injections, label_window, to_us
 from firm.localize.telemetry_features import telemetry_features
@@ -105,25 +108,68 @@ class KeptRun:
                 "record the run again with this version of firm",
             )
         try:
-            return cls(
-                id=str(doc["id"]),
-                campaign=str(doc["campaign"]),
-                kind=str(doc["kind"]),
-                target=str(doc["target"]),
-                instance=str(doc["instance"]),
-                intensity=int(doc["intensity"]),
-                placement=str(doc["placement"]),
-                record=dict(doc["record"]),
-                window=(int(doc["window"][0]), int(doc["window"][1])),
-                reference=(int(doc["reference"][0]), int(doc["reference"][1])),
-                shared=tuple((str(s), str(i)) for s, i in doc.get("shared", [])),
-                telemetry={str(k): dict(v) for k, v in (doc.get("telemetry") or {}).items()},
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as err:
+            checked = _KeptRunDoc.model_validate(doc)
+        except ValidationError as err:
             raise DatasetError(
-                f"{source}: the run file lacks or mangles a field ({err})",
-                "record the run again (firm localize-testbed-dataset --keep-traces)",
-            ) from err
+                f"{source}: not a usable kept run: {schema.describe(err, _KeptRunDoc)}",
+                "record the run again (firm localize-testbed-dataset --keep-traces), or remove its files",
+            ) from None
+        return cls(
+            id=checked.id,
+            campaign=checked.campaign,
+            kind=checked.kind,
+            target=checked.target,
+            instance=checked.instance,
+            intensity=checked.intensity,
+            placement=checked.placement,
+            record=dict(checked.record),
+            window=checked.window,
+            reference=checked.reference,
+            shared=tuple(checked.shared),
+            telemetry={k: dict(v) for k, v in (checked.telemetry or {}).items()},
+        )
+
+
+_Micros = Annotated[int, Field(ge=0)]
+_Text = Annotated[str, Field(min_length=1)]
+
+
+class _KeptRunDoc(BaseModel):
+    """The schema of ``ID-run.json`` (see the module's docstring)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    id: _Text
+    campaign: _Text
+    kind: _Text
+    target: _Text
+    instance: _Text
+    intensity: Annotated[int, Field(ge=0, le=100)]
+    placement: Literal["inside", "beside"]
+    record: dict[str, Any]
+    window: tuple[_Micros, _Micros]
+    """[start_us, end_us]."""
+    reference: tuple[_Micros, _Micros]
+    shared: list[tuple[str, str]] = Field(default_factory=list)
+    telemetry: dict[str, dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _KeptRunDoc:
+        for name, (start, end) in (("window", self.window), ("reference", self.reference)):
+            if end < start:
+                raise ValueError(f"{name} ends ({end}) before it starts ({start})")
+        return self
+
+
+def describe_input_error(err: BaseException) -> str:
+    """A file's error in words: ``No such file or directory: X``, ``not JSON (line 1, column 2)``."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"not JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.start})"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror + (f": {err.filename}" if err.filename is not None else "")
+    return str(err)
 
 
 def save_run(folder: Path, run: KeptRun, window: Sequence[Trace], reference: Sequence[Trace]) -> None:
@@ -155,9 +201,9 @@ def load_runs(folder: Path) -> list[tuple[KeptRun, list[Trace], list[Trace]]]:
             stem = path.name[: -len("-run.json")]
             window = load_traces(path.with_name(f"{stem}-window.json"))
             reference = load_traces(path.with_name(f"{stem}-reference.json"))
-        except (OSError, json.JSONDecodeError, TraceError) as err:
+        except (OSError, ValueError, TraceError) as err:  # ValueError: JSON, UTF-8
             raise DatasetError(
-                f"{path}: cannot read the run or its traces ({err})",
+                f"{path}: cannot read the run or its traces ({describe_input_error(err)})",
                 "record the run again (firm localize-testbed-dataset --keep-traces)",
             ) from err
         out.append((run, window, reference))

@@ -8,6 +8,7 @@
 - :mod:`firm.loop.metrics`: Prometheus metrics.
 - :mod:`firm.loop.testbed`: discovery of the embedded testbed (instances, traces, telemetry).
 - :mod:`firm.loop.runner`: :class:`ControlLoop`, which orders the stages.
+- :mod:`firm.loop.session`: ``firm run``'s body for any target (the testbed's, a cluster's).
 """
 
 import logging

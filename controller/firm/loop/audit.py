@@ -24,11 +24,13 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any, Literal
 
 import redis
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from ansible_collections.firm.core.plugins.module_utils.redis_buffer import PendingWrites
+from firm import schema
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,79 @@ def _clean(value: Any) -> Any:
 
 def dumps(record: Record) -> str:
     return json.dumps(_clean(record), separators=(",", ":"), sort_keys=True)
+
+
+# -- the shape of a record read back ---------------------------------------------------------------
+
+_Number = FiniteFloat | None
+_Measured = FiniteFloat | Literal["unlimited", "-unlimited"] | None
+"""A number as :func:`dumps` writes it: finite, ``"unlimited"`` for infinity, None for NaN."""
+_Entries = list[dict[str, Any]] | None
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Slo(_Shape):
+    type: str | None = None
+    state: str | None = None
+    count: int | None = None
+    p50_ms: _Measured = None
+    p99_ms: _Measured = None
+    slo_ms: _Number = None
+
+
+class _Culprit(_Shape):
+    instance: str | None = None
+    service: str | None = None
+    score: _Measured = None
+    features: dict[str, Any] | None = None
+
+
+class _Decision(_Shape):
+    mode: str | None = None
+    agent: str | None = None
+    culprits: list[_Culprit] | None = None
+    ranking: _Entries = None
+    notes: list[Any] | None = None
+
+
+class _Result(_Shape):
+    actions: _Entries = None
+    error: str | None = None
+
+
+class RecordShape(_Shape):
+    """What ``firm audit``, ``firm explain`` and the live view read of a record: the containers they
+    walk and the numbers they compute with, typed; everything else as written (more may be there)."""
+
+    run: str | None = None
+    step: int | str | None = None
+    time: Annotated[FiniteFloat, Field(ge=0, le=253402300799)] | None = None
+    """Seconds since the epoch (at most the end of year 9999)."""
+    status: str | None = None
+    reason: str | None = None
+    decider: str | None = None
+    slo: list[_Slo] | None = None
+    decision: _Decision | None = None
+    result: _Result | None = None
+    proposed: _Entries = None
+    rejected: _Entries = None
+    scale_requests: _Entries = None
+    scale_events: _Entries = None
+    errors: _Entries = None
+
+
+def check_record(record: Any, where: str, hint: str) -> Record:
+    """``record`` when it has :class:`RecordShape`; else ValueError naming ``where`` and the field."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} is a JSON {type(record).__name__}, not a record; {hint}")
+    try:
+        RecordShape.model_validate(record)
+    except ValidationError as exc:
+        raise ValueError(f"{where}: {schema.describe(exc)}; {hint}") from None
+    return record
 
 
 class AuditLog:
@@ -130,34 +205,42 @@ def read_recent(
         for number, line in lines:
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"line {number} is not JSON ({exc.msg}); {hint}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"line {number} is a JSON {type(record).__name__}, not a record; {hint}")
-            records.append(record)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise ValueError(f"line {number} is not JSON ({reason}); {hint}") from None
+            records.append(check_record(record, f"line {number}", hint))
         return records
     if client is None:
         return []
     entries = client.xrevrange(key, count=last)
     records = []
-    for _, fields in reversed(list(entries)):  # type: ignore[arg-type]
+    hint = f"the stream {key} holds the records of `firm run`; give the stream of an audit (--key)"
+    for entry_id, fields in reversed(list(entries)):  # type: ignore[arg-type]
         raw = (fields or {}).get(b"r") or (fields or {}).get("r")
-        if raw is not None:
-            records.append(json.loads(raw))
+        if raw is None:
+            continue
+        where = f"entry {entry_id.decode() if isinstance(entry_id, bytes) else entry_id} of {key}"
+        try:
+            records.append(check_record(json.loads(raw), where, hint))
+        except (ValueError, RecursionError) as exc:  # json.JSONDecodeError, UnicodeDecodeError, a bad shape
+            message = str(exc) if type(exc) is ValueError else f"{where} is not JSON; {hint}"
+            raise redis.exceptions.DataError(message) from None
     return records
 
 
 def summary_row(record: Record) -> dict[str, str]:
     """One record as the columns of ``firm audit``'s table."""
     slo = record.get("slo") or []
-    rated = [s for s in slo if s.get("p99_ms") is not None and s.get("slo_ms")]
+    rated = [s for s in slo if _is_number(s.get("p99_ms")) and _is_number(s.get("slo_ms")) and s["slo_ms"]]
     worst = max(rated, key=lambda s: s["p99_ms"] / s["slo_ms"], default=None)
     slo_text = (
-        f"{worst['type']} {worst['p99_ms']:.0f}/{worst['slo_ms']:.0f} ms {worst['state']}" if worst else "-"
+        f"{worst.get('type')} {worst['p99_ms']:.0f}/{worst['slo_ms']:.0f} ms {worst.get('state')}"
+        if worst
+        else "-"
     )
     culprits = (
         ", ".join(
-            f"{c['instance']} {c['score']:.2f}" if isinstance(c.get("score"), int | float) else c["instance"]
+            f"{c.get('instance')} {c['score']:.2f}" if _is_number(c.get("score")) else str(c.get("instance"))
             for c in (record.get("decision") or {}).get("culprits", [])[:2]
         )
         or "-"
@@ -178,11 +261,11 @@ def summary_row(record: Record) -> dict[str, str]:
     return {
         "time": _clock(record.get("time")),
         "step": str(record.get("step", "")),
-        "status": record.get("status", ""),
+        "status": str(record.get("status") or ""),
         "slo": slo_text,
         "culprits": culprits,
         "actions": actions,
-        "why": why,
+        "why": str(why),
     }
 
 
@@ -209,9 +292,11 @@ def scale_lines(record: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _action_text(action: Mapping[str, Any]) -> str:
-    return (
-        f"{action['instance']} {action['resource']} {_num(action.get('before'))}->{_num(action.get('after'))}"
-    )
+    return f"{action.get('instance')} {action.get('resource')} {_num(action.get('before'))}->{_num(action.get('after'))}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _num(value: Any) -> str:

@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 import redis
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils import redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.actuate.executor import StepResult
 from firm.cli_options import (
     DEFAULT_REDIS_URL,
     config_option,
     describe,
     json_option,
+    only_with,
     redis_url_option,
-    stop_on_signals,
 )
 from firm.loop import audit as auditing
 from firm.loop import config as loop_config
-from firm.loop.deciders import Decider, make_decider
-from firm.loop.metrics import Metrics
-from firm.loop.runner import ControlLoop
+from firm.loop import session
+from firm.loop.deciders import Decider
 from firm.loop.testbed import TestbedScaler, TestbedTarget
-from firm.loop.view import LiveView
 from firm.testbed import config as testbed_config
+from firm.urls import redact_url
 
 
 def _redis(url: str | None) -> redis.Redis | None:
@@ -124,22 +118,12 @@ def _redis(url: str | None) -> redis.Redis | None:
 @click.option("--context", default=None, help="With --cluster: the kubeconfig context.")
 def run_command(
     *,
-    config_path: Path | None,
-    interval: float | None,
-    duration: float | None,
-    dry_run: bool,
-    audit_log: Path | None,
-    metrics_port: int | None,
-    metrics_address: str,
-    decider: str | None,
-    on_exit: str | None,
-    redis_url: str | None,
-    quiet: bool,
     executor_kind: str = "local",
     inventory: Path | None = None,
     cluster_file: Path | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
+    **shared: Any,
 ) -> None:
     """Keep every request type's p99 under its SLO with as few resources as possible (the control loop).
 
@@ -151,134 +135,45 @@ def run_command(
     With --cluster, on a Kubernetes cluster instead (pods, Jaeger, cAdvisor, in-place resize,
     the ansible executor on the nodes of -i).
     """
-    if cluster_file is not None or kubeconfig is not None:
-        _run_on_cluster(
-            cluster_file,
-            kubeconfig=kubeconfig,
-            context=context,
-            inventory=inventory,
-            config_path=config_path,
-            interval=interval,
-            duration=duration,
-            dry_run=dry_run,
-            audit_log=audit_log,
-            metrics_port=metrics_port,
-            metrics_address=metrics_address,
-            decider=decider,
-            on_exit=on_exit,
-            redis_url=redis_url,
-            quiet=quiet,
-        )
+    options = session.RunOptions(**shared)
+    only_with("--cluster FILE", cluster_file is not None, {"--kubeconfig": kubeconfig, "--context": context})
+    if cluster_file is not None:
+        from firm.cluster.cli import run_on_cluster  # noqa: PLC0415 (kubernetes is slow to import)
+
+        run_on_cluster(cluster_file, options, kubeconfig=kubeconfig, context=context, inventory=inventory)
         return
-    config, testbed, target, chosen = _setup(
-        config_path, interval_s=interval, decider=decider, on_exit=on_exit, redis_url=redis_url
-    )
-    slo = {**testbed.slo_ms, **config.slo_ms}
-    console = Console(stderr=True)
+    config, testbed, target, chosen = _setup(options)
+    controlled = _with_executor(target, executor_kind, inventory)
     audit_redis = config.redis_url or target.state.telemetry_redis or testbed.telemetry_redis
-    try:
-        journal = auditing.AuditLog(
-            _redis(audit_redis), key=config.audit_key, retention=config.audit_retention, path=audit_log
+    with session.recording(_redis(audit_redis), config, options) as (journal, metrics):
+        outcome = session.run(
+            config,
+            controlled,
+            chosen,
+            options,
+            slo_ms={**testbed.slo_ms, **config.slo_ms},
+            window_s=config.window_s or testbed.slo_window_s,
+            journal=journal,
+            metrics=metrics,
+            scaler=None if options.dry_run else TestbedScaler(testbed),
         )
-    except OSError as exc:
-        raise click.ClickException(f"--audit-log {audit_log}: {exc.strerror}") from exc
-    metrics = Metrics()
-    if metrics_port is not None:
-        try:
-            metrics.serve(metrics_port, metrics_address)
-        except OSError as exc:
-            journal.close()
-            raise click.ClickException(
-                f"--metrics-port {metrics_port}: {exc.strerror}; pick a free port"
-            ) from exc
-    view = LiveView(decider=chosen.name, dry_run=dry_run, duration_s=duration)
-    scaler = None if dry_run else TestbedScaler(testbed)
-    stop = threading.Event()
-    records: list[dict[str, Any]] = []
-    try:
-        with nullcontext() if quiet else Live(view.render(), console=console, refresh_per_second=4) as live:
-
-            def on_step(record: dict[str, Any]) -> None:
-                records.append({"status": record.get("status"), "result": record.get("result")})
-                if live is not None:
-                    live.update(view.add(record))
-
-            loop = ControlLoop(
-                config,
-                _with_executor(target, executor_kind, inventory),
-                chosen,
-                slo_ms=slo,
-                window_s=config.window_s or testbed.slo_window_s,
-                dry_run=dry_run,
-                audit=journal,
-                metrics=metrics,
-                on_step=on_step,
-                scaler=scaler,
-            )
-            try:
-                loop.start()
-            except FirmError as exc:
-                raise click.ClickException(f"cannot read the instances' limits: {exc}") from exc
-            with stop_on_signals(stop):
-                try:
-                    loop.run(duration_s=duration, stop=stop)
-                finally:
-                    if scaler is not None:
-                        scaler.wait()
-                    restored = loop.finish(on_exit)
-    finally:
-        metrics.close()
-        journal.close()
-    console.print(_summary(records, dry_run, restored))
-
-
-def _run_on_cluster(cluster_file: Path | None, **options: Any) -> None:
-    """``firm run --cluster FILE`` (firm.cluster.cli.run_on_cluster), with this command's options."""
-    if cluster_file is None:
-        raise click.UsageError("--kubeconfig runs on a cluster: give its services with --cluster FILE")
-    from firm.cluster.cli import run_on_cluster  # noqa: PLC0415 (kubernetes is slow to import)
-
-    run_on_cluster(cluster_file, **options)
+    Console().print(session.summary(outcome, dry_run=options.dry_run))
 
 
 def _setup(
-    config_path: Path | None, **overrides: Any
+    options: session.RunOptions,
 ) -> tuple[loop_config.LoopConfig, testbed_config.TestbedConfig, TestbedTarget, Decider]:
     """Configuration, the testbed found from its state, and the decider; ClickException on any error."""
+    config = session.loop_config(options)
     try:
-        config = loop_config.load(config_path, **overrides)
         testbed = testbed_config.load(config.testbed_config)
-    except FirmError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
         target = TestbedTarget.discover(
             testbed, redis_url=config.redis_url, horizon_s=(config.window_s or testbed.slo_window_s) + 10
         )
     except FirmError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        chosen = make_decider(config, request_types=list(testbed.mix or testbed.slo_ms))
-    except ModuleNotFoundError as exc:
-        raise click.ClickException(
-            f"the firm decider needs {exc.name}, which is not installed; "
-            "use --decider aimd or install firm completely"
-        ) from exc
-    except (FirmError, OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot load the firm decider's models: {describe(exc)}") from exc
+    chosen = session.choose_decider(config, request_types=list(testbed.mix or testbed.slo_ms))
     return config, testbed, target, chosen
-
-
-def _summary(records: list[dict[str, Any]], dry_run: bool, restored: StepResult | None) -> str:
-    statuses = Counter(str(r["status"]) for r in records if r["status"] != "exit")
-    applied = sum(1 for r in records for a in (r.get("result") or {}).get("actions", []) if a.get("changed"))
-    verb = "would have changed" if dry_run else "changed"
-    outcome = (
-        ""
-        if restored is None
-        else f"; baselines {'restored' if restored.ok else 'NOT restored: ' + str(restored.error)}"
-    )
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
-    return f"firm run: {sum(statuses.values())} steps ({counts}); {verb} {applied} limits{outcome}"
 
 
 @click.command("audit")
@@ -306,7 +201,7 @@ def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_jso
         )
     except redis.RedisError as exc:
         raise click.ClickException(
-            f"cannot read the audit from {redis_url}: {exc}; give --file or a Redis URL"
+            f"cannot read the audit from {redact_url(redis_url)}: {describe(exc)}; give --file or a Redis URL"
         ) from exc
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read the audit log {path}: {describe(exc)}") from exc
@@ -384,7 +279,7 @@ def explain_command(
         )
     except redis.RedisError as exc:
         raise click.ClickException(
-            f"cannot read the audit from {redis_url}: {exc}; give --file or a Redis URL"
+            f"cannot read the audit from {redact_url(redis_url)}: {describe(exc)}; give --file or a Redis URL"
         ) from exc
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read the audit log {path}: {describe(exc)}") from exc

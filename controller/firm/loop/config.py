@@ -16,12 +16,13 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError
+from firm import schema
 
 RESOURCES = ("cpu", "memory_bandwidth", "llc", "disk_io", "network")
 """The resources the loop manages, in the agent's order (FIRM's five)."""
@@ -35,7 +36,7 @@ class Guard(BaseModel):
     """Bounds of one resource of one service, in the resource's unit (cpu cores, memory_bandwidth
     percent, llc ways, disk_io bytes/s, network bit/s)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     min: float = Field(gt=0, description="Smallest limit the loop may set, resource unit.")
     max: float = Field(gt=0, description="Largest limit the loop may set, resource unit.")
@@ -69,7 +70,7 @@ def default_guards(cpus: int | None = None) -> dict[str, Guard]:
 class Reclaim(BaseModel):
     """Giving resources back when every SLO holds with slack."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="Reclaim at all.")
     floor: Literal["baseline", "min"] = Field(
@@ -100,7 +101,7 @@ class Reclaim(BaseModel):
 class ScaleIn(BaseModel):
     """Removing instances a service was scaled out to, when every SLO holds with slack."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="Scale services back in at all.")
     hold_s: float = Field(
@@ -121,7 +122,7 @@ class ScaleIn(BaseModel):
 class Aimd(BaseModel):
     """The AIMD baseline: multiplicative increase on violation, additive decrease with slack."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     increase: float = Field(
         default=1.5,
@@ -138,7 +139,7 @@ class Aimd(BaseModel):
 class FirmDecider(BaseModel):
     """The FIRM decider: localize culprits, ask the agent for their limits."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     localizer_model: Path | None = Field(default=None, description="SVM model file (None: the shipped one).")
     agent_model: Path | None = Field(default=None, description="Agent model file (None: the shipped one).")
@@ -177,7 +178,7 @@ class FirmDecider(BaseModel):
 class LoopConfig(BaseModel):
     """Everything ``firm run`` reads besides the testbed's own configuration."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     interval_s: float = Field(default=2.0, gt=0, le=60, description="Seconds between control steps.")
     window_s: float | None = Field(
@@ -205,8 +206,8 @@ class LoopConfig(BaseModel):
         lt=1,
         description="Every SLO holds with slack when each p99 is below this share of its SLO.",
     )
-    slo_ms: dict[str, float] = Field(
-        default_factory=dict, description="SLO per request type, p99 ms; overrides the testbed's."
+    slo_ms: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="SLO per request type, p99 ms (above 0); overrides the testbed's."
     )
     decider: Literal["firm", "aimd", "none"] = Field(default="firm", description="Which decider runs.")
     confirm: bool = Field(
@@ -280,10 +281,7 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
     try:
         return LoopConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
-        )
         raise LoopConfigError(
-            f"{path or 'loop configuration'}: {problems}",
+            f"{path or 'loop configuration'}: {schema.describe(exc, LoopConfig)}",
             fix=f"the settings are {', '.join(LoopConfig.model_fields)}; see docs/control-loop.md",
         ) from None

@@ -10,8 +10,11 @@ once with an error naming the URL and what to do.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import logging
+import math
 import socket
 import time
 import urllib.error
@@ -27,7 +30,8 @@ from firm.tracing.errors import (
     JaegerResponseError,
 )
 from firm.tracing.model import Trace
-from firm.tracing.parse import TraceReader
+from firm.tracing.parse import TraceReader, decode_json
+from firm.urls import describe_transport, redact_url
 
 __all__ = ["RETRY_STATUSES", "JaegerClient", "TraceSource"]
 
@@ -70,22 +74,28 @@ class JaegerClient:
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        shown = redact_url(base_url)
+        fix = "give the query service's address, e.g. http://localhost:16686 or http://[::1]:16686"
+        if any(c.isspace() or not c.isprintable() for c in base_url):
+            raise JaegerError(f"not a valid URL: {shown!r} holds a space or a control character", fix)
         try:
             parsed = urllib.parse.urlsplit(base_url)
             parsed.port  # noqa: B018 - reading it validates the port
         except ValueError as err:
-            raise JaegerError(
-                f"not a valid URL: {base_url!r} ({err})",
-                "give the query service's address, e.g. http://localhost:16686 or http://[::1]:16686",
-            ) from None
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise JaegerError(
-                f"not an http(s) URL: {base_url!r}",
-                "give the query service's address, e.g. http://localhost:16686",
-            )
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout must be > 0, retries and backoff >= 0")
-        self.base_url = base_url.rstrip("/")
+            raise JaegerError(f"not a valid URL: {shown!r} ({err})", fix) from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise JaegerError(f"not an http(s) URL: {shown!r}", fix)
+        if not (math.isfinite(timeout) and timeout > 0) or retries < 0 or not backoff >= 0:
+            raise ValueError("timeout must be finite and > 0, retries and backoff >= 0")
+        self._authorization: str | None = None
+        if parsed.username is not None or parsed.password is not None:  # a proxy with basic authentication
+            user = urllib.parse.unquote(parsed.username or "")
+            password = urllib.parse.unquote(parsed.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._authorization = f"Basic {token}"
+            parsed = parsed._replace(netloc=parsed.netloc.rpartition("@")[2])
+        self.base_url = urllib.parse.urlunsplit(parsed).rstrip("/")
+        """The query service's root, without credentials (so messages and logs never show them)."""
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -201,7 +211,7 @@ class JaegerClient:
                 last = err
                 continue
             try:
-                return json.loads(body)
+                return decode_json(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 snippet = body[:120].decode("utf-8", "replace")
                 raise JaegerResponseError(
@@ -215,7 +225,10 @@ class JaegerClient:
         raise JaegerConnectionError(message, last.fix) from last
 
     def _once(self, url: str) -> bytes:
-        req = urllib.request.Request(url, headers={"Accept": "application/json"})
+        headers = {"Accept": "application/json"}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
+        req = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 data: bytes = resp.read()
@@ -255,22 +268,31 @@ class JaegerClient:
             elif isinstance(reason, socket.gaierror):
                 text = f"unknown host ({reason.strerror})"
             else:
-                text = str(reason)
+                text = describe_error(reason) if isinstance(reason, BaseException) else str(reason)
             raise JaegerConnectionError(
                 f"cannot reach Jaeger at {url}: {text}",
                 "check the URL and that jaeger-query is running and reachable (default port 16686)",
             ) from err
-        except (ConnectionError, OSError) as err:
+        except (ConnectionError, OSError, http.client.HTTPException) as err:
             raise JaegerConnectionError(
-                f"cannot reach Jaeger at {url}: {err}",
+                f"cannot reach Jaeger at {url}: {describe_error(err)}",
                 "check the URL and that jaeger-query is running and reachable (default port 16686)",
             ) from err
+
+
+def describe_error(err: BaseException) -> str:
+    """A transport error in words, without Python's spelling (``[Errno 104]``, class names)."""
+    if isinstance(err, http.client.RemoteDisconnected):
+        return "the connection closed without an answer"
+    if isinstance(err, http.client.HTTPException):
+        return f"not an HTTP answer ({err or type(err).__name__})"
+    return describe_transport(err)
 
 
 def _error_message(raw: bytes) -> str:
     """The message of a Jaeger error body (``{"errors": [{"code", "msg"}]}``), else its text."""
     try:
-        doc = json.loads(raw)
+        doc = decode_json(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return raw[:200].decode("utf-8", "replace").strip()
     if isinstance(doc, dict) and isinstance(doc.get("errors"), list):

@@ -19,6 +19,10 @@ from firm.tracing.jaeger import JaegerClient, TraceSource
 from firm.tracing.model import Trace
 from firm.tracing.parse import load_trace_files, parse_duration_us
 
+MAX_WINDOW_US = 366 * 86400 * 1_000_000
+"""The longest window of traces read from a query service, microseconds (a year: beyond any trace
+store's retention; a longer one would start before the epoch)."""
+
 
 class TraceSourceError(TraceError, InvalidInputError):
     """The inputs name no trace source, more than one, or options of another source.
@@ -30,6 +34,18 @@ class TraceSourceError(TraceError, InvalidInputError):
     def __init__(self, message: str, *, option: str | None = None, fix: str = "") -> None:
         super().__init__(message, fix, option=option)
         self.option = option
+
+
+def check_window_us(us: int, option: str) -> int:
+    """``us`` when it is a window in (0, :data:`MAX_WINDOW_US`]; else :class:`TraceSourceError` naming
+    ``option``."""
+    if us <= 0:
+        raise TraceSourceError("the window must be longer than zero", option=option)
+    if us > MAX_WINDOW_US:
+        raise TraceSourceError(
+            f"the window of {us / 86400e6:.0f} days is longer than a year; give at most 8784h", option=option
+        )
+    return us
 
 
 @dataclass(frozen=True)
@@ -56,9 +72,7 @@ class TraceQuery:
             us = parse_duration_us(self.window or self.default_window)
         except ValueError as err:
             raise TraceSourceError(str(err), option="--window") from err
-        if us <= 0:
-            raise TraceSourceError("the window must be longer than zero", option="--window")
-        return us
+        return check_window_us(us, "--window")
 
 
 @dataclass

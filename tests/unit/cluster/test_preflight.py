@@ -46,6 +46,18 @@ def replay(events: list[dict[str, Any]]) -> Any:
     return run
 
 
+def replay_the_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``firm preflight --cluster``'s ansible-runner run replaced by the recorded one."""
+    import firm.cluster.preflight as preflight_module  # noqa: PLC0415
+
+    original = preflight_module.gather_facts
+    monkeypatch.setattr(
+        preflight_module,
+        "gather_facts",
+        lambda inventory, pattern="all", **kw: original(inventory, pattern, run=replay(recorded_events())),
+    )
+
+
 def test_the_recorded_node() -> None:
     (node,) = list_nodes_from_recording()
     assert node == NodeInfo(
@@ -143,14 +155,7 @@ def test_a_refusal_of_the_api_is_an_error_that_names_rbac(fixture_server: Fixtur
 
 def test_the_command(fixture_server: FixtureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     serve_nodes(fixture_server)
-    import firm.cluster.preflight as preflight_module  # noqa: PLC0415
-
-    original = preflight_module.gather_facts
-    monkeypatch.setattr(
-        preflight_module,
-        "gather_facts",
-        lambda inventory, pattern="all", **kw: original(inventory, pattern, run=replay(recorded_events())),
-    )
+    replay_the_hosts(monkeypatch)
     config = kubeconfig(tmp_path, fixture_server.url)
     done = CliRunner().invoke(main, ["preflight", "--cluster", "--kubeconfig", config, "--json"])
     assert done.exit_code == 0, done.output

@@ -37,13 +37,15 @@ def test_a_malformed_jaeger_url_is_refused(url: str) -> None:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["http://[::1", "--rate", "5", "--duration", "1"], ["url", "not a valid URL"]),
-        (["http://127.0.0.1:9", "--rate", "1e12", "--duration", "1"], ["rate.rps", "at most"]),
+        (["http://[::1", "--rate", "5", "--duration", "1"], ["URL", "not a URL"]),
+        (["http://127.0.0.1:9", "--rate", "1e12", "--duration", "1"], ["--rate", "100000"]),
         (["http://127.0.0.1:9", "--rate", "nan", "--duration", "1"], ["rate"]),
     ],
 )
 def test_firm_load_refuses_bad_options_before_sending(args: list[str], words: list[str]) -> None:
-    assert_clean_error(run("load", *args), *words)
+    result = run("load", *args)
+    assert_clean_error(result, *words)
+    assert result.exit_code == 2, result.output  # a malformed option value is a usage error
 
 
 def test_an_unexpected_error_is_one_line_that_says_how_to_see_more() -> None:

@@ -29,7 +29,11 @@ def _run(policy: str, slow_at: float) -> RecordedRun:
     ("args", "message"),
     [
         (["--policies", "firm,kube"], "unknown 'kube'"),
-        (["--duration", "5"], "too short"),
+        (["--duration", "5"], "--duration"),
+        (["--duration", "nan"], "--duration"),
+        (["--duration", "1e308"], "--duration"),
+        (["--rate", "inf"], "--rate"),
+        (["--interval", "1e-300"], "--interval"),
         (["--warmup", "-1"], "--warmup"),
         (["--anomalies", "gpu"], "unknown kinds 'gpu'"),
         (["--workload", "/nonexistent/trace.txt"], "does not exist"),
@@ -40,8 +44,9 @@ def test_bad_options_are_refused_before_anything_starts(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
     result = CliRunner().invoke(main, ["experiment", *args, "--out", str(tmp_path / "out")])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output  # a malformed option value is a usage error
     assert message in result.output
+    assert "unexpected" not in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 

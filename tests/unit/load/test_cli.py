@@ -158,17 +158,17 @@ def test_stores_in_redis() -> None:
         (["--trace", "{trace}"], 2, "--trace needs --peak"),
         (["--rate", "5", "--duration", "1", "--speedup", "2"], 2, "apply to --trace only"),
         (["--rate", "-5", "--duration", "1"], 2, "-5"),
-        (["--rate", "5"], 1, "duration_s: a constant rate needs a duration"),
+        (["--rate", "5"], 2, "duration_s: a constant rate needs a duration"),
         (
             ["--rate", "5", "--duration", "1", "--mix", "compose=-1,home=1"],
-            1,
+            2,
             "mix.compose: -1.0 is negative",
         ),
-        (["--rate", "5", "--duration", "1", "--mix", "compose=0"], 1, "mix: every weight is zero"),
-        (["--rate", "5", "--duration", "1", "--slo", "tweet=5"], 1, "'tweet' is not a request type"),
+        (["--rate", "5", "--duration", "1", "--mix", "compose=0"], 2, "mix: every weight is zero"),
+        (["--rate", "5", "--duration", "1", "--slo", "tweet=5"], 2, "'tweet' is not a request type"),
         (
             ["--rate", "5", "--duration", "1", "--connections", "50", "--max-in-flight", "10"],
-            1,
+            2,
             "max_in_flight: 10 is below connections (50)",
         ),
         (

@@ -127,8 +127,19 @@ def test_damaged_or_missing_runs_are_clear_errors(tmp_path: Path) -> None:
         load_runs(tmp_path)
     del doc["window"]
     path.write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match="lacks or mangles"):
+    with pytest.raises(DatasetError, match="window is missing"):
         load_runs(tmp_path)
+    for field, value, said in [
+        ("window", [5, "soon"], r"window\[1\] is 'soon'; give a whole number"),
+        ("window", [9, 1], "window ends"),
+        ("intensity", 250, "intensity is 250; give at most 100"),
+        ("placement", "under", "placement is 'under'; give one of 'inside' or 'beside'"),
+        ("record", [1], "record is \\[1\\]; give a mapping"),
+    ]:
+        path.write_text(json.dumps({**doc, "window": [1, 2], field: value}))
+        with pytest.raises(DatasetError, match=said) as raised:
+            load_runs(tmp_path)
+        assert "Input should" not in str(raised.value) and "object is not" not in str(raised.value)
     path.write_text("{")
     with pytest.raises(DatasetError, match="cannot read"):
         load_runs(tmp_path)

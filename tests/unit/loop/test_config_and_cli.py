@@ -144,3 +144,23 @@ def test_the_live_view_shows_slos_culprits_and_the_last_actions() -> None:
     text = console.export_text()
     assert "violated" in text and "compose-post-0 (0.91)" in text
     assert "would set compose-post-0 cpu 0.5 -> 1 cores" in text and "(dry run)" in text
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--context", "prod"], "--context"),
+        (["--kubeconfig", "KUBECONFIG"], "--kubeconfig"),
+        (["--kubeconfig", "KUBECONFIG", "--context", "prod"], "--kubeconfig, --context"),
+    ],
+)
+def test_cluster_only_options_without_cluster_are_refused_before_anything_runs(
+    options: list[str], named: str, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    given = [str(kubeconfig) if o == "KUBECONFIG" else o for o in options]
+    result = CliRunner().invoke(main, ["run", "--quiet", *given])
+    assert result.exit_code == 2, result.output
+    assert f"{named} appl" in result.output and "only with --cluster FILE" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,142 @@
+"""pydantic's validation errors in firm's words: each names the field (``guards.cpu.max``,
+``requests[3][1]``), the value given and what the field wants, never pydantic's own phrases
+("Extra inputs are not permitted", "Input should be a valid number") or its internal locations
+(``function-after[...]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+MAX_SHOWN = 5
+"""Errors named in one message; the rest are counted."""
+
+
+_TYPE_TAGS = frozenset({"float", "int", "str", "bool", "none", "bytes", "list", "dict", "tuple", "nullable"})
+"""Parts of an error's location that name a member of a union or a validator, not a field."""
+
+
+def _is_field(part: str) -> bool:
+    return not (
+        part in _TYPE_TAGS
+        or "[" in part
+        or part.startswith(("function-", "constrained-", "lax-", "strict-", "_"))
+        or part[:1].isupper()
+    )
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """``('requests', 3, 1)`` -> ``requests[3][1]``; pydantic's names of union members and
+    validators (``float``, ``literal[...]``, ``function-after[...]``) are left out."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _is_field(part):
+            text += f".{part}" if text else part
+    return text
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _entries(count: Any) -> str:
+    return f"{count} entr{'y' if count == 1 else 'ies'}"
+
+
+def _known(model: type[BaseModel] | None, loc: Sequence[int | str]) -> list[str]:
+    """The field names of the (nested) model that ``loc`` points into, when it can be followed."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or not isinstance(part, str):
+            return []
+        info = current.model_fields.get(part)
+        if info is None:
+            return []
+        current = info.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _wants(error: ErrorDetails) -> str | None:
+    """What the field wants, in words; None when pydantic's message is the only explanation."""
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    return {
+        "finite_number": "a finite number",
+        "greater_than": f"above {_number(ctx.get('gt'))}",
+        "greater_than_equal": f"at least {_number(ctx.get('ge'))}",
+        "less_than": f"below {_number(ctx.get('lt'))}",
+        "less_than_equal": f"at most {_number(ctx.get('le'))}",
+        "int_type": "a whole number",
+        "int_parsing": "a whole number",
+        "int_from_float": "a whole number",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "string_type": "text",
+        "string_too_short": f"text of at least {ctx.get('min_length')} characters",
+        "string_too_long": f"text of at most {ctx.get('max_length')} characters",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "none_required": "null",
+        "list_type": "a list",
+        "tuple_type": "a list",
+        "dict_type": "a mapping of names to values",
+        "model_type": "a mapping of names to values",
+        "model_attributes_type": "a mapping of names to values",
+        "too_short": f"at least {_entries(ctx.get('min_length'))}",
+        "too_long": f"at most {_entries(ctx.get('max_length'))}",
+        "literal_error": f"one of {ctx.get('expected')}",
+        "enum": f"one of {ctx.get('expected')}",
+    }.get(error["type"])
+
+
+def problems(errors: Sequence[ErrorDetails], model: type[BaseModel] | None = None) -> list[str]:
+    """Each field's problem as ``FIELD is VALUE; give WHAT`` (the members of a union that all refused
+    a value make one problem: ``give a number or one of 'unlimited'``)."""
+    by_field: dict[str, list[ErrorDetails]] = {}
+    for error in errors:
+        by_field.setdefault(field_path(error["loc"]) or "the document", []).append(error)
+    out = []
+    for where, group in by_field.items():
+        first = group[0]
+        if first["type"] == "extra_forbidden":
+            known = _known(model, first["loc"])
+            out.append(
+                f"{where} is not a known field" + (f" (the fields are {', '.join(known)})" if known else "")
+            )
+            continue
+        if first["type"] == "missing":
+            out.append(f"{where} is missing")
+            continue
+        wants = [_wants(e) for e in group]
+        if all(w is not None for w in wants):
+            unique = list(dict.fromkeys(w for w in wants if w is not None))
+            out.append(f"{where} is {_shown(first.get('input'))}; give {' or '.join(unique)}")
+        else:
+            message = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            out.append(f"{where} is {_shown(first.get('input'))}: {message}")
+    return out
+
+
+def problem(error: ErrorDetails, model: type[BaseModel] | None = None) -> str:
+    """One error as ``FIELD is VALUE: what it must be``."""
+    return problems([error], model)[0]
+
+
+def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Every problem of ``exc`` (at most :data:`MAX_SHOWN`, then how many more), joined by ``; ``.
+    ``model``: the model validated, so that an unknown field's message lists the known ones."""
+    shown = problems(exc.errors(), model)
+    if len(shown) > MAX_SHOWN:
+        shown = [*shown[:MAX_SHOWN], f"and {len(shown) - MAX_SHOWN} more"]
+    return "; ".join(shown)
