@@ -280,6 +280,7 @@ class Injector:
             duration=spec.duration_s,
             labels=spec.labels,
             target_cgroup=target.cgroup,
+            target_cpus=target.cpus,
             target_namespace=target.namespace,
             target_interface=target.interface,
             sysbench_dir=self.env.sysbench_dir,
