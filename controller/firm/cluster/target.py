@@ -59,6 +59,12 @@ class AnsibleOverride:
     def executor(self) -> Executor:
         return self.ansible
 
+    @property
+    def prefetch(self) -> bool:
+        """As the wrapped target's: whether its trace reads are incremental, so the loop may read and
+        ingest a quarter interval before each step (``ControlLoop._prefetches``)."""
+        return bool(getattr(self.inner, "prefetch", False))
+
     def refresh(self) -> tuple[list[str], list[str]]:
         added, removed = self.inner.refresh()
         local: _LocalTargets = self.inner.executor

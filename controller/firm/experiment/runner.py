@@ -147,6 +147,12 @@ class RecordingTarget:
     def executor(self) -> RecordingExecutor:
         return self._executor
 
+    @property
+    def prefetch(self) -> bool:
+        """As the wrapped target's: whether its trace reads are incremental, so the loop may read and
+        ingest a quarter interval before each step (``ControlLoop._prefetches``)."""
+        return bool(getattr(self.inner, "prefetch", False))
+
     def refresh(self) -> tuple[list[str], list[str]]:
         return self.inner.refresh()
 

@@ -129,6 +129,11 @@ def test_the_testbed_driven_through_ansible() -> None:
         "a-1": AnsibleTarget("a-1", "a", "localhost", cgroup="firm/a-1", interface="v1")
     }
     assert override.cpu_capacity("a-1") == 2.0 and override.read_traces(0, 1) == []
+    # the testbed's trace reads are incremental: the loop may prefetch through the override too
+    assert override.prefetch is False
+    inner = Inner()
+    inner.prefetch = True  # type: ignore[attr-defined]
+    assert AnsibleOverride(inner, "inventory/local").prefetch is True
 
 
 def test_new_pods_get_node_targets(fixture_server: FixtureServer) -> None:
