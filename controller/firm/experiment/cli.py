@@ -70,6 +70,8 @@ def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
         click.echo(json.dumps(report, allow_nan=False))
         return
     console = Console()
+    if not console.is_terminal:  # a file or a pipe (make run | tee): the whole table, not 80 columns
+        console = Console(width=200)
     console.print(table(report))
     verdict = report.get("verdict") or {}
     if verdict:

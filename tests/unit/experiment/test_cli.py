@@ -57,7 +57,7 @@ def test_report_again_from_recorded_runs(tmp_path: Path) -> None:
     for run in (_run("firm", 5.0), _run("static", 6.0)):
         (runs / f"{run.policy}.json").write_text(json.dumps(recorded_to_json(run)))
     (runs / "static.json").write_text(json.dumps(recorded_to_json(_run("static", 6.0))))
-    result = CliRunner(env={"COLUMNS": "220"}).invoke(
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(
         main, ["experiment", "--report-only", "--out", str(tmp_path), "--interval", "5"]
     )
     assert result.exit_code == 0, result.output
@@ -70,6 +70,7 @@ def test_report_again_from_recorded_runs(tmp_path: Path) -> None:
     assert report["ratios_to_firm"]["static"]["cpu_cores_avg"] == 1.5
     assert (tmp_path / "p99.png").stat().st_size > 0 and (tmp_path / "cpu.png").stat().st_size > 0
     assert "ratio to firm" in result.output and "(1.50x)" in result.output
+    assert "…" not in result.output  # not a terminal (a pipe, a file): the table is not cut to 80 columns
 
 
 def test_report_only_without_runs(tmp_path: Path) -> None:
