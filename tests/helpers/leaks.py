@@ -13,11 +13,13 @@ services). Processes without the token (another user's stress-ng, a CPU hog besi
 never flagged.
 
 Only what is *new* after the session counts: things that existed before (a developer's own
-testbed, the Redis `make services` started) are never reported, with one exception: the groups the
-tests make for themselves, ``firm-test-<pid>-<n>`` (and ``firm-test-<pid>`` in resctrl), carry the
-PID of the session that made them. One whose session no longer runs was left by a session that never
-reached its end (killed by a timeout, by CI's time limit or by the OOM killer, so its own sentinel
-never ran); it is reported by the next session, which then removes it if it is empty.
+testbed, the Redis `make services` started) are never reported. The groups the tests make for
+themselves, ``firm-test-<pid>-<n>`` (and ``firm-test-<pid>`` in resctrl), carry the PID of the
+session that made them. One whose session no longer runs was left by a session that never reached
+its end (killed by a timeout, by CI's time limit or by the OOM killer, so its own sentinel never
+ran). When it is there before this session begins, it is not this session's leak: the sentinel
+removes it if it is empty and says so in a warning (``earlier_leftovers``). When one appears *during*
+this session (a session started by a test, killed), it is reported as a leak, with its PID.
 """
 
 from __future__ import annotations
@@ -262,10 +264,34 @@ def take(token: str, temp_dir: str | None = None) -> Snapshot:
     )
 
 
+def earlier_leftovers(
+    before: Snapshot,
+    running: Callable[[int], bool] = session_running,
+    root: str = CGROUP_ROOT,
+    resctrl_root: str = RESCTRL_ROOT,
+) -> tuple[str, list[str]]:
+    """Remove the test groups of sessions that no longer run (``stale_test_groups``) that are in
+    ``before``, the machine as this session found it; returns a warning naming them ("" when there
+    were none) and those still holding processes, which are left as they are."""
+    stale = stale_test_groups(before.cgroups, running)
+    if not stale:
+        return "", []
+    removed, refused = remove_groups(stale, root, resctrl_root)
+    sessions = ", ".join(str(pid) for pid in sorted(set(stale.values())))
+    message = (
+        f"this machine held {len(stale)} test groups of earlier test sessions that did not end "
+        f"(PIDs {sessions}); {len(removed)} were empty and are removed"
+    )
+    if refused:
+        message += "; these still hold processes and are left: " + ", ".join(sorted(refused))
+    return message, refused
+
+
 def leaks(before: Snapshot, after: Snapshot, running: Callable[[int], bool] = session_running) -> list[str]:
-    """What is in ``after`` and was not in ``before``, one line each, e.g. ``cgroups: cpu/firm-anomaly/a1``,
-    and the test groups in ``after`` whose session no longer runs (``stale_test_groups``), even if they
-    were there before: ``cgroups: cpu/firm-test-41-3 (left by test session 41, which did not end)``.
+    """What is in ``after`` and was not in ``before``, one line each, e.g. ``cgroups: cpu/firm-anomaly/a1``;
+    a new test group whose session no longer runs (``stale_test_groups``: a session started during this
+    one, killed) says so: ``cgroups: cpu/firm-test-41-3 (left by test session 41, which did not end)``.
+    Groups of earlier sessions that were there before are ``earlier_leftovers``' business, not leaks.
 
     Qdiscs of namespaces that are new are not listed again (the namespace is); a file that only grew
     is not new.
@@ -274,7 +300,7 @@ def leaks(before: Snapshot, after: Snapshot, running: Callable[[int], bool] = se
     for item in fields(Snapshot):
         old, new = getattr(before, item.name), getattr(after, item.name)
         if item.name == "cgroups":
-            stale = stale_test_groups(new, running)
+            stale = stale_test_groups(new - old, running)
             added = sorted(
                 [
                     *(new - old - stale.keys()),

@@ -5,8 +5,9 @@ with the reason printed (pytest -ra), never silently.
 
 ``leak_sentinel`` (session, autouse) records what the tests could leave behind before the first of
 them (see tests/helpers/leaks.py) and fails the run, naming every leftover, if anything new remains
-after the last, or if a ``firm-test-<pid>-<n>`` group of a session that no longer runs is there (a
-session killed before its end never runs its own sentinel).
+after the last. ``firm-test-<pid>-<n>`` groups of earlier sessions that were killed before their end
+(so their own sentinel never ran) are removed when this session starts, with a warning naming them:
+they are the machine's past, not this session's leak.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import secrets
 import signal
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,16 +54,19 @@ def leak_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     Compares a snapshot taken before the first integration test with one taken after the last
     (polled for up to 15 s, while anything still ending ends): network namespaces, links, qdiscs,
     nftables tables, cgroups under firm's parents, files under firm's state directories, anomaly
-    records, and processes the session started (marked by a token in their environment), and the test
-    groups of earlier sessions that were killed before their end (``leaks.stale_test_groups``). Leaked
-    processes are killed after they are reported, and those earlier sessions' groups removed when
-    empty; everything else is left for inspection (a test group this session leaves is reported again,
-    and removed if empty, by the next session).
+    records, and processes the session started (marked by a token in their environment). Before the
+    first test, the test groups of earlier sessions that were killed before their end are removed
+    when empty and named in a warning (``leaks.earlier_leftovers``). Leaked processes are killed after
+    they are reported; everything else is left for inspection (a test group this session leaves is
+    removed, if empty, by the next session).
     """
     token = secrets.token_hex(8)
     previous = os.environ.get(leaks.TOKEN_VARIABLE)
     os.environ[leaks.TOKEN_VARIABLE] = token
     temp_dir = str(tmp_path_factory.getbasetemp())
+    earlier, _ = leaks.earlier_leftovers(leaks.take(token, temp_dir))
+    if earlier:
+        warnings.warn(pytest.PytestWarning(earlier), stacklevel=1)
     before = leaks.take(token, temp_dir)
     try:
         yield
@@ -74,11 +79,6 @@ def leak_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     if remaining:
         killed = leaks.kill_leaked_processes(token)
         note = f"\n(the {len(killed)} leaked processes were killed)" if killed else ""
-        removed, refused = leaks.remove_groups(leaks.stale_test_groups(leaks.cgroups()))
-        if removed:
-            note += f"\n(the {len(removed)} groups of sessions that did not end were empty and are removed)"
-        if refused:
-            note += "\n(these still hold processes and are left: " + ", ".join(refused) + ")"
         pytest.fail("the integration tests left behind:\n  " + "\n  ".join(remaining) + note, pytrace=False)
 
 

@@ -2,8 +2,8 @@
 
 A test group, ``firm-test-<pid>-<n>`` at the root of every hierarchy, is what the suite's ``group_path``
 fixture makes. One left behind by this session is new, and reported; one left by a session that was
-killed before its end (so its own sentinel never ran) was already there when this session began, and
-is reported too, by the PID of the session that made it, while the groups of a session still running
+killed before its end (so its own sentinel never ran) and was already there when this session began
+is removed when empty and named in a warning, not failed on; the groups of a session still running
 beside this one are never reported nor touched.
 """
 
@@ -56,18 +56,46 @@ def test_a_new_test_group_is_reported_in_every_hierarchy_it_is_in() -> None:
     assert found == [f"cgroups: {name}/{group}" for name in HIERARCHIES]
 
 
-def test_a_group_left_by_a_session_killed_before_its_end_is_reported_though_it_was_there_before() -> None:
-    """The leftover of issue 15: ``firm-test-32395-17``, empty, in six hierarchies, there before and after."""
+def test_a_group_of_a_session_killed_during_this_one_is_reported_with_its_pid() -> None:
+    """A session a test started, killed before its end: its group is new, and its PID no longer runs."""
     left = {f"{name}/firm-test-32395-17" for name in HIERARCHIES}
-    before = snapshot({*left, "cpu/firm-testbed"})
-    after = snapshot(set(before.cgroups))
+    before = snapshot({"cpu/firm-testbed"})
+    after = snapshot({*before.cgroups, *left})
 
     assert leaks.leaks(before, after, running=lambda pid: False) == [
         f"cgroups: {name}/firm-test-32395-17 (left by test session 32395, which did not end)"
         for name in HIERARCHIES
     ]
-    # with that session still running (a session beside this one), its groups are its own business
-    assert leaks.leaks(before, after, running=lambda pid: pid == 32395) == []
+
+
+def test_a_group_an_earlier_killed_session_left_is_no_leak_of_this_one() -> None:
+    """The leftover CI met: ``firm-test-16957-1``, empty, in six hierarchies, there before this session."""
+    left = {f"{name}/firm-test-16957-1" for name in HIERARCHIES}
+    before = snapshot({*left, "cpu/firm-testbed"})
+    after = snapshot(set(before.cgroups))
+
+    assert leaks.leaks(before, after, running=lambda pid: False) == []
+
+
+def test_earlier_leftovers_removes_the_empty_groups_of_dead_sessions_and_names_them(
+    tmp_path: Path,
+) -> None:
+    root = fake_root(tmp_path)
+    resctrl = tmp_path / "resctrl"
+    for name in HIERARCHIES:
+        (root / name / "firm-test-16957-1").mkdir()
+    (root / "cpu" / "firm-test-77-0").mkdir()  # a session still running beside this one
+    (root / "memory" / "firm-test-16957-1" / "cgroup.procs").write_text("123\n")  # still holds a process
+    before = snapshot(leaks.cgroups(str(root), str(resctrl)))
+
+    message, refused = leaks.earlier_leftovers(before, lambda pid: pid == 77, str(root), str(resctrl))
+
+    assert refused == ["memory/firm-test-16957-1"]
+    assert "7 test groups" not in message and "6 test groups" in message and "PIDs 16957" in message
+    assert "5 were empty and are removed" in message and "memory/firm-test-16957-1" in message
+    left = sorted(str(p.relative_to(root)) for p in root.glob("*/firm-test-*") if not p.parent.is_symlink())
+    assert left == ["cpu/firm-test-77-0", "memory/firm-test-16957-1"]
+    assert leaks.earlier_leftovers(snapshot(set()), running=lambda pid: False) == ("", [])
 
 
 def test_what_was_there_before_and_is_no_test_group_is_never_reported() -> None:
