@@ -9,47 +9,104 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm import __version__, exit_status, preflight
+from firm import __version__, exit_status
 from firm.cli_options import (
+    InputFile,
     apply_conventions,
     jaeger_request_options,
     jaeger_url_option,
     json_option,
     only_with,
     overlap_tolerance_option,
+    redis_reason,
     trace_limit_option,
 )
-from firm.tracing import TraceError, trace_features
-from firm.tracing.features import format_table
-from firm.tracing.source import TraceInput, TraceQuery, TraceSourceError, read_traces
-from firm.tracing.stream import DEFAULT_BATCH_BYTES, StreamOptions, stream_features, write_critical_paths
 from firm.urls import redact_url
+
+if TYPE_CHECKING:
+    from firm.tracing.features import WindowFeatures
+    from firm.tracing.source import TraceInput
+    from firm.tracing.stream import StreamOptions
 
 log = logging.getLogger(__name__)
 
-LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "testbed": ("firm.testbed.commands", "testbed"),
-    "load": ("firm.load.cli", "load_command"),
-    "localize": ("firm.localize.cli", "localize_command"),
-    "train-svm": ("firm.localize.cli", "train_svm_command"),
-    "localize-dataset": ("firm.localize.cli", "dataset_command"),
-    "localize-testbed-dataset": ("firm.localize.cli", "testbed_dataset_command"),
-    "localize-eval": ("firm.localize.cli", "eval_command"),
-    "train-rl": ("firm.rl.cli", "train_rl_command"),
-    "run": ("firm.loop.cli", "run_command"),
-    "audit": ("firm.loop.cli", "audit_command"),
-    "explain": ("firm.loop.cli", "explain_command"),
-    "experiment": ("firm.experiment.cli", "experiment_command"),
-    "cluster": ("firm.cluster.cli", "cluster_command"),
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "testbed": (
+        "firm.testbed.commands",
+        "testbed",
+        "The embedded default: a traced social network on this machine (needs root).",
+    ),
+    "load": (
+        "firm.load.cli",
+        "load_command",
+        "Send open-loop load to the Social Network frontend at URL and report latency against the SLOs.",
+    ),
+    "localize": (
+        "firm.localize.cli",
+        "localize_command",
+        "Rank the service instances of a window of traces by how much they are to blame.",
+    ),
+    "train-svm": (
+        "firm.localize.cli",
+        "train_svm_command",
+        "Train FIRM's culprit SVM (SGDClassifier, hinge loss, partial_fit) and write a versioned model.",
+    ),
+    "localize-dataset": (
+        "firm.localize.cli",
+        "dataset_command",
+        "Build a labelled dataset of instance-windows (Parquet + manifest) for train-svm and localize-eval.",
+    ),
+    "localize-testbed-dataset": (
+        "firm.localize.cli",
+        "testbed_dataset_command",
+        "Run anomaly campaigns on the embedded testbed and write labelled windows (Parquet + manifest).",
+    ),
+    "localize-eval": (
+        "firm.localize.cli",
+        "eval_command",
+        "Compare the SVM, the rules, the cp_share-growth baseline and FIRM's RI on a labelled dataset.",
+    ),
+    "train-rl": (
+        "firm.rl.cli",
+        "train_rl_command",
+        "Train the DDPG resource estimator and compare it with a random policy and AIMD.",
+    ),
+    "run": (
+        "firm.loop.cli",
+        "run_command",
+        "Keep every request type's p99 under its SLO with as few resources as possible (the control loop).",
+    ),
+    "audit": (
+        "firm.loop.cli",
+        "audit_command",
+        "Show the control loop's recent decisions: what it saw, whom it blamed, what it did and why.",
+    ),
+    "explain": (
+        "firm.loop.cli",
+        "explain_command",
+        "Why the control loop did what it did: for the last decisions, or the one with ID.",
+    ),
+    "experiment": (
+        "firm.experiment.cli",
+        "experiment_command",
+        "FIRM against the baselines: the same seeded load and anomalies once per policy on the testbed.",
+    ),
+    "cluster": (
+        "firm.cluster.cli",
+        "cluster_command",
+        "Show the application's pods on a Kubernetes cluster as firm sees them: service, node, QoS class, "
+        "containers and the cgroup path on the node (see docs/cluster.md).",
+    ),
 }
-"""Subcommands imported only when used: {name: (module, attribute)}. Several pull in torch or
-scikit-learn, which take seconds to import; ``firm critical-path`` and ``firm features`` need neither."""
+"""Subcommands imported only when used: {name: (module, attribute, short help)}. Several pull in
+torch, scikit-learn or the kubernetes client, which take seconds to import; ``firm --help`` lists
+them by their short help (the first sentence of their documentation, kept equal by a test) without
+importing them, and ``firm critical-path`` and ``firm features`` need none of them."""
 
 
 class FirmGroup(click.Group):
@@ -57,8 +114,27 @@ class FirmGroup(click.Group):
 
     A :class:`FirmError` from the library becomes its message (what was wrong and the fix); any
     other unexpected error is reported in one line that says how to see the traceback (``-vv``).
-    The subcommands of LAZY_COMMANDS are imported when they are run (or listed by ``--help``).
+    The subcommands of LAZY_COMMANDS are imported when they are run, not when ``--help`` lists them.
     """
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands section of ``firm --help``, as click writes it, with the short help of
+        the commands of LAZY_COMMANDS from there (no import)."""
+        rows: list[tuple[str, str]] = []
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        for name in names:
+            if name in LAZY_COMMANDS and name not in self.commands:
+                stand_in = click.Command(name, help=LAZY_COMMANDS[name][2])
+                rows.append((name, stand_in.get_short_help_str(limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -66,7 +142,7 @@ class FirmGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in LAZY_COMMANDS:
-            module, attribute = LAZY_COMMANDS[cmd_name]
+            module, attribute, _ = LAZY_COMMANDS[cmd_name]
             command = getattr(importlib.import_module(module), attribute)
             assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
         if command is not None:
@@ -90,13 +166,19 @@ class FirmGroup(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
             raise SystemExit(0) from None
+        except MemoryError as err:  # an input larger than memory: say so, not "a bug in firm"
+            raise click.ClickException(
+                "out of memory: an input is larger than this machine can hold; give smaller inputs "
+                "(or, for trace files, a smaller --batch-mb)"
+            ) from err
         except (OSError, UnicodeError) as err:  # the environment or an input, not a bug in firm
             log.debug("input or system error", exc_info=True)
             raise click.ClickException(input_error_message(err)) from err
         except Exception as err:
             if _is_redis_connection_error(err):
                 raise click.ClickException(
-                    f"Redis does not answer: {err}; start it (`make services`) or give the right --redis URL"
+                    f"Redis does not answer ({redis_reason(err)}); start it (`make services`) or give "
+                    "the right --redis URL"
                 ) from err
             log.debug("unexpected error", exc_info=True)
             raise click.ClickException(
@@ -197,6 +279,11 @@ def preflight_command(
 ) -> None:
     """Show what firm can control on this machine (cgroups, tc, RDT, resctrl, libpqos), or with
     --cluster on each node of a cluster and what it cannot there and why (see docs/cluster.md)."""
+    if in_cluster and (kubeconfig is not None or context is not None):
+        raise click.UsageError(
+            "--in-cluster uses the pod's service account, --kubeconfig and --context a kubeconfig: "
+            "give one or the other"
+        )
     only_with(
         "--cluster",
         on_cluster,
@@ -221,6 +308,10 @@ def preflight_command(
             cluster_file=cluster_file,
         )
         return
+    from rich.console import Console  # noqa: PLC0415 (imported by the commands that print tables)
+
+    from firm import preflight  # noqa: PLC0415 (the actuation library's probes)
+
     facts = preflight.gather(probe_pqos=not no_pqos)
     if as_json:
         click.echo(json.dumps(preflight.report(facts), indent=2, sort_keys=True))
@@ -228,12 +319,21 @@ def preflight_command(
         preflight.render(facts, Console())
 
 
+DEFAULT_BATCH_MB = 32
+"""``--batch-mb``'s default: :data:`firm.tracing.stream.DEFAULT_BATCH_BYTES` in MiB (a test keeps them
+equal; the stream module is imported only when a command reads traces)."""
+
+MAX_BATCH_MB = 1 << 20
+"""The largest ``--batch-mb``: a TiB of JSON a batch is far past any memory (a larger number would
+overflow the byte count)."""
+
+
 def batch_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--batch-mb``: JSON read per batch (:class:`firm.tracing.stream.StreamOptions`)."""
     return click.option(
         "--batch-mb",
-        type=click.IntRange(min=1),
-        default=DEFAULT_BATCH_BYTES // 2**20,
+        type=click.IntRange(min=1, max=MAX_BATCH_MB),
+        default=DEFAULT_BATCH_MB,
         show_default=True,
         help="MiB of trace JSON read at a time: larger files are processed batch by batch, in memory "
         "proportional to the batch (a trace split over inputs further apart than this is reported in parts).",
@@ -244,6 +344,9 @@ def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
     """The traces FILES or the Jaeger options name (see :func:`firm.tracing.source.read_traces`): a wrong
     combination of options is a usage error, a bad file or an unreachable service stops the command with
     its name in the message; diagnostics (query-API errors, refused spans, dropped traces) go to stderr."""
+    from firm.tracing.errors import TraceError  # noqa: PLC0415 (firm.tracing pulls in numpy)
+    from firm.tracing.source import TraceSourceError, read_traces  # noqa: PLC0415
+
     try:
         found = read_traces(files, **source)
     except TraceSourceError as err:
@@ -258,9 +361,7 @@ def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
 
 
 @main.command("critical-path")
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("files", nargs=-1, required=True, type=InputFile(path_type=Path))
 @overlap_tolerance_option()
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
 @batch_option()
@@ -273,6 +374,9 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
     sections {spanID, sectionStart, sectionEnd}, backwards in time. Files larger than --batch-mb are
     read and printed batch by batch (see docs/tracing.md).
     """
+    from firm.tracing.errors import TraceError  # noqa: PLC0415 (firm.tracing pulls in numpy)
+    from firm.tracing.stream import StreamOptions, write_critical_paths  # noqa: PLC0415
+
     held: list[bytes] = []  # the last chunk, held back until the next: an empty document is not printed
 
     def write(chunk: bytes) -> None:
@@ -299,15 +403,15 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
 
 def no_traces(files: tuple[Path, ...]) -> str:
     """The message of FILES that hold no trace (status 1, as for a file that is not a trace)."""
-    names = ", ".join(str(f) for f in files)
+    unique = list(dict.fromkeys(str(f) for f in files))  # a file given twice is named once
     return (
-        f"{names}: no trace in {'these files' if len(files) > 1 else 'the file'} (an empty answer or "
+        f"{', '.join(unique)}: no trace in {'these files' if len(unique) > 1 else 'the file'} (an empty answer or "
         "export); give files with traces: Jaeger query-API JSON, Jaeger traces or OTLP JSON"
     )
 
 
 @main.command("features")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=InputFile(path_type=Path))
 @jaeger_url_option("Read traces from this Jaeger query service instead of FILES.")
 @click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
 @click.option("--operation", help="Only traces of this operation of --service.")
@@ -357,10 +461,16 @@ def features_command(
     --service, from the last --window of a Jaeger query service. Values that cannot be computed
     (too few samples, constant latency) are null and named in "flags".
     """
+    from firm.tracing import trace_features  # noqa: PLC0415 (firm.tracing pulls in numpy)
+    from firm.tracing.errors import TraceError  # noqa: PLC0415
+    from firm.tracing.features import format_table  # noqa: PLC0415
+    from firm.tracing.source import TraceQuery  # noqa: PLC0415
+    from firm.tracing.stream import StreamOptions  # noqa: PLC0415
+
     query = TraceQuery(service, operation, window, limit)
     try:
         if files and jaeger_url is None and not query.given():
-            result = stream_features(
+            result = features_of_files(
                 files,
                 min_samples=min_samples,
                 overlap_tolerance_us=tolerance,
@@ -387,3 +497,52 @@ def features_command(
         click.echo(format_table(result))
     else:
         click.echo(json.dumps(result.as_dict(), indent=2))
+
+
+def features_of_files(
+    files: tuple[Path, ...],
+    *,
+    min_samples: int,
+    overlap_tolerance_us: int,
+    options: StreamOptions,
+    warn: Callable[[str], object],
+) -> WindowFeatures:
+    """``firm features`` of FILES: :func:`firm.tracing.stream.stream_features` for one file; for
+    several, the same computation over :func:`firm.tracing.stream.trace_batches` (a test keeps the
+    two equal) that also tells which files gave traces, with a warning through ``warn`` naming each
+    file that gave no trace (an empty answer or export among good ones would otherwise pass unseen); when none
+    gave one, the command's error names them all (:func:`no_traces`).
+
+    Raises :class:`firm.tracing.errors.TraceError` naming a file that cannot be read or parsed."""
+    from firm.tracing.critical_path import critical_paths  # noqa: PLC0415 (numpy)
+    from firm.tracing.features import PathSummary, window_features  # noqa: PLC0415
+    from firm.tracing.gcpause import paused_gc  # noqa: PLC0415
+    from firm.tracing.stream import stream_features, trace_batches  # noqa: PLC0415
+
+    if len(set(files)) == 1:  # one file: nothing to tell apart
+        return stream_features(
+            files,
+            min_samples=min_samples,
+            overlap_tolerance_us=overlap_tolerance_us,
+            options=options,
+            warn=warn,
+        )
+    kept: list[PathSummary] = []
+    gave: set[str] = set()
+    with paused_gc():  # as in stream_features: nothing made here forms a reference cycle
+        for batch in trace_batches(files, options):
+            for message in batch.diagnostics:
+                warn(message)
+            for names in batch.sources.values():
+                gave.update(names)
+            paths = critical_paths(batch.traces, overlap_tolerance_us=overlap_tolerance_us)
+            kept.extend(PathSummary.of(cp.main) for cp in paths)
+        result = window_features(kept, min_samples=min_samples)
+    if len(files) > 1 and result.requests:
+        for f in dict.fromkeys(str(f) for f in files):
+            if f not in gave:
+                warn(
+                    f"{f}: no trace in this file (an empty answer or export, or every span refused); "
+                    "the features are those of the other files"
+                )
+    return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 import urllib.parse
@@ -145,6 +146,62 @@ class TextFile(click.Path):
         return converted
 
 
+class InputFile(click.Path):
+    """An existing file to read whole or in batches (a trace export): a regular file or a pipe
+    (``<(zcat traces.json.gz)``). A directory, a device (``/dev/zero`` never ends) or a socket is a
+    usage error naming the argument, before the command starts. ``path_type`` as for
+    :class:`click.Path`."""
+
+    name = "input file"
+
+    def __init__(self, path_type: type[Path] | None = None) -> None:
+        super().__init__(exists=True, dir_okay=False, readable=True, path_type=path_type)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        try:
+            mode = os.stat(os.fsdecode(converted)).st_mode
+        except OSError as exc:
+            self.fail(f"{value}: cannot read it: {exc.strerror or exc}", param, ctx)
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+            self.fail(f"{value} is {kind}; give a file (or a pipe) that holds the data", param, ctx)
+        return converted
+
+
+class OutputFile(click.Path):
+    """A file a command will write (``--report``, ``--output``): not a directory, and in a directory
+    that exists and that this user may write to, checked before the command starts, so that a long
+    run does not end in an error that loses its result. Anything else is a usage error naming the
+    option and the fix. ``path_type`` as for :class:`click.Path`."""
+
+    name = "output file"
+
+    def __init__(self, path_type: type[Path] | None = None) -> None:
+        super().__init__(dir_okay=False, writable=True, path_type=path_type)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        if os.fsdecode(converted) == "-":
+            return converted
+        parent = Path(os.fsdecode(converted)).parent
+        if not parent.is_dir():
+            why = "is not a directory" if parent.exists() else "does not exist"
+            self.fail(
+                f"{value}: its directory {parent} {why}; create the directory first or give another path",
+                param,
+                ctx,
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            self.fail(
+                f"{value}: this user may not write to its directory {parent}; give a path in a writable "
+                "directory",
+                param,
+                ctx,
+            )
+        return converted
+
+
 def overlap_tolerance_option() -> Callable[[F], F]:
     """``--overlap-tolerance US``: siblings overlapping by at most this many microseconds count as
     sequential (the command function's ``tolerance``, 0 to :data:`MAX_OVERLAP_TOLERANCE_US`)."""
@@ -189,6 +246,16 @@ def describe(exc: BaseException) -> str:
     if urllib3_errors is not None and isinstance(exc, urllib3_errors.HTTPError):
         return describe_transport(exc)
     return str(exc)
+
+
+def redis_reason(err: BaseException) -> str:
+    """Why redis-py could not talk to Redis, in words: the socket error it wraps (``connection
+    refused``, ``unknown host``, ``no answer in time``: :func:`firm.urls.describe_transport`), else
+    its own message without the trailing period (``invalid password``...)."""
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, OSError):
+        return describe_transport(cause)
+    return str(err).strip().rstrip(".") or type(err).__name__
 
 
 class FiniteFloatRange(click.FloatRange):

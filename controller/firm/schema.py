@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from firm.urls import redact_url
+
 MAX_SHOWN = 5
 """Errors named in one message; the rest are counted."""
 
@@ -41,6 +43,10 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 
 def _shown(value: Any) -> str:
+    """A value for a message: a URL's password redacted (:func:`firm.urls.redact_url`), at most 60
+    characters."""
+    if isinstance(value, str) and "@" in value:
+        value = redact_url(value)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

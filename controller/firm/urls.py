@@ -24,17 +24,20 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{shown}@{host}"))
 
 
-def describe_transport(exc: BaseException) -> str:
+def describe_transport(exc: BaseException, *, where: bool = True) -> str:
     """Why a connection failed, in words (``127.0.0.1:1: connection refused, after retrying``),
     without the wording of the library underneath (urllib3's "Max retries exceeded with url",
-    "NewConnectionError(...)", Python's ``[Errno 111]``)."""
+    "NewConnectionError(...)", Python's ``[Errno 111]``, urllib's ``<urlopen error ...>``).
+    ``where`` False leaves out the host and port (when the message names the URL already)."""
     errors = sys.modules.get("urllib3.exceptions")
     if errors is not None:
         if isinstance(exc, errors.MaxRetryError):
             pool = getattr(exc, "pool", None)
-            where = f"{pool.host}:{pool.port}" if pool is not None and getattr(pool, "host", None) else ""
+            host = ""
+            if where and pool is not None and getattr(pool, "host", None):
+                host = f"{pool.host}:{pool.port}"
             reason = describe_transport(exc.reason) if exc.reason is not None else "no usable answer"
-            return f"{where + ': ' if where else ''}{reason}, after retrying"
+            return f"{host + ': ' if host else ''}{reason}, after retrying"
         if isinstance(exc, errors.NameResolutionError):  # before NewConnectionError, its base
             return "unknown host"
         if isinstance(exc, errors.NewConnectionError | errors.ProtocolError):
@@ -50,6 +53,15 @@ def describe_transport(exc: BaseException) -> str:
             return "no answer in time"
         if isinstance(exc, errors.SSLError):
             return "the TLS handshake failed (check the certificate authority and the server name)"
+    url_errors = sys.modules.get("urllib.error")  # looked up, not imported: firm.cli imports this module
+    if url_errors is not None and isinstance(exc, url_errors.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if url_errors is not None and isinstance(exc, url_errors.URLError):
+        reason = exc.reason
+        return describe_transport(reason) if isinstance(reason, BaseException) else str(reason)
+    ssl = sys.modules.get("ssl")
+    if ssl is not None and isinstance(exc, ssl.SSLError):
+        return "the TLS handshake failed (check the certificate authority and the server name)"
     if isinstance(exc, socket.gaierror):
         return "unknown host"
     if isinstance(exc, TimeoutError):

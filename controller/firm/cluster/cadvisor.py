@@ -38,10 +38,11 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 from urllib3.exceptions import HTTPError
 
-from firm.cluster.config import ClusterError, api_error
+from firm.cluster.config import ClusterError, api_error, unreachable
 from firm.cluster.discovery import PodInfo
 from firm.telemetry.model import Sample
 from firm.telemetry.source import TelemetrySink
+from firm.urls import describe_transport, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def parse(text: str) -> dict[str, PodCounters]:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
         raise ClusterError(
-            f"the metrics are not Prometheus text: {exc}",
+            f"the metrics are not Prometheus text ({exc})",
             fix="point firm at /metrics/cadvisor of the kubelet or /metrics of cAdvisor",
         ) from exc
     for family in families:
@@ -245,10 +246,7 @@ def kubelet_fetcher(api: kube_client.ApiClient, *, timeout_s: float = 5.0) -> Fe
         except ApiException as exc:
             raise api_error(exc, f"reading /metrics/cadvisor of node {node}") from exc
         except (HTTPError, OSError) as exc:
-            raise ClusterError(
-                f"cannot reach the API server for node {node}'s metrics: {exc}",
-                fix="check the kubeconfig's server address and the network",
-            ) from exc
+            raise unreachable(exc, f"reading the metrics of node {node}", api) from exc
 
     return fetch
 
@@ -264,9 +262,15 @@ def url_fetcher(
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 return bytes(response.read()).decode()
-        except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             raise ClusterError(
-                f"cannot read cAdvisor metrics at {url}: {exc}",
+                f"the cAdvisor metrics at {redact_url(url)} are not UTF-8 text (byte {exc.start})",
+                fix="point the URL template at cAdvisor's /metrics (Prometheus text)",
+            ) from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            why = "not an http(s) URL" if isinstance(exc, ValueError) else describe_transport(exc)
+            raise ClusterError(
+                f"cannot read cAdvisor metrics at {redact_url(url)}: {why}",
                 fix="check that the cadvisor DaemonSet runs and the URL template",
             ) from exc
 

@@ -32,8 +32,14 @@ def _services(specs: tuple[str, ...], services_file: Path | None) -> list[Servic
     found: list[ServiceSpec] = []
     if services_file is not None:
         try:
-            doc = yaml.safe_load(services_file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            doc = yaml.safe_load(services_file.read_bytes().decode("utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})" if mark else ""
+            raise click.ClickException(
+                f"--services {services_file} is not YAML{where}; give a YAML file of the services"
+            ) from exc
+        except (OSError, UnicodeDecodeError) as exc:
             raise click.ClickException(f"--services {services_file}: {describe(exc)}") from exc
         if not isinstance(doc, (dict, list)):
             raise click.ClickException(
@@ -43,7 +49,7 @@ def _services(specs: tuple[str, ...], services_file: Path | None) -> list[Servic
     for spec in specs:
         name, _, rest = spec.partition("=")
         parts = rest.split(":")
-        if not name or len(parts) < 2:
+        if not name or not 2 <= len(parts) <= 3:
             raise click.BadParameter(
                 f"{spec!r} is not NAME=NAMESPACE:SELECTOR[:DEPLOYMENT]", param_hint="--service"
             )

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError, InvalidInputError
+from firm.urls import describe_transport, redact_url
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -67,9 +68,14 @@ class ServiceSpec:
             )
 
 
+SERVICE_FIELDS = ("name", "namespace", "selector", "deployment")
+"""The fields of a service entry in configuration (``deployment`` is optional)."""
+
+
 def services_from(mapping: object) -> list[ServiceSpec]:
     """Services from configuration: ``{name: {namespace, selector, deployment}}`` or a list of
-    ``{name, namespace, selector, deployment}``; raises :class:`ClusterConfigError` on a missing field."""
+    ``{name, namespace, selector, deployment}``; raises :class:`ClusterConfigError` naming the entry
+    for a missing field, an unknown one or a value that is not text."""
     shape = "give {NAME: {namespace, selector, deployment}} or a list of {name, namespace, selector}"
     if isinstance(mapping, Mapping):
         bad = [k for k, v in mapping.items() if not isinstance(v, Mapping)]
@@ -80,27 +86,60 @@ def services_from(mapping: object) -> list[ServiceSpec]:
         entries = list(mapping)
     else:
         raise ClusterConfigError(
-            f"services are a {type(mapping).__name__}, not a mapping or a list", fix=shape
+            f"the services are {_kind(mapping)} ({_short(mapping)}), not a mapping or a list", fix=shape
         )
     found = []
     for entry in entries:
         if not isinstance(entry, Mapping):
-            raise ClusterConfigError(f"service entry {entry!r} is not a mapping of its fields", fix=shape)
-        missing = [f for f in ("name", "namespace", "selector") if not entry.get(f)]
+            raise ClusterConfigError(
+                f"service entry {_short(entry)} is not a mapping of its fields", fix=shape
+            )
+        where = (
+            f"service {entry.get('name')!r}" if entry.get("name") else f"service entry {_short(dict(entry))}"
+        )
+        unknown = [str(k) for k in entry if k not in SERVICE_FIELDS]
+        if unknown:
+            raise ClusterConfigError(
+                f"{where}: {', '.join(unknown)} {'is not a field' if len(unknown) == 1 else 'are not fields'}",
+                fix=f"the fields are {', '.join(SERVICE_FIELDS)} (deployment is optional)",
+            )
+        missing = [f for f in ("name", "namespace", "selector") if entry.get(f) in (None, "")]
         if missing:
             raise ClusterConfigError(
-                f"service entry {dict(entry)!r} lacks {', '.join(missing)}",
+                f"{where} lacks {', '.join(missing)}",
                 fix="give name, namespace and selector (deployment is optional)",
             )
-        found.append(
-            ServiceSpec(
-                str(entry["name"]),
-                str(entry["namespace"]),
-                str(entry["selector"]),
-                str(entry["deployment"]) if entry.get("deployment") else None,
+        not_text = [f for f in SERVICE_FIELDS if entry.get(f) is not None and not isinstance(entry[f], str)]
+        if not_text:
+            raise ClusterConfigError(
+                f"{where}: " + ", ".join(f"{f} is {_kind(entry[f])} ({_short(entry[f])})" for f in not_text),
+                fix="give each as text, e.g. namespace: social-network, selector: app=compose-post "
+                "(quote a name YAML would read as a number)",
             )
+        found.append(
+            ServiceSpec(entry["name"], entry["namespace"], entry["selector"], entry.get("deployment") or None)
         )
     return found
+
+
+def _kind(value: object) -> str:
+    """``a number``, ``a list``, ``a mapping``, ``true or false``..., for messages."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return "a list"
+    if value is None:
+        return "empty"
+    return "text" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def api_client(
@@ -130,10 +169,50 @@ def api_client(
             "the pod's service account" if use_cluster else (kubeconfig or "$KUBECONFIG or ~/.kube/config")
         )
         raise ClusterError(
-            f"cannot load the cluster's credentials from {where}: {exc}",
+            f"cannot load the cluster's credentials from {where}: {_credentials_problem(exc)}",
             fix="give --kubeconfig FILE (and --context), or run firm in a pod with a service account",
         ) from exc
     return kube_client.ApiClient(configuration)
+
+
+def _credentials_problem(exc: BaseException) -> str:
+    """Why a kubeconfig (or the service account) could not be loaded, in firm's words: a YAML error
+    as its line and problem, the client's own ConfigException as its message (it names the missing
+    key or context), an OSError as its reason, and the client's TypeError / KeyError / AttributeError
+    on a document of the wrong shape as that."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        return f"not YAML (line {exc.problem_mark.line + 1}: {exc.problem})"
+    if isinstance(exc, yaml.YAMLError):
+        return "not YAML"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
+    if isinstance(exc, ConfigException | OSError):
+        return str(exc).strip().rstrip(".")
+    return (
+        "not a kubeconfig of the usual shape (apiVersion, clusters, contexts and users, each a list of "
+        "{name, ...} entries, and current-context); `kubectl config view` shows what it reads"
+    )
+
+
+def server_of(api: Any) -> str | None:
+    """The API server's URL of a client (``kubernetes.client.ApiClient``, or an API object holding one
+    as ``api_client``), password redacted (:func:`firm.urls.redact_url`); None when it has none."""
+    client = getattr(api, "api_client", api)
+    host = getattr(getattr(client, "configuration", None), "host", None)
+    return redact_url(host) if isinstance(host, str) and host else None
+
+
+def unreachable(exc: BaseException, doing: str, api: Any = None) -> ClusterError:
+    """A :class:`ClusterError` for an API server that could not be reached while ``doing`` (``"listing
+    the nodes"``): which server (from ``api``, password redacted), why in words
+    (:func:`firm.urls.describe_transport`, not the HTTP library's text) and the fix."""
+    server = server_of(api)
+    return ClusterError(
+        f"cannot reach the API server{f' at {server}' if server else ''} {doing}: "
+        f"{describe_transport(exc, where=server is None)}",
+        fix="check the kubeconfig's server address (`kubectl cluster-info` shows it), the network and, "
+        "for a TLS error, the kubeconfig's certificate authority",
+    )
 
 
 def api_error(exc: ApiException, doing: str) -> ClusterError:

@@ -27,7 +27,7 @@ from urllib3.exceptions import HTTPError
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cluster.config import ClusterError, ServiceSpec, api_error
+from firm.cluster.config import ClusterError, ServiceSpec, api_error, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -259,10 +259,7 @@ class Discovery:
                     exc, f"listing the pods of {service.name} ({service.namespace}, {service.selector})"
                 ) from exc
             except (HTTPError, OSError) as exc:
-                raise ClusterError(
-                    f"cannot reach the API server listing the pods of {service.name}: {exc}",
-                    fix="check the kubeconfig's server address and the network",
-                ) from exc
+                raise unreachable(exc, f"listing the pods of {service.name}", self.core) from exc
             for pod in listed.items:
                 info = pod_info(service.name, pod)
                 if info.running or not running_only:

@@ -38,7 +38,7 @@ from urllib3.exceptions import HTTPError
 
 from firm.actuate.executor import Action, Applied, ExecutorError, Snapshot, StepResult, Value
 from firm.cluster.ansible import AnsibleExecutor
-from firm.cluster.config import ClusterError, ServiceSpec, api_error
+from firm.cluster.config import ClusterError, ServiceSpec, api_error, unreachable
 from firm.cluster.discovery import PodInfo, cpu_cores, memory_bytes, pod_info
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ class KubernetesExecutor:
         except ApiException as exc:
             raise api_error(exc, f"reading pod {pod.namespace}/{pod.name}") from exc
         except (HTTPError, OSError) as exc:
-            raise ClusterError(
-                f"cannot reach the API server reading {pod.namespace}/{pod.name}: {exc}",
-                fix="check the kubeconfig's server address and the network",
-            ) from exc
+            raise unreachable(exc, f"reading {pod.namespace}/{pod.name}", self.core) from exc
         return pod_info(pod.service, fresh)
 
     @staticmethod
@@ -219,10 +216,7 @@ class KubernetesExecutor:
                     continue
                 raise api_error(exc, f"resizing pod {pod.namespace}/{pod.name}") from exc
             except (HTTPError, OSError) as exc:
-                raise ClusterError(
-                    f"cannot reach the API server resizing {pod.namespace}/{pod.name}: {exc}",
-                    fix="check the kubeconfig's server address and the network",
-                ) from exc
+                raise unreachable(exc, f"resizing {pod.namespace}/{pod.name}", self.core) from exc
         self.resize_supported = True
         if not dry_run:
             self.pods[pod.instance] = pod_info(pod.service, answer)
@@ -485,10 +479,7 @@ class KubernetesScaler:
                     continue
                 raise api_error(exc, f"scaling deployment {spec.namespace}/{spec.deployment}") from exc
             except (HTTPError, OSError) as exc:
-                raise ClusterError(
-                    f"cannot reach the API server scaling {spec.deployment}: {exc}",
-                    fix="check the kubeconfig's server address and the network",
-                ) from exc
+                raise unreachable(exc, f"scaling {spec.deployment}", self.apps) from exc
         raise AssertionError("unreachable")
 
     def events(self) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from firm.cluster.ansible import LOCAL_INVENTORY, absolute_inventory, runner_env
-from firm.cluster.config import ClusterError, ServiceSpec, api_error
+from firm.cluster.config import ClusterError, ServiceSpec, api_error, unreachable
 from firm.cluster.discovery import cpu_cores, memory_bytes
 from firm.cluster.rbac import needed, rbac_report
 
@@ -115,10 +115,7 @@ def list_nodes(api: kube_client.ApiClient, *, timeout_s: float = 10.0) -> list[N
     except ApiException as exc:
         raise api_error(exc, "listing the nodes") from exc
     except (HTTPError, OSError) as exc:
-        raise ClusterError(
-            f"cannot reach the API server listing the nodes: {exc}",
-            fix="check the kubeconfig's server address and the network",
-        ) from exc
+        raise unreachable(exc, "listing the nodes", api) from exc
     return sorted((node_info(n) for n in listed.items), key=lambda n: n.name)
 
 

@@ -32,7 +32,7 @@ from kubernetes import client as kube_client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from firm.cluster.config import ClusterError, ServiceSpec, api_error
+from firm.cluster.config import ClusterError, ServiceSpec, api_error, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +182,7 @@ def review(api: kube_client.ApiClient, permission: Permission, *, timeout_s: flo
     except ApiException as exc:
         raise api_error(exc, doing) from exc
     except (HTTPError, OSError) as exc:
-        raise ClusterError(
-            f"cannot reach the API server {doing}: {exc}",
-            fix="check the kubeconfig's server address and the network",
-        ) from exc
+        raise unreachable(exc, doing, api) from exc
     status = answer.status
     if status is None:
         raise ClusterError(

@@ -19,6 +19,8 @@ makes its :class:`firm.loop.runner.Target` and :class:`firm.loop.runner.Scaler`.
 from __future__ import annotations
 
 import logging
+import string
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +28,10 @@ from typing import Any, Literal
 
 import yaml
 from kubernetes import client as kube_client
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError
+from firm import schema
 from firm.cluster.ansible import AnsibleExecutor, AnsibleTarget, PlaybookRunner
 from firm.cluster.app import ClusterTarget
 from firm.cluster.cadvisor import ClusterCollector, ClusterSampler, Fetcher, kubelet_fetcher, url_fetcher
@@ -59,10 +62,30 @@ class ServiceEntry(BaseModel):
     )
 
 
+def _http_url(value: str, example: str) -> str:
+    """``value`` when it is an http(s) URL with a host and a valid port, else ValueError saying so
+    (the message names no part of the URL: the field's value is shown, password redacted, by
+    :func:`firm.schema.describe`)."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port == 0
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(f"not an http(s) URL with a host; give one such as {example}")
+    return value
+
+
 class ClusterRunConfig(BaseModel):
     """The application on the cluster: what ``firm run --cluster FILE`` reads."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     services: dict[str, ServiceEntry] = Field(
         min_length=1, description="The application's services by the name their spans carry."
@@ -114,6 +137,48 @@ class ClusterRunConfig(BaseModel):
         default=30.0, ge=0, description="Seconds between two scalings of a service."
     )
 
+    @field_validator("jaeger_url")
+    @classmethod
+    def _jaeger_url(cls, value: str) -> str:
+        return _http_url(value, "http://jaeger-query.observability:16686")
+
+    @field_validator("cadvisor_url")
+    @classmethod
+    def _cadvisor_url(cls, value: str) -> str:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+            unknown = sorted({"{" + f + "}" for f in fields} - {"{address}", "{node}"})
+        except ValueError:
+            unknown = ["an unbalanced brace"]
+        if unknown:
+            raise ValueError(
+                f"it holds {', '.join(unknown)}; only {{address}} and {{node}} are filled in "
+                "(double a brace that is meant literally)"
+            )
+        try:
+            example = value.format(address="node", node="node")
+        except (ValueError, IndexError, KeyError, AttributeError):
+            raise ValueError("its {address} or {node} has a format of its own; write them plain") from None
+        _http_url(example, "http://{address}:8080/metrics")
+        return value
+
+    @field_validator("slo_ms")
+    @classmethod
+    def _slo_ms(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not v > 0]
+        if bad:
+            raise ValueError(f"the SLO of {', '.join(bad)} is not above 0; give each a p99 in ms above 0")
+        return value
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ClusterRunConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}; "
+                "give min_replicas at most max_replicas"
+            )
+        return self
+
     def service_specs(self) -> list[ServiceSpec]:
         return [ServiceSpec(n, s.namespace, s.selector, s.deployment) for n, s in self.services.items()]
 
@@ -121,11 +186,23 @@ class ClusterRunConfig(BaseModel):
 def load_config(path: str | Path) -> ClusterRunConfig:
     """The cluster file; raises :class:`ClusterRunConfigError` naming the field and the fix."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        loaded = yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
         raise ClusterRunConfigError(
-            f"cannot read the cluster file {path}: {exc}",
+            f"cannot read the cluster file {path}: {exc.strerror or type(exc).__name__}",
             fix="give a readable YAML file (see docs/cluster.md)",
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ClusterRunConfigError(
+            f"the cluster file {path} is not UTF-8 text (byte {exc.start})",
+            fix="give a YAML file saved as UTF-8 (see docs/cluster.md)",
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})" if mark else ""
+        raise ClusterRunConfigError(
+            f"the cluster file {path} is not YAML{where}",
+            fix="give a YAML mapping of settings (see docs/cluster.md)",
         ) from exc
     if not isinstance(loaded, dict):
         raise ClusterRunConfigError(f"{path} is not a mapping of settings", fix="write key: value lines")
@@ -133,13 +210,12 @@ def load_config(path: str | Path) -> ClusterRunConfig:
         config = ClusterRunConfig.model_validate(loaded)
         config.service_specs()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
-        )
         raise ClusterRunConfigError(
-            f"{path}: {problems}",
-            fix=f"the settings are {', '.join(ClusterRunConfig.model_fields)}; see docs/cluster.md",
+            f"{path}: {schema.describe(exc, ClusterRunConfig)}",
+            fix="correct the fields named; every setting is described in docs/cluster.md",
         ) from None
+    except ClusterError as exc:  # a service's namespace or selector (ServiceSpec)
+        raise ClusterRunConfigError(f"{path}: {exc.message}", fix=exc.fix or "see docs/cluster.md") from None
     return config
 
 

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+import redis
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from firm.cli_options import FiniteFloatRange, check_http_url, json_option, redis_url_option
+from firm.cli_options import FiniteFloatRange, check_http_url, json_option, redis_reason, redis_url_option
 from firm.load.config import (
     MAX_RATE_RPS,
     ConstantRate,
@@ -27,9 +28,10 @@ from firm.load.config import (
     parse_mix,
     parse_slos,
 )
-from firm.load.errors import LoadError
+from firm.load.errors import LoadError, LoadSpecError
 from firm.load.generator import LoadGenerator
 from firm.load.stats import Summary, WindowStats
+from firm.urls import redact_url
 
 _DEFAULT = LoadSpec.__dataclass_fields__
 
@@ -293,17 +295,70 @@ def load_command(
             timeout_s=timeout,
             window_s=window,
         )
-    except LoadError as err:  # the options do not make a load: a usage error (status 2)
+    except LoadSpecError as err:  # the options do not make a load: a usage error (status 2) naming the option
+        raise _usage_error(err) from err
+    except LoadError as err:
         raise click.UsageError(str(err)) from err
     try:
         output = RedisOutput(redis_url, requests_maxlen=requests_maxlen) if redis_url else None
         summary = asyncio.run(_run(spec, output, quiet))
+    except LoadSpecError as err:  # the --trace file, read when the load starts: status 1, the option named
+        option, message = _in_options(err)
+        raise click.ClickException(f"{option}: {message}" if option else message) from err
     except LoadError as err:
-        raise click.ClickException(str(err)) from err
+        raise click.ClickException(_load_error(err, redis_url)) from err
     _print_summary(summary, output, as_json)
     if not summary.overall.succeeded:
         what = f"errors: {dict(summary.overall.errors)}" if summary.overall.sent else "nothing was sent"
         raise click.ClickException(f"no request succeeded ({what}); check that the frontend answers at {url}")
+
+
+OPTION_OF_FIELD = {
+    "url": "URL",
+    "rate": "--rate",
+    "rate.path": "--trace",
+    "rate.peak_rps": "--peak",
+    "rate.speedup": "--speedup",
+    "duration_s": "--duration",
+    "users": "--users",
+    "seed": "--seed",
+    "connections": "--connections",
+    "max_in_flight": "--max-in-flight",
+    "timeout_s": "--timeout",
+    "window_s": "--window",
+}
+"""The option of ``firm load`` that sets each field of :class:`firm.load.config.LoadSpec` (a refused
+field is reported as its option)."""
+
+
+def _in_options(err: LoadSpecError) -> tuple[str | None, str]:
+    """The option that sets the refused field (:data:`OPTION_OF_FIELD`; None for a field without
+    one) and the message without the field's name, its fix in the option's spelling
+    (``--duration 60``, not ``duration_s=60``)."""
+    option = OPTION_OF_FIELD.get(err.field)
+    if option is None:
+        return None, str(err)
+    message = err.message.removeprefix(f"{err.field}: ")
+    fix = err.fix.replace(f"{err.field}=", f"{option} ") if option.startswith("--") else err.fix
+    return option, f"{message}. Fix: {fix}" if fix else message
+
+
+def _usage_error(err: LoadSpecError) -> click.UsageError:
+    """A refused field of the load as a usage error naming its option (:func:`_in_options`)."""
+    option, message = _in_options(err)
+    return click.BadParameter(message, param_hint=option) if option else click.UsageError(message)
+
+
+def _load_error(err: LoadError, redis_url: str | None) -> str:
+    """A LoadError of the run for the user: a Redis that does not answer as its URL (password
+    redacted) and the reason in words (:func:`firm.urls.describe_transport`), not redis-py's text."""
+    cause = err.__cause__
+    if redis_url and isinstance(cause, redis.RedisError):
+        return (
+            f"Redis at {redact_url(redis_url)} does not answer ({redis_reason(cause)}). Fix: start it (make services) "
+            "or give the right --redis URL ('' for none)"
+        )
+    return str(err)
 
 
 def _print_summary(summary: Summary, output: RedisOutput | None, as_json: bool) -> None:

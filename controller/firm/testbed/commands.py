@@ -21,8 +21,9 @@ from rich.table import Table
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
-from firm.cli_options import DEFAULT_REDIS_URL, json_option, redis_url_option
+from firm.cli_options import DEFAULT_REDIS_URL, OutputFile, json_option, redis_reason, redis_url_option
 from firm.cli_options import config_option as shared_config_option
+from firm.load.cli import MAX_SEED
 from firm.load.config import MAX_RATE_RPS
 from firm.load.stats import WindowStats, percentile
 from firm.testbed import config as testbed_config
@@ -31,6 +32,8 @@ from firm.testbed.state import TestbedState
 from firm.testbed.store import RedisTraceStore
 from firm.tracing.export import jaeger_document
 from firm.tracing.parse import parse_duration_us
+from firm.tracing.source import TraceSourceError, check_window_us
+from firm.urls import redact_url
 
 config_option = shared_config_option("YAML file overriding the testbed's defaults (see docs/testbed.md).")
 
@@ -258,9 +261,7 @@ def scale_command(service: str, count: int, config_path: str | None, as_json: bo
 @testbed.command("traces")
 @config_option
 @click.option("--last", "window", default="60s", show_default=True, help="How far back, e.g. 30s, 5m.")
-@click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, writable=True), help="File to write (default: stdout)."
-)
+@click.option("--output", "-o", type=OutputFile(), help="File to write (default: stdout).")
 def traces_command(config_path: str | None, window: str, output: str | None) -> None:
     """Export the recent traces as Jaeger JSON (readable by Jaeger UI and `firm critical-path`)."""
     try:
@@ -271,6 +272,10 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
         raise click.BadParameter(
             f"{window!r} is not a positive duration; give e.g. 30s or 5m", param_hint="--last"
         )
+    try:
+        check_window_us(span_us, "--last")
+    except TraceSourceError as exc:
+        raise click.BadParameter(exc.message, param_hint="--last") from exc
     config = _load(config_path)
     state = lifecycle.read_state(config)
     if state is None:
@@ -280,11 +285,11 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
         traces = RedisTraceStore.of(state).traces(now - span_us, now)
     except redis.RedisError as exc:
         raise click.ClickException(
-            f"cannot read the trace store at {state.redis_address}: {exc}. Fix: check the testbed with "
+            f"cannot read the trace store at {state.redis_address} ({redis_reason(exc)}). Fix: check the testbed with "
             "`firm testbed status`, or restart it (`firm testbed down` then `firm testbed up`)"
         ) from exc
     text = json.dumps(jaeger_document(traces))
-    if output:
+    if output and output != "-":  # '-': stdout, as the default
         Path(output).write_text(text)
         click.echo(f"wrote {len(traces)} traces to {output}", err=True)
     else:
@@ -330,7 +335,13 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
 @click.option(
     "--link-rate", default="100mbit", show_default=True, help="Capacity network_bandwidth takes a share of."
 )
-@click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--seed",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0, max=MAX_SEED),
+    help="Seed of the load (the same seed, the same requests).",
+)
 @redis_url_option(
     "firm's Redis, for the requests and latency windows ('' for none).",
     default=DEFAULT_REDIS_URL,
@@ -342,9 +353,7 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
     is_flag=True,
     help="Leave the testbed up at the end (by default it is taken down again if this command started it).",
 )
-@click.option(
-    "--report", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON here."
-)
+@click.option("--report", type=OutputFile(), help="Write the report as JSON here.")
 def run_command(
     config_path: str | None,
     duration: float,
@@ -409,7 +418,10 @@ def _reachable(url: str, say: Callable[[str], None]) -> str | None:
     try:
         redis_auth.connect(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        say(f"[yellow]no Redis at {url} ({exc}): requests and latency windows are not recorded[/yellow]")
+        say(
+            f"[yellow]no Redis at {redact_url(url)} ({redis_reason(exc)}): requests and latency windows are "
+            "not recorded[/yellow]"
+        )
         return None
     return url
 

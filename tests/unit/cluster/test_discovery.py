@@ -135,8 +135,8 @@ def test_veth_names() -> None:
 @pytest.mark.parametrize(
     ("services", "named"),
     [
-        (5, "services are a int"),
-        ("web", "services are a str"),
+        (5, r"the services are a number \(5\)"),
+        ("web", r"the services are text \('web'\)"),
         ([1, 2], "service entry 1 is not a mapping"),
         ({"web": 3}, "service 'web' is not a mapping"),
         ({"web": ["default"]}, "service 'web' is not a mapping"),
@@ -146,3 +146,19 @@ def test_services_of_the_wrong_shape_are_refused_naming_the_entry(services: obje
     with pytest.raises(ClusterConfigError, match=named) as raised:
         services_from(services)
     assert "give {NAME: {namespace, selector, deployment}}" in raised.value.fix
+
+
+@pytest.mark.parametrize(
+    ("services", "named"),
+    [
+        ({"web": {"namespace": "d", "selector": "app=w", "bogus": 1}}, "service 'web': bogus is not a field"),
+        ({"web": {"namespace": 5, "selector": "app=w"}}, "service 'web': namespace is a number (5)"),
+        ({"web": {"namespace": "d", "selector": ["a"]}}, "service 'web': selector is a list (['a'])"),
+        ({"web": {"namespace": "d", "selector": "a", "deployment": True}}, "deployment is true or false"),
+        ([{"name": 7, "namespace": "d", "selector": "a"}], "service 7: name is a number (7)"),
+    ],
+)
+def test_service_fields_that_are_unknown_or_not_text_are_refused(services: object, named: str) -> None:
+    with pytest.raises(ClusterConfigError) as raised:
+        services_from(services)
+    assert named in str(raised.value)

@@ -107,7 +107,7 @@ def test_the_cluster_file_is_validated(tmp_path: Path) -> None:
     )
     wrong = tmp_path / "wrong.yml"
     wrong.write_text(
-        "services: {a: {namespace: Not_A_Namespace, selector: app=a}}\njaeger_url: x\nentry_services: [a]\n"
+        "services: {a: {namespace: Not_A_Namespace, selector: app=a}}\njaeger_url: http://j:16686\nentry_services: [a]\n"
     )
     with pytest.raises(Exception, match="is not a namespace name"):
         load_config(wrong)

@@ -158,7 +158,11 @@ def test_stores_in_redis() -> None:
         (["--trace", "{trace}"], 2, "--trace needs --peak"),
         (["--rate", "5", "--duration", "1", "--speedup", "2"], 2, "apply to --trace only"),
         (["--rate", "-5", "--duration", "1"], 2, "-5"),
-        (["--rate", "5"], 2, "duration_s: a constant rate needs a duration"),
+        (
+            ["--rate", "5"],
+            2,
+            "--duration: a constant rate needs a duration. Fix: give the run's length in seconds, e.g. --duration 60",
+        ),
         (
             ["--rate", "5", "--duration", "1", "--mix", "compose=-1,home=1"],
             2,
@@ -169,12 +173,12 @@ def test_stores_in_redis() -> None:
         (
             ["--rate", "5", "--duration", "1", "--connections", "50", "--max-in-flight", "10"],
             2,
-            "max_in_flight: 10 is below connections (50)",
+            "--max-in-flight: 10 is below connections (50)",
         ),
         (
             ["--trace", "{trace}", "--peak", "10", "--duration", "5"],
             1,
-            "duration_s: 5 s is longer than the trace",
+            "--duration: 5 s is longer than the trace",
         ),
     ],
 )
