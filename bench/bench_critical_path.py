@@ -21,8 +21,12 @@ walk, in the same run (needs the DeathStarBench traces of ``../shared/data``):
   eighth of the file (``--batch-mb``: memory follows the batch) and with the whole file as one
   batch; the same pipeline in process without the interpreter start and the CLI's imports, and
   the previous one (the whole file parsed at once, tags kept); and the reference: the same file
-  through the standard library's ``json.loads``, the parser, the walk and ``json.dumps``. This part runs
-  first, while the benchmark's own process is small. The import of ``firm.cli`` alone is
+  through the standard library's ``json.loads``, the parser, the walk and ``json.dumps``. Beside
+  them, in the same run, both commands' pipelines with the column reader (Jaeger JSON decoded
+  straight into the fields firm reads, :class:`firm.tracing.columns.ColumnTrace`) and without it
+  (``StreamOptions(columns=False)``: every trace parsed into span objects, the reader before it),
+  as processes and in process, by CPU time. This part runs first, while the benchmark's own
+  process is small. The import of ``firm.cli`` alone is
   timed too, since it is part of every command.
 
 ``--scaling`` adds the growth table of earlier versions: synthetic ``wide``, ``deep`` and
@@ -69,7 +73,7 @@ from firm.tracing import (
     window_features,
 )
 from firm.tracing.export import jaeger_document, json_bytes
-from firm.tracing.stream import stream_features, write_critical_paths
+from firm.tracing.stream import StreamOptions, stream_features, write_critical_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "jaeger-traces" / "deathstarbench"
@@ -197,6 +201,18 @@ def best_time(fn: Callable[[], object], budget_s: float, min_runs: int = 3, max_
         dt = time.perf_counter() - t0
         times.append(dt)
         spent += dt
+    return min(times)
+
+
+def best_cpu(fn: Callable[[], object], runs: int) -> float:
+    """The least CPU time (seconds, this process) of ``runs`` calls: steadier than wall time on a
+    shared machine, where a process paused or waiting for a CPU spends none."""
+    times: list[float] = []
+    for _ in range(runs):
+        gc.collect()
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
     return min(times)
 
 
@@ -399,6 +415,41 @@ def run_process(args: list[str]) -> tuple[float, int, float]:
     return dt, (peaks[-1] * 1024 if peaks else 0), cpu
 
 
+_PIPELINE = (
+    "import json, sys\n"
+    "from firm.tracing.stream import StreamOptions, stream_features, write_critical_paths\n"
+    "command, reader, path = sys.argv[1:4]\n"
+    "options = StreamOptions(columns=reader == 'columns')\n"
+    "if command == 'critical-path':\n"
+    "    write_critical_paths([path], sys.stdout.buffer.write, indent=False, options=options)\n"
+    "else:\n"
+    "    print(json.dumps(stream_features([path], options=options).as_dict(), indent=2))\n"
+)
+"""What ``firm critical-path --compact FILE`` and ``firm features FILE`` run, without the CLI, with
+the column reader on (``columns``) or off (``rows``: every trace through the reference parser, the
+reader before it): the before and after of the column reader in one run, in fresh processes."""
+
+
+def readers(tmp: Path, path: Path, spans: int, runs: int) -> dict[str, Any]:
+    """Both commands with the column reader off and on, alternately (CPU time, peak memory)."""
+    script = tmp / "pipeline.py"
+    script.write_text(_PIPELINE)
+    out: dict[str, Any] = {}
+    for command in ("critical-path", "features"):
+        measured: dict[str, list[tuple[float, int, float]]] = {"rows": [], "columns": []}
+        for _ in range(runs):
+            for reader in ("rows", "columns"):
+                measured[reader].append(run_process([str(script), command, reader, str(path)]))
+        key = command.replace("-", "_")
+        for reader, results in measured.items():
+            cpu = min(r[2] for r in results)
+            out[f"{key}_{reader}_cpu_s"] = cpu
+            out[f"{key}_{reader}_cpu_spans_per_s"] = rate(spans, cpu)
+            out[f"{key}_{reader}_peak_rss_bytes"] = min(r[1] for r in results)
+        out[f"{key}_speedup"] = out[f"{key}_rows_cpu_s"] / out[f"{key}_columns_cpu_s"]
+    return out
+
+
 def reference_pipeline(path: Path) -> int:
     """The file through the standard library's ``json.loads``, the walk and ``json.dumps``."""
     traces = parse_traces(json.loads(path.read_bytes()), str(path))
@@ -413,7 +464,7 @@ def reference_features(path: Path) -> object:
     return window_features([critical_path_walk(t) for t in traces])
 
 
-def fast_pipeline(path: Path) -> int:
+def fast_pipeline(path: Path, options: StreamOptions | None = None) -> int:
     """What ``firm critical-path --compact`` does, in process: the file in batches, critical paths,
     JSON out (to a sink)."""
     size = 0
@@ -422,7 +473,7 @@ def fast_pipeline(path: Path) -> int:
         nonlocal size
         size += len(chunk)
 
-    write_critical_paths([path], sink, indent=False)
+    write_critical_paths([path], sink, indent=False, options=options)
     return size
 
 
@@ -465,12 +516,26 @@ def end_to_end(min_mb: int, runs: int) -> dict[str, Any]:
             measured = [run_process(args) for _ in range(runs)]
             row[f"{name}_s"], row[f"{name}_peak_rss_bytes"], _ = min(measured, key=lambda r: r[0])
             row[f"{name}_cpu_s"] = min(r[2] for r in measured)
+        row["readers"] = readers(Path(tmp), path, n, max(runs, 3))
+        rows_only = StreamOptions(columns=False)
+        row["critical_path_in_process_cpu_s"] = best_cpu(lambda: fast_pipeline(path), max(runs, 3))
+        row["critical_path_rows_in_process_cpu_s"] = best_cpu(
+            lambda: fast_pipeline(path, rows_only), max(runs, 3)
+        )
+        row["features_in_process_cpu_s"] = best_cpu(lambda: stream_features([path]), max(runs, 3))
+        row["features_rows_in_process_cpu_s"] = best_cpu(
+            lambda: stream_features([path], options=rows_only), max(runs, 3)
+        )
         row["critical_path_in_process_s"] = best_time(lambda: fast_pipeline(path), 0, min_runs=runs)
         row["whole_file_in_process_s"] = best_time(lambda: whole_pipeline(path), 0, min_runs=1)
         row["features_in_process_s"] = best_time(lambda: stream_features([path]), 0, min_runs=runs)
         row["reference_in_process_s"] = best_time(lambda: reference_pipeline(path), 0, min_runs=1)
         row["reference_features_in_process_s"] = best_time(lambda: reference_features(path), 0, min_runs=1)
     for k in (
+        "critical_path_in_process_cpu",
+        "critical_path_rows_in_process_cpu",
+        "features_in_process_cpu",
+        "features_rows_in_process_cpu",
         "critical_path_cli",
         "features_cli",
         "critical_path_small_batch_cli",
@@ -548,6 +613,8 @@ BASELINE_FIGURES = {
     "import firm.cli": ("end_to_end", "import_cli_s"),
     "in process: critical-path": ("end_to_end", "critical_path_in_process_s"),
     "in process: features": ("end_to_end", "features_in_process_s"),
+    "in process: critical-path, cpu": ("end_to_end", "critical_path_in_process_cpu_s"),
+    "in process: features, cpu": ("end_to_end", "features_in_process_cpu_s"),
     "one trace at a time": ("one_trace_at_a_time", "critical_path_of_s"),
 }
 
@@ -640,6 +707,25 @@ def main(argv: list[str] | None = None) -> int:
         f"(reference: stdlib json, walk {e2e['reference_features_in_process_s']:.2f} s, "
         f"{e2e['features_speedup_vs_reference']:.1f}x)\n"
     )
+
+    rd = e2e["readers"]
+    print(
+        "  the column reader against the reader before it (every trace parsed into span objects), same run, CPU time:"
+    )
+    for key, name in (("critical_path", "critical-path --compact"), ("features", "features")):
+        print(
+            f"    {name:<24} rows {rd[f'{key}_rows_cpu_s']:5.2f} s {fmt_rate(rd[f'{key}_rows_cpu_spans_per_s']):>6} spans/s"
+            f" peak {fmt_mb(rd[f'{key}_rows_peak_rss_bytes'])}  ->  columns {rd[f'{key}_columns_cpu_s']:5.2f} s "
+            f"{fmt_rate(rd[f'{key}_columns_cpu_spans_per_s']):>6} spans/s peak {fmt_mb(rd[f'{key}_columns_peak_rss_bytes'])}"
+            f"  {rd[f'{key}_speedup']:.2f}x"
+        )
+    for key, name in (("critical_path", "critical-path"), ("features", "features")):
+        before, after = e2e[f"{key}_rows_in_process_cpu_s"], e2e[f"{key}_in_process_cpu_s"]
+        print(
+            f"    in process: {name:<14} rows {before:5.2f} s {fmt_rate(rate(f['spans'], before)):>6} spans/s  ->  "
+            f"columns {after:5.2f} s {fmt_rate(rate(f['spans'], after)):>6} spans/s  {before / after:.2f}x"
+        )
+    print()
 
     one = doc["one_trace_at_a_time"] = one_at_a_time(budget)
     print(

@@ -45,7 +45,9 @@ with array operations: ancestors' intervals by pointer jumping (O(n log depth)),
 once (O(n log n)), each child's predecessor in a chain by binary search, chains marked by binary
 lifting. No per-span Python loop runs beyond reading the spans, so deep chains and wide fan-outs
 cost the same per span, and many small traces cost no more per span than one large one. Results
-are held as lists; path steps, sections and arrays become objects only when asked for.
+are held as lists; path steps, sections and arrays become objects only when asked for. Traces
+held as columns (:class:`firm.tracing.columns.ColumnTrace`, what the reader makes of clean Jaeger
+JSON) are read from their columns: their span objects are never built, unless asked for.
 :func:`critical_path_walk` is the walk itself, iterative and span by span: the readable
 definition, used to cross-check every fast path.
 """
@@ -61,6 +63,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from firm.tracing.columns import ColumnSpans, ColumnTrace
 from firm.tracing.errors import TraceParseError
 from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import RefType, Span, Trace
@@ -149,27 +152,35 @@ class RootPath:
         "_instance_times",
         "_p0",
         "_p1",
+        "_root",
+        "_root_span",
         "_rows",
         "_s0",
         "_s1",
         "_sections",
         "_spans",
         "_steps",
-        "root",
     )
 
     def __init__(
         self, spans: Sequence[Span], root: int, rows: _Rows, steps: tuple[int, int], sections: tuple[int, int]
     ) -> None:
         self._spans = spans
-        self.root: Span = spans[root]
-        """The root span."""
+        self._root = root
+        self._root_span: Span | None = None
         self._rows = rows
         self._p0, self._p1 = steps
         self._s0, self._s1 = sections
         self._steps: tuple[PathStep, ...] | None = None
         self._sections: tuple[Section, ...] | None = None
         self._instance_times: dict[tuple[str, str], int] | None = None
+
+    @property
+    def root(self) -> Span:
+        """The root span."""
+        if self._root_span is None:
+            self._root_span = self._spans[self._root]
+        return self._root_span
 
     @property
     def step_span(self) -> _I64:
@@ -243,6 +254,14 @@ class RootPath:
         if self._instance_times is None:
             sp, r, a, b = self._spans, self._rows, self._p0, self._p1
             out: dict[tuple[str, str], int] = {}
+            if sp.__class__ is ColumnSpans:
+                cols = sp.cols
+                services, instances = cols.services, cols.instances
+                for i, t in zip(r.step_span[a:b], r.step_self[a:b], strict=True):
+                    key = (services[i], instances[i])
+                    out[key] = out.get(key, 0) + t
+                self._instance_times = out
+                return out
             for i, t in zip(r.step_span[a:b], r.step_self[a:b], strict=True):
                 s = sp[i]
                 key = (s.service, s.instance)
@@ -253,6 +272,8 @@ class RootPath:
     def as_dict(self) -> dict[str, object]:
         """Stable JSON form: the root, the path forward in time, Jaeger UI's sections."""
         sp, r, a, b, c, d = self._spans, self._rows, self._p0, self._p1, self._s0, self._s1
+        if sp.__class__ is ColumnSpans:
+            return self._column_dict()
         path: list[dict[str, object]] = []
         for i, s, e, t, dep in zip(
             r.step_span[a:b],
@@ -281,6 +302,40 @@ class RootPath:
             "path": path,
             "sections": [
                 {"spanID": sp[i].span_id, "sectionStart": s, "sectionEnd": e}
+                for i, s, e in zip(r.sec_span[c:d], r.sec_start[c:d], r.sec_end[c:d], strict=True)
+            ],
+        }
+
+    def _column_dict(self) -> dict[str, object]:
+        """:meth:`as_dict` reading the names from the trace's columns, not from span objects."""
+        cols = self._spans.cols  # type: ignore[attr-defined]
+        ids, services, instances, operations = cols.ids, cols.services, cols.instances, cols.operations
+        r, a, b, c, d = self._rows, self._p0, self._p1, self._s0, self._s1
+        return {
+            "rootSpanID": ids[self._root],
+            "duration": cols.durations[self._root],
+            "path": [
+                {
+                    "spanID": ids[i],
+                    "service": services[i],
+                    "instance": instances[i],
+                    "operation": operations[i],
+                    "start": s,
+                    "end": e,
+                    "selfTime": t,
+                    "depth": dep,
+                }
+                for i, s, e, t, dep in zip(
+                    r.step_span[a:b],
+                    r.step_start[a:b],
+                    r.step_end[a:b],
+                    r.step_self[a:b],
+                    r.step_depth[a:b],
+                    strict=True,
+                )
+            ],
+            "sections": [
+                {"spanID": ids[i], "sectionStart": s, "sectionEnd": e}
                 for i, s, e in zip(r.sec_span[c:d], r.sec_start[c:d], r.sec_end[c:d], strict=True)
             ],
         }
@@ -342,7 +397,8 @@ class CriticalPath:
             excluded,
             trimmed,
         )
-        self._roots, self._shared, self._spans = None, shared, trace.spans
+        self._roots, self._shared = None, shared
+        self._spans = trace.span_view() if isinstance(trace, ColumnTrace) else trace.spans
         self._r0, self._r1 = rows
         return self
 
@@ -413,7 +469,33 @@ class _Batch(NamedTuple):
         return trace, trace.spans[i - int(self.offsets[t])]
 
 
+def _column_batch(traces: Sequence[ColumnTrace]) -> _Batch:
+    """:func:`_batch` of traces held as columns: the arrays straight from the columns, parents
+    already resolved to indices by the reader."""
+    cols = [t.cols for t in traces]
+    sizes = np.fromiter(map(len, map(_get_ids, cols)), dtype=np.int64, count=len(cols))
+    offsets = np.zeros(len(cols) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    n = int(offsets[-1])
+    trace_of = np.repeat(np.arange(len(cols), dtype=np.int64), sizes)
+    start: _I64 = np.fromiter(chain.from_iterable(map(_get_starts, cols)), dtype=np.int64, count=n)
+    end: _I64 = start + np.fromiter(chain.from_iterable(map(_get_durations, cols)), dtype=np.int64, count=n)
+    follows: _Bool = np.fromiter(chain.from_iterable(map(_get_follows, cols)), dtype=np.bool_, count=n)
+    local = np.fromiter(chain.from_iterable(map(_get_parents, cols)), dtype=np.int64, count=n)
+    par: _I64 = np.where(local >= 0, local + offsets[trace_of], -1)
+    return _Batch(traces, offsets, trace_of, start, end, par, follows)
+
+
+_get_ids = attrgetter("ids")
+_get_starts = attrgetter("starts")
+_get_durations = attrgetter("durations")
+_get_follows = attrgetter("follows")
+_get_parents = attrgetter("parents")
+
+
 def _batch(traces: Sequence[Trace]) -> _Batch:
+    if traces and all(t.__class__ is ColumnTrace for t in traces):
+        return _column_batch(traces)  # type: ignore[arg-type]
     sizes = np.fromiter(map(len, map(_get_spans, traces)), dtype=np.int64, count=len(traces))
     offsets = np.zeros(len(traces) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
@@ -585,6 +667,11 @@ operations, all its traces together; a smaller one trace by trace with :func:`cr
 A speed choice, like :data:`SMALL_TRACE_SPANS`."""
 
 
+def _size(trace: Trace) -> int:
+    """The number of spans of a trace, without building a :class:`ColumnTrace`'s span objects."""
+    return len(trace.cols.ids) if trace.__class__ is ColumnTrace else len(trace.spans)
+
+
 def critical_path_of(trace: Trace, *, overlap_tolerance_us: int = 0) -> CriticalPath:
     """The critical path of one trace, computed once (see the module documentation for the rules).
 
@@ -597,7 +684,7 @@ def critical_path_of(trace: Trace, *, overlap_tolerance_us: int = 0) -> Critical
     """
     if overlap_tolerance_us < 0:
         raise ValueError(f"overlap_tolerance_us must be >= 0, not {overlap_tolerance_us}")
-    if len(trace.spans) <= SMALL_TRACE_SPANS:
+    if _size(trace) <= SMALL_TRACE_SPANS:
         cp = _small_path(trace, overlap_tolerance_us)
         if cp is not None:
             return cp
@@ -619,7 +706,7 @@ def critical_paths(traces: Iterable[Trace], *, overlap_tolerance_us: int = 0) ->
     if overlap_tolerance_us < 0:
         raise ValueError(f"overlap_tolerance_us must be >= 0, not {overlap_tolerance_us}")
     todo = list(traces)
-    if sum(len(t.spans) for t in todo) >= ARRAY_MIN_SPANS:
+    if sum(map(_size, todo)) >= ARRAY_MIN_SPANS:
         return _batch_paths(todo, overlap_tolerance_us)
     return [critical_path_of(t, overlap_tolerance_us=overlap_tolerance_us) for t in todo]
 

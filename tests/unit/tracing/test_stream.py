@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -305,3 +307,16 @@ def test_memory_grows_with_the_batch_not_the_file(tmp_path: Path) -> None:
     count, base, peak = map(int, proc.stdout.split())
     assert count == 3_000
     assert peak - base < size / 2, (peak - base, size)
+
+
+def test_a_pipe_is_read_whole_though_its_size_is_zero(tmp_path: Path) -> None:
+    """``firm features <(cat FILE)``: a pipe reports size 0; its traces are still handed over."""
+    source = deathstarbench_files()[0]
+    fifo = tmp_path / "traces.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(source.read_bytes()), daemon=True)
+    writer.start()
+    through_pipe = [t.trace_id for batch in trace_batches([fifo]) for t in batch.traces]
+    writer.join(timeout=30)
+    assert through_pipe, "the traces read from the pipe were dropped"
+    assert through_pipe == [t.trace_id for batch in trace_batches([source]) for t in batch.traces]
