@@ -485,18 +485,22 @@ def dataset_command(
     rows: list[dict[str, Any]]
     try:
         if runs is not None:
+            from firm.testbed import config as testbed_config  # noqa: PLC0415
+
+            slo_ms = dict(testbed_config.TestbedConfig().slo_ms)
             kept = testbed_runs.load_runs(runs)
             rows = []
             with _progress("runs") as bar:
                 task = bar.add_task("runs", total=len(kept))
                 for run, win, ref in kept:
-                    rows.extend(testbed_runs.run_rows(run, win, ref))
+                    rows.extend(testbed_runs.run_rows(run, win, ref, slo_ms=slo_ms))
                     bar.update(task, advance=1)
             manifest: dict[str, Any] = {
                 "source": "testbed",
                 "runs": str(runs),
                 "campaigns": sorted({r.campaign for r, _, _ in kept}),
                 "runsKept": len(kept),
+                "sloMs": slo_ms,
                 "note": "windows of real anomalies on the embedded testbed, labelled as recorded; kinds "
                 "placed on CPUs label every instance sharing the target's CPUs",
             }
@@ -620,6 +624,8 @@ def train_svm_command(
             "trainRows": int(fit.sum()),
             "testRows": int(test.sum()),
             "holdout": holdout_graph or f"{test_share:.0%} of the windows",
+            "trainGraphs": sorted({str(g) for g, f in zip(data["graph"], fit, strict=True) if f}),
+            "testGraphs": sorted({str(g) for g, t in zip(data["graph"], test, strict=True) if t}),
             "source": "+".join(str(m.get("source", "unknown")) for m in manifests),
             "note": "; ".join(str(m["note"]) for m in manifests if m.get("note")),
             "command": "firm train-svm " + " ".join(sys.argv[2:]),
@@ -642,7 +648,11 @@ def train_svm_command(
         seconds = time.monotonic() - t0
         metrics: dict[str, Any] = {"trainSeconds": round(seconds, 3)}
         if test.any():
-            metrics["heldOut"] = {r.method: r.as_dict() for r in _compare(model, data, test)}
+            metrics["heldOut"] = {r.method: r.as_dict() for r in train.compare(data, test, model)}
+            if "slo_violated" in data:
+                metrics["heldOutSloViolating"] = {
+                    r.method: r.as_dict() for r in train.compare(data, test, model, slo_violating=True)
+                }
         model = dataclasses.replace(model, metrics=metrics)
         model.save(out)
     except LocalizeError as err:
@@ -655,59 +665,6 @@ def train_svm_command(
 def _feature_names(text: str | None) -> tuple[str, ...]:
     """The comma-separated names of ``text`` (empty for None)."""
     return tuple(f.strip() for f in (text or "").split(",") if f.strip())
-
-
-def _verdicts(scores: Any, data: Mapping[str, Any], min_score: float, vs_top: float) -> Any:
-    import numpy as np  # noqa: PLC0415
-
-    top: dict[str, float] = {}
-    for w, s in zip(data["window"], scores, strict=True):
-        top[w] = max(top.get(w, float("-inf")), float(s))
-    return np.asarray(
-        [
-            s >= min_score and s > 0 and s >= vs_top * top[w]
-            for w, s in zip(data["window"], scores, strict=True)
-        ],
-        dtype=bool,
-    )
-
-
-def _compare(model: Any, data: Mapping[str, Any], mask: Any, decisions: Any = None) -> list[Any]:
-    """Evaluations of the SVM (``model``'s decisions, or ``decisions`` given per row), the rules,
-    the cp_share-growth baseline and FIRM's RI (ties by CI) on the rows of ``mask``."""
-    import numpy as np  # noqa: PLC0415
-
-    from firm.localize import train  # noqa: PLC0415
-    from firm.localize.localizer import RuleConfig  # noqa: PLC0415
-
-    rc = RuleConfig()
-    out = []
-    rules = np.asarray(data["rules_score"], dtype=np.float64)
-    if model is not None or decisions is not None:
-        dec = model.decision(data["x"]) if decisions is None else decisions
-        threshold = model.threshold if model is not None else 0.0
-        out.append(train.evaluate("svm", dec, dec > threshold, data, mask, tiebreak=rules))
-    out.append(
-        train.evaluate("rules", rules, _verdicts(rules, data, rc.min_score, rc.culprit_vs_top), data, mask)
-    )
-    for method, score, tie in (
-        ("cp_share_growth", "cp_share_growth", "rules_score"),
-        ("firm_ri", "ri", "log_ci"),
-    ):
-        col = data["x"][:, MODEL_INPUTS.index(score)] if score in MODEL_INPUTS else data[score]
-        values = np.asarray(col, dtype=np.float64)
-        ties = data["x"][:, MODEL_INPUTS.index(tie)] if tie in MODEL_INPUTS else data[tie]
-        out.append(
-            train.evaluate(
-                method,
-                values,
-                _verdicts(values, data, 1e-9, rc.culprit_vs_top),
-                data,
-                mask,
-                tiebreak=np.asarray(ties, dtype=np.float64),
-            )
-        )
-    return out
 
 
 @click.command("localize-eval")
@@ -749,6 +706,13 @@ def _compare(model: Any, data: Mapping[str, Any], mask: Any, decisions: Any = No
     help="With --cross-validate: a dataset every fold also trains on (never scored), e.g. synthetic "
     "windows beside testbed campaigns; repeat for several.",
 )
+@click.option(
+    "--slo-violating",
+    "slo_violating",
+    is_flag=True,
+    help="Count only the windows that violate an SLO (a request type's p99 above its SLO; datasets "
+    "built from kept testbed runs say which).",
+)
 @_training_options("With --cross-validate: ")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table", show_default=True)
 def eval_command(
@@ -759,6 +723,7 @@ def eval_command(
     cross: bool,
     also_train: tuple[Path, ...],
     features: str | None,
+    slo_violating: bool,
     alpha: float,
     epochs: int,
     seed: int,
@@ -801,10 +766,14 @@ def eval_command(
     except LocalizeError as err:
         raise click.ClickException(str(err)) from err
     mask = np.ones(len(data["y"]), dtype=bool) if graph is None else _graph_mask(data, graph, "--graph")
-    results = _compare(model, data, mask, decisions)
+    try:
+        results = train.compare(data, mask, model, decisions, slo_violating=slo_violating)
+    except LocalizeError as err:
+        raise click.ClickException(str(err)) from err
     doc: dict[str, Any] = {
         "dataset": str(source),
         "model": "cross-validated by campaign" if cross else None if path is None else str(path),
+        "windows": "SLO-violating windows with a culprit" if slo_violating else "windows with a culprit",
         "results": {r.method: r.as_dict() for r in results},
     }
     by = {r.method: r for r in results}
@@ -829,7 +798,8 @@ def eval_command(
         ]
         for r in results
     ]
-    lines = _table(rows, right=set(range(1, len(head))))
+    lines = [f"top-1 / top-3 over {doc['windows']}; accuracy .. F1 over every instance"]
+    lines += _table(rows, right=set(range(1, len(head))))
     kinds = sorted({k for r in results for k in r.per_kind})
     lines.append("")
     lines.append(
@@ -1138,4 +1108,4 @@ def _testbed_rows(
     )
     if keep is not None:  # the run itself, so that its windows can be ranked again
         testbed_runs.save_run(keep, tb_run, window, reference)
-    return testbed_runs.run_rows(tb_run, window, reference)
+    return testbed_runs.run_rows(tb_run, window, reference, slo_ms=dict(config.slo_ms))

@@ -10,7 +10,21 @@ timings (:data:`MODEL_INPUTS`, derived from :mod:`firm.tracing.culprit_features`
 - ``log_own_ratio``: log of its own time per request now over then (0 when unknown);
 - ``cp_share_growth``: growth of its share of critical-path time (FIRM's features, fixed);
 - ``ri``, ``log_ci``: FIRM's RI and log CI (0 when not computable);
-- ``log_latency_growth``: log of the window's median latency over the reference's (window-wide).
+- ``log_latency_growth``: log of the window's median latency over the reference's (window-wide);
+- ``req_in_rel``, ``resp_in_rel``, ``req_out_rel``, ``resp_out_rel``: growth of the request and
+  response gaps of the calls into the instance and of its outgoing calls, per request, over the
+  reference's median latency, *before* the growth is split between caller and callee (a lossy or
+  slow interface delays both directions of the instance's own calls, which Jaeger charges to it);
+- ``cp_share_vs_top``: ``cp_share_growth`` over the largest ``cp_share_growth`` of the window
+  (-1..1; 0 when no instance's share grew): where the instance stands in its window;
+- ``log_calls_growth``: log of its calls per trace now over then (0 when unknown);
+- ``blame_sat``: ``blame_rel / (blame_rel + 0.05)`` (0..1): whether the instance's blame stands
+  out (half-way at 5 % of the reference latency), not how large it is; beside ``cp_share_growth``
+  it lets a linear score pick, among the instances whose growth stands out, the one whose share
+  of the critical path grew most.
+
+Inputs are only ever appended: a model names the inputs it uses, so older model files keep
+loading, and a file naming an input this version does not compute is refused.
 
 **File.** A model is one JSON file (small, diffable, no code runs when it is read)::
 
@@ -60,8 +74,17 @@ MODEL_INPUTS: tuple[str, ...] = (
     "ri",
     "log_ci",
     "log_latency_growth",
+    "req_in_rel",
+    "resp_in_rel",
+    "req_out_rel",
+    "resp_out_rel",
+    "cp_share_vs_top",
+    "log_calls_growth",
+    "blame_sat",
 )
 """Names of the classifier's inputs, in order (see the module doc)."""
+BLAME_SAT_AT = 0.05
+"""``blame_rel`` at which ``blame_sat`` is one half (ratio of the reference's median latency)."""
 
 _F = npt.NDArray[np.float64]
 
@@ -76,6 +99,14 @@ def model_inputs(window: CulpritWindow) -> _F:
     """The inputs of every instance of ``window`` (rows in ``window.instances`` order), shape
     (instances, len(MODEL_INPUTS)). Needs a window computed against a reference."""
     lat = window.reference_latency_p50_us or window.latency_p50_us or 0.0
+    top_growth = max(
+        (
+            float(v)
+            for i in window.instances
+            if (v := i.features.get("cp_share_growth")) is not None and math.isfinite(v)
+        ),
+        default=0.0,
+    )
     rows: list[list[float]] = []
     for inst in window.instances:
         f = inst.features
@@ -100,6 +131,13 @@ def model_inputs(window: CulpritWindow) -> _F:
                 g("ri"),
                 _log(f.get("ci")),
                 _log(f.get("latency_growth")),
+                rel("req_in_growth_us"),
+                rel("resp_in_growth_us"),
+                rel("req_out_growth_us"),
+                rel("resp_out_growth_us"),
+                max(-1.0, min(1.0, g("cp_share_growth") / top_growth)) if top_growth > 0 else 0.0,
+                _log(f.get("calls_growth")),
+                max(0.0, g("blame_rel")) / (max(0.0, g("blame_rel")) + BLAME_SAT_AT),
             ]
         )
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(MODEL_INPUTS))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firm import schema
@@ -39,7 +40,7 @@ from firm.localize.train import rows_of_window
 from firm.tracing.culprit_features import CulpritFeatureConfig, culprit_features
 from firm.tracing.model import Trace
 
-__all__ = ["RUN_FORMAT", "KeptRun", "load_runs", "run_rows", "save_run"]
+__all__ = ["RUN_FORMAT", "KeptRun", "load_runs", "run_rows", "save_run", "slo_violated"]
 
 RUN_FORMAT = "firm-localize-testbed-run"
 RUN_VERSION = 1
@@ -210,16 +211,41 @@ def load_runs(folder: Path) -> list[tuple[KeptRun, list[Trace], list[Trace]]]:
     return sorted(out, key=lambda r: r[0].id)
 
 
+def slo_violated(window: Sequence[Trace], slo_ms: Mapping[str, float]) -> bool | None:
+    """Whether the window violates an SLO: the p99 of the end-to-end latency of some request type
+    is above its SLO (``slo_ms``: request type -> p99 bound in ms, the testbed's ``slo_ms``).
+
+    A request's type is the operation of its root span (the span without a parent; the earliest
+    when there are several), ``_`` read as ``-`` (the testbed's spans say ``compose_post``, its
+    SLOs ``compose-post``); its latency is the root span's duration. None when no request of the
+    window has a type with an SLO."""
+    by_type: dict[str, list[float]] = {}
+    for trace in window:
+        roots = [s for s in trace.spans if s.parent_id is None] or list(trace.spans)
+        if not roots:
+            continue
+        root = min(roots, key=lambda s: s.start)
+        name = root.operation.replace("_", "-")
+        if name in slo_ms:
+            by_type.setdefault(name, []).append(root.duration / 1000.0)
+    if not by_type:
+        return None
+    return any(float(np.percentile(v, 99)) > slo_ms[k] for k, v in by_type.items())
+
+
 def run_rows(
     run: KeptRun,
     window: Sequence[Trace],
     reference: Sequence[Trace],
     feature_config: CulpritFeatureConfig | None = None,
+    slo_ms: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Labelled dataset rows of one run: every instance of its window, compared with its
     reference, labelled from the anomaly's record (positive when it covered at least half of the
     window; a beside anomaly labels every instance of ``run.shared``). ``graph`` is the run's
-    campaign. No rows for a run with an empty window or reference."""
+    campaign. With ``slo_ms`` (request type -> p99 SLO in ms), every row also carries the window's
+    ``slo_violated`` (see :func:`slo_violated`; None when no request type has an SLO). No rows for
+    a run with an empty window or reference."""
     if not window or not reference:
         return []
     entry = {
@@ -241,7 +267,7 @@ def run_rows(
     cw = culprit_features(window, reference, feature_config or CulpritFeatureConfig())
     keys = [(i.service, i.instance) for i in cw.instances]
     lab = label_window(run.window[0], run.window[1], keys, recorded, sharing=lambda _i: shared)
-    return rows_of_window(
+    rows = rows_of_window(
         run.id,
         cw,
         {k: v.positive for k, v in lab.items()},
@@ -253,6 +279,11 @@ def run_rows(
         if run.telemetry.get("window")
         else None,
     )
+    if slo_ms is not None:
+        violated = slo_violated(window, slo_ms)
+        for row in rows:
+            row["slo_violated"] = violated
+    return rows
 
 
 def started_us(record: Mapping[str, Any]) -> int:

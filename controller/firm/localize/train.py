@@ -35,7 +35,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from firm import __version__
 from firm.localize.errors import DatasetError
-from firm.localize.localizer import rule_score
+from firm.localize.localizer import RuleConfig, rule_score
 from firm.localize.model import MODEL_INPUTS, LinearModel, model_inputs
 from firm.localize.telemetry_features import TELEMETRY_FEATURE_DOCS
 from firm.tracing.culprit_features import CulpritFeatureConfig, CulpritWindow
@@ -44,6 +44,7 @@ __all__ = [
     "DATASET_FORMAT",
     "EvalResult",
     "TrainConfig",
+    "compare",
     "concat_datasets",
     "evaluate",
     "held_out_decisions",
@@ -105,6 +106,7 @@ def write_dataset(rows: Sequence[Mapping[str, Any]], folder: Path, manifest: Map
     folder.mkdir(parents=True, exist_ok=True)
     cols = [*_META, "label", "target", *MODEL_INPUTS, "rules_score", "baseline_score"]
     cols += [c for c in TELEMETRY_FEATURE_DOCS if any(c in r for r in rows)]
+    cols += [c for c in ("slo_violated",) if any(c in r for r in rows)]
     table = pa.table({c: [r.get(c) for r in rows] for c in cols})
     path = folder / "windows.parquet"
     pq.write_table(table, path)
@@ -435,3 +437,70 @@ def held_out_decisions(
         model = train_svm(np.vstack([x[~test], ex]), np.concatenate([y[~test], ey]), config)
         out[test] = model.decision(x[test])
     return out, groups
+
+
+def _verdicts(scores: _F, data: Mapping[str, Any], min_score: float, vs_top: float) -> npt.NDArray[np.bool_]:
+    """Culprit verdicts of a training-free score: at least ``min_score``, above zero and at least
+    ``vs_top`` of its window's top score."""
+    top: dict[str, float] = {}
+    for w, s in zip(data["window"], scores, strict=True):
+        top[w] = max(top.get(w, float("-inf")), float(s))
+    return np.asarray(
+        [
+            s >= min_score and s > 0 and s >= vs_top * top[w]
+            for w, s in zip(data["window"], scores, strict=True)
+        ],
+        dtype=bool,
+    )
+
+
+def compare(
+    data: Mapping[str, Any],
+    mask: npt.NDArray[np.bool_] | None = None,
+    model: LinearModel | None = None,
+    decisions: _F | None = None,
+    *,
+    slo_violating: bool = False,
+) -> list[EvalResult]:
+    """Evaluations, on the rows of ``mask`` (all rows when None), of the SVM (``model``'s decisions,
+    or ``decisions`` given per row; left out when neither is given), the rules (``rules_score``),
+    the cp_share-growth baseline (ties by the rules' score) and FIRM's RI (ties by CI), as
+    ``firm localize-eval`` prints them. Every scorer's equal scores are ordered as
+    :class:`~firm.localize.Localizer` orders them. With ``slo_violating``, only the windows whose
+    ``slo_violated`` is true count (the issue's "top-1 over SLO-violating windows"); a dataset
+    without that column (only testbed runs have it) raises :class:`DatasetError`."""
+    rc = RuleConfig()
+    if slo_violating:
+        if "slo_violated" not in data:
+            raise DatasetError(
+                f"{data.get('path', 'the dataset')}: no slo_violated column, so SLO-violating windows "
+                "are not known",
+                "build it from kept testbed runs with this firm (firm localize-dataset --runs DIR)",
+            )
+        violating = np.asarray([v is True for v in data["slo_violated"]], dtype=bool)
+        mask = violating if mask is None else mask & violating
+    out = []
+    rules = np.asarray(data["rules_score"], dtype=np.float64)
+    if model is not None or decisions is not None:
+        dec = model.decision(data["x"]) if decisions is None else decisions  # type: ignore[union-attr]
+        threshold = model.threshold if model is not None else 0.0
+        out.append(evaluate("svm", dec, dec > threshold, data, mask, tiebreak=rules))
+    out.append(evaluate("rules", rules, _verdicts(rules, data, rc.min_score, rc.culprit_vs_top), data, mask))
+    for method, score, tie in (
+        ("cp_share_growth", "cp_share_growth", "rules_score"),
+        ("firm_ri", "ri", "log_ci"),
+    ):
+        col = data["x"][:, MODEL_INPUTS.index(score)] if score in MODEL_INPUTS else data[score]
+        values = np.asarray(col, dtype=np.float64)
+        ties = data["x"][:, MODEL_INPUTS.index(tie)] if tie in MODEL_INPUTS else data[tie]
+        out.append(
+            evaluate(
+                method,
+                values,
+                _verdicts(values, data, 1e-9, rc.culprit_vs_top),
+                data,
+                mask,
+                tiebreak=np.asarray(ties, dtype=np.float64),
+            )
+        )
+    return out
