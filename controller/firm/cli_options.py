@@ -398,3 +398,66 @@ def only_with(flag: str, given: bool, options: Mapping[str, object]) -> None:
         f"{names} appl{'y' if plural else 'ies'} only with {flag}: add {flag}, "
         f"or leave {'them' if plural else 'it'} out"
     )
+
+
+class OutputDirectory(click.Path):
+    """A directory a command will write into (``--out``): an existing directory this user may write
+    to, or a path that can be made (its nearest existing ancestor a writable directory), checked
+    before the command starts. A file, or a path below a file or an unwritable directory, is a usage
+    error naming the option and the fix. :func:`probe_directory` then tries a real write. ``path_type``
+    as for :class:`click.Path`."""
+
+    name = "output directory"
+
+    def __init__(self, path_type: type[Path] | None = None) -> None:
+        super().__init__(file_okay=False, path_type=path_type)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        path = Path(os.fsdecode(converted)).absolute()
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            self.fail(
+                f"{value}: {existing} is a file, so the directory cannot be made there; give a directory path",
+                param,
+                ctx,
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            self.fail(
+                f"{value}: this user may not write to {existing}; give a directory this user may write to",
+                param,
+                ctx,
+            )
+        return converted
+
+
+def probe_directory(path: Path, option: str) -> None:
+    """Make ``path`` (and its parents) and write and remove a small file in it, so that a directory
+    the kernel refuses (``/proc``, a read-only mount, a full disk) is a usage error naming ``option``
+    before a long run starts rather than at its end."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".firm-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"{path}: cannot write there ({describe(exc)}); give a directory this user may write to",
+            param_hint=f"'{option}'",
+        ) from None
+
+
+def probe_appendable(path: Path, option: str) -> None:
+    """Open ``path`` for appending (creating it, empty, when it does not exist) and close it, so that a
+    file the kernel refuses (under ``/proc``, on a read-only mount) is a usage error naming ``option``
+    before a run starts."""
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise click.BadParameter(
+            f"{path}: cannot append to it ({describe(exc)}); give a file in a directory this user may write to",
+            param_hint=f"'{option}'",
+        ) from None

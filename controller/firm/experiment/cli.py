@@ -17,7 +17,16 @@ from rich.live import Live
 from rich.text import Text
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import FiniteFloatRange, config_option, describe, json_option
+from firm.cli_options import (
+    FiniteFloatRange,
+    InputFile,
+    OutputDirectory,
+    TextFile,
+    config_option,
+    describe,
+    json_option,
+    probe_directory,
+)
 from firm.experiment import ExperimentError, ExperimentInputError
 from firm.experiment.policies import POLICIES, parse_policies
 from firm.experiment.recorded import (
@@ -36,8 +45,10 @@ from firm.experiment.runner import (
     supported_kinds,
 )
 from firm.experiment.schedule import parse_kinds
+from firm.load.cli import MAX_SEED
 from firm.load.config import MAX_RATE_RPS
 from firm.load.errors import LoadSpecError
+from firm.load.schedule import read_rate_trace
 from firm.testbed import config as tb_config
 
 log = logging.getLogger(__name__)
@@ -84,6 +95,26 @@ def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
     console.print(f"report: {out / 'report.json'}; plots: {', '.join(str(f) for f in files)}")
 
 
+def _check_workload(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``constant``, or a rate trace read and checked here (a regular file: it is read more than once,
+    so not a pipe; not a device, which never ends): a usage error naming ``--workload`` and the fix."""
+    if value == "constant":
+        return value
+    InputFile().convert(value, param, ctx)  # missing, a directory, a device, a socket
+    if not Path(value).is_file():
+        raise click.BadParameter(
+            f"{value} is a pipe; the rate trace is read more than once, so give a regular file",
+            ctx,
+            param,
+        )
+    try:
+        read_rate_trace(value)
+    except LoadSpecError as exc:
+        problem = exc.message.removeprefix(f"{exc.field}: ")
+        raise click.BadParameter(f"{problem}" + (f"; {exc.fix}" if exc.fix else ""), ctx, param) from None
+    return value
+
+
 @click.command("experiment")
 @click.option(
     "--policies",
@@ -109,7 +140,7 @@ def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_SEED),
     default=1,
     show_default=True,
     help="Seed of the load and of the anomaly schedule (the same for every policy).",
@@ -119,6 +150,7 @@ def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
     default="constant",
     show_default=True,
     metavar="constant|PATH",
+    callback=_check_workload,
     help="A constant rate, or a rate trace (one requests/s integer per line, e.g. "
     "../shared/data/workloads/diurnal.txt) scaled to --rate at its peak and played over the run.",
 )
@@ -140,7 +172,7 @@ def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputDirectory(path_type=Path),
     default=Path("experiment"),
     show_default=True,
     help="Directory of report.json, the plots and the recorded runs.",
@@ -155,7 +187,7 @@ def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
 @config_option("YAML of control-loop settings (as `firm run --config`).", path_type=Path)
 @click.option(
     "--testbed-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=TextFile(path_type=Path),
     default=None,
     help="The testbed's YAML configuration (as `firm testbed up --config`).",
 )
@@ -213,8 +245,8 @@ def experiment_command(
         )
     except (ExperimentInputError, LoadSpecError) as exc:
         raise click.UsageError(str(exc)) from exc
+    probe_directory(out, "--out")  # before anything starts: a run's results are never lost at its end
     try:
-        out.mkdir(parents=True, exist_ok=True)
         experiment = Experiment(
             plan, testbed, say=lambda m: console.print(f"[dim]{m}[/dim]"), audit_dir=out / "audit"
         )

@@ -15,10 +15,14 @@ from ansible_collections.firm.core.plugins.module_utils import redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.cli_options import (
     DEFAULT_REDIS_URL,
+    InputFile,
+    OutputFile,
     config_option,
     describe,
     json_option,
     only_with,
+    probe_appendable,
+    redis_reason,
     redis_url_option,
 )
 from firm.loop import audit as auditing
@@ -28,6 +32,9 @@ from firm.loop.deciders import Decider
 from firm.loop.testbed import TestbedScaler, TestbedTarget
 from firm.testbed import config as testbed_config
 from firm.urls import redact_url
+
+MAX_LAST = 100_000
+"""The most decisions ``firm audit`` and ``firm explain`` read at once."""
 
 
 def _redis(url: str | None) -> redis.Redis | None:
@@ -55,7 +62,7 @@ def _redis(url: str | None) -> redis.Redis | None:
 @click.option("--dry-run", is_flag=True, help="Decide, audit and log everything; write no limit.")
 @click.option(
     "--audit-log",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=OutputFile(path_type=Path),
     default=None,
     help="Also append every decision to this JSON-lines file.",
 )
@@ -135,6 +142,10 @@ def run_command(
     With --cluster, on a Kubernetes cluster instead (pods, Jaeger, cAdvisor, in-place resize,
     the ansible executor on the nodes of -i).
     """
+    if (
+        shared.get("audit_log") is not None
+    ):  # before anything starts: the kernel may refuse what looks writable
+        probe_appendable(shared["audit_log"], "--audit-log")
     options = session.RunOptions(**shared)
     only_with("--cluster FILE", cluster_file is not None, {"--kubeconfig": kubeconfig, "--context": context})
     if cluster_file is not None:
@@ -187,11 +198,17 @@ def _setup(
 @click.option(
     "--file",
     "path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputFile(path_type=Path),
     default=None,
     help="Read a JSON-lines audit log (`firm run --audit-log`) instead of Redis.",
 )
-@click.option("--last", type=click.IntRange(min=1), default=20, show_default=True, help="How many decisions.")
+@click.option(
+    "--last",
+    type=click.IntRange(min=1, max=MAX_LAST),
+    default=20,
+    show_default=True,
+    help="How many decisions.",
+)
 @json_option("Print the records as JSON lines.")
 def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_json: bool) -> None:
     """Show the control loop's recent decisions: what it saw, whom it blamed, what it did and why."""
@@ -201,7 +218,8 @@ def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_jso
         )
     except redis.RedisError as exc:
         raise click.ClickException(
-            f"cannot read the audit from {redact_url(redis_url)}: {describe(exc)}; give --file or a Redis URL"
+            f"cannot read the audit from {redact_url(redis_url)}: {redis_reason(exc)}; "
+            "start Redis (make services), or give --redis URL or --file"
         ) from exc
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read the audit log {path}: {describe(exc)}") from exc
@@ -243,13 +261,13 @@ def _with_executor(target: TestbedTarget, kind: str, inventory: Path | None) -> 
 @click.option(
     "--file",
     "path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputFile(path_type=Path),
     default=None,
     help="Read a JSON-lines audit log (`firm run --audit-log`) instead of Redis.",
 )
 @click.option(
     "--last",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_LAST),
     default=5,
     show_default=True,
     help="How many of the most recent decisions (without ID).",
@@ -279,7 +297,8 @@ def explain_command(
         )
     except redis.RedisError as exc:
         raise click.ClickException(
-            f"cannot read the audit from {redact_url(redis_url)}: {describe(exc)}; give --file or a Redis URL"
+            f"cannot read the audit from {redact_url(redis_url)}: {redis_reason(exc)}; "
+            "start Redis (make services), or give --redis URL or --file"
         ) from exc
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read the audit log {path}: {describe(exc)}") from exc

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -17,8 +18,10 @@ from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm import schema
 from firm.load.config import MAX_RATE_RPS, RequestType
 from firm.load.errors import LoadSpecError
+from firm.urls import redact_url
 
 
 class ConfigError(FirmError, ValueError):
@@ -59,12 +62,36 @@ def _cpu_list(value: str) -> str:
     return value
 
 
+MAX_SECONDS = 3600.0
+"""The longest interval, window or timeout of the configuration, seconds."""
+
+MAX_SLO_MS = 3_600_000.0
+"""The largest p99 objective, milliseconds (an hour)."""
+
+MAX_WORK_MS = 1000.0
+"""The most CPU time of business logic per request, milliseconds."""
+
+MAX_USERS = 100_000
+"""The most users of the social graph (the graph is built in memory when the testbed starts)."""
+
+MAX_FRIENDS = 1000
+"""The most edges a new user brings into the social graph."""
+
+MAX_SEED_POSTS = 100_000
+"""The most posts composed when the testbed starts."""
+
+MAX_SPAN_RETENTION = 100_000_000
+"""The most spans the trace store keeps."""
+
+_MAPPINGS = ("services", "redis", "slo_ms", "mix")
+"""Settings that are mappings (of services, of a service's settings, of request types)."""
+
+
 # Field types with their constraints: pydantic checks a configuration against them (types and
 # ranges) before anything is built. Integers are strict, so ``port: true`` or ``instances: "2"`` is
 # refused rather than read as a number.
 _Int = Annotated[int, Strict()]
 _Count = Annotated[int, Strict(), Field(ge=1, le=8)]
-_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 _Share = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 _Quota = Annotated[int, Strict(), AfterValidator(_quota)]
 _Weight = Annotated[int, Strict(), Field(ge=cgroup.CPU_WEIGHT_MIN, le=cgroup.CPU_WEIGHT_MAX)]
@@ -73,7 +100,8 @@ _Cpus = Annotated[str, AfterValidator(_cpu_list)]
 _Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
 _Rate = Annotated[float, Field(gt=0, le=MAX_RATE_RPS, allow_inf_nan=False)]
 _Weights = Mapping[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
-_Slos = Mapping[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+_Slos = Mapping[str, Annotated[float, Field(gt=0, le=MAX_SLO_MS, allow_inf_nan=False)]]
+_Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 _FIXES = {
     "port": "give a TCP port from 1 to 65535, e.g. 8080",
@@ -81,14 +109,25 @@ _FIXES = {
     "cpu_quota_us": "give microseconds of CPU per 100 ms period: -1 (unlimited) or at least 1000 (50000 is half a CPU)",
     "cpu_weight": f"give a cgroup v2 weight from {cgroup.CPU_WEIGHT_MIN} to {cgroup.CPU_WEIGHT_MAX} (100 is the default)",
     "memory_max": "give bytes or a size such as 256M or 1G (powers of 1024), or -1 for no limit",
-    "telemetry_interval_s": "give seconds above 0, e.g. 1",
-    "slo_window_s": "give seconds above 0, e.g. 5",
+    "telemetry_interval_s": f"give seconds above 0 and at most {MAX_SECONDS:g}, e.g. 1",
+    "slo_window_s": f"give seconds above 0 and at most {MAX_SECONDS:g}, e.g. 5",
     "cpus": "give CPUs in the kernel's list format, e.g. 0, 1 or 0-1",
     "instances": "give 1 to 8",
     "max_instances": "give 1 to 8",
     "sampling": "give a share in (0, 1], e.g. 1.0 to trace every request",
     "mix": "give a non-negative weight per request type, e.g. compose: 10, home: 60, user: 30",
     "slo_ms": "give a p99 objective in milliseconds above 0 per request type",
+    "work_ms": f"give milliseconds from 0 to {MAX_WORK_MS:g}, e.g. 0.5",
+    "scale_timeout_s": f"give seconds above 0 and at most {MAX_SECONDS:g}, e.g. 30",
+    "users": f"give 2 to {MAX_USERS} users, e.g. 962",
+    "friends_per_user": f"give 1 to {MAX_FRIENDS}, e.g. 20",
+    "seed_posts": f"give 0 to {MAX_SEED_POSTS}, e.g. 300",
+    "span_retention": f"give 1000 to {MAX_SPAN_RETENTION} spans, e.g. 300000",
+    "graph_seed": "give a whole number, e.g. 1",
+    "services": "give a mapping of service names to their settings, e.g. services: {text: {cpus: '1'}}",
+    "redis": "give a mapping of settings, e.g. redis: {memory_max: 512M}",
+    "subnet": "give an IPv4 network in CIDR form, e.g. 198.51.100.0/24",
+    "telemetry_redis": "give a Redis URL such as redis://127.0.0.1:6379/0, or '' for no sampler",
 }
 
 
@@ -108,7 +147,7 @@ class ServiceSpec:
     """Relative CPU weight, cgroup v2 units (1..10000)."""
     memory_max: _Memory = 256 << 20
     """Memory limit, bytes; a YAML file may give a size such as ``512M`` (powers of 1024), -1: none."""
-    work_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.3
+    work_ms: Annotated[float, Field(ge=0, le=MAX_WORK_MS, allow_inf_nan=False)] = 0.3
     """CPU time of the business logic of each request it handles, milliseconds (it takes longer when
     the CPU is contended, which is the point)."""
     max_instances: _Count = 4
@@ -159,18 +198,18 @@ class TestbedConfig:
     """State file, logs and PIDs."""
     data_dir: str = "/var/lib/firm/testbed"
     """Post storage's files (on disk, fsynced on every post)."""
-    users: Annotated[int, Strict(), Field(ge=2)] = 962
+    users: Annotated[int, Strict(), Field(ge=2, le=MAX_USERS)] = 962
     """Users of the social network (socfb-Reed98 has 962)."""
-    friends_per_user: Annotated[int, Strict(), Field(ge=1)] = 20
+    friends_per_user: Annotated[int, Strict(), Field(ge=1, le=MAX_FRIENDS)] = 20
     """Edges each new user brings in the preferential-attachment graph (about 19K edges for 962 users)."""
     graph_seed: _Int = 1
     """Seed of the social graph."""
-    seed_posts: Annotated[int, Strict(), Field(ge=0)] = 300
+    seed_posts: Annotated[int, Strict(), Field(ge=0, le=MAX_SEED_POSTS)] = 300
     """Posts composed (and reads made) when the testbed starts, so timelines are not empty and the
     services are warm before the first measurement."""
     sampling: _Share = 1.0
     """Share of requests traced (1.0: every request)."""
-    span_retention: Annotated[int, Strict(), Field(ge=1000)] = 300000
+    span_retention: Annotated[int, Strict(), Field(ge=1000, le=MAX_SPAN_RETENTION)] = 300000
     """Spans kept in the trace store (about five minutes at the default load)."""
     slo_ms: _Slos = field(
         default_factory=lambda: {
@@ -182,11 +221,11 @@ class TestbedConfig:
     """SLO per request type (compose-post, read-home-timeline, read-user-timeline): p99 latency, ms."""
     telemetry_redis: str = "redis://127.0.0.1:6379/0"
     """firm's Redis, where the telemetry sampler writes ``firm:telemetry:<instance>`` (empty: no sampler)."""
-    telemetry_interval_s: _Positive = 1.0
+    telemetry_interval_s: _Seconds = 1.0
     """Seconds between telemetry samples of every instance."""
-    slo_window_s: _Positive = 5.0
+    slo_window_s: _Seconds = 5.0
     """Length of the windows whose p99 is held to the SLO, seconds (long enough for a stable p99)."""
-    scale_timeout_s: _Positive = 30.0
+    scale_timeout_s: _Seconds = 30.0
     """Seconds scale-out waits for a new instance to answer and for every caller to route to it, and
     scale-in for every caller to stop routing to an instance and for its requests under way to end."""
     rate_rps: _Rate = 40.0
@@ -245,67 +284,148 @@ class Instance:
 
 
 def load(path: str | Path | None = None) -> TestbedConfig:
-    """The defaults, overridden by a YAML file's top-level keys (services by name)."""
+    """The defaults, overridden by a YAML file's top-level keys (services by name); an empty file (or
+    one of comments only) keeps every default. Raises :class:`ConfigError` naming the file, the
+    setting and the fix for a file that cannot be read (missing, a directory, not UTF-8, not YAML) or
+    whose settings are wrong."""
     config = TestbedConfig()
     if path is None:
         return validate(config)
+    if Path(path).is_dir():
+        raise ConfigError(
+            f"testbed config {path} is a directory", fix="give the YAML file itself, e.g. testbed.yml"
+        )
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read testbed config {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(
+            f"cannot read testbed config {path}: {exc.strerror or exc}",
+            fix="give a readable YAML file (see docs/testbed.md)",
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"testbed config {path} is not UTF-8 text (byte offset {exc.start}); save it as UTF-8 YAML"
-        ) from exc
+            f"testbed config {path} is not UTF-8 text (byte offset {exc.start})", fix="save it as UTF-8 YAML"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot read testbed config {path}: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})" if mark else ""
+        raise ConfigError(
+            f"testbed config {path} is not YAML{where}",
+            fix="give a YAML mapping of settings, one `setting: value` per line (see docs/testbed.md)",
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"testbed config {path} nests too deeply",
+            fix="give a YAML mapping of settings (see docs/testbed.md)",
+        ) from None
+    if data is None:  # empty, or comments only
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"testbed config {path} is not a mapping of settings")
-    return validate(_apply(config, data, str(path)))
+        raise ConfigError(
+            f"testbed config {path} holds {_kind(data)}, not a mapping of settings",
+            fix="write one `setting: value` per line, e.g. rate_rps: 40 (see docs/testbed.md)",
+        )
+    applied = _apply(config, data, str(path))
+    try:
+        return validate(applied)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", fix=exc.fix) from None
 
 
-def _apply(config: TestbedConfig, data: Mapping[str, Any], source: str) -> TestbedConfig:
+def _kind(value: object) -> str:
+    """What a YAML value is, in words: ``a list``, ``the number 5``, ``the text 'x'``."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, bool):
+        return f"the value {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {_shown(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _shown(value: object) -> str:
+    """A value for a message: at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _mapping(value: object, where: str, fix: str) -> Mapping[Any, Any]:
+    """``value`` when it is a mapping, ``{}`` when it is null (nothing overridden); else ConfigError."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} is {_kind(value)}, not a mapping", fix=fix)
+    return value
+
+
+def _unknown(keys: Any, known: set[str]) -> list[str]:
+    return sorted(str(k) for k in keys if not isinstance(k, str) or k not in known)
+
+
+def _apply(config: TestbedConfig, data: Mapping[Any, Any], source: str) -> TestbedConfig:
     known = {f.name for f in fields(TestbedConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = _unknown(data, known)
     if unknown:
         raise ConfigError(
-            f"{source}: unknown settings {', '.join(unknown)}; the settings are {', '.join(sorted(known))}"
+            f"{source}: unknown settings {', '.join(unknown)}",
+            fix=f"use only the settings {', '.join(sorted(known))} (see docs/testbed.md)",
         )
+    for key in _MAPPINGS:
+        if key in data:
+            _mapping(data[key], f"{source}: {key}", _FIXES[key])
     changes = {k: v for k, v in data.items() if k != "services"}
     if "redis" in changes:
         changes["redis"] = _service(config.redis, changes["redis"], f"{source}: redis")
     for key in ("slo_ms", "mix"):
         if key in changes:
-            changes[key] = {
-                **getattr(config, key),
-                **{_request_type(k, f"{source}: {key}"): v for k, v in changes[key].items()},
-            }
+            given: dict[str, Any] = {}
+            for name, value in _mapping(changes[key], key, _FIXES[key]).items():
+                kind = _request_type(name, f"{source}: {key}")
+                if kind in given:
+                    raise ConfigError(
+                        f"{source}: {key} names {kind} twice", fix="give each request type once"
+                    )
+                given[kind] = value
+            changes[key] = {**getattr(config, key), **given}
     services = config.services
     if "services" in data:
         by_name = {s.name: s for s in services}
-        for name, overrides in (data["services"] or {}).items():
+        for name, overrides in _mapping(data["services"], "services", _FIXES["services"]).items():
             if name not in by_name:
                 raise ConfigError(
-                    f"{source}: no service named {name!r}; the services are {', '.join(by_name)}"
+                    f"{source}: no service named {name!r}",
+                    fix=f"name one of the services {', '.join(by_name)}",
                 )
             by_name[name] = _service(by_name[name], overrides, f"{source}: services.{name}")
         services = tuple(by_name[s.name] for s in services)
     return replace(config, services=services, **changes)
 
 
-def _request_type(name: str, where: str) -> str:
+def _request_type(name: object, where: str) -> str:
     try:
         return RequestType.parse(str(name)).value
-    except LoadSpecError as exc:
-        raise ConfigError(f"{where}: unknown request type {name!r}; use compose, home or user") from exc
+    except LoadSpecError:
+        raise ConfigError(
+            f"{where}: unknown request type {name!r}",
+            fix="use compose-post, read-home-timeline or read-user-timeline (or compose, home, user)",
+        ) from None
 
 
-def _service(spec: ServiceSpec, overrides: Mapping[str, Any], where: str) -> ServiceSpec:
+def _service(spec: ServiceSpec, overrides: object, where: str) -> ServiceSpec:
     known = {f.name for f in fields(ServiceSpec)} - {"name"}
-    unknown = sorted(set(overrides) - known)
+    given = _mapping(
+        overrides, where, f"give a mapping of the service's settings ({', '.join(sorted(known))})"
+    )
+    unknown = _unknown(given, known)
     if unknown:
-        raise ConfigError(f"{where}: unknown settings {', '.join(unknown)}; use {', '.join(sorted(known))}")
-    return replace(spec, **overrides)
+        raise ConfigError(
+            f"{where}: unknown settings {', '.join(unknown)}", fix=f"use {', '.join(sorted(known))}"
+        )
+    return replace(spec, **given)
 
 
 def _schema_checked(config: TestbedConfig) -> TestbedConfig:
@@ -322,7 +442,8 @@ def _schema_checked(config: TestbedConfig) -> TestbedConfig:
     )
 
 
-def _where(loc: tuple[int | str, ...], config: TestbedConfig) -> str:
+def _by_name(loc: tuple[int | str, ...], config: TestbedConfig) -> tuple[int | str, ...]:
+    """A location with a service's index replaced by its name: ``services.text.cpus``."""
     parts = list(loc)
     if (
         len(parts) > 1
@@ -331,15 +452,16 @@ def _where(loc: tuple[int | str, ...], config: TestbedConfig) -> str:
         and parts[1] < len(config.services)
     ):
         parts[1] = config.services[parts[1]].name
-    return ".".join(str(p) for p in parts if not str(p).startswith("function-"))
+    return tuple(parts)
 
 
 def _schema_message(exc: ValidationError, config: TestbedConfig) -> str:
-    problems = []
-    for error in exc.errors():
-        msg = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{_where(error['loc'], config)} is {error.get('input')!r}: {msg}")
-    return "; ".join(problems)
+    """Each problem in firm's words (:func:`firm.schema.problems`): the field, the value, what it wants."""
+    errors = [{**error, "loc": _by_name(error["loc"], config)} for error in exc.errors()]
+    shown = schema.problems(errors)  # type: ignore[arg-type]
+    if len(shown) > schema.MAX_SHOWN:
+        shown = [*shown[: schema.MAX_SHOWN], f"and {len(shown) - schema.MAX_SHOWN} more"]
+    return "; ".join(shown)
 
 
 def _schema_fix(exc: ValidationError) -> str:
@@ -352,6 +474,48 @@ def _schema_fix(exc: ValidationError) -> str:
     return "; ".join(fixes)
 
 
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+"""A network interface's name as the kernel accepts it (at most 15 characters, no '/' or space)."""
+
+
+def _check_names(config: TestbedConfig) -> None:
+    """The subnet, the names given to the kernel and the telemetry Redis URL; ConfigError naming the
+    setting and the fix."""
+    try:
+        ipaddress.IPv4Network(config.subnet)
+    except ValueError as exc:
+        raise ConfigError(f"subnet is {config.subnet!r}: {exc}", fix=_FIXES["subnet"]) from None
+    if not _IFNAME.fullmatch(config.bridge) or config.bridge in (".", ".."):
+        raise ConfigError(
+            f"bridge is {config.bridge!r}, not a network interface name",
+            fix="give 1 to 15 letters, digits, '-', '_' or '.', e.g. firmtb0",
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", config.namespace_prefix):
+        raise ConfigError(
+            f"namespace_prefix is {config.namespace_prefix!r}",
+            fix="give 1 to 40 letters, digits, '-', '_' or '.', e.g. firmtb-",
+        )
+    parts = config.cgroup_parent.split("/")
+    if config.cgroup_parent.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ConfigError(
+            f"cgroup_parent is {config.cgroup_parent!r}, not a path below the cgroup root",
+            fix="give a relative path without '.' or '..' parts, e.g. firm-testbed",
+        )
+    for key in ("state_dir", "data_dir"):
+        if not getattr(config, key).strip():
+            raise ConfigError(f"{key} is empty", fix=f"give a directory, e.g. {getattr(TestbedConfig, key)}")
+    if config.telemetry_redis:
+        from redis.connection import parse_url  # noqa: PLC0415 (redis only when a URL is given)
+
+        try:
+            parse_url(config.telemetry_redis)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ConfigError(
+                f"telemetry_redis is {_shown(redact_url(config.telemetry_redis))}: {exc}",
+                fix=_FIXES["telemetry_redis"],
+            ) from None
+
+
 def validate(config: TestbedConfig) -> TestbedConfig:
     """Refuse values the testbed cannot build, naming the setting and what would work.
 
@@ -359,6 +523,7 @@ def validate(config: TestbedConfig) -> TestbedConfig:
     Raises :class:`ConfigError`.
     """
     config = _schema_checked(config)
+    _check_names(config)
     network = config.network
     needed = 2 + len(config.instances())
     if network.num_addresses - 2 < needed:

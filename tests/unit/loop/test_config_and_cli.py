@@ -164,3 +164,40 @@ def test_cluster_only_options_without_cluster_are_refused_before_anything_runs(
     assert result.exit_code == 2, result.output
     assert f"{named} appl" in result.output and "only with --cluster FILE" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_audit_log_the_kernel_refuses_is_a_usage_error_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from firm.loop import cli as loop_cli  # noqa: PLC0415
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the run was started")
+
+    monkeypatch.setattr(loop_cli, "_setup", never)
+    for path, words in (
+        ("/proc/nope/x.jsonl", "its directory /proc/nope does not exist"),
+        ("/proc/x.jsonl", "cannot append to it"),
+        (str(tmp_path), "is a directory"),
+    ):
+        result = CliRunner().invoke(main, ["run", "--dry-run", "--audit-log", path])
+        assert result.exit_code == 2, result.output
+        assert "'--audit-log'" in result.output and words in result.output
+
+
+@pytest.mark.parametrize("command", ["audit", "explain"])
+def test_audit_and_explain_say_why_redis_failed_in_firms_words(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--redis", "redis://user:secret@127.0.0.1:1/0"])
+    assert result.exit_code == 1, result.output
+    assert "connection refused" in result.output
+    assert "Error 111" not in result.output and "secret" not in result.output
+    assert "redis://user:***@127.0.0.1:1/0" in result.output
+
+
+@pytest.mark.parametrize("command", ["audit", "explain"])
+def test_last_is_bounded(command: str) -> None:
+    result = CliRunner().invoke(
+        main, [command, "--last", "99999999999999999999", "--redis", "redis://127.0.0.1:1/0"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "'--last'" in result.output and "100000" in result.output

@@ -285,7 +285,7 @@ def test_max_instances_is_validated(tmp_path: Path) -> None:
     path.write_text("services:\n  text: {max_instances: 9}\n")
     with pytest.raises(
         testbed_config.ConfigError,
-        match=r"services\.text\.max_instances is 9: .*less than or equal to 8\. Fix: give 1 to 8",
+        match=r"services\.text\.max_instances is 9; give at most 8\. Fix: give 1 to 8",
     ):
         testbed_config.load(path)
     path.write_text("scale_timeout_s: 0\n")

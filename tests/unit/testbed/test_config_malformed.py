@@ -1,0 +1,98 @@
+"""Malformed testbed configurations (wrong shapes, bad numbers, unknown keys, unreadable files) are
+refused with an error naming the file or the field, the value and the fix: never a traceback, never
+pydantic's own words, and before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from firm.cli import main
+from firm.testbed import config, lifecycle
+
+PYDANTIC_WORDS = ("Input should", "valid number", "Extra inputs", "function-after", "less than or equal")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "words"),
+    [
+        ("services: 5", ["services is the number 5, not a mapping", "service names"]),
+        ("mix: 5", ["mix is the number 5, not a mapping", "weight per request type"]),
+        ("slo_ms: [1]", ["slo_ms is a list, not a mapping", "p99 objective"]),
+        ("redis: [1]", ["redis is a list, not a mapping"]),
+        ("services: [text]", ["services is a list, not a mapping"]),
+        ("services: {text: 5}", ["services.text is the number 5, not a mapping", "cpu_quota_us"]),
+        ("- rate_rps\n- port", ["holds a list, not a mapping of settings"]),
+        ("0", ["holds the number 0, not a mapping of settings"]),
+        ("rate_rps: fast", ["rate_rps is 'fast'; give a number", "requests per second"]),
+        ("port: -1", ["port is -1; give at least 1", "TCP port"]),
+        ("rate_rps: .nan", ["rate_rps is nan; give a finite number"]),
+        ("rate_rps: .inf", ["rate_rps is inf; give a finite number"]),
+        ("slo_ms: {home: -.inf}", ["slo_ms.read-home-timeline is -inf"]),
+        ("users: 99999999999999999999", ["users is 99999999999999999999; give at most 100000"]),
+        ("services: {text: {work_ms: 1e9}}", ["services.text.work_ms", "give at most 1000"]),
+        ("telemetry_interval_s: 1e9", ["telemetry_interval_s", "at most 3600"]),
+        ("1: 2", ["unknown settings 1", "use only the settings"]),
+        ("bogus: 1\n2: 3", ["unknown settings 2, bogus"]),
+        ("services: {text: {bogus: 1}}", ["services.text: unknown settings bogus"]),
+        ("services: {nope: {}}", ["no service named 'nope'", "name one of the services"]),
+        ("mix: {1: 2}", ["mix: unknown request type 1"]),
+        ("mix: {compose: 1, compose-post: 2}", ["mix names compose-post twice"]),
+        ("subnet: banana", ["subnet is 'banana'", "CIDR"]),
+        ("subnet: 10.0.0.1/24", ["subnet is '10.0.0.1/24'", "host bits"]),
+        ("bridge: a/b", ["bridge is 'a/b', not a network interface name"]),
+        ("bridge: waytoolongbridgename0", ["not a network interface name"]),
+        ("cgroup_parent: ../up", ["cgroup_parent is '../up'"]),
+        ("telemetry_redis: http://x", ["telemetry_redis is 'http://x'", "Redis URL"]),
+        ("a: b: c", ["is not YAML (line 1"]),
+    ],
+)
+def test_malformed_settings_name_the_field_and_the_fix(
+    tmp_path: Path, yaml_text: str, words: list[str]
+) -> None:
+    path = tmp_path / "testbed.yml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    text = str(info.value)
+    assert "Fix:" in text
+    for word in words:
+        assert word in text
+    assert not any(w in text for w in PYDANTIC_WORDS)
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yml"
+    binary.write_bytes(b"rate_rps: \xff\xfe\n")
+    with pytest.raises(config.ConfigError, match="not UTF-8 text"):
+        config.load(binary)
+    with pytest.raises(config.ConfigError, match="is a directory"):
+        config.load(tmp_path)
+    with pytest.raises(config.ConfigError, match="No such file"):
+        config.load(tmp_path / "missing.yml")
+
+
+def test_an_empty_file_keeps_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yml"
+    path.write_text("# nothing overridden\n")
+    assert config.load(path) == config.load(None)
+
+
+@pytest.mark.parametrize(
+    "yaml_text", ["services: 5", "mix: 5", "slo_ms: [1]", "rate_rps: fast", "port: .inf"]
+)
+def test_testbed_up_refuses_them_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_text: str
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(lifecycle, "up", lambda *a, **k: started.append(a))
+    path = tmp_path / "testbed.yml"
+    path.write_text(yaml_text + "\n")
+    result = CliRunner().invoke(main, ["testbed", "up", "--config", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "Error:" in result.output and "Fix:" in result.output
+    assert "Traceback" not in result.output and "bug in firm" not in result.output
+    assert not isinstance(result.exception, (AttributeError, TypeError))
+    assert started == []
