@@ -64,8 +64,8 @@ STATUSES: Mapping[str, ExitStatuses] = {
     ),
     "experiment": ExitStatuses(
         "every policy ran and the report was written",
-        "the testbed or a policy cannot run, --out cannot be written; the testbed is reset and "
-        "every anomaly stopped",
+        "the testbed or a policy cannot run; the testbed is reset and every anomaly stopped (an --out "
+        "that cannot be written is a usage error, 2, before the first run)",
         "Ctrl-C: 1, after the testbed is reset and every anomaly stopped.",
     ),
     "explain": ExitStatuses(
@@ -106,7 +106,8 @@ STATUSES: Mapping[str, ExitStatuses] = {
     "run": ExitStatuses(
         "the loop ran for --duration, or was stopped by SIGTERM or Ctrl-C, and kept or restored the "
         "limits (--on-exit)",
-        "the configuration, the testbed (not up), the models or the instances' limits cannot be read",
+        "the configuration, the testbed (not up), the models or the instances' limits cannot be read "
+        "(an --audit-log that cannot be appended to is a usage error, 2, before the loop starts)",
         "Ctrl-C or SIGTERM: the step under way finishes, the limits are kept or restored, then 0.",
     ),
     "testbed down": ExitStatuses(

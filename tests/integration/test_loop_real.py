@@ -304,19 +304,25 @@ def _scrape(port: int) -> str:
 # --------------------------------------------------------------------------------------------------
 # a CPU anomaly: mitigated, then reclaimed
 
-MITIGATION_INTERVALS = 20
-"""Intervals (2 s) from the first violated window to the second window in a row with every SLO met."""
+MITIGATION_INTERVALS = 8
+"""Intervals (2 s) from a violated window to the second window in a row with every SLO met. Judged
+for every violation that begins at least this many intervals before the anomaly's end (a later one
+may be ended by the anomaly ending, which proves nothing about the loop)."""
+MAX_VIOLATED_SHARE = 0.5
+"""Most of the anomaly's intervals with an SLO violated. Without the loop, a CPU anomaly at 60 beside
+compose-post keeps its p99 over the SLO for most of its length (tests/integration/test_testbed_real.py
+shows the anomaly breaking the SLO)."""
 RECLAIM_INTERVALS = 20
-"""Intervals from the anomaly's end until the CPU given to the instances is back to the baseline."""
+"""Intervals after the anomaly's end by which at least half of the CPU given above the baselines is back."""
 
 
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "met 1 run of 2 on a quiet 2-core machine: once the SLOs held twice in a row 8 intervals after the first "
-        "violation (home-timeline, post-storage and frontend raised to 2 cores) and all extra CPU was reclaimed; "
-        "once (post-storage and home-timeline raised to 2 cores) they never held twice in a row while the anomaly "
-        "lasted"
+        "met in 4 of 6 runs on a 2-core machine (2026-12-01): when it fails, localization charges the "
+        "growth of compose-post's late calls to its callees on the other CPU (text, unique-id, user-mention) and to "
+        "the Redis callers (post-storage, home-timeline), and compose-post itself, beside the anomaly, is never "
+        "raised, so its cpuset never widens; see issue 9 (the caller/callee split of gap growth)"
     ),
 )
 def test_a_cpu_anomaly_beside_compose_post_is_mitigated_and_the_cpu_reclaimed_after(
@@ -351,39 +357,58 @@ def test_a_cpu_anomaly_beside_compose_post_is_mitigated_and_the_cpu_reclaimed_af
     assert restored is not None and restored.ok, restored
     began, ended = report.anomaly["started_at"], report.anomaly["ended_at"]  # type: ignore[index]
     during = [r for r in records if began <= r["time"] <= ended and r["status"] != "exit"]
-    violated = [i for i, r in enumerate(during) if any(s["state"] == "violated" for s in r["slo"])]
-    assert violated, "the anomaly broke no SLO, so there was nothing to mitigate"
-    first = violated[0]
-    met_twice = next(
-        (i for i in range(first + 1, len(during)) if all(_met(during[j]) for j in (i - 1, i))), None
-    )
+    flags = [_violated(r) for r in during]
+    assert any(flags), "the anomaly broke no SLO, so there was nothing to mitigate"
+    starts = [i for i, v in enumerate(flags) if v and (i == 0 or not flags[i - 1])]
+    closed = {
+        i: next((k - i for k in range(i + 1, len(during)) if _met(during[k - 1]) and _met(during[k])), None)
+        for i in starts
+    }
+    judged = {i: n for i, n in closed.items() if i + MITIGATION_INTERVALS < len(during)}
     raised = {
         a["instance"]: a["after"]
         for r in during
         for a in (r.get("result") or {}).get("actions", [])
         if a.get("changed") and a["resource"] == "cpu"
     }
-    print(
-        f"first violation at step {during[first]['step']}, SLOs met twice in a row "
-        f"{'never' if met_twice is None else f'{met_twice - first} intervals later'}; CPU raised: {raised}"
+    timeline = "".join(
+        "V" if v else ("?" if r["status"] == "stale" else ".") for v, r in zip(flags, during, strict=True)
     )
-    assert met_twice is not None and met_twice - first <= MITIGATION_INTERVALS
-    after = [r for r in records if r["time"] > ended and r["status"] != "exit"]
-    peak = max(_extra(baseline, r["limits_cpu"]) for r in _with_limits(records, baseline))
-    left = _extra(baseline, {n: final[n]["cpu"] for n in baseline})
+    print(
+        f"during the anomaly (V: an SLO violated): {timeline}; violation episodes closed after "
+        f"{[closed[i] for i in starts]} intervals; CPU raised: {raised}"
+    )
+    assert sum(flags) <= MAX_VIOLATED_SHARE * len(during), f"{sum(flags)} of {len(during)} intervals violated"
+    assert all(n is not None and n <= MITIGATION_INTERVALS for n in judged.values()), (
+        f"a violation that began {MITIGATION_INTERVALS}+ intervals before the anomaly's end lasted longer"
+    )
+    # Reclaim may begin while the anomaly still runs: a raise widens the culprit's cpuset away from
+    # the contended CPU, and a reclaim lowers the quota but never narrows the cpuset again, so once
+    # the SLOs hold with slack the extra quota comes back while the mitigation stays.
+    raised_at = min(r["time"] for r in records if _raises(r))
     reclaims = [
-        a
-        for r in after
+        (r["time"], a)
+        for r in records
+        if r["time"] > raised_at
         for a in (r.get("result") or {}).get("actions", [])
         if a.get("changed") and a["reason"].startswith("every SLO with slack")
     ]
+    peak = max(_extra(baseline, r["limits_cpu"]) for r in _with_limits(records, baseline))
+    left = _extra(baseline, {n: final[n]["cpu"] for n in baseline})
     print(
-        f"after the anomaly: {len(after)} steps, {len(reclaims)} reclaims; extra CPU {peak:.2f} cores at the "
-        f"peak, {left:.2f} at the end"
+        f"{len(reclaims)} reclaims ({sum(1 for t, _ in reclaims if t > ended)} after the anomaly); extra CPU "
+        f"{peak:.2f} cores at the peak, {left:.2f} at the end"
     )
     assert peak > 0, "no CPU was given"
-    assert reclaims, "nothing was reclaimed after the anomaly"
+    assert reclaims, "nothing was reclaimed after the raises"
     assert left <= 0.5 * peak, f"less than half of the extra CPU came back: {left:.2f} of {peak:.2f} cores"
+
+
+def _raises(record: dict[str, Any]) -> bool:
+    return any(
+        a.get("changed") and a["resource"] == "cpu" and not a["reason"].startswith("every SLO with slack")
+        for a in (record.get("result") or {}).get("actions", [])
+    )
 
 
 def _with_limits(records: list[dict[str, Any]], baseline: dict[str, Any]) -> list[dict[str, Any]]:
@@ -412,6 +437,10 @@ def _extra(baseline: dict[str, Any], limits: dict[str, Any]) -> float:
         and math.isfinite(v)
         and math.isfinite(baseline[n])
     )
+
+
+def _violated(record: dict[str, Any]) -> bool:
+    return any(s["state"] == "violated" for s in record["slo"])
 
 
 def _met(record: dict[str, Any]) -> bool:

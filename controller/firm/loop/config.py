@@ -165,6 +165,13 @@ class FirmDecider(BaseModel):
         "(one that widens where it may run) instead of the agent's: what it lacks is a CPU free to "
         "run on, not quota (0: always the agent's).",
     )
+    throttled_cpu: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="A culprit throttled in more than this share of its CFS periods lacks quota, "
+        "whatever its average use: it gets the agent's raise, not the smallest one.",
+    )
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
     trace_cache: int = Field(
         default=20000,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.executor import Action
 from firm.loop.config import RESOURCES, LoopConfig
@@ -393,10 +394,23 @@ class FirmDecider:
         ]
         if not ranking.reference_used:
             explanation.notes.append("ranked without a reference window")
-        culprits = [r for r in eligible if r.culprit][: cfg.max_culprits]
-        if not culprits and observation.violated and cfg.fallback_top and eligible:
-            culprits = eligible[:1]
-            explanation.notes.append(f"no instance flagged; acting on the top-ranked {eligible[0].instance}")
+        actionable = []
+        for r in eligible:
+            view = observation.instances[r.instance]
+            if self._starved(view) and _on_every_cpu(view):
+                if r.culprit:
+                    explanation.notes.append(
+                        f"{r.instance} (score {float(r.score):.2f}) passed over: it uses little of its CPU "
+                        "limit and already runs on every CPU it may use, so more CPU would not reach it"
+                    )
+                continue
+            actionable.append(r)
+        culprits = [r for r in actionable if r.culprit][: cfg.max_culprits]
+        if not culprits and observation.violated and cfg.fallback_top and actionable:
+            culprits = actionable[:1]
+            explanation.notes.append(
+                f"no instance flagged; acting on the top-ranked {actionable[0].instance}"
+            )
         explanation.culprits = [
             {
                 "instance": r.instance,
@@ -432,16 +446,25 @@ class FirmDecider:
                 if value < current and cfg.raise_only:
                     continue  # the SLO is in danger: no resource of a culprit is cut now
                 reason = f"agent: {label}"
-                if resource == "cpu" and value > current and math.isfinite(current):
+                if resource == "cpu" and value > current and math.isfinite(current) and self._starved(view):
                     used = view.usage.get("cpu", 0.0) / current if current > 0 else 1.0
-                    if used < cfg.unused_cpu:
-                        value = min(value, current * (1 + 2 * self.config.deadband))
-                        reason = (
-                            f"smallest raise (widens its CPUs): uses {used:.0%} of its CPU limit; {label}"
-                        )
+                    value = min(value, current * (1 + 2 * self.config.deadband))
+                    reason = f"smallest raise (widens its CPUs): uses {used:.0%} of its CPU limit; {label}"
                 actions.append(Action(view.name, resource, value, reason, view.service))
         explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
         return actions
+
+    def _starved(self, view: InstanceView) -> bool:
+        """Whether ``view`` uses less than ``firm.unused_cpu`` of a finite CPU limit and is seldom
+        throttled (in at most ``firm.throttled_cpu`` of its CFS periods): what it lacks is a free CPU
+        to run on, not quota. One throttled more often lacks quota in its bursts, however low its
+        average use."""
+        current = effective(view.limits.get("cpu"), math.inf)
+        if not math.isfinite(current) or current <= 0:
+            return False
+        if view.usage.get("cpu_throttled", 0.0) > self.config.firm.throttled_cpu:
+            return False
+        return view.usage.get("cpu", 0.0) / current < self.config.firm.unused_cpu
 
     def _ask_agent(
         self,
@@ -518,6 +541,23 @@ class FirmDecider:
             )
         explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
         return actions
+
+
+def _cpus(view: InstanceView) -> set[int]:
+    """The CPUs of ``view``'s cpuset (empty when unknown or unreadable)."""
+    text = view.limits.get("cpuset")
+    if not isinstance(text, str) or not text.strip():
+        return set()
+    try:
+        return set(cgroup.parse_list(text, "cpuset"))
+    except FirmError:
+        return set()
+
+
+def _on_every_cpu(view: InstanceView) -> bool:
+    """Whether ``view``'s cpuset already holds as many CPUs as it may have (its ``cpu_capacity``)."""
+    cpus = _cpus(view)
+    return bool(cpus) and math.isfinite(view.cpu_capacity) and len(cpus) >= view.cpu_capacity
 
 
 def _top_features(features: Mapping[str, float | None], keep: int = 6) -> dict[str, float | None]:

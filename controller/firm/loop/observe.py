@@ -196,7 +196,8 @@ def instance_types(traces: Iterable[Trace]) -> dict[str, frozenset[str]]:
 def usage_of(sample: Sample | None) -> dict[str, float]:
     """Usage per resource from a telemetry sample, in the loop's units: cpu cores, disk_io bytes/s
     (read + write), network bit/s received (what the host-side veth's qdisc shapes). Memory
-    bandwidth and LLC have no sample here and are left out."""
+    bandwidth and LLC have no sample here and are left out. Beside the resources,
+    ``cpu_throttled``: the share of the sample's CFS periods in which the group was throttled (0..1)."""
     if sample is None:
         return {}
     usage: dict[str, float] = {}
@@ -206,6 +207,8 @@ def usage_of(sample: Sample | None) -> dict[str, float]:
         usage["disk_io"] = (sample.disk_read_bps or 0.0) + (sample.disk_write_bps or 0.0)
     if sample.net_rx_bps is not None:
         usage["network"] = sample.net_rx_bps * 8
+    if sample.cpu_throttled_ratio is not None:
+        usage["cpu_throttled"] = sample.cpu_throttled_ratio
     return usage
 
 

@@ -61,7 +61,7 @@ def sample(name: str, at: float, cpu: float = 0.2, interval: float = 1.0) -> Sam
 
 def view(
     name: str,
-    limits: Mapping[str, float],
+    limits: Mapping[str, float | str],
     *,
     baseline: Mapping[str, float] | None = None,
     resources: frozenset[str] = frozenset({"cpu", "disk_io", "network"}),

@@ -149,3 +149,53 @@ def test_firm_gives_a_culprit_that_leaves_its_quota_unused_the_smallest_raise() 
         "compose-post-0": 1.0,
         "text-0": 0.8,
     }
+
+
+def pinned(usage: dict[str, float], cpus: dict[str, str]) -> list:  # type: ignore[type-arg]
+    """The four instances with cpusets: frontend, compose-post and home-timeline on CPU 0, text on CPU 1
+    (as the testbed pins them, with capacity 2: the node's CPUs); frontend serves compose-post too."""
+    cpu = {"frontend-0": 1.0, "compose-post-0": 0.5, "text-0": 0.4, "home-timeline-0": 0.5}
+    types = {"frontend-0": frozenset({"compose-post", "read-home-timeline"})}
+    return [
+        view(
+            n,
+            {"cpu": c, "cpuset": cpus.get(n, "1" if n == "text-0" else "0")},
+            resources=frozenset({"cpu", "cpuset"}),
+            usage={"cpu": usage.get(n, 0.3)},
+            types=types.get(n, frozenset()),
+        )
+        for n, c in cpu.items()
+    ]
+
+
+def test_firm_passes_over_a_culprit_that_waits_for_cpu_while_it_already_runs_on_every_cpu() -> None:
+    """compose-post-0's cpuset is already 0-1 (both of the node's CPUs): a raise would not widen it,
+    so the next flagged culprit, text-0 (busy: the agent's 0.8), is acted on instead."""
+    decider = firm(FakeLocalizer({"compose-post-0": 0.9, "text-0": 0.7}), FakeAgent(factor=2.0))
+    instances = pinned({"compose-post-0": 0.1}, {"compose-post-0": "0-1"})
+    actions = decider.decide(observation(violated_window(), instances))
+    assert targets(actions) == {"text-0": 0.8}
+    assert any(n.startswith("compose-post-0 (score 0.90) passed over") for n in decider.explanation.notes)
+    # nothing flagged while an SLO is violated: the fallback to the top of the ranking passes over it too
+    unflagged = FakeLocalizer({"compose-post-0": 0.4, "text-0": 0.1}, threshold=0.5)
+    decider = firm(unflagged, FakeAgent(factor=2.0))
+    assert targets(decider.decide(observation(violated_window(), instances))) == {"text-0": 0.8}
+    assert any("acting on the top-ranked text-0" in n for n in decider.explanation.notes)
+
+
+def test_firm_gives_a_throttled_culprit_the_agents_raise_however_low_its_average_use() -> None:
+    """compose-post-0 uses 0.1 of its 0.5 cores (20 %) but was throttled in 30 % of its CFS periods
+    (above firm.throttled_cpu 0.05): its bursts lack quota, so it gets the agent's 1.0, not 0.52;
+    throttled in 2 % it is starved for a CPU as before."""
+    decider = firm(FakeLocalizer({"compose-post-0": 0.9}), FakeAgent(factor=2.0))
+    cpu = {"frontend-0": 1.0, "compose-post-0": 0.5, "text-0": 0.4, "home-timeline-0": 0.5}
+
+    def instances(throttled: float) -> list:  # type: ignore[type-arg]
+        used = {"compose-post-0": {"cpu": 0.1, "cpu_throttled": throttled}}
+        return [view(n, {"cpu": c}, resources=CPU, usage=used.get(n, {"cpu": 0.3})) for n, c in cpu.items()]
+
+    assert targets(decider.decide(observation(violated_window(), instances(0.3)))) == {"compose-post-0": 1.0}
+    decider = firm(FakeLocalizer({"compose-post-0": 0.9}), FakeAgent(factor=2.0))
+    assert targets(decider.decide(observation(violated_window(), instances(0.02)))) == {
+        "compose-post-0": 0.52
+    }
