@@ -13,7 +13,7 @@ from firm import cli
 from firm.cli import main
 
 
-@pytest.mark.parametrize("command", ["features", "critical-path"])
+@pytest.mark.parametrize("command", ["features", "critical-path", "localize"])
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
 def test_a_device_is_refused_before_reading(command: str, device: str) -> None:
     result = CliRunner().invoke(main, [command, device])

@@ -39,6 +39,14 @@ def test_features_names_the_file_without_traces_among_good_ones(empty: Path) -> 
     assert json.loads(result.stdout)["window"]["requests"] == 1
 
 
+def test_localize_names_the_file_without_traces_among_good_ones(empty: Path) -> None:
+    good_file, other_file = good()
+    result = CliRunner().invoke(main, ["localize", "--rules", str(good_file), str(empty), str(other_file)])
+    assert result.exit_code == 0, result.output
+    assert f"{empty}: no trace in this file" in result.stderr
+    assert str(good_file) not in result.stderr and str(other_file) not in result.stderr
+
+
 def test_features_of_good_files_warns_of_nothing() -> None:
     good_file, other_file = good()
     result = CliRunner().invoke(main, ["features", str(good_file), str(other_file)])
