@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -146,3 +147,12 @@ def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     if len(shown) > MAX_SHOWN:
         shown = [*shown[:MAX_SHOWN], f"and {len(shown) - MAX_SHOWN} more"]
     return "; ".join(shown)
+
+
+def yaml_position(exc: yaml.YAMLError) -> str:
+    """Where a YAML error is, as `` (line N: problem)``, or "" when PyYAML gives no position (for
+    messages like ``f"{path} is not YAML{yaml_position(exc)}"``)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return ""
+    return f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})"

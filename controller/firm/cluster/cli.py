@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.cli_options import describe, json_option
+from firm.schema import yaml_position
 
 if TYPE_CHECKING:
     from firm.cluster.config import ServiceSpec
@@ -34,8 +35,7 @@ def _services(specs: tuple[str, ...], services_file: Path | None) -> list[Servic
         try:
             doc = yaml.safe_load(services_file.read_bytes().decode("utf-8"))
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})" if mark else ""
+            where = yaml_position(exc)
             raise click.ClickException(
                 f"--services {services_file} is not YAML{where}; give a YAML file of the services"
             ) from exc

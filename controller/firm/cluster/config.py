@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError, InvalidInputError
+from firm.schema import yaml_position
 from firm.urls import describe_transport, redact_url
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -180,10 +181,8 @@ def _credentials_problem(exc: BaseException) -> str:
     as its line and problem, the client's own ConfigException as its message (it names the missing
     key or context), an OSError as its reason, and the client's TypeError / KeyError / AttributeError
     on a document of the wrong shape as that."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        return f"not YAML (line {exc.problem_mark.line + 1}: {exc.problem})"
     if isinstance(exc, yaml.YAMLError):
-        return "not YAML"
+        return f"not YAML{yaml_position(exc)}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
     if isinstance(exc, ConfigException | OSError):

@@ -198,8 +198,7 @@ def load_config(path: str | Path) -> ClusterRunConfig:
             fix="give a YAML file saved as UTF-8 (see docs/cluster.md)",
         ) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})" if mark else ""
+        where = schema.yaml_position(exc)
         raise ClusterRunConfigError(
             f"the cluster file {path} is not YAML{where}",
             fix="give a YAML mapping of settings (see docs/cluster.md)",

@@ -307,8 +307,7 @@ def load(path: str | Path | None = None) -> TestbedConfig:
             f"testbed config {path} is not UTF-8 text (byte offset {exc.start})", fix="save it as UTF-8 YAML"
         ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})" if mark else ""
+        where = schema.yaml_position(exc)
         raise ConfigError(
             f"testbed config {path} is not YAML{where}",
             fix="give a YAML mapping of settings, one `setting: value` per line (see docs/testbed.md)",
