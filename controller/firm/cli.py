@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +18,15 @@ from firm import __version__, exit_status
 from firm.cli_options import (
     InputFile,
     apply_conventions,
+    files_without_traces,
     jaeger_request_options,
     jaeger_url_option,
     json_option,
+    no_trace_warning,
     only_with,
     overlap_tolerance_option,
     redis_reason,
+    source_file,
     trace_limit_option,
 )
 from firm.urls import redact_url
@@ -375,7 +378,7 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
     read and printed batch by batch (see docs/tracing.md).
     """
     from firm.tracing.errors import TraceError  # noqa: PLC0415 (firm.tracing pulls in numpy)
-    from firm.tracing.stream import StreamOptions, write_critical_paths  # noqa: PLC0415
+    from firm.tracing.stream import StreamOptions  # noqa: PLC0415
 
     held: list[bytes] = []  # the last chunk, held back until the next: an empty document is not printed
 
@@ -385,7 +388,7 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
         held.append(chunk)
 
     try:
-        count = write_critical_paths(
+        count = critical_paths_of_files(
             files,
             write,
             overlap_tolerance_us=tolerance,
@@ -399,6 +402,77 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
         raise click.ClickException(no_traces(files))
     click.echo(held.pop() if held else b"", nl=False)
     click.echo(b"")
+
+
+def critical_paths_of_files(
+    files: tuple[Path, ...],
+    write: Callable[[bytes], object],
+    *,
+    overlap_tolerance_us: int,
+    indent: bool,
+    options: StreamOptions,
+    warn: Callable[[str], object],
+) -> int:
+    """``firm critical-path`` of FILES, written through ``write``:
+    :func:`firm.tracing.stream.write_critical_paths` for one file; for several, the same document (a
+    test keeps the two equal) written by :func:`firm.tracing.export.write_critical_path_document` from
+    the batches of a :class:`FileTally`, which warns through ``warn`` of each file that gave no trace.
+    Returns the number of traces (0: the command's error names every file, :func:`no_traces`).
+
+    Raises :class:`firm.tracing.errors.TraceError` naming a file that cannot be read or parsed."""
+    from firm.tracing.export import write_critical_path_document  # noqa: PLC0415 (numpy)
+    from firm.tracing.gcpause import paused_gc  # noqa: PLC0415
+    from firm.tracing.stream import write_critical_paths  # noqa: PLC0415
+
+    if len(set(files)) == 1:  # one file: nothing to tell apart
+        return write_critical_paths(
+            files,
+            write,
+            overlap_tolerance_us=overlap_tolerance_us,
+            indent=indent,
+            options=options,
+            warn=warn,
+        )
+    tally = FileTally(files, warn)
+    with paused_gc():  # as in write_critical_paths: the batches die by reference counting
+        count = write_critical_path_document(
+            tally.batches(options), write, overlap_tolerance_us=overlap_tolerance_us, indent=indent
+        )
+    if count:
+        tally.warn_of_files_without_traces("the critical paths are those of the other files")
+    return count
+
+
+class FileTally:
+    """The traces of several FILES batch by batch (:func:`firm.tracing.stream.trace_batches`), told
+    apart by file: each batch's diagnostics go to ``warn`` as it comes, and the files that gave a
+    trace are counted (:func:`firm.cli_options.source_file`: a line of a JSON Lines file counts for
+    the file), so that a file that gave none (an empty answer or export, or one whose every span was
+    refused) among files that did is named in a warning rather than passing unseen."""
+
+    def __init__(self, files: tuple[Path, ...], warn: Callable[[str], object]) -> None:
+        self.files = files
+        self.warn = warn
+        self._known = {str(f) for f in files}
+        self._gave: set[str] = set()
+
+    def batches(self, options: StreamOptions) -> Iterator[TraceInput]:
+        """The batches of the files' traces, each batch's diagnostics through ``warn`` first.
+
+        Raises :class:`firm.tracing.errors.TraceError` naming a file that cannot be read or parsed."""
+        from firm.tracing.stream import trace_batches  # noqa: PLC0415 (numpy)
+
+        for batch in trace_batches(self.files, options):
+            for message in batch.diagnostics:
+                self.warn(message)
+            for sources in batch.sources.values():
+                self._gave.update(source_file(source, self._known) for source in sources)
+            yield batch
+
+    def warn_of_files_without_traces(self, instead: str) -> None:
+        """A warning naming each file that gave no trace (``instead``: what the result is, then)."""
+        for name in files_without_traces(self.files, self._gave):
+            self.warn(no_trace_warning(name, instead))
 
 
 def no_traces(files: tuple[Path, ...]) -> str:
@@ -508,16 +582,16 @@ def features_of_files(
     warn: Callable[[str], object],
 ) -> WindowFeatures:
     """``firm features`` of FILES: :func:`firm.tracing.stream.stream_features` for one file; for
-    several, the same computation over :func:`firm.tracing.stream.trace_batches` (a test keeps the
-    two equal) that also tells which files gave traces, with a warning through ``warn`` naming each
-    file that gave no trace (an empty answer or export among good ones would otherwise pass unseen); when none
-    gave one, the command's error names them all (:func:`no_traces`).
+    several, the same computation (a test keeps the two equal) over the batches of a
+    :class:`FileTally`, which warns through ``warn`` of each file that gave no trace (an empty answer
+    or export among good ones would otherwise pass unseen); when none gave one, the command's error
+    names them all (:func:`no_traces`).
 
     Raises :class:`firm.tracing.errors.TraceError` naming a file that cannot be read or parsed."""
     from firm.tracing.critical_path import critical_paths  # noqa: PLC0415 (numpy)
     from firm.tracing.features import PathSummary, window_features  # noqa: PLC0415
     from firm.tracing.gcpause import paused_gc  # noqa: PLC0415
-    from firm.tracing.stream import stream_features, trace_batches  # noqa: PLC0415
+    from firm.tracing.stream import stream_features  # noqa: PLC0415
 
     if len(set(files)) == 1:  # one file: nothing to tell apart
         return stream_features(
@@ -527,22 +601,13 @@ def features_of_files(
             options=options,
             warn=warn,
         )
+    tally = FileTally(files, warn)
     kept: list[PathSummary] = []
-    gave: set[str] = set()
     with paused_gc():  # as in stream_features: nothing made here forms a reference cycle
-        for batch in trace_batches(files, options):
-            for message in batch.diagnostics:
-                warn(message)
-            for names in batch.sources.values():
-                gave.update(names)
+        for batch in tally.batches(options):
             paths = critical_paths(batch.traces, overlap_tolerance_us=overlap_tolerance_us)
             kept.extend(PathSummary.of(cp.main) for cp in paths)
         result = window_features(kept, min_samples=min_samples)
-    if len(files) > 1 and result.requests:
-        for f in dict.fromkeys(str(f) for f in files):
-            if f not in gave:
-                warn(
-                    f"{f}: no trace in this file (an empty answer or export, or every span refused); "
-                    "the features are those of the other files"
-                )
+    if result.requests:
+        tally.warn_of_files_without_traces("the features are those of the other files")
     return result

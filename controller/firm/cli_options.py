@@ -18,7 +18,7 @@ import stat
 import sys
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -200,6 +200,32 @@ class OutputFile(click.Path):
                 ctx,
             )
         return converted
+
+
+def source_file(source: str, names: Container[str]) -> str:
+    """The input file a trace's source names, among ``names`` (the files' names, ``str(path)``): the
+    source itself, or FILE for ``FILE:LINE``, line LINE of a JSON Lines FILE; else the source as given."""
+    if source in names:
+        return source
+    head, colon, line = source.rpartition(":")
+    return head if colon and line.isdigit() and head in names else source
+
+
+def files_without_traces(files: Iterable[Path | str], sources: Iterable[str]) -> list[str]:
+    """The names of ``files`` (each once, in order) that none of ``sources`` (the sources of the
+    traces read from them, :func:`source_file`) names: an empty answer or export, or a file whose
+    every span was refused, which a command given several files names in a warning
+    (:func:`no_trace_warning`)."""
+    names = list(dict.fromkeys(str(f) for f in files))
+    known = set(names)
+    gave = {source_file(s, known) for s in sources}
+    return [name for name in names if name not in gave]
+
+
+def no_trace_warning(name: str, instead: str) -> str:
+    """The warning for file ``name`` that gave no trace among files that did (``instead``: what the
+    result is, then)."""
+    return f"{name}: no trace in this file (an empty answer or export, or every span refused); {instead}"
 
 
 def overlap_tolerance_option() -> Callable[[F], F]:

@@ -1,15 +1,20 @@
 """Traces out as Jaeger query-API JSON (``{"data": [...]}``), which Jaeger UI and firm both read;
-JSON documents out as bytes, fast."""
+critical paths out as ``firm critical-path``'s document; JSON documents out as bytes, fast."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from firm.tracing.critical_path import CriticalPath, critical_paths
 from firm.tracing.model import Span, TagValue, Trace
+
+if TYPE_CHECKING:
+    from firm.tracing.source import TraceInput
 
 
 def _tag(key: str, value: TagValue) -> dict[str, Any]:
@@ -79,5 +84,61 @@ def json_bytes(doc: Any, *, indent: bool = False) -> bytes:
     try:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2 if indent else 0)
     except orjson.JSONEncodeError:
-        text = json.dumps(doc, indent=2 if indent else None, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(
+            _finite(doc),
+            indent=2 if indent else None,
+            separators=(",", ": ") if indent else (",", ":"),  # orjson's layout
+            ensure_ascii=False,
+            allow_nan=False,
+        )
         return text.encode()
+
+
+def _finite(doc: Any) -> Any:
+    """``doc`` with every NaN or infinite float replaced by None (what orjson writes for them)."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {k: _finite(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_finite(v) for v in doc]
+    return doc
+
+
+def write_critical_path_document(
+    batches: Iterable[TraceInput],
+    write: Callable[[bytes], object],
+    *,
+    overlap_tolerance_us: int = 0,
+    indent: bool = True,
+) -> int:
+    """Write ``{"traces": [...]}``, the critical path of every trace of ``batches`` (the document of
+    ``firm critical-path``: per trace its source, :meth:`CriticalPath.as_dict` and warnings), batch by
+    batch through ``write``, as the batches come; the bytes are those of :func:`json_bytes` on the
+    whole document (``indent``: two spaces a level, else one line). Returns the number of traces.
+    The batches' diagnostics are the caller's. Raises as :func:`critical_paths`."""
+    sep, lead, end = (
+        (b",\n    ", b'{\n  "traces": [\n    ', b"\n  ]\n}") if indent else (b",", b'{"traces":[', b"]}")
+    )
+    count = 0
+    for batch in batches:
+        paths = critical_paths(batch.traces, overlap_tolerance_us=overlap_tolerance_us)
+        chunk = sep.join(
+            _entry(json_bytes(_path_doc(t, cp, batch.sources), indent=indent), indent)
+            for t, cp in zip(batch.traces, paths, strict=True)
+        )
+        if chunk:
+            write((sep if count else lead) + chunk)
+            count += len(paths)
+    write(end if count else (b'{\n  "traces": []\n}' if indent else b'{"traces":[]}'))
+    return count
+
+
+def _path_doc(t: Trace, cp: CriticalPath, sources: dict[str, list[str]]) -> dict[str, object]:
+    return {"source": ", ".join(sources.get(t.trace_id, [])), **cp.as_dict(), "warnings": list(t.warnings)}
+
+
+def _entry(doc: bytes, indent: bool) -> bytes:
+    """An entry of the ``traces`` list, indented as its place in the document wants (JSON text holds
+    no raw newline inside a string, so every newline starts a line of layout)."""
+    return doc.replace(b"\n", b"\n    ") if indent else doc

@@ -787,9 +787,16 @@ def _parse_jaeger_trace(
             fix=_FORMATS_HINT,
         )
     trace_id = doc.get("traceID")
-    if not isinstance(trace_id, str) or not trace_id:
+    if not isinstance(trace_id, str) or not trace_id.strip():
         first = spans[0] if spans and isinstance(spans[0], dict) else {}
-        trace_id = str(first.get("traceID") or f"#{position}")
+        trace_id = first.get("traceID")
+        if not isinstance(trace_id, str) or not trace_id.strip():
+            # Named after its place, which no other trace of any input shares: traces without an
+            # ID are never merged with one another (trace #0 of two files is two requests).
+            trace_id = f"{source}#{position}"
+            diagnostics.append(
+                f"{source}: trace #{position} has no traceID; it is a trace of its own, {trace_id}"
+            )
     asm = _Assembler(source, trace_id, diagnostics)
     processes = doc.get("processes") or {}
     if not isinstance(processes, dict):
@@ -1096,7 +1103,7 @@ def _processes(t: _JTrace) -> dict[str, tuple[str, str]] | None:
 def _clean_decoded(t: _JTrace, entry: bytes | msgspec.Raw, source: str, position: int) -> _Clean | None:
     """:func:`_clean_trace` of the decoded trace ``t``."""
     trace_id, spans = t.trace_id, t.spans
-    if not trace_id or not spans:
+    if not trace_id.strip() or not spans:  # no ID: the reference path names the trace and warns
         return None
     procs = _processes(t)
     if procs is None:

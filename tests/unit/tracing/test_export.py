@@ -21,6 +21,19 @@ def test_integers_beyond_64_bits_fall_back_to_the_standard_library() -> None:
     assert json.loads(json_bytes({"x": 2**70})) == {"x": 2**70}
 
 
+def test_the_fallback_keeps_the_layout_and_writes_null_for_nan() -> None:
+    """The standard library's fallback gives orjson's bytes: one line without spaces, or indented;
+    a NaN or infinite float is null there too, not a ValueError."""
+    doc: dict[str, object] = {"a": [1, {"b": "é", "c": []}], "d": {}, "e": None, "f": 1.5, "g": True}
+    with_big = {**doc, "x": 2**70}
+    assert json_bytes(with_big) == json_bytes(doc)[:-1] + b',"x":1180591620717411303424}'
+    assert json_bytes(with_big, indent=True).decode() == json.dumps(with_big, indent=2, ensure_ascii=False)
+    odd = {"x": 2**70, "n": [float("nan"), float("inf"), {"m": float("-inf")}], "t": (1.5,)}
+    assert json.loads(json_bytes(odd)) == {"x": 2**70, "n": [None, None, {"m": None}], "t": [1.5]}
+    assert json.loads(json_bytes(odd, indent=True)) == json.loads(json_bytes(odd))
+    assert json_bytes({"n": float("nan")}) == b'{"n":null}'  # orjson's own, for comparison
+
+
 def test_a_trace_written_and_read_back_is_the_same_trace() -> None:
     text = (
         '{"data": [{"traceID": "t1", "processes": {"p1": {"serviceName": "s", "tags": []}}, "spans": ['

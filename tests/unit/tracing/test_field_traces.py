@@ -149,6 +149,51 @@ def test_one_trace_under_two_id_spellings_and_two_formats_is_one_trace() -> None
     assert t.span("0000000000000002").parent_id == "0000000000000001"
 
 
+def _id_less(service: str, trace_id: object) -> dict[str, Any]:
+    """A query-API answer of one single-span trace whose ``traceID`` is ``trace_id`` (None: absent)."""
+    span = {"spanID": "01", "operationName": "root", "references": [], "startTime": 1000, "duration": 100}
+    trace: dict[str, Any] = {
+        "spans": [{**span, "processID": "p1"}],
+        "processes": {"p1": {"serviceName": service}},
+    }
+    if trace_id is not None:
+        trace["traceID"] = trace_id
+    return {"data": [trace]}
+
+
+@pytest.mark.parametrize("trace_id", [None, "", "   ", 123])
+def test_traces_without_an_id_are_never_merged_across_inputs(trace_id: object, tmp_path: Path) -> None:
+    """Without a trace ID a trace is named after its place (FILE#N), which no trace of another input
+    shares: trace #0 of two files is two requests, not one request of two roots; a warning names each."""
+    files = []
+    for service in ("a", "b"):
+        path = tmp_path / f"{service}.json"
+        path.write_text(json.dumps(_id_less(service, trace_id)))
+        files.append(path)
+    for columns in (True, False):  # the fast reader and the reference parser
+        reader = TraceReader(columns=columns)
+        for path in files:
+            reader.read_file(path)
+        traces = reader.traces()
+        assert [t.trace_id for t in traces] == [f"{files[0]}#0", f"{files[1]}#0"]
+        assert [[s.service for s in t.spans] for t in traces] == [["a"], ["b"]]
+        assert [m for m in reader.diagnostics if "has no traceID" in m] == [
+            f"{f}: trace #0 has no traceID; it is a trace of its own, {f}#0" for f in files
+        ]
+    code, out, err = run("features", *map(str, files))
+    assert code == 0 and json.loads(out)["window"]["requests"] == 2
+    assert err.count("has no traceID") == 2
+    code, out, _ = run("critical-path", "--compact", *map(str, files))
+    assert code == 0 and [t["source"] for t in json.loads(out)["traces"]] == list(map(str, files))
+
+
+def test_a_trace_without_an_id_takes_its_spans_id() -> None:
+    doc = _id_less("a", None)
+    doc["data"][0]["spans"][0]["traceID"] = "00000000000000AB"
+    [t] = loads_traces(json.dumps(doc))
+    assert t.trace_id == "00000000000000ab"
+
+
 # -- instance identity --------------------------------------------------------------------------
 
 
