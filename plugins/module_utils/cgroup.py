@@ -1220,6 +1220,57 @@ def _disk_bytes(group: Group) -> tuple[int, int]:
     return read_total, write_total
 
 
+def read_run_delays(group: Group, proc_root: str = "/proc") -> dict[int, int] | None:
+    """Per task (thread ID) of the group and its descendants, the nanoseconds it has spent runnable
+    but waiting for a CPU since it started: the second field of ``/proc/<tid>/schedstat``
+    (Documentation/scheduler/sched-stats.rst, "run_delay"). CPU contention from outside the group
+    (a noisy neighbour on its CPUs) shows here and not in its own usage or throttling counters.
+
+    Tasks are listed from ``tasks`` (v1) or ``cgroup.threads`` (v2) of the CPU hierarchy's
+    directory. A task that exits while it is read is left out. Returns None when the kernel keeps
+    no schedstat (built without ``CONFIG_SCHED_INFO``) for any task of the group, ``{}`` when the
+    group holds none. Raises :class:`NotFoundError` when the group's directory does not exist.
+    """
+    controller = next((c for c in ("cpu", "cpuacct") if c in group.layout.hierarchies), None)
+    directory = group.dir(controller) if controller else group.distinct_dirs()[0]
+    listing = "tasks" if controller and group.version(controller) == 1 else "cgroup.threads"
+    if not os.path.isdir(directory):
+        raise CgroupNotFoundError(f"{directory} does not exist", fix="check that the group exists")
+    tids: list[int] = []
+    for sub, _, files in os.walk(directory):
+        name = listing if listing in files else "cgroup.procs"
+        with contextlib.suppress(NotFoundError, OSError, ValueError):
+            tids.extend(int(t) for t in read_text(os.path.join(sub, name)).split())
+    delays: dict[int, int] = {}
+    unsupported = 0
+    for tid in tids:
+        try:
+            with open(os.path.join(proc_root, str(tid), "schedstat"), encoding="ascii") as handle:
+                fields = handle.read().split()
+        except FileNotFoundError:
+            if os.path.isdir(os.path.join(proc_root, str(tid))):
+                unsupported += 1
+            continue
+        except OSError:
+            continue  # the task exited between the listing and the read
+        if len(fields) >= 2 and fields[1].isdigit():
+            delays[tid] = int(fields[1])
+    if tids and not delays and unsupported:
+        return None
+    return delays
+
+
+def run_delay_growth(before: Mapping[int, int], after: Mapping[int, int]) -> int:
+    """Nanoseconds of waiting for a CPU between two :func:`read_run_delays` readings, summed over
+    the tasks of the second: a task new since the first counts all of its delay, a task that
+    exited in between counts nothing, and a task ID reused by a new task never counts negative."""
+    total = 0
+    for tid, value in after.items():
+        earlier = before.get(tid, 0)
+        total += value - earlier if value >= earlier else value
+    return total
+
+
 def enable_disk_accounting(layout: Layout, sysfs_root: str = "/sys", *, kernel: Kernel = KERNEL) -> list[str]:
     """Make cgroup v1 count every group's disk bytes on every block device; returns the devices
     (``MAJ:MIN``) this call enabled.

@@ -319,10 +319,11 @@ RECLAIM_INTERVALS = 20
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "met in 4 of 6 runs on a 2-core machine (2026-12-01): when it fails, localization charges the "
-        "growth of compose-post's late calls to its callees on the other CPU (text, unique-id, user-mention) and to "
-        "the Redis callers (post-storage, home-timeline), and compose-post itself, beside the anomaly, is never "
-        "raised, so its cpuset never widens; see issue 9 (the caller/callee split of gap growth)"
+        "met in 2 of 3 runs on a 2-core machine (2026-12-01) since the decider raises the instances that wait "
+        "for a CPU beside the anomaly (4 of 6 before): in the failing run every instance already ran on both "
+        "CPUs two steps after the anomaly began, and p99 stayed above the SLO for 12 intervals, as the 60 % "
+        "hog, the load generator and the loop share the machine's two CPUs; more CPU cannot reach the "
+        "instances then (issue 11)"
     ),
 )
 def test_a_cpu_anomaly_beside_compose_post_is_mitigated_and_the_cpu_reclaimed_after(

@@ -370,3 +370,43 @@ def test_sampling_cost_of_many_instances(
         f"sampler: {stats.rounds} rounds of 12 instances, {stats.cpu_ms_per_round:.3f} ms CPU per round, "
         f"{stats.cpu_ms_per_instance:.3f} ms per instance"
     )
+
+
+def test_a_neighbour_on_the_same_cpu_shows_as_waiting_for_a_cpu(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    """Contention from outside the group (another busy loop pinned to its one CPU) leaves its own
+    usage counters near a share of the CPU but shows as schedstat's run delay of its tasks."""
+    if "cpuset" not in layout.hierarchies:
+        pytest.skip("this machine has no cpuset controller")
+    if not Path(f"/proc/{os.getpid()}/schedstat").exists():
+        pytest.skip("this kernel keeps no schedstat (CONFIG_SCHED_INFO)")
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    group = cgroup.group_at(layout, group_path)
+    cgroup.create_group(group)
+    cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpuset_cpus=str(cpu))))
+    victim = start_in_group(layout, group_path, BUSY, spawn)
+    collector = LocalCollector()
+    instance = Instance("victim", "victim", group_path)
+
+    def waiting_per_cpu_second() -> tuple[float, float]:
+        """(seconds waited per second, seconds waited per CPU-second used) over about 1.5 s."""
+        collector.sample(instance)  # primes
+        deadline = time.monotonic() + 1.5
+        poll(time.monotonic, lambda now: now >= deadline, timeout_s=3, interval_s=0.1)
+        sample = collector.sample(instance)
+        assert sample is not None and sample.cpu_wait_s_per_s is not None and sample.cpu_cores
+        return sample.cpu_wait_s_per_s, sample.cpu_wait_s_per_s / sample.cpu_cores
+
+    alone = waiting_per_cpu_second()
+    hog = subprocess.Popen(["taskset", "-c", str(cpu), *BUSY])
+    spawn.append(hog)
+    shared = waiting_per_cpu_second()
+    hog.kill()
+    print(
+        f"victim on CPU {cpu} (pid {victim.pid}): waited {alone[0]:.2f} s/s alone "
+        f"({alone[1]:.2f} per CPU-second), {shared[0]:.2f} s/s beside a busy loop ({shared[1]:.2f})"
+    )
+    # Two busy loops on one CPU: each runs about half the time and waits the other half.
+    assert shared[0] >= 0.3, f"waited only {shared[0]:.2f} s/s beside a busy loop on its CPU"
+    assert shared[1] >= alone[1] + 0.5, f"wait per CPU-second {alone[1]:.2f} alone, {shared[1]:.2f} beside"

@@ -59,6 +59,7 @@ COUNTERS = {
     "container_memory_usage_bytes": "memory_bytes",
     "container_memory_working_set_bytes": "working_set_bytes",
     "container_threads": "tasks",
+    "container_cpu_schedstat_runqueue_seconds_total": "runqueue_s",
     "container_network_receive_bytes_total": "rx_bytes",
     "container_network_transmit_bytes_total": "tx_bytes",
 }
@@ -80,6 +81,8 @@ class Counters:
     read_bytes: float | None = None
     write_bytes: float | None = None
     tasks: float | None = None
+    runqueue_s: float | None = None
+    """Seconds the cgroup's tasks waited for a CPU (cAdvisor's ``sched`` metrics, off by default)."""
     rx_bytes: float | None = None
     tx_bytes: float | None = None
     container: str = ""
@@ -218,6 +221,12 @@ def sample_between(instance: str, service: str, before: PodCounters, after: PodC
         net_rx_bps=_rate(before.rx_bytes, after.rx_bytes, seconds),
         net_tx_bps=_rate(before.tx_bytes, after.tx_bytes, seconds),
         pids=None if a.tasks is None else int(a.tasks),
+        # A sum over the live tasks: it drops when one exits, which gives no figure, not a negative one.
+        cpu_wait_s_per_s=(
+            _rate(b.runqueue_s, a.runqueue_s, seconds)
+            if b.runqueue_s is not None and a.runqueue_s is not None and a.runqueue_s >= b.runqueue_s
+            else None
+        ),
     )
 
 

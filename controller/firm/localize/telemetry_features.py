@@ -8,10 +8,11 @@ results to every instance's features (prefix ``tm_``, :data:`TELEMETRY_FEATURE_D
 given telemetry. Instances are matched by name: the instance name of the telemetry (the
 testbed's ``compose-post-0``, a pod's name) is the trace's instance (the ``hostname`` tag).
 
-These features say what an instance *used*, not what it waited for: contention from outside its
-cgroup (a noisy neighbour on its CPUs, a slow shared disk, loss on its link) leaves them almost
-unchanged, which is why the classifier's inputs do not include them (docs/localization.md,
-"Telemetry"). They explain a ranking (an instance whose CPU use or throttling grew) and are there
+These features say mostly what an instance *used*: contention from outside its cgroup (a slow
+shared disk, loss on its link) leaves them almost unchanged, which is why the classifier's inputs do
+not include them (docs/localization.md, "Telemetry"). The exception is ``tm_cpu_wait``, what its
+tasks waited for a CPU, which a noisy neighbour on its CPUs raises; the control loop's FIRM decider
+acts on it directly (``firm.cpu_wait_s``). They explain a ranking (an instance whose CPU use or throttling grew) and are there
 for a model trained where contention comes from inside instances.
 """
 
@@ -29,6 +30,9 @@ TELEMETRY_FEATURE_DOCS: Mapping[str, str] = {
     "tm_cpu_ratio": "tm_cpu_cores over the reference's (ratio; None without reference samples).",
     "tm_throttled": "share of CFS periods in which the instance was throttled, window mean (0..1).",
     "tm_throttled_growth": "tm_throttled minus the reference's (-1..1).",
+    "tm_cpu_wait": "seconds the instance's tasks waited for a CPU per second, window mean (s/s; "
+    "schedstat's run delay: a neighbour contending for its CPUs shows here).",
+    "tm_cpu_wait_growth": "tm_cpu_wait minus the reference's (s/s).",
     "tm_disk_bps": "bytes read and written per second, window mean (B/s).",
     "tm_disk_ratio": "tm_disk_bps over the reference's (ratio; None when the reference wrote nothing).",
     "tm_net_bps": "bytes received and sent per second, window mean (B/s).",
@@ -87,6 +91,7 @@ def telemetry_features(
         then = [_as_map(s) for s in (reference or {}).get(name, ())]
         cpu, cpu_ref = _mean(now, "cpu_cores"), _mean(then, "cpu_cores")
         thr, thr_ref = _mean(now, "cpu_throttled_ratio"), _mean(then, "cpu_throttled_ratio")
+        wait, wait_ref = _mean(now, "cpu_wait_s_per_s"), _mean(then, "cpu_wait_s_per_s")
         disk = _mean(now, "disk_read_bps", "disk_write_bps")
         disk_ref = _mean(then, "disk_read_bps", "disk_write_bps")
         net, net_ref = _mean(now, "net_rx_bps", "net_tx_bps"), _mean(then, "net_rx_bps", "net_tx_bps")
@@ -95,6 +100,8 @@ def telemetry_features(
             "tm_cpu_ratio": _ratio(cpu, cpu_ref, 1e-4),
             "tm_throttled": thr,
             "tm_throttled_growth": None if thr is None or thr_ref is None else thr - thr_ref,
+            "tm_cpu_wait": wait,
+            "tm_cpu_wait_growth": None if wait is None or wait_ref is None else wait - wait_ref,
             "tm_disk_bps": disk,
             "tm_disk_ratio": _ratio(disk, disk_ref, 1.0),
             "tm_net_bps": net,

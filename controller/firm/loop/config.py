@@ -172,6 +172,21 @@ class FirmDecider(BaseModel):
         description="A culprit throttled in more than this share of its CFS periods lacks quota, "
         "whatever its average use: it gets the agent's raise, not the smallest one.",
     )
+    cpu_wait_s: float | None = Field(
+        default=0.05,
+        ge=0,
+        description="An instance on the window's traces whose tasks wait for a CPU at least this many "
+        "seconds per second (schedstat's run delay, from telemetry), and at least cpu_wait_ratio "
+        "seconds per CPU-second they run, is contended on its CPUs by a neighbour: while an SLO is "
+        "at risk it is raised first, with the smallest raise (one that widens where it may run), "
+        "whatever its rank from the traces (None: off).",
+    )
+    cpu_wait_ratio: float = Field(
+        default=1.5,
+        ge=0,
+        description="Seconds waited per CPU-second run for cpu_wait_s to count (idle instances wait "
+        "little in absolute terms; busy ones wait some of the time even without a neighbour).",
+    )
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
     trace_cache: int = Field(
         default=20000,

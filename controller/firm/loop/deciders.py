@@ -31,7 +31,7 @@ from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.executor import Action
 from firm.loop.config import RESOURCES, LoopConfig
 from firm.loop.guard import effective
-from firm.loop.observe import InstanceView, Observation
+from firm.loop.observe import InstanceView, Observation, SloStatus
 from firm.tracing.culprit_features import TracePartsCache, WindowParts
 from firm.tracing.errors import TraceParseError
 from firm.tracing.model import Trace
@@ -394,23 +394,7 @@ class FirmDecider:
         ]
         if not ranking.reference_used:
             explanation.notes.append("ranked without a reference window")
-        actionable = []
-        for r in eligible:
-            view = observation.instances[r.instance]
-            if self._starved(view) and _on_every_cpu(view):
-                if r.culprit:
-                    explanation.notes.append(
-                        f"{r.instance} (score {float(r.score):.2f}) passed over: it uses little of its CPU "
-                        "limit and already runs on every CPU it may use, so more CPU would not reach it"
-                    )
-                continue
-            actionable.append(r)
-        culprits = [r for r in actionable if r.culprit][: cfg.max_culprits]
-        if not culprits and observation.violated and cfg.fallback_top and actionable:
-            culprits = actionable[:1]
-            explanation.notes.append(
-                f"no instance flagged; acting on the top-ranked {actionable[0].instance}"
-            )
+        culprits, waiting = self._choose(eligible, observation, explanation)
         explanation.culprits = [
             {
                 "instance": r.instance,
@@ -418,6 +402,7 @@ class FirmDecider:
                 "score": round(float(r.score), 4),
                 "culprit": r.culprit,
                 "features": _top_features(r.features),
+                **({"cpu_wait_s_per_s": round(waiting[r.instance], 4)} if r.instance in waiting else {}),
             }
             for r in culprits
         ]
@@ -426,6 +411,9 @@ class FirmDecider:
         for ranked in culprits:
             view = observation.instances[ranked.instance]
             worst = observation.worst_for(view.name)
+            if ranked.instance in waiting:
+                actions.extend(self._widen(view, waiting[ranked.instance], worst))
+                continue
             proposals, scale_out = self._ask_agent(
                 observation,
                 view,
@@ -453,6 +441,76 @@ class FirmDecider:
                 actions.append(Action(view.name, resource, value, reason, view.service))
         explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
         return actions
+
+    def _choose(
+        self, eligible: Sequence[RankedInstance], observation: Observation, explanation: Explanation
+    ) -> tuple[list[RankedInstance], dict[str, float]]:
+        """The culprits to act on, in order, and the seconds per second that those contended on
+        their CPUs wait for one (by instance): first every instance waiting for a CPU
+        (:meth:`_waits_for_cpu`), then the localizer's culprits up to ``firm.max_culprits`` in all;
+        with none, and an SLO violated, the top-ranked instance (``firm.fallback_top``). An instance
+        that uses little of its CPU limit and already runs on every CPU is passed over."""
+        cfg = self.config.firm
+        actionable = []
+        for r in eligible:
+            view = observation.instances[r.instance]
+            if self._starved(view) and _on_every_cpu(view):
+                if r.culprit:
+                    explanation.notes.append(
+                        f"{r.instance} (score {float(r.score):.2f}) passed over: it uses little of its CPU "
+                        "limit and already runs on every CPU it may use, so more CPU would not reach it"
+                    )
+                continue
+            actionable.append(r)
+        waiting = {
+            r.instance: wait
+            for r in actionable
+            if (wait := self._waits_for_cpu(observation.instances[r.instance])) is not None
+        }
+        culprits = [r for r in actionable if r.instance in waiting]
+        flagged = [r for r in actionable if r.culprit and r.instance not in waiting]
+        culprits += flagged[: max(0, cfg.max_culprits - len(culprits))]
+        if not culprits and observation.violated and cfg.fallback_top and actionable:
+            culprits = actionable[:1]
+            explanation.notes.append(
+                f"no instance flagged; acting on the top-ranked {actionable[0].instance}"
+            )
+        return culprits, waiting
+
+    def _waits_for_cpu(self, view: InstanceView) -> float | None:
+        """Seconds per second ``view``'s tasks waited for a CPU (telemetry's ``cpu_wait``) when that
+        marks a neighbour contending for its CPUs (at least ``firm.cpu_wait_s``, and at least
+        ``firm.cpu_wait_ratio`` per CPU-second it ran) and a wider cpuset could help (it does not
+        already run on every CPU it may have); None otherwise."""
+        cfg = self.config.firm
+        wait = view.usage.get("cpu_wait")
+        if cfg.cpu_wait_s is None or wait is None or wait < cfg.cpu_wait_s or _on_every_cpu(view):
+            return None
+        used = view.usage.get("cpu", 0.0)
+        if used > 0 and wait / used < cfg.cpu_wait_ratio:
+            return None
+        return wait
+
+    def _widen(self, view: InstanceView, wait: float, worst: SloStatus | None) -> list[Action]:
+        """The smallest CPU raise of an instance contended on its CPUs: it widens the cpuset (the
+        executor adds the parent's next CPU on any raise), which is what the instance lacks; the
+        quota grows only by twice the dead band."""
+        guard = self.config.guard(view.service, "cpu")
+        current = effective(view.limits.get("cpu"), guard.max)
+        if not math.isfinite(current) or "cpu" not in view.resources:
+            return []
+        used = view.usage.get("cpu", 0.0)
+        label = (
+            f" of {worst.request_type} p99 {worst.p99_ms:.0f} ms / SLO {worst.slo_ms:g} ms"
+            if worst and worst.p99_ms is not None and worst.slo_ms
+            else ""
+        )
+        reason = (
+            f"waits for a CPU {wait:.2f} s per s ({wait / used:.1f} s per CPU-second run)"
+            if used > 0
+            else f"waits for a CPU {wait:.2f} s per s"
+        ) + f": a neighbour contends for its CPUs{label}; smallest raise (widens its CPUs)"
+        return [Action(view.name, "cpu", current * (1 + 2 * self.config.deadband), reason, view.service)]
 
     def _starved(self, view: InstanceView) -> bool:
         """Whether ``view`` uses less than ``firm.unused_cpu`` of a finite CPU limit and is seldom

@@ -197,7 +197,8 @@ def usage_of(sample: Sample | None) -> dict[str, float]:
     """Usage per resource from a telemetry sample, in the loop's units: cpu cores, disk_io bytes/s
     (read + write), network bit/s received (what the host-side veth's qdisc shapes). Memory
     bandwidth and LLC have no sample here and are left out. Beside the resources,
-    ``cpu_throttled``: the share of the sample's CFS periods in which the group was throttled (0..1)."""
+    ``cpu_throttled``: the share of the sample's CFS periods in which the group was throttled (0..1),
+    and ``cpu_wait``: seconds its tasks waited for a CPU per second (schedstat's run delay)."""
     if sample is None:
         return {}
     usage: dict[str, float] = {}
@@ -209,6 +210,8 @@ def usage_of(sample: Sample | None) -> dict[str, float]:
         usage["network"] = sample.net_rx_bps * 8
     if sample.cpu_throttled_ratio is not None:
         usage["cpu_throttled"] = sample.cpu_throttled_ratio
+    if sample.cpu_wait_s_per_s is not None:
+        usage["cpu_wait"] = sample.cpu_wait_s_per_s
     return usage
 
 

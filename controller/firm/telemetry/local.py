@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
@@ -35,6 +36,8 @@ class Counters:
     stats: cgroup.CgroupStats
     net_rx_bytes: int | None
     net_tx_bytes: int | None
+    run_delays: Mapping[int, int] | None = None
+    """Per task of the group, nanoseconds spent waiting for a CPU (``cgroup.read_run_delays``)."""
 
 
 class LocalCollector:
@@ -111,8 +114,13 @@ class LocalCollector:
                     fix="check that the instance still runs",
                 ) from exc
         mono, wall = time.monotonic(), time.time()
+        try:
+            delays = cgroup.read_run_delays(group, self.proc_root)
+        except FirmError:
+            delays = None
         net = self._read_net(instance, group)
-        return Counters(mono, wall, stats, *(net if net is not None else (None, None)))
+        rx, tx = net if net is not None else (None, None)
+        return Counters(mono, wall, stats, rx, tx, delays)
 
     def _enable_disk_accounting(self) -> None:
         """Without it, cgroup v1 reads 0 disk bytes on a fresh boot (``cgroup.enable_disk_accounting``)."""
@@ -213,6 +221,11 @@ def rates(instance: Instance, before: Counters, after: Counters) -> Sample | Non
     }
     if any(d is not None and d < 0 for d in deltas.values()):
         return None
+    waited = (
+        cgroup.run_delay_growth(before.run_delays, after.run_delays)
+        if before.run_delays is not None and after.run_delays is not None
+        else None
+    )
 
     def per_s(value: int | None, scale: float = 1.0) -> float | None:
         return None if value is None else value * scale / interval
@@ -236,4 +249,5 @@ def rates(instance: Instance, before: Counters, after: Counters) -> Sample | Non
         net_rx_bps=per_s(deltas["rx"]),
         net_tx_bps=per_s(deltas["tx"]),
         pids=a.pids,
+        cpu_wait_s_per_s=per_s(waited, 1e-9),
     )

@@ -97,6 +97,11 @@ class Sample:
     """Bytes the instance sent per second."""
     pids: int | None = None
     """Tasks in the group at the end of the interval."""
+    cpu_wait_s_per_s: float | None = None
+    """Seconds its tasks spent runnable but waiting for a CPU, summed over the tasks, per second of
+    the interval (schedstat's run delay): CPU contention from outside its cgroup, such as a noisy
+    neighbour on its CPUs, which its own usage and throttling do not show. None where the kernel
+    keeps no schedstat or the source has no such figure."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

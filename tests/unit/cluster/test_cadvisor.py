@@ -112,6 +112,34 @@ def test_rates_between_two_scrapes() -> None:
     assert sample_between("x", "y", after, before) is None
 
 
+def with_runqueue(text: str, seconds: float) -> str:
+    """The scrape with a CONSTRUCTED row of cAdvisor's ``sched`` family (the kubelet recorded
+    here does not expose it) for the statefulset pod's cgroup, at its CPU row's timestamp."""
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('container_cpu_usage_seconds_total{container="",cpu="total"') and STS in line
+    )
+    labels, _, stamp = row.split(" ")
+    labels = labels.split("{", 1)[1].replace('cpu="total",', "")
+    family = "container_cpu_schedstat_runqueue_seconds_total"
+    return text + f"# TYPE {family} counter\n{family}{{{labels} {seconds!r} {stamp}\n"
+
+
+def test_waiting_for_a_cpu_comes_from_the_sched_family_when_cadvisor_exposes_it() -> None:
+    text = recorded()
+    plain = sample_between("x", "y", parse(text)[STS], parse(later(text, 2.0, {}))[STS])
+    assert plain is not None and plain.cpu_wait_s_per_s is None  # the kubelet's endpoint has no sched family
+    first, second = with_runqueue(text, 10.0), with_runqueue(later(text, 2.0, {}), 10.6)
+    sample = sample_between("x", "y", parse(first)[STS], parse(second)[STS])
+    assert sample is not None and sample.cpu_wait_s_per_s == pytest.approx(0.3)
+    # a task exited and took its share of the sum with it: no figure, and the rest of the sample stays
+    dropped = sample_between(
+        "x", "y", parse(first)[STS], parse(with_runqueue(later(text, 2.0, {}), 9.0))[STS]
+    )
+    assert dropped is not None and dropped.cpu_wait_s_per_s is None and dropped.cpu_cores is not None
+
+
 @pytest.fixture
 def db() -> Iterator[redis.Redis]:
     client = redis_db.connect()

@@ -13,7 +13,12 @@ from tests.unit.localize.helpers import chain_trace
 
 
 def sample(
-    name: str, t: float, cpu: float | None, thr: float | None = 0.0, net: float | None = 1000.0
+    name: str,
+    t: float,
+    cpu: float | None,
+    thr: float | None = 0.0,
+    net: float | None = 1000.0,
+    wait: float | None = None,
 ) -> Sample:
     return Sample(
         instance=name,
@@ -28,18 +33,20 @@ def sample(
         disk_write_bps=30.0,
         net_rx_bps=net,
         net_tx_bps=None if net is None else net / 2,
+        cpu_wait_s_per_s=wait,
     )
 
 
 def test_window_means_and_growth_against_the_reference() -> None:
-    window = {"backend": [sample("backend", 1, 0.4, 0.5), sample("backend", 2, 0.6, 0.3)]}
-    reference = {"backend": [sample("backend", 0, 0.25, 0.1).as_dict()]}  # mappings work too
+    window = {"backend": [sample("backend", 1, 0.4, 0.5, wait=0.3), sample("backend", 2, 0.6, 0.3, wait=0.5)]}
+    reference = {"backend": [sample("backend", 0, 0.25, 0.1, wait=0.1).as_dict()]}  # mappings work too
     f = telemetry_features(window, reference)["backend"]
     assert set(f) == set(TELEMETRY_FEATURE_DOCS)
     assert f["tm_cpu_cores"] == pytest.approx(0.5) and f["tm_cpu_ratio"] == pytest.approx(2.0)
     assert f["tm_throttled"] == pytest.approx(0.4) and f["tm_throttled_growth"] == pytest.approx(0.3)
     assert f["tm_disk_bps"] == pytest.approx(40.0) and f["tm_disk_ratio"] == pytest.approx(1.0)
     assert f["tm_net_bps"] == pytest.approx(1500.0) and f["tm_samples"] == 2.0
+    assert f["tm_cpu_wait"] == pytest.approx(0.4) and f["tm_cpu_wait_growth"] == pytest.approx(0.3)
 
 
 def test_missing_figures_are_none_not_errors() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from firm.loop.config import FirmDecider as FirmSettings
@@ -199,3 +201,44 @@ def test_firm_gives_a_throttled_culprit_the_agents_raise_however_low_its_average
     assert targets(decider.decide(observation(violated_window(), instances(0.02)))) == {
         "compose-post-0": 0.52
     }
+
+
+def test_firm_raises_first_every_instance_that_waits_for_a_cpu_beside_a_neighbour() -> None:
+    """A neighbour on CPU 0: frontend-0 waits 0.3 s per s (3 s per CPU-second it runs) and
+    compose-post-0 0.2 s per s (5 per CPU-second), both above firm.cpu_wait_s 0.05 and cpu_wait_ratio
+    1.5; home-timeline-0 waits 0.06 s per s but runs 0.12 (0.5 per CPU-second: busy, not contended).
+    The traces flag only text-0 on CPU 1. The two contended ones get the smallest raise (1.0 x 1.04,
+    0.5 x 1.04), which widens their cpusets, and fill max_culprits 2, so text-0 waits a step."""
+    ranks = {"text-0": 0.9, "frontend-0": 0.2, "compose-post-0": 0.1, "home-timeline-0": 0.05}
+    usage = {
+        "frontend-0": {"cpu": 0.1, "cpu_wait": 0.3},
+        "compose-post-0": {"cpu": 0.04, "cpu_wait": 0.2},
+        "home-timeline-0": {"cpu": 0.12, "cpu_wait": 0.06},
+        "text-0": {"cpu": 0.3, "cpu_wait": 0.01},
+    }
+
+    def instances(cpus: dict[str, str]) -> list:  # type: ignore[type-arg]
+        out = pinned({}, cpus)
+        return [dataclasses.replace(v, usage=usage[v.name]) for v in out]
+
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), instances({})))
+    assert targets(actions) == {"frontend-0": 1.04, "compose-post-0": 0.52}
+    reason = next(a.reason for a in actions if a.instance == "frontend-0")
+    assert reason.startswith("waits for a CPU 0.30 s per s (3.0 s per CPU-second run): a neighbour contends")
+    assert reason.endswith("smallest raise (widens its CPUs)")
+    assert {c["instance"]: c.get("cpu_wait_s_per_s") for c in decider.explanation.culprits} == {
+        "frontend-0": 0.3,
+        "compose-post-0": 0.2,
+    }
+    # one already on both CPUs cannot be widened: the flagged text-0 takes its place
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), instances({"frontend-0": "0-1"})))
+    assert targets(actions) == {"compose-post-0": 0.52, "text-0": 0.8}
+    # off: the traces' culprit only
+    config = LoopConfig(guards=GUARDS, firm=FirmSettings(cpu_wait_s=None))
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0), config)
+    assert targets(decider.decide(observation(violated_window(), instances({})))) == {"text-0": 0.8}
+    # every SLO met: nothing is raised, however long anything waits
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    assert decider.decide(observation(slack_window(), instances({}))) == []

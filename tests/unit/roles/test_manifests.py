@@ -302,6 +302,7 @@ def test_cadvisor_enables_resctrl_only_on_labelled_nodes(rendered: dict[str, Pat
         args = pod["containers"][0]["args"]
         metrics = next(arg for arg in args if arg.startswith("--enable_metrics=")).split("=", 1)[1].split(",")
         assert ("resctrl" in metrics) is resctrl
+        assert "sched" in metrics  # run-queue time: a neighbour contending for the pod's CPUs
         assert (
             any(volume.get("hostPath", {}).get("path") == "/sys/fs/resctrl" for volume in pod["volumes"])
             is resctrl

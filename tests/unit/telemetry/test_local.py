@@ -137,6 +137,20 @@ def test_a_counter_that_went_backwards_gives_no_sample() -> None:
     assert rates(instance(), before, after) is None
 
 
+def test_waiting_for_a_cpu_is_summed_over_the_tasks_that_lived_through_the_interval() -> None:
+    # Task 11 waited 0.3 s more, 12 exited (nothing), 13 is new (all of its 0.1 s), and 14's ID was
+    # reused by a new task whose counter restarted (its 0.05 s, never a negative growth).
+    before = Counters(
+        0.0, 0.0, stats(), None, None, {11: 1_000_000_000, 12: 5_000_000_000, 14: 9_000_000_000}
+    )
+    after = Counters(2.0, 2.0, stats(), None, None, {11: 1_300_000_000, 13: 100_000_000, 14: 50_000_000})
+    sample = rates(instance(), before, after)
+    assert sample is not None
+    assert sample.cpu_wait_s_per_s == pytest.approx((0.3 + 0.1 + 0.05) / 2)
+    no_schedstat = Counters(2.0, 2.0, stats(), None, None, None)
+    assert rates(instance(), before, no_schedstat).cpu_wait_s_per_s is None  # type: ignore[union-attr]
+
+
 # LocalCollector on fake trees ----------------------------------------------------------------------
 
 
@@ -328,3 +342,39 @@ def test_namespace_counters_fall_back_to_ip_without_a_process(fake: FakeCgroupRo
 def test_a_missing_namespace_leaves_network_figures_out(fake: FakeCgroupRoot, tmp_path: Path) -> None:
     collector = LocalCollector(cgroup_root=str(fake.root), netns_dir=str(tmp_path))
     assert collector.read(instance(namespace="nope")).net_rx_bytes is None
+
+
+def _tasks(fake: FakeCgroupRoot, relative: str, tids: list[int]) -> None:
+    directory = fake.group(relative)
+    directory.mkdir(parents=True, exist_ok=True)
+    write(directory / ("tasks" if fake.version == 1 else "cgroup.threads"), "\n".join(map(str, tids)))
+
+
+def test_run_delays_are_read_per_task_of_the_group_and_its_children(
+    fake: FakeCgroupRoot, tmp_path: Path
+) -> None:
+    proc = tmp_path / "proc"
+    for tid, text in ((101, "5000 1000 3"), (103, "7000 2000 1")):
+        (proc / str(tid)).mkdir(parents=True)
+        write(proc / str(tid) / "schedstat", text)
+    _tasks(fake, GROUP, [101, 102])  # 102 exited after the listing: no /proc entry
+    _tasks(fake, f"{GROUP}/sub", [103])
+    group = cgroup.group_at(cgroup.detect_layout(str(fake.root)), GROUP)
+    assert cgroup.read_run_delays(group, str(proc)) == {101: 1000, 103: 2000}
+    collector = LocalCollector(cgroup_root=str(fake.root), proc_root=str(proc))
+    set_counters(fake, 0, 0, 0, 0, 0, 0, 0)
+    collector.sample(instance())
+    write(proc / "101" / "schedstat", "5000 501000 4")
+    sample = collector.sample(instance())
+    assert sample is not None
+    assert sample.cpu_wait_s_per_s == pytest.approx(500_000 * 1e-9 / sample.interval_s)
+
+
+def test_a_kernel_without_schedstat_gives_no_waiting_figure(fake: FakeCgroupRoot, tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "101").mkdir(parents=True)  # the task exists, its schedstat does not
+    _tasks(fake, GROUP, [101])
+    group = cgroup.group_at(cgroup.detect_layout(str(fake.root)), GROUP)
+    assert cgroup.read_run_delays(group, str(proc)) is None
+    _tasks(fake, GROUP, [])
+    assert cgroup.read_run_delays(group, str(proc)) == {}
