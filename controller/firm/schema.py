@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ def field_path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
+        elif part == "":  # an empty key of a mapping
+            text += "['']"
         elif _is_field(part):
             text += f".{part}" if text else part
     return text
@@ -53,7 +56,14 @@ def _shown(value: Any) -> str:
 
 
 def _number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A bound as written: 3600000 (not 3.6e+06), 0.5, 1e+300."""
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() and abs(value) < 1e16 else f"{value:g}"
+    return str(value)
+
+
+def _characters(count: Any) -> str:
+    return f"{count} character{'' if count == 1 else 's'}"
 
 
 def _entries(count: Any) -> str:
@@ -90,8 +100,8 @@ def _wants(error: ErrorDetails) -> str | None:
         "float_type": "a number",
         "float_parsing": "a number",
         "string_type": "text",
-        "string_too_short": f"text of at least {ctx.get('min_length')} characters",
-        "string_too_long": f"text of at most {ctx.get('max_length')} characters",
+        "string_too_short": f"text of at least {_characters(ctx.get('min_length'))}",
+        "string_too_long": f"text of at most {_characters(ctx.get('max_length'))}",
         "bool_type": "true or false",
         "bool_parsing": "true or false",
         "none_required": "null",
@@ -156,3 +166,48 @@ def yaml_position(exc: yaml.YAMLError) -> str:
     if mark is None:
         return ""
     return f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading plain numbers as YAML 1.2 does: ``1e9`` and ``2.5e-3`` are
+    numbers (YAML 1.1, which PyYAML follows, reads an exponent without a dot and a sign as text)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """A YAML document as Python values (PyYAML's safe loader; plain numbers with an exponent, such as
+    ``1e9``, are numbers, while quoted ones stay text, so that a schema with strict numbers can refuse
+    ``"40"`` and still take ``4e1``). Raises :class:`yaml.YAMLError` (and RecursionError for nesting
+    deeper than Python's stack)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+MAX_REDIS_DB = (1 << 31) - 1
+"""The largest database number a Redis URL may name (Redis keeps it in a C int)."""
+
+REDIS_URL_HINT = "give a URL like redis://127.0.0.1:6379/0, rediss://HOST:PORT/DB or unix:///PATH/redis.sock"
+"""What a Redis URL looks like, for a message's fix."""
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None when redis-py can use it: one it cannot parse (scheme,
+    brackets, port, query options), a database number that is negative or beyond
+    :data:`MAX_REDIS_DB`, or no host (the password redacted in what it says)."""
+    from redis.connection import parse_url  # noqa: PLC0415 (redis only when a URL is checked)
+
+    try:
+        parsed = parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        return f"not a Redis URL: {exc}"
+    db = parsed.get("db", 0)
+    if not isinstance(db, int) or not 0 <= db <= MAX_REDIS_DB:
+        return f"it names database {db}; Redis databases are numbered from 0 to {MAX_REDIS_DB}"
+    if "connection_class" not in parsed and not parsed.get("host"):
+        return "it names no host"
+    return None

@@ -14,7 +14,15 @@ import click
 from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import InputFile, config_option, describe, jaeger_url_option, trace_limit_option
+from firm.cli_options import (
+    InputFile,
+    config_option,
+    describe,
+    files_without_traces,
+    jaeger_url_option,
+    no_trace_warning,
+    trace_limit_option,
+)
 from firm.localize.errors import LocalizeError
 from firm.localize.localizer import Localizer
 from firm.localize.model import MODEL_INPUTS
@@ -48,15 +56,14 @@ def load_window(files: Sequence[Path], what: str) -> list[Trace]:
         raise click.ClickException(f"{what}: cannot read the files: {describe(err)}") from err
     for message in reader.diagnostics:
         click.echo(f"warning: {what}: {message}", err=True)
-    if len(set(map(str, files))) > 1:
-        gave = {source for t in traces for source in reader.sources(t.trace_id)}
-        for name in dict.fromkeys(str(f) for f in files):
-            if name not in gave:
-                click.echo(
-                    f"warning: {what}: {name}: no trace in this file (an empty answer or export, or every "
-                    "span refused); the window is that of the other files",
-                    err=True,
-                )
+    if traces and len(set(map(str, files))) > 1:
+        # a JSON Lines file's traces come from FILE:LINE, which is FILE's (files_without_traces)
+        sources = [source for t in traces for source in reader.sources(t.trace_id)]
+        for name in files_without_traces(files, sources):
+            click.echo(
+                f"warning: {what}: {no_trace_warning(name, f'the {what} is that of the other files')}",
+                err=True,
+            )
     return traces
 
 

@@ -8,6 +8,13 @@ Guardrails bound every action, whichever decider proposed it (:mod:`firm.loop.gu
 and resource a ``min`` and ``max``, a ``max_step`` (largest change per step) and a ``cooldown_s``
 (no new change of that resource of that instance sooner); an instance whose previous action is
 not yet visible in telemetry gets no new one (``confirm``).
+
+Every model is strict: a number is written as a number (``interval_s: 2``, not ``'2'`` or ``true``),
+a switch as ``true`` or ``false`` (not ``'yes'``); a whole number is a number where a field takes
+fractions. Paths and lists are read from YAML's text and sequences as usual. Every duration, count
+and SLO has an upper bound (:data:`MAX_SECONDS` and the others below), so that a value no run could
+mean (a window of 1e308 s) is refused when the file is read, not met in the middle of a run; a
+guardrail's limits are finite numbers in the resource's own unit.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError
 from firm import schema
@@ -32,11 +39,32 @@ class LoopConfigError(InvalidInputError):
     """The loop's configuration names a field wrongly or gives it a value out of range."""
 
 
+MAX_SECONDS = 3600.0
+"""The longest window, trace lag, cool-down or hold, seconds (an hour)."""
+
+MAX_SLO_MS = 3_600_000.0
+"""The largest p99 objective, milliseconds (an hour; as the testbed's)."""
+
+MAX_STALE_INTERVALS = 100.0
+"""The most control intervals telemetry may lag before it is stale."""
+
+MAX_COUNT = 100_000_000
+"""The most audit records, requests or traces any count of the configuration names."""
+
+MAX_CULPRITS = 1000
+"""The most culprits or instances acted on in one step."""
+
+_STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+"""Every model's settings: unknown keys refused, numbers finite, and types strict (no number read
+from text or from a boolean, no boolean from text); fields that take text or lists from YAML for
+other types (paths, lists) say ``strict=False`` themselves."""
+
+
 class Guard(BaseModel):
     """Bounds of one resource of one service, in the resource's unit (cpu cores, memory_bandwidth
     percent, llc ways, disk_io bytes/s, network bit/s)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = _STRICT
 
     min: float = Field(gt=0, description="Smallest limit the loop may set, resource unit.")
     max: float = Field(gt=0, description="Largest limit the loop may set, resource unit.")
@@ -44,6 +72,7 @@ class Guard(BaseModel):
     cooldown_s: float = Field(
         default=6.0,
         ge=0,
+        le=MAX_SECONDS,
         description="Seconds after a change of this resource of an instance before the next one.",
     )
 
@@ -70,7 +99,7 @@ def default_guards(cpus: int | None = None) -> dict[str, Guard]:
 class Reclaim(BaseModel):
     """Giving resources back when every SLO holds with slack."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = _STRICT
 
     enabled: bool = Field(default=True, description="Reclaim at all.")
     floor: Literal["baseline", "min"] = Field(
@@ -89,10 +118,13 @@ class Reclaim(BaseModel):
     min_step: float = Field(
         default=0.2, gt=0, le=1, description="Smallest step down, as a share of the guardrail's max_step."
     )
-    instances_per_step: int = Field(default=1, ge=1, description="Instances reclaimed from in one step.")
+    instances_per_step: int = Field(
+        default=1, ge=1, le=MAX_CULPRITS, description="Instances reclaimed from in one step."
+    )
     hold_s: float = Field(
         default=10.0,
         ge=0,
+        le=MAX_SECONDS,
         description="Seconds every SLO must have held with slack, "
         "without a raise, before anything is reclaimed.",
     )
@@ -101,12 +133,13 @@ class Reclaim(BaseModel):
 class ScaleIn(BaseModel):
     """Removing instances a service was scaled out to, when every SLO holds with slack."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = _STRICT
 
     enabled: bool = Field(default=True, description="Scale services back in at all.")
     hold_s: float = Field(
         default=30.0,
         ge=0,
+        le=MAX_SECONDS,
         description="Seconds every SLO must have held with slack (no SLO "
         "at risk, no raise) before an instance is removed; "
         "counted again after each removal.",
@@ -114,6 +147,7 @@ class ScaleIn(BaseModel):
     cooldown_s: float = Field(
         default=60.0,
         ge=0,
+        le=MAX_SECONDS,
         description="Seconds after a scale-out or scale-in of a service "
         "(requested or finished) before it is scaled in.",
     )
@@ -122,35 +156,53 @@ class ScaleIn(BaseModel):
 class Aimd(BaseModel):
     """The AIMD baseline: multiplicative increase on violation, additive decrease with slack."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = _STRICT
 
     increase: float = Field(
         default=1.5,
         gt=1,
+        le=100,
         description="Factor applied to the limit of every instance on a violated request type's traces.",
     )
-    decrease: Mapping[str, float] = Field(
+    decrease: Mapping[str, Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: {"cpu": 0.05},
         description="Amount taken away per step when every SLO holds with "
-        "slack, per resource, resource unit.",
+        "slack, per resource (one of RESOURCES), resource unit, 0 or more.",
     )
+
+    @field_validator("decrease")
+    @classmethod
+    def _known(cls, value: Mapping[str, float]) -> Mapping[str, float]:
+        unknown = sorted(set(value) - set(RESOURCES))
+        if unknown:
+            raise ValueError(f"names unknown resources {unknown}; use {list(RESOURCES)}")
+        return value
 
 
 class FirmDecider(BaseModel):
     """The FIRM decider: localize culprits, ask the agent for their limits."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = _STRICT
 
-    localizer_model: Path | None = Field(default=None, description="SVM model file (None: the shipped one).")
-    agent_model: Path | None = Field(default=None, description="Agent model file (None: the shipped one).")
-    max_culprits: int = Field(default=2, ge=1, description="Culprits acted on per step, highest score first.")
+    localizer_model: Path | None = Field(
+        default=None, strict=False, description="SVM model file (None: the shipped one)."
+    )
+    agent_model: Path | None = Field(
+        default=None, strict=False, description="Agent model file (None: the shipped one)."
+    )
+    max_culprits: int = Field(
+        default=2, ge=1, le=MAX_CULPRITS, description="Culprits acted on per step, highest score first."
+    )
     fallback_top: bool = Field(
         default=True,
         description="When an SLO is violated and no instance is flagged a "
         "culprit, act on the highest-ranked one.",
     )
     reference_traces: int = Field(
-        default=2000, ge=0, description="Traces of the last healthy window kept as the localizer's reference."
+        default=2000,
+        ge=0,
+        le=MAX_COUNT,
+        description="Traces of the last healthy window kept as the localizer's reference.",
     )
     raise_only: bool = Field(
         default=True,
@@ -191,6 +243,7 @@ class FirmDecider(BaseModel):
     trace_cache: int = Field(
         default=20000,
         ge=1,
+        le=MAX_COUNT,
         description="Requests whose per-trace parts (critical path, "
         "own times, gaps) are kept between steps, so that "
         "each is computed once (count).",
@@ -200,24 +253,29 @@ class FirmDecider(BaseModel):
 class LoopConfig(BaseModel):
     """Everything ``firm run`` reads besides the testbed's own configuration."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = _STRICT
 
     interval_s: float = Field(default=2.0, gt=0, le=60, description="Seconds between control steps.")
     window_s: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds of completed requests each step looks at (None: the testbed's slo_window_s).",
     )
     trace_lag_s: float = Field(
         default=1.0,
         ge=0,
+        le=MAX_SECONDS,
         description="Seconds the window ends before now: spans reach the trace store in batches.",
     )
     stale_intervals: float = Field(
-        default=2.0, gt=0, description="Telemetry older than this many intervals is stale: no decision on it."
+        default=2.0,
+        gt=0,
+        le=MAX_STALE_INTERVALS,
+        description="Telemetry older than this many intervals is stale: no decision on it.",
     )
     min_requests: int = Field(
-        default=5, ge=1, description="Requests of a type a window needs before its p99 counts."
+        default=5, ge=1, le=MAX_COUNT, description="Requests of a type a window needs before its p99 counts."
     )
     at_risk: float = Field(
         default=0.9, gt=0, le=1, description="An SLO is at risk when p99 exceeds this share of it."
@@ -228,8 +286,12 @@ class LoopConfig(BaseModel):
         lt=1,
         description="Every SLO holds with slack when each p99 is below this share of its SLO.",
     )
-    slo_ms: dict[str, Annotated[float, Field(gt=0)]] = Field(
-        default_factory=dict, description="SLO per request type, p99 ms (above 0); overrides the testbed's."
+    slo_ms: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(gt=0, le=MAX_SLO_MS)]] = Field(
+        default_factory=dict,
+        description="SLO per request type, p99 ms (above 0, at most MAX_SLO_MS); overrides the testbed's "
+        "or the cluster file's. The request types are those of the application the loop runs on, "
+        "which is not known when the file is read: a type the application has no requests of is "
+        "never at risk.",
     )
     decider: Literal["firm", "aimd", "none"] = Field(default="firm", description="Which decider runs.")
     confirm: bool = Field(
@@ -244,7 +306,9 @@ class LoopConfig(BaseModel):
     services: dict[str, dict[str, Guard]] = Field(
         default_factory=dict, description="Guardrails per service and resource, replacing the defaults."
     )
-    exclude: tuple[str, ...] = Field(default=("redis",), description="Services the loop never acts on.")
+    exclude: tuple[str, ...] = Field(
+        default=("redis",), strict=False, description="Services the loop never acts on (a YAML list)."
+    )
     reclaim: Reclaim = Field(default_factory=Reclaim)
     scale_in: ScaleIn = Field(default_factory=ScaleIn)
     aimd: Aimd = Field(default_factory=Aimd)
@@ -252,14 +316,26 @@ class LoopConfig(BaseModel):
     redis_url: str | None = Field(
         default=None, description="firm's Redis (telemetry, audit); None: the testbed's telemetry_redis."
     )
-    audit_key: str = Field(default="firm:audit", description="Redis stream of the audit records.")
-    audit_retention: int = Field(default=10000, ge=1, description="Audit records kept in Redis.")
+    audit_key: str = Field(
+        default="firm:audit", min_length=1, description="Redis stream of the audit records."
+    )
+    audit_retention: int = Field(
+        default=10000, ge=1, le=MAX_COUNT, description="Audit records kept in Redis."
+    )
     testbed_config: Path | None = Field(
-        default=None, description="The testbed's YAML configuration (None: its defaults)."
+        default=None, strict=False, description="The testbed's YAML configuration (None: its defaults)."
     )
     on_exit: Literal["keep", "restore"] = Field(
         default="keep", description="On stop: keep the last good limits or restore the baselines."
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        wrong = schema.redis_url_problem(value) if value else None
+        if wrong:
+            raise ValueError(f"{wrong}; {schema.REDIS_URL_HINT}")
+        return value
 
     def guard(self, service: str, resource: str) -> Guard:
         """The guardrail of ``resource`` for ``service`` (the service's own, else the default)."""
@@ -280,6 +356,14 @@ class LoopConfig(BaseModel):
         return self
 
 
+def _fix(exc: ValidationError) -> str:
+    """The fix of a configuration the schema refused: the known settings when one is unknown, else
+    where each setting's type and bounds are listed (each problem already says what its field takes)."""
+    if any(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in exc.errors()):
+        return f"use only the settings {', '.join(LoopConfig.model_fields)} (see docs/control-loop.md)"
+    return "give each setting named a value it takes (types and bounds: docs/control-loop.md, Configuration)"
+
+
 def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
     """The defaults, overridden by a YAML file and then by ``overrides`` (None values ignored).
 
@@ -288,12 +372,29 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            loaded = schema.load_yaml(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
             raise LoopConfigError(
-                f"cannot read the loop configuration {path}: {exc}",
+                f"cannot read the loop configuration {path}: {exc.strerror or exc}",
                 fix="give a readable YAML file (see docs/control-loop.md)",
-            ) from exc
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise LoopConfigError(
+                f"the loop configuration {path} is not UTF-8 text (byte offset {exc.start})",
+                fix="save it as UTF-8 YAML",
+            ) from None
+        except yaml.YAMLError as exc:
+            raise LoopConfigError(
+                f"the loop configuration {path} is not YAML{schema.yaml_position(exc)}",
+                fix="give a YAML mapping of settings, one `setting: value` per line (see docs/control-loop.md)",
+            ) from None
+        except RecursionError:
+            raise LoopConfigError(
+                f"the loop configuration {path} nests too deeply",
+                fix="give a YAML mapping of settings (see docs/control-loop.md)",
+            ) from None
+        if loaded is None:  # empty, or comments only
+            loaded = {}
         if not isinstance(loaded, dict):
             raise LoopConfigError(f"{path} is not a mapping of settings", fix="write key: value lines")
         data.update(loaded)
@@ -305,5 +406,5 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
     except ValidationError as exc:
         raise LoopConfigError(
             f"{path or 'loop configuration'}: {schema.describe(exc, LoopConfig)}",
-            fix=f"the settings are {', '.join(LoopConfig.model_fields)}; see docs/control-loop.md",
+            fix=_fix(exc),
         ) from None

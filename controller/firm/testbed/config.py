@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -26,6 +27,19 @@ from firm.urls import redact_url
 
 class ConfigError(FirmError, ValueError):
     """The configuration names a field wrongly or gives it a value out of range."""
+
+
+CPU_PERIOD_US = 100_000
+"""The CFS period of every instance's cgroup, microseconds (the kernel's default, 100 ms)."""
+
+MAX_CPU_QUOTA_US = 1000 * CPU_PERIOD_US
+"""The largest CPU quota, microseconds per period: 1000 CPUs' worth (the kernel's own ceiling, about
+2^44 us, is far above any machine's CPUs; a larger quota limits nothing)."""
+
+MAX_MEMORY_BYTES = cgroup.MEMORY_V1_UNLIMITED_FLOOR - 4096
+"""The largest memory limit, bytes: 4 EiB less a page (2^62 - 4096). The kernel keeps at most 2^63 - 1
+bytes in whole pages, and cgroup v1 reads back any limit from 2^62 up as no limit at all; give -1 for
+that."""
 
 
 def _quota(value: int) -> int:
@@ -54,11 +68,11 @@ def _memory_range(value: int) -> int:
 
 def _cpu_list(value: str) -> str:
     try:
-        cgroup.parse_list(value, "cpus")
+        numbers = cgroup.parse_list(value, "cpus")
     except cgroup.CgroupInputError as exc:
         raise ValueError(exc.message) from None
-    if not value.strip():
-        raise ValueError("give at least one CPU, e.g. 0 or 0-1")
+    if not numbers:  # blank, or only commas: no CPU at all
+        raise ValueError("names no CPU; give at least one CPU, e.g. 0 or 0-1")
     return value
 
 
@@ -88,37 +102,47 @@ _MAPPINGS = ("services", "redis", "slo_ms", "mix")
 
 
 # Field types with their constraints: pydantic checks a configuration against them (types and
-# ranges) before anything is built. Integers are strict, so ``port: true`` or ``instances: "2"`` is
-# refused rather than read as a number.
+# ranges) before anything is built. Every number is strict: ``port: true``, ``instances: "2"``,
+# ``rate_rps: "40"`` or ``sampling: true`` is refused rather than read as a number; a whole number is
+# a number (``rate_rps: 40``). Only ``memory_max`` takes text, a size with its unit (``512M``).
 _Int = Annotated[int, Strict()]
+_Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 _Count = Annotated[int, Strict(), Field(ge=1, le=8)]
-_Share = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
-_Quota = Annotated[int, Strict(), AfterValidator(_quota)]
+_Share = Annotated[_Number, Field(gt=0, le=1)]
+_Quota = Annotated[int, Strict(), Field(le=MAX_CPU_QUOTA_US), AfterValidator(_quota)]
 _Weight = Annotated[int, Strict(), Field(ge=cgroup.CPU_WEIGHT_MIN, le=cgroup.CPU_WEIGHT_MAX)]
-_Memory = Annotated[int, BeforeValidator(_memory), Strict(), AfterValidator(_memory_range)]
+_Memory = Annotated[
+    int, BeforeValidator(_memory), Strict(), Field(le=MAX_MEMORY_BYTES), AfterValidator(_memory_range)
+]
 _Cpus = Annotated[str, AfterValidator(_cpu_list)]
 _Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
-_Rate = Annotated[float, Field(gt=0, le=MAX_RATE_RPS, allow_inf_nan=False)]
-_Weights = Mapping[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
-_Slos = Mapping[str, Annotated[float, Field(gt=0, le=MAX_SLO_MS, allow_inf_nan=False)]]
-_Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+_Rate = Annotated[_Number, Field(gt=0, le=MAX_RATE_RPS)]
+_Weights = Mapping[str, Annotated[_Number, Field(ge=0)]]
+_Slos = Mapping[str, Annotated[_Number, Field(gt=0, le=MAX_SLO_MS)]]
+_Seconds = Annotated[_Number, Field(gt=0, le=MAX_SECONDS)]
 
 _FIXES = {
     "port": "give a TCP port from 1 to 65535, e.g. 8080",
-    "rate_rps": f"give requests per second above 0 and at most {MAX_RATE_RPS:g}, e.g. 40",
-    "cpu_quota_us": "give microseconds of CPU per 100 ms period: -1 (unlimited) or at least 1000 (50000 is half a CPU)",
+    "rate_rps": f"give a number of requests per second above 0 and at most {MAX_RATE_RPS:g}, e.g. 40",
+    "cpu_quota_us": (
+        "give whole microseconds of CPU per 100 ms period: -1 (unlimited) or 1000 to "
+        f"{MAX_CPU_QUOTA_US} (1000 CPUs; 50000 is half a CPU)"
+    ),
     "cpu_weight": f"give a cgroup v2 weight from {cgroup.CPU_WEIGHT_MIN} to {cgroup.CPU_WEIGHT_MAX} (100 is the default)",
-    "memory_max": "give bytes or a size such as 256M or 1G (powers of 1024), or -1 for no limit",
-    "telemetry_interval_s": f"give seconds above 0 and at most {MAX_SECONDS:g}, e.g. 1",
-    "slo_window_s": f"give seconds above 0 and at most {MAX_SECONDS:g}, e.g. 5",
-    "cpus": "give CPUs in the kernel's list format, e.g. 0, 1 or 0-1",
+    "memory_max": (
+        "give whole bytes or a size such as 256M or 1G (powers of 1024), from 16M to "
+        f"{MAX_MEMORY_BYTES} (4 EiB less a page), or -1 for no limit"
+    ),
+    "telemetry_interval_s": f"give a number of seconds above 0 and at most {MAX_SECONDS:g}, e.g. 1",
+    "slo_window_s": f"give a number of seconds above 0 and at most {MAX_SECONDS:g}, e.g. 5",
+    "cpus": "give at least one CPU in the kernel's list format, e.g. 0, 1 or 0-1",
     "instances": "give 1 to 8",
     "max_instances": "give 1 to 8",
-    "sampling": "give a share in (0, 1], e.g. 1.0 to trace every request",
-    "mix": "give a non-negative weight per request type, e.g. compose: 10, home: 60, user: 30",
-    "slo_ms": "give a p99 objective in milliseconds above 0 per request type",
-    "work_ms": f"give milliseconds from 0 to {MAX_WORK_MS:g}, e.g. 0.5",
-    "scale_timeout_s": f"give seconds above 0 and at most {MAX_SECONDS:g}, e.g. 30",
+    "sampling": "give a number above 0 and at most 1, e.g. 1.0 to trace every request",
+    "mix": "give a weight per request type, a number of 0 or more, e.g. compose: 10, home: 60, user: 30",
+    "slo_ms": f"give a p99 objective per request type, a number of milliseconds above 0 and at most {MAX_SLO_MS:.0f}",
+    "work_ms": f"give a number of milliseconds from 0 to {MAX_WORK_MS:g}, e.g. 0.5",
+    "scale_timeout_s": f"give a number of seconds above 0 and at most {MAX_SECONDS:g}, e.g. 30",
     "users": f"give 2 to {MAX_USERS} users, e.g. 962",
     "friends_per_user": f"give 1 to {MAX_FRIENDS}, e.g. 20",
     "seed_posts": f"give 0 to {MAX_SEED_POSTS}, e.g. 300",
@@ -147,7 +171,7 @@ class ServiceSpec:
     """Relative CPU weight, cgroup v2 units (1..10000)."""
     memory_max: _Memory = 256 << 20
     """Memory limit, bytes; a YAML file may give a size such as ``512M`` (powers of 1024), -1: none."""
-    work_ms: Annotated[float, Field(ge=0, le=MAX_WORK_MS, allow_inf_nan=False)] = 0.3
+    work_ms: Annotated[_Number, Field(ge=0, le=MAX_WORK_MS)] = 0.3
     """CPU time of the business logic of each request it handles, milliseconds (it takes longer when
     the CPU is contended, which is the point)."""
     max_instances: _Count = 4
@@ -189,15 +213,17 @@ class TestbedConfig:
     namespace_prefix: str = "firmtb-"
     """Network namespaces are <prefix><instance>."""
     veth_prefix: str = "ftb"
-    """Host ends of the veths are <prefix><n> (at most 15 characters in all)."""
+    """Host ends of the veths are <prefix><n> (an interface name: at most 15 bytes in all), so 1 to 12
+    ASCII letters and digits."""
     cgroup_parent: str = "firm-testbed"
     """Instances' cgroups are <parent>/<instance> in every hierarchy."""
     port: _Port = 8080
     """Port every service listens on, in its own namespace."""
     state_dir: str = "/run/firm/testbed"
-    """State file, logs and PIDs."""
+    """State file, logs and PIDs; an absolute path, not ``/`` (``firm testbed down`` deletes it)."""
     data_dir: str = "/var/lib/firm/testbed"
-    """Post storage's files (on disk, fsynced on every post)."""
+    """Post storage's files (on disk, fsynced on every post); an absolute path, not ``/`` (``firm
+    testbed down`` deletes it)."""
     users: Annotated[int, Strict(), Field(ge=2, le=MAX_USERS)] = 962
     """Users of the social network (socfb-Reed98 has 962)."""
     friends_per_user: Annotated[int, Strict(), Field(ge=1, le=MAX_FRIENDS)] = 20
@@ -296,7 +322,7 @@ def load(path: str | Path | None = None) -> TestbedConfig:
             f"testbed config {path} is a directory", fix="give the YAML file itself, e.g. testbed.yml"
         )
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = schema.load_yaml(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(
             f"cannot read testbed config {path}: {exc.strerror or exc}",
@@ -474,7 +500,36 @@ def _schema_fix(exc: ValidationError) -> str:
 
 
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-"""A network interface's name as the kernel accepts it (at most 15 characters, no '/' or space)."""
+"""A network interface's name as the kernel accepts it (at most 15 bytes, no '/' or space); ASCII
+only, so that characters are bytes."""
+
+_VETH_PREFIX = re.compile(r"[A-Za-z0-9]{1,12}")
+"""The start of the veths' host-side names, ``<prefix><n>``: ASCII, so that 12 characters are 12
+bytes and leave 3 for the instance's number within the kernel's 15."""
+
+
+def _check_directory(key: str, value: str) -> None:
+    """``state_dir`` / ``data_dir``: an absolute path the kernel can take, and not the root directory
+    (``firm testbed down`` deletes both); ConfigError naming the setting and the fix."""
+    example = getattr(TestbedConfig, key)
+    if not value.strip():
+        raise ConfigError(f"{key} is empty", fix=f"give an absolute directory path, e.g. {example}")
+    if "\x00" in value:
+        raise ConfigError(
+            f"{key} is {_shown(value)}, which holds a NUL character no path can hold",
+            fix=f"give an absolute directory path, e.g. {example}",
+        )
+    if not os.path.isabs(value):
+        raise ConfigError(
+            f"{key} is {_shown(value)}, a relative path (it would depend on the directory firm is "
+            "started from)",
+            fix=f"give an absolute directory path, e.g. {example}",
+        )
+    if not os.path.normpath(value).strip("/"):
+        raise ConfigError(
+            f"{key} is {_shown(value)}, the root directory, which `firm testbed down` would delete",
+            fix=f"give a directory of the testbed's own, e.g. {example}",
+        )
 
 
 def _check_names(config: TestbedConfig) -> None:
@@ -501,18 +556,19 @@ def _check_names(config: TestbedConfig) -> None:
             fix="give a relative path without '.' or '..' parts, e.g. firm-testbed",
         )
     for key in ("state_dir", "data_dir"):
-        if not getattr(config, key).strip():
-            raise ConfigError(f"{key} is empty", fix=f"give a directory, e.g. {getattr(TestbedConfig, key)}")
-    if config.telemetry_redis:
-        from redis.connection import parse_url  # noqa: PLC0415 (redis only when a URL is given)
-
-        try:
-            parse_url(config.telemetry_redis)  # type: ignore[no-untyped-call]
-        except ValueError as exc:
-            raise ConfigError(
-                f"telemetry_redis is {_shown(redact_url(config.telemetry_redis))}: {exc}",
-                fix=_FIXES["telemetry_redis"],
-            ) from None
+        _check_directory(key, getattr(config, key))
+    if not _VETH_PREFIX.fullmatch(config.veth_prefix):
+        raise ConfigError(
+            f"veth_prefix is {_shown(config.veth_prefix)}, not the start of a network interface name "
+            "(at most 15 bytes with the instance's number)",
+            fix="give 1 to 12 ASCII letters and digits, e.g. ftb",
+        )
+    wrong = schema.redis_url_problem(config.telemetry_redis) if config.telemetry_redis else None
+    if wrong:
+        raise ConfigError(
+            f"telemetry_redis is {_shown(redact_url(config.telemetry_redis))}: {wrong}",
+            fix=_FIXES["telemetry_redis"],
+        )
 
 
 def validate(config: TestbedConfig) -> TestbedConfig:
@@ -526,10 +582,10 @@ def validate(config: TestbedConfig) -> TestbedConfig:
     network = config.network
     needed = 2 + len(config.instances())
     if network.num_addresses - 2 < needed:
-        raise ConfigError(f"subnet {config.subnet} has too few addresses for {needed} instances; use a /24")
-    if len(config.veth_prefix) > 12 or not config.veth_prefix.isalnum():
         raise ConfigError(
-            f"veth_prefix {config.veth_prefix!r} must be letters and digits, at most 12 of them"
+            f"subnet {config.subnet} has {network.num_addresses - 2} usable addresses; the testbed needs "
+            f"{needed} (2 + one per instance, Redis included)",
+            fix="give a larger network, e.g. a /24 such as 198.51.100.0/24",
         )
     for spec in (config.redis, *config.services):
         if not 1 <= spec.instances <= 8:
@@ -546,7 +602,10 @@ def validate(config: TestbedConfig) -> TestbedConfig:
             if not isinstance(value, (int, float)) or value < 0 or (key == "slo_ms" and value <= 0):
                 raise ConfigError(f"{key}.{name} is {value!r}; give a positive number")
     if config.users < config.friends_per_user + 1:
-        raise ConfigError(f"users ({config.users}) must exceed friends_per_user ({config.friends_per_user})")
+        raise ConfigError(
+            f"users ({config.users}) must exceed friends_per_user ({config.friends_per_user})",
+            fix="give more users or fewer friends_per_user",
+        )
     if not any(config.mix.values()):
         raise ConfigError(
             "mix gives every request type a weight of 0, so no request would be sent", fix=_FIXES["mix"]

@@ -34,20 +34,22 @@ DeathStarBench write it; ``host.name``, ``k8s.pod.name`` and ``service.instance.
 OpenTelemetry SDKs write it; ``ip``), else the service name: replicas are told apart, and a
 replica's spans from different processes are one instance.
 
-Every number read from a trace is range-checked: a start outside ``[0, MAX_TIME_US)``, a negative
-duration, one longer than :data:`MAX_DURATION_US` (a wrapped unsigned 64-bit value, one near
-2^63, a number of 20 digits or more), a start or duration that is NaN or infinite (``NaN``,
-``Infinity``, as numbers or text) or an OTLP span that ends before it starts is refused: the span
-is dropped with a warning naming it and the field (its children become roots), and a trace left
-with no span is dropped with a warning. A JSON text nested deeper than the decoders go (about
+Every number read from a trace is type- and range-checked: a start outside ``[0, MAX_TIME_US)``, a
+negative duration, one longer than :data:`MAX_DURATION_US` (a wrapped unsigned 64-bit value, one
+near 2^63, a number of 20 digits or more), a start or duration that is NaN or infinite (``NaN``,
+``Infinity``, as numbers or text), one that is not a whole number (a fraction such as ``1.5``,
+``null``, ``true``, other text, a list or an object) or is missing, a Jaeger domain time or
+duration that cannot be read, or an OTLP span that ends before it starts is refused: the span is
+dropped with a warning naming it, the field and the value (its children become roots), and the
+command goes on; a trace left with no span is dropped with a warning. A JSON text nested deeper than the decoders go (about
 1,000 levels; no trace format nests so) is refused naming the file, never with a recursion error;
 a tag value nested too deeply to keep is replaced by a note.
 
 Diagnostics that concern no single trace (the query API's per-trace ``errors``, dropped traces)
 are collected in :attr:`TraceReader.diagnostics` for the command to print.
 
-Everything else that is malformed (missing or non-integer times, unknown process IDs, unknown
-reference types) raises :class:`TraceParseError` naming the source, the trace and the span.
+Everything else that is malformed (a span that is not an object or has no ID, unknown process IDs,
+unknown reference types) raises :class:`TraceParseError` naming the source, the trace and the span.
 """
 
 from __future__ import annotations
@@ -688,11 +690,14 @@ def _fail(asm: _Assembler, span_id: str | None, message: str) -> TraceParseError
 def _int_field(
     asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str, unit: str = "microseconds"
 ) -> int | None:
-    """The integer ``raw[key]`` (an integral float or a string of digits is taken too). A number
-    that is not finite (NaN, Infinity: what some exporters write for a broken clock) refuses the
-    span (returns None, the span counted and warned about); anything else not an integer raises."""
+    """The integer ``raw[key]`` (an integral float or a string of digits is taken too). Any other
+    value refuses the span (returns None, the span counted and warned about, naming the field and
+    the value), as a number out of range does: one that is not finite (NaN, Infinity: what some
+    exporters write for a broken clock), a fraction, null, a boolean, other text, a list or an
+    object, or no value at all."""
     if key not in raw:
-        raise _fail(asm, span_id, f'"{key}" is missing')
+        asm.refuse(span_id, f'"{key}" is missing: no whole number of {unit}')
+        return None
     v = raw[key]
     if isinstance(v, int) and not isinstance(v, bool):
         return v
@@ -700,10 +705,20 @@ def _int_field(
         return int(v)
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
         return int(v)
-    if isinstance(v, float | str) and not isinstance(v, bool) and _non_finite(v):
+    if isinstance(v, float | str) and _non_finite(v):
         asm.refuse(span_id, f'"{key}" is {v}, not a number of {unit}')
-        return None
-    raise _fail(asm, span_id, f'"{key}" must be an integer of {unit}, not {v!r}')
+    else:
+        asm.refuse(span_id, f'"{key}" is {_json_shown(v)}, not a whole number of {unit}')
+    return None
+
+
+def _json_shown(v: Any) -> str:
+    """A value as JSON wrote it (``null``, ``true``, ``1.5``, ``"soon"``), at most 40 characters."""
+    try:
+        text = json.dumps(v, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _non_finite(v: float | str) -> bool:
@@ -1183,6 +1198,24 @@ def _domain_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
     return tuple(out)
 
 
+def _domain_time(
+    asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str, parse: Callable[[str], int]
+) -> int | None:
+    """``raw[key]`` read by ``parse`` (an RFC 3339 time or a Go duration, as text), microseconds;
+    None when it is missing, not text or not readable (the span is then refused, naming the field
+    and the value, as for a number out of range)."""
+    v = raw.get(key)
+    if not isinstance(v, str):
+        problem = "missing" if key not in raw else f"{_json_shown(v)}, not text"
+        asm.refuse(span_id, f'"{key}" is {problem}')
+        return None
+    try:
+        return parse(v)
+    except (ValueError, OverflowError) as err:
+        asm.refuse(span_id, f'"{key}": {err}')
+        return None
+
+
 def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]) -> _Assembler:
     spans = doc["spans"]
     try:
@@ -1203,14 +1236,10 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
             span_id = _b64_hex(s.get("spanId"))
         except ValueError as err:
             raise _fail(asm, f"#{k}", str(err)) from None
-        try:
-            start = _rfc3339_us(str(s.get("startTime", "")))
-        except ValueError as err:
-            raise _fail(asm, span_id, f'"startTime": {err}') from None
-        try:
-            duration = parse_duration_us(str(s.get("duration", "")))
-        except ValueError as err:
-            raise _fail(asm, span_id, f'"duration": {err}') from None
+        start = _domain_time(asm, span_id, s, "startTime", _rfc3339_us)
+        duration = _domain_time(asm, span_id, s, "duration", parse_duration_us) if start is not None else None
+        if start is None or duration is None:
+            continue  # refused
         proc = s.get("process") or pmap.get(str(s.get("processId")))
         if not isinstance(proc, dict) or not isinstance(proc.get("serviceName"), str):
             raise _fail(asm, span_id, "the span has no process with a serviceName")
@@ -1308,9 +1337,7 @@ def _otlp_kind(value: Any) -> str:
 
 def _otlp_ns(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) -> int | None:
     """``raw[key]``, nanoseconds (an integer, or its digits as text as OTLP JSON writes 64-bit
-    values); None when it is NaN or infinite (the span is then refused)."""
-    if raw.get(key) is None:
-        raise _fail(asm, span_id, f'"{key}" must be an integer of nanoseconds, not None')
+    values); None when it is anything else (the span is then refused, :func:`_int_field`)."""
     return _int_field(asm, span_id, raw, key, "nanoseconds")
 
 

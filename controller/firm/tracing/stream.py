@@ -36,9 +36,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from firm.tracing.critical_path import CriticalPath, critical_paths
+from firm.tracing.critical_path import critical_paths
 from firm.tracing.errors import TraceParseError
-from firm.tracing.export import json_bytes
+from firm.tracing.export import write_critical_path_document
 from firm.tracing.features import DEFAULT_MIN_SAMPLES, PathSummary, WindowFeatures, window_features
 from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import Trace
@@ -492,37 +492,15 @@ def _write_critical_paths(
     options: StreamOptions | None,
     warn: Callable[[str], object],
 ) -> int:
-    sep, lead, end = (
-        (b",\n    ", b'{\n  "traces": [\n    ', b"\n  ]\n}") if indent else (b",", b'{"traces":[', b"]}")
+    def warned() -> Iterator[TraceInput]:
+        for batch in trace_batches(files, options):
+            for message in batch.diagnostics:
+                warn(message)
+            yield batch
+
+    return write_critical_path_document(
+        warned(), write, overlap_tolerance_us=overlap_tolerance_us, indent=indent
     )
-    count = 0
-    for batch in trace_batches(files, options):
-        for message in batch.diagnostics:
-            warn(message)
-        paths = critical_paths(batch.traces, overlap_tolerance_us=overlap_tolerance_us)
-        chunk = sep.join(
-            _indented(json_bytes(_path_doc(t, cp, batch), indent=indent), indent)
-            for t, cp in zip(batch.traces, paths, strict=True)
-        )
-        if chunk:
-            write((sep if count else lead) + chunk)
-            count += len(paths)
-    write(end if count else (b'{\n  "traces": []\n}' if indent else b'{"traces":[]}'))
-    return count
-
-
-def _path_doc(t: Trace, cp: CriticalPath, batch: TraceInput) -> dict[str, object]:
-    return {
-        "source": ", ".join(batch.sources.get(t.trace_id, [])),
-        **cp.as_dict(),
-        "warnings": list(t.warnings),
-    }
-
-
-def _indented(doc: bytes, indent: bool) -> bytes:
-    """An entry of the ``traces`` list, indented as its place in the document wants (JSON text
-    holds no raw newline inside a string, so every newline starts a line of layout)."""
-    return doc.replace(b"\n", b"\n    ") if indent else doc
 
 
 def stream_features(

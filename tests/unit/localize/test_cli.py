@@ -89,6 +89,54 @@ def test_reference_takes_every_file_up_to_the_next_option() -> None:
     assert (window["requests"], window["referenceRequests"]) == (3, 3)
 
 
+def _field(name: str) -> str:
+    from tests.unit.tracing.shared_data import data_dir  # noqa: PLC0415
+
+    return str(data_dir("field-traces", name))
+
+
+@pytest.mark.parametrize("order", ["lines first", "lines last"])
+def test_a_json_lines_file_among_several_is_not_warned_of(order: str) -> None:
+    """A JSON Lines (OTLP) file's traces come from ``FILE:LINE``: they are FILE's, so FILE gave traces."""
+    files = [_field("otlp-file-exporter.jsonl"), _field("split-trace-part1.json")]
+    if order == "lines last":
+        files.reverse()
+    code, out, err = run("localize", "--rules", *files)
+    assert code == 0, err
+    assert "no trace in this file" not in err
+    assert json.loads(out)["instances"]
+    # the same in the reference window
+    code, _, err = run("localize", "--rules", _field("split-trace-part2.json"), "--reference", *files)
+    assert code == 0 and "no trace in this file" not in err
+
+
+def test_the_file_without_traces_beside_a_json_lines_file_is_named_once(tmp_path: Path) -> None:
+    lines = _field("otlp-file-exporter.jsonl")
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"data": []}')
+    code, _, err = run("localize", "--rules", lines, str(empty), lines)
+    assert code == 0, err
+    assert err.count("no trace in this file") == 1
+    assert (
+        f"warning: window: {empty}: no trace in this file (an empty answer or export, or every span "
+        "refused); the window is that of the other files"
+    ) in err
+    code, _, err = run("localize", "--rules", lines, "--reference", lines, str(empty))
+    assert code == 0, err
+    assert f"warning: reference: {empty}: no trace in this file" in err
+    assert "the reference is that of the other files" in err and err.count("no trace in this file") == 1
+
+
+def test_files_that_all_hold_no_trace_are_an_error_without_other_files_warning(tmp_path: Path) -> None:
+    """No window at all: an error, not a warning that the window is that of the other files."""
+    empty, other = tmp_path / "empty.json", tmp_path / "empty-list.json"
+    empty.write_text('{"data": []}')
+    other.write_text("[]")
+    code, _, err = run("localize", "--rules", str(empty), str(other))
+    assert code == 1 and "no traces" in err
+    assert "the other files" not in err
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -201,3 +201,103 @@ def test_last_is_bounded(command: str) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "'--last'" in result.output and "100000" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        # wrong types: no number from text or a boolean, no boolean from text or a number
+        ("interval_s: '2'\n", ["interval_s is '2'; give a number"]),
+        ("interval_s: true\n", ["interval_s is True; give a number"]),
+        ("confirm: 'yes'\n", ["confirm is 'yes'; give true or false"]),
+        ("confirm: 1\n", ["confirm is 1; give true or false"]),
+        ("min_requests: 5.5\n", ["min_requests is 5.5; give a whole number"]),
+        ("audit_retention: '10'\n", ["audit_retention is '10'; give a whole number"]),
+        ("guards:\n  cpu: {min: '0.1', max: 2, max_step: 1}\n", ["guards.cpu.min is '0.1'; give a number"]),
+        ("reclaim: {enabled: 'no'}\n", ["reclaim.enabled is 'no'; give true or false"]),
+        ("firm: {max_culprits: true}\n", ["firm.max_culprits is True; give a whole number"]),
+        ("slo_ms: {compose-post: '200'}\n", ["slo_ms.compose-post is '200'; give a number"]),
+        # no upper bound was checked
+        ("trace_lag_s: 1e300\n", ["trace_lag_s is 1e+300; give at most 3600"]),
+        ("window_s: 1e308\n", ["window_s is 1e+308; give at most 3600"]),
+        ("audit_retention: 100000000000000000000000000\n", ["give at most 100000000"]),
+        ("stale_intervals: 1e9\n", ["stale_intervals is 1000000000.0; give at most 100"]),
+        ("scale_in: {hold_s: 1e20}\n", ["scale_in.hold_s", "give at most 3600"]),
+        ("guards:\n  cpu: {min: 1, max: 2, max_step: 1, cooldown_s: 1e12}\n", ["guards.cpu.cooldown_s"]),
+        ("firm: {reference_traces: 1000000000000}\n", ["firm.reference_traces", "at most 100000000"]),
+        ("aimd: {increase: 1e9}\n", ["aimd.increase", "at most 100"]),
+        # SLOs: finite, above 0, bounded, named
+        ("slo_ms: {bogus: 0}\n", ["slo_ms.bogus is 0; give above 0"]),
+        ("slo_ms: {bogus: -.inf}\n", ["slo_ms.bogus is -inf"]),
+        ("slo_ms: {bogus: .nan}\n", ["slo_ms.bogus is nan; give a finite number"]),
+        ("slo_ms: {x: 1e12}\n", ["slo_ms.x is 1000000000000.0; give at most 3600000"]),
+        ("slo_ms: {'': 5}\n", ["slo_ms[''] is ''; give text of at least 1 character"]),
+        # AIMD's decrease: known resources, never negative (a negative decrease raises)
+        ("aimd: {decrease: {gpu: 1}}\n", ["aimd.decrease", "unknown resources ['gpu']"]),
+        ("aimd: {decrease: {cpu: -1}}\n", ["aimd.decrease.cpu is -1; give at least 0"]),
+        # Redis URLs as every command checks them
+        (
+            "redis_url: 'redis://[::1'\n",
+            ["redis_url is 'redis://[::1': not a Redis URL", "redis://127.0.0.1"],
+        ),
+        ("redis_url: 'http://x'\n", ["redis_url is 'http://x': not a Redis URL"]),
+        ("redis_url: 'redis://h:99999/0'\n", ["redis_url", "Port out of range"]),
+        ("redis_url: 'redis://h/3000000000'\n", ["names database 3000000000"]),
+        ("redis_url: 'redis://:secret@[::1'\n", ["redis_url is 'redis://***@[::1'"]),
+        ("audit_key: ''\n", ["audit_key is ''"]),
+    ],
+)
+def test_wrong_types_and_unbounded_values_are_refused_naming_the_field(
+    tmp_path: Path, text: str, words: list[str]
+) -> None:
+    path = tmp_path / "loop.yml"
+    path.write_text(text)
+    with pytest.raises(LoopConfigError) as err:
+        load(path)
+    message = str(err.value)
+    for word in words:
+        assert word in message, message
+    assert "Fix:" in message and "secret" not in message and "Input should" not in message
+
+
+def test_numbers_and_lists_written_as_yaml_writes_them_are_taken(tmp_path: Path) -> None:
+    """A whole number is a number, ``1e3`` too (YAML 1.2); paths and lists are read from YAML."""
+    path = tmp_path / "loop.yml"
+    path.write_text(
+        "interval_s: 2\nwindow_s: 3600\ntrace_lag_s: 1e0\nslo_ms: {compose-post: 2e2, custom-type: 50}\n"
+        "confirm: false\nexclude: [redis, text]\nfirm: {agent_model: runs/agent.pt, cpu_wait_s: null}\n"
+        "testbed_config: testbed.yml\nredis_url: 'redis://:pw@[::1]:6380/2'\naimd: {decrease: {cpu: 0}}\n"
+    )
+    config = load(path)
+    assert (config.interval_s, config.window_s, config.trace_lag_s) == (2.0, 3600.0, 1.0)
+    assert isinstance(config.interval_s, float) and config.confirm is False
+    assert config.slo_ms == {"compose-post": 200.0, "custom-type": 50.0}  # the cluster's types are any
+    assert config.exclude == ("redis", "text")
+    assert config.firm.agent_model == Path("runs/agent.pt") and config.firm.cpu_wait_s is None
+    assert config.testbed_config == Path("testbed.yml")
+    assert config.redis_url == "redis://:pw@[::1]:6380/2"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"\xff\xfe{", "is not UTF-8 text"),
+        (b"a: [\n", "is not YAML (line 2"),
+        (b"[" * 5000, "nests too deeply"),
+        (b"0\n", "is not a mapping of settings"),
+    ],
+)
+def test_unreadable_files_are_refused_without_a_traceback(tmp_path: Path, content: bytes, words: str) -> None:
+    path = tmp_path / "loop.yml"
+    path.write_bytes(content)
+    with pytest.raises(LoopConfigError) as err:
+        load(path)
+    assert words in str(err.value) and err.value.fix
+
+
+def test_firm_run_refuses_a_wrong_type_before_anything_runs(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yml"
+    path.write_text("interval_s: '2'\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "interval_s is '2'; give a number" in result.output and "Traceback" not in result.output

@@ -103,8 +103,9 @@ def test_critical_path_errors_name_the_file(tmp_path: Path) -> None:
         '{"data": [{"traceID": "t9", "spans": [{"spanID": "s1", "startTime": 1}], "processes": {}}]}'
     )
     code, _, err = run("critical-path", str(bad))
-    assert code == 1
-    assert f'Error: {bad}, trace t9, span s1: "duration" is missing' in err
+    assert code == 1  # its only span refused, so no trace: the file is named
+    assert f'warning: {bad}: trace t9, span s1 refused: "duration" is missing' in err
+    assert f"{bad}: no trace in the file" in err
     code, _, err = run("critical-path", str(tmp_path / "absent.json"))
     assert code == 2 and "does not exist" in err
     code, _, err = run("critical-path")

@@ -71,6 +71,118 @@ def test_a_non_finite_time_refuses_just_that_span(field: str, value: Any) -> Non
     assert "not a number of microseconds" in warning
 
 
+# -- Times of the wrong type: refused like times out of range -------------------------------------
+
+_NOT_WHOLE = [
+    (1.5, "1.5"),
+    (None, "null"),
+    (True, "true"),
+    (False, "false"),
+    ("soon", '"soon"'),
+    ("", '""'),
+    ([1000], "[1000]"),
+    ({"us": 5}, '{"us": 5}'),
+]
+
+
+@pytest.mark.parametrize("columns", [True, False], ids=["column reader", "reference parser"])
+@pytest.mark.parametrize("field", ["startTime", "duration"])
+@pytest.mark.parametrize(("value", "shown"), _NOT_WHOLE)
+def test_a_time_of_the_wrong_type_refuses_just_that_span(
+    field: str, value: Any, shown: str, columns: bool
+) -> None:
+    """A fraction, null, a boolean, text, a list or an object as a span's time is refused as a
+    negative or NaN one is: that span, with a warning naming the trace, the span, the field and the
+    value; the other spans and traces are read, whichever reader reads the file."""
+    bad = span("s2", parent="s1")
+    bad[field] = value
+    good = {"traceID": "def", "spans": [span("t1")], "processes": {"p1": {"serviceName": "svc"}}}
+    doc = query_doc(span("s1"), bad, span("s3", parent="s1"))
+    doc["data"].append(good)
+    reader = TraceReader(keep_tags=False, columns=columns)
+    reader.read_text(json.dumps(doc).encode(), "in.json")
+    first, second = reader.traces()
+    assert [s.span_id for s in first.spans] == ["s1", "s3"] and [s.span_id for s in second.spans] == ["t1"]
+    message = f'in.json: trace abc, span s2 refused: "{field}" is {shown}, not a whole number of microseconds'
+    assert list(first.warnings) == [message] and message in reader.diagnostics
+    assert second.warnings == ()
+
+
+@pytest.mark.parametrize("columns", [True, False], ids=["column reader", "reference parser"])
+@pytest.mark.parametrize("field", ["startTime", "duration"])
+def test_a_missing_time_refuses_just_that_span(field: str, columns: bool) -> None:
+    bad = span("s2", parent="s1")
+    del bad[field]
+    reader = TraceReader(keep_tags=False, columns=columns)
+    reader.read_text(json.dumps(query_doc(span("s1"), bad)).encode(), "in.json")
+    [t] = reader.traces()
+    assert [s.span_id for s in t.spans] == ["s1"]
+    assert list(t.warnings) == [
+        f'in.json: trace abc, span s2 refused: "{field}" is missing: no whole number of microseconds'
+    ]
+
+
+def test_whole_numbers_in_other_spellings_are_still_read() -> None:
+    """An integral float and digits as text are whole numbers: read, not refused."""
+    [t] = loads_traces(json.dumps(query_doc(span("s1", start=1000.0, duration="25"))))
+    assert (t.spans[0].start, t.spans[0].duration, t.warnings) == (1000, 25, ())
+
+
+@pytest.mark.parametrize(("value", "shown"), _NOT_WHOLE)
+def test_otlp_times_of_the_wrong_type_refuse_the_span(value: Any, shown: str) -> None:
+    def ospan(sid: str, start: Any, end: Any) -> dict[str, Any]:
+        return {"traceId": "c" * 32, "spanId": sid, "startTimeUnixNano": start, "endTimeUnixNano": end}
+
+    spans = [ospan("1" * 16, "1000", "9000"), ospan("2" * 16, value, "9000"), ospan("3" * 16, 1000, value)]
+    resource = {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "s"}}]}}
+    [t] = loads_traces(json.dumps({"resourceSpans": [{**resource, "scopeSpans": [{"spans": spans}]}]}))
+    assert [s.span_id for s in t.spans] == ["1" * 16]
+    assert [w.split(": ", 1)[1] for w in t.warnings] == [
+        f'trace {"c" * 32}, span {"2" * 16} refused: "startTimeUnixNano" is {shown}, not a whole number of nanoseconds',
+        f'trace {"c" * 32}, span {"3" * 16} refused: "endTimeUnixNano" is {shown}, not a whole number of nanoseconds',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("startTime", None), ("startTime", 5), ("duration", True), ("duration", "soon")]
+)
+def test_jaeger_domain_times_that_cannot_be_read_refuse_the_span(field: str, value: Any) -> None:
+    def dspan(sid: str) -> dict[str, Any]:
+        return {
+            "traceId": "AAAAAAAAAAE=",
+            "spanId": sid,
+            "operationName": "x",
+            "startTime": "2020-01-01T00:00:00Z",
+            "duration": "1us",
+            "process": {"serviceName": "svc"},
+        }
+
+    bad = dspan("AAAAAAAAAAI=")
+    bad[field] = value
+    [t] = parse_traces({"spans": [dspan("AAAAAAAAAAE="), bad]})
+    assert [s.span_id for s in t.spans] == ["0000000000000001"]
+    [warning] = t.warnings
+    assert f'span 0000000000000002 refused: "{field}"' in warning
+
+
+def test_the_command_goes_on_past_a_span_of_the_wrong_type(tmp_path: Path) -> None:
+    """``firm critical-path`` warns naming the span and writes the paths, exit status 0."""
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from firm.cli import main  # noqa: PLC0415
+
+    path = tmp_path / "float-duration.json"
+    path.write_text(json.dumps(query_doc(span("s1", duration=100), span("s2", duration=2.5, parent="s1"))))
+    result = CliRunner().invoke(main, ["critical-path", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (
+        f'warning: {path}: trace abc, span s2 refused: "duration" is 2.5, not a whole number of microseconds'
+        in result.stderr
+    )
+    [trace] = json.loads(result.stdout)["traces"]
+    assert [step["spanID"] for step in trace["path"]] == ["s1"]
+
+
 def test_a_non_finite_time_in_a_streamed_file_refuses_just_that_span(tmp_path: Path) -> None:
     traces = [
         {
