@@ -276,6 +276,7 @@ class Experiment:
 
     def check(self) -> None:
         """Everything that can be checked before the testbed is touched; raises ExperimentInputError."""
+        loop_config.check_slo_types(self.loop_config, self.testbed.mix, "the testbed")
         if os.geteuid() != 0:
             raise ExperimentInputError(
                 "firm experiment changes cgroups, network namespaces and qdiscs", fix="run it as root (sudo)"

@@ -178,6 +178,7 @@ def _setup(
     config = session.loop_config(options)
     try:
         testbed = testbed_config.load(config.testbed_config)
+        loop_config.check_slo_types(config, testbed.mix, "the testbed")
         target = TestbedTarget.discover(
             testbed, redis_url=config.redis_url, horizon_s=(config.window_s or testbed.slo_window_s) + 10
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -290,8 +290,9 @@ class LoopConfig(BaseModel):
         default_factory=dict,
         description="SLO per request type, p99 ms (above 0, at most MAX_SLO_MS); overrides the testbed's "
         "or the cluster file's. The request types are those of the application the loop runs on, "
-        "which is not known when the file is read: a type the application has no requests of is "
-        "never at risk.",
+        "which is not known when the file is read: on the testbed (firm run, firm experiment) a type it "
+        "does not send is refused before anything starts (check_slo_types); on a cluster it is never "
+        "at risk.",
     )
     decider: Literal["firm", "aimd", "none"] = Field(default="firm", description="Which decider runs.")
     confirm: bool = Field(
@@ -408,3 +409,18 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
             f"{path or 'loop configuration'}: {schema.describe(exc, LoopConfig)}",
             fix=_fix(exc),
         ) from None
+
+
+def check_slo_types(config: LoopConfig, known: Iterable[str], where: str) -> None:
+    """Refuse ``slo_ms`` entries that name a request type ``where`` (e.g. "the testbed") never
+    sends: such an SLO would be kept for no request while the type it meant keeps its old one.
+
+    Raises :class:`LoopConfigError` naming the unknown types and the known ones."""
+    names = sorted(set(known))
+    unknown = sorted(set(config.slo_ms) - set(names))
+    if unknown:
+        raise LoopConfigError(
+            f"slo_ms names request type{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}, "
+            f"which {where} does not send",
+            fix=f"use the request types of {where}: {', '.join(names)}",
+        )

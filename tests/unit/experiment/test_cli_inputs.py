@@ -65,3 +65,17 @@ def test_an_unwritable_out_is_refused_before_any_run(
     assert result.exit_code == 2, result.output
     assert "'--out'" in result.output and words in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_slo_of_a_request_type_the_testbed_does_not_send_is_refused(tmp_path: Path) -> None:
+    """``compose`` is not a request type of the testbed (``compose-post`` is): an SLO for it would be
+    kept for no request while compose-post kept the testbed's SLO."""
+    loop = tmp_path / "loop.yml"
+    loop.write_text("slo_ms: {compose: 100}\n")
+    result = CliRunner().invoke(
+        main, ["experiment", "--config", str(loop), "--out", str(tmp_path / "out"), "--anomalies", "none"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "slo_ms names request type 'compose', which the testbed does not send" in result.output
+    assert "compose-post, read-home-timeline, read-user-timeline" in result.output
+    assert not (tmp_path / "out" / "report.json").exists()

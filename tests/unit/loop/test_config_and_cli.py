@@ -47,6 +47,15 @@ def test_bad_settings_are_refused_naming_the_field(tmp_path: Path, text: str, na
     assert named in str(err.value) and err.value.fix
 
 
+def test_firm_run_refuses_an_slo_of_a_request_type_the_testbed_does_not_send(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.yml"
+    loop.write_text("slo_ms: {compose: 100, read-home-timeline: 80}\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(loop), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "slo_ms names request type 'compose', which the testbed does not send" in result.output
+    assert "use the request types of the testbed: compose-post," in result.output
+
+
 def test_firm_run_without_a_testbed_says_how_to_start_one(tmp_path: Path) -> None:
     testbed = tmp_path / "testbed.yml"
     testbed.write_text(f"state_dir: {tmp_path / 'nothing'}\n")
