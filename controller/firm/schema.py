@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.urls import redact_url
 
 MAX_SHOWN = 5
@@ -46,7 +48,7 @@ def field_path(loc: Sequence[int | str]) -> str:
     return text
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value for a message: a URL's password redacted (:func:`firm.urls.redact_url`), at most 60
     characters."""
     if isinstance(value, str) and "@" in value:
@@ -138,10 +140,10 @@ def problems(errors: Sequence[ErrorDetails], model: type[BaseModel] | None = Non
         wants = [_wants(e) for e in group]
         if all(w is not None for w in wants):
             unique = list(dict.fromkeys(w for w in wants if w is not None))
-            out.append(f"{where} is {_shown(first.get('input'))}; give {' or '.join(unique)}")
+            out.append(f"{where} is {shown(first.get('input'))}; give {' or '.join(unique)}")
         else:
             message = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            out.append(f"{where} is {_shown(first.get('input'))}: {message}")
+            out.append(f"{where} is {shown(first.get('input'))}: {message}")
     return out
 
 
@@ -153,10 +155,10 @@ def problem(error: ErrorDetails, model: type[BaseModel] | None = None) -> str:
 def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """Every problem of ``exc`` (at most :data:`MAX_SHOWN`, then how many more), joined by ``; ``.
     ``model``: the model validated, so that an unknown field's message lists the known ones."""
-    shown = problems(exc.errors(), model)
-    if len(shown) > MAX_SHOWN:
-        shown = [*shown[:MAX_SHOWN], f"and {len(shown) - MAX_SHOWN} more"]
-    return "; ".join(shown)
+    listed = problems(exc.errors(), model)
+    if len(listed) > MAX_SHOWN:
+        listed = [*listed[:MAX_SHOWN], f"and {len(listed) - MAX_SHOWN} more"]
+    return "; ".join(listed)
 
 
 def yaml_position(exc: yaml.YAMLError) -> str:
@@ -186,6 +188,60 @@ def load_yaml(text: str) -> Any:
     ``"40"`` and still take ``4e1``). Raises :class:`yaml.YAMLError` (and RecursionError for nesting
     deeper than Python's stack)."""
     return yaml.load(text, Loader=_Loader)
+
+
+def yaml_kind(value: object) -> str:
+    """What a YAML value is, in words: ``a list``, ``the number 5``, ``the text 'x'``."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, bool):
+        return f"the value {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {shown(value)}"
+    return f"a {type(value).__name__}"
+
+
+def read_yaml_mapping(path: str | Path, *, what: str, doc: str, error: type[FirmError]) -> dict[str, Any]:
+    """The settings in the YAML file ``path`` (:func:`load_yaml`; an empty file or one of comments
+    only is ``{}``), for a configuration called ``what`` in messages (e.g. ``the loop
+    configuration``) and documented in ``doc`` (e.g. ``docs/control-loop.md``).
+
+    Raises ``error`` naming the file and the fix when it is a directory, cannot be read, is not
+    UTF-8, is not YAML (with the line), nests too deeply, or holds something else than a mapping."""
+    if Path(path).is_dir():
+        raise error(f"{what} {path} is a directory", fix="give the YAML file itself")
+    try:
+        data = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(
+            f"cannot read {what} {path}: {exc.strerror or type(exc).__name__}",
+            fix=f"give a readable YAML file (see {doc})",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte offset {exc.start})", fix="save it as UTF-8 YAML"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise error(
+            f"{what} {path} is not YAML{yaml_position(exc)}",
+            fix=f"give a YAML mapping of settings, one `setting: value` per line (see {doc})",
+        ) from None
+    except RecursionError:
+        raise error(
+            f"{what} {path} nests too deeply", fix=f"give a YAML mapping of settings (see {doc})"
+        ) from None
+    if data is None:  # empty, or comments only
+        return {}
+    if not isinstance(data, dict):
+        raise error(
+            f"{what} {path} holds {yaml_kind(data)}, not a mapping of settings",
+            fix=f"write one `setting: value` per line (see {doc})",
+        )
+    return data
 
 
 MAX_REDIS_DB = (1 << 31) - 1

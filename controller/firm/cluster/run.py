@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from kubernetes import client as kube_client
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -185,26 +184,9 @@ class ClusterRunConfig(BaseModel):
 
 def load_config(path: str | Path) -> ClusterRunConfig:
     """The cluster file; raises :class:`ClusterRunConfigError` naming the field and the fix."""
-    try:
-        loaded = yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ClusterRunConfigError(
-            f"cannot read the cluster file {path}: {exc.strerror or type(exc).__name__}",
-            fix="give a readable YAML file (see docs/cluster.md)",
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ClusterRunConfigError(
-            f"the cluster file {path} is not UTF-8 text (byte {exc.start})",
-            fix="give a YAML file saved as UTF-8 (see docs/cluster.md)",
-        ) from exc
-    except yaml.YAMLError as exc:
-        where = schema.yaml_position(exc)
-        raise ClusterRunConfigError(
-            f"the cluster file {path} is not YAML{where}",
-            fix="give a YAML mapping of settings (see docs/cluster.md)",
-        ) from exc
-    if not isinstance(loaded, dict):
-        raise ClusterRunConfigError(f"{path} is not a mapping of settings", fix="write key: value lines")
+    loaded = schema.read_yaml_mapping(
+        path, what="the cluster file", doc="docs/cluster.md", error=ClusterRunConfigError
+    )
     try:
         config = ClusterRunConfig.model_validate(loaded)
         config.service_specs()

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError
@@ -372,32 +371,9 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
     """
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = schema.load_yaml(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise LoopConfigError(
-                f"cannot read the loop configuration {path}: {exc.strerror or exc}",
-                fix="give a readable YAML file (see docs/control-loop.md)",
-            ) from None
-        except UnicodeDecodeError as exc:
-            raise LoopConfigError(
-                f"the loop configuration {path} is not UTF-8 text (byte offset {exc.start})",
-                fix="save it as UTF-8 YAML",
-            ) from None
-        except yaml.YAMLError as exc:
-            raise LoopConfigError(
-                f"the loop configuration {path} is not YAML{schema.yaml_position(exc)}",
-                fix="give a YAML mapping of settings, one `setting: value` per line (see docs/control-loop.md)",
-            ) from None
-        except RecursionError:
-            raise LoopConfigError(
-                f"the loop configuration {path} nests too deeply",
-                fix="give a YAML mapping of settings (see docs/control-loop.md)",
-            ) from None
-        if loaded is None:  # empty, or comments only
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise LoopConfigError(f"{path} is not a mapping of settings", fix="write key: value lines")
+        loaded = schema.read_yaml_mapping(
+            path, what="the loop configuration", doc="docs/control-loop.md", error=LoopConfigError
+        )
         data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
     if isinstance(data.get("guards"), dict):  # the resources not named keep their defaults

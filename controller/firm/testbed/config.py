@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
@@ -317,39 +316,7 @@ def load(path: str | Path | None = None) -> TestbedConfig:
     config = TestbedConfig()
     if path is None:
         return validate(config)
-    if Path(path).is_dir():
-        raise ConfigError(
-            f"testbed config {path} is a directory", fix="give the YAML file itself, e.g. testbed.yml"
-        )
-    try:
-        data = schema.load_yaml(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read testbed config {path}: {exc.strerror or exc}",
-            fix="give a readable YAML file (see docs/testbed.md)",
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"testbed config {path} is not UTF-8 text (byte offset {exc.start})", fix="save it as UTF-8 YAML"
-        ) from None
-    except yaml.YAMLError as exc:
-        where = schema.yaml_position(exc)
-        raise ConfigError(
-            f"testbed config {path} is not YAML{where}",
-            fix="give a YAML mapping of settings, one `setting: value` per line (see docs/testbed.md)",
-        ) from None
-    except RecursionError:
-        raise ConfigError(
-            f"testbed config {path} nests too deeply",
-            fix="give a YAML mapping of settings (see docs/testbed.md)",
-        ) from None
-    if data is None:  # empty, or comments only
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"testbed config {path} holds {_kind(data)}, not a mapping of settings",
-            fix="write one `setting: value` per line, e.g. rate_rps: 40 (see docs/testbed.md)",
-        )
+    data = schema.read_yaml_mapping(path, what="testbed config", doc="docs/testbed.md", error=ConfigError)
     applied = _apply(config, data, str(path))
     try:
         return validate(applied)
@@ -357,33 +324,12 @@ def load(path: str | Path | None = None) -> TestbedConfig:
         raise ConfigError(f"{path}: {exc.message}", fix=exc.fix) from None
 
 
-def _kind(value: object) -> str:
-    """What a YAML value is, in words: ``a list``, ``the number 5``, ``the text 'x'``."""
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, bool):
-        return f"the value {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the text {_shown(value)}"
-    return f"a {type(value).__name__}"
-
-
-def _shown(value: object) -> str:
-    """A value for a message: at most 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _mapping(value: object, where: str, fix: str) -> Mapping[Any, Any]:
     """``value`` when it is a mapping, ``{}`` when it is null (nothing overridden); else ConfigError."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where} is {_kind(value)}, not a mapping", fix=fix)
+        raise ConfigError(f"{where} is {schema.yaml_kind(value)}, not a mapping", fix=fix)
     return value
 
 
@@ -516,18 +462,18 @@ def _check_directory(key: str, value: str) -> None:
         raise ConfigError(f"{key} is empty", fix=f"give an absolute directory path, e.g. {example}")
     if "\x00" in value:
         raise ConfigError(
-            f"{key} is {_shown(value)}, which holds a NUL character no path can hold",
+            f"{key} is {schema.shown(value)}, which holds a NUL character no path can hold",
             fix=f"give an absolute directory path, e.g. {example}",
         )
     if not os.path.isabs(value):
         raise ConfigError(
-            f"{key} is {_shown(value)}, a relative path (it would depend on the directory firm is "
+            f"{key} is {schema.shown(value)}, a relative path (it would depend on the directory firm is "
             "started from)",
             fix=f"give an absolute directory path, e.g. {example}",
         )
     if not os.path.normpath(value).strip("/"):
         raise ConfigError(
-            f"{key} is {_shown(value)}, the root directory, which `firm testbed down` would delete",
+            f"{key} is {schema.shown(value)}, the root directory, which `firm testbed down` would delete",
             fix=f"give a directory of the testbed's own, e.g. {example}",
         )
 
@@ -559,14 +505,14 @@ def _check_names(config: TestbedConfig) -> None:
         _check_directory(key, getattr(config, key))
     if not _VETH_PREFIX.fullmatch(config.veth_prefix):
         raise ConfigError(
-            f"veth_prefix is {_shown(config.veth_prefix)}, not the start of a network interface name "
+            f"veth_prefix is {schema.shown(config.veth_prefix)}, not the start of a network interface name "
             "(at most 15 bytes with the instance's number)",
             fix="give 1 to 12 ASCII letters and digits, e.g. ftb",
         )
     wrong = schema.redis_url_problem(config.telemetry_redis) if config.telemetry_redis else None
     if wrong:
         raise ConfigError(
-            f"telemetry_redis is {_shown(redact_url(config.telemetry_redis))}: {wrong}",
+            f"telemetry_redis is {schema.shown(redact_url(config.telemetry_redis))}: {wrong}",
             fix=_FIXES["telemetry_redis"],
         )
 

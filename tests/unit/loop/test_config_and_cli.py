@@ -293,7 +293,7 @@ def test_numbers_and_lists_written_as_yaml_writes_them_are_taken(tmp_path: Path)
         (b"\xff\xfe{", "is not UTF-8 text"),
         (b"a: [\n", "is not YAML (line 2"),
         (b"[" * 5000, "nests too deeply"),
-        (b"0\n", "is not a mapping of settings"),
+        (b"0\n", "holds the number 0, not a mapping of settings"),
     ],
 )
 def test_unreadable_files_are_refused_without_a_traceback(tmp_path: Path, content: bytes, words: str) -> None:
