@@ -169,7 +169,11 @@ def test_the_cluster_file_is_refused_field_by_field(tmp_path: Path, body: str, e
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [(b"a: [\n", "is not YAML (line 2"), (b"\xff\xfe", "is not UTF-8 text"), (b"- 1\n", "holds a list, not a mapping")],
+    [
+        (b"a: [\n", "is not YAML (line 2"),
+        (b"\xff\xfe", "is not UTF-8 text"),
+        (b"- 1\n", "holds a list, not a mapping"),
+    ],
 )
 def test_an_unreadable_cluster_file_is_described(tmp_path: Path, content: bytes, expected: str) -> None:
     path = tmp_path / "cluster.yml"
