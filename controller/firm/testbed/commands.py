@@ -491,7 +491,11 @@ def summary_table(result: experiment.RunReport, config: testbed_config.TestbedCo
     summary = result.summary
     table = Table(
         title=f"{summary.overall.succeeded} of {summary.overall.sent} requests succeeded; "
-        f"the testbed used {result.testbed_cpu_cores:.2f} CPU cores"
+        f"the testbed used {result.testbed_cpu_cores:.2f} CPU cores",
+        caption=None
+        if result.drain_s is None
+        else f"the queue the anomaly left drained {result.drain_s:.1f} s after its end; "
+        "'after' counts requests sent from then on",
     )
     for column in ("phase", "request type", "requests", "p50 ms", "p99 ms", "SLO ms", "", "windows over SLO"):
         table.add_column(column, justify="right")

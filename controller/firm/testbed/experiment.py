@@ -116,6 +116,9 @@ class RunReport:
 
     slo_ms: dict[str, float] = field(default_factory=dict)
     records: list[RequestRecord] = field(default_factory=list)
+    drain_s: float | None = None
+    """Seconds from the anomaly's end until the last request sent before it completed: how long the
+    queue it left took to drain (the ``after`` phase starts no sooner). None without an anomaly."""
 
     def phase(self, name: str, request_type: str) -> dict[str, Any]:
         return self.phases.get(name, {}).get(request_type, Phase()).as_dict(self.slo_ms.get(request_type))
@@ -125,6 +128,7 @@ class RunReport:
             "summary": self.summary.as_dict(),
             "testbed_cpu_cores": self.testbed_cpu_cores,
             "anomaly": self.anomaly,
+            "drain_s": self.drain_s,
             "phases": {name: {t: self.phase(name, t) for t in types} for name, types in self.phases.items()},
         }
 
@@ -244,7 +248,17 @@ def run(
         config.slo_window_s,
         measured_from=load_began + plan.warmup_s,
     )
-    return RunReport(summary, windows, grouped, cores, record or None, dict(config.slo_ms), collector.records)
+    drained = drained_at(collector.records, record or None)
+    return RunReport(
+        summary,
+        windows,
+        grouped,
+        cores,
+        record or None,
+        dict(config.slo_ms),
+        collector.records,
+        None if drained is None or not record else max(0.0, drained - anomaly_end(record)),
+    )
 
 
 class Injector:
@@ -326,26 +340,50 @@ SETTLE_S = 2.0
 
 
 def phase_of(
-    moment: float, record: dict[str, Any] | None, measured_from: float = float("-inf")
+    moment: float,
+    record: dict[str, Any] | None,
+    measured_from: float = float("-inf"),
+    drained_at: float | None = None,
 ) -> str | None:
     """The phase of a request sent at ``moment`` (Unix seconds): ``run`` without an anomaly, else
     ``before``, ``during`` or ``after`` it; None for the warm-up (before ``measured_from``), for the
     seconds in which the injector was starting the anomaly (``requested_at`` to ``started_at`` of its
-    record: the harness's own work, not the anomaly's), and for SETTLE_S after its start and end."""
+    record: the harness's own work, not the anomaly's), for SETTLE_S after its start, and after its
+    end until SETTLE_S have passed and the queue it left has drained (``drained_at``, see
+    ``drained_at``): a request sent into that queue waits for the anomaly's backlog, not for the
+    state the end restored."""
     if moment < measured_from:
         return None
     if record is None:
         return "run"
-    start, end = record["started_at"], record.get("ended_at") or record["expires_at"]
+    start, end = record["started_at"], anomaly_end(record)
     if moment < min(start, record.get("requested_at") or start):
         return "before"
     if moment < start:
         return None
     if start + SETTLE_S <= moment < end:
         return "during"
-    if moment >= end + SETTLE_S:
+    if moment >= max(end + SETTLE_S, drained_at or end):
         return "after"
     return None
+
+
+def anomaly_end(record: dict[str, Any]) -> float:
+    """When the anomaly of an injector record ended (Unix seconds): its end, else its expiry."""
+    return float(record.get("ended_at") or record["expires_at"])
+
+
+def drained_at(records: Sequence[RequestRecord], record: dict[str, Any] | None) -> float | None:
+    """When the last request sent before the anomaly's end completed (Unix seconds: intended send
+    time plus latency, failures included): the moment the queue it built up had drained. None
+    without an anomaly or without such a request."""
+    if record is None:
+        return None
+    end = anomaly_end(record)
+    return max(
+        (r.intended_at + r.latency_ms / 1000 for r in records if r.intended_at < end),
+        default=None,
+    )
 
 
 def phases(
@@ -356,10 +394,11 @@ def phases(
     measured_from: float = float("-inf"),
 ) -> dict[str, dict[str, Phase]]:
     """Requests (by intended send time) and windows (by start) grouped into before, during and after
-    (see ``phase_of``)."""
+    (see ``phase_of``; the queue drains by ``drained_at``)."""
     result: dict[str, dict[str, Phase]] = {}
+    drained = drained_at(records, record)
     for request in records:
-        name = phase_of(request.intended_at, record, measured_from)
+        name = phase_of(request.intended_at, record, measured_from, drained)
         if name is not None:
             phase = result.setdefault(name, {}).setdefault(request.request_type.value, Phase())
             if request.error:
@@ -367,7 +406,7 @@ def phases(
             else:
                 phase.latencies_ms.append(request.latency_ms)
     for window in windows:
-        name = phase_of(window.window_end - window_s, record, measured_from)
+        name = phase_of(window.window_end - window_s, record, measured_from, drained)
         if name is not None and window.p99_ms is not None:
             phase = result.setdefault(name, {}).setdefault(window.request_type.value, Phase())
             phase.windows += 1

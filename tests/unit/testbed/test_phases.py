@@ -64,6 +64,33 @@ def test_phases_counts_requests_and_failures_by_phase() -> None:
     assert grouped["after"][compose].latencies_ms == [30.0]
 
 
+def test_after_starts_once_the_queue_the_anomaly_left_has_drained() -> None:
+    assert experiment.phase_of(138.0, RECORD, drained_at=141.5) is None
+    assert experiment.phase_of(141.4, RECORD, drained_at=141.5) is None
+    assert experiment.phase_of(141.5, RECORD, drained_at=141.5) == "after"
+    # a queue drained before the settling time ends changes nothing
+    assert experiment.phase_of(138.0, RECORD, drained_at=136.5) == "after"
+
+
+def test_drained_at_is_when_the_last_request_sent_before_the_end_completed() -> None:
+    def request(at: float, latency_ms: float, error: str = "") -> RequestRecord:
+        return RequestRecord(RequestType.READ_HOME_TIMELINE, "", latency_ms, 200, at, error)
+
+    records = [
+        request(130.0, 9000.0),  # completes at 139.0
+        request(135.5, 5500.0),  # the last sent before the end (136.0): completes at 141.0
+        request(136.5, 4000.0),  # sent after the end: its wait is what the drain measures, not part of it
+        request(139.0, 800.0),  # sent into the queue: no phase
+        request(141.0, 30.0),
+    ]
+    assert experiment.drained_at(records, RECORD) == pytest.approx(141.0)
+    assert experiment.drained_at(records, None) is None
+    assert experiment.drained_at([], RECORD) is None
+    grouped = experiment.phases(records, [], RECORD, 5.0)
+    assert grouped["after"][RequestType.READ_HOME_TIMELINE.value].latencies_ms == [30.0]
+    assert grouped["during"][RequestType.READ_HOME_TIMELINE.value].latencies_ms == [9000.0, 5500.0]
+
+
 def test_a_warmup_as_long_as_the_load_is_refused_before_anything_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     config = TestbedConfig(state_dir=str(tmp_path / "state"))
     with pytest.raises(experiment.ExperimentError, match="warm-up"):
