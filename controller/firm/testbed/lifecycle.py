@@ -69,9 +69,61 @@ def is_up(config: TestbedConfig) -> bool:
     return all(p is not None and p.alive() for p in state.processes())
 
 
+OWNER_MARK = ".firm-testbed"
+"""The file ``up`` writes into the state and data directories: ``down`` removes only directories
+that hold it, so a ``state_dir`` or ``data_dir`` pointed at a directory firm does not own (``/var``,
+a home directory) is never emptied."""
+
+
+def owned(directory: str) -> bool:
+    """Whether ``directory`` is one the testbed made: it holds OWNER_MARK."""
+    return os.path.isfile(os.path.join(directory, OWNER_MARK))
+
+
+def check_directories(config: TestbedConfig) -> None:
+    """Refuse a ``state_dir`` or ``data_dir`` firm may not take whole, before anything changes.
+
+    Raises:
+        TestbedError: the path is a symbolic link or not a directory, or is a directory that
+            holds files without OWNER_MARK (firm would remove them on ``down``).
+    """
+    for key in ("state_dir", "data_dir"):
+        directory = getattr(config, key)
+        if os.path.islink(directory) or (os.path.lexists(directory) and not os.path.isdir(directory)):
+            kind = "a symbolic link" if os.path.islink(directory) else "not a directory"
+            raise TestbedError(
+                f"{key} {directory} is {kind}",
+                fix=f"set {key} to a new or empty directory (the testbed takes it whole), by its real path",
+            )
+        if os.path.isdir(directory) and not owned(directory):
+            entries = sorted(os.listdir(directory))
+            if entries:
+                shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                raise TestbedError(
+                    f"{key} {directory} holds files the testbed did not make ({shown}); "
+                    "`firm testbed down` removes its directories whole",
+                    fix=f"set {key} to a new or empty directory (if it is what a testbed of an earlier "
+                    f"firm left, which did not mark its directories, remove it: rm -r {directory})",
+                )
+
+
+def _claim_directories(config: TestbedConfig) -> None:
+    """Make the state and data directories and mark them as the testbed's (see OWNER_MARK)."""
+    for directory in (config.state_dir, config.data_dir):
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, OWNER_MARK), "w", encoding="utf-8") as handle:
+            handle.write("made by `firm testbed up`; `firm testbed down` removes this directory whole\n")
+
+
 def up(config: TestbedConfig, progress: Progress = log.info) -> bool:
-    """Build the testbed unless it already runs; returns whether anything changed."""
+    """Build the testbed unless it already runs; returns whether anything changed.
+
+    Raises:
+        TestbedError: not root, a tool missing, a state or data directory firm may not take
+            (``check_directories``), or a part that would not start (what was built is removed).
+    """
     _preflight()
+    check_directories(config)
     try:
         running = is_up(config)
     except StateFileError as exc:
@@ -102,8 +154,7 @@ def _preflight() -> None:
 
 def _build(config: TestbedConfig, progress: Progress) -> None:
     layout = cgroup.detect_layout()
-    os.makedirs(config.state_dir, exist_ok=True)
-    os.makedirs(config.data_dir, exist_ok=True)
+    _claim_directories(config)
     instances = config.instances()
     progress(f"network: bridge {config.bridge} {config.subnet}, {len(instances)} namespaces")
     network.create_bridge(config)
@@ -433,12 +484,31 @@ def down(config: TestbedConfig, progress: Progress = log.info) -> list[str]:
             removed.append(f"process {entry['name']}")
     removed += network.remove(config)
     removed += _remove_cgroups(config)
-    for directory in (config.state_dir, config.data_dir):
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
-            removed.append(directory)
+    removed += _remove_directories(config, progress)
     if removed:
         progress(f"removed {len(removed)} things: processes, namespaces, bridge, cgroups, files")
+    return removed
+
+
+def _remove_directories(config: TestbedConfig, progress: Progress) -> list[str]:
+    """The state and data directories, whole, where ``up`` marked them (OWNER_MARK); an empty one
+    without the mark too. One that holds files without the mark is left, and said so."""
+    removed = []
+    for key in ("state_dir", "data_dir"):
+        directory = getattr(config, key)
+        if not os.path.isdir(directory) or os.path.islink(directory):
+            continue
+        if owned(directory):
+            shutil.rmtree(directory)
+        elif not os.listdir(directory):
+            os.rmdir(directory)
+        else:
+            progress(
+                f"left {key} {directory}: the testbed did not make it (no {OWNER_MARK} in it); "
+                "remove what is the testbed's in it yourself"
+            )
+            continue
+        removed.append(directory)
     return removed
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from firm.testbed import config as testbed_config
 from firm.testbed import experiment
-from firm.testbed.config import TestbedConfig
 
 
 @pytest.mark.parametrize(("instance", "cpus"), [("compose-post-0", "0"), ("home-timeline-0", "1")])
@@ -18,7 +18,7 @@ def test_an_anomaly_is_pinned_to_the_cpus_its_service_is_configured_with(
 ) -> None:
     """Not to the cgroup's cpuset of the moment, which a policy may have widened: every policy of an
     experiment must meet the same contention."""
-    config = TestbedConfig()
+    config = testbed_config.TestbedConfig()
     plan = experiment.AnomalyPlan("cpu", instance, 80, 0.0, 5)
     sent: list[dict[str, Any]] = []
 

@@ -6,8 +6,8 @@ import pytest
 
 from firm.load.config import RequestType
 from firm.load.stats import RequestRecord
+from firm.testbed import config as testbed_config
 from firm.testbed import experiment
-from firm.testbed.config import TestbedConfig
 
 RECORD = {"requested_at": 115.0, "started_at": 118.0, "ended_at": 136.0, "expires_at": 136.0}
 
@@ -92,6 +92,6 @@ def test_drained_at_is_when_the_last_request_sent_before_the_end_completed() -> 
 
 
 def test_a_warmup_as_long_as_the_load_is_refused_before_anything_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    config = TestbedConfig(state_dir=str(tmp_path / "state"))
+    config = testbed_config.TestbedConfig(state_dir=str(tmp_path / "state"))
     with pytest.raises(experiment.ExperimentError, match="warm-up"):
         experiment.run(config, experiment.RunPlan(duration_s=2.0, warmup_s=2.0))
