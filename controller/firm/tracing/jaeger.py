@@ -30,7 +30,7 @@ from firm.tracing.errors import (
     JaegerResponseError,
 )
 from firm.tracing.model import Trace
-from firm.tracing.parse import TraceReader, decode_json
+from firm.tracing.parse import TraceReader, decode_json, query_error
 from firm.urls import describe_transport, redact_url
 
 __all__ = ["RETRY_STATUSES", "JaegerClient", "TraceSource"]
@@ -61,7 +61,8 @@ class JaegerClient:
     ``base_url`` is the query service's root (``http://jaeger:16686``, or with a path prefix
     when it is served under one). ``timeout`` is per attempt, in seconds; ``retries`` is how many
     times a failed attempt is repeated; the wait before retry ``k`` is ``backoff * 2**k``
-    seconds, at most ``max_backoff``.
+    seconds, at most ``max_backoff``. What the answers' traces lose (refused spans, the query API's
+    per-trace errors) goes to ``warn``, one message each; the default logs it as a warning.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class JaegerClient:
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
+        warn: Callable[[str], object] | None = None,
     ) -> None:
         shown = redact_url(base_url)
         fix = "give the query service's address, e.g. http://localhost:16686 or http://[::1]:16686"
@@ -101,6 +103,7 @@ class JaegerClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._sleep = sleep
+        self._warn: Callable[[str], object] = warn or (lambda message: log.warning("%s", message))
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -178,7 +181,7 @@ class JaegerClient:
         reader.read_document(doc, source=url)
         traces = reader.traces()
         for message in reader.diagnostics:
-            log.warning("%s", message)
+            self._warn(message)
         return traces
 
     @staticmethod
@@ -296,6 +299,5 @@ def _error_message(raw: bytes) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return raw[:200].decode("utf-8", "replace").strip()
     if isinstance(doc, dict) and isinstance(doc.get("errors"), list):
-        msgs = [str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in doc["errors"]]
-        return "; ".join(msgs)
+        return "; ".join(query_error(e, with_code=False) for e in doc["errors"])  # the HTTP status says it
     return raw[:200].decode("utf-8", "replace").strip()

@@ -344,7 +344,7 @@ class TraceReader:
         traces are read one by one with :meth:`read_jaeger_trace` (its ``data`` is ignored here)."""
         errors = doc.get("errors") if isinstance(doc, dict) else None
         messages = (
-            [_query_error(e) for e in errors] if isinstance(errors, list) else [str(errors)] if errors else []
+            [query_error(e) for e in errors] if isinstance(errors, list) else [str(errors)] if errors else []
         )
         self.diagnostics.extend(f"{source}: the query API reported an error: {m}" for m in messages)
 
@@ -416,7 +416,7 @@ def _parse_document(
     if "data" in doc:
         data = doc["data"]
         errors = doc.get("errors") or []
-        messages = [_query_error(e) for e in errors] if isinstance(errors, list) else [str(errors)]
+        messages = [query_error(e) for e in errors] if isinstance(errors, list) else [str(errors)]
         if data is None:
             msgs = "; ".join(messages)
             raise TraceParseError(f"the document holds no traces{': ' + msgs if msgs else ''}", source=source)
@@ -432,12 +432,14 @@ def _parse_document(
     raise TraceParseError("unrecognised trace document", source=source, fix=_FORMATS_HINT)
 
 
-def _query_error(error: Any) -> str:
-    """One query-API error (``{"code", "msg", "traceID"}``) as text."""
+def query_error(error: Any, with_code: bool = True) -> str:
+    """One query-API error (``{"code", "msg", "traceID"}``) as text; a missing, null or empty
+    ``msg`` reads "no message", a null ``code`` (or any, without ``with_code``) is left out."""
     if not isinstance(error, dict):
-        return str(error)
-    text = str(error.get("msg", "")) or "no message"
-    if error.get("code") is not None:
+        return "no message" if error is None or error == "" else str(error)
+    message = error.get("msg")
+    text = "no message" if message is None or message == "" else str(message)
+    if with_code and error.get("code") not in (None, ""):
         text += f" (code {error['code']})"
     if error.get("traceID"):
         text = f"trace {canonical_trace_id(str(error['traceID']))}: {text}"

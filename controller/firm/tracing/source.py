@@ -124,18 +124,20 @@ def read_traces(
             raise TraceSourceError("--jaeger-url needs --service", option="--service")
         window_us = query.window_us()
         end = now_us if now_us is not None else time.time_ns() // 1000
+        diagnostics: list[str] = []
         source: TraceSource = (
-            store if store is not None else JaegerClient(str(jaeger_url), timeout=timeout_s, retries=retries)
+            store
+            if store is not None
+            else JaegerClient(str(jaeger_url), timeout=timeout_s, retries=retries, warn=diagnostics.append)
         )
-        return TraceInput(
-            source.fetch(
-                query.service,
-                end - window_us,
-                end,
-                limit=query.limit or query.default_limit,
-                operation=query.operation,
-            )
+        traces = source.fetch(
+            query.service,
+            end - window_us,
+            end,
+            limit=query.limit or query.default_limit,
+            operation=query.operation,
         )
+        return TraceInput(traces, diagnostics)
     if not files:
         raise TraceSourceError("give trace FILES, or --jaeger-url with --service")
     if query.given():

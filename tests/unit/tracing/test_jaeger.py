@@ -14,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from firm.cli import main
 from firm.tracing import (
     JaegerClient,
     JaegerConnectionError,
@@ -256,3 +258,19 @@ def test_arguments_are_checked() -> None:
         client.search("s", 10, 5)
     with pytest.raises(ValueError, match="limit"):
         client.search("s", 0, 5, limit=0)
+
+
+def test_what_the_answer_loses_is_a_warning_of_the_command_not_a_log_line(
+    jaeger: tuple[str, Behaviour],
+) -> None:
+    """The query API's per-trace errors (here with a null message and code) reach `firm features
+    --jaeger-url` as the command's own warnings, as a file's do, and never read "None"."""
+    url, b = jaeger
+    good = b.traces["compose-post-service"][0]
+    b.body = json.dumps({"data": [good], "errors": [{"code": None, "msg": None, "traceID": "ab"}]}).encode()
+    result = CliRunner().invoke(main, ["features", "--jaeger-url", url, "--service", "x", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["window"]["requests"] == 1
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {url}/api/traces?service=x&"), warnings
+    assert warnings[0].endswith(f": the query API reported an error: trace {'0' * 14}ab: no message")

@@ -18,7 +18,7 @@ from firm.tracing import (
     parse_duration_us,
     parse_traces,
 )
-from firm.tracing.parse import TraceReader
+from firm.tracing.parse import TraceReader, query_error
 from tests.unit.tracing.shared_data import data_dir, deathstarbench_files
 
 
@@ -359,6 +359,22 @@ def test_malformed_documents(tmp_path: Path) -> None:
         parse_traces(jaeger_trace())
     with pytest.raises(TraceParseError, match=r"missing\.json: cannot read the file"):
         load_traces(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        ({"code": 500, "msg": "storage timeout"}, "storage timeout (code 500)"),
+        ({"code": None, "msg": None}, "no message"),
+        ({"msg": ""}, "no message"),
+        ({"code": "", "msg": "late"}, "late"),
+        ({"code": 404, "msg": None, "traceID": "00AB"}, "trace " + "0" * 12 + "00ab: no message (code 404)"),
+        (None, "no message"),
+        ("plain text", "plain text"),
+    ],
+)
+def test_a_query_api_error_reads_as_text_without_none(error: Any, text: str) -> None:
+    assert query_error(error) == text
 
 
 def test_trace_model_checks() -> None:
