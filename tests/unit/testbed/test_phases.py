@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
 from firm.load.config import RequestType
-from firm.load.stats import RequestRecord
+from firm.load.stats import RequestRecord, Summary, TypeSummary
+from firm.testbed import commands, experiment
 from firm.testbed import config as testbed_config
-from firm.testbed import experiment
 
 RECORD = {"requested_at": 115.0, "started_at": 118.0, "ended_at": 136.0, "expires_at": 136.0}
 
@@ -95,3 +96,27 @@ def test_a_warmup_as_long_as_the_load_is_refused_before_anything_runs(tmp_path) 
     config = testbed_config.TestbedConfig(state_dir=str(tmp_path / "state"))
     with pytest.raises(experiment.ExperimentError, match="warm-up"):
         experiment.run(config, experiment.RunPlan(duration_s=2.0, warmup_s=2.0))
+
+
+def test_the_report_and_its_table_say_how_long_the_queue_took_to_drain() -> None:
+    overall = TypeSummary("all", 2, 2, {}, 20.0, 30.0, 30.0, None, 1, 0, None)
+    summary = Summary("http://198.18.250.1:8080", 1, 40.0, 40.0, (), overall, 0.1, 0.0)
+    grouped = experiment.phases(
+        [
+            RequestRecord(RequestType.COMPOSE_POST, "", 20.0, 200, 103.0, ""),
+            RequestRecord(RequestType.COMPOSE_POST, "", 30.0, 200, 140.0, ""),
+        ],
+        [],
+        RECORD,
+        5.0,
+    )
+    report = experiment.RunReport(summary, [], grouped, 0.5, RECORD, {"compose-post": 250.0}, [], 3.5)
+    assert report.as_dict()["drain_s"] == 3.5
+    console = Console(width=160, record=True)
+    console.print(commands.summary_table(report, testbed_config.TestbedConfig()))
+    text = " ".join(console.export_text().split())  # the caption wraps at the table's width
+    assert "drained 3.5 s after its end" in text and "'after' counts requests sent from then on" in text
+    without = experiment.RunReport(summary, [], {}, 0.5, None, {}, [])
+    console = Console(width=160, record=True)
+    console.print(commands.summary_table(without, testbed_config.TestbedConfig()))
+    assert "drained" not in console.export_text() and without.as_dict()["drain_s"] is None
