@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
+from firm.textfiles import MAX_TEXT_FILE_BYTES, TextFileError, read_small_file
 from firm.urls import describe_transport, redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,11 +106,6 @@ def check_redis_url(ctx: click.Context, param: click.Parameter, value: str | Non
     return value
 
 
-MAX_TEXT_FILE_BYTES = 1 << 20
-"""The largest configuration file accepted, bytes: a larger one is a data file given by mistake (a 6 MB
-trace file takes PyYAML minutes to refuse)."""
-
-
 class TextFile(click.Path):
     """An existing, readable file of UTF-8 text (a YAML or JSON configuration) of at most
     :data:`MAX_TEXT_FILE_BYTES`: anything else (missing, a directory, unreadable, binary, in another
@@ -124,13 +120,13 @@ class TextFile(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         converted = super().convert(value, param, ctx)
         try:
-            data = Path(os.fsdecode(converted)).read_bytes()
+            data = read_small_file(os.fsdecode(converted))
         except OSError as exc:
             self.fail(f"{value}: cannot read it: {exc.strerror or exc}", param, ctx)
-        if len(data) > MAX_TEXT_FILE_BYTES:
+        except TextFileError as exc:
             self.fail(
-                f"{value} holds {len(data)} bytes, more than a configuration file can "
-                f"({MAX_TEXT_FILE_BYTES} bytes); give the configuration, not a data file",
+                f"{value} {exc}: a configuration file is a regular file of at most "
+                f"{MAX_TEXT_FILE_BYTES} bytes; give the configuration, not a data file or a device",
                 param,
                 ctx,
             )
@@ -181,6 +177,8 @@ class OutputFile(click.Path):
         super().__init__(dir_okay=False, writable=True, path_type=path_type)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not os.fsdecode(value).strip():
+            self.fail("an empty path names no file; give the file's path", param, ctx)
         converted = super().convert(value, param, ctx)
         if os.fsdecode(converted) == "-":
             return converted
@@ -439,6 +437,10 @@ class OutputDirectory(click.Path):
         super().__init__(file_okay=False, path_type=path_type)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not os.fsdecode(value).strip():
+            self.fail(
+                "an empty path names no directory; give one (e.g. experiment, or . for here)", param, ctx
+            )
         converted = super().convert(value, param, ctx)
         path = Path(os.fsdecode(converted)).absolute()
         existing = path

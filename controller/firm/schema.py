@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from firm.textfiles import MAX_TEXT_FILE_BYTES, TextFileError, read_small_file
 from firm.urls import redact_url
 
 MAX_SHOWN = 5
@@ -172,7 +173,30 @@ def yaml_position(exc: yaml.YAMLError) -> str:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading plain numbers as YAML 1.2 does: ``1e9`` and ``2.5e-3`` are
-    numbers (YAML 1.1, which PyYAML follows, reads an exponent without a dot and a sign as text)."""
+    numbers (YAML 1.1, which PyYAML follows, reads an exponent without a dot and a sign as text), and
+    refusing a mapping that names a key twice (YAML 1.2 requires unique keys; PyYAML keeps the last
+    silently, so ``port: 8080`` then ``port: 8081`` would run on 8081 unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    break
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"the key {key!r} is given twice",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -210,12 +234,20 @@ def read_yaml_mapping(path: str | Path, *, what: str, doc: str, error: type[Firm
     only is ``{}``), for a configuration called ``what`` in messages (e.g. ``the loop
     configuration``) and documented in ``doc`` (e.g. ``docs/control-loop.md``).
 
-    Raises ``error`` naming the file and the fix when it is a directory, cannot be read, is not
-    UTF-8, is not YAML (with the line), nests too deeply, or holds something else than a mapping."""
+    Raises ``error`` naming the file and the fix when it is a directory, a device, a pipe or
+    another file that is not regular, holds more than ``MAX_TEXT_FILE_BYTES``, cannot be read, is
+    not UTF-8, is not YAML (with the line, a key given twice included), nests too deeply, or holds
+    something else than a mapping."""
     if Path(path).is_dir():
         raise error(f"{what} {path} is a directory", fix="give the YAML file itself")
     try:
-        data = load_yaml(Path(path).read_text(encoding="utf-8"))
+        data = load_yaml(read_small_file(path).decode("utf-8"))
+    except TextFileError as exc:
+        raise error(
+            f"{what} {path} {exc}",
+            fix=f"give the YAML file of settings itself, a regular file of at most {MAX_TEXT_FILE_BYTES} "
+            f"bytes (see {doc})",
+        ) from None
     except OSError as exc:
         raise error(
             f"cannot read {what} {path}: {exc.strerror or type(exc).__name__}",

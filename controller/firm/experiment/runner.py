@@ -301,6 +301,16 @@ class Experiment:
                     f"cannot load the firm policy's models: {exc}",
                     fix="train them (firm train-svm, firm train-rl) or reinstall",
                 ) from exc
+        try:
+            running = lifecycle.is_up(self.testbed)
+        except FirmError:  # an unreadable state file: `up` starts again, after the checks below
+            running = False
+        if not running:  # what `up` would refuse, refused now
+            try:
+                lifecycle.check_directories(self.testbed)
+                lifecycle.check_cpus(self.testbed)
+            except FirmError as exc:
+                raise ExperimentInputError(f"the testbed cannot come up: {exc.message}", fix=exc.fix) from exc
         candidates = self.anomaly_services()
         self.schedule = plan_anomalies(self.plan.seed, self.plan.duration_s, self.plan.kinds, candidates)
         self.checked = True
@@ -347,9 +357,11 @@ class Experiment:
         try:
             lifecycle.up(self.testbed, progress=self.say)
         except (FirmError, OSError) as exc:
+            message = exc.message if isinstance(exc, FirmError) else str(exc)
+            fix = exc.fix if isinstance(exc, FirmError) and exc.fix else ""
             raise ExperimentError(
-                f"the testbed did not come up: {exc}",
-                fix="see `firm testbed up` and its logs; `firm testbed down` cleans up",
+                f"the testbed did not come up: {message}",
+                fix=fix or "see `firm testbed up` and its logs; `firm testbed down` cleans up",
             ) from exc
         self.brought_up = True
 

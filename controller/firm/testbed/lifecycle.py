@@ -84,11 +84,13 @@ def check_directories(config: TestbedConfig) -> None:
     """Refuse a ``state_dir`` or ``data_dir`` firm may not take whole, before anything changes.
 
     Raises:
-        TestbedError: the path is a symbolic link or not a directory, or is a directory that
-            holds files without OWNER_MARK (firm would remove them on ``down``).
+        TestbedError: the path is in /proc, /sys or /dev, cannot be made (under a file, or in a
+            directory this user may not write), is a symbolic link or not a directory, or is a
+            directory that holds files without OWNER_MARK (firm would remove them on ``down``).
     """
     for key in ("state_dir", "data_dir"):
         directory = getattr(config, key)
+        _check_directory_place(key, directory)
         if os.path.islink(directory) or (os.path.lexists(directory) and not os.path.isdir(directory)):
             kind = "a symbolic link" if os.path.islink(directory) else "not a directory"
             raise TestbedError(
@@ -107,6 +109,64 @@ def check_directories(config: TestbedConfig) -> None:
                 )
 
 
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+"""Where no directory of the testbed can be made (the kernel's own file systems)."""
+
+
+def _check_directory_place(key: str, directory: str) -> None:
+    """A ``state_dir`` / ``data_dir`` that does not exist yet must be creatable: its nearest existing
+    ancestor a writable directory, outside the kernel's pseudo file systems."""
+    real = os.path.realpath(directory)
+    pseudo = next((r for r in PSEUDO_FILESYSTEMS if real == r or real.startswith(r + "/")), None)
+    if pseudo is not None:
+        raise TestbedError(
+            f"{key} {directory} is in {pseudo}, a file system of the kernel's where no directory can be made",
+            fix=f"set {key} to a directory on a disk, e.g. under /var/lib or /run",
+        )
+    if os.path.lexists(directory):
+        return
+    ancestor = _nearest_existing(directory)
+    if not os.path.isdir(ancestor):
+        raise TestbedError(
+            f"{key} {directory} cannot be made: {ancestor} is not a directory",
+            fix=f"set {key} to a path under a directory",
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise TestbedError(
+            f"{key} {directory} cannot be made: this user may not write to {ancestor}",
+            fix=f"set {key} to a path under a writable directory, or run as root",
+        )
+
+
+def check_cpus(config: TestbedConfig) -> None:
+    """Refuse, before anything is built, a service (or the application's Redis) pinned to CPUs this
+    process may not run on (``os.sched_getaffinity``: the machine's online CPUs, or fewer in a
+    container).
+
+    Raises:
+        TestbedError: naming the setting (``services.NAME.cpus``) and the CPUs there are.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    for key, spec in [(f"services.{s.name}.cpus", s) for s in config.services] + [
+        ("redis.cpus", config.redis)
+    ]:
+        if not spec.cpus:
+            continue
+        outside = sorted(set(cgroup.parse_list(spec.cpus, key)) - set(allowed))
+        if outside:
+            raise TestbedError(
+                f"{key} is {spec.cpus!r}, but this machine offers CPUs {cgroup.format_list(allowed)} only "
+                f"(not {cgroup.format_list(outside)})",
+                fix=f"pin {spec.name} to CPUs among {cgroup.format_list(allowed)} (see docs/testbed.md)",
+            )
+
+
 def _claim_directories(config: TestbedConfig) -> None:
     """Make the state and data directories and mark them as the testbed's (see OWNER_MARK)."""
     for directory in (config.state_dir, config.data_dir):
@@ -120,10 +180,12 @@ def up(config: TestbedConfig, progress: Progress = log.info) -> bool:
 
     Raises:
         TestbedError: not root, a tool missing, a state or data directory firm may not take
-            (``check_directories``), or a part that would not start (what was built is removed).
+            (``check_directories``), CPUs the machine does not offer (``check_cpus``), or a part
+            that would not start (what was built is removed).
     """
     _preflight()
     check_directories(config)
+    check_cpus(config)
     try:
         running = is_up(config)
     except StateFileError as exc:

@@ -7,6 +7,7 @@ run, experiment): the refusal happens while click parses the options, so nothing
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     paths["directory"].mkdir()
     paths["missing"] = tmp_path / "missing.yaml"
     paths["under_a_file"] = paths["binary"] / "x.yaml"
+    paths["device"] = Path("/dev/zero")  # never ends: refused before a byte is read
+    paths["fifo"] = tmp_path / "fifo.yaml"  # no writer: opening it to read would wait for ever
+    os.mkfifo(paths["fifo"])
     return paths
 
 
@@ -61,7 +65,7 @@ CONFIG_COMMANDS = [
     ["experiment"],
     ["localize-testbed-dataset"],
 ]
-BAD_FILES = ["binary", "latin1", "huge", "directory", "missing", "under_a_file"]
+BAD_FILES = ["binary", "latin1", "huge", "directory", "missing", "under_a_file", "device", "fifo"]
 
 
 def assert_clean(output: str, exit_code: int, expected: int, *names: str) -> None:
@@ -78,6 +82,14 @@ def test_a_bad_config_file_is_a_usage_error_naming_it(
 ) -> None:
     result = CliRunner().invoke(main, [*command, "--config", str(files[kind])])
     assert_clean(result.output, result.exit_code, exit_status.USAGE, "--config", files[kind].name)
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "huge"])
+def test_a_bad_testbed_config_of_an_experiment_is_a_usage_error_naming_it(
+    kind: str, files: dict[str, Path]
+) -> None:
+    result = CliRunner().invoke(main, ["experiment", "--testbed-config", str(files[kind])])
+    assert_clean(result.output, result.exit_code, exit_status.USAGE, "--testbed-config", files[kind].name)
 
 
 BAD_REDIS_URLS = [
@@ -169,3 +181,17 @@ def test_system_and_decoding_errors_read_without_python_spelling(tmp_path: Path)
         message = input_error_message(err)
     assert message.startswith("an input is not UTF-8 text (byte 0xff at offset 3)")
     assert not PYTHON_TEXT.search(message)
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["experiment", "--out", ""], "--out"),
+        (["experiment", "--out", "  "], "--out"),
+        (["testbed", "run", "--report", ""], "--report"),
+        (["testbed", "traces", "--output", ""], "--output"),
+    ],
+)
+def test_an_empty_output_path_is_a_usage_error_naming_the_option(command: list[str], option: str) -> None:
+    result = CliRunner().invoke(main, command)
+    assert_clean(result.output, result.exit_code, exit_status.USAGE, option, "an empty path")

@@ -4,6 +4,7 @@ pydantic's own words, and before anything starts."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,8 @@ PYDANTIC_WORDS = ("Input should", "valid number", "Extra inputs", "function-afte
         ("cgroup_parent: ../up", ["cgroup_parent is '../up'"]),
         ("telemetry_redis: http://x", ["telemetry_redis is 'http://x'", "Redis URL"]),
         ("a: b: c", ["is not YAML (line 1"]),
+        ("port: 8080\nrate_rps: 40\nport: 8081", ["(line 3: the key 'port' is given twice)"]),
+        ("services: {text: {work_ms: 1, work_ms: 2}}", ["(line 1: the key 'work_ms' is given twice)"]),
     ],
 )
 def test_malformed_settings_name_the_field_and_the_fix(
@@ -72,6 +75,19 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
         config.load(tmp_path)
     with pytest.raises(config.ConfigError, match="No such file"):
         config.load(tmp_path / "missing.yml")
+
+
+def test_a_device_a_pipe_and_a_large_file_are_refused_without_reading_them_whole(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="/dev/zero is a device, not a file"):
+        config.load(Path("/dev/zero"))
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(config.ConfigError, match=r"fifo\.yml is a pipe, not a file"):
+        config.load(fifo)  # no writer: this would wait for ever if it read
+    large = tmp_path / "large.yml"
+    large.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(config.ConfigError, match="holds more than 1048576 bytes"):
+        config.load(large)
 
 
 def test_an_empty_file_keeps_the_defaults(tmp_path: Path) -> None:

@@ -104,3 +104,71 @@ def test_testbed_up_refuses_a_foreign_state_directory_before_changing_anything(t
     assert "state_dir" in result.output and ".profile" in result.output and "Traceback" not in result.output
     assert (tmp_path / "home" / ".profile").read_text() == "keep"
     assert not (tmp_path / "data").exists() and not Path("/sys/class/net/firmdirt0").exists()
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        ("/proc/firm-testbed-dirtest", ["state_dir /proc/firm-testbed-dirtest is in /proc"]),
+        ("/sys/fs/firm-testbed-dirtest", ["is in /sys"]),
+        ("FILE/sub", ["cannot be made", "is not a directory"]),
+    ],
+)
+def test_a_directory_that_cannot_be_made_is_refused_before_anything(
+    tmp_path: Path, state: str, words: list[str]
+) -> None:
+    (tmp_path / "FILE").write_text("")
+    path = state.replace("FILE", str(tmp_path / "FILE"))
+    with pytest.raises(lifecycle.TestbedError) as raised:
+        lifecycle.check_directories(config_in(Path(path), tmp_path / "data"))
+    assert all(word in str(raised.value) for word in words), str(raised.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_cpus_the_machine_does_not_offer_are_refused_naming_the_setting() -> None:
+    offered = sorted(os.sched_getaffinity(0))
+    beyond = str(max(offered) + 1)
+    services = tuple(
+        dataclasses.replace(s, cpus=beyond) if s.name == "text" else s
+        for s in testbed_config.TestbedConfig().services
+    )
+    with pytest.raises(lifecycle.TestbedError) as raised:
+        lifecycle.check_cpus(dataclasses.replace(testbed_config.TestbedConfig(), services=services))
+    assert f"services.text.cpus is '{beyond}'" in str(raised.value) and "offers CPUs" in str(raised.value)
+    redis = dataclasses.replace(testbed_config.TestbedConfig().redis, cpus=beyond)
+    with pytest.raises(lifecycle.TestbedError, match=r"redis\.cpus"):
+        lifecycle.check_cpus(dataclasses.replace(testbed_config.TestbedConfig(), redis=redis))
+    everywhere = tuple(
+        dataclasses.replace(s, cpus=str(offered[0])) for s in testbed_config.TestbedConfig().services
+    )
+    lifecycle.check_cpus(dataclasses.replace(testbed_config.TestbedConfig(), services=everywhere))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="firm experiment checks for root first")
+def test_firm_experiment_refuses_what_testbed_up_would_before_starting(tmp_path: Path) -> None:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".profile").write_text("keep")
+    settings = tmp_path / "testbed.yml"
+    settings.write_text(
+        f"state_dir: {tmp_path / 'home'}\ndata_dir: {tmp_path / 'data'}\nsubnet: 198.18.250.0/24\n"
+        "bridge: firmdirt0\nnamespace_prefix: firmdirt-\nveth_prefix: fdt\ncgroup_parent: firm-testbed-dirtest\n"
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "experiment",
+            "--testbed-config",
+            str(settings),
+            "--policies",
+            "static",
+            "--anomalies",
+            "none",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code in (1, 2), result.output
+    assert "state_dir" in result.output and ".profile" in result.output
+    assert "bringing the testbed up" not in result.output and "Traceback" not in result.output
+    assert result.output.count("Fix:") <= 1
+    assert (tmp_path / "home" / ".profile").read_text() == "keep" and not (tmp_path / "data").exists()
