@@ -16,7 +16,8 @@ class TraceError(FirmError):
 
 
 class TraceParseError(TraceError):
-    """A trace document is malformed; the message names the source, the trace and the span."""
+    """A trace document is malformed; the message names the source, the trace (and ``trace_id``
+    holds it) in its one spelling (:func:`firm.tracing.parse.canonical_trace_id`) and the span."""
 
     def __init__(
         self,
@@ -28,6 +29,12 @@ class TraceParseError(TraceError):
         fix: str = "",
         **details: Any,
     ) -> None:
+        if trace_id is not None:
+            # One spelling of a trace ID in every message, the one of the output (lower-case hex,
+            # 16 digits when the high half is zero); parse imports this module, hence here.
+            from firm.tracing.parse import canonical_trace_id  # noqa: PLC0415
+
+            trace_id = canonical_trace_id(trace_id)
         where = []
         if source:
             where.append(source)

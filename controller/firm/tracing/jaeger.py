@@ -30,7 +30,7 @@ from firm.tracing.errors import (
     JaegerResponseError,
 )
 from firm.tracing.model import Trace
-from firm.tracing.parse import TraceReader, decode_json, query_error
+from firm.tracing.parse import TraceReader, canonical_trace_id, decode_json, query_error
 from firm.urls import describe_transport, redact_url
 
 __all__ = ["RETRY_STATUSES", "JaegerClient", "TraceSource"]
@@ -158,7 +158,9 @@ class JaegerClient:
         """One trace by ID."""
         traces = self._traces("/api/traces/" + urllib.parse.quote(trace_id, safe=""), {})
         if not traces:
-            raise JaegerResponseError(f"Jaeger at {self.base_url} returned no trace {trace_id}")
+            raise JaegerResponseError(
+                f"Jaeger at {self.base_url} returned no trace {canonical_trace_id(trace_id)}"
+            )
         return traces[0]
 
     # -- transport ----------------------------------------------------------------------------

@@ -49,7 +49,11 @@ Diagnostics that concern no single trace (the query API's per-trace ``errors``, 
 are collected in :attr:`TraceReader.diagnostics` for the command to print.
 
 Everything else that is malformed (a span that is not an object or has no ID, unknown process IDs,
-unknown reference types) raises :class:`TraceParseError` naming the source, the trace and the span.
+unknown reference types) raises :class:`TraceParseError` naming the source, the trace (in the
+spelling of :func:`canonical_trace_id`, as every message does) and the span; a document of the
+wrong JSON type is named in JSON's words (:func:`json_kind`). In a JSON Lines text, a line that is
+not JSON or not a trace document, or holds such a malformed trace, is skipped with a warning naming
+the source and the line instead (:meth:`TraceReader.read_line`), and the other lines are read.
 """
 
 from __future__ import annotations
@@ -82,9 +86,11 @@ __all__ = [
     "canonical_trace_id",
     "decode_json",
     "jaeger_kind",
+    "json_kind",
     "load_trace_files",
     "load_traces",
     "loads_traces",
+    "looks_like_json_lines",
     "parse_duration_us",
     "parse_traces",
 ]
@@ -189,9 +195,10 @@ def decode_json(text: str | bytes) -> Any:
 _loads = decode_json
 
 
-def json_problem(err: ValueError) -> str:
+def json_problem(err: ValueError, *, one_line: bool = False) -> str:
     """What is wrong with a text that did not decode, in words (no codec names): ``not UTF-8 text
-    (byte N)`` or ``not valid JSON (reason, line L column C)``."""
+    (byte N)`` or ``not valid JSON (reason, line L column C)``; ``one_line``: the text is one line
+    of a JSON Lines text, named by the caller (only the column is given)."""
     if isinstance(err, UnicodeDecodeError):
         return f"not UTF-8 text (byte {err.start}); save the file as UTF-8 JSON"
     if isinstance(err, JsonTooDeep):
@@ -199,8 +206,49 @@ def json_problem(err: ValueError) -> str:
     if isinstance(err, json.JSONDecodeError):
         if "utf-8" in err.msg.lower() or "surrogate" in err.msg.lower():
             return "not UTF-8 text; save the file as UTF-8 JSON"
+        if one_line:
+            return f"not valid JSON ({err.msg}, column {err.colno})"
         return f"not valid JSON ({err.msg}, line {err.lineno} column {err.colno})"
     return f"not valid JSON ({err})"
+
+
+def looks_like_json_lines(head: str | bytes, *, whole: bool = False) -> bool:
+    """Does the text starting with ``head`` hold one JSON document a line (JSON Lines, as
+    OpenTelemetry's file exporter writes)? Yes when it has more than one non-blank line and its
+    first non-blank line is a JSON document on its own, or, that line being damaged, its second
+    one is a JSON object on its own (a pretty-printed document has neither). A line counts only
+    when a newline ends it, unless ``whole`` (``head`` is the whole text). One rule for the
+    whole-file reader and the streaming one (:func:`firm.tracing.stream.trace_batches`)."""
+    nl = b"\n" if isinstance(head, bytes) else "\n"
+    lines: list[Any] = []  # the first two non-blank lines that are whole
+    pos = 0
+    after = -1  # where the text after the first non-blank line starts
+    while len(lines) < 2:
+        end = head.find(nl, pos)  # type: ignore[arg-type]
+        line = head[pos:] if end < 0 else head[pos:end]
+        if line.strip():
+            if end < 0 and not whole:
+                break  # cut off by the end of ``head``: no judge of anything
+            lines.append(line)
+            if after < 0:
+                after = len(head) if end < 0 else end + 1
+        if end < 0:
+            break
+        pos = end + 1
+    if after < 0 or not head[after:].strip():
+        return False  # one line (or none): a JSON document, not JSON Lines
+    try:
+        decode_json(lines[0])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    else:
+        return True
+    if len(lines) < 2:
+        return False
+    try:
+        return isinstance(decode_json(lines[1]), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
 
 
 class TraceReader:
@@ -240,7 +288,9 @@ class TraceReader:
             try:
                 doc = _loads(text)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data":
+                if (
+                    isinstance(err, json.JSONDecodeError) and err.msg == "Extra data"
+                ) or looks_like_json_lines(text, whole=True):
                     self._read_lines(text, source)
                     return
                 raise TraceParseError(json_problem(err), source=source, fix=_FORMATS_HINT) from err
@@ -307,26 +357,39 @@ class TraceReader:
         self._add(clean.assembler(self.diagnostics, self.keep_tags))
 
     def _read_lines(self, text: str | bytes, source: str) -> None:
-        try:
-            raw = text.decode() if isinstance(text, bytes) else text
-        except UnicodeDecodeError as err:
-            raise TraceParseError(json_problem(err), source=source, fix=_FORMATS_HINT) from None
-        for number, line in enumerate(raw.splitlines(), 1):
+        # Lines end at "\n" only, as when a file is read line by line (trace_batches): the same
+        # line numbers either way, and a line's text in another encoding is that line's fault.
+        lines: list[str | bytes] = [*(text.split(b"\n") if isinstance(text, bytes) else text.split("\n"))]
+        for number, line in enumerate(lines, 1):
             self.read_line(line, source, number)
 
-    def read_line(self, line: str | bytes, source: str, number: int) -> None:
-        """Add every trace of line ``number`` (from 1) of a JSON Lines text; a blank line adds nothing."""
+    def read_line(self, line: str | bytes, source: str, number: int) -> bool:
+        """Add every trace of line ``number`` (from 1) of a JSON Lines text; a blank line adds nothing.
+
+        A line that is not JSON, or not a trace document (a number, null, a malformed trace...), is
+        skipped with a warning in :attr:`diagnostics` naming ``source`` and the line, and the other
+        lines are read (a file exporter that stopped mid-line leaves a truncated last line). Returns
+        False for a skipped line. This is the one rule for JSON Lines, whole files and streamed ones
+        alike; a file whose every line is skipped gives no trace, as an empty export does."""
         if not line.strip():
-            return
+            return True
+        # Without its line end, as a line split off a whole text: the same JSON, and errors, either way.
+        line = line.rstrip(b"\r\n" if isinstance(line, bytes) else "\r\n")  # type: ignore[arg-type]
+        where = f"{source}:{number}"
+        before = len(self.diagnostics)
         try:
-            doc = _loads(line)
+            assemblers = _parse_document(_loads(line), where, self.diagnostics, self.keep_tags)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise TraceParseError(
-                f"line {number} is {json_problem(err)}",
-                source=source,
-                fix="give one JSON document per line (JSON Lines), or one JSON document",
-            ) from err
-        self.read_document(doc, f"{source}:{number}")
+            problem = json_problem(err, one_line=True)
+        except TraceParseError as err:
+            problem = err.message.removeprefix(f"{where}: ").removeprefix(f"{where}, ")
+        else:
+            for asm in assemblers:
+                self._add(asm)
+            return True
+        del self.diagnostics[before:]  # nothing of a skipped line is kept, its warnings neither
+        self.diagnostics.append(f"{source}: line {number} skipped: {problem}")
+        return False
 
     def read_document(self, doc: Any, source: str = "<input>") -> None:
         """Add every trace of a decoded JSON document (any accepted form)."""
@@ -405,9 +468,7 @@ def _parse_document(
     if isinstance(doc, list):
         return [_parse_jaeger_trace(t, source, i, diagnostics, keep_tags) for i, t in enumerate(doc)]
     if not isinstance(doc, dict):
-        raise TraceParseError(
-            f"a JSON {type(doc).__name__} is not a trace document", source=source, fix=_FORMATS_HINT
-        )
+        raise TraceParseError(f"{json_kind(doc)} is not a trace document", source=source, fix=_FORMATS_HINT)
     if "resourceSpans" in doc:
         return _parse_otlp(doc, source, diagnostics)
     result = doc.get("result")
@@ -430,6 +491,22 @@ def _parse_document(
             return [_parse_domain_trace(doc, source, diagnostics)]
         return [_parse_jaeger_trace(doc, source, 0, diagnostics, keep_tags)]
     raise TraceParseError("unrecognised trace document", source=source, fix=_FORMATS_HINT)
+
+
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's own words: ``null``, ``true``, ``false``,
+    ``a number (42)``, ``a string ("abc")``, ``a list`` (an array), ``an object``."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"a number ({_json_shown(value)})"
+    if isinstance(value, str):
+        return f"a string ({_json_shown(value)})"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else "a JSON value"
 
 
 def query_error(error: Any, with_code: bool = True) -> str:
@@ -559,7 +636,9 @@ class _Assembler:
     def refuse(self, span_id: str, problem: str) -> None:
         """Drop span ``span_id`` (not added) with a warning on the trace and in the diagnostics."""
         self.refused += 1
-        message = f"{self.source}: trace {self.trace_id}, span {span_id} refused: {problem}"
+        message = (
+            f"{self.source}: trace {canonical_trace_id(self.trace_id)}, span {span_id} refused: {problem}"
+        )
         self.warnings.append(message)
         self.diagnostics.append(message)
 
@@ -791,7 +870,7 @@ def _parse_jaeger_trace(
 ) -> _Assembler:
     if not isinstance(doc, dict):
         raise TraceParseError(
-            f"trace #{position} is a JSON {type(doc).__name__}, not an object",
+            f"trace #{position} is {json_kind(doc)}, not an object",
             source=source,
             fix=_FORMATS_HINT,
         )

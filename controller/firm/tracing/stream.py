@@ -9,7 +9,8 @@ objects at a time (a parsed trace takes about ten times its JSON text in memory)
   (``[trace, ...]``) is split into its traces by :class:`JsonArraySplitter` (a structural scan
   of the bytes, block by block, that tells the entries of the streamed array apart without
   decoding them), and each trace is decoded and parsed as the whole-file reader would;
-- a larger JSON Lines file is read line by line;
+- a larger JSON Lines file is read line by line (:meth:`TraceReader.read_line`: a bad line is
+  skipped with a warning naming it, as in a whole file);
 - a larger file of another shape (OTLP, whose traces are spread over the whole document;
   Jaeger's domain JSON; one Jaeger trace) is read whole.
 
@@ -42,7 +43,7 @@ from firm.tracing.export import write_critical_path_document
 from firm.tracing.features import DEFAULT_MIN_SAMPLES, PathSummary, WindowFeatures, window_features
 from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import Trace
-from firm.tracing.parse import TraceReader, decode_json, json_problem
+from firm.tracing.parse import TraceReader, canonical_trace_id, json_problem, looks_like_json_lines
 from firm.tracing.source import TraceInput
 
 __all__ = [
@@ -333,7 +334,7 @@ class _Batcher:
         for k, t in enumerate(traces):
             if t.trace_id in seen:
                 message = (
-                    f"trace {t.trace_id}: a part of it came after the batch that held its other parts "
+                    f"trace {canonical_trace_id(t.trace_id)}: a part of it came after the batch that held its other parts "
                     f"({self.options.batch_bytes} bytes of JSON a batch); it is reported as a trace of its "
                     "own (a larger batch merges them)"
                 )
@@ -380,7 +381,7 @@ def _stream_file(p: Path, batcher: _Batcher) -> Iterator[TraceInput]:
         raise TraceParseError(f"cannot read the file: {err.strerror or err}", source=source) from err
     with f:
         first = f.read(min(_BLOCK_BYTES, batcher.options.batch_bytes))
-        if _json_lines(first):
+        if looks_like_json_lines(first):
             f.seek(0)
             for number, line in enumerate(f, 1):
                 with paused_gc():
@@ -444,18 +445,6 @@ def _stream_entries(
                 fix="give one JSON document, or JSON Lines (one document a line)",
             ) from None
         batcher.reader.read_query_envelope(envelope, source)
-
-
-def _json_lines(head: bytes) -> bool:
-    """Does the text starting with ``head`` hold one JSON document a line (more than one line)?"""
-    line, newline, rest = head.partition(b"\n")
-    if not newline or not rest.strip(_WS) or not line.strip(_WS):
-        return False
-    try:
-        decode_json(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

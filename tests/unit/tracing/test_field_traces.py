@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from firm.cli import main
 from firm.tracing import (
     MAX_DURATION_US,
-    TraceParseError,
     TraceReader,
     canonical_trace_id,
     load_trace_files,
@@ -80,11 +79,14 @@ def test_otlp_json_lines_are_read_line_by_line() -> None:
     assert shares([t]) == {"frontend": 0.2, "checkout": 0.8}
 
 
-def test_a_bad_json_line_is_named() -> None:
-    with pytest.raises(TraceParseError, match=r"x\.jsonl: line 2 is not valid JSON"):
-        loads_traces(
-            field("otlp-file-exporter.jsonl").read_text().splitlines()[0] + "\n{nope\n", source="x.jsonl"
-        )
+def test_a_bad_json_line_is_named_and_skipped() -> None:
+    reader = TraceReader()
+    reader.read_text(
+        field("otlp-file-exporter.jsonl").read_text().splitlines()[0] + "\n{nope\n", source="x.jsonl"
+    )
+    assert len(reader.traces()) == 1
+    [warning] = reader.diagnostics
+    assert warning.startswith("x.jsonl: line 2 skipped: not valid JSON")
 
 
 @pytest.mark.parametrize(
