@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from firm.cli_options import (
 )
 from firm.loop import audit as auditing
 from firm.loop import config as loop_config
+from firm.loop import metrics as loop_metrics
 from firm.loop import session
 from firm.loop.deciders import Decider
 from firm.loop.testbed import TestbedScaler, TestbedTarget
@@ -39,6 +41,31 @@ MAX_LAST = 100_000
 
 def _redis(url: str | None) -> redis.Redis | None:
     return redis_auth.connect(url, socket_timeout=2, socket_connect_timeout=2) if url else None
+
+
+def _check_metrics_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse an address the metrics could not listen on (not an IP address or a host name that
+    resolves) as a usage error naming --metrics-address, before anything starts."""
+    wrong = loop_metrics.address_problem(value)
+    if wrong:
+        raise click.BadParameter(f"{wrong}; {loop_metrics.ADDRESS_FIX}", ctx, param)
+    return value
+
+
+def _probe_metrics(port: int | None, address: str) -> None:
+    """Listen on ``--metrics-address``:``--metrics-port`` for a moment, so that a port taken (or an
+    address not of this machine) is refused before the run; ClickException naming both and the fix."""
+    if port is None:
+        return
+    try:
+        loop_metrics.probe_listen(port, address)
+    except OSError as exc:
+        fix = {
+            errno.EADDRINUSE: "pick a free --metrics-port (0: any free port)",
+            errno.EACCES: "pick a --metrics-port above 1023 (ports below need root)",
+            errno.EADDRNOTAVAIL: f"give --metrics-address as an address of this machine ({loop_metrics.ADDRESS_FIX})",
+        }.get(exc.errno or 0, "pick another --metrics-port or --metrics-address")
+        raise click.ClickException(f"{exc.strerror}; {fix}") from exc
 
 
 @click.command("run")
@@ -74,7 +101,11 @@ def _redis(url: str | None) -> redis.Redis | None:
     help="Serve Prometheus metrics (firm_*) on this port.",
 )
 @click.option(
-    "--metrics-address", default="0.0.0.0", show_default=True, help="Address the metrics listen on."
+    "--metrics-address",
+    default="0.0.0.0",
+    show_default=True,
+    callback=_check_metrics_address,
+    help="Address the metrics listen on: an IP address (IPv6 without brackets) or a host name.",
 )
 @click.option(
     "--decider",
@@ -142,12 +173,19 @@ def run_command(
     With --cluster, on a Kubernetes cluster instead (pods, Jaeger, cAdvisor, in-place resize,
     the ansible executor on the nodes of -i).
     """
+    if shared.get("redis_url") == "":  # "" means "no Redis" to some commands; here it would mean the default
+        raise click.BadParameter(
+            "an empty URL names no Redis; give a URL like redis://127.0.0.1:6379/0, or leave --redis out "
+            "for the testbed's telemetry_redis",
+            param_hint="'--redis'",
+        )
     if (
         shared.get("audit_log") is not None
     ):  # before anything starts: the kernel may refuse what looks writable
         probe_appendable(shared["audit_log"], "--audit-log")
     options = session.RunOptions(**shared)
     only_with("--cluster FILE", cluster_file is not None, {"--kubeconfig": kubeconfig, "--context": context})
+    _probe_metrics(options.metrics_port, options.metrics_address)
     if cluster_file is not None:
         from firm.cluster.cli import run_on_cluster  # noqa: PLC0415 (kubernetes is slow to import)
 
@@ -174,17 +212,28 @@ def run_command(
 def _setup(
     options: session.RunOptions,
 ) -> tuple[loop_config.LoopConfig, testbed_config.TestbedConfig, TestbedTarget, Decider]:
-    """Configuration, the testbed found from its state, and the decider; ClickException on any error."""
+    """Configuration, the testbed found from its state, and the decider; ClickException on any error.
+
+    Everything the testbed's configuration can tell is checked, and the decider's models loaded,
+    before the running testbed is looked at: the SLOs' request types, the services named, the model
+    files."""
     config = session.loop_config(options)
     try:
         testbed = testbed_config.load(config.testbed_config)
         loop_config.check_slo_types(config, testbed.mix, "the testbed")
+        loop_config.check_services(
+            config, [testbed.redis.name, *(s.name for s in testbed.services)], "the testbed"
+        )
+        loop_config.check_model_files(config)
+    except FirmError as exc:
+        raise click.ClickException(str(exc)) from exc
+    chosen = session.choose_decider(config, request_types=list(testbed.mix or testbed.slo_ms))
+    try:
         target = TestbedTarget.discover(
             testbed, redis_url=config.redis_url, horizon_s=(config.window_s or testbed.slo_window_s) + 10
         )
     except FirmError as exc:
         raise click.ClickException(str(exc)) from exc
-    chosen = session.choose_decider(config, request_types=list(testbed.mix or testbed.slo_ms))
     return config, testbed, target, chosen
 
 

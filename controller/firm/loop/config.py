@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -172,9 +172,9 @@ class Aimd(BaseModel):
     @field_validator("decrease")
     @classmethod
     def _known(cls, value: Mapping[str, float]) -> Mapping[str, float]:
-        unknown = sorted(set(value) - set(RESOURCES))
+        unknown = [str(k) for k in value if k not in RESOURCES]
         if unknown:
-            raise ValueError(f"names unknown resources {unknown}; use {list(RESOURCES)}")
+            raise ValueError(_not_resources(unknown))
         return value
 
 
@@ -332,6 +332,10 @@ class LoopConfig(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError(
+                f"an empty URL names no Redis; {schema.REDIS_URL_HINT}, or leave it out for the testbed's"
+            )
         wrong = schema.redis_url_problem(value) if value else None
         if wrong:
             raise ValueError(f"{wrong}; {schema.REDIS_URL_HINT}")
@@ -341,19 +345,38 @@ class LoopConfig(BaseModel):
         """The guardrail of ``resource`` for ``service`` (the service's own, else the default)."""
         return self.services.get(service, {}).get(resource) or self.guards[resource]
 
-    @model_validator(mode="after")
-    def _known_resources(self) -> LoopConfig:
-        for where, table in [
-            ("guards", self.guards),
-            *((f"services.{s}", g) for s, g in self.services.items()),
-        ]:
-            unknown = sorted(set(table) - set(RESOURCES))
+    @field_validator("guards", mode="before")
+    @classmethod
+    def _guarded_resources(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            unknown = [str(k) for k in value if k not in RESOURCES]
             if unknown:
-                raise ValueError(f"{where} names unknown resources {unknown}; use {list(RESOURCES)}")
-        missing = sorted(set(RESOURCES) - set(self.guards))
+                raise ValueError(_not_resources(unknown))
+        return value
+
+    @field_validator("guards")
+    @classmethod
+    def _every_resource(cls, value: dict[str, Guard]) -> dict[str, Guard]:
+        missing = [r for r in RESOURCES if r not in value]
         if missing:
-            raise ValueError(f"guards lacks {missing}; give every resource a guardrail")
-        return self
+            raise ValueError(f"lacks {', '.join(missing)}; give every resource a guardrail")
+        return value
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _services_resources(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for service, table in value.items():
+                unknown = [str(k) for k in table if k not in RESOURCES] if isinstance(table, Mapping) else []
+                if unknown:
+                    raise ValueError(f"services.{service} {_not_resources(unknown)}")
+        return value
+
+
+def _not_resources(names: Sequence[str]) -> str:
+    """Resource names that are not among :data:`RESOURCES`, in words (no Python reprs)."""
+    which = "which is not a resource" if len(names) == 1 else "which are not resources"
+    return f"names {', '.join(names)}, {which} (the resources are {', '.join(RESOURCES)})"
 
 
 def _fix(exc: ValidationError) -> str:
@@ -364,10 +387,63 @@ def _fix(exc: ValidationError) -> str:
     return "give each setting named a value it takes (types and bounds: docs/control-loop.md, Configuration)"
 
 
+RESOURCE_FIX = f"name only the resources {', '.join(RESOURCES)} (see docs/control-loop.md, Guardrails)"
+"""The fix of a guardrail or AIMD decrease under a name that is not a resource."""
+
+
+def _unknown_resources(data: dict[str, Any]) -> list[str]:
+    """The entries of ``data`` (a configuration as read) whose resource is not one of
+    :data:`RESOURCES`, in words; those entries are taken out of ``data``, so that what remains is
+    checked without a follow-on error (``guards.gpu.max is missing``) about a name that is wrong
+    in the first place."""
+    found: list[str] = []
+
+    def prune(table: Any, where: str) -> Any:
+        if not isinstance(table, Mapping):
+            return table
+        unknown = [str(k) for k in table if k not in RESOURCES]
+        if not unknown:
+            return table
+        found.append(f"{where} {_not_resources(unknown)}")
+        return {k: v for k, v in table.items() if k in RESOURCES}
+
+    if "guards" in data:
+        data["guards"] = prune(data["guards"], "guards")
+    services = data.get("services")
+    if isinstance(services, Mapping):
+        data["services"] = {name: prune(table, f"services.{name}") for name, table in services.items()}
+    aimd = data.get("aimd")
+    if isinstance(aimd, Mapping) and "decrease" in aimd:
+        data["aimd"] = {**aimd, "decrease": prune(aimd["decrease"], "aimd.decrease")}
+    return found
+
+
+def _validated(data: dict[str, Any], source: str) -> LoopConfig:
+    """``data`` (a configuration as read, with overrides) as a :class:`LoopConfig`; raises
+    :class:`LoopConfigError` naming every field at fault, an unknown resource first."""
+    data = dict(data)
+    unknown = _unknown_resources(data)
+    if isinstance(data.get("guards"), Mapping):  # the resources not named keep their defaults
+        data["guards"] = {**{r: g.model_dump() for r, g in default_guards().items()}, **data["guards"]}
+    try:
+        config = LoopConfig.model_validate(data)
+    except ValidationError as exc:
+        fixes = [RESOURCE_FIX] if unknown else []
+        raise LoopConfigError(
+            f"{source}: {'; '.join([*unknown, schema.describe(exc, LoopConfig)])}",
+            fix="; ".join([*fixes, _fix(exc)]),
+        ) from None
+    if unknown:
+        raise LoopConfigError(f"{source}: {'; '.join(unknown)}", fix=RESOURCE_FIX)
+    return config
+
+
 def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
     """The defaults, overridden by a YAML file and then by ``overrides`` (None values ignored).
 
-    Raises :class:`LoopConfigError` naming the field and what would work.
+    The file is checked by itself first, so that a setting the command line overrides (``redis_url``
+    under ``--redis``) is still refused when it is wrong. Raises :class:`LoopConfigError` naming the
+    field and what would work.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -375,16 +451,10 @@ def load(path: str | Path | None = None, **overrides: Any) -> LoopConfig:
             path, what="the loop configuration", doc="docs/control-loop.md", error=LoopConfigError
         )
         data.update(loaded)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if isinstance(data.get("guards"), dict):  # the resources not named keep their defaults
-        data["guards"] = {**default_guards(), **data["guards"]}
-    try:
-        return LoopConfig.model_validate(data)
-    except ValidationError as exc:
-        raise LoopConfigError(
-            f"{path or 'loop configuration'}: {schema.describe(exc, LoopConfig)}",
-            fix=_fix(exc),
-        ) from None
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if path is not None and given:
+        _validated(data, str(path))
+    return _validated({**data, **given}, str(path) if path is not None else "loop configuration")
 
 
 def check_slo_types(config: LoopConfig, known: Iterable[str], where: str) -> None:
@@ -400,3 +470,49 @@ def check_slo_types(config: LoopConfig, known: Iterable[str], where: str) -> Non
             f"which {where} does not send",
             fix=f"use the request types of {where}: {', '.join(names)}",
         )
+
+
+def check_services(config: LoopConfig, known: Iterable[str], where: str) -> None:
+    """Refuse guardrails (``services``) and exclusions (``exclude``) of services ``where`` (e.g. "the
+    testbed") does not run: such a guardrail would bound nothing, and the service meant would be
+    acted on after all.
+
+    Raises :class:`LoopConfigError` naming the unknown services and the known ones."""
+    names = sorted(set(known))
+    wrong = [
+        f"{field} names {'service' if len(unknown) == 1 else 'services'} {', '.join(map(repr, unknown))}, "
+        f"which {where} does not run"
+        for field, unknown in (
+            ("services", [s for s in config.services if s not in names]),
+            ("exclude", [s for s in config.exclude if s not in names]),
+        )
+        if unknown
+    ]
+    if wrong:
+        raise LoopConfigError("; ".join(wrong), fix=f"name the services of {where}: {', '.join(names)}")
+
+
+MODEL_FIXES = {
+    "localizer_model": "give the path of a file written by firm train-svm",
+    "agent_model": "give the path of a file written by firm train-rl (DIR/model.pt of its --out DIR)",
+}
+"""What to give for each model file of the firm decider (``firm.<name>``)."""
+
+
+def check_model_files(config: LoopConfig) -> None:
+    """Refuse model files of the firm decider that are not files, when it is the decider that runs (a
+    model is loaded only then); whether a file holds a model is known when it is loaded.
+
+    Raises :class:`LoopConfigError` naming the field, the path and the fix."""
+    if config.decider != "firm":
+        return
+    for name, fix in MODEL_FIXES.items():
+        path: Path | None = getattr(config.firm, name)
+        if path is not None and not path.is_file():
+            why = (
+                "a directory" if path.is_dir() else "not there" if not path.exists() else "not a regular file"
+            )
+            raise LoopConfigError(
+                f"firm.{name} is '{path}', which is {why}",
+                fix=f"{fix}, or leave firm.{name} out for the shipped model",
+            )

@@ -22,7 +22,10 @@ The registry is the loop's own, so several loops (tests) never collide.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
+import re
+import socket
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -78,8 +81,12 @@ class Metrics:
         self._thread: threading.Thread | None = None
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        """Serve ``/metrics`` on ``address:port`` in a daemon thread until :meth:`close`."""
-        self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+        """Serve ``/metrics`` on ``address:port`` in a daemon thread until :meth:`close`; an OSError
+        says which address and port could not be listened on, and why."""
+        try:
+            self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise listen_error(exc, address, port) from exc
 
     @property
     def port(self) -> int | None:
@@ -157,3 +164,59 @@ class Metrics:
                     self.limit.remove(*labels)
             with contextlib.suppress(KeyError):
                 self.culprit.remove(instance)
+
+
+ADDRESS_FIX = (
+    "give an address of this machine: 0.0.0.0 (every IPv4 address), :: (every address), "
+    "127.0.0.1 (this machine only), or a host name that resolves to one"
+)
+"""What ``--metrics-address`` takes, for a message's fix."""
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+"""A host name as RFC 1123 writes one: labels of letters, digits and inner hyphens."""
+
+
+def address_problem(address: str) -> str | None:
+    """What is wrong with ``address`` as the address the metrics listen on, or None: it must be an IP
+    address (IPv6 without brackets) or a host name that resolves (a name is looked up)."""
+    if not address:
+        return "an empty address names no interface"
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    else:
+        return None
+    if address.startswith("[") or address.endswith("]"):
+        return f"{address!r} is in brackets; write an IPv6 address without them (::1, not [::1])"
+    if not _HOST_NAME.fullmatch(address) or len(address) > 253:
+        return f"{address!r} is neither an IP address nor a host name"
+    if address.rstrip(".").rsplit(".", 1)[-1].isdigit():
+        return f"{address!r} is not an IP address (four numbers from 0 to 255) nor a host name"
+    try:
+        socket.getaddrinfo(address, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        return f"{address!r} does not resolve ({getattr(exc, 'strerror', None) or exc})"
+    return None
+
+
+def listen_error(exc: OSError, address: str, port: int) -> OSError:
+    """``exc`` (from listening on ``address:port``) as an OSError of the same errno whose
+    ``strerror`` names the address and the port."""
+    reason = exc.strerror or str(exc)
+    return OSError(exc.errno, f"cannot listen on address {address} port {port} ({reason})")
+
+
+def probe_listen(port: int, address: str) -> None:
+    """Bind a socket to ``address:port`` as :meth:`Metrics.serve` will (address reuse allowed) and
+    close it, so that a port taken or an address not of this machine is found before a run starts.
+    Raises the OSError of :func:`listen_error`."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(where)
+    except OSError as exc:
+        raise listen_error(exc, address, port) from exc

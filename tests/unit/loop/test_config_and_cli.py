@@ -242,7 +242,7 @@ def test_last_is_bounded(command: str) -> None:
         ("slo_ms: {x: 1e12}\n", ["slo_ms.x is 1000000000000.0; give at most 3600000"]),
         ("slo_ms: {'': 5}\n", ["slo_ms[''] is ''; give text of at least 1 character"]),
         # AIMD's decrease: known resources, never negative (a negative decrease raises)
-        ("aimd: {decrease: {gpu: 1}}\n", ["aimd.decrease", "unknown resources ['gpu']"]),
+        ("aimd: {decrease: {gpu: 1}}\n", ["aimd.decrease", "names gpu, which is not a resource"]),
         ("aimd: {decrease: {cpu: -1}}\n", ["aimd.decrease.cpu is -1; give at least 0"]),
         # Redis URLs as every command checks them
         (
