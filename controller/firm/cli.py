@@ -26,6 +26,7 @@ from firm.cli_options import (
     only_with,
     overlap_tolerance_option,
     redis_reason,
+    refuse_empty,
     source_file,
     trace_limit_option,
 )
@@ -487,11 +488,16 @@ def no_traces(files: tuple[Path, ...]) -> str:
 @main.command("features")
 @click.argument("files", nargs=-1, type=InputFile(path_type=Path))
 @jaeger_url_option("Read traces from this Jaeger query service instead of FILES.")
-@click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
-@click.option("--operation", help="Only traces of this operation of --service.")
+@click.option(
+    "--service",
+    callback=refuse_empty,
+    help="Service whose traces to read from Jaeger (required with --jaeger-url).",
+)
+@click.option("--operation", callback=refuse_empty, help="Only traces of this operation of --service.")
 @click.option(
     "--window",
     default=None,
+    callback=refuse_empty,
     metavar="DURATION",
     help="How far back from now to read from Jaeger, e.g. 30s, 5m, 1h (at most 8784h).  [default: 5m]",
 )

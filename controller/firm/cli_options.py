@@ -57,6 +57,16 @@ def config_option(
     )
 
 
+def refuse_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback for a text option where an empty value has no meaning (it would silently
+    read as the option left out): a usage error naming the option. None (not given) passes."""
+    if value is not None and not value.strip():
+        raise click.BadParameter(
+            "an empty value means nothing here; give a value or leave the option out", ctx, param
+        )
+    return value
+
+
 def redis_url_option(
     help: str,
     *,

@@ -17,7 +17,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from firm.cli_options import FiniteFloatRange, check_http_url, json_option, redis_reason, redis_url_option
+from firm.cli_options import (
+    FiniteFloatRange,
+    check_http_url,
+    json_option,
+    redis_reason,
+    redis_url_option,
+    refuse_empty,
+)
 from firm.load.config import (
     MAX_RATE_RPS,
     ConstantRate,
@@ -167,6 +174,7 @@ MAX_SEED = (1 << 64) - 1
 @click.option(
     "--slo",
     default=None,
+    callback=refuse_empty,
     metavar="TYPE=MS,...",
     help="p99 objective per type in milliseconds, e.g. compose=500,home=200,user=200, or one number "
     "for every type. Without it no window is judged.",

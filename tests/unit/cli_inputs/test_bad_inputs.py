@@ -195,3 +195,22 @@ def test_system_and_decoding_errors_read_without_python_spelling(tmp_path: Path)
 def test_an_empty_output_path_is_a_usage_error_naming_the_option(command: list[str], option: str) -> None:
     result = CliRunner().invoke(main, command)
     assert_clean(result.output, result.exit_code, exit_status.USAGE, option, "an empty path")
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["features", "--jaeger-url", "http://127.0.0.1:9", "--service", "s", "--window", ""], "--window"),
+        (["features", "--jaeger-url", "http://127.0.0.1:9", "--service", " "], "--service"),
+        (
+            ["features", "--jaeger-url", "http://127.0.0.1:9", "--service", "s", "--operation", ""],
+            "--operation",
+        ),
+        (["load", "http://127.0.0.1:9", "--slo", ""], "--slo"),
+    ],
+)
+def test_an_empty_value_that_would_read_as_the_default_is_a_usage_error(
+    command: list[str], option: str
+) -> None:
+    result = CliRunner().invoke(main, command)
+    assert_clean(result.output, result.exit_code, exit_status.USAGE, option, "an empty value means nothing")
