@@ -90,8 +90,8 @@ def test_down_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
     assert lifecycle.down(config) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="firm testbed up checks for root first")
-def test_testbed_up_refuses_a_foreign_state_directory_before_changing_anything(tmp_path: Path) -> None:
+def settings_with_a_foreign_state_dir(tmp_path: Path) -> Path:
+    """A testbed settings file whose state_dir is a directory holding a file of someone else's."""
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / ".profile").write_text("keep")
     settings = tmp_path / "testbed.yml"
@@ -99,6 +99,12 @@ def test_testbed_up_refuses_a_foreign_state_directory_before_changing_anything(t
         f"state_dir: {tmp_path / 'home'}\ndata_dir: {tmp_path / 'data'}\nsubnet: 198.18.250.0/24\n"
         "bridge: firmdirt0\nnamespace_prefix: firmdirt-\nveth_prefix: fdt\ncgroup_parent: firm-testbed-dirtest\n"
     )
+    return settings
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="firm testbed up checks for root first")
+def test_testbed_up_refuses_a_foreign_state_directory_before_changing_anything(tmp_path: Path) -> None:
+    settings = settings_with_a_foreign_state_dir(tmp_path)
     result = CliRunner().invoke(main, ["testbed", "up", "--config", str(settings)])
     assert result.exit_code == 1, result.output
     assert "state_dir" in result.output and ".profile" in result.output and "Traceback" not in result.output
@@ -146,13 +152,7 @@ def test_cpus_the_machine_does_not_offer_are_refused_naming_the_setting() -> Non
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="firm experiment checks for root first")
 def test_firm_experiment_refuses_what_testbed_up_would_before_starting(tmp_path: Path) -> None:
-    (tmp_path / "home").mkdir()
-    (tmp_path / "home" / ".profile").write_text("keep")
-    settings = tmp_path / "testbed.yml"
-    settings.write_text(
-        f"state_dir: {tmp_path / 'home'}\ndata_dir: {tmp_path / 'data'}\nsubnet: 198.18.250.0/24\n"
-        "bridge: firmdirt0\nnamespace_prefix: firmdirt-\nveth_prefix: fdt\ncgroup_parent: firm-testbed-dirtest\n"
-    )
+    settings = settings_with_a_foreign_state_dir(tmp_path)
     result = CliRunner().invoke(
         main,
         [
