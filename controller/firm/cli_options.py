@@ -355,9 +355,8 @@ def check_http_url(ctx: click.Context, param: click.Parameter, value: str | None
     if value is None:
         return value
     shown = redact_url(value)
-    hint = (
-        "give the service's address, e.g. http://localhost:16686, http://[::1]:16686 or https://HOST/PREFIX"
-    )
+    port = 16686 if param.name == "jaeger_url" else 8080  # Jaeger's query port, else the frontend's
+    hint = f"give the service's address, e.g. http://localhost:{port}, http://[::1]:{port} or https://HOST/PREFIX"
     if any(c.isspace() or not c.isprintable() for c in value):
         raise click.BadParameter(f"{shown!r} holds a space or a control character; {hint}", ctx, param)
     try:

@@ -214,3 +214,11 @@ def test_an_empty_value_that_would_read_as_the_default_is_a_usage_error(
 ) -> None:
     result = CliRunner().invoke(main, command)
     assert_clean(result.output, result.exit_code, exit_status.USAGE, option, "an empty value means nothing")
+
+
+def test_a_malformed_url_gets_an_example_of_the_service_it_names() -> None:
+    load = CliRunner().invoke(main, ["load", "http://[::1"])
+    assert_clean(load.output, load.exit_code, exit_status.USAGE, "http://localhost:8080")
+    assert "16686" not in load.output  # Jaeger's port is no example of a frontend
+    jaeger = CliRunner().invoke(main, ["features", "--jaeger-url", "http://[::1", "--service", "s"])
+    assert_clean(jaeger.output, jaeger.exit_code, exit_status.USAGE, "http://localhost:16686")
