@@ -321,6 +321,31 @@ def finite(type_: click.ParamType[Any]) -> click.ParamType[Any]:
     return FiniteFloatRange()
 
 
+class WholeRange(click.IntRange):
+    """A whole number in a range, refused in words when it is not one (``nan``, ``2.5``, ``''``):
+    "'nan' is not a whole number; give x>=0", where click says "is not a valid integer range"."""
+
+    name = "whole number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, int):
+            try:
+                int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number; give {self._describe_range()}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def whole(type_: click.ParamType[Any]) -> click.ParamType[Any]:
+    """``type_`` (click's IntRange) as a :class:`WholeRange` with the same bounds; any other type
+    unchanged."""
+    if isinstance(type_, WholeRange) or not isinstance(type_, click.IntRange):
+        return type_
+    return WholeRange(
+        type_.min, type_.max, min_open=type_.min_open, max_open=type_.max_open, clamp=type_.clamp
+    )
+
+
 def envvar_name(command_path: str, option: click.Option) -> str | None:
     """``FIRM_<COMMAND>_<OPTION>``: ``("testbed up", --config)`` -> ``FIRM_TESTBED_UP_CONFIG``, from
     the option's (first) long name, not the parameter's Python name; None for an option without one."""
@@ -333,13 +358,13 @@ def envvar_name(command_path: str, option: click.Option) -> str | None:
 
 def apply_conventions(command: click.Command, path: str) -> None:
     """Every option of ``command`` (a command below ``firm``, at ``path`` such as ``"testbed up"``):
-    floating-point values finite (:func:`finite`), and read from ``FIRM_<COMMAND>_<OPTION>`` when not
+    floating-point values finite (:func:`finite`), whole numbers refused in words (:func:`whole`), and read from ``FIRM_<COMMAND>_<OPTION>`` when not
     given on the command line (also from an option's own variable, e.g. ``FIRM_REDIS_URL``, after).
     Idempotent."""
     for param in command.params:
         if not isinstance(param, click.Option):
             continue
-        param.type = finite(param.type)
+        param.type = whole(finite(param.type))
         name = envvar_name(path, param)
         if name is None or not param.allow_from_autoenv:
             continue
@@ -355,8 +380,11 @@ def check_http_url(ctx: click.Context, param: click.Parameter, value: str | None
     if value is None:
         return value
     shown = redact_url(value)
-    port = 16686 if param.name == "jaeger_url" else 8080  # Jaeger's query port, else the frontend's
-    hint = f"give the service's address, e.g. http://localhost:{port}, http://[::1]:{port} or https://HOST/PREFIX"
+    example = 16686 if param.name == "jaeger_url" else 8080  # Jaeger's query port, else the frontend's
+    hint = (
+        f"give the service's address, e.g. http://localhost:{example}, http://[::1]:{example} "
+        "or https://HOST/PREFIX"
+    )
     if any(c.isspace() or not c.isprintable() for c in value):
         raise click.BadParameter(f"{shown!r} holds a space or a control character; {hint}", ctx, param)
     try:

@@ -222,3 +222,11 @@ def test_a_malformed_url_gets_an_example_of_the_service_it_names() -> None:
     assert "16686" not in load.output  # Jaeger's port is no example of a frontend
     jaeger = CliRunner().invoke(main, ["features", "--jaeger-url", "http://[::1", "--service", "s"])
     assert_clean(jaeger.output, jaeger.exit_code, exit_status.USAGE, "http://localhost:16686")
+
+
+@pytest.mark.parametrize("value", ["nan", "2.5", "", "ten"])
+def test_a_whole_number_option_says_so_in_words(value: str, trace: Path) -> None:
+    result = CliRunner().invoke(main, ["features", "--overlap-tolerance", value, str(trace)])
+    assert_clean(result.output, result.exit_code, exit_status.USAGE, "--overlap-tolerance")
+    assert f"{value!r} is not a whole number; give 0<=x<=" in result.output
+    assert "integer range" not in result.output
