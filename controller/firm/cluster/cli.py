@@ -252,6 +252,7 @@ def run_on_cluster(
 def _cluster_setup(config_path_cluster: Path, options: RunOptions) -> tuple[Any, Any, dict[str, float], Any]:
     """The cluster file, the loop's configuration, the SLOs and the decider; ClickException on any error."""
     from firm.cluster.run import load_config  # noqa: PLC0415
+    from firm.loop import config as loop_config  # noqa: PLC0415
     from firm.loop import session  # noqa: PLC0415
 
     try:
@@ -259,6 +260,10 @@ def _cluster_setup(config_path_cluster: Path, options: RunOptions) -> tuple[Any,
     except FirmError as exc:
         raise click.ClickException(str(exc)) from exc
     config = session.loop_config(options)
+    try:
+        loop_config.check_model_files(config)
+    except FirmError as exc:
+        raise click.ClickException(str(exc)) from exc
     slo = {**cluster.slo_ms, **config.slo_ms}
     if not slo:
         raise click.ClickException(

@@ -118,7 +118,8 @@ def recording(
                 metrics.serve(metrics_port, options.metrics_address)
             except OSError as exc:
                 raise click.ClickException(
-                    f"--metrics-port {metrics_port}: {exc.strerror}; pick a free port"
+                    f"{exc.strerror}; pick a free --metrics-port, or give --metrics-address as an address "
+                    "of this machine"
                 ) from exc
         yield journal, metrics
     finally:
