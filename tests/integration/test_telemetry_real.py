@@ -409,4 +409,16 @@ def test_a_neighbour_on_the_same_cpu_shows_as_waiting_for_a_cpu(
     )
     # Two busy loops on one CPU: each runs about half the time and waits the other half.
     assert shared[0] >= 0.3, f"waited only {shared[0]:.2f} s/s beside a busy loop on its CPU"
+    if alone[0] >= ALREADY_SHARED_S_PER_S:  # measured, not assumed: other work shared the CPU already
+        pytest.skip(
+            f"CPU {cpu} was busy with other work before the neighbour started (the victim waited "
+            f"{alone[0]:.2f} s/s alone, {alone[1]:.2f} per CPU-second), so the neighbour's share of the "
+            f"wait cannot be told apart; beside it {shared[0]:.2f} s/s ({shared[1]:.2f})"
+        )
     assert shared[1] >= alone[1] + 0.5, f"wait per CPU-second {alone[1]:.2f} alone, {shared[1]:.2f} beside"
+
+
+ALREADY_SHARED_S_PER_S = 0.15
+"""A victim alone on a quiet CPU waits 0.00 to 0.06 s/s here; from this much on, something else ran on its
+CPU (a busy loop elsewhere that the scheduler put there), and the comparison with the neighbour says
+nothing: the scheduler may move that other work away once the pinned neighbour comes."""
