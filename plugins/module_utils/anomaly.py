@@ -228,13 +228,16 @@ class Store:
             ended = [json.loads(line) for line in handle if line.strip()]
         return [entry for entry in ended if (entry.get("ended_at") or 0) >= since]
 
-    def finish(self, record: Record, note: str = "", problems: Sequence[str] = ()) -> dict[str, Any]:
+    def finish(
+        self, record: Record, note: str = "", problems: Sequence[str] = (), ended_at: float | None = None
+    ) -> dict[str, Any]:
         """Move a record from the active set to the history, stamped with its real end.
 
         ``note`` says why it ended early (workers that died); ``problems`` what could not be undone.
+        ``ended_at`` (seconds since the epoch) is when its contention stopped, now when not given.
         Only the record this very launch saved is removed: a replacement under the same name stays.
         """
-        record.ended_at = time.time()
+        record.ended_at = time.time() if ended_at is None else ended_at
         entry = dict(record.summary(), note=note, problems=list(problems))
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
         with open(os.path.join(self.state_dir, "history.jsonl"), "a", encoding="utf-8") as handle:
@@ -796,20 +799,20 @@ def cleanup(record: Record, env: Environment, ran: bool = True, note: str = "") 
     problems: list[str] = []
     for worker in record.workers:
         kill_group(worker)
-    steps: list[Callable[[], None]] = [
-        functools.partial(_undo_kernel_change, record.restore),
-        functools.partial(_remove_cgroup, record.cgroup_path, env),
-    ]
-    for step in steps:
-        try:
-            step()
-        except (FirmError, OSError) as exc:
-            problems.append(str(exc))
+    try:
+        _undo_kernel_change(record.restore)
+    except (FirmError, OSError) as exc:
+        problems.append(str(exc))
+    ended_at = time.time()  # its contention ends here; removing its cgroup may wait for the kernel to reap
+    try:
+        _remove_cgroup(record.cgroup_path, env)
+    except (FirmError, OSError) as exc:
+        problems.append(str(exc))
     store = Store(env.state_dir)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(env.state_dir, f"{record.spec.name}.log"))
     if ran:
-        return store.finish(record, note=note, problems=problems)
+        return store.finish(record, note=note, problems=problems, ended_at=ended_at)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(store.path(record.spec.name))
     return None

@@ -54,6 +54,16 @@ def env(tmp_path: Path, layout: cgroup.Layout) -> Iterator[anomaly.Environment]:
                 os.rmdir(sub)
 
 
+def assert_ended_on_time(ended_at: float, expires_at: float) -> None:
+    """The history's end is the anomaly's own expiry: not before it, and within the grace after it.
+
+    Not a tighter bound: on an overcommitted machine, waking the supervisor and killing its workers
+    took seconds (4.5 s once in CI), and the grace is what the expiry promises.
+    """
+    late = ended_at - expires_at
+    assert -0.5 <= late <= GRACE_S, f"ended {late:+.2f} s from its expiry, outside [-0.5, {GRACE_S}] s"
+
+
 def members(layout: cgroup.Layout, name: str) -> set[int]:
     """The processes in the anomaly's cgroup (every hierarchy), empty when it is gone."""
     group = cgroup.group_at(layout, f"{anomaly.CGROUP_PARENT}/{name}")
@@ -175,7 +185,7 @@ def test_a_second_campaign_naming_a_running_anomaly_replaces_it_and_its_own_expi
     assert not members(layout, "shared") and not group_exists(layout, "shared")
     entries = history(env)
     assert [e["intensity"] for e in entries] == [20, 40]
-    assert abs(float(entries[1]["ended_at"]) - second.expires_at) < 1.0  # type: ignore[arg-type]
+    assert_ended_on_time(float(entries[1]["ended_at"]), second.expires_at)  # type: ignore[arg-type]
 
 
 STARTER = """
@@ -229,4 +239,4 @@ def test_two_campaigns_starting_the_same_anomaly_at_once_leave_one_that_expires(
     assert anomaly.active(env) == []
     finished = history(env)
     assert len(finished) == 2 and finished[-1]["started_at"] == running.started_at
-    assert abs(float(finished[-1]["ended_at"]) - running.expires_at) < 1.0  # type: ignore[arg-type]
+    assert_ended_on_time(float(finished[-1]["ended_at"]), running.expires_at)  # type: ignore[arg-type]
