@@ -739,12 +739,12 @@ def _start(spec: AnomalySpec, env: Environment, check_mode: bool) -> tuple[bool,
     work = plan(spec, env)
     if running is not None and running.spec.same_request(spec):
         return False, running, work
+    if not check_mode and running is not None:
+        stop(spec.name, env)  # before the clock starts: stopping can take seconds
     now = time.time()
     record = Record(spec, socket.gethostname(), now, now + spec.duration_s)
     if check_mode:
         return True, record, work
-    if running is not None:
-        stop(spec.name, env)
     _launch(record, work, env)
     return True, record, work
 
