@@ -22,6 +22,7 @@ from firm.cli_options import (
     jaeger_request_options,
     jaeger_url_option,
     json_option,
+    name_environment_source,
     no_trace_warning,
     only_with,
     overlap_tolerance_option,
@@ -156,6 +157,9 @@ class FirmGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except click.BadParameter as err:
+            name_environment_source(err)
+            raise
         except (
             click.exceptions.Exit,
             click.ClickException,

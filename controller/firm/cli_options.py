@@ -356,6 +356,29 @@ def envvar_name(command_path: str, option: click.Option) -> str | None:
     return "FIRM_" + "_".join(w.upper().replace("-", "_") for w in words)
 
 
+def environment_source(ctx: click.Context, param: click.Parameter) -> str | None:
+    """The environment variable that gave ``param`` its value in ``ctx``, None when the value came
+    from the command line, a default or nowhere. The first variable of the option's list that is set
+    and not empty, as click reads them."""
+    if not isinstance(param, click.Option) or param.name is None:
+        return None
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.ENVIRONMENT:
+        return None
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+    return next((name for name in names if os.environ.get(name)), None)
+
+
+def name_environment_source(err: click.BadParameter) -> None:
+    """Make ``err`` name the environment variable its bad value came from, as well as the option:
+    ``Invalid value for '--rate' (from FIRM_LOAD_RATE): ...``, so that a user who never typed
+    ``--rate`` sees where to fix it. Unchanged when the value came from the command line."""
+    if err.ctx is None or err.param is None or err.param_hint is not None:
+        return
+    variable = environment_source(err.ctx, err.param)
+    if variable is not None:
+        err.param_hint = f"{err.param.get_error_hint(err.ctx)} (from the environment variable {variable})"
+
+
 def apply_conventions(command: click.Command, path: str) -> None:
     """Every option of ``command`` (a command below ``firm``, at ``path`` such as ``"testbed up"``):
     floating-point values finite (:func:`finite`), whole numbers refused in words (:func:`whole`), and read from ``FIRM_<COMMAND>_<OPTION>`` when not

@@ -66,10 +66,29 @@ def test_features_format_from_the_environment(trace: Path) -> None:
     assert json.loads(result.stdout)["instances"]  # the command line wins
 
 
-def test_a_malformed_value_from_the_environment_is_a_usage_error(trace: Path) -> None:
-    for env in ({"FIRM_FEATURES_FORMAT": "yaml"}, {"FIRM_FEATURES_OVERLAP_TOLERANCE": "nan"}):
-        result = CliRunner(env=env).invoke(main, ["features", str(trace)])
+def test_a_malformed_value_from_the_environment_is_a_usage_error_naming_the_variable(trace: Path) -> None:
+    for variable, value, option in (
+        ("FIRM_FEATURES_FORMAT", "yaml", "--format"),
+        ("FIRM_FEATURES_OVERLAP_TOLERANCE", "nan", "--overlap-tolerance"),
+        ("FIRM_FEATURES_JAEGER_URL", "http://[::1", "--jaeger-url"),
+    ):
+        result = CliRunner(env={variable: value}).invoke(main, ["features", str(trace)])
         assert_clean(result.output, result.exit_code, exit_status.USAGE)
+        assert f"'{option}' (from the environment variable {variable})" in result.output
+
+
+def test_an_option_s_own_variable_is_named_when_it_gave_the_bad_value() -> None:
+    result = CliRunner(env={"FIRM_REDIS_URL": "foo"}).invoke(main, ["explain"])
+    assert_clean(result.output, result.exit_code, exit_status.USAGE)
+    assert "'--redis' (from the environment variable FIRM_REDIS_URL)" in result.output
+
+
+def test_a_bad_value_typed_on_the_command_line_names_no_variable(trace: Path) -> None:
+    result = CliRunner(env={"FIRM_FEATURES_FORMAT": "table"}).invoke(
+        main, ["features", str(trace), "--format", "yaml"]
+    )
+    assert_clean(result.output, result.exit_code, exit_status.USAGE)
+    assert "Invalid value for '--format'" in result.output and "environment" not in result.output
 
 
 # -- numbers ------------------------------------------------------------------------------------
