@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -198,7 +199,19 @@ class _Loader(yaml.SafeLoader):
                     )
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        """A float, refusing a number too large for one (``1e400``), which PyYAML reads as infinity
+        and a schema would then report as ``inf``, a value the user never wrote. ``.inf`` and ``.nan``,
+        written as such, stay (the schema decides whether it takes them)."""
+        value = float(super().construct_yaml_float(node))
+        if not math.isfinite(value) and not node.value.lstrip("+-").startswith("."):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the number {node.value} is out of range (numbers go to ±1.8e308)", node.start_mark
+            )
+        return value
 
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),

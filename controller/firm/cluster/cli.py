@@ -14,7 +14,8 @@ from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.cli_options import describe, json_option
-from firm.schema import yaml_position
+from firm.schema import load_yaml, yaml_position
+from firm.textfiles import TextFileError, read_small_file
 
 if TYPE_CHECKING:
     from firm.cluster.config import ServiceSpec
@@ -33,7 +34,15 @@ def _services(specs: tuple[str, ...], services_file: Path | None) -> list[Servic
     found: list[ServiceSpec] = []
     if services_file is not None:
         try:
-            doc = yaml.safe_load(services_file.read_bytes().decode("utf-8"))
+            doc = load_yaml(read_small_file(services_file).decode("utf-8"))
+        except TextFileError as exc:
+            raise click.ClickException(
+                f"--services {services_file} {exc}; give the YAML file of the services"
+            ) from exc
+        except RecursionError as exc:
+            raise click.ClickException(
+                f"--services {services_file} nests too deeply; give a YAML file of the services"
+            ) from exc
         except yaml.YAMLError as exc:
             where = yaml_position(exc)
             raise click.ClickException(

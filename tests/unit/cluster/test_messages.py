@@ -209,6 +209,9 @@ def test_a_service_spec_with_too_many_parts_is_a_usage_error(tmp_path: Path) -> 
         (b"a: [\n", "is not YAML (line 2: expected the node content"),
         (b"\xff\xfe", "not UTF-8 text"),
         (b"services: {web: {namespace: social, selector: app=web, bogus: 1}}\n", "bogus is not a field"),
+        (b"services: {web: {}, web: {}}\n", "(line 1: the key 'web' is given twice)"),
+        (b"services: {web: {namespace: 1e400}}\n", "the number 1e400 is out of range"),
+        (b"[" * 100_000, "nests too deeply"),
     ],
 )
 def test_a_bad_services_file_is_described(tmp_path: Path, content: bytes, expected: str) -> None:

@@ -50,6 +50,9 @@ PYDANTIC_WORDS = ("Input should", "valid number", "Extra inputs", "function-afte
         ("a: b: c", ["is not YAML (line 1"]),
         ("port: 8080\nrate_rps: 40\nport: 8081", ["(line 3: the key 'port' is given twice)"]),
         ("services: {text: {work_ms: 1, work_ms: 2}}", ["(line 1: the key 'work_ms' is given twice)"]),
+        ("rate_rps: 1e400", ["line 1: the number 1e400 is out of range"]),  # not "inf", never written
+        ("slo_ms: {compose-post: -1.5e999}", ["the number -1.5e999 is out of range"]),
+        ("rate_rps: .inf", ["rate_rps is inf; give a finite number"]),  # written as infinity: said so
     ],
 )
 def test_malformed_settings_name_the_field_and_the_fix(
