@@ -206,7 +206,10 @@ class _Loader(yaml.SafeLoader):
         value = float(super().construct_yaml_float(node))
         if not math.isfinite(value) and not node.value.lstrip("+-").startswith("."):
             raise yaml.constructor.ConstructorError(
-                None, None, f"the number {node.value} is out of range (numbers go to ±1.8e308)", node.start_mark
+                None,
+                None,
+                f"the number {node.value} is out of range (numbers go to ±1.8e308)",
+                node.start_mark,
             )
         return value
 
