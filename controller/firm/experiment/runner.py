@@ -43,8 +43,9 @@ from firm.experiment.recorded import parse_run
 from firm.experiment.report import AnomalyWindow, CpuSample, RecordedRun, Request
 from firm.experiment.schedule import PlannedAnomaly, plan_anomalies
 from firm.load.config import ConstantRate, LoadSpec, Mix, RequestType, Slo, TraceRate
+from firm.load.errors import LoadSpecError
 from firm.load.generator import run_load
-from firm.load.schedule import read_rate_trace
+from firm.load.schedule import rate_profile, read_rate_trace
 from firm.load.stats import WindowStats
 from firm.loop import config as loop_config
 from firm.loop.audit import AuditLog
@@ -301,6 +302,10 @@ class Experiment:
                     f"cannot load the firm policy's models: {exc}",
                     fix="train them (firm train-svm, firm train-rl) or reinstall",
                 ) from exc
+        try:  # the load as it will run (any frontend address: only the rate and the lengths are checked)
+            rate_profile(self.load_spec("http://127.0.0.1"))
+        except LoadSpecError as exc:
+            raise ExperimentInputError(f"the load: {exc.message}", fix=exc.fix) from exc
         try:
             running = lifecycle.is_up(self.testbed)
         except FirmError:  # an unreadable state file: `up` starts again, after the checks below

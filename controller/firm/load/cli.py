@@ -83,15 +83,19 @@ def progress_table(elapsed_s: float, windows: Sequence[WindowStats]) -> Table:
     return table
 
 
-def summary_table(summary: Summary) -> Table:
-    """Per type and overall: requests, success, latency and SLO windows (errors go below the table)."""
-    table = Table(
-        title=f"{summary.url}: {summary.duration_s:.1f} s, {summary.scheduled_rps:.1f} requests/s "
-        f"scheduled, {summary.sent_rps:.1f} sent; latency in ms",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+def summary_heading(summary: Summary) -> str:
+    """The line above the summary table: where, how long, and the rate scheduled and sent."""
+    return (
+        f"{summary.url}: {summary.duration_s:.1f} s, requests/s {summary.scheduled_rps:.1f} scheduled "
+        f"and {summary.sent_rps:.1f} sent; latency in ms"
     )
+
+
+def summary_table(summary: Summary) -> Table:
+    """Per type and overall: requests, success, latency and SLO windows (the heading goes above it,
+    :func:`summary_heading`, as its own line, so that it never wraps to the table's width; the errors go
+    below it)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("type", "sent", "ok", "p50", "p99", "max", "SLO", "windows > SLO"):
         table.add_column(name, justify="left" if name == "type" else "right", no_wrap=True)
     for t in (*summary.per_type, summary.overall):
@@ -374,6 +378,7 @@ def _print_summary(summary: Summary, output: RedisOutput | None, as_json: bool) 
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    console.print(summary_heading(summary))
     console.print(summary_table(summary))
     for line in error_lines(summary):
         console.print(line)

@@ -270,6 +270,13 @@ class LoadSpec:
                 )
         else:
             _positive("duration_s", self.duration_s, "the run's length in seconds")
+            if isinstance(self.rate, ConstantRate) and self.rate.rps * self.duration_s < 1:
+                raise LoadSpecError(
+                    "rate",
+                    f"{self.rate.rps:g} requests/s for {self.duration_s:g} s plans "
+                    f"{self.rate.rps * self.duration_s:.3g} requests, less than one",
+                    fix="give a rate and a duration whose product is at least 1",
+                )
         if not isinstance(self.mix, Mix):
             raise LoadSpecError(
                 "mix", f"{self.mix!r} is not a Mix", fix="give Mix(...) or parse_mix('home=60,...')"

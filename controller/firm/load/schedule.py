@@ -140,7 +140,16 @@ def rate_profile(spec: LoadSpec) -> RateProfile:
             f"speedup {rate.speedup:g} last {length_s:g} s)",
             fix=f"give at most {length_s:g} s, or a larger speedup, or no duration",
         )
-    return RateProfile(rates, segment_s, duration)
+    profile = RateProfile(rates, segment_s, duration)
+    planned = profile.expected_requests()
+    if planned < 1:
+        raise LoadSpecError(
+            "rate.peak_rps",
+            f"{rate.peak_rps:g} requests/s at the trace's peak over {duration:g} s plans {planned:.3g} "
+            "requests, less than one",
+            fix="give a higher peak, a longer duration or a smaller speedup",
+        )
+    return profile
 
 
 def interarrival_times(rate_rps: float, n: int, rng: np.random.Generator) -> FloatArray:

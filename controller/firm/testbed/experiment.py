@@ -209,6 +209,7 @@ def run(
     state = lifecycle.read_state(config)
     if state is None:
         raise ExperimentError("the testbed is not up", fix="start it with `firm testbed up`")
+    load = load_spec(config, plan, state.frontend)  # checked before anything starts
     env = anomaly_environment(config)
     spec = anomaly_spec(config, plan.anomaly) if plan.anomaly else None
     if plan.anomaly is not None and not 0 <= plan.anomaly.start_s < plan.duration_s:
@@ -237,7 +238,7 @@ def run(
         injector.timer.start()
     load_began = time.time()
     try:
-        summary = run_load(load_spec(config, plan, state.frontend), sink=collector, on_window=collect)
+        summary = run_load(load, sink=collector, on_window=collect)
     finally:
         record = injector.finish() if injector is not None else {}
     cores = (testbed_cpu_ns(config) - cpu_before) / 1e9 / (time.monotonic() - started_at)

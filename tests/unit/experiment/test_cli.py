@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from click.testing import CliRunner
 from firm.cli import main
 from firm.experiment import ExperimentInputError
 from firm.experiment.report import AnomalyWindow, CpuSample, RecordedRun, Request
-from firm.experiment.runner import ExperimentPlan, allotted, recorded_from_json, recorded_to_json
+from firm.experiment.runner import Experiment, ExperimentPlan, allotted, recorded_from_json, recorded_to_json
+from firm.testbed import config as testbed_config
 
 DIURNAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "workloads" / "diurnal.txt"
 
@@ -105,3 +107,12 @@ def test_plan_validation() -> None:
     if not DIURNAL.is_file():
         pytest.skip(f"the shared workload traces are absent ({DIURNAL})")
     ExperimentPlan(("firm",), 20.0, 0.0, 1, (), workload=str(DIURNAL))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="Experiment.check refuses to go further without root")
+def test_a_load_that_plans_no_request_is_refused_before_the_testbed_is_touched() -> None:
+    plan = ExperimentPlan(("static",), 20.0, 0.0, 1, (), rate_rps=0.01)
+    with pytest.raises(
+        ExperimentInputError, match=r"0.01 requests/s for 20 s plans 0.2 requests, less than one"
+    ):
+        Experiment(plan, testbed_config.TestbedConfig()).check()

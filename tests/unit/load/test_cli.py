@@ -81,7 +81,10 @@ def test_table_summary() -> None:
             "--quiet",
         )
     assert code == 0
-    rows = [line.split()[0] for line in out.splitlines() if line.strip()]
+    heading, *table = [line for line in out.splitlines() if line.strip()]
+    assert heading.startswith(f"http://127.0.0.1:{frontend.port}: ")  # one line, never wrapped to the table
+    assert "requests/s 50.0 scheduled and " in heading and heading.endswith(" sent; latency in ms")
+    rows = [line.split()[0] for line in table]
     assert "home" in rows and "all" in rows and "compose" not in rows
     assert "ms per request" in out
 
@@ -179,6 +182,16 @@ def test_stores_in_redis() -> None:
             ["--trace", "{trace}", "--peak", "10", "--duration", "5"],
             1,
             "--duration: 5 s is longer than the trace",
+        ),
+        (  # nothing would be sent: refused before the run, not "check that the frontend answers"
+            ["--rate", "1", "--duration", "0.5"],
+            2,
+            "--rate: 1 requests/s for 0.5 s plans 0.5 requests, less than one",
+        ),
+        (
+            ["--trace", "{trace}", "--peak", "0.5"],
+            1,
+            "--peak: 0.5 requests/s at the trace's peak over 1 s plans 0.5 requests, less than one",
         ),
     ],
 )
