@@ -30,6 +30,7 @@ from firm.cli_options import (
     refuse_empty,
     source_file,
     trace_limit_option,
+    warnings_to_stderr,
 )
 from firm.urls import redact_url
 
@@ -363,8 +364,9 @@ def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
         raise click.UsageError(err.message) from err
     except TraceError as err:
         raise click.ClickException(str(err)) from err
-    for message in found.diagnostics:
-        click.echo(f"warning: {message}", err=True)
+    with warnings_to_stderr() as warn:
+        for message in found.diagnostics:
+            warn(message)
     return found
 
 
@@ -393,14 +395,15 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
         held.append(chunk)
 
     try:
-        count = critical_paths_of_files(
-            files,
-            write,
-            overlap_tolerance_us=tolerance,
-            indent=not compact,
-            options=StreamOptions(batch_bytes=batch_mb * 2**20),
-            warn=lambda message: click.echo(f"warning: {message}", err=True),
-        )
+        with warnings_to_stderr() as warn:
+            count = critical_paths_of_files(
+                files,
+                write,
+                overlap_tolerance_us=tolerance,
+                indent=not compact,
+                options=StreamOptions(batch_bytes=batch_mb * 2**20),
+                warn=warn,
+            )
     except TraceError as err:
         raise click.ClickException(str(err)) from err
     if count == 0:
@@ -554,13 +557,14 @@ def features_command(
     query = TraceQuery(service, operation, window, limit)
     try:
         if files and jaeger_url is None and not query.given():
-            result = features_of_files(
-                files,
-                min_samples=min_samples,
-                overlap_tolerance_us=tolerance,
-                options=StreamOptions(batch_bytes=batch_mb * 2**20),
-                warn=lambda message: click.echo(f"warning: {message}", err=True),
-            )
+            with warnings_to_stderr() as warn:
+                result = features_of_files(
+                    files,
+                    min_samples=min_samples,
+                    overlap_tolerance_us=tolerance,
+                    options=StreamOptions(batch_bytes=batch_mb * 2**20),
+                    warn=warn,
+                )
         else:
             traces = _read(
                 files, jaeger_url=jaeger_url, timeout_s=timeout, retries=retries, query=query

@@ -236,6 +236,39 @@ def no_trace_warning(name: str, instead: str) -> str:
     return f"{name}: no trace in this file (an empty answer or export, or every span refused); {instead}"
 
 
+MAX_WARNINGS_SHOWN = 20
+"""Warnings a command prints before it only counts the rest (all of them with ``firm -v``)."""
+
+
+@contextmanager
+def warnings_to_stderr(prefix: str = "") -> Iterator[Callable[[str], None]]:
+    """A ``warn(message)`` that prints ``warning: {prefix}{message}`` on stderr, the first
+    :data:`MAX_WARNINGS_SHOWN` only unless firm runs with ``-v`` (``firm -v COMMAND``); on leaving,
+    also when the command fails, one line counts the warnings not shown. A file of a million broken
+    lines then gives twenty warnings and a count, not a million lines."""
+    shown = hidden = 0
+    ctx = click.get_current_context(silent=True)
+    every = ctx is not None and bool(ctx.find_root().params.get("verbose"))
+
+    def warn(message: str) -> None:
+        nonlocal shown, hidden
+        if every or shown < MAX_WARNINGS_SHOWN:
+            shown += 1
+            click.echo(f"warning: {prefix}{message}", err=True)
+        else:
+            hidden += 1
+
+    try:
+        yield warn
+    finally:
+        if hidden:
+            click.echo(
+                f"warning: {prefix}{hidden} more warnings not shown (the first {shown} are above); "
+                "run `firm -v ...` to see every one",
+                err=True,
+            )
+
+
 def overlap_tolerance_option() -> Callable[[F], F]:
     """``--overlap-tolerance US``: siblings overlapping by at most this many microseconds count as
     sequential (the command function's ``tolerance``, 0 to :data:`MAX_OVERLAP_TOLERANCE_US`)."""

@@ -22,6 +22,7 @@ from firm.cli_options import (
     jaeger_url_option,
     no_trace_warning,
     trace_limit_option,
+    warnings_to_stderr,
 )
 from firm.localize.errors import LocalizeError
 from firm.localize.localizer import Localizer
@@ -54,16 +55,14 @@ def load_window(files: Sequence[Path], what: str) -> list[Trace]:
         raise click.ClickException(f"{what}: {err}") from err
     except (OSError, UnicodeDecodeError) as err:
         raise click.ClickException(f"{what}: cannot read the files: {describe(err)}") from err
-    for message in reader.diagnostics:
-        click.echo(f"warning: {what}: {message}", err=True)
-    if traces and len(set(map(str, files))) > 1:
-        # a JSON Lines file's traces come from FILE:LINE, which is FILE's (files_without_traces)
-        sources = [source for t in traces for source in reader.sources(t.trace_id)]
-        for name in files_without_traces(files, sources):
-            click.echo(
-                f"warning: {what}: {no_trace_warning(name, f'the {what} is that of the other files')}",
-                err=True,
-            )
+    with warnings_to_stderr(f"{what}: ") as warn:
+        for message in reader.diagnostics:
+            warn(message)
+        if traces and len(set(map(str, files))) > 1:
+            # a JSON Lines file's traces come from FILE:LINE, which is FILE's (files_without_traces)
+            sources = [source for t in traces for source in reader.sources(t.trace_id)]
+            for name in files_without_traces(files, sources):
+                warn(no_trace_warning(name, f"the {what} is that of the other files"))
     return traces
 
 

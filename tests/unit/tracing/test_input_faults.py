@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from firm.cli import main
+from firm.cli_options import MAX_WARNINGS_SHOWN
 from firm.tracing import TraceParseError, TraceReader, loads_traces, parse_traces
 from firm.tracing.model import Span, Trace
 from firm.tracing.parse import json_kind, looks_like_json_lines
@@ -258,6 +259,28 @@ def test_a_file_of_bad_lines_beside_a_good_file_is_named_in_a_warning(tmp_path: 
     assert f"warning: {bad}: line 1 skipped" in err
     assert f"warning: {bad}: no trace in this file" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["critical-path", "features", "localize"])
+def test_a_thousand_bad_lines_give_twenty_warnings_and_a_count(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "noisy.jsonl"
+    path.write_text(GOOD + "\n" + "not json\n" * 1000)
+    code, _, err = run(command, str(path))
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == MAX_WARNINGS_SHOWN + 1, err[-2000:]
+    assert warnings[0].endswith(f"{path}: line 2 skipped: not valid JSON (Expecting value, column 1)")
+    assert warnings[-1].endswith(
+        "980 more warnings not shown (the first 20 are above); run `firm -v ...` to see every one"
+    )
+    assert "Traceback" not in err and code in (0, 1)  # localize: one trace is too few to rank (status 1)
+
+
+def test_with_verbose_every_warning_is_shown(tmp_path: Path) -> None:
+    path = tmp_path / "noisy.jsonl"
+    path.write_text(GOOD + "\n" + "not json\n" * 50)
+    code, _, err = run("-v", "critical-path", str(path))
+    assert code == 0
+    assert len([line for line in err.splitlines() if line.startswith("warning: ")]) == 50
 
 
 # -- 2. JSON's own type names -------------------------------------------------------------------
