@@ -270,6 +270,7 @@ def _cluster_setup(config_path_cluster: Path, options: RunOptions) -> tuple[Any,
         raise click.ClickException(str(exc)) from exc
     config = session.loop_config(options)
     try:
+        loop_config.check_services(config, cluster.services, f"the cluster file {config_path_cluster}")
         loop_config.check_model_files(config)
     except FirmError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -474,17 +474,19 @@ def check_slo_types(config: LoopConfig, known: Iterable[str], where: str) -> Non
 
 def check_services(config: LoopConfig, known: Iterable[str], where: str) -> None:
     """Refuse guardrails (``services``) and exclusions (``exclude``) of services ``where`` (e.g. "the
-    testbed") does not run: such a guardrail would bound nothing, and the service meant would be
-    acted on after all.
+    testbed", "the cluster file") does not run: such a guardrail would bound nothing, and the service
+    meant would be acted on after all. The default ``exclude`` (``[redis]``, the testbed's store) is
+    not the user's word: where no service of that name runs, it excludes nothing and is not refused.
 
     Raises :class:`LoopConfigError` naming the unknown services and the known ones."""
     names = sorted(set(known))
+    excluded = config.exclude if "exclude" in config.model_fields_set else ()
     wrong = [
         f"{field} names {'service' if len(unknown) == 1 else 'services'} {', '.join(map(repr, unknown))}, "
         f"which {where} does not run"
         for field, unknown in (
             ("services", [s for s in config.services if s not in names]),
-            ("exclude", [s for s in config.exclude if s not in names]),
+            ("exclude", [s for s in excluded if s not in names]),
         )
         if unknown
     ]

@@ -110,7 +110,7 @@ def test_firm_load_describes_a_redis_that_does_not_answer() -> None:
         "load",
         "http://127.0.0.1:9",
         "--rate",
-        "1",
+        "10",
         "--duration",
         "0.2",
         "--quiet",

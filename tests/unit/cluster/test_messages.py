@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.cli import main
 from firm.cluster.cadvisor import url_fetcher
 from firm.cluster.config import ClusterError, api_client
@@ -222,3 +223,47 @@ def test_a_bad_services_file_is_described(tmp_path: Path, content: bytes, expect
     )
     assert code == 1 and expected in output, output
     assert "<unicode string>" not in output
+
+
+@pytest.mark.parametrize(
+    ("loop_yaml", "expected"),
+    [
+        ("exclude: [nosuch]\n", "exclude names service 'nosuch', which the cluster file"),
+        (
+            "services: {redis: {cpu: {min: 1, max: 2, max_step: 1}}}\n",
+            "services names service 'redis', which the cluster file",
+        ),
+    ],
+)
+def test_firm_run_on_a_cluster_refuses_services_its_cluster_file_does_not_name(
+    tmp_path: Path, loop_yaml: str, expected: str
+) -> None:
+    loop = tmp_path / "loop.yml"
+    loop.write_text(loop_yaml)
+    cluster = cluster_file(tmp_path, "jaeger_url: http://127.0.0.1:1\nslo_ms: {home: 200}\n")
+    code, output = invoke(
+        "run",
+        "--cluster",
+        str(cluster),
+        "--kubeconfig",
+        kubeconfig(tmp_path, "https://127.0.0.1:1"),
+        "--config",
+        str(loop),
+        "--decider",
+        "aimd",
+        "--dry-run",
+        "--redis",
+        "redis://127.0.0.1:1/0",
+    )
+    assert code == 1 and expected in output and "name the services of the cluster file" in output, output
+    assert "'web'" not in output.split("Fix:")[0] and "web" in output.split("Fix:")[1]
+
+
+def test_the_default_exclusion_of_the_testbed_s_redis_is_no_error_on_a_cluster_without_one() -> None:
+    from firm.loop.config import check_services, load  # noqa: PLC0415 (the loop layer, only here)
+
+    check_services(
+        load(None), ["web"], "the cluster file"
+    )  # the default exclude: [redis] excludes nothing here
+    with pytest.raises(FirmError, match="exclude names service 'redis'"):
+        check_services(load(None, exclude=["redis"]), ["web"], "the cluster file")  # written: refused
