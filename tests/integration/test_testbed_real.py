@@ -329,6 +329,10 @@ def collector_records(report: experiment.RunReport) -> list[RequestRecord]:
     return report.records
 
 
+MIN_RELIEVED = 100
+"""Requests after the cpusets grew needed to judge the SLO (about 400 on a quiet machine)."""
+
+
 def test_giving_the_contended_services_more_cpus_restores_the_slo(
     testbed: testbed_config.TestbedConfig,
 ) -> None:
@@ -369,19 +373,42 @@ def test_giving_the_contended_services_more_cpus_restores_the_slo(
         for r in collector_records(report)
         if r.request_type.value == "read-home-timeline" and 12 <= r.intended_at - began <= raised_at
     ]
+    # Judged from when the queue the contention left has drained (the last request sent before the
+    # cpusets grew has completed; seconds when p99 was seconds under the anomaly), at least 3 s after.
+    drained = max(
+        (
+            r.intended_at + r.latency_ms / 1000
+            for r in collector_records(report)
+            if r.intended_at < grown_at[0]
+        ),
+        default=grown_at[0],
+    )
     relieved = [
         r.latency_ms
         for r in collector_records(report)
-        if r.request_type.value == "read-home-timeline" and r.intended_at >= grown_at[0] + 3
+        if r.request_type.value == "read-home-timeline" and r.intended_at >= max(grown_at[0] + 3, drained)
     ]
     objective = testbed.slo_ms["read-home-timeline"]
+    other = max(other, background(testbed))
+    # The module runs that grow the cpusets are processes of their own: on a machine busy with other
+    # work they took so long (in CI, under a hog on both CPUs) that no request was left after them.
+    late = grown_at[0] - began - raised_at
+    skip_if_busy(
+        len(relieved) >= MIN_RELIEVED,
+        other,
+        f"the cpusets grew {late:.0f} s after they were asked to, leaving {len(relieved)} read-home-timeline "
+        f"requests of the load to judge (fewer than {MIN_RELIEVED})",
+    )
+    assert len(relieved) >= MIN_RELIEVED, (
+        f"only {len(relieved)} requests after the cpusets grew ({late:.0f} s late)"
+    )
     under, after = percentile(contended, 99), percentile(relieved, 99)
     assert under is not None and after is not None
-    other = max(other, background(testbed))
     contended_test, relieved_test = SloTest(contended, objective), SloTest(relieved, objective)
     print(
         f"read-home-timeline p99 {under:.0f} ms under the anomaly ({contended_test.describe()}), {after:.0f} ms "
-        f"after their cpusets grew ({relieved_test.describe()}); other work {other:.2f} cores"
+        f"after their cpusets grew and the queue drained ({drained - grown_at[0]:.1f} s) "
+        f"({relieved_test.describe()}); other work {other:.2f} cores"
     )
     assert under > objective and contended_test.breaks
     # held as a statistical claim on the requests (SloTest), as the contention test does: ~400 requests
