@@ -213,7 +213,60 @@ class _Loader(yaml.SafeLoader):
             )
         return value
 
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
 
+
+MAX_YAML_VALUES = 100_000
+"""The most values (scalars, lists and mappings) a configuration file may hold once its aliases
+(``*name``) are expanded: far beyond any real configuration, far below what ten nested aliases of
+nine (a "billion laughs" of 300 bytes) would make the schema walk."""
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it beyond :data:`MAX_YAML_VALUES` values, or that
+    contains itself (``&a [*a]``). Counted on the node graph, each shared node once, so that the
+    check is linear in the file's size. Raises :class:`yaml.constructor.ConstructorError` with the
+    node's line."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias (*name) refers to a value that contains it", node.start_mark
+            )
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        open_nodes.discard(key)
+        if total > MAX_YAML_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"aliases (*name) expand this value to more than {MAX_YAML_VALUES} values",
+                node.start_mark,
+            )
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+# YAML 1.2's core schema has no timestamps: a date stays the text it is (PyYAML's YAML 1.1 reading
+# would turn 2017-02-30 into a ValueError and 2017-02-28 into a date no setting takes).
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

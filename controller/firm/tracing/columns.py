@@ -53,12 +53,12 @@ class SpanColumns:
 
 def span_kind_of(tags: msgspec.Raw) -> str:
     """The ``span.kind`` of a span from its ``tags`` JSON text, as the reference parser reads it."""
-    from firm.tracing.parse import jaeger_kind  # noqa: PLC0415 (parse imports this module)
+    from firm.tracing.parse import decode_json, jaeger_kind  # noqa: PLC0415 (parse imports this module)
 
     raw = bytes(tags)
     if b"span.kind" not in raw and b"\\" not in raw:
         return ""  # no such key (JSON could spell it only with an escape)
-    return jaeger_kind(orjson.loads(raw) if raw else None)
+    return jaeger_kind(decode_json(raw) if raw else None)
 
 
 class ColumnSpans(Sequence[Span]):
@@ -101,10 +101,13 @@ class ColumnTrace(Trace):
     """A :class:`Trace` held as :class:`SpanColumns`; :attr:`spans` is built on first use and
     kept. Equal to a :class:`Trace` with the same ID, spans and warnings."""
 
-    def __init__(self, trace_id: str, cols: SpanColumns, warnings: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, trace_id: str, cols: SpanColumns, warnings: tuple[str, ...] = (), sources: tuple[str, ...] = ()
+    ) -> None:
         # No dataclass __init__: the columns were checked by the reader (IDs unique, durations >= 0).
         object.__setattr__(self, "trace_id", trace_id)
         object.__setattr__(self, "warnings", warnings)
+        object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "cols", cols)
         object.__setattr__(self, "_spans", None)
 

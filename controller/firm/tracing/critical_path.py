@@ -527,7 +527,9 @@ def _batch(traces: Sequence[Trace]) -> _Batch:
     self_parent = np.flatnonzero(par == np.arange(n))
     if self_parent.size:
         trace, span = batch.locate(int(self_parent[0]))
-        raise TraceParseError("the span is its own parent", trace_id=trace.trace_id, span_id=span.span_id)
+        raise TraceParseError(
+            "the span is its own parent", source=trace.source, trace_id=trace.trace_id, span_id=span.span_id
+        )
     return batch
 
 
@@ -546,6 +548,7 @@ def _cycle_error(batch: _Batch) -> TraceParseError:
             trace, span = batch.locate(j)
             return TraceParseError(
                 "parent references form a cycle through this span",
+                source=trace.source,
                 trace_id=trace.trace_id,
                 span_id=span.span_id,
             )

@@ -373,7 +373,12 @@ def _merge_duplicates(traces: Iterable[Trace]) -> tuple[list[Trace], int]:
             seen = {s.span_id for s in prev.spans}
             extra = tuple(s for s in t.spans if s.span_id not in seen)
             if extra:
-                by_id[t.trace_id] = Trace(t.trace_id, prev.spans + extra, prev.warnings + t.warnings)
+                by_id[t.trace_id] = Trace(
+                    t.trace_id,
+                    prev.spans + extra,
+                    prev.warnings + t.warnings,
+                    prev.sources + tuple(x for x in t.sources if x not in prev.sources),
+                )
             continue
         by_id[t.trace_id] = t
     return list(by_id.values()), duplicates
@@ -646,6 +651,7 @@ def _cycle(traces: Sequence[Trace], trace_of: _I64, where: _I64) -> TraceParseEr
     t = traces[int(trace_of[int(where[0])])] if where.size else traces[0]
     return TraceParseError(
         "parent references form a cycle, so the trace has no root",
+        source=t.source,
         trace_id=t.trace_id,
         fix="parse the trace with firm.tracing.parse, or drop it",
     )

@@ -77,6 +77,9 @@ class Trace:
     trace_id: str
     spans: tuple[Span, ...]
     warnings: tuple[str, ...] = ()
+    sources: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """The inputs the spans came from (files, ``FILE:LINE`` of JSON Lines), for messages; ``()``
+    when unknown. Not part of the trace's value."""
 
     def __post_init__(self) -> None:
         if not self.spans:
@@ -95,6 +98,11 @@ class Trace:
                 raise TraceParseError(
                     f"negative duration {s.duration} us", trace_id=self.trace_id, span_id=s.span_id
                 )
+
+    @property
+    def source(self) -> str | None:
+        """The inputs of :attr:`sources` as one name for a message (``a.json and b.json``), or None."""
+        return " and ".join(self.sources) or None
 
     @property
     def start(self) -> int:

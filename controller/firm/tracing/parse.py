@@ -83,6 +83,7 @@ __all__ = [
     "MAX_TIME_US",
     "JsonTooDeep",
     "TraceReader",
+    "canonical_span_id",
     "canonical_trace_id",
     "decode_json",
     "jaeger_kind",
@@ -169,6 +170,33 @@ def canonical_trace_id(trace_id: str) -> str:
     return digits.rjust(16 if len(digits) <= 16 else 32, "0")
 
 
+def canonical_span_id(span_id: str) -> str:
+    """One spelling of a span ID (and of a reference to one), in every format: lower-case hex of
+    at least 16 digits, leading zeros beyond those dropped (``00000000000000A1``, ``a1`` and
+    ``000000000000000000a1`` are one span, ``00000000000000a1``), as Jaeger and OTLP write a 64-bit
+    ID. IDs that are not hex (``"s1"``) are kept as given, stripped of white space."""
+    if len(span_id) == 16 and not span_id.strip(_HEX_DIGITS):
+        return span_id  # the common spelling, already canonical
+    text = span_id.strip()
+    low = text.lower()
+    if not low or low.strip(_HEX_DIGITS):
+        return text
+    return low.lstrip("0").rjust(16, "0")
+
+
+_HEX_DIGITS = "0123456789abcdef"
+
+
+def _canonical_span_ids(ids: Sequence[str]) -> bool:
+    """Are all of ``ids`` spelt as :func:`canonical_span_id` spells them (16 lower-case hex digits)?
+    One test for a whole trace (the fast reader's check; any other spelling goes the reference way)."""
+    joined = "".join(ids)
+    return len(joined) == 16 * len(ids) and min(map(len, ids), default=16) == 16 and set(joined) <= _HEX_SET
+
+
+_HEX_SET = frozenset(_HEX_DIGITS)
+
+
 class JsonTooDeep(json.JSONDecodeError):
     """A JSON text nested deeper than the decoders go (a ``json.JSONDecodeError``, so that every
     reader that refuses malformed JSON refuses it too, in words from :func:`json_problem`)."""
@@ -178,16 +206,64 @@ class JsonTooDeep(json.JSONDecodeError):
         super().__init__("values nested too deeply (arrays and objects over about 1,000 levels)", doc, 0)
 
 
+_MAX_DIGITS = 4000
+"""Integers of more digits than this are kept as :class:`LongNumber` (Python converts at most
+``sys.get_int_max_str_digits()``, 4300 by default, and no trace number needs 20)."""
+
+
+class LongNumber(int):
+    """An integer written with more than :data:`_MAX_DIGITS` digits: held as a power of ten of
+    the same sign and number of digits (so that every range check refuses it as it would the
+    number itself), and shown as its first digits and their count, ``999999... (5000 digits)``
+    (Python cannot print the number)."""
+
+    digits: int
+    shown: str
+
+    def __new__(cls, text: str) -> LongNumber:
+        negative = text.startswith("-")
+        digits = len(text.lstrip("+-"))
+        self = super().__new__(cls, -(10 ** (digits - 1)) if negative else 10 ** (digits - 1))
+        self.digits = digits
+        self.shown = f"{'-' if negative else ''}{text.lstrip('+-')[:6]}... ({digits} digits)"
+        return self
+
+    def __str__(self) -> str:
+        return self.shown
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+
+def _json_int(text: str) -> int:
+    """A JSON integer's text as an int (:class:`LongNumber` when it has too many digits)."""
+    return int(text) if len(text) <= _MAX_DIGITS else LongNumber(text)
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def whole_number(text: str) -> int | None:
+    """The integer written as ``text`` (ASCII digits, an optional sign, white space around), or
+    None: the one reading of numbers given as text in every format (OTLP's 64-bit values, Jaeger
+    times and ``vInt64`` tags); other digits (``١٠٠٠``, full-width ones) and ``1_000`` are no number."""
+    t = text.strip()
+    return _json_int(t) if _WHOLE.fullmatch(t) else None
+
+
 def decode_json(text: str | bytes) -> Any:
     """Decode JSON with orjson; where it refuses (integers beyond 64 bits, NaN, another encoding
-    than UTF-8, malformed text), with the standard library, whose result and errors then hold.
-    A text nested too deeply for either raises :class:`JsonTooDeep`."""
+    than UTF-8, malformed text), with the standard library, whose result and errors then hold
+    (an integer of thousands of digits is read as a :class:`LongNumber`, never refused by Python's
+    limit on integer conversion). A text nested too deeply for either raises :class:`JsonTooDeep`."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_json_int)
     except RecursionError:
         raise JsonTooDeep(text) from None
 
@@ -281,7 +357,11 @@ class TraceReader:
         self.read_text(text, str(p))
 
     def read_text(self, text: str | bytes, source: str = "<input>") -> None:
-        """Add every trace of a JSON text, or of a JSON Lines text (one document a line)."""
+        """Add every trace of a JSON text, or of a JSON Lines text (one document a line). An empty
+        text, or one of white space only (what OpenTelemetry's file exporter leaves when there
+        was no span), adds nothing: no trace, as an empty export."""
+        if not text.strip():
+            return
         with paused_gc():
             if self.columns and self._read_columns(text, source):
                 return
@@ -442,7 +522,7 @@ class TraceReader:
     def _build_all(self, built: list[Trace]) -> None:
         for key, asm in self._traces.items():
             if isinstance(asm, _Clean):
-                built.append(ColumnTrace(key, asm.cols))
+                built.append(ColumnTrace(key, asm.cols, sources=tuple(asm.sources)))
                 continue
             if not asm.raws and asm.refused:
                 where = ", ".join(asm.sources)
@@ -526,7 +606,8 @@ def query_error(error: Any, with_code: bool = True) -> str:
 # ---------------------------------------------------------------------------------------------
 # Durations and times
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _UNIT_NS = {
     "ns": 1,
     "us": 1_000,
@@ -540,36 +621,74 @@ _UNIT_NS = {
 
 
 def parse_duration_us(text: str) -> int:
-    """A Go-style duration (``"5000ns"``, ``"1.5ms"``, ``"5m"``, ``"1h30m"``) in microseconds.
+    """A Go-style duration (``"5000ns"``, ``"1.5ms"``, ``"5m"``, ``"1h30m"``) in microseconds, as
+    a command line gives it (``--window``).
 
     A bare number is taken as seconds. Rounds down to whole microseconds. ``ValueError`` on
-    anything else, naming the text.
+    anything else, naming the text. (A duration read from a trace: :func:`_trace_duration_us`.)
     """
     s = text.strip()
     if not s:
         raise ValueError("empty duration")
-    sign = 1
-    if s[0] in "+-":
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    try:
-        return sign * int(float(s) * 1_000_000)
-    except (ValueError, OverflowError):
-        pass
+    sign, body = _signed(s)
+    if _DECIMAL.fullmatch(body):
+        us = float(body) * 1_000_000
+    else:
+        ns = _go_duration_ns(body)
+        if ns is None:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 300ms, 30s, 5m, 1h30m)")
+        us = ns // 1_000
+    if not math.isfinite(us):
+        raise ValueError(f"not a duration: {text!r} is too long")
+    return sign * int(us)
+
+
+def _signed(s: str) -> tuple[int, str]:
+    """The sign of a stripped duration text (1 or -1) and the text after it."""
+    if s[:1] in ("+", "-"):
+        return (-1 if s[0] == "-" else 1), s[1:]
+    return 1, s
+
+
+def _go_duration_ns(body: str) -> float | None:
+    """Nanoseconds of an unsigned Go duration (``"1h30m"``, ``"1.5ms"``: ASCII digits, each with a
+    unit), or None when ``body`` is not one."""
     pos = 0
     total_ns = 0.0
-    for m in _GO_DURATION.finditer(s):
+    for m in _GO_DURATION.finditer(body):
         if m.start() != pos:
             break
         total_ns += float(m.group(1)) * _UNIT_NS[m.group(2)]
         pos = m.end()
-    if pos != len(s) or pos == 0:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 300ms, 30s, 5m, 1h30m)")
-    return sign * int(total_ns // 1_000)
+    return total_ns if pos == len(body) and pos else None
+
+
+def _trace_duration_us(text: str) -> int:
+    """A span's duration in Jaeger's domain JSON (a Go duration such as ``"5000ns"`` or
+    ``"1.5ms"``, as Jaeger writes it), in microseconds, rounded down. ``ValueError`` saying why
+    the span cannot be believed: not a duration, a number without a unit (seconds? microseconds?
+    Jaeger always writes one), a negative duration (however short) or one too long for a number."""
+    s = text.strip()
+    shown = _json_shown(text)
+    sign, body = _signed(s)
+    if _DECIMAL.fullmatch(body):
+        return _refused_duration(f"{shown} is a number without a unit")
+    ns = _go_duration_ns(body) if s else None
+    if ns is None:
+        return _refused_duration(f"{shown} is not a duration")
+    if sign < 0 and ns > 0:
+        raise ValueError(f"{shown} is a negative duration")
+    if not math.isfinite(ns):
+        raise ValueError(f"{shown} is too long to be a number")
+    return int(ns // 1_000)
+
+
+def _refused_duration(what: str) -> int:
+    raise ValueError(f'{what}; Jaeger writes a duration with its unit, such as "1.5ms" or "5000ns"')
 
 
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
 )
 
 
@@ -626,7 +745,11 @@ class _Assembler:
         self.sources.append(self.source)
 
     def add(self, raw: _Raw) -> None:
-        """Keep ``raw`` unless one of its numbers is out of range (then warn and drop it)."""
+        """Keep ``raw`` unless one of its numbers is out of range (then warn and drop it). Its ID
+        and references are put in one spelling here, for every format (:func:`canonical_span_id`)."""
+        raw.span_id = canonical_span_id(raw.span_id)
+        if raw.refs:
+            raw.refs = [(t, canonical_span_id(sid)) for t, sid in raw.refs]
         start, duration = raw.start, raw.duration
         if 0 <= duration <= MAX_DURATION_US and start >= 0 and start + duration < MAX_TIME_US:
             self.raws.append(raw)  # what _range_problem accepts, checked inline (once per span)
@@ -636,9 +759,8 @@ class _Assembler:
     def refuse(self, span_id: str, problem: str) -> None:
         """Drop span ``span_id`` (not added) with a warning on the trace and in the diagnostics."""
         self.refused += 1
-        message = (
-            f"{self.source}: trace {canonical_trace_id(self.trace_id)}, span {span_id} refused: {problem}"
-        )
+        shown = span_id if span_id.startswith("#") else canonical_span_id(span_id)
+        message = f"{self.source}: trace {canonical_trace_id(self.trace_id)}, span {shown} refused: {problem}"
         self.warnings.append(message)
         self.diagnostics.append(message)
 
@@ -694,7 +816,7 @@ class _Assembler:
                 for r in self.raws
             ]
         )
-        return Trace(self.trace_id, spans, tuple(self.warnings))
+        return Trace(self.trace_id, spans, tuple(self.warnings), tuple(self.sources))
 
     def _dedupe(self) -> None:
         first: dict[str, _Raw] = {}
@@ -746,7 +868,11 @@ class _Assembler:
 
 
 def _range_problem(start: int, duration: int) -> str | None:
-    """Why a span's start or duration (microseconds) cannot be believed, or None."""
+    """Why a span's start or duration (microseconds) cannot be believed, or None: the start
+    first (a bad start makes any duration computed from it meaningless), then the duration, then
+    the end."""
+    if not 0 <= start < MAX_TIME_US:
+        return f"start {_number(start)} us is outside [0, {MAX_TIME_US}) microseconds since the epoch"
     if duration < 0:
         return f"negative duration {_number(duration)} us"
     if duration > MAX_DURATION_US:
@@ -754,14 +880,22 @@ def _range_problem(start: int, duration: int) -> str | None:
             f"duration {_number(duration)} us is longer than a week (a wrapped or corrupt value; "
             f"at most {MAX_DURATION_US} us is believed)"
         )
-    if not 0 <= start < MAX_TIME_US or start + duration >= MAX_TIME_US:
-        return f"start {_number(start)} us is outside [0, {MAX_TIME_US}) microseconds since the epoch"
+    if start + duration >= MAX_TIME_US:
+        return (
+            f"end {_number(start + duration)} us (start {start} + duration {duration}) is not before "
+            f"{MAX_TIME_US} microseconds since the epoch (the year 2255)"
+        )
     return None
 
 
 def _number(v: int) -> str:
-    """An integer for a message: in full up to 20 digits, else its first digits and magnitude."""
-    return str(v) if abs(v) < 10**20 else f"{v:.6e}"
+    """An integer for a message: in full up to 20 digits, else its first digits and magnitude
+    (a number of thousands of digits by its count of digits)."""
+    if isinstance(v, LongNumber) or abs(v) < 10**20:
+        return str(v)
+    if v.bit_length() < 1000:
+        return f"{v:.6e}"
+    return f"{'-' if v < 0 else ''}10^{int(v.bit_length() * math.log10(2))} or so"
 
 
 def _fail(asm: _Assembler, span_id: str | None, message: str) -> TraceParseError:
@@ -784,8 +918,8 @@ def _int_field(
         return v
     if isinstance(v, float) and v.is_integer():
         return int(v)
-    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-        return int(v)
+    if isinstance(v, str) and (whole := whole_number(v)) is not None:
+        return whole
     if isinstance(v, float | str) and _non_finite(v):
         asm.refuse(span_id, f'"{key}" is {v}, not a number of {unit}')
     else:
@@ -811,6 +945,8 @@ def _non_finite(v: float | str) -> bool:
 
 
 def _tag_value(v: Any) -> TagValue:
+    if isinstance(v, LongNumber):
+        return str(v)
     if isinstance(v, str | int | float | bool):
         return v
     try:
@@ -846,14 +982,40 @@ def _span_kind(tags: tuple[tuple[str, TagValue], ...]) -> str:
     return str(kind).lower()
 
 
-def _instance_of(service: str, tags: Iterable[tuple[str, TagValue]]) -> str:
-    """The instance a process's tags name (:data:`INSTANCE_KEYS`), else the service."""
+def _instance_of(service: str, tags: Iterable[tuple[str, Any]]) -> str:
+    """The instance a process's tags name (:data:`INSTANCE_KEYS`, the first present), else the
+    service. ``tags`` are (key, value) pairs as the document holds them: the one rule of every
+    format is that a value that is null, empty or white space only is absent."""
     found = dict(tags)
     for k in INSTANCE_KEYS:
         v = found.get(k)
-        if v not in (None, ""):
-            return str(v)
+        if v is None or (v.__class__ is str and not v.strip()):
+            continue
+        return v if v.__class__ is str else str(_tag_value(v))
     return service
+
+
+def _blank(v: Any) -> bool:
+    """Is ``v`` absent as a name: not text, or empty or white space only?"""
+    return not isinstance(v, str) or not v.strip()
+
+
+def _jaeger_process(proc: Any) -> tuple[str, str] | str:
+    """(service, instance) of a Jaeger process object; what is wrong with it (text) when it is
+    not an object or its ``serviceName`` is not a name (missing, not text, empty, white space)."""
+    if not isinstance(proc, dict):
+        return f"is {json_kind(proc)}, not an object with a serviceName"
+    service = proc.get("serviceName")
+    if _blank(service):
+        shown = "missing" if "serviceName" not in proc else _json_shown(service)
+        return f'has "serviceName" {shown}; give the name of the service'
+    tags = proc.get("tags")
+    pairs = (
+        [(t["key"], t.get("value")) for t in tags if isinstance(t, dict) and isinstance(t.get("key"), str)]
+        if isinstance(tags, list)
+        else []
+    )
+    return service, _instance_of(service, pairs)
 
 
 def _ref_type(asm: _Assembler, span_id: str, value: Any) -> RefType:
@@ -897,18 +1059,18 @@ def _parse_jaeger_trace(
     processes = doc.get("processes") or {}
     if not isinstance(processes, dict):
         raise _fail(asm, None, '"processes" must be an object')
-    procs: dict[str, tuple[str, str]] = {}
-    for pid, proc in processes.items():
-        if not isinstance(proc, dict) or not isinstance(proc.get("serviceName"), str):
-            raise _fail(asm, None, f'process {pid} has no "serviceName"')
-        service = proc["serviceName"]
-        procs[pid] = (service, _instance_of(service, _jaeger_tags(proc.get("tags"))))
+    procs = {pid: _jaeger_process(proc) for pid, proc in processes.items()}
     add = asm.add
     for k, s in enumerate(spans):
         raw = _jaeger_span(asm, procs, s, k, keep_tags)
         if raw is not None:
             add(raw)
     return asm
+
+
+def _same_trace(ref_trace: Any, trace_id: str) -> bool:
+    """Does a reference's trace ID name ``trace_id``, in any spelling (:func:`canonical_trace_id`)?"""
+    return isinstance(ref_trace, str) and canonical_trace_id(ref_trace) == canonical_trace_id(trace_id)
 
 
 def jaeger_kind(tags: Any) -> str:
@@ -946,7 +1108,7 @@ def _jaeger_refs(
                 else _ref_type(asm, span_id, value)
             )
             ref_trace = ref.get("traceID")
-            if ref_trace not in (None, "", trace_id):
+            if ref_trace not in (None, "", trace_id) and not _same_trace(ref_trace, trace_id):
                 continue  # a link to another trace is no parent here
             refs.append((rtype, ref_span))
     else:
@@ -957,7 +1119,7 @@ def _jaeger_refs(
 
 
 def _jaeger_span(
-    asm: _Assembler, procs: Mapping[str, tuple[str, str]], s: Any, k: int, keep_tags: bool = True
+    asm: _Assembler, procs: Mapping[str, tuple[str, str] | str], s: Any, k: int, keep_tags: bool = True
 ) -> _Raw | None:
     """One span of a Jaeger trace, or None when it is refused (then counted and warned about).
 
@@ -981,17 +1143,18 @@ def _jaeger_span(
             return None
     pid = get("processID")
     found = procs.get(pid) if pid.__class__ is str else None
-    if found is not None and "process" not in s:
-        service, instance = found
-    else:
+    where = f"its process {pid}"
+    if found is None or "process" in s:
         process = get("process")
         if isinstance(process, dict) and "serviceName" in process:
-            service = str(process["serviceName"])
-            instance = _instance_of(service, _jaeger_tags(process.get("tags")))
+            found = _jaeger_process(process)
+            where = "its process"
         elif found is None:
             raise _fail(asm, span_id, f"processID {pid!r} is not in the trace's processes")
-        else:
-            service, instance = found
+    if found.__class__ is str:
+        asm.refuse(span_id, f"{where} {found}")
+        return None
+    service, instance = found  # type: ignore[misc]
     refs = _jaeger_refs(asm, span_id, get("references"), get)
     if keep_tags:
         tags = _jaeger_tags(get("tags"))
@@ -1071,10 +1234,10 @@ def _process(raw: msgspec.Raw) -> tuple[str, str] | None:
             proc = decode_json(text)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
-        if not isinstance(proc, dict) or not isinstance(proc.get("serviceName"), str):
-            return None
-        service = proc["serviceName"]
-        found = (service, _instance_of(service, _jaeger_tags(proc.get("tags"))))
+        read = _jaeger_process(proc)
+        if read.__class__ is str:
+            return None  # refused by the reference path, which names it
+        found = read  # type: ignore[assignment]
         if len(_PROCESSES) >= _PROCESSES_KEPT:
             _PROCESSES.clear()
         _PROCESSES[text] = found
@@ -1140,15 +1303,11 @@ def _links_each(
     for k, s in enumerate(spans):
         refs = s.references
         if refs:
-            same = [r for r in refs if r.trace_id is None or r.trace_id in ("", trace_id)]
-            if not same:
-                parents.append(-1)
-                parent_ids.append(None)
-                follows.append(False)
-                continue
-            if len(same) > 1:
+            if any(r.trace_id not in (None, "", trace_id) for r in refs):
+                return None  # a link to another trace, or this one spelt otherwise: the reference path
+            if len(refs) > 1:
                 return None
-            ref = same[0]
+            ref = refs[0]
             rtype = ref.ref_type
             if rtype == "CHILD_OF":
                 follows.append(False)
@@ -1206,8 +1365,10 @@ def _clean_decoded(t: _JTrace, entry: bytes | msgspec.Raw, source: str, position
         return None
     n = len(spans)
     ids = [s.span_id for s in spans]
+    if not _canonical_span_ids(ids) and ids != list(map(canonical_span_id, ids)):
+        return None  # another spelling: the reference path puts it in one (canonical_span_id)
     index = dict(zip(ids, range(n), strict=True))
-    if len(index) != n or "" in index:
+    if len(index) != n:
         return None
     starts = [s.start for s in spans]
     durations = [s.duration for s in spans]
@@ -1262,21 +1423,27 @@ def _b64_hex(value: Any) -> str:
     return h
 
 
-def _domain_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
+def _domain_pairs(tags: Any) -> list[tuple[str, Any]]:
+    """A domain-JSON tag list as (key, value) pairs, each value as the document holds it (a
+    ``vInt64`` written as text read as its number, :func:`whole_number`)."""
     if not isinstance(tags, list):
-        return ()
-    out: list[tuple[str, TagValue]] = []
+        return []
+    out: list[tuple[str, Any]] = []
     for t in tags:
         if not isinstance(t, dict) or not isinstance(t.get("key"), str):
             continue
         for k in ("vStr", "vBool", "vInt64", "vFloat64", "vBinary"):
             if k in t:
                 v = t[k]
-                if k == "vInt64" and isinstance(v, str) and v.lstrip("-").isdigit():
-                    v = int(v)
-                out.append((t["key"], _tag_value(v)))
+                if k == "vInt64" and isinstance(v, str) and (whole := whole_number(v)) is not None:
+                    v = whole
+                out.append((t["key"], v))
                 break
-    return tuple(out)
+    return out
+
+
+def _domain_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
+    return tuple((k, _tag_value(v)) for k, v in _domain_pairs(tags))
 
 
 def _domain_time(
@@ -1318,14 +1485,16 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
         except ValueError as err:
             raise _fail(asm, f"#{k}", str(err)) from None
         start = _domain_time(asm, span_id, s, "startTime", _rfc3339_us)
-        duration = _domain_time(asm, span_id, s, "duration", parse_duration_us) if start is not None else None
+        duration = _domain_time(asm, span_id, s, "duration", _trace_duration_us) if start is not None else None
         if start is None or duration is None:
             continue  # refused
         proc = s.get("process") or pmap.get(str(s.get("processId")))
-        if not isinstance(proc, dict) or not isinstance(proc.get("serviceName"), str):
-            raise _fail(asm, span_id, "the span has no process with a serviceName")
+        if not isinstance(proc, dict) or _blank(proc.get("serviceName")):
+            shown = "no process" if not isinstance(proc, dict) else f'"serviceName" {_json_shown(proc.get("serviceName"))}'
+            asm.refuse(span_id, f"its process has {shown}; give the name of the service")
+            continue
         service = proc["serviceName"]
-        instance = _instance_of(service, _domain_tags(proc.get("tags")))
+        instance = _instance_of(service, _domain_pairs(proc.get("tags")))
         refs: list[tuple[RefType, str]] = []
         for ref in s.get("references") or []:
             if not isinstance(ref, dict):
@@ -1336,7 +1505,7 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
             except ValueError as err:
                 raise _fail(asm, span_id, f"malformed reference: {err}") from None
             rtype = _ref_type(asm, span_id, ref.get("refType", "CHILD_OF"))
-            if ref_trace == trace_id:
+            if _same_trace(ref_trace, trace_id):
                 refs.append((rtype, ref_span))
         tags = _domain_tags(s.get("tags"))
         kind = _span_kind(tags)
@@ -1371,14 +1540,16 @@ def _otlp_value(v: Any) -> TagValue:
     if not isinstance(v, dict):
         return _tag_value(v)
     if "stringValue" in v:
-        return str(v["stringValue"])
+        text = v["stringValue"]
+        return "" if text is None else str(text)  # null: no value, as a missing one
     if "boolValue" in v:
         return bool(v["boolValue"])
     if "intValue" in v:
-        try:
-            return int(v["intValue"])
-        except (TypeError, ValueError):
-            return str(v["intValue"])
+        n = v["intValue"]
+        if isinstance(n, str):
+            whole = whole_number(n)
+            return n if whole is None else _tag_value(whole)
+        return "" if n is None else _tag_value(n)
     if "doubleValue" in v:
         try:
             return float(v["doubleValue"])
@@ -1431,7 +1602,9 @@ def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> 
         if not isinstance(rs, dict):
             raise TraceParseError("a resourceSpans entry must be a JSON object", source=source)
         attrs = dict(_otlp_attrs((rs.get("resource") or {}).get("attributes")))
-        service = str(attrs.get("service.name") or "unknown_service")
+        name = attrs.get("service.name")
+        absent = name is None or (isinstance(name, str) and not name.strip())
+        service = "unknown_service" if absent else str(name)  # OpenTelemetry's name for none
         instance = _instance_of(service, attrs.items())
         scopes = rs.get("scopeSpans", rs.get("instrumentationLibrarySpans")) or []
         for scope in scopes:

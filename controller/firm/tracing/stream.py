@@ -43,7 +43,7 @@ from firm.tracing.export import write_critical_path_document
 from firm.tracing.features import DEFAULT_MIN_SAMPLES, PathSummary, WindowFeatures, window_features
 from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import Trace
-from firm.tracing.parse import TraceReader, canonical_trace_id, json_problem, looks_like_json_lines
+from firm.tracing.parse import TraceReader, canonical_trace_id, decode_json, json_problem, looks_like_json_lines
 from firm.tracing.source import TraceInput
 
 __all__ = [
@@ -338,7 +338,7 @@ class _Batcher:
                     f"({self.options.batch_bytes} bytes of JSON a batch); it is reported as a trace of its "
                     "own (a larger batch merges them)"
                 )
-                traces[k] = Trace(t.trace_id, t.spans, (*t.warnings, message))
+                traces[k] = Trace(t.trace_id, t.spans, (*t.warnings, message), t.sources)
                 diagnostics.append(message)
             else:
                 seen.add(t.trace_id)
@@ -437,8 +437,8 @@ def _stream_entries(
         return
     if not splitter.top_level_array:
         try:
-            envelope = orjson.loads(splitter.envelope)
-        except orjson.JSONDecodeError as err:
+            envelope = decode_json(splitter.envelope)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise TraceParseError(
                 f"around the traces: {json_problem(err)}",
                 source=source,

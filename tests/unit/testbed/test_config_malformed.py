@@ -16,6 +16,12 @@ from firm.testbed import config, lifecycle
 PYDANTIC_WORDS = ("Input should", "valid number", "Extra inputs", "function-after", "less than or equal")
 
 
+LAUGHS = "slo_ms: {compose-post: [&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
+    f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefghi", "bcdefghij", strict=True)
+) + "]}"
+"""A "billion laughs" of about 400 bytes: ten levels of nine aliases, 9**10 values once expanded."""
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "words"),
     [
@@ -53,6 +59,10 @@ PYDANTIC_WORDS = ("Input should", "valid number", "Extra inputs", "function-afte
         ("rate_rps: 1e400", ["line 1: the number 1e400 is out of range"]),  # not "inf", never written
         ("slo_ms: {compose-post: -1.5e999}", ["the number -1.5e999 is out of range"]),
         ("rate_rps: .inf", ["rate_rps is inf; give a finite number"]),  # written as infinity: said so
+        ("graph_seed: 2017-02-30", ["graph_seed is '2017-02-30'; give a whole number"]),  # a date is text
+        ("slo_ms: {compose-post: 2017-02-28}", ["slo_ms.compose-post is '2017-02-28'"]),
+        ("slo_ms: &a {compose-post: *a}", ["line 1: an alias (*name) refers to a value that contains it"]),
+        (LAUGHS, ["line 1: aliases (*name) expand this value to more than 100000 values"]),
     ],
 )
 def test_malformed_settings_name_the_field_and_the_fix(
