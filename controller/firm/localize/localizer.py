@@ -205,8 +205,10 @@ class Localizer:
             if not seen:
                 raise NoOverlapError(
                     "the window and the reference share no service instance, so nothing can be compared",
-                    "give a reference window from the same application (instances are named by the "
-                    "'hostname' process tag), or leave the reference out to rank the window alone",
+                    "give a reference window from the same application (an instance is named by the first "
+                    "non-empty of the process tags or resource attributes hostname, host.name, k8s.pod.name, "
+                    "service.instance.id and ip, else by its service; docs/tracing.md), or leave the "
+                    "reference out to rank the window alone",
                 )
             if len(seen) < len(cw.instances):
                 out_flags.append("partial_overlap")

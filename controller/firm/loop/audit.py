@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Annotated, Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, ValidationError
 
 from ansible_collections.firm.core.plugins.module_utils.redis_buffer import PendingWrites
 from firm import schema
@@ -69,7 +69,7 @@ class _Shape(BaseModel):
 
 
 class _Slo(_Shape):
-    type: str | None = None
+    type: str
     state: str | None = None
     count: int | None = None
     p50_ms: _Measured = None
@@ -84,16 +84,47 @@ class _Culprit(_Shape):
     features: dict[str, Any] | None = None
 
 
+class _Ranked(_Shape):
+    instance: str | None = None
+    score: _Measured = None
+
+
 class _Decision(_Shape):
     mode: str | None = None
     agent: str | None = None
     culprits: list[_Culprit] | None = None
-    ranking: _Entries = None
+    ranking: list[_Ranked] | None = None
     notes: list[Any] | None = None
 
 
+class _Action(_Shape):
+    """A proposed, refused or applied action."""
+
+    instance: str | None = None
+    resource: str | None = None
+    unit: str | None = None
+    value: _Measured | str = None
+    before: _Measured | str = None
+    after: _Measured | str = None
+    """Numbers as :func:`dumps` writes them; text for a resource whose value is text (a cpuset)."""
+    changed: bool | None = None
+    reason: str | None = None
+    rejected: str | None = None
+
+
+class _Scale(_Shape):
+    """A scale request or a finished scale operation."""
+
+    service: str | None = None
+    direction: str | None = None
+    instance: str | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
 class _Result(_Shape):
-    actions: _Entries = None
+    actions: list[_Action] | None = None
     error: str | None = None
 
 
@@ -102,7 +133,7 @@ class RecordShape(_Shape):
     walk and the numbers they compute with, typed; everything else as written (more may be there)."""
 
     run: str | None = None
-    step: int | str | None = None
+    step: StrictInt | str | None = None
     time: Annotated[FiniteFloat, Field(ge=0, le=253402300799)] | None = None
     """Seconds since the epoch (at most the end of year 9999)."""
     status: str | None = None
@@ -111,10 +142,10 @@ class RecordShape(_Shape):
     slo: list[_Slo] | None = None
     decision: _Decision | None = None
     result: _Result | None = None
-    proposed: _Entries = None
-    rejected: _Entries = None
-    scale_requests: _Entries = None
-    scale_events: _Entries = None
+    proposed: list[_Action] | None = None
+    rejected: list[_Action] | None = None
+    scale_requests: list[_Scale] | None = None
+    scale_events: list[_Scale] | None = None
     errors: _Entries = None
 
 
@@ -241,13 +272,13 @@ def summary_row(record: Record) -> dict[str, str]:
     culprits = (
         ", ".join(
             f"{c.get('instance')} {c['score']:.2f}" if _is_number(c.get("score")) else str(c.get("instance"))
-            for c in (record.get("decision") or {}).get("culprits", [])[:2]
+            for c in ((record.get("decision") or {}).get("culprits") or [])[:2]
         )
         or "-"
     )
     result = record.get("result") or {}
     scaling = scale_lines(record)
-    changed = [_action_text(a) for a in result.get("actions", []) if a.get("changed")]
+    changed = [_action_text(a) for a in result.get("actions") or [] if a.get("changed")]
     actions = "; ".join(changed + [what for what, _ in scaling]) or "-"
     if result.get("error"):
         actions += (
@@ -255,7 +286,7 @@ def summary_row(record: Record) -> dict[str, str]:
         )
     why = record.get("reason") or ""
     if not why:
-        reasons = sorted({a.get("reason", "") for a in result.get("actions", []) if a.get("changed")})
+        reasons = sorted({a.get("reason", "") for a in result.get("actions") or [] if a.get("changed")})
         reasons += [r for _, r in scaling if r and r not in reasons]
         why = "; ".join(r for r in reasons if r)[:160] or (record.get("decision") or {}).get("mode", "")
     return {

@@ -36,7 +36,7 @@ class LiveView:
         self.counts[status] = self.counts.get(status, 0) + 1
         result = record.get("result") or {}
         clock = time.strftime("%H:%M:%S", time.localtime(record.get("time", time.time())))
-        for action in result.get("actions", []):
+        for action in result.get("actions") or []:
             if action.get("changed"):
                 verb = (
                     "would set"
@@ -95,7 +95,7 @@ class LiveView:
             f"{c['instance']} ({c['score']:.2f})"
             if isinstance(c.get("score"), int | float)
             else c["instance"]
-            for c in decision.get("culprits", [])
+            for c in decision.get("culprits") or []
         )
         mode = decision.get("mode", "-")
         parts.append(Text.from_markup(f"mode: {mode}   culprits: {culprits or '-'}"))

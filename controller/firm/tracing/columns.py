@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import msgspec
-import orjson
 
 from firm.tracing.model import RefType, Span, Trace
 

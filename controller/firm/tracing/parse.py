@@ -248,7 +248,7 @@ _WHOLE = re.compile(r"[+-]?[0-9]+")
 def whole_number(text: str) -> int | None:
     """The integer written as ``text`` (ASCII digits, an optional sign, white space around), or
     None: the one reading of numbers given as text in every format (OTLP's 64-bit values, Jaeger
-    times and ``vInt64`` tags); other digits (``١٠٠٠``, full-width ones) and ``1_000`` are no number."""
+    times and ``vInt64`` tags); other digits (Arabic-Indic, full-width ones) and ``1_000`` are no number."""
     t = text.strip()
     return _json_int(t) if _WHOLE.fullmatch(t) else None
 
@@ -1006,7 +1006,7 @@ def _jaeger_process(proc: Any) -> tuple[str, str] | str:
     if not isinstance(proc, dict):
         return f"is {json_kind(proc)}, not an object with a serviceName"
     service = proc.get("serviceName")
-    if _blank(service):
+    if not isinstance(service, str) or not service.strip():
         shown = "missing" if "serviceName" not in proc else _json_shown(service)
         return f'has "serviceName" {shown}; give the name of the service'
     tags = proc.get("tags")
@@ -1151,10 +1151,10 @@ def _jaeger_span(
             where = "its process"
         elif found is None:
             raise _fail(asm, span_id, f"processID {pid!r} is not in the trace's processes")
-    if found.__class__ is str:
+    if isinstance(found, str):
         asm.refuse(span_id, f"{where} {found}")
         return None
-    service, instance = found  # type: ignore[misc]
+    service, instance = found
     refs = _jaeger_refs(asm, span_id, get("references"), get)
     if keep_tags:
         tags = _jaeger_tags(get("tags"))
@@ -1235,9 +1235,9 @@ def _process(raw: msgspec.Raw) -> tuple[str, str] | None:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
         read = _jaeger_process(proc)
-        if read.__class__ is str:
+        if isinstance(read, str):
             return None  # refused by the reference path, which names it
-        found = read  # type: ignore[assignment]
+        found = read
         if len(_PROCESSES) >= _PROCESSES_KEPT:
             _PROCESSES.clear()
         _PROCESSES[text] = found
@@ -1485,12 +1485,18 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
         except ValueError as err:
             raise _fail(asm, f"#{k}", str(err)) from None
         start = _domain_time(asm, span_id, s, "startTime", _rfc3339_us)
-        duration = _domain_time(asm, span_id, s, "duration", _trace_duration_us) if start is not None else None
+        duration = (
+            _domain_time(asm, span_id, s, "duration", _trace_duration_us) if start is not None else None
+        )
         if start is None or duration is None:
             continue  # refused
         proc = s.get("process") or pmap.get(str(s.get("processId")))
         if not isinstance(proc, dict) or _blank(proc.get("serviceName")):
-            shown = "no process" if not isinstance(proc, dict) else f'"serviceName" {_json_shown(proc.get("serviceName"))}'
+            shown = (
+                "no process"
+                if not isinstance(proc, dict)
+                else f'"serviceName" {_json_shown(proc.get("serviceName"))}'
+            )
             asm.refuse(span_id, f"its process has {shown}; give the name of the service")
             continue
         service = proc["serviceName"]

@@ -35,7 +35,6 @@ from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from firm.tracing.critical_path import critical_paths
 from firm.tracing.errors import TraceParseError
@@ -43,7 +42,13 @@ from firm.tracing.export import write_critical_path_document
 from firm.tracing.features import DEFAULT_MIN_SAMPLES, PathSummary, WindowFeatures, window_features
 from firm.tracing.gcpause import paused_gc
 from firm.tracing.model import Trace
-from firm.tracing.parse import TraceReader, canonical_trace_id, decode_json, json_problem, looks_like_json_lines
+from firm.tracing.parse import (
+    TraceReader,
+    canonical_trace_id,
+    decode_json,
+    json_problem,
+    looks_like_json_lines,
+)
 from firm.tracing.source import TraceInput
 
 __all__ = [

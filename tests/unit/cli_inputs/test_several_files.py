@@ -109,7 +109,7 @@ def test_files_that_all_hold_no_trace_are_each_named(command: str, empty: Path, 
 
 
 @pytest.mark.parametrize("command", ["features", "critical-path"])
-@pytest.mark.parametrize("content", [b"", b"garbage", b"{}", b"\xff\xfe{", b'{"data": [1]}'])
+@pytest.mark.parametrize("content", [b"garbage", b"{}", b"\xff\xfe{", b'{"data": [1]}'])
 def test_the_bad_file_among_several_is_named(command: str, content: bytes, tmp_path: Path) -> None:
     good_file = good()[0]
     bad = tmp_path / "bad.json"
@@ -119,6 +119,20 @@ def test_the_bad_file_among_several_is_named(command: str, content: bytes, tmp_p
         assert result.exit_code == 1, result.output
         assert str(bad) in result.stderr and str(good_file) not in result.stderr.split("Fix:")[0]
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["features", "critical-path"])
+@pytest.mark.parametrize("content", [b"", b" \n\r\n\t"])
+def test_an_empty_file_among_several_is_a_file_without_traces(
+    command: str, content: bytes, tmp_path: Path
+) -> None:
+    """OpenTelemetry's file exporter writes 0 bytes when there were no spans: no trace, not bad JSON."""
+    good_file = good()[0]
+    empty_export = tmp_path / "empty.json"
+    empty_export.write_bytes(content)
+    result = CliRunner().invoke(main, [command, str(good_file), str(empty_export)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {empty_export}: no trace in this file" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["features", "critical-path"])

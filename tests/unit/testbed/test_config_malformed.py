@@ -16,9 +16,11 @@ from firm.testbed import config, lifecycle
 PYDANTIC_WORDS = ("Input should", "valid number", "Extra inputs", "function-after", "less than or equal")
 
 
-LAUGHS = "slo_ms: {compose-post: [&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
-    f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefghi", "bcdefghij", strict=True)
-) + "]}"
+LAUGHS = (
+    "slo_ms: {compose-post: [&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], "
+    + ", ".join(f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefghi", "bcdefghij", strict=True))
+    + "]}"
+)
 """A "billion laughs" of about 400 bytes: ten levels of nine aliases, 9**10 values once expanded."""
 
 

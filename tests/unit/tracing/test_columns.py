@@ -319,7 +319,7 @@ def test_clean_traces_take_the_column_path_and_build_equal_spans() -> None:
                         "tags": [{"key": "span.kind", "value": "SERVER"}],
                     },
                     {
-                        "spanID": "c",
+                        "spanID": "q",
                         "startTime": 12,
                         "duration": 5,
                         "processID": "p2",

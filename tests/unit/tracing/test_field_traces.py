@@ -325,8 +325,8 @@ def test_every_number_is_range_checked(start: int, duration: int, why: str) -> N
     reader = TraceReader()
     reader.read_document(doc, "in.json")
     [t] = reader.traces()
-    assert [s.span_id for s in t.spans] == ["a"]
-    assert any(why in m and "span b refused" in m for m in reader.diagnostics)
+    assert [s.span_id for s in t.spans] == ["000000000000000a"]
+    assert any(why in m and "span 000000000000000b refused" in m for m in reader.diagnostics)
 
 
 def test_a_trace_whose_every_span_is_refused_is_dropped_with_a_diagnostic() -> None:
