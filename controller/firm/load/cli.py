@@ -322,7 +322,9 @@ def load_command(
     _print_summary(summary, output, as_json)
     if not summary.overall.succeeded:
         what = f"errors: {dict(summary.overall.errors)}" if summary.overall.sent else "nothing was sent"
-        raise click.ClickException(f"no request succeeded ({what}); check that the frontend answers at {url}")
+        raise click.ClickException(
+            f"no request succeeded ({what}); check that the frontend answers at {redact_url(url)}"
+        )
 
 
 OPTION_OF_FIELD = {

@@ -40,6 +40,7 @@ from firm.load.stats import (
     Summary,
     WindowStats,
 )
+from firm.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class LoadGenerator:
             self.profile.expected_requests() / self.profile.duration_s if self.profile.duration_s else 0.0
         )
         return Summary(
-            spec.url,
+            redact_url(spec.url),  # what is shown and stored: never a password
             self.seed,
             max(0.0, end_mono - start_mono),
             scheduled_rps,
@@ -229,6 +230,11 @@ class LoadGenerator:
                 run.in_flight += 1
                 queue.put_nowait((due, type_index, body))
             chunk = upcoming
+        # The run lasts its length even when its last request is due earlier (a low rate): its
+        # duration and sent rate are then those of the run, not of the span of its requests.
+        end = start + self.profile.duration_s
+        if loop.time() < end:
+            await asyncio.sleep(end - loop.time())
         run.dispatch_end_mono = loop.time()
 
     async def _worker(self, run: _Run) -> None:

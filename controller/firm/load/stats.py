@@ -180,7 +180,8 @@ class Summary:
     seed: int
     """The seed used (the given one, or the fresh one drawn)."""
     duration_s: float
-    """Seconds from the first intended send time to the last completion (0 when nothing was sent)."""
+    """Seconds from the run's start to its end: its length (--duration), longer while the last
+    requests complete, shorter when it was stopped early."""
     scheduled_rps: float
     """The schedule's mean rate: requests it plans per second of its length (the --rate, or the
     trace's mean after scaling)."""

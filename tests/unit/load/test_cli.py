@@ -206,3 +206,24 @@ def test_no_answer_is_reported() -> None:
     code, _, err = run("http://127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--timeout", "1")
     assert code == 1
     assert "no request succeeded" in err and "connection" in err
+
+
+def test_a_password_in_the_url_is_never_shown() -> None:
+    code, out, err = run(
+        "http://user:s3cret@127.0.0.1:9", "--rate", "20", "--duration", "0.3", "--quiet", "--json"
+    )
+    assert code == 1
+    assert json.loads(out)["url"] == "http://user:***@127.0.0.1:9"
+    assert "s3cret" not in out + err and "answers at http://user:***@127.0.0.1:9" in err
+
+
+def test_a_run_lasts_its_length_and_reports_the_rate_it_sent() -> None:
+    """One request due early in a 1 s run: the run is 1 s long and sent 1 request/s (not the
+    1 / 0.2 s of the span of its requests)."""
+    code, out, _ = run(
+        "http://127.0.0.1:9", "--rate", "1", "--duration", "1", "--seed", "3", "--quiet", "--json"
+    )
+    summary = json.loads(out)
+    assert code == 1 and summary["overall"]["sent"] == 1
+    assert summary["duration_s"] >= 1.0
+    assert summary["sent_rps"] == pytest.approx(1.0, rel=0.05)
