@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from firm.load.errors import LoadSpecError
+from firm.textfiles import kind_of
 
 __all__ = [
     "ConstantRate",
@@ -198,9 +199,14 @@ class TraceRate:
             "requests per second at the peak, sped up (peak_rps x speedup)",
         )
         if not Path(self.path).is_file():
+            kind = (
+                "does not exist"
+                if not Path(self.path).exists()
+                else f"is {kind_of(Path(self.path).stat().st_mode)}, not a file"
+            )
             raise LoadSpecError(
                 "rate.path",
-                f"trace file {self.path} does not exist",
+                f"trace file {self.path} {kind}",
                 fix="give a file with one requests-per-second integer per line, "
                 "e.g. ../shared/data/workloads/diurnal.txt",
             )

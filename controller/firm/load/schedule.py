@@ -11,6 +11,7 @@ sits in memory at once; the chunking is fixed, so a seed always gives the same s
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from firm.load.config import ConstantRate, LoadSpec, Mix, RequestType, TraceRate
 from firm.load.errors import LoadSpecError
+from firm.textfiles import TextFileError, read_small_file
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -33,19 +35,40 @@ MAX_TRACE_RATE = 10**12
 """The largest value of a rate trace file (requests per second); larger ones are refused."""
 
 
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+"""A whole number in ASCII digits (int() also takes other scripts' digits and ``1_000``)."""
+
+MAX_TRACE_FILE_BYTES = 64 << 20
+"""The largest rate trace read (64 MiB: years of seconds, one line each)."""
+
+
 def read_rate_trace(path: Path | str) -> IntArray:
-    """The requests-per-second values of a trace file (one non-negative integer per line)."""
+    """The requests-per-second values of a trace file (one non-negative integer per line, ASCII
+    digits; UTF-8, a byte-order mark allowed). Raises :class:`LoadSpecError` naming the file (and
+    the line) for a file that is missing, not a regular file (a device, a pipe), larger than
+    :data:`MAX_TRACE_FILE_BYTES`, not UTF-8 text (e.g. compressed), or holds a line that is not
+    such an integer."""
+    fix = "give a text file with one requests-per-second integer per line"
     try:
-        lines = Path(path).read_text().splitlines()
+        data = read_small_file(path, MAX_TRACE_FILE_BYTES)
     except FileNotFoundError:
-        raise LoadSpecError(
-            "rate.path",
-            f"trace file {path} does not exist",
-            fix="give a file with one requests-per-second integer per line",
-        ) from None
+        raise LoadSpecError("rate.path", f"trace file {path} does not exist", fix=fix) from None
+    except TextFileError as exc:
+        raise LoadSpecError("rate.path", f"trace file {path} {exc}", fix=fix) from None
     except OSError as exc:
         raise LoadSpecError(
             "rate.path", f"cannot read trace file {path}: {exc.strerror}", fix="check the file's permissions"
+        ) from None
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        compressed = (
+            " (it looks compressed: give it uncompressed, e.g. <(zcat FILE))"
+            if data[:2] == b"\x1f\x8b"
+            else ""
+        )
+        raise LoadSpecError(
+            "rate.path", f"trace file {path} is not UTF-8 text (byte {exc.start}){compressed}", fix=fix
         ) from None
     values: list[int] = []
     for number, line in enumerate(lines, start=1):
@@ -55,7 +78,9 @@ def read_rate_trace(path: Path | str) -> IntArray:
         try:
             # (a value of thousands of digits is too large, not "not an integer": int() refuses
             # those as a guard against slow conversions)
-            value = MAX_TRACE_RATE + 1 if len(text) > 20 and text.isdigit() else int(text)
+            if not _DIGITS.fullmatch(text):
+                raise ValueError(text)
+            value = MAX_TRACE_RATE + 1 if len(text) > 20 and text.lstrip("+-").isdigit() else int(text)
         except ValueError:
             raise LoadSpecError(
                 "rate.path",
