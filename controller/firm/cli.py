@@ -207,6 +207,25 @@ def _prepare(command: click.Command, path: str) -> None:
     if command.epilog is None:
         command.epilog = exit_status.epilog(path)
     apply_conventions(command, path)
+    if not getattr(command, "_firm_invoke", False):  # once: get_command prepares a command at each call
+        command.invoke = _with_context(command.invoke)  # type: ignore[method-assign,assignment]
+        command._firm_invoke = True  # type: ignore[attr-defined]
+
+
+def _with_context(invoke: Callable[[click.Context], Any]) -> Callable[[click.Context], Any]:
+    """``invoke`` where a BadParameter the command raises by an option's name (``param_hint``) keeps
+    the command's context, so that :func:`firm.cli_options.name_environment_source` can tell whether
+    the option's value came from the environment after the context has closed."""
+
+    def invoke_with_context(ctx: click.Context) -> Any:
+        try:
+            return invoke(ctx)
+        except click.BadParameter as err:
+            if err.ctx is None:
+                err.ctx = ctx
+            raise
+
+    return invoke_with_context
 
 
 def input_error_message(err: OSError | UnicodeError) -> str:
@@ -331,6 +350,9 @@ def preflight_command(
 DEFAULT_BATCH_MB = 32
 """``--batch-mb``'s default: :data:`firm.tracing.stream.DEFAULT_BATCH_BYTES` in MiB (a test keeps them
 equal; the stream module is imported only when a command reads traces)."""
+
+MAX_MIN_SAMPLES = 1 << 31
+"""The largest ``--min-samples`` (more requests than any window holds: RI and CI never computed)."""
 
 MAX_BATCH_MB = 1 << 20
 """The largest ``--batch-mb``: a TiB of JSON a batch is far past any memory (a larger number would
@@ -512,7 +534,7 @@ def no_traces(files: tuple[Path, ...]) -> str:
 @jaeger_request_options()
 @click.option(
     "--min-samples",
-    type=click.IntRange(min=2),
+    type=click.IntRange(min=2, max=MAX_MIN_SAMPLES),
     default=20,
     show_default=True,
     help="Requests an instance must be on the path of before RI and CI are computed.",

@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import click
 
-from firm.textfiles import MAX_TEXT_FILE_BYTES, TextFileError, read_small_file
+from firm.schema import redis_url_problem
+from firm.textfiles import MAX_TEXT_FILE_BYTES, TextFileError, kind_of, read_small_file
 from firm.urls import describe_transport, redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,8 +75,11 @@ def redis_url_option(
     envvar: str | None = None,
     show_default: bool = False,
     metavar: str | None = None,
+    empty_means_none: bool = True,
 ) -> Callable[[F], F]:
-    """``--redis URL``: a Redis to use (the command function's ``redis_url``)."""
+    """``--redis URL``: a Redis to use (the command function's ``redis_url``), checked by
+    :func:`check_redis_url`. ``empty_means_none`` False: an empty value is refused (the command has
+    no use without a Redis, and '' would silently read as its default)."""
     return click.option(
         "--redis",
         "redis_url",
@@ -83,37 +87,38 @@ def redis_url_option(
         envvar=envvar,
         show_default=show_default,
         metavar=metavar,
-        callback=check_redis_url,
+        callback=check_redis_url if empty_means_none else _check_redis_url_given,
         help=help,
     )
 
 
-MAX_REDIS_DB = (1 << 31) - 1
-"""The largest database number a Redis URL may name (Redis keeps it in a C int)."""
-
-
 def check_redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Refuse a Redis URL that redis-py cannot parse (scheme, brackets, port, query options) or whose
-    database number is negative or beyond :data:`MAX_REDIS_DB`, as a usage error naming the option.
-    None and '' pass unchanged (some commands read '' as "no Redis")."""
+    """Refuse a Redis URL that redis-py cannot use (:func:`firm.schema.redis_url_problem`: scheme,
+    brackets, port, query options, a database that is not a number from 0 to its maximum, no host),
+    as a usage error naming the option; the password is never shown. None and '' pass unchanged
+    (some commands read '' as "no Redis")."""
     if not value:  # unset, or '' where a command reads it as "no Redis"
         return value
-    from redis.connection import parse_url  # noqa: PLC0415 (redis is imported only when a URL is given)
-
-    shown = redact_url(value)  # a password in the URL is never shown
-    hint = "give a URL like redis://127.0.0.1:6379/0, rediss://HOST:PORT/DB or unix:///PATH/redis.sock"
-    try:
-        parsed = parse_url(value)  # type: ignore[no-untyped-call]
-    except ValueError as exc:
-        raise click.BadParameter(f"{shown!r} is not a Redis URL: {exc}; {hint}", ctx, param) from None
-    db = parsed.get("db", 0)
-    if not isinstance(db, int) or not 0 <= db <= MAX_REDIS_DB:
+    problem = redis_url_problem(value)
+    if problem is not None:
         raise click.BadParameter(
-            f"{shown!r} names database {db}; Redis databases are numbered from 0; {hint}", ctx, param
+            f"{redact_url(value)!r}: {problem}; give a URL like redis://127.0.0.1:6379/0, "
+            "rediss://HOST:PORT/DB or unix:///PATH/redis.sock",
+            ctx,
+            param,
         )
-    if "connection_class" not in parsed and not parsed.get("host"):
-        raise click.BadParameter(f"{shown!r} names no host; {hint}", ctx, param)
     return value
+
+
+def _check_redis_url_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter(
+            "an empty URL names no Redis; give a URL like redis://127.0.0.1:6379/0, or leave --redis out "
+            "for the default",
+            ctx,
+            param,
+        )
+    return check_redis_url(ctx, param, value)
 
 
 class TextFile(click.Path):
@@ -149,6 +154,24 @@ class TextFile(click.Path):
                 param,
                 ctx,
             )
+        return converted
+
+
+class ModelFile(click.Path):
+    """An existing regular file of a trained model (``firm train-svm``, ``firm train-rl``): a
+    directory, a pipe, a device or a socket is a usage error naming the option, before the command
+    starts (a pipe with no writer would hang the load). ``path_type`` as for :class:`click.Path`."""
+
+    name = "model file"
+
+    def __init__(self, path_type: type[Path] | None = None) -> None:
+        super().__init__(exists=True, dir_okay=False, readable=True, path_type=path_type)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        kind = kind_of(os.stat(os.fsdecode(converted)).st_mode)
+        if kind != "a regular file":
+            self.fail(f"{value} is {kind}, not a model file; give the file the training wrote", param, ctx)
         return converted
 
 
@@ -405,11 +428,22 @@ def name_environment_source(err: click.BadParameter) -> None:
     """Make ``err`` name the environment variable its bad value came from, as well as the option:
     ``Invalid value for '--rate' (from FIRM_LOAD_RATE): ...``, so that a user who never typed
     ``--rate`` sees where to fix it. Unchanged when the value came from the command line."""
-    if err.ctx is None or err.param is None or err.param_hint is not None:
+    if err.ctx is None:
         return
-    variable = environment_source(err.ctx, err.param)
+    param, hint = err.param, err.param_hint
+    if param is None and isinstance(hint, str):  # raised by the command by the option's name
+        name = hint.strip("'\"")
+        param = next((p for p in err.ctx.command.params if name in getattr(p, "opts", ())), None)
+    if (
+        param is None
+        or (hint is not None and not isinstance(hint, str))
+        or "environment variable" in str(hint)
+    ):
+        return
+    variable = environment_source(err.ctx, param)
     if variable is not None:
-        err.param_hint = f"{err.param.get_error_hint(err.ctx)} (from the environment variable {variable})"
+        shown = hint if hint is not None else param.get_error_hint(err.ctx)
+        err.param_hint = f"{shown} (from the environment variable {variable})"
 
 
 def apply_conventions(command: click.Command, path: str) -> None:
@@ -431,7 +465,8 @@ def apply_conventions(command: click.Command, path: str) -> None:
 
 def check_http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Refuse a URL that is not ``http(s)://HOST[:PORT][/PATH]`` (no scheme, no host, a port out of
-    range, unbalanced brackets, a space or a control character) as a usage error naming the option;
+    range, unbalanced brackets, a space or a control character, a query or a fragment) as a usage
+    error naming the option;
     a password in it is never shown (:func:`redact_url`). None passes unchanged."""
     if value is None:
         return value
@@ -452,6 +487,9 @@ def check_http_url(ctx: click.Context, param: click.Parameter, value: str | None
         raise click.BadParameter(f"{shown!r} is not an http(s) URL with a host; {hint}", ctx, param)
     if port == 0:
         raise click.BadParameter(f"{shown!r} names port 0; {hint}", ctx, param)
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        # firm appends its own paths and queries: ?x=1#f would end up inside them
+        raise click.BadParameter(f"{shown!r} has a query or a fragment (?...#...); {hint}", ctx, param)
     return value
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,11 @@ def redis_url_problem(url: str) -> str | None:
         parsed = parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         return f"not a Redis URL: {exc}"
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and path and not (path.isascii() and path.isdigit()):
+        # redis-py reads a path that is no number as database 0: the user meant another one
+        return f"its path /{path} is not a database number (0 to {MAX_REDIS_DB})"
     db = parsed.get("db", 0)
     if not isinstance(db, int) or not 0 <= db <= MAX_REDIS_DB:
         return f"it names database {db}; Redis databases are numbered from 0 to {MAX_REDIS_DB}"

@@ -16,11 +16,13 @@ from rich.console import Console
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.cli_options import (
     InputFile,
+    ModelFile,
     config_option,
     describe,
     files_without_traces,
     jaeger_url_option,
     no_trace_warning,
+    refuse_empty,
     trace_limit_option,
     warnings_to_stderr,
 )
@@ -207,7 +209,7 @@ class _ReferenceFiles(click.Command):
 @click.option(
     "--model",
     "model",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=ModelFile(path_type=Path),
     default=None,
     help="A model file written by `firm train-svm`.  [default: the shipped model, else the rules]",
 )
@@ -235,8 +237,12 @@ class _ReferenceFiles(click.Command):
 )
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
 @jaeger_url_option("Read the window from this Jaeger query service instead of FILES.")
-@click.option("--service", help="Service whose traces to read from Jaeger (required with --jaeger-url).")
-@click.option("--operation", help="Only traces of this operation of --service.")
+@click.option(
+    "--service",
+    callback=refuse_empty,
+    help="Service whose traces to read from Jaeger (required with --jaeger-url).",
+)
+@click.option("--operation", callback=refuse_empty, help="Only traces of this operation of --service.")
 @click.option(
     "--window",
     "window",
@@ -687,7 +693,7 @@ def _feature_names(text: str | None) -> tuple[str, ...]:
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=ModelFile(path_type=Path),
     default=None,
     help="Model file to evaluate.  [default: the shipped model]",
 )

@@ -243,6 +243,7 @@ def _setup(
     default=DEFAULT_REDIS_URL,
     envvar="FIRM_REDIS_URL",
     show_default=True,
+    empty_means_none=False,
 )
 @click.option("--key", default="firm:audit", show_default=True, help="The audit stream.")
 @click.option(
@@ -306,6 +307,7 @@ def _with_executor(target: TestbedTarget, kind: str, inventory: Path | None) -> 
     default=DEFAULT_REDIS_URL,
     envvar="FIRM_REDIS_URL",
     show_default=True,
+    empty_means_none=False,
 )
 @click.option("--key", default="firm:audit", show_default=True, help="The audit stream.")
 @click.option(

@@ -538,6 +538,12 @@ def validate(config: TestbedConfig) -> TestbedConfig:
             raise ConfigError(f"services.{spec.name}.instances is {spec.instances}; use 1 to 8")
         if not 1 <= spec.max_instances <= 8:
             raise ConfigError(f"services.{spec.name}.max_instances is {spec.max_instances}; use 1 to 8")
+        if spec.instances > spec.max_instances:
+            raise ConfigError(
+                f"services.{spec.name}.instances is {spec.instances}, above its max_instances "
+                f"{spec.max_instances}",
+                fix="start at most max_instances instances, or raise max_instances",
+            )
     if not config.scale_timeout_s > 0:
         raise ConfigError(f"scale_timeout_s is {config.scale_timeout_s!r}; give seconds above 0, e.g. 30")
     if not 0.0 < config.sampling <= 1.0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -75,6 +76,39 @@ def test_a_malformed_value_from_the_environment_is_a_usage_error_naming_the_vari
         result = CliRunner(env={variable: value}).invoke(main, ["features", str(trace)])
         assert_clean(result.output, result.exit_code, exit_status.USAGE)
         assert f"'{option}' (from the environment variable {variable})" in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "args", "option"),
+    [  # values the command itself refuses by the option's name, after click has read them
+        (
+            "FIRM_LOAD_MIX",
+            "compose=-1",
+            ["load", "http://127.0.0.1:9", "--rate", "9", "--duration", "1"],
+            "--mix",
+        ),
+        (
+            "FIRM_LOAD_SLO",
+            "tweet=5",
+            ["load", "http://127.0.0.1:9", "--rate", "9", "--duration", "1"],
+            "--slo",
+        ),
+        (
+            "FIRM_FEATURES_WINDOW",
+            "garbage",
+            ["features", "--jaeger-url", "http://127.0.0.1:1", "--service", "x"],
+            "--window",
+        ),
+    ],
+)
+def test_a_value_the_command_refuses_names_its_variable_too(
+    variable: str, value: str, args: list[str], option: str
+) -> None:
+    result = CliRunner(env={variable: value}).invoke(main, args)
+    assert_clean(result.output, result.exit_code, exit_status.USAGE)
+    assert f"{option} (from the environment variable {variable})" in result.output, result.output
+    typed = CliRunner().invoke(main, [*args, option, value])
+    assert "environment" not in typed.output and option in typed.output
 
 
 def test_an_option_s_own_variable_is_named_when_it_gave_the_bad_value() -> None:
@@ -226,6 +260,49 @@ def test_a_redis_url_refused_hides_its_password() -> None:
     result = CliRunner().invoke(main, ["audit", "--redis", "redis://:s3cret@127.0.0.1:99999/0"])
     assert_clean(result.output, result.exit_code, exit_status.USAGE, "--redis")
     assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9?x=1", "http://127.0.0.1:9/#f", "http://127.0.0.1:9/?"])
+def test_a_base_url_with_a_query_or_a_fragment_is_refused(url: str) -> None:
+    for args in (
+        ["features", "--jaeger-url", url, "--service", "x"],
+        ["load", url, "--rate", "9", "--duration", "1"],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert_clean(result.output, result.exit_code, exit_status.USAGE)
+        assert "has a query or a fragment" in result.output
+
+
+def test_a_model_that_is_a_pipe_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.fifo"
+    os.mkfifo(fifo)  # no writer: opening it would wait forever
+    for command in (["localize", "--model", str(fifo), str(TRACE)], ["localize-eval", "--model", str(fifo)]):
+        result = CliRunner().invoke(main, command)
+        assert_clean(result.output, result.exit_code, exit_status.USAGE, "--model")
+        assert "is a pipe, not a model file" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("redis://127.0.0.1:1/abc", "its path /abc is not a database number"),  # redis-py reads it as 0
+        ("redis://:s3cret@127.0.0.1:1/-1", "its path /-1 is not a database number"),
+        ("redis://127.0.0.1:1/\u0661", "is not a database number"),
+        ("redis://127.0.0.1:1/2147483648", "names database 2147483648"),
+    ],
+)
+def test_a_redis_database_that_is_no_number_is_refused(url: str, words: str) -> None:
+    for command in (["audit"], ["load", "http://127.0.0.1:9", "--rate", "10", "--duration", "1"]):
+        result = CliRunner().invoke(main, [*command, "--redis", url])
+        assert_clean(result.output, result.exit_code, exit_status.USAGE, "--redis")
+        assert words in result.output and "s3cret" not in result.output
+
+
+@pytest.mark.parametrize("command", ["audit", "explain"])
+def test_an_empty_redis_url_is_refused_where_a_redis_is_needed(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--redis", ""])
+    assert_clean(result.output, result.exit_code, exit_status.USAGE, "--redis")
+    assert "an empty URL names no Redis" in result.output
 
 
 # -- combinations, empty inputs, library wording --------------------------------------------------

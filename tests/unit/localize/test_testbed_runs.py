@@ -210,8 +210,10 @@ def test_cross_validation_needs_two_campaigns(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(main, ["localize-eval", "--dataset", str(ds), "--cross-validate"])
     assert result.exit_code == 1 and "one graph only" in result.stderr
+    model = ds.parent / "x.json"
+    model.write_text("{}")
     result = CliRunner().invoke(
-        main, ["localize-eval", "--dataset", str(ds), "--cross-validate", "--model", "x.json"]
+        main, ["localize-eval", "--dataset", str(ds), "--cross-validate", "--model", str(model)]
     )
     assert result.exit_code == 2 and "not both" in result.stderr
 

@@ -65,6 +65,10 @@ LAUGHS = (
         ("slo_ms: {compose-post: 2017-02-28}", ["slo_ms.compose-post is '2017-02-28'"]),
         ("slo_ms: &a {compose-post: *a}", ["line 1: an alias (*name) refers to a value that contains it"]),
         (LAUGHS, ["line 1: aliases (*name) expand this value to more than 100000 values"]),
+        (
+            "services: {text: {instances: 5, max_instances: 4}}",
+            ["services.text.instances is 5, above its max_instances 4"],
+        ),
     ],
 )
 def test_malformed_settings_name_the_field_and_the_fix(
