@@ -44,6 +44,18 @@ READERS = [{}, {"keep_tags": False}, {"keep_tags": False, "columns": False}]
 # -- 1. span identity ---------------------------------------------------------------------------
 
 
+def otlp_document(attributes: list[tuple[str, str | None]], *spans: dict[str, object]) -> dict[str, object]:
+    """An OTLP JSON export of one resource (its attributes as string values) holding ``spans``."""
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes]},
+                "scopeSpans": [{"spans": list(spans)}],
+            }
+        ]
+    }
+
+
 @pytest.mark.parametrize(
     ("root", "ref"),
     [
@@ -68,27 +80,17 @@ def test_span_ids_are_one_span_in_every_spelling(root: str, ref: str, kw: dict[s
 
 
 def test_span_ids_are_one_span_across_formats() -> None:
-    otlp = {
-        "resourceSpans": [
-            {
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "b"}}]},
-                "scopeSpans": [
-                    {
-                        "spans": [
-                            {
-                                "traceId": "0" * 31 + "b",
-                                "spanId": base64.b64encode(bytes.fromhex("0000000000000002")).decode(),
-                                "parentSpanId": "00000000000000A1",
-                                "name": "x",
-                                "startTimeUnixNano": "1010000",
-                                "endTimeUnixNano": "1090000",
-                            }
-                        ]
-                    }
-                ],
-            }
-        ]
-    }
+    otlp = otlp_document(
+        [("service.name", "b")],
+        {
+            "traceId": "0" * 31 + "b",
+            "spanId": base64.b64encode(bytes.fromhex("0000000000000002")).decode(),
+            "parentSpanId": "00000000000000A1",
+            "name": "x",
+            "startTimeUnixNano": "1010000",
+            "endTimeUnixNano": "1090000",
+        },
+    )
     reader = TraceReader()
     reader.read_text(json.dumps({"data": [trace(span("a1", 1000, 100))]}), "jaeger.json")
     reader.read_text(json.dumps(otlp), "otlp.json")
@@ -210,32 +212,20 @@ def test_blank_instance_values_in_domain_json_and_otlp() -> None:
     }
     [t] = read(json.dumps(domain)).traces()
     assert t.spans[0].instance == "svc"
-    otlp = {
-        "resourceSpans": [
-            {
-                "resource": {
-                    "attributes": [
-                        {"key": "service.name", "value": {"stringValue": "svc"}},
-                        {"key": "host.name", "value": {"stringValue": None}},
-                        {"key": "k8s.pod.name", "value": {"stringValue": "  "}},
-                        {"key": "service.instance.id", "value": {"stringValue": "pod-2"}},
-                    ]
-                },
-                "scopeSpans": [
-                    {
-                        "spans": [
-                            {
-                                "traceId": "0" * 31 + "1",
-                                "spanId": "0" * 15 + "1",
-                                "startTimeUnixNano": "1000",
-                                "endTimeUnixNano": "2000",
-                            }
-                        ]
-                    }
-                ],
-            }
-        ]
-    }
+    otlp = otlp_document(
+        [
+            ("service.name", "svc"),
+            ("host.name", None),
+            ("k8s.pod.name", "  "),
+            ("service.instance.id", "pod-2"),
+        ],
+        {
+            "traceId": "0" * 31 + "1",
+            "spanId": "0" * 15 + "1",
+            "startTimeUnixNano": "1000",
+            "endTimeUnixNano": "2000",
+        },
+    )
     [t] = read(json.dumps(otlp)).traces()
     assert t.spans[0].instance == "pod-2"
 
@@ -346,31 +336,21 @@ def test_an_end_out_of_range_is_named_as_the_end() -> None:
 
 
 def test_an_otlp_start_before_the_epoch_is_named_as_the_start() -> None:
-    otlp = {
-        "resourceSpans": [
-            {
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "a"}}]},
-                "scopeSpans": [
-                    {
-                        "spans": [
-                            {
-                                "traceId": "0" * 31 + "1",
-                                "spanId": "0" * 15 + "1",
-                                "startTimeUnixNano": "-5000000000",
-                                "endTimeUnixNano": "1700000000000000000",
-                            },
-                            {
-                                "traceId": "0" * 31 + "1",
-                                "spanId": "0" * 15 + "2",
-                                "startTimeUnixNano": "1000",
-                                "endTimeUnixNano": "2000",
-                            },
-                        ]
-                    }
-                ],
-            }
-        ]
-    }
+    otlp = otlp_document(
+        [("service.name", "a")],
+        {
+            "traceId": "0" * 31 + "1",
+            "spanId": "0" * 15 + "1",
+            "startTimeUnixNano": "-5000000000",
+            "endTimeUnixNano": "1700000000000000000",
+        },
+        {
+            "traceId": "0" * 31 + "1",
+            "spanId": "0" * 15 + "2",
+            "startTimeUnixNano": "1000",
+            "endTimeUnixNano": "2000",
+        },
+    )
     reader = read(json.dumps(otlp))
     [m] = [m for m in reader.diagnostics if "refused" in m]
     assert "span 0000000000000001 refused: start -5000000 us is outside" in m
