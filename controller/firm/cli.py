@@ -30,8 +30,10 @@ from firm.cli_options import (
     refuse_empty,
     source_file,
     trace_limit_option,
+    typed,
     warnings_to_stderr,
 )
+from firm.terminal import safe
 from firm.urls import redact_url
 
 if TYPE_CHECKING:
@@ -160,17 +162,20 @@ class FirmGroup(click.Group):
             return super().invoke(ctx)
         except click.BadParameter as err:
             name_environment_source(err)
+            err.message = safe(err.message, keep_newlines=True)  # type: ignore[misc]
+            raise
+        except click.ClickException as err:  # its text may quote an input: control characters escaped
+            err.message = safe(err.message, keep_newlines=True)  # type: ignore[misc]
             raise
         except (
             click.exceptions.Exit,
-            click.ClickException,
             click.exceptions.Abort,
             SystemExit,
             KeyboardInterrupt,
         ):
             raise
         except FirmError as err:
-            raise click.ClickException(str(err)) from err
+            raise click.ClickException(safe(str(err), keep_newlines=True)) from err
         except BrokenPipeError:  # the reader went away (`firm critical-path big.json | head`): stop quietly
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
@@ -510,7 +515,8 @@ def no_traces(files: tuple[Path, ...]) -> str:
     unique = list(dict.fromkeys(str(f) for f in files))  # a file given twice is named once
     return (
         f"{', '.join(unique)}: no trace in {'these files' if len(unique) > 1 else 'the file'} (an empty answer or "
-        "export); give files with traces: Jaeger query-API JSON, Jaeger traces or OTLP JSON"
+        "export, or every span refused: see the warnings above); give files with traces: Jaeger query-API "
+        "JSON, Jaeger traces or OTLP JSON"
     )
 
 
@@ -576,6 +582,11 @@ def features_command(
     from firm.tracing.source import TraceQuery  # noqa: PLC0415
     from firm.tracing.stream import StreamOptions  # noqa: PLC0415
 
+    only_with(
+        "--jaeger-url",
+        jaeger_url is not None,
+        typed(click.get_current_context(), **{"--timeout": "timeout", "--retries": "retries"}),
+    )
     query = TraceQuery(service, operation, window, limit)
     try:
         if files and jaeger_url is None and not query.given():

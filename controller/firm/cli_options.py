@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import click
 
 from firm.schema import redis_url_problem
+from firm.terminal import safe
 from firm.textfiles import MAX_TEXT_FILE_BYTES, TextFileError, kind_of, read_small_file
 from firm.urls import describe_transport, redact_url
 
@@ -277,7 +278,7 @@ def warnings_to_stderr(prefix: str = "") -> Iterator[Callable[[str], None]]:
         nonlocal shown, hidden
         if every or shown < MAX_WARNINGS_SHOWN:
             shown += 1
-            click.echo(f"warning: {prefix}{message}", err=True)
+            click.echo(f"warning: {safe(prefix + message)}", err=True)  # input's text escaped (firm.terminal)
         else:
             hidden += 1
 
@@ -538,6 +539,18 @@ def trace_limit_option(help: str, default: int | None = None) -> Callable[[F], F
     return click.option(
         "--limit", type=click.IntRange(min=1, max=MAX_TRACE_LIMIT), default=default, help=help
     )
+
+
+def typed(ctx: click.Context, **options: object) -> dict[str, object]:
+    """Of ``options`` (the option's name as typed -> its parameter's name, e.g. ``{"--timeout":
+    "timeout"}`` given as ``typed(ctx, **{"--timeout": "timeout"})``), those given on the command line,
+    by name -> value; options left at their defaults (or read from the environment, a standing
+    preference) are left out. For :func:`only_with` with options that have defaults."""
+    return {
+        option: ctx.params.get(str(name))
+        for option, name in options.items()
+        if ctx.get_parameter_source(str(name)) is click.core.ParameterSource.COMMANDLINE
+    }
 
 
 def only_with(flag: str, given: bool, options: Mapping[str, object]) -> None:

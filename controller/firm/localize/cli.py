@@ -22,14 +22,17 @@ from firm.cli_options import (
     files_without_traces,
     jaeger_url_option,
     no_trace_warning,
+    only_with,
     refuse_empty,
     trace_limit_option,
+    typed,
     warnings_to_stderr,
 )
 from firm.localize.errors import LocalizeError
 from firm.localize.localizer import Localizer
 from firm.localize.model import MODEL_INPUTS
 from firm.localize.ranking import InstanceScore, Ranking
+from firm.terminal import safe
 from firm.tracing import JaegerClient, Trace, TraceError, parse_duration_us
 from firm.tracing.parse import load_trace_files
 from firm.tracing.source import TraceSourceError, check_window_us
@@ -143,8 +146,8 @@ def format_ranking(ranking: Ranking, top: int = 10) -> str:
         rows.append(
             [
                 str(k),
-                i.service,
-                i.instance,
+                safe(i.service),  # names come from the traces: control characters escaped (firm.terminal)
+                safe(i.instance),
                 f"{i.score:.4f}",
                 "yes" if i.culprit else "",
                 _drivers(i),
@@ -290,6 +293,10 @@ def localize_command(
         raise click.UsageError(
             "--service, --operation, --window and --reference-window apply to --jaeger-url only"
         )
+    only_with(
+        "--jaeger-url", jaeger_url is not None, typed(click.get_current_context(), **{"--limit": "limit"})
+    )
+    only_with("--format json", fmt == "json", typed(click.get_current_context(), **{"--compact": "compact"}))
     if jaeger_url is not None and (files or reference):
         raise click.UsageError("give FILES (and --reference) or --jaeger-url, not both")
     if not files and jaeger_url is None:

@@ -28,6 +28,7 @@ from typing import IO, Annotated, Any, Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, ValidationError
+from rich.markup import escape as markup_escape
 
 from ansible_collections.firm.core.plugins.module_utils.redis_buffer import PendingWrites
 from firm import schema
@@ -260,7 +261,8 @@ def read_recent(
 
 
 def summary_row(record: Record) -> dict[str, str]:
-    """One record as the columns of ``firm audit``'s table."""
+    """One record as the columns of ``firm audit``'s table: plain text, but ``actions`` is rich markup
+    (its text from the record escaped, a failure in red)."""
     slo = record.get("slo") or []
     rated = [s for s in slo if _is_number(s.get("p99_ms")) and _is_number(s.get("slo_ms")) and s["slo_ms"]]
     worst = max(rated, key=lambda s: s["p99_ms"] / s["slo_ms"], default=None)
@@ -279,10 +281,13 @@ def summary_row(record: Record) -> dict[str, str]:
     result = record.get("result") or {}
     scaling = scale_lines(record)
     changed = [_action_text(a) for a in result.get("actions") or [] if a.get("changed")]
-    actions = "; ".join(changed + [what for what, _ in scaling]) or "-"
+    actions = markup_escape(
+        "; ".join(changed + [what for what, _ in scaling]) or "-"
+    )  # the log's text: no markup
     if result.get("error"):
         actions += (
-            f" [red]failed: {result['error']}{' (rolled back)' if result.get('rolled_back') else ''}[/red]"
+            f" [red]failed: {markup_escape(str(result['error']))}"
+            f"{' (rolled back)' if result.get('rolled_back') else ''}[/red]"
         )
     why = record.get("reason") or ""
     if not why:

@@ -11,6 +11,7 @@ import click
 import redis
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ansible_collections.firm.core.plugins.module_utils import redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
@@ -25,6 +26,7 @@ from firm.cli_options import (
     probe_appendable,
     redis_reason,
     redis_url_option,
+    typed,
 )
 from firm.loop import audit as auditing
 from firm.loop import config as loop_config
@@ -32,6 +34,7 @@ from firm.loop import metrics as loop_metrics
 from firm.loop import session
 from firm.loop.deciders import Decider
 from firm.loop.testbed import TestbedScaler, TestbedTarget
+from firm.terminal import safe, safe_tree
 from firm.testbed import config as testbed_config
 from firm.urls import redact_url
 
@@ -263,6 +266,7 @@ def _setup(
 @json_option("Print the records as JSON lines.")
 def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_json: bool) -> None:
     """Show the control loop's recent decisions: what it saw, whom it blamed, what it did and why."""
+    _file_or_redis(path)
     try:
         records = auditing.read_recent(
             client=None if path else _redis(redis_url), key=key, path=path, last=last
@@ -284,11 +288,26 @@ def audit_command(redis_url: str, key: str, path: Path | None, last: int, as_jso
     table = Table(title=f"last {len(records)} decisions")
     for column in ("time", "step", "status", "worst SLO", "culprits", "actions", "why"):
         table.add_column(column, overflow="fold")
-    for row in auditing.recent_rows(records):
+    for row in auditing.recent_rows(safe_tree(records)):  # text from the log escaped (firm.terminal)
         table.add_row(
-            row["time"], row["step"], row["status"], row["slo"], row["culprits"], row["actions"], row["why"]
+            *(
+                Text.from_markup(row[c]) if c == "actions" else Text(row[c])  # the log's text is never markup
+                for c in ("time", "step", "status", "slo", "culprits", "actions", "why")
+            )
         )
     Console().print(table)
+
+
+def _file_or_redis(path: Path | None) -> None:
+    """Refuse --redis or --key typed beside --file: the log is read from the file, and they would be
+    silently ignored (FIRM_REDIS_URL in the environment is a standing preference, not refused)."""
+    if path is None:
+        return
+    used = typed(click.get_current_context(), **{"--redis": "redis_url", "--key": "key"})
+    if used:
+        raise click.UsageError(
+            f"{' and '.join(used)} name the audit in Redis, --file a log file: give one or the other"
+        )
 
 
 def _with_executor(target: TestbedTarget, kind: str, inventory: Path | None) -> Any:
@@ -300,8 +319,25 @@ def _with_executor(target: TestbedTarget, kind: str, inventory: Path | None) -> 
     return AnsibleOverride(target, str(inventory) if inventory is not None else None)
 
 
+def _check_decision_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``RUN/STEP`` or ``STEP`` as `firm explain` prints it: both parts non-empty, no white space or
+    control character; anything else is a usage error naming the form."""
+    if value is None:
+        return value
+    run, slash, step = value.rpartition("/")
+    parts = [run, step] if slash else [step]
+    if any(not part or not part.isprintable() or part != part.strip() or " " in part for part in parts):
+        raise click.BadParameter(
+            f"{safe(value)!r} is not a decision id; give RUN/STEP or STEP as `firm explain` prints it, "
+            "e.g. 5d1c2f/12 or 12",
+            ctx,
+            param,
+        )
+    return value
+
+
 @click.command("explain")
-@click.argument("decision", required=False, metavar="[ID]")
+@click.argument("decision", required=False, metavar="[ID]", callback=_check_decision_id)
 @redis_url_option(
     "firm's Redis, where `firm run` audits.",
     default=DEFAULT_REDIS_URL,
@@ -342,6 +378,10 @@ def explain_command(
     """
     from firm.loop import explain as explaining  # noqa: PLC0415
 
+    _file_or_redis(path)
+    if decision is not None and "--last" in typed(click.get_current_context(), **{"--last": "last"}):
+        raise click.UsageError("--last applies without an ID: give an ID or --last N, not both")
+
     window = 10_000 if decision is not None or acted else last
     try:
         records = auditing.read_recent(
@@ -357,9 +397,10 @@ def explain_command(
     if decision is not None:
         found = explaining.find(records, decision)
         if found is None:
+            source = f"--file {path}" if path is not None else f"--redis {redact_url(redis_url)} --key {key}"
             raise click.ClickException(
-                f"no decision {decision} in the last {len(records)} records; "
-                "`firm explain --last 20` lists recent ids"
+                f"no decision {safe(decision)} in the last {len(records)} records; "
+                f"`firm explain {source} --last 20` lists recent ids"
             )
         chosen = [found]
     else:
@@ -375,4 +416,4 @@ def explain_command(
     if not explanations:
         click.echo("no decisions recorded yet" if not records else "no decision matches", err=True)
         return
-    click.echo(explaining.render(explanations))
+    click.echo(explaining.render(safe_tree(explanations)))  # text from the log escaped (firm.terminal)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from firm.terminal import safe
 from firm.tracing.critical_path import CriticalPath, RootPath, critical_paths
 from firm.tracing.model import Trace
 
@@ -313,8 +314,8 @@ def format_table(window: WindowFeatures) -> str:
     for f in window.instances:
         rows.append(
             [
-                f.service,
-                f.instance,
+                safe(f.service),  # names come from the traces: control characters escaped (firm.terminal)
+                safe(f.instance),
                 str(f.samples),
                 num(f.ri, ".3f"),
                 num(f.ci, ".2f"),

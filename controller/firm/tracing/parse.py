@@ -48,8 +48,13 @@ a tag value nested too deeply to keep is replaced by a note.
 Diagnostics that concern no single trace (the query API's per-trace ``errors``, dropped traces)
 are collected in :attr:`TraceReader.diagnostics` for the command to print.
 
-Everything else that is malformed (a span that is not an object or has no ID, unknown process IDs,
-unknown reference types) raises :class:`TraceParseError` naming the source, the trace (in the
+A span without a usable ID (all zeros, as its trace's ID, included: invalid in W3C Trace Context
+and OpenTelemetry), or with a malformed reference, is refused the same way, the field named in
+words; a Jaeger span whose own ``traceID`` names another trace is read in that trace, and Jaeger's
+own ``warnings`` are passed on (one line a trace); an OTLP ``kind`` that is no span kind is read as
+unspecified with a warning.
+
+Everything else that is malformed (a span that is not an object, unknown process IDs) raises :class:`TraceParseError` naming the source, the trace (in the
 spelling of :func:`canonical_trace_id`, as every message does) and the span; a document of the
 wrong JSON type is named in JSON's words (:func:`json_kind`). In a JSON Lines text, a line that is
 not JSON or not a trace document, or holds such a malformed trace, is skipped with a warning naming
@@ -119,6 +124,17 @@ _OTLP_KINDS = {
     4: "producer",
     5: "consumer",
 }
+
+_OTLP_KIND_NAMES = {"UNSPECIFIED": "", **{v.upper(): v for v in _OTLP_KINDS.values() if v}}
+
+_ZERO_ID = "0" * 16
+"""An all-zero trace or span ID in its one spelling: invalid (W3C Trace Context, OpenTelemetry)."""
+
+_ZERO_TRACE = "the trace ID is invalid (all zeros, as W3C Trace Context and OpenTelemetry define it)"
+_ZERO_SPAN = "the span ID is invalid (all zeros, as W3C Trace Context and OpenTelemetry define it)"
+
+_JAEGER_WARNINGS_SHOWN = 3
+"""Jaeger's own warnings of a trace shown in its one diagnostic line; the rest are counted."""
 
 # ---------------------------------------------------------------------------------------------
 # Public entry points
@@ -480,7 +496,8 @@ class TraceReader:
         """Add one Jaeger trace (``{"traceID", "spans", "processes"}``), trace ``#position`` of the
         ``data`` list of a query-API document or of a list of traces: what :meth:`read_document`
         does for each entry of such a list."""
-        self._add(_parse_jaeger_trace(doc, source, position, self.diagnostics, self.keep_tags))
+        for asm in _parse_jaeger_trace(doc, source, position, self.diagnostics, self.keep_tags):
+            self._add(asm)
 
     def read_query_envelope(self, doc: Any, source: str) -> None:
         """Take the query API's ``errors`` of a ``{"data": [...], "errors": [...]}`` document whose
@@ -546,7 +563,9 @@ def _parse_document(
     doc: Any, source: str, diagnostics: list[str], keep_tags: bool = True
 ) -> list[_Assembler]:
     if isinstance(doc, list):
-        return [_parse_jaeger_trace(t, source, i, diagnostics, keep_tags) for i, t in enumerate(doc)]
+        return [
+            a for i, t in enumerate(doc) for a in _parse_jaeger_trace(t, source, i, diagnostics, keep_tags)
+        ]
     if not isinstance(doc, dict):
         raise TraceParseError(f"{json_kind(doc)} is not a trace document", source=source, fix=_FORMATS_HINT)
     if "resourceSpans" in doc:
@@ -564,12 +583,14 @@ def _parse_document(
         if not isinstance(data, list):
             raise TraceParseError('"data" must be a list of traces', source=source, fix=_FORMATS_HINT)
         diagnostics.extend(f"{source}: the query API reported an error: {m}" for m in messages)
-        return [_parse_jaeger_trace(t, source, i, diagnostics, keep_tags) for i, t in enumerate(data)]
+        return [
+            a for i, t in enumerate(data) for a in _parse_jaeger_trace(t, source, i, diagnostics, keep_tags)
+        ]
     if "spans" in doc:
         spans = doc["spans"]
         if isinstance(spans, list) and spans and isinstance(spans[0], dict) and "spanId" in spans[0]:
             return [_parse_domain_trace(doc, source, diagnostics)]
-        return [_parse_jaeger_trace(doc, source, 0, diagnostics, keep_tags)]
+        return _parse_jaeger_trace(doc, source, 0, diagnostics, keep_tags)
     raise TraceParseError("unrecognised trace document", source=source, fix=_FORMATS_HINT)
 
 
@@ -740,16 +761,23 @@ class _Assembler:
     warnings: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     refused: int = 0
+    zero: bool = False
 
     def __post_init__(self) -> None:
         self.sources.append(self.source)
+        self.zero = canonical_trace_id(self.trace_id) == _ZERO_ID
 
     def add(self, raw: _Raw) -> None:
-        """Keep ``raw`` unless one of its numbers is out of range (then warn and drop it). Its ID
-        and references are put in one spelling here, for every format (:func:`canonical_span_id`)."""
-        raw.span_id = canonical_span_id(raw.span_id)
+        """Keep ``raw`` unless one of its numbers is out of range or its trace or span ID is all
+        zeros (then warn and drop it). Its ID and references are put in one spelling here, for every
+        format (:func:`canonical_span_id`); a reference to the all-zero span ID is no reference (a
+        root, as exporters write "no parent")."""
+        raw.span_id = span_id = canonical_span_id(raw.span_id)
+        if self.zero or span_id == _ZERO_ID:
+            self.refuse(span_id, _ZERO_TRACE if self.zero else _ZERO_SPAN)
+            return
         if raw.refs:
-            raw.refs = [(t, canonical_span_id(sid)) for t, sid in raw.refs]
+            raw.refs = [(t, c) for t, sid in raw.refs if (c := canonical_span_id(sid)) != _ZERO_ID]
         start, duration = raw.start, raw.duration
         if 0 <= duration <= MAX_DURATION_US and start >= 0 and start + duration < MAX_TIME_US:
             self.raws.append(raw)  # what _range_problem accepts, checked inline (once per span)
@@ -761,6 +789,16 @@ class _Assembler:
         self.refused += 1
         shown = span_id if span_id.startswith("#") else canonical_span_id(span_id)
         message = f"{self.source}: trace {canonical_trace_id(self.trace_id)}, span {shown} refused: {problem}"
+        self.warnings.append(message)
+        self.diagnostics.append(message)
+
+    def warn(self, span_id: str | None, problem: str) -> None:
+        """A repair worth the user's eye: a warning on the trace and in the diagnostics, naming the
+        source, the trace and (unless None) the span."""
+        where = f"{self.source}: trace {canonical_trace_id(self.trace_id)}"
+        if span_id is not None:
+            where += f", span {span_id if span_id.startswith('#') else canonical_span_id(span_id)}"
+        message = f"{where}: {problem}"
         self.warnings.append(message)
         self.diagnostics.append(message)
 
@@ -985,14 +1023,34 @@ def _span_kind(tags: tuple[tuple[str, TagValue], ...]) -> str:
 def _instance_of(service: str, tags: Iterable[tuple[str, Any]]) -> str:
     """The instance a process's tags name (:data:`INSTANCE_KEYS`, the first present), else the
     service. ``tags`` are (key, value) pairs as the document holds them: the one rule of every
-    format is that a value that is null, empty or white space only is absent."""
+    format is that only text (not empty or white space only) and whole numbers name an instance;
+    any other value (null, a boolean, a fraction, a list, an object) is absent."""
     found = dict(tags)
     for k in INSTANCE_KEYS:
         v = found.get(k)
-        if v is None or (v.__class__ is str and not v.strip()):
-            continue
-        return v if v.__class__ is str else str(_tag_value(v))
+        if v.__class__ is str:
+            if v.strip():
+                return v
+        elif isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
     return service
+
+
+def _otlp_name(v: Any) -> str | int | None:
+    """An OTLP attribute value (``{"stringValue": ...}``, ``{"intValue": ...}``) as a name: its
+    text or whole number; None for any other value (an array, a list of pairs, bytes, a
+    boolean, a fraction), which names nothing (:func:`_instance_of`)."""
+    if not isinstance(v, dict):
+        return v if isinstance(v, str | int) and not isinstance(v, bool) else None
+    if "stringValue" in v:
+        text = v["stringValue"]
+        return text if isinstance(text, str) else None
+    if "intValue" in v:
+        n = v["intValue"]
+        if isinstance(n, str):
+            return whole_number(n)
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+    return None
 
 
 def _blank(v: Any) -> bool:
@@ -1018,18 +1076,37 @@ def _jaeger_process(proc: Any) -> tuple[str, str] | str:
     return service, _instance_of(service, pairs)
 
 
-def _ref_type(asm: _Assembler, span_id: str, value: Any) -> RefType:
-    text = str(value).upper().replace("-", "_")
+def _ref_type(value: Any) -> RefType | None:
+    """A reference's type (``CHILD_OF``, ``FOLLOWS_FROM``, in any case, ``-`` for ``_``); None
+    for anything else."""
+    text = value.upper().replace("-", "_") if isinstance(value, str) else ""
     if text in ("CHILD_OF", "CHILDOF"):
         return RefType.CHILD_OF
     if text in ("FOLLOWS_FROM", "FOLLOWSFROM"):
         return RefType.FOLLOWS_FROM
-    raise _fail(asm, span_id, f"unknown reference type {value!r} (expected CHILD_OF or FOLLOWS_FROM)")
+    return None
+
+
+def _unknown_ref_type(n: int, value: Any) -> str:
+    return f'reference {n} has "refType" {_json_shown(value)}, neither CHILD_OF nor FOLLOWS_FROM'
+
+
+def _ref_problem(n: int, ref: Any, key: str) -> str | None:
+    """What is wrong with reference ``n`` (from 1) of a span, in words, or None: not an object,
+    or its span ID (``key``) missing, empty or not text."""
+    if not isinstance(ref, dict):
+        return f"reference {n} is {json_kind(ref)}, not an object"
+    if key not in ref:
+        return f'reference {n} has no "{key}"'
+    v = ref[key]
+    if not isinstance(v, str):
+        return f'reference {n} has "{key}" {json_kind(v)}, not a span ID'
+    return f'reference {n} has an empty "{key}"' if not v.strip() else None
 
 
 def _parse_jaeger_trace(
     doc: Any, source: str, position: int, diagnostics: list[str], keep_tags: bool = True
-) -> _Assembler:
+) -> list[_Assembler]:
     if not isinstance(doc, dict):
         raise TraceParseError(
             f"trace #{position} is {json_kind(doc)}, not an object",
@@ -1061,11 +1138,50 @@ def _parse_jaeger_trace(
         raise _fail(asm, None, '"processes" must be an object')
     procs = {pid: _jaeger_process(proc) for pid, proc in processes.items()}
     add = asm.add
+    key = canonical_trace_id(trace_id)
+    others: dict[str, _Assembler] = {}  # spans whose own traceID names another trace
+    noted: list[str] = _jaeger_warnings(doc.get("warnings"), None)
+    kept = 0
     for k, s in enumerate(spans):
+        if s.__class__ is dict:
+            own = s.get("traceID")
+            if own is not None and own != trace_id and own.__class__ is str and own.strip():
+                other = canonical_trace_id(own)
+                if other != key:
+                    holder = others.get(other)
+                    if holder is None:
+                        holder = others[other] = _Assembler(source, own, diagnostics)
+                    raw = _jaeger_span(holder, procs, s, k, keep_tags)
+                    if raw is not None:
+                        holder.warn(
+                            raw.span_id,
+                            f'its "traceID" names another trace than {key}; read in its own trace',
+                        )
+                        holder.add(raw)
+                    continue
+            if s.get("warnings"):
+                noted += _jaeger_warnings(s["warnings"], s.get("spanID"))
+        kept += 1
         raw = _jaeger_span(asm, procs, s, k, keep_tags)
         if raw is not None:
             add(raw)
-    return asm
+    if noted:
+        shown = "; ".join(noted[:_JAEGER_WARNINGS_SHOWN])
+        more = len(noted) - _JAEGER_WARNINGS_SHOWN
+        asm.warn(None, f"Jaeger's warnings: {shown}" + (f" (and {more} more)" if more > 0 else ""))
+    return [asm, *others.values()] if kept or not others else list(others.values())
+
+
+def _jaeger_warnings(warnings: Any, span_id: Any) -> list[str]:
+    """Jaeger's own warnings of a trace (``span_id`` None) or of a span, each as a short text."""
+    if not warnings:
+        return []
+    items = warnings if isinstance(warnings, list) else [warnings]
+    where = f"span {canonical_span_id(span_id)}: " if isinstance(span_id, str) else ""
+    return [
+        where + json.dumps(w if isinstance(w, str) else _json_shown(w), ensure_ascii=False)[:200]
+        for w in items
+    ]
 
 
 def _same_trace(ref_trace: Any, trace_id: str) -> bool:
@@ -1086,18 +1202,26 @@ def jaeger_kind(tags: Any) -> str:
 
 def _jaeger_refs(
     asm: _Assembler, span_id: str, raw_refs: Any, get: Callable[[str], Any]
-) -> list[tuple[RefType, str]]:
+) -> list[tuple[RefType, str]] | None:
     """A Jaeger span's references to spans of its own trace, in order (``parentSpanID`` when it
-    has none)."""
+    has none); None when one is malformed (the span is then refused, naming the reference and
+    what is wrong with it)."""
     refs: list[tuple[RefType, str]] = []
     if raw_refs:
         if raw_refs.__class__ is not list and not isinstance(raw_refs, list):
-            raise _fail(asm, span_id, '"references" must be a list')
+            asm.refuse(span_id, f'"references" is {json_kind(raw_refs)}, not a list')
+            return None
         trace_id = asm.trace_id
-        for ref in raw_refs:
-            if ref.__class__ is not dict or (ref_span := ref.get("spanID")).__class__ is not str:
-                if not isinstance(ref, dict) or not isinstance(ref.get("spanID"), str):
-                    raise _fail(asm, span_id, f"malformed reference {ref!r}")
+        for n, ref in enumerate(raw_refs, 1):
+            if (
+                ref.__class__ is not dict
+                or (ref_span := ref.get("spanID")).__class__ is not str
+                or not ref_span
+            ):
+                problem = _ref_problem(n, ref, "spanID")
+                if problem is not None:
+                    asm.refuse(span_id, problem)
+                    return None
                 ref_span = ref["spanID"]
             value = ref.get("refType", "CHILD_OF")
             rtype = (
@@ -1105,8 +1229,11 @@ def _jaeger_refs(
                 if value == "CHILD_OF"
                 else _FOLLOWS_FROM
                 if value == "FOLLOWS_FROM"
-                else _ref_type(asm, span_id, value)
+                else _ref_type(value)
             )
+            if rtype is None:
+                asm.refuse(span_id, _unknown_ref_type(n, value))
+                return None
             ref_trace = ref.get("traceID")
             if ref_trace not in (None, "", trace_id) and not _same_trace(ref_trace, trace_id):
                 continue  # a link to another trace is no parent here
@@ -1129,8 +1256,13 @@ def _jaeger_span(
         raise _fail(asm, f"#{k}", "a span must be a JSON object")
     get = s.get
     span_id = get("spanID")
-    if not span_id or not isinstance(span_id, str):
-        raise _fail(asm, f"#{k}", '"spanID" is missing or not a string')
+    if span_id.__class__ is not str or not span_id.strip():
+        v = get("spanID")
+        what = (
+            "missing" if "spanID" not in s else "empty" if isinstance(v, str) else f"{json_kind(v)}, not text"
+        )
+        asm.refuse(f"#{k}", f'"spanID" is {what}: the span has no ID')
+        return None
     start = get("startTime")
     if start.__class__ is not int:
         start = _int_field(asm, span_id, s, "startTime")
@@ -1156,6 +1288,8 @@ def _jaeger_span(
         return None
     service, instance = found
     refs = _jaeger_refs(asm, span_id, get("references"), get)
+    if refs is None:
+        return None
     if keep_tags:
         tags = _jaeger_tags(get("tags"))
         kind = _span_kind(tags)
@@ -1201,10 +1335,13 @@ class _JSpan(msgspec.Struct, gc=False):
     parent_span_id: Any = msgspec.field(name="parentSpanID", default=None)
     tags: msgspec.Raw = msgspec.Raw()
     process: Any = None
+    trace_id: str | None = msgspec.field(name="traceID", default=None)
+    warnings: Any = None
 
 
 class _JTrace(msgspec.Struct, gc=False):
     trace_id: str = msgspec.field(name="traceID", default="")
+    warnings: Any = None
     spans: list[_JSpan] = []
     processes: dict[str, msgspec.Raw] | None = None
 
@@ -1258,7 +1395,8 @@ class _Clean:
 
     def assembler(self, diagnostics: list[str], keep_tags: bool) -> _Assembler:
         raw = self.entry if isinstance(self.entry, bytes) else bytes(self.entry)
-        return _parse_jaeger_trace(decode_json(raw), self.source, self.position, diagnostics, keep_tags)
+        [asm] = _parse_jaeger_trace(decode_json(raw), self.source, self.position, diagnostics, keep_tags)
+        return asm  # a clean trace: every span in it, no other trace named
 
 
 def _links(
@@ -1360,6 +1498,10 @@ def _clean_decoded(t: _JTrace, entry: bytes | msgspec.Raw, source: str, position
     trace_id, spans = t.trace_id, t.spans
     if not trace_id.strip() or not spans:  # no ID: the reference path names the trace and warns
         return None
+    if t.warnings or canonical_trace_id(trace_id) == _ZERO_ID:
+        return None  # Jaeger's warnings to pass on, an invalid ID: the reference path
+    if {s.trace_id for s in spans} - {None, trace_id} or any([s.warnings for s in spans]):
+        return None  # a span of another trace, or with Jaeger's warnings
     procs = _processes(t)
     if procs is None:
         return None
@@ -1368,7 +1510,7 @@ def _clean_decoded(t: _JTrace, entry: bytes | msgspec.Raw, source: str, position
     if not _canonical_span_ids(ids) and ids != list(map(canonical_span_id, ids)):
         return None  # another spelling: the reference path puts it in one (canonical_span_id)
     index = dict(zip(ids, range(n), strict=True))
-    if len(index) != n:
+    if len(index) != n or _ZERO_ID in index:
         return None
     starts = [s.start for s in spans]
     durations = [s.duration for s in spans]
@@ -1412,11 +1554,11 @@ def _clean_decoded(t: _JTrace, entry: bytes | msgspec.Raw, source: str, position
 
 def _b64_hex(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"not a base64 ID: {value!r}")
+        raise ValueError(f"{json_kind(value) if value is not None else 'missing'}, not a base64 ID")
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"not a base64 ID: {value!r}") from None
+        raise ValueError(f"{_json_shown(value)}, not a base64 ID") from None
     h = raw.hex()
     if len(raw) == 16 and raw[:8] == bytes(8):
         h = h[16:]  # Jaeger prints 128-bit IDs with a zero high half as 64-bit
@@ -1446,6 +1588,36 @@ def _domain_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
     return tuple((k, _tag_value(v)) for k, v in _domain_pairs(tags))
 
 
+def _domain_refs(asm: _Assembler, span_id: str, raw_refs: Any) -> list[tuple[RefType, str]] | None:
+    """A domain-JSON span's references to spans of its own trace; None when one is malformed (the
+    span is then refused, naming the reference and what is wrong with it)."""
+    refs: list[tuple[RefType, str]] = []
+    if not raw_refs:
+        return refs
+    if not isinstance(raw_refs, list):
+        asm.refuse(span_id, f'"references" is {json_kind(raw_refs)}, not a list')
+        return None
+    for n, ref in enumerate(raw_refs, 1):
+        problem = _ref_problem(n, ref, "spanId")
+        if problem is None:
+            try:
+                ref_trace = _b64_hex(ref.get("traceId")) if ref.get("traceId") else asm.trace_id
+                ref_span = _b64_hex(ref["spanId"])
+            except ValueError as err:
+                problem = f"reference {n}: {err}"
+        if problem is None:
+            value = ref.get("refType", "CHILD_OF")
+            rtype = _ref_type(value)
+            if rtype is None:
+                problem = _unknown_ref_type(n, value)
+            elif _same_trace(ref_trace, asm.trace_id):
+                refs.append((rtype, ref_span))
+        if problem is not None:
+            asm.refuse(span_id, problem)
+            return None
+    return refs
+
+
 def _domain_time(
     asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str, parse: Callable[[str], int]
 ) -> int | None:
@@ -1469,7 +1641,7 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
     try:
         trace_id = _b64_hex(spans[0].get("traceId"))
     except ValueError as err:
-        raise TraceParseError(str(err), source=source, trace_id="?", span_id="#0") from None
+        raise TraceParseError(f'"traceId" of the first span is {err}', source=source) from None
     asm = _Assembler(source, trace_id, diagnostics)
     for w in doc.get("warnings") or []:
         asm.warnings.append(str(w))
@@ -1483,7 +1655,8 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
         try:
             span_id = _b64_hex(s.get("spanId"))
         except ValueError as err:
-            raise _fail(asm, f"#{k}", str(err)) from None
+            asm.refuse(f"#{k}", f'"spanId" is {err}')
+            continue
         start = _domain_time(asm, span_id, s, "startTime", _rfc3339_us)
         duration = (
             _domain_time(asm, span_id, s, "duration", _trace_duration_us) if start is not None else None
@@ -1501,18 +1674,9 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
             continue
         service = proc["serviceName"]
         instance = _instance_of(service, _domain_pairs(proc.get("tags")))
-        refs: list[tuple[RefType, str]] = []
-        for ref in s.get("references") or []:
-            if not isinstance(ref, dict):
-                raise _fail(asm, span_id, f"malformed reference {ref!r}")
-            try:
-                ref_trace = _b64_hex(ref.get("traceId")) if ref.get("traceId") else trace_id
-                ref_span = _b64_hex(ref.get("spanId"))
-            except ValueError as err:
-                raise _fail(asm, span_id, f"malformed reference: {err}") from None
-            rtype = _ref_type(asm, span_id, ref.get("refType", "CHILD_OF"))
-            if _same_trace(ref_trace, trace_id):
-                refs.append((rtype, ref_span))
+        refs = _domain_refs(asm, span_id, s.get("references"))
+        if refs is None:
+            continue  # refused
         tags = _domain_tags(s.get("tags"))
         kind = _span_kind(tags)
         asm.add(
@@ -1528,17 +1692,20 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
 
 
 def _otlp_id(value: Any, nbytes: int) -> str:
+    """An OTLP ID of ``nbytes`` bytes (hex, or base64 as protobuf's JSON mapping writes bytes), as
+    hex; ``ValueError`` saying in words what is wrong with any other value."""
     if not isinstance(value, str):
-        raise ValueError(f"not an ID: {value!r}")
+        raise ValueError(f"{json_kind(value) if value is not None else 'missing'}, not an ID")
     v = value.strip()
     if len(v) == 2 * nbytes and all(c in "0123456789abcdefABCDEF" for c in v):
         return v.lower()
+    expected = f"{2 * nbytes} hex digits or base64 of {nbytes} bytes"
     try:
         raw = base64.b64decode(v, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"not a hex or base64 ID: {value!r}") from None
+        raise ValueError(f"{_json_shown(value)}, not an ID ({expected})") from None
     if len(raw) != nbytes:
-        raise ValueError(f"an ID of {len(raw)} bytes where {nbytes} are expected: {value!r}")
+        raise ValueError(f"{_json_shown(value)}, an ID of {len(raw)} bytes ({expected})")
     return raw.hex()
 
 
@@ -1584,13 +1751,23 @@ def _otlp_attrs(attrs: Any) -> tuple[tuple[str, TagValue], ...]:
     )
 
 
-def _otlp_kind(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _OTLP_KINDS.get(value, "")
+def _otlp_kind(value: Any) -> str | None:
+    """An OTLP span's ``kind``: its number (0 to 5, also written as text, a common exporter
+    fault) or its enum name (``SPAN_KIND_SERVER``, also ``SERVER`` or ``server``), as one of
+    :class:`Span`'s kinds; ``""`` when missing; None for anything else (read as unspecified by
+    the caller, with a warning)."""
+    if value is None:
+        return ""
     if isinstance(value, str):
-        text = value.upper().removeprefix("SPAN_KIND_")
-        return "" if text == "UNSPECIFIED" else text.lower()
-    return ""
+        number = whole_number(value)
+        if number is None:
+            return _OTLP_KIND_NAMES.get(value.strip().upper().removeprefix("SPAN_KIND_"))
+        value = number
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _OTLP_KINDS.get(value)
+    return None
 
 
 def _otlp_ns(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) -> int | None:
@@ -1599,40 +1776,54 @@ def _otlp_ns(asm: _Assembler, span_id: str, raw: Mapping[str, Any], key: str) ->
     return _int_field(asm, span_id, raw, key, "nanoseconds")
 
 
+def _otlp_resource(resource: Any) -> tuple[str, str]:
+    """The service and instance an OTLP resource names: the one rule of instance identity
+    (:func:`_instance_of`), applied to text and whole numbers only (an array or a list of pairs
+    names nothing); without a usable ``service.name``, ``unknown_service`` (OpenTelemetry's name)."""
+    attrs = resource.get("attributes") if isinstance(resource, dict) else None
+    names = [
+        (a["key"], _otlp_name(a.get("value")))
+        for a in (attrs if isinstance(attrs, list) else ())
+        if isinstance(a, dict) and isinstance(a.get("key"), str)
+    ]
+    service = _instance_of("unknown_service", [(INSTANCE_KEYS[0], dict(names).get("service.name"))])
+    return service, _instance_of(service, names)
+
+
 def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> list[_Assembler]:
     rs_list = doc.get("resourceSpans")
     if not isinstance(rs_list, list):
         raise TraceParseError('"resourceSpans" must be a list', source=source, fix=_FORMATS_HINT)
     traces: dict[str, _Assembler] = {}
+    seen = 0  # spans, refused ones included
     for rs in rs_list:
         if not isinstance(rs, dict):
             raise TraceParseError("a resourceSpans entry must be a JSON object", source=source)
-        attrs = dict(_otlp_attrs((rs.get("resource") or {}).get("attributes")))
-        name = attrs.get("service.name")
-        absent = name is None or (isinstance(name, str) and not name.strip())
-        service = "unknown_service" if absent else str(name)  # OpenTelemetry's name for none
-        instance = _instance_of(service, attrs.items())
+        service, instance = _otlp_resource(rs.get("resource"))
         scopes = rs.get("scopeSpans", rs.get("instrumentationLibrarySpans")) or []
         for scope in scopes:
             for k, s in enumerate((scope or {}).get("spans") or []):
                 if not isinstance(s, dict):
                     raise TraceParseError("a span must be a JSON object", source=source, span_id=f"#{k}")
+                seen += 1
                 try:
                     trace_id = _otlp_id(s.get("traceId"), 16)
                 except ValueError as err:
-                    raise TraceParseError(
-                        f'"traceId": {err}',
-                        source=source,
-                        trace_id="?",
-                        span_id=str(s.get("spanId", f"#{k}")),
-                    ) from None
+                    # No trace to hold the span: refused here, named by its own ID if it has one.
+                    sid = s.get("spanId")
+                    shown = canonical_span_id(sid) if isinstance(sid, str) and sid.strip() else f"#{k}"
+                    diagnostics.append(
+                        f'{source}: span {shown} refused: "traceId" is {err}; it belongs to no trace'
+                    )
+                    continue
                 asm = traces.get(trace_id)
                 if asm is None:
                     asm = traces[trace_id] = _Assembler(source, trace_id, diagnostics)
                 try:
                     span_id = _otlp_id(s.get("spanId"), 8)
                 except ValueError as err:
-                    raise _fail(asm, f"#{k}", f'"spanId": {err}') from None
+                    asm.refuse(f"#{k}", f'"spanId" is {err}')
+                    continue
                 start_ns = _otlp_ns(asm, span_id, s, "startTimeUnixNano")
                 end_ns = _otlp_ns(asm, span_id, s, "endTimeUnixNano") if start_ns is not None else None
                 if start_ns is None or end_ns is None:
@@ -1643,7 +1834,16 @@ def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> 
                     try:
                         refs.append((RefType.CHILD_OF, _otlp_id(parent, 8)))
                     except ValueError as err:
-                        raise _fail(asm, span_id, f'"parentSpanId": {err}') from None
+                        asm.refuse(span_id, f'"parentSpanId" is {err}')
+                        continue
+                kind = _otlp_kind(s.get("kind"))
+                if kind is None:
+                    kind = ""
+                    asm.warn(
+                        span_id,
+                        f'"kind" is {_json_shown(s.get("kind"))}, no OTLP span kind (0 to 5, or '
+                        "SPAN_KIND_INTERNAL, _SERVER, _CLIENT, _PRODUCER, _CONSUMER); read as unspecified",
+                    )
                 start = start_ns // 1000
                 asm.add(
                     _Raw(
@@ -1654,10 +1854,10 @@ def _parse_otlp(doc: Mapping[str, Any], source: str, diagnostics: list[str]) -> 
                         start,
                         end_ns // 1000 - start,
                         refs,
-                        _otlp_kind(s.get("kind")),
+                        kind,
                         _otlp_attrs(s.get("attributes")),
                     )
                 )
-    if not traces:
+    if not seen:
         raise TraceParseError("the document holds no spans", source=source)
     return list(traces.values())
