@@ -405,8 +405,8 @@ def _read(files: tuple[Path, ...], **source: Any) -> TraceInput:
 def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool, batch_mb: int) -> None:
     """Print the critical path of every trace in FILES as JSON.
 
-    FILES hold Jaeger query-API JSON ({"data": [...]}), single Jaeger traces, Jaeger domain JSON
-    or OTLP JSON. Per trace: the spans on the critical path forward in time (service, instance,
+    FILES hold Jaeger query-API JSON ({"data": [...]}), single Jaeger traces, Jaeger domain JSON,
+    OTLP JSON, or JSON Lines of any of them (OpenTelemetry's file exporter). Per trace: the spans on the critical path forward in time (service, instance,
     operation, trimmed start and end, selfTime on the path, all in microseconds) and Jaeger UI's
     sections {spanID, sectionStart, sectionEnd}, backwards in time. Files larger than --batch-mb are
     read and printed batch by batch (see docs/tracing.md).
