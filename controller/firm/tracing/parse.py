@@ -589,7 +589,7 @@ def _parse_document(
     if "spans" in doc:
         spans = doc["spans"]
         if isinstance(spans, list) and spans and isinstance(spans[0], dict) and "spanId" in spans[0]:
-            return [_parse_domain_trace(doc, source, diagnostics)]
+            return _parse_domain_trace(doc, source, diagnostics)
         return _parse_jaeger_trace(doc, source, 0, diagnostics, keep_tags)
     raise TraceParseError("unrecognised trace document", source=source, fix=_FORMATS_HINT)
 
@@ -1636,22 +1636,35 @@ def _domain_time(
         return None
 
 
-def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]) -> _Assembler:
+def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]) -> list[_Assembler]:
+    """A trace in Jaeger's domain JSON: each span read in the trace its own ``traceId`` names (a
+    document whose spans name two traces gives two, as in Jaeger JSON); a span whose ``traceId`` is
+    not an ID, or which is not an object, is refused with a warning naming the file and the span."""
     spans = doc["spans"]
-    try:
-        trace_id = _b64_hex(spans[0].get("traceId"))
-    except ValueError as err:
-        raise TraceParseError(f'"traceId" of the first span is {err}', source=source) from None
-    asm = _Assembler(source, trace_id, diagnostics)
-    for w in doc.get("warnings") or []:
-        asm.warnings.append(str(w))
+    holders: dict[str, _Assembler] = {}
     pmap: dict[str, Any] = {}
     for entry in doc.get("processMap") or []:
         if isinstance(entry, dict) and isinstance(entry.get("processId"), str):
             pmap[entry["processId"]] = entry.get("process")
     for k, s in enumerate(spans):
         if not isinstance(s, dict):
-            raise _fail(asm, f"#{k}", "a span must be a JSON object")
+            diagnostics.append(
+                f"{source}: span #{k} refused: a span must be a JSON object, not {json_kind(s)}"
+            )
+            continue
+        try:
+            trace_id = _b64_hex(s.get("traceId"))
+        except ValueError as err:
+            diagnostics.append(f'{source}: span #{k} refused: "traceId" is {err}')
+            continue
+        key = canonical_trace_id(trace_id)
+        asm = holders.get(key)
+        if asm is None:
+            asm = holders[key] = _Assembler(source, trace_id, diagnostics)
+            if len(holders) == 1:
+                asm.warnings.extend(str(w) for w in doc.get("warnings") or [])
+            else:
+                asm.warn(None, "its spans are in a document of another trace; read as a trace of its own")
         try:
             span_id = _b64_hex(s.get("spanId"))
         except ValueError as err:
@@ -1684,7 +1697,7 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
                 span_id, service, instance, str(s.get("operationName", "")), start, duration, refs, kind, tags
             )
         )
-    return asm
+    return list(holders.values())
 
 
 # ---------------------------------------------------------------------------------------------

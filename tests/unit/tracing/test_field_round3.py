@@ -5,6 +5,7 @@ are not text."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,42 @@ def test_only_text_or_whole_numbers_name_a_service_or_a_jaeger_instance() -> Non
     for kw in READERS:
         [t] = read({"data": [{"traceID": "aa01", "spans": [jspan("01")], "processes": procs}]}, **kw).traces()
         assert t.spans[0].instance == "10.0.0.1"
+
+
+def test_domain_json_spans_are_read_in_the_trace_their_own_trace_id_names() -> None:
+    """Jaeger's domain JSON: trace identity decided per span, as in Jaeger JSON (not by the first
+    span's traceId); a span with a bad traceId, or not an object, is refused alone."""
+
+    def span(trace: int, span_id: int, parent: int | None = None) -> dict[str, object]:
+        b64 = lambda n, size: base64.b64encode(n.to_bytes(size, "big")).decode()  # noqa: E731
+        out: dict[str, object] = {
+            "traceId": b64(trace, 16),
+            "spanId": b64(span_id, 8),
+            "operationName": "op",
+            "startTime": f"2024-01-01T00:00:00.00{span_id}Z",
+            "duration": "1ms",
+            "processId": "p1",
+        }
+        if parent is not None:
+            out["references"] = [{"refType": "CHILD_OF", "traceId": b64(trace, 16), "spanId": b64(parent, 8)}]
+        return out
+
+    doc = {
+        "spans": [
+            span(0xAB, 1),
+            span(0xAB, 2, parent=1),
+            span(0xAC, 3),
+            {**span(0xAB, 4), "traceId": "zz"},
+            5,
+        ],
+        "processMap": [{"processId": "p1", "process": {"serviceName": "a", "tags": []}}],
+    }
+    reader = TraceReader()
+    reader.read_text(json.dumps(doc), "dom.json")
+    traces = {t.trace_id: sorted(s.span_id for s in t.spans) for t in reader.traces()}
+    assert traces == {
+        "00000000000000ab": ["0000000000000001", "0000000000000002"],
+        "00000000000000ac": ["0000000000000003"],
+    }
+    assert 'dom.json: span #3 refused: "traceId" is "zz"' in "\n".join(reader.diagnostics)
+    assert "dom.json: span #4 refused: a span must be a JSON object, not a number (5)" in reader.diagnostics
