@@ -803,11 +803,11 @@ def cleanup(record: Record, env: Environment, ran: bool = True, note: str = "") 
         _undo_kernel_change(record.restore)
     except (FirmError, OSError) as exc:
         problems.append(str(exc))
-    ended_at = time.time()  # its contention ends here; removing its cgroup may wait for the kernel to reap
-    try:
+    try:  # kills what is left in its cgroup and waits until the group is empty
         _remove_cgroup(record.cgroup_path, env)
     except (FirmError, OSError) as exc:
         problems.append(str(exc))
+    ended_at = time.time()  # only now has every process that contended ended: the label's end
     store = Store(env.state_dir)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(env.state_dir, f"{record.spec.name}.log"))

@@ -6,7 +6,6 @@ database 15 and delete their keys afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -57,10 +56,7 @@ def playbook(
 
 
 class GroupWatcher:
-    """Observes, independently of any record, when each anomaly's cgroup holds processes (every 20 ms).
-
-    The processes, not the directory: the contention ends when the workers are killed, and the empty
-    directory can outlive them while the kernel reaps them."""
+    """Observes, independently of any record, when each anomaly's cgroup exists (every 20 ms)."""
 
     def __init__(self, layout: cgroup.Layout) -> None:
         self.parent = Path(layout.hierarchy("cpu").mount, anomaly.CGROUP_PARENT)
@@ -73,9 +69,7 @@ class GroupWatcher:
             now = time.time()
             names = [p.name for p in self.parent.iterdir() if p.is_dir()] if self.parent.exists() else []
             for name in names:
-                with contextlib.suppress(OSError):  # removed between listing and reading
-                    if (self.parent / name / "cgroup.procs").read_text().strip():
-                        self.seen.setdefault(name, [now, now])[1] = now
+                self.seen.setdefault(name, [now, now])[1] = now
             time.sleep(0.02)
 
     def __enter__(self) -> GroupWatcher:
