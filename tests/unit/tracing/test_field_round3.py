@@ -359,7 +359,9 @@ def test_domain_json_spans_are_read_in_the_trace_their_own_trace_id_names() -> N
     span's traceId); a span with a bad traceId, or not an object, is refused alone."""
 
     def span(trace: int, span_id: int, parent: int | None = None) -> dict[str, object]:
-        b64 = lambda n, size: base64.b64encode(n.to_bytes(size, "big")).decode()  # noqa: E731
+        def b64(n: int, size: int) -> str:
+            return base64.b64encode(n.to_bytes(size, "big")).decode()
+
         out: dict[str, object] = {
             "traceId": b64(trace, 16),
             "spanId": b64(span_id, 8),
