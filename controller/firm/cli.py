@@ -291,7 +291,9 @@ def main(verbose: int) -> None:
     default=None,
     help="With --cluster: the cluster's kubeconfig (in a pod: its service account when --in-cluster).",
 )
-@click.option("--context", default=None, help="With --cluster: the kubeconfig context.")
+@click.option(
+    "--context", default=None, callback=refuse_empty, help="With --cluster: the kubeconfig context."
+)
 @click.option("--in-cluster", is_flag=True, help="With --cluster: the pod's service account.")
 @click.option(
     "--cluster-file",
@@ -356,7 +358,7 @@ DEFAULT_BATCH_MB = 32
 """``--batch-mb``'s default: :data:`firm.tracing.stream.DEFAULT_BATCH_BYTES` in MiB (a test keeps them
 equal; the stream module is imported only when a command reads traces)."""
 
-MAX_MIN_SAMPLES = 1 << 31
+MAX_MIN_SAMPLES = (1 << 31) - 1
 """The largest ``--min-samples`` (more requests than any window holds: RI and CI never computed)."""
 
 MAX_BATCH_MB = 1 << 20
@@ -406,7 +408,8 @@ def critical_path_command(files: tuple[Path, ...], tolerance: int, compact: bool
     """Print the critical path of every trace in FILES as JSON.
 
     FILES hold Jaeger query-API JSON ({"data": [...]}), single Jaeger traces, Jaeger domain JSON,
-    OTLP JSON, or JSON Lines of any of them (OpenTelemetry's file exporter). Per trace: the spans on the critical path forward in time (service, instance,
+    OTLP JSON, or JSON Lines of any of them (OpenTelemetry's file exporter); '-' reads stdin. Per
+    trace: the spans on the critical path forward in time (service, instance,
     operation, trimmed start and end, selfTime on the path, all in microseconds) and Jaeger UI's
     sections {spanID, sectionStart, sectionEnd}, backwards in time. Files larger than --batch-mb are
     read and printed batch by batch (see docs/tracing.md).

@@ -17,9 +17,8 @@ import signal
 import stat
 import sys
 import threading
-import urllib.parse
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -29,9 +28,17 @@ import click
 from firm.schema import redis_url_problem
 from firm.terminal import safe
 from firm.textfiles import MAX_TEXT_FILE_BYTES, TextFileError, kind_of, read_small_file
-from firm.urls import describe_transport, redact_url
+from firm.urls import describe_transport, http_url_problem, redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_WHOLE = (1 << 31) - 1
+"""The largest whole number an option takes unless it names its own bound (:func:`whole`): the
+largest C ``int`` (2^31 - 1; 2^31 itself overflows one), far beyond any count firm needs."""
+
+MAX_SEED = (1 << 64) - 1
+"""The largest seed of every command (``--seed``): seeds are 64-bit (PyTorch's ``manual_seed`` takes
+at most 2^64 - 1; NumPy's generators refuse a negative one)."""
 
 MAX_OVERLAP_TOLERANCE_US = 3_600_000_000
 """The largest --overlap-tolerance accepted, microseconds (an hour: far beyond any real overlap)."""
@@ -178,7 +185,7 @@ class ModelFile(click.Path):
 
 class InputFile(click.Path):
     """An existing file to read whole or in batches (a trace export): a regular file or a pipe
-    (``<(zcat traces.json.gz)``). A directory, a device (``/dev/zero`` never ends) or a socket is a
+    (``<(zcat traces.json.gz)``; ``-`` is stdin). A directory, a device (``/dev/zero`` never ends) or a socket is a
     usage error naming the argument, before the command starts. ``path_type`` as for
     :class:`click.Path`."""
 
@@ -188,6 +195,10 @@ class InputFile(click.Path):
         super().__init__(exists=True, dir_okay=False, readable=True, path_type=path_type)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (str, bytes)) and os.fsdecode(value) == "-":  # the usual name of stdin
+            if sys.stdin is None or sys.stdin.isatty():
+                self.fail("'-' reads stdin, which is a terminal here; pipe the data in", param, ctx)
+            value = "/dev/stdin"
         converted = super().convert(value, param, ctx)
         try:
             mode = os.stat(os.fsdecode(converted)).st_mode
@@ -207,8 +218,10 @@ class OutputFile(click.Path):
 
     name = "output file"
 
-    def __init__(self, path_type: type[Path] | None = None) -> None:
+    def __init__(self, path_type: type[Path] | None = None, *, append: bool = False) -> None:
+        """``append``: the command appends to the file (an audit log), and says so when it cannot."""
         super().__init__(dir_okay=False, writable=True, path_type=path_type)
+        self.append = append
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not os.fsdecode(value).strip():
@@ -231,7 +244,30 @@ class OutputFile(click.Path):
                 param,
                 ctx,
             )
+        problem = _write_refused(parent)
+        if problem is not None:
+            cannot = "cannot append to it" if self.append else f"cannot write in its directory {parent}"
+            self.fail(
+                f"{value}: {cannot} ({problem}); give a file in a directory this user may write to",
+                param,
+                ctx,
+            )
         return converted
+
+
+def _write_refused(directory: Path) -> str | None:
+    """Why a file cannot be made in the existing ``directory`` (a read-only mount, ``/proc``, a full
+    disk: what ``os.access`` does not see, and root passes), None when it can: a small file is made
+    and removed at once, so nothing is left behind and nothing the command writes is begun."""
+    probe = directory / f".firm-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    with suppress(OSError):
+        probe.unlink()
+    return None
 
 
 def source_file(source: str, names: Container[str]) -> str:
@@ -394,12 +430,19 @@ class WholeRange(click.IntRange):
 
 
 def whole(type_: click.ParamType[Any]) -> click.ParamType[Any]:
-    """``type_`` (click's IntRange) as a :class:`WholeRange` with the same bounds; any other type
-    unchanged."""
-    if isinstance(type_, WholeRange) or not isinstance(type_, click.IntRange):
+    """``type_`` (click's INT or IntRange) as a :class:`WholeRange` with the same bounds, at most
+    :data:`MAX_WHOLE` when it names no maximum (``--episodes 99999999999999999999`` is a usage error,
+    not a run that never ends or an allocation that never fits); any other type unchanged."""
+    if isinstance(type_, WholeRange) or not isinstance(type_, click.types.IntParamType):
         return type_
+    if not isinstance(type_, click.IntRange):  # click.INT: no bound at all
+        return WholeRange(max=MAX_WHOLE)
     return WholeRange(
-        type_.min, type_.max, min_open=type_.min_open, max_open=type_.max_open, clamp=type_.clamp
+        type_.min,
+        MAX_WHOLE if type_.max is None else type_.max,
+        min_open=type_.min_open,
+        max_open=type_.max_open,
+        clamp=type_.clamp,
     )
 
 
@@ -477,20 +520,9 @@ def check_http_url(ctx: click.Context, param: click.Parameter, value: str | None
         f"give the service's address, e.g. http://localhost:{example}, http://[::1]:{example} "
         "or https://HOST/PREFIX"
     )
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise click.BadParameter(f"{shown!r} holds a space or a control character; {hint}", ctx, param)
-    try:
-        parts = urllib.parse.urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise click.BadParameter(f"{shown!r} is not a URL ({exc}); {hint}", ctx, param) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter(f"{shown!r} is not an http(s) URL with a host; {hint}", ctx, param)
-    if port == 0:
-        raise click.BadParameter(f"{shown!r} names port 0; {hint}", ctx, param)
-    if parts.query or parts.fragment or value.endswith(("?", "#")):
-        # firm appends its own paths and queries: ?x=1#f would end up inside them
-        raise click.BadParameter(f"{shown!r} has a query or a fragment (?...#...); {hint}", ctx, param)
+    problem = http_url_problem(value)
+    if problem is not None:
+        raise click.BadParameter(f"{shown!r} {problem}; {hint}", ctx, param)
     return value
 
 
@@ -599,6 +631,13 @@ class OutputDirectory(click.Path):
         if not os.access(existing, os.W_OK | os.X_OK):
             self.fail(
                 f"{value}: this user may not write to {existing}; give a directory this user may write to",
+                param,
+                ctx,
+            )
+        problem = _write_refused(existing)
+        if problem is not None:
+            self.fail(
+                f"{value}: cannot write there ({existing}: {problem}); give a directory this user may write to",
                 param,
                 ctx,
             )

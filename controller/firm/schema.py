@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from ansible_collections.firm.core.plugins.module_utils import redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.textfiles import MAX_TEXT_FILE_BYTES, TextFileError, read_small_file
 from firm.urls import redact_url
@@ -166,18 +166,79 @@ def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
 
 def yaml_position(exc: yaml.YAMLError) -> str:
     """Where a YAML error is, as `` (line N: problem)``, or "" when PyYAML gives no position (for
-    messages like ``f"{path} is not YAML{yaml_position(exc)}"``)."""
+    messages like ``f"{path} is not YAML{yaml_position(exc)}"``). A tab where YAML allows none (at the
+    start of a line: YAML indents with spaces only) is said so, with the fix."""
     mark = getattr(exc, "problem_mark", None)
     if mark is None:
         return ""
-    return f" (line {mark.line + 1}: {getattr(exc, 'problem', None) or 'malformed'})"
+    problem = str(getattr(exc, "problem", None) or "malformed")
+    if "'\\t'" in problem:
+        problem = "a tab indents it, and YAML indents with spaces only; replace the tab with spaces"
+    return f" (line {mark.line + 1}: {problem})"
 
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading plain numbers as YAML 1.2 does: ``1e9`` and ``2.5e-3`` are
-    numbers (YAML 1.1, which PyYAML follows, reads an exponent without a dot and a sign as text), and
-    refusing a mapping that names a key twice (YAML 1.2 requires unique keys; PyYAML keeps the last
-    silently, so ``port: 8080`` then ``port: 8081`` would run on 8081 unseen)."""
+    numbers (YAML 1.1, which PyYAML follows, reads an exponent without a dot and a sign as text),
+    ``0o50`` is octal 40 and ``0x28`` hexadecimal (YAML 1.1 reads ``0o50`` as text), ``1:30`` is text
+    (YAML 1.1 reads it as 90, base 60), and a whole number that starts with 0 where YAML 1.1 and 1.2
+    disagree (``050``: octal 40 or 50) is refused with both readings; a tab after a key's colon
+    separates as a space does (YAML 1.2; PyYAML refuses it); and refusing a mapping that names a key
+    twice (YAML 1.2 requires unique keys; PyYAML keeps the last silently, so ``port: 8080`` then
+    ``port: 8081`` would run on 8081 unseen)."""
+
+    def _within_line(self) -> bool:
+        """Whether something other than blanks precedes the reading position on its line (a tab
+        there separates tokens; at the start of a line it would indent, which YAML forbids)."""
+        start = max(0, self.pointer - self.column)
+        return bool(self.buffer[start : self.pointer].strip(" \t"))
+
+    def scan_to_next_token(self) -> None:
+        """PyYAML's, skipping tabs as well as spaces within a line (``port:<TAB>8080``, a tab before a
+        comment): YAML 1.2 separates tokens by either. A tab that would indent a line is left to
+        PyYAML, which refuses it (:func:`yaml_position` says so)."""
+        if self.index == 0 and self.peek() == "\ufeff":
+            self.forward()
+        found = False
+        while not found:
+            while self.peek() == " " or (self.peek() == "\t" and self._within_line()):
+                self.forward()
+            if self.peek() == "#":
+                while self.peek() not in "\0\r\n\x85\u2028\u2029":
+                    self.forward()
+            if self.scan_line_break():  # type: ignore[no-untyped-call]
+                if not self.flow_level:
+                    self.allow_simple_key = True
+            else:
+                found = True
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """A whole number as YAML 1.2 reads it (``0o`` octal, ``0x`` hexadecimal; PyYAML's ``0b``
+        binary and ``1_000`` kept); one that starts with 0 and reads differently as octal (YAML 1.1)
+        and as decimal (YAML 1.2) is refused naming both."""
+        text = str(self.construct_scalar(node))
+        plain = text.replace("_", "")
+        sign = -1 if plain.startswith("-") else 1
+        body = plain.lstrip("+-")
+        try:
+            for prefix, base in (("0b", 2), ("0o", 8), ("0x", 16)):
+                if body.startswith(prefix):
+                    return sign * int(body[2:], base)
+            value = int(body, 10)
+        except ValueError:  # only with an explicit tag (!!int abc): the resolver's numbers all parse
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{text!r} is not a whole number", node.start_mark
+            ) from None
+        if len(body) > 1 and body[0] == "0" and set(body) <= set("01234567") and int(body, 8) != value:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the number {text} starts with 0, which YAML 1.1 reads as octal ({sign * int(body, 8)}) "
+                f"and YAML 1.2 as {sign * value}; write {sign * value}, or {'-' if sign < 0 else ''}"
+                f"0o{body.lstrip('0')} for octal",
+                node.start_mark,
+            )
+        return sign * value
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
@@ -264,11 +325,33 @@ def _check_expansion(root: yaml.Node) -> None:
 
 # YAML 1.2's core schema has no timestamps: a date stays the text it is (PyYAML's YAML 1.1 reading
 # would turn 2017-02-30 into a ValueError and 2017-02-28 into a date no setting takes).
+# Numbers are resolved below, as YAML 1.2 does (no base 60: ``1:30`` stays text).
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(
+        r"^[-+]?(?:0b[0-1_]*[0-1][0-1_]*|0o[0-7_]*[0-7][0-7_]*|0x[0-9a-fA-F_]*[0-9a-fA-F][0-9a-fA-F_]*"
+        r"|[0-9][0-9_]*)$"
+    ),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
@@ -346,31 +429,16 @@ def read_yaml_mapping(path: str | Path, *, what: str, doc: str, error: type[Firm
     return data
 
 
-MAX_REDIS_DB = (1 << 31) - 1
+MAX_REDIS_DB = redis_auth.MAX_DB
 """The largest database number a Redis URL may name (Redis keeps it in a C int)."""
 
-REDIS_URL_HINT = "give a URL like redis://127.0.0.1:6379/0, rediss://HOST:PORT/DB or unix:///PATH/redis.sock"
+REDIS_URL_HINT = redis_auth.URL_FIX
 """What a Redis URL looks like, for a message's fix."""
 
 
 def redis_url_problem(url: str) -> str | None:
-    """What is wrong with a Redis URL, or None when redis-py can use it: one it cannot parse (scheme,
-    brackets, port, query options), a database number that is negative or beyond
-    :data:`MAX_REDIS_DB`, or no host (the password redacted in what it says)."""
-    from redis.connection import parse_url  # noqa: PLC0415 (redis only when a URL is checked)
-
-    try:
-        parsed = parse_url(url)  # type: ignore[no-untyped-call]
-    except ValueError as exc:
-        return f"not a Redis URL: {exc}"
-    parts = urllib.parse.urlsplit(url)
-    path = parts.path.strip("/")
-    if parts.scheme in ("redis", "rediss") and path and not (path.isascii() and path.isdigit()):
-        # redis-py reads a path that is no number as database 0: the user meant another one
-        return f"its path /{path} is not a database number (0 to {MAX_REDIS_DB})"
-    db = parsed.get("db", 0)
-    if not isinstance(db, int) or not 0 <= db <= MAX_REDIS_DB:
-        return f"it names database {db}; Redis databases are numbered from 0 to {MAX_REDIS_DB}"
-    if "connection_class" not in parsed and not parsed.get("host"):
-        return "it names no host"
-    return None
+    """What is wrong with a Redis URL, or None when redis-py can use it as meant: the one check,
+    :func:`ansible_collections.firm.core.plugins.module_utils.redis_auth.url_problem` (scheme,
+    brackets, port, query options, a path or database that is not a number from 0 to
+    :data:`MAX_REDIS_DB`, no host, spaces or control characters); it names no part of the URL."""
+    return redis_auth.url_problem(url)

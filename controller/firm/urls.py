@@ -6,22 +6,36 @@ import socket
 import sys
 import urllib.parse
 
+from ansible_collections.firm.core.plugins.module_utils.urls import redact_url
 
-def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced by ``***``, for messages and
-    logs (a URL that cannot be parsed loses everything before its last ``@``)."""
-    if "@" not in url:
-        return url
+__all__ = ["describe_transport", "http_url_problem", "redact_url"]
+
+
+def http_url_problem(url: str, *, whole: bool = False) -> str | None:
+    """What keeps ``url`` from being the base URL of an http(s) service firm can call, as a predicate
+    for ``f"{redact_url(url)!r} {problem}"``: it ``holds a space or a control character``, ``is not a
+    URL (...)`` (unbalanced brackets), ``has an invalid port (...)`` (no number, out of range), ``is not
+    an http(s) URL with a host``, ``names port 0``, or ``has a query or a fragment`` (firm appends its own paths and
+    queries); None when it is one. The one check of such URLs (options, configuration files, specs);
+    it names no part of the URL, so that no password is shown. ``whole``: the URL is called as it is
+    (a metrics endpoint), so a query is allowed."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "holds a space or a control character"
     try:
         parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        scheme, sep, rest = url.partition("://")
-        return (scheme + sep if sep else "") + "***@" + rest.rsplit("@", 1)[-1]
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    shown = user.split(":", 1)[0] + (":***" if ":" in user else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{shown}@{host}"))
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        return f"has an invalid port ({exc}); a port is a number from 1 to 65535"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL with a host"
+    if port == 0:
+        return "names port 0"
+    if not whole and (parts.query or parts.fragment or url.endswith(("?", "#"))):
+        return "has a query or a fragment (?...#...)"
+    return None
 
 
 def describe_transport(exc: BaseException, *, where: bool = True) -> str:

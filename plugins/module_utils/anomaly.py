@@ -54,7 +54,7 @@ DEFAULT_SYSBENCH_DIR = "/var/lib/firm/sysbench"
 CGROUP_PARENT = "firm-anomaly"
 CPU_PERIOD_US = 100000
 MIN_DURATION_S = 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # \Z: "$" would let a final newline in
 
 
 class AnomalyInputError(InvalidInputError):

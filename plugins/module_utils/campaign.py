@@ -35,7 +35,7 @@ from ansible_collections.firm.core.plugins.module_utils.redis_buffer import Pend
 
 NETWORK_KINDS = tuple(anomaly.kind_names(placement="interface"))
 DEFAULT_KINDS = tuple(anomaly.kind_names(portable=True))
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}\Z")  # \Z: "$" would let a final newline in
 
 
 class CampaignInputError(InvalidInputError):
@@ -403,6 +403,18 @@ def validate_entries(event: str, entries: Sequence[Mapping[str, Any]]) -> list[d
                 raise RecordError(
                     f"entry {index} ({entry.get('name', '?')}): {key} is missing or empty",
                     fix=f"give every entry a {key} (firm.core.anomaly's result has it)",
+                )
+        if entry["kind"] not in anomaly.KINDS:
+            raise RecordError(
+                f"entry {index} ({entry['name']}): kind {entry['kind']!r} is not an anomaly kind, so no "
+                "label can say which resource it contended",
+                fix=f"give one of {', '.join(anomaly.KINDS)} (firm.core.anomaly's result has it)",
+            )
+        for key in ("name", "host"):
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in entry[key]):
+                raise RecordError(
+                    f"entry {index} ({entry['name']!r}): {key} {entry[key]!r} contains a control character",
+                    fix=f"give {key} without NUL bytes, newlines or other control characters",
                 )
         out = dict(entry)
         out["started_at"] = _epoch_seconds(entry, "started_at", index)

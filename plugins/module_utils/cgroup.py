@@ -74,13 +74,44 @@ _V1_DISK_FILES = {
     "write_iops": "blkio.throttle.write_iops_device",
 }
 _V2_IO_KEYS = {"read_bps": "rbps", "write_bps": "wbps", "read_iops": "riops", "write_iops": "wiops"}
-_CONTAINER_ID = re.compile(r"^[0-9a-f]{12,64}$")
+_CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
 # A pod's metadata.uid (dashed, or with underscores as the systemd driver writes it), or the 32 hex
-# digits of a static pod's kubernetes.io/config.hash, which the kubelet uses as its (mirror pod's) UID.
+# digits of a static pod's kubernetes.io/config.hash, which the kubelet uses as its (mirror pod's) UID;
+# in any case, and with the "pod" prefix of its cgroup's name.
 _POD_UID = re.compile(
-    r"^([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}"
-    r"|[0-9a-fA-F]{32})$"
+    r"(?:pod)?([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})"
 )
+# A container's cgroup name as each runtime makes it: "cri-containerd-ID.scope", "crio-ID(.scope)",
+# "docker-ID.scope"; the runtime it names.
+_CONTAINER_SCOPE = re.compile(r"(cri-containerd|crio|docker)-([0-9a-f]{12,64})(?:\.scope)?")
+_SCOPE_RUNTIMES = {"cri-containerd": "containerd", "crio": "cri-o", "docker": "docker"}
+CPU_QUOTA_MAX_US = (1 << 44) - 1
+"""The kernel's max_cfs_runtime (MAX_BW us, "more than 203 days"): larger quotas are refused, and on
+cgroup v2 a quota whose nanoseconds pass 2^64 wraps silently into a small one."""
+MEMORY_MAX_BYTES = (1 << 62) - 1
+"""Larger limits read back as unlimited on v1 (and overflow the kernel's parser at 2^64): use -1."""
+DISK_BPS_MAX = (1 << 64) - 2
+"""A throttle of U64_MAX bytes/s is the kernel's "no limit", and larger values wrap in v1's parser."""
+DISK_IOPS_MAX = (1 << 32) - 2
+"""The kernel keeps IOPS throttles in 32 bits and clamps larger ones to UINT_MAX, its "no limit"."""
+
+
+def normalise_pod_uid(pod_uid: str) -> str:
+    """A pod UID in the form the cgroupfs driver names it (dashed, lower case; a static pod's 32
+    hex digits as they are), from any form the kubelet, kubectl or a cgroup path shows.
+
+    Accepts upper case, underscores for dashes (the systemd driver's slice names), a ``pod``
+    prefix and surrounding whitespace; refuses anything else before a path is built from it.
+    """
+    text = pod_uid.strip().lower() if isinstance(pod_uid, str) else ""
+    match = _POD_UID.fullmatch(text)
+    if not match:
+        raise CgroupInputError(
+            f"pod_uid {pod_uid!r} is not a pod UID",
+            fix="give metadata.uid of the pod, e.g. 6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10, or a "
+            "static pod's kubernetes.io/config.hash (32 hex digits)",
+        )
+    return match.group(1).replace("_", "-")
 
 
 class CgroupInputError(InvalidInputError):
@@ -245,19 +276,13 @@ def kubernetes_candidates(
     cgroupfs driver: ``kubepods[/<qos>]/pod<uid>[/<id>]`` (CRI-O: ``crio-<id>``); systemd driver:
     ``kubepods.slice[/kubepods-<qos>.slice]/kubepods[-<qos>]-pod<uid_>.slice[/<prefix>-<id>.scope]``.
     """
-    if not _POD_UID.match(pod_uid):
-        raise CgroupInputError(
-            f"pod_uid {pod_uid!r} is not a pod UID",
-            fix="give metadata.uid of the pod, e.g. 6f1c1f4e-1e1b-4c57-9d5b-0b6d3c2d9a10, or a "
-            "static pod's kubernetes.io/config.hash (32 hex digits)",
-        )
-    inferred_runtime, cid = _split_container_id(container_id) if container_id else (None, None)
+    uid_dashes = normalise_pod_uid(pod_uid)
+    inferred_runtime, cid = _split_container_id(container_id) if container_id is not None else (None, None)
     if runtime == "auto":
         runtimes = [inferred_runtime] if inferred_runtime else list(_RUNTIME_PREFIXES)
     else:
         runtimes = [runtime]
     drivers = ["cgroupfs", "systemd"] if driver == "auto" else [driver]
-    uid_dashes = pod_uid.replace("_", "-").lower()
     uid_unders = uid_dashes.replace("-", "_")
     candidates: list[str] = []
     for drv in drivers:
@@ -279,24 +304,32 @@ def kubernetes_candidates(
 
 
 def _split_container_id(container_id: str) -> tuple[str | None, str]:
-    """``containerd://abc`` -> ("containerd", "abc"); a bare ID has no runtime."""
+    """``containerd://abc`` -> ("containerd", "abc"); a bare ID has no runtime.
+
+    Also reads the container's cgroup name (``cri-containerd-abc.scope``, ``crio-abc``,
+    ``docker-abc.scope``), upper case and surrounding whitespace.
+    """
     runtime = None
-    if "://" in container_id:
-        scheme, container_id = container_id.split("://", 1)
+    text = container_id.strip().lower()
+    if "://" in text:
+        scheme, text = text.split("://", 1)
         runtime = {"containerd": "containerd", "cri-o": "cri-o", "crio": "cri-o", "docker": "docker"}.get(
             scheme
         )
         if runtime is None:
             raise CgroupInputError(
-                f"container runtime {scheme!r} is not known",
+                f"container runtime {scheme!r} of container_id {container_id!r} is not known",
                 fix="use a containerd://, cri-o:// or docker:// container ID",
             )
-    if not _CONTAINER_ID.match(container_id):
+    scope = _CONTAINER_SCOPE.fullmatch(text)
+    if scope and runtime in (None, _SCOPE_RUNTIMES[scope.group(1)]):
+        runtime, text = _SCOPE_RUNTIMES[scope.group(1)], scope.group(2)
+    if not _CONTAINER_ID.fullmatch(text):
         raise CgroupInputError(
             f"container_id {container_id!r} is not a container ID",
-            fix="give status.containerStatuses[].containerID of the pod",
+            fix="give status.containerStatuses[].containerID of the pod (e.g. containerd://<64 hex digits>)",
         )
-    return runtime, container_id
+    return runtime, text
 
 
 def group_of_pod(
@@ -536,6 +569,11 @@ def validate(settings: CgroupSettings) -> None:
             f"cpu_quota_us {quota} is {'negative' if quota < 0 else 'below 1 ms'}",
             fix=f"use -1 for unlimited or a quota of at least {CPU_QUOTA_MIN_US} us (1 ms)",
         )
+    if quota is not None and quota > CPU_QUOTA_MAX_US:
+        raise CgroupInputError(
+            f"cpu_quota_us {quota} is above the kernel's largest quota, {CPU_QUOTA_MAX_US} us (about 203 days)",
+            fix="use -1 for unlimited, or a quota of at most cpu_period_us times the number of CPUs",
+        )
     if settings.cpu_weight is not None and not CPU_WEIGHT_MIN <= settings.cpu_weight <= CPU_WEIGHT_MAX:
         raise CgroupInputError(
             f"cpu_weight {settings.cpu_weight} is outside [{CPU_WEIGHT_MIN}, {CPU_WEIGHT_MAX}]",
@@ -550,6 +588,11 @@ def validate(settings: CgroupSettings) -> None:
         raise CgroupInputError(
             f"memory_max {memory} is below one page", fix="use -1 for unlimited or at least 4096 bytes"
         )
+    if memory is not None and memory > MEMORY_MAX_BYTES:
+        raise CgroupInputError(
+            f"memory_max {memory} is above {MEMORY_MAX_BYTES} bytes, more than any kernel holds as a limit",
+            fix="use 'max' (or -1) for no limit, or a size such as 512M",
+        )
     seen = set()
     for limit in settings.disk:
         if limit.device in seen:
@@ -561,13 +604,20 @@ def validate(settings: CgroupSettings) -> None:
                     f"{name} {value} of device {limit.device} is not positive",
                     fix="omit the field for no limit, or give a positive number",
                 )
+            most = DISK_IOPS_MAX if name.endswith("iops") else DISK_BPS_MAX
+            if value is not None and value > most:
+                raise CgroupInputError(
+                    f"{name} {value} of device {limit.device} is above {most}, which the kernel reads as "
+                    "no limit or cannot hold",
+                    fix=f"omit {name} for no limit, or give at most {most}",
+                )
 
 
 def parse_list(text: str, what: str = "list") -> list[int]:
     """``"0-2,5"`` -> [0, 1, 2, 5], the kernel's list format for CPUs and memory nodes."""
     numbers: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
         if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
             raise CgroupInputError(
                 f"{what} {text!r} is not a list like '0-3,6'",
@@ -599,7 +649,7 @@ def resolve_device(device: str, sysfs_root: str = "/sys") -> str:
 
     Throttling happens after partitions are remapped to their disk, so limits go on the disk.
     """
-    if re.fullmatch(r"\d+:\d+", device):
+    if re.fullmatch(r"[0-9]+:[0-9]+", device):
         majmin = device
     else:
         if "\x00" in device:
@@ -1297,7 +1347,7 @@ def enable_disk_accounting(layout: Layout, sysfs_root: str = "/sys", *, kernel: 
             device = read_text(os.path.join(block, name, "dev"))
         except FirmError:
             continue
-        if device in held or not re.fullmatch(r"\d+:\d+", device):
+        if device in held or not re.fullmatch(r"[0-9]+:[0-9]+", device):
             continue
         write_text(rules, f"{device} 0", kernel)
         enabled.append(device)
@@ -1353,6 +1403,7 @@ def ensure_cgroup(
     is what the group would hold.
     """
     target = group.paths.get("cpu") or next(iter(group.paths.values()), "")
+    _refuse_root(group)
     if desired is None:
         return _ensure_absent(group, target, check_mode, kernel)
     settings = resolve_devices(desired, sysfs_root)
@@ -1389,6 +1440,19 @@ def ensure_cgroup(
         attached=attach,
         check_mode=check_mode,
     )
+
+
+def _refuse_root(group: Group) -> None:
+    """The root group is the whole machine's: its knobs are not limits (the kernel refuses most of
+    them) and moving processes there takes them out of every limit, so firm never targets it."""
+    for controller in group.paths:
+        directory = group.dir(controller)
+        if os.path.realpath(directory) == os.path.realpath(group.layout.hierarchy(controller).mount):
+            raise CgroupInputError(
+                f"the target is the root cgroup ({directory}), which firm does not change",
+                fix="give the path of a group below the root, e.g. firm/web (an empty path, '.' or a "
+                "process of the root group names the root)",
+            )
 
 
 def _verify(group: Group, settings: CgroupSettings, sysfs_root: str) -> None:

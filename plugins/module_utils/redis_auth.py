@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
+from ansible_collections.firm.core.plugins.module_utils.errors import FirmError, InvalidInputError
+from ansible_collections.firm.core.plugins.module_utils.urls import redact_url
 
 if TYPE_CHECKING:
     import redis
@@ -90,6 +92,71 @@ def ensure_password(path: str | None = None) -> str:
     return password
 
 
+MAX_DB = (1 << 31) - 1
+"""The highest database number (Redis's ``databases`` setting is a C int)."""
+
+URL_FIX = "give a URL like redis://127.0.0.1:6379/0, rediss://HOST:PORT/DB or unix:///PATH/redis.sock"
+
+
+def url_problem(url: object) -> str | None:
+    """What keeps ``url`` from being a Redis URL that redis-py uses as it is meant, as a clause for
+    ``f"{redact_url(url)!r}: {problem}"`` that names no part of the URL (so no password is shown);
+    None when it is one. The one check of Redis URLs, for the modules and the controller.
+
+    redis-py silently reads a missing host as localhost:6379 and a path that is not a number as
+    database 0, and fails late (or with an exception of its own) on a port out of range or a bad
+    query option; each of those is a problem here.
+    """
+    if not isinstance(url, str) or not url.strip():
+        return "it is not a Redis URL (it is empty)"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F or not c.isprintable() for c in url):
+        return "it holds a space or a control character"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"it is not a Redis URL ({exc})"
+    scheme = parts.scheme
+    if not url.startswith(("redis://", "rediss://", "unix://")):  # as redis-py reads it: in lower case
+        return f"it is not a Redis URL (scheme {url.partition(':')[0]!r}; it starts redis://, rediss:// or unix://)"
+    query = parse_qs(parts.query)
+    path = parts.path.strip("/")
+    if scheme == "unix":
+        if not path:
+            return "it names no socket"
+        db_text = query.get("db", ["0"])[0]
+    else:
+        if not parts.hostname:
+            return "it names no host"
+        if port == 0:
+            return "it names port 0"
+        if path and not re.fullmatch(r"[0-9]+", path):
+            return f"its path /{path} is not a database number (0 to {MAX_DB})"
+        db_text = query.get("db", [path or "0"])[0]
+    if not re.fullmatch(r"[0-9]+", db_text) or int(db_text) > MAX_DB:
+        return f"it names database {db_text}; Redis databases are numbered from 0 to {MAX_DB}"
+    try:
+        from redis.connection import parse_url  # noqa: PLC0415 - where redis-py is installed
+
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ImportError:
+        pass
+    except ValueError as exc:  # a query option redis-py cannot read
+        return f"it is not a Redis URL ({exc})"
+    return None
+
+
+def check_url(url: object, what: str = "redis_url") -> str:
+    """``url`` when it is a Redis URL (:func:`url_problem`); else InvalidInputError naming ``what``
+    and the fix, before anything connects (the password is never shown)."""
+    problem = url_problem(url)
+    if problem is not None:
+        shown = redact_url(url) if isinstance(url, str) else url
+        raise InvalidInputError(f"{what} {shown!r}: {problem}", fix=URL_FIX)
+    assert isinstance(url, str)
+    return url
+
+
 def is_local(url: str) -> bool:
     """Whether ``url`` names a Redis on this machine (loopback address or Unix socket)."""
     parts = urlsplit(url)
@@ -133,8 +200,10 @@ def _authenticate(connection: Any) -> None:
 def connect(url: str, **options: Any) -> redis.Redis:
     """A ``redis.Redis`` client of ``url`` with the password of :func:`password_for`.
 
-    ``options`` go to ``redis.Redis.from_url`` (timeouts, ``decode_responses``).
+    ``options`` go to ``redis.Redis.from_url`` (timeouts, ``decode_responses``). A URL that is not
+    one (:func:`check_url`) is refused before anything connects.
     """
+    check_url(url, "Redis URL")
     import redis  # noqa: PLC0415 - here, so that a module without the redis package can import this file
 
     return redis.Redis.from_url(url, password=password_for(url), redis_connect_func=_authenticate, **options)

@@ -441,6 +441,8 @@ def check_group_name(name: str) -> None:
         raise ResctrlInputError(
             f"group name {name!r} contains a newline or NUL, which the kernel refuses", fix=fix
         )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):  # as cgroup paths (sysfs.confined_path)
+        raise ResctrlInputError(f"group name {name!r} contains a control character", fix=fix)
     if name in RESERVED_NAMES:
         raise ResctrlInputError(f"group name {name!r} is one of resctrl's own directories", fix=fix)
     if len(name.encode("utf-8")) > NAME_MAX:
@@ -726,7 +728,9 @@ def parse_decimal(value: object) -> int:
         raise ValueError(value)
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(
+        r"\s*[0-9]+\s*", value
+    ):  # ASCII: other scripts' digits are not numbers here
         return int(value.strip())
     raise ValueError(value)
 

@@ -31,6 +31,13 @@ def confined_path(root: str, relative: str, what: str = "path") -> str:
         raise InvalidInputError(
             f"{what} {relative!r} contains a NUL byte", fix=f"give a {what} without NUL bytes"
         )
+    control = next((c for c in relative if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if control is not None:
+        raise InvalidInputError(
+            f"{what} {relative!r} contains the control character {control!r}",
+            fix=f"give a {what} without newlines or other control characters (a YAML block scalar "
+            "such as `|` ends with a newline: use `>-` or a quoted string)",
+        )
     if relative.startswith("/"):
         raise InvalidInputError(
             f"{what} {relative!r} is absolute",

@@ -191,7 +191,8 @@ def parse_rate(value: str | int, what: str = "rate") -> int:
         )
     if bps > _MAX_RATE_BPS:
         raise TcInputError(
-            f"{what} {value!r} is larger than the kernel can hold", fix=f"give a {what} below 1tbit"
+            f"{what} {value!r} is larger than the kernel can hold (2^64 - 1 bytes per second)",
+            fix=f"give a {what} of at most {_MAX_RATE_BPS} bit/s, e.g. 100gbit",
         )
     return bps // 8 * 8
 
@@ -254,7 +255,7 @@ def check_interface_name(interface: str) -> str:
     ):
         raise TcInputError(
             f"interface {interface!r} is not a valid interface name",
-            fix="give the name `ip link` shows: 1 to 15 characters without '/', ':', NUL or spaces",
+            fix="give the name `ip link` shows: 1 to 15 bytes (UTF-8) without '/', ':', NUL or spaces",
         )
     return interface
 

@@ -127,11 +127,10 @@ def main() -> None:
     if params["redis_url"]:
         if not HAS_REDIS:
             module.fail_json(msg=missing_required_lib("redis"))
-        if not str(params["redis_url"]).startswith(("redis://", "rediss://", "unix://")):
-            module.fail_json(
-                msg=f"redis_url {params['redis_url']!r} is not a Redis URL",
-                fix="give redis://HOST:PORT/DB, rediss://... or unix:///path/to/socket",
-            )
+        try:
+            redis_auth.check_url(params["redis_url"])
+        except FirmError as err:
+            module.fail_json(**err.as_dict())
         if params["redis_wait"] < 0:
             module.fail_json(
                 msg=f"redis_wait {params['redis_wait']} is negative", fix="give 0 or more seconds"

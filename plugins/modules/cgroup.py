@@ -40,11 +40,16 @@ options:
   pod_uid:
     description:
       - Target the group of the Kubernetes pod with this UID (C(metadata.uid)), whatever its QoS class.
+      - Any form the kubelet shows is accepted, for both cgroup drivers - dashed, with underscores (systemd slice
+        names), upper case, with the C(pod) prefix of its cgroup - and a static pod's 32-hex-digit
+        C(kubernetes.io/config.hash).
     type: str
   container_id:
     description:
       - With O(pod_uid), target one container, for example C(containerd://4f2a...) from
         C(status.containerStatuses[].containerID); the prefix selects the runtime.
+      - The container's cgroup name (C(cri-containerd-ID.scope), C(crio-ID), C(docker-ID.scope)) is accepted
+        too. An empty string is refused rather than read as the whole pod.
     type: str
   cgroup_driver:
     description:
@@ -68,7 +73,7 @@ options:
   cpu_quota_us:
     description:
       - CPU time the group may use per period, in microseconds (C(cpu.cfs_quota_us) or C(cpu.max)).
-      - C(-1) removes the limit. At least 1000 (1 ms).
+      - C(-1) removes the limit. At least 1000 (1 ms), at most 17592186044415 (the kernel's largest quota).
     type: int
   cpu_period_us:
     description:
@@ -93,6 +98,8 @@ options:
       - Disk throttles, one entry per device. A field that is left out means no limit for it;
         devices that are not listed are left as they are.
       - Limits apply to the whole disk, so a partition is resolved to its disk.
+      - Byte rates go up to 18446744073709551614 and operation rates up to 4294967294; the kernel reads the next
+        value as no limit.
     type: list
     elements: dict
     suboptions:
@@ -118,6 +125,7 @@ options:
       - Memory limit in bytes, or with a K, M, G or T suffix (powers of 1024; C(512M), C(512MB), C(512MiB) and
         C(512mb) are the same); C(max) or C(-1) for none. C(512Mb) is refused as ambiguous (bits or bytes).
       - The kernel holds whole pages, so the limit is compared (and reported) rounded down to a page.
+      - At most 4611686018427387903 bytes (2^62 - 1); larger limits read back as none, so give C(max).
     type: str
   pids:
     description:

@@ -94,6 +94,10 @@ def workers_alive(record: anomaly.Record) -> bool:
 # CPU -------------------------------------------------------------------------------------------------
 
 
+QUIET_SHARE = 0.8
+"""The share of its CPU a busy victim must get alone for the intensity-25 bound to be the anomaly's."""
+
+
 def cpu_share(group: cgroup.Group, seconds: float) -> float:
     before, start_time = cgroup.read_stats(group).cpu_usage_ns or 0, time.monotonic()
     time.sleep(seconds)
@@ -124,8 +128,15 @@ def test_cpu_anomaly_beside_a_service_slows_it_by_intensity_and_relief_follows(
     # intensity % of the CPU goes to the anomaly (its quota and its weight, contending_weight): the
     # kernel's shares are exact for two busy groups, so the bounds leave room for other work only
     assert at_full < 0.25 * alone
-    assert 0.6 * alone < at_quarter < 0.9 * alone
     assert relieved > 0.85 * alone
+    if alone < QUIET_SHARE:
+        # other work holds part of CPU 0, and the anomaly's quarter then comes from it as much as from
+        # the victim: measured 0.49 alone and 0.45 at 25 beside a 60 % hog, a ratio of 0.90
+        pytest.skip(
+            f"the victim had {alone:.2f} of CPU 0 to itself (other work on it; {QUIET_SHARE} needed), so "
+            f"the slowdown at intensity 25 ({at_quarter:.2f}) is not the anomaly's alone"
+        )
+    assert 0.6 * alone < at_quarter < 0.9 * alone
 
 
 # Disk ------------------------------------------------------------------------------------------------

@@ -132,7 +132,9 @@ def private_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 # The password -------------------------------------------------------------------------------------
 
 
-def run_start_redis(tmp_path: Path, port: int) -> subprocess.CompletedProcess[str]:
+def run_start_redis(
+    tmp_path: Path, port: int, pass_fds: tuple[int, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     env = dict(
         os.environ,
         FIRM_REDIS_PORT=str(port),
@@ -141,7 +143,13 @@ def run_start_redis(tmp_path: Path, port: int) -> subprocess.CompletedProcess[st
     )
     env.pop("REDISCLI_AUTH", None)
     return subprocess.run(
-        ["bash", str(START_REDIS)], env=env, capture_output=True, text=True, timeout=60, check=False
+        ["bash", str(START_REDIS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        pass_fds=pass_fds,
     )
 
 
@@ -197,6 +205,27 @@ def test_start_redis_generates_a_private_password_that_every_client_needs(tmp_pa
         assert password_file.read_text().strip() == password
     finally:
         shut_down(port, password_file.read_text().strip())
+
+
+def test_the_started_redis_keeps_nothing_its_starter_had_open(tmp_path: Path) -> None:
+    """The server outlives start-redis.sh: a file its caller had open (the lock of `flock -w W LOCK
+    make services`) must not stay open in it, or the lock is held as long as Redis runs."""
+    port = free_port()
+    lock = tmp_path / "held.lock"
+    held = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        started = run_start_redis(tmp_path, port, pass_fds=(held,))
+    finally:
+        os.close(held)
+    assert started.returncode == 0, started.stderr
+    password = (tmp_path / "pw" / "redis.password").read_text().strip()
+    try:
+        pid = int((tmp_path / f"firm-redis-{port}.pid").read_text())
+        fd_dir = Path("/proc", str(pid), "fd")
+        targets = {os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir) if (fd_dir / fd).is_symlink()}
+        assert str(lock) not in targets, sorted(targets)
+    finally:
+        shut_down(port, password)
 
 
 def test_start_redis_protects_a_redis_that_ran_without_a_password(tmp_path: Path) -> None:

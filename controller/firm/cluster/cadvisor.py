@@ -38,6 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 from urllib3.exceptions import HTTPError
 
+from ansible_collections.firm.core.plugins.module_utils import cgroup
 from firm.cluster.config import ClusterError, api_error, unreachable
 from firm.cluster.discovery import PodInfo
 from firm.telemetry.model import Sample
@@ -46,9 +47,11 @@ from firm.urls import describe_transport, redact_url
 
 log = logging.getLogger(__name__)
 
+# A pod's cgroup in either driver's spelling: dashed or underscored UIDs, and a static pod's 32 hex
+# digits (its kubernetes.io/config.hash, which the mirror pod carries as its UID).
 _POD = re.compile(
-    r"pod([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12})"
-    r"(?:\.slice)?(?=/|$)"
+    r"pod([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{32})(?:\.slice)?(?=/|$)"
 )
 
 COUNTERS = {
@@ -148,7 +151,7 @@ def parse(text: str) -> dict[str, PodCounters]:
     for cgroup_id, row in rows.items():
         match = _POD.search(cgroup_id)
         assert match is not None
-        uid = match.group(1).replace("_", "-").lower()
+        uid = cgroup.normalise_pod_uid(match.group(1))
         pod = pods.setdefault(uid, PodCounters(uid))
         labels = labels_of[cgroup_id]
         pod.namespace = (

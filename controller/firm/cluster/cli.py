@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
-from firm.cli_options import describe, json_option
+from firm.cli_options import describe, json_option, refuse_empty
 from firm.schema import load_yaml, yaml_position
 from firm.textfiles import TextFileError, read_small_file
 
@@ -84,7 +84,9 @@ def _row(pod: PodInfo, driver: str) -> dict[str, Any]:
     envvar="KUBECONFIG",
     help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).",
 )
-@click.option("--context", default=None, help="kubeconfig context (default: its current one).")
+@click.option(
+    "--context", default=None, callback=refuse_empty, help="kubeconfig context (default: its current one)."
+)
 @click.option("--service", "service_specs", multiple=True, metavar="SPEC", help=_SERVICE_HELP)
 @click.option(
     "--services",

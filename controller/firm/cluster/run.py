@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import string
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from firm.cluster.preflight import HostFacts, NodeInfo, gather_facts, list_nodes
 from firm.cluster.traces import JaegerWindow
 from firm.telemetry.source import MemoryTelemetry, TelemetrySink
 from firm.tracing.jaeger import JaegerClient
+from firm.urls import http_url_problem
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +61,13 @@ class ServiceEntry(BaseModel):
     )
 
 
-def _http_url(value: str, example: str) -> str:
-    """``value`` when it is an http(s) URL with a host and a valid port, else ValueError saying so
-    (the message names no part of the URL: the field's value is shown, password redacted, by
-    :func:`firm.schema.describe`)."""
-    try:
-        parts = urllib.parse.urlsplit(value)
-        port = parts.port
-    except ValueError:
-        port, parts = None, None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or port == 0
-        or any(c.isspace() for c in value)
-    ):
-        raise ValueError(f"not an http(s) URL with a host; give one such as {example}")
+def _http_url(value: str, example: str, *, whole: bool = False) -> str:
+    """``value`` when it is an http(s) URL firm can call (:func:`firm.urls.http_url_problem`, the one
+    check; ``whole`` as there), else ValueError saying what is wrong (the message names no part of
+    the URL: the field's value is shown, password redacted, by :func:`firm.schema.describe`)."""
+    problem = http_url_problem(value, whole=whole)
+    if problem is not None:
+        raise ValueError(f"it {problem}; give one such as {example}")
     return value
 
 
@@ -158,7 +148,7 @@ class ClusterRunConfig(BaseModel):
             example = value.format(address="node", node="node")
         except (ValueError, IndexError, KeyError, AttributeError):
             raise ValueError("its {address} or {node} has a format of its own; write them plain") from None
-        _http_url(example, "http://{address}:8080/metrics")
+        _http_url(example, "http://{address}:8080/metrics", whole=True)
         return value
 
     @field_validator("slo_ms")

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.cli_options import (
+    MAX_SEED,
     FiniteFloatRange,
     InputFile,
     OutputDirectory,
@@ -45,7 +46,6 @@ from firm.experiment.runner import (
     supported_kinds,
 )
 from firm.experiment.schedule import parse_kinds
-from firm.load.cli import MAX_SEED
 from firm.load.config import MAX_RATE_RPS
 from firm.load.errors import LoadSpecError
 from firm.load.schedule import read_rate_trace

@@ -28,8 +28,9 @@ MIN_INTERVAL_S = 0.1
 MAX_INTERVAL_S = 3600.0
 """The longest report interval, seconds."""
 
-MAX_COUNT = 1 << 31
-"""The largest count (actions, errors, instances) a recorded run may hold."""
+MAX_COUNT = (1 << 31) - 1
+"""The largest count (actions, errors, instances) a recorded run may hold: 2^31 - 1, the bound of
+every count on the command line (``firm.cli_options.MAX_WHOLE``)."""
 
 Seconds = Annotated[FiniteFloat, Field(ge=0)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]

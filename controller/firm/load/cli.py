@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from firm import cli_options
 from firm.cli_options import (
+    MAX_WHOLE,
     FiniteFloatRange,
     check_http_url,
     json_option,
@@ -130,10 +132,10 @@ MIN_WINDOW_S = 0.01
 """The shortest latency window, seconds."""
 MAX_CONNECTIONS = 10_000
 """The most keep-alive connections one generator opens."""
-MAX_COUNT = 1 << 31
-"""The largest count (users, requests in flight, stream entries)."""
-MAX_SEED = (1 << 64) - 1
-"""The largest seed."""
+MAX_COUNT = MAX_WHOLE
+"""The largest count (users, requests in flight, stream entries): 2^31 - 1."""
+MAX_SEED = cli_options.MAX_SEED
+"""The largest seed (2^64 - 1; also ``firm testbed run --seed``)."""
 
 
 @click.command("load")

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from firm.load.errors import LoadSpecError
 from firm.textfiles import kind_of
+from firm.urls import http_url_problem, redact_url
 
 __all__ = [
     "ConstantRate",
@@ -243,26 +244,13 @@ class LoadSpec:
     """Length of a latency window in seconds (windows are by completion time)."""
 
     def __post_init__(self) -> None:
-        try:
-            parts = urlsplit(self.url)
-        except ValueError as err:
+        problem = http_url_problem(self.url)  # the one check of service URLs (firm.urls)
+        if problem is not None:
             raise LoadSpecError(
                 "url",
-                f"{self.url!r} is not a valid URL ({err})",
+                f"{redact_url(self.url)!r} {problem}",
                 fix="give the frontend's base URL, e.g. http://10.0.0.2:8080 or http://[::1]:8080",
-            ) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise LoadSpecError(
-                "url",
-                f"{self.url!r} is not an http(s) URL with a host",
-                fix="give the frontend's base URL, e.g. http://10.0.0.2:8080",
             )
-        try:
-            _ = parts.port
-        except ValueError:
-            raise LoadSpecError(
-                "url", f"{self.url!r} has an invalid port", fix="use a port in 1-65535"
-            ) from None
         if not isinstance(self.rate, (ConstantRate, TraceRate)):
             raise LoadSpecError(
                 "rate", f"{self.rate!r} is not a rate", fix="give ConstantRate(rps) or TraceRate(...)"
@@ -338,9 +326,15 @@ class RedisOutput:
     """Batches (one per window) waiting for Redis before the oldest is dropped and counted."""
 
     def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
+        try:
+            scheme = urlsplit(self.url).scheme
+        except ValueError:  # unbalanced brackets ([::1)
+            scheme = ""
+        if scheme not in ("redis", "rediss", "unix"):
             raise LoadSpecError(
-                "redis.url", f"{self.url!r} is not a Redis URL", fix="give e.g. redis://127.0.0.1:6379/0"
+                "redis.url",
+                f"{redact_url(self.url)!r} is not a Redis URL",
+                fix="give e.g. redis://127.0.0.1:6379/0",
             )
         for name in ("requests_key", "latency_key"):
             if not getattr(self, name):

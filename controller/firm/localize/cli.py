@@ -15,8 +15,12 @@ from rich.console import Console
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.cli_options import (
+    MAX_SEED,
+    MAX_WHOLE,
     InputFile,
     ModelFile,
+    OutputDirectory,
+    OutputFile,
     config_option,
     describe,
     files_without_traces,
@@ -361,10 +365,22 @@ def _progress(label: str) -> Any:
 
 _Cmd = TypeVar("_Cmd", bound=Callable[..., Any])
 
+MAX_TRAINING_SEED = (1 << 32) - 1
+"""The largest seed of a training (``--seed`` of train-svm and localize-eval): scikit-learn's
+``random_state`` takes 0 to 2^32 - 1."""
+
+MAX_SYNTHETIC = 10_000
+"""The most windows ``--synthetic`` makes per fault kind and graph (each is a window of traces held in
+memory while the dataset is built; the documented run makes 15)."""
+
+MAX_TESTBED_WINDOW_S = 3600
+"""The longest window of ``localize-testbed-dataset --window``, seconds (each run lasts about twice
+that)."""
+
 _OUT_OPTION = click.option(
     "--out",
     "out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputDirectory(path_type=Path),
     required=True,
     help="Folder to write windows.parquet and manifest.json to.",
 )
@@ -395,7 +411,7 @@ def _training_options(prefix: str = "") -> Callable[[_Cmd], _Cmd]:
                 ),
                 click.option(
                     "--seed",
-                    type=int,
+                    type=click.IntRange(0, MAX_TRAINING_SEED),
                     default=0,
                     show_default=True,
                     help=text("Seed of the shuffling and the classifier."),
@@ -440,7 +456,7 @@ def _graph_mask(data: Mapping[str, Any], names: str, hint: str) -> Any:
 @click.option(
     "--synthetic",
     "cases",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_SYNTHETIC),
     default=None,
     metavar="N",
     help="Generate N labelled fault windows per fault kind and graph by perturbing traces "
@@ -484,7 +500,13 @@ def _graph_mask(data: Mapping[str, Any], names: str, hint: str) -> Any:
     help="A folder of testbed runs kept by `firm localize-testbed-dataset --keep-traces` (searched "
     "recursively): their windows, labelled as recorded, with the features of this firm.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic windows.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Seed of the synthetic windows.",
+)
 def dataset_command(
     *,
     out: Path,
@@ -582,7 +604,7 @@ def dataset_command(
 @click.option(
     "--out",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(path_type=Path),
     required=True,
     help="Model file to write (JSON).",
 )
@@ -947,12 +969,18 @@ def _plans(
 @click.option(
     "--window",
     "window_s",
-    type=click.IntRange(min=5),
+    type=click.IntRange(min=5, max=MAX_TESTBED_WINDOW_S),
     default=25,
     show_default=True,
     help="Seconds of each window (the reference before the anomaly, the window during it).",
 )
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the load.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_WHOLE),
+    default=1,
+    show_default=True,
+    help="Seed of the load (run n uses SEED + n).",
+)
 @config_option("Testbed configuration (YAML).  [default: the built-in one]")
 @click.option(
     "--keep-traces",

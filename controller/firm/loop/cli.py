@@ -26,6 +26,7 @@ from firm.cli_options import (
     probe_appendable,
     redis_reason,
     redis_url_option,
+    refuse_empty,
     typed,
 )
 from firm.loop import audit as auditing
@@ -40,6 +41,10 @@ from firm.urls import redact_url
 
 MAX_LAST = 100_000
 """The most decisions ``firm audit`` and ``firm explain`` read at once."""
+
+
+MAX_DURATION_S = 366 * 86400.0
+"""The longest ``--duration``, seconds (a year; leave it out to run until stopped)."""
 
 
 def _redis(url: str | None) -> redis.Redis | None:
@@ -84,7 +89,7 @@ def _probe_metrics(port: int | None, address: str) -> None:
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_DURATION_S),
     default=None,
     metavar="S",
     help="Stop after this many seconds (default: until SIGTERM or Ctrl-C).",
@@ -92,7 +97,7 @@ def _probe_metrics(port: int | None, address: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Decide, audit and log everything; write no limit.")
 @click.option(
     "--audit-log",
-    type=OutputFile(path_type=Path),
+    type=OutputFile(path_type=Path, append=True),
     default=None,
     help="Also append every decision to this JSON-lines file.",
 )
@@ -156,7 +161,9 @@ def _probe_metrics(port: int | None, address: str) -> None:
     default=None,
     help="With --cluster: the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or the pod's service account).",
 )
-@click.option("--context", default=None, help="With --cluster: the kubeconfig context.")
+@click.option(
+    "--context", default=None, callback=refuse_empty, help="With --cluster: the kubeconfig context."
+)
 def run_command(
     *,
     executor_kind: str = "local",
@@ -188,6 +195,11 @@ def run_command(
         probe_appendable(shared["audit_log"], "--audit-log")
     options = session.RunOptions(**shared)
     only_with("--cluster FILE", cluster_file is not None, {"--kubeconfig": kubeconfig, "--context": context})
+    only_with(
+        "--executor ansible or --cluster FILE",
+        executor_kind == "ansible" or cluster_file is not None,
+        {"--inventory": inventory},
+    )
     _probe_metrics(options.metrics_port, options.metrics_address)
     if cluster_file is not None:
         from firm.cluster.cli import run_on_cluster  # noqa: PLC0415 (kubernetes is slow to import)
@@ -248,7 +260,9 @@ def _setup(
     show_default=True,
     empty_means_none=False,
 )
-@click.option("--key", default="firm:audit", show_default=True, help="The audit stream.")
+@click.option(
+    "--key", default="firm:audit", show_default=True, callback=refuse_empty, help="The audit stream."
+)
 @click.option(
     "--file",
     "path",
@@ -306,7 +320,7 @@ def _file_or_redis(path: Path | None) -> None:
     used = typed(click.get_current_context(), **{"--redis": "redis_url", "--key": "key"})
     if used:
         raise click.UsageError(
-            f"{' and '.join(used)} name the audit in Redis, --file a log file: give one or the other"
+            f"{' and '.join(used)} name{'s' if len(used) == 1 else ''} the audit in Redis, --file a log file: give one or the other"
         )
 
 
@@ -345,7 +359,9 @@ def _check_decision_id(ctx: click.Context, param: click.Parameter, value: str | 
     show_default=True,
     empty_means_none=False,
 )
-@click.option("--key", default="firm:audit", show_default=True, help="The audit stream.")
+@click.option(
+    "--key", default="firm:audit", show_default=True, callback=refuse_empty, help="The audit stream."
+)
 @click.option(
     "--file",
     "path",

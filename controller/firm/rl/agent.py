@@ -190,7 +190,7 @@ class Agent:
                 f"{p} has model format {payload['format']}, this firm reads format {MODEL_FORMAT}",
                 "retrain with this version's firm train-rl",
             )
-        cfg = AgentConfig.from_dict(payload["config"])
+        cfg = AgentConfig.from_dict(payload.get("config"))
         agent = cls(cfg, metadata=payload.get("metadata"))
         expected = agent.layout()
         if payload.get("layout") != expected:

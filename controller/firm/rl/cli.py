@@ -10,7 +10,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from firm.cli_options import MAX_WHOLE, OutputDirectory
 from firm.rl.errors import RLError
+
+MAX_INTERVAL_S = 3600.0
+"""The longest ``--interval``, seconds: the testbed's longest latency window (its ``slo_window_s``)."""
 
 
 @click.command("train-rl")
@@ -31,14 +35,14 @@ from firm.rl.errors import RLError
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_WHOLE),
     default=7,
     show_default=True,
     help="Seed of every random draw of the run (the same seed gives the same summary).",
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputDirectory(path_type=Path),
     default=None,
     help="Run directory: model.pt, episodes.csv, learning_curve.png, summary.json.",
 )
@@ -62,7 +66,7 @@ from firm.rl.errors import RLError
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=1.0),
+    type=click.FloatRange(min=1.0, max=MAX_INTERVAL_S),
     default=None,
     help="Testbed only: seconds per control step; must be the testbed's latency window.  "
     "[default: the window, 5]",

@@ -112,16 +112,49 @@ class AgentConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
-        """Inverse of :meth:`as_dict`; raises :class:`ModelError` for unknown fields."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+    def from_dict(cls, data: Any) -> AgentConfig:
+        """Inverse of :meth:`as_dict` (a model file's ``config``); raises :class:`ModelError` naming
+        what differs when it is not a mapping, names unknown fields, or gives a field a value of
+        another type than this firm's (``hidden: 5``, ``batch_size: "64"``), and :class:`StateError`
+        for a value out of range."""
+        retrain = "load it with the firm version that wrote it, or retrain with firm train-rl"
+        if data is None:
+            raise ModelError("the model has no 'config' (its settings)", retrain)
+        if not isinstance(data, dict):
             raise ModelError(
-                f"the model's config has unknown fields {unknown}",
-                "load it with the firm version that wrote it, or retrain with firm train-rl",
+                f"the model's config is {type(data).__name__}, not a mapping of settings", retrain
             )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in set(data) - known)
+        if unknown:
+            raise ModelError(f"the model's config has unknown fields {unknown}", retrain)
         d = dict(data)
+        defaults = cls()
+        for name, value in d.items():
+            wants = _kind_of(getattr(defaults, name))
+            if _kind_of(value) != wants and not (wants == "a number" and _kind_of(value) == "a whole number"):
+                raise ModelError(
+                    f"the model's config gives {name} {value!r:.60}, not {wants} as this firm reads it",
+                    retrain,
+                )
         if "hidden" in d:
             d["hidden"] = tuple(d["hidden"])
         return cls(**d)
+
+
+def _kind_of(value: Any) -> str:
+    """What a setting of :class:`AgentConfig` is, in words: ``a whole number``, ``a number``, ``true or
+    false``, ``text``, ``a list of whole numbers`` (what a model file's config must give each field)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return "a list of whole numbers"
+    return type(value).__name__

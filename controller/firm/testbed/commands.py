@@ -21,7 +21,14 @@ from rich.table import Table
 from ansible_collections.firm.core.plugins.module_utils import anomaly, cgroup, redis_auth
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from ansible_collections.firm.core.plugins.module_utils.process import ProcessRef
-from firm.cli_options import DEFAULT_REDIS_URL, OutputFile, json_option, redis_reason, redis_url_option
+from firm.cli_options import (
+    DEFAULT_REDIS_URL,
+    OutputFile,
+    json_option,
+    redis_reason,
+    redis_url_option,
+    refuse_empty,
+)
 from firm.cli_options import config_option as shared_config_option
 from firm.load.cli import MAX_SEED
 from firm.load.config import MAX_RATE_RPS
@@ -319,7 +326,11 @@ def traces_command(config_path: str | None, window: str, output: str | None) -> 
     help="The contention to inject once.",
 )
 @click.option(
-    "--target", default="compose-post", show_default=True, help="Service (or instance) it lands beside."
+    "--target",
+    default="compose-post",
+    show_default=True,
+    callback=refuse_empty,
+    help="Service (or instance) it lands beside.",
 )
 @click.option("--intensity", default=60, show_default=True, type=click.IntRange(0, 100))
 @click.option(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from firm.terminal import safe_json
 from firm.tracing.critical_path import CriticalPath, critical_paths
 from firm.tracing.model import Span, TagValue, Trace
 
@@ -80,7 +81,14 @@ def json_bytes(doc: Any, *, indent: bool = False) -> bytes:
     orjson (tens of times faster than the standard library's indented encoder); what orjson
     refuses (an integer beyond 64 bits, a key that is not a string) by the standard library.
     Raises ``TypeError`` for a value that is not JSON; a NaN or infinite float becomes ``null``.
+    The characters that JSON allows raw but a terminal obeys (C1 controls, direction overrides:
+    :func:`firm.terminal.safe_json`) are written as ``\\u`` escapes, as the standard library writes
+    C0 ones: names from traces print as they decode.
     """
+    return safe_json(_json_bytes(doc, indent=indent))
+
+
+def _json_bytes(doc: Any, *, indent: bool) -> bytes:
     try:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2 if indent else 0)
     except orjson.JSONEncodeError:

@@ -830,13 +830,13 @@ class _Assembler:
                     f"span {r.span_id}: parent {parent} is not in the trace; the span is a root"
                 )
             if parent == r.span_id:
-                raise TraceParseError(
-                    "the span is its own parent",
-                    source=self.source,
-                    trace_id=self.trace_id,
-                    span_id=r.span_id,
+                self.warn(
+                    r.span_id,
+                    "the span names itself as its parent; read as a root (fix the exporter's parent IDs)",
                 )
+                continue
             r.parent_id, r.ref_type = parent, ref_type
+        self._break_loops()
         spans = tuple(
             [
                 Span(
@@ -855,6 +855,33 @@ class _Assembler:
             ]
         )
         return Trace(self.trace_id, spans, tuple(self.warnings), tuple(self.sources))
+
+    def _break_loops(self) -> None:
+        """Parent references that loop (A's parent B, B's parent A) leave no root to start a
+        critical path from: on each loop, the span that starts first (the first in the document
+        among equals) is read as a root, with a warning naming the loop."""
+        by_id = {r.span_id: r for r in self.raws}
+        state: dict[str, int] = {}  # 1 on the chain being followed, 2 leads to a root
+        for r in self.raws:
+            chain: list[_Raw] = []
+            at: _Raw | None = r
+            while at is not None and at.span_id not in state:
+                state[at.span_id] = 1
+                chain.append(at)
+                at = by_id.get(at.parent_id) if at.parent_id is not None else None
+            if at is not None and state[at.span_id] == 1:
+                loop = chain[chain.index(at) :]
+                root = min(loop, key=lambda x: x.start)
+                shown = " -> ".join(canonical_span_id(x.span_id) for x in loop)
+                self.warn(
+                    root.span_id,
+                    f"parent references form a loop ({shown} -> {canonical_span_id(at.span_id)}); the span that "
+                    "starts first on it is read as a root (fix the exporter's parent IDs)",
+                )
+                root.parent_id = None
+                root.ref_type = RefType.CHILD_OF
+            for x in chain:
+                state[x.span_id] = 2
 
     def _dedupe(self) -> None:
         first: dict[str, _Raw] = {}
@@ -1011,13 +1038,41 @@ def _jaeger_tags(tags: Any) -> tuple[tuple[str, TagValue], ...]:
     return tuple(pairs)
 
 
-def _span_kind(tags: tuple[tuple[str, TagValue], ...]) -> str:
-    """The ``span.kind`` tag, lower case (the last one when repeated), or ``""``."""
+def _span_kind(tags: tuple[tuple[str, TagValue], ...]) -> TagValue:
+    """The ``span.kind`` tag's value as given (the last one when repeated), or ``""``: read it
+    with :func:`span_kind_value`."""
     kind: TagValue = ""
     for k, v in tags:
         if k == "span.kind":
             kind = v
-    return str(kind).lower()
+    return kind
+
+
+def span_kind_value(value: Any) -> str | None:
+    """A ``span.kind`` tag's value (Jaeger JSON, Jaeger domain JSON) as one of :class:`Span`'s kinds:
+    OpenTracing's and OpenTelemetry's names in any case, spacing or with OTLP's prefix (``SERVER``,
+    ``" server "``, ``SPAN_KIND_SERVER``), the rule of OTLP's ``kind`` names (:func:`_otlp_kind`);
+    ``""`` when missing or blank; None for anything else (a number, a boolean, another word: read
+    as unspecified, with a warning, :func:`_kind_of`)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return _OTLP_KIND_NAMES.get(value.strip().upper().removeprefix("SPAN_KIND_")) if value.strip() else ""
+    return None
+
+
+def _kind_of(asm: _Assembler, span_id: str, value: Any) -> str:
+    """:func:`span_kind_value` of a span's ``span.kind`` tag; one that is no span kind is read as
+    unspecified, with a warning naming the span, the value and the kinds there are."""
+    kind = span_kind_value(value)
+    if kind is None:
+        asm.warn(
+            span_id,
+            f'the "span.kind" tag is {_json_shown(value)}, no span kind (server, client, producer, consumer '
+            "or internal, in any case); read as unspecified",
+        )
+        return ""
+    return kind
 
 
 def _instance_of(service: str, tags: Iterable[tuple[str, Any]]) -> str:
@@ -1189,7 +1244,7 @@ def _same_trace(ref_trace: Any, trace_id: str) -> bool:
     return isinstance(ref_trace, str) and canonical_trace_id(ref_trace) == canonical_trace_id(trace_id)
 
 
-def jaeger_kind(tags: Any) -> str:
+def jaeger_kind_tag(tags: Any) -> Any:
     """``_span_kind(_jaeger_tags(tags))`` without building the tag pairs."""
     kind: Any = ""
     if isinstance(tags, list):
@@ -1197,7 +1252,13 @@ def jaeger_kind(tags: Any) -> str:
             if t.__class__ is dict and t.get("key") == "span.kind":
                 v = t.get("value")
                 kind = v if v.__class__ in _SCALARS else _tag_value(v)
-    return str(kind).lower()
+    return kind
+
+
+def jaeger_kind(tags: Any) -> str:
+    """The span kind a Jaeger span's ``tags`` name (:func:`span_kind_value`), ``""`` for none or
+    one that is no kind (the reference path warns of it: such a trace is not read in columns)."""
+    return span_kind_value(jaeger_kind_tag(tags)) or ""
 
 
 def _jaeger_refs(
@@ -1292,10 +1353,10 @@ def _jaeger_span(
         return None
     if keep_tags:
         tags = _jaeger_tags(get("tags"))
-        kind = _span_kind(tags)
+        kind = _kind_of(asm, span_id, _span_kind(tags))
     else:
         tags = ()
-        kind = jaeger_kind(get("tags"))
+        kind = _kind_of(asm, span_id, jaeger_kind_tag(get("tags")))
     operation = get("operationName")
     return _Raw(
         span_id,
@@ -1430,6 +1491,26 @@ def _links(
     return _links_each(trace_id, spans, index)
 
 
+def _acyclic(parents: list[int]) -> bool:
+    """Do the parent indexes (-1: a root) lead every span to a root (no loop)? Each span is
+    followed once."""
+    state = bytearray(len(parents))  # 0 not yet followed, 1 on the chain being followed, 2 leads to a root
+    for i in range(len(parents)):
+        if state[i]:
+            continue
+        chain = []
+        j = i
+        while j >= 0 and not state[j]:
+            state[j] = 1
+            chain.append(j)
+            j = parents[j]
+        if j >= 0 and state[j] == 1:
+            return False
+        for k in chain:
+            state[k] = 2
+    return True
+
+
 def _links_each(
     trace_id: str, spans: list[_JSpan], index: dict[str, int]
 ) -> tuple[list[int], list[str | None], list[bool]] | None:
@@ -1487,6 +1568,38 @@ def _decode_trace(entry: bytes | msgspec.Raw) -> _JTrace | None:
         return None
 
 
+_KIND_AS_WRITTEN = re.compile(
+    rb'span\.kind"\s*,\s*"type"\s*:\s*"string"\s*,\s*"value"\s*:\s*"(?:server|client|producer|consumer|internal)"'
+)
+"""The rest of a ``span.kind`` tag as Jaeger writes a kind (``{"key": "span.kind", "type": "string",
+"value": "server"}``, the common case, told without decoding the tags)."""
+_KIND_OTHERWISE = re.compile(b"span\\.kind(?!" + _KIND_AS_WRITTEN.pattern[len(rb"span\.kind") :] + b")")
+"""``span.kind`` anywhere but in such a tag."""
+
+
+def _kind_clean(tags: msgspec.Raw) -> bool:
+    """Does a span's ``tags`` JSON text name no span kind, or one :func:`span_kind_value` reads
+    (not one the reference path warns of)?"""
+    raw = bytes(tags)
+    if b"span.kind" not in raw and b"\\" not in raw:
+        return True
+    if raw.count(b"span.kind") == 1 and _KIND_AS_WRITTEN.search(raw):
+        return True
+    try:
+        return span_kind_value(jaeger_kind_tag(decode_json(raw) if raw else None)) is not None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _kinds_clean(entry: bytes | msgspec.Raw, spans: list[_JSpan]) -> bool:
+    """:func:`_kind_clean` of every span of the trace whose JSON text is ``entry``: at once when
+    each ``span.kind`` in the text is a tag as Jaeger writes a kind (no escape to hide one)."""
+    text = entry if isinstance(entry, bytes) else bytes(entry)
+    if b"\\" not in text and not _KIND_OTHERWISE.search(text):
+        return True
+    return all(_kind_clean(s.tags) for s in spans)
+
+
 def _processes(t: _JTrace) -> dict[str, tuple[str, str]] | None:
     """A trace's processes: (service, instance) by process ID; None for one of another shape."""
     procs = {pid: _process(raw) for pid, raw in t.processes.items()} if t.processes else {}
@@ -1503,7 +1616,7 @@ def _clean_decoded(t: _JTrace, entry: bytes | msgspec.Raw, source: str, position
     if {s.trace_id for s in spans} - {None, trace_id} or any([s.warnings for s in spans]):
         return None  # a span of another trace, or with Jaeger's warnings
     procs = _processes(t)
-    if procs is None:
+    if procs is None or not _kinds_clean(entry, spans):
         return None
     n = len(spans)
     ids = [s.span_id for s in spans]
@@ -1528,8 +1641,8 @@ def _clean_decoded(t: _JTrace, entry: bytes | msgspec.Raw, source: str, position
     if [s.process for s in spans].count(None) != n:
         return None
     links = _links(trace_id, spans, ids, index)
-    if links is None:
-        return None
+    if links is None or not _acyclic(links[0]):
+        return None  # a loop of parents: the reference path breaks it and warns (_Assembler.build)
     parents, parent_ids, follows = links
     services = [f[0] for f in found]
     instances = [f[1] for f in found]
@@ -1691,7 +1804,7 @@ def _parse_domain_trace(doc: dict[str, Any], source: str, diagnostics: list[str]
         if refs is None:
             continue  # refused
         tags = _domain_tags(s.get("tags"))
-        kind = _span_kind(tags)
+        kind = _kind_of(asm, span_id, _span_kind(tags))
         asm.add(
             _Raw(
                 span_id, service, instance, str(s.get("operationName", "")), start, duration, refs, kind, tags

@@ -386,7 +386,7 @@ def _stream_file(p: Path, batcher: _Batcher) -> Iterator[TraceInput]:
         raise TraceParseError(f"cannot read the file: {err.strerror or err}", source=source) from err
     with f:
         first = f.read(min(_BLOCK_BYTES, batcher.options.batch_bytes))
-        if looks_like_json_lines(first):
+        if looks_like_json_lines(first) or _long_first_line_then_more(f, first):
             f.seek(0)
             for number, line in enumerate(f, 1):
                 with paused_gc():
@@ -403,6 +403,52 @@ def _stream_file(p: Path, batcher: _Batcher) -> Iterator[TraceInput]:
             batcher.size += p.stat().st_size
             if batcher.full():
                 yield batcher.take()
+
+
+def _long_first_line_then_more(f: BinaryIO, head: bytes) -> bool:
+    """Is the file ``f``, whose first bytes are ``head``, JSON Lines whose first line is longer than
+    ``head`` (so :func:`looks_like_json_lines` could not judge it)? Yes when that line is one whole
+    JSON value (every bracket it opens closed by its end, outside strings: JSON text holds no raw
+    newline inside a string, and a pretty-printed document's first line is never whole) and another
+    non-blank line follows: the rule of :func:`looks_like_json_lines`, scanned block by block in
+    memory of one block. ``f`` is left where it was when the answer is no."""
+    text = head.lstrip(_WS)
+    if not text[:1] or b"\n" in text:
+        return False  # an empty file, or the first line is whole in ``head``: judged already
+    at = f.tell()
+    try:
+        return _first_line_whole_then_more(f, text)
+    finally:
+        f.seek(at)
+
+
+def _first_line_whole_then_more(f: BinaryIO, text: bytes) -> bool:
+    """:func:`_long_first_line_then_more` from the first line's first bytes ``text`` on (``f`` just
+    after them): the line's end and what follows are found first (a fast search: one JSON
+    document on one line, the common large file, is not scanned), then the line is scanned."""
+    start = f.tell() - len(text)
+    length = 0
+    block = text
+    while (end := block.find(b"\n")) < 0:
+        length += len(block)
+        block = f.read(_BLOCK_BYTES)
+        if not block:
+            return False  # one line: a JSON document
+    length += end
+    rest = block[end + 1 :]
+    while not rest.strip(_WS):
+        rest = f.read(_BLOCK_BYTES)
+        if not rest:
+            return False  # one line and blank ones: a JSON document
+    f.seek(start)
+    scan = _Scan()
+    while length > 0:
+        block = f.read(min(_BLOCK_BYTES, length))
+        if not block:
+            return False
+        scan.block(block)
+        length -= len(block)
+    return scan.depth == 0 and not scan.in_string
 
 
 def _stream_entries(

@@ -43,10 +43,17 @@ if [[ $unauthenticated == *NOAUTH* ]]; then
     exit 1
 fi
 
-# The password goes in on standard input, as configuration, so that no command line shows it.
-printf 'requirepass "%s"\n' "$password" | redis-server - --bind 127.0.0.1 --port "$port" --protected-mode yes \
-    --daemonize yes --save "" --appendonly no --logfile "$log" --pidfile "${TMPDIR:-/tmp}/firm-redis-$port.pid" \
-    >> "$log"
+# The password goes in on standard input, as configuration, so that no command line shows it. The
+# server outlives this script, so it keeps nothing else the caller had open (the lock of a caller's
+# `flock`, for one, would be held as long as Redis runs).
+printf 'requirepass "%s"\n' "$password" | (
+    for fd in /proc/self/fd/*; do
+        fd=${fd##*/}
+        if (( fd > 2 )); then eval "exec $fd>&-" 2> /dev/null || true; fi
+    done
+    exec redis-server - --bind 127.0.0.1 --port "$port" --protected-mode yes --daemonize yes --save "" \
+        --appendonly no --logfile "$log" --pidfile "${TMPDIR:-/tmp}/firm-redis-$port.pid" >> "$log"
+)
 for _ in $(seq 50); do
     if [[ $(REDISCLI_AUTH=$password redis-cli --no-auth-warning -p "$port" ping 2>&1) == PONG ]]; then
         echo "Redis: started on 127.0.0.1:$port (password in $password_file)"

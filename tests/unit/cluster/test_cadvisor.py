@@ -76,6 +76,26 @@ def test_parses_pods_containers_and_network_from_the_recording() -> None:
     assert all(re.fullmatch(r"[0-9a-f-]{36}", uid) for uid in pods)
 
 
+@pytest.mark.parametrize(
+    ("spelling", "slice_name"),
+    [
+        ("/kubepods/burstable/pod{uid}", False),  # cgroupfs driver
+        ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice", True),  # systemd
+    ],
+)
+def test_a_static_pod_is_read_under_its_config_hash(spelling: str, slice_name: bool) -> None:
+    """A static pod's cgroup is named after its 32-hex-digit config hash (no dashes), which is
+    also its mirror pod's UID. CONSTRUCTED: the recorded statefulset pod's rows renamed so (the
+    recording has no static pod), in each driver's spelling."""
+    static = "3f7a9c0d2b1e4f6a8c5d7e9f0a1b2c3d"
+    recorded_id = "/kubepods/burstable/pod" + STS
+    text = recorded().replace(recorded_id, spelling.format(uid=static))
+    pods = parse(text)
+    assert STS not in pods
+    assert pods[static].pod.cpu_s == pytest.approx(2.302339)
+    assert (pods[static].namespace, pods[static].name) == ("scraper", "e2e-statefulset-1")
+
+
 def test_parses_standalone_cadvisor_golden_file() -> None:
     """cAdvisor's own /metrics golden file (fake values) has no pod rows: parsed, nothing kept."""
     assert parse(data_file("cadvisor/cadvisor-standalone-metrics_golden-fake-values.txt").read_text()) == {}

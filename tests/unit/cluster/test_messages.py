@@ -133,9 +133,9 @@ def cluster_file(tmp_path: Path, body: str) -> Path:
     [
         (
             "jaeger_url: http://u:secret@[::1\n",
-            "jaeger_url is 'http://***@[::1': not an http(s) URL with a host",
+            "jaeger_url is 'http://***@[::1': it is not a URL (Invalid IPv6 URL)",
         ),
-        ("jaeger_url: jaeger:16686\n", "jaeger_url is 'jaeger:16686': not an http(s) URL with a host"),
+        ("jaeger_url: jaeger:16686\n", "jaeger_url is 'jaeger:16686': it is not an http(s) URL with a host"),
         ("jaeger_url: http://j:16686\nslo_window_s: .nan\n", "slo_window_s is nan; give a finite number"),
         (
             "jaeger_url: http://j:16686\ntrace_horizon_s: .inf\n",

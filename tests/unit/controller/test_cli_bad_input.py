@@ -31,7 +31,7 @@ def test_an_overlap_tolerance_of_twenty_digits_is_refused(command: str) -> None:
 
 @pytest.mark.parametrize("url", ["http://[::1", "http://host:99999", "ftp://host", "localhost:16686"])
 def test_a_malformed_jaeger_url_is_refused(url: str) -> None:
-    assert_clean_error(run("features", "--jaeger-url", url, "--service", "x"), "URL")
+    assert_clean_error(run("features", "--jaeger-url", url, "--service", "x"), "--jaeger-url", url)
 
 
 @pytest.mark.parametrize(

@@ -247,9 +247,9 @@ def test_last_is_bounded(command: str) -> None:
         # Redis URLs as every command checks them
         (
             "redis_url: 'redis://[::1'\n",
-            ["redis_url is 'redis://[::1': not a Redis URL", "redis://127.0.0.1"],
+            ["redis_url is 'redis://[::1': it is not a Redis URL", "redis://127.0.0.1"],
         ),
-        ("redis_url: 'http://x'\n", ["redis_url is 'http://x': not a Redis URL"]),
+        ("redis_url: 'http://x'\n", ["redis_url is 'http://x': it is not a Redis URL"]),
         ("redis_url: 'redis://h:99999/0'\n", ["redis_url", "Port out of range"]),
         ("redis_url: 'redis://h/3000000000'\n", ["names database 3000000000"]),
         ("redis_url: 'redis://:secret@[::1'\n", ["redis_url is 'redis://***@[::1'"]),

@@ -20,7 +20,7 @@ GOOD = {"name": "c1-r0-node1-0", "host": "node1", "kind": "cpu", "started_at": 1
         ({"entries": [{k: v for k, v in GOOD.items() if k != "kind"}]}, "kind is missing"),
         ({"redis_url": "http://[::1"}, "is not a Redis URL"),
         ({"redis_url": "nonsense"}, "is not a Redis URL"),
-        ({"redis_url": "redis://[::1"}, "cannot reach Redis"),
+        ({"redis_url": "redis://[::1"}, "is not a Redis URL"),
         ({"campaign": "bad id!"}, "campaign"),
     ],
 )
