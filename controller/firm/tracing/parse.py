@@ -176,13 +176,16 @@ def parse_traces(doc: Any, source: str = "<input>") -> list[Trace]:
 def canonical_trace_id(trace_id: str) -> str:
     """One spelling of a trace ID: lower-case hex, 16 digits when the high half is zero, else 32.
 
-    IDs that are not hex (``"t1"``) are kept as given, stripped of white space.
+    Leading zeros beyond those go, however many (``0000`` + 32 digits is the 32 digits). IDs that
+    are not hex (``"t1"``), or of more than 128 bits, are kept as given, stripped of white space.
     """
     text = trace_id.strip()
     low = text.lower()
-    if not low or len(low) > 32 or low.strip("0123456789abcdef"):
+    if not low or low.strip(_HEX_DIGITS):
         return text
     digits = low.lstrip("0")
+    if len(digits) > 32:
+        return text
     return digits.rjust(16 if len(digits) <= 16 else 32, "0")
 
 

@@ -336,3 +336,20 @@ def test_critical_path_and_features_go_on_past_a_loop(tmp_path: Path) -> None:
     code, out, err = run("features", str(path))
     assert code == 0, err
     assert json.loads(out)["window"]["requests"] == 2
+
+
+# -- 5. Trace IDs with more leading zeros than 32 digits -----------------------------------------
+
+
+def test_a_trace_id_padded_beyond_32_digits_is_the_same_trace() -> None:
+    padded = "0" * 4 + "ab" * 16  # 36 digits, 128 bits
+    short = "0" * 20 + "abcd"  # 24 digits, 16 bits
+    reader = read(
+        {"data": [jtrace(padded, jspan("01")), jtrace("AB" * 16, jspan("02", 1010, 10, parent="01"))]}
+    )
+    [t] = reader.traces()
+    assert t.trace_id == "ab" * 16 and len(t.spans) == 2
+    [u] = read(jaeger(short, jspan("03"))).traces()
+    assert u.trace_id == "000000000000abcd"
+    [v] = read(jaeger("1" + "0" * 32, jspan("04"))).traces()  # 132 bits: no trace ID, kept as given
+    assert v.trace_id == "1" + "0" * 32
