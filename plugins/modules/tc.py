@@ -19,7 +19,8 @@ description:
     unclassified traffic goes through that class.
   - The burst must hold one full frame (MTU plus the link-layer header, read from C(ip link)) and
     what the rate sends in one timer tick (rate/HZ, HZ as tc reads it from C(/proc/net/psched)).
-    That minimum is the default, and a smaller O(burst) is refused.
+    A smaller O(burst) is refused. The default is 10 ms of traffic at the rate, or that minimum where
+    it is larger (a bucket of one frame loses rate every time the qdisc's timer wakes late).
   - Nothing is written when the interface already has the wanted shaping, as tc reports it (tc rounds
     bursts to clock ticks, so the comparison uses tc's own arithmetic). Rewriting an unchanged qdisc
     or class would reset its state.
@@ -74,7 +75,8 @@ options:
   burst:
     description:
       - Bucket size in bytes as an integer, or as tc writes sizes (C(15k) = 15360 bytes, C(1mb)).
-      - Defaults to, and may not be below, max(MTU + link-layer header, rate/HZ).
+      - May not be below max(MTU + link-layer header, rate/HZ); defaults to 10 ms at the rate, or to
+        that minimum where it is larger.
       - With O(kind=htb) the class's cburst is the larger of O(burst) and the same minimum for O(ceil).
     type: raw
   latency:
@@ -166,13 +168,13 @@ shaping:
     - Rates in bit/s, sizes in bytes, latency in microseconds.
   returned: always
   type: dict
-  sample: {"kind": "tbf", "rate_bps": 20000000, "ceil_bps": null, "burst_bytes": 1512,
+  sample: {"kind": "tbf", "rate_bps": 20000000, "ceil_bps": null, "burst_bytes": 25000,
            "latency_us": 50000, "class_id": null, "cburst_bytes": null}
 requested:
   description: The shaping asked for, with the burst (and cburst) resolved, before tc's rounding.
   returned: when state is present
   type: dict
-  sample: {"kind": "tbf", "rate_bps": 20000000, "ceil_bps": null, "burst_bytes": 1514,
+  sample: {"kind": "tbf", "rate_bps": 20000000, "ceil_bps": null, "burst_bytes": 25000,
            "latency_us": 50000, "class_id": null, "cburst_bytes": null}
 root_qdisc:
   description: Kind and handle of the root qdisc after the run (before it, in check mode), or null.
@@ -200,7 +202,7 @@ commands:
   type: list
   elements: list
   sample: [["tc", "-n", "svc-frontend", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "20000000bit",
-            "burst", "1514", "latency", "50000us"]]
+            "burst", "25000", "latency", "50000us"]]
 """
 
 from typing import Any

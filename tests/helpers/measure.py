@@ -16,6 +16,7 @@ import math
 import os
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,120 @@ def background_cores(ours: Callable[[], float], seconds: float = 2.0) -> float:
     time.sleep(seconds)  # the measurement window, not a wait for a condition
     busy_after, ended = _machine_busy_s()
     return max(0.0, (busy_after - busy_before) - (ours() - ours_before)) / (ended - began)
+
+
+Sample = tuple[float, float, float]
+"""(wall-clock time, machine CPU seconds busy or stolen, CPU seconds of what a test counts as its own)"""
+
+
+class BusyMonitor:
+    """Samples, every ``interval_s`` while in its ``with`` block, the CPU this machine spends on anything
+    but ``ours`` (cumulative CPU seconds of what the test runs), steal included: the other work during
+    any stretch of a run, not only in samples taken before and after it.
+
+    ``other_cores(start, end)`` is the mean over the samples between two wall-clock times (Unix
+    seconds), ``peak_other_cores`` the most over any ``width_s`` of them: a one-second burst that
+    stalls a service hides in a thirteen-second mean. ``busiest`` names the processes that used the
+    CPU in a stretch (every process's CPU time is sampled too), so that a burst has a name."""
+
+    def __init__(
+        self,
+        ours: Callable[[], float],
+        interval_s: float = 0.25,
+        mine: Callable[[int], bool] = lambda pid: False,
+    ) -> None:
+        """``mine(pid)``: whether a process is the test's own work, left out of ``busiest``."""
+        self.ours, self.interval_s, self.mine = ours, interval_s, mine
+        self.samples: list[Sample] = []
+        self.processes: list[dict[int, tuple[str, float]]] = []
+        """per sample: pid -> (its name, its CPU seconds so far)"""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> BusyMonitor:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        busy, _ = _machine_busy_s()
+        self.samples.append((time.time(), busy, self.ours()))
+        self.processes.append(_process_cpu_s())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _between(self, start: float, end: float) -> list[int]:
+        return [i for i, s in enumerate(self.samples) if start <= s[0] <= end]
+
+    @staticmethod
+    def _cores(first: Sample, last: Sample) -> float:
+        elapsed = last[0] - first[0]
+        return max(0.0, (last[1] - first[1]) - (last[2] - first[2])) / elapsed if elapsed > 0 else 0.0
+
+    def other_cores(self, start: float, end: float) -> float:
+        """Mean cores of other work between ``start`` and ``end``; 0.0 with fewer than two samples."""
+        inside = self._between(start, end)
+        return self._cores(self.samples[inside[0]], self.samples[inside[-1]]) if len(inside) >= 2 else 0.0
+
+    def peak(self, start: float, end: float, width_s: float = 1.0) -> tuple[float, float, float]:
+        """(cores, from, to): the most cores of other work over any ``width_s`` (or longer, to the next
+        sample) between ``start`` and ``end``, and that stretch; (0.0, start, start) with fewer than
+        two samples."""
+        inside, best = self._between(start, end), (0.0, start, start)
+        for n, i in enumerate(inside):
+            first = self.samples[i]
+            j = next((k for k in inside[n + 1 :] if self.samples[k][0] - first[0] >= width_s), None)
+            if j is not None and self._cores(first, self.samples[j]) > best[0]:
+                best = (self._cores(first, self.samples[j]), first[0], self.samples[j][0])
+        return best
+
+    def peak_other_cores(self, start: float, end: float, width_s: float = 1.0) -> float:
+        """The cores of ``peak``."""
+        return self.peak(start, end, width_s)[0]
+
+    def busiest(self, start: float, end: float, count: int = 3) -> str:
+        """The ``count`` processes (this one and ``mine`` excluded) that used the most CPU between
+        ``start`` and ``end``, as ``name[pid] cores``; empty with fewer than two samples."""
+        inside = self._between(start, end)
+        if len(inside) < 2:
+            return ""
+        (t0, first), (t1, last) = ((self.samples[inside[i]][0], self.processes[inside[i]]) for i in (0, -1))
+        used = sorted(
+            (
+                (cpu - first.get(pid, (name, 0.0))[1], name, pid)
+                for pid, (name, cpu) in last.items()
+                if pid != os.getpid()
+            ),
+            reverse=True,
+        )
+        others = (entry for entry in used if entry[0] > 0 and not self.mine(entry[2]))
+        return ", ".join(
+            f"{name}[{pid}] {cpu / (t1 - t0):.2f}" for cpu, name, pid in itertools.islice(others, count)
+        )
+
+
+def _process_cpu_s() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds so far (its threads' included), from /proc/PID/stat."""
+    found: dict[int, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
+                line = stat.read()
+        except OSError:  # it ended meanwhile
+            continue
+        name, fields = line[line.find("(") + 1 : line.rfind(")")], line[line.rfind(")") + 2 :].split()
+        found[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return found
 
 
 def own_cpu_s() -> float:

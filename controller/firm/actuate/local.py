@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 CGROUP_RESOURCES = frozenset({"cpu", "cpu_weight", "cpuset"})
 RESCTRL_RESOURCES = frozenset({"llc", "memory_bandwidth"})
-BURST_SECONDS = 0.01
-"""A TBF's burst holds this much time at its rate (at least one frame): 10 ms, tc's usual advice."""
 
 
 @dataclass(frozen=True)
@@ -469,9 +467,6 @@ class LocalExecutor:
                 netns_dir=self.netns_dir,
                 psched_path=self.psched_path,
                 kernel=self.kernel,
-            )
-            wanted = dataclasses.replace(
-                wanted, burst_bytes=max(wanted.burst_bytes, int(rate / 8 * BURST_SECONDS))
             )
         after: Value = math.inf if wanted is None else float(wanted.rate_bps)
         ensure = functools.partial(

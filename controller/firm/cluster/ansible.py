@@ -314,7 +314,7 @@ class AnsibleExecutor:
                 args["state"] = "absent"
             else:
                 rate = round(value)
-                args.update(kind="tbf", rate=rate, burst=max(1514, rate // 800))  # 10 ms at the rate
+                args.update(kind="tbf", rate=rate)  # the module's default burst: 10 ms at the rate
             return [Task(index, TC, args, label)]
         return self._resctrl_tasks(index, action, target, label)
 

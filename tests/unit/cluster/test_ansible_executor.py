@@ -106,7 +106,11 @@ def test_one_run_per_host_and_results_mapped_back() -> None:
         "cpu_quota_us": 150000,
         "cpu_period_us": 100000,
     }
-    assert node1[1]["firm.core.tc"] == {"interface": "veth1", "kind": "tbf", "rate": 8000000, "burst": 10000}
+    assert node1[1]["firm.core.tc"] == {
+        "interface": "veth1",
+        "kind": "tbf",
+        "rate": 8000000,
+    }  # the module's burst
     assert node1[2]["firm.core.cgroup"]["devices"] == [{"device": "8:0"}]  # inf: no limit
     assert [a.before for a in result.applied] == [math.inf, math.inf, None, math.inf]
 

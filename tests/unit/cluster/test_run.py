@@ -177,8 +177,7 @@ def test_a_control_step_on_the_built_target(fixture_server: FixtureServer, tmp_p
         {
             "interface": calico_veth("scraper", STS),
             "kind": "tbf",
-            "rate": round(rate),
-            "burst": round(rate) // 800,
+            "rate": round(rate),  # the module's default burst (10 ms at the rate)
         }
     ]
 

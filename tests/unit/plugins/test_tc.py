@@ -53,6 +53,12 @@ QDISC_TBF_20MBIT = (
     '[{"kind":"tbf","handle":"8002:","root":true,"refcnt":3,'
     '"options":{"rate":2500000,"burst":1512,"lat":50000}}]\n'
 )
+# captured: after tc qdisc replace dev cap0 root tbf rate 20000000bit burst 25000 latency 50000us
+# (firm's default burst at 20 Mbit/s: 10 ms of traffic)
+QDISC_TBF_20MBIT_DEFAULT_BURST = (
+    '[{"kind":"tbf","handle":"84c3:","root":true,"refcnt":3,'
+    '"options":{"rate":2500000,"burst":25000,"lat":50000}}]\n'
+)
 # captured: after ... tbf rate 1000000000bit burst 1514 latency 50000us
 QDISC_TBF_1GBIT = (
     '[{"kind":"tbf","handle":"8003:","root":true,"refcnt":3,'
@@ -338,11 +344,24 @@ def test_minimum_burst_is_one_frame_or_rate_over_hz(psched: str, rate: str, link
     assert tc.min_burst(tc.parse_rate(rate), tc.parse_link(link), hz) == minimum
 
 
-def test_the_minimum_burst_is_the_default_and_a_smaller_one_is_refused() -> None:
-    request = tc.parse_request("tbf", "20mbit")
-    assert tc.resolve(request, VETH, REAL).burst_bytes == 1514
+@pytest.mark.parametrize(
+    ("kind", "rate", "psched", "burst"),
+    [
+        ("tbf", "20mbit", PSCHED_HIGHRES, 25_000),  # 10 ms at 2.5 MB/s
+        ("htb", "1gbit", PSCHED_HZ100, 1_250_000),  # 10 ms = rate/HZ at HZ=100
+        ("tbf", "1mbit", PSCHED_HIGHRES, 1514),  # 10 ms is 1250 bytes: one frame is the least
+        ("tbf", "1kbit", PSCHED_HIGHRES, 1514),
+        ("htb", "10gbit", PSCHED_HIGHRES, 12_500_000),
+    ],
+)
+def test_the_default_burst_holds_10_ms_at_the_rate_and_never_less_than_the_minimum(
+    kind: str, rate: str, psched: str, burst: int
+) -> None:
+    assert tc.resolve(tc.parse_request(kind, rate), VETH, tc.Psched.parse(psched)).burst_bytes == burst
+
+
+def test_a_burst_below_the_minimum_is_refused() -> None:
     hz100 = tc.Psched.parse(PSCHED_HZ100)
-    assert tc.resolve(tc.parse_request("htb", "1gbit"), VETH, hz100).burst_bytes == 1_250_000
     with pytest.raises(tc.TcInputError) as err:
         tc.resolve(tc.parse_request("tbf", "20mbit", burst=1500), VETH, REAL)
     assert "minimum of 1514 bytes" in str(err.value)
@@ -603,6 +622,7 @@ TBF_20 = _tc(
     "latency",
     "50000us",
 )
+TBF_20_DEFAULT_BURST = (*TBF_20[:-3], "25000", *TBF_20[-2:])
 HTB_QDISC = _tc("qdisc", "replace", "dev", "cap0", "root", "handle", "1:", "htb", "default", "10")
 
 
@@ -838,7 +858,13 @@ def test_run_command_reports_rc_stdout_stderr_and_the_command() -> None:
 
 @pytest.fixture
 def module_env(netns_dir: str, psched_path: str) -> dict[str, Any]:
-    fake = FakeTc(QDISC_NOQUEUE, writes={TBF_20: (QDISC_TBF_20MBIT, ""), DELETE: (QDISC_NOQUEUE, "")})
+    fake = FakeTc(
+        QDISC_NOQUEUE,
+        writes={
+            TBF_20_DEFAULT_BURST: (QDISC_TBF_20MBIT_DEFAULT_BURST, ""),
+            DELETE: (QDISC_NOQUEUE, ""),
+        },
+    )
     return {
         "fake": fake,
         "args": {"interface": "cap0", "namespace": "ns1", "netns_dir": netns_dir, "psched_path": psched_path},
@@ -861,10 +887,10 @@ def test_module_check_mode_predicts_and_writes_nothing(
 ) -> None:
     result = run(module_env, capsys, check_mode=True, rate="20mbit")
     assert result["changed"] is True
-    assert result["commands"] == [list(TBF_20)]
+    assert result["commands"] == [list(TBF_20_DEFAULT_BURST)]
     assert result["diff"]["before"]["shaping"] is None
-    assert result["diff"]["after"]["shaping"]["burst_bytes"] == 1512  # as tc will report it
-    assert result["requested"]["burst_bytes"] == result["min_burst_bytes"] == 1514
+    assert result["diff"]["after"]["shaping"]["burst_bytes"] == 25000  # as tc will report it
+    assert (result["requested"]["burst_bytes"], result["min_burst_bytes"]) == (25000, 1514)
     assert module_env["fake"].writes == []
 
 
@@ -874,7 +900,7 @@ def test_module_applies_then_reports_no_change(
     first = run(module_env, capsys, rate="20mbit")
     assert (first["changed"], first["root_qdisc"], first["shaping"]["rate_bps"]) == (
         True,
-        "tbf 8002:",
+        "tbf 84c3:",
         20_000_000,
     )
     second = run(module_env, capsys, rate=20_000_000, latency="50ms")
@@ -883,7 +909,7 @@ def test_module_applies_then_reports_no_change(
     assert second["diff"]["before"] == second["diff"]["after"]
     removed = run(module_env, capsys, state="absent")
     assert (removed["changed"], removed["shaping"], removed["root_qdisc"]) == (True, None, "noqueue 0:")
-    assert module_env["fake"].writes == [TBF_20, DELETE]
+    assert module_env["fake"].writes == [TBF_20_DEFAULT_BURST, DELETE]
 
 
 @pytest.mark.parametrize(
