@@ -375,8 +375,9 @@ def test_sampling_cost_of_many_instances(
 def test_a_neighbour_on_the_same_cpu_shows_as_waiting_for_a_cpu(
     layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
 ) -> None:
-    """Contention from outside the group (another busy loop pinned to its one CPU) leaves its own
-    usage counters near a share of the CPU but shows as schedstat's run delay of its tasks."""
+    """Contention from outside the group (another busy loop, in a sibling group pinned to its one
+    CPU) leaves its own usage counters near a share of the CPU but shows as schedstat's run delay of
+    its tasks."""
     if "cpuset" not in layout.hierarchies:
         pytest.skip("this machine has no cpuset controller")
     if not Path(f"/proc/{os.getpid()}/schedstat").exists():
@@ -399,10 +400,22 @@ def test_a_neighbour_on_the_same_cpu_shows_as_waiting_for_a_cpu(
         return sample.cpu_wait_s_per_s, sample.cpu_wait_s_per_s / sample.cpu_cores
 
     alone = waiting_per_cpu_second()
-    hog = subprocess.Popen(["taskset", "-c", str(cpu), *BUSY])
-    spawn.append(hog)
-    shared = waiting_per_cpu_second()
-    hog.kill()
+    # The neighbour runs in a group of its own on the same CPU. Left in this test's group (the
+    # root, an autogroup with it), it would share one scheduling entity with whatever else of this
+    # session runs on both CPUs, and that entity's weight on this CPU shrinks with its load there:
+    # under a CPU hog of the same session the victim kept 0.73 of the CPU and waited 0.26 s/s.
+    neighbour_path = f"{group_path}-neighbour"
+    neighbour = cgroup.group_at(layout, neighbour_path)
+    try:
+        cgroup.create_group(neighbour)
+        cgroup.apply_writes(cgroup.plan_writes(neighbour, cgroup.CgroupSettings(cpuset_cpus=str(cpu))))
+        start_in_group(layout, neighbour_path, BUSY, spawn)
+        shared = waiting_per_cpu_second()
+    finally:
+        for proc in spawn[1:]:
+            proc.kill()
+            proc.wait(timeout=10)
+        cgroup.remove_group_when_empty(neighbour)
     print(
         f"victim on CPU {cpu} (pid {victim.pid}): waited {alone[0]:.2f} s/s alone "
         f"({alone[1]:.2f} per CPU-second), {shared[0]:.2f} s/s beside a busy loop ({shared[1]:.2f})"
