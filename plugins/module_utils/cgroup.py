@@ -1248,6 +1248,16 @@ def read_stats(group: Group) -> CgroupStats:
     )
 
 
+def read_usage_percpu(group: Group) -> list[int] | None:
+    """CPU time the group and its descendants used on each CPU, nanoseconds since the group was
+    made, indexed by CPU number (``cpuacct.usage_percpu``, cgroup v1; one entry per possible CPU).
+    None where the kernel keeps no such figure: no cpuacct hierarchy, or cgroup v2 (whose
+    ``cpu.stat`` has no per-CPU usage). Raises :class:`NotFoundError` when the group does not exist."""
+    if "cpuacct" not in group.layout.hierarchies or group.version("cpuacct") != 1:
+        return None
+    return [int(v) for v in read_text(group.file("cpuacct", "cpuacct.usage_percpu")).split()]
+
+
 def _keyed(text: str) -> dict[str, int]:
     pairs = (line.split() for line in text.splitlines())
     return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}

@@ -30,6 +30,7 @@ from firm.telemetry import (
     Sample,
     Sampler,
 )
+from firm.telemetry.cpus import CpuLoadReader
 from tests.helpers.measure import poll
 from tests.helpers.redis_db import REDIS_URL, connect
 from tests.integration.netpair import iperf3_throughput, veth_pair
@@ -435,3 +436,46 @@ ALREADY_SHARED_S_PER_S = 0.15
 """A victim alone on a quiet CPU waits 0.00 to 0.06 s/s here; from this much on, something else ran on its
 CPU (a busy loop elsewhere that the scheduler put there), and the comparison with the neighbour says
 nothing: the scheduler may move that other work away once the pinned neighbour comes."""
+
+
+def test_per_cpu_load_tells_work_outside_the_managed_group_from_the_groups_own(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    """A busy loop in an instance's group below the managed parent, pinned to one CPU, and another
+    outside the parent (a neighbour), pinned to the other: over a second and a half the parent's CPU
+    shows as managed, the neighbour's as foreign (firm.telemetry.cpus, as the loop reads it)."""
+    if "cpuset" not in layout.hierarchies or layout.hierarchies["cpuacct"].version != 1:
+        pytest.skip("per-CPU usage of a group needs cpuacct and cpuset on cgroup v1")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip(f"one CPU only ({cpus}): nothing to tell apart")
+    mine, theirs = cpus[-1], cpus[-2]
+    parent = cgroup.group_at(layout, group_path)
+    cgroup.create_group(parent)
+    cgroup.apply_writes(cgroup.plan_writes(parent, cgroup.CgroupSettings(cpuset_cpus=f"{theirs},{mine}")))
+    instance = cgroup.group_at(layout, f"{group_path}/instance")
+    neighbour = cgroup.group_at(layout, f"{group_path}-neighbour")
+    try:
+        for group, cpu in ((instance, mine), (neighbour, theirs)):
+            cgroup.create_group(group)
+            cgroup.apply_writes(cgroup.plan_writes(group, cgroup.CgroupSettings(cpuset_cpus=str(cpu))))
+        start_in_group(layout, f"{group_path}/instance", BUSY, spawn)
+        start_in_group(layout, f"{group_path}-neighbour", BUSY, spawn)
+        reader = CpuLoadReader(group_path, layout=layout)
+        assert reader.read() is None  # primes
+        deadline = time.monotonic() + 1.5
+        poll(time.monotonic, lambda now: now >= deadline, timeout_s=3, interval_s=0.1)
+        loads = reader.read()
+    finally:
+        for proc in spawn:
+            proc.kill()
+            proc.wait(timeout=10)
+        for group in (instance, neighbour):
+            cgroup.remove_group_when_empty(group)
+    assert loads is not None and set(loads) == {mine, theirs}
+    print({c: load.as_dict() for c, load in loads.items()})
+    # Each busy loop has a CPU of its own: close to 1 core each, whatever else runs (other work on
+    # either CPU adds to both foreign figures alike, so the claims are differences).
+    assert loads[mine].managed >= 0.5, loads[mine]
+    assert loads[mine].managed - loads[theirs].managed >= 0.4
+    assert loads[theirs].foreign - loads[mine].foreign >= 0.4

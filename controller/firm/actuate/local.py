@@ -4,7 +4,7 @@ Each resource goes through the one implementation of its knob in ``plugins/modul
 
 | resource | knob | unit |
 | --- | --- | --- |
-| ``cpu`` | CFS bandwidth: quota = cores x the group's period (``inf``: no quota); a cpuset too small for the quota, and any cpuset on a raise, is widened with the parent's next CPU(s) | cores |
+| ``cpu`` | CFS bandwidth: quota = cores x the group's period (``inf``: no quota); a cpuset too small for the quota, and any cpuset on a raise, is widened with the parent's next CPU(s), unless the same step sets the instance's ``cpuset`` | cores |
 | ``cpu_weight`` | ``cpu.weight`` (v2) / ``cpu.shares`` (v1) | v2 weight, 1..10000 |
 | ``cpuset`` | ``cpuset.cpus`` | CPU list |
 | ``disk_io`` | read and write throttles of the instance's disk (``inf``: none) | bytes/s |
@@ -346,7 +346,10 @@ class LocalExecutor:
                     f"{action.resource} of {action.instance} cannot be set on this machine",
                     fix=f"mask it; this machine sets {', '.join(sorted(self.resources(action.instance)))}",
                 )
-        plans = [self._plan(a) for a in actions if a.resource not in RESCTRL_RESOURCES]
+        placed = {a.instance for a in actions if a.resource == "cpuset"}
+        plans = [
+            self._plan(a, placed=a.instance in placed) for a in actions if a.resource not in RESCTRL_RESOURCES
+        ]
         by_instance: dict[str, list[Action]] = {}
         for action in actions:
             if action.resource in RESCTRL_RESOURCES:
@@ -355,7 +358,9 @@ class LocalExecutor:
             plans += self._plan_resctrl(instance, group_actions)
         return plans
 
-    def _plan(self, action: Action) -> _Plan:
+    def _plan(self, action: Action, *, placed: bool = False) -> _Plan:
+        """What ``action`` writes; ``placed``: the step also sets the instance's cpuset, which then
+        holds as given (a CPU raise does not widen it)."""
         target = self._target(action.instance)
         if action.resource == "network":
             return self._plan_network(action, target, self._network_value(self._shaping(target, fresh=True)))
@@ -368,7 +373,9 @@ class LocalExecutor:
             quota = -1 if math.isinf(value) else max(cgroup.CPU_QUOTA_MIN_US, round(value * period))
             settings = cgroup.CgroupSettings(
                 cpu_quota_us=quota,
-                cpuset_cpus=self._cpus_for(
+                cpuset_cpus=None
+                if placed
+                else self._cpus_for(
                     target, group, value, raised=isinstance(before, float) and value > before
                 ),
             )

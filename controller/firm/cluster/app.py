@@ -12,6 +12,7 @@ from firm.cluster.ansible import AnsibleTarget
 from firm.cluster.discovery import Discovery, PodInfo
 from firm.cluster.kube import KubernetesExecutor
 from firm.cluster.traces import JaegerWindow
+from firm.telemetry.cpus import CpuLoad
 from firm.telemetry.model import Sample
 from firm.telemetry.source import TelemetrySource
 from firm.tracing.model import Trace
@@ -93,3 +94,7 @@ class ClusterTarget:
         if self.telemetry is None:
             return dict.fromkeys(names)
         return {name: self.telemetry.latest(name) for name in names}
+
+    def cpu_load(self) -> Mapping[int, CpuLoad] | None:
+        """Not known on a cluster (cAdvisor's per-CPU usage is off by default): no placement."""
+        return None

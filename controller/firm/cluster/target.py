@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from firm.actuate.executor import Executor
 from firm.cluster.ansible import AnsibleExecutor, targets_from_local
+from firm.telemetry.cpus import CpuLoad
 from firm.telemetry.model import Sample
 from firm.tracing.model import Trace
 
@@ -38,6 +39,8 @@ class _Inner(Protocol):
     def read_traces(self, start_us: int, end_us: int) -> list[Trace]: ...
 
     def latest_telemetry(self, names: Sequence[str]) -> dict[str, Sample | None]: ...
+
+    def cpu_load(self) -> Mapping[int, CpuLoad] | None: ...
 
 
 class AnsibleOverride:
@@ -88,3 +91,6 @@ class AnsibleOverride:
 
     def latest_telemetry(self, names: Sequence[str]) -> dict[str, Sample | None]:
         return self.inner.latest_telemetry(names)
+
+    def cpu_load(self) -> Mapping[int, CpuLoad] | None:
+        return self.inner.cpu_load()

@@ -51,6 +51,7 @@ from firm.loop import config as loop_config
 from firm.loop.audit import AuditLog
 from firm.loop.runner import ControlLoop
 from firm.loop.testbed import TestbedScaler, TestbedTarget
+from firm.telemetry.cpus import CpuLoad
 from firm.telemetry.model import Sample
 from firm.testbed import experiment as testbed_experiment
 from firm.testbed import lifecycle, rpc, scale
@@ -171,6 +172,9 @@ class RecordingTarget:
 
     def read_traces(self, start_us: int, end_us: int) -> list[Trace]:
         return self.inner.read_traces(start_us, end_us)
+
+    def cpu_load(self) -> Mapping[int, CpuLoad] | None:
+        return self.inner.cpu_load()
 
     def latest_telemetry(self, names: Sequence[str]) -> dict[str, Sample | None]:
         samples = self.inner.latest_telemetry(names)

@@ -238,6 +238,29 @@ class FirmDecider(BaseModel):
         description="Seconds waited per CPU-second run for cpu_wait_s to count (idle instances wait "
         "little in absolute terms; busy ones wait some of the time even without a neighbour).",
     )
+    placement: bool = Field(
+        default=True,
+        description="Where the target reports each CPU's load (the testbed, cgroup v1): a culprit "
+        "on a CPU that work outside the managed instances keeps busy (foreign_cpu) is moved off it, "
+        "onto CPUs that are not, and a CPU raise widens only onto such CPUs. Off: a raise widens "
+        "onto the parent's next CPU, whatever runs there.",
+    )
+    foreign_cpu: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="A CPU busy this many cores or more with work outside the managed instances "
+        "(over the last step) is contended: placement moves culprits off it.",
+    )
+    placement_busy: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Placement moves an instance onto CPUs only while their headroom below this "
+        "load (cores busy over the last step, plus what the same step moved there) holds the "
+        "instance's CPU use: packing every instance onto the one quiet CPU of a small machine "
+        "would make it the contended one.",
+    )
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
     trace_cache: int = Field(
         default=20000,

@@ -317,6 +317,8 @@ class FirmDecider:
         self.parts = TracePartsCache(config.firm.trace_cache)
         """Each request's parts (critical path, own times, gaps), computed once when it completes."""
         self._reference: tuple[Sequence[Trace] | None, WindowParts | None] = (None, None)
+        self._placed: dict[int, float] = {}
+        """CPU use (cores) placement moved onto each CPU in the decision under way."""
 
     @property
     def explanation(self) -> Explanation:
@@ -352,6 +354,7 @@ class FirmDecider:
         cfg = self.config
         explanation = Explanation(agent="step rule" if isinstance(self.agent, StepAgent) else "agent")
         self._explanation = explanation
+        self._placed = {}
         actions: list[Action] = []
         if observation.at_risk:
             explanation.mode = "raise"
@@ -412,7 +415,7 @@ class FirmDecider:
             view = observation.instances[ranked.instance]
             worst = observation.worst_for(view.name)
             if ranked.instance in waiting:
-                actions.extend(self._widen(view, waiting[ranked.instance], worst))
+                actions.extend(self._relieve(view, waiting[ranked.instance], worst, observation))
                 continue
             proposals, scale_out = self._ask_agent(
                 observation,
@@ -439,6 +442,8 @@ class FirmDecider:
                     value = min(value, current * (1 + 2 * self.config.deadband))
                     reason = f"smallest raise (widens its CPUs): uses {used:.0%} of its CPU limit; {label}"
                 actions.append(Action(view.name, resource, value, reason, view.service))
+                if resource == "cpu" and value > current:
+                    actions.extend(self._place_raise(view, observation, value))
         explanation.stages_ms["agent"] = (time.perf_counter() - started) * 1000
         return actions
 
@@ -454,7 +459,7 @@ class FirmDecider:
         actionable = []
         for r in eligible:
             view = observation.instances[r.instance]
-            if self._starved(view) and _on_every_cpu(view):
+            if self._starved(view) and _on_every_cpu(view) and self._move_to(view, observation) is None:
                 if r.culprit:
                     explanation.notes.append(
                         f"{r.instance} (score {float(r.score):.2f}) passed over: it uses little of its CPU "
@@ -465,7 +470,7 @@ class FirmDecider:
         waiting = {
             r.instance: wait
             for r in actionable
-            if (wait := self._waits_for_cpu(observation.instances[r.instance])) is not None
+            if (wait := self._waits_for_cpu(observation.instances[r.instance], observation)) is not None
         }
         culprits = [r for r in actionable if r.instance in waiting]
         flagged = [r for r in actionable if r.culprit and r.instance not in waiting]
@@ -477,40 +482,132 @@ class FirmDecider:
             )
         return culprits, waiting
 
-    def _waits_for_cpu(self, view: InstanceView) -> float | None:
+    def _waits_for_cpu(self, view: InstanceView, observation: Observation) -> float | None:
         """Seconds per second ``view``'s tasks waited for a CPU (telemetry's ``cpu_wait``) when that
         marks a neighbour contending for its CPUs (at least ``firm.cpu_wait_s``, and at least
-        ``firm.cpu_wait_ratio`` per CPU-second it ran) and a wider cpuset could help (it does not
-        already run on every CPU it may have); None otherwise."""
+        ``firm.cpu_wait_ratio`` per CPU-second it ran) and another cpuset could help (it does not
+        already run on every CPU it may have, or it can be moved off a contended CPU,
+        :meth:`_move_to`); None otherwise."""
         cfg = self.config.firm
         wait = view.usage.get("cpu_wait")
-        if cfg.cpu_wait_s is None or wait is None or wait < cfg.cpu_wait_s or _on_every_cpu(view):
+        if cfg.cpu_wait_s is None or wait is None or wait < cfg.cpu_wait_s:
+            return None
+        if _on_every_cpu(view) and self._move_to(view, observation) is None:
             return None
         used = view.usage.get("cpu", 0.0)
         if used > 0 and wait / used < cfg.cpu_wait_ratio:
             return None
         return wait
 
-    def _widen(self, view: InstanceView, wait: float, worst: SloStatus | None) -> list[Action]:
-        """The smallest CPU raise of an instance contended on its CPUs: it widens the cpuset (the
-        executor adds the parent's next CPU on any raise), which is what the instance lacks; the
-        quota grows only by twice the dead band."""
-        guard = self.config.guard(view.service, "cpu")
-        current = effective(view.limits.get("cpu"), guard.max)
-        if not math.isfinite(current) or "cpu" not in view.resources:
-            return []
+    def _relieve(
+        self, view: InstanceView, wait: float, worst: SloStatus | None, observation: Observation
+    ) -> list[Action]:
+        """What an instance contended on its CPUs gets: moved off the contended ones where the
+        target reports each CPU's load (:meth:`_move_to`), else the smallest CPU raise, which widens
+        its cpuset (onto uncontended CPUs only, where the load is known; else the executor adds the
+        parent's next CPU), which is what the instance lacks; the quota grows only by twice the
+        dead band."""
         used = view.usage.get("cpu", 0.0)
         label = (
             f" of {worst.request_type} p99 {worst.p99_ms:.0f} ms / SLO {worst.slo_ms:g} ms"
             if worst and worst.p99_ms is not None and worst.slo_ms
             else ""
         )
-        reason = (
+        waited = (
             f"waits for a CPU {wait:.2f} s per s ({wait / used:.1f} s per CPU-second run)"
             if used > 0
             else f"waits for a CPU {wait:.2f} s per s"
-        ) + f": a neighbour contends for its CPUs{label}; smallest raise (widens its CPUs)"
-        return [Action(view.name, "cpu", current * (1 + 2 * self.config.deadband), reason, view.service)]
+        )
+        move = self._move_to(view, observation, commit=True)
+        if move is not None:
+            loads = observation.cpu_load or {}
+            busy = ", ".join(
+                f"CPU {c} {loads[c].foreign:.2f} cores"
+                for c in sorted(_cpus(view) & observation.contended_cpus(self.config.firm.foreign_cpu))
+                if c in loads
+            )
+            reason = (
+                f"{waited}{label}; work outside the managed instances keeps its CPUs busy ({busy}): "
+                f"moved to CPUs {cgroup.format_list(move)}"
+            )
+            return [Action(view.name, "cpuset", cgroup.format_list(move), reason, view.service)]
+        guard = self.config.guard(view.service, "cpu")
+        current = effective(view.limits.get("cpu"), guard.max)
+        if not math.isfinite(current) or "cpu" not in view.resources:
+            return []
+        reason = f"{waited}: a neighbour contends for its CPUs{label}; smallest raise (widens its CPUs)"
+        value = current * (1 + 2 * self.config.deadband)
+        return [
+            Action(view.name, "cpu", value, reason, view.service),
+            *self._place_raise(view, observation, value),
+        ]
+
+    def _cpu_room(
+        self, view: InstanceView, observation: Observation, cores: float, *, grow: bool, commit: bool = False
+    ) -> list[int] | None:
+        """The CPUs ``view`` should run on with a quota of ``cores`` where placement applies (it is
+        on, the target reports each CPU's load, the instance has a cpuset the executor sets): the
+        CPUs of its cpuset that are not contended (``firm.foreign_cpu``), plus the least loaded
+        uncontended others below ``firm.placement_busy``, up to as many CPUs as the quota needs
+        and, when ``grow``, one more than it keeps. A cpuset that changes must leave the instance's
+        CPU use room on its CPUs: their headroom below ``firm.placement_busy`` (busy cores over the
+        last step, plus what this decision already moved there) must hold it, else None, as where
+        placement does not apply or every CPU is contended. ``commit``: count the instance's use
+        on its new CPUs for the rest of the decision."""
+        cfg = self.config.firm
+        loads = observation.cpu_load
+        mine = _cpus(view)
+        if not cfg.placement or not loads or not mine or "cpuset" not in view.resources:
+            return None
+        contended = observation.contended_cpus(cfg.foreign_cpu)
+        cap = cfg.placement_busy
+
+        def load(cpu: int) -> float:
+            return loads[cpu].busy + self._placed.get(cpu, 0.0) if cpu in loads else cap
+
+        keep = sorted(mine - contended)
+        spare = sorted(
+            (c for c in loads if c not in contended and c not in mine and load(c) < cap),
+            key=lambda c: (load(c), c),
+        )
+        needed = math.ceil(cores - 1e-9) if math.isfinite(cores) else len(mine)
+        wanted = max(1, needed, len(keep) + (1 if grow else 0))
+        room = sorted(keep + spare[: max(0, wanted - len(keep))])
+        if not room:
+            return None
+        if set(room) != mine:
+            used = view.usage.get("cpu", 0.0)
+            if sum(max(0.0, cap - load(c)) for c in room) < used:
+                return None
+            if commit:
+                for c in room:
+                    self._placed[c] = self._placed.get(c, 0.0) + used / len(room)
+        return room
+
+    def _move_to(
+        self, view: InstanceView, observation: Observation, *, commit: bool = False
+    ) -> list[int] | None:
+        """The CPUs to move ``view`` to when some of its CPUs are contended and others have room
+        (:meth:`_cpu_room` for its current quota); None when it need not or cannot move."""
+        mine = _cpus(view)
+        if not mine & observation.contended_cpus(self.config.firm.foreign_cpu):
+            return None
+        cores = effective(view.limits.get("cpu"), math.inf)
+        room = self._cpu_room(view, observation, cores, grow=False, commit=commit)
+        return room if room is not None and set(room) != mine else None
+
+    def _place_raise(self, view: InstanceView, observation: Observation, cores: float) -> list[Action]:
+        """The cpuset that goes with a CPU raise to ``cores`` where placement applies: the raise
+        widens onto uncontended CPUs only (:meth:`_cpu_room`), and the executor, given the cpuset
+        in the same step, does not add a CPU of its own choosing; nothing where it does not apply."""
+        room = self._cpu_room(view, observation, cores, grow=True, commit=True)
+        if room is None:
+            return []
+        contended = sorted(observation.contended_cpus(self.config.firm.foreign_cpu))
+        reason = f"placement of the CPU raise: CPUs {cgroup.format_list(room)}" + (
+            f", not the contended {cgroup.format_list(contended)}" if contended else ""
+        )
+        return [Action(view.name, "cpuset", cgroup.format_list(room), reason, view.service)]
 
     def _starved(self, view: InstanceView) -> bool:
         """Whether ``view`` uses less than ``firm.unused_cpu`` of a finite CPU limit and is seldom

@@ -15,7 +15,9 @@ config.guard(s, r)`` and current limit ``c`` (``inf``, no limit, counts as ``g.m
 The value that comes out is always within ``[g.min, g.max]``; it differs from ``c`` by at most
 ``g.max_step`` whenever ``c`` is within ``[g.min, g.max]`` (or unlimited). An instance whose limit
 lies outside its guardrail (a baseline set by hand) is brought inside in one step.
-Other resources (``cpu_weight``, ``cpuset``) pass through steps 1-3 only.
+Other resources (``cpu_weight``, ``cpuset``) pass through steps 1-3 only, and a value already in
+force is no action, except a ``cpuset`` proposed beside an accepted CPU raise of the same instance:
+it stays, so that the executor keeps the cpuset as it is instead of widening it for the raise.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Guardrails:
         """The proposals as they may be applied, and the ones refused with the reason."""
         accepted: list[Action] = []
         rejected: list[Rejected] = []
+        pins: list[Action] = []
         seen: set[tuple[str, str]] = set()
         for action in proposals:
             reason = self._refusal(action, observation, now, stale or {})
@@ -84,10 +87,18 @@ class Guardrails:
                 continue
             seen.add((action.instance, action.resource))
             bounded = self._clip(action, observation)
-            if bounded is None:
+            if bounded is None and action.resource == "cpuset":
+                pins.append(action)
+            elif bounded is None:
                 rejected.append(Rejected(action, "no change (within the deadband)"))
             else:
                 accepted.append(bounded)
+        raised = {a.instance for a in accepted if a.resource == "cpu"}
+        for pin in pins:  # a cpuset kept as it is, beside a CPU raise: the raise must not widen it
+            if pin.instance in raised:
+                accepted.append(pin)
+            else:
+                rejected.append(Rejected(pin, "no change (within the deadband)"))
         return accepted, rejected
 
     def _refusal(

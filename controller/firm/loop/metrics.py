@@ -11,6 +11,7 @@ Every name starts with ``firm_``:
 | ``firm_actions_total`` | counter | resource, outcome | actions: applied, dry_run, rolled_back, failed, rejected |
 | ``firm_limit`` | gauge | instance, service, resource | limit in force (resource unit; +Inf: none) |
 | ``firm_culprit_score`` | gauge | instance | the localizer's score at the last raise |
+| ``firm_cpu_busy_cores`` | gauge | cpu, by | each CPU's load over the last step, cores: ``managed`` (the instances) and ``foreign`` (other work; placement moves culprits off a CPU where it is high), where the target reports them |
 | ``firm_stage_seconds`` | histogram | stage | time of each stage of a step |
 | ``firm_steps_total`` | counter | status | steps by outcome (acted, no_action, stale, failed) |
 | ``firm_loop_errors_total`` | counter | kind | errors the loop survived (trace_store, telemetry, decider, executor, audit) |
@@ -63,6 +64,12 @@ class Metrics:
         self.culprit = Gauge(
             "firm_culprit_score", "Localizer score at the last raise", ["instance"], registry=r
         )
+        self.cpu = Gauge(
+            "firm_cpu_busy_cores",
+            "Each CPU's load over the last step, cores, by the managed instances or other work",
+            ["cpu", "by"],
+            registry=r,
+        )
         self.stage = Histogram(
             "firm_stage_seconds",
             "Time of each stage of a control step",
@@ -113,6 +120,10 @@ class Metrics:
                 self.p99.labels(name).set(status["p99_ms"])
             if status.get("state") == "violated":
                 self.violations.labels(name).inc()
+        for load in (record.get("inputs") or {}).get("cpus") or []:
+            for by in ("managed", "foreign"):
+                if isinstance(load.get(by), int | float):
+                    self.cpu.labels(str(load["cpu"]), by).set(load[by])
         for stage, ms in (record.get("stages_ms") or {}).items():
             self.stage.labels(stage).observe(ms / 1000)
         for culprit in (record.get("decision") or {}).get("culprits", []):

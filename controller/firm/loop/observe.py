@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from firm.telemetry.cpus import CpuLoad
 from firm.telemetry.model import Sample
 from firm.tracing.model import Span, Trace
 
@@ -259,6 +260,14 @@ class Observation:
     """The same, one step before (0 at the first step)."""
     mix: Mapping[str, float]
     """Share of each request type in the window (sums to 1, or empty)."""
+    cpu_load: Mapping[int, CpuLoad] | None = None
+    """Per CPU the instances may be placed on, its load over the last step (busy, managed, foreign
+    cores: :mod:`firm.telemetry.cpus`); None where the target cannot tell (a cluster, cgroup v2)."""
+
+    def contended_cpus(self, foreign_cpu: float) -> frozenset[int]:
+        """CPUs busy with at least ``foreign_cpu`` cores of work outside the managed instances."""
+        loads = self.cpu_load or {}
+        return frozenset(c for c, load in loads.items() if load.foreign >= foreign_cpu)
 
     def states(self, *wanted: SloState) -> list[SloStatus]:
         return [s for s in self.slo.values() if s.state in wanted]

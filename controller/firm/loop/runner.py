@@ -43,6 +43,7 @@ from firm.loop.guard import Guardrails
 from firm.loop.metrics import Metrics
 from firm.loop.observe import InstanceView, Observation, TraceSummaries, slo_status, summarize, usage_of
 from firm.loop.scaling import ScaleInPolicy
+from firm.telemetry.cpus import CpuLoad
 from firm.telemetry.model import Sample
 from firm.tracing.model import Trace
 
@@ -71,6 +72,11 @@ class Target(Protocol):
 
     def latest_telemetry(self, names: Sequence[str]) -> dict[str, Sample | None]:
         """The latest sample of each instance; raises ``redis.RedisError`` when telemetry is unreachable."""
+        ...
+
+    def cpu_load(self) -> Mapping[int, CpuLoad] | None:
+        """Per CPU the instances may run on, its load since the previous call
+        (:class:`firm.telemetry.cpus.CpuLoad`); None where the target cannot tell."""
         ...
 
 
@@ -245,6 +251,7 @@ class ControlLoop:
         end = now - self.config.trace_lag_s
         start = end - self.window_s
         traces, samples, limits, stale = self._read(names, start, end, errors)
+        cpu_load = self._cpu_load(errors)
         lap("read")
         if self._ingest(traces):
             lap("ingest")
@@ -283,6 +290,7 @@ class ControlLoop:
                     "stale_instances": sorted(stale_instances),
                     "added_instances": added,
                     "removed_instances": removed,
+                    "cpus": None if cpu_load is None else [cpu_load[c].as_dict() for c in sorted(cpu_load)],
                 },
                 "slo": [s.as_dict() for s in slo.values()],
             }
@@ -310,6 +318,7 @@ class ControlLoop:
                 rate,
                 self.prev_rate,
                 summary.mix,
+                cpu_load,
             )
             self._decide(observation, record, stale_instances, lap, errors)
             self._scale_in(observation, record)
@@ -350,6 +359,14 @@ class ControlLoop:
             stale = stale or f"limits unreadable: {exc}"
             errors.append({"kind": "executor", "error": str(exc)})
         return traces, samples, limits, stale
+
+    def _cpu_load(self, errors: list[dict[str, str]]) -> Mapping[int, CpuLoad] | None:
+        """The target's per-CPU load; None (placement left out of this step) when it cannot be read."""
+        try:
+            return self.target.cpu_load()
+        except (FirmError, OSError) as exc:
+            errors.append({"kind": "cpu_load", "error": str(exc)})
+            return None
 
     def _ingest(self, traces: Sequence[Trace]) -> bool:
         """Hand the window's requests to a decider that prepares per-trace work (the firm decider

@@ -26,6 +26,7 @@ from ansible_collections.firm.core.plugins.module_utils import cgroup
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
 from firm.actuate.local import LocalExecutor, LocalTarget
 from firm.loop.observe import completed_in
+from firm.telemetry.cpus import CpuLoad, CpuLoadReader
 from firm.telemetry.model import Sample
 from firm.telemetry.redis_store import RedisTelemetrySource
 from firm.testbed import lifecycle
@@ -103,6 +104,7 @@ class TestbedTarget:
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)
     """instance name -> its state-file entry (service, cgroup, host_interface, spec, ...)."""
     _capacity: float | None = None
+    _cpu_reader: CpuLoadReader | None = None
     prefetch: bool = True
     """Reads of the trace store are incremental (only the spans appended since the last read), so
     the loop may read between steps (:meth:`firm.loop.runner.ControlLoop.run`)."""
@@ -186,6 +188,13 @@ class TestbedTarget:
                 else None
             )
         return found
+
+    def cpu_load(self) -> dict[int, CpuLoad] | None:
+        """Per CPU of the testbed's parent group, its load since the previous call
+        (:class:`CpuLoadReader`; None on the first call and where cgroup v2 keeps no per-CPU usage)."""
+        if self._cpu_reader is None:
+            self._cpu_reader = CpuLoadReader(self.config.cgroup_parent, layout=self.executor.layout)
+        return self._cpu_reader.read()
 
     def cpu_capacity(self, name: str) -> float:
         """Cores the instance could be given on this node: the CPUs of the testbed's parent group

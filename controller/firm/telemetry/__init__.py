@@ -7,6 +7,8 @@
 - :mod:`firm.telemetry.local`: :class:`LocalCollector`, cgroup counters through the actuation
   library's ``cgroup.read_stats`` and network bytes from sysfs or the instance's namespace.
 - :mod:`firm.telemetry.sampler`: :class:`Sampler`, the loop in a thread of its own.
+- :mod:`firm.telemetry.cpus`: :class:`CpuLoadReader`, each CPU's load over an interval, split into
+  the managed instances' share and the rest (``foreign``), for the loop's placement.
 - :mod:`firm.telemetry.redis_store`: :class:`RedisTelemetrySink` and :class:`RedisTelemetrySource`
   (streams ``firm:telemetry:<instance>``, set ``firm:telemetry:instances``).
 """

@@ -121,6 +121,9 @@ def test_the_testbed_driven_through_ansible() -> None:
         def latest_telemetry(self, names: Any) -> dict[str, Any]:
             return dict.fromkeys(names)
 
+        def cpu_load(self) -> None:
+            return None
+
     override = AnsibleOverride(Inner(), "inventory/local")
     assert isinstance(override.executor, AnsibleExecutor)
     assert set(override.ansible.targets) == {"a-0"}

@@ -13,6 +13,7 @@ import redis
 from firm.actuate.executor import MemoryExecutor
 from firm.loop.observe import InstanceView, Observation, mix_of, slo_status
 from firm.loop.observe import instance_types as types_of
+from firm.telemetry.cpus import CpuLoad
 from firm.telemetry.model import Sample
 from firm.tracing.model import Span, Trace
 
@@ -91,7 +92,10 @@ def observation(
     now: float = 100.0,
     slo: Mapping[str, float] = SLO,
     reference: Sequence[Trace] | None = None,
+    cpus: Mapping[int, float | tuple[float, float]] | None = None,
 ) -> Observation:
+    """``cpus``: per CPU its foreign load, cores, or (busy, managed) cores (None: the target cannot
+    tell)."""
     served = types_of(traces)
     views = [
         InstanceView(
@@ -119,7 +123,13 @@ def observation(
         len(traces) / 5,
         len(traces) / 5,
         mix_of(traces),
+        None if cpus is None else {c: _load(c, v) for c, v in cpus.items()},
     )
+
+
+def _load(cpu: int, value: float | tuple[float, float]) -> CpuLoad:
+    busy, managed = value if isinstance(value, tuple) else (value, 0.0)
+    return CpuLoad(cpu, busy, managed, 0.0)
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,8 @@ class MemoryTarget:
         self.samples: dict[str, Sample | None] = {}
         self.trace_error: Exception | None = None
         self.telemetry_error: Exception | None = None
+        self.cpus: dict[int, CpuLoad] | None = None
+        """What :meth:`cpu_load` answers (None: the target cannot tell, as a cluster's)."""
 
     @property
     def executor(self) -> MemoryExecutor:
@@ -225,6 +237,9 @@ class MemoryTarget:
         if self.telemetry_error is not None:
             raise self.telemetry_error
         return {n: self.samples.get(n) for n in names}
+
+    def cpu_load(self) -> dict[int, CpuLoad] | None:
+        return self.cpus
 
 
 REDIS_DOWN = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")

@@ -242,3 +242,102 @@ def test_firm_raises_first_every_instance_that_waits_for_a_cpu_beside_a_neighbou
     # every SLO met: nothing is raised, however long anything waits
     decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
     assert decider.decide(observation(slack_window(), instances({}))) == []
+
+
+# -- placement: off the CPUs that work outside the managed instances keeps busy ---------------------------
+
+WAITING = {
+    "frontend-0": {"cpu": 0.1, "cpu_wait": 0.3},
+    "compose-post-0": {"cpu": 0.04, "cpu_wait": 0.2},
+    "home-timeline-0": {"cpu": 0.12, "cpu_wait": 0.01},
+    "text-0": {"cpu": 0.3, "cpu_wait": 0.01},
+}
+NEIGHBOUR_ON_0 = {0: 0.79, 1: 0.05}
+"""Foreign load per CPU, cores: 0.79 on CPU 0 (above firm.foreign_cpu 0.3), CPU 1 quiet."""
+
+
+def waiting(cpus: dict[str, str]) -> list:  # type: ignore[type-arg]
+    return [dataclasses.replace(v, usage=WAITING[v.name]) for v in pinned({}, cpus)]
+
+
+def by_resource(actions: list) -> dict[tuple[str, str], object]:  # type: ignore[type-arg]
+    return {(a.instance, a.resource): a.value for a in actions}
+
+
+def test_firm_moves_an_instance_waiting_for_a_cpu_off_the_cpu_a_neighbour_keeps_busy() -> None:
+    """CPU 0 is 0.79 cores busy with work outside the managed instances, CPU 1 0.05 (room for both
+    below firm.placement_busy 0.6). frontend-0 (on
+    CPU 0) and compose-post-0 (already on both CPUs, so a widening raise could not help it) wait for
+    a CPU: both are moved to CPU 1, with no change of quota; without the per-CPU load (a cluster) or
+    with placement off, frontend-0 gets the smallest raise as before and compose-post-0, on every
+    CPU, is passed over."""
+    ranks = {"text-0": 0.9, "frontend-0": 0.2, "compose-post-0": 0.1, "home-timeline-0": 0.05}
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    obs = observation(violated_window(), waiting({"compose-post-0": "0-1"}), cpus=NEIGHBOUR_ON_0)
+    actions = decider.decide(obs)
+    assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpuset"): "1"}
+    reason = next(a.reason for a in actions if a.instance == "frontend-0")
+    assert reason.startswith("waits for a CPU 0.30 s per s (3.0 s per CPU-second run)")
+    assert "keeps its CPUs busy (CPU 0 0.79 cores): moved to CPUs 1" in reason
+    for cpus, config in (
+        (None, CONFIG),
+        (NEIGHBOUR_ON_0, LoopConfig(guards=GUARDS, firm=FirmSettings(placement=False))),
+    ):
+        decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0), config)
+        obs = observation(violated_window(), waiting({"compose-post-0": "0-1"}), cpus=cpus)
+        assert by_resource(decider.decide(obs)) == {("frontend-0", "cpu"): 1.04, ("text-0", "cpu"): 0.8}
+
+
+def test_a_cpu_below_foreign_cpu_is_not_contended_and_every_cpu_contended_leaves_the_old_widening() -> None:
+    """Foreign load 0.29 on CPU 0 (below 0.3): nothing to move off, frontend-0's smallest raise widens
+    onto CPU 1 (the raise's cpuset, 0-1, given with it). Both CPUs busy (0.79 and 0.58 cores):
+    nowhere better to go, placement stands aside and the executor widens as before (no cpuset)."""
+    ranks = {"frontend-0": 0.2, "compose-post-0": 0.1}
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    obs = observation(violated_window(), waiting({}), cpus={0: 0.29, 1: 0.05})
+    assert by_resource(decider.decide(obs)) == {
+        ("frontend-0", "cpu"): 1.04,
+        ("frontend-0", "cpuset"): "0-1",
+        ("compose-post-0", "cpu"): 0.52,
+        ("compose-post-0", "cpuset"): "0-1",
+    }
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    obs = observation(violated_window(), waiting({}), cpus={0: 0.79, 1: 0.58})
+    assert by_resource(decider.decide(obs)) == {("frontend-0", "cpu"): 1.04, ("compose-post-0", "cpu"): 0.52}
+
+
+def test_the_agents_cpu_raise_widens_only_onto_uncontended_cpus() -> None:
+    """text-0 (CPU 1, 0.4 cores, busy: the agent's raise to 0.8) while CPU 0 is contended: its cpuset
+    stays 1 (given beside the raise, so the executor does not add CPU 0); with CPU 0 quiet, the raise
+    comes with 0-1. The agent's raise to 1.6 cores of home-timeline-0 (CPU 0, contended) moves it to
+    CPU 1, the only uncontended one, although 1.6 cores would want two."""
+    decider = firm(FakeLocalizer({"text-0": 0.9, "home-timeline-0": 0.8}), FakeAgent(factor=2.0))
+    busy = [dataclasses.replace(v, usage={"cpu": 0.35}) for v in pinned({}, {})]
+    actions = decider.decide(observation(violated_window(), busy, cpus=NEIGHBOUR_ON_0))
+    assert by_resource(actions) == {
+        ("text-0", "cpu"): 0.8,
+        ("text-0", "cpuset"): "1",
+        ("home-timeline-0", "cpu"): 1.0,
+        ("home-timeline-0", "cpuset"): "1",
+    }
+    assert next(a.reason for a in actions if a.resource == "cpuset").endswith("not the contended 0")
+    decider = firm(FakeLocalizer({"text-0": 0.9}), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), busy, cpus={0: 0.1, 1: 0.05}))
+    assert by_resource(actions) == {("text-0", "cpu"): 0.8, ("text-0", "cpuset"): "0-1"}
+
+
+def test_placement_moves_only_as_much_as_the_quiet_cpu_has_room_for() -> None:
+    """CPU 1 is 0.45 cores busy, 0.4 of them with managed instances (so not contended): 0.15 of
+    headroom below firm.placement_busy 0.6. frontend-0 (0.1
+    cores used) moves there first; compose-post-0 (0.08) would not fit in the 0.05 left, so it gets
+    the smallest raise without a cpuset (the executor widens it as without placement): packing every
+    instance onto the one quiet CPU of a small machine would make that CPU the contended one."""
+    usage = {**WAITING, "compose-post-0": {"cpu": 0.08, "cpu_wait": 0.2}}
+    instances = [dataclasses.replace(v, usage=usage[v.name]) for v in pinned({}, {})]
+    ranks = {"frontend-0": 0.2, "compose-post-0": 0.1}
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), instances, cpus={0: 0.79, 1: (0.45, 0.4)}))
+    assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpu"): 0.52}
+    # the next decision starts afresh: with CPU 1 at 0.3, both fit
+    actions = decider.decide(observation(violated_window(), instances, cpus={0: 0.79, 1: (0.3, 0.25)}))
+    assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpuset"): "1"}

@@ -108,3 +108,21 @@ def test_cpu_is_bounded_by_the_cores_of_the_cpuset() -> None:
     accepted, _ = Guardrails(CONFIG).bound([Action("text-0", "cpu", 1.8)], obs, now=100.0)
     assert [a.value for a in accepted] == [1.0]
     assert "bounded from 1.8" in accepted[0].reason
+
+
+def test_a_cpuset_in_force_stays_beside_a_cpu_raise_of_the_same_instance_and_only_there() -> None:
+    """Placement's cpuset for a raise may be the one in force: beside the accepted raise it is kept (the
+    executor then keeps the cpuset instead of widening it); alone, or beside a raise the guard
+    refused, it is no action; a different cpuset is an action of its own."""
+    obs = observation(
+        [], [view("text-0", {"cpu": 0.5, "cpuset": "1"}, resources=frozenset({"cpu", "cpuset"}))]
+    )
+    pin = Action("text-0", "cpuset", "1")
+    accepted, rejected = Guardrails(CONFIG).bound([Action("text-0", "cpu", 0.8), pin], obs, now=100.0)
+    assert [(a.resource, a.value) for a in accepted] == [("cpu", 0.8), ("cpuset", "1")] and rejected == []
+    accepted, rejected = Guardrails(CONFIG).bound([pin], obs, now=100.0)
+    assert accepted == [] and [r.reason for r in rejected] == ["no change (within the deadband)"]
+    accepted, rejected = Guardrails(CONFIG).bound([Action("text-0", "cpu", 0.505), pin], obs, now=100.0)
+    assert accepted == [] and len(rejected) == 2
+    accepted, _ = Guardrails(CONFIG).bound([Action("text-0", "cpuset", "0")], obs, now=100.0)
+    assert [(a.resource, a.value) for a in accepted] == [("cpuset", "0")]

@@ -328,3 +328,22 @@ def test_a_raise_gives_one_more_cpu_to_run_on_and_a_cut_keeps_it(
     assert cpus.read_text().strip() == "0-1" and local.read("text-0", "cpu") == 0.3
     assert local.restore(baseline).ok
     assert cpus.read_text().strip() == "1" and local.read("text-0", "cpu") == 0.5
+
+
+def test_a_raise_with_the_instances_cpuset_in_the_same_step_keeps_that_cpuset(
+    fake: FakeCgroupRoot, tmp_path: Path
+) -> None:
+    """Placement gives the cpuset with the raise: the executor writes it as given and adds no CPU of
+    its own choosing, also when the given cpuset is the one in force (nothing written for it) and
+    when the quota would want more CPUs than it holds."""
+    cpus = fake.group("firm-testbed/text-0", "cpuset") / "cpuset.cpus"
+    cpus.write_text("1\n")
+    local = executor(fake, tmp_path, FakeTc())
+    assert local.apply([Action("text-0", "cpu", 0.5)], dry_run=False).ok
+    result = local.apply([Action("text-0", "cpu", 0.6), Action("text-0", "cpuset", "1")], dry_run=False)
+    assert result.ok and cpus.read_text().strip() == "1" and local.read("text-0", "cpu") == 0.6
+    assert [a.changed for a in result.applied] == [True, False]
+    assert local.apply([Action("text-0", "cpu", 1.5), Action("text-0", "cpuset", "1")], dry_run=False).ok
+    assert cpus.read_text().strip() == "1" and local.read("text-0", "cpu") == 1.5
+    assert local.apply([Action("text-0", "cpuset", "0")], dry_run=False).ok
+    assert cpus.read_text().strip() == "0"

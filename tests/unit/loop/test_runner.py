@@ -14,6 +14,7 @@ from firm.loop.config import Guard, LoopConfig, Reclaim, default_guards
 from firm.loop.deciders import FirmDecider
 from firm.loop.metrics import Metrics
 from firm.loop.runner import ControlLoop
+from firm.telemetry.cpus import CpuLoad
 from tests.unit.loop.fakes import (
     REDIS_DOWN,
     SLO,
@@ -199,3 +200,28 @@ def test_run_stops_when_the_stop_event_is_set_after_the_step_under_way(tmp_path:
     loop.start()
     assert loop.run(stop=stop) == 3
     assert seen == [1, 2, 3]
+
+
+def test_the_targets_per_cpu_load_is_audited_and_served_and_an_unreadable_one_is_survived(
+    tmp_path: Path,
+) -> None:
+    loop, target, _, clock, metrics = setup(tmp_path, dry_run=True)
+    violate(target, clock)
+    target.cpus = {0: CpuLoad(0, 0.9, 0.1, 0.0), 1: CpuLoad(1, 0.3, 0.25, 0.02)}
+    record = loop.step()
+    assert record["inputs"]["cpus"] == [
+        {"cpu": 0, "busy": 0.9, "managed": 0.1, "foreign": 0.8, "steal": 0.0},
+        {"cpu": 1, "busy": 0.3, "managed": 0.25, "foreign": 0.05, "steal": 0.02},
+    ]
+    text = generate_latest(metrics.registry).decode()
+    assert 'firm_cpu_busy_cores{by="foreign",cpu="0"} 0.8' in text
+    assert 'firm_cpu_busy_cores{by="managed",cpu="1"} 0.25' in text
+
+    def unreadable() -> None:
+        raise OSError(5, "Input/output error", "/proc/stat")
+
+    target.cpu_load = unreadable  # type: ignore[method-assign]
+    clock.now += 2
+    record = loop.step()
+    assert record["status"] != "failed" and record["inputs"]["cpus"] is None
+    assert [e["kind"] for e in record["errors"]] == ["cpu_load"]

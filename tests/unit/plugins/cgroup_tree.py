@@ -25,7 +25,7 @@ V1_FILES: dict[str, dict[str, str]] = {
         "cpu.shares": "1024",
         "cpu.stat": "nr_periods 0\nnr_throttled 0\nthrottled_time 0",
     },
-    "cpuacct": {"cpuacct.usage": "0"},
+    "cpuacct": {"cpuacct.usage": "0", "cpuacct.usage_percpu": "0 0 0 0 "},
     "cpuset": {"cpuset.cpus": "", "cpuset.mems": ""},
     "blkio": {
         "blkio.throttle.read_bps_device": "",
