@@ -36,7 +36,7 @@ SLOW = (
 )
 """Suites of several minutes marked ``slow``: ``make test`` leaves them out, ``make test-slow`` runs
 them (docs/reliability.md). The molecule scenarios take about 6.5 minutes together (``make molecule``
-runs them too); the loop's CPU-anomaly run about 2 minutes, and it is not yet reliable here (xfail)."""
+runs them too); the loop's CPU-anomaly run about 2 minutes."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
