@@ -261,6 +261,14 @@ class FirmDecider(BaseModel):
         "instance's CPU use: packing every instance onto the one quiet CPU of a small machine "
         "would make it the contended one.",
     )
+    placement_busy_max: float = Field(
+        default=0.85,
+        gt=0,
+        le=1,
+        description="An instance that leaves a contended CPU busier than this may be moved onto "
+        "CPUs up to this load instead of placement_busy: behind work that saturates its CPU it "
+        "waits longer than among the managed instances' short requests on a busier quiet CPU.",
+    )
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
     trace_cache: int = Field(
         default=20000,
@@ -270,6 +278,15 @@ class FirmDecider(BaseModel):
         "own times, gaps) are kept between steps, so that "
         "each is computed once (count).",
     )
+
+    @model_validator(mode="after")
+    def _placement_ordered(self) -> FirmDecider:
+        if self.placement_busy > self.placement_busy_max:
+            raise ValueError(
+                f"placement_busy ({self.placement_busy:g}) must be at most placement_busy_max "
+                f"({self.placement_busy_max:g}): raise placement_busy_max or lower placement_busy"
+            )
+        return self
 
 
 class LoopConfig(BaseModel):

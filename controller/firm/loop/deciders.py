@@ -548,19 +548,22 @@ class FirmDecider:
         """The CPUs ``view`` should run on with a quota of ``cores`` where placement applies (it is
         on, the target reports each CPU's load, the instance has a cpuset the executor sets): the
         CPUs of its cpuset that are not contended (``firm.foreign_cpu``), plus the least loaded
-        uncontended others below ``firm.placement_busy``, up to as many CPUs as the quota needs
-        and, when ``grow``, one more than it keeps. A cpuset that changes must leave the instance's
-        CPU use room on its CPUs: their headroom below ``firm.placement_busy`` (busy cores over the
-        last step, plus what this decision already moved there) must hold it, else None, as where
-        placement does not apply or every CPU is contended. ``commit``: count the instance's use
-        on its new CPUs for the rest of the decision."""
+        uncontended others below the cap, up to as many CPUs as the quota needs and, when
+        ``grow``, one more than it keeps. A cpuset that changes must leave room for the CPU use it
+        brings onto its CPUs (the instance's use times the share of its CPUs it leaves, its use
+        spread evenly): their headroom below the cap (busy cores over the last step, plus what
+        this decision already moved there) must hold it, else None, as where placement does not
+        apply or every CPU is contended. The cap is ``firm.placement_busy``, or
+        ``firm.placement_busy_max`` when a contended CPU the instance leaves is busier than that.
+        ``commit``: count that use on its new CPUs for the rest of the decision."""
         cfg = self.config.firm
         loads = observation.cpu_load
         mine = _cpus(view)
         if not cfg.placement or not loads or not mine or "cpuset" not in view.resources:
             return None
         contended = observation.contended_cpus(cfg.foreign_cpu)
-        cap = cfg.placement_busy
+        left_busy = max((loads[c].busy for c in mine & contended if c in loads), default=0.0)
+        cap = cfg.placement_busy_max if left_busy > cfg.placement_busy_max else cfg.placement_busy
 
         def load(cpu: int) -> float:
             return loads[cpu].busy + self._placed.get(cpu, 0.0) if cpu in loads else cap
@@ -576,12 +579,12 @@ class FirmDecider:
         if not room:
             return None
         if set(room) != mine:
-            used = view.usage.get("cpu", 0.0)
-            if sum(max(0.0, cap - load(c)) for c in room) < used:
+            brought = view.usage.get("cpu", 0.0) * len(mine - set(room)) / len(mine)
+            if sum(max(0.0, cap - load(c)) for c in room) < brought:
                 return None
             if commit:
                 for c in room:
-                    self._placed[c] = self._placed.get(c, 0.0) + used / len(room)
+                    self._placed[c] = self._placed.get(c, 0.0) + brought / len(room)
         return room
 
     def _move_to(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from pydantic import ValidationError
 
 from firm.loop.config import FirmDecider as FirmSettings
 from firm.loop.config import Guard, LoopConfig, Reclaim, default_guards
@@ -341,3 +342,33 @@ def test_placement_moves_only_as_much_as_the_quiet_cpu_has_room_for() -> None:
     # the next decision starts afresh: with CPU 1 at 0.3, both fit
     actions = decider.decide(observation(violated_window(), instances, cpus={0: 0.79, 1: (0.3, 0.25)}))
     assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpuset"): "1"}
+
+
+def test_an_instance_behind_a_saturated_cpu_may_fill_the_quiet_cpu_up_to_placement_busy_max() -> None:
+    """CPU 0 is 0.97 cores busy with work outside the managed instances (above firm.placement_busy_max
+    0.85), CPU 1 0.7 busy with managed instances: no room below placement_busy 0.6, but behind a
+    saturated CPU an instance waits longer than on a busier quiet one, so CPU 1 may be filled up to
+    0.85. frontend-0 (CPU 0, 0.1 cores used) brings all its use: 0.7 + 0.1 fits; compose-post-0 (on
+    0-1, 0.08 cores used, half of them on CPU 1 already) brings 0.04: 0.8 + 0.04 fits. With CPU 0 at
+    0.8 (contended, not saturated) the cap stays 0.6: frontend-0 gets the smallest raise without a
+    cpuset and compose-post-0, on every CPU with nowhere to go, is left as it is."""
+    usage = {**WAITING, "compose-post-0": {"cpu": 0.08, "cpu_wait": 0.2}}
+    instances = [dataclasses.replace(v, usage=usage[v.name]) for v in pinned({}, {"compose-post-0": "0-1"})]
+    ranks = {"frontend-0": 0.2, "compose-post-0": 0.1}
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), instances, cpus={0: 0.97, 1: (0.7, 0.6)}))
+    assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpuset"): "1"}
+    # a third instance's 0.1 cores would not fit in what is left below 0.85 (0.01)
+    crowded = {0: 0.97, 1: (0.74, 0.6)}
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), instances, cpus=crowded))
+    assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpu"): 0.52}
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), instances, cpus={0: 0.8, 1: (0.7, 0.6)}))
+    assert by_resource(actions) == {("frontend-0", "cpu"): 1.04}
+
+
+def test_placement_busy_above_placement_busy_max_is_refused_naming_both() -> None:
+    with pytest.raises(ValidationError, match=r"placement_busy \(0.9\) must be at most placement_busy_max"):
+        FirmSettings(placement_busy=0.9)
+    assert FirmSettings(placement_busy=0.9, placement_busy_max=0.95).placement_busy == 0.9
