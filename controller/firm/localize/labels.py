@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,35 +70,86 @@ class LabelledInjection:
     intensity: int = 0
 
 
-def _get(entry: Mapping[str, Any], key: str) -> Any:
+def _get(entry: Mapping[str, Any], key: str, where: str) -> Any:
     labels = entry.get("labels") or {}
-    if isinstance(labels, str):
+    if isinstance(labels, str):  # Redis keeps labels as JSON text
         try:
             labels = json.loads(labels)
         except json.JSONDecodeError:
             labels = {}
-    return entry.get(key) if entry.get(key) not in (None, "") else labels.get(key)
+    if not isinstance(labels, Mapping):
+        raise DatasetError(
+            f"{where}: labels is a JSON {_json_kind(labels)}, not an object of labels",
+            'give labels as an object, e.g. {"service": "geo", "campaign": "c1"}, as firm\'s campaigns write it',
+        )
+    value = entry.get(key) if entry.get(key) not in (None, "") else labels.get(key)
+    if value is not None and not isinstance(value, str):
+        raise DatasetError(
+            f"{where}: {key} {value!r} is not text", f"give {key} as text, as firm's campaigns write it"
+        )
+    return value
 
 
-def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
+def _json_kind(value: object) -> str:
+    """The JSON name of ``value``'s type (object, list, text, number, true/false, null)."""
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "true/false"
+    return "null" if value is None else "number"
+
+
+def _intensity(entry: Mapping[str, Any], where: str) -> int:
+    value = entry.get("intensity")
+    if value in (None, ""):
+        return 0
+    number = value
+    if isinstance(value, str):  # Redis keeps every field as text
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, int | float) or not 0 <= number <= 100:
+        raise DatasetError(
+            f"{where}: intensity {value!r} is not a number from 0 to 100",
+            "give intensity as the percentage firm.core.anomaly was asked for, or leave it out",
+        )
+    return int(number)
+
+
+def injections(
+    entries: Iterable[Mapping[str, Any]], *, entry_names: Sequence[str] | None = None
+) -> list[LabelledInjection]:
     """The injections of campaign record ``entries`` (``started`` and ``ended`` events; others are
     ignored), one per (campaign, name, start); an ``ended`` entry fixes the end.
 
-    Raises :class:`DatasetError` naming the entry when a started injection lacks its service or
-    times.
+    Raises :class:`DatasetError` naming the entry (``entry_names[k]``, e.g. ``FILE:LINE``, else
+    its index) when an entry is not an object, or a started injection lacks its service or times,
+    or holds a field of the wrong type (labels that are not an object, a service that is not text, an
+    intensity outside 0..100, an endless duration).
     """
     started: dict[tuple[str, str, int], dict[str, Any]] = {}
     ended: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for k, entry in enumerate(entries):
+        where = entry_names[k] if entry_names is not None else f"campaign record entry {k}"
+        if not isinstance(entry, Mapping):
+            raise DatasetError(
+                f"{where} is a JSON {_json_kind(entry)}, not an entry of the record",
+                "give the record written by firm's campaign: one JSON object per line",
+            )
         event = entry.get("event")
         if event not in ("started", "ended"):
             continue
-        name, campaign = str(entry.get("name", "")), str(_get(entry, "campaign") or "")
+        name, campaign = str(entry.get("name", "")), str(_get(entry, "campaign", where) or "")
         try:
             start = to_us(float(entry["started_at"]))
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(
-                f"campaign record entry {k} ({name or 'unnamed'}): no usable started_at ({err})",
+                f"{where} ({name or 'unnamed'}): no usable started_at ({err})",
                 "give the record written by firm's campaign (JSON lines with started_at)",
             ) from err
         if event == "ended":
@@ -108,10 +159,10 @@ def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
                 continue
             ended.setdefault((campaign, name), []).append((start, end))
             continue
-        service = _get(entry, "service")
+        service = _get(entry, "service", where)
         if not service or service == "node":
             raise DatasetError(
-                f"campaign record entry {k} ({name or 'unnamed'}): the injection names no service",
+                f"{where} ({name or 'unnamed'}): the injection names no service",
                 "label injections with the service they target (labels.service), as firm's campaigns do",
             )
         try:
@@ -119,22 +170,21 @@ def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
                 end = to_us(float(entry["expires_at"]))
             else:
                 end = start + int(float(entry["duration_s"]) * 1e6)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise DatasetError(
-                f"campaign record entry {k} ({name}): neither expires_at nor duration_s is usable",
+                f"{where} ({name}): neither expires_at nor duration_s is usable",
                 "give the record written by firm's campaign",
             ) from err
         kind = str(entry.get("kind", ""))
-        placement = _get(entry, "placement") or (
+        placement = _get(entry, "placement", where) or (
             "inside" if kind in anomaly.kind_names(placement="interface") else "beside"
         )
         if placement not in ("inside", "beside"):
             raise DatasetError(
-                f"campaign record entry {k} ({name}): placement {placement!r} is neither "
-                "'inside' nor 'beside'",
+                f"{where} ({name}): placement {placement!r} is neither 'inside' nor 'beside'",
                 "fix the record's placement field",
             )
-        instance = str(_get(entry, "instance") or service)
+        instance = str(_get(entry, "instance", where) or service)
         started[(campaign, name, start)] = {
             "name": name,
             "campaign": campaign,
@@ -143,7 +193,7 @@ def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
             "placement": placement,
             "start_us": start,
             "end_us": end,
-            "intensity": int(entry.get("intensity") or 0),
+            "intensity": _intensity(entry, where),
         }
     out: list[LabelledInjection] = []
     for (campaign, name, start), d in sorted(started.items(), key=lambda kv: kv[0][2]):
@@ -156,21 +206,36 @@ def injections(entries: Iterable[Mapping[str, Any]]) -> list[LabelledInjection]:
 
 
 def read_campaign_file(path: Path) -> list[LabelledInjection]:
-    """The injections of a campaign JSON-lines file."""
-    entries: list[dict[str, Any]] = []
+    """The injections of a campaign JSON-lines file; errors name the file and line."""
+    entries: list[Any] = []
+    names: list[str] = []
     try:
-        with path.open(encoding="utf-8") as handle:
-            for n, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        entries.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DatasetError(
-                            f"{path}:{n}: not JSON ({err.msg})", "give the campaign's JSON-lines record"
-                        ) from err
+        with path.open("rb") as handle:
+            for n, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DatasetError(
+                        f"{path}:{n}: not UTF-8 text, so not a campaign record",
+                        "give the campaign's JSON-lines record",
+                    ) from err
+                if not line.strip():
+                    continue
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DatasetError(
+                        f"{path}:{n}: not JSON ({err.msg})", "give the campaign's JSON-lines record"
+                    ) from err
+                except RecursionError as err:
+                    raise DatasetError(
+                        f"{path}:{n}: JSON nested too deeply for a campaign entry",
+                        "give the campaign's JSON-lines record",
+                    ) from err
+                names.append(f"{path}:{n}")
     except OSError as err:
         raise DatasetError(f"{path}: cannot read the campaign record: {err}", "check the path") from err
-    return injections(entries)
+    return injections(entries, entry_names=names)
 
 
 @dataclass(frozen=True)
