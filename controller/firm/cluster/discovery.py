@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from kubernetes import client as kube_client
@@ -34,42 +36,64 @@ log = logging.getLogger(__name__)
 QOS_INDEX = {"Guaranteed": 0, "Burstable": 1, "BestEffort": 2}
 """Position of each QoS class in the resolver's candidates (``kubepods``, ``.../burstable``, ``.../besteffort``)."""
 
-_CPU = re.compile(r"^([0-9.]+)(m?)$")
-_MEMORY_SUFFIX = {
-    "Ki": 1 << 10,
-    "Mi": 1 << 20,
-    "Gi": 1 << 30,
-    "Ti": 1 << 40,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "": 1,
+_QUANTITY = re.compile(
+    r"^(?P<number>\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>[KMGTPE]i|[eE][+-]?[0-9]+|[numkMGTPE]?)$"
+)
+_QUANTITY_SCALE = {
+    **{f"{p}i": Decimal(1024) ** n for n, p in enumerate("KMGTPE", 1)},
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    **{p: Decimal(1000) ** n for n, p in enumerate("kMGTPE", 1)},
 }
+_QUANTITY_MAX = Decimal(2**63 - 1)
+"""The largest value a Kubernetes quantity holds (apimachinery keeps them in an int64)."""
 
 
-def cpu_cores(quantity: str | None) -> float | None:
-    """A CPU quantity (``100m``, ``1.5``, ``2``) in cores; None for None."""
-    if quantity is None:
-        return None
-    match = _CPU.match(str(quantity).strip())
+def quantity(text: str, what: str) -> Decimal:
+    """A Kubernetes resource quantity as the API server reads it: a plain, fixed-point or exponent
+    number (``128974848``, ``0.5``, ``129e6``) with an optional decimal (``n``, ``u``, ``m``, ``k``,
+    ``M``, ``G``, ``T``, ``P``, ``E``) or binary (``Ki`` ... ``Ei``) suffix; ``128974848000m`` is
+    128974848. Raises :class:`ClusterError` naming ``what`` for anything else, a negative quantity
+    or one beyond the API's int64."""
+    match = _QUANTITY.match(str(text).strip())
     if match is None:
         raise ClusterError(
-            f"CPU quantity {quantity!r} is not understood", fix="use cores (1.5) or millicores (150m)"
+            f"{what} {text!r} is not a Kubernetes quantity",
+            fix="give a number with an optional suffix, as in the pod spec: 1.5, 1500m, 129e6, 129M, 123Mi",
         )
-    return float(match.group(1)) / (1000 if match.group(2) else 1)
-
-
-def memory_bytes(quantity: str | None) -> int | None:
-    """A memory quantity (``50Mi``, ``1G``, ``1048576``) in bytes; None for None."""
-    if quantity is None:
-        return None
-    match = re.match(r"^([0-9.]+)([A-Za-z]*)$", str(quantity).strip())
-    if match is None or match.group(2) not in _MEMORY_SUFFIX:
+    suffix = match.group("suffix")
+    if suffix not in _QUANTITY_SCALE:  # a decimal exponent, e.g. e6 or E-3
+        exponent = int(suffix[1:])
+        if abs(exponent) > 30:  # beyond the API's int64 (or below its nano-units) either way
+            raise ClusterError(f"{what} {text!r} is out of range", fix="give a quantity the API server takes")
+        scale = Decimal(10) ** exponent
+    else:
+        scale = _QUANTITY_SCALE[suffix]
+    value = Decimal(match.group("number")) * scale
+    if value > _QUANTITY_MAX:
         raise ClusterError(
-            f"memory quantity {quantity!r} is not understood", fix="use bytes or Ki/Mi/Gi suffixes"
+            f"{what} {text!r} is larger than a Kubernetes quantity holds (2^63 - 1)",
+            fix="give the quantity the API server shows for the pod",
         )
-    return int(float(match.group(1)) * _MEMORY_SUFFIX[match.group(2)])
+    return value
+
+
+def cpu_cores(quantity_text: str | None) -> float | None:
+    """A CPU quantity (``100m``, ``1.5``, ``2``, ``1e3m``) in cores; None for None."""
+    if quantity_text is None:
+        return None
+    return float(quantity(quantity_text, "CPU quantity"))
+
+
+def memory_bytes(quantity_text: str | None) -> int | None:
+    """A memory quantity (``50Mi``, ``1G``, ``129e6``, ``1048576``) in bytes, a fraction of a byte
+    rounded up as the API server does (``400m`` is 1 byte); None for None."""
+    if quantity_text is None:
+        return None
+    return math.ceil(quantity(quantity_text, "memory quantity"))
 
 
 @dataclass(frozen=True)
