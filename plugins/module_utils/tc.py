@@ -35,7 +35,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ansible_collections.firm.core.plugins.module_utils import units
@@ -129,9 +128,6 @@ def _ip(namespace: str | None) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Parsing user input (tc's units)
 
-_NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?"
-_WITH_UNIT = re.compile(rf"^{_NUMBER}([A-Za-z]*)$")
-
 _TIME_UNITS = {
     "": 1,
     "us": 1,
@@ -147,34 +143,14 @@ _TIME_UNITS = {
 _MAX_RATE_BPS = 8 * ((1 << 64) - 1)
 
 
-def _parse_quantity(value: object, units: Mapping[str, int], what: str, example: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TcInputError(
-            f"{what} {value!r} is neither a number nor a string", fix=f"give {what} like {example}"
-        )
-    if isinstance(value, int):
-        number, unit = Decimal(value), 1
-    else:
-        match = _WITH_UNIT.match(value.strip())
-        if not match or match.group(3).lower() not in units:
-            raise TcInputError(
-                f"{what} {value!r} cannot be parsed",
-                fix=f"give {what} like {example}; units: {', '.join(u for u in units if u)}",
-            )
-        try:
-            number = Decimal(match.group(1)) * (Decimal(10) ** int(match.group(2) or 0))
-        except (InvalidOperation, OverflowError) as exc:
-            raise TcInputError(
-                f"{what} {value!r} is out of range", fix=f"give {what} like {example}"
-            ) from exc
-        unit = units[match.group(3).lower()]
+def _parse_quantity(value: object, units_of: Mapping[str, int], what: str, example: str) -> int:
     try:
-        return int(number * unit)
-    except (InvalidOperation, OverflowError) as exc:
-        raise TcInputError(f"{what} {value!r} is out of range", fix=f"give {what} like {example}") from exc
+        return units.parse_quantity(value, units_of, what, example)
+    except units.UnitError as exc:
+        raise TcInputError(exc.message, fix=exc.fix) from None
 
 
-def parse_rate(value: str | int, what: str = "rate") -> int:
+def parse_rate(value: str | float, what: str = "rate") -> int:
     """A rate in bits per second, from an integer (bit/s) or a tc-style string (:mod:`units`).
 
     "10mbit", "1gbit", "500kbit" are bits per second (SI multiples), "1kibit" is 1024 bit/s, and
@@ -183,7 +159,7 @@ def parse_rate(value: str | int, what: str = "rate") -> int:
     in bytes per second.
     """
     try:
-        bps = units.parse_rate(value, what)
+        bps = units.parse_rate(value, what, minimum=8)
     except units.UnitError as exc:
         raise TcInputError(exc.message, fix=exc.fix) from None
     if bps < 8:
@@ -199,7 +175,7 @@ def parse_rate(value: str | int, what: str = "rate") -> int:
     return bps // 8 * 8
 
 
-def parse_size(value: str | int, what: str = "burst") -> int:
+def parse_size(value: str | float, what: str = "burst") -> int:
     """A size in bytes, from an integer (bytes) or a tc-style string ("1514", "15k" = 15360, "1mb", "32kbit")."""
     try:
         size = units.parse_size(value, what)
@@ -212,7 +188,7 @@ def parse_size(value: str | int, what: str = "burst") -> int:
     return size
 
 
-def parse_time(value: str | int, what: str = "latency") -> int:
+def parse_time(value: str | float, what: str = "latency") -> int:
     """A time in microseconds, from an integer (microseconds) or a tc-style string ("50ms", "1s")."""
     usecs = _parse_quantity(value, _TIME_UNITS, what, '"50ms", "200us", "1s" or 50000 (microseconds)')
     if usecs <= 0:
@@ -421,11 +397,11 @@ class Request:
 
 def parse_request(
     kind: str,
-    rate: str | int,
+    rate: str | float,
     *,
-    ceil: str | int | None = None,
-    burst: str | int | None = None,
-    latency: str | int | None = None,
+    ceil: str | float | None = None,
+    burst: str | float | None = None,
+    latency: str | float | None = None,
     class_id: str | None = None,
 ) -> Request:
     """Validate everything that does not depend on the interface; nothing is run."""
@@ -1164,11 +1140,11 @@ def remove_shaping(
 def shaping_for(
     interface: str,
     kind: str,
-    rate: str | int,
+    rate: str | float,
     *,
-    ceil: str | int | None = None,
-    burst: str | int | None = None,
-    latency: str | int | None = None,
+    ceil: str | float | None = None,
+    burst: str | float | None = None,
+    latency: str | float | None = None,
     class_id: str | None = None,
     namespace: str | None = None,
     netns_dir: str = NETNS_DIR,

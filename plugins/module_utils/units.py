@@ -18,20 +18,22 @@ SI multiples (1000), ``kibit``... IEC ones (1024); ``bps`` is bytes per second, 
 them. ``Kbps``, ``Mbps``, ``Gbps``, ``Tbps`` are refused: tc reads ``10Mbps`` as megabytes per second,
 most people as megabits.
 
-Numbers may have a fraction and an exponent (``1.5m``, ``1e3kbit``); the result is a whole number
-(rounded down). Errors are :class:`UnitError` (an :class:`InvalidInputError`) naming the value, what it
+Numbers may have a fraction and an exponent (``1.5m``, ``1e3kbit``); a float (``2.5e+6`` or ``1514.0`` as
+YAML or Jinja give them) is a number of base units, as the same digits in a string are; the result is a
+whole number (rounded down). Errors are :class:`UnitError` (an :class:`InvalidInputError`) naming the value, what it
 is for and the spellings that work.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal
 
 from ansible_collections.firm.core.plugins.module_utils.errors import InvalidInputError
 
-__all__ = ["RATE_UNITS", "SIZE_UNITS", "UnitError", "parse_rate", "parse_size"]
+__all__ = ["RATE_UNITS", "SIZE_UNITS", "UnitError", "parse_quantity", "parse_rate", "parse_size"]
 
 
 class UnitError(InvalidInputError):
@@ -66,13 +68,21 @@ _AMBIGUOUS_SIZE = re.compile(r"^[KMGT]b$")
 _AMBIGUOUS_RATE = re.compile(r"^[KMGT]bps$")
 
 
-def _quantity(value: object, units: Mapping[str, int], what: str, example: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
+def parse_quantity(value: object, units: Mapping[str, int], what: str, example: str) -> int:
+    """A whole number of base units from an integer (base units), a float (base units, as YAML and
+    Jinja give ``2.5e+6`` or ``1514.0``) or a string of a number and one of ``units`` (compared
+    case-insensitively), rounded down. The one reader of numbers with units: sizes, rates and tc's
+    times. Raises :class:`UnitError` naming ``what``, with ``example`` in the fix."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise UnitError(
             f"{what} {value!r} is neither a number nor a string", fix=f"give {what} like {example}"
         )
     if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnitError(f"{what} {value!r} is not a finite number", fix=f"give {what} like {example}")
+        return int(Decimal(repr(value)))  # 2500000.0 is 2500000, as the string "2500000.0" is
     match = _WITH_UNIT.match(value.strip())
     if not match:
         raise UnitError(
@@ -95,7 +105,9 @@ def _quantity(value: object, units: Mapping[str, int], what: str, example: str) 
         raise UnitError(f"{what} {value!r} is out of range", fix=f"give {what} like {example}") from exc
 
 
-def parse_size(value: str | int, what: str = "size", *, minimum: int = 0, maximum: int | None = None) -> int:
+def parse_size(
+    value: str | float, what: str = "size", *, minimum: int = 0, maximum: int | None = None
+) -> int:
     """A size in bytes from an integer (bytes) or a string such as ``"512M"``, ``"15k"``, ``"32kbit"``.
 
     Raises :class:`UnitError` when it cannot be read, is ambiguous (``"512Mb"``), or lies outside
@@ -110,12 +122,14 @@ def parse_size(value: str | int, what: str = "size", *, minimum: int = 0, maximu
             fix=f"write {number}{_suffix(value)[0]}B or {number}{_suffix(value)[0]}iB for bytes, "
             f"{number}{_suffix(value)[0].lower()}bit for bits",
         )
-    size = _quantity(value, SIZE_UNITS, what, '4096, "512M", "1.5GiB" or "32kbit" (k = 1024)')
+    size = parse_quantity(value, SIZE_UNITS, what, '4096, "512M", "1.5GiB" or "32kbit" (k = 1024)')
     _check_range(size, what, "bytes", minimum, maximum)
     return size
 
 
-def parse_rate(value: str | int, what: str = "rate", *, minimum: int = 0, maximum: int | None = None) -> int:
+def parse_rate(
+    value: str | float, what: str = "rate", *, minimum: int = 0, maximum: int | None = None
+) -> int:
     """A rate in bits per second from an integer (bit/s) or a string such as ``"10mbit"``, ``"125kbps"``.
 
     Raises :class:`UnitError` when it cannot be read, is ambiguous (``"10Mbps"``), or lies outside
@@ -128,7 +142,7 @@ def parse_rate(value: str | int, what: str = "rate", *, minimum: int = 0, maximu
             f"{what} {value!r} is ambiguous: tc reads it as bytes per second, most people as bits per second",
             fix=f"write {number}{prefix.lower()}bit for bits per second or {number}{prefix}Bps for bytes per second",
         )
-    rate = _quantity(value, RATE_UNITS, what, '"10mbit", "1gbit", "125kbps" or 10000000 (bit/s)')
+    rate = parse_quantity(value, RATE_UNITS, what, '"10mbit", "1gbit", "125kbps" or 10000000 (bit/s)')
     _check_range(rate, what, "bit/s", minimum, maximum)
     return rate
 

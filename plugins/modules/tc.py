@@ -59,9 +59,9 @@ options:
     default: tbf
   rate:
     description:
-      - The rate, in bits per second as an integer, or as tc writes it. C(10mbit), C(1gbit), C(500kbit)
-        are bits per second (SI multiples), C(1mibit) is 2^20 bit/s, and C(125kbps) is 125 kilobytes
-        per second (1 Mbit/s).
+      - The rate, in bits per second as a number (a float such as C(2.5e+6) too), or as tc writes it.
+        C(10mbit), C(1gbit), C(500kbit) are bits per second (SI multiples), C(1mibit) is 2^20 bit/s, and
+        C(125kbps) is 125 kilobytes per second (1 Mbit/s).
       - C(10Mbps), C(1Gbps) are refused as ambiguous (tc reads them as bytes, most people as bits); write
         C(10mbit) for bits or C(10MBps) for bytes per second.
       - Rounded down to a multiple of 8 bit/s (the kernel holds bytes per second). Required when
@@ -74,14 +74,14 @@ options:
     type: raw
   burst:
     description:
-      - Bucket size in bytes as an integer, or as tc writes sizes (C(15k) = 15360 bytes, C(1mb)).
+      - Bucket size in bytes as a number, or as tc writes sizes (C(15k) = 15360 bytes, C(1mb)).
       - May not be below max(MTU + link-layer header, rate/HZ); defaults to 10 ms at the rate, or to
         that minimum where it is larger.
       - With O(kind=htb) the class's cburst is the larger of O(burst) and the same minimum for O(ceil).
     type: raw
   latency:
     description:
-      - With O(kind=tbf), the longest a packet may wait in the queue, as an integer in microseconds or as
+      - With O(kind=tbf), the longest a packet may wait in the queue, as a number of microseconds or as
         tc writes times (C(50ms), C(200us), C(1s)). Defaults to 50ms.
     type: raw
   class_id:

@@ -108,7 +108,8 @@ def test_rates_that_people_and_tc_read_differently_are_refused(text: str) -> Non
         "\uff11\uff12k",
         "5\x00k",
         True,
-        1.5,
+        float("nan"),
+        float("inf"),
         None,
     ],
 )
