@@ -14,6 +14,7 @@ from typing import Any
 import click
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError
@@ -38,7 +39,7 @@ from firm.experiment.recorded import (
     load_runs,
 )
 from firm.experiment.render import plots, table
-from firm.experiment.report import build_report
+from firm.experiment.report import OTHER_WORK_AVG, OTHER_WORK_PEAK, build_report
 from firm.experiment.runner import (
     Experiment,
     ExperimentPlan,
@@ -91,6 +92,25 @@ def _write(report: dict[str, Any], out: Path, as_json: bool) -> None:
             f"firm: fewer SLO-violation seconds than: {fewer or '-'}; CPU allocated not above static: "
             f"{ {True: 'yes', False: 'NO', None: '-'}[verdict['cpu_not_above_static']] }; "
             f"every anomaly mitigated: {'yes' if verdict['mitigated_every_anomaly'] else 'NO'}"
+        )
+    other = {
+        name: (entry.get("other_work_cores_avg"), entry.get("other_work_cores_peak"))
+        for name, entry in report.get("policies", {}).items()
+    }
+    if any(avg is not None for avg, _ in other.values()):
+        console.print(
+            "other work on this machine (cores, average / busiest interval): "
+            + ", ".join(
+                f"{escape(str(n))} {a:.2f} / {p:.2f}"
+                for n, (a, p) in other.items()
+                if a is not None and p is not None
+            )
+        )
+    if verdict.get("disturbed"):
+        console.print(
+            f"[bold red]disturbed:[/] {escape(', '.join(map(str, verdict['disturbed'])))} ran beside other work (more than "
+            f"{OTHER_WORK_AVG:g} cores on average or {OTHER_WORK_PEAK:g} in an interval): those figures "
+            "are not comparable; run again on a quiet machine"
         )
     console.print(f"report: {out / 'report.json'}; plots: {', '.join(str(f) for f in files)}")
 

@@ -32,6 +32,9 @@ MAX_COUNT = (1 << 31) - 1
 """The largest count (actions, errors, instances) a recorded run may hold: 2^31 - 1, the bound of
 every count on the command line (``firm.cli_options.MAX_WHOLE``)."""
 
+MAX_CORES = 4096.0
+"""The most cores of other work a sample may claim (more CPUs than any machine firm runs on)."""
+
 Seconds = Annotated[FiniteFloat, Field(ge=0)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -73,6 +76,10 @@ class RecordedRunFile(BaseModel):
     ] = Field(default_factory=list)
     """[time s, cores allocated, cores used or null, instances]."""
     anomalies: list[_Anomaly] = Field(default_factory=list)
+    other_work: list[tuple[Seconds, Annotated[FiniteFloat, Field(ge=0, le=MAX_CORES)]]] = Field(
+        default_factory=list
+    )
+    """[time s, cores of other work on the machine over the stretch ending then]."""
 
     @model_validator(mode="after")
     def _within_the_run(self) -> RecordedRunFile:
@@ -88,6 +95,12 @@ class RecordedRunFile(BaseModel):
                 f"cpu[{late}] was taken at {self.cpu[late][0]:g} s, after the run's duration_s "
                 f"({self.duration_s:g} s)"
             )
+        late = next((i for i, o in enumerate(self.other_work) if o[0] > self.duration_s), None)
+        if late is not None:
+            raise ValueError(
+                f"other_work[{late}] was taken at {self.other_work[late][0]:g} s, after the run's "
+                f"duration_s ({self.duration_s:g} s)"
+            )
         return self
 
     def run(self) -> RecordedRun:
@@ -101,6 +114,7 @@ class RecordedRunFile(BaseModel):
             self.scale_events,
             list(self.notes),
             dict(self.errors),
+            [(t, c) for t, c in self.other_work],
         )
 
 

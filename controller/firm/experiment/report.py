@@ -17,6 +17,11 @@ their p99 (nearest rank; a failed request counts as infinitely slow) is above th
 - ``core_seconds_met``: CPU-core-seconds allocated during intervals in which every type met its SLO
   (Autothrottle's score: Wang et al., "Autothrottle", NSDI 2024, section 5: fewer is better at the
   same SLO attainment).
+- ``other_work_cores_avg`` / ``other_work_cores_peak``: cores of the machine busy with work the run
+  does not account for (not the testbed, the anomalies, the harness), the mean over intervals and
+  the busiest interval; a policy above :data:`OTHER_WORK_AVG` or :data:`OTHER_WORK_PEAK` ran on a
+  machine busy with something else, and the verdict names it (``disturbed``): its figures are not
+  comparable with the others'.
 - ``mitigation_s``: per anomaly, seconds from its start to the start of the first interval whose
   p99 is back under the SLO (every type) after the first violated interval at or after its start
   and before its end; 0 when it caused no violated interval; None when the SLO never came back.
@@ -83,6 +88,16 @@ class RecordedRun:
     notes: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     """Failed requests by error (``timeout``, ``overloaded``, ``connection``, ``http_503``...)."""
+    other_work: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds, cores): work on the machine the run does not account for, over the stretch ending
+    then (:class:`firm.telemetry.cpus.OtherWorkMeter`)."""
+
+
+OTHER_WORK_AVG = 0.15
+"""Cores of other work, on average over a run, above which the run counts as disturbed (a quiet run
+of the default experiment on a 2-CPU machine measured 0.02-0.1: Redis, kernel threads)."""
+OTHER_WORK_PEAK = 0.5
+"""Cores of other work in one interval above which the run counts as disturbed."""
 
 
 @dataclass(frozen=True)
@@ -176,9 +191,20 @@ def mitigation(
     return seconds, table[back].start_s < anomaly.end_s
 
 
+def other_work(run: RecordedRun, table: Sequence[Interval], interval_s: float) -> list[float | None]:
+    """Per interval, the mean of the other-work samples that end in it, cores (None: no sample)."""
+    out: list[float | None] = []
+    for interval in table:
+        inside = [c for t, c in run.other_work if interval.start_s <= t < interval.start_s + interval_s]
+        out.append(sum(inside) / len(inside) if inside else None)
+    return out
+
+
 def summarize(run: RecordedRun, slo_ms: Mapping[str, float], interval_s: float) -> dict[str, Any]:
     """The report's entry of one policy (see the module's docstring for every figure)."""
     table = intervals(run, slo_ms, interval_s)
+    other = other_work(run, table, interval_s)
+    measured_other = [c for c in other if c is not None]
     types = sorted(set(slo_ms) | {r.request_type for r in run.requests})
     per_type: dict[str, dict[str, Any]] = {}
     measured = [r for r in run.requests if 0 <= r.completed_s < len(table) * interval_s]
@@ -231,6 +257,8 @@ def summarize(run: RecordedRun, slo_ms: Mapping[str, float], interval_s: float) 
         if used
         else None,
         "core_seconds_met": _r(met),
+        "other_work_cores_avg": _r(sum(measured_other) / len(measured_other)) if measured_other else None,
+        "other_work_cores_peak": _r(max(measured_other)) if measured_other else None,
         "mitigation_s": [a["mitigation_s"] for a in anomalies],
         "anomalies": anomalies,
         "actions": run.actions,
@@ -242,6 +270,7 @@ def summarize(run: RecordedRun, slo_ms: Mapping[str, float], interval_s: float) 
             "violated": [i.any_violated for i in table],
             "cpu_allocated": [_r(i.cpu_allocated) for i in table],
             "cpu_used": [_r(i.cpu_used) for i in table],
+            "other_work": [_r(c) for c in other],
         },
     }
 
@@ -284,7 +313,10 @@ def verdict(policies: Mapping[str, Mapping[str, Any]], reference: str = "firm") 
     """Whether ``reference`` met the bar: fewer violation seconds than every other policy but
     ``none`` (the unlimited ceiling), no more CPU allocated on average than ``static``, every
     anomaly mitigated while it still ran (``before_end``: the SLO came back, or never broke, before
-    the anomaly ended; an SLO that comes back only when the anomaly expires was not mitigated)."""
+    the anomaly ended; an SLO that comes back only when the anomaly expires was not mitigated).
+    ``disturbed``: the policies whose run met more other work on the machine than
+    :data:`OTHER_WORK_AVG` on average or :data:`OTHER_WORK_PEAK` in an interval (their comparison
+    is not fair; run again on a quiet machine)."""
     if reference not in policies:
         return {}
     ref = policies[reference]
@@ -297,7 +329,15 @@ def verdict(policies: Mapping[str, Mapping[str, Any]], reference: str = "firm") 
         "fewer_violation_s_than": fewer,
         "cpu_not_above_static": cpu_ok,
         "mitigated_every_anomaly": all(bool(a.get("before_end")) for a in ref.get("anomalies", [])),
+        "disturbed": [n for n, e in policies.items() if disturbed(e)],
     }
+
+
+def disturbed(entry: Mapping[str, Any]) -> bool:
+    """Whether a policy's run met more other work than :data:`OTHER_WORK_AVG` on average or
+    :data:`OTHER_WORK_PEAK` in an interval (False where it was not measured)."""
+    avg, peak = entry.get("other_work_cores_avg"), entry.get("other_work_cores_peak")
+    return (avg is not None and avg > OTHER_WORK_AVG) or (peak is not None and peak > OTHER_WORK_PEAK)
 
 
 def build_report(

@@ -51,11 +51,12 @@ from firm.loop import config as loop_config
 from firm.loop.audit import AuditLog
 from firm.loop.runner import ControlLoop
 from firm.loop.testbed import TestbedScaler, TestbedTarget
-from firm.telemetry.cpus import CpuLoad
+from firm.telemetry.cpus import CpuLoad, OtherWorkMeter
 from firm.telemetry.model import Sample
 from firm.testbed import experiment as testbed_experiment
 from firm.testbed import lifecycle, rpc, scale
 from firm.testbed.config import TestbedConfig
+from firm.testbed.state import TestbedState
 from firm.tracing.model import Trace
 
 log = logging.getLogger(__name__)
@@ -541,15 +542,21 @@ class Experiment:
             raise ExperimentError("the testbed went down", fix="bring it up again with `firm testbed up`")
         one = PolicyRun(self, policy, state.frontend)
         injectors = self._injectors = self._make_injectors()
+        meter = self.other_work_meter(state)
+        other: list[tuple[float, float]] = []
         one.start()
         one.load_started.wait()
         started = time.time()
+        meter.read()
         for injector in injectors:
             injector.timer.start()
         windows = []
         try:
             while one.load_thread.is_alive():
                 one.load_thread.join(0.5)
+                cores = meter.read()
+                if cores is not None:
+                    other.append((time.time(), cores))
                 elapsed = time.time() - started
                 self.state.active_anomalies = [
                     f"{p.kind}@{p.service}"
@@ -570,7 +577,23 @@ class Experiment:
         if one.errors:
             raise ExperimentError(f"the {policy} run failed: {one.errors[0]}") from one.errors[0]
         zero = one.measure_start if math.isfinite(one.measure_start) else started + plan.warmup_s
-        return self._recorded(policy, zero, one.actions, one.requests, one.target, windows, one.replicas)
+        run = self._recorded(policy, zero, one.actions, one.requests, one.target, windows, one.replicas)
+        run.other_work = [(t - zero, c) for t, c in other if 0 <= t - zero <= plan.duration_s]
+        return run
+
+    def other_work_meter(self, state: TestbedState) -> OtherWorkMeter:
+        """The meter of work this run does not account for: all but the testbed's and the anomalies'
+        cgroups, this process with its children, and the testbed's telemetry samplers."""
+        samplers = [
+            int(ref["pid"])
+            for ref in (state.telemetry, *state.scaled_telemetry.values())
+            if ref and isinstance(ref.get("pid"), int)
+        ]
+        return OtherWorkMeter(
+            [self.testbed.cgroup_parent, anomaly.CGROUP_PARENT],
+            daemons=lambda: samplers,
+            cgroup_root=self.env.cgroup_root,
+        )
 
     def _make_injectors(self) -> list[testbed_experiment.Injector]:
         """One injector per planned anomaly, each timed from the start of the load."""
@@ -848,6 +871,7 @@ def recorded_to_json(run: RecordedRun) -> dict[str, Any]:
             for s in run.cpu
         ],
         "anomalies": [dataclasses.asdict(a) for a in run.anomalies],
+        "other_work": [[round(t, 3), round(c, 4)] for t, c in run.other_work],
     }
 
 

@@ -54,6 +54,8 @@ BAD = [
         {"anomalies": [{"kind": "cpu", "service": "x", "start_s": 5, "end_s": 1}]},
         "anomalies[0]",
     ),
+    ("negative other work", {"other_work": [[1.0, -0.1]]}, "other_work[0][1]"),
+    ("other work after the run", {"other_work": [[21.0, 0.1]]}, "other_work[0]"),
     ("unknown field", {"durration_s": 5}, "durration_s"),
     ("empty policy", {"policy": ""}, "policy"),
 ]
@@ -121,3 +123,9 @@ def test_the_table_goes_to_stdout_and_the_json_too(tmp_path: Path) -> None:
     result = runner.invoke(main, ["experiment", "--report-only", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["policies"]["firm"]["requests"] == 20
+
+
+def test_other_work_is_read_back_and_a_run_recorded_before_it_existed_has_none() -> None:
+    run = parse_run(with_({"other_work": [[0.5, 0.02], [1.0, 0.3]]}))
+    assert run.other_work == [(0.5, 0.02), (1.0, 0.3)]
+    assert parse_run(good()).other_work == []

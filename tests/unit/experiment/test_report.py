@@ -7,6 +7,8 @@ import json
 import pytest
 
 from firm.experiment.report import (
+    OTHER_WORK_AVG,
+    OTHER_WORK_PEAK,
     AnomalyWindow,
     CpuSample,
     RecordedRun,
@@ -136,6 +138,7 @@ def test_ratios_and_report() -> None:
         # the cpu anomaly's violation ended only after the anomaly did (9 s after its start at 6 s,
         # its end at 14 s): expiry is not mitigation
         "mitigated_every_anomaly": False,
+        "disturbed": [],
     }
     json.dumps(report, allow_nan=False)
     firm.anomalies = [a for a in firm.anomalies if a.kind != "cpu"]
@@ -146,3 +149,27 @@ def test_ratios_and_report() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         intervals(_run(), SLO, 0.0)
+
+
+def test_other_work_per_interval_and_the_runs_it_disturbed() -> None:
+    """Samples (end of their stretch, cores) fall into the interval they end in: [0, 5) holds 0.02
+    and 0.04 (mean 0.03), [5, 10) none, [10, 15) 0.1 and 0.3 (0.2), [15, 20) 0.02; average over the
+    three measured intervals (0.03 + 0.2 + 0.02) / 3 = 0.0833, busiest 0.2. A quiet run is not
+    disturbed; one with an interval above OTHER_WORK_PEAK (0.6), or above OTHER_WORK_AVG on average,
+    is named."""
+    assert OTHER_WORK_AVG < OTHER_WORK_PEAK
+    quiet = _run("firm")
+    quiet.other_work = [(0.5, 0.02), (4.9, 0.04), (10.0, 0.1), (14.0, 0.3), (19.5, 0.02)]
+    entry = summarize(quiet, SLO, 5.0)
+    assert entry["series"]["other_work"] == [0.03, None, 0.2, 0.02]
+    assert entry["other_work_cores_avg"] == pytest.approx(0.083, abs=1e-3)
+    assert entry["other_work_cores_peak"] == 0.2
+    burst = _run("static")
+    burst.other_work = [(1.0, 0.02), (12.0, 0.6), (17.0, 0.02)]
+    busy = _run("aimd")
+    busy.other_work = [(t, OTHER_WORK_AVG + 0.05) for t in (1.0, 6.0, 11.0, 16.0)]
+    unmeasured = _run("hpa")
+    report = build_report([quiet, burst, busy, unmeasured], slo_ms=SLO, interval_s=5.0, seed=1)
+    assert report["verdict"]["disturbed"] == ["static", "aimd"]
+    assert report["policies"]["hpa"]["other_work_cores_avg"] is None
+    json.dumps(report, allow_nan=False)

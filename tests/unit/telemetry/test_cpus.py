@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.firm.core.plugins.module_utils import cgroup
-from firm.telemetry.cpus import CpuLoadReader, read_cpu_times
+from firm.telemetry.cpus import CpuLoadReader, OtherWorkMeter, read_cpu_times
 from tests.unit.plugins.cgroup_tree import FakeCgroupRoot
 
 STAT = """cpu  {total}
@@ -149,3 +149,83 @@ def test_no_per_cpu_figure_means_no_answer(tmp_path: Path, tree: tuple[FakeCgrou
     empty.mkdir()
     missing = CpuLoadReader("firm-testbed", cgroup_root=str(fake.root), proc_root=str(empty))
     assert missing.read() is None and missing.read() is None
+
+
+# -- other work: what a run does not account for --------------------------------------------------------
+
+
+def write_process(
+    proc: Path, pid: int, ppid: int, ticks: tuple[int, int, int, int], cgroup_path: str = "/"
+) -> None:
+    """``/proc/PID/stat`` as proc(5) lays it out (utime, stime, cutime, cstime are fields 14-17), with
+    a name holding a space and parentheses, and ``/proc/PID/cgroup`` (cgroup v1 lines)."""
+    utime, stime, cutime, cstime = ticks
+    directory = proc / str(pid)
+    directory.mkdir(exist_ok=True)
+    (directory / "stat").write_text(
+        f"{pid} (py (worker) {pid}) S {ppid} {pid} {pid} 0 -1 4194560 900 0 0 0 "
+        f"{utime} {stime} {cutime} {cstime} 20 0 1 0 5000 100000 200 18446744073709551615\n"
+    )
+    (directory / "cgroup").write_text(f"5:cpu,cpuacct:{cgroup_path}\n3:memory:{cgroup_path}\n2:cpuset:/\n")
+
+
+def test_other_work_is_busy_time_less_the_runs_groups_and_processes(tmp_path: Path) -> None:
+    """1 s with 1.5 cores busy: the testbed's group used 0.5, the anomalies' 0.3, the run's process 100
+    and its child 101 0.1 each, the daemon 200 (the sampler, not a descendant) 0.05; 102, the run's
+    child inside the testbed group, is counted once (with the group). Other work: 1.5 - 0.5 - 0.3 -
+    0.25 = 0.45 cores. Then 101 ends and 100 reaps it: its 0.05 s of the next second reach 100's
+    cutime with the 0.2 s counted before, which is not counted twice (1.0 busy - 0.05 = 0.95 other);
+    the anomalies' group is removed and made again (its counter starts afresh) and counts from 0."""
+    fake = FakeCgroupRoot(tmp_path / "cgroup", 1, cpus="0-1")
+    layout = cgroup.detect_layout(str(fake.root))
+    usage = {}
+    for name in ("firm-testbed", "firm-anomaly"):
+        for directory in cgroup.group_at(layout, name).distinct_dirs():
+            fake.mkdir(directory)
+        usage[name] = fake.root / "cpuacct" / name / "cpuacct.usage_percpu"
+        usage[name].write_text("0 0 \n")
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    write_stat(proc, CPU0, CPU1)
+    write_process(proc, 100, 1, (10, 0, 0, 0))
+    write_process(proc, 101, 100, (10, 10, 0, 0))
+    write_process(proc, 102, 100, (50, 0, 0, 0), "/firm-testbed/text-0")
+    write_process(proc, 200, 1, (3, 0, 0, 0))
+    write_process(proc, 300, 1, (7, 0, 0, 0))
+    clock = Clock()
+    meter = OtherWorkMeter(
+        ["firm-testbed", "/firm-anomaly/"],
+        daemons=lambda: [200, 999],  # 999: gone
+        root_pid=100,
+        layout=layout,
+        proc_root=str(proc),
+        ticks_per_s=100,
+        clock=clock,
+    )
+    assert meter.read() is None  # primes
+    clock.now += 1.0
+    write_stat(proc, advanced(CPU0, user=80), advanced(CPU1, user=50, system=20))
+    usage["firm-testbed"].write_text("250000000 250000000 \n")
+    usage["firm-anomaly"].write_text("300000000 0 \n")
+    write_process(proc, 100, 1, (20, 0, 0, 0))
+    write_process(proc, 101, 100, (15, 15, 0, 0))
+    write_process(proc, 102, 100, (100, 0, 0, 0), "/firm-testbed/text-0")
+    write_process(proc, 200, 1, (8, 0, 0, 0))
+    write_process(proc, 300, 1, (52, 0, 0, 0))
+    assert meter.read() == pytest.approx(0.45)
+    clock.now += 0.1
+    assert meter.read() is None  # too short: the previous reading is kept
+    clock.now += 0.9
+    write_stat(proc, advanced(CPU0, user=130), advanced(CPU1, user=100, system=20))
+    (proc / "101" / "stat").unlink()
+    write_process(proc, 100, 1, (20, 0, 35, 0))  # reaped 101: its 15 + 15 + the last 5
+    usage["firm-anomaly"].write_text("0 0 \n")  # removed and made again
+    assert meter.read() == pytest.approx(0.95)
+
+
+def test_other_work_without_proc_stat_is_unknown(tmp_path: Path) -> None:
+    meter = OtherWorkMeter(
+        ["firm-testbed"], proc_root=str(tmp_path), cgroup_root=str(tmp_path), ticks_per_s=100
+    )
+    assert meter.read() is None
+    assert meter.read() is None
