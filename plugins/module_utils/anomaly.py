@@ -65,6 +65,10 @@ class AnomalyNotFoundError(NotFoundError):
     """A target, tool or prepared file the anomaly needs does not exist."""
 
 
+class AnomalyStateError(FirmError):
+    """A file in the state directory is not what this module keeps there."""
+
+
 class AnomalyStartError(FirmError):
     """The anomaly's workers or kernel changes could not be started; what had started was undone."""
 
@@ -195,6 +199,8 @@ class Store:
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
+        self.history_unread = 0
+        """Lines of the history the last :meth:`history` could not read (a write a crash cut short)."""
 
     def path(self, name: str) -> str:
         return os.path.join(self.state_dir, f"{name}.json")
@@ -207,11 +213,19 @@ class Store:
         os.replace(temporary, self.path(record.spec.name))
 
     def load(self, name: str) -> Record | None:
+        """The active record ``name`` (None: none). Raises :class:`AnomalyStateError` naming the file
+        when it is not a record this module wrote (a file of something else in ``state_dir``)."""
+        path = self.path(name)
         try:
-            with open(self.path(name), encoding="utf-8") as handle:
+            with open(path, encoding="utf-8") as handle:
                 return Record.from_dict(json.load(handle))
         except FileNotFoundError:
             return None
+        except (ValueError, KeyError, TypeError, AttributeError):  # JSON or fields of something else
+            raise AnomalyStateError(
+                f"{path} is not a record of an active anomaly (not JSON, or not the fields this module writes)",
+                fix=f"give state_dir a directory of firm's own, or move {path} out of {self.state_dir}",
+            ) from None
 
     def all(self) -> list[Record]:
         if not os.path.isdir(self.state_dir):
@@ -220,12 +234,29 @@ class Store:
         return [r for r in (self.load(n) for n in names) if r is not None]
 
     def history(self, since: float = 0.0) -> list[dict[str, Any]]:
-        """Summaries of the anomalies that ended at or after ``since`` (seconds since the epoch)."""
+        """Summaries of the anomalies that ended at or after ``since`` (seconds since the epoch).
+
+        A line that is not a summary (the last append of a process that was killed) is skipped and
+        counted in :attr:`history_unread`, so that one torn write does not hide the rest."""
         path = os.path.join(self.state_dir, "history.jsonl")
         if not os.path.exists(path):
             return []
-        with open(path, encoding="utf-8") as handle:
-            ended = [json.loads(line) for line in handle if line.strip()]
+        ended, self.history_unread = [], 0
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    entry = None
+                ended_at = entry.get("ended_at") if isinstance(entry, dict) else None
+                if isinstance(ended_at, bool) or not isinstance(ended_at, (int, float, type(None))):
+                    entry = None
+                if entry is None:  # an append a crash cut short, or a line of something else
+                    self.history_unread += 1
+                    continue
+                ended.append(entry)
         return [entry for entry in ended if (entry.get("ended_at") or 0) >= since]
 
     def finish(
@@ -255,6 +286,7 @@ class Store:
 
 def validate(spec: AnomalySpec, env: Environment) -> None:
     """Refuse a request that cannot run here, with what to do instead, before anything starts."""
+    check_environment(env)
     check_request(spec, env.max_duration_s)
     if REGISTRY[spec.kind].kernel_feature == "sch_netem" and not netem_available():
         working = [k for k in KINDS if REGISTRY[k].kernel_feature != "sch_netem"]
@@ -270,6 +302,26 @@ def validate(spec: AnomalySpec, env: Environment) -> None:
                 "install stress-ng sysbench iperf3 nftables iproute2)",
             )
     _validate_target(spec, env)
+
+
+MAX_DURATION_S = 7 * 24 * 3600
+"""The longest bound of a duration (a week): an anomaly is an experiment, not a state of the node."""
+MAX_DISK_IOPS = 2**31 - 1
+"""The largest ``disk_iops_at_full`` (sysbench takes its rate as a C int)."""
+
+
+def check_environment(env: Environment) -> None:
+    """The node-side bounds, checked before anything is read or started."""
+    if not MIN_DURATION_S <= env.max_duration_s <= MAX_DURATION_S:
+        raise AnomalyInputError(
+            f"max_duration {env.max_duration_s} s is outside {MIN_DURATION_S}..{MAX_DURATION_S} s (a week)",
+            fix="give max_duration in seconds, at least 1, or leave it at its default of 3600",
+        )
+    if not 1 <= env.disk_iops_at_full <= MAX_DISK_IOPS:
+        raise AnomalyInputError(
+            f"disk_iops_at_full {env.disk_iops_at_full} is outside 1..{MAX_DISK_IOPS}",
+            fix="give the random IOPS the node's disk can do (40000 by default), so intensity is a share of it",
+        )
 
 
 def check_request(spec: AnomalySpec, max_duration_s: int = 3600) -> None:

@@ -58,7 +58,7 @@ options:
     type: int
   max_duration:
     description:
-      - Upper bound of O(duration), in seconds.
+      - Upper bound of O(duration), in seconds, from 1 to 604800 (a week).
     type: int
     default: 3600
   target_cgroup:
@@ -108,7 +108,7 @@ options:
   disk_iops_at_full:
     description:
       - Random I/O operations per second V(disk_io) asks for at intensity 100; set it near the random
-        IOPS the node's disk can do, so that intensity is a share of it.
+        IOPS the node's disk can do, so that intensity is a share of it. From 1 to 2147483647.
     type: int
     default: 40000
   state_dir:
@@ -187,6 +187,7 @@ swept:
   elements: str
 """
 
+import math
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -290,7 +291,13 @@ def main() -> None:
         supports_check_mode=True,
     )
     env = environment(module.params)
+    since = module.params["history_since"]
     try:
+        anomaly.check_environment(env)
+        if since is not None and not math.isfinite(since):
+            raise anomaly.AnomalyInputError(
+                f"history_since {since!r} is not a time", fix="give seconds since the epoch, e.g. 1764500000"
+            )
         swept = [] if module.check_mode else anomaly.sweep(env)
         state = module.params["state"]
         result: dict[str, Any] = (
@@ -300,8 +307,13 @@ def main() -> None:
         )
         store = anomaly.Store(env.state_dir)
         result["anomalies"] = [r.summary() for r in store.all()]
-        if state == "query" and module.params["history_since"] is not None:
-            result["history"] = store.history(module.params["history_since"])
+        if state == "query" and since is not None:
+            result["history"] = store.history(since)
+            if store.history_unread:
+                module.warn(
+                    f"{store.history_unread} line(s) of {store.state_dir}/history.jsonl could not be read "
+                    "(a write cut short when a process was killed) and were left out"
+                )
         result["swept"] = swept
     except FirmError as err:
         module.fail_json(**err.as_dict())
