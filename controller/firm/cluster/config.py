@@ -25,7 +25,10 @@ from ansible_collections.firm.core.plugins.module_utils.errors import FirmError,
 from firm.schema import yaml_position
 from firm.urls import describe_transport, redact_url
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""An RFC 1123 label, as Kubernetes names namespaces: at most 63 characters."""
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+"""An RFC 1123 subdomain, as Kubernetes names Deployments: at most 253 characters."""
 
 
 class ClusterError(FirmError):
@@ -40,7 +43,9 @@ class ClusterConfigError(ClusterError, InvalidInputError):
 class ServiceSpec:
     """One service of the application on the cluster.
 
-    Raises :class:`ClusterConfigError` for a namespace that is not a DNS label or an empty selector.
+    Raises :class:`ClusterConfigError` for a namespace that is not a DNS label, an empty selector or a
+    deployment that is not a Kubernetes name (before anything connects: a scale-out would find no such
+    Deployment only in the middle of a run).
     """
 
     name: str
@@ -66,6 +71,12 @@ class ServiceSpec:
             raise ClusterConfigError(
                 f"service {self.name}: the label selector is empty",
                 fix="give the selector of its pods, e.g. app=compose-post",
+            )
+        if self.deployment is not None and not _DNS_SUBDOMAIN.match(self.deployment):
+            raise ClusterConfigError(
+                f"service {self.name}: deployment {self.deployment!r} is not a Deployment name",
+                fix="give the name `kubectl get deployments -n NAMESPACE` shows (lower-case letters, digits, "
+                "'-' and '.', at most 253 characters), or leave deployment out for a service firm does not scale",
             )
 
 

@@ -114,3 +114,42 @@ def test_a_campaign_record_as_firm_writes_it_still_labels(tmp_path: Path) -> Non
     record.write_text("\n".join(json.dumps(e) for e in entries) + "\n\n")
     got = {i.name: (i.target, i.intensity) for i in read_campaign_file(record)}
     assert got == {"a": (("geo", "geo-1"), 0), "b": (("user", "user"), 55), "c": (("user", "user"), 30)}
+
+
+# -- Kubernetes names in a service spec ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("a=default:app=a:Compose_Post", "deployment 'Compose_Post' is not a Deployment name"),
+        ("a=default:app=a:compose-post-", "deployment 'compose-post-' is not a Deployment name"),
+        (f"a=default:app=a:{'d' * 254}", "is not a Deployment name"),
+        (f"a={'n' * 64}:app=a", "is not a namespace name"),
+    ],
+)
+def test_a_kubernetes_name_no_cluster_takes_is_refused_before_connecting(
+    tmp_path: Path, spec: str, words: str
+) -> None:
+    """A Deployment's name was first used when the loop scaled out, in the middle of a run (a 404 or
+    422 then); a 64-character namespace passed the namespace check."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nclusters: []\n")  # no context: reading it would fail
+    code, output = invoke("cluster", "--kubeconfig", str(kubeconfig), "--service", spec)
+    assert code == 1 and words in " ".join(output.split()), output
+    assert "credentials" not in output  # refused before the kubeconfig is read
+
+
+def test_a_cluster_file_checks_its_deployment_names(tmp_path: Path) -> None:
+    from firm.cluster.run import ClusterRunConfigError, load_config  # noqa: PLC0415
+
+    path = tmp_path / "cluster.yml"
+    text = (
+        "services: {{a: {{namespace: default, selector: app=a, deployment: {}}}}}\n"
+        "jaeger_url: http://jaeger:16686\nentry_services: [a]\n"
+    )
+    path.write_text(text.format("'web.v2'"))
+    assert load_config(path).service_specs()[0].deployment == "web.v2"
+    path.write_text(text.format("Web"))
+    with pytest.raises(ClusterRunConfigError, match="deployment 'Web' is not a Deployment name"):
+        load_config(path)
