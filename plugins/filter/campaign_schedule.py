@@ -84,10 +84,18 @@ def campaign_schedule(
     definition: Mapping[str, Any], hosts: Sequence[str], hostvars: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     try:
+        if not isinstance(definition, Mapping):
+            raise campaign.CampaignInputError(
+                f"the campaign {definition!r} is not a mapping",
+                fix="give {id: ..., random: {...}} or {id: ..., anomalies: [...]}",
+            )
         campaign_id = campaign.check_id(str(definition.get("id", "")))
         if "anomalies" in definition:
             rounds = campaign.explicit_schedule(
-                campaign_id, definition["anomalies"], list(hosts), int(definition.get("gap", 5))
+                campaign_id,
+                definition["anomalies"],
+                list(hosts),
+                campaign.parse_gap(definition.get("gap", 5)),
             )
         elif "random" in definition:
             plan = campaign.parse_random_plan(definition["random"])

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ansible_collections.firm.core.plugins.module_utils import anomaly
+from ansible_collections.firm.core.plugins.module_utils import anomaly, units
 from ansible_collections.firm.core.plugins.module_utils.errors import FirmError, InvalidInputError
 from ansible_collections.firm.core.plugins.module_utils.redis_buffer import PendingWrites
 
@@ -141,17 +141,63 @@ def check_id(campaign: str) -> str:
     return campaign
 
 
+_WHOLE_TEXT = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _whole(value: object, what: str, fix: str) -> int:
+    """``value`` as a whole number: an integer, an integral float (``50.0``) or its ASCII digits as text
+    (what a Jinja expression gives); true/false, fractions, words and lists are refused naming ``what``."""
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        return value
+    elif isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif isinstance(value, str) and _WHOLE_TEXT.match(value.strip()):
+        return int(value.strip())
+    raise CampaignInputError(f"{what} {value!r} is not a whole number", fix=fix)
+
+
+def parse_gap(value: object) -> int:
+    """The seconds between an explicit campaign's rounds (``gap``), 0 to a day."""
+    gap = _whole(value, "gap", "give gap in whole seconds between rounds, e.g. 5")
+    if not 0 <= gap <= 86400:
+        raise CampaignInputError(f"gap {gap} s is outside 0..86400", fix="give gap in whole seconds, e.g. 5")
+    return gap
+
+
 def _range(
     config: Mapping[str, Any], key: str, default: tuple[int, int], low: int, high: int
 ) -> tuple[int, int]:
     value = config.get(key, default)
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair) or not low <= pair[0] <= pair[1] <= high:
+    fix = f"give {key} as [low, high] with {low} <= low <= high <= {high}, or one whole number"
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise CampaignInputError(f"{key} {value!r} is not a range within {low}..{high}", fix=fix)
+        pair = (_whole(value[0], f"{key}'s low end", fix), _whole(value[1], f"{key}'s high end", fix))
+    else:
+        one = _whole(value, key, fix)
+        pair = (one, one)
+    if not low <= pair[0] <= pair[1] <= high:
+        raise CampaignInputError(f"{key} {value!r} is not a range within {low}..{high}", fix=fix)
+    return pair
+
+
+def _kinds(value: object, what: str) -> tuple[str, ...]:
+    """Anomaly kinds from a list of names or one name (``kinds: cpu`` in YAML is one kind, not three
+    letters); refused naming ``what`` when a kind is not known or the value is no list."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)):
         raise CampaignInputError(
-            f"{key} {value!r} is not a range within {low}..{high}",
-            fix=f"give {key} as [low, high] with {low} <= low <= high <= {high}",
+            f"{what} {value!r} is not a list of anomaly kinds",
+            fix=f"give a list of kinds from {', '.join(anomaly.KINDS)}",
         )
-    return pair[0], pair[1]
+    bad = [k for k in names if not isinstance(k, str) or k not in anomaly.KINDS]
+    if bad:
+        raise CampaignInputError(
+            f"{what} {bad} are not anomaly kinds", fix=f"choose from {', '.join(anomaly.KINDS)}"
+        )
+    return tuple(names)
 
 
 def parse_random_plan(config: Mapping[str, Any], max_duration_s: int = 3600) -> RandomPlan:
@@ -166,27 +212,32 @@ def parse_random_plan(config: Mapping[str, Any], max_duration_s: int = 3600) -> 
         "hosts_per_round",
         "services_per_host",
     }
-    unknown = sorted(set(config) - known)
+    if not isinstance(config, Mapping):
+        raise CampaignInputError(
+            f"random {config!r} is not a mapping of the plan's settings",
+            fix="give random: {seed: <integer>, ...}",
+        )
+    unknown = sorted(str(k) for k in config if k not in known)
     if unknown:
         raise CampaignInputError(
             f"unknown keys in the random campaign: {', '.join(unknown)}",
             fix=f"use only {', '.join(sorted(known))}",
         )
-    if not isinstance(config.get("seed"), int):
+    seed = config.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
         raise CampaignInputError("the random campaign has no integer seed", fix="give seed: <integer>")
-    kinds = tuple(config.get("kinds", DEFAULT_KINDS))
-    bad = [k for k in kinds if k not in anomaly.KINDS]
-    if bad or not kinds:
+    kinds = _kinds(config.get("kinds", DEFAULT_KINDS), "kinds")
+    if not kinds:
         raise CampaignInputError(
-            f"kinds {bad or '[]'} are not anomaly kinds", fix=f"choose from {', '.join(anomaly.KINDS)}"
+            "kinds [] are not anomaly kinds", fix=f"choose from {', '.join(anomaly.KINDS)}"
         )
     rounds = config.get("rounds", 5)
-    if not isinstance(rounds, int) or not 1 <= rounds <= 10000:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 10000:
         raise CampaignInputError(
             f"rounds {rounds!r} is not a count from 1 to 10000", fix="give rounds: <count>"
         )
     return RandomPlan(
-        config["seed"],
+        seed,
         rounds,
         kinds,
         _range(config, "intensity", (30, 90), 0, 100),
@@ -198,22 +249,55 @@ def parse_random_plan(config: Mapping[str, Any], max_duration_s: int = 3600) -> 
 
 
 def parse_targets(entries: Sequence[Mapping[str, Any]] | None) -> list[Target]:
-    """A host's ``anomaly_targets``; without any, anomalies land on the whole node."""
+    """A host's ``anomaly_targets``; without any, anomalies land on the whole node.
+
+    Each is checked here, before any round runs: a mapping with a ``service`` name, text (or nothing)
+    for ``cgroup``, ``namespace`` and ``interface``, a ``link_rate`` tc can read and known ``kinds``
+    (a kind that is not known made the target silently never chosen)."""
+    if entries is None:
+        return [NODE]
+    if not isinstance(entries, (list, tuple)):
+        raise CampaignInputError(
+            f"anomaly_targets {entries!r} is not a list of targets",
+            fix="give anomaly_targets as a list: - {service: web, cgroup: firm/web}",
+        )
     targets = []
-    for entry in entries or []:
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise CampaignInputError(
+                f"anomaly target {entry!r} is not a mapping",
+                fix="give each target a service: and its cgroup / namespace / interface",
+            )
         if "service" not in entry:
             raise CampaignInputError(
                 f"anomaly target {dict(entry)!r} has no service name",
                 fix="give each target a service: and its cgroup / namespace / interface",
             )
+        service = entry["service"]
+        if not isinstance(service, str) or not service.strip():
+            raise CampaignInputError(
+                f"anomaly target {dict(entry)!r}: service {service!r} is not a name",
+                fix="give the service's name as its spans carry it, e.g. service: web",
+            )
+        for key in ("cgroup", "namespace", "interface", "link_rate"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise CampaignInputError(
+                    f"anomaly target {service}: {key} {entry[key]!r} is not text",
+                    fix=f"give {key} as text (quote it in YAML), or leave it out",
+                )
+        if entry.get("link_rate"):
+            try:
+                units.parse_rate(entry["link_rate"], f"anomaly target {service}'s link_rate", minimum=8)
+            except units.UnitError as exc:
+                raise CampaignInputError(exc.message, fix=exc.fix) from None
         targets.append(
             Target(
-                str(entry["service"]),
+                service,
                 entry.get("cgroup"),
                 entry.get("namespace"),
                 entry.get("interface"),
                 entry.get("link_rate"),
-                tuple(entry.get("kinds", ())),
+                _kinds(entry.get("kinds", ()), f"anomaly target {service}'s kinds"),
             )
         )
     return targets or [NODE]
@@ -292,6 +376,10 @@ def _injection(
     return injection
 
 
+_TARGET_KEYS = ("service", "cgroup", "namespace", "interface", "link_rate", "kinds")
+"""The keys of an explicit campaign's entry that say where its anomaly lands (as a target's)."""
+
+
 def explicit_schedule(
     campaign: str, entries: Sequence[Mapping[str, Any]], hosts: Sequence[str], gap_s: int = 5
 ) -> list[Round]:
@@ -301,9 +389,19 @@ def explicit_schedule(
     leave the campaign half run.
     """
     check_id(campaign)
+    if not isinstance(entries, (list, tuple)):
+        raise CampaignInputError(
+            f"the campaign's anomalies {entries!r} are not a list",
+            fix="give anomalies as a list: - {host: node1, kind: cpu, intensity: 50, duration: 20}",
+        )
     ordered_hosts = sorted(hosts)
     by_round: dict[int, list[Injection]] = {}
     for number, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise CampaignInputError(
+                f"anomaly {number} of the campaign, {entry!r}, is not a mapping",
+                fix="give each anomaly host, kind, intensity and duration (round is optional)",
+            )
         missing = [k for k in ("host", "kind", "intensity", "duration") if k not in entry]
         if missing:
             raise CampaignInputError(
@@ -315,8 +413,15 @@ def explicit_schedule(
                 f"anomaly {number} names host {entry['host']!r}, which is not in the campaign",
                 fix=f"use one of {', '.join(ordered_hosts)}",
             )
-        target = parse_targets([entry])[0] if "service" in entry else NODE
-        index = int(entry.get("round", 0))
+        target = NODE
+        if "service" in entry:
+            target = parse_targets([{k: entry[k] for k in _TARGET_KEYS if k in entry}])[0]
+        where = f"anomaly {number} of the campaign:"
+        index = _whole(entry.get("round", 0), f"{where} round", "give round as a whole number from 0")
+        if index < 0:
+            raise CampaignInputError(
+                f"{where} round {index} is negative", fix="give round as a whole number from 0"
+            )
         injection = _injection(
             campaign,
             index,
@@ -324,8 +429,8 @@ def explicit_schedule(
             ordered_hosts.index(entry["host"]),
             number,
             str(entry["kind"]),
-            int(entry["intensity"]),
-            int(entry["duration"]),
+            _whole(entry["intensity"], f"{where} intensity", "give a percentage from 0 to 100"),
+            _whole(entry["duration"], f"{where} duration", "give the duration in whole seconds"),
             target,
             str(entry["name"]) if "name" in entry else None,
         )
