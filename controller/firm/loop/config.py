@@ -269,6 +269,14 @@ class FirmDecider(BaseModel):
         "CPUs up to this load instead of placement_busy: behind work that saturates its CPU it "
         "waits longer than among the managed instances' short requests on a busier quiet CPU.",
     )
+    placement_idle_moves: int = Field(
+        default=2,
+        ge=0,
+        le=MAX_CULPRITS,
+        description="While no SLO is at risk, instances moved off contended CPUs per step where "
+        "other CPUs have room (placement_busy), so that the next contention finds them elsewhere "
+        "(0: only while an SLO is at risk).",
+    )
     scale_out: bool = Field(default=True, description="Scale a service out (testbed) when the agent asks.")
     trace_cache: int = Field(
         default=20000,

@@ -369,7 +369,49 @@ class FirmDecider:
             else:
                 explanation.mode = "reclaim"
                 actions = self._reclaim(observation, explanation)
+        if not observation.at_risk:
+            actions = [*actions, *self._tidy(observation, explanation)]
         return actions
+
+    def _tidy(self, observation: Observation, explanation: Explanation) -> list[Action]:
+        """While no SLO is at risk: up to ``firm.placement_idle_moves`` instances on CPUs that work
+        outside the managed instances keeps busy are moved off them where other CPUs have room
+        (:meth:`_move_to`), those that wait for a CPU the longest first, so that the next
+        contention finds them elsewhere; a move changes no quota."""
+        cfg = self.config.firm
+        if not cfg.placement or cfg.placement_idle_moves == 0 or not observation.cpu_load:
+            return []
+        contended = observation.contended_cpus(cfg.foreign_cpu)
+        if not contended:
+            return []
+        views = sorted(
+            (
+                v
+                for v in observation.instances.values()
+                if v.service not in self.config.exclude and _cpus(v) & contended
+            ),
+            key=lambda v: (-v.usage.get("cpu_wait", 0.0), -v.usage.get("cpu", 0.0), v.name),
+        )
+        moves: list[Action] = []
+        loads = observation.cpu_load
+        for view in views:
+            if len(moves) >= cfg.placement_idle_moves:
+                break
+            move = self._move_to(view, observation, commit=True)
+            if move is None:
+                continue
+            busy = ", ".join(f"CPU {c} {loads[c].foreign:.2f} cores" for c in sorted(_cpus(view) & contended))
+            reason = (
+                f"work outside the managed instances keeps its CPUs busy ({busy}): moved to CPUs "
+                f"{cgroup.format_list(move)} before an SLO is at risk"
+            )
+            moves.append(Action(view.name, "cpuset", cgroup.format_list(move), reason, view.service))
+        if moves:
+            explanation.notes.append(
+                f"placement: {', '.join(m.instance for m in moves)} moved off contended CPUs "
+                f"{cgroup.format_list(sorted(contended))}"
+            )
+        return moves
 
     # raising ---------------------------------------------------------------------------------------
 
@@ -439,6 +481,16 @@ class FirmDecider:
                 reason = f"agent: {label}"
                 if resource == "cpu" and value > current and math.isfinite(current) and self._starved(view):
                     used = view.usage.get("cpu", 0.0) / current if current > 0 else 1.0
+                    widen = self._widen(view, observation)
+                    if widen is not None:
+                        reason = (
+                            f"widened onto CPUs {cgroup.format_list(widen)} (no quota change): uses "
+                            f"{used:.0%} of its CPU limit; {label}"
+                        )
+                        actions.append(
+                            Action(view.name, "cpuset", cgroup.format_list(widen), reason, view.service)
+                        )
+                        continue
                     value = min(value, current * (1 + 2 * self.config.deadband))
                     reason = f"smallest raise (widens its CPUs): uses {used:.0%} of its CPU limit; {label}"
                 actions.append(Action(view.name, resource, value, reason, view.service))
@@ -454,16 +506,17 @@ class FirmDecider:
         their CPUs wait for one (by instance): first every instance waiting for a CPU
         (:meth:`_waits_for_cpu`), then the localizer's culprits up to ``firm.max_culprits`` in all;
         with none, and an SLO violated, the top-ranked instance (``firm.fallback_top``). An instance
-        that uses little of its CPU limit and already runs on every CPU is passed over."""
+        that uses little of its CPU limit and that more CPU cannot reach (:meth:`_stuck`) is passed
+        over."""
         cfg = self.config.firm
         actionable = []
         for r in eligible:
             view = observation.instances[r.instance]
-            if self._starved(view) and _on_every_cpu(view) and self._move_to(view, observation) is None:
+            if self._starved(view) and self._stuck(view, observation):
                 if r.culprit:
                     explanation.notes.append(
                         f"{r.instance} (score {float(r.score):.2f}) passed over: it uses little of its CPU "
-                        "limit and already runs on every CPU it may use, so more CPU would not reach it"
+                        f"limit and {self._stuck_why(view)}, so more CPU would not reach it"
                     )
                 continue
             actionable.append(r)
@@ -485,14 +538,14 @@ class FirmDecider:
     def _waits_for_cpu(self, view: InstanceView, observation: Observation) -> float | None:
         """Seconds per second ``view``'s tasks waited for a CPU (telemetry's ``cpu_wait``) when that
         marks a neighbour contending for its CPUs (at least ``firm.cpu_wait_s``, and at least
-        ``firm.cpu_wait_ratio`` per CPU-second it ran) and another cpuset could help (it does not
-        already run on every CPU it may have, or it can be moved off a contended CPU,
-        :meth:`_move_to`); None otherwise."""
+        ``firm.cpu_wait_ratio`` per CPU-second it ran) and another cpuset could help (it is not
+        :meth:`_stuck`) or it lacks quota too (throttled in more than ``firm.throttled_cpu`` of its
+        CFS periods); None otherwise."""
         cfg = self.config.firm
         wait = view.usage.get("cpu_wait")
         if cfg.cpu_wait_s is None or wait is None or wait < cfg.cpu_wait_s:
             return None
-        if _on_every_cpu(view) and self._move_to(view, observation) is None:
+        if self._stuck(view, observation) and view.usage.get("cpu_throttled", 0.0) <= cfg.throttled_cpu:
             return None
         used = view.usage.get("cpu", 0.0)
         if used > 0 and wait / used < cfg.cpu_wait_ratio:
@@ -531,6 +584,13 @@ class FirmDecider:
                 f"moved to CPUs {cgroup.format_list(move)}"
             )
             return [Action(view.name, "cpuset", cgroup.format_list(move), reason, view.service)]
+        widen = self._widen(view, observation)
+        if widen is not None:
+            reason = (
+                f"{waited}: a neighbour contends for its CPUs{label}; widened onto CPUs "
+                f"{cgroup.format_list(widen)} (no quota change: it lacks a CPU, not quota)"
+            )
+            return [Action(view.name, "cpuset", cgroup.format_list(widen), reason, view.service)]
         guard = self.config.guard(view.service, "cpu")
         current = effective(view.limits.get("cpu"), guard.max)
         if not math.isfinite(current) or "cpu" not in view.resources:
@@ -611,6 +671,45 @@ class FirmDecider:
             f", not the contended {cgroup.format_list(contended)}" if contended else ""
         )
         return [Action(view.name, "cpuset", cgroup.format_list(room), reason, view.service)]
+
+    def _widen(self, view: InstanceView, observation: Observation) -> list[int] | None:
+        """Where placement applies and ``view`` is not throttled (it lacks a CPU, not quota): the
+        wider cpuset a raise would have given it, as a change of its own, so that its quota does
+        not grow for nothing: its uncontended CPUs plus a quiet one with room (:meth:`_cpu_room`),
+        or, when every CPU is contended, all of them (it runs wherever a turn comes first). None
+        where placement does not apply, nothing wider has room, or it is throttled (a raise then)."""
+        cfg = self.config.firm
+        loads = observation.cpu_load
+        mine = _cpus(view)
+        if not cfg.placement or not loads or not mine or "cpuset" not in view.resources:
+            return None
+        if view.usage.get("cpu_throttled", 0.0) > cfg.throttled_cpu:
+            return None
+        cores = effective(view.limits.get("cpu"), math.inf)
+        room = self._cpu_room(view, observation, cores, grow=True, commit=True)
+        if room is not None:
+            return room if set(room) > mine else None
+        if set(loads) <= observation.contended_cpus(cfg.foreign_cpu) and not set(loads) <= mine:
+            return sorted(set(loads) | mine)
+        return None
+
+    def _stuck(self, view: InstanceView, observation: Observation) -> bool:
+        """Whether no cpuset would give ``view`` more room: it cannot be moved off a contended CPU
+        (:meth:`_move_to`), and it already runs on every CPU it may have, or, where placement
+        applies, a raise would keep it on the CPUs it has (every other one contended or full)."""
+        if self._move_to(view, observation) is not None:
+            return False
+        if _on_every_cpu(view):
+            return True
+        cores = effective(view.limits.get("cpu"), math.inf) * (1 + 2 * self.config.deadband)
+        room = self._cpu_room(view, observation, cores, grow=True)
+        return room is not None and set(room) == _cpus(view)
+
+    @staticmethod
+    def _stuck_why(view: InstanceView) -> str:
+        if _on_every_cpu(view):
+            return "already runs on every CPU it may use"
+        return "every CPU it could add is contended or full"
 
     def _starved(self, view: InstanceView) -> bool:
         """Whether ``view`` uses less than ``firm.unused_cpu`` of a finite CPU limit and is seldom

@@ -289,22 +289,36 @@ def test_firm_moves_an_instance_waiting_for_a_cpu_off_the_cpu_a_neighbour_keeps_
         assert by_resource(decider.decide(obs)) == {("frontend-0", "cpu"): 1.04, ("text-0", "cpu"): 0.8}
 
 
-def test_a_cpu_below_foreign_cpu_is_not_contended_and_every_cpu_contended_leaves_the_old_widening() -> None:
-    """Foreign load 0.29 on CPU 0 (below 0.3): nothing to move off, frontend-0's smallest raise widens
-    onto CPU 1 (the raise's cpuset, 0-1, given with it). Both CPUs busy (0.79 and 0.58 cores):
-    nowhere better to go, placement stands aside and the executor widens as before (no cpuset)."""
+def test_a_waiting_instance_is_widened_by_its_cpuset_alone_where_placement_knows_the_cpus() -> None:
+    """Foreign load 0.29 on CPU 0 (below 0.3): nothing to move off; frontend-0 and compose-post-0
+    (CPU 0, waiting, not throttled) lack a CPU, not quota: each is widened onto CPU 1 by a cpuset
+    change alone (a raise would grow the quota for nothing). Both CPUs busy with other work (0.79
+    and 0.58 cores): nowhere quieter, so each may run on both, wherever a turn comes first. Without
+    the per-CPU load (a cluster) the smallest raise widens them, as before placement."""
     ranks = {"frontend-0": 0.2, "compose-post-0": 0.1}
+    widened = {("frontend-0", "cpuset"): "0-1", ("compose-post-0", "cpuset"): "0-1"}
+    each: list[dict[int, float | tuple[float, float]]] = [{0: 0.29, 1: 0.05}, {0: 0.79, 1: 0.58}]
+    for loads in each:
+        decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+        actions = decider.decide(observation(violated_window(), waiting({}), cpus=loads))
+        assert by_resource(actions) == widened
+        reason = next(a.reason for a in actions if a.instance == "frontend-0")
+        assert reason.endswith("widened onto CPUs 0-1 (no quota change: it lacks a CPU, not quota)")
     decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
-    obs = observation(violated_window(), waiting({}), cpus={0: 0.29, 1: 0.05})
-    assert by_resource(decider.decide(obs)) == {
-        ("frontend-0", "cpu"): 1.04,
-        ("frontend-0", "cpuset"): "0-1",
-        ("compose-post-0", "cpu"): 0.52,
-        ("compose-post-0", "cpuset"): "0-1",
-    }
-    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
-    obs = observation(violated_window(), waiting({}), cpus={0: 0.79, 1: 0.58})
-    assert by_resource(decider.decide(obs)) == {("frontend-0", "cpu"): 1.04, ("compose-post-0", "cpu"): 0.52}
+    actions = decider.decide(observation(violated_window(), waiting({}), cpus=None))
+    assert by_resource(actions) == {("frontend-0", "cpu"): 1.04, ("compose-post-0", "cpu"): 0.52}
+
+
+def test_a_starved_culprit_is_widened_by_its_cpuset_alone() -> None:
+    """The flagged compose-post-0 uses 0.1 of its 0.5 cores (20 %, seldom throttled): the agent's
+    raise would reach it only through a wider cpuset, which it gets alone, onto the quiet CPU 1."""
+    decider = firm(FakeLocalizer({"compose-post-0": 0.9}), FakeAgent(factor=2.0))
+    instances = pinned({"compose-post-0": 0.1}, {})
+    actions = decider.decide(observation(violated_window(), instances, cpus={0: 0.1, 1: 0.05}))
+    assert by_resource(actions) == {("compose-post-0", "cpuset"): "0-1"}
+    assert next(a.reason for a in actions).startswith(
+        "widened onto CPUs 0-1 (no quota change): uses 20% of its CPU limit"
+    )
 
 
 def test_the_agents_cpu_raise_widens_only_onto_uncontended_cpus() -> None:
@@ -359,7 +373,7 @@ def test_an_instance_behind_a_saturated_cpu_may_fill_the_quiet_cpu_up_to_placeme
     actions = decider.decide(observation(violated_window(), instances, cpus={0: 0.97, 1: (0.7, 0.6)}))
     assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpuset"): "1"}
     # a third instance's 0.1 cores would not fit in what is left below 0.85 (0.01)
-    crowded = {0: 0.97, 1: (0.74, 0.6)}
+    crowded: dict[int, float | tuple[float, float]] = {0: 0.97, 1: (0.74, 0.6)}
     decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
     actions = decider.decide(observation(violated_window(), instances, cpus=crowded))
     assert by_resource(actions) == {("frontend-0", "cpuset"): "1", ("compose-post-0", "cpu"): 0.52}
@@ -372,3 +386,52 @@ def test_placement_busy_above_placement_busy_max_is_refused_naming_both() -> Non
     with pytest.raises(ValidationError, match=r"placement_busy \(0.9\) must be at most placement_busy_max"):
         FirmSettings(placement_busy=0.9)
     assert FirmSettings(placement_busy=0.9, placement_busy_max=0.95).placement_busy == 0.9
+
+
+def test_no_raise_for_an_instance_that_waits_where_no_cpu_it_could_add_has_room() -> None:
+    """Work outside the managed instances keeps CPU 1 busy (0.79 cores); frontend-0 and compose-post-0
+    wait for a CPU on CPU 0, which is not contended. A raise would widen them only onto CPU 1, which
+    placement refuses, so the quota would grow for nothing: neither is raised (the allocation stays
+    as it is), and the flagged frontend-0 is passed over, saying why. Throttled in 30 % of its
+    periods, frontend-0 lacks quota as well: it gets the smallest raise, pinned to CPU 0."""
+    ranks = {"frontend-0": 0.9, "compose-post-0": 0.1}
+    loads: dict[int, float | tuple[float, float]] = {0: (0.5, 0.45), 1: 0.79}
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    assert decider.decide(observation(violated_window(), waiting({}), cpus=loads)) == []
+    assert any(
+        n.startswith("frontend-0 (score 0.90) passed over")
+        and "every CPU it could add is contended or full" in n
+        for n in decider.explanation.notes
+    )
+    throttled = [
+        dataclasses.replace(v, usage={**v.usage, "cpu_throttled": 0.3}) if v.name == "frontend-0" else v
+        for v in waiting({})
+    ]
+    decider = firm(FakeLocalizer(ranks, threshold=0.5), FakeAgent(factor=2.0))
+    actions = decider.decide(observation(violated_window(), throttled, cpus=loads))
+    assert by_resource(actions) == {("frontend-0", "cpu"): 1.04, ("frontend-0", "cpuset"): "0"}
+
+
+def test_while_no_slo_is_at_risk_instances_on_a_contended_cpu_move_where_there_is_room() -> None:
+    """Every SLO met with slack, CPU 0 0.79 cores busy with other work, CPU 1 0.05: up to
+    firm.placement_idle_moves (2) instances on CPU 0 move to CPU 1, the longest waiting first
+    (frontend-0 0.3 s per s, compose-post-0 0.2), with no quota change; home-timeline-0, the third,
+    waits for a later step. Nothing moves with placement_idle_moves 0, or with CPU 0 below
+    firm.foreign_cpu."""
+    decider = firm(FakeLocalizer({}), FakeAgent(factor=2.0))
+    slack = observation(slack_window(), waiting({}), cpus=NEIGHBOUR_ON_0)
+    actions = decider.decide(slack)
+    assert [(a.instance, a.resource, a.value) for a in actions if a.resource == "cpuset"] == [
+        ("frontend-0", "cpuset", "1"),
+        ("compose-post-0", "cpuset", "1"),
+    ]
+    assert next(a.reason for a in actions if a.resource == "cpuset").endswith(
+        "moved to CPUs 1 before an SLO is at risk"
+    )
+    assert "placement: frontend-0, compose-post-0 moved off contended CPUs 0" in decider.explanation.notes
+    config = LoopConfig(guards=GUARDS, firm=FirmSettings(placement_idle_moves=0))
+    decider = firm(FakeLocalizer({}), FakeAgent(factor=2.0), config)
+    assert [a for a in decider.decide(slack) if a.resource == "cpuset"] == []
+    decider = firm(FakeLocalizer({}), FakeAgent(factor=2.0))
+    quiet = observation(slack_window(), waiting({}), cpus={0: 0.29, 1: 0.05})
+    assert [a for a in decider.decide(quiet) if a.resource == "cpuset"] == []
