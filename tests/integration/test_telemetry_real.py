@@ -30,7 +30,7 @@ from firm.telemetry import (
     Sample,
     Sampler,
 )
-from firm.telemetry.cpus import CpuLoadReader
+from firm.telemetry.cpus import CpuLoadReader, OtherWorkMeter
 from tests.helpers.measure import poll
 from tests.helpers.redis_db import REDIS_URL, connect
 from tests.integration.netpair import iperf3_throughput, veth_pair
@@ -479,3 +479,71 @@ def test_per_cpu_load_tells_work_outside_the_managed_group_from_the_groups_own(
     assert loads[mine].managed >= 0.5, loads[mine]
     assert loads[mine].managed - loads[theirs].managed >= 0.4
     assert loads[theirs].foreign - loads[mine].foreign >= 0.4
+
+
+def test_other_work_is_the_cpu_of_processes_outside_the_runs_groups_and_its_own_tree(
+    layout: cgroup.Layout, group_path: str, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    """Three busy loops share this machine's CPUs: one in a group the run accounts for, one a child
+    of this process, one a stranger (its parent exits, so it belongs to no one here). Over a
+    second and a half the meter (firm.telemetry.cpus.OtherWorkMeter, as the experiment reads it)
+    finds the stranger's CPU time (read from its /proc/PID/stat over the same stretch) and not the
+    other two's, give or take what else ran here."""
+    if layout.hierarchies["cpuacct"].version != 1:
+        pytest.skip("a group's CPU time is read from cpuacct on cgroup v1")
+    meter = OtherWorkMeter([group_path], layout=layout)
+
+    def over(seconds: float) -> float | None:
+        meter.read()
+        deadline = time.monotonic() + seconds
+        poll(time.monotonic, lambda now: now >= deadline, timeout_s=seconds + 2, interval_s=0.1)
+        return meter.read()
+
+    quiet = over(1.0)
+    assert quiet is not None
+    if quiet > 0.2:
+        pytest.skip(f"other work took {quiet:.2f} cores before the test began: it would blur the figure")
+    stranger = 0
+    try:
+        start_in_group(layout, group_path, BUSY, spawn)
+        spawn.append(subprocess.Popen(BUSY))
+        launcher = subprocess.run(
+            ["sh", "-c", "timeout 30 sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        stranger = int(launcher.stdout.split()[0])
+        children = poll(
+            lambda: [p for p in Path("/proc").glob("[0-9]*") if _parent(p) == stranger],
+            bool,
+            timeout_s=5,
+        )
+        assert children.met, "the stranger's busy loop did not start"
+        loop = int(children.value[0].name)
+        meter.read()
+        before = process_cpu_s(loop)
+        started = time.monotonic()
+        deadline = started + 1.5
+        poll(time.monotonic, lambda now: now >= deadline, timeout_s=3.5, interval_s=0.1)
+        other = meter.read()
+        theirs = (process_cpu_s(loop) - before) / (time.monotonic() - started)
+    finally:
+        if stranger:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stranger, 15)
+        for proc in spawn:
+            proc.kill()
+            proc.wait(timeout=10)
+        cgroup.remove_group_when_empty(cgroup.group_at(layout, group_path))
+    print(f"other work {other} cores; the stranger used {theirs:.2f}; before the test {quiet:.2f}")
+    assert other is not None and theirs >= 0.3, (other, theirs)
+    # counting the group's or the child's loop (each about as busy as the stranger) would add 0.3+
+    assert abs(other - theirs) <= 0.25, (other, theirs)
+
+
+def _parent(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -169,8 +169,9 @@ class _Tally:
 
 class OtherWorkMeter:
     """Cores of this machine busy with work a run does not account for, over the interval between
-    two calls of :meth:`read`: busy time of every CPU (``/proc/stat``, as :class:`CpuLoadReader`)
-    less the CPU time of
+    two calls of :meth:`read`: busy time of every CPU (``/proc/stat``, as :class:`CpuLoadReader`),
+    plus the time the hypervisor gave the CPUs to something else (steal: a virtual machine's
+    neighbours), less the CPU time of
 
     - ``groups``, cgroup paths below each hierarchy's root with their descendants (cgroup v1's
       ``cpuacct.usage_percpu``; a group made or removed between two reads counts from its making,
@@ -213,7 +214,8 @@ class OtherWorkMeter:
         primes), when ``/proc/stat`` cannot be read, or when the interval was under 0.2 s (the
         previous reading kept)."""
         try:
-            busy_s = sum(b for b, _ in read_cpu_times(self.proc_root).values()) / self.ticks_per_s
+            times = read_cpu_times(self.proc_root).values()
+            busy_s = sum(busy + steal for busy, steal in times) / self.ticks_per_s
         except (OSError, ValueError):
             self._previous = None
             return None

@@ -174,8 +174,9 @@ def test_other_work_is_busy_time_less_the_runs_groups_and_processes(tmp_path: Pa
     and its child 101 0.1 each, the daemon 200 (the sampler, not a descendant) 0.05; 102, the run's
     child inside the testbed group, is counted once (with the group). Other work: 1.5 - 0.5 - 0.3 -
     0.25 = 0.45 cores. Then 101 ends and 100 reaps it: its 0.05 s of the next second reach 100's
-    cutime with the 0.2 s counted before, which is not counted twice (1.0 busy - 0.05 = 0.95 other);
-    the anomalies' group is removed and made again (its counter starts afresh) and counts from 0."""
+    cutime with the 0.2 s counted before, which is not counted twice; the hypervisor took 0.1 s of
+    CPU 1 (steal), which counts (1.0 busy + 0.1 stolen - 0.05 = 1.05 other); the anomalies' group is
+    removed and made again (its counter starts afresh) and counts from 0."""
     fake = FakeCgroupRoot(tmp_path / "cgroup", 1, cpus="0-1")
     layout = cgroup.detect_layout(str(fake.root))
     usage = {}
@@ -216,11 +217,11 @@ def test_other_work_is_busy_time_less_the_runs_groups_and_processes(tmp_path: Pa
     clock.now += 0.1
     assert meter.read() is None  # too short: the previous reading is kept
     clock.now += 0.9
-    write_stat(proc, advanced(CPU0, user=130), advanced(CPU1, user=100, system=20))
+    write_stat(proc, advanced(CPU0, user=130), advanced(CPU1, user=100, system=20, steal=10))
     (proc / "101" / "stat").unlink()
     write_process(proc, 100, 1, (20, 0, 35, 0))  # reaped 101: its 15 + 15 + the last 5
     usage["firm-anomaly"].write_text("0 0 \n")  # removed and made again
-    assert meter.read() == pytest.approx(0.95)
+    assert meter.read() == pytest.approx(1.05)
 
 
 def test_other_work_without_proc_stat_is_unknown(tmp_path: Path) -> None:
