@@ -62,7 +62,7 @@ def test_every_cpu_quantity_form_reads_as_cores(text: str, cores: float) -> None
         ("1KiB", "not a Kubernetes quantity"),
         ("1ki", "not a Kubernetes quantity"),
         ("1mi", "not a Kubernetes quantity"),
-        ("١٢٨Mi", "not a Kubernetes quantity"),
+        ("\u0661\u0662\u0668Mi", "not a Kubernetes quantity"),  # Arabic-Indic digits
         ("1_000", "not a Kubernetes quantity"),
         ("nan", "not a Kubernetes quantity"),
         ("1e3m", "not a Kubernetes quantity"),  # an exponent and a suffix at once
